@@ -1,0 +1,81 @@
+// Node-API glue helpers: argument conversion and running kernels sync or off the event loop.
+// TypeScript validates every argument first; the checks here only keep a direct caller of the
+// raw addon from crashing the process.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "camembed/types.h"
+
+namespace camembed {
+
+// A typed array's data pointer, checked for kind and for holding at least `minBytes`.
+inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type, int64_t minBytes) {
+  Napi::Value v = opts.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' has the wrong typed-array type");
+  Napi::TypedArray array = v.As<Napi::TypedArray>();
+  if (int64_t(array.ByteLength()) < minBytes)
+    throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' is shorter than its shape");
+  return static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+}
+
+inline int64_t integerOption(const Napi::Object& opts, const char* key) {
+  Napi::Value v = opts.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != double(int64_t(d)) || d < 0)
+    throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' must be a non-negative integer");
+  return int64_t(d);
+}
+
+inline bool boolOption(const Napi::Object& opts, const char* key) { return opts.Get(key).ToBoolean().Value(); }
+
+inline std::string stringOption(const Napi::Object& opts, const char* key) {
+  Napi::Value v = opts.Get(key);
+  if (!v.IsString()) throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error.
+// `keepAlive` holds the JS objects whose memory the work reads or writes.
+class KernelWorker : public Napi::AsyncWorker {
+ public:
+  KernelWorker(Napi::Env env, std::function<Status()> work, const std::vector<Napi::Value>& keepAlive)
+      : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
+    for (const auto& v : keepAlive) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    Status s = work_();
+    if (!s.empty()) SetError(s);
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<Status()> work_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise).
+inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
+                             const std::vector<Napi::Value>& keepAlive) {
+  if (!async) {
+    Status s = work();
+    if (!s.empty()) throw Napi::Error::New(env, s);
+    return env.Undefined();
+  }
+  auto* worker = new KernelWorker(env, std::move(work), keepAlive);
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+void registerCudaBindings(Napi::Env env, Napi::Object exports);
+
+}  // namespace camembed

@@ -1,0 +1,111 @@
+// The addon's entry point: CPU kernels, machine info, and the CUDA bindings.
+#include "camembed/cpu_info.h"
+#include "camembed/cuda.h"
+#include "camembed/pool.h"
+#include "camembed/topk.h"
+#include "common.h"
+
+namespace camembed {
+namespace {
+
+HiddenType hiddenTypeOption(const Napi::Object& opts, const char* key) {
+  std::string t = stringOption(opts, key);
+  if (t == "float32") return HiddenType::Float32;
+  if (t == "float16") return HiddenType::Float16;
+  throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' must be 'float32' or 'float16'");
+}
+
+napi_typedarray_type arrayTypeOf(HiddenType t) {
+  return t == HiddenType::Float32 ? napi_float32_array : napi_uint16_array;
+}
+
+// meanPoolNormalize({hidden, hiddenType, mask, maskType, batch, seq, hiddenSize, normalize,
+//                    out, threads, device}, async). device < 0: CPU; else the CUDA device index.
+Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object opts = info[0].As<Napi::Object>();
+  PoolArgs a{};
+  a.batch = integerOption(opts, "batch");
+  a.seq = integerOption(opts, "seq");
+  a.hiddenSize = integerOption(opts, "hiddenSize");
+  a.hiddenType = hiddenTypeOption(opts, "hiddenType");
+  std::string maskType = stringOption(opts, "maskType");
+  napi_typedarray_type maskArray;
+  if (maskType == "int64") { a.maskType = MaskType::Int64; maskArray = napi_bigint64_array; }
+  else if (maskType == "int32") { a.maskType = MaskType::Int32; maskArray = napi_int32_array; }
+  else if (maskType == "uint8") { a.maskType = MaskType::Uint8; maskArray = napi_uint8_array; }
+  else throw Napi::TypeError::New(env, "native: 'maskType' must be 'int64', 'int32' or 'uint8'");
+  const int64_t tokens = a.batch * a.seq;
+  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), tokens * a.hiddenSize * hiddenElementBytes(a.hiddenType));
+  a.mask = typedArrayData(opts, "mask", maskArray, tokens * maskElementBytes(a.maskType));
+  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, a.batch * a.hiddenSize * 4));
+  a.normalize = boolOption(opts, "normalize");
+  const int threads = int(integerOption(opts, "threads"));
+  const int device = opts.Get("device").ToNumber().Int32Value();
+  bool async = info[1].ToBoolean().Value();
+  return runKernel(env, async, [a, threads, device]() {
+    return device < 0 ? meanPoolNormalizeCpu(a, threads) : meanPoolNormalizeCuda(a, device);
+  }, {opts.Get("hidden"), opts.Get("mask"), opts.Get("out")});
+}
+
+// cosineTopK({queries, numQueries, database, databaseType, numRows, dim, k, normalized,
+//             outIndices, outScores, threads}, async)
+Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object opts = info[0].As<Napi::Object>();
+  TopKArgs a{};
+  a.numQueries = integerOption(opts, "numQueries");
+  a.numRows = integerOption(opts, "numRows");
+  a.dim = integerOption(opts, "dim");
+  a.k = integerOption(opts, "k");
+  a.databaseType = hiddenTypeOption(opts, "databaseType");
+  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, a.numQueries * a.dim * 4));
+  a.database = typedArrayData(opts, "database", arrayTypeOf(a.databaseType), a.numRows * a.dim * hiddenElementBytes(a.databaseType));
+  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, a.numQueries * a.k * 4));
+  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, a.numQueries * a.k * 4));
+  a.normalized = boolOption(opts, "normalized");
+  const int threads = int(integerOption(opts, "threads"));
+  bool async = info[1].ToBoolean().Value();
+  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); },
+                   {opts.Get("queries"), opts.Get("database"), opts.Get("outIndices"), opts.Get("outScores")});
+}
+
+// info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("simd", simdLevelName(simdLevel()));
+  out.Set("threads", defaultThreadCount());
+  out.Set("cudaCompiledIn", cudaCompiledIn());
+  std::vector<CudaDeviceInfo> devices;
+  std::string why;
+  Status s = cudaListDevices(&devices, &why);
+  if (!s.empty()) why = s;
+  Napi::Array list = Napi::Array::New(env, devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("index", devices[i].index);
+    d.Set("name", devices[i].name);
+    d.Set("totalMemoryBytes", double(devices[i].totalMemoryBytes));
+    d.Set("computeCapability", std::to_string(devices[i].computeMajor) + "." + std::to_string(devices[i].computeMinor));
+    d.Set("multiprocessors", devices[i].multiprocessors);
+    list.Set(uint32_t(i), d);
+  }
+  out.Set("cudaDevices", list);
+  out.Set("cudaUnavailableReason", devices.empty() ? Napi::Value(Napi::String::New(env, why)) : env.Null());
+  return out;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("meanPoolNormalize", Napi::Function::New(env, MeanPoolNormalize));
+  exports.Set("cosineTopK", Napi::Function::New(env, CosineTopK));
+  exports.Set("info", Napi::Function::New(env, Info));
+  registerCudaBindings(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace camembed
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return camembed::Init(env, exports); }
+NODE_API_MODULE(camembed, InitAddon)

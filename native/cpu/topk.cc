@@ -1,0 +1,246 @@
+// Exact cosine top-k on the CPU: a blocked SIMD dot-product kernel streams the database
+// once per call (all queries of the call share each tile while it is in L2), and a
+// per-query bounded heap keeps the k best rows. The Q x N score matrix never exists.
+// Floor: reads N*d*bytes of database once; does 2*Q*N*d FLOPs.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "camembed/topk.h"
+#include "parallel.h"
+
+// GCC 12 warns inside its own _mm512_reduce_add_ps (a false positive in the header).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace camembed {
+namespace {
+
+struct Candidate {
+  float score;
+  int32_t index;
+};
+
+// Higher score first; equal scores: lower index first. Makes the result deterministic.
+inline bool better(const Candidate& a, const Candidate& b) {
+  return a.score > b.score || (a.score == b.score && a.index < b.index);
+}
+
+// Keeps the k best candidates offered; front() is the worst of them.
+class BoundedHeap {
+ public:
+  explicit BoundedHeap(size_t k = 0) : k_(k) {}
+  void offer(float score, int32_t index) {
+    Candidate c{score, index};
+    if (items_.size() < k_) {
+      items_.push_back(c);
+      std::push_heap(items_.begin(), items_.end(), better);
+    } else if (better(c, items_.front())) {
+      std::pop_heap(items_.begin(), items_.end(), better);
+      items_.back() = c;
+      std::push_heap(items_.begin(), items_.end(), better);
+    }
+  }
+  const std::vector<Candidate>& items() const { return items_; }
+
+ private:
+  size_t k_;
+  std::vector<Candidate> items_;
+};
+
+// Dot products of a block of QB query rows with RB database rows (both with stride d):
+// out[a * RB + j] = dot(q[a], r[j]). QB x RB accumulators stay in registers.
+template <int QB, int RB>
+void dotBlockScalar(const float* q, const float* r, int64_t d, float* out) {
+  for (int a = 0; a < QB; ++a)
+    for (int j = 0; j < RB; ++j) {
+      float s = 0;
+      for (int64_t i = 0; i < d; ++i) s += q[a * d + i] * r[j * d + i];
+      out[a * RB + j] = s;
+    }
+}
+
+__attribute__((target("avx2,fma"))) inline float horizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int QB, int RB>
+__attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const float* r, int64_t d, float* out) {
+  __m256 acc[QB][RB];
+  for (int a = 0; a < QB; ++a)
+    for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8) {
+    __m256 rv[RB];
+    for (int j = 0; j < RB; ++j) rv[j] = _mm256_loadu_ps(r + j * d + i);
+    for (int a = 0; a < QB; ++a) {
+      __m256 qv = _mm256_loadu_ps(q + a * d + i);
+      for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
+    }
+  }
+  if (i < d) {
+    alignas(32) static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(d - i)), _mm256_load_si256((const __m256i*)ramp));
+    __m256 rv[RB];
+    for (int j = 0; j < RB; ++j) rv[j] = _mm256_maskload_ps(r + j * d + i, m);
+    for (int a = 0; a < QB; ++a) {
+      __m256 qv = _mm256_maskload_ps(q + a * d + i, m);
+      for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
+    }
+  }
+  for (int a = 0; a < QB; ++a)
+    for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
+}
+
+template <int QB, int RB>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const float* q, const float* r, int64_t d, float* out) {
+  __m512 acc[QB][RB];
+  for (int a = 0; a < QB; ++a)
+    for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) {
+    const int64_t left = d - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    __m512 rv[RB];
+    for (int j = 0; j < RB; ++j) rv[j] = _mm512_maskz_loadu_ps(m, r + j * d + i);
+    for (int a = 0; a < QB; ++a) {
+      __m512 qv = _mm512_maskz_loadu_ps(m, q + a * d + i);
+      for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
+    }
+  }
+  for (int a = 0; a < QB; ++a)
+    for (int j = 0; j < RB; ++j) out[a * RB + j] = _mm512_reduce_add_ps(acc[a][j]);
+}
+
+constexpr int kBlock = 4;  // queries and rows per register block
+using DotBlockFn = void (*)(const float*, const float*, int64_t, float*);
+struct DotBlockTable {
+  DotBlockFn fn[kBlock][kBlock];
+};
+
+template <template <int, int> class Kernel>
+DotBlockTable makeTable() {
+  return DotBlockTable{{{Kernel<1, 1>::f, Kernel<1, 2>::f, Kernel<1, 3>::f, Kernel<1, 4>::f},
+                        {Kernel<2, 1>::f, Kernel<2, 2>::f, Kernel<2, 3>::f, Kernel<2, 4>::f},
+                        {Kernel<3, 1>::f, Kernel<3, 2>::f, Kernel<3, 3>::f, Kernel<3, 4>::f},
+                        {Kernel<4, 1>::f, Kernel<4, 2>::f, Kernel<4, 3>::f, Kernel<4, 4>::f}}};
+}
+template <int QB, int RB> struct ScalarKernel { static constexpr DotBlockFn f = dotBlockScalar<QB, RB>; };
+template <int QB, int RB> struct Avx2Kernel { static constexpr DotBlockFn f = dotBlockAvx2<QB, RB>; };
+template <int QB, int RB> struct Avx512Kernel { static constexpr DotBlockFn f = dotBlockAvx512<QB, RB>; };
+
+const DotBlockTable& dotBlockTable() {
+  static const DotBlockTable scalar = makeTable<ScalarKernel>();
+  static const DotBlockTable avx2 = makeTable<Avx2Kernel>();
+  static const DotBlockTable avx512 = makeTable<Avx512Kernel>();
+  switch (simdLevel()) {
+    case SimdLevel::Avx512: return avx512;
+    case SimdLevel::Avx2: return avx2;
+    default: return scalar;
+  }
+}
+
+__attribute__((target("avx2,f16c"))) void halfToFloatF16c(const uint16_t* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
+}
+
+void halfToFloatRows(const uint16_t* in, float* out, int64_t n) {
+  if (simdLevel() == SimdLevel::Scalar) {
+    for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
+  } else {
+    halfToFloatF16c(in, out, n);
+  }
+}
+
+}  // namespace
+
+Status cosineTopKCpu(const TopKArgs& a, int threads) {
+  if (a.dim <= 0 || a.numRows <= 0 || a.numQueries < 0 || a.k < 1 || a.k > a.numRows)
+    return "cosineTopK: invalid shape (need dim >= 1, rows >= 1, 1 <= k <= rows)";
+  if (a.numRows > INT32_MAX) return "cosineTopK: more than 2^31-1 database rows";
+  const int64_t Q = a.numQueries, d = a.dim;
+  if (Q == 0) return "";
+  const DotBlockTable& table = dotBlockTable();
+
+  std::vector<float> queryNorms(size_t(Q), 1.0f);
+  if (!a.normalized)
+    for (int64_t q = 0; q < Q; ++q) {
+      float s;
+      table.fn[0][0](a.queries + q * d, a.queries + q * d, d, &s);
+      queryNorms[q] = std::sqrt(s);
+    }
+
+  // A tile of ~256 KiB of float32 rows stays in L2 while every query block passes over it.
+  const int64_t tileRows = std::max<int64_t>(kBlock, (262144 / (d * 4)) / kBlock * kBlock);
+  const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
+  const int rangeCount = parallelRangeCount(a.numRows, resolveThreads(threads), minRowsPerThread);
+  std::vector<std::vector<BoundedHeap>> heaps(rangeCount, std::vector<BoundedHeap>(size_t(Q), BoundedHeap(size_t(a.k))));
+  std::atomic<bool> sawNaN{false};
+
+  parallelRanges(a.numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
+    std::vector<BoundedHeap>& mine = heaps[t];
+    std::vector<float> converted(a.databaseType == HiddenType::Float16 ? size_t(tileRows * d) : 0);
+    std::vector<float> rowNorms(size_t(tileRows), 1.0f);
+    float block[kBlock * kBlock];
+    bool nanHere = false;
+    for (int64_t tile = begin; tile < end; tile += tileRows) {
+      const int64_t n = std::min(tileRows, end - tile);
+      const float* rows;
+      if (a.databaseType == HiddenType::Float16) {
+        halfToFloatRows(static_cast<const uint16_t*>(a.database) + tile * d, converted.data(), n * d);
+        rows = converted.data();
+      } else {
+        rows = static_cast<const float*>(a.database) + tile * d;
+      }
+      if (!a.normalized)
+        for (int64_t j = 0; j < n; ++j) {
+          table.fn[0][0](rows + j * d, rows + j * d, d, &rowNorms[j]);
+          rowNorms[j] = std::sqrt(rowNorms[j]);
+        }
+      for (int64_t q0 = 0; q0 < Q; q0 += kBlock) {
+        const int qb = int(std::min<int64_t>(kBlock, Q - q0));
+        for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+          const int rb = int(std::min<int64_t>(kBlock, n - r0));
+          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, block);
+          for (int i = 0; i < qb; ++i)
+            for (int j = 0; j < rb; ++j) {
+              float s = block[i * rb + j];
+              if (!a.normalized) {
+                const float denom = queryNorms[q0 + i] * rowNorms[r0 + j];
+                s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
+              }
+              if (s != s) nanHere = true;
+              mine[q0 + i].offer(s, int32_t(tile + r0 + j));
+            }
+        }
+      }
+    }
+    if (nanHere) sawNaN = true;
+  });
+  if (sawNaN) return "cosineTopK: a score is NaN: the queries or the database contain NaN or infinite values";
+
+  // Merge the per-thread heaps of each query: sort their union and keep the k best.
+  parallelRanges(Q, resolveThreads(threads), 64, [&](int, int64_t begin, int64_t end) {
+    std::vector<Candidate> all;
+    for (int64_t q = begin; q < end; ++q) {
+      all.clear();
+      for (int t = 0; t < rangeCount; ++t) all.insert(all.end(), heaps[t][q].items().begin(), heaps[t][q].items().end());
+      std::partial_sort(all.begin(), all.begin() + a.k, all.end(), better);
+      for (int64_t i = 0; i < a.k; ++i) {
+        a.outIndices[q * a.k + i] = all[i].index;
+        a.outScores[q * a.k + i] = all[i].score;
+      }
+    }
+  });
+  return "";
+}
+
+}  // namespace camembed
