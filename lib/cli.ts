@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
+// `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
+import { CliUsageError } from './commands/args';
+
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<void>;
+}
+
+const COMMANDS: Record<string, () => Command> = {
+  // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
+};
+
+function usage(): string {
+  const lines = Object.keys(COMMANDS)
+    .sort()
+    .map((name) => `  ${name.padEnd(20)} ${COMMANDS[name]().summary}`);
+  return `usage: camembed <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
+    `Run 'camembed <command> --help' for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name === undefined ? 1 : 0;
+  }
+  const load = COMMANDS[name];
+  if (load === undefined) {
+    process.stderr.write(`camembed: unknown command '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  try {
+    await load().run(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof CliUsageError) {
+      process.stderr.write(`camembed ${name}: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`camembed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}

@@ -1,0 +1,52 @@
+// A small, strict command-line parser shared by the subcommands: `--name value`,
+// `--name=value`, boolean `--flag`, and positional arguments. Unknown options are errors.
+
+export class CliUsageError extends Error {}
+
+export interface OptionSpec {
+  [name: string]: { type: 'string' | 'number' | 'boolean'; help: string; default?: string | number | boolean };
+}
+
+export interface Parsed {
+  options: Record<string, string | number | boolean | undefined>;
+  positional: string[];
+}
+
+export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
+  const options: Parsed['options'] = {};
+  for (const [name, s] of Object.entries(spec)) options[name] = s.default;
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
+    const s = spec[name];
+    if (s === undefined) throw new CliUsageError(`unknown option --${name}`);
+    if (s.type === 'boolean') {
+      options[name] = eq >= 0 ? arg.slice(eq + 1) !== 'false' : true;
+      continue;
+    }
+    const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+    if (raw === undefined) throw new CliUsageError(`--${name} needs a value`);
+    if (s.type === 'number') {
+      const n = Number(raw);
+      if (!Number.isFinite(n)) throw new CliUsageError(`--${name} must be a number, got '${raw}'`);
+      options[name] = n;
+    } else {
+      options[name] = raw;
+    }
+  }
+  return { options, positional };
+}
+
+export function helpText(usageLine: string, spec: OptionSpec): string {
+  const rows = Object.entries(spec).map(([name, s]) => {
+    const def = s.default === undefined ? '' : ` (default: ${String(s.default)})`;
+    return `  --${name.padEnd(18)} ${s.help}${def}`;
+  });
+  return `usage: ${usageLine}\n\noptions:\n${rows.join('\n')}\n`;
+}

@@ -1,0 +1,68 @@
+// A one-line progress bar on stderr: drawn only when stderr is a TTY (silent in pipes,
+// logs and CI), at most ~10 redraws a second.
+
+export interface ProgressBar {
+  update(done: number, total?: number): void;
+  finish(): void;
+}
+
+export interface ProgressOptions {
+  label: string;
+  total?: number;           // unknown when absent
+  unit: 'bytes' | 'items';
+  stream?: NodeJS.WriteStream;
+}
+
+function formatAmount(n: number, unit: 'bytes' | 'items'): string {
+  if (unit === 'items') return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : `${n}`;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '--:--';
+  const m = Math.floor(s / 60), sec = Math.floor(s % 60);
+  return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m` : `${m}:${String(sec).padStart(2, '0')}`;
+}
+
+export function createProgressBar(options: ProgressOptions): ProgressBar {
+  const stream = options.stream ?? process.stderr;
+  const enabled = stream.isTTY === true;
+  const start = Date.now();
+  let total = options.total;
+  let lastDraw = 0;
+  let done = 0;
+  const draw = (force: boolean) => {
+    const now = Date.now();
+    if (!enabled || (!force && now - lastDraw < 100)) return;
+    lastDraw = now;
+    const seconds = Math.max((now - start) / 1000, 1e-3);
+    const rate = done / seconds;
+    const parts = [options.label];
+    if (total !== undefined && total > 0) {
+      const fraction = Math.min(done / total, 1);
+      const width = 24;
+      const filled = Math.round(fraction * width);
+      parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1)}%`);
+      parts.push(`${formatAmount(done, options.unit)}/${formatAmount(total, options.unit)}`);
+      parts.push(`ETA ${formatSeconds(rate > 0 ? (total - done) / rate : Infinity)}`);
+    } else {
+      parts.push(formatAmount(done, options.unit));
+    }
+    parts.push(`${formatAmount(rate, options.unit)}/s`);
+    stream.write(`\r${parts.join('  ')}\x1b[K`);
+  };
+  return {
+    update(value: number, newTotal?: number) {
+      done = value;
+      if (newTotal !== undefined) total = newTotal;
+      draw(false);
+    },
+    finish() {
+      draw(true);
+      if (enabled) stream.write('\n');
+    },
+  };
+}
