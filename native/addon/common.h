@@ -76,6 +76,8 @@ inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> 
   return p;
 }
 
-void registerCudaBindings(Napi::Env env, Napi::Object exports);
+// Each lives in its own file of native/addon/.
+void registerCudaBindings(Napi::Env env, Napi::Object exports);   // cuda_bindings.cc
+void registerFileBindings(Napi::Env env, Napi::Object exports);   // file_bindings.cc (mmap)
 
 }  // namespace camembed

@@ -101,6 +101,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cosineTopK", Napi::Function::New(env, CosineTopK));
   exports.Set("info", Napi::Function::New(env, Info));
   registerCudaBindings(env, exports);
+  registerFileBindings(env, exports);
   return exports;
 }
 

@@ -1,0 +1,51 @@
+// IEEE 754 binary16 <-> binary32 conversion for float16 storage (Uint16Array of half bits).
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+export function float16BitsToNumber(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const mantissa = h & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+// Round to nearest, ties to even, as hardware conversion (F16C, CUDA __float2half_rn) does.
+export function numberToFloat16Bits(value: number): number {
+  f32[0] = value;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  let mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa !== 0 ? 0x200 : 0);  // Inf / NaN
+  let e = exponent - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;  // overflow to infinity
+  if (e <= 0) {
+    if (e < -10) return sign;  // underflows to zero
+    mantissa |= 0x800000;  // subnormal half: shift the implicit 1 in
+    const shift = 14 - e;
+    const halfway = 1 << (shift - 1);
+    const rest = mantissa & ((1 << shift) - 1);
+    let m = mantissa >>> shift;
+    if (rest > halfway || (rest === halfway && (m & 1) === 1)) m += 1;
+    return sign | m;
+  }
+  const rest = mantissa & 0x1fff;
+  let bits = (e << 10) | (mantissa >>> 13);
+  if (rest > 0x1000 || (rest === 0x1000 && (bits & 1) === 1)) bits += 1;  // may carry into the exponent: correct
+  return sign | bits;
+}
+
+export function float32ToFloat16Array(src: Float32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = numberToFloat16Bits(src[i]);
+  return out;
+}
+
+export function float16ToFloat32Array(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = float16BitsToNumber(src[i]);
+  return out;
+}
