@@ -144,14 +144,15 @@ async function run() {
       const lengths = ids.map((r) => r.length);
       const plan = sortedBatches(lengths, b, encoder.maxBatchTokens);
       // Pool time: the native kernel on the same batch shapes (random hidden states).
-      t0 = process.hrtime.bigint();
+      let poolS = 0;
       for (const bt of plan) {
         const n = bt.rows.length;
         const hidden = new Float32Array(n * bt.seq * encoder.dim).map(() => Math.random());
         const mask = new BigInt64Array(n * bt.seq).fill(1n);
+        t0 = process.hrtime.bigint();
         await meanPoolNormalizeAsync(hidden, mask, { batch: n, seq: bt.seq, hidden: encoder.dim });
+        poolS += seconds(t0);
       }
-      const poolS = seconds(t0);
       const unsortedPlan = [];
       for (let i = 0; i < lengths.length; i += b) {
         const chunk = lengths.slice(i, i + b);
