@@ -63,6 +63,8 @@ interface Batch {
 interface ModelLayout {
   maxSeqLength: number;
   dim: number;
+  /** Longest input the position table allows (RoBERTa positions start after the padding id). */
+  maxPositions: number;
 }
 
 function readJson(file: string): Record<string, unknown> {
@@ -119,7 +121,11 @@ function readModelLayout(dir: string): ModelLayout {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  return { maxSeqLength, dim };
+  const config = readJson(path.join(dir, 'config.json'));
+  const positions = config.max_position_embeddings;
+  const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
+  return { maxSeqLength, dim, maxPositions };
 }
 
 function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
@@ -203,7 +209,10 @@ export class Encoder {
     const model = await resolveModel(source, { cacheDir: o.cacheDir, offline });
     const layout = readModelLayout(model.dir);
     const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
-    if (maxLength < 2) throw new RangeError(`options.maxLength must be >= 2 (room for <s> and </s>), got ${maxLength}`);
+    if (maxLength < 2 || maxLength > layout.maxPositions) {
+      throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and ${layout.maxPositions} ` +
+        `(the model's position table), got ${maxLength}`);
+    }
     const maxBatchTokens = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens, batchSize * maxLength);
     if (maxBatchTokens < maxLength) {
       throw new RangeError(`options.maxBatchTokens must be >= maxLength (${maxLength}) so that one text fits, got ${maxBatchTokens}`);

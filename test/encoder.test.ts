@@ -176,6 +176,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(() => encoder.encode(['a', 42 as unknown as string])).toThrow(new TypeError('texts[1] must be a string, got number'));
     expect(() => encoder.encode(['a'], { normalize: 'yes' as unknown as boolean })).toThrow(TypeError);
     await expect(Encoder.load(MODEL, { batchSize: 0 })).rejects.toThrow(RangeError);
+    await expect(Encoder.load(MODEL, { maxLength: 513 })).rejects.toThrow(/between 2 .* and 512/);
     await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(/maxBatchTokens/);
     await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
     await expect(Encoder.load(path.join(os.tmpdir(), 'camembed-no-such-model'))).rejects.toThrow(/neither an existing folder|does not exist/);
