@@ -69,7 +69,7 @@ describe('resolveModel from the Hub', () => {
     const snapshot = path.join(repoDir('org/public'), 'snapshots', COMMIT);
     expect(model).toEqual({ dir: snapshot, onnxPath: null, weightsPath: path.join(snapshot, 'model.safetensors') });
     for (const [file, data] of Object.entries(REPOS['org/public'].files)) {
-      expect(fs.readFileSync(path.join(snapshot, file))).toEqual(data);
+      expect(sha256(fs.readFileSync(path.join(snapshot, file)))).toBe(sha256(data));
       expect(fs.lstatSync(path.join(snapshot, file)).isSymbolicLink()).toBe(true);
     }
     const weights = REPOS['org/public'].files['model.safetensors'];
@@ -114,7 +114,7 @@ describe('resolveModel from the Hub', () => {
     fs.mkdirSync(path.join(dir, 'refs'));
     fs.writeFileSync(path.join(dir, 'refs', 'v1.0'), OTHER_COMMIT);
     const model = await resolveModel('org/python', { cacheDir, revision: 'v1.0', offline: true });
-    expect(fs.readFileSync(model.weightsPath!)).toEqual(weights);
+    expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(weights));
   });
 
   test('offline mode names what is missing and how to get it', async () => {
@@ -139,15 +139,15 @@ describe('resolveModel from the Hub', () => {
     process.env.HF_TOKEN = 'hf_secret';
     try {
       const model = await resolveModel('org/private', { cacheDir, retryDelayMs: 1 });
-      expect(fs.readFileSync(model.weightsPath!)).toEqual(REPOS['org/private'].files['model.safetensors']);
+      expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(REPOS['org/private'].files['model.safetensors']));
     } finally {
       for (const [key, value] of [['HF_ENDPOINT', saved.endpoint], ['HF_TOKEN', saved.token]] as const) {
         if (value === undefined) delete process.env[key]; else process.env[key] = value;
       }
     }
-    expect(hub.requests.filter((r) => r.server === 'hub').every((r) => r.authorization === 'Bearer hf_secret' || r.authorization === undefined)).toBe(true);
-    expect(hub.requests.filter((r) => r.server === 'cdn').map((r) => r.authorization)).toEqual(expect.arrayContaining([undefined]));
-    expect(hub.requests.some((r) => r.server === 'cdn' && r.authorization !== undefined)).toBe(false);
+    const cdn = hub.requests.filter((r) => r.server === 'cdn');
+    expect(cdn.length).toBeGreaterThan(0);
+    expect(cdn.filter((r) => r.authorization !== undefined)).toEqual([]);
   });
 
   test('an unknown repo is a 404 error naming it', async () => {
@@ -157,7 +157,7 @@ describe('resolveModel from the Hub', () => {
   test('a connection cut mid-file resumes with an HTTP Range request', async () => {
     hub.cutAfterBytes.set('model.safetensors', 100_000);
     const model = await resolveModel('org/public', fast());
-    expect(fs.readFileSync(model.weightsPath!)).toEqual(REPOS['org/public'].files['model.safetensors']);
+    expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
     expect(hub.requests.filter((r) => r.server === 'cdn').map((r) => r.range)).toEqual([undefined, expect.stringMatching(/^bytes=[1-9][0-9]*-$/)]);
   });
 
@@ -186,7 +186,7 @@ describe('resolveModel from the Hub', () => {
     const model = await resolveModel('org/sharded', fast());
     expect(path.basename(model.weightsPath!)).toBe('model.safetensors.index.json');
     for (const shard of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
-      expect(fs.readFileSync(path.join(model.dir, shard))).toEqual(REPOS['org/sharded'].files[shard]);
+      expect(sha256(fs.readFileSync(path.join(model.dir, shard)))).toBe(sha256(REPOS['org/sharded'].files[shard]));
     }
   });
 });
