@@ -176,3 +176,26 @@ describe('makeRandomModel', () => {
     await expect(makeRandomModel({ ...base, tokenizerDir: dir })).rejects.toThrow(/tokenizer\.json is missing/);
   });
 });
+
+describe('camembed make-random-model and convert commands', () => {
+  testWithTokenizer('make a model, convert it, and report usage errors', async () => {
+    const { main } = await import('../lib/cli');
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const out = path.join(dir, 'random');
+      expect(await main(['make-random-model', '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '16',
+        '--tokenizer', TOKENIZER, '--out', out, '--seed', '5'])).toBe(0);
+      expect(await main(['convert', out, '--dtype', 'float16', '--output', path.join(out, 'f16.onnx')])).toBe(0);
+      expect(fs.statSync(path.join(out, 'f16.onnx.data')).size).toBeGreaterThan(32005 * 8 * 2);
+      expect(await main(['convert', out, '--dtype', 'int4'])).toBe(2);
+      expect(await main(['make-random-model', '--out', out])).toBe(2);
+      expect(await main(['convert', path.join(dir, 'missing')])).toBe(1);
+      const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
+      expect(messages).toMatch(/--tokenizer <folder> is required/);
+      expect(messages).toMatch(/cannot read model config .*missing[/\\]config\.json/);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});

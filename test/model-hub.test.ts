@@ -100,6 +100,21 @@ describe('resolveModel from the Hub', () => {
     }
   });
 
+  test('an unreachable Hub falls back to the cache, and fails clearly without one', async () => {
+    const unreachable = { cacheDir, endpoint: 'http://127.0.0.1:1', retries: 1, retryDelayMs: 1 };
+    await expect(resolveModel('org/public', unreachable)).rejects.toThrow(/ECONNREFUSED.*gave up on config\.json after 2 attempts/);
+    const online = await resolveModel('org/public', fast());
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    let warnings: string[];
+    try {
+      expect(await resolveModel('org/public', unreachable)).toEqual(online);
+      warnings = warn.mock.calls.map((c) => String(c[0]));
+    } finally {
+      warn.mockRestore();
+    }
+    expect(warnings).toEqual([expect.stringMatching(/using the cached org\/public@main/)]);
+  });
+
   test('offline mode finds a cache laid out by Python huggingface_hub', async () => {
     const dir = repoDir('org/python');
     const config = Buffer.from('{"model_type": "camembert"}');

@@ -86,7 +86,21 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   };
   // The first answer fixes the commit; the other files are asked for at that commit, so a push
   // during the download cannot mix two versions.
-  const first = await fetchFile(ctx, revision, REQUIRED_FILES[0], false);
+  let first: { path: string | null; commit: string };
+  try {
+    first = await fetchFile(ctx, revision, REQUIRED_FILES[0], false);
+  } catch (err) {
+    // No answer at all (as opposed to an HTTP error): use the cache when it holds the model,
+    // as huggingface_hub does.
+    if (err instanceof HubError) throw err;
+    try {
+      const cached = resolveFromCache(id, revision, repoDir);
+      process.emitWarning(`${(err as Error).message}; using the cached ${id}@${revision}`);
+      return cached;
+    } catch {
+      throw err;
+    }
+  }
   const commit = first.commit;
   for (const file of REQUIRED_FILES.slice(1)) await fetchFile(ctx, commit, file, false);
   for (const file of OPTIONAL_FILES) await fetchFile(ctx, commit, file, true);
@@ -182,7 +196,10 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
     } catch (err) {
       const retryable = !(err instanceof HubError) || err.retryable;
       if (!retryable) throw err;
-      if (i >= ctx.retries) throw new Error(`${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`);
+      if (i >= ctx.retries) {
+        const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
+        throw err instanceof HubError ? new HubError(message, false) : new Error(message);
+      }
       await new Promise((r) => setTimeout(r, ctx.retryDelayMs * 2 ** i));
     }
   }
