@@ -120,6 +120,42 @@ describeShared('convertToOnnx on other layouts', () => {
     await session.release();
   });
 
+  // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal
+  // <pad>. So BERT with the tiny position table shifted by padding_idx + 1 rows must give the
+  // golden output on every attended token of the rows without a literal <pad>.
+  test('BERT (absolute positions) matches the golden output through a shifted position table', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(TINY, 'config.json'), 'utf8'));
+    const shift = config.pad_token_id + 1;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert', max_position_embeddings: config.max_position_embeddings - shift }));
+    const tensors = readSafetensorsHeader(path.join(TINY, 'model.safetensors'));
+    writeSafetensors(path.join(dir, 'model.safetensors'),
+      [...tensors.values()].map((t) => ({ name: `bert.${t.name}`, shape: t.name === 'embeddings.position_embeddings.weight' ? [t.shape[0] - shift, t.shape[1]] : t.shape })),
+      (name) => {
+        const values = readTensorAsFloat32(tensors.get(name.slice('bert.'.length))!);
+        return name === 'bert.embeddings.position_embeddings.weight' ? values.subarray(shift * config.hidden_size) : values;
+      });
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir, { output: path.join(dir, 'bert.onnx') }));
+    let compared = 0;
+    for (const [, b] of batches) {
+      const ids = readNpy(path.join(TINY, 'golden', b.input_ids));
+      const mask = readNpy(path.join(TINY, 'golden', b.attention_mask)).data as BigInt64Array;
+      const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state)).data as Float64Array;
+      const { values } = await run(session, b);
+      const [rows, seq] = ids.shape;
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from((ids.data as BigInt64Array).subarray(r * seq, (r + 1) * seq), Number);
+        const length = Array.from(mask.subarray(r * seq, (r + 1) * seq)).filter((m) => m === 1n).length;
+        if (row.slice(0, length).includes(config.pad_token_id)) continue;  // literal <pad>: RoBERTa-only semantics
+        for (let i = r * seq * config.hidden_size; i < (r * seq + length) * config.hidden_size; i++) {
+          if (Math.abs(values[i] - expected[i]) > 1e-5) throw new Error(`${b.last_hidden_state} row ${r}: ${values[i]} vs ${expected[i]}`);
+          compared++;
+        }
+      }
+    }
+    expect(compared).toBeGreaterThan(100_000);
+    await session.release();
+  });
+
   test('a random model of another shape: fused and plain graphs agree', async () => {
     const tokenizerDir = path.resolve(TINY, '../camembert-base-tokenizer');
     await makeRandomModel({ layers: 2, hidden: 48, heads: 3, intermediate: 96, tokenizerDir, outDir: dir, seed: 3 });

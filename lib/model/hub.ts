@@ -119,9 +119,18 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   return describeLocalModel(path.join(repoDir, 'snapshots', commit));
 }
 
+// The shard files a model.safetensors.index.json names; each must stay inside the snapshot.
 function shardFiles(indexPath: string): string[] {
-  const index = JSON.parse(fs.readFileSync(indexPath, 'utf8')) as { weight_map?: Record<string, string> };
-  return [...new Set(Object.values(index.weight_map ?? {}))];
+  let index: { weight_map?: Record<string, string> };
+  try {
+    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read safetensors index ${indexPath}: ${(err as Error).message}`);
+  }
+  const shards = [...new Set(Object.values(index.weight_map ?? {}))];
+  const bad = shards.find((s) => typeof s !== 'string' || path.isAbsolute(s) || s.split(/[/\\]/).includes('..'));
+  if (bad !== undefined) throw new Error(`safetensors index ${indexPath} names shard ${JSON.stringify(bad)} outside the model folder`);
+  return shards;
 }
 
 function resolveFromCache(id: string, revision: string, repoDir: string): ResolvedModel {
