@@ -1,0 +1,7 @@
+// camembed's public API.
+export { devices } from './devices';
+export type { Device, DeviceReport } from './devices';
+export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
+export { float16ToFloat32Array, float32ToFloat16Array } from './float16';
+export * as reference from './reference';
