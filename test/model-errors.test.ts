@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { main } from '../lib/cli';
 import { convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
 import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 
@@ -122,6 +123,14 @@ describe('convertToOnnx errors', () => {
     noOutput();
   });
 
+  (fs.existsSync('/dev/full') ? test : test.skip)('a full disk is an error naming the output, and leaves no files', async () => {
+    writeTinyModel();
+    // Writes to /dev/full fail with ENOSPC: stand it in for the weights file being written.
+    fs.symlinkSync('/dev/full', path.join(dir, `model.onnx.data.tmp-${process.pid}`));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+: ENOSPC/);
+    noOutput();
+  });
+
   test('a folder without weights, and bad options', async () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
@@ -179,7 +188,6 @@ describe('makeRandomModel', () => {
 
 describe('camembed make-random-model and convert commands', () => {
   testWithTokenizer('make a model, convert it, and report usage errors', async () => {
-    const { main } = await import('../lib/cli');
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const out = path.join(dir, 'random');

@@ -188,6 +188,16 @@ describe('resolveModel from the Hub', () => {
     expect(files.some((f) => f.includes('model.safetensors') || f.includes('.incomplete'))).toBe(false);
   });
 
+  (fs.existsSync('/dev/full') ? test : test.skip)('a full disk is an error naming the file, and leaves nothing in the cache', async () => {
+    // Writes to /dev/full fail with ENOSPC: stand it in for the partial download.
+    const weights = REPOS['org/public'].files['model.safetensors'];
+    const partial = path.join(repoDir('org/public'), 'blobs', `${sha256(weights)}.incomplete`);
+    fs.mkdirSync(path.dirname(partial), { recursive: true });
+    fs.symlinkSync('/dev/full', partial);
+    await expect(resolveModel('org/public', fast())).rejects.toThrow(/disk full while downloading model\.safetensors .*nothing was cached/);
+    expect(listFiles(repoDir('org/public')).some((f) => f.includes(sha256(weights)) || f.includes('model.safetensors'))).toBe(false);
+  });
+
   test('5xx answers are retried with backoff, then reported', async () => {
     hub.failures.set('config.json', 2);
     await expect(resolveModel('org/public', fast())).resolves.toMatchObject({ onnxPath: null });

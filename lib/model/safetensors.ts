@@ -185,7 +185,7 @@ export function writeAllSync(fd: number, data: Uint8Array, file: string): void {
     let done = 0;
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
   } catch (err) {
-    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+    throw Object.assign(new Error(`cannot write ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
   }
 }
 
