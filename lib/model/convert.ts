@@ -208,11 +208,13 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = `${dataFile}.tmp-${process.pid}`;
   fs.mkdirSync(path.dirname(output), { recursive: true });
   const dataFd = fs.openSync(tmpData, 'w');
+  let dataClosed = false;
   try {
     const g = new GraphBuilder(dataFd, tmpData, path.basename(dataFile), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
     const build = graphKind === 'fused' ? buildFused : buildPlain;
     build(g, config, (name) => readTensorAsFloat32(tensors.get(name)!));
     fs.closeSync(dataFd);
+    dataClosed = true;
     const model = encodeModel({
       irVersion: 8,
       opsets: [{ domain: '', version: 17 }, { domain: MS, version: 1 }],
@@ -234,7 +236,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     fs.renameSync(tmpOutput, output);
     return output;
   } catch (err) {
-    try { fs.closeSync(dataFd); } catch { /* already closed */ }
+    if (!dataClosed) fs.closeSync(dataFd);
     fs.rmSync(tmpData, { force: true });
     fs.rmSync(tmpOutput, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
