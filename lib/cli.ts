@@ -10,7 +10,9 @@ interface Command {
 
 const COMMANDS: Record<string, () => Command> = {
   // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
+  convert: () => require('./commands/convert'),
   encode: () => require('./commands/encode'),
+  'make-random-model': () => require('./commands/make-random-model'),
 };
 
 function usage(): string {
