@@ -231,6 +231,10 @@ export class Encoder {
         enableCpuMemArena: true,
         // Shapes change with every batch: a memory pattern planned for one shape would be redone.
         enableMemPattern: false,
+        // Idle ORT threads sleep instead of spin-waiting: a Node process shares its cores with the
+        // event loop and other work, and on a busy 2-core machine spinning made runs up to 10x
+        // slower (bench/RESULTS-model.md).
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
     } catch (err) {
       if (label !== 'cpu') {
