@@ -189,6 +189,7 @@ async function run() {
   for (const [setName, texts] of [['queries', queries], ['passages', passages]]) {
     for (const b of BATCH_SIZES) {
       const encoder = await Encoder.load(MODEL_DIR, { threads: THREADS, batchSize: b });
+      const sleepy = await Encoder.load(MODEL_DIR, { threads: THREADS, batchSize: b, spinWait: false });
       let t0 = process.hrtime.bigint();
       const ids = encoder.tokenize(texts).ids;
       const tokenizeS = seconds(t0);
@@ -210,12 +211,16 @@ async function run() {
         unsortedPlan.push({ rows: chunk, seq: Math.max(...chunk) });
       }
       const flops = lengths.reduce((a, l) => a + usefulFlops(l, cfg), 0);
-      const times = { camembed: [], 'transformers.js': [], 'ort+js': [] };
+      const times = { camembed: [], 'camembed spinWait:false': [], 'transformers.js': [], 'ort+js': [] };
       let results = {};
       for (let round = 0; round < ROUNDS; round++) {
         t0 = process.hrtime.bigint();
         results.camembed = (await encoder.encode(texts)).data;
         times.camembed.push(seconds(t0));
+
+        t0 = process.hrtime.bigint();
+        results['camembed spinWait:false'] = (await sleepy.encode(texts)).data;
+        times['camembed spinWait:false'].push(seconds(t0));
 
         t0 = process.hrtime.bigint();
         const tjs = new Float32Array(texts.length * encoder.dim);
@@ -242,26 +247,32 @@ async function run() {
           ofFmaPeak: flops / s / 1e9 / peak.gflops,
           paddingEfficiency: impl === 'transformers.js' ? paddingEfficiency(lengths, unsortedPlan) : paddingEfficiency(lengths, plan),
           maxAbsDiffVsCamembed: maxAbsDiff(results[impl], results.camembed),
-          split: impl === 'camembed' ? { tokenizeS, ortS: s - tokenizeS - poolS, poolS } : undefined,
+          split: impl.startsWith('camembed') ? { tokenizeS, ortS: s - tokenizeS - poolS, poolS } : undefined,
         });
       }
       await encoder.dispose();
+      await sleepy.dispose();
     }
   }
 
   // Latency of one query at a time.
   const encoder = await Encoder.load(MODEL_DIR, { threads: THREADS });
-  const latency = { camembed: [], 'transformers.js': [] };
+  const sleepy = await Encoder.load(MODEL_DIR, { threads: THREADS, spinWait: false });
+  const latency = { camembed: [], 'camembed spinWait:false': [], 'transformers.js': [] };
   for (let i = 0; i < LATENCY_RUNS; i++) {
     const q = [queries[i % queries.length]];
     let t0 = process.hrtime.bigint();
     await encoder.encode(q);
     latency.camembed.push(seconds(t0) * 1000);
     t0 = process.hrtime.bigint();
+    await sleepy.encode(q);
+    latency['camembed spinWait:false'].push(seconds(t0) * 1000);
+    t0 = process.hrtime.bigint();
     await extractor(q, { pooling: 'mean', normalize: true });
     latency['transformers.js'].push(seconds(t0) * 1000);
   }
   await encoder.dispose();
+  await sleepy.dispose();
   const latencyRows = Object.entries(latency).map(([impl, ms]) => {
     const sorted = [...ms].sort((a, b) => a - b);
     return { impl, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99) };

@@ -29,6 +29,12 @@ export interface EncoderOptions {
   cacheDir?: string;
   /** Never touch the network; use only the cache. */
   offline?: boolean;
+  /**
+   * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
+   * query takes about half the time it takes with sleeping threads. On a machine shared with
+   * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
+   */
+  spinWait?: boolean;
 }
 
 export interface EncodeOptions {
@@ -205,6 +211,7 @@ export class Encoder {
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize, 32);
     if (o.cacheDir !== undefined && typeof o.cacheDir !== 'string') throw new TypeError(`options.cacheDir must be a string, got ${typeName(o.cacheDir)}`);
     const offline = optionalBoolean('options.offline', o.offline, false);
+    const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
 
     const model = await resolveModel(source, { cacheDir: o.cacheDir, offline });
     const layout = readModelLayout(model.dir);
@@ -231,10 +238,7 @@ export class Encoder {
         enableCpuMemArena: true,
         // Shapes change with every batch: a memory pattern planned for one shape would be redone.
         enableMemPattern: false,
-        // Idle ORT threads sleep instead of spin-waiting: a Node process shares its cores with the
-        // event loop and other work, and on a busy 2-core machine spinning made runs up to 10x
-        // slower (bench/RESULTS-model.md).
-        extra: { session: { intra_op: { allow_spinning: '0' } } },
+        extra: { session: { intra_op: { allow_spinning: spinWait ? '1' : '0' } } },
       });
     } catch (err) {
       if (label !== 'cpu') {
