@@ -156,7 +156,8 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
 #pragma unroll
       for (int i = 0; i < VEC; ++i) outRow[v * VEC + i] = mean[i] / norm;
   } else {
-    for (int64_t h = threadIdx.x; h < hiddenSize; h += blockDim.x) outRow[h] /= norm;  // own writes: visible
+    // Written by this block before blockSum's barriers, so visible to every thread of it.
+    for (int64_t h = threadIdx.x; h < hiddenSize; h += blockDim.x) outRow[h] /= norm;
   }
 }
 

@@ -355,7 +355,8 @@ __global__ void __launch_bounds__(kSelectThreads) compactCandidatesKernel(Candid
   for (int i = tid; i < count; i += blockDim.x) {
     const unsigned long long key = keys[i];
     if (key >= prefix) {
-      kept[atomicAdd(&sharedKept, 1)] = key;
+      const int slot = atomicAdd(&sharedKept, 1);
+      if (slot < k) kept[slot] = key;  // exactly k pass (keys are unique); the guard only bounds the write
       atomicMin(&sharedMinKey, key);
     }
   }
