@@ -88,21 +88,23 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
 
 // ---------------------------------------------------------------------------------------------
 // Float16 scores on tensor cores (WMMA m16n16k16, float32 accumulation: sm_70 and newer).
-// A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Tiles of
-// 32 values of d are staged through shared memory, double-buffered via registers (no cp.async,
-// so the V100 path needs nothing newer than sm_70).
+// A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Slices of
+// BK values of d are staged through shared memory, double-buffered via registers (no cp.async,
+// so the V100 path needs nothing newer than sm_70). Few queries (BM = 16) use BK = 64: the
+// kernel is then memory-bound, and wider slices keep more bytes in flight per block.
 // Floor per block: (BM + 128) * d * 2 bytes from global memory, 2 * BM * 128 * d FLOPs.
-constexpr int kHalfBN = 128, kHalfBK = 32, kHalfLD = kHalfBK + 8;  // +8 halves: fewer bank conflicts
+constexpr int kHalfBN = 128;
 
-template <int BM, int WARPS_M>
+template <int BM, int WARPS_M, int BK>
 __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
     const __half* __restrict__ queries, const float* __restrict__ queryNorms, int tileQueries,
     const __half* __restrict__ database, const float* __restrict__ rowNorms, int64_t stride, int64_t rowBegin,
     int64_t rowEnd, bool normalized, Candidates cand) {
   using namespace nvcuda;
-  constexpr int BN = kHalfBN, BK = kHalfBK, LD = kHalfLD;
+  constexpr int BN = kHalfBN, LD = BK + 8;  // +8 halves: fewer shared-memory bank conflicts
   constexpr int WARPS_N = 8 / WARPS_M, WM = BM / WARPS_M, WN = BN / WARPS_N, FM = WM / 16, FN = WN / 16;
-  constexpr int A_CHUNKS = BM * BK / 8, B_CHUNKS = BN * BK / 8;  // 16-byte chunks per tile
+  constexpr int ROW_CHUNKS = BK / 8;  // 16-byte chunks per row of a slice
+  constexpr int A_CHUNKS = BM * ROW_CHUNKS, B_CHUNKS = BN * ROW_CHUNKS;
   constexpr int A_LOADS = (A_CHUNKS + kScoreThreads - 1) / kScoreThreads, B_LOADS = B_CHUNKS / kScoreThreads;
   static_assert(FM >= 1 && FN >= 1 && B_CHUNKS % kScoreThreads == 0, "tile shape");
   constexpr int STAGE = (BM + BN) * LD;
@@ -117,30 +119,37 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   const __half* bBase = database + rowBase * stride;
 
   uint4 aReg[A_LOADS], bReg[B_LOADS];
+  // The stride is a multiple of 32, so with BK = 64 the last slice may be half past the row end:
+  // those chunks load as zeros.
   auto loadTile = [&](int64_t k0) {
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
       const int chunk = tid + i * kScoreThreads;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
       if (chunk < A_CHUNKS)
-        aReg[i] = __ldg(reinterpret_cast<const uint4*>(aBase + (chunk / 4) * stride + k0) + chunk % 4);
+        aReg[i] = col < stride ? __ldg(reinterpret_cast<const uint4*>(aBase + (chunk / ROW_CHUNKS) * stride + col))
+                               : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {
-      const int chunk = tid + i * kScoreThreads, r = chunk / 4;
-      bReg[i] = rowBase + r < rowEnd ? __ldg(reinterpret_cast<const uint4*>(bBase + r * stride + k0) + chunk % 4)
-                                     : make_uint4(0, 0, 0, 0);
+      const int chunk = tid + i * kScoreThreads, r = chunk / ROW_CHUNKS;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      bReg[i] = rowBase + r < rowEnd && col < stride
+                    ? __ldg(reinterpret_cast<const uint4*>(bBase + r * stride + col))
+                    : make_uint4(0, 0, 0, 0);
     }
   };
   auto storeTile = [&](__half* stage) {
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
       const int chunk = tid + i * kScoreThreads;
-      if (chunk < A_CHUNKS) *reinterpret_cast<uint4*>(stage + (chunk / 4) * LD + (chunk % 4) * 8) = aReg[i];
+      if (chunk < A_CHUNKS)
+        *reinterpret_cast<uint4*>(stage + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8) = aReg[i];
     }
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {
       const int chunk = tid + i * kScoreThreads;
-      *reinterpret_cast<uint4*>(stage + BM * LD + (chunk / 4) * LD + (chunk % 4) * 8) = bReg[i];
+      *reinterpret_cast<uint4*>(stage + BM * LD + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8) = bReg[i];
     }
   };
 
@@ -150,7 +159,7 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
 #pragma unroll
     for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  const int64_t kTiles = stride / BK;
+  const int64_t kTiles = (stride + BK - 1) / BK;
   loadTile(0);
   storeTile(smem);
   __syncthreads();
@@ -516,11 +525,11 @@ Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, b
         const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
         const __half* db = reinterpret_cast<const __half*>(m->data.get());
         if (bm == 16)
-          scoreHalfKernel<16, 1><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
+          scoreHalfKernel<16, 1, 64><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
         else if (bm == 64)
-          scoreHalfKernel<64, 2><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
+          scoreHalfKernel<64, 2, 32><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
         else
-          scoreHalfKernel<128, 4><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
+          scoreHalfKernel<128, 4, 32><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
       }
       CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the score kernel");
       compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, m->kept.get(), int(k));
