@@ -187,6 +187,7 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
 }  // namespace
 
 int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // keep every finished row if a time limit kills the run
   std::vector<CudaDeviceInfo> devices;
   std::string why;
   cudaListDevices(&devices, &why);
