@@ -7,9 +7,10 @@ type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
 
 interface CudaAddon {
   info(): { cudaDevices: { index: number }[]; cudaUnavailableReason: string | null };
-  cudaMatrixCreate(args: {
-    data: Float32Array | Uint16Array; dataType: Storage; rows: number; dim: number; storage: Storage; device: number;
-  }): MatrixHandle;
+  cudaMatrixCreate(args: { rows: number; dim: number; storage: Storage; device: number }): MatrixHandle;
+  cudaMatrixSetRows(handle: MatrixHandle, args: {
+    data: Float32Array | Uint16Array; dataType: Storage; firstRow: number; rowCount: number;
+  }): void;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -21,6 +22,7 @@ interface NativeSearchArgs {
 }
 
 type Storage = 'float16' | 'float32';
+type RowData = Float32Array | Uint16Array;
 
 export interface CudaMatrixOptions {
   rows: number;
@@ -115,28 +117,51 @@ export class CudaMatrix {
   }
 
   /**
-   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits.
+   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits;
+   * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
+   * 2^32 values: 8.8M rows of 768 need several).
    * Throws when the data holds NaN, infinity, or (for float16 storage) a value beyond +-65504,
-   * when the GPU lacks the memory, or when `device` does not exist.
+   * when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
    */
-  static create(data: Float32Array | Uint16Array, options: CudaMatrixOptions): CudaMatrix {
-    if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
-      throw new TypeError(`data must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(data)}`);
-    }
+  static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
+    const chunks = Array.isArray(data) ? data : [data];
+    chunks.forEach((chunk, i) => {
+      if (!(chunk instanceof Float32Array) && !(chunk instanceof Uint16Array)) {
+        const name = Array.isArray(data) ? `data[${i}]` : 'data';
+        throw new TypeError(`${name} must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(chunk)}`);
+      }
+    });
     const opts = requireOptions('options', options);
     const rows = requireInteger('options.rows', opts.rows, 1, 2 ** 31 - 1);
     const dim = requireInteger('options.dim', opts.dim, 1, 2 ** 31 - 1);
-    if (data.length !== rows * dim) {
-      throw new RangeError(`data has ${data.length} elements but options.rows x options.dim needs ${rows * dim}`);
+    const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    if (total !== rows * dim) {
+      throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
     }
+    chunks.forEach((chunk, i) => {
+      if (chunk.length % dim !== 0) {
+        throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
+      }
+    });
     const storage = opts.storage === undefined ? 'float16' : opts.storage;
     if (storage !== 'float16' && storage !== 'float32') {
       throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
     }
     const device = requireDevice(opts.device);
     const native = cudaAddon();
-    const dataType: Storage = data instanceof Float32Array ? 'float32' : 'float16';
-    const handle = native.cudaMatrixCreate({ data, dataType, rows, dim, storage, device });
+    const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
+    try {
+      let firstRow = 0;
+      for (const chunk of chunks) {
+        const dataType: Storage = chunk instanceof Float32Array ? 'float32' : 'float16';
+        const rowCount = chunk.length / dim;
+        native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
+        firstRow += rowCount;
+      }
+    } catch (err) {
+      native.cudaMatrixFree(handle);
+      throw err;
+    }
     return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), device, storage);
   }
 

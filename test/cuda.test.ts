@@ -102,6 +102,9 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'int8' as 'float16' })).toThrow(/options.storage/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: -1 })).toThrow(/options.device/);
+    expect(() => CudaMatrix.create([data, [1] as unknown as Float32Array], { rows: 3, dim: 4 })).toThrow(/data\[1\] must be/);
+    expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
+      .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
   });
   (hasGpu ? test.skip : test)('without a GPU, create says why', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
@@ -160,6 +163,24 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       expect(Array.from(result.scores).every((s) => Math.abs(s - 1) < 1e-3)).toBe(true);
     } finally {
       m.free();
+    }
+  });
+
+  test('chunked upload (float32 and float16 chunks) equals one upload', () => {
+    const dim = 24, rows = randomNormalArray(random, 90 * dim), queries = rows.subarray(5 * dim, 8 * dim);
+    const whole = CudaMatrix.create(rows, { rows: 90, dim });
+    const chunked = CudaMatrix.create(
+      [rows.subarray(0, 40 * dim), float32ToFloat16Array(rows.subarray(40 * dim, 41 * dim)), rows.subarray(41 * dim)],
+      { rows: 90, dim },
+    );
+    try {
+      const a = whole.search(queries, { k: 7 }), b = chunked.search(queries, { k: 7 });
+      expect(b.indices).toEqual(a.indices);
+      expect(b.scores).toEqual(a.scores);
+      expect(Array.from(a.indices.filter((_, i) => i % 7 === 0))).toEqual([5, 6, 7]);
+    } finally {
+      whole.free();
+      chunked.free();
     }
   });
 

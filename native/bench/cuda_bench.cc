@@ -153,7 +153,7 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
   std::vector<uint16_t> rows(size_t(N * d));
   fillHalf(rows.data(), rows.size(), 11);
   CudaMatrix* m = nullptr;
-  if (!ok(cudaMatrixCreate(rows.data(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
+  if (!ok(cudaMatrixCreateFrom(rows.data(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
   rows = std::vector<uint16_t>();
   const int64_t maxQ = *std::max_element(queryCounts.begin(), queryCounts.end()), maxK = 1000;
   std::vector<float> queries(size_t(maxQ * d));

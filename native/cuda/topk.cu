@@ -557,8 +557,7 @@ Status checkSearchArgs(const CudaMatrix* m, int64_t Q, int64_t k) {
 
 }  // namespace
 
-Status cudaMatrixCreate(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
-                        int device, CudaMatrix** out) {
+Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int device, CudaMatrix** out) {
   *out = nullptr;
   if (rows < 1 || dim < 1) return "CudaMatrix: rows and dim must be >= 1";
   if (rows > INT32_MAX) return "CudaMatrix: more than 2^31-1 rows";
@@ -572,42 +571,70 @@ Status cudaMatrixCreate(const void* hostData, HiddenType dataType, int64_t rows,
   m->storage = storage;
   CAMEMBED_CUDA_TRY(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), "CudaMatrix: cudaStreamCreate");
   std::unique_ptr<CudaMatrix, void (*)(CudaMatrix*)> guard(m.release(), cudaMatrixFree);  // frees on every error path
-  CudaMatrix* mp = guard.get();
-  if (!(s = mp->data.allocate(size_t(rows * mp->stride * mp->elementBytes()), "CudaMatrix: cudaMalloc(rows)")).empty() ||
-      !(s = mp->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty())
+  if (!(s = guard->data.allocate(size_t(rows * guard->stride * guard->elementBytes()), "CudaMatrix: cudaMalloc(rows)"))
+           .empty() ||
+      !(s = guard->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty())
     return s;
+  // Zeros until the rows are set: a matrix is never read uninitialised.
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->data.get(), 0, guard->data.count(), guard->stream), "CudaMatrix: cudaMemset");
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->norms.get(), 0, guard->norms.count() * sizeof(float), guard->stream),
+                    "CudaMatrix: cudaMemset");
+  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(guard->stream), "CudaMatrix: cudaMemset");
+  *out = guard.release();
+  return "";
+}
+
+Status cudaMatrixSetRows(CudaMatrix* m, int64_t firstRow, const void* hostData, HiddenType dataType, int64_t rowCount) {
+  if (m == nullptr) return "CudaMatrix: the device matrix has been freed";
+  if (firstRow < 0 || rowCount < 0 || firstRow + rowCount > m->rows) return "CudaMatrix: rows out of range";
+  if (rowCount == 0) return "";
+  std::lock_guard<std::mutex> lock(m->mutex);
+  Status s = useDevice(m->device);
+  if (!s.empty()) return s;
   // Upload in chunks of about 64 MiB through a staging buffer, converting and padding on the GPU.
-  const int64_t sourceRowBytes = dim * hiddenElementBytes(dataType);
-  const int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(64) << 20) / sourceRowBytes));
+  const int64_t sourceRowBytes = m->dim * hiddenElementBytes(dataType);
+  const int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(rowCount, (int64_t(64) << 20) / sourceRowBytes));
   DeviceBuffer<char> staging;
   DeviceBuffer<int> badRow;
   if (!(s = staging.allocate(size_t(chunkRows * sourceRowBytes), "CudaMatrix: cudaMalloc(staging)")).empty() ||
       !(s = badRow.allocate(1, "CudaMatrix: cudaMalloc(flag)")).empty())
     return s;
   const int noBadRow = INT_MAX;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(badRow.get(), &noBadRow, sizeof(int), cudaMemcpyHostToDevice, mp->stream),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(badRow.get(), &noBadRow, sizeof(int), cudaMemcpyHostToDevice, m->stream),
                     "CudaMatrix: cudaMemcpy");
-  for (int64_t r0 = 0; r0 < rows; r0 += chunkRows) {
-    const int64_t n = std::min(chunkRows, rows - r0);
+  const bool fromHalf = dataType == HiddenType::Float16, toHalf = m->storage == HiddenType::Float16;
+  for (int64_t r0 = 0; r0 < rowCount; r0 += chunkRows) {
+    const int64_t n = std::min(chunkRows, rowCount - r0), row = firstRow + r0;
     CAMEMBED_CUDA_TRY(cudaMemcpyAsync(staging.get(), static_cast<const char*>(hostData) + r0 * sourceRowBytes,
-                                      size_t(n * sourceRowBytes), cudaMemcpyHostToDevice, mp->stream),
+                                      size_t(n * sourceRowBytes), cudaMemcpyHostToDevice, m->stream),
                       "CudaMatrix: copying rows to the GPU");
-    const bool fromHalf = dataType == HiddenType::Float16, toHalf = storage == HiddenType::Float16;
-    if (fromHalf && toHalf) launchStoreRows<__half, __half>(staging.get(), n, mp, r0, badRow.get());
-    else if (fromHalf) launchStoreRows<__half, float>(staging.get(), n, mp, r0, badRow.get());
-    else if (toHalf) launchStoreRows<float, __half>(staging.get(), n, mp, r0, badRow.get());
-    else launchStoreRows<float, float>(staging.get(), n, mp, r0, badRow.get());
+    if (fromHalf && toHalf) launchStoreRows<__half, __half>(staging.get(), n, m, row, badRow.get());
+    else if (fromHalf) launchStoreRows<__half, float>(staging.get(), n, m, row, badRow.get());
+    else if (toHalf) launchStoreRows<float, __half>(staging.get(), n, m, row, badRow.get());
+    else launchStoreRows<float, float>(staging.get(), n, m, row, badRow.get());
     CAMEMBED_CUDA_TRY(cudaGetLastError(), "CudaMatrix: launching the upload kernel");
   }
   int firstBad = noBadRow;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(&firstBad, badRow.get(), sizeof(int), cudaMemcpyDeviceToHost, mp->stream),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(&firstBad, badRow.get(), sizeof(int), cudaMemcpyDeviceToHost, m->stream),
                     "CudaMatrix: cudaMemcpy");
-  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(mp->stream), "CudaMatrix: uploading rows");
+  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "CudaMatrix: uploading rows");
   if (firstBad != noBadRow)
     return "CudaMatrix: row " + std::to_string(firstBad) + " holds NaN, infinity" +
-           (storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)" : "");
-  *out = guard.release();
+           (m->storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)" : "");
   return "";
+}
+
+Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
+                            int device, CudaMatrix** out) {
+  CudaMatrix* m = nullptr;
+  Status s = cudaMatrixCreate(rows, dim, storage, device, &m);
+  if (s.empty()) s = cudaMatrixSetRows(m, 0, hostData, dataType, rows);
+  if (!s.empty()) {
+    cudaMatrixFree(m);
+    m = nullptr;
+  }
+  *out = m;
+  return s;
 }
 
 void cudaMatrixFree(CudaMatrix* m) {
