@@ -89,11 +89,38 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
 // ---------------------------------------------------------------------------------------------
 // Float16 scores on tensor cores (WMMA m16n16k16, float32 accumulation: sm_70 and newer).
 // A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Slices of
-// BK values of d are staged through shared memory, double-buffered via registers (no cp.async,
-// so the V100 path needs nothing newer than sm_70). Few queries (BM = 16) use BK = 64: the
-// kernel is then memory-bound, and wider slices keep more bytes in flight per block.
+// BK values of d go through shared memory. Portable path (sm_70/sm_75, or any GPU when built
+// with CAMEMBED_CUDA_PORTABLE): double-buffered via registers, nothing newer than sm_70.
+// sm_80+ path: cp.async copies global -> shared directly, kAsyncStages slices in flight.
+// Few queries (BM = 16) use BK = 64: the kernel is then memory-bound, and wider slices keep
+// more bytes in flight per block.
 // Floor per block: (BM + 128) * d * 2 bytes from global memory, 2 * BM * 128 * d FLOPs.
 constexpr int kHalfBN = 128;
+constexpr int kAsyncStages = 3;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CAMEMBED_CUDA_PORTABLE)
+#define CAMEMBED_ASYNC_COPY 1
+#endif
+
+// Dynamic shared memory of one score block: enough for the sm_80+ path on sm_80+ devices (more
+// than the portable path needs, should an sm_80+ device run portable code), 2 slices otherwise.
+int scoreHalfStages(int computeMajor) {
+#ifdef CAMEMBED_CUDA_PORTABLE
+  computeMajor = 0;  // every device runs the portable path
+#endif
+  return computeMajor >= 8 ? kAsyncStages : 2;
+}
+constexpr size_t scoreHalfStageBytes(int bm, int bk) { return size_t(bm + kHalfBN) * (bk + 8) * sizeof(__half); }
+
+#ifdef CAMEMBED_ASYNC_COPY
+// 16 bytes global -> shared without registers; zero-filled when !valid (src-size 0 reads nothing).
+__device__ __forceinline__ void copyAsync16(void* shared, const void* global, bool valid) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int PENDING>
+__device__ __forceinline__ void copyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
+#endif
 
 template <int BM, int WARPS_M, int BK>
 __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
@@ -108,7 +135,8 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   constexpr int A_LOADS = (A_CHUNKS + kScoreThreads - 1) / kScoreThreads, B_LOADS = B_CHUNKS / kScoreThreads;
   static_assert(FM >= 1 && FN >= 1 && B_CHUNKS % kScoreThreads == 0, "tile shape");
   constexpr int STAGE = (BM + BN) * LD;
-  __shared__ __align__(128) __half smem[2 * STAGE];
+  extern __shared__ __align__(128) unsigned char dynamicShared[];  // scoreHalfStages() x STAGE halves
+  __half* smem = reinterpret_cast<__half*>(dynamicShared);
   static_assert(2 * STAGE * sizeof(__half) >= 8 * 256 * sizeof(float), "epilogue scratch must fit");
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -118,9 +146,66 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   const __half* aBase = queries + queryBase * stride;  // query rows are padded: always readable
   const __half* bBase = database + rowBase * stride;
 
-  uint4 aReg[A_LOADS], bReg[B_LOADS];
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+#pragma unroll
+  for (int i = 0; i < FM; ++i)
+#pragma unroll
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  auto computeSlice = [&](const __half* stage) {
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[FM];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[FN];
+#pragma unroll
+      for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(a[i], stage + (warpM * WM + i * 16) * LD + kk, LD);
+#pragma unroll
+      for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(b[j], stage + BM * LD + (warpN * WN + j * 16) * LD + kk, LD);
+#pragma unroll
+      for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+  };
+  const int64_t kTiles = (stride + BK - 1) / BK;
   // The stride is a multiple of 32, so with BK = 64 the last slice may be half past the row end:
-  // those chunks load as zeros.
+  // those chunks are zeros.
+#ifdef CAMEMBED_ASYNC_COPY
+  auto issueSlice = [&](int64_t k0, __half* stage) {
+#pragma unroll
+    for (int i = 0; i < A_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      const bool valid = col < stride;
+      if (chunk < A_CHUNKS)
+        copyAsync16(stage + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8,
+                    valid ? aBase + (chunk / ROW_CHUNKS) * stride + col : queries, valid);
+    }
+#pragma unroll
+    for (int i = 0; i < B_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads, r = chunk / ROW_CHUNKS;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      const bool valid = rowBase + r < rowEnd && col < stride;
+      copyAsync16(stage + BM * LD + r * LD + (chunk % ROW_CHUNKS) * 8, valid ? bBase + r * stride + col : database,
+                  valid);
+    }
+  };
+  for (int s = 0; s < kAsyncStages - 1; ++s) {
+    if (s < kTiles) issueSlice(s * BK, smem + s * STAGE);
+    copyAsyncCommit();  // one group per slice, empty ones included, so the wait count below holds
+  }
+  for (int64_t kt = 0; kt < kTiles; ++kt) {
+    copyAsyncWait<kAsyncStages - 2>();  // slice kt has landed (for this thread)
+    __syncthreads();                    // ... for all threads; and all are done with slice kt - 1
+    const int64_t next = kt + kAsyncStages - 1;
+    if (next < kTiles) issueSlice(next * BK, smem + (next % kAsyncStages) * STAGE);  // slice kt - 1's buffer
+    copyAsyncCommit();
+    computeSlice(smem + (kt % kAsyncStages) * STAGE);
+  }
+  copyAsyncWait<0>();
+  __syncthreads();  // the epilogue reuses the buffers
+#else
+  uint4 aReg[A_LOADS], bReg[B_LOADS];
   auto loadTile = [&](int64_t k0) {
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
@@ -153,36 +238,17 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
     }
   };
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
-#pragma unroll
-  for (int i = 0; i < FM; ++i)
-#pragma unroll
-    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-
-  const int64_t kTiles = (stride + BK - 1) / BK;
   loadTile(0);
   storeTile(smem);
   __syncthreads();
   for (int64_t kt = 0; kt < kTiles; ++kt) {
     const bool more = kt + 1 < kTiles;
     if (more) loadTile((kt + 1) * BK);  // in flight while the tensor cores work
-    const __half* stage = smem + (kt & 1) * STAGE;
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[FM];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[FN];
-#pragma unroll
-      for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(a[i], stage + (warpM * WM + i * 16) * LD + kk, LD);
-#pragma unroll
-      for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(b[j], stage + BM * LD + (warpN * WN + j * 16) * LD + kk, LD);
-#pragma unroll
-      for (int i = 0; i < FM; ++i)
-#pragma unroll
-        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-    }
+    computeSlice(smem + (kt & 1) * STAGE);
     if (more) storeTile(smem + ((kt + 1) & 1) * STAGE);
     __syncthreads();
   }
+#endif
 
   // Epilogue: each warp spills one 16x16 fragment at a time to its own 1 KiB of shared memory;
   // lane l takes row l/2, columns (l%2)*8 .. +8.
@@ -441,6 +507,7 @@ int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // ---------------------------------------------------------------------------------------------
 struct CudaMatrix {
   int device = 0;
+  int computeMajor = 0;
   int64_t rows = 0, dim = 0, stride = 0;
   HiddenType storage = HiddenType::Float16;
   DeviceBuffer<char> data;     // [rows][stride] of storage
@@ -469,6 +536,19 @@ void launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t rowOf
   storeRowsKernel<Src, Dst><<<unsigned(blocks), threads, 0, m->stream>>>(
       static_cast<const Src*>(src), rows, m->dim, m->stride,
       reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset, badRow, int(rowOffset));
+}
+
+template <int BM, int WARPS_M, int BK>
+Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, const __half* queries, const float* queryNorms,
+                       int tileQueries, int64_t rowBegin, int64_t rowEnd, bool normalized, const Candidates& cand) {
+  const auto kernel = scoreHalfKernel<BM, WARPS_M, BK>;
+  const size_t sharedBytes = scoreHalfStages(m->computeMajor) * scoreHalfStageBytes(BM, BK);
+  CAMEMBED_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)),
+                    "cosineTopK: cudaFuncSetAttribute");
+  kernel<<<grid, kScoreThreads, sharedBytes, stream>>>(queries, queryNorms, tileQueries,
+                                                       reinterpret_cast<const __half*>(m->data.get()), m->norms.get(),
+                                                       m->stride, rowBegin, rowEnd, normalized, cand);
+  return "";
 }
 
 // Launches one search on `stream`: queries (float32, device) -> outIndices/outScores (device).
@@ -523,13 +603,10 @@ Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, b
             m->norms.get(), m->stride, r0, r1, normalized, cand);
       } else {
         const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
-        const __half* db = reinterpret_cast<const __half*>(m->data.get());
-        if (bm == 16)
-          scoreHalfKernel<16, 1, 64><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
-        else if (bm == 64)
-          scoreHalfKernel<64, 2, 32><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
-        else
-          scoreHalfKernel<128, 4, 32><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
+        s = bm == 16   ? launchScoreHalf<16, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+            : bm == 64 ? launchScoreHalf<64, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+                       : launchScoreHalf<128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
+        if (!s.empty()) return s;
       }
       CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the score kernel");
       compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, m->kept.get(), int(k));
@@ -569,6 +646,8 @@ Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int devic
   m->dim = dim;
   m->stride = roundUp(dim, kStrideMultiple);
   m->storage = storage;
+  CAMEMBED_CUDA_TRY(cudaDeviceGetAttribute(&m->computeMajor, cudaDevAttrComputeCapabilityMajor, device),
+                    "CudaMatrix: cudaDeviceGetAttribute");
   CAMEMBED_CUDA_TRY(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), "CudaMatrix: cudaStreamCreate");
   std::unique_ptr<CudaMatrix, void (*)(CudaMatrix*)> guard(m.release(), cudaMatrixFree);  // frees on every error path
   if (!(s = guard->data.allocate(size_t(rows * guard->stride * guard->elementBytes()), "CudaMatrix: cudaMalloc(rows)"))
