@@ -10,6 +10,8 @@ interface Command {
 
 const COMMANDS: Record<string, () => Command> = {
   // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
+  convert: () => require('./commands/convert'),
+  'make-random-model': () => require('./commands/make-random-model'),
 };
 
 function usage(): string {

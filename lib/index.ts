@@ -1,0 +1,9 @@
+// camembed's public API.
+export { devices } from './devices';
+export type { Device, DeviceReport } from './devices';
+export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
+export { float16ToFloat32Array, float32ToFloat16Array } from './float16';
+export * as reference from './reference';
+export { convertToOnnx, defaultCacheDir, makeRandomModel, resolveModel } from './model';
+export type { ConvertOptions, RandomModelOptions, ResolvedModel, ResolveOptions } from './model';

@@ -1,0 +1,186 @@
+// The public kernels: argument validation (shared with the reference path), then the native
+// CPU/CUDA implementation, synchronously or off the event loop.
+import { resolveDevice } from './devices';
+import { loadAddon, NativePoolArgs, NativeTopKArgs } from './native';
+import {
+  optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
+  requireTypedArray,
+} from './validate';
+
+export type Dtype = 'float32' | 'float16';
+export type HiddenStates = Float32Array | Uint16Array;
+export type AttentionMask = BigInt64Array | Int32Array | Uint8Array;
+
+export interface PoolShape { batch: number; seq: number; hidden: number }
+export interface PoolOptions {
+  /** L2-normalise the pooled vectors (default true), as `normalize_embeddings=True`. */
+  normalize?: boolean;
+  /** Element type of `hidden`; inferred from the array (Uint16Array holds float16 bits). */
+  dtype?: Dtype;
+  device?: string;
+  /** CPU threads (default: all cores). */
+  threads?: number;
+}
+
+export interface TopKOptions {
+  dim: number;
+  k: number;
+  /** Inputs are unit vectors: score = dot product (default false: true cosine). */
+  normalized?: boolean;
+  /** Element type of `database`; inferred from the array (Uint16Array holds float16 bits). */
+  dtype?: Dtype;
+  device?: string;
+  threads?: number;
+}
+
+export interface TopKResult {
+  /** Row indices, `k` per query, best first; ties broken by lower index. */
+  indices: Int32Array;
+  scores: Float32Array;
+  /** min(options.k, number of database rows). */
+  k: number;
+}
+
+function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
+  const actual: Dtype = array instanceof Float32Array ? 'float32' : 'float16';
+  if (requested !== undefined && requested !== 'float32' && requested !== 'float16') {
+    throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(requested)}`);
+  }
+  if (requested !== undefined && requested !== actual) {
+    throw new TypeError(`options.dtype is '${requested}' but ${name} is a ${array.constructor.name} (${actual})`);
+  }
+  return actual;
+}
+
+export function preparePool(hidden: unknown, mask: unknown, shape: unknown, options: unknown): NativePoolArgs {
+  const h = requireTypedArray<HiddenStates>('hidden', hidden, ['Float32Array', 'Uint16Array']);
+  const m = requireTypedArray<AttentionMask>('mask', mask, ['BigInt64Array', 'Int32Array', 'Uint8Array']);
+  const s = requireObject('shape', shape);
+  const batch = requirePositiveInteger('shape.batch', s.batch);
+  const seq = requirePositiveInteger('shape.seq', s.seq);
+  const hiddenSize = requirePositiveInteger('shape.hidden', s.hidden);
+  const o = optionalObject('options', options);
+  requireLength('hidden', h, batch * seq * hiddenSize, `shape ${batch}x${seq}x${hiddenSize}`);
+  requireLength('mask', m, batch * seq, `shape ${batch}x${seq}`);
+  return {
+    hidden: h,
+    hiddenType: dtypeOf('hidden', h, o.dtype),
+    mask: m,
+    maskType: m instanceof BigInt64Array ? 'int64' : m instanceof Int32Array ? 'int32' : 'uint8',
+    batch,
+    seq,
+    hiddenSize,
+    normalize: optionalBoolean('options.normalize', o.normalize, true),
+    out: new Float32Array(batch * hiddenSize),
+    threads: optionalThreads(o.threads),
+    device: resolveDevice(o.device),
+  };
+}
+
+export function prepareTopK(queries: unknown, database: unknown, options: unknown): NativeTopKArgs & { device: number } {
+  const q = requireTypedArray<Float32Array>('queries', queries, ['Float32Array']);
+  const db = requireTypedArray<HiddenStates>('database', database, ['Float32Array', 'Uint16Array']);
+  const o = requireObject('options', options);
+  const dim = requirePositiveInteger('options.dim', o.dim);
+  const k = requirePositiveInteger('options.k', o.k);
+  if (q.length === 0 || q.length % dim !== 0) {
+    throw new RangeError(`queries has ${q.length} elements: expected a non-zero multiple of options.dim (${dim})`);
+  }
+  if (db.length === 0 || db.length % dim !== 0) {
+    throw new RangeError(`database has ${db.length} elements: expected a non-zero multiple of options.dim (${dim})`);
+  }
+  const numQueries = q.length / dim;
+  const numRows = db.length / dim;
+  if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
+  const kept = Math.min(k, numRows);
+  return {
+    queries: q,
+    numQueries,
+    database: db,
+    databaseType: dtypeOf('database', db, o.dtype),
+    numRows,
+    dim,
+    k: kept,
+    normalized: optionalBoolean('options.normalized', o.normalized, false),
+    outIndices: new Int32Array(numQueries * kept),
+    outScores: new Float32Array(numQueries * kept),
+    threads: optionalThreads(o.threads),
+    device: resolveDevice(o.device),
+  };
+}
+
+// NaN or infinity in the hidden states shows up as a non-finite pooled value: report the row.
+function checkPooled(args: NativePoolArgs): Float32Array {
+  const out = args.out;
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i])) {
+      const row = Math.floor(i / args.hiddenSize);
+      throw new RangeError(`hidden contains NaN or infinite values (batch row ${row})`);
+    }
+  }
+  return out;
+}
+
+// Native failures (NaN scores, CUDA errors) arrive as plain messages; rethrow them as errors
+// of this realm with the kernel's message, never as crashes.
+function nativeError(err: unknown): Error {
+  return new Error(err instanceof Error || (typeof err === 'object' && err !== null && 'message' in err)
+    ? String((err as { message: unknown }).message) : String(err));
+}
+
+function runSync(run: () => void): void {
+  try {
+    run();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}
+
+async function runAsync(run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}
+
+function topKResult(args: NativeTopKArgs): TopKResult {
+  return { indices: args.outIndices, scores: args.outScores, k: args.k };
+}
+
+function requireCpuTopK(device: number): void {
+  // The resident-matrix CUDA search lives in CudaMatrix (lib/cuda.ts); one-shot calls use it there.
+  if (device >= 0) throw new Error('cosineTopK on CUDA: use a CudaMatrix (upload once, search many times)');
+}
+
+/** Fused masked mean pooling + L2 normalisation: [batch, seq, hidden] -> [batch, hidden] float32. */
+export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions): Float32Array {
+  const args = preparePool(hidden, mask, shape, options);
+  runSync(() => loadAddon().meanPoolNormalize(args, false));
+  return checkPooled(args);
+}
+
+/** As meanPoolNormalize, off the event loop. */
+export async function meanPoolNormalizeAsync(
+  hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions,
+): Promise<Float32Array> {
+  const args = preparePool(hidden, mask, shape, options);
+  await runAsync(() => loadAddon().meanPoolNormalize(args, true));
+  return checkPooled(args);
+}
+
+/** Exact cosine top-k of each query row against the database rows. */
+export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
+  const args = prepareTopK(queries, database, options);
+  requireCpuTopK(args.device);
+  runSync(() => loadAddon().cosineTopK(args, false));
+  return topKResult(args);
+}
+
+/** As cosineTopK, off the event loop. */
+export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
+  const args = prepareTopK(queries, database, options);
+  requireCpuTopK(args.device);
+  await runAsync(() => loadAddon().cosineTopK(args, true));
+  return topKResult(args);
+}

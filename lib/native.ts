@@ -1,0 +1,75 @@
+// Loads the compiled addon (build/Release/camembed.node). A missing or broken build is a clear
+// error that says how to rebuild, thrown when a native function is first needed.
+import * as path from 'path';
+
+export interface NativeCudaDevice {
+  index: number;
+  name: string;
+  totalMemoryBytes: number;
+  computeCapability: string;
+  multiprocessors: number;
+}
+
+export interface NativeInfo {
+  simd: 'avx512' | 'avx2' | 'scalar';
+  threads: number;
+  cudaCompiledIn: boolean;
+  cudaDevices: NativeCudaDevice[];
+  cudaUnavailableReason: string | null;
+}
+
+export interface NativePoolArgs {
+  hidden: Float32Array | Uint16Array;
+  hiddenType: 'float32' | 'float16';
+  mask: BigInt64Array | Int32Array | Uint8Array;
+  maskType: 'int64' | 'int32' | 'uint8';
+  batch: number;
+  seq: number;
+  hiddenSize: number;
+  normalize: boolean;
+  out: Float32Array;
+  threads: number;  // 0 = all cores
+  device: number;   // -1 = CPU, else the CUDA device index
+}
+
+export interface NativeTopKArgs {
+  queries: Float32Array;
+  numQueries: number;
+  database: Float32Array | Uint16Array;
+  databaseType: 'float32' | 'float16';
+  numRows: number;
+  dim: number;
+  k: number;
+  normalized: boolean;
+  outIndices: Int32Array;
+  outScores: Float32Array;
+  threads: number;
+}
+
+export interface NativeAddon {
+  meanPoolNormalize(args: NativePoolArgs, async: false): undefined;
+  meanPoolNormalize(args: NativePoolArgs, async: true): Promise<void>;
+  cosineTopK(args: NativeTopKArgs, async: false): undefined;
+  cosineTopK(args: NativeTopKArgs, async: true): Promise<void>;
+  info(): NativeInfo;
+  [binding: string]: unknown;
+}
+
+export const addonPath = path.resolve(__dirname, '..', 'build', 'Release', 'camembed.node');
+
+let addon: NativeAddon | undefined;
+
+export function loadAddon(): NativeAddon {
+  if (addon === undefined) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      addon = require(addonPath) as NativeAddon;
+    } catch (err) {
+      throw new Error(
+        `camembed: cannot load the native addon at ${addonPath} (${(err as Error).message}). ` +
+          `Build it with 'npm run build:native' (needs CMake and a C++17 compiler).`,
+      );
+    }
+  }
+  return addon;
+}

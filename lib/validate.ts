@@ -1,0 +1,58 @@
+// Argument checks shared by the public functions: every bad argument becomes a TypeError or
+// RangeError that names the argument and says what was expected, before native code runs.
+
+export type TypedArrayName =
+  | 'Float32Array' | 'Uint16Array' | 'BigInt64Array' | 'Int32Array' | 'Uint8Array' | 'Float64Array';
+
+export function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  if (Array.isArray(value)) return 'Array';
+  return typeof value;
+}
+
+export function requireTypedArray<T extends ArrayBufferView>(
+  name: string, value: unknown, allowed: TypedArrayName[],
+): T {
+  if (!ArrayBuffer.isView(value) || !allowed.includes(value.constructor.name as TypedArrayName)) {
+    throw new TypeError(`${name} must be a ${allowed.join(' or ')}, got ${typeName(value)}`);
+  }
+  return value as T;
+}
+
+export function requirePositiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new TypeError(`${name} must be an integer, got ${typeof value === 'number' ? value : typeName(value)}`);
+  }
+  if (value < 1) throw new RangeError(`${name} must be >= 1, got ${value}`);
+  if (value > Number.MAX_SAFE_INTEGER) throw new RangeError(`${name} is too large: ${value}`);
+  return value;
+}
+
+export function optionalBoolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${typeName(value)}`);
+  return value;
+}
+
+export function optionalThreads(value: unknown): number {
+  if (value === undefined) return 0;
+  return requirePositiveInteger('options.threads', value);
+}
+
+export function requireObject(name: string, value: unknown): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
+    throw new TypeError(`${name} must be an object, got ${typeName(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+export function optionalObject(name: string, value: unknown): Record<string, unknown> {
+  return value === undefined ? {} : requireObject(name, value);
+}
+
+export function requireLength(name: string, array: ArrayBufferView & { length: number }, expected: number, why: string): void {
+  if (array.length !== expected) {
+    throw new RangeError(`${name} has ${array.length} elements but ${why} needs ${expected}`);
+  }
+}

@@ -1,0 +1,177 @@
+// Conversion parity: the tiny random CamemBERT's safetensors → ONNX, run in onnxruntime-node,
+// against golden last_hidden_state computed in float64 by an independent PyTorch implementation.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as vm from 'vm';
+import type * as Ort from 'onnxruntime-node';
+import { convertToOnnx, makeRandomModel } from '../lib/model';
+import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
+import { float16ToFloat32Array } from '../lib/float16';
+
+// Jest gives each test file its own typed-array constructors, but onnxruntime-node creates its
+// output tensors with Node's, and onnxruntime-common checks `instanceof`: use Node's here.
+for (const name of ['Float32Array', 'Uint16Array', 'Int32Array', 'BigInt64Array', 'Uint8Array'] as const) {
+  (globalThis as Record<string, unknown>)[name] = vm.runInThisContext(name);
+}
+// Loaded after the swap: onnxruntime-common keeps the constructors it sees at load time.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const ort: typeof Ort = require('onnxruntime-node');
+
+const TINY = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
+const haveShared = fs.existsSync(path.join(TINY, 'golden/index.json'));
+if (!haveShared) console.warn(`skipping conversion parity tests: ${TINY} is missing`);
+const describeShared = haveShared ? describe : describe.skip;
+
+// Minimal .npy reader (format 1.0, little-endian, C order): the dtypes golden/ uses.
+function readNpy(file: string): { shape: number[]; data: Float64Array | BigInt64Array } {
+  const buf = fs.readFileSync(file);
+  const headerLength = buf.readUInt16LE(8);
+  const header = buf.subarray(10, 10 + headerLength).toString('latin1');
+  const descr = /'descr':\s*'([^']+)'/.exec(header)![1];
+  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)![1].split(',').filter((s) => s.trim() !== '').map(Number);
+  const body = buf.subarray(10 + headerLength);
+  const aligned = new Uint8Array(body).buffer;  // copy: typed arrays need aligned offsets
+  if (descr === '<f8') return { shape, data: new Float64Array(aligned) };
+  if (descr === '<i8') return { shape, data: new BigInt64Array(aligned) };
+  throw new Error(`${file}: unexpected dtype ${descr}`);
+}
+
+interface Batch { input_ids: string; attention_mask: string; last_hidden_state: string }
+const golden = haveShared ? JSON.parse(fs.readFileSync(path.join(TINY, 'golden/index.json'), 'utf8')) : { sets: {} };
+const batches: [string, Batch][] = Object.entries(golden.sets as Record<string, { batches: Batch[] }>)
+  .flatMap(([set, s]) => s.batches.map((b): [string, Batch] => [set, b]));
+
+// A folder with only what conversion needs: config.json and model.safetensors.
+function copyWeightsOnly(dir: string): void {
+  for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(TINY, f), path.join(dir, f));
+}
+
+async function run(session: Ort.InferenceSession, b: Batch): Promise<{ values: Float32Array; dims: readonly number[] }> {
+  const ids = readNpy(path.join(TINY, 'golden', b.input_ids));
+  const mask = readNpy(path.join(TINY, 'golden', b.attention_mask));
+  const out = await session.run({
+    input_ids: new ort.Tensor('int64', ids.data as BigInt64Array, ids.shape),
+    attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.shape),
+  });
+  const hidden = out.last_hidden_state;
+  const values = hidden.type === 'float16' ? float16ToFloat32Array(hidden.data as Uint16Array) : hidden.data as Float32Array;
+  return { values, dims: hidden.dims };
+}
+
+async function maxAbsError(session: Ort.InferenceSession, b: Batch): Promise<number> {
+  const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state));
+  const { values, dims } = await run(session, b);
+  expect(dims).toEqual(expected.shape);
+  let worst = 0;
+  for (let i = 0; i < values.length; i++) worst = Math.max(worst, Math.abs(values[i] - (expected.data as Float64Array)[i]));
+  return worst;
+}
+
+describeShared('convertToOnnx parity with golden last_hidden_state', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-convert-'));
+    copyWeightsOnly(dir);
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  // float16 keeps ~3 significant digits; hidden states are LayerNorm outputs of order 1
+  // (measured worst case 5.6e-3 on the edge set).
+  const cases: { graph: 'fused' | 'plain'; dtype: 'float32' | 'float16'; tolerance: number }[] = [
+    { graph: 'fused', dtype: 'float32', tolerance: 1e-5 },
+    { graph: 'plain', dtype: 'float32', tolerance: 1e-5 },
+    { graph: 'fused', dtype: 'float16', tolerance: 1e-2 },
+  ];
+  for (const { graph, dtype, tolerance } of cases) {
+    test(`${graph} graph, ${dtype}: every golden batch within ${tolerance}`, async () => {
+      const output = await convertToOnnx(dir, { output: path.join(dir, `${graph}-${dtype}/model.onnx`), graph, dtype });
+      expect(fs.existsSync(`${output}.data`)).toBe(true);
+      const session = await ort.InferenceSession.create(output, { intraOpNumThreads: 1 });
+      for (const [set, b] of batches) {
+        const err = await maxAbsError(session, b);
+        if (err > tolerance) throw new Error(`${set} ${b.last_hidden_state}: max abs error ${err} > ${tolerance}`);
+      }
+      await session.release();
+    });
+  }
+});
+
+describeShared('convertToOnnx on other layouts', () => {
+  let dir: string;
+  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-convert-')); });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const edge = batches.find(([set]) => set === 'edge')![1];
+
+  test('sharded weights (model.safetensors.index.json) give the golden output', async () => {
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'config.json'));
+    const tensors = [...readSafetensorsHeader(path.join(TINY, 'model.safetensors')).values()];
+    const half = Math.floor(tensors.length / 2);
+    const shards: Record<string, string> = {};
+    [tensors.slice(0, half), tensors.slice(half)].forEach((part, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(path.join(dir, file), part.map((t) => ({ name: t.name, shape: t.shape })),
+        (name) => readTensorAsFloat32(part.find((t) => t.name === name)!));
+      for (const t of part) shards[t.name] = file;
+    });
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: shards }));
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
+    expect(await maxAbsError(session, edge)).toBeLessThan(1e-5);
+    await session.release();
+  });
+
+  // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal
+  // <pad>. So BERT with the tiny position table shifted by padding_idx + 1 rows must give the
+  // golden output on every attended token of the rows without a literal <pad>.
+  test('BERT (absolute positions) matches the golden output through a shifted position table', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(TINY, 'config.json'), 'utf8'));
+    const shift = config.pad_token_id + 1;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert', max_position_embeddings: config.max_position_embeddings - shift }));
+    const tensors = readSafetensorsHeader(path.join(TINY, 'model.safetensors'));
+    writeSafetensors(path.join(dir, 'model.safetensors'),
+      [...tensors.values()].map((t) => ({ name: `bert.${t.name}`, shape: t.name === 'embeddings.position_embeddings.weight' ? [t.shape[0] - shift, t.shape[1]] : t.shape })),
+      (name) => {
+        const values = readTensorAsFloat32(tensors.get(name.slice('bert.'.length))!);
+        return name === 'bert.embeddings.position_embeddings.weight' ? values.subarray(shift * config.hidden_size) : values;
+      });
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir, { output: path.join(dir, 'bert.onnx') }));
+    let compared = 0;
+    for (const [, b] of batches) {
+      const ids = readNpy(path.join(TINY, 'golden', b.input_ids));
+      const mask = readNpy(path.join(TINY, 'golden', b.attention_mask)).data as BigInt64Array;
+      const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state)).data as Float64Array;
+      const { values } = await run(session, b);
+      const [rows, seq] = ids.shape;
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from((ids.data as BigInt64Array).subarray(r * seq, (r + 1) * seq), Number);
+        const length = Array.from(mask.subarray(r * seq, (r + 1) * seq)).filter((m) => m === 1n).length;
+        if (row.slice(0, length).includes(config.pad_token_id)) continue;  // literal <pad>: RoBERTa-only semantics
+        for (let i = r * seq * config.hidden_size; i < (r * seq + length) * config.hidden_size; i++) {
+          if (Math.abs(values[i] - expected[i]) > 1e-5) throw new Error(`${b.last_hidden_state} row ${r}: ${values[i]} vs ${expected[i]}`);
+          compared++;
+        }
+      }
+    }
+    expect(compared).toBeGreaterThan(100_000);
+    await session.release();
+  });
+
+  test('a random model of another shape: fused and plain graphs agree', async () => {
+    const tokenizerDir = path.resolve(TINY, '../camembert-base-tokenizer');
+    await makeRandomModel({ layers: 2, hidden: 48, heads: 3, intermediate: 96, tokenizerDir, outDir: dir, seed: 3 });
+    const outputs = [];
+    for (const graph of ['fused', 'plain'] as const) {
+      const session = await ort.InferenceSession.create(await convertToOnnx(dir, { graph, output: path.join(dir, graph, 'model.onnx') }));
+      outputs.push((await run(session, edge)).values);
+      await session.release();
+    }
+    expect(outputs[0].length).toBe(8 * 128 * 48);
+    let worst = 0, scale = 0;
+    for (let i = 0; i < outputs[0].length; i++) {
+      worst = Math.max(worst, Math.abs(outputs[0][i] - outputs[1][i]));
+      scale = Math.max(scale, Math.abs(outputs[1][i]));
+    }
+    expect(scale).toBeGreaterThan(0.5);  // LayerNorm outputs, not zeros
+    expect(worst).toBeLessThan(1e-5);
+  });
+});
