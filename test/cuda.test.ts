@@ -2,7 +2,7 @@
 // against a float64 oracle of the values the GPU uses (float16-rounded queries and rows for
 // float16 storage) and against the CPU kernel. Tolerances (issue 5): scores within 1e-4 (float16)
 // / 1e-5 (float32); indices equal except among rows scoring within 1e-5 / 1e-6 of the k-th score.
-import { devices, reference } from '../lib';
+import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
 import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { expectTopKMatches } from './helpers/compare';
@@ -156,4 +156,36 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       m.free();
     }
   });
+});
+
+(hasGpu ? describe : describe.skip)("one-shot cosineTopK / meanPoolNormalize with device: 'cuda'", () => {
+  const random = makeRandom(505);
+  test('top-k equals the CPU kernel within the CUDA tolerances (float32 storage)', async () => {
+    const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
+    const options = { dim, k: 12 };
+    const want = reference.cosineTopK(queries, database, options);
+    const sync = cosineTopK(queries, database, { ...options, device: 'cuda' });
+    const viaAsync = await cosineTopKAsync(queries, database, { ...options, device: 'cuda' });
+    for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
+  });
+
+  test('pooling equals the reference', () => {
+    const [batch, seq, hidden] = [6, 21, 77];
+    const h = randomSignedArray(random, batch * seq * hidden);
+    const mask = Uint8Array.from({ length: batch * seq }, (_, i) => (i % seq < 1 + (i % 5) * 4 ? 1 : 0));
+    const got = meanPoolNormalize(h, mask, { batch, seq, hidden }, { device: 'cuda' });
+    const want = reference.meanPoolNormalize(h, mask, { batch, seq, hidden });
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst).toBeLessThanOrEqual(1e-6);
+  });
+});
+
+test("one-shot cosineTopK with device: 'cuda' and no GPU says why", () => {
+  if (hasGpu) {
+    console.log('skipped: a CUDA device is present, so the no-GPU error cannot be observed');
+    return;
+  }
+  expect(() => cosineTopK(new Float32Array(4), new Float32Array(8), { dim: 4, k: 1, device: 'cuda' }))
+    .toThrow(/no CUDA device is available/);
 });
