@@ -11,6 +11,8 @@ interface Command {
 const COMMANDS: Record<string, () => Command> = {
   // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
   encode: () => require('./commands/encode'),
+  index: () => require('./commands/index'),
+  search: () => require('./commands/search'),
 };
 
 function usage(): string {

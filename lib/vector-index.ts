@@ -8,6 +8,7 @@
 // chunk is asked for k + 1 rows: when a chunk's last row ties with the final k-th score, rows with
 // that score may be missing and that chunk is asked again for more (see resolveBoundaryTies).
 import { cosineTopKAsync, Dtype, TopKResult } from './kernels';
+import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { float16ToFloat32Array, float32ToFloat16Array } from './float16';
 import { bytesPerElement, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
@@ -71,30 +72,12 @@ export interface LoadOptions {
 
 type Storage = Float32Array | Uint16Array;
 
-/** The part of lib/cuda.ts's CudaMatrix (branch `cuda`) used here. */
-interface DeviceMatrix {
-  searchAsync(queries: Float32Array, options: { k: number; normalized?: boolean }): Promise<TopKResult>;
-  free(): void;
-}
-interface DeviceMatrixClass {
-  create(data: Storage, options: { rows: number; dim: number; storage?: Dtype; device?: number }): DeviceMatrix;
-}
-
-function deviceMatrixClass(): DeviceMatrixClass {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('./cuda') as { CudaMatrix: DeviceMatrixClass }).CudaMatrix;
-  } catch (err) {
-    throw new Error(`VectorIndex on CUDA needs lib/cuda (CudaMatrix), which cannot be loaded: ${(err as Error).message}`);
-  }
-}
-
 interface Chunk {
   vectors: Storage;      // capacity x dim
   ids: BigInt64Array;    // capacity
   count: number;
   mapped: boolean;       // a view of a read-only file mapping: copied before any write
-  matrix: DeviceMatrix | null;  // the first `count` rows on the CUDA device, made on first search
+  matrix: CudaMatrix | null;  // the first `count` rows on the CUDA device, made on first search
 }
 
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
@@ -306,7 +289,7 @@ export class VectorIndex {
   async search(queries: VectorsInput, options: { k: number }): Promise<SearchResult> {
     this.assertUsable('search');
     const o = requireObject('options', options);
-    const k = requirePositiveInteger('options.k', o.k);
+    const k = this.checkK(o.k);
     const { data, rows } = parseVectors('queries', queries, this.dim);
     const unit = normalizeRows('queries', data, this.dim);
     this.readers++;
@@ -324,7 +307,7 @@ export class VectorIndex {
   async *neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
     this.assertUsable('neighbors');
     const o = requireObject('options', options);
-    const k = requirePositiveInteger('options.k', o.k);
+    const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
     this.readers++;
@@ -462,6 +445,13 @@ export class VectorIndex {
     }
   }
 
+  /** CUDA: the chunk searches ask for k + 1 (k + 2 for neighbours), within the device's limit. */
+  private checkK(value: unknown): number {
+    const k = requirePositiveInteger('options.k', value);
+    if (this.deviceIndex >= 0 && k + 2 > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K - 2} on CUDA, got ${k}`);
+    return k;
+  }
+
   private sequentialIds(rows: number): BigInt64Array {
     if (this.nextId + BigInt(rows) - 1n > MAX_ID) throw new RangeError('ids: the default ids would pass 2^63-1; pass ids explicitly');
     const ids = new BigInt64Array(rows);
@@ -506,7 +496,7 @@ export class VectorIndex {
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
     const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
     if (this.deviceIndex < 0) return cosineTopKAsync(queries, rows, { dim: this.dim, k, normalized: true });
-    chunk.matrix ??= deviceMatrixClass().create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
+    chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
     return chunk.matrix.searchAsync(queries, { k, normalized: true });
   }
 
@@ -542,15 +532,17 @@ export class VectorIndex {
   /**
    * A chunk that returned fewer rows than it holds, whose last row scores exactly the final k-th
    * score, may hold more rows of that score with lower ids. Fetch more from it (doubling) until its
-   * last row scores below that. Returns whether any list changed.
+   * last row scores below that (on CUDA, at most CUDA_MAX_K rows: a larger group of exactly equal
+   * scores at the boundary keeps the device's row order). Returns whether any list changed.
    */
   private async resolveBoundaryTies(lists: Candidates[], query: Float32Array, kthScore: number): Promise<boolean> {
     let changed = false;
     for (let c = 0; c < lists.length; c++) {
       const chunk = this.chunks[c];
       let list = lists[c];
-      while (list.rows.length < chunk.count && list.scores[list.scores.length - 1] === kthScore) {
-        const more = await this.searchChunk(chunk, query, Math.min(chunk.count, 2 * list.rows.length));
+      const most = this.deviceIndex < 0 ? chunk.count : Math.min(chunk.count, CUDA_MAX_K);
+      while (list.rows.length < most && list.scores[list.scores.length - 1] === kthScore) {
+        const more = await this.searchChunk(chunk, query, Math.min(most, 2 * list.rows.length));
         list = { rows: more.indices, scores: more.scores };
         changed = true;
       }
