@@ -6,7 +6,7 @@ import * as path from 'path';
 
 import { Checksum, P1, P2, P3 } from '../lib/index/format';
 import { VectorIndex } from '../lib/vector-index';
-import { makeRandom, randomNormalArray } from './helpers/random';
+import { makeRandom, randomSignedArray } from './helpers/random';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-index-')); });
@@ -17,13 +17,13 @@ const dim = 24;
 async function sample(dtype: 'float32' | 'float16', seed: number): Promise<VectorIndex> {
   const random = makeRandom(seed);
   const index = new VectorIndex({ dim, dtype, chunkBytes: 100 * dim * 4 });
-  index.add(randomNormalArray(random, 700 * dim));
+  index.add(randomSignedArray(random, 700 * dim));
   index.remove([3, 150, 699]);
-  index.add(randomNormalArray(random, 40 * dim), Array.from({ length: 40 }, (_, i) => -1000 - i));
+  index.add(randomSignedArray(random, 40 * dim), Array.from({ length: 40 }, (_, i) => -1000 - i));
   return index;
 }
 
-const queries = randomNormalArray(makeRandom(99), 5 * dim);
+const queries = randomSignedArray(makeRandom(99), 5 * dim);
 
 describe.each([
   ['float32', false], ['float32', true], ['float16', false], ['float16', true],
@@ -111,7 +111,7 @@ describe('damaged files are clear errors', () => {
     const file = path.join(dir, name);
     fs.writeFileSync(file, bytes);
     await expect(VectorIndex.load(file)).rejects.toThrow(pattern);
-    await expect(VectorIndex.load(file, { mmap: true })).rejects.toThrow(bytes.length === 0 ? /empty/ : pattern);
+    await expect(VectorIndex.load(file, { mmap: true })).rejects.toThrow(pattern);
   }
 
   test('a flipped bit in the ids, the vectors or the padding', async () => {
@@ -147,7 +147,7 @@ describe('damaged files are clear errors', () => {
 
   test('a missing file, a bad path argument, saving into a missing folder', async () => {
     await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'))).rejects.toThrow(/ENOENT/);
-    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/No such file/);
+    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/ENOENT/);
     await expect(VectorIndex.load(42 as unknown as string)).rejects.toThrow(TypeError);
     const index = await sample('float16', 3);
     await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd'))).rejects.toThrow(/ENOENT/);

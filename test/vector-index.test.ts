@@ -2,7 +2,7 @@
 import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from '../lib';
 import { IdTable } from '../lib/index/id-table';
 import { SearchResult, VectorIndex } from '../lib/vector-index';
-import { makeRandom, randomNormalArray } from './helpers/random';
+import { makeRandom, randomSignedArray } from './helpers/random';
 
 const TOLERANCE = 2e-5;  // float32 accumulation vs float64 on unit vectors of dim <= 1024
 
@@ -103,8 +103,8 @@ function randomIds(random: () => number, n: number, used: Set<bigint>): bigint[]
 }
 
 function clustered(random: () => number, n: number, dim: number, centers: number): Float32Array {
-  const c = randomNormalArray(random, centers * dim);
-  const out = randomNormalArray(random, n * dim);
+  const c = randomSignedArray(random, centers * dim);
+  const out = randomSignedArray(random, n * dim);
   for (let r = 0; r < n; r++) {
     const from = Math.floor(random() * centers) * dim;
     const duplicate = random() < 0.3;  // exact copies of the centre: exact ties
@@ -131,10 +131,10 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
 
   test('random data, random ids: exact for k = 1, 10, 64', async () => {
     const random = makeRandom(1);
-    const data = randomNormalArray(random, 1100 * dim);
+    const data = randomSignedArray(random, 1100 * dim);
     const { index, truth } = build(data, randomIds(random, 1100, new Set()));
     expect(index.size).toBe(1100);
-    const queries = randomNormalArray(random, 9 * dim);
+    const queries = randomSignedArray(random, 9 * dim);
     for (const k of [1, 10, 64]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
   });
 
@@ -143,14 +143,14 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
     const data = clustered(random, 1000, dim, 6);
     const ids = randomIds(random, 1000, new Set());
     const { index, truth } = build(data, ids);
-    const queries = new Float32Array([...data.subarray(0, 4 * dim), ...randomNormalArray(random, 2 * dim)]);
+    const queries = new Float32Array([...data.subarray(0, 4 * dim), ...randomSignedArray(random, 2 * dim)]);
     for (const k of [1, 7, 100]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
   });
 
   test('many copies of one vector: the lowest ids win, in order, wherever the rows sit', async () => {
     const random = makeRandom(3);
-    const v = randomNormalArray(random, dim);
-    const others = randomNormalArray(random, 300 * dim);
+    const v = randomSignedArray(random, dim);
+    const others = randomSignedArray(random, 300 * dim);
     const index = new VectorIndex({ dim, dtype, chunkBytes });
     const copyIds = randomIds(random, 500, new Set()).map((id) => (id < 0n ? -id : id) + 10n ** 12n);
     index.add(others);  // ids 0..299
@@ -178,11 +178,11 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
     index.remove(BigInt64Array.from(gone));
     truth.remove(gone);
     expect(index.size).toBe(900 - gone.length);
-    const fresh = randomNormalArray(random, 150 * dim);
+    const fresh = randomSignedArray(random, 150 * dim);
     const freshIds = [...gone.slice(0, 50), ...randomIds(random, 100, used)];  // old ids come back
     index.add(fresh, freshIds);
     truth.add(normalizedCopy(fresh, dim), freshIds);
-    const queries = new Float32Array([...fresh.subarray(0, 3 * dim), ...randomNormalArray(random, 3 * dim)]);
+    const queries = new Float32Array([...fresh.subarray(0, 3 * dim), ...randomSignedArray(random, 3 * dim)]);
     for (const k of [1, 25]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
     index.remove(ids.filter((id) => !gone.includes(id)));
     index.remove(freshIds);
@@ -193,13 +193,13 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
   test('k larger than the index returns everything; the empty index returns nothing', async () => {
     const random = makeRandom(5);
     const index = new VectorIndex({ dim, dtype });
-    const empty = await index.search(randomNormalArray(random, 2 * dim), { k: 5 });
+    const empty = await index.search(randomSignedArray(random, 2 * dim), { k: 5 });
     expect(empty).toEqual({ ids: new BigInt64Array(0), scores: new Float32Array(0), k: 0 });
-    const data = randomNormalArray(random, 20 * dim);
+    const data = randomSignedArray(random, 20 * dim);
     index.add(data);
     const truth = new Truth(dim, dtype);
     truth.add(normalizedCopy(data, dim), Array.from({ length: 20 }, (_, i) => BigInt(i)));
-    const queries = randomNormalArray(random, 3 * dim);
+    const queries = randomSignedArray(random, 3 * dim);
     const result = await index.search(queries, { k: 50 });
     expect(result.k).toBe(20);
     expectExact(result, truth.allScores(queries), 50);
@@ -227,7 +227,7 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
 
   test('neighbors with excludeSelf: false lists the vector itself first (or a tied lower-id copy)', async () => {
     const random = makeRandom(7);
-    const data = randomNormalArray(random, 60 * dim);
+    const data = randomSignedArray(random, 60 * dim);
     const index = new VectorIndex({ dim, dtype, chunkBytes });
     index.add(data);
     for await (const chunk of index.neighbors({ k: 3, excludeSelf: false, batchSize: 16 })) {
@@ -240,8 +240,8 @@ describe('VectorIndex inputs', () => {
   test('encoder output { data, rows, dim } and number[] ids; default ids continue after the largest', async () => {
     const random = makeRandom(8);
     const index = new VectorIndex({ dim: 4 });
-    index.add({ data: randomNormalArray(random, 8), rows: 2, dim: 4 }, [10, 20]);
-    index.add(randomNormalArray(random, 8));
+    index.add({ data: randomSignedArray(random, 8), rows: 2, dim: 4 }, [10, 20]);
+    index.add(randomSignedArray(random, 8));
     const v = new Float32Array([1, 2, 3, 4]);
     index.add(v);
     expect(index.size).toBe(5);
@@ -254,8 +254,8 @@ describe('VectorIndex inputs', () => {
     const random = makeRandom(9);
     const dim = 1024;
     const index = new VectorIndex({ dim });
-    index.add(randomNormalArray(random, 120 * dim));
-    const queries = randomNormalArray(random, 300 * dim);
+    index.add(randomSignedArray(random, 120 * dim));
+    const queries = randomSignedArray(random, 300 * dim);
     const all = await index.search(queries, { k: 4 });
     for (const q of [0, 255, 256, 299]) {
       const one = await index.search(queries.subarray(q * dim, (q + 1) * dim), { k: 4 });
@@ -270,7 +270,7 @@ describe('VectorIndex inputs', () => {
     expect(index.dtype).toBe('float32');
     expect(index.dim).toBe(16);
     const random = makeRandom(10);
-    for (let i = 0; i < 100; i++) index.add(randomNormalArray(random, 97 * dim));
+    for (let i = 0; i < 100; i++) index.add(randomSignedArray(random, 97 * dim));
     const vectorBytes = index.size * (dim * 4 + 8);
     expect(index.bytes).toBeGreaterThan(vectorBytes);
     // Slack: at most one chunk of vectors + ids, and the id table (<= 48 bytes a vector).
@@ -287,14 +287,14 @@ describe('VectorIndex errors leave the index unchanged', () => {
   test('bad add arguments', async () => {
     const random = makeRandom(11);
     const index = new VectorIndex({ dim });
-    index.add(randomNormalArray(random, 10 * dim), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    index.add(randomSignedArray(random, 10 * dim), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const before = await snapshot(index);
-    const ok = randomNormalArray(random, 2 * dim);
+    const ok = randomSignedArray(random, 2 * dim);
     const withNaN = ok.slice();
     withNaN[dim + 3] = NaN;
     const withInf = ok.slice();
     withInf[2] = Infinity;
-    expect(() => index.add(randomNormalArray(random, 2 * dim + 1))).toThrow(/not a multiple of the index dim 8/);
+    expect(() => index.add(randomSignedArray(random, 2 * dim + 1))).toThrow(/not a multiple of the index dim 8/);
     expect(() => index.add({ data: ok, rows: 2, dim: 7 })).toThrow(/vectors.dim is 7 but the index has dim 8/);
     expect(() => index.add({ data: ok, rows: 3, dim: 8 })).toThrow(/rows x dim is 3 x 8/);
     expect(() => index.add(withNaN)).toThrow(/vectors row 1 contains NaN/);
@@ -313,35 +313,35 @@ describe('VectorIndex errors leave the index unchanged', () => {
   test('out of memory during add', async () => {
     const random = makeRandom(12);
     const index = new VectorIndex({ dim, chunkBytes: 1024 });
-    index.add(randomNormalArray(random, 40 * dim));
+    index.add(randomSignedArray(random, 40 * dim));
     const before = await snapshot(index);
     const spy = jest.spyOn(IdTable.prototype, 'withRoomFor').mockImplementation(() => {
       throw new RangeError('Array buffer allocation failed');
     });
     try {
-      expect(() => index.add(randomNormalArray(random, 100 * dim))).toThrow(/cannot allocate memory for 100 more vectors.*unchanged/);
+      expect(() => index.add(randomSignedArray(random, 100 * dim))).toThrow(/cannot allocate memory for 100 more vectors.*unchanged/);
     } finally {
       spy.mockRestore();
     }
     expect(index.size).toBe(40);
     expect(await snapshot(index)).toEqual(before);
-    index.add(randomNormalArray(random, 100 * dim));  // and it still works
+    index.add(randomSignedArray(random, 100 * dim));  // and it still works
     expect(index.size).toBe(140);
   });
 
   test('bad remove, search and constructor arguments', async () => {
     const random = makeRandom(13);
     const index = new VectorIndex({ dim });
-    index.add(randomNormalArray(random, 5 * dim));
+    index.add(randomSignedArray(random, 5 * dim));
     const before = await snapshot(index);
     expect(() => index.remove([1, 99])).toThrow(/id 99 is not in the index/);
     expect(() => index.remove([1, 1])).toThrow(/more than once/);
     expect(index.size).toBe(5);
     expect(await snapshot(index)).toEqual(before);
-    await expect(index.search(randomNormalArray(random, dim), { k: 0 })).rejects.toThrow(/options.k must be >= 1/);
-    await expect(index.search(randomNormalArray(random, dim), { k: 2.5 })).rejects.toThrow(/options.k must be an integer/);
-    await expect(index.search(randomNormalArray(random, dim), undefined as unknown as { k: number })).rejects.toThrow(TypeError);
-    await expect(index.search(randomNormalArray(random, dim + 1), { k: 1 })).rejects.toThrow(/queries has 9 values/);
+    await expect(index.search(randomSignedArray(random, dim), { k: 0 })).rejects.toThrow(/options.k must be >= 1/);
+    await expect(index.search(randomSignedArray(random, dim), { k: 2.5 })).rejects.toThrow(/options.k must be an integer/);
+    await expect(index.search(randomSignedArray(random, dim), undefined as unknown as { k: number })).rejects.toThrow(TypeError);
+    await expect(index.search(randomSignedArray(random, dim + 1), { k: 1 })).rejects.toThrow(/queries has 9 values/);
     await expect(index.search(new Float32Array(dim).fill(NaN), { k: 1 })).rejects.toThrow(/queries row 0 contains NaN/);
     expect(() => new VectorIndex({ dim: 0 })).toThrow(/options.dim must be >= 1/);
     expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
@@ -351,15 +351,15 @@ describe('VectorIndex errors leave the index unchanged', () => {
   test('changes while a search runs are refused; a disposed index refuses everything', async () => {
     const random = makeRandom(14);
     const index = new VectorIndex({ dim });
-    index.add(randomNormalArray(random, 50 * dim));
-    const running = index.search(randomNormalArray(random, dim), { k: 3 });
-    expect(() => index.add(randomNormalArray(random, dim))).toThrow(/still running/);
+    index.add(randomSignedArray(random, 50 * dim));
+    const running = index.search(randomSignedArray(random, dim), { k: 3 });
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
     expect(() => index.remove([0])).toThrow(/still running/);
     await running;
     index.remove([0]);
     index.dispose();
-    expect(() => index.add(randomNormalArray(random, dim))).toThrow(/disposed/);
-    await expect(index.search(randomNormalArray(random, dim), { k: 1 })).rejects.toThrow(/disposed/);
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/disposed/);
+    await expect(index.search(randomSignedArray(random, dim), { k: 1 })).rejects.toThrow(/disposed/);
   });
 });
 
@@ -381,7 +381,7 @@ describeGpu('VectorIndex on CUDA', () => {
     index.add(data, ids);
     const truth = new Truth(dim, 'float16');
     truth.add(normalizedCopy(data, dim), ids);
-    const queries = new Float32Array([...data.subarray(0, 2 * dim), ...randomNormalArray(random, 2 * dim)]);
+    const queries = new Float32Array([...data.subarray(0, 2 * dim), ...randomSignedArray(random, 2 * dim)]);
     expectExact(await index.search(queries, { k: 20 }), truth.allScores(queries), 20);
     index.remove(ids.slice(0, 1000));
     truth.remove(ids.slice(0, 1000));

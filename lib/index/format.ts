@@ -249,6 +249,8 @@ function checksumMismatch(file: string, stored: bigint, computed: bigint): Error
 
 /** Maps the file read-only, checks header and checksum; the vectors are then viewed in place. */
 export async function mapIndexFile(file: string): Promise<{ header: Header; mapping: ArrayBuffer }> {
+  // An empty file cannot be mapped: report it as what it is, like the reading path does.
+  if ((await fs.promises.stat(file)).size === 0) decodeHeader(new Uint8Array(0), 0, file);
   const mapping = fileBindings().mapFileReadOnly(path.resolve(file));
   const bytes = new Uint8Array(mapping);
   const header = decodeHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, file);
