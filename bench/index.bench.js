@@ -1,7 +1,7 @@
 // VectorIndex search throughput: camembed CPU (float32, float16) against FAISS IndexFlatIP and
 // numpy matmul + argpartition (bench/index_baseline.py, Debian's python3-faiss) on the same
 // vectors, queries and thread count, with the machine's measured read bandwidth and sgemm rate.
-//   node bench/run.js index            N = 1,000,000 x 768 (needs ~8 GB free memory, ~15 min)
+//   node bench/run.js index            N = 1,000,000 x 768 (needs ~8 GB free memory, ~20 min)
 //   CAMEMBED_BENCH_N=100000 node bench/run.js index       a smaller run
 //   CAMEMBED_BENCH_BASELINE=0 ...                          camembed only
 // The vectors are written once to bench/out/ (3 GB at N = 1M) and reused by later runs.
@@ -9,7 +9,7 @@ const Benchmark = require('benchmark');
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { devices } = require('../dist/index');
+const { cosineTopKAsync, devices } = require('../dist/index');
 const { VectorIndex } = require('../dist/vector-index');
 
 const N = Number(process.env.CAMEMBED_BENCH_N || 1000000);
@@ -83,11 +83,11 @@ function buildIndex(dtype) {
   };
 }
 
-function timeSearch(index, queries, k) {
+function timeSearch(search) {
   return new Promise((resolve, reject) => {
     new Benchmark({
       defer: true, minSamples: 3, maxTime: 1, initCount: 1,
-      fn: (deferred) => index.search(queries, { k }).then(() => deferred.resolve(), reject),
+      fn: (deferred) => search().then(() => deferred.resolve(), reject),
       onComplete: function () { resolve(this.stats.mean); },
       onError: (e) => reject(e.target.error),
     }).run();
@@ -106,16 +106,30 @@ async function run() {
     builds.push(build);
     for (const q of QUERY_COUNTS) {
       for (const k of KS) {
-        const seconds = await timeSearch(index, queries.subarray(0, q * DIM), k);
+        const seconds = await timeSearch(() => index.search(queries.subarray(0, q * DIM), { k }));
         rows.push({ tool: `camembed ${dtype}`, q, k, seconds });
       }
     }
     index.dispose();
   }
+  // The kernel alone, one call over one contiguous array: what VectorIndex's chunking and merging cost.
+  const db = new Float32Array(N * DIM);
+  const fd = fs.openSync(DB_FILE, 'r');
+  for (let at = 0; at < db.byteLength; at += 1 << 30) {
+    fs.readSync(fd, new Uint8Array(db.buffer, at, Math.min(1 << 30, db.byteLength - at)), 0, Math.min(1 << 30, db.byteLength - at), at);
+  }
+  fs.closeSync(fd);
+  for (const q of QUERY_COUNTS) {
+    for (const k of KS) {
+      const seconds = await timeSearch(() => cosineTopKAsync(queries.subarray(0, q * DIM), db, { dim: DIM, k, normalized: true }));
+      rows.push({ tool: 'cosineTopKAsync float32 (one call)', q, k, seconds });
+    }
+  }
   if (baseline !== null) rows.push(...baseline.rows);
 
   const bytesOf = (tool) => N * DIM * (tool.includes('float16') ? 2 : 4);
-  const bestBaseline = (q, k) => Math.min(...rows.filter((r) => !r.tool.startsWith('camembed') && r.q === q && r.k === k).map((r) => r.seconds));
+  const isBaseline = (r) => r.tool.startsWith('numpy') || r.tool.startsWith('faiss');
+  const bestBaseline = (q, k) => Math.min(...rows.filter((r) => isBaseline(r) && r.q === q && r.k === k).map((r) => r.seconds));
   const table = rows.map((r) => ({
     tool: r.tool, Q: r.q, k: r.k, ms: +(r.seconds * 1e3).toFixed(1), QPS: +(r.q / r.seconds).toFixed(1),
     'GB/s': +(bytesOf(r.tool) / r.seconds / 1e9).toFixed(1), 'GFLOP/s': +(2 * r.q * N * DIM / r.seconds / 1e9).toFixed(1),

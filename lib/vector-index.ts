@@ -9,7 +9,7 @@
 // that score may be missing and that chunk is asked again for more (see resolveBoundaryTies).
 import { cosineTopKAsync, Dtype, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
-import { resolveDevice } from './devices';
+import { devices, resolveDevice } from './devices';
 import { float16ToFloat32Array, float32ToFloat16Array } from './float16';
 import { bytesPerElement, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
 import { IdTable } from './index/id-table';
@@ -19,6 +19,12 @@ const CHUNK_BYTES = 64 * 1024 * 1024;
 const QUERY_TILE_BYTES = 1024 * 1024;  // queries per kernel call: they stay in L2 while a tile of rows streams past
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
+
+let cachedCpuThreads = 0;
+function cpuThreads(): number {
+  cachedCpuThreads ||= devices().cpu.threads;
+  return cachedCpuThreads;
+}
 
 export interface VectorIndexOptions {
   dim: number;
@@ -408,9 +414,10 @@ export class VectorIndex {
     return index;
   }
 
-  /** Frees the device copies and drops the storage; any later use throws. */
+  /** Frees the device copies and drops the storage; any later use throws. Not while a search runs. */
   dispose(): void {
     if (this.disposed) return;
+    this.assertWritable('dispose');
     for (const c of this.chunks) this.dropDeviceCopy(c);
     this.chunks = [];
     this.table = new IdTable();
@@ -441,7 +448,7 @@ export class VectorIndex {
   private assertWritable(operation: string): void {
     this.assertUsable(operation);
     if (this.readers > 0) {
-      throw new Error(`VectorIndex.${operation}: a search, save or neighbors() walk is still running on this index; await it first`);
+      throw new Error(`VectorIndex.${operation}: a search, save or neighbors() walk is still running on this index; await it (or end the walk) first`);
     }
   }
 
@@ -493,9 +500,10 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
+  /** `threads`: CPU threads for this chunk's kernel call (default: all cores). */
+  private async searchChunk(chunk: Chunk, queries: Float32Array, k: number, threads?: number): Promise<TopKResult> {
     const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
-    if (this.deviceIndex < 0) return cosineTopKAsync(queries, rows, { dim: this.dim, k, normalized: true });
+    if (this.deviceIndex < 0) return cosineTopKAsync(queries, rows, { dim: this.dim, k, normalized: true, threads });
     chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
     return chunk.matrix.searchAsync(queries, { k, normalized: true });
   }
@@ -511,8 +519,7 @@ export class VectorIndex {
     for (let q0 = 0; q0 < numQueries; q0 += tile) {
       const n = Math.min(tile, numQueries - q0);
       const queries = unit.subarray(q0 * d, (q0 + n) * d);
-      const results: TopKResult[] = [];
-      for (const chunk of this.chunks) results.push(await this.searchChunk(chunk, queries, Math.min(kept + 1, chunk.count)));
+      const results = await this.searchChunks(queries, kept + 1);
       for (let q = 0; q < n; q++) {
         const lists = results.map((r) => ({
           rows: r.indices.subarray(q * r.k, (q + 1) * r.k), scores: r.scores.subarray(q * r.k, (q + 1) * r.k),
@@ -527,6 +534,27 @@ export class VectorIndex {
       }
     }
     return { ids, scores, k: kept };
+  }
+
+  /**
+   * Every chunk's top-k for the queries. On the CPU with at least as many chunks as cores, one
+   * single-threaded kernel call per core is kept in flight: a call that spreads one chunk over all
+   * cores pays ~0.6 ms of thread start-up each time (measured, bench/RESULTS-index.md), tens of
+   * milliseconds for a million vectors. On CUDA the chunks go one after another.
+   */
+  private async searchChunks(queries: Float32Array, k: number): Promise<TopKResult[]> {
+    const cores = this.deviceIndex < 0 ? cpuThreads() : 1;
+    const parallel = this.chunks.length >= cores ? cores : 1;
+    const threads = parallel > 1 ? 1 : undefined;
+    const results: TopKResult[] = new Array(this.chunks.length);
+    let next = 0;
+    const worker = async () => {
+      for (let c = next++; c < this.chunks.length; c = next++) {
+        results[c] = await this.searchChunk(this.chunks[c], queries, Math.min(k, this.chunks[c].count), threads);
+      }
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+    return results;
   }
 
   /**

@@ -355,7 +355,12 @@ describe('VectorIndex errors leave the index unchanged', () => {
     const running = index.search(randomSignedArray(random, dim), { k: 3 });
     expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
     expect(() => index.remove([0])).toThrow(/still running/);
+    expect(() => index.dispose()).toThrow(/still running/);
     await running;
+    const walk = index.neighbors({ k: 2, batchSize: 10 });
+    await walk.next();
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
+    await walk.return(undefined);  // ending the walk (as \`break\` does) releases the index
     index.remove([0]);
     index.dispose();
     expect(() => index.add(randomSignedArray(random, dim))).toThrow(/disposed/);
