@@ -1,26 +1,32 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
-import * as path from 'path';
+import { devices } from './devices';
+import { loadAddon } from './native';
+import { optionalBoolean, requireObject, requirePositiveInteger, typeName } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
 
-interface CudaAddon {
-  info(): { cudaDevices: { index: number }[]; cudaUnavailableReason: string | null };
-  cudaMatrixCreate(args: {
-    data: Float32Array | Uint16Array; dataType: Storage; rows: number; dim: number; storage: Storage; device: number;
-  }): MatrixHandle;
+type Storage = 'float16' | 'float32';
+type RowData = Float32Array | Uint16Array;
+
+interface NativeSearchArgs {
+  queries: Float32Array; numQueries: number; k: number; normalized: boolean; outIndices: Int32Array; outScores: Float32Array;
+}
+
+// The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
+interface CudaBindings {
+  cudaMatrixCreate(args: { rows: number; dim: number; storage: Storage; device: number }): MatrixHandle;
+  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Storage; firstRow: number; rowCount: number }): void;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: true): Promise<void>;
 }
 
-interface NativeSearchArgs {
-  queries: Float32Array; numQueries: number; k: number; normalized: boolean; outIndices: Int32Array; outScores: Float32Array;
+function cudaAddon(): CudaBindings {
+  return loadAddon() as unknown as CudaBindings;
 }
-
-type Storage = 'float16' | 'float32';
 
 export interface CudaMatrixOptions {
   rows: number;
@@ -48,54 +54,21 @@ export interface CudaSearchResult {
 /** The largest k a CUDA search accepts (its final sort holds k candidates in shared memory). */
 export const CUDA_MAX_K = 2048;
 const FLOAT16_MAX = 65504;
-
-// The addon built by cmake-js (the same file lib/native.ts loads for the CPU functions).
-const addonPath = path.resolve(__dirname, '..', 'build', 'Release', 'camembed.node');
-let addon: CudaAddon | undefined;
-function cudaAddon(): CudaAddon {
-  if (addon === undefined) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      addon = require(addonPath) as CudaAddon;
-    } catch (err) {
-      throw new Error(`camembed: cannot load the native addon at ${addonPath} (${(err as Error).message}); ` +
-        `build it with 'npm run build:native'`);
-    }
-  }
-  return addon;
-}
-
-function typeName(value: unknown): string {
-  if (value === null) return 'null';
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
-  if (Array.isArray(value)) return 'Array';
-  return typeof value === 'number' ? String(value) : typeof value;
-}
-
-function requireOptions(name: string, value: unknown): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
-    throw new TypeError(`${name} must be an object, got ${typeName(value)}`);
-  }
-  return value as Record<string, unknown>;
-}
-
-function requireInteger(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new TypeError(`${name} must be an integer, got ${typeName(value)}`);
-  }
-  if (value < min || value > max) throw new RangeError(`${name} must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
+const MAX_ROWS = 2 ** 31 - 1;  // row indices are int32
 
 /** A device index that exists here, or a clear error saying why not. */
 function requireDevice(value: unknown): number {
-  const device = value === undefined ? 0 : requireInteger('options.device', value, 0, 1023);
-  const info = cudaAddon().info();
-  if (info.cudaDevices.length === 0) {
-    throw new Error(`CudaMatrix: no CUDA device is available: ${info.cudaUnavailableReason}`);
+  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value))) {
+    throw new TypeError(`options.device must be an integer, got ${typeName(value)}`);
   }
-  if (!info.cudaDevices.some((d) => d.index === device)) {
-    throw new RangeError(`options.device is ${device} but this machine has CUDA devices 0..${info.cudaDevices.length - 1}`);
+  const device = value === undefined ? 0 : value;
+  if (device < 0) throw new RangeError(`options.device must be >= 0, got ${device}`);
+  const report = devices();
+  if (report.cuda.length === 0) {
+    throw new Error(`CudaMatrix: no CUDA device is available: ${report.cudaUnavailableReason}`);
+  }
+  if (!report.cuda.some((d) => d.index === device)) {
+    throw new RangeError(`options.device is ${device} but this machine has CUDA devices 0..${report.cuda.length - 1}`);
   }
   return device;
 }
@@ -115,28 +88,52 @@ export class CudaMatrix {
   }
 
   /**
-   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits.
+   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits;
+   * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
+   * 2^32 values: 8.8M rows of 768 need several).
    * Throws when the data holds NaN, infinity, or (for float16 storage) a value beyond +-65504,
-   * when the GPU lacks the memory, or when `device` does not exist.
+   * when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
    */
-  static create(data: Float32Array | Uint16Array, options: CudaMatrixOptions): CudaMatrix {
-    if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
-      throw new TypeError(`data must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(data)}`);
+  static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
+    const chunks = Array.isArray(data) ? data : [data];
+    chunks.forEach((chunk, i) => {
+      if (!(chunk instanceof Float32Array) && !(chunk instanceof Uint16Array)) {
+        const name = Array.isArray(data) ? `data[${i}]` : 'data';
+        throw new TypeError(`${name} must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(chunk)}`);
+      }
+    });
+    const opts = requireObject('options', options);
+    const rows = requirePositiveInteger('options.rows', opts.rows);
+    if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
+    const dim = requirePositiveInteger('options.dim', opts.dim);
+    const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    if (total !== rows * dim) {
+      throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
     }
-    const opts = requireOptions('options', options);
-    const rows = requireInteger('options.rows', opts.rows, 1, 2 ** 31 - 1);
-    const dim = requireInteger('options.dim', opts.dim, 1, 2 ** 31 - 1);
-    if (data.length !== rows * dim) {
-      throw new RangeError(`data has ${data.length} elements but options.rows x options.dim needs ${rows * dim}`);
-    }
+    chunks.forEach((chunk, i) => {
+      if (chunk.length % dim !== 0) {
+        throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
+      }
+    });
     const storage = opts.storage === undefined ? 'float16' : opts.storage;
     if (storage !== 'float16' && storage !== 'float32') {
       throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
     }
     const device = requireDevice(opts.device);
     const native = cudaAddon();
-    const dataType: Storage = data instanceof Float32Array ? 'float32' : 'float16';
-    const handle = native.cudaMatrixCreate({ data, dataType, rows, dim, storage, device });
+    const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
+    try {
+      let firstRow = 0;
+      for (const chunk of chunks) {
+        const dataType: Storage = chunk instanceof Float32Array ? 'float32' : 'float16';
+        const rowCount = chunk.length / dim;
+        native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
+        firstRow += rowCount;
+      }
+    } catch (err) {
+      native.cudaMatrixFree(handle);
+      throw err;
+    }
     return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), device, storage);
   }
 
@@ -172,10 +169,9 @@ export class CudaMatrix {
     if (queries.length === 0 || queries.length % this.dim !== 0) {
       throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
     }
-    const opts = requireOptions('options', options);
-    const requestedK = requireInteger('options.k', opts.k, 1, Number.MAX_SAFE_INTEGER);
-    const normalized = opts.normalized === undefined ? false : opts.normalized;
-    if (typeof normalized !== 'boolean') throw new TypeError(`options.normalized must be a boolean, got ${typeName(normalized)}`);
+    const opts = requireObject('options', options);
+    const requestedK = requirePositiveInteger('options.k', opts.k);
+    const normalized = optionalBoolean('options.normalized', opts.normalized, false);
     const k = Math.min(requestedK, this.rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite and in its range.

@@ -44,7 +44,10 @@ def run_baselines(args):
     rows_list = ROW_COUNTS[:1] if args.quick else ROW_COUNTS
     for n in rows_list:
         gen = torch.Generator(device="cuda").manual_seed(11)
-        database = (torch.randn(n, DIM, device="cuda", generator=gen) / math.sqrt(DIM)).half()
+        database = torch.empty(n, DIM, device="cuda", dtype=torch.float16)
+        for s in range(0, n, 1 << 20):  # in slices: a float32 copy of 8.8M x 768 would need 27 GB more
+            e = min(n, s + (1 << 20))
+            database[s:e] = (torch.randn(e - s, DIM, device="cuda", generator=gen) / math.sqrt(DIM)).half()
         queries_all = (torch.randn(max(QUERY_COUNTS), DIM, device="cuda", generator=gen) / math.sqrt(DIM)).half()
         chunk = max(1, SCORE_CHUNK_BYTES // (n * 2))
         for q in QUERY_COUNTS:

@@ -2,22 +2,17 @@
 // against a float64 oracle of the values the GPU uses (float16-rounded queries and rows for
 // float16 storage) and against the CPU kernel. Tolerances (issue 5): scores within 1e-4 (float16)
 // / 1e-5 (float32); indices equal except among rows scoring within 1e-5 / 1e-6 of the k-th score.
-import * as path from 'path';
+import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
 import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
-import { makeRandom, randomNormalArray } from './helpers/random';
+import { expectTopKMatches } from './helpers/compare';
+import { makeRandom, randomSignedArray } from './helpers/random';
 
-interface Addon {
-  info(): { cudaDevices: unknown[]; cudaUnavailableReason: string | null };
-  cosineTopK(args: object, async: false): undefined;
-}
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const addon = require(path.resolve(__dirname, '..', 'build', 'Release', 'camembed.node')) as Addon;
-const info = addon.info();
-const hasGpu = info.cudaDevices.length > 0;
+const report = devices();
+const hasGpu = report.cuda.length > 0;
 if (!hasGpu) {
   // eslint-disable-next-line no-console
-  console.log(`cuda.test: skipping the GPU parity tests: no CUDA device (${info.cudaUnavailableReason})`);
+  console.log(`cuda.test: skipping the GPU parity tests: no CUDA device (${report.cudaUnavailableReason})`);
 }
 
 function unitRows(values: Float32Array, dim: number): Float32Array {
@@ -28,66 +23,6 @@ function unitRows(values: Float32Array, dim: number): Float32Array {
     for (let i = 0; i < dim; i++) values[r * dim + i] /= norm;
   }
   return values;
-}
-
-// Float64 scores of every (query, row): cosine (0 for a zero vector) or dot product.
-function oracleScores(queries: Float32Array, rows: Float32Array, dim: number, normalized: boolean): Float64Array[] {
-  const Q = queries.length / dim, N = rows.length / dim;
-  const norm = (a: Float32Array, r: number) => {
-    let s = 0;
-    for (let i = 0; i < dim; i++) s += a[r * dim + i] * a[r * dim + i];
-    return Math.sqrt(s);
-  };
-  const rowNorms = Array.from({ length: N }, (_, r) => norm(rows, r));
-  const out: Float64Array[] = [];
-  for (let q = 0; q < Q; q++) {
-    const scores = new Float64Array(N);
-    const qn = norm(queries, q);
-    for (let r = 0; r < N; r++) {
-      let dot = 0;
-      for (let i = 0; i < dim; i++) dot += queries[q * dim + i] * rows[r * dim + i];
-      const denom = qn * rowNorms[r];
-      scores[r] = normalized ? dot : denom === 0 ? 0 : dot / denom;
-    }
-    out.push(scores);
-  }
-  return out;
-}
-
-function cpuTopK(queries: Float32Array, rows: Float32Array, dim: number, k: number, normalized: boolean) {
-  const Q = queries.length / dim;
-  const outIndices = new Int32Array(Q * k), outScores = new Float32Array(Q * k);
-  addon.cosineTopK({
-    queries, numQueries: Q, database: rows, databaseType: 'float32', numRows: rows.length / dim, dim, k, normalized,
-    outIndices, outScores, threads: 0,
-  }, false);
-  return outIndices;
-}
-
-function expectMatches(
-  result: { indices: Int32Array; scores: Float32Array; k: number },
-  queriesUsed: Float32Array, rowsUsed: Float32Array, dim: number, normalized: boolean, half: boolean,
-): void {
-  const scoreTol = half ? 1e-4 : 1e-5, indexTol = half ? 1e-5 : 1e-6;
-  const { k } = result;
-  const truth = oracleScores(queriesUsed, rowsUsed, dim, normalized);
-  const cpu = cpuTopK(queriesUsed, rowsUsed, dim, k, normalized);
-  truth.forEach((scores, q) => {
-    const got = Array.from(result.indices.subarray(q * k, (q + 1) * k));
-    const gotScores = result.scores.subarray(q * k, (q + 1) * k);
-    expect(new Set(got).size).toBe(k);
-    got.forEach((row, i) => {
-      expect(row).toBeGreaterThanOrEqual(0);
-      expect(row).toBeLessThan(scores.length);
-      expect(Math.abs(gotScores[i] - scores[row])).toBeLessThanOrEqual(scoreTol);
-      if (i > 0) expect(gotScores[i - 1] > gotScores[i] || (gotScores[i - 1] === gotScores[i] && got[i - 1] < row)).toBe(true);
-    });
-    const expected = Array.from(cpu.subarray(q * k, (q + 1) * k));
-    const kth = scores[expected[k - 1]];
-    const gotSet = new Set(got), expectedSet = new Set(expected);
-    for (const row of got) if (!expectedSet.has(row)) expect(Math.abs(scores[row] - kth)).toBeLessThanOrEqual(indexTol);
-    for (const row of expected) if (!gotSet.has(row)) expect(Math.abs(scores[row] - kth)).toBeLessThanOrEqual(indexTol);
-  });
 }
 
 describe('CudaMatrix argument checks (no GPU needed)', () => {
@@ -102,6 +37,9 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'int8' as 'float16' })).toThrow(/options.storage/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: -1 })).toThrow(/options.device/);
+    expect(() => CudaMatrix.create([data, [1] as unknown as Float32Array], { rows: 3, dim: 4 })).toThrow(/data\[1\] must be/);
+    expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
+      .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
   });
   (hasGpu ? test.skip : test)('without a GPU, create says why', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
@@ -122,21 +60,24 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     for (const normalized of [false, true]) {
       for (const c of cases) {
         test(`${storage} ${normalized ? 'dot' : 'cosine'} N=${c.rows} d=${c.dim} Q=${c.queries} k=${c.k}`, async () => {
-          let rows = randomNormalArray(random, c.rows * c.dim);
-          let queries = randomNormalArray(random, c.queries * c.dim);
+          let rows = randomSignedArray(random, c.rows * c.dim);
+          let queries = randomSignedArray(random, c.queries * c.dim);
           if (normalized) {
             rows = unitRows(rows, c.dim);
             queries = unitRows(queries, c.dim);
           }
+          // The values the GPU uses: float16 storage rounds rows and queries to float16.
           const half = storage === 'float16';
-          const rowsUsed = half ? float16ToFloat32Array(float32ToFloat16Array(rows)) : rows;
+          const rowsUsed = half ? float32ToFloat16Array(rows) : rows;
           const queriesUsed = half ? float16ToFloat32Array(float32ToFloat16Array(queries)) : queries;
           const m = CudaMatrix.create(rows, { rows: c.rows, dim: c.dim, storage });
           try {
             expect(m.bytes).toBeGreaterThanOrEqual(c.rows * c.dim * (half ? 2 : 4));
             const result = m.search(queries, { k: c.k, normalized });
             expect(result.k).toBe(Math.min(c.k, c.rows));
-            expectMatches(result, queriesUsed, rowsUsed, c.dim, normalized, half);
+            const expected = reference.cosineTopK(queriesUsed, rowsUsed, { dim: c.dim, k: c.k, normalized });
+            expectTopKMatches(result, expected, queriesUsed, rowsUsed, c.dim, normalized, half ? 1e-5 : 1e-6,
+              half ? 1e-4 : 1e-5);
             const again = await m.searchAsync(queries, { k: c.k, normalized });
             expect(again.indices).toEqual(result.indices);
             expect(again.scores).toEqual(result.scores);
@@ -149,7 +90,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   }
 
   test('ties go to the lower index; float16 input is stored as given', () => {
-    const dim = 16, base = unitRows(randomNormalArray(random, 10 * dim), dim);
+    const dim = 16, base = unitRows(randomSignedArray(random, 10 * dim), dim);
     const rows = new Float32Array(40 * dim);
     for (let r = 0; r < 40; r++) rows.set(base.subarray((r % 10) * dim, (r % 10 + 1) * dim), r * dim);
     const bits = float32ToFloat16Array(rows);
@@ -163,8 +104,26 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     }
   });
 
+  test('chunked upload (float32 and float16 chunks) equals one upload', () => {
+    const dim = 24, rows = randomSignedArray(random, 90 * dim), queries = rows.subarray(5 * dim, 8 * dim);
+    const whole = CudaMatrix.create(rows, { rows: 90, dim });
+    const chunked = CudaMatrix.create(
+      [rows.subarray(0, 40 * dim), float32ToFloat16Array(rows.subarray(40 * dim, 41 * dim)), rows.subarray(41 * dim)],
+      { rows: 90, dim },
+    );
+    try {
+      const a = whole.search(queries, { k: 7 }), b = chunked.search(queries, { k: 7 });
+      expect(b.indices).toEqual(a.indices);
+      expect(b.scores).toEqual(a.scores);
+      expect(Array.from(a.indices.filter((_, i) => i % 7 === 0))).toEqual([5, 6, 7]);
+    } finally {
+      whole.free();
+      chunked.free();
+    }
+  });
+
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
-    const rows = randomNormalArray(random, 50 * 8);
+    const rows = randomSignedArray(random, 50 * 8);
     const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });
     const b = CudaMatrix.create(rows, { rows: 50, dim: 8, storage: 'float32' });
     const q = rows.subarray(0, 8);
@@ -179,7 +138,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   });
 
   test('bad search arguments and bad data are clear errors', () => {
-    const m = CudaMatrix.create(randomNormalArray(random, 20 * 4), { rows: 20, dim: 4 });
+    const m = CudaMatrix.create(randomSignedArray(random, 20 * 4), { rows: 20, dim: 4 });
     try {
       expect(() => m.search(new Float32Array(6), { k: 1 })).toThrow(/positive multiple of dim \(4\)/);
       expect(() => m.search(new Float32Array(0), { k: 1 })).toThrow(RangeError);
@@ -189,7 +148,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       expect(() => m.search(new Float32Array(4), { k: 1, normalized: 1 as unknown as boolean })).toThrow(TypeError);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
-      const big = CudaMatrix.create(randomNormalArray(random, 3000 * 2), { rows: 3000, dim: 2 });
+      const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
       expect(() => big.search(new Float32Array(2), { k: CUDA_MAX_K + 1 })).toThrow(/<= 2048/);
       big.free();
       expect(m.search(new Float32Array([1, 0, 0, 0]), { k: 2 }).k).toBe(2);
@@ -197,4 +156,36 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       m.free();
     }
   });
+});
+
+(hasGpu ? describe : describe.skip)("one-shot cosineTopK / meanPoolNormalize with device: 'cuda'", () => {
+  const random = makeRandom(505);
+  test('top-k equals the CPU kernel within the CUDA tolerances (float32 storage)', async () => {
+    const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
+    const options = { dim, k: 12 };
+    const want = reference.cosineTopK(queries, database, options);
+    const sync = cosineTopK(queries, database, { ...options, device: 'cuda' });
+    const viaAsync = await cosineTopKAsync(queries, database, { ...options, device: 'cuda' });
+    for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
+  });
+
+  test('pooling equals the reference', () => {
+    const [batch, seq, hidden] = [6, 21, 77];
+    const h = randomSignedArray(random, batch * seq * hidden);
+    const mask = Uint8Array.from({ length: batch * seq }, (_, i) => (i % seq < 1 + (i % 5) * 4 ? 1 : 0));
+    const got = meanPoolNormalize(h, mask, { batch, seq, hidden }, { device: 'cuda' });
+    const want = reference.meanPoolNormalize(h, mask, { batch, seq, hidden });
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst).toBeLessThanOrEqual(1e-6);
+  });
+});
+
+test("one-shot cosineTopK with device: 'cuda' and no GPU says why", () => {
+  if (hasGpu) {
+    console.log('skipped: a CUDA device is present, so the no-GPU error cannot be observed');
+    return;
+  }
+  expect(() => cosineTopK(new Float32Array(4), new Float32Array(8), { dim: 4, k: 1, device: 'cuda' }))
+    .toThrow(/no CUDA device is available/);
 });

@@ -5,7 +5,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as vm from 'vm';
 import type * as Ort from 'onnxruntime-node';
-import { convertToOnnx } from '../lib/model';
+import { convertToOnnx, makeRandomModel } from '../lib/model';
+import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 import { float16ToFloat32Array } from '../lib/float16';
 
 // Jest gives each test file its own typed-array constructors, but onnxruntime-node creates its
@@ -46,19 +47,24 @@ function copyWeightsOnly(dir: string): void {
   for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(TINY, f), path.join(dir, f));
 }
 
-async function maxAbsError(session: Ort.InferenceSession, b: Batch): Promise<number> {
+async function run(session: Ort.InferenceSession, b: Batch): Promise<{ values: Float32Array; dims: readonly number[] }> {
   const ids = readNpy(path.join(TINY, 'golden', b.input_ids));
   const mask = readNpy(path.join(TINY, 'golden', b.attention_mask));
-  const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state)).data as Float64Array;
   const out = await session.run({
     input_ids: new ort.Tensor('int64', ids.data as BigInt64Array, ids.shape),
     attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.shape),
   });
   const hidden = out.last_hidden_state;
-  expect(hidden.dims).toEqual([...ids.shape, golden.hidden_size]);
   const values = hidden.type === 'float16' ? float16ToFloat32Array(hidden.data as Uint16Array) : hidden.data as Float32Array;
+  return { values, dims: hidden.dims };
+}
+
+async function maxAbsError(session: Ort.InferenceSession, b: Batch): Promise<number> {
+  const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state));
+  const { values, dims } = await run(session, b);
+  expect(dims).toEqual(expected.shape);
   let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(values[i] - expected[i]));
+  for (let i = 0; i < values.length; i++) worst = Math.max(worst, Math.abs(values[i] - (expected.data as Float64Array)[i]));
   return worst;
 }
 
@@ -89,4 +95,83 @@ describeShared('convertToOnnx parity with golden last_hidden_state', () => {
       await session.release();
     });
   }
+});
+
+describeShared('convertToOnnx on other layouts', () => {
+  let dir: string;
+  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-convert-')); });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const edge = () => batches.find(([set]) => set === 'edge')![1];
+
+  test('sharded weights (model.safetensors.index.json) give the golden output', async () => {
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'config.json'));
+    const tensors = [...readSafetensorsHeader(path.join(TINY, 'model.safetensors')).values()];
+    const half = Math.floor(tensors.length / 2);
+    const shards: Record<string, string> = {};
+    [tensors.slice(0, half), tensors.slice(half)].forEach((part, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(path.join(dir, file), part.map((t) => ({ name: t.name, shape: t.shape })),
+        (name) => readTensorAsFloat32(part.find((t) => t.name === name)!));
+      for (const t of part) shards[t.name] = file;
+    });
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: shards }));
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
+    expect(await maxAbsError(session, edge())).toBeLessThan(1e-5);
+    await session.release();
+  });
+
+  // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal
+  // <pad>. So BERT with the tiny position table shifted by padding_idx + 1 rows must give the
+  // golden output on every attended token of the rows without a literal <pad>.
+  test('BERT (absolute positions) matches the golden output through a shifted position table', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(TINY, 'config.json'), 'utf8'));
+    const shift = config.pad_token_id + 1;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert', max_position_embeddings: config.max_position_embeddings - shift }));
+    const tensors = readSafetensorsHeader(path.join(TINY, 'model.safetensors'));
+    writeSafetensors(path.join(dir, 'model.safetensors'),
+      [...tensors.values()].map((t) => ({ name: `bert.${t.name}`, shape: t.name === 'embeddings.position_embeddings.weight' ? [t.shape[0] - shift, t.shape[1]] : t.shape })),
+      (name) => {
+        const values = readTensorAsFloat32(tensors.get(name.slice('bert.'.length))!);
+        return name === 'bert.embeddings.position_embeddings.weight' ? values.subarray(shift * config.hidden_size) : values;
+      });
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir, { output: path.join(dir, 'bert.onnx') }));
+    let compared = 0;
+    for (const [, b] of batches) {
+      const ids = readNpy(path.join(TINY, 'golden', b.input_ids));
+      const mask = readNpy(path.join(TINY, 'golden', b.attention_mask)).data as BigInt64Array;
+      const expected = readNpy(path.join(TINY, 'golden', b.last_hidden_state)).data as Float64Array;
+      const { values } = await run(session, b);
+      const [rows, seq] = ids.shape;
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from((ids.data as BigInt64Array).subarray(r * seq, (r + 1) * seq), Number);
+        const length = Array.from(mask.subarray(r * seq, (r + 1) * seq)).filter((m) => m === 1n).length;
+        if (row.slice(0, length).includes(config.pad_token_id)) continue;  // literal <pad>: RoBERTa-only semantics
+        for (let i = r * seq * config.hidden_size; i < (r * seq + length) * config.hidden_size; i++) {
+          if (Math.abs(values[i] - expected[i]) > 1e-5) throw new Error(`${b.last_hidden_state} row ${r}: ${values[i]} vs ${expected[i]}`);
+          compared++;
+        }
+      }
+    }
+    expect(compared).toBeGreaterThan(100_000);
+    await session.release();
+  });
+
+  test('a random model of another shape: fused and plain graphs agree', async () => {
+    const tokenizerDir = path.resolve(TINY, '../camembert-base-tokenizer');
+    await makeRandomModel({ layers: 2, hidden: 48, heads: 3, intermediate: 96, tokenizerDir, outDir: dir, seed: 3 });
+    const outputs = [];
+    for (const graph of ['fused', 'plain'] as const) {
+      const session = await ort.InferenceSession.create(await convertToOnnx(dir, { graph, output: path.join(dir, graph, 'model.onnx') }));
+      outputs.push((await run(session, edge())).values);
+      await session.release();
+    }
+    expect(outputs[0].length).toBe(8 * 128 * 48);
+    let worst = 0, scale = 0;
+    for (let i = 0; i < outputs[0].length; i++) {
+      worst = Math.max(worst, Math.abs(outputs[0][i] - outputs[1][i]));
+      scale = Math.max(scale, Math.abs(outputs[1][i]));
+    }
+    expect(scale).toBeGreaterThan(0.5);  // LayerNorm outputs, not zeros
+    expect(worst).toBeLessThan(1e-5);
+  });
 });

@@ -1,5 +1,6 @@
-// safetensors (+ config.json) → ONNX for CamemBERT / RoBERTa / XLM-RoBERTa encoders, computing
-// exactly Hugging Face's RobertaModel forward pass (no pooler): last_hidden_state [batch, seq, hidden].
+// safetensors (+ config.json) → ONNX for CamemBERT / RoBERTa / XLM-RoBERTa (and BERT) encoders,
+// computing exactly Hugging Face's RobertaModel (BertModel) forward pass without the pooler:
+// last_hidden_state [batch, seq, hidden].
 //
 // The default graph uses ONNX Runtime's contrib ops (com.microsoft domain, CPU and CUDA kernels):
 // SkipLayerNormalization (LayerNorm(x + skip + bias)), Attention (packed QKV projection +
@@ -22,9 +23,10 @@ export interface ConvertOptions {
   graph?: 'fused' | 'plain';          // 'plain': standard ops only (a baseline for benchmarks)
 }
 
-export const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta'];
+export const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta', 'bert'];
 
 interface EncoderConfig {
+  positions: 'padding-offset' | 'absolute';  // RoBERTa family | BERT
   hidden: number;
   heads: number;
   layers: number;
@@ -60,9 +62,10 @@ function readConfig(modelDir: string): EncoderConfig {
     return v;
   };
   const config: EncoderConfig = {
+    positions: modelType === 'bert' ? 'absolute' : 'padding-offset',
     hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
     intermediate: int('intermediate_size'), vocab: int('vocab_size'), maxPositions: int('max_position_embeddings'),
-    typeVocab: int('type_vocab_size', 1), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-5),
+    typeVocab: int('type_vocab_size', 1), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-12),  // HF's config default
   };
   if (config.layers === 0) throw new Error(`${file}: num_hidden_layers must be at least 1`);
   if (config.heads === 0 || config.hidden % config.heads !== 0) {
@@ -72,7 +75,7 @@ function readConfig(modelDir: string): EncoderConfig {
 }
 
 // HF checkpoints name tensors with or without the base-model prefix.
-const PREFIXES = ['roberta.', 'camembert.', 'xlm_roberta.', ''];
+const PREFIXES = ['roberta.', 'camembert.', 'xlm_roberta.', 'bert.', ''];
 // Tensors of a checkpoint that the encoder does not use (the pooler; an old position_ids buffer).
 const UNUSED = [/^pooler\./, /^embeddings\.position_ids$/];
 
@@ -205,11 +208,13 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = `${dataFile}.tmp-${process.pid}`;
   fs.mkdirSync(path.dirname(output), { recursive: true });
   const dataFd = fs.openSync(tmpData, 'w');
+  let dataClosed = false;
   try {
     const g = new GraphBuilder(dataFd, tmpData, path.basename(dataFile), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
     const build = graphKind === 'fused' ? buildFused : buildPlain;
     build(g, config, (name) => readTensorAsFloat32(tensors.get(name)!));
     fs.closeSync(dataFd);
+    dataClosed = true;
     const model = encodeModel({
       irVersion: 8,
       opsets: [{ domain: '', version: 17 }, { domain: MS, version: 1 }],
@@ -231,7 +236,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     fs.renameSync(tmpOutput, output);
     return output;
   } catch (err) {
-    try { fs.closeSync(dataFd); } catch { /* already closed */ }
+    if (!dataClosed) fs.closeSync(dataFd);
     fs.rmSync(tmpData, { force: true });
     fs.rmSync(tmpOutput, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
@@ -241,10 +246,17 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
 
 type Load = (name: string) => Float32Array;
 
-// Position ids as in HF's create_position_ids_from_input_ids: a running count of the non-padding
-// tokens, zero on padding tokens, offset by the padding id. A literal <pad> inside a text
-// (attention mask 1) therefore gets the padding position too.
+// RoBERTa family: position ids as in HF's create_position_ids_from_input_ids, a running count of
+// the non-padding tokens, zero on padding tokens, offset by the padding id. A literal <pad> inside
+// a text (attention mask 1) therefore gets the padding position too.
+// BERT: 0, 1, ..., seq - 1 on every row.
 function positionIds(g: GraphBuilder, c: EncoderConfig): string {
+  if (c.positions === 'absolute') {
+    const shape = g.node('Shape', ['input_ids']);
+    const seq = g.node('Gather', [shape, g.int64('index_1', [1], [])]);
+    const range = g.node('Range', [g.int64('zero', [0], []), seq, g.int64('one_step', [1], [])]);
+    return g.node('Expand', [range, shape]);
+  }
   const notPad = g.node('Cast', [g.node('Not', [g.node('Equal', ['input_ids', g.int64('pad_id', [c.padId], [])])])], { to: { i: DataType.INT64 } });
   const count = g.node('CumSum', [notPad, g.int64('axis_1', [1], [])]);
   return g.node('Add', [g.node('Mul', [count, notPad]), 'pad_id']);

@@ -4,9 +4,12 @@ import * as fs from 'fs';
 import { describeLocalModel, ResolvedModel } from './local';
 import { resolveHubModel, HubOptions, looksLikeHubId } from './hub';
 
-export { ResolvedModel } from './local';
-export { convertToOnnx, ConvertOptions } from './convert';
-export { makeRandomModel, RandomModelOptions } from './random-model';
+export type { ResolvedModel } from './local';
+export { convertToOnnx } from './convert';
+export type { ConvertOptions } from './convert';
+export { makeRandomModel } from './random-model';
+export type { RandomModelOptions } from './random-model';
+export { defaultCacheDir } from './hub';
 
 export type ResolveOptions = HubOptions;
 

@@ -1,6 +1,148 @@
+// A complete sentence-transformers folder with seeded random CamemBERT weights: it costs exactly
+// what a real model of the same shape costs to run, so tests and benchmarks need no download.
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeSafetensors } from './safetensors';
+
 export interface RandomModelOptions {
-  layers: number; hidden: number; heads: number; intermediate: number; tokenizerDir: string; outDir: string; seed?: number;
+  layers: number;
+  hidden: number;
+  heads: number;
+  intermediate: number;
+  tokenizerDir: string;     // tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) to copy
+  outDir: string;
+  seed?: number;            // default 0
+  maxPositions?: number;    // default 514 (CamemBERT)
 }
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'sentencepiece.bpe.model'];
+const MAX_SEQ_LENGTH = 128;
+const INIT_STD = 0.02;  // HF's initializer_range for RoBERTa-family models
+
+// mulberry32 + Box-Muller: standard normal values, reproducible from the seed.
+function normalGenerator(seed: number): () => number {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  let spare: number | null = null;
+  return () => {
+    if (spare !== null) {
+      const v = spare;
+      spare = null;
+      return v;
+    }
+    const r = Math.sqrt(-2 * Math.log(1 - uniform()));
+    const theta = 2 * Math.PI * uniform();
+    spare = r * Math.sin(theta);
+    return r * Math.cos(theta);
+  };
+}
+
+interface TokenizerFacts { vocab: number; padId: number; bosId: number; eosId: number }
+
+function tokenizerFacts(file: string): TokenizerFacts {
+  let t: { model?: { vocab?: unknown }; added_tokens?: { id: number; content: string }[] };
+  try {
+    t = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read tokenizer ${file}: ${(err as Error).message}`);
+  }
+  const vocab = t.model?.vocab;
+  let size = Array.isArray(vocab) ? vocab.length
+    : vocab !== null && typeof vocab === 'object' ? Math.max(...Object.values(vocab as Record<string, number>)) + 1 : 0;
+  const added = t.added_tokens ?? [];
+  for (const a of added) size = Math.max(size, a.id + 1);
+  if (size === 0) throw new Error(`tokenizer ${file} has no vocabulary`);
+  const id = (content: string, fallback: number) => added.find((a) => a.content === content)?.id ?? fallback;
+  return { vocab: size, padId: id('<pad>', 1), bosId: id('<s>', 0), eosId: id('</s>', 2) };
+}
+
+function checkPositiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
 export async function makeRandomModel(options: RandomModelOptions): Promise<void> {
-  throw new Error(`makeRandomModel is not implemented yet (in progress on branch model)`);
+  const layers = checkPositiveInteger('layers', options.layers);
+  const hidden = checkPositiveInteger('hidden', options.hidden);
+  const heads = checkPositiveInteger('heads', options.heads);
+  const intermediate = checkPositiveInteger('intermediate', options.intermediate);
+  const maxPositions = checkPositiveInteger('maxPositions', options.maxPositions ?? 514);
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${JSON.stringify(seed)}`);
+  if (hidden % heads !== 0) throw new RangeError(`hidden (${hidden}) must be a multiple of heads (${heads})`);
+  if (typeof options.outDir !== 'string' || options.outDir === '') throw new TypeError('outDir must be a folder path');
+  const tokenizerJson = path.join(String(options.tokenizerDir), 'tokenizer.json');
+  if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
+  const tok = tokenizerFacts(tokenizerJson);
+
+  const out = options.outDir;
+  fs.mkdirSync(path.join(out, '1_Pooling'), { recursive: true });
+  for (const f of TOKENIZER_FILES) {
+    const src = path.join(options.tokenizerDir, f);
+    if (!fs.existsSync(src)) continue;
+    fs.copyFileSync(src, path.join(out, f));
+    fs.chmodSync(path.join(out, f), 0o644);  // the source may be read-only; the copy is ours
+  }
+  const writeJson = (file: string, value: unknown) => fs.writeFileSync(path.join(out, file), JSON.stringify(value, null, 2) + '\n');
+  writeJson('config.json', {
+    architectures: ['CamembertModel'], model_type: 'camembert', attention_probs_dropout_prob: 0.1,
+    bos_token_id: tok.bosId, eos_token_id: tok.eosId, pad_token_id: tok.padId, hidden_act: 'gelu',
+    hidden_dropout_prob: 0.1, hidden_size: hidden, initializer_range: INIT_STD, intermediate_size: intermediate,
+    layer_norm_eps: 1e-5, max_position_embeddings: maxPositions, num_attention_heads: heads,
+    num_hidden_layers: layers, position_embedding_type: 'absolute', type_vocab_size: 1, vocab_size: tok.vocab,
+    torch_dtype: 'float32',
+  });
+  writeJson('modules.json', [
+    { idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' },
+  ]);
+  writeJson('sentence_bert_config.json', { max_seq_length: MAX_SEQ_LENGTH, do_lower_case: false });
+  writeJson('config_sentence_transformers.json', { prompts: {}, default_prompt_name: null, similarity_fn_name: 'cosine' });
+  writeJson('1_Pooling/config.json', {
+    word_embedding_dimension: hidden, pooling_mode_cls_token: false, pooling_mode_mean_tokens: true,
+    pooling_mode_max_tokens: false, pooling_mode_mean_sqrt_len_tokens: false,
+    pooling_mode_weightedmean_tokens: false, pooling_mode_lasttoken: false, include_prompt: true,
+  });
+
+  // Tensor names and shapes of HF's CamembertModel state dict (with its unused pooler).
+  const tensors: { name: string; shape: number[] }[] = [
+    { name: 'embeddings.word_embeddings.weight', shape: [tok.vocab, hidden] },
+    { name: 'embeddings.position_embeddings.weight', shape: [maxPositions, hidden] },
+    { name: 'embeddings.token_type_embeddings.weight', shape: [1, hidden] },
+    { name: 'embeddings.LayerNorm.weight', shape: [hidden] },
+    { name: 'embeddings.LayerNorm.bias', shape: [hidden] },
+  ];
+  for (let l = 0; l < layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    for (const proj of ['query', 'key', 'value']) {
+      tensors.push({ name: `${p}attention.self.${proj}.weight`, shape: [hidden, hidden] }, { name: `${p}attention.self.${proj}.bias`, shape: [hidden] });
+    }
+    tensors.push(
+      { name: `${p}attention.output.dense.weight`, shape: [hidden, hidden] }, { name: `${p}attention.output.dense.bias`, shape: [hidden] },
+      { name: `${p}attention.output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}attention.output.LayerNorm.bias`, shape: [hidden] },
+      { name: `${p}intermediate.dense.weight`, shape: [intermediate, hidden] }, { name: `${p}intermediate.dense.bias`, shape: [intermediate] },
+      { name: `${p}output.dense.weight`, shape: [hidden, intermediate] }, { name: `${p}output.dense.bias`, shape: [hidden] },
+      { name: `${p}output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}output.LayerNorm.bias`, shape: [hidden] },
+    );
+  }
+  tensors.push({ name: 'pooler.dense.weight', shape: [hidden, hidden] }, { name: 'pooler.dense.bias', shape: [hidden] });
+
+  const normal = normalGenerator(seed);
+  const shapes = new Map(tensors.map((t) => [t.name, t.shape]));
+  writeSafetensors(path.join(out, 'model.safetensors'), tensors, (name) => {
+    const values = new Float32Array(shapes.get(name)!.reduce((a, b) => a * b, 1));
+    // LayerNorm scales near 1, everything else small as in a trained checkpoint.
+    const isScale = name.endsWith('LayerNorm.weight');
+    for (let i = 0; i < values.length; i++) values[i] = (isScale ? 1 : 0) + INIT_STD * normal();
+    if (name === 'embeddings.word_embeddings.weight') values.fill(0, tok.padId * hidden, (tok.padId + 1) * hidden);  // HF zeroes the padding row
+    return values;
+  });
 }

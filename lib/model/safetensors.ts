@@ -161,20 +161,22 @@ export function writeSafetensors(
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    const lengthBytes = Buffer.alloc(8);
-    lengthBytes.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-    writeAllSync(fd, lengthBytes, tmp);
-    writeAllSync(fd, Buffer.from(json, 'utf8'), tmp);
-    for (const t of tensors) {
-      const data = produce(t.name);
-      const expected = t.shape.reduce((a, b) => a * b, 1);
-      if (data.length !== expected) throw new Error(`tensor '${t.name}' has ${data.length} values, expected ${expected}`);
-      writeAllSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength), tmp);
+    try {
+      const lengthBytes = Buffer.alloc(8);
+      lengthBytes.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+      writeAllSync(fd, lengthBytes, tmp);
+      writeAllSync(fd, Buffer.from(json, 'utf8'), tmp);
+      for (const t of tensors) {
+        const data = produce(t.name);
+        const expected = t.shape.reduce((a, b) => a * b, 1);
+        if (data.length !== expected) throw new Error(`tensor '${t.name}' has ${data.length} values, expected ${expected}`);
+        writeAllSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength), tmp);
+      }
+    } finally {
+      fs.closeSync(fd);
     }
-    fs.closeSync(fd);
     fs.renameSync(tmp, file);
   } catch (err) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
     fs.rmSync(tmp, { force: true });
     throw err;
   }
@@ -185,7 +187,7 @@ export function writeAllSync(fd: number, data: Uint8Array, file: string): void {
     let done = 0;
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
   } catch (err) {
-    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+    throw Object.assign(new Error(`cannot write ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
   }
 }
 

@@ -41,22 +41,34 @@ HiddenType storageOption(const Napi::Object& opts, const char* key) {
   throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' must be 'float32' or 'float16'");
 }
 
-// cudaMatrixCreate({data, dataType, rows, dim, storage, device}) -> handle
+// cudaMatrixCreate({rows, dim, storage, device}) -> handle (zeros until cudaMatrixSetRows)
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   const int64_t rows = integerOption(opts, "rows"), dim = integerOption(opts, "dim");
-  const HiddenType dataType = storageOption(opts, "dataType"), storage = storageOption(opts, "storage");
+  const HiddenType storage = storageOption(opts, "storage");
   const int device = int(integerOption(opts, "device"));
-  const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
-                                    rows * dim * hiddenElementBytes(dataType));
   CudaMatrix* raw = nullptr;
-  Status s = cudaMatrixCreate(data, dataType, rows, dim, storage, device, &raw);
+  Status s = cudaMatrixCreate(rows, dim, storage, device, &raw);
   if (!s.empty()) throw Napi::Error::New(env, s);
   auto* handle = new MatrixHandle{MatrixRef(raw, cudaMatrixFree)};
   auto external = Napi::External<MatrixHandle>::New(env, handle, [](Napi::Env, MatrixHandle* h) { delete h; });
   napi_type_tag_object(env, external, &kMatrixTag);
   return external;
+}
+
+// cudaMatrixSetRows(handle, {data, dataType, firstRow, rowCount})
+Napi::Value SetRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MatrixRef matrix = liveMatrix(info[0]);
+  Napi::Object opts = info[1].As<Napi::Object>();
+  const int64_t firstRow = integerOption(opts, "firstRow"), rowCount = integerOption(opts, "rowCount");
+  const HiddenType dataType = storageOption(opts, "dataType");
+  const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
+                                    rowCount * cudaMatrixDim(matrix.get()) * hiddenElementBytes(dataType));
+  Status s = cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
+  if (!s.empty()) throw Napi::Error::New(env, s);
+  return env.Undefined();
 }
 
 // cudaMatrixBytes(handle) -> number of device bytes held by the stored rows
@@ -91,6 +103,7 @@ Napi::Value Search(const Napi::CallbackInfo& info) {
 
 void registerCudaBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMatrixCreate", Napi::Function::New(env, Create));
+  exports.Set("cudaMatrixSetRows", Napi::Function::New(env, SetRows));
   exports.Set("cudaMatrixBytes", Napi::Function::New(env, Bytes));
   exports.Set("cudaMatrixFree", Napi::Function::New(env, Free));
   exports.Set("cudaMatrixSearch", Napi::Function::New(env, Search));

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,7 +100,7 @@ double copyBandwidthGBs(cudaStream_t stream) {
   const size_t bytes = size_t(1) << 30;
   void *a = nullptr, *b = nullptr;
   if (!ok(cudaMalloc(&a, bytes), "cudaMalloc") || !ok(cudaMalloc(&b, bytes), "cudaMalloc")) return 0;
-  cudaMemsetAsync(a, 1, bytes, stream);
+  if (!ok(cudaMemsetAsync(a, 1, bytes, stream), "cudaMemsetAsync")) return 0;
   const double ms = medianMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); }, 3, 20, 50, 500);
   cudaFree(a);
   cudaFree(b);
@@ -129,8 +130,9 @@ void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
   if (!ok(cudaMalloc(&hidden, hiddenBytes), "cudaMalloc") || !ok(cudaMalloc(&dmask, maskBytes), "cudaMalloc") ||
       !ok(cudaMalloc(&out, outBytes), "cudaMalloc"))
     return;
-  cudaMemcpy(hidden, host, hiddenBytes, cudaMemcpyHostToDevice);
-  cudaMemcpy(dmask, mask.data(), maskBytes, cudaMemcpyHostToDevice);
+  if (!ok(cudaMemcpy(hidden, host, hiddenBytes, cudaMemcpyHostToDevice), "cudaMemcpy") ||
+      !ok(cudaMemcpy(dmask, mask.data(), maskBytes, cudaMemcpyHostToDevice), "cudaMemcpy"))
+    return;
   PoolArgs a{hidden, type, dmask, MaskType::Int64, B, T, H, true, static_cast<float*>(out)};
   Status status;
   const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 20, 200, 300);
@@ -149,11 +151,11 @@ void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
 void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& queryCounts, double copyGBs) {
   const int64_t d = 768;
   std::printf("generating and uploading %lld x %lld float16 rows...\n", (long long)N, (long long)d);
-  std::vector<uint16_t> rows(size_t(N * d));
-  fillHalf(rows.data(), rows.size(), 11);
+  std::unique_ptr<uint16_t[]> rows(new uint16_t[size_t(N * d)]);  // not zeroed first: 13.6 GB at N = 8.8M
+  fillHalf(rows.get(), size_t(N * d), 11);
   CudaMatrix* m = nullptr;
-  if (!ok(cudaMatrixCreate(rows.data(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
-  rows = std::vector<uint16_t>();
+  if (!ok(cudaMatrixCreateFrom(rows.get(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
+  rows.reset();
   const int64_t maxQ = *std::max_element(queryCounts.begin(), queryCounts.end()), maxK = 1000;
   std::vector<float> queries(size_t(maxQ * d));
   fillFloat(queries.data(), queries.size(), 7);
@@ -163,7 +165,7 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
   if (!ok(cudaMalloc(&dq, queries.size() * 4), "cudaMalloc") || !ok(cudaMalloc(&di, size_t(maxQ * maxK) * 4), "cudaMalloc") ||
       !ok(cudaMalloc(&ds, size_t(maxQ * maxK) * 4), "cudaMalloc"))
     return;
-  cudaMemcpy(dq, queries.data(), queries.size() * 4, cudaMemcpyHostToDevice);
+  if (!ok(cudaMemcpy(dq, queries.data(), queries.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy")) return;
   for (int64_t Q : queryCounts)
     for (int64_t k : {int64_t(10), int64_t(100), int64_t(1000)}) {
       Status status;
@@ -187,6 +189,7 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
 }  // namespace
 
 int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // keep every finished row if a time limit kills the run
   std::vector<CudaDeviceInfo> devices;
   std::string why;
   cudaListDevices(&devices, &why);
@@ -197,7 +200,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::printf("cuda_bench on %s (sm_%d%d, %d SMs, %.1f GiB)\n", devices[0].name.c_str(), devices[0].computeMajor,
               devices[0].computeMinor, devices[0].multiprocessors, devices[0].totalMemoryBytes / 1073741824.0);
-  cudaSetDevice(0);
+  if (!ok(cudaSetDevice(0), "cudaSetDevice")) return 1;
   cudaStream_t stream;
   if (!ok(cudaStreamCreate(&stream), "cudaStreamCreate")) return 1;
   const double copyGBs = copyBandwidthGBs(stream);

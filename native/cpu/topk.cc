@@ -52,9 +52,10 @@ class BoundedHeap {
 };
 
 // Dot products of a block of QB query rows with RB database rows (both with stride d):
-// out[a * RB + j] = dot(q[a], r[j]). QB x RB accumulators stay in registers.
+// out[a * RB + j] = dot(q[a], r[j]). QB x RB accumulators stay in registers. When `prefetch`
+// is set, the RB rows starting there are pulled towards the cache one line per step.
 template <int QB, int RB>
-void dotBlockScalar(const float* q, const float* r, int64_t d, float* out) {
+void dotBlockScalar(const float* q, const float* r, int64_t d, const float*, float* out) {
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) {
       float s = 0;
@@ -71,12 +72,15 @@ __attribute__((target("avx2,fma"))) inline float horizontalSum(__m256 v) {
 }
 
 template <int QB, int RB>
-__attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const float* r, int64_t d, float* out) {
+__attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const float* r, int64_t d, const float* prefetch,
+                                                       float* out) {
   __m256 acc[QB][RB];
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= d; i += 8) {
+    if (prefetch != nullptr && i % 16 == 0)
+      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j * d + i), _MM_HINT_T0);
     __m256 rv[RB];
     for (int j = 0; j < RB; ++j) rv[j] = _mm256_loadu_ps(r + j * d + i);
     for (int a = 0; a < QB; ++a) {
@@ -99,13 +103,16 @@ __attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const floa
 }
 
 template <int QB, int RB>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const float* q, const float* r, int64_t d, float* out) {
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const float* q, const float* r, int64_t d,
+                                                                         const float* prefetch, float* out) {
   __m512 acc[QB][RB];
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_setzero_ps();
   for (int64_t i = 0; i < d; i += 16) {
     const int64_t left = d - i;
     const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    if (prefetch != nullptr)
+      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j * d + i), _MM_HINT_T0);
     __m512 rv[RB];
     for (int j = 0; j < RB; ++j) rv[j] = _mm512_maskz_loadu_ps(m, r + j * d + i);
     for (int a = 0; a < QB; ++a) {
@@ -118,7 +125,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const f
 }
 
 constexpr int kBlock = 4;  // queries and rows per register block
-using DotBlockFn = void (*)(const float*, const float*, int64_t, float*);
+using DotBlockFn = void (*)(const float*, const float*, int64_t, const float*, float*);
 struct DotBlockTable {
   DotBlockFn fn[kBlock][kBlock];
 };
@@ -174,7 +181,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   if (!a.normalized)
     for (int64_t q = 0; q < Q; ++q) {
       float s;
-      table.fn[0][0](a.queries + q * d, a.queries + q * d, d, &s);
+      table.fn[0][0](a.queries + q * d, a.queries + q * d, d, nullptr, &s);
       queryNorms[q] = std::sqrt(s);
     }
 
@@ -202,14 +209,18 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       }
       if (!a.normalized)
         for (int64_t j = 0; j < n; ++j) {
-          table.fn[0][0](rows + j * d, rows + j * d, d, &rowNorms[j]);
+          table.fn[0][0](rows + j * d, rows + j * d, d, nullptr, &rowNorms[j]);
           rowNorms[j] = std::sqrt(rowNorms[j]);
         }
       for (int64_t q0 = 0; q0 < Q; q0 += kBlock) {
         const int qb = int(std::min<int64_t>(kBlock, Q - q0));
         for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
           const int rb = int(std::min<int64_t>(kBlock, n - r0));
-          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, block);
+          // The first query block over float32 rows reads them from memory: prefetch the
+          // next row block as it goes (rows are a few KiB, too short for the hardware
+          // prefetcher to reach full bandwidth). Later blocks find the tile in L2.
+          const bool fromMemory = q0 == 0 && a.databaseType == HiddenType::Float32 && tile + r0 + kBlock < end;
+          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, fromMemory ? rows + (r0 + kBlock) * d : nullptr, block);
           for (int i = 0; i < qb; ++i)
             for (int j = 0; j < rb; ++j) {
               float s = block[i * rb + j];

@@ -38,7 +38,7 @@ inline Status cudaStatus(cudaError_t err, const char* what) {
 // Makes `device` current for this thread (a bad index becomes a clear message).
 inline Status useDevice(int device) {
   int count = 0;
-  CAMEMBED_CUDA_TRY(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  CAMEMBED_CUDA_TRY(cudaGetDeviceCount(&count), "no usable CUDA device (cudaGetDeviceCount)");
   if (device < 0 || device >= count)
     return "CUDA device " + std::to_string(device) + " does not exist (this machine has " + std::to_string(count) +
            " CUDA device" + (count == 1 ? "" : "s") + ")";

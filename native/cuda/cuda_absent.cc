@@ -18,7 +18,12 @@ Status cudaListDevices(std::vector<CudaDeviceInfo>* out, std::string* why) {
 Status meanPoolNormalizeCuda(const PoolArgs&, int) { return kAbsent; }
 Status meanPoolNormalizeCudaDevice(const PoolArgs&, int, void*) { return kAbsent; }
 
-Status cudaMatrixCreate(const void*, HiddenType, int64_t, int64_t, HiddenType, int, CudaMatrix** out) {
+Status cudaMatrixCreate(int64_t, int64_t, HiddenType, int, CudaMatrix** out) {
+  *out = nullptr;
+  return kAbsent;
+}
+Status cudaMatrixSetRows(CudaMatrix*, int64_t, const void*, HiddenType, int64_t) { return kAbsent; }
+Status cudaMatrixCreateFrom(const void*, HiddenType, int64_t, int64_t, HiddenType, int, CudaMatrix** out) {
   *out = nullptr;
   return kAbsent;
 }

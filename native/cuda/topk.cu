@@ -88,25 +88,55 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
 
 // ---------------------------------------------------------------------------------------------
 // Float16 scores on tensor cores (WMMA m16n16k16, float32 accumulation: sm_70 and newer).
-// A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Tiles of
-// 32 values of d are staged through shared memory, double-buffered via registers (no cp.async,
-// so the V100 path needs nothing newer than sm_70).
+// A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Slices of
+// BK values of d go through shared memory. Portable path (sm_70/sm_75, or any GPU when built
+// with CAMEMBED_CUDA_PORTABLE): double-buffered via registers, nothing newer than sm_70.
+// sm_80+ path: cp.async copies global -> shared directly, kAsyncStages slices in flight.
+// Few queries (BM = 16) use BK = 64: the kernel is then memory-bound, and wider slices keep
+// more bytes in flight per block.
 // Floor per block: (BM + 128) * d * 2 bytes from global memory, 2 * BM * 128 * d FLOPs.
-constexpr int kHalfBN = 128, kHalfBK = 32, kHalfLD = kHalfBK + 8;  // +8 halves: fewer bank conflicts
+constexpr int kHalfBN = 128;
+constexpr int kAsyncStages = 3;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CAMEMBED_CUDA_PORTABLE)
+#define CAMEMBED_ASYNC_COPY 1
+#endif
 
-template <int BM, int WARPS_M>
+// Dynamic shared memory of one score block: enough for the sm_80+ path on sm_80+ devices (more
+// than the portable path needs, should an sm_80+ device run portable code), 2 slices otherwise.
+int scoreHalfStages(int computeMajor) {
+#ifdef CAMEMBED_CUDA_PORTABLE
+  computeMajor = 0;  // every device runs the portable path
+#endif
+  return computeMajor >= 8 ? kAsyncStages : 2;
+}
+constexpr size_t scoreHalfStageBytes(int bm, int bk) { return size_t(bm + kHalfBN) * (bk + 8) * sizeof(__half); }
+
+#ifdef CAMEMBED_ASYNC_COPY
+// 16 bytes global -> shared without registers; zero-filled when !valid (src-size 0 reads nothing).
+__device__ __forceinline__ void copyAsync16(void* shared, const void* global, bool valid) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int PENDING>
+__device__ __forceinline__ void copyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
+#endif
+
+template <int BM, int WARPS_M, int BK>
 __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
     const __half* __restrict__ queries, const float* __restrict__ queryNorms, int tileQueries,
     const __half* __restrict__ database, const float* __restrict__ rowNorms, int64_t stride, int64_t rowBegin,
     int64_t rowEnd, bool normalized, Candidates cand) {
   using namespace nvcuda;
-  constexpr int BN = kHalfBN, BK = kHalfBK, LD = kHalfLD;
+  constexpr int BN = kHalfBN, LD = BK + 8;  // +8 halves: fewer shared-memory bank conflicts
   constexpr int WARPS_N = 8 / WARPS_M, WM = BM / WARPS_M, WN = BN / WARPS_N, FM = WM / 16, FN = WN / 16;
-  constexpr int A_CHUNKS = BM * BK / 8, B_CHUNKS = BN * BK / 8;  // 16-byte chunks per tile
+  constexpr int ROW_CHUNKS = BK / 8;  // 16-byte chunks per row of a slice
+  constexpr int A_CHUNKS = BM * ROW_CHUNKS, B_CHUNKS = BN * ROW_CHUNKS;
   constexpr int A_LOADS = (A_CHUNKS + kScoreThreads - 1) / kScoreThreads, B_LOADS = B_CHUNKS / kScoreThreads;
   static_assert(FM >= 1 && FN >= 1 && B_CHUNKS % kScoreThreads == 0, "tile shape");
   constexpr int STAGE = (BM + BN) * LD;
-  __shared__ __align__(128) __half smem[2 * STAGE];
+  extern __shared__ __align__(128) unsigned char dynamicShared[];  // scoreHalfStages() x STAGE halves
+  __half* smem = reinterpret_cast<__half*>(dynamicShared);
   static_assert(2 * STAGE * sizeof(__half) >= 8 * 256 * sizeof(float), "epilogue scratch must fit");
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -116,48 +146,13 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   const __half* aBase = queries + queryBase * stride;  // query rows are padded: always readable
   const __half* bBase = database + rowBase * stride;
 
-  uint4 aReg[A_LOADS], bReg[B_LOADS];
-  auto loadTile = [&](int64_t k0) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) {
-      const int chunk = tid + i * kScoreThreads;
-      if (chunk < A_CHUNKS)
-        aReg[i] = __ldg(reinterpret_cast<const uint4*>(aBase + (chunk / 4) * stride + k0) + chunk % 4);
-    }
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) {
-      const int chunk = tid + i * kScoreThreads, r = chunk / 4;
-      bReg[i] = rowBase + r < rowEnd ? __ldg(reinterpret_cast<const uint4*>(bBase + r * stride + k0) + chunk % 4)
-                                     : make_uint4(0, 0, 0, 0);
-    }
-  };
-  auto storeTile = [&](__half* stage) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) {
-      const int chunk = tid + i * kScoreThreads;
-      if (chunk < A_CHUNKS) *reinterpret_cast<uint4*>(stage + (chunk / 4) * LD + (chunk % 4) * 8) = aReg[i];
-    }
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) {
-      const int chunk = tid + i * kScoreThreads;
-      *reinterpret_cast<uint4*>(stage + BM * LD + (chunk / 4) * LD + (chunk % 4) * 8) = bReg[i];
-    }
-  };
-
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
 #pragma unroll
   for (int i = 0; i < FM; ++i)
 #pragma unroll
     for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  const int64_t kTiles = stride / BK;
-  loadTile(0);
-  storeTile(smem);
-  __syncthreads();
-  for (int64_t kt = 0; kt < kTiles; ++kt) {
-    const bool more = kt + 1 < kTiles;
-    if (more) loadTile((kt + 1) * BK);  // in flight while the tensor cores work
-    const __half* stage = smem + (kt & 1) * STAGE;
+  auto computeSlice = [&](const __half* stage) {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[FM];
@@ -171,9 +166,89 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
 #pragma unroll
         for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
+  };
+  const int64_t kTiles = (stride + BK - 1) / BK;
+  // The stride is a multiple of 32, so with BK = 64 the last slice may be half past the row end:
+  // those chunks are zeros.
+#ifdef CAMEMBED_ASYNC_COPY
+  auto issueSlice = [&](int64_t k0, __half* stage) {
+#pragma unroll
+    for (int i = 0; i < A_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      const bool valid = col < stride;
+      if (chunk < A_CHUNKS)
+        copyAsync16(stage + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8,
+                    valid ? aBase + (chunk / ROW_CHUNKS) * stride + col : queries, valid);
+    }
+#pragma unroll
+    for (int i = 0; i < B_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads, r = chunk / ROW_CHUNKS;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      const bool valid = rowBase + r < rowEnd && col < stride;
+      copyAsync16(stage + BM * LD + r * LD + (chunk % ROW_CHUNKS) * 8, valid ? bBase + r * stride + col : database,
+                  valid);
+    }
+  };
+  for (int s = 0; s < kAsyncStages - 1; ++s) {
+    if (s < kTiles) issueSlice(s * BK, smem + s * STAGE);
+    copyAsyncCommit();  // one group per slice, empty ones included, so the wait count below holds
+  }
+  for (int64_t kt = 0; kt < kTiles; ++kt) {
+    copyAsyncWait<kAsyncStages - 2>();  // slice kt has landed (for this thread)
+    __syncthreads();                    // ... for all threads; and all are done with slice kt - 1
+    const int64_t next = kt + kAsyncStages - 1;
+    if (next < kTiles) issueSlice(next * BK, smem + (next % kAsyncStages) * STAGE);  // slice kt - 1's buffer
+    copyAsyncCommit();
+    computeSlice(smem + (kt % kAsyncStages) * STAGE);
+  }
+  copyAsyncWait<0>();
+  __syncthreads();  // the epilogue reuses the buffers
+#else
+  uint4 aReg[A_LOADS], bReg[B_LOADS];
+  auto loadTile = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < A_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      if (chunk < A_CHUNKS)
+        aReg[i] = col < stride ? __ldg(reinterpret_cast<const uint4*>(aBase + (chunk / ROW_CHUNKS) * stride + col))
+                               : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < B_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads, r = chunk / ROW_CHUNKS;
+      const int64_t col = k0 + (chunk % ROW_CHUNKS) * 8;
+      bReg[i] = rowBase + r < rowEnd && col < stride
+                    ? __ldg(reinterpret_cast<const uint4*>(bBase + r * stride + col))
+                    : make_uint4(0, 0, 0, 0);
+    }
+  };
+  auto storeTile = [&](__half* stage) {
+#pragma unroll
+    for (int i = 0; i < A_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads;
+      if (chunk < A_CHUNKS)
+        *reinterpret_cast<uint4*>(stage + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8) = aReg[i];
+    }
+#pragma unroll
+    for (int i = 0; i < B_LOADS; ++i) {
+      const int chunk = tid + i * kScoreThreads;
+      *reinterpret_cast<uint4*>(stage + BM * LD + (chunk / ROW_CHUNKS) * LD + (chunk % ROW_CHUNKS) * 8) = bReg[i];
+    }
+  };
+
+  loadTile(0);
+  storeTile(smem);
+  __syncthreads();
+  for (int64_t kt = 0; kt < kTiles; ++kt) {
+    const bool more = kt + 1 < kTiles;
+    if (more) loadTile((kt + 1) * BK);  // in flight while the tensor cores work
+    computeSlice(smem + (kt & 1) * STAGE);
     if (more) storeTile(smem + ((kt + 1) & 1) * STAGE);
     __syncthreads();
   }
+#endif
 
   // Epilogue: each warp spills one 16x16 fragment at a time to its own 1 KiB of shared memory;
   // lane l takes row l/2, columns (l%2)*8 .. +8.
@@ -432,6 +507,7 @@ int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // ---------------------------------------------------------------------------------------------
 struct CudaMatrix {
   int device = 0;
+  int computeMajor = 0;
   int64_t rows = 0, dim = 0, stride = 0;
   HiddenType storage = HiddenType::Float16;
   DeviceBuffer<char> data;     // [rows][stride] of storage
@@ -460,6 +536,19 @@ void launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t rowOf
   storeRowsKernel<Src, Dst><<<unsigned(blocks), threads, 0, m->stream>>>(
       static_cast<const Src*>(src), rows, m->dim, m->stride,
       reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset, badRow, int(rowOffset));
+}
+
+template <int BM, int WARPS_M, int BK>
+Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, const __half* queries, const float* queryNorms,
+                       int tileQueries, int64_t rowBegin, int64_t rowEnd, bool normalized, const Candidates& cand) {
+  const auto kernel = scoreHalfKernel<BM, WARPS_M, BK>;
+  const size_t sharedBytes = scoreHalfStages(m->computeMajor) * scoreHalfStageBytes(BM, BK);
+  CAMEMBED_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)),
+                    "cosineTopK: cudaFuncSetAttribute");
+  kernel<<<grid, kScoreThreads, sharedBytes, stream>>>(queries, queryNorms, tileQueries,
+                                                       reinterpret_cast<const __half*>(m->data.get()), m->norms.get(),
+                                                       m->stride, rowBegin, rowEnd, normalized, cand);
+  return "";
 }
 
 // Launches one search on `stream`: queries (float32, device) -> outIndices/outScores (device).
@@ -514,13 +603,10 @@ Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, b
             m->norms.get(), m->stride, r0, r1, normalized, cand);
       } else {
         const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
-        const __half* db = reinterpret_cast<const __half*>(m->data.get());
-        if (bm == 16)
-          scoreHalfKernel<16, 1><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
-        else if (bm == 64)
-          scoreHalfKernel<64, 2><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
-        else
-          scoreHalfKernel<128, 4><<<grid, kScoreThreads, 0, stream>>>(qd, tileNorms, tq, db, m->norms.get(), m->stride, r0, r1, normalized, cand);
+        s = bm == 16   ? launchScoreHalf<16, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+            : bm == 64 ? launchScoreHalf<64, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+                       : launchScoreHalf<128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
+        if (!s.empty()) return s;
       }
       CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the score kernel");
       compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, m->kept.get(), int(k));
@@ -548,8 +634,7 @@ Status checkSearchArgs(const CudaMatrix* m, int64_t Q, int64_t k) {
 
 }  // namespace
 
-Status cudaMatrixCreate(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
-                        int device, CudaMatrix** out) {
+Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int device, CudaMatrix** out) {
   *out = nullptr;
   if (rows < 1 || dim < 1) return "CudaMatrix: rows and dim must be >= 1";
   if (rows > INT32_MAX) return "CudaMatrix: more than 2^31-1 rows";
@@ -561,44 +646,74 @@ Status cudaMatrixCreate(const void* hostData, HiddenType dataType, int64_t rows,
   m->dim = dim;
   m->stride = roundUp(dim, kStrideMultiple);
   m->storage = storage;
+  CAMEMBED_CUDA_TRY(cudaDeviceGetAttribute(&m->computeMajor, cudaDevAttrComputeCapabilityMajor, device),
+                    "CudaMatrix: cudaDeviceGetAttribute");
   CAMEMBED_CUDA_TRY(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), "CudaMatrix: cudaStreamCreate");
   std::unique_ptr<CudaMatrix, void (*)(CudaMatrix*)> guard(m.release(), cudaMatrixFree);  // frees on every error path
-  CudaMatrix* mp = guard.get();
-  if (!(s = mp->data.allocate(size_t(rows * mp->stride * mp->elementBytes()), "CudaMatrix: cudaMalloc(rows)")).empty() ||
-      !(s = mp->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty())
+  if (!(s = guard->data.allocate(size_t(rows * guard->stride * guard->elementBytes()), "CudaMatrix: cudaMalloc(rows)"))
+           .empty() ||
+      !(s = guard->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty())
     return s;
+  // Zeros until the rows are set: a matrix is never read uninitialised.
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->data.get(), 0, guard->data.count(), guard->stream), "CudaMatrix: cudaMemset");
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->norms.get(), 0, guard->norms.count() * sizeof(float), guard->stream),
+                    "CudaMatrix: cudaMemset");
+  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(guard->stream), "CudaMatrix: cudaMemset");
+  *out = guard.release();
+  return "";
+}
+
+Status cudaMatrixSetRows(CudaMatrix* m, int64_t firstRow, const void* hostData, HiddenType dataType, int64_t rowCount) {
+  if (m == nullptr) return "CudaMatrix: the device matrix has been freed";
+  if (firstRow < 0 || rowCount < 0 || firstRow + rowCount > m->rows) return "CudaMatrix: rows out of range";
+  if (rowCount == 0) return "";
+  std::lock_guard<std::mutex> lock(m->mutex);
+  Status s = useDevice(m->device);
+  if (!s.empty()) return s;
   // Upload in chunks of about 64 MiB through a staging buffer, converting and padding on the GPU.
-  const int64_t sourceRowBytes = dim * hiddenElementBytes(dataType);
-  const int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(64) << 20) / sourceRowBytes));
+  const int64_t sourceRowBytes = m->dim * hiddenElementBytes(dataType);
+  const int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(rowCount, (int64_t(64) << 20) / sourceRowBytes));
   DeviceBuffer<char> staging;
   DeviceBuffer<int> badRow;
   if (!(s = staging.allocate(size_t(chunkRows * sourceRowBytes), "CudaMatrix: cudaMalloc(staging)")).empty() ||
       !(s = badRow.allocate(1, "CudaMatrix: cudaMalloc(flag)")).empty())
     return s;
   const int noBadRow = INT_MAX;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(badRow.get(), &noBadRow, sizeof(int), cudaMemcpyHostToDevice, mp->stream),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(badRow.get(), &noBadRow, sizeof(int), cudaMemcpyHostToDevice, m->stream),
                     "CudaMatrix: cudaMemcpy");
-  for (int64_t r0 = 0; r0 < rows; r0 += chunkRows) {
-    const int64_t n = std::min(chunkRows, rows - r0);
+  const bool fromHalf = dataType == HiddenType::Float16, toHalf = m->storage == HiddenType::Float16;
+  for (int64_t r0 = 0; r0 < rowCount; r0 += chunkRows) {
+    const int64_t n = std::min(chunkRows, rowCount - r0), row = firstRow + r0;
     CAMEMBED_CUDA_TRY(cudaMemcpyAsync(staging.get(), static_cast<const char*>(hostData) + r0 * sourceRowBytes,
-                                      size_t(n * sourceRowBytes), cudaMemcpyHostToDevice, mp->stream),
+                                      size_t(n * sourceRowBytes), cudaMemcpyHostToDevice, m->stream),
                       "CudaMatrix: copying rows to the GPU");
-    const bool fromHalf = dataType == HiddenType::Float16, toHalf = storage == HiddenType::Float16;
-    if (fromHalf && toHalf) launchStoreRows<__half, __half>(staging.get(), n, mp, r0, badRow.get());
-    else if (fromHalf) launchStoreRows<__half, float>(staging.get(), n, mp, r0, badRow.get());
-    else if (toHalf) launchStoreRows<float, __half>(staging.get(), n, mp, r0, badRow.get());
-    else launchStoreRows<float, float>(staging.get(), n, mp, r0, badRow.get());
+    if (fromHalf && toHalf) launchStoreRows<__half, __half>(staging.get(), n, m, row, badRow.get());
+    else if (fromHalf) launchStoreRows<__half, float>(staging.get(), n, m, row, badRow.get());
+    else if (toHalf) launchStoreRows<float, __half>(staging.get(), n, m, row, badRow.get());
+    else launchStoreRows<float, float>(staging.get(), n, m, row, badRow.get());
     CAMEMBED_CUDA_TRY(cudaGetLastError(), "CudaMatrix: launching the upload kernel");
   }
   int firstBad = noBadRow;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(&firstBad, badRow.get(), sizeof(int), cudaMemcpyDeviceToHost, mp->stream),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(&firstBad, badRow.get(), sizeof(int), cudaMemcpyDeviceToHost, m->stream),
                     "CudaMatrix: cudaMemcpy");
-  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(mp->stream), "CudaMatrix: uploading rows");
+  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "CudaMatrix: uploading rows");
   if (firstBad != noBadRow)
     return "CudaMatrix: row " + std::to_string(firstBad) + " holds NaN, infinity" +
-           (storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)" : "");
-  *out = guard.release();
+           (m->storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)" : "");
   return "";
+}
+
+Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
+                            int device, CudaMatrix** out) {
+  CudaMatrix* m = nullptr;
+  Status s = cudaMatrixCreate(rows, dim, storage, device, &m);
+  if (s.empty()) s = cudaMatrixSetRows(m, 0, hostData, dataType, rows);
+  if (!s.empty()) {
+    cudaMatrixFree(m);
+    m = nullptr;
+  }
+  *out = m;
+  return s;
 }
 
 void cudaMatrixFree(CudaMatrix* m) {

@@ -82,7 +82,8 @@ void compareOne(const Shape& s, const Inputs& in, HiddenType ht, MaskType mt, bo
 }
 
 #ifdef CAMEMBED_WITH_CUDA
-// The device-pointer variant on a caller's stream gives the same result as the host variant.
+// The device-pointer variant on a caller's stream, with hidden states at a misaligned address
+// (one float past a 16-byte boundary: the 1-element load path), equals the host variant.
 void checkDeviceVariant(Random& random) {
   const Shape s{3, 9, 40};
   const Inputs in = makeInputs(s, random);
@@ -93,21 +94,22 @@ void checkDeviceVariant(Random& random) {
   float *hidden = nullptr, *out = nullptr;
   int32_t* mask = nullptr;
   cudaStream_t stream = nullptr;
-  bool ok = cudaMalloc(&hidden, in.hidden32.size() * 4) == cudaSuccess &&
+  bool ok = cudaMalloc(&hidden, (in.hidden32.size() + 1) * 4) == cudaSuccess &&
             cudaMalloc(&mask, in.mask32.size() * 4) == cudaSuccess && cudaMalloc(&out, viaDevice.size() * 4) == cudaSuccess &&
             cudaStreamCreate(&stream) == cudaSuccess &&
-            cudaMemcpy(hidden, in.hidden32.data(), in.hidden32.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+            cudaMemcpy(hidden + 1, in.hidden32.data(), in.hidden32.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
             cudaMemcpy(mask, in.mask32.data(), in.mask32.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess;
   check(ok, "pool device variant: setup");
   PoolArgs d = a;
-  d.hidden = hidden;
+  d.hidden = hidden + 1;
   d.mask = mask;
   d.out = out;
   check(meanPoolNormalizeCudaDevice(d, 0, stream).empty(), "pool device variant: status");
   check(cudaStreamSynchronize(stream) == cudaSuccess &&
             cudaMemcpy(viaDevice.data(), out, viaDevice.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess,
         "pool device variant: copy back");
-  check(viaHost == viaDevice, "pool device variant equals host variant");
+  for (size_t i = 0; i < viaHost.size(); ++i)
+    check(std::fabs(viaHost[i] - viaDevice[i]) <= 1e-6f, "pool device variant (misaligned) equals host variant");
   cudaFree(hidden);
   cudaFree(mask);
   cudaFree(out);
@@ -128,18 +130,6 @@ int main(int argc, char** argv) {
     for (HiddenType ht : {HiddenType::Float32, HiddenType::Float16})
       for (MaskType mt : {MaskType::Int64, MaskType::Int32, MaskType::Uint8})
         for (bool normalize : {true, false}) compareOne(s, in, ht, mt, normalize);
-  }
-  // A misaligned hidden pointer takes the scalar path and still matches.
-  {
-    const Shape s{2, 5, 64};
-    Inputs in = makeInputs(s, random);
-    in.hidden32.insert(in.hidden32.begin(), 0.0f);
-    std::vector<float> cpu(128), gpu(128);
-    PoolArgs a{in.hidden32.data() + 1, HiddenType::Float32, in.mask8.data(), MaskType::Uint8, 2, 5, 64, true, cpu.data()};
-    meanPoolNormalizeCpu(a, 1);
-    a.out = gpu.data();
-    check(meanPoolNormalizeCuda(a, 0).empty(), "misaligned pool status");
-    for (int i = 0; i < 128; ++i) check(std::fabs(cpu[i] - gpu[i]) <= 1e-6f, "misaligned pool value");
   }
 #ifdef CAMEMBED_WITH_CUDA
   checkDeviceVariant(random);

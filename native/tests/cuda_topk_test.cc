@@ -103,9 +103,9 @@ void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized
     inputHalf.resize(d.stored.size());
     for (size_t i = 0; i < inputHalf.size(); ++i) inputHalf[i] = floatToHalf(d.stored[i]);
   }
-  const Status created = halfInput ? cudaMatrixCreate(inputHalf.data(), HiddenType::Float16, c.rows, c.dim,
+  const Status created = halfInput ? cudaMatrixCreateFrom(inputHalf.data(), HiddenType::Float16, c.rows, c.dim,
                                                       halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m)
-                                   : cudaMatrixCreate(d.stored.data(), HiddenType::Float32, c.rows, c.dim,
+                                   : cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim,
                                                       halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m);
   check(created.empty(), what + ": create: " + created);
   if (!created.empty()) return;
@@ -166,27 +166,27 @@ void checkErrors(Random& random) {
   const Case c{300, 24, 3, 5};
   const Data d = makeData(c, true, true, true, random);
   CudaMatrix* healthy = nullptr;
-  check(cudaMatrixCreate(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &healthy).empty(),
+  check(cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &healthy).empty(),
         "errors: create healthy");
   std::vector<int32_t> idx(15), before(15);
   std::vector<float> score(15);
   check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, before.data(), score.data()).empty(), "errors: search");
 
   CudaMatrix* bad = nullptr;
-  Status s = cudaMatrixCreate(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 77, &bad);
+  Status s = cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 77, &bad);
   check(s.find("does not exist") != std::string::npos && bad == nullptr, "errors: bad device: '" + s + "'");
 
   std::vector<float> withNaN = d.stored;
   withNaN[size_t(5 * c.dim + 3)] = std::nanf("");
-  s = cudaMatrixCreate(withNaN.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float32, 0, &bad);
+  s = cudaMatrixCreateFrom(withNaN.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float32, 0, &bad);
   check(s.find("row 5") != std::string::npos && bad == nullptr, "errors: NaN row: '" + s + "'");
   std::vector<float> tooLarge = d.stored;
   tooLarge[size_t(7 * c.dim)] = 1e6f;
-  s = cudaMatrixCreate(tooLarge.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &bad);
+  s = cudaMatrixCreateFrom(tooLarge.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &bad);
   check(s.find("row 7") != std::string::npos && bad == nullptr, "errors: float16 overflow: '" + s + "'");
 
   // Out of memory: far more than any GPU has (the host pointer is never read: allocation fails first).
-  s = cudaMatrixCreate(d.stored.data(), HiddenType::Float32, int64_t(1) << 30, int64_t(1) << 16, HiddenType::Float32, 0, &bad);
+  s = cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, int64_t(1) << 30, int64_t(1) << 16, HiddenType::Float32, 0, &bad);
   check(s.find("out of GPU memory") != std::string::npos && bad == nullptr, "errors: out of memory: '" + s + "'");
 
   std::vector<float> nanQuery = d.queries;
@@ -200,6 +200,20 @@ void checkErrors(Random& random) {
 
   check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
         "errors: the healthy matrix still gives the same result");
+
+  // Rows set in two chunks (float32, then float16 bits) give the same matrix.
+  CudaMatrix* chunked = nullptr;
+  std::vector<uint16_t> secondHalf;
+  for (size_t i = size_t(100 * c.dim); i < d.stored.size(); ++i) secondHalf.push_back(floatToHalf(d.stored[i]));
+  check(cudaMatrixCreate(c.rows, c.dim, HiddenType::Float16, 0, &chunked).empty() &&
+            cudaMatrixSetRows(chunked, 0, d.stored.data(), HiddenType::Float32, 100).empty() &&
+            cudaMatrixSetRows(chunked, 100, secondHalf.data(), HiddenType::Float16, c.rows - 100).empty(),
+        "chunked upload");
+  s = cudaMatrixSetRows(chunked, c.rows - 1, d.stored.data(), HiddenType::Float32, 2);
+  check(s.find("out of range") != std::string::npos, "setRows past the end: '" + s + "'");
+  check(cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
+        "chunked upload gives the same result");
+  cudaMatrixFree(chunked);
 #ifdef CAMEMBED_WITH_CUDA
   // The device-pointer variant on a caller's stream gives the same result.
   float* dq = nullptr;

@@ -66,6 +66,7 @@ inline void check(bool ok, const std::string& what) {
 
 // Returns false (after printing why) when no CUDA device is usable here.
 inline bool haveGpu(const char* testName) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // keep the output if a time limit kills the test
   std::vector<camembed::CudaDeviceInfo> devices;
   std::string why;
   camembed::cudaListDevices(&devices, &why);

@@ -39,11 +39,17 @@ struct CudaMatrix;
 // The largest k a search accepts (the final sort holds k candidates in shared memory).
 constexpr int64_t kCudaMaxK = 2048;
 
-// Uploads `rows` x `dim` values of `dataType` from host memory and stores them as `storage`
-// (float32 -> float16 rounds to nearest even). Fails, storing nothing, when the data holds NaN,
-// infinity, or a value outside the float16 range for float16 storage.
-Status cudaMatrixCreate(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
-                        int device, CudaMatrix** out);
+// Allocates a rows x dim matrix stored as `storage` (zeros until its rows are set).
+Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int device, CudaMatrix** out);
+// Uploads rows [firstRow, firstRow + rowCount) from host memory (`dataType` values, row-major;
+// float32 -> float16 rounds to nearest even). Fails when the data holds NaN, infinity, or a value
+// outside the float16 range for float16 storage (the message names the first such row).
+// Several calls fill one matrix from chunks (a JS typed array holds at most 2^32 values).
+Status cudaMatrixSetRows(CudaMatrix* matrix, int64_t firstRow, const void* hostData, HiddenType dataType,
+                         int64_t rowCount);
+// Both in one call; nothing is kept on failure.
+Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
+                            int device, CudaMatrix** out);
 // Frees the device memory (the matrix and its cached search workspace). Null is a no-op.
 void cudaMatrixFree(CudaMatrix* matrix);
 int64_t cudaMatrixBytes(const CudaMatrix* matrix);  // device bytes of the stored rows and norms

@@ -1,0 +1,117 @@
+// A local imitation of the Hugging Face Hub for download tests (never the real network), on two
+// 127.0.0.1 servers: the "hub" answers /<org>/<name>/resolve/<revision>/<file> and redirects LFS
+// files to the "cdn" (another origin, as on the real Hub), which serves them with Range support.
+// Headers as the Hub sends them: X-Repo-Commit, ETag (git blob sha1 for regular files) and, on
+// the LFS redirect, X-Linked-Etag (the sha256) and X-Linked-Size.
+import * as crypto from 'crypto';
+import * as http from 'http';
+import { AddressInfo } from 'net';
+
+export interface FakeRepo {
+  commit: string;                    // 40 hex digits
+  files: Record<string, Buffer>;
+  lfs: string[];                     // files served through the CDN redirect
+  token?: string;                    // private repo: requires "Authorization: Bearer <token>"
+}
+
+export interface LoggedRequest { server: 'hub' | 'cdn'; method: string; url: string; range?: string; authorization?: string }
+
+export interface FakeHub {
+  endpoint: string;
+  requests: LoggedRequest[];
+  // Fault injection, each consumed as it fires.
+  cutAfterBytes: Map<string, number>;   // file → close the CDN connection after this many bytes, once
+  corrupt: Set<string>;                 // file → the CDN serves flipped bytes (checksum must fail)
+  failures: Map<string, number>;        // file → answer 503 on the hub this many times
+  close(): Promise<void>;
+}
+
+const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+const gitSha1 = (b: Buffer) => crypto.createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
+
+function listen(handler: http.RequestListener): Promise<http.Server> {
+  const server = http.createServer(handler);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<FakeHub> {
+  const requests: LoggedRequest[] = [];
+  const cutAfterBytes = new Map<string, number>();
+  const corrupt = new Set<string>();
+  const failures = new Map<string, number>();
+  const blobs = new Map<string, { file: string; data: Buffer }>();
+  for (const repo of Object.values(repos)) {
+    for (const file of repo.lfs) blobs.set(sha256(repo.files[file]), { file, data: repo.files[file] });
+  }
+  const log = (server: 'hub' | 'cdn', req: http.IncomingMessage) => requests.push({
+    server, method: req.method ?? '', url: req.url ?? '', range: req.headers.range, authorization: req.headers.authorization,
+  });
+
+  const cdn = await listen((req, res) => {
+    log('cdn', req);
+    const blob = blobs.get((req.url ?? '').replace(/^\/blobs\//, ''));
+    if (blob === undefined) return void res.writeHead(404).end();
+    let data = blob.data;
+    if (corrupt.has(blob.file)) data = Buffer.from(data.map((b) => b ^ 0xff));
+    let start = 0;
+    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    if (range !== null) {
+      start = Number(range[1]);
+      if (start >= data.length) return void res.writeHead(416, { 'content-range': `bytes */${data.length}` }).end();
+      res.writeHead(206, { 'content-length': data.length - start, 'content-range': `bytes ${start}-${data.length - 1}/${data.length}` });
+    } else {
+      res.writeHead(200, { 'content-length': data.length, etag: `"${sha256(blob.data)}"` });
+    }
+    if (req.method === 'HEAD') return void res.end();
+    const cut = cutAfterBytes.get(blob.file);
+    if (cut !== undefined && cut < data.length - start) {
+      cutAfterBytes.delete(blob.file);
+      res.write(data.subarray(start, start + cut), () => res.destroy());  // the connection drops mid-file
+      return;
+    }
+    res.end(data.subarray(start));
+  });
+  const cdnOrigin = `http://127.0.0.1:${(cdn.address() as AddressInfo).port}`;
+
+  const hub = await listen((req, res) => {
+    log('hub', req);
+    const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(req.url ?? '');
+    const repo = m === null ? undefined : repos[m[1]];
+    if (m === null || repo === undefined) return void res.writeHead(404, { 'x-error-code': 'RepositoryNotFound' }).end();
+    if (repo.token !== undefined && req.headers.authorization !== `Bearer ${repo.token}`) {
+      return void res.writeHead(401, { 'x-error-code': 'RepositoryNotFound' }).end();
+    }
+    const revision = decodeURIComponent(m[2]);
+    if (revision !== 'main' && revision !== repo.commit) return void res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
+    const file = m[3].split('/').map(decodeURIComponent).join('/');
+    const failuresLeft = failures.get(file) ?? 0;
+    if (failuresLeft > 0) {
+      failures.set(file, failuresLeft - 1);
+      return void res.writeHead(503).end();
+    }
+    const data = repo.files[file];
+    if (data === undefined) {
+      return void res.writeHead(404, { 'x-error-code': 'EntryNotFound', 'x-repo-commit': repo.commit }).end();
+    }
+    if (repo.lfs.includes(file)) {
+      const pointer = Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(data)}\nsize ${data.length}\n`);
+      return void res.writeHead(302, {
+        location: `${cdnOrigin}/blobs/${sha256(data)}`, 'x-repo-commit': repo.commit,
+        etag: `"${gitSha1(pointer)}"`, 'x-linked-etag': `"${sha256(data)}"`, 'x-linked-size': data.length,
+      }).end();
+    }
+    res.writeHead(200, { 'content-length': data.length, etag: `"${gitSha1(data)}"`, 'x-repo-commit': repo.commit });
+    res.end(req.method === 'HEAD' ? undefined : data);
+  });
+
+  return {
+    endpoint: `http://127.0.0.1:${(hub.address() as AddressInfo).port}`,
+    requests, cutAfterBytes, corrupt, failures,
+    close: async () => {
+      for (const s of [hub, cdn]) {
+        s.closeAllConnections();
+        await new Promise((r) => s.close(r));
+      }
+    },
+  };
+}

@@ -1,0 +1,209 @@
+// Local model folders, safetensors validation and the converter's errors: each names the file or
+// tensor and what was expected, and leaves no half-written output.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../lib/cli';
+import { convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
+import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
+
+const TOKENIZER = path.resolve(__dirname, '../../shared/models/camembert-base-tokenizer');
+const haveTokenizer = fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
+if (!haveTokenizer) console.warn(`skipping random-model tests: ${TOKENIZER} is missing`);
+const testWithTokenizer = haveTokenizer ? test : test.skip;
+
+let dir: string;
+beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-model-')); });
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+// A safetensors file from a header object and raw data bytes.
+function rawSafetensors(file: string, header: object, data: Buffer): void {
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([length, json, data]));
+}
+
+// A tiny 1-layer encoder folder: config.json + model.safetensors with the given tensor edits.
+const CONFIG = { model_type: 'camembert', hidden_size: 4, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 8,
+  vocab_size: 10, max_position_embeddings: 12, type_vocab_size: 1, pad_token_id: 1, layer_norm_eps: 1e-5, hidden_act: 'gelu' };
+
+function tinyShapes(): Map<string, number[]> {
+  const shapes = new Map<string, number[]>([
+    ['embeddings.word_embeddings.weight', [10, 4]], ['embeddings.position_embeddings.weight', [12, 4]],
+    ['embeddings.token_type_embeddings.weight', [1, 4]], ['embeddings.LayerNorm.weight', [4]], ['embeddings.LayerNorm.bias', [4]],
+  ]);
+  const p = 'encoder.layer.0.';
+  for (const proj of ['query', 'key', 'value']) {
+    shapes.set(`${p}attention.self.${proj}.weight`, [4, 4]);
+    shapes.set(`${p}attention.self.${proj}.bias`, [4]);
+  }
+  for (const [name, shape] of [['attention.output.dense.weight', [4, 4]], ['attention.output.dense.bias', [4]],
+    ['attention.output.LayerNorm.weight', [4]], ['attention.output.LayerNorm.bias', [4]], ['intermediate.dense.weight', [8, 4]],
+    ['intermediate.dense.bias', [8]], ['output.dense.weight', [4, 8]], ['output.dense.bias', [4]],
+    ['output.LayerNorm.weight', [4]], ['output.LayerNorm.bias', [4]]] as [string, number[]][]) shapes.set(p + name, shape);
+  return shapes;
+}
+
+function writeTinyModel(edit: (shapes: Map<string, number[]>) => void = () => {}, config: object = CONFIG): void {
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  const shapes = tinyShapes();
+  edit(shapes);
+  const tensors = [...shapes].map(([name, shape]) => ({ name, shape }));
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, (name) => new Float32Array(shapes.get(name)!.reduce((a, b) => a * b, 1)).fill(0.5));
+}
+
+describe('resolveModel on local folders', () => {
+  test('finds the ONNX graph and the weights of a sentence-transformers folder', async () => {
+    writeTinyModel();
+    expect(await resolveModel(dir)).toEqual({ dir, onnxPath: null, weightsPath: path.join(dir, 'model.safetensors') });
+    fs.mkdirSync(path.join(dir, 'onnx'));
+    fs.writeFileSync(path.join(dir, 'onnx/model.onnx'), '');
+    expect((await resolveModel(dir)).onnxPath).toBe(path.join(dir, 'onnx/model.onnx'));
+  });
+
+  test('a folder without weights, a missing folder and a bad source are errors', async () => {
+    fs.writeFileSync(path.join(dir, 'config.json'), '{}');
+    await expect(resolveModel(dir)).rejects.toThrow(/holds no weights: expected one of onnx\/model\.onnx, model\.onnx, model\.safetensors/);
+    await expect(resolveModel(path.join(dir, 'nope', 'deeper'))).rejects.toThrow(/neither an existing folder nor a Hub id/);
+    await expect(resolveModel('' as string)).rejects.toThrow(TypeError);
+  });
+});
+
+describe('safetensors reading', () => {
+  test('F16 and BF16 tensors widen exactly to float32', () => {
+    const f16 = Buffer.from(Uint16Array.of(0x3c00, 0xc000, 0x3555, 0x0001).buffer);  // 1, -2, 0.333251953125, 2^-24
+    const bf16 = Buffer.from(Uint16Array.of(0x3f80, 0xc040, 0x3eab).buffer);          // 1, -3, 0.333984375
+    const file = path.join(dir, 'mixed.safetensors');
+    rawSafetensors(file, { a: { dtype: 'F16', shape: [2, 2], data_offsets: [0, 8] }, b: { dtype: 'BF16', shape: [3], data_offsets: [8, 14] } },
+      Buffer.concat([f16, bf16]));
+    const tensors = readSafetensorsHeader(file);
+    expect(Array.from(readTensorAsFloat32(tensors.get('a')!))).toEqual([1, -2, 0.333251953125, 2 ** -24]);
+    expect(Array.from(readTensorAsFloat32(tensors.get('b')!))).toEqual([1, -3, 0.333984375]);
+  });
+
+  test('truncated and corrupt headers are errors naming the file', () => {
+    const file = path.join(dir, 'bad.safetensors');
+    fs.writeFileSync(file, Buffer.from([1, 2, 3]));
+    expect(() => readSafetensorsHeader(file)).toThrow(`corrupt safetensors file ${file}: 3 bytes`);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(1000n);
+    fs.writeFileSync(file, Buffer.concat([length, Buffer.from('{"a":')]));
+    expect(() => readSafetensorsHeader(file)).toThrow(/bad\.safetensors: header length 1000 does not fit the file size 13 \(truncated\?\)/);
+    length.writeBigUInt64LE(5n);
+    fs.writeFileSync(file, Buffer.concat([length, Buffer.from('{"a":')]));
+    expect(() => readSafetensorsHeader(file)).toThrow(/bad\.safetensors: header is not valid JSON/);
+    rawSafetensors(file, { w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, Buffer.alloc(8));
+    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' ends at byte 16 but the data holds 8 bytes \(truncated\?\)/);
+    rawSafetensors(file, { w: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' spans 16 bytes, expected 12 for F32\[3\]/);
+    rawSafetensors(file, { w: { dtype: 'Q4', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype/);
+  });
+});
+
+describe('convertToOnnx errors', () => {
+  const noOutput = () => expect(fs.readdirSync(dir).filter((f) => f.includes('onnx'))).toEqual([]);
+
+  test('unsupported model_type and activation', async () => {
+    writeTinyModel(undefined, { ...CONFIG, model_type: 'gpt2' });
+    await expect(convertToOnnx(dir)).rejects.toThrow(/config\.json: model_type "gpt2" is not supported; expected one of camembert, roberta, xlm-roberta/);
+    writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
+    await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
+    noOutput();
+  });
+
+  test('missing, extra and misshapen tensors name the tensor', async () => {
+    writeTinyModel((s) => s.delete('encoder.layer.0.output.dense.bias'));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/model\.safetensors: tensor 'encoder\.layer\.0\.output\.dense\.bias' is missing/);
+    writeTinyModel((s) => s.set('encoder.layer.1.output.dense.bias', [4]));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/unexpected tensor 'encoder\.layer\.1\.output\.dense\.bias' \(not part of a 1-layer encoder\)/);
+    writeTinyModel((s) => s.set('encoder.layer.0.intermediate.dense.weight', [4, 8]));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/tensor 'encoder\.layer\.0\.intermediate\.dense\.weight' has shape \[4, 8\], expected \[8, 4\]/);
+    noOutput();
+  });
+
+  (fs.existsSync('/dev/full') ? test : test.skip)('a full disk is an error naming the output, and leaves no files', async () => {
+    writeTinyModel();
+    // Writes to /dev/full fail with ENOSPC: stand it in for the weights file being written.
+    fs.symlinkSync('/dev/full', path.join(dir, `model.onnx.data.tmp-${process.pid}`));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+: ENOSPC/);
+    noOutput();
+  });
+
+  test('a folder without weights, and bad options', async () => {
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
+    await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
+    writeTinyModel();
+    await expect(convertToOnnx(dir, { dtype: 'int8' as 'float16' })).rejects.toThrow(RangeError);
+  });
+
+  test('a checkpoint with the base-model prefix and an unused pooler converts', async () => {
+    writeTinyModel((s) => {
+      for (const [name, shape] of [...s]) {
+        s.delete(name);
+        s.set(`roberta.${name}`, shape);
+      }
+      s.set('roberta.pooler.dense.weight', [4, 4]);
+    });
+    const output = await convertToOnnx(dir);
+    expect(output).toBe(path.join(dir, 'model.onnx'));
+    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.onnx', 'model.onnx.data', 'model.safetensors']);
+  });
+});
+
+describe('makeRandomModel', () => {
+  testWithTokenizer('writes a sentence-transformers folder, reproducible from the seed', async () => {
+    const options = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: path.join(dir, 'a'), seed: 7 };
+    await makeRandomModel(options);
+    await makeRandomModel({ ...options, outDir: path.join(dir, 'b') });
+    await makeRandomModel({ ...options, outDir: path.join(dir, 'c'), seed: 8 });
+    const files = (d: string) => fs.readdirSync(path.join(dir, d), { recursive: true }).map(String).sort();
+    expect(files('a')).toEqual(['1_Pooling', '1_Pooling/config.json', 'config.json', 'config_sentence_transformers.json', 'model.safetensors',
+      'modules.json', 'sentence_bert_config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    const read = (d: string, f: string) => fs.readFileSync(path.join(dir, d, f));
+    expect(read('a', 'model.safetensors').equals(read('b', 'model.safetensors'))).toBe(true);
+    expect(read('a', 'model.safetensors').equals(read('c', 'model.safetensors'))).toBe(false);
+    const config = JSON.parse(read('a', 'config.json').toString());
+    expect(config).toMatchObject({ model_type: 'camembert', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2,
+      intermediate_size: 16, vocab_size: 32005, max_position_embeddings: 514, pad_token_id: 1 });
+    expect(JSON.parse(read('a', 'sentence_bert_config.json').toString()).max_seq_length).toBe(128);
+    expect(JSON.parse(read('a', '1_Pooling/config.json').toString())).toMatchObject({ word_embedding_dimension: 8, pooling_mode_mean_tokens: true });
+    const tensors = readSafetensorsHeader(path.join(dir, 'a', 'model.safetensors'));
+    expect(tensors.get('embeddings.word_embeddings.weight')!.shape).toEqual([32005, 8]);
+    const words = readTensorAsFloat32(tensors.get('embeddings.word_embeddings.weight')!);
+    expect(Array.from(words.subarray(8, 16))).toEqual(new Array(8).fill(0));  // the <pad> row
+    const std = Math.sqrt(words.reduce((s, v) => s + v * v, 0) / words.length);
+    expect(std).toBeGreaterThan(0.018);
+    expect(std).toBeLessThan(0.022);
+  });
+
+  test('bad sizes are RangeErrors naming the option', async () => {
+    const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: dir };
+    await expect(makeRandomModel({ ...base, layers: 0 })).rejects.toThrow(/layers must be a positive integer, got 0/);
+    await expect(makeRandomModel({ ...base, hidden: 10, heads: 3 })).rejects.toThrow(/hidden \(10\) must be a multiple of heads \(3\)/);
+    await expect(makeRandomModel({ ...base, tokenizerDir: dir })).rejects.toThrow(/tokenizer\.json is missing/);
+  });
+});
+
+describe('camembed make-random-model and convert commands', () => {
+  testWithTokenizer('make a model, convert it, and report usage errors', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const out = path.join(dir, 'random');
+      expect(await main(['make-random-model', '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '16',
+        '--tokenizer', TOKENIZER, '--out', out, '--seed', '5'])).toBe(0);
+      expect(await main(['convert', out, '--dtype', 'float16', '--output', path.join(out, 'f16.onnx')])).toBe(0);
+      expect(fs.statSync(path.join(out, 'f16.onnx.data')).size).toBeGreaterThan(32005 * 8 * 2);
+      expect(await main(['convert', out, '--dtype', 'int4'])).toBe(2);
+      expect(await main(['make-random-model', '--out', out])).toBe(2);
+      expect(await main(['convert', path.join(dir, 'missing')])).toBe(1);
+      const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
+      expect(messages).toMatch(/--tokenizer <folder> is required/);
+      expect(messages).toMatch(/cannot read model config .*missing[/\\]config\.json/);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});
