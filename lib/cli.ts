@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Command> = {
   convert: () => require('./commands/convert'),
   encode: () => require('./commands/encode'),
   index: () => require('./commands/index'),
+  'make-random-model': () => require('./commands/make-random-model'),
   search: () => require('./commands/search'),
 };
 
