@@ -4,6 +4,7 @@
 //   node bench/run.js index            N = 1,000,000 x 768 (needs ~8 GB free memory, ~20 min)
 //   CAMEMBED_BENCH_N=100000 node bench/run.js index       a smaller run
 //   CAMEMBED_BENCH_BASELINE=0 ...                          camembed only
+//   CAMEMBED_BENCH_ONLY=persistence ...                    only save / load / mmap load of the float32 index
 // The vectors are written once to bench/out/ (3 GB at N = 1M) and reused by later runs.
 const Benchmark = require('benchmark');
 const { spawnSync } = require('child_process');
@@ -94,9 +95,45 @@ function timeSearch(search) {
   });
 }
 
+// One load in a fresh node process: seconds, and the anonymous memory it added (a mapping is
+// file-backed: its pages belong to the page cache, not to the process).
+function loadInChild(file, mmap) {
+  const script = `
+    const fs = require('fs');
+    const { VectorIndex } = require(${JSON.stringify(path.join(__dirname, '../dist/vector-index'))});
+    const anon = () => Number(/RssAnon:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    (async () => {
+      const before = anon();
+      const start = performance.now();
+      const index = await VectorIndex.load(${JSON.stringify(file)}, { mmap: ${mmap} });
+      console.log(JSON.stringify({ seconds: (performance.now() - start) / 1000, rssAnonGrowthBytes: anon() - before, size: index.size }));
+    })();`;
+  const run = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(run.stdout.toString());
+}
+
+async function timePersistence(index) {
+  const file = path.join(OUT, `index-${N}x${DIM}.cmbd`);
+  const start = performance.now();
+  await index.save(file);
+  const result = { fileBytes: fs.statSync(file).size, saveSeconds: (performance.now() - start) / 1000,
+    mmapLoad: loadInChild(file, true), readLoad: loadInChild(file, false) };
+  fs.unlinkSync(file);
+  return result;
+}
+
 async function run() {
   const threads = devices().cpu.threads;
   writeData();
+  if (process.env.CAMEMBED_BENCH_ONLY === 'persistence') {
+    const { index } = buildIndex('float32');
+    const persistence = await timePersistence(index);
+    console.log(`N = ${N}, d = ${DIM}, float32: file ${persistence.fileBytes} B; save ${persistence.saveSeconds.toFixed(2)} s; ` +
+      `load with mmap ${persistence.mmapLoad.seconds.toFixed(2)} s (+${persistence.mmapLoad.rssAnonGrowthBytes} B anonymous memory); ` +
+      `load by reading ${persistence.readLoad.seconds.toFixed(2)} s (+${persistence.readLoad.rssAnonGrowthBytes} B)`);
+    fs.writeFileSync(path.join(OUT, 'index-persistence.json'), JSON.stringify({ n: N, dim: DIM, date: new Date().toISOString(), persistence }, null, 2));
+    return;
+  }
   const baseline = runBaselines(threads);
   const queries = new Float32Array(fs.readFileSync(QUERIES_FILE).buffer.slice(0));
   const rows = [];
