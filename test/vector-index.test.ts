@@ -399,3 +399,23 @@ test('cuda on a machine without a GPU is a clear error', () => {
   if (cuda.length > 0) return;  // covered by the CUDA tests there
   expect(() => new VectorIndex({ dim: 4, device: 'cuda' })).toThrow(/no CUDA device is available/);
 });
+
+test('IdTable (id -> row) agrees with a Map through random inserts, updates, deletes and growth', () => {
+  const random = makeRandom(16);
+  let table = new IdTable();
+  const model = new Map<bigint, number>();
+  const pool = randomIds(random, 3000, new Set());
+  for (let step = 0; step < 30000; step++) {
+    const id = pool[Math.floor(random() * pool.length)];
+    if (random() < 0.35) {
+      table.delete(id);
+      model.delete(id);
+    } else {
+      table = table.withRoomFor(model.size + 1);
+      table.set(id, step);
+      model.set(id, step);
+    }
+  }
+  expect(table.size).toBe(model.size);
+  for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
+});
