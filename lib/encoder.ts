@@ -1,0 +1,405 @@
+// The sentence encoder: what sentence-transformers' `model.encode(texts, normalize_embeddings=True)`
+// returns, computed by one ONNX Runtime session and the native mean-pool + L2-normalise kernel.
+//
+// texts ─tokenizer─> ids ─sort by length, pack under a token budget─> padded batches
+//       ─ONNX Runtime─> last_hidden_state ─meanPoolNormalizeAsync─> rows, put back in caller order
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ort from 'onnxruntime-node';
+import { meanPoolNormalizeAsync } from './kernels';
+import { convertToOnnx, resolveModel } from './model';
+import { requireStringArray, SentenceTokenizer } from './tokenizer';
+import { optionalBoolean, optionalObject, typeName } from './validate';
+
+export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
+
+export interface EncoderOptions {
+  /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
+  device?: 'cpu' | 'cuda' | `cuda:${number}`;
+  /** ONNX Runtime intra-op threads (default: all cores). */
+  threads?: number;
+  /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */
+  maxLength?: number;
+  /** Most texts per ONNX Runtime call (default 32). */
+  batchSize?: number;
+  /** Most padded tokens (rows x longest row) per call (default batchSize x maxLength). */
+  maxBatchTokens?: number;
+  /** Hugging Face cache folder for Hub ids (default: the standard HF cache). */
+  cacheDir?: string;
+  /** Never touch the network; use only the cache. */
+  offline?: boolean;
+}
+
+export interface EncodeOptions {
+  /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
+  normalize?: boolean;
+  /** Called after each batch with the number of texts done so far. */
+  onProgress?: (progress: { done: number; total: number }) => void;
+}
+
+/** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
+export interface Embeddings {
+  data: Float32Array;
+  rows: number;
+  dim: number;
+}
+
+/** A padded batch: rows of the caller's input (`rows`) and what ONNX Runtime is fed. */
+interface Batch {
+  rows: number[];
+  seq: number;
+  realTokens: number;
+}
+
+interface ModelLayout {
+  maxSeqLength: number;
+  dim: number;
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+const TRANSFORMER = 'sentence_transformers.models.Transformer';
+const POOLING = 'sentence_transformers.models.Pooling';
+const NORMALIZE = 'sentence_transformers.models.Normalize';
+
+/**
+ * Reads modules.json (Transformer at the root, then Pooling, optionally Normalize),
+ * sentence_bert_config.json and the pooling config. Only mean pooling is implemented.
+ */
+function readModelLayout(dir: string): ModelLayout {
+  const modulesFile = path.join(dir, 'modules.json');
+  const modules = readJson(modulesFile) as unknown;
+  if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
+  const types = modules.map((m) => String((m as Record<string, unknown>).type));
+  const transformer = modules.find((m) => (m as Record<string, unknown>).type === TRANSFORMER) as Record<string, unknown> | undefined;
+  const pooling = modules.find((m) => (m as Record<string, unknown>).type === POOLING) as Record<string, unknown> | undefined;
+  const unsupported = types.filter((t) => t !== TRANSFORMER && t !== POOLING && t !== NORMALIZE);
+  if (transformer === undefined || pooling === undefined || unsupported.length > 0) {
+    throw new Error(`${modulesFile}: unsupported module list [${types.join(', ')}]; ` +
+      `camembed supports a Transformer followed by mean Pooling (and optionally Normalize)`);
+  }
+  if ((transformer.path ?? '') !== '') throw new Error(`${modulesFile}: the Transformer module must be at the model root`);
+
+  const stConfig = readJson(path.join(dir, 'sentence_bert_config.json'));
+  const maxSeqLength = stConfig.max_seq_length;
+  if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
+    throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: max_seq_length must be an integer >= 2`);
+  }
+  if (stConfig.do_lower_case === true) throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: do_lower_case is not supported`);
+
+  const poolingFile = path.join(dir, String(pooling.path), 'config.json');
+  const poolingConfig = readJson(poolingFile);
+  const modes = Object.keys(poolingConfig).filter((k) => k.startsWith('pooling_mode_') && poolingConfig[k] === true);
+  if (modes.length !== 1 || modes[0] !== 'pooling_mode_mean_tokens') {
+    throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
+      `pooling_mode_mean_tokens only`);
+  }
+  const dim = poolingConfig.word_embedding_dimension;
+  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
+    throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
+  }
+  return { maxSeqLength, dim };
+}
+
+function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${name} must be an integer, got ${typeName(value)}`);
+  if (value < 1) throw new RangeError(`${name} must be >= 1, got ${value}`);
+  return value;
+}
+
+function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {
+  if (device === undefined || device === 'cpu') return { providers: ['cpu'], label: 'cpu' };
+  const match = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
+  if (match === null) throw new TypeError(`options.device must be 'cpu', 'cuda' or 'cuda:<index>', got ${JSON.stringify(device)}`);
+  const deviceId = match[1] === undefined ? 0 : Number(match[1]);
+  return { providers: [{ name: 'cuda', deviceId }], label: `cuda:${deviceId}` };
+}
+
+/** Where the ONNX graph is, converting the safetensors weights once (next to them) when there is none. */
+async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weightsPath: string | null }): Promise<string> {
+  if (model.onnxPath !== null) return model.onnxPath;
+  const output = path.join(model.dir, 'onnx', 'model.onnx');
+  try {
+    return await convertToOnnx(model.dir, { output });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
+      throw new Error(`${model.dir} has only safetensors weights and is not writable, so the ONNX graph cannot be ` +
+        `cached there; convert it once with \`camembed convert\` into a writable folder. (${(err as Error).message})`);
+    }
+    throw err;
+  }
+}
+
+export class Encoder {
+  /** Vector length (768 for CamemBERT-base). */
+  readonly dim: number;
+  /** Truncation length in tokens. */
+  readonly maxLength: number;
+  readonly modelDir: string;
+  readonly onnxPath: string;
+  readonly device: string;
+  readonly batchSize: number;
+  readonly maxBatchTokens: number;
+  private readonly tokenizer: SentenceTokenizer;
+  private session: ort.InferenceSession | null;
+  private readonly inputType: 'int64' | 'int32';
+  private readonly outputName: string;
+  /** encode() calls run one after another: ORT and the output buffers are not shared between calls. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(fields: {
+    dim: number; maxLength: number; modelDir: string; onnxPath: string; device: string; batchSize: number;
+    maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
+    inputType: 'int64' | 'int32'; outputName: string;
+  }) {
+    this.dim = fields.dim;
+    this.maxLength = fields.maxLength;
+    this.modelDir = fields.modelDir;
+    this.onnxPath = fields.onnxPath;
+    this.device = fields.device;
+    this.batchSize = fields.batchSize;
+    this.maxBatchTokens = fields.maxBatchTokens;
+    this.tokenizer = fields.tokenizer;
+    this.session = fields.session;
+    this.inputType = fields.inputType;
+    this.outputName = fields.outputName;
+  }
+
+  /** Loads a sentence-transformers folder or Hub id (default: antoinelouis/biencoder-camembert-base-mmarcoFR). */
+  static async load(source: string = DEFAULT_MODEL, options: EncoderOptions = {}): Promise<Encoder> {
+    if (typeof source !== 'string' || source.length === 0) {
+      throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${typeName(source)}`);
+    }
+    const o = optionalObject('options', options) as EncoderOptions;
+    const { providers, label } = executionProviders(o.device);
+    const threads = optionalPositiveInteger('options.threads', o.threads, os.availableParallelism());
+    const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize, 32);
+    if (o.cacheDir !== undefined && typeof o.cacheDir !== 'string') throw new TypeError(`options.cacheDir must be a string, got ${typeName(o.cacheDir)}`);
+    const offline = optionalBoolean('options.offline', o.offline, false);
+
+    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline });
+    const layout = readModelLayout(model.dir);
+    const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
+    if (maxLength < 2) throw new RangeError(`options.maxLength must be >= 2 (room for <s> and </s>), got ${maxLength}`);
+    const maxBatchTokens = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens, batchSize * maxLength);
+    if (maxBatchTokens < maxLength) {
+      throw new RangeError(`options.maxBatchTokens must be >= maxLength (${maxLength}) so that one text fits, got ${maxBatchTokens}`);
+    }
+    const tokenizer = SentenceTokenizer.load(model.dir, { maxLength });
+    const onnxPath = await onnxGraphOf(model);
+
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(onnxPath, {
+        executionProviders: providers,
+        graphOptimizationLevel: 'all',
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        enableCpuMemArena: true,
+        // Shapes change with every batch: a memory pattern planned for one shape would be redone.
+        enableMemPattern: false,
+      });
+    } catch (err) {
+      if (label !== 'cpu') {
+        throw new Error(`device '${label}' needs onnxruntime-node's CUDA execution provider (CUDA 12, cuDNN 9 and ` +
+          `a GPU); it could not start: ${(err as Error).message}. Install onnxruntime-node with its CUDA binaries ` +
+          `(without onnxruntime-node-install=skip) or use device 'cpu'.`);
+      }
+      throw new Error(`cannot load the ONNX graph ${onnxPath}: ${(err as Error).message}`);
+    }
+
+    const inputs = session.inputMetadata;
+    const known = ['input_ids', 'attention_mask', 'token_type_ids'];
+    const unknown = inputs.map((m) => m.name).filter((n) => !known.includes(n));
+    const idsInput = inputs.find((m) => m.name === 'input_ids');
+    if (unknown.length > 0 || idsInput === undefined) {
+      await session.release();
+      throw new Error(`${onnxPath}: inputs [${session.inputNames.join(', ')}] are unsupported; ` +
+        `expected input_ids, attention_mask and optionally token_type_ids`);
+    }
+    const inputType = idsInput.isTensor && idsInput.type === 'int32' ? 'int32' : 'int64';
+    const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
+    return new Encoder({
+      dim: layout.dim, maxLength, modelDir: model.dir, onnxPath, device: label, batchSize, maxBatchTokens, tokenizer,
+      session, inputType, outputName,
+    });
+  }
+
+  /** Token ids (stripped, `<s>`…`</s>`, truncated) and attention masks of each text, unpadded. */
+  tokenize(texts: readonly string[]): { ids: number[][]; attentionMask: number[][] } {
+    return this.tokenizer.tokenize(texts);
+  }
+
+  /** One vector per text, in the order given. */
+  encode(texts: readonly string[], options: EncodeOptions = {}): Promise<Embeddings> {
+    requireStringArray('texts', texts);
+    const o = optionalObject('options', options) as EncodeOptions;
+    const normalize = optionalBoolean('options.normalize', o.normalize, true);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
+      throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
+    }
+    const snapshot = texts.slice();
+    const run = this.queue.then(() => this.encodeNow(snapshot, normalize, o.onProgress));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Encodes a stream of texts `chunkSize` at a time (default 4096), yielding each chunk's
+   * vectors in input order; memory stays at one chunk of texts and vectors.
+   */
+  async *encodeStream(texts: AsyncIterable<string> | Iterable<string>,
+    options: { normalize?: boolean; chunkSize?: number } = {}): AsyncGenerator<Embeddings> {
+    if (texts === null || typeof texts !== 'object' ||
+      (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
+        typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
+      throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
+    }
+    const o = optionalObject('options', options) as { normalize?: boolean; chunkSize?: number };
+    const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
+    let chunk: string[] = [];
+    let seen = 0;
+    for await (const text of texts) {
+      if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
+      seen++;
+      chunk.push(text);
+      if (chunk.length === chunkSize) {
+        yield await this.encode(chunk, { normalize: o.normalize });
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) yield await this.encode(chunk, { normalize: o.normalize });
+  }
+
+  /** Releases the ONNX Runtime session; the encoder cannot be used afterwards. */
+  async dispose(): Promise<void> {
+    const session = this.session;
+    this.session = null;
+    await this.queue;
+    if (session !== null) await session.release();
+  }
+
+  /**
+   * Groups rows (sorted longest first) into batches of at most batchSize texts whose padded size
+   * (rows x longest row) stays within maxBatchTokens.
+   */
+  private planBatches(lengths: number[]): Batch[] {
+    const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+    const batches: Batch[] = [];
+    let current: Batch | null = null;
+    for (const row of order) {
+      const len = lengths[row];
+      if (current === null || current.rows.length === this.batchSize || (current.rows.length + 1) * current.seq > this.maxBatchTokens) {
+        current = { rows: [], seq: len, realTokens: 0 };
+        batches.push(current);
+      }
+      current.rows.push(row);
+      current.realTokens += len;
+    }
+    return batches;
+  }
+
+  private async encodeNow(texts: string[], normalize: boolean,
+    onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
+    const session = this.session;
+    if (session === null) throw new Error('this Encoder has been disposed');
+    const ids = texts.map((t) => this.tokenizer.encode(t));
+    const out = new Float32Array(texts.length * this.dim);
+    let done = 0;
+    for (const batch of this.planBatches(ids.map((r) => r.length))) {
+      const pooled = await this.runBatch(session, batch, ids, normalize);
+      batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
+      done += batch.rows.length;
+      onProgress?.({ done, total: texts.length });
+    }
+    return { data: out, rows: texts.length, dim: this.dim };
+  }
+
+  /** Pads one batch, runs the graph and pools its hidden states (rows in batch order). */
+  private async runBatch(session: ort.InferenceSession, batch: Batch, ids: number[][], normalize: boolean): Promise<Float32Array> {
+    const n = batch.rows.length;
+    const seq = batch.seq;
+    const int64 = this.inputType === 'int64';
+    const inputIds = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
+    const mask = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
+    const pad = this.tokenizer.padTokenId;
+    batch.rows.forEach((row, i) => {
+      const r = ids[row];
+      for (let t = 0; t < seq; t++) {
+        const real = t < r.length;
+        if (int64) {
+          (inputIds as BigInt64Array)[i * seq + t] = BigInt(real ? r[t] : pad);
+          (mask as BigInt64Array)[i * seq + t] = real ? 1n : 0n;
+        } else {
+          (inputIds as Int32Array)[i * seq + t] = real ? r[t] : pad;
+          (mask as Int32Array)[i * seq + t] = real ? 1 : 0;
+        }
+      }
+    });
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of session.inputNames) {
+      const data = name === 'input_ids' ? inputIds : name === 'attention_mask' ? mask : (int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq));
+      feeds[name] = new ort.Tensor(this.inputType, data, [n, seq]);
+    }
+    const result = await session.run(feeds, [this.outputName]);
+    const hidden = result[this.outputName];
+    try {
+      const dims = hidden.dims;
+      if (dims.length !== 3 || dims[0] !== n || dims[1] !== seq || dims[2] !== this.dim) {
+        throw new Error(`${this.onnxPath}: output ${this.outputName} has shape [${dims.join(', ')}], expected [${n}, ${seq}, ${this.dim}]`);
+      }
+      if (hidden.type !== 'float32' && hidden.type !== 'float16') {
+        throw new Error(`${this.onnxPath}: output ${this.outputName} is ${hidden.type}, expected float32 or float16`);
+      }
+      // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
+      // first copy the whole [n, seq, dim] tensor back to the device.
+      return await meanPoolNormalizeAsync(hidden.data as Float32Array | Uint16Array, mask, { batch: n, seq, hidden: this.dim }, { normalize });
+    } finally {
+      hidden.dispose();
+    }
+  }
+}
+
+/** Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major. */
+export function similarity(a: Embeddings, b: Embeddings): { data: Float32Array; rows: number; cols: number } {
+  for (const [name, e] of [['a', a], ['b', b]] as const) {
+    if (e === null || typeof e !== 'object' || !(e.data instanceof Float32Array) ||
+      !Number.isInteger(e.rows) || !Number.isInteger(e.dim) || e.data.length !== e.rows * e.dim) {
+      throw new TypeError(`${name} must be embeddings { data: Float32Array, rows, dim } with data.length = rows x dim`);
+    }
+  }
+  if (a.dim !== b.dim) throw new RangeError(`a and b must have the same dim, got ${a.dim} and ${b.dim}`);
+  const dim = a.dim;
+  const norms = (e: Embeddings) => Float64Array.from({ length: e.rows }, (_, r) => {
+    let s = 0;
+    for (let k = 0; k < dim; k++) s += e.data[r * dim + k] ** 2;
+    return Math.max(Math.sqrt(s), 1e-12);
+  });
+  const na = norms(a);
+  const nb = norms(b);
+  const data = new Float32Array(a.rows * b.rows);
+  for (let i = 0; i < a.rows; i++) {
+    for (let j = 0; j < b.rows; j++) {
+      let dot = 0;
+      for (let k = 0; k < dim; k++) dot += a.data[i * dim + k] * b.data[j * dim + k];
+      data[i * b.rows + j] = dot / (na[i] * nb[j]);
+    }
+  }
+  return { data, rows: a.rows, cols: b.rows };
+}

@@ -1,0 +1,337 @@
+// safetensors (+ config.json) → ONNX for CamemBERT / RoBERTa / XLM-RoBERTa encoders, computing
+// exactly Hugging Face's RobertaModel forward pass (no pooler): last_hidden_state [batch, seq, hidden].
+//
+// The default graph uses ONNX Runtime's contrib ops (com.microsoft domain, CPU and CUDA kernels):
+// SkipLayerNormalization (LayerNorm(x + skip + bias)), Attention (packed QKV projection +
+// multi-head attention with a [batch, seq] key padding mask) and BiasGelu (erf GELU of x + bias),
+// with MatMul weights stored pre-transposed. The 'plain' graph is the same maths in standard
+// opset-17 ops (what torch.onnx.export produces); it exists as a baseline for benchmarks and as a
+// second check of the fused graph.
+// Weights go to an external data file next to the graph (`<output>.data`), one tensor at a time,
+// so memory stays near the size of the largest tensor.
+import * as fs from 'fs';
+import * as path from 'path';
+import { float32ToFloat16Array } from '../float16';
+import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
+import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
+import { WEIGHT_FILES } from './local';
+
+export interface ConvertOptions {
+  output?: string;                    // default: <modelDir>/model.onnx (weights in <output>.data)
+  dtype?: 'float32' | 'float16';      // float16: weights, compute and output in half precision
+  graph?: 'fused' | 'plain';          // 'plain': standard ops only (a baseline for benchmarks)
+}
+
+export const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta'];
+
+interface EncoderConfig {
+  hidden: number;
+  heads: number;
+  layers: number;
+  intermediate: number;
+  vocab: number;
+  maxPositions: number;
+  typeVocab: number;
+  padId: number;
+  eps: number;
+}
+
+function readConfig(modelDir: string): EncoderConfig {
+  const file = path.join(modelDir, 'config.json');
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read model config ${file}: ${(err as Error).message}`);
+  }
+  const modelType = c.model_type;
+  if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
+    throw new Error(`${file}: model_type ${JSON.stringify(modelType)} is not supported; expected one of ${SUPPORTED_MODEL_TYPES.join(', ')}`);
+  }
+  if ((c.hidden_act ?? 'gelu') !== 'gelu') {
+    throw new Error(`${file}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported; expected "gelu" (erf)`);
+  }
+  if ((c.position_embedding_type ?? 'absolute') !== 'absolute') {
+    throw new Error(`${file}: position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported; expected "absolute"`);
+  }
+  const int = (key: string, fallback?: number): number => {
+    const v = c[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Error(`${file}: ${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const config: EncoderConfig = {
+    hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
+    intermediate: int('intermediate_size'), vocab: int('vocab_size'), maxPositions: int('max_position_embeddings'),
+    typeVocab: int('type_vocab_size', 1), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-5),
+  };
+  if (config.layers === 0) throw new Error(`${file}: num_hidden_layers must be at least 1`);
+  if (config.heads === 0 || config.hidden % config.heads !== 0) {
+    throw new Error(`${file}: hidden_size ${config.hidden} must be a multiple of num_attention_heads ${config.heads}`);
+  }
+  return config;
+}
+
+// HF checkpoints name tensors with or without the base-model prefix.
+const PREFIXES = ['roberta.', 'camembert.', 'xlm_roberta.', ''];
+// Tensors of a checkpoint that the encoder does not use (the pooler; an old position_ids buffer).
+const UNUSED = [/^pooler\./, /^embeddings\.position_ids$/];
+
+function expectedShapes(c: EncoderConfig): Map<string, number[]> {
+  const shapes = new Map<string, number[]>([
+    ['embeddings.word_embeddings.weight', [c.vocab, c.hidden]],
+    ['embeddings.position_embeddings.weight', [c.maxPositions, c.hidden]],
+    ['embeddings.token_type_embeddings.weight', [c.typeVocab, c.hidden]],
+    ['embeddings.LayerNorm.weight', [c.hidden]],
+    ['embeddings.LayerNorm.bias', [c.hidden]],
+  ]);
+  for (let l = 0; l < c.layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    for (const proj of ['query', 'key', 'value']) {
+      shapes.set(`${p}attention.self.${proj}.weight`, [c.hidden, c.hidden]);
+      shapes.set(`${p}attention.self.${proj}.bias`, [c.hidden]);
+    }
+    shapes.set(`${p}attention.output.dense.weight`, [c.hidden, c.hidden]);
+    shapes.set(`${p}attention.output.dense.bias`, [c.hidden]);
+    shapes.set(`${p}attention.output.LayerNorm.weight`, [c.hidden]);
+    shapes.set(`${p}attention.output.LayerNorm.bias`, [c.hidden]);
+    shapes.set(`${p}intermediate.dense.weight`, [c.intermediate, c.hidden]);
+    shapes.set(`${p}intermediate.dense.bias`, [c.intermediate]);
+    shapes.set(`${p}output.dense.weight`, [c.hidden, c.intermediate]);
+    shapes.set(`${p}output.dense.bias`, [c.hidden]);
+    shapes.set(`${p}output.LayerNorm.weight`, [c.hidden]);
+    shapes.set(`${p}output.LayerNorm.bias`, [c.hidden]);
+  }
+  return shapes;
+}
+
+// Maps each expected tensor name to its entry in the checkpoint; missing, extra or misshapen
+// tensors are errors that name the tensor and the weights file.
+function matchTensors(weightsPath: string, c: EncoderConfig): Map<string, TensorInfo> {
+  const found = readSafetensorsTensors(weightsPath);
+  const shapes = expectedShapes(c);
+  const prefix = PREFIXES.find((p) => found.has(`${p}embeddings.word_embeddings.weight`));
+  if (prefix === undefined) throw new Error(`${weightsPath}: tensor 'embeddings.word_embeddings.weight' is missing`);
+  const matched = new Map<string, TensorInfo>();
+  for (const [name, info] of found) {
+    const bare = name.startsWith(prefix) ? name.slice(prefix.length) : name;
+    const shape = shapes.get(bare);
+    if (shape === undefined) {
+      if (UNUSED.some((re) => re.test(bare))) continue;
+      throw new Error(`${weightsPath}: unexpected tensor '${name}' (not part of a ${c.layers}-layer encoder)`);
+    }
+    if (info.shape.join(',') !== shape.join(',')) {
+      throw new Error(`${weightsPath}: tensor '${name}' has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}] from config.json`);
+    }
+    if (!['F32', 'F16', 'BF16'].includes(info.dtype)) {
+      throw new Error(`${weightsPath}: tensor '${name}' is ${info.dtype}, expected F32, F16 or BF16`);
+    }
+    matched.set(bare, info);
+  }
+  for (const name of shapes.keys()) {
+    if (!matched.has(name)) throw new Error(`${weightsPath}: tensor '${prefix}${name}' is missing`);
+  }
+  return matched;
+}
+
+// [rows, cols] row-major → [cols, rows]: nn.Linear stores [out, in]; MatMul wants [in, out].
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const dst = new Float32Array(src.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+  }
+  return dst;
+}
+
+const DATA_ALIGNMENT = 4096;  // page-aligned offsets let ONNX Runtime memory-map external data
+
+class GraphBuilder {
+  readonly nodes: NodeDef[] = [];
+  readonly initializers: TensorDef[] = [];
+  private dataOffset = 0;
+  private counter = 0;
+
+  constructor(private readonly dataFd: number, private readonly dataFile: string,
+              private readonly location: string, readonly floatType: number) {}
+
+  // A weight tensor in the model's float type, appended to the external data file.
+  weight(name: string, values: Float32Array, dims: number[]): string {
+    const typed = this.floatType === DataType.FLOAT16 ? float32ToFloat16Array(values) : values;
+    const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
+    const padding = (DATA_ALIGNMENT - (this.dataOffset % DATA_ALIGNMENT)) % DATA_ALIGNMENT;
+    if (padding > 0) writeAllSync(this.dataFd, new Uint8Array(padding), this.dataFile);
+    this.dataOffset += padding;
+    writeAllSync(this.dataFd, bytes, this.dataFile);
+    this.initializers.push({ name, dataType: this.floatType, dims,
+      external: { location: this.location, offset: this.dataOffset, length: bytes.length } });
+    this.dataOffset += bytes.length;
+    return name;
+  }
+
+  // A small constant stored inline.
+  int64(name: string, values: number[], dims: number[] = [values.length]): string {
+    this.initializers.push({ name, dataType: DataType.INT64, dims, raw: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer) });
+    return name;
+  }
+
+  float(name: string, value: number): string {
+    const raw = this.floatType === DataType.FLOAT16 ? float32ToFloat16Array(Float32Array.of(value)) : Float32Array.of(value);
+    this.initializers.push({ name, dataType: this.floatType, dims: [], raw: new Uint8Array(raw.buffer) });
+    return name;
+  }
+
+  node(opType: string, inputs: string[], attributes?: Record<string, AttributeValue>, domain?: string, output?: string): string {
+    const out = output ?? `${opType}_${this.counter++}`;
+    this.nodes.push({ opType, inputs, outputs: [out], name: out, attributes, domain });
+    return out;
+  }
+}
+
+const MS = 'com.microsoft';
+
+export async function convertToOnnx(modelDir: string, options: ConvertOptions = {}): Promise<string> {
+  if (typeof modelDir !== 'string' || modelDir.length === 0) throw new TypeError('modelDir must be a model folder path');
+  const dtype = options.dtype ?? 'float32';
+  if (dtype !== 'float32' && dtype !== 'float16') throw new RangeError(`dtype must be 'float32' or 'float16', got ${JSON.stringify(dtype)}`);
+  const graphKind = options.graph ?? 'fused';
+  if (graphKind !== 'fused' && graphKind !== 'plain') throw new RangeError(`graph must be 'fused' or 'plain', got ${JSON.stringify(graphKind)}`);
+  const config = readConfig(modelDir);
+  const weightsPath = WEIGHT_FILES.map((f) => path.join(modelDir, f)).find((f) => fs.existsSync(f));
+  if (weightsPath === undefined) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
+  const tensors = matchTensors(weightsPath, config);
+
+  const output = path.resolve(options.output ?? path.join(modelDir, 'model.onnx'));
+  const dataFile = `${output}.data`;
+  const tmpOutput = `${output}.tmp-${process.pid}`;
+  const tmpData = `${dataFile}.tmp-${process.pid}`;
+  fs.mkdirSync(path.dirname(output), { recursive: true });
+  const dataFd = fs.openSync(tmpData, 'w');
+  try {
+    const g = new GraphBuilder(dataFd, tmpData, path.basename(dataFile), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
+    const build = graphKind === 'fused' ? buildFused : buildPlain;
+    build(g, config, (name) => readTensorAsFloat32(tensors.get(name)!));
+    fs.closeSync(dataFd);
+    const model = encodeModel({
+      irVersion: 8,
+      opsets: [{ domain: '', version: 17 }, { domain: MS, version: 1 }],
+      producerName: 'camembed',
+      producerVersion: '0.1.0',
+      graph: {
+        name: `${graphKind}-encoder`,
+        nodes: g.nodes,
+        initializers: g.initializers,
+        inputs: [
+          { name: 'input_ids', elemType: DataType.INT64, shape: ['batch', 'sequence'] },
+          { name: 'attention_mask', elemType: DataType.INT64, shape: ['batch', 'sequence'] },
+        ],
+        outputs: [{ name: 'last_hidden_state', elemType: g.floatType, shape: ['batch', 'sequence', config.hidden] }],
+      },
+    });
+    fs.writeFileSync(tmpOutput, model);
+    fs.renameSync(tmpData, dataFile);
+    fs.renameSync(tmpOutput, output);
+    return output;
+  } catch (err) {
+    try { fs.closeSync(dataFd); } catch { /* already closed */ }
+    fs.rmSync(tmpData, { force: true });
+    fs.rmSync(tmpOutput, { force: true });
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
+    throw err;
+  }
+}
+
+type Load = (name: string) => Float32Array;
+
+// Position ids as in HF's create_position_ids_from_input_ids: a running count of the non-padding
+// tokens, zero on padding tokens, offset by the padding id. A literal <pad> inside a text
+// (attention mask 1) therefore gets the padding position too.
+function positionIds(g: GraphBuilder, c: EncoderConfig): string {
+  const notPad = g.node('Cast', [g.node('Not', [g.node('Equal', ['input_ids', g.int64('pad_id', [c.padId], [])])])], { to: { i: DataType.INT64 } });
+  const count = g.node('CumSum', [notPad, g.int64('axis_1', [1], [])]);
+  return g.node('Add', [g.node('Mul', [count, notPad]), 'pad_id']);
+}
+
+function embeddings(g: GraphBuilder, c: EncoderConfig, load: Load): { words: string; positions: string; tokenType: string } {
+  const words = g.node('Gather', [g.weight('word_embeddings', load('embeddings.word_embeddings.weight'), [c.vocab, c.hidden]), 'input_ids']);
+  const positionTable = g.weight('position_embeddings', load('embeddings.position_embeddings.weight'), [c.maxPositions, c.hidden]);
+  const positions = g.node('Gather', [positionTable, positionIds(g, c)]);
+  // token_type_ids are all 0 for these models: row 0 is a constant bias.
+  const tokenType = g.weight('token_type_embedding_0', load('embeddings.token_type_embeddings.weight').subarray(0, c.hidden), [c.hidden]);
+  return { words, positions, tokenType };
+}
+
+function linearWeight(g: GraphBuilder, load: Load, name: string, rows: number, cols: number): string {
+  return g.weight(`${name}.weight_t`, transpose(load(`${name}.weight`), rows, cols), [cols, rows]);
+}
+
+function buildFused(g: GraphBuilder, c: EncoderConfig, load: Load): void {
+  const H = c.hidden;
+  const eps = { epsilon: { f: c.eps } };
+  const e = embeddings(g, c, load);
+  let h = g.node('SkipLayerNormalization', [e.words, e.positions,
+    g.weight('embeddings.LayerNorm.weight', load('embeddings.LayerNorm.weight'), [H]),
+    g.weight('embeddings.LayerNorm.bias', load('embeddings.LayerNorm.bias'), [H]), e.tokenType], eps, MS);
+  // Attention's raw key padding mask: int32 [batch, seq], 0 = ignore the key.
+  const mask = g.node('Cast', ['attention_mask'], { to: { i: DataType.INT32 } });
+  for (let l = 0; l < c.layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    // Packed projection [H, 3H]: columns are Q | K | V, each the transposed nn.Linear weight.
+    const qkv = new Float32Array(H * 3 * H);
+    const bias = new Float32Array(3 * H);
+    ['query', 'key', 'value'].forEach((proj, k) => {
+      const w = load(`${p}attention.self.${proj}.weight`);
+      for (let o = 0; o < H; o++) {
+        for (let i = 0; i < H; i++) qkv[i * 3 * H + k * H + o] = w[o * H + i];
+      }
+      bias.set(load(`${p}attention.self.${proj}.bias`), k * H);
+    });
+    const attention = g.node('Attention', [h, g.weight(`${p}attention.qkv.weight`, qkv, [H, 3 * H]),
+      g.weight(`${p}attention.qkv.bias`, bias, [3 * H]), mask], { num_heads: { i: c.heads } }, MS);
+    const projected = g.node('MatMul', [attention, linearWeight(g, load, `${p}attention.output.dense`, H, H)]);
+    h = g.node('SkipLayerNormalization', [projected, h,
+      g.weight(`${p}attention.output.LayerNorm.weight`, load(`${p}attention.output.LayerNorm.weight`), [H]),
+      g.weight(`${p}attention.output.LayerNorm.bias`, load(`${p}attention.output.LayerNorm.bias`), [H]),
+      g.weight(`${p}attention.output.dense.bias`, load(`${p}attention.output.dense.bias`), [H])], eps, MS);
+    const inner = g.node('MatMul', [h, linearWeight(g, load, `${p}intermediate.dense`, c.intermediate, H)]);
+    const act = g.node('BiasGelu', [inner, g.weight(`${p}intermediate.dense.bias`, load(`${p}intermediate.dense.bias`), [c.intermediate])], undefined, MS);
+    const out = g.node('MatMul', [act, linearWeight(g, load, `${p}output.dense`, H, c.intermediate)]);
+    h = g.node('SkipLayerNormalization', [out, h,
+      g.weight(`${p}output.LayerNorm.weight`, load(`${p}output.LayerNorm.weight`), [H]),
+      g.weight(`${p}output.LayerNorm.bias`, load(`${p}output.LayerNorm.bias`), [H]),
+      g.weight(`${p}output.dense.bias`, load(`${p}output.dense.bias`), [H])], eps, MS,
+      l === c.layers - 1 ? 'last_hidden_state' : undefined);
+  }
+}
+
+function buildPlain(g: GraphBuilder, c: EncoderConfig, load: Load): void {
+  const H = c.hidden, D = H / c.heads;
+  const layerNorm = (x: string, name: string, output?: string) => g.node('LayerNormalization',
+    [x, g.weight(`${name}.weight`, load(`${name}.weight`), [H]), g.weight(`${name}.bias`, load(`${name}.bias`), [H])],
+    { axis: { i: -1 }, epsilon: { f: c.eps } }, undefined, output);
+  const linear = (x: string, name: string, rows: number, cols: number) =>
+    g.node('Add', [g.node('MatMul', [x, linearWeight(g, load, name, rows, cols)]), g.weight(`${name}.bias`, load(`${name}.bias`), [rows])]);
+  const e = embeddings(g, c, load);
+  let h = layerNorm(g.node('Add', [g.node('Add', [e.words, e.positions]), e.tokenType]), 'embeddings.LayerNorm');
+  // Additive key mask [batch, 1, 1, seq]: 0 where attended, -10000 where padded.
+  const maskFloat = g.node('Cast', ['attention_mask'], { to: { i: g.floatType } });
+  const one = g.float('one', 1);
+  const maskBias = g.node('Unsqueeze', [g.node('Mul', [g.node('Sub', [one, maskFloat]), g.float('mask_value', -10000)]), g.int64('axes_1_2', [1, 2])]);
+  const headShape = g.int64('head_shape', [0, 0, c.heads, D]);
+  const hiddenShape = g.int64('hidden_shape', [0, 0, H]);
+  const scale = g.float('attention_scale', 1 / Math.sqrt(D));
+  const sqrt2 = g.float('sqrt2', Math.SQRT2), half = g.float('half', 0.5);
+  const heads = (x: string, perm: number[]) => g.node('Transpose', [g.node('Reshape', [x, headShape])], { perm: { ints: perm } });
+  for (let l = 0; l < c.layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    const q = heads(linear(h, `${p}attention.self.query`, H, H), [0, 2, 1, 3]);
+    const k = heads(linear(h, `${p}attention.self.key`, H, H), [0, 2, 3, 1]);
+    const v = heads(linear(h, `${p}attention.self.value`, H, H), [0, 2, 1, 3]);
+    const scores = g.node('Add', [g.node('Mul', [g.node('MatMul', [q, k]), scale]), maskBias]);
+    const context = g.node('MatMul', [g.node('Softmax', [scores], { axis: { i: -1 } }), v]);
+    const merged = g.node('Reshape', [g.node('Transpose', [context], { perm: { ints: [0, 2, 1, 3] } }), hiddenShape]);
+    h = layerNorm(g.node('Add', [linear(merged, `${p}attention.output.dense`, H, H), h]), `${p}attention.output.LayerNorm`);
+    const x = linear(h, `${p}intermediate.dense`, c.intermediate, H);
+    const gelu = g.node('Mul', [g.node('Mul', [x, half]), g.node('Add', [g.node('Erf', [g.node('Div', [x, sqrt2])]), one])]);
+    h = layerNorm(g.node('Add', [linear(gelu, `${p}output.dense`, H, c.intermediate), h]), `${p}output.LayerNorm`,
+      l === c.layers - 1 ? 'last_hidden_state' : undefined);
+  }
+}

@@ -1,0 +1,37 @@
+// What a local sentence-transformers folder holds: the ONNX graph and/or the safetensors weights.
+import * as fs from 'fs';
+import * as path from 'path';
+
+export interface ResolvedModel {
+  dir: string;                 // local folder (a snapshot folder when it came from the Hub cache)
+  onnxPath: string | null;     // onnx/model.onnx or model.onnx when present
+  weightsPath: string | null;  // model.safetensors or model.safetensors.index.json when present
+}
+
+export const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
+export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json'];
+
+function firstExisting(dir: string, names: string[]): string | null {
+  for (const name of names) {
+    const file = path.join(dir, name);
+    if (fs.existsSync(file)) return file;
+  }
+  return null;
+}
+
+export function describeLocalModel(dir: string): ResolvedModel {
+  const resolved = path.resolve(dir);
+  if (!fs.existsSync(resolved) || !fs.statSync(resolved).isDirectory()) {
+    throw new Error(`model folder ${resolved} does not exist or is not a folder`);
+  }
+  const model = {
+    dir: resolved,
+    onnxPath: firstExisting(resolved, ONNX_FILES),
+    weightsPath: firstExisting(resolved, WEIGHT_FILES),
+  };
+  if (model.onnxPath === null && model.weightsPath === null) {
+    throw new Error(`model folder ${resolved} holds no weights: expected one of ` +
+      `${[...ONNX_FILES, ...WEIGHT_FILES].join(', ')}`);
+  }
+  return model;
+}

@@ -1,0 +1,181 @@
+// Sentence tokenization as sentence-transformers does it for CamemBERT: strip surrounding
+// whitespace (Python's str.strip), encode with tokenizer.json (special tokens added), and
+// truncate to max_seq_length keeping `</s>` last.
+//
+// Tokenizers.js (@huggingface/tokenizers) approximates SentencePiece's `Precompiled`
+// normalizer with String.prototype.normalize('NFKC'); the Rust library (the oracle) applies
+// the charsmap stored in tokenizer.json. The two disagree on combining-mark stacks, C1
+// controls and characters newer than the charsmap, so we install our own `Precompiled`
+// normalizer that reads the charsmap exactly as the Rust `spm_precompiled` crate does.
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Tokenizer as TokenizersJs } from '@huggingface/tokenizers' with { 'resolution-mode': 'require' };
+
+// The package is an ES module with a CommonJS build behind its `require` export condition;
+// requiring it works from our CommonJS output and from ts-jest alike.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const tokenizersJs = require('@huggingface/tokenizers') as { Tokenizer: typeof TokenizersJs };
+
+/**
+ * SentencePiece's precompiled normalization map: a darts-clone double-array trie over UTF-8
+ * byte strings whose values are offsets into a blob of NUL-terminated replacement strings.
+ * Layout (sentencepiece normalizer.cc): uint32 LE trie size in bytes, the trie units, the blob.
+ */
+class PrecompiledCharsmap {
+  private readonly units: Uint32Array;
+  private readonly replacements: Buffer;
+  private readonly cache = new Map<string, string | null>();
+  private readonly segmenter = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+  constructor(base64: string) {
+    const blob = Buffer.from(base64, 'base64');
+    if (blob.length < 4) throw new Error('precompiled_charsmap is truncated');
+    const trieBytes = blob.readUInt32LE(0);
+    if (trieBytes % 4 !== 0 || 4 + trieBytes > blob.length) throw new Error('precompiled_charsmap has a bad trie size');
+    this.units = new Uint32Array(trieBytes / 4);
+    for (let i = 0; i < this.units.length; i++) this.units[i] = blob.readUInt32LE(4 + 4 * i);
+    this.replacements = blob.subarray(4 + trieBytes);
+  }
+
+  /** The replacement of the shortest key that prefixes `chunk`, as spm_precompiled's transform. */
+  private transform(chunk: string): string | null {
+    const cached = this.cache.get(chunk);
+    if (cached !== undefined) return cached;
+    const key = Buffer.from(chunk, 'utf8');
+    const u = this.units;
+    // darts-clone unit fields: offset, label, has_leaf, value.
+    const offset = (unit: number) => (unit >>> 10) << ((unit & (1 << 9)) >>> 6);
+    let node = offset(u[0]);
+    let result: string | null = null;
+    for (const byte of key) {
+      if (byte === 0) break;
+      node ^= byte;
+      const unit = u[node];
+      if (unit === undefined || (unit & 0x800000ff) >>> 0 !== byte) break;
+      node ^= offset(unit);
+      if ((unit >>> 8) & 1) {
+        const start = u[node] & 0x7fffffff;
+        let end = start;
+        while (end < this.replacements.length && this.replacements[end] !== 0) end++;
+        result = this.replacements.toString('utf8', start, end);
+        break; // the shortest match wins
+      }
+    }
+    if (this.cache.size < 65536) this.cache.set(chunk, result);
+    return result;
+  }
+
+  /** Whole graphemes under 6 UTF-8 bytes are looked up first, then each code point. */
+  normalize(text: string): string {
+    let out = '';
+    for (const { segment } of this.segmenter.segment(text)) {
+      if (Buffer.byteLength(segment, 'utf8') < 6) {
+        const whole = this.transform(segment);
+        if (whole !== null) {
+          out += whole;
+          continue;
+        }
+      }
+      for (const char of segment) out += this.transform(char) ?? char;
+    }
+    return out;
+  }
+}
+
+// Python's str.isspace() characters (bidi classes WS, B, S and category Zs), which
+// sentencepiece-transformers' `text.strip()` removes; JS's trim() differs (it strips U+FEFF but
+// not U+001C..U+001F or U+0085).
+const PY_WHITESPACE = '\t\n\u000b\u000c\r\u001c\u001d\u001e\u001f \u0085\u00a0\u1680' +
+  '\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000';
+const STRIP_PATTERN = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, 'g');
+
+export function pythonStrip(text: string): string {
+  return text.replace(STRIP_PATTERN, '');
+}
+
+export interface TokenizerOptions {
+  /** Truncate to this many tokens, `<s>` and `</s>` included (default: the model's max_seq_length). */
+  maxLength: number;
+}
+
+export class SentenceTokenizer {
+  readonly maxLength: number;
+  readonly padTokenId: number;
+  readonly eosTokenId: number;
+  private readonly tokenizer: TokenizersJs;
+
+  private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, eosTokenId: number) {
+    this.tokenizer = tokenizer;
+    this.maxLength = maxLength;
+    this.padTokenId = padTokenId;
+    this.eosTokenId = eosTokenId;
+  }
+
+  /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
+  static load(dir: string, options: TokenizerOptions): SentenceTokenizer {
+    const readJson = (name: string): Record<string, unknown> => {
+      const file = path.join(dir, name);
+      let text: string;
+      try {
+        text = fs.readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new Error(`cannot read ${file}: ${(err as Error).message}`);
+      }
+      try {
+        return JSON.parse(text) as Record<string, unknown>;
+      } catch (err) {
+        throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+      }
+    };
+    const json = readJson('tokenizer.json');
+    const config = readJson('tokenizer_config.json');
+    // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
+    const tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
+    const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
+    if (normalizer?.type === 'Precompiled' && typeof normalizer.precompiled_charsmap === 'string') {
+      const charsmap = new PrecompiledCharsmap(normalizer.precompiled_charsmap);
+      // The library calls `this.normalizer(text)`; a plain function is a valid callable there.
+      // Rust's WhitespaceSplit splits on Unicode White_Space, which includes U+0085 (NEL) that
+      // the JS one (/\S+/) keeps; turning it into a space before the split gives the same pieces.
+      (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer =
+        (text) => charsmap.normalize(text).replace(/\u0085/g, ' ');
+    }
+    const idOf = (token: unknown, role: string): number => {
+      const id = typeof token === 'string' ? tokenizer.token_to_id(token) : undefined;
+      if (id === undefined) throw new Error(`${path.join(dir, 'tokenizer_config.json')}: no ${role} token in the vocabulary`);
+      return id;
+    };
+    const maxLength = options.maxLength;
+    if (!Number.isInteger(maxLength) || maxLength < 2) {
+      throw new RangeError(`maxLength must be an integer >= 2 (room for <s> and </s>), got ${maxLength}`);
+    }
+    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'));
+  }
+
+  /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` last. */
+  encode(text: string): number[] {
+    if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${text === null ? 'null' : typeof text}`);
+    const ids = this.tokenizer.encode(pythonStrip(text)).ids;
+    if (ids.length <= this.maxLength) return ids;
+    // LongestFirst truncation of a single sequence keeps the first maxLength-2 content tokens.
+    const kept = ids.slice(0, this.maxLength - 1);
+    kept.push(this.eosTokenId);
+    return kept;
+  }
+
+  /** Token ids and attention masks (all ones: padding is added per batch) of each text. */
+  tokenize(texts: readonly string[]): { ids: number[][]; attentionMask: number[][] } {
+    requireStringArray('texts', texts);
+    const ids = texts.map((t) => this.encode(t));
+    return { ids, attentionMask: ids.map((row) => row.map(() => 1)) };
+  }
+}
+
+export function requireStringArray(name: string, texts: unknown): asserts texts is readonly string[] {
+  if (!Array.isArray(texts)) throw new TypeError(`${name} must be an array of strings, got ${texts === null ? 'null' : typeof texts}`);
+  for (let i = 0; i < texts.length; i++) {
+    if (typeof texts[i] !== 'string') {
+      throw new TypeError(`${name}[${i}] must be a string, got ${texts[i] === null ? 'null' : typeof texts[i]}`);
+    }
+  }
+}
