@@ -121,6 +121,29 @@ function checkPooled(args: NativePoolArgs): Float32Array {
   return out;
 }
 
+// Native failures (NaN scores, CUDA errors) arrive as plain messages; rethrow them as errors
+// of this realm with the kernel's message, never as crashes.
+function nativeError(err: unknown): Error {
+  return new Error(err instanceof Error || (typeof err === 'object' && err !== null && 'message' in err)
+    ? String((err as { message: unknown }).message) : String(err));
+}
+
+function runSync(run: () => void): void {
+  try {
+    run();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}
+
+async function runAsync(run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}
+
 function topKResult(args: NativeTopKArgs): TopKResult {
   return { indices: args.outIndices, scores: args.outScores, k: args.k };
 }
@@ -133,7 +156,7 @@ function requireCpuTopK(device: number): void {
 /** Fused masked mean pooling + L2 normalisation: [batch, seq, hidden] -> [batch, hidden] float32. */
 export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions): Float32Array {
   const args = preparePool(hidden, mask, shape, options);
-  loadAddon().meanPoolNormalize(args, false);
+  runSync(() => loadAddon().meanPoolNormalize(args, false));
   return checkPooled(args);
 }
 
@@ -142,7 +165,7 @@ export async function meanPoolNormalizeAsync(
   hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions,
 ): Promise<Float32Array> {
   const args = preparePool(hidden, mask, shape, options);
-  await loadAddon().meanPoolNormalize(args, true);
+  await runAsync(() => loadAddon().meanPoolNormalize(args, true));
   return checkPooled(args);
 }
 
@@ -150,7 +173,7 @@ export async function meanPoolNormalizeAsync(
 export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
   const args = prepareTopK(queries, database, options);
   requireCpuTopK(args.device);
-  loadAddon().cosineTopK(args, false);
+  runSync(() => loadAddon().cosineTopK(args, false));
   return topKResult(args);
 }
 
@@ -158,6 +181,6 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
 export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
   const args = prepareTopK(queries, database, options);
   requireCpuTopK(args.device);
-  await loadAddon().cosineTopK(args, true);
+  await runAsync(() => loadAddon().cosineTopK(args, true));
   return topKResult(args);
 }

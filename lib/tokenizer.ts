@@ -16,6 +16,8 @@ import type { Tokenizer as TokenizersJs } from '@huggingface/tokenizers' with { 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tokenizersJs = require('@huggingface/tokenizers') as { Tokenizer: typeof TokenizersJs };
 
+const SINGLE_CODE_POINT_GRAPHEMES = /^[\u0020-\u007e\u00a0-\u02ff\u2010-\u2027\u2030-\u205e\u20a0-\u20c0]*$/;
+
 /**
  * SentencePiece's precompiled normalization map: a darts-clone double-array trie over UTF-8
  * byte strings whose values are offsets into a blob of NUL-terminated replacement strings.
@@ -68,6 +70,12 @@ class PrecompiledCharsmap {
   /** Whole graphemes under 6 UTF-8 bytes are looked up first, then each code point. */
   normalize(text: string): string {
     let out = '';
+    // Fast path: in these ranges every code point is a grapheme of its own (no combining marks,
+    // joiners, CR LF or emoji), so segmenting would give single code points anyway.
+    if (SINGLE_CODE_POINT_GRAPHEMES.test(text)) {
+      for (const char of text) out += this.transform(char) ?? char;
+      return out;
+    }
     for (const { segment } of this.segmenter.segment(text)) {
       if (Buffer.byteLength(segment, 'utf8') < 6) {
         const whole = this.transform(segment);

@@ -1,0 +1,93 @@
+import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, meanPoolNormalizeAsync, reference } from '../lib';
+import { loadAddon } from '../lib/native';
+
+const hidden = new Float32Array(2 * 3 * 4).fill(0.5);
+const mask = new BigInt64Array(6).fill(1n);
+const shape = { batch: 2, seq: 3, hidden: 4 };
+const db = new Float32Array(10 * 4).fill(0.25);
+const q = new Float32Array(4).fill(1);
+
+// [description, call, error class, text the message must contain]
+type Case = [string, () => unknown, ErrorConstructor, string];
+const poolCases: Case[] = [
+  ['hidden as a plain array', () => meanPoolNormalize([1, 2] as unknown as Float32Array, mask, shape), TypeError, 'hidden must be'],
+  ['hidden as Float64Array', () => meanPoolNormalize(new Float64Array(24) as unknown as Float32Array, mask, shape), TypeError, 'hidden must be'],
+  ['mask as Float32Array', () => meanPoolNormalize(hidden, new Float32Array(6) as unknown as Int32Array, shape), TypeError, 'mask must be'],
+  ['hidden too short', () => meanPoolNormalize(hidden.subarray(1), mask, shape), RangeError, 'hidden has 23 elements'],
+  ['mask too long', () => meanPoolNormalize(hidden, new BigInt64Array(7), shape), RangeError, 'mask has 7 elements'],
+  ['batch 0 (empty batch)', () => meanPoolNormalize(new Float32Array(0), new Int32Array(0), { batch: 0, seq: 3, hidden: 4 }), RangeError, 'shape.batch must be >= 1'],
+  ['negative seq', () => meanPoolNormalize(hidden, mask, { batch: 2, seq: -3, hidden: 4 }), RangeError, 'shape.seq'],
+  ['NaN hidden size', () => meanPoolNormalize(hidden, mask, { batch: 2, seq: 3, hidden: NaN }), TypeError, 'shape.hidden must be an integer'],
+  ['fractional batch', () => meanPoolNormalize(hidden, mask, { batch: 1.5, seq: 3, hidden: 4 }), TypeError, 'shape.batch must be an integer'],
+  ['shape missing', () => meanPoolNormalize(hidden, mask, undefined as unknown as typeof shape), TypeError, 'shape must be an object'],
+  ['dtype disagrees with the array', () => meanPoolNormalize(hidden, mask, shape, { dtype: 'float16' }), TypeError, "options.dtype is 'float16'"],
+  ['unknown dtype', () => meanPoolNormalize(hidden, mask, shape, { dtype: 'int8' as 'float16' }), TypeError, 'options.dtype must be'],
+  ['normalize not boolean', () => meanPoolNormalize(hidden, mask, shape, { normalize: 1 as unknown as boolean }), TypeError, 'options.normalize'],
+  ['bad device', () => meanPoolNormalize(hidden, mask, shape, { device: 'gpu' }), TypeError, 'options.device'],
+  ['NaN in hidden states', () => meanPoolNormalize(new Float32Array(24).fill(NaN), mask, shape), RangeError, 'NaN or infinite'],
+];
+const topkCases: Case[] = [
+  ['queries as Float64Array', () => cosineTopK(new Float64Array(4) as unknown as Float32Array, db, { dim: 4, k: 1 }), TypeError, 'queries must be'],
+  ['database as Int32Array', () => cosineTopK(q, new Int32Array(40) as unknown as Float32Array, { dim: 4, k: 1 }), TypeError, 'database must be'],
+  ['k = 0', () => cosineTopK(q, db, { dim: 4, k: 0 }), RangeError, 'options.k must be >= 1'],
+  ['k negative', () => cosineTopK(q, db, { dim: 4, k: -2 }), RangeError, 'options.k'],
+  ['k fractional', () => cosineTopK(q, db, { dim: 4, k: 2.5 }), TypeError, 'options.k must be an integer'],
+  ['dim mismatch (queries)', () => cosineTopK(new Float32Array(5), db, { dim: 4, k: 1 }), RangeError, 'queries has 5 elements'],
+  ['dim mismatch (database)', () => cosineTopK(q, new Float32Array(42), { dim: 4, k: 1 }), RangeError, 'database has 42 elements'],
+  ['empty queries', () => cosineTopK(new Float32Array(0), db, { dim: 4, k: 1 }), RangeError, 'queries has 0 elements'],
+  ['empty database', () => cosineTopK(q, new Float32Array(0), { dim: 4, k: 1 }), RangeError, 'database has 0 elements'],
+  ['dim NaN', () => cosineTopK(q, db, { dim: NaN, k: 1 }), TypeError, 'options.dim'],
+  ['options missing', () => cosineTopK(q, db, undefined as unknown as { dim: number; k: number }), TypeError, 'options must be an object'],
+  ['NaN in the database', () => cosineTopK(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 }), Error, 'NaN'],
+  ['threads 0', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 0 }), RangeError, 'options.threads'],
+];
+
+describe('bad input throws a clear error naming the argument', () => {
+  test.each([...poolCases, ...topkCases])('%s', (_name, call, kind, text) => {
+    expect(call).toThrow(kind);
+    expect(call).toThrow(text);
+  });
+
+  test('the reference path validates the same way', () => {
+    expect(() => reference.cosineTopK(q, db, { dim: 4, k: 0 })).toThrow(RangeError);
+    expect(() => reference.meanPoolNormalize(hidden.subarray(1), mask, shape)).toThrow('hidden has 23 elements');
+  });
+
+  test('async twins reject instead of throwing later', async () => {
+    await expect(meanPoolNormalizeAsync(hidden, mask, { batch: 3, seq: 3, hidden: 4 })).rejects.toThrow(RangeError);
+    await expect(cosineTopKAsync(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 })).rejects.toThrow('NaN');
+  });
+
+  test("device 'cuda' without a GPU says why", () => {
+    if (devices().cuda.length > 0) {
+      console.log('skipped: this machine has a CUDA device, so the no-GPU error cannot be observed');
+      return;
+    }
+    expect(() => meanPoolNormalize(hidden, mask, shape, { device: 'cuda' })).toThrow(/no CUDA device is available: .+/);
+  });
+
+  test('the raw addon rejects malformed arguments without crashing', () => {
+    const addon = loadAddon();
+    const good = { queries: q, numQueries: 1, database: db, databaseType: 'float32', numRows: 10, dim: 4, k: 1,
+      normalized: false, outIndices: new Int32Array(1), outScores: new Float32Array(1), threads: 0 };
+    expect(() => addon.cosineTopK({ ...good, numRows: 1000 } as never, false)).toThrow('shorter than its shape');
+    expect(() => addon.cosineTopK({ ...good, queries: new Uint8Array(16) } as never, false)).toThrow('wrong typed-array type');
+    expect(() => addon.cosineTopK({ ...good, k: -1 } as never, false)).toThrow('non-negative integer');
+    expect(() => addon.cosineTopK({ ...good, k: 11, outIndices: new Int32Array(11), outScores: new Float32Array(11) } as never, false))
+      .toThrow('invalid shape');
+    addon.cosineTopK(good as never, false);
+    expect(good.outIndices[0]).toBe(0);  // all rows tie: the lowest index wins
+  });
+
+  test('thousands of bad calls leave the process alive and its memory flat', () => {
+    const all = [...poolCases, ...topkCases];
+    const round = () => {
+      for (let i = 0; i < 200; i++) for (const [, call] of all) expect(call).toThrow();
+    };
+    round();  // warm up allocations and JIT
+    const before = process.memoryUsage().rss;
+    for (let r = 0; r < 3; r++) round();
+    const grownBytes = process.memoryUsage().rss - before;
+    expect(grownBytes).toBeLessThan(64 * 1024 * 1024);
+  });
+});

@@ -1,0 +1,216 @@
+// Encoder parity with the golden outputs of an independent float64 PyTorch CamemBERT
+// (../shared/models/tiny-random-camembert/golden), plus batching, order, concurrency, streaming.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Encoder, Embeddings, similarity } from '../lib/encoder';
+import { makeRandom } from './helpers/random';
+
+const SHARED = path.resolve(__dirname, '../../shared');
+const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
+const haveModel = fs.existsSync(path.join(MODEL, 'golden/index.json'));
+if (!haveModel) console.warn(`encoder tests skipped: ${MODEL} (tiny random model with golden outputs) is missing`);
+const describeModel = haveModel ? describe : describe.skip;
+
+interface GoldenSet {
+  embeddings: string;
+  texts: { text: string; raw: string | null; ids: number[] }[];
+  batches: { rows: number[]; seq_len: number; input_ids: string; attention_mask: string }[];
+}
+
+/** Reads a little-endian C-order .npy of float64 or int64 values. */
+export function readNpy(file: string): { shape: number[]; data: number[] } {
+  const buf = fs.readFileSync(file);
+  const headerLength = buf.readUInt16LE(8);
+  const header = buf.toString('latin1', 10, 10 + headerLength);
+  const shape = /'shape': \(([^)]*)\)/.exec(header)![1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const body = buf.subarray(10 + headerLength);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data: number[] = [];
+  for (let i = 0; i < n; i++) {
+    data.push(header.includes("'<f8'") ? body.readDoubleLE(8 * i) : Number(body.readBigInt64LE(8 * i)));
+  }
+  return { shape, data };
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function rowsOf(e: Embeddings, rows: number[]): Float32Array {
+  const out = new Float32Array(rows.length * e.dim);
+  rows.forEach((r, i) => out.set(e.data.subarray(r * e.dim, (r + 1) * e.dim), i * e.dim));
+  return out;
+}
+
+describeModel('Encoder on the tiny random CamemBERT', () => {
+  const index = haveModel ? JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')) : null;
+  const sets: [string, GoldenSet][] = haveModel ? Object.entries(index.sets) : [];
+  const textsOf = (set: GoldenSet) => set.texts.map((t) => t.raw ?? t.text);
+  let encoder: Encoder;
+  beforeAll(async () => {
+    encoder = await Encoder.load(MODEL, { threads: 2 });
+  });
+  afterAll(async () => {
+    await encoder.dispose();
+  });
+
+  test('reads the sentence-transformers configuration', () => {
+    expect(encoder.dim).toBe(32);
+    expect(encoder.maxLength).toBe(128);
+    expect(encoder.onnxPath).toBe(path.join(MODEL, 'model.onnx'));
+  });
+
+  test.each(sets)('%s: token ids and padded masks equal the golden batches', (_name, set) => {
+    const tokens = encoder.tokenize(textsOf(set));
+    for (const batch of set.batches) {
+      const ids = readNpy(path.join(MODEL, 'golden', batch.input_ids));
+      const mask = readNpy(path.join(MODEL, 'golden', batch.attention_mask));
+      expect(ids.shape).toEqual([batch.rows.length, batch.seq_len]);
+      batch.rows.forEach((row, i) => {
+        const want = ids.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len);
+        const wantMask = mask.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len);
+        const got = tokens.ids[row];
+        expect([...got, ...new Array(batch.seq_len - got.length).fill(1)]).toEqual(want);
+        expect([...tokens.attentionMask[row], ...new Array(batch.seq_len - got.length).fill(0)]).toEqual(wantMask);
+        expect(got).toEqual(set.texts[row].ids);
+      });
+    }
+  });
+
+  test.each(sets)('%s: pooled normalised embeddings within 1e-5 of the golden float64 values', async (_name, set) => {
+    const golden = readNpy(path.join(MODEL, 'golden', set.embeddings));
+    const e = await encoder.encode(textsOf(set));
+    expect([e.rows, e.dim]).toEqual(golden.shape);
+    expect(maxAbsDiff(e.data, golden.data)).toBeLessThan(1e-5);
+  });
+
+  test('keeps the caller order for shuffled lengths; batch size 1 and a small token budget agree', async () => {
+    const all = sets.flatMap(([, set]) => textsOf(set));
+    const random = makeRandom(42);
+    const order = all.map((_, i) => i).sort(() => random() - 0.5);
+    const shuffled = order.map((i) => all[i]);
+    const reference = await encoder.encode(all);
+    const got = await encoder.encode(shuffled);
+    expect(maxAbsDiff(got.data, rowsOf(reference, order))).toBeLessThan(1e-6);
+
+    const one = await Encoder.load(MODEL, { threads: 1, batchSize: 1 });
+    const budget = await Encoder.load(MODEL, { batchSize: 64, maxBatchTokens: 300 });
+    try {
+      expect(maxAbsDiff((await one.encode(shuffled)).data, got.data)).toBeLessThan(1e-6);
+      expect(maxAbsDiff((await budget.encode(shuffled)).data, got.data)).toBeLessThan(1e-6);
+    } finally {
+      await one.dispose();
+      await budget.dispose();
+    }
+  });
+
+  test('concurrent encode() calls each get their own texts back', async () => {
+    const [, queries] = sets.find(([name]) => name === 'queries')!;
+    const [, passages] = sets.find(([name]) => name === 'passages')!;
+    const q = textsOf(queries);
+    const p = textsOf(passages);
+    const [eq, ep, eq2] = await Promise.all([encoder.encode(q), encoder.encode(p), encoder.encode(q.slice(5, 9))]);
+    expect(maxAbsDiff(eq.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(ep.data, readNpy(path.join(MODEL, 'golden', passages.embeddings)).data)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(eq2.data, eq.data.subarray(5 * 32, 9 * 32))).toBe(0);
+  });
+
+  test('normalize: false gives the plain mean (same direction, golden norms differ from 1)', async () => {
+    const texts = textsOf(sets[0][1]).slice(0, 4);
+    const raw = await encoder.encode(texts, { normalize: false });
+    const unit = await encoder.encode(texts);
+    for (let r = 0; r < 4; r++) {
+      const row = raw.data.subarray(r * 32, (r + 1) * 32);
+      const norm = Math.hypot(...row);
+      expect(Math.abs(norm - 1)).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(row.map((v) => v / norm), unit.data.subarray(r * 32, (r + 1) * 32))).toBeLessThan(1e-6);
+    }
+  });
+
+  test('onProgress reports every batch up to the total; empty input gives zero rows', async () => {
+    const seen: number[] = [];
+    const texts = textsOf(sets[0][1]);
+    await encoder.encode(texts, { onProgress: ({ done, total }) => { expect(total).toBe(texts.length); seen.push(done); } });
+    expect(seen[seen.length - 1]).toBe(texts.length);
+    expect(seen).toEqual([...seen].sort((a, b) => a - b));
+    const empty = await encoder.encode([]);
+    expect([empty.rows, empty.dim, empty.data.length]).toEqual([0, 32, 0]);
+  });
+
+  test('similarity() is the cosine matrix', async () => {
+    const a = await encoder.encode(['Bonjour', 'Au revoir']);
+    const b = await encoder.encode(['Bonjour', 'Salut', 'Merci']);
+    const s = similarity(a, b);
+    expect([s.rows, s.cols]).toEqual([2, 3]);
+    expect(s.data[0]).toBeCloseTo(1, 6);
+    for (let i = 0; i < 2; i++) {
+      for (let j = 0; j < 3; j++) {
+        let dot = 0;
+        for (let k = 0; k < 32; k++) dot += a.data[i * 32 + k] * b.data[j * 32 + k];
+        expect(s.data[i * 3 + j]).toBeCloseTo(dot, 6);
+      }
+    }
+    expect(() => similarity(a, { data: new Float32Array(3), rows: 1, dim: 3 })).toThrow(RangeError);
+  });
+
+  test('encodeStream yields chunks in order equal to encode()', async () => {
+    const texts = sets.flatMap(([, set]) => textsOf(set));
+    async function* lines() {
+      for (const t of texts) yield t;
+    }
+    const chunks: Embeddings[] = [];
+    for await (const chunk of encoder.encodeStream(lines(), { chunkSize: 30 })) chunks.push(chunk);
+    expect(chunks.map((c) => c.rows)).toEqual([30, 30, 30, texts.length - 90]);
+    const joined = new Float32Array(texts.length * 32);
+    let offset = 0;
+    for (const c of chunks) { joined.set(c.data, offset); offset += c.data.length; }
+    expect(maxAbsDiff(joined, (await encoder.encode(texts)).data)).toBeLessThan(1e-6);
+  });
+
+  test('bad input and options get clear errors', async () => {
+    expect(() => encoder.encode('texte' as unknown as string[])).toThrow(TypeError);
+    expect(() => encoder.encode(['a', 42 as unknown as string])).toThrow(new TypeError('texts[1] must be a string, got number'));
+    expect(() => encoder.encode(['a'], { normalize: 'yes' as unknown as boolean })).toThrow(TypeError);
+    await expect(Encoder.load(MODEL, { batchSize: 0 })).rejects.toThrow(RangeError);
+    await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(/maxBatchTokens/);
+    await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
+    await expect(Encoder.load(path.join(os.tmpdir(), 'camembed-no-such-model'))).rejects.toThrow(/neither an existing folder|does not exist/);
+    const stream = encoder.encodeStream((async function* () { yield 'a'; yield 3 as unknown as string; })());
+    await expect(stream.next()).rejects.toThrow(/texts item 1 must be a string/);
+  });
+
+  test('a folder with safetensors only is converted to ONNX once, next to the weights; other pooling is refused', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-encoder-'));
+    try {
+      for (const f of fs.readdirSync(MODEL)) {
+        if (f !== 'model.onnx' && f !== 'golden') fs.symlinkSync(path.join(MODEL, f), path.join(dir, f));
+      }
+      const converted = await Encoder.load(dir);
+      try {
+        expect(converted.onnxPath).toBe(path.join(dir, 'onnx', 'model.onnx'));
+        const [, queries] = sets[0];
+        const e = await converted.encode(textsOf(queries));
+        expect(maxAbsDiff(e.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
+      } finally {
+        await converted.dispose();
+      }
+      fs.rmSync(path.join(dir, '1_Pooling'));
+      fs.mkdirSync(path.join(dir, '1_Pooling'));
+      fs.writeFileSync(path.join(dir, '1_Pooling', 'config.json'),
+        JSON.stringify({ word_embedding_dimension: 32, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+      await expect(Encoder.load(dir)).rejects.toThrow(/pooling \[pooling_mode_cls_token\] is unsupported/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a disposed encoder refuses work', async () => {
+    const e = await Encoder.load(MODEL, { threads: 1 });
+    await e.dispose();
+    await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
+  });
+});

@@ -1,0 +1,122 @@
+// Tokenizer parity: our wrapper over tokenizers.js against the Rust Hugging Face tokenizer (npm
+// `tokenizers`, the oracle) and against the golden ids it produced for ../shared/corpus.
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tokenizer as RustTokenizer } from 'tokenizers';
+import { pythonStrip, SentenceTokenizer } from '../lib/tokenizer';
+
+const SHARED = path.resolve(__dirname, '../../shared');
+const TOKENIZER_DIR = path.join(SHARED, 'models/camembert-base-tokenizer');
+const CORPUS = path.join(SHARED, 'corpus');
+const haveShared = fs.existsSync(TOKENIZER_DIR) && fs.existsSync(CORPUS);
+if (!haveShared) console.warn(`tokenizer tests skipped: ${SHARED} (shared tokenizer and corpus) is missing`);
+const describeShared = haveShared ? describe : describe.skip;
+
+interface GoldenRecord { corpus: string; text: string; ids: number[] }
+
+function readJsonl<T>(file: string): T[] {
+  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as T);
+}
+
+/** Rows whose ids or masks differ, with the first few for the failure message. */
+function mismatches(texts: string[], expected: number[][], actual: { ids: number[][]; attentionMask: number[][] }) {
+  const bad: string[] = [];
+  texts.forEach((text, i) => {
+    const ids = actual.ids[i];
+    const mask = actual.attentionMask[i];
+    const same = ids.length === expected[i].length && ids.every((v, k) => v === expected[i][k]) &&
+      mask.length === ids.length && mask.every((m) => m === 1);
+    if (!same) bad.push(`${JSON.stringify(text).slice(0, 80)}: got [${ids.slice(0, 12)}] want [${expected[i].slice(0, 12)}]`);
+  });
+  return bad;
+}
+
+describeShared('SentenceTokenizer', () => {
+  const full = () => SentenceTokenizer.load(TOKENIZER_DIR, { maxLength: 1_000_000 });
+  const at128 = () => SentenceTokenizer.load(TOKENIZER_DIR, { maxLength: 128 });
+
+  // The corpus texts, tokenized once at 128 tokens and once untruncated (the slow part).
+  let records: GoldenRecord[];
+  let records128: GoldenRecord[];
+  let at128Result: { ids: number[][]; attentionMask: number[][] };
+  beforeAll(() => {
+    records = readJsonl<GoldenRecord>(path.join(CORPUS, 'tokens.dev.jsonl'));
+    records128 = readJsonl<GoldenRecord>(path.join(CORPUS, 'tokens128.dev.jsonl'));
+    at128Result = at128().tokenize(records128.map((r) => r.text));
+  });
+
+  test('matches the golden untruncated Rust ids and masks on every record of tokens.dev.jsonl', () => {
+    expect(records.length).toBe(7318);
+    expect(new Set(records.map((r) => r.corpus))).toEqual(new Set(['queries', 'passages', 'edge']));
+    const texts = records.map((r) => r.text);
+    expect(mismatches(texts, records.map((r) => r.ids), full().tokenize(texts))).toEqual([]);
+  });
+
+  test('matches the golden truncated Rust ids and masks on every record of tokens128.dev.jsonl', () => {
+    expect(records128.length).toBe(7318);
+    expect(records128.filter((r) => r.ids.length === 128 && r.ids[127] === 6).length).toBeGreaterThanOrEqual(604);
+    expect(mismatches(records128.map((r) => r.text), records128.map((r) => r.ids), at128Result)).toEqual([]);
+  });
+
+  test('matches the live Rust tokenizer on the raw corpus files (queries, passages, edge cases), stripped and truncated at 128', async () => {
+    const lines = (f: string) => fs.readFileSync(path.join(CORPUS, f), 'utf8').split('\n').filter((l) => l.length > 0);
+    const texts = [
+      ...lines('fr-queries.dev.txt'),
+      ...lines('fr-passages.dev.txt'),
+      ...readJsonl<{ text: string }>(path.join(CORPUS, 'fr-edge.dev.jsonl')).map((r) => r.text),
+    ];
+    // The golden records follow the same texts in the same order.
+    expect(texts).toEqual(records128.map((r) => r.text));
+    const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+    rust.setTruncation(128);
+    rust.disablePadding();
+    // sentence-transformers strips each text (Python str.strip) before its tokenizer sees it.
+    const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+    expect(mismatches(texts, encodings.map((e) => e.getIds()), at128Result)).toEqual([]);
+    expect(encodings.every((e) => e.getAttentionMask().every((m) => m === 1))).toBe(true);
+  });
+
+  test('matches the Rust tokenizer on every BMP code point and a sample of the other planes', async () => {
+    // Eight probes per text keep the run short; each probe puts the code point after a letter,
+    // alone, doubled, before a combining accent and at the end.
+    const texts: string[] = [];
+    let probes: string[] = [];
+    for (let c = 0; c < 0x30000; c += c < 0x10000 ? 1 : 7) {
+      if (c >= 0xd800 && c < 0xe000) continue; // lone surrogates are not valid text
+      const s = String.fromCodePoint(c);
+      probes.push(`é${s}a ${s}${s}\u0301 x${s}`);
+      if (probes.length === 8) {
+        texts.push(probes.join(' ; '));
+        probes = [];
+      }
+    }
+    const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+    rust.disableTruncation();
+    rust.disablePadding();
+    const encodings = await rust.encodeBatch(texts);
+    expect(mismatches(texts, encodings.map((e) => e.getIds()), full().tokenize(texts))).toEqual([]);
+  });
+
+  test('strips surrounding whitespace as Python str.strip does, not as String.trim does', () => {
+    expect(pythonStrip('\u0085\u001c  mot \u00a0\u3000')).toBe('mot');
+    expect(pythonStrip('\ufeffmot')).toBe('\ufeffmot'); // BOM is not whitespace for Python
+    expect(pythonStrip(' a b ')).toBe('a b');
+  });
+
+  test('truncates at maxLength keeping <s> first and </s> last', () => {
+    const tk = SentenceTokenizer.load(TOKENIZER_DIR, { maxLength: 8 });
+    const ids = tk.encode('un deux trois quatre cinq six sept huit neuf dix onze douze');
+    const untruncated = full().encode('un deux trois quatre cinq six sept huit neuf dix onze douze');
+    expect(ids).toEqual([...untruncated.slice(0, 7), 6]);
+    expect(tk.encode('')).toEqual([5, 6]);
+  });
+
+  test('rejects bad input and bad options with clear errors', () => {
+    const tk = at128();
+    expect(() => tk.tokenize(['ok', 3 as unknown as string])).toThrow(new TypeError('texts[1] must be a string, got number'));
+    expect(() => tk.tokenize('abc' as unknown as string[])).toThrow(TypeError);
+    expect(() => tk.encode(null as unknown as string)).toThrow(TypeError);
+    expect(() => SentenceTokenizer.load(TOKENIZER_DIR, { maxLength: 1 })).toThrow(RangeError);
+    expect(() => SentenceTokenizer.load(path.join(SHARED, 'no-such-folder'), { maxLength: 128 })).toThrow(/cannot read/);
+  });
+});

@@ -1,0 +1,103 @@
+import { cosineTopK, cosineTopKAsync, float32ToFloat16Array, reference } from '../lib';
+import { expectTopKMatches } from './helpers/compare';
+import { makeRandom, randomSignedArray } from './helpers/random';
+
+function unitRows(random: () => number, rows: number, dim: number): Float32Array {
+  const data = randomSignedArray(random, rows * dim);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let i = 0; i < dim; i++) s += data[r * dim + i] ** 2;
+    const n = Math.sqrt(s);
+    for (let i = 0; i < dim; i++) data[r * dim + i] /= n;
+  }
+  return data;
+}
+
+function check(queries: Float32Array, database: Float32Array | Uint16Array, dim: number, k: number, normalized: boolean) {
+  const got = cosineTopK(queries, database, { dim, k, normalized });
+  const want = reference.cosineTopK(queries, database, { dim, k, normalized });
+  expect(got.k).toBe(Math.min(k, database.length / dim));
+  expect(got.indices.length).toBe((queries.length / dim) * got.k);
+  expectTopKMatches(got, want, queries, database, dim, normalized);
+}
+
+describe('cosineTopK: native equals the float64 reference', () => {
+  const cases: Array<[number, number, number, number]> = [
+    // [queries, rows, dim, k]
+    [1, 1, 1, 1], [1, 1, 768, 5], [3, 10, 7, 3], [2, 50, 33, 50], [5, 37, 768, 100], [4, 129, 17, 1],
+    [7, 1000, 768, 10], [16, 3001, 100, 17], [1, 5000, 768, 5000], [300, 2000, 768, 10], [300, 503, 31, 1],
+  ];
+  test.each(cases)('Q=%i N=%i d=%i k=%i, float32, cosine and dot', (Q, N, dim, k) => {
+    const random = makeRandom(Q * 7 + N * 3 + dim + k);
+    const database = randomSignedArray(random, N * dim);
+    const queries = randomSignedArray(random, Q * dim);
+    check(queries, database, dim, k, false);
+    check(unitRows(random, Q, dim), unitRows(random, N, dim), dim, k, true);
+  });
+
+  test.each([[1, 1000, 768, 10], [19, 777, 64, 25], [3, 20, 5, 20]])('Q=%i N=%i d=%i k=%i, float16 storage', (Q, N, dim, k) => {
+    const random = makeRandom(N + dim);
+    const database = float32ToFloat16Array(randomSignedArray(random, N * dim));
+    const queries = randomSignedArray(random, Q * dim);
+    check(queries, database, dim, k, false);
+  });
+
+  test('N = 200,000 x 768, one query, float32 and float16', () => {
+    const random = makeRandom(200000);
+    const dim = 768;
+    const database = unitRows(random, 200000, dim);
+    const queries = unitRows(random, 1, dim);
+    check(queries, database, dim, 10, true);
+    check(queries, float32ToFloat16Array(database), dim, 10, false);
+  });
+
+  test('k larger than N returns every row, sorted', () => {
+    const random = makeRandom(5);
+    const database = randomSignedArray(random, 6 * 4);
+    const queries = randomSignedArray(random, 2 * 4);
+    const got = cosineTopK(queries, database, { dim: 4, k: 1000 });
+    expect(got.k).toBe(6);
+    expect(new Set(Array.from(got.indices.subarray(0, 6)))).toEqual(new Set([0, 1, 2, 3, 4, 5]));
+    check(queries, database, 4, 1000, false);
+  });
+
+  test('duplicated rows tie exactly and come out lower index first', () => {
+    const random = makeRandom(21);
+    const dim = 48;
+    const base = randomSignedArray(random, 10 * dim);
+    // rows 0..39: four copies of the same ten rows, then thirty more random rows
+    const database = new Float32Array(70 * dim);
+    for (let c = 0; c < 4; c++) database.set(base, c * 10 * dim);
+    database.set(randomSignedArray(random, 30 * dim), 40 * dim);
+    const queries = base.slice(0, 3 * dim);  // each query's best rows are its four copies
+    const got = cosineTopK(queries, database, { dim, k: 8 });
+    for (let q = 0; q < 3; q++) {
+      expect(Array.from(got.indices.subarray(q * 8, q * 8 + 4))).toEqual([q, q + 10, q + 20, q + 30]);
+      for (let i = 1; i < 4; i++) expect(got.scores[q * 8 + i]).toBe(got.scores[q * 8]);
+    }
+    check(queries, database, dim, 8, false);
+  });
+
+  test('a zero vector scores 0 in cosine mode', () => {
+    const database = new Float32Array([0, 0, 0, 1, 0, 0, -1, 0, 0]);
+    const got = cosineTopK(new Float32Array([1, 0, 0]), database, { dim: 3, k: 3 });
+    expect(Array.from(got.indices)).toEqual([1, 0, 2]);
+    expect(Array.from(got.scores)).toEqual([1, 0, -1]);
+  });
+
+  test('async equals sync; threads: 1 equals all cores', async () => {
+    const random = makeRandom(77);
+    const dim = 96;
+    const database = randomSignedArray(random, 20000 * dim);
+    const queries = randomSignedArray(random, 33 * dim);
+    const sync = cosineTopK(queries, database, { dim, k: 20 });
+    const [a, b] = await Promise.all([
+      cosineTopKAsync(queries, database, { dim, k: 20 }),
+      cosineTopKAsync(queries, database, { dim, k: 20, threads: 1 }),
+    ]);
+    for (const r of [a, b]) {
+      expect(Array.from(r.indices)).toEqual(Array.from(sync.indices));
+      expect(Array.from(r.scores)).toEqual(Array.from(sync.scores));
+    }
+  });
+});
