@@ -10,6 +10,7 @@ interface Command {
 
 const COMMANDS: Record<string, () => Command> = {
   // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
+  eval: () => require('./commands/eval'),
 };
 
 function usage(): string {

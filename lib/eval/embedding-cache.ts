@@ -138,8 +138,8 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   }
   const cachedRows = ids.length;
   const last = manifest.chunks[manifest.chunks.length - 1];
-  const report = (bytes: number) => onProgress?.({
-    rows: ids.length, bytes, totalBytes: stat.size, chunks: manifest.chunks.length, cachedRows,
+  const report = (bytes: number, pendingRows = 0) => onProgress?.({
+    rows: ids.length + pendingRows, bytes, totalBytes: stat.size, chunks: manifest.chunks.length, cachedRows,
   });
   report(last?.endOffset ?? 0);
 
@@ -188,6 +188,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
           if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
         }
       }
+      report(end.endOffset, chunkIds.length);
     }
     if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
     if (chunkIds.length > 0) await flush();
