@@ -108,6 +108,12 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   return manifest;
 }
 
+/** A file as cache keys see it: changing its content changes its size or modification time. */
+export async function fileIdentity(file: string): Promise<{ path: string; bytes: number; mtimeMs: number }> {
+  const stat = await fs.promises.stat(file);
+  return { path: path.resolve(file), bytes: stat.size, mtimeMs: stat.mtimeMs };
+}
+
 export class EncodeInterrupted extends Error {
   constructor(readonly rows: number, readonly dir: string) {
     super(`encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`);
@@ -120,11 +126,8 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const { collection, encoder, signal, onProgress } = options;
   const chunkRows = options.chunkRows ?? 16384;
   if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
-  const stat = await fs.promises.stat(collection);
-  const identity = {
-    ...options.identity,
-    collection: { path: path.resolve(collection), bytes: stat.size, mtimeMs: stat.mtimeMs },
-  };
+  const collectionFile = await fileIdentity(collection);
+  const identity = { ...options.identity, collection: collectionFile };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
@@ -139,7 +142,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const cachedRows = ids.length;
   const last = manifest.chunks[manifest.chunks.length - 1];
   const report = (bytes: number, pendingRows = 0) => onProgress?.({
-    rows: ids.length + pendingRows, bytes, totalBytes: stat.size, chunks: manifest.chunks.length, cachedRows,
+    rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
   });
   report(last?.endOffset ?? 0);
 

@@ -8,7 +8,7 @@ import { Encoder } from '../encoder';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
-import { encodeCollection, EncodeProgress } from './embedding-cache';
+import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
 import { evaluate, parseMetric, Run } from './metrics';
 
@@ -69,11 +69,6 @@ export function defaultCacheDir(): string {
 }
 
 const QUERY_BATCH = 256;
-
-async function fileIdentity(file: string): Promise<{ path: string; bytes: number; mtimeMs: number }> {
-  const s = await fs.promises.stat(file);
-  return { path: path.resolve(file), bytes: s.size, mtimeMs: s.mtimeMs };
-}
 
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   const started = Date.now();
