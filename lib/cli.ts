@@ -10,6 +10,7 @@ interface Command {
 
 const COMMANDS: Record<string, () => Command> = {
   // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
+  encode: () => require('./commands/encode'),
   eval: () => require('./commands/eval'),
 };
 

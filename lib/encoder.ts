@@ -38,6 +38,14 @@ export interface EncodeOptions {
   onProgress?: (progress: { done: number; total: number }) => void;
 }
 
+export interface EncodeStreamOptions {
+  normalize?: boolean;
+  /** Texts encoded together (sorted by length within the chunk); default 4096. */
+  chunkSize?: number;
+  /** Called after each batch with the number of texts done since the stream began. */
+  onProgress?: (progress: { done: number }) => void;
+}
+
 /** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
 export interface Embeddings {
   data: Float32Array;
@@ -265,26 +273,34 @@ export class Encoder {
    * vectors in input order; memory stays at one chunk of texts and vectors.
    */
   async *encodeStream(texts: AsyncIterable<string> | Iterable<string>,
-    options: { normalize?: boolean; chunkSize?: number } = {}): AsyncGenerator<Embeddings> {
+    options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings> {
     if (texts === null || typeof texts !== 'object' ||
       (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
       throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
     }
-    const o = optionalObject('options', options) as { normalize?: boolean; chunkSize?: number };
+    const o = optionalObject('options', options) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
+      throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
+    }
     let chunk: string[] = [];
     let seen = 0;
+    const encodeChunk = (texts: string[]) => {
+      const before = seen - texts.length;
+      const report = o.onProgress;
+      return this.encode(texts, { normalize: o.normalize, onProgress: report && (({ done }) => report({ done: before + done })) });
+    };
     for await (const text of texts) {
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
       if (chunk.length === chunkSize) {
-        yield await this.encode(chunk, { normalize: o.normalize });
+        yield await encodeChunk(chunk);
         chunk = [];
       }
     }
-    if (chunk.length > 0) yield await this.encode(chunk, { normalize: o.normalize });
+    if (chunk.length > 0) yield await encodeChunk(chunk);
   }
 
   /** Releases the ONNX Runtime session; the encoder cannot be used afterwards. */

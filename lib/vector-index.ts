@@ -25,6 +25,11 @@ export interface VectorIndexOptions {
   dtype?: Dtype;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
   device?: string;
+  /**
+   * Storage chunk size in bytes (default 64 MiB): the most a growth step copies, the most unused
+   * capacity held, and the part of the index one kernel call scans.
+   */
+  chunkBytes?: number;
 }
 
 /** Rows x dim float32 values, or the encoder's output. */
@@ -60,6 +65,8 @@ export interface LoadOptions {
   device?: string;
   /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
   mmap?: boolean;
+  /** As in VectorIndexOptions. */
+  chunkBytes?: number;
 }
 
 type Storage = Float32Array | Uint16Array;
@@ -185,7 +192,8 @@ export class VectorIndex {
       throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(o.dtype)}`);
     }
     this.dtype = (o.dtype as Dtype | undefined) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
-    this.chunkRows = Math.max(1, Math.floor(CHUNK_BYTES / (this.dim * bytesPerElement(this.dtype))));
+    const chunkBytes = o.chunkBytes === undefined ? CHUNK_BYTES : requirePositiveInteger('options.chunkBytes', o.chunkBytes);
+    this.chunkRows = Math.max(1, Math.floor(chunkBytes / (this.dim * bytesPerElement(this.dtype))));
   }
 
   /** Number of vectors stored. */
@@ -378,11 +386,15 @@ export class VectorIndex {
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
     const o = optionalObject('options', options);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
-    resolveDevice(o.device);
+    const make = (h: Header) => new VectorIndex({
+      dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
+    });
+    resolveDevice(o.device);  // option errors before any file I/O
+    if (o.chunkBytes !== undefined) requirePositiveInteger('options.chunkBytes', o.chunkBytes);
     let index: VectorIndex;
     if (mmap) {
       const { header, mapping } = await mapIndexFile(file);
-      index = new VectorIndex({ dim: header.dim, dtype: header.dtype, device: o.device as string | undefined });
+      index = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       for (let start = 0; start < header.count; start += index.chunkRows) {
         const n = Math.min(index.chunkRows, header.count - start);
@@ -397,7 +409,7 @@ export class VectorIndex {
       const reader = await IndexFileReader.open(file);
       try {
         const { header } = reader;
-        index = new VectorIndex({ dim: header.dim, dtype: header.dtype, device: o.device as string | undefined });
+        index = make(header);
         for (let start = 0; start < header.count; start += index.chunkRows) {
           const n = Math.min(index.chunkRows, header.count - start);
           index.chunks.push({ vectors: index.allocate(n), ids: new BigInt64Array(n), count: n, mapped: false, matrix: null });

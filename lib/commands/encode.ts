@@ -1,0 +1,87 @@
+// `camembed encode`: one text per line in, one float32 vector per line out (raw .f32 or .npy),
+// streamed in chunks so that millions of lines need only one chunk in memory.
+import * as fs from 'fs';
+import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { createProgressBar } from '../progress';
+import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+
+export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
+
+const SPEC: OptionSpec = {
+  model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
+  input: { type: 'string', help: 'UTF-8 text file, one text per line (\\n or \\r\\n ends a line)' },
+  output: { type: 'string', help: 'output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32' },
+  device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
+  threads: { type: 'number', help: 'ONNX Runtime threads (default: all cores)' },
+  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call', default: 32 },
+  'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
+  offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+/** Lines of a UTF-8 file, split on '\n' only (a Unicode line separator inside a text is kept). */
+async function* readLines(file: string): AsyncGenerator<string> {
+  let rest = '';
+  for await (const piece of fs.createReadStream(file, { encoding: 'utf8' })) {
+    const parts = (rest + (piece as string)).split('\n');
+    rest = parts.pop()!;
+    for (const line of parts) yield line.endsWith('\r') ? line.slice(0, -1) : line;
+  }
+  if (rest.length > 0) yield rest.endsWith('\r') ? rest.slice(0, -1) : rest;
+}
+
+// numpy format 1.0 header for a little-endian float32 C-order array; padded to a fixed 128 bytes
+// so that the final row count can be written over it once the stream has ended.
+const NPY_HEADER_BYTES = 128;
+function npyHeader(rows: number, dim: number): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
+  const header = Buffer.alloc(NPY_HEADER_BYTES, 0x20);
+  header.write('\x93NUMPY', 0, 'latin1');
+  header.writeUInt8(1, 6);
+  header.writeUInt8(0, 7);
+  header.writeUInt16LE(NPY_HEADER_BYTES - 10, 8);
+  header.write(dict, 10, 'latin1');
+  header.write('\n', NPY_HEADER_BYTES - 1, 'latin1');
+  return header;
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const { options, positional } = parseArgs(argv, SPEC);
+  if (options.help === true) {
+    process.stdout.write(helpText('camembed encode --input texts.txt --output vectors.npy [--model M]', SPEC));
+    return;
+  }
+  if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
+  const input = options.input as string | undefined;
+  const output = options.output as string | undefined;
+  if (input === undefined) throw new CliUsageError('--input is required');
+  if (output === undefined) throw new CliUsageError('--output is required');
+  if (!fs.existsSync(input)) throw new CliUsageError(`--input ${input} does not exist`);
+
+  const encoder = await Encoder.load(options.model as string, {
+    device: options.device as 'cpu',
+    threads: options.threads as number | undefined,
+    batchSize: options['batch-size'] as number,
+    offline: options.offline === true,
+  });
+  const npy = output.endsWith('.npy');
+  const bar = createProgressBar({ label: 'encode', unit: 'items' });
+  const fd = fs.openSync(output, 'w');
+  let rows = 0;
+  try {
+    if (npy) fs.writeSync(fd, npyHeader(0, encoder.dim));
+    for await (const chunk of encoder.encodeStream(readLines(input), {
+      normalize: options['no-normalize'] !== true,
+      onProgress: ({ done }) => bar.update(done),
+    })) {
+      fs.writeSync(fd, Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
+      rows += chunk.rows;
+    }
+    if (npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
+  } finally {
+    fs.closeSync(fd);
+    bar.finish();
+    await encoder.dispose();
+  }
+  process.stderr.write(`wrote ${rows} x ${encoder.dim} float32 to ${output}\n`);
+}
