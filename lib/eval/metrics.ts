@@ -67,9 +67,8 @@ export function rankDocuments(scores: Record<string, number>): string[] {
 // One query's values. `gains[i]` is the qrels relevance of the document at rank i + 1 (0 when
 // unjudged), only the first maxK ranks; `judged` holds the qrels relevances of the query.
 function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[]): number[] {
-  const relevant = judged.filter((r) => r > 0);
-  const ideal = relevant.sort((a, b) => b - a);
-  const numRelevant = relevant.length;
+  const ideal = judged.filter((r) => r > 0).sort((a, b) => b - a); // relevances of the ideal ranking
+  const numRelevant = ideal.length;
   return specs.map(({ name, k }) => {
     const top = gains.slice(0, k);
     switch (name) {
