@@ -9,3 +9,12 @@ export { convertToOnnx, defaultCacheDir, makeRandomModel, resolveModel } from '.
 export type { ConvertOptions, RandomModelOptions, ResolvedModel, ResolveOptions } from './model';
 export { CUDA_MAX_K, CudaMatrix } from './cuda';
 export type { CudaMatrixOptions, CudaSearchOptions, CudaSearchResult } from './cuda';
+export { VectorIndex } from './vector-index';
+export type {
+  IdsInput, LoadOptions, NeighborsChunk, NeighborsOptions, SearchResult, VectorIndexOptions, VectorsInput,
+} from './vector-index';
+export { evaluate, parseMetric, rankDocuments } from './eval/metrics';
+export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';
+export { FormatError, readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
+export { DEFAULT_METRICS, evaluateRetrieval } from './eval/retrieval';
+export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';
