@@ -9,10 +9,12 @@ interface Command {
 }
 
 const COMMANDS: Record<string, () => Command> = {
-  // One line per subcommand, e.g.  convert: () => require('./commands/convert'),
   convert: () => require('./commands/convert'),
   encode: () => require('./commands/encode'),
+  eval: () => require('./commands/eval'),
+  index: () => require('./commands/index'),
   'make-random-model': () => require('./commands/make-random-model'),
+  search: () => require('./commands/search'),
 };
 
 function usage(): string {

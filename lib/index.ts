@@ -5,3 +5,16 @@ export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync 
 export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
 export { float16ToFloat32Array, float32ToFloat16Array } from './float16';
 export * as reference from './reference';
+export { convertToOnnx, defaultCacheDir, makeRandomModel, resolveModel } from './model';
+export type { ConvertOptions, RandomModelOptions, ResolvedModel, ResolveOptions } from './model';
+export { CUDA_MAX_K, CudaMatrix } from './cuda';
+export type { CudaMatrixOptions, CudaSearchOptions, CudaSearchResult } from './cuda';
+export { VectorIndex } from './vector-index';
+export type {
+  IdsInput, LoadOptions, NeighborsChunk, NeighborsOptions, SearchResult, VectorIndexOptions, VectorsInput,
+} from './vector-index';
+export { evaluate, parseMetric, rankDocuments } from './eval/metrics';
+export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';
+export { FormatError, readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
+export { DEFAULT_METRICS, evaluateRetrieval } from './eval/retrieval';
+export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';

@@ -1,5 +1,6 @@
 // The public kernels: argument validation (shared with the reference path), then the native
 // CPU/CUDA implementation, synchronously or off the event loop.
+import { CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs } from './native';
 import {
@@ -148,9 +149,28 @@ function topKResult(args: NativeTopKArgs): TopKResult {
   return { indices: args.outIndices, scores: args.outScores, k: args.k };
 }
 
-function requireCpuTopK(device: number): void {
-  // The resident-matrix CUDA search lives in CudaMatrix (lib/cuda.ts); one-shot calls use it there.
-  if (device >= 0) throw new Error('cosineTopK on CUDA: use a CudaMatrix (upload once, search many times)');
+// One-shot CUDA search: upload the database in its own dtype, search, free. For repeated
+// searches over the same rows, keep a CudaMatrix (lib/cuda.ts) instead.
+function uploadForSearch(args: NativeTopKArgs & { device: number }): CudaMatrix {
+  return CudaMatrix.create(args.database, { rows: args.numRows, dim: args.dim, storage: args.databaseType, device: args.device });
+}
+
+function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
+  const matrix = uploadForSearch(args);
+  try {
+    return matrix.search(args.queries, { k: args.k, normalized: args.normalized });
+  } finally {
+    matrix.free();
+  }
+}
+
+async function cudaTopKAsync(args: NativeTopKArgs & { device: number }): Promise<TopKResult> {
+  const matrix = uploadForSearch(args);
+  try {
+    return await matrix.searchAsync(args.queries, { k: args.k, normalized: args.normalized });
+  } finally {
+    matrix.free();
+  }
 }
 
 /** Fused masked mean pooling + L2 normalisation: [batch, seq, hidden] -> [batch, hidden] float32. */
@@ -172,7 +192,7 @@ export async function meanPoolNormalizeAsync(
 /** Exact cosine top-k of each query row against the database rows. */
 export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
   const args = prepareTopK(queries, database, options);
-  requireCpuTopK(args.device);
+  if (args.device >= 0) return cudaTopKSync(args);
   runSync(() => loadAddon().cosineTopK(args, false));
   return topKResult(args);
 }
@@ -180,7 +200,7 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
 /** As cosineTopK, off the event loop. */
 export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
   const args = prepareTopK(queries, database, options);
-  requireCpuTopK(args.device);
+  if (args.device >= 0) return cudaTopKAsync(args);
   await runAsync(() => loadAddon().cosineTopK(args, true));
   return topKResult(args);
 }

@@ -1,8 +1,100 @@
-// File bindings (memory-mapped index files) — filled in by the VectorIndex work.
+// File bindings for VectorIndex persistence: a read-only memory mapping of an index file
+// (so a multi-gigabyte index loads without copying) and the cmbd64 checksum of its bytes.
+// The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "common.h"
 
 namespace camembed {
+namespace {
 
-void registerFileBindings(Napi::Env, Napi::Object) {}
+std::string systemError(const std::string& what, const std::string& path, int err) {
+  return what + " '" + path + "': " + std::strerror(err);
+}
+
+// mapFileReadOnly(path) -> ArrayBuffer over a private read-only mapping of the whole file.
+// The mapping is released when the ArrayBuffer is garbage-collected. Writing through a view
+// of it would fault, so callers copy a region before changing it.
+Napi::Value MapFileReadOnly(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "native: mapFileReadOnly(path) needs a string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Napi::Error::New(env, systemError("cannot open", path, errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw Napi::Error::New(env, systemError("cannot stat", path, err));
+  }
+  const size_t length = size_t(st.st_size);
+  if (length == 0) {
+    ::close(fd);
+    throw Napi::Error::New(env, "cannot map '" + path + "': the file is empty");
+  }
+  void* data = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);  // the mapping keeps its own reference to the file
+  if (data == MAP_FAILED) throw Napi::Error::New(env, systemError("cannot map", path, err));
+  return Napi::ArrayBuffer::New(env, data, length, [length](Napi::Env, void* p) { ::munmap(p, length); });
+}
+
+// cmbd64: four independent 64-bit lanes over 32-byte blocks, so it streams at memory speed.
+// The round (multiply, rotate, multiply) and the primes are those of xxHash's XXH64
+// (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md); the lanes' final mix is
+// done in TypeScript (lib/index/format.ts), which also documents the whole definition.
+constexpr uint64_t kPrime1 = 0x9E3779B185EBCA87ull;
+constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4Full;
+
+inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+struct ChecksumArgs {
+  uint64_t* lanes;      // [4], updated in place
+  const uint8_t* bytes;
+  int64_t length;       // a multiple of 32
+};
+
+Status checksumUpdate(const ChecksumArgs& a) {
+  uint64_t v0 = a.lanes[0], v1 = a.lanes[1], v2 = a.lanes[2], v3 = a.lanes[3];
+  for (int64_t i = 0; i < a.length; i += 32) {
+    uint64_t w[4];
+    std::memcpy(w, a.bytes + i, 32);  // little-endian words (x86-64 and arm64 are little-endian)
+    v0 = rotl64(v0 + w[0] * kPrime2, 31) * kPrime1;
+    v1 = rotl64(v1 + w[1] * kPrime2, 31) * kPrime1;
+    v2 = rotl64(v2 + w[2] * kPrime2, 31) * kPrime1;
+    v3 = rotl64(v3 + w[3] * kPrime2, 31) * kPrime1;
+  }
+  a.lanes[0] = v0; a.lanes[1] = v1; a.lanes[2] = v2; a.lanes[3] = v3;
+  return "";
+}
+
+// checksumUpdate({lanes: BigUint64Array(4), bytes: Uint8Array (length % 32 == 0)}, async)
+Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object opts = info[0].As<Napi::Object>();
+  ChecksumArgs a{};
+  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, 32));
+  Napi::Value bytes = opts.Get("bytes");
+  if (!bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(env, "native: 'bytes' must be a Uint8Array");
+  a.length = int64_t(bytes.As<Napi::TypedArray>().ByteLength());
+  if (a.length % 32 != 0) throw Napi::RangeError::New(env, "native: 'bytes' length must be a multiple of 32");
+  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, a.length));
+  const bool async = info[1].ToBoolean().Value();
+  return runKernel(env, async, [a]() { return checksumUpdate(a); }, {opts.Get("lanes"), bytes});
+}
+
+}  // namespace
+
+void registerFileBindings(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapFileReadOnly", Napi::Function::New(env, MapFileReadOnly));
+  exports.Set("checksumUpdate", Napi::Function::New(env, ChecksumUpdate));
+}
 
 }  // namespace camembed

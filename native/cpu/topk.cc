@@ -12,9 +12,10 @@
 #include "camembed/topk.h"
 #include "parallel.h"
 
-// GCC 12 warns inside its own _mm512_reduce_add_ps (a false positive in the header).
+// GCC 12 warns inside its own AVX-512 cast intrinsics (a false positive in the header).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 
 namespace camembed {
 namespace {
@@ -102,6 +103,13 @@ __attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const floa
     for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
 }
 
+// Written out rather than _mm512_reduce_add_ps: with GCC 12 that intrinsic forces the
+// accumulators of the block through the stack on every step.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline float horizontalSum(__m512 v) {
+  __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  return horizontalSum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
+}
+
 template <int QB, int RB>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const float* q, const float* r, int64_t d,
                                                                          const float* prefetch, float* out) {
@@ -121,7 +129,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const f
     }
   }
   for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) out[a * RB + j] = _mm512_reduce_add_ps(acc[a][j]);
+    for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
 }
 
 constexpr int kBlock = 4;  // queries and rows per register block
@@ -159,11 +167,19 @@ __attribute__((target("avx2,f16c"))) void halfToFloatF16c(const uint16_t* in, fl
   for (; i < n; ++i) out[i] = halfToFloat(in[i]);
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void halfToFloatAvx512(const uint16_t* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i))));
+  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
+}
+
 void halfToFloatRows(const uint16_t* in, float* out, int64_t n) {
-  if (simdLevel() == SimdLevel::Scalar) {
-    for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
-  } else {
-    halfToFloatF16c(in, out, n);
+  switch (simdLevel()) {
+    case SimdLevel::Avx512: halfToFloatAvx512(in, out, n); break;
+    case SimdLevel::Avx2: halfToFloatF16c(in, out, n); break;
+    default:
+      for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
   }
 }
 
@@ -200,27 +216,33 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     bool nanHere = false;
     for (int64_t tile = begin; tile < end; tile += tileRows) {
       const int64_t n = std::min(tileRows, end - tile);
-      const float* rows;
-      if (a.databaseType == HiddenType::Float16) {
-        halfToFloatRows(static_cast<const uint16_t*>(a.database) + tile * d, converted.data(), n * d);
-        rows = converted.data();
-      } else {
-        rows = static_cast<const float*>(a.database) + tile * d;
-      }
-      if (!a.normalized)
-        for (int64_t j = 0; j < n; ++j) {
-          table.fn[0][0](rows + j * d, rows + j * d, d, nullptr, &rowNorms[j]);
-          rowNorms[j] = std::sqrt(rowNorms[j]);
-        }
+      const bool half = a.databaseType == HiddenType::Float16;
+      const uint16_t* halfRows = static_cast<const uint16_t*>(a.database) + tile * d;
+      const float* rows = half ? converted.data() : static_cast<const float*>(a.database) + tile * d;
       for (int64_t q0 = 0; q0 < Q; q0 += kBlock) {
         const int qb = int(std::min<int64_t>(kBlock, Q - q0));
         for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
           const int rb = int(std::min<int64_t>(kBlock, n - r0));
-          // The first query block over float32 rows reads them from memory: prefetch the
-          // next row block as it goes (rows are a few KiB, too short for the hardware
-          // prefetcher to reach full bandwidth). Later blocks find the tile in L2.
-          const bool fromMemory = q0 == 0 && a.databaseType == HiddenType::Float32 && tile + r0 + kBlock < end;
-          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, fromMemory ? rows + (r0 + kBlock) * d : nullptr, block);
+          // The first query block reads the rows from memory; later blocks find the tile in L2.
+          // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth,
+          // so the next row block is prefetched while this one is used. float16 rows are
+          // widened into the tile buffer as they arrive, so conversion overlaps the reads.
+          const bool first = q0 == 0;
+          const bool more = tile + r0 + kBlock < end;
+          if (first && half) {
+            if (more)
+              for (int64_t byte = 0; byte < kBlock * d * 2; byte += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(halfRows + (r0 + kBlock) * d) + byte, _MM_HINT_T0);
+            halfToFloatRows(halfRows + r0 * d, converted.data() + r0 * d, rb * d);
+          }
+          if (first && !a.normalized)
+            for (int j = 0; j < rb; ++j) {
+              const float* row = rows + (r0 + j) * d;
+              table.fn[0][0](row, row, d, nullptr, &rowNorms[r0 + j]);
+              rowNorms[r0 + j] = std::sqrt(rowNorms[r0 + j]);
+            }
+          const float* prefetch = first && !half && more ? rows + (r0 + kBlock) * d : nullptr;
+          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, prefetch, block);
           for (int i = 0; i < qb; ++i)
             for (int j = 0; j < rb; ++j) {
               float s = block[i * rb + j];

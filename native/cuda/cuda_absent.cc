@@ -16,5 +16,23 @@ Status cudaListDevices(std::vector<CudaDeviceInfo>* out, std::string* why) {
 }
 
 Status meanPoolNormalizeCuda(const PoolArgs&, int) { return kAbsent; }
+Status meanPoolNormalizeCudaDevice(const PoolArgs&, int, void*) { return kAbsent; }
+
+Status cudaMatrixCreate(int64_t, int64_t, HiddenType, int, CudaMatrix** out) {
+  *out = nullptr;
+  return kAbsent;
+}
+Status cudaMatrixSetRows(CudaMatrix*, int64_t, const void*, HiddenType, int64_t) { return kAbsent; }
+Status cudaMatrixCreateFrom(const void*, HiddenType, int64_t, int64_t, HiddenType, int, CudaMatrix** out) {
+  *out = nullptr;
+  return kAbsent;
+}
+void cudaMatrixFree(CudaMatrix*) {}
+int64_t cudaMatrixBytes(const CudaMatrix*) { return 0; }
+int64_t cudaMatrixDim(const CudaMatrix*) { return 0; }
+Status cudaMatrixSearch(CudaMatrix*, const float*, int64_t, int64_t, bool, int32_t*, float*) { return kAbsent; }
+Status cudaMatrixSearchDevice(CudaMatrix*, const float*, int64_t, int64_t, bool, int32_t*, float*, void*) {
+  return kAbsent;
+}
 
 }  // namespace camembed

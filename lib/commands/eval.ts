@@ -1,0 +1,110 @@
+// `camembed eval`: retrieval quality of a model on MS MARCO-format data (the model card's table).
+import { DEFAULT_MODEL } from '../encoder';
+import { EncodeInterrupted } from '../eval/embedding-cache';
+import { parseMetric } from '../eval/metrics';
+import { DEFAULT_METRICS, defaultCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+
+export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
+
+const spec: OptionSpec = {
+  model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
+  collection: { type: 'string', help: 'passages, id<TAB>text per line (required)' },
+  queries: { type: 'string', help: 'queries, id<TAB>text per line (required)' },
+  qrels: { type: 'string', help: "judgements, 'qid 0 docid rel' or 'qid<TAB>docid' per line (required)" },
+  k: { type: 'number', help: 'passages retrieved per query', default: 1000 },
+  metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
+  device: { type: 'string', help: "'cpu', 'cuda' or 'cuda:<n>' for the encoder and the index", default: 'cpu' },
+  dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
+  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call' },
+  cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultCacheDir() },
+  run: { type: 'string', help: 'also write the run in TREC format to this file' },
+  json: { type: 'boolean', help: 'print only the JSON result' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+const USAGE = 'camembed eval --collection collection.tsv --queries queries.tsv --qrels qrels.tsv [options]';
+
+function formatTable(result: RetrievalEvaluation): string {
+  const names = Object.keys(result.metrics);
+  const width = Math.max(6, ...names.map((n) => n.length));
+  const rows = names.map((n) => `${n.padEnd(width)}  ${(100 * result.metrics[n]).toFixed(2).padStart(6)}`);
+  const s = result.seconds;
+  return [
+    `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
+    ...rows,
+    '',
+    `${result.queries} queries, ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
+    `time: encode passages ${s.encodeCollection.toFixed(1)} s` +
+      (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
+      `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
+  ].join('\n');
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const { options, positional } = parseArgs(argv, spec);
+  if (options.help) {
+    process.stdout.write(helpText(USAGE, spec));
+    return;
+  }
+  if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
+  for (const name of ['collection', 'queries', 'qrels']) {
+    if (options[name] === undefined) throw new CliUsageError(`--${name} is required\n\n${helpText(USAGE, spec)}`);
+  }
+  const device = options.device as string;
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new CliUsageError(`--device must be cpu, cuda or cuda:<n>, got '${device}'`);
+  const dtype = options.dtype as string | undefined;
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
+    throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
+  }
+  const k = options.k as number;
+  if (!Number.isSafeInteger(k) || k < 1) throw new CliUsageError(`--k must be a positive integer, got ${k}`);
+  const metrics = (options.metrics as string).split(',').map((m) => m.trim()).filter((m) => m !== '');
+  if (metrics.length === 0) throw new CliUsageError('--metrics needs at least one metric');
+  let maxCutoff = 0;
+  for (const m of metrics) {
+    try {
+      maxCutoff = Math.max(maxCutoff, parseMetric(m).k);
+    } catch (err) {
+      throw new CliUsageError(`--metrics: ${(err as Error).message}`);
+    }
+  }
+  if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+
+  // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.
+  const controller = new AbortController();
+  const onSigint = () => {
+    process.stderr.write('\ncamembed eval: stopping after the current chunk (Ctrl-C again to quit now)\n');
+    controller.abort();
+    process.removeListener('SIGINT', onSigint);
+  };
+  process.on('SIGINT', onSigint);
+  let result: RetrievalEvaluation;
+  try {
+    result = await evaluateRetrieval({
+      model: options.model as string,
+      collection: options.collection as string,
+      queries: options.queries as string,
+      qrels: options.qrels as string,
+      k,
+      metrics,
+      device: device as 'cpu',
+      dtype: dtype as 'float32' | 'float16' | undefined,
+      batchSize: options['batch-size'] as number | undefined,
+      cacheDir: options.cache as string,
+      runFile: options.run as string | undefined,
+      signal: controller.signal,
+      progress: !options.json,
+    });
+  } catch (err) {
+    if (err instanceof EncodeInterrupted) throw new Error(`${err.message}; run the same command again to continue`);
+    throw err;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+  if (result.queriesWithoutText > 0) {
+    process.stderr.write(`camembed eval: ${result.queriesWithoutText} judged queries have no text in ${options.queries as string}; they score 0\n`);
+  }
+  const json = JSON.stringify(result, null, 2);
+  process.stdout.write(options.json ? `${json}\n` : `${formatTable(result)}\n\n${json}\n`);
+}

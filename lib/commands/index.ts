@@ -1,0 +1,68 @@
+// `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
+// The id of each passage is its line number (0-based), so search results point back to lines.
+import * as fs from 'fs';
+import * as readline from 'readline';
+
+import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { createProgressBar } from '../progress';
+import { VectorIndex } from '../vector-index';
+import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+
+export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
+
+const SPEC: OptionSpec = {
+  model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
+  input: { type: 'string', help: 'UTF-8 text file, one passage per line; the id of a passage is its line number from 0' },
+  output: { type: 'string', help: 'index file to write (replaced atomically)' },
+  dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
+  device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
+  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call', default: 32 },
+  threads: { type: 'number', help: 'ONNX Runtime threads (default: all cores)' },
+  offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+/** The lines of a UTF-8 text file (\n, \r\n or \r ends a line), streamed. */
+export function readLines(file: string): AsyncIterable<string> {
+  return readline.createInterface({ input: fs.createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]';
+  const { options, positional } = parseArgs(argv, SPEC);
+  if (options.help === true) {
+    process.stdout.write(helpText(usage, SPEC));
+    return;
+  }
+  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build', got 'index ${positional[0] ?? ''}'`.trimEnd());
+  if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
+  const input = options.input as string | undefined;
+  const output = options.output as string | undefined;
+  if (input === undefined) throw new CliUsageError('--input is required');
+  if (output === undefined) throw new CliUsageError('--output is required');
+  if (!fs.existsSync(input)) throw new CliUsageError(`--input ${input} does not exist`);
+  const dtype = options.dtype as string | undefined;
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
+    throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
+  }
+
+  const device = options.device as 'cpu';
+  const encoder = await Encoder.load(options.model as string, {
+    device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
+  });
+  const index = new VectorIndex({ dim: encoder.dim, dtype: dtype as 'float32' | undefined, device });
+  const bar = createProgressBar({ label: 'index build', unit: 'items' });
+  let size = 0;
+  try {
+    for await (const chunk of encoder.encodeStream(readLines(input), { onProgress: ({ done }) => bar.update(done) })) {
+      index.add(chunk);
+    }
+    bar.finish();
+    await index.save(output);
+    size = index.size;
+  } finally {
+    await encoder.dispose();
+    index.dispose();
+  }
+  process.stderr.write(`wrote ${output}: ${size} passages, ${encoder.dim}-d ${index.dtype}\n`);
+}

@@ -1,0 +1,92 @@
+// `camembed search`: encode one question (or a file of them) and print the top-k ids of an index
+// file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines.
+import * as fs from 'fs';
+
+import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { createProgressBar } from '../progress';
+import { SearchResult, VectorIndex } from '../vector-index';
+import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+import { readLines } from './index';
+
+export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
+
+const SPEC: OptionSpec = {
+  index: { type: 'string', help: 'index file written by `camembed index build`' },
+  model: { type: 'string', help: 'model folder or Hub id (the one the index was built with)', default: DEFAULT_MODEL },
+  k: { type: 'number', help: 'results per question', default: 10 },
+  queries: { type: 'string', help: 'UTF-8 file, one question per line (instead of a question argument)' },
+  format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
+  device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
+  mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
+  'batch-size': { type: 'number', help: 'questions encoded and searched together', default: 256 },
+  offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+function formatResult(result: SearchResult, texts: string[], first: number, format: string): string {
+  const lines: string[] = [];
+  for (let q = 0; q < texts.length; q++) {
+    const ids = Array.from(result.ids.subarray(q * result.k, (q + 1) * result.k), String);
+    const scores = Array.from(result.scores.subarray(q * result.k, (q + 1) * result.k));
+    if (format === 'tsv') {
+      ids.forEach((id, rank) => lines.push(`${first + q}\t${rank + 1}\t${id}\t${scores[rank]}`));
+    } else {
+      // Ids as JSON integers (exact in any parser that keeps 64-bit integers).
+      lines.push(`{"query":${first + q},"text":${JSON.stringify(texts[q])},"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}}`);
+    }
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const usage = 'camembed search --index corpus.cmbd [--model M] [--k 10] ("une question" | --queries questions.txt)';
+  const { options, positional } = parseArgs(argv, SPEC);
+  if (options.help === true) {
+    process.stdout.write(helpText(usage, SPEC));
+    return;
+  }
+  const indexFile = options.index as string | undefined;
+  const queriesFile = options.queries as string | undefined;
+  if (indexFile === undefined) throw new CliUsageError('--index is required');
+  if (!fs.existsSync(indexFile)) throw new CliUsageError(`--index ${indexFile} does not exist`);
+  if ((queriesFile === undefined) === (positional.length === 0)) {
+    throw new CliUsageError('give either one question argument or --queries FILE');
+  }
+  if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
+  if (queriesFile !== undefined && !fs.existsSync(queriesFile)) throw new CliUsageError(`--queries ${queriesFile} does not exist`);
+  const k = options.k as number;
+  if (!Number.isInteger(k) || k < 1) throw new CliUsageError(`--k must be a positive integer, got ${k}`);
+  const format = options.format as string;
+  if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
+  const batchSize = options['batch-size'] as number;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new CliUsageError(`--batch-size must be a positive integer, got ${batchSize}`);
+
+  const device = options.device as 'cpu';
+  const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
+  const encoder = await Encoder.load(options.model as string, { device, offline: options.offline === true });
+  const bar = createProgressBar({ label: 'search', unit: 'items' });
+  try {
+    if (encoder.dim !== index.dim) {
+      throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);
+    }
+    const texts = queriesFile === undefined ? [positional[0]] : readLines(queriesFile);
+    let batch: string[] = [];
+    let done = 0;
+    const flush = async () => {
+      const result = await index.search(await encoder.encode(batch), { k });
+      process.stdout.write(formatResult(result, batch, done, format));
+      done += batch.length;
+      bar.update(done);
+      batch = [];
+    };
+    for await (const text of texts) {
+      batch.push(text);
+      if (batch.length === batchSize) await flush();
+    }
+    if (batch.length > 0) await flush();
+  } finally {
+    bar.finish();
+    await encoder.dispose();
+    index.dispose();
+  }
+}

@@ -1,0 +1,191 @@
+// CudaMatrix: database rows resident on one GPU; upload once, search many times.
+// Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
+import { devices } from './devices';
+import { loadAddon } from './native';
+import { optionalBoolean, requireObject, requirePositiveInteger, typeName } from './validate';
+
+/** Opaque native handle of a device matrix (a Node-API External). */
+type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
+
+type Storage = 'float16' | 'float32';
+type RowData = Float32Array | Uint16Array;
+
+interface NativeSearchArgs {
+  queries: Float32Array; numQueries: number; k: number; normalized: boolean; outIndices: Int32Array; outScores: Float32Array;
+}
+
+// The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
+interface CudaBindings {
+  cudaMatrixCreate(args: { rows: number; dim: number; storage: Storage; device: number }): MatrixHandle;
+  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Storage; firstRow: number; rowCount: number }): void;
+  cudaMatrixBytes(handle: MatrixHandle): number;
+  cudaMatrixFree(handle: MatrixHandle): void;
+  cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
+  cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: true): Promise<void>;
+}
+
+function cudaAddon(): CudaBindings {
+  return loadAddon() as unknown as CudaBindings;
+}
+
+export interface CudaMatrixOptions {
+  rows: number;
+  dim: number;
+  /** How the rows are stored on the GPU (default 'float16': half the memory, tensor cores). */
+  storage?: Storage;
+  /** CUDA device index (default 0). */
+  device?: number;
+}
+
+export interface CudaSearchOptions {
+  k: number;
+  /** true: rows and queries are unit vectors and the score is their dot product (default false: cosine). */
+  normalized?: boolean;
+}
+
+export interface CudaSearchResult {
+  /** [queries x k] row indices, each query's best first (ties: lower index first). */
+  indices: Int32Array;
+  scores: Float32Array;
+  /** min(options.k, rows) */
+  k: number;
+}
+
+/** The largest k a CUDA search accepts (its final sort holds k candidates in shared memory). */
+export const CUDA_MAX_K = 2048;
+const FLOAT16_MAX = 65504;
+const MAX_ROWS = 2 ** 31 - 1;  // row indices are int32
+
+/** A device index that exists here, or a clear error saying why not. */
+function requireDevice(value: unknown): number {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value))) {
+    throw new TypeError(`options.device must be an integer, got ${typeName(value)}`);
+  }
+  const device = value === undefined ? 0 : value;
+  if (device < 0) throw new RangeError(`options.device must be >= 0, got ${device}`);
+  const report = devices();
+  if (report.cuda.length === 0) {
+    throw new Error(`CudaMatrix: no CUDA device is available: ${report.cudaUnavailableReason}`);
+  }
+  if (!report.cuda.some((d) => d.index === device)) {
+    throw new RangeError(`options.device is ${device} but this machine has CUDA devices 0..${report.cuda.length - 1}`);
+  }
+  return device;
+}
+
+export class CudaMatrix {
+  private handle: MatrixHandle | null;
+
+  private constructor(
+    handle: MatrixHandle,
+    readonly rows: number,
+    readonly dim: number,
+    readonly bytes: number,
+    readonly device: number,
+    readonly storage: Storage,
+  ) {
+    this.handle = handle;
+  }
+
+  /**
+   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits;
+   * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
+   * 2^32 values: 8.8M rows of 768 need several).
+   * Throws when the data holds NaN, infinity, or (for float16 storage) a value beyond +-65504,
+   * when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
+   */
+  static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
+    const chunks = Array.isArray(data) ? data : [data];
+    chunks.forEach((chunk, i) => {
+      if (!(chunk instanceof Float32Array) && !(chunk instanceof Uint16Array)) {
+        const name = Array.isArray(data) ? `data[${i}]` : 'data';
+        throw new TypeError(`${name} must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(chunk)}`);
+      }
+    });
+    const opts = requireObject('options', options);
+    const rows = requirePositiveInteger('options.rows', opts.rows);
+    if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
+    const dim = requirePositiveInteger('options.dim', opts.dim);
+    const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    if (total !== rows * dim) {
+      throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
+    }
+    chunks.forEach((chunk, i) => {
+      if (chunk.length % dim !== 0) {
+        throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
+      }
+    });
+    const storage = opts.storage === undefined ? 'float16' : opts.storage;
+    if (storage !== 'float16' && storage !== 'float32') {
+      throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
+    }
+    const device = requireDevice(opts.device);
+    const native = cudaAddon();
+    const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
+    try {
+      let firstRow = 0;
+      for (const chunk of chunks) {
+        const dataType: Storage = chunk instanceof Float32Array ? 'float32' : 'float16';
+        const rowCount = chunk.length / dim;
+        native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
+        firstRow += rowCount;
+      }
+    } catch (err) {
+      native.cudaMatrixFree(handle);
+      throw err;
+    }
+    return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), device, storage);
+  }
+
+  /** Top-k rows for each query of `queries` ([Q x dim] float32), computed on the GPU. */
+  search(queries: Float32Array, options: CudaSearchOptions): CudaSearchResult {
+    const { handle, args, result } = this.prepareSearch(queries, options);
+    cudaAddon().cudaMatrixSearch(handle, args, false);
+    return result;
+  }
+
+  /** As search(), off the event loop. The matrix may be freed meanwhile: the search finishes first. */
+  async searchAsync(queries: Float32Array, options: CudaSearchOptions): Promise<CudaSearchResult> {
+    const { handle, args, result } = this.prepareSearch(queries, options);
+    await cudaAddon().cudaMatrixSearch(handle, args, true);
+    return result;
+  }
+
+  /** Releases the GPU memory now (otherwise it goes when the object is garbage-collected). Idempotent. */
+  free(): void {
+    if (this.handle !== null) cudaAddon().cudaMatrixFree(this.handle);
+    this.handle = null;
+  }
+
+  get freed(): boolean {
+    return this.handle === null;
+  }
+
+  private prepareSearch(queries: Float32Array, options: CudaSearchOptions) {
+    if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
+    if (!(queries instanceof Float32Array)) {
+      throw new TypeError(`queries must be a Float32Array, got ${typeName(queries)}`);
+    }
+    if (queries.length === 0 || queries.length % this.dim !== 0) {
+      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
+    }
+    const opts = requireObject('options', options);
+    const requestedK = requirePositiveInteger('options.k', opts.k);
+    const normalized = optionalBoolean('options.normalized', opts.normalized, false);
+    const k = Math.min(requestedK, this.rows);
+    if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
+    // Queries are rounded to float16 for float16 storage: they must be finite and in its range.
+    const limit = this.storage === 'float16' ? FLOAT16_MAX : Infinity;
+    for (let i = 0; i < queries.length; i++) {
+      const v = queries[i];
+      if (!(Math.abs(v) <= limit)) {
+        throw new RangeError(`queries[${i}] is ${v}: expected a finite value` +
+          (this.storage === 'float16' ? ' within +-65504 (float16 storage)' : ''));
+      }
+    }
+    const numQueries = queries.length / this.dim;
+    const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
+    const args: NativeSearchArgs = { queries, numQueries, k, normalized, outIndices: result.indices, outScores: result.scores };
+    return { handle: this.handle, args, result };
+  }
+}

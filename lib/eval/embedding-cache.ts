@@ -1,0 +1,203 @@
+// Encodes a TSV collection into an on-disk cache of embedding chunks, resumably: each chunk is
+// written (then renamed) before the manifest that lists it, and the manifest records the byte
+// offset where the next chunk's passages start, so an interrupted run reads on from there.
+//
+// <cacheDir>/<key>/manifest.json          identity, dim, the chunks, complete
+//                  vectors-000000.f32     rows x dim float32, little-endian, row-major
+//                  ids-000000.txt         the rows' passage ids, one per line
+// <key> is a hash of the identity: model + settings (from the caller) + the collection file's
+// path, size and modification time, so another model or an edited file gets a fresh cache.
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { FormatError, readTsv } from './formats';
+
+export interface EmbeddingBatch { data: Float32Array; rows: number; dim: number }
+
+/** What the cache needs of an encoder: embeddings of a text stream, in order. */
+export interface StreamEncoder {
+  encodeStream(texts: AsyncIterable<string>): AsyncIterable<EmbeddingBatch>;
+}
+
+export interface EncodeProgress {
+  /** Passages encoded so far, including those found in the cache. */
+  rows: number;
+  /** Bytes of the collection file consumed so far, of `totalBytes`. */
+  bytes: number;
+  totalBytes: number;
+  chunks: number;
+  /** Passages taken from the cache rather than encoded in this call. */
+  cachedRows: number;
+}
+
+export interface EncodeCollectionOptions {
+  /** `id<TAB>text` file. */
+  collection: string;
+  /** Root of the cache; one folder per identity below it. */
+  cacheDir: string;
+  /** JSON-serialisable description of everything that changes the vectors (model, max length). */
+  identity: Record<string, unknown>;
+  encoder: StreamEncoder;
+  /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
+  chunkRows?: number;
+  /** Stops after the chunk being written; the cache stays valid and a later call resumes. */
+  signal?: AbortSignal;
+  onProgress?: (progress: EncodeProgress) => void;
+}
+
+interface ChunkEntry { rows: number; vectors: string; ids: string; endOffset: number; endLine: number }
+interface Manifest {
+  format: 'camembed-embedding-cache';
+  version: 1;
+  identity: Record<string, unknown>;
+  dim: number;
+  chunks: ChunkEntry[];
+  complete: boolean;
+}
+
+export class EncodedCollection {
+  constructor(
+    /** The cache folder of this collection and model. */
+    readonly dir: string,
+    readonly dim: number,
+    /** Passage ids, row by row. */
+    readonly ids: string[],
+    private readonly chunkEntries: ChunkEntry[],
+    /** Passages found in the cache rather than encoded by this call. */
+    readonly cachedRows: number,
+  ) {}
+
+  get rows(): number { return this.ids.length; }
+
+  /** The vectors, one chunk at a time (bounded memory), in row order. */
+  async *chunks(): AsyncGenerator<{ firstRow: number; rows: number; vectors: Float32Array }> {
+    let firstRow = 0;
+    for (const entry of this.chunkEntries) {
+      const bytes = await fs.promises.readFile(path.join(this.dir, entry.vectors));
+      const vectors = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      yield { firstRow, rows: entry.rows, vectors };
+      firstRow += entry.rows;
+    }
+  }
+}
+
+async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await fs.promises.writeFile(tmp, data);
+  await fs.promises.rename(tmp, file);
+}
+
+async function readManifest(dir: string, identity: Record<string, unknown>): Promise<Manifest | null> {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(await fs.promises.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  } catch {
+    return null; // absent or unreadable: start over
+  }
+  if (manifest.format !== 'camembed-embedding-cache' || manifest.version !== 1 ||
+      JSON.stringify(manifest.identity) !== JSON.stringify(identity)) return null;
+  // Keep the chunks whose files are whole; anything after the first damaged one is redone.
+  const valid: ChunkEntry[] = [];
+  for (const entry of manifest.chunks) {
+    const size = await fs.promises.stat(path.join(dir, entry.vectors)).then((s) => s.size, () => -1);
+    if (size !== entry.rows * manifest.dim * 4 || !fs.existsSync(path.join(dir, entry.ids))) break;
+    valid.push(entry);
+  }
+  if (valid.length < manifest.chunks.length) manifest.complete = false;
+  manifest.chunks = valid;
+  return manifest;
+}
+
+/** A file as cache keys see it: changing its content changes its size or modification time. */
+export async function fileIdentity(file: string): Promise<{ path: string; bytes: number; mtimeMs: number }> {
+  const stat = await fs.promises.stat(file);
+  return { path: path.resolve(file), bytes: stat.size, mtimeMs: stat.mtimeMs };
+}
+
+export class EncodeInterrupted extends Error {
+  constructor(readonly rows: number, readonly dir: string) {
+    super(`encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`);
+    this.name = 'EncodeInterrupted';
+  }
+}
+
+/** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
+export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
+  const { collection, encoder, signal, onProgress } = options;
+  const chunkRows = options.chunkRows ?? 16384;
+  if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
+  const collectionFile = await fileIdentity(collection);
+  const identity = { ...options.identity, collection: collectionFile };
+  const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
+  const dir = path.join(options.cacheDir, key);
+  await fs.promises.mkdir(dir, { recursive: true });
+
+  const manifest: Manifest = (await readManifest(dir, identity)) ??
+    { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false };
+  const ids: string[] = [];
+  for (const entry of manifest.chunks) {
+    const text = await fs.promises.readFile(path.join(dir, entry.ids), 'utf8');
+    ids.push(...(entry.rows === 0 ? [] : text.split('\n', entry.rows)));
+  }
+  const cachedRows = ids.length;
+  const last = manifest.chunks[manifest.chunks.length - 1];
+  const report = (bytes: number, pendingRows = 0) => onProgress?.({
+    rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
+  });
+  report(last?.endOffset ?? 0);
+
+  if (!manifest.complete) {
+    const seen = new Set(ids);
+    // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
+    const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
+    async function* texts(): AsyncGenerator<string> {
+      for await (const record of readTsv(collection, { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 })) {
+        if (seen.has(record.id)) throw new FormatError(collection, record.line, `duplicate passage id '${record.id}'`);
+        seen.add(record.id);
+        inFlight.push(record);
+        yield record.text;
+      }
+    }
+    let chunk: Float32Array | null = null;
+    let chunkIds: string[] = [];
+    let end = { endOffset: last?.endOffset ?? 0, line: last?.endLine ?? 0 };
+    const flush = async () => {
+      const n = manifest.chunks.length;
+      const name = String(n).padStart(6, '0');
+      const entry: ChunkEntry = {
+        rows: chunkIds.length, vectors: `vectors-${name}.f32`, ids: `ids-${name}.txt`, endOffset: end.endOffset, endLine: end.line,
+      };
+      const data = chunk!.subarray(0, chunkIds.length * manifest.dim);
+      await writeFileAtomic(path.join(dir, entry.vectors), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      await writeFileAtomic(path.join(dir, entry.ids), chunkIds.join('\n'));
+      manifest.chunks.push(entry);
+      await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+      ids.push(...chunkIds);
+      chunkIds = [];
+      report(end.endOffset);
+    };
+    for await (const batch of encoder.encodeStream(texts())) {
+      if (manifest.dim === 0) manifest.dim = batch.dim;
+      if (batch.dim !== manifest.dim) throw new Error(`the encoder returned ${batch.dim}-d vectors after ${manifest.dim}-d ones`);
+      for (let row = 0; row < batch.rows; row++) {
+        const record = inFlight.shift();
+        if (record === undefined) throw new Error('the encoder returned more vectors than it was given texts');
+        chunk ??= new Float32Array(chunkRows * manifest.dim);
+        chunk.set(batch.data.subarray(row * manifest.dim, (row + 1) * manifest.dim), chunkIds.length * manifest.dim);
+        chunkIds.push(record.id);
+        end = { endOffset: record.endOffset, line: record.line };
+        if (chunkIds.length === chunkRows) {
+          await flush();
+          if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
+        }
+      }
+      report(end.endOffset, chunkIds.length);
+    }
+    if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
+    if (chunkIds.length > 0) await flush();
+    manifest.complete = true;
+    await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+  }
+  if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
+  return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows);
+}

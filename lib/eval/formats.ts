@@ -1,0 +1,173 @@
+// Files of the MS MARCO / ir_datasets world: `id<TAB>text` collections and queries (read as a
+// stream, resumable from a byte offset), qrels (TREC `qid iter docid rel`, or `qid<TAB>docid`),
+// and TREC run files (`qid Q0 docid rank score tag`). Every format error names file and line.
+import * as fs from 'fs';
+import type { Qrels } from './metrics';
+
+export class FormatError extends Error {
+  constructor(readonly file: string, readonly line: number, message: string) {
+    super(`${file}:${line}: ${message}`);
+    this.name = 'FormatError';
+  }
+}
+
+interface RawLine { bytes: Buffer; line: number; startOffset: number; endOffset: number }
+
+// Splits a file into lines ('\n'; a trailing '\r' is removed later) from a byte offset, keeping
+// the byte offset where each line ends so that a reader can resume after it.
+async function* readLines(file: string, startOffset: number, startLine: number): AsyncGenerator<RawLine> {
+  const stream = fs.createReadStream(file, { start: startOffset, highWaterMark: 1 << 20 });
+  let pending: Buffer | null = null;
+  let offset = startOffset;
+  let line = startLine;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+      let bytes = chunk.subarray(start, nl);
+      if (pending !== null) { bytes = Buffer.concat([pending, bytes]); pending = null; }
+      const lineStart = offset;
+      offset += bytes.length + 1;
+      yield { bytes, line: ++line, startOffset: lineStart, endOffset: offset };
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start);
+      pending = pending === null ? Buffer.from(rest) : Buffer.concat([pending, rest]);
+    }
+  }
+  if (pending !== null) yield { bytes: pending, line: line + 1, startOffset: offset, endOffset: offset + pending.length };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+async function* readTextLines(file: string, startOffset = 0, startLine = 0):
+  AsyncGenerator<{ text: string; line: number; endOffset: number }> {
+  for await (const { bytes, line, startOffset: lineStart, endOffset } of readLines(file, startOffset, startLine)) {
+    let text: string;
+    try {
+      text = utf8.decode(bytes);
+    } catch {
+      throw new FormatError(file, line, 'is not valid UTF-8');
+    }
+    if (text.endsWith('\r')) text = text.slice(0, -1);
+    if (lineStart === 0 && text.startsWith('\ufeff')) text = text.slice(1); // byte order mark
+    yield { text, line, endOffset };
+  }
+}
+
+export interface TextRecord {
+  id: string;
+  /** Everything after the first tab. */
+  text: string;
+  /** 1-based line number in the file. */
+  line: number;
+  /** Byte offset just past this record's line: pass it as `startOffset` to resume after it. */
+  endOffset: number;
+}
+
+/**
+ * Reads an MS MARCO / ir_datasets TSV file (`id<TAB>text` per line; empty lines are skipped) as
+ * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
+ */
+export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
+  AsyncGenerator<TextRecord> {
+  if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  const startOffset = options.startOffset ?? 0;
+  const startLine = options.startLine ?? 0;
+  if (!Number.isSafeInteger(startOffset) || startOffset < 0) throw new RangeError(`options.startOffset must be an integer >= 0, got ${startOffset}`);
+  if (!Number.isSafeInteger(startLine) || startLine < 0) throw new RangeError(`options.startLine must be an integer >= 0, got ${startLine}`);
+  for await (const { text, line, endOffset } of readTextLines(file, startOffset, startLine)) {
+    if (text === '') continue;
+    const tab = text.indexOf('\t');
+    if (tab < 0) throw new FormatError(file, line, "expected 'id<TAB>text' but found no tab");
+    if (tab === 0) throw new FormatError(file, line, "expected 'id<TAB>text' but the id is empty");
+    yield { id: text.slice(0, tab), text: text.slice(tab + 1), line, endOffset };
+  }
+}
+
+/** Reads a whole TSV file into `[id, text]` pairs, rejecting duplicate ids. */
+export async function readTsvEntries(file: string): Promise<Array<[string, string]>> {
+  const entries: Array<[string, string]> = [];
+  const seen = new Map<string, number>();
+  for await (const { id, text, line } of readTsv(file)) {
+    const first = seen.get(id);
+    if (first !== undefined) throw new FormatError(file, line, `duplicate id '${id}' (first on line ${first})`);
+    seen.set(id, line);
+    entries.push([id, text]);
+  }
+  return entries;
+}
+
+/**
+ * Reads qrels: TREC form `qid iter docid relevance` (whitespace-separated, iter ignored), or
+ * two columns `qid docid` meaning relevance 1. Relevance is an integer; > 0 is relevant.
+ */
+export async function readQrels(file: string): Promise<Qrels> {
+  if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  // Null-prototype objects: an id such as '__proto__' stays an ordinary key.
+  const qrels: Qrels = Object.create(null);
+  let columns = 0;
+  for await (const { text, line } of readTextLines(file)) {
+    const fields = text.trim().split(/\s+/);
+    if (fields[0] === '') continue;
+    if (fields.length !== 4 && fields.length !== 2) {
+      throw new FormatError(file, line, `expected 'qid 0 docid relevance' (4 fields) or 'qid<TAB>docid' (2 fields), found ${fields.length} fields`);
+    }
+    if (columns === 0) columns = fields.length;
+    if (fields.length !== columns) throw new FormatError(file, line, `has ${fields.length} fields but the lines before it have ${columns}`);
+    const [qid, docid, rel] = columns === 4 ? [fields[0], fields[2], fields[3]] : [fields[0], fields[1], '1'];
+    if (!/^[+-]?\d+$/.test(rel)) throw new FormatError(file, line, `relevance must be an integer, got '${rel}'`);
+    const judged = qrels[qid] ?? (qrels[qid] = Object.create(null) as Record<string, number>);
+    if (docid in judged) throw new FormatError(file, line, `duplicate judgement for query '${qid}', document '${docid}'`);
+    judged[docid] = Number(rel);
+  }
+  if (columns === 0) throw new FormatError(file, 1, 'no judgements found (the file is empty)');
+  return qrels;
+}
+
+function requireToken(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '' || /\s/.test(value)) {
+    throw new TypeError(`${name} must be a non-empty string without whitespace, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Writes a TREC run file, `qid Q0 docid rank score tag` per line, ranks from 1. The file appears
+ * under its name only on `close()` (written beside it, then renamed), so a run cut short never
+ * looks complete.
+ */
+export class TrecRunWriter {
+  private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {}
+
+  static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
+    if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+    const tag = requireToken('options.tag', options.tag ?? 'camembed');
+    const out = fs.createWriteStream(`${file}.partial`);
+    await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
+    return new TrecRunWriter(file, tag, out);
+  }
+
+  /** One query's ranking, best first; `scores` must not increase. */
+  async write(qid: string, docids: readonly string[], scores: ArrayLike<number>): Promise<void> {
+    requireToken('qid', qid);
+    if (!Array.isArray(docids)) throw new TypeError('docids must be an array of strings');
+    if (scores === null || typeof scores !== 'object' || scores.length !== docids.length) {
+      throw new TypeError(`scores must be an array of ${docids.length} numbers (one per docid)`);
+    }
+    const lines: string[] = [];
+    for (let i = 0; i < docids.length; i++) {
+      const score = scores[i];
+      if (typeof score !== 'number' || !Number.isFinite(score)) throw new TypeError(`scores[${i}] must be a finite number, got ${score}`);
+      if (i > 0 && score > scores[i - 1]) throw new RangeError(`scores must not increase: scores[${i}] = ${score} > scores[${i - 1}] = ${scores[i - 1]}`);
+      // 9 significant digits: every float32 score reads back exactly.
+      lines.push(`${qid} Q0 ${requireToken(`docids[${i}]`, docids[i])} ${i + 1} ${score.toPrecision(9)} ${this.tag}\n`);
+    }
+    if (!this.out.write(lines.join(''))) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await fs.promises.rename(`${this.file}.partial`, this.file);
+  }
+}

@@ -1,0 +1,165 @@
+// End-to-end retrieval evaluation, the `camembed eval` pipeline:
+// collection.tsv ─encodeCollection (cached, resumable)─> VectorIndex ─┐
+// queries.tsv ─Encoder.encode─────────────────────────────────────────┴─search top-k─> run ─evaluate(qrels)─> metrics
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Encoder } from '../encoder';
+import type { Dtype } from '../kernels';
+import { createProgressBar } from '../progress';
+import { VectorIndex } from '../vector-index';
+import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
+import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
+import { evaluate, parseMetric, Run } from './metrics';
+
+/** The model card's table (mMARCO-fr dev small). */
+export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+
+export interface RetrievalEvaluationOptions {
+  /** Model folder or Hub id, as for `Encoder.load`. */
+  model: string;
+  collection: string;
+  queries: string;
+  qrels: string;
+  /** Passages retrieved per query (default 1000); at least the largest metric cutoff. */
+  k?: number;
+  metrics?: readonly string[];
+  /** Encoder and index device (default 'cpu'). */
+  device?: 'cpu' | 'cuda' | `cuda:${number}`;
+  /** Index storage (default float32 on the CPU, float16 on CUDA). */
+  dtype?: Dtype;
+  /** Encoder batch size (texts per ONNX Runtime call). */
+  batchSize?: number;
+  /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
+  cacheDir?: string;
+  /** Passages per cache chunk (default 16,384). */
+  chunkRows?: number;
+  /** Also write the run here in TREC format. */
+  runFile?: string;
+  runTag?: string;
+  /** Stops encoding after the chunk in progress; a later call resumes from the cache. */
+  signal?: AbortSignal;
+  /** Draw progress bars on stderr (only when it is a TTY). */
+  progress?: boolean;
+  /** Called as passages are encoded (after each cache chunk). */
+  onEncodeProgress?: (progress: EncodeProgress) => void;
+}
+
+export interface RetrievalEvaluation {
+  /** `{ [metric]: mean }` over the qrels queries with a relevant passage. */
+  metrics: Record<string, number>;
+  passages: number;
+  /** Passages whose vectors came from the cache. */
+  cachedPassages: number;
+  queries: number;
+  /** Queries of the qrels (with a relevant passage) that have no text in the queries file: they score 0. */
+  queriesWithoutText: number;
+  k: number;
+  /** Wall-clock seconds of each stage. */
+  seconds: { encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
+  /** Passages encoded per second in this call (null when all came from the cache). */
+  passagesPerSecond: number | null;
+  cacheDir: string;
+  device: string;
+}
+
+export function defaultCacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'camembed', 'embeddings');
+}
+
+const QUERY_BATCH = 256;
+
+export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
+  const started = Date.now();
+  const metrics = options.metrics ?? DEFAULT_METRICS;
+  const maxCutoff = Math.max(...metrics.map((m) => parseMetric(m).k));
+  const k = options.k ?? Math.max(1000, maxCutoff);
+  if (!Number.isSafeInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
+  if (k < maxCutoff) throw new RangeError(`k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  for (const [name, file] of [['collection', options.collection], ['queries', options.queries], ['qrels', options.qrels]]) {
+    if (typeof file !== 'string' || !fs.existsSync(file)) throw new Error(`${name} file not found: ${String(file)}`);
+  }
+  // Read the small inputs first: a malformed qrels file should not wait for hours of encoding.
+  const qrels = await readQrels(options.qrels);
+  const queries = await readTsvEntries(options.queries);
+  if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
+
+  const encoder = await Encoder.load(options.model, { device: options.device, batchSize: options.batchSize });
+  const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
+  let index: VectorIndex | null = null;
+  try {
+    // 1. Passages -> cached embedding chunks.
+    let t = Date.now();
+    const encodeBar = bar('encode passages', 'bytes');
+    const encoded = await encodeCollection({
+      collection: options.collection,
+      cacheDir: options.cacheDir ?? defaultCacheDir(),
+      identity: { format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir), maxLength: encoder.maxLength },
+      encoder,
+      chunkRows: options.chunkRows,
+      signal: options.signal,
+      onProgress: (p) => {
+        encodeBar?.update(p.bytes, p.totalBytes);
+        options.onEncodeProgress?.(p);
+      },
+    });
+    encodeBar?.finish();
+    const encodeSeconds = (Date.now() - t) / 1000;
+
+    // 2. Chunks -> index; index ids are row numbers into encoded.ids.
+    t = Date.now();
+    index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
+    for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
+    const indexSeconds = (Date.now() - t) / 1000;
+
+    // 3. Queries, a batch at a time: encode, search, record the run.
+    const writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
+    const run: Run = Object.create(null);
+    const keep = Math.min(k, maxCutoff); // evaluate() looks no deeper than the largest cutoff
+    let encodeQueriesSeconds = 0, searchSeconds = 0;
+    const searchBar = bar('search queries', 'items');
+    for (let first = 0; first < queries.length; first += QUERY_BATCH) {
+      const batch = queries.slice(first, first + QUERY_BATCH);
+      t = Date.now();
+      const embedded = await encoder.encode(batch.map(([, text]) => text));
+      encodeQueriesSeconds += (Date.now() - t) / 1000;
+      t = Date.now();
+      const found = await index.search(embedded, { k });
+      searchSeconds += (Date.now() - t) / 1000;
+      for (let q = 0; q < batch.length; q++) {
+        const docids: string[] = [];
+        const scores = found.scores.subarray(q * found.k, (q + 1) * found.k);
+        for (let r = 0; r < found.k; r++) docids.push(encoded.ids[Number(found.ids[q * found.k + r])]);
+        await writer?.write(batch[q][0], docids, scores);
+        const ranked: Record<string, number> = Object.create(null);
+        for (let r = 0; r < Math.min(keep, found.k); r++) ranked[docids[r]] = scores[r];
+        run[batch[q][0]] = ranked;
+      }
+      searchBar?.update(Math.min(first + QUERY_BATCH, queries.length), queries.length);
+    }
+    searchBar?.finish();
+    await writer?.close();
+
+    const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
+    const encodedRows = encoded.rows - encoded.cachedRows;
+    return {
+      metrics: evaluate(run, qrels, metrics),
+      passages: encoded.rows,
+      cachedPassages: encoded.cachedRows,
+      queries: queries.length,
+      queriesWithoutText: evaluatedQids.filter((qid) => !(qid in run)).length,
+      k,
+      seconds: {
+        encodeCollection: encodeSeconds, buildIndex: indexSeconds, encodeQueries: encodeQueriesSeconds,
+        search: searchSeconds, total: (Date.now() - started) / 1000,
+      },
+      passagesPerSecond: encodedRows > 0 ? encodedRows / encodeSeconds : null,
+      cacheDir: encoded.dir,
+      device: encoder.device,
+    };
+  } finally {
+    index?.dispose();
+    await encoder.dispose();
+  }
+}

@@ -1,0 +1,317 @@
+// The VectorIndex file format, version 1 (docs/index.md has the full specification).
+// All integers little-endian. Every section starts at a multiple of 64 bytes, so the vectors
+// can be viewed in place (typed arrays over a memory mapping) and are cache-line aligned.
+//
+//   offset  size  field
+//   0       8     magic "CMBDINDX"
+//   8       4     u32 format version (1)
+//   12      4     u32 dtype: 1 = float32, 2 = float16 (IEEE binary16 bits)
+//   16      4     u32 dim
+//   20      4     u32 reserved, 0
+//   24      8     u64 count (vectors stored)
+//   32      8     i64 nextId (the id the next add() without ids starts at)
+//   40      8     u64 idsOffset (64)
+//   48      8     u64 vectorsOffset
+//   56      8     u64 fileBytes (total file size)
+//   64            ids: count x i64, zero-padded to a multiple of 64
+//   vectorsOffset vectors: count x dim x (4 | 2) bytes, row-major, zero-padded to a multiple of 64
+//   fileBytes-8   u64 cmbd64 checksum of bytes [0, fileBytes - 8)
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { loadAddon } from '../native';
+import type { Dtype } from '../kernels';
+
+export const MAGIC = 'CMBDINDX';
+export const FORMAT_VERSION = 1;
+export const HEADER_BYTES = 64;
+export const TRAILER_BYTES = 8;
+
+interface FileBindings {
+  checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: false): undefined;
+  checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: true): Promise<void>;
+  mapFileReadOnly(path: string): ArrayBuffer;
+}
+
+/** The addon's file bindings (native/addon/file_bindings.cc). */
+export function fileBindings(): FileBindings {
+  return loadAddon() as unknown as FileBindings;
+}
+
+const DTYPE_CODES: Record<Dtype, number> = { float32: 1, float16: 2 };
+
+export function bytesPerElement(dtype: Dtype): number {
+  return dtype === 'float32' ? 4 : 2;
+}
+
+function padTo64(n: number): number {
+  return Math.ceil(n / 64) * 64;
+}
+
+export interface Layout {
+  idsOffset: number;
+  vectorsOffset: number;
+  trailerOffset: number;
+  fileBytes: number;
+}
+
+export function layoutOf(dtype: Dtype, dim: number, count: number): Layout {
+  const idsOffset = HEADER_BYTES;
+  const vectorsOffset = idsOffset + padTo64(count * 8);
+  const trailerOffset = vectorsOffset + padTo64(count * dim * bytesPerElement(dtype));
+  return { idsOffset, vectorsOffset, trailerOffset, fileBytes: trailerOffset + TRAILER_BYTES };
+}
+
+export interface Header {
+  dtype: Dtype;
+  dim: number;
+  count: number;
+  nextId: bigint;
+  layout: Layout;
+}
+
+export function encodeHeader(h: Header): Uint8Array {
+  const bytes = new Uint8Array(HEADER_BYTES);
+  const view = new DataView(bytes.buffer);
+  bytes.set(Buffer.from(MAGIC, 'latin1'), 0);
+  view.setUint32(8, FORMAT_VERSION, true);
+  view.setUint32(12, DTYPE_CODES[h.dtype], true);
+  view.setUint32(16, h.dim, true);
+  view.setBigUint64(24, BigInt(h.count), true);
+  view.setBigInt64(32, h.nextId, true);
+  view.setBigUint64(40, BigInt(h.layout.idsOffset), true);
+  view.setBigUint64(48, BigInt(h.layout.vectorsOffset), true);
+  view.setBigUint64(56, BigInt(h.layout.fileBytes), true);
+  return bytes;
+}
+
+/** Checks the header against the file's actual size; every failure names the file and the fault. */
+export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: string): Header {
+  const magic = Buffer.from(bytes.subarray(0, Math.min(8, bytes.length))).toString('latin1');
+  if (magic !== MAGIC.slice(0, magic.length) || bytes.length === 0) {
+    throw new Error(`${file} is not a camembed index file (no '${MAGIC}' magic at its start)`);
+  }
+  if (bytes.length < HEADER_BYTES) {
+    throw new Error(`${file} is truncated: ${actualFileBytes} bytes, shorter than the ${HEADER_BYTES}-byte header`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+  const version = view.getUint32(8, true);
+  if (version > FORMAT_VERSION) {
+    throw new Error(`${file} has index format version ${version}, newer than this camembed reads (${FORMAT_VERSION}): upgrade camembed`);
+  }
+  const corrupt = (what: string) => new Error(`${file} is corrupt: ${what}`);
+  if (version < 1) throw corrupt(`format version ${version}`);
+  const dtypeCode = view.getUint32(12, true);
+  const dtype = (Object.keys(DTYPE_CODES) as Dtype[]).find((t) => DTYPE_CODES[t] === dtypeCode);
+  if (dtype === undefined) throw corrupt(`unknown dtype code ${dtypeCode}`);
+  const dim = view.getUint32(16, true);
+  if (dim < 1) throw corrupt('dim is 0');
+  const count = view.getBigUint64(24, true);
+  if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(`count ${count} is impossible`);
+  const layout = layoutOf(dtype, dim, Number(count));
+  const stated = [view.getBigUint64(40, true), view.getBigUint64(48, true), view.getBigUint64(56, true)];
+  if (stated[0] !== BigInt(layout.idsOffset) || stated[1] !== BigInt(layout.vectorsOffset) || stated[2] !== BigInt(layout.fileBytes)) {
+    throw corrupt(`section offsets do not match count ${count}, dim ${dim}, dtype ${dtype}`);
+  }
+  if (actualFileBytes < layout.fileBytes) {
+    throw new Error(`${file} is truncated: ${actualFileBytes} bytes, but its header describes ${layout.fileBytes}`);
+  }
+  if (actualFileBytes > layout.fileBytes) {
+    throw corrupt(`${actualFileBytes} bytes, but its header describes ${layout.fileBytes}`);
+  }
+  return { dtype, dim, count: Number(count), nextId: view.getBigInt64(32, true), layout };
+}
+
+// cmbd64, the file checksum: four 64-bit lanes, each taking every fourth little-endian 64-bit
+// word w of the data (whose length is a multiple of 32 bytes): lane = rotl(lane + w * P2, 31) * P1;
+// lanes start at (P1 + P2, P2, 0, -P1) mod 2^64. The digest mixes the lanes and the length:
+// h = rotl(l0, 1) + rotl(l1, 7) + rotl(l2, 12) + rotl(l3, 18) + length, then
+// h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32 (all mod 2^64).
+// Round, seeds and primes are XXH64's (xxHash specification, doc/xxhash_spec.md), so the lane
+// updates run at memory speed (native/addon/file_bindings.cc); it is not XXH64 itself.
+const M64 = (1n << 64n) - 1n;
+export const P1 = 0x9e3779b185ebca87n;
+export const P2 = 0xc2b2ae3d27d4eb4fn;
+export const P3 = 0x165667b19e3779f9n;
+const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (64n - r))) & M64;
+const SYNC_CHECKSUM_BYTES = 1 << 20;  // smaller pieces are not worth a thread-pool round trip
+
+export class Checksum {
+  private readonly lanes = new BigUint64Array([(P1 + P2) & M64, P2, 0n, (1n << 64n) - P1]);
+  private readonly carry = new Uint8Array(32);
+  private carried = 0;
+  private length = 0;
+
+  /** Feeds bytes in order; pieces may have any length. */
+  async update(bytes: Uint8Array): Promise<void> {
+    this.length += bytes.length;
+    let start = 0;
+    if (this.carried > 0) {
+      start = Math.min(32 - this.carried, bytes.length);
+      this.carry.set(bytes.subarray(0, start), this.carried);
+      this.carried += start;
+      if (this.carried < 32) return;
+      fileBindings().checksumUpdate({ lanes: this.lanes, bytes: this.carry }, false);
+      this.carried = 0;
+    }
+    const whole = start + Math.floor((bytes.length - start) / 32) * 32;
+    const body = bytes.subarray(start, whole);
+    if (body.length >= SYNC_CHECKSUM_BYTES) await fileBindings().checksumUpdate({ lanes: this.lanes, bytes: body }, true);
+    else if (body.length > 0) fileBindings().checksumUpdate({ lanes: this.lanes, bytes: body }, false);
+    this.carry.set(bytes.subarray(whole), 0);
+    this.carried = bytes.length - whole;
+  }
+
+  digest(): bigint {
+    if (this.carried !== 0) throw new Error('cmbd64: the data length must be a multiple of 32 bytes');
+    const [l0, l1, l2, l3] = this.lanes;
+    let h = (rotl(l0, 1n) + rotl(l1, 7n) + rotl(l2, 12n) + rotl(l3, 18n) + BigInt(this.length)) & M64;
+    h ^= h >> 33n;
+    h = (h * P2) & M64;
+    h ^= h >> 29n;
+    h = (h * P3) & M64;
+    h ^= h >> 32n;
+    return h;
+  }
+}
+
+// ---- Reading and writing whole files -------------------------------------------------------
+
+const PIECE_BYTES = 64 * 1024 * 1024;  // checksum and map in pieces: bounded pauses, progress
+
+function zeros(n: number): Uint8Array {
+  return new Uint8Array(n);
+}
+
+function trailerOf(checksum: bigint): Uint8Array {
+  const bytes = new Uint8Array(TRAILER_BYTES);
+  new DataView(bytes.buffer).setBigUint64(0, checksum, true);
+  return bytes;
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes the file crash-safely: a temporary file in the same folder, fsync, rename over `file`,
+ * fsync of the folder. A crash at any point leaves either the old file or the new one.
+ * `idPieces` and `vectorPieces` are the sections' bytes in order.
+ */
+export async function writeIndexFile(file: string, header: Header, idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
+  const target = path.resolve(file);
+  const dir = path.dirname(target);
+  const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+  const handle = await fs.promises.open(temp, 'wx', 0o644);
+  const checksum = new Checksum();
+  let position = 0;
+  const put = async (bytes: Uint8Array) => {
+    await checksum.update(bytes);
+    for (let done = 0; done < bytes.length;) {
+      const n = Math.min(bytes.length - done, PIECE_BYTES);
+      const { bytesWritten } = await handle.write(bytes, done, n, position);
+      done += bytesWritten;
+      position += bytesWritten;
+    }
+  };
+  let closed = false;
+  let renamed = false;
+  try {
+    const { layout } = header;
+    await put(encodeHeader(header));
+    for (const piece of idPieces) await put(piece);
+    await put(zeros(layout.vectorsOffset - position));
+    for (const piece of vectorPieces) await put(piece);
+    await put(zeros(layout.trailerOffset - position));
+    if (position !== layout.trailerOffset) throw new Error(`internal: wrote ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
+    await put(trailerOf(checksum.digest()));
+    await handle.sync();
+    closed = true;
+    await handle.close();
+    await fs.promises.rename(temp, target);
+    renamed = true;
+    await syncDirectory(dir);
+  } finally {
+    if (!closed) await handle.close().catch(() => undefined);
+    if (!renamed) await fs.promises.unlink(temp).catch(() => undefined);
+  }
+}
+
+function checksumMismatch(file: string, stored: bigint, computed: bigint): Error {
+  return new Error(`${file} is corrupt: checksum mismatch (stored ${stored.toString(16)}, computed ${computed.toString(16)})`);
+}
+
+/** Maps the file read-only, checks header and checksum; the vectors are then viewed in place. */
+export async function mapIndexFile(file: string): Promise<{ header: Header; mapping: ArrayBuffer }> {
+  // An empty file cannot be mapped: report it as what it is, like the reading path does.
+  if ((await fs.promises.stat(file)).size === 0) decodeHeader(new Uint8Array(0), 0, file);
+  const mapping = fileBindings().mapFileReadOnly(path.resolve(file));
+  const bytes = new Uint8Array(mapping);
+  const header = decodeHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, file);
+  const checksum = new Checksum();
+  const end = header.layout.trailerOffset;
+  for (let offset = 0; offset < end; offset += PIECE_BYTES) {
+    await checksum.update(bytes.subarray(offset, Math.min(end, offset + PIECE_BYTES)));
+  }
+  const stored = new DataView(mapping, end, TRAILER_BYTES).getBigUint64(0, true);
+  const computed = checksum.digest();
+  if (stored !== computed) throw checksumMismatch(file, stored, computed);
+  return { header, mapping };
+}
+
+/** An open index file whose header has been checked; readInto() reads and verifies the rest. */
+export class IndexFileReader {
+  private constructor(private readonly handle: fs.promises.FileHandle, readonly header: Header,
+    private readonly headerBytes: Uint8Array, private readonly file: string) {}
+
+  static async open(file: string): Promise<IndexFileReader> {
+    const handle = await fs.promises.open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      const headerBytes = new Uint8Array(Math.min(size, HEADER_BYTES));
+      await handle.read(headerBytes, 0, headerBytes.length, 0);
+      return new IndexFileReader(handle, decodeHeader(headerBytes, size, file), headerBytes, file);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  /** Reads the ids and vectors into the given byte views (in file order) and checks the checksum. */
+  async readInto(idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
+    const { layout } = this.header;
+    const checksum = new Checksum();
+    await checksum.update(this.headerBytes);
+    let position = HEADER_BYTES;
+    const take = async (dest: Uint8Array, summed = true) => {
+      for (let done = 0; done < dest.length;) {
+        const n = Math.min(dest.length - done, PIECE_BYTES);
+        const { bytesRead } = await this.handle.read(dest, done, n, position);
+        if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position}`);
+        done += bytesRead;
+        position += bytesRead;
+      }
+      if (summed) await checksum.update(dest);
+    };
+    for (const piece of idPieces) await take(piece);
+    await take(zeros(layout.vectorsOffset - position));
+    for (const piece of vectorPieces) await take(piece);
+    await take(zeros(layout.trailerOffset - position));
+    if (position !== layout.trailerOffset) throw new Error(`internal: read ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
+    const trailer = zeros(TRAILER_BYTES);
+    await take(trailer, false);
+    const stored = new DataView(trailer.buffer).getBigUint64(0, true);
+    const computed = checksum.digest();
+    if (stored !== computed) throw checksumMismatch(this.file, stored, computed);
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}

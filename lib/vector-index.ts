@@ -1,0 +1,623 @@
+// VectorIndex: exact cosine top-k over millions of unit vectors, on the CPU or one CUDA device.
+//
+// Storage is a list of chunks of at most CHUNK_BYTES of vectors each, so growth never copies more
+// than one chunk (the last one, by capacity doubling) and the slack is at most one chunk. Every
+// chunk but the last is full; `remove` moves the last row into the hole. A search runs the top-k
+// kernel on each chunk (one pass over the chunk for a whole tile of queries) and merges the
+// per-chunk lists in (score desc, id asc) order. The kernel breaks ties by row, not id, so each
+// chunk is asked for k + 1 rows: when a chunk's last row ties with the final k-th score, rows with
+// that score may be missing and that chunk is asked again for more (see resolveBoundaryTies).
+import { cosineTopKAsync, Dtype, TopKResult } from './kernels';
+import { CUDA_MAX_K, CudaMatrix } from './cuda';
+import { devices, resolveDevice } from './devices';
+import { float16ToFloat32Array, float32ToFloat16Array } from './float16';
+import { bytesPerElement, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
+import { IdTable } from './index/id-table';
+import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
+
+const CHUNK_BYTES = 64 * 1024 * 1024;
+const QUERY_TILE_BYTES = 1024 * 1024;  // queries per kernel call: they stay in L2 while a tile of rows streams past
+const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
+const MAX_ID = (1n << 63n) - 1n;
+
+let cachedCpuThreads = 0;
+function cpuThreads(): number {
+  cachedCpuThreads ||= devices().cpu.threads;
+  return cachedCpuThreads;
+}
+
+export interface VectorIndexOptions {
+  dim: number;
+  /** Storage type; default 'float32' on the CPU, 'float16' on CUDA. */
+  dtype?: Dtype;
+  /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
+  device?: string;
+  /**
+   * Storage chunk size in bytes (default 64 MiB): the most a growth step copies, the most unused
+   * capacity held, and the part of the index one kernel call scans.
+   */
+  chunkBytes?: number;
+}
+
+/** Rows x dim float32 values, or the encoder's output. */
+export type VectorsInput = Float32Array | { data: Float32Array; rows: number; dim: number };
+export type IdsInput = BigInt64Array | Array<number | bigint>;
+
+export interface SearchResult {
+  /** `k` ids per query, best first; equal scores: lower id first. */
+  ids: BigInt64Array;
+  scores: Float32Array;
+  /** min(options.k, size). */
+  k: number;
+}
+
+export interface NeighborsOptions {
+  k: number;
+  /** Leave each vector out of its own neighbour list (default true). */
+  excludeSelf?: boolean;
+  /** Vectors per yielded chunk (default 1024). */
+  batchSize?: number;
+}
+
+export interface NeighborsChunk {
+  /** The ids of this chunk's vectors, one per row. */
+  ids: BigInt64Array;
+  /** `k` neighbour ids per row, best first. */
+  neighbors: BigInt64Array;
+  scores: Float32Array;
+  k: number;
+}
+
+export interface LoadOptions {
+  device?: string;
+  /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
+  mmap?: boolean;
+  /** As in VectorIndexOptions. */
+  chunkBytes?: number;
+}
+
+type Storage = Float32Array | Uint16Array;
+
+interface Chunk {
+  vectors: Storage;      // capacity x dim
+  ids: BigInt64Array;    // capacity
+  count: number;
+  mapped: boolean;       // a view of a read-only file mapping: copied before any write
+  matrix: CudaMatrix | null;  // the first `count` rows on the CUDA device, made on first search
+}
+
+/** Candidates from one chunk for one query: rows of the chunk, best first. */
+interface Candidates {
+  rows: Int32Array;
+  scores: Float32Array;
+}
+
+function byteView(array: ArrayBufferView, bytes: number): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, bytes);
+}
+
+function parseVectors(name: string, input: unknown, dim: number): { data: Float32Array; rows: number } {
+  let data = input;
+  let rows: number | undefined;
+  if (typeof input === 'object' && input !== null && !ArrayBuffer.isView(input) && !Array.isArray(input)) {
+    const o = input as Record<string, unknown>;
+    data = o.data;
+    rows = requirePositiveInteger(`${name}.rows`, o.rows);
+    const inputDim = requirePositiveInteger(`${name}.dim`, o.dim);
+    if (inputDim !== dim) throw new RangeError(`${name}.dim is ${inputDim} but the index has dim ${dim}`);
+  } else if (!ArrayBuffer.isView(input)) {
+    throw new TypeError(`${name} must be a Float32Array or { data, rows, dim }, got ${typeName(input)}`);
+  }
+  const array = requireTypedArray<Float32Array>(rows === undefined ? name : `${name}.data`, data, ['Float32Array']);
+  if (array.length === 0) throw new RangeError(`${name} is empty`);
+  if (array.length % dim !== 0) {
+    throw new RangeError(`${name} has ${array.length} values, not a multiple of the index dim ${dim}`);
+  }
+  if (rows !== undefined && rows * dim !== array.length) {
+    throw new RangeError(`${name}.data has ${array.length} values but rows x dim is ${rows} x ${dim}`);
+  }
+  return { data: array, rows: array.length / dim };
+}
+
+/** A copy with every row scaled to unit length (x / max(||x||, 1e-12)); NaN or infinity is an error. */
+function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let base = 0; base < data.length; base += dim) {
+    let sumSquares = 0;
+    for (let i = base; i < base + dim; i++) sumSquares += data[i] * data[i];
+    if (!Number.isFinite(sumSquares)) {
+      throw new RangeError(`${name} row ${base / dim} contains NaN or infinite values`);
+    }
+    const scale = 1 / Math.max(Math.sqrt(sumSquares), 1e-12);
+    for (let i = base; i < base + dim; i++) out[i] = data[i] * scale;
+  }
+  return out;
+}
+
+function parseIds(name: string, input: unknown, expected: number | null): BigInt64Array {
+  let ids: BigInt64Array;
+  if (input instanceof BigInt64Array) {
+    ids = input.slice();
+  } else if (Array.isArray(input)) {
+    ids = new BigInt64Array(input.length);
+    for (let i = 0; i < input.length; i++) {
+      const id: unknown = input[i];
+      if (typeof id === 'bigint' && BigInt.asIntN(64, id) === id) ids[i] = id;
+      else if (Number.isSafeInteger(id)) ids[i] = BigInt(id as number);
+      else throw new TypeError(`${name}[${i}] must be a safe integer or a 64-bit bigint, got ${typeof id === 'number' || typeof id === 'bigint' ? id : typeName(id)}`);
+    }
+  } else {
+    throw new TypeError(`${name} must be a BigInt64Array or an array of integers or bigints, got ${typeName(input)}`);
+  }
+  if (expected !== null && ids.length !== expected) {
+    throw new RangeError(`${name} has ${ids.length} ids but there are ${expected} vectors`);
+  }
+  const sorted = ids.slice().sort();
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i] === sorted[i - 1]) throw new RangeError(`${name} contains id ${sorted[i]} more than once`);
+  }
+  return ids;
+}
+
+export class VectorIndex {
+  readonly dim: number;
+  readonly dtype: Dtype;
+  readonly device: string;
+  private readonly deviceIndex: number;  // -1: CPU
+  private readonly chunkRows: number;
+  private chunks: Chunk[] = [];
+  private table = new IdTable();
+  private count = 0;
+  private nextId = 0n;
+  private readers = 0;     // searches, saves and neighbour walks in flight: they block changes
+  private disposed = false;
+
+  constructor(options: VectorIndexOptions) {
+    const o = requireObject('options', options);
+    this.dim = requirePositiveInteger('options.dim', o.dim);
+    this.deviceIndex = resolveDevice(o.device);
+    this.device = this.deviceIndex < 0 ? 'cpu' : `cuda:${this.deviceIndex}`;
+    if (o.dtype !== undefined && o.dtype !== 'float32' && o.dtype !== 'float16') {
+      throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(o.dtype)}`);
+    }
+    this.dtype = (o.dtype as Dtype | undefined) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
+    const chunkBytes = o.chunkBytes === undefined ? CHUNK_BYTES : requirePositiveInteger('options.chunkBytes', o.chunkBytes);
+    this.chunkRows = Math.max(1, Math.floor(chunkBytes / (this.dim * bytesPerElement(this.dtype))));
+  }
+
+  /** Number of vectors stored. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Memory held: vector and id storage (including unused capacity) and the id table. */
+  get bytes(): number {
+    let total = this.table.bytes;
+    for (const c of this.chunks) total += c.vectors.byteLength + c.ids.byteLength;
+    return total;
+  }
+
+  /**
+   * Adds vectors (L2-normalised here) under the given ids, or under ids counting up from one past
+   * the largest id ever added. All checks and allocations come first: a failed add changes nothing.
+   */
+  add(vectors: VectorsInput, ids?: IdsInput): void {
+    this.assertWritable('add');
+    const { data, rows } = parseVectors('vectors', vectors, this.dim);
+    const unit = normalizeRows('vectors', data, this.dim);
+    const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
+    for (const id of newIds) {
+      if (this.table.has(id)) throw new RangeError(`ids: id ${id} is already in the index`);
+    }
+    const stored: Storage = this.dtype === 'float32' ? unit : float32ToFloat16Array(unit);
+    let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
+    const added: Chunk[] = [];
+    let table: IdTable;
+    try {
+      let remaining = rows;
+      const last = this.chunks[this.chunks.length - 1];
+      if (last !== undefined && last.count < this.chunkRows) {
+        const needed = last.count + Math.min(remaining, this.chunkRows - last.count);
+        if (needed > last.ids.length || last.mapped) {
+          const capacity = Math.min(this.chunkRows, Math.max(needed, 2 * last.ids.length));
+          grown = { chunk: last, ...this.copyRows(last, capacity) };
+        }
+        remaining -= needed - last.count;
+      }
+      for (; remaining > 0; remaining -= Math.min(remaining, this.chunkRows)) {
+        const capacity = Math.min(remaining, this.chunkRows);
+        added.push({ vectors: this.allocate(capacity), ids: new BigInt64Array(capacity), count: 0, mapped: false, matrix: null });
+      }
+      table = this.table.withRoomFor(this.count + rows);
+    } catch (err) {
+      throw new Error(
+        `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
+    }
+    if (grown !== null) Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
+    this.chunks.push(...added);
+    this.table = table;
+    for (let r = 0; r < rows;) {
+      const position = this.count + r;
+      const chunk = this.chunks[Math.floor(position / this.chunkRows)];
+      const row = position % this.chunkRows;
+      const n = Math.min(rows - r, this.chunkRows - row);
+      chunk.vectors.set(stored.subarray(r * this.dim, (r + n) * this.dim), row * this.dim);
+      chunk.ids.set(newIds.subarray(r, r + n), row);
+      chunk.count = row + n;
+      this.dropDeviceCopy(chunk);
+      for (let i = 0; i < n; i++) this.table.set(newIds[r + i], position + i);
+      r += n;
+    }
+    this.count += rows;
+    for (const id of newIds) if (id >= this.nextId) this.nextId = id + 1n;
+  }
+
+  /** Removes the vectors with these ids; an id that is absent (or repeated) is an error and changes nothing. */
+  remove(ids: IdsInput): void {
+    this.assertWritable('remove');
+    const list = parseIds('ids', ids, null);
+    const written = new Set<Chunk>();
+    for (const id of list) {
+      const position = this.table.get(id);
+      if (position === -1) throw new RangeError(`ids: id ${id} is not in the index`);
+      written.add(this.chunks[Math.floor(position / this.chunkRows)]);
+    }
+    // Rows only move into the holes left by removed rows: copy those chunks out of a file mapping first.
+    const copies: Array<[Chunk, { vectors: Storage; ids: BigInt64Array }]> = [];
+    try {
+      for (const chunk of written) if (chunk.mapped) copies.push([chunk, this.copyRows(chunk, chunk.count)]);
+    } catch (err) {
+      throw new Error(`VectorIndex.remove: cannot allocate memory (${(err as Error).message}); the index is unchanged`);
+    }
+    for (const [chunk, copy] of copies) Object.assign(chunk, copy, { mapped: false });
+    const d = this.dim;
+    for (const id of list) {
+      const position = this.table.get(id);
+      const lastChunk = this.chunks[this.chunks.length - 1];
+      const lastRow = lastChunk.count - 1;
+      const chunk = this.chunks[Math.floor(position / this.chunkRows)];
+      const row = position % this.chunkRows;
+      if (chunk !== lastChunk || row !== lastRow) {
+        chunk.vectors.set(lastChunk.vectors.subarray(lastRow * d, (lastRow + 1) * d), row * d);
+        chunk.ids[row] = lastChunk.ids[lastRow];
+        this.table.set(chunk.ids[row], position);
+        this.dropDeviceCopy(chunk);
+      }
+      this.table.delete(id);
+      lastChunk.count--;
+      this.count--;
+      this.dropDeviceCopy(lastChunk);
+      if (lastChunk.count === 0) this.chunks.pop();
+    }
+  }
+
+  /** The k nearest stored vectors (by cosine) of each query row. */
+  async search(queries: VectorsInput, options: { k: number }): Promise<SearchResult> {
+    this.assertUsable('search');
+    const o = requireObject('options', options);
+    const k = this.checkK(o.k);
+    const { data, rows } = parseVectors('queries', queries, this.dim);
+    const unit = normalizeRows('queries', data, this.dim);
+    this.readers++;
+    try {
+      return await this.searchUnit(unit, rows, k);
+    } finally {
+      this.readers--;
+    }
+  }
+
+  /**
+   * Every stored vector's k nearest neighbours, `batchSize` vectors at a time (memory stays
+   * O(batchSize x k) plus one kernel tile). The index cannot change while the walk is open.
+   */
+  async *neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
+    this.assertUsable('neighbors');
+    const o = requireObject('options', options);
+    const k = this.checkK(o.k);
+    const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
+    const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
+    this.readers++;
+    try {
+      const total = this.count;
+      const kOut = Math.min(k, excludeSelf ? total - 1 : total);
+      for (let start = 0; start < total; start += batchSize) {
+        const n = Math.min(batchSize, total - start);
+        const { vectors, ids } = this.rowsAt(start, n);
+        if (kOut === 0) {
+          yield { ids, neighbors: new BigInt64Array(0), scores: new Float32Array(0), k: 0 };
+          continue;
+        }
+        const found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut);
+        if (!excludeSelf) {
+          yield { ids, neighbors: found.ids, scores: found.scores, k: kOut };
+          continue;
+        }
+        const neighbors = new BigInt64Array(n * kOut);
+        const scores = new Float32Array(n * kOut);
+        for (let q = 0; q < n; q++) {
+          const from = q * found.k;
+          let self = found.ids.subarray(from, from + found.k).indexOf(ids[q]);
+          if (self === -1) self = found.k - 1;  // tied duplicates with lower ids pushed self out
+          for (let i = 0, j = 0; i < found.k; i++) {
+            if (i === self) continue;
+            neighbors[q * kOut + j] = found.ids[from + i];
+            scores[q * kOut + j] = found.scores[from + i];
+            j++;
+          }
+        }
+        yield { ids, neighbors, scores, k: kOut };
+      }
+    } finally {
+      this.readers--;
+    }
+  }
+
+  /** Writes the index to `file` (format in docs/index.md) through a temporary file and a rename. */
+  async save(file: string): Promise<void> {
+    this.assertUsable('save');
+    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const header: Header = {
+      dtype: this.dtype, dim: this.dim, count: this.count, nextId: this.nextId, layout: layoutOf(this.dtype, this.dim, this.count),
+    };
+    const rowBytes = this.dim * bytesPerElement(this.dtype);
+    this.readers++;
+    try {
+      await writeIndexFile(file, header,
+        this.chunks.map((c) => byteView(c.ids, c.count * 8)),
+        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
+    } finally {
+      this.readers--;
+    }
+  }
+
+  /** Reads an index written by save(); a truncated, corrupt, foreign or newer file is a clear Error. */
+  static async load(file: string, options?: LoadOptions): Promise<VectorIndex> {
+    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const o = optionalObject('options', options);
+    const mmap = optionalBoolean('options.mmap', o.mmap, false);
+    const make = (h: Header) => new VectorIndex({
+      dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
+    });
+    resolveDevice(o.device);  // option errors before any file I/O
+    if (o.chunkBytes !== undefined) requirePositiveInteger('options.chunkBytes', o.chunkBytes);
+    let index: VectorIndex;
+    if (mmap) {
+      const { header, mapping } = await mapIndexFile(file);
+      index = make(header);
+      const rowBytes = header.dim * bytesPerElement(header.dtype);
+      for (let start = 0; start < header.count; start += index.chunkRows) {
+        const n = Math.min(index.chunkRows, header.count - start);
+        const offset = header.layout.vectorsOffset + start * rowBytes;
+        const vectors = header.dtype === 'float32'
+          ? new Float32Array(mapping, offset, n * header.dim) : new Uint16Array(mapping, offset, n * header.dim);
+        const ids = new BigInt64Array(mapping, header.layout.idsOffset + start * 8, n).slice();
+        index.chunks.push({ vectors, ids, count: n, mapped: true, matrix: null });
+      }
+      index.finishLoad(header, file);
+    } else {
+      const reader = await IndexFileReader.open(file);
+      try {
+        const { header } = reader;
+        index = make(header);
+        for (let start = 0; start < header.count; start += index.chunkRows) {
+          const n = Math.min(index.chunkRows, header.count - start);
+          index.chunks.push({ vectors: index.allocate(n), ids: new BigInt64Array(n), count: n, mapped: false, matrix: null });
+        }
+        const rowBytes = header.dim * bytesPerElement(header.dtype);
+        await reader.readInto(index.chunks.map((c) => byteView(c.ids, c.count * 8)),
+          index.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
+        index.finishLoad(header, file);
+      } finally {
+        await reader.close();
+      }
+    }
+    return index;
+  }
+
+  /** Frees the device copies and drops the storage; any later use throws. Not while a search runs. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.assertWritable('dispose');
+    for (const c of this.chunks) this.dropDeviceCopy(c);
+    this.chunks = [];
+    this.table = new IdTable();
+    this.count = 0;
+    this.disposed = true;
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private finishLoad(header: Header, file: string): void {
+    this.count = header.count;
+    this.nextId = header.nextId;
+    this.table = new IdTable(header.count);
+    let position = 0;
+    for (const chunk of this.chunks) {
+      for (let r = 0; r < chunk.count; r++, position++) {
+        const id = chunk.ids[r];
+        if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
+        this.table.set(id, position);
+      }
+    }
+  }
+
+  private assertUsable(operation: string): void {
+    if (this.disposed) throw new Error(`VectorIndex.${operation}: the index has been disposed`);
+  }
+
+  private assertWritable(operation: string): void {
+    this.assertUsable(operation);
+    if (this.readers > 0) {
+      throw new Error(`VectorIndex.${operation}: a search, save or neighbors() walk is still running on this index; await it (or end the walk) first`);
+    }
+  }
+
+  /** CUDA: the chunk searches ask for k + 1 (k + 2 for neighbours), within the device's limit. */
+  private checkK(value: unknown): number {
+    const k = requirePositiveInteger('options.k', value);
+    if (this.deviceIndex >= 0 && k + 2 > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K - 2} on CUDA, got ${k}`);
+    return k;
+  }
+
+  private sequentialIds(rows: number): BigInt64Array {
+    if (this.nextId + BigInt(rows) - 1n > MAX_ID) throw new RangeError('ids: the default ids would pass 2^63-1; pass ids explicitly');
+    const ids = new BigInt64Array(rows);
+    for (let i = 0; i < rows; i++) ids[i] = this.nextId + BigInt(i);
+    return ids;
+  }
+
+  private allocate(rows: number): Storage {
+    return this.dtype === 'float32' ? new Float32Array(rows * this.dim) : new Uint16Array(rows * this.dim);
+  }
+
+  private copyRows(chunk: Chunk, capacity: number): { vectors: Storage; ids: BigInt64Array } {
+    const vectors = this.allocate(capacity);
+    vectors.set(chunk.vectors.subarray(0, chunk.count * this.dim));
+    const ids = new BigInt64Array(capacity);
+    ids.set(chunk.ids.subarray(0, chunk.count));
+    return { vectors, ids };
+  }
+
+  private dropDeviceCopy(chunk: Chunk): void {
+    chunk.matrix?.free();
+    chunk.matrix = null;
+  }
+
+  /** Rows [start, start + n) as float32 (unit vectors as stored) and their ids. */
+  private rowsAt(start: number, n: number): { vectors: Float32Array; ids: BigInt64Array } {
+    const vectors = new Float32Array(n * this.dim);
+    const ids = new BigInt64Array(n);
+    for (let r = 0; r < n;) {
+      const position = start + r;
+      const chunk = this.chunks[Math.floor(position / this.chunkRows)];
+      const row = position % this.chunkRows;
+      const m = Math.min(n - r, chunk.count - row);
+      const slice = chunk.vectors.subarray(row * this.dim, (row + m) * this.dim);
+      vectors.set(slice instanceof Float32Array ? slice : float16ToFloat32Array(slice), r * this.dim);
+      ids.set(chunk.ids.subarray(row, row + m), r);
+      r += m;
+    }
+    return { vectors, ids };
+  }
+
+  /** `threads`: CPU threads for this chunk's kernel call (default: all cores). */
+  private async searchChunk(chunk: Chunk, queries: Float32Array, k: number, threads?: number): Promise<TopKResult> {
+    const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
+    if (this.deviceIndex < 0) return cosineTopKAsync(queries, rows, { dim: this.dim, k, normalized: true, threads });
+    chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
+    return chunk.matrix.searchAsync(queries, { k, normalized: true });
+  }
+
+  /** Search with unit-length queries; tiles the queries, merges the chunks. */
+  private async searchUnit(unit: Float32Array, numQueries: number, k: number): Promise<SearchResult> {
+    const kept = Math.min(k, this.count);
+    const ids = new BigInt64Array(numQueries * kept);
+    const scores = new Float32Array(numQueries * kept);
+    if (kept === 0) return { ids, scores, k: 0 };
+    const d = this.dim;
+    const tile = Math.max(1, Math.min(Math.floor(QUERY_TILE_BYTES / (d * 4)), Math.floor(TILE_RESULTS / (kept + 1))));
+    for (let q0 = 0; q0 < numQueries; q0 += tile) {
+      const n = Math.min(tile, numQueries - q0);
+      const queries = unit.subarray(q0 * d, (q0 + n) * d);
+      const results = await this.searchChunks(queries, kept + 1);
+      for (let q = 0; q < n; q++) {
+        const lists = results.map((r) => ({
+          rows: r.indices.subarray(q * r.k, (q + 1) * r.k), scores: r.scores.subarray(q * r.k, (q + 1) * r.k),
+        }));
+        let best = this.merge(lists, kept);
+        if (await this.resolveBoundaryTies(lists, queries.subarray(q * d, (q + 1) * d), best.scores[kept - 1])) {
+          best = this.merge(lists, kept);
+        }
+        const out = (q0 + q) * kept;
+        for (let i = 0; i < kept; i++) ids[out + i] = this.idAt(best.positions[i]);
+        scores.set(best.scores, out);
+      }
+    }
+    return { ids, scores, k: kept };
+  }
+
+  /**
+   * Every chunk's top-k for the queries. On the CPU with at least as many chunks as cores, one
+   * single-threaded kernel call per core is kept in flight: a call that spreads one chunk over all
+   * cores pays ~0.6 ms of thread start-up each time (measured, bench/RESULTS-index.md), tens of
+   * milliseconds for a million vectors. On CUDA the chunks go one after another.
+   */
+  private async searchChunks(queries: Float32Array, k: number): Promise<TopKResult[]> {
+    const cores = this.deviceIndex < 0 ? cpuThreads() : 1;
+    const parallel = this.chunks.length >= cores ? cores : 1;
+    const threads = parallel > 1 ? 1 : undefined;
+    const results: TopKResult[] = new Array(this.chunks.length);
+    let next = 0;
+    const worker = async () => {
+      for (let c = next++; c < this.chunks.length; c = next++) {
+        results[c] = await this.searchChunk(this.chunks[c], queries, Math.min(k, this.chunks[c].count), threads);
+      }
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+    return results;
+  }
+
+  /**
+   * A chunk that returned fewer rows than it holds, whose last row scores exactly the final k-th
+   * score, may hold more rows of that score with lower ids. Fetch more from it (doubling) until its
+   * last row scores below that (on CUDA, at most CUDA_MAX_K rows: a larger group of exactly equal
+   * scores at the boundary keeps the device's row order). Returns whether any list changed.
+   */
+  private async resolveBoundaryTies(lists: Candidates[], query: Float32Array, kthScore: number): Promise<boolean> {
+    let changed = false;
+    for (let c = 0; c < lists.length; c++) {
+      const chunk = this.chunks[c];
+      let list = lists[c];
+      const most = this.deviceIndex < 0 ? chunk.count : Math.min(chunk.count, CUDA_MAX_K);
+      while (list.rows.length < most && list.scores[list.scores.length - 1] === kthScore) {
+        const more = await this.searchChunk(chunk, query, Math.min(most, 2 * list.rows.length));
+        list = { rows: more.indices, scores: more.scores };
+        changed = true;
+      }
+      lists[c] = list;
+    }
+    return changed;
+  }
+
+  private idAt(position: number): bigint {
+    return this.chunks[Math.floor(position / this.chunkRows)].ids[position % this.chunkRows];
+  }
+
+  /** The k best of the chunks' candidate lists in (score desc, id asc) order, as global positions. */
+  private merge(lists: Candidates[], k: number): { scores: Float32Array; positions: Float64Array } {
+    let scores = new Float32Array(k), positions = new Float64Array(k);
+    let nextScores = new Float32Array(k), nextPositions = new Float64Array(k);
+    let have = 0;
+    const before = (sa: number, pa: number, sb: number, pb: number) => sa > sb || (sa === sb && this.idAt(pa) < this.idAt(pb));
+    for (let c = 0; c < lists.length; c++) {
+      const { rows, scores: listScores } = lists[c];
+      if (rows.length === 0 || (have === k && listScores[0] < scores[k - 1])) continue;
+      const base = c * this.chunkRows;
+      // The kernel orders equal scores by row; reorder them by id (insertion sort: runs are short).
+      const candidates = Float64Array.from(rows, (r) => base + r);
+      for (let i = 1; i < candidates.length; i++) {
+        const p = candidates[i];
+        let j = i - 1;
+        while (j >= 0 && listScores[j] === listScores[i] && this.idAt(p) < this.idAt(candidates[j])) {
+          candidates[j + 1] = candidates[j];
+          j--;
+        }
+        candidates[j + 1] = p;
+      }
+      let i = 0, j = 0, m = 0;
+      while (m < k && (i < have || j < candidates.length)) {
+        if (j >= candidates.length || (i < have && before(scores[i], positions[i], listScores[j], candidates[j]))) {
+          nextScores[m] = scores[i];
+          nextPositions[m++] = positions[i++];
+        } else {
+          nextScores[m] = listScores[j];
+          nextPositions[m++] = candidates[j++];
+        }
+      }
+      [scores, nextScores] = [nextScores, scores];
+      [positions, nextPositions] = [nextPositions, positions];
+      have = m;
+    }
+    return { scores, positions };
+  }
+}

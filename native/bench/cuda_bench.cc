@@ -1,0 +1,215 @@
+// GPU kernel benchmarks: device-to-device copy bandwidth (the memory ceiling), fused pooling,
+// and resident top-k search. CUDA events on one stream, median of many runs after warm-up,
+// random inputs larger than L2. Prints a table and, per result, a CSV line starting "csv,"
+// (scripts/gpu_baselines.py reads them to compare with torch on the same card).
+//
+//   cuda_bench [--quick]      (--quick: N = 1,000,000 only, fewer query counts)
+//
+// Bytes and FLOPs counted (the floors):
+//   copy:    2 * bytes (read + write)
+//   pooling: B*T*H*elem (hidden) + B*T*8 (int64 mask) read, B*H*4 written (all tokens unmasked)
+//   top-k:   N*d*2 bytes of float16 database read once per tile of <= 1024 queries
+//            (reported as the once-through floor N*d*2), 2*Q*N*d FLOPs
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "camembed/cuda.h"
+
+#ifndef CAMEMBED_WITH_CUDA
+int main() {
+  std::printf("SKIP cuda_bench: built without CUDA\n");
+  return 0;
+}
+#else
+#include <cuda_runtime.h>
+
+using namespace camembed;
+
+namespace {
+
+bool ok(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) std::printf("ERROR %s: %s\n", what, cudaGetErrorString(err));
+  return err == cudaSuccess;
+}
+bool ok(const Status& s, const char* what) {
+  if (!s.empty()) std::printf("ERROR %s: %s\n", what, s.c_str());
+  return s.empty();
+}
+
+// Median milliseconds of `run` on `stream`: `warmup` untimed runs, then runs until `budgetMs`
+// of measured time or `maxRuns` (at least `minRuns`).
+double medianMs(cudaStream_t stream, const std::function<void()>& run, int warmup, int minRuns, int maxRuns,
+                double budgetMs) {
+  for (int i = 0; i < warmup; ++i) run();
+  cudaStreamSynchronize(stream);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<double> times;
+  double total = 0;
+  while (int(times.size()) < minRuns || (int(times.size()) < maxRuns && total < budgetMs)) {
+    cudaEventRecord(start, stream);
+    run();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+    total += ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Random float16 bits in +-[2^-6, 2^-2): finite, never zero, about unit-norm rows at d = 768.
+void fillHalf(uint16_t* out, size_t n, uint64_t seed) {
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([=] {
+      uint64_t s = seed * 0x9e3779b97f4a7c15ull + t + 1;
+      for (size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out[i] = uint16_t(((s >> 20) & 0x8000u) | (uint32_t(9 + (s >> 40) % 4) << 10) | (s & 0x3ffu));
+      }
+    });
+  for (auto& th : pool) th.join();
+}
+
+void fillFloat(float* out, size_t n, uint64_t seed) {
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    out[i] = float(int64_t(s >> 40) - (int64_t(1) << 23)) / float(1 << 23);
+  }
+}
+
+double copyBandwidthGBs(cudaStream_t stream) {
+  const size_t bytes = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  if (!ok(cudaMalloc(&a, bytes), "cudaMalloc") || !ok(cudaMalloc(&b, bytes), "cudaMalloc")) return 0;
+  if (!ok(cudaMemsetAsync(a, 1, bytes, stream), "cudaMemsetAsync")) return 0;
+  const double ms = medianMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); }, 3, 20, 50, 500);
+  cudaFree(a);
+  cudaFree(b);
+  const double gbs = 2.0 * bytes / (ms * 1e6);
+  std::printf("%-44s %10.3f ms %9.1f GB/s\n", "copy d2d 1 GiB (read + write)", ms, gbs);
+  std::printf("csv,copy,%zu,0,0,0,%.6f,%.3f,0\n", bytes, ms, gbs);
+  return gbs;
+}
+
+void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
+  const int64_t B = 512, T = 128, H = 768, elem = hiddenElementBytes(type);
+  const size_t hiddenBytes = size_t(B * T * H * elem), maskBytes = size_t(B * T * 8), outBytes = size_t(B * H * 4);
+  std::vector<uint16_t> hostHalf;
+  std::vector<float> hostFloat;
+  const void* host;
+  if (type == HiddenType::Float16) {
+    hostHalf.resize(size_t(B * T * H));
+    fillHalf(hostHalf.data(), hostHalf.size(), 3);
+    host = hostHalf.data();
+  } else {
+    hostFloat.resize(size_t(B * T * H));
+    fillFloat(hostFloat.data(), hostFloat.size(), 3);
+    host = hostFloat.data();
+  }
+  std::vector<int64_t> mask(size_t(B * T), 1);
+  void *hidden = nullptr, *dmask = nullptr, *out = nullptr;
+  if (!ok(cudaMalloc(&hidden, hiddenBytes), "cudaMalloc") || !ok(cudaMalloc(&dmask, maskBytes), "cudaMalloc") ||
+      !ok(cudaMalloc(&out, outBytes), "cudaMalloc"))
+    return;
+  if (!ok(cudaMemcpy(hidden, host, hiddenBytes, cudaMemcpyHostToDevice), "cudaMemcpy") ||
+      !ok(cudaMemcpy(dmask, mask.data(), maskBytes, cudaMemcpyHostToDevice), "cudaMemcpy"))
+    return;
+  PoolArgs a{hidden, type, dmask, MaskType::Int64, B, T, H, true, static_cast<float*>(out)};
+  Status status;
+  const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 20, 200, 300);
+  if (ok(status, "pooling")) {
+    const double bytes = double(hiddenBytes + maskBytes + outBytes), gbs = bytes / (ms * 1e6);
+    const std::string name = std::string("pool B=512 T=128 H=768 ") + (type == HiddenType::Float32 ? "f32" : "f16");
+    std::printf("%-44s %10.3f ms %9.1f GB/s  %5.1f%% of copy\n", name.c_str(), ms, gbs, 100 * gbs / copyGBs);
+    std::printf("csv,pool_%s,%lld,%lld,%lld,0,%.6f,%.3f,0\n", type == HiddenType::Float32 ? "f32" : "f16",
+                (long long)B, (long long)T, (long long)H, ms, gbs);
+  }
+  cudaFree(hidden);
+  cudaFree(dmask);
+  cudaFree(out);
+}
+
+void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& queryCounts, double copyGBs) {
+  const int64_t d = 768;
+  std::printf("generating and uploading %lld x %lld float16 rows...\n", (long long)N, (long long)d);
+  std::unique_ptr<uint16_t[]> rows(new uint16_t[size_t(N * d)]);  // not zeroed first: 13.6 GB at N = 8.8M
+  fillHalf(rows.get(), size_t(N * d), 11);
+  CudaMatrix* m = nullptr;
+  if (!ok(cudaMatrixCreateFrom(rows.get(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
+  rows.reset();
+  const int64_t maxQ = *std::max_element(queryCounts.begin(), queryCounts.end()), maxK = 1000;
+  std::vector<float> queries(size_t(maxQ * d));
+  fillFloat(queries.data(), queries.size(), 7);
+  for (float& v : queries) v /= 16.0f;
+  float *dq = nullptr, *ds = nullptr;
+  int32_t* di = nullptr;
+  if (!ok(cudaMalloc(&dq, queries.size() * 4), "cudaMalloc") || !ok(cudaMalloc(&di, size_t(maxQ * maxK) * 4), "cudaMalloc") ||
+      !ok(cudaMalloc(&ds, size_t(maxQ * maxK) * 4), "cudaMalloc"))
+    return;
+  if (!ok(cudaMemcpy(dq, queries.data(), queries.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy")) return;
+  for (int64_t Q : queryCounts)
+    for (int64_t k : {int64_t(10), int64_t(100), int64_t(1000)}) {
+      Status status;
+      const bool large = double(Q) * double(N) > 1e11;
+      const double ms = medianMs(stream, [&] { status = cudaMatrixSearchDevice(m, dq, Q, k, true, di, ds, stream); },
+                                 1, large ? 3 : 5, 50, large ? 1500 : 500);
+      if (!ok(status, "search")) continue;
+      const double bytes = double(N) * d * 2, flops = 2.0 * double(Q) * double(N) * d;
+      const double gbs = bytes / (ms * 1e6), tflops = flops / (ms * 1e9);
+      char name[96];
+      std::snprintf(name, sizeof(name), "topk f16 N=%lld d=768 Q=%lld k=%lld", (long long)N, (long long)Q, (long long)k);
+      std::printf("%-44s %10.3f ms %9.1f GB/s (%5.1f%% of copy) %7.1f TFLOP/s\n", name, ms, gbs, 100 * gbs / copyGBs, tflops);
+      std::printf("csv,topk,%lld,%lld,%lld,768,%.6f,%.3f,%.3f\n", (long long)N, (long long)Q, (long long)k, ms, gbs, tflops);
+    }
+  cudaFree(dq);
+  cudaFree(di);
+  cudaFree(ds);
+  cudaMatrixFree(m);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // keep every finished row if a time limit kills the run
+  std::vector<CudaDeviceInfo> devices;
+  std::string why;
+  cudaListDevices(&devices, &why);
+  if (devices.empty()) {
+    std::printf("SKIP cuda_bench: no CUDA device (%s)\n", why.c_str());
+    return 0;
+  }
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  std::printf("cuda_bench on %s (sm_%d%d, %d SMs, %.1f GiB)\n", devices[0].name.c_str(), devices[0].computeMajor,
+              devices[0].computeMinor, devices[0].multiprocessors, devices[0].totalMemoryBytes / 1073741824.0);
+  if (!ok(cudaSetDevice(0), "cudaSetDevice")) return 1;
+  cudaStream_t stream;
+  if (!ok(cudaStreamCreate(&stream), "cudaStreamCreate")) return 1;
+  const double copyGBs = copyBandwidthGBs(stream);
+  benchPooling(stream, HiddenType::Float32, copyGBs);
+  benchPooling(stream, HiddenType::Float16, copyGBs);
+  const std::vector<int64_t> queryCounts = quick ? std::vector<int64_t>{1, 256} : std::vector<int64_t>{1, 16, 256, 1024, 6980};
+  benchTopK(stream, 1000000, queryCounts, copyGBs);
+  if (!quick) benchTopK(stream, 8841823, queryCounts, copyGBs);
+  cudaStreamDestroy(stream);
+  return 0;
+}
+#endif

@@ -1,0 +1,79 @@
+// Error handling shared by the CUDA sources: every CUDA call is checked and a failure becomes
+// a Status message (never an abort).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "camembed/types.h"
+
+namespace camembed {
+
+// "what: CUDA error text", plus a hint when the error poisons the device context.
+inline Status cudaStatus(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return "";
+  std::string message = std::string(what) + ": " + cudaGetErrorString(err);
+  if (err == cudaErrorMemoryAllocation) {
+    size_t freeBytes = 0, totalBytes = 0;
+    cudaGetLastError();  // out-of-memory is not sticky: clear it so the next call starts clean
+    if (cudaMemGetInfo(&freeBytes, &totalBytes) == cudaSuccess)
+      message += " (out of GPU memory: " + std::to_string(freeBytes >> 20) + " MiB free of " +
+                 std::to_string(totalBytes >> 20) + " MiB)";
+  } else if (err == cudaErrorIllegalAddress || err == cudaErrorLaunchFailure || err == cudaErrorAssert ||
+             err == cudaErrorIllegalInstruction || err == cudaErrorMisalignedAddress) {
+    message += " (a kernel fault: CUDA keeps this device unusable until the process restarts)";
+  } else {
+    cudaGetLastError();
+  }
+  return message;
+}
+
+// Evaluates a CUDA call and returns its Status from the enclosing function on failure.
+#define CAMEMBED_CUDA_TRY(call, what)                       \
+  do {                                                      \
+    ::camembed::Status status_ = ::camembed::cudaStatus((call), (what)); \
+    if (!status_.empty()) return status_;                   \
+  } while (0)
+
+// Makes `device` current for this thread (a bad index becomes a clear message).
+inline Status useDevice(int device) {
+  int count = 0;
+  CAMEMBED_CUDA_TRY(cudaGetDeviceCount(&count), "no usable CUDA device (cudaGetDeviceCount)");
+  if (device < 0 || device >= count)
+    return "CUDA device " + std::to_string(device) + " does not exist (this machine has " + std::to_string(count) +
+           " CUDA device" + (count == 1 ? "" : "s") + ")";
+  CAMEMBED_CUDA_TRY(cudaSetDevice(device), "cudaSetDevice");
+  return "";
+}
+
+// A device allocation freed when it goes out of scope.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { reset(); }
+  Status allocate(size_t count, const char* what) {
+    reset();
+    if (count == 0) return "";
+    CAMEMBED_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)), what);
+    count_ = count;
+    return "";
+  }
+  // Keeps the allocation when it is already large enough.
+  Status reserve(size_t count, const char* what) { return count <= count_ ? Status() : allocate(count, what); }
+  void reset() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    count_ = 0;
+  }
+  T* get() const { return ptr_; }
+  size_t count() const { return count_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+}  // namespace camembed

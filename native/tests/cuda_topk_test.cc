@@ -1,0 +1,258 @@
+// The CUDA top-k search against the CPU kernel (native/cpu/topk.cc) and a float64 oracle, on
+// random inputs of awkward shapes: float16 and float32 storage, float32 and float16 input, cosine
+// and dot product, k = 1 and k = N, duplicated rows (ties), zero vectors, several query tiles and
+// row launches; plus the device-pointer variant and the error paths (bad device, freed matrix,
+// NaN, out of memory) leaving other matrices usable. Skips (exit 0) with no CUDA device.
+//
+// Exactness (issue 5): scores within 1e-4 (float16 storage) / 1e-5 (float32) of the float64
+// cosine of the stored values (queries rounded to float16 for float16 storage); index sets equal
+// to the CPU's except for rows whose score is within 1e-5 / 1e-6 of the k-th score.
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "camembed/cuda.h"
+#include "camembed/topk.h"
+#include "test_util.h"
+#ifdef CAMEMBED_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+using namespace camembed;
+using namespace camembed_test;
+
+namespace {
+
+struct Case {
+  int64_t rows, dim, queries, k;
+};
+
+// Values exactly as the GPU stores them (float16-rounded when the storage is float16).
+struct Data {
+  std::vector<float> stored;      // [rows][dim] as float32
+  std::vector<uint16_t> half;     // [rows][dim] float16 bits (float16 storage)
+  std::vector<float> queries;     // [Q][dim] as given
+  std::vector<float> queriesUsed; // [Q][dim] as the kernel uses them (rounded for float16)
+};
+
+// roundRows: the rows reach the GPU as float16 (float16 storage, or float16 input).
+Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Random& random) {
+  Data d;
+  const int64_t duplicateFrom = c.rows / 2;  // rows in the second half copy the first half, in part
+  std::vector<float> raw(size_t(c.rows * c.dim));
+  for (int64_t r = 0; r < c.rows; ++r) {
+    float* row = raw.data() + r * c.dim;
+    if (r >= duplicateFrom && r % 3 == 0 && r - duplicateFrom < duplicateFrom) {
+      std::copy(raw.data() + (r - duplicateFrom) * c.dim, raw.data() + (r - duplicateFrom + 1) * c.dim, row);
+      continue;
+    }
+    if (r == 2 && c.rows > 5) continue;  // a zero row (scores 0 when not normalised)
+    double sum = 0;
+    for (int64_t i = 0; i < c.dim; ++i) sum += double(row[i] = random.normal()) * row[i];
+    if (unitRows)
+      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] / std::sqrt(sum));
+  }
+  d.stored = raw;
+  if (roundRows) {
+    d.half.resize(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) d.stored[i] = halfToFloat(d.half[i] = floatToHalf(raw[i]));
+  }
+  d.queries.resize(size_t(c.queries * c.dim));
+  for (int64_t q = 0; q < c.queries; ++q) {
+    float* row = d.queries.data() + q * c.dim;
+    // Every 5th query copies a database row (its best match then ties with that row's copies).
+    if (q % 5 == 4) {
+      std::copy(raw.data() + (q % c.rows) * c.dim, raw.data() + (q % c.rows + 1) * c.dim, row);
+      continue;
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < c.dim; ++i) sum += double(row[i] = random.normal()) * row[i];
+    if (unitRows)
+      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] / std::sqrt(sum));
+  }
+  d.queriesUsed = d.queries;
+  if (halfStorage)
+    for (float& v : d.queriesUsed) v = halfToFloat(floatToHalf(v));
+  return d;
+}
+
+double truthScore(const Data& d, int64_t dim, int64_t q, int64_t row, bool normalized) {
+  double dot = 0, qq = 0, rr = 0;
+  for (int64_t i = 0; i < dim; ++i) {
+    const double a = d.queriesUsed[q * dim + i], b = d.stored[row * dim + i];
+    dot += a * b;
+    qq += a * a;
+    rr += b * b;
+  }
+  if (normalized) return dot;
+  const double denom = std::sqrt(qq) * std::sqrt(rr);
+  return denom == 0 ? 0 : dot / denom;
+}
+
+void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random) {
+  const std::string what = "topk N=" + std::to_string(c.rows) + " d=" + std::to_string(c.dim) + " Q=" +
+                           std::to_string(c.queries) + " k=" + std::to_string(c.k) +
+                           (halfStorage ? " f16" : " f32") + (halfInput ? " (f16 input)" : "") +
+                           (normalized ? " dot" : " cosine");
+  const Data d = makeData(c, halfStorage, halfStorage || halfInput, normalized, random);
+  const int failuresBefore = failures;
+  // Upload: float16 input is the stored bits; float32 input is converted on the GPU.
+  CudaMatrix* m = nullptr;
+  std::vector<uint16_t> inputHalf;
+  if (halfInput) {
+    inputHalf.resize(d.stored.size());
+    for (size_t i = 0; i < inputHalf.size(); ++i) inputHalf[i] = floatToHalf(d.stored[i]);
+  }
+  const Status created = halfInput ? cudaMatrixCreateFrom(inputHalf.data(), HiddenType::Float16, c.rows, c.dim,
+                                                      halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m)
+                                   : cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim,
+                                                      halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m);
+  check(created.empty(), what + ": create: " + created);
+  if (!created.empty()) return;
+  check(cudaMatrixBytes(m) >= c.rows * c.dim * (halfStorage ? 2 : 4), what + ": bytes");
+  const int64_t k = std::min(c.k, c.rows);
+  std::vector<int32_t> gpuIdx(size_t(c.queries * k), -7);
+  std::vector<float> gpuScore(gpuIdx.size(), std::nanf(""));
+  const Status searched = cudaMatrixSearch(m, d.queries.data(), c.queries, k, normalized, gpuIdx.data(), gpuScore.data());
+  check(searched.empty(), what + ": search: " + searched);
+  cudaMatrixFree(m);
+  if (!searched.empty()) return;
+
+  // The CPU kernel on exactly the values the GPU used.
+  std::vector<int32_t> cpuIdx(gpuIdx.size());
+  std::vector<float> cpuScore(gpuIdx.size());
+  TopKArgs a{d.queriesUsed.data(), c.queries, d.stored.data(), HiddenType::Float32, c.rows, c.dim, k, normalized,
+             cpuIdx.data(), cpuScore.data()};
+  check(cosineTopKCpu(a, 0).empty(), what + ": cpu");
+
+  const double scoreTol = halfStorage ? 1e-4 : 1e-5, indexTol = halfStorage ? 1e-5 : 1e-6;
+  const int64_t duplicateFrom = c.rows / 2;
+  for (int64_t q = 0; q < c.queries && failures == failuresBefore; ++q) {
+    const int32_t* gi = gpuIdx.data() + q * k;
+    const float* gs = gpuScore.data() + q * k;
+    std::set<int32_t> gpuSet, cpuSet(cpuIdx.begin() + q * k, cpuIdx.begin() + (q + 1) * k);
+    for (int64_t i = 0; i < k; ++i) {
+      check(gi[i] >= 0 && gi[i] < c.rows, what + ": index out of range");
+      if (gi[i] < 0 || gi[i] >= c.rows) return;
+      gpuSet.insert(gi[i]);
+      const double truth = truthScore(d, c.dim, q, gi[i], normalized);
+      check(std::fabs(gs[i] - truth) <= scoreTol,
+            what + ": q" + std::to_string(q) + " score " + std::to_string(gs[i]) + " vs " + std::to_string(truth));
+      if (i > 0)
+        check(gs[i - 1] > gs[i] || (gs[i - 1] == gs[i] && gi[i - 1] < gi[i]),
+              what + ": q" + std::to_string(q) + " not sorted by score desc, then index asc at " + std::to_string(i));
+      // A returned copy implies its lower original is returned too (ties go to the lower index).
+      const int64_t original = gi[i] - duplicateFrom;
+      if (gi[i] >= duplicateFrom && gi[i] % 3 == 0 && original < duplicateFrom && original != 2)
+        check(std::find(gi, gi + k, int32_t(original)) != gi + k,
+              what + ": q" + std::to_string(q) + " returned row " + std::to_string(gi[i]) + " but not its equal " +
+                  std::to_string(original));
+    }
+    check(int64_t(gpuSet.size()) == k, what + ": duplicate indices");
+    const double kth = truthScore(d, c.dim, q, cpuIdx[q * k + k - 1], normalized);
+    for (int32_t i : gpuSet)
+      if (!cpuSet.count(i))
+        check(std::fabs(truthScore(d, c.dim, q, i, normalized) - kth) <= indexTol,
+              what + ": q" + std::to_string(q) + " row " + std::to_string(i) + " is not in the CPU top-k");
+    for (int32_t i : cpuSet)
+      if (!gpuSet.count(i))
+        check(std::fabs(truthScore(d, c.dim, q, i, normalized) - kth) <= indexTol,
+              what + ": q" + std::to_string(q) + " row " + std::to_string(i) + " of the CPU top-k is missing");
+  }
+}
+
+// Errors are messages; afterwards a healthy matrix still searches correctly.
+void checkErrors(Random& random) {
+  const Case c{300, 24, 3, 5};
+  const Data d = makeData(c, true, true, true, random);
+  CudaMatrix* healthy = nullptr;
+  check(cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &healthy).empty(),
+        "errors: create healthy");
+  std::vector<int32_t> idx(15), before(15);
+  std::vector<float> score(15);
+  check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, before.data(), score.data()).empty(), "errors: search");
+
+  CudaMatrix* bad = nullptr;
+  Status s = cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 77, &bad);
+  check(s.find("does not exist") != std::string::npos && bad == nullptr, "errors: bad device: '" + s + "'");
+
+  std::vector<float> withNaN = d.stored;
+  withNaN[size_t(5 * c.dim + 3)] = std::nanf("");
+  s = cudaMatrixCreateFrom(withNaN.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float32, 0, &bad);
+  check(s.find("row 5") != std::string::npos && bad == nullptr, "errors: NaN row: '" + s + "'");
+  std::vector<float> tooLarge = d.stored;
+  tooLarge[size_t(7 * c.dim)] = 1e6f;
+  s = cudaMatrixCreateFrom(tooLarge.data(), HiddenType::Float32, c.rows, c.dim, HiddenType::Float16, 0, &bad);
+  check(s.find("row 7") != std::string::npos && bad == nullptr, "errors: float16 overflow: '" + s + "'");
+
+  // Out of memory: far more than any GPU has (the host pointer is never read: allocation fails first).
+  s = cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, int64_t(1) << 30, int64_t(1) << 16, HiddenType::Float32, 0, &bad);
+  check(s.find("out of GPU memory") != std::string::npos && bad == nullptr, "errors: out of memory: '" + s + "'");
+
+  std::vector<float> nanQuery = d.queries;
+  nanQuery[1] = std::nanf("");
+  s = cudaMatrixSearch(healthy, nanQuery.data(), 3, 5, true, idx.data(), score.data());
+  check(!s.empty(), "errors: NaN query must fail");
+  s = cudaMatrixSearch(healthy, d.queries.data(), 3, c.rows + 1, true, idx.data(), score.data());
+  check(s.find("k must be") != std::string::npos, "errors: k > rows: '" + s + "'");
+  s = cudaMatrixSearch(nullptr, d.queries.data(), 3, 5, true, idx.data(), score.data());
+  check(s.find("freed") != std::string::npos, "errors: freed matrix: '" + s + "'");
+
+  check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
+        "errors: the healthy matrix still gives the same result");
+
+  // Rows set in two chunks (float32, then float16 bits) give the same matrix.
+  CudaMatrix* chunked = nullptr;
+  std::vector<uint16_t> secondHalf;
+  for (size_t i = size_t(100 * c.dim); i < d.stored.size(); ++i) secondHalf.push_back(floatToHalf(d.stored[i]));
+  check(cudaMatrixCreate(c.rows, c.dim, HiddenType::Float16, 0, &chunked).empty() &&
+            cudaMatrixSetRows(chunked, 0, d.stored.data(), HiddenType::Float32, 100).empty() &&
+            cudaMatrixSetRows(chunked, 100, secondHalf.data(), HiddenType::Float16, c.rows - 100).empty(),
+        "chunked upload");
+  s = cudaMatrixSetRows(chunked, c.rows - 1, d.stored.data(), HiddenType::Float32, 2);
+  check(s.find("out of range") != std::string::npos, "setRows past the end: '" + s + "'");
+  check(cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
+        "chunked upload gives the same result");
+  cudaMatrixFree(chunked);
+#ifdef CAMEMBED_WITH_CUDA
+  // The device-pointer variant on a caller's stream gives the same result.
+  float* dq = nullptr;
+  int32_t* di = nullptr;
+  float* ds = nullptr;
+  cudaStream_t stream = nullptr;
+  bool ok = cudaMalloc(&dq, d.queries.size() * 4) == cudaSuccess && cudaMalloc(&di, 15 * 4) == cudaSuccess &&
+            cudaMalloc(&ds, 15 * 4) == cudaSuccess && cudaStreamCreate(&stream) == cudaSuccess &&
+            cudaMemcpy(dq, d.queries.data(), d.queries.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+  check(ok && cudaMatrixSearchDevice(healthy, dq, 3, 5, true, di, ds, stream).empty() &&
+            cudaMemcpy(idx.data(), di, 15 * 4, cudaMemcpyDeviceToHost) == cudaSuccess && idx == before,
+        "device-pointer search equals host search");
+  cudaFree(dq);
+  cudaFree(di);
+  cudaFree(ds);
+  cudaStreamDestroy(stream);
+#endif
+  cudaMatrixFree(healthy);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!haveGpu("cuda_topk_test")) return 0;
+  const bool small = smallOnly(argc, argv);
+  std::vector<Case> cases = {{1, 1, 1, 1}, {7, 3, 2, 7}, {7, 3, 2, 50}, {100, 33, 5, 1}, {500, 40, 17, 64}};
+  if (!small)
+    cases.insert(cases.end(), {{1000, 768, 1, 10},
+                               {5000, 100, 18, 100},
+                               {3000, 64, 70, 2048},     // k = 2048 (the maximum)
+                               {20000, 768, 130, 1000},  // several row launches, 128-query blocks
+                               {70001, 31, 3, 5},        // first launch of 4096 rows, then doubling
+                               {2000, 16, 1100, 3}});    // two query tiles
+  Random random(5);
+  for (const Case& c : cases)
+    for (bool halfStorage : {true, false})
+      for (bool normalized : {false, true}) compareOne(c, halfStorage, false, normalized, random);
+  compareOne({300, 20, 4, 9}, true, true, false, random);
+  compareOne({300, 20, 4, 9}, false, true, true, random);
+  checkErrors(random);
+  return finish("cuda_topk_test");
+}

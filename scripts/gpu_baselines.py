@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""What a user would run instead of camembed's CUDA top-k, on the same card and shapes as
+native/bench/cuda_bench.cc: torch `topk(q @ D.T)` in float16 (queries chunked so that one chunk's
+score matrix stays under ~2 GiB), and the matmul alone. CUDA events, median after warm-up.
+
+    python3 scripts/gpu_baselines.py [--time-budget SECONDS] [--quick]
+    python3 scripts/gpu_baselines.py --summary BENCH_TXT BASELINES_TXT   # the final table
+
+Result lines start with "csv,kind,N,Q,k,d,ms,GB/s,TFLOP/s" like cuda_bench's.
+"""
+import argparse
+import math
+import sys
+import time
+
+DIM = 768
+QUERY_COUNTS = [1, 16, 256, 1024, 6980]
+KS = [10, 100, 1000]
+ROW_COUNTS = [1_000_000, 8_841_823]
+SCORE_CHUNK_BYTES = 2 << 30
+
+
+def median_ms(torch, fn, warmup, min_runs, budget_ms):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    while len(times) < min_runs or (sum(times) < budget_ms and len(times) < 20):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run_baselines(args):
+    import torch
+
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}", flush=True)
+    deadline = time.time() + args.time_budget
+    rows_list = ROW_COUNTS[:1] if args.quick else ROW_COUNTS
+    for n in rows_list:
+        gen = torch.Generator(device="cuda").manual_seed(11)
+        database = torch.empty(n, DIM, device="cuda", dtype=torch.float16)
+        for s in range(0, n, 1 << 20):  # in slices: a float32 copy of 8.8M x 768 would need 27 GB more
+            e = min(n, s + (1 << 20))
+            database[s:e] = (torch.randn(e - s, DIM, device="cuda", generator=gen) / math.sqrt(DIM)).half()
+        queries_all = (torch.randn(max(QUERY_COUNTS), DIM, device="cuda", generator=gen) / math.sqrt(DIM)).half()
+        chunk = max(1, SCORE_CHUNK_BYTES // (n * 2))
+        for q in QUERY_COUNTS:
+            queries = queries_all[:q]
+            flops, bytes_ = 2.0 * q * n * DIM, float(n) * DIM * 2
+            large = q * n > 1e11
+
+            def matmul_only():
+                for s in range(0, q, chunk):
+                    queries[s:s + chunk] @ database.T
+
+            def runs():
+                return (1, 3, 1500) if large else (2, 5, 500)
+
+            if time.time() > deadline:
+                print(f"skipped N={n} Q={q}: time budget", flush=True)
+                continue
+            ms = median_ms(torch, matmul_only, *runs())
+            print(f"torch matmul      N={n} Q={q:5d}          {ms:10.3f} ms {flops / ms / 1e9:8.1f} TFLOP/s", flush=True)
+            print(f"csv,torch_mm,{n},{q},0,{DIM},{ms:.6f},{bytes_ / ms / 1e6:.3f},{flops / ms / 1e9:.3f}", flush=True)
+            for k in KS:
+                if time.time() > deadline:
+                    print(f"skipped N={n} Q={q} k={k}: time budget", flush=True)
+                    continue
+
+                def search():
+                    for s in range(0, q, chunk):
+                        torch.topk(queries[s:s + chunk] @ database.T, k, dim=1)
+
+                ms = median_ms(torch, search, *runs())
+                print(f"torch matmul+topk N={n} Q={q:5d} k={k:4d} {ms:10.3f} ms {flops / ms / 1e9:8.1f} TFLOP/s", flush=True)
+                print(f"csv,torch_topk,{n},{q},{k},{DIM},{ms:.6f},{bytes_ / ms / 1e6:.3f},{flops / ms / 1e9:.3f}",
+                      flush=True)
+        del database, queries_all
+        torch.cuda.empty_cache()
+
+
+def read_csv(path):
+    rows = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("csv,"):
+                kind, n, q, k, _d, ms, gbs, tflops = line.strip().split(",")[1:9]
+                rows[(kind, int(n), int(q), int(k))] = (float(ms), float(gbs), float(tflops))
+    return rows
+
+
+def summary(bench_path, baselines_path):
+    ours, torch_rows = read_csv(bench_path), read_csv(baselines_path)
+    copy = next((v for key, v in ours.items() if key[0] == "copy"), None)
+    copy_gbs = copy[1] if copy else float("nan")
+    print("\n==== camembed CUDA summary (same card, same run) ====")
+    print(f"device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
+    for kind in ("pool_f32", "pool_f16"):
+        v = next((v for key, v in ours.items() if key[0] == kind), None)
+        if v:
+            print(f"pooling {kind[5:]} B=512 T=128 H=768: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
+                  f"{100 * v[1] / copy_gbs:.1f}% of copy (target >= 80%)")
+    print(f"\n{'N':>9} {'Q':>5} {'k':>5} | {'ours ms':>9} {'GB/s':>7} {'TFLOP/s':>7} | "
+          f"{'torch mm+topk':>13} {'torch mm':>9} | {'speedup':>7}")
+    for key in sorted(k for k in ours if k[0] == "topk"):
+        _, n, q, k = key
+        ms, gbs, tflops = ours[key]
+        t = torch_rows.get(("torch_topk", n, q, k))
+        mm = torch_rows.get(("torch_mm", n, q, 0))
+        t_ms = f"{t[0]:13.3f}" if t else f"{'-':>13}"
+        mm_ms = f"{mm[0]:9.3f}" if mm else f"{'-':>9}"
+        speed = f"{t[0] / ms:6.2f}x" if t else f"{'-':>7}"
+        print(f"{n:9d} {q:5d} {k:5d} | {ms:9.3f} {gbs:7.1f} {tflops:7.1f} | {t_ms} {mm_ms} | {speed}")
+
+    def target(label, ok, detail):
+        print(f"{'MET    ' if ok else 'NOT MET'} {label}: {detail}")
+
+    print("\ntargets (issue 5):")
+    for kind in ("pool_f32", "pool_f16"):
+        v = next((v for key, v in ours.items() if key[0] == kind), None)
+        if v:
+            target(f"pooling {kind[5:]} >= 80% of copy", v[1] >= 0.8 * copy_gbs, f"{100 * v[1] / copy_gbs:.1f}%")
+    v = ours.get(("topk", 8841823, 1, 10))
+    if v:
+        target("top-k Q=1 N=8.84M k=10 >= 60% of copy", v[1] >= 0.6 * copy_gbs, f"{100 * v[1] / copy_gbs:.1f}%")
+    v, t = ours.get(("topk", 8841823, 1024, 100)), torch_rows.get(("torch_topk", 8841823, 1024, 100))
+    if v and t:
+        target("top-k Q=1024 k=100 N=8.84M >= 1.5x torch", t[0] / v[0] >= 1.5, f"{t[0] / v[0]:.2f}x")
+    v = ours.get(("topk", 8841823, 6980, 1000))
+    if v:
+        target("top-k Q=6980 k=1000 N=8.84M < 1 s", v[0] < 1000, f"{v[0]:.1f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--time-budget", type=float, default=170.0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--summary", nargs=2, metavar=("BENCH_TXT", "BASELINES_TXT"))
+    args = parser.parse_args()
+    if args.summary:
+        summary(*args.summary)
+    else:
+        run_baselines(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

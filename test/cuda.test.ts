@@ -1,0 +1,191 @@
+// CudaMatrix (lib/cuda.ts): argument checks everywhere; on a machine with a CUDA device, results
+// against a float64 oracle of the values the GPU uses (float16-rounded queries and rows for
+// float16 storage) and against the CPU kernel. Tolerances (issue 5): scores within 1e-4 (float16)
+// / 1e-5 (float32); indices equal except among rows scoring within 1e-5 / 1e-6 of the k-th score.
+import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
+import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
+import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
+import { expectTopKMatches } from './helpers/compare';
+import { makeRandom, randomSignedArray } from './helpers/random';
+
+const report = devices();
+const hasGpu = report.cuda.length > 0;
+if (!hasGpu) {
+  // eslint-disable-next-line no-console
+  console.log(`cuda.test: skipping the GPU parity tests: no CUDA device (${report.cudaUnavailableReason})`);
+}
+
+function unitRows(values: Float32Array, dim: number): Float32Array {
+  for (let r = 0; r < values.length / dim; r++) {
+    let sum = 0;
+    for (let i = 0; i < dim; i++) sum += values[r * dim + i] ** 2;
+    const norm = Math.sqrt(sum) || 1;
+    for (let i = 0; i < dim; i++) values[r * dim + i] /= norm;
+  }
+  return values;
+}
+
+describe('CudaMatrix argument checks (no GPU needed)', () => {
+  const data = new Float32Array(12);
+  test('wrong types and shapes are TypeError / RangeError naming the argument', () => {
+    expect(() => CudaMatrix.create(new Float64Array(12) as unknown as Float32Array, { rows: 3, dim: 4 }))
+      .toThrow(new TypeError('data must be a Float32Array or a Uint16Array of float16 bits, got Float64Array'));
+    expect(() => CudaMatrix.create(data, null as unknown as { rows: number; dim: number })).toThrow(TypeError);
+    expect(() => CudaMatrix.create(data, { rows: 3.5, dim: 4 })).toThrow(/options.rows must be an integer/);
+    expect(() => CudaMatrix.create(data, { rows: 0, dim: 4 })).toThrow(RangeError);
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: NaN })).toThrow(/options.dim/);
+    expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'int8' as 'float16' })).toThrow(/options.storage/);
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: -1 })).toThrow(/options.device/);
+    expect(() => CudaMatrix.create([data, [1] as unknown as Float32Array], { rows: 3, dim: 4 })).toThrow(/data\[1\] must be/);
+    expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
+      .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
+  });
+  (hasGpu ? test.skip : test)('without a GPU, create says why', () => {
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
+  });
+});
+
+(hasGpu ? describe : describe.skip)('CudaMatrix on the GPU', () => {
+  const random = makeRandom(20261127);
+  const cases = [
+    { rows: 1, dim: 1, queries: 1, k: 1 },
+    { rows: 7, dim: 3, queries: 2, k: 7 },          // k = N
+    { rows: 7, dim: 3, queries: 2, k: 50 },         // k > N: clamped to N
+    { rows: 301, dim: 33, queries: 5, k: 1 },
+    { rows: 1000, dim: 768, queries: 1, k: 10 },
+    { rows: 4099, dim: 100, queries: 70, k: 100 },  // 128-query blocks, two row launches
+  ];
+  for (const storage of ['float16', 'float32'] as const) {
+    for (const normalized of [false, true]) {
+      for (const c of cases) {
+        test(`${storage} ${normalized ? 'dot' : 'cosine'} N=${c.rows} d=${c.dim} Q=${c.queries} k=${c.k}`, async () => {
+          let rows = randomSignedArray(random, c.rows * c.dim);
+          let queries = randomSignedArray(random, c.queries * c.dim);
+          if (normalized) {
+            rows = unitRows(rows, c.dim);
+            queries = unitRows(queries, c.dim);
+          }
+          // The values the GPU uses: float16 storage rounds rows and queries to float16.
+          const half = storage === 'float16';
+          const rowsUsed = half ? float32ToFloat16Array(rows) : rows;
+          const queriesUsed = half ? float16ToFloat32Array(float32ToFloat16Array(queries)) : queries;
+          const m = CudaMatrix.create(rows, { rows: c.rows, dim: c.dim, storage });
+          try {
+            expect(m.bytes).toBeGreaterThanOrEqual(c.rows * c.dim * (half ? 2 : 4));
+            const result = m.search(queries, { k: c.k, normalized });
+            expect(result.k).toBe(Math.min(c.k, c.rows));
+            const expected = reference.cosineTopK(queriesUsed, rowsUsed, { dim: c.dim, k: c.k, normalized });
+            expectTopKMatches(result, expected, queriesUsed, rowsUsed, c.dim, normalized, half ? 1e-5 : 1e-6,
+              half ? 1e-4 : 1e-5);
+            const again = await m.searchAsync(queries, { k: c.k, normalized });
+            expect(again.indices).toEqual(result.indices);
+            expect(again.scores).toEqual(result.scores);
+          } finally {
+            m.free();
+          }
+        });
+      }
+    }
+  }
+
+  test('ties go to the lower index; float16 input is stored as given', () => {
+    const dim = 16, base = unitRows(randomSignedArray(random, 10 * dim), dim);
+    const rows = new Float32Array(40 * dim);
+    for (let r = 0; r < 40; r++) rows.set(base.subarray((r % 10) * dim, (r % 10 + 1) * dim), r * dim);
+    const bits = float32ToFloat16Array(rows);
+    const m = CudaMatrix.create(bits, { rows: 40, dim });
+    try {
+      const result = m.search(float16ToFloat32Array(bits.subarray(3 * dim, 4 * dim)), { k: 4 });
+      expect(Array.from(result.indices)).toEqual([3, 13, 23, 33]);
+      expect(Array.from(result.scores).every((s) => Math.abs(s - 1) < 1e-3)).toBe(true);
+    } finally {
+      m.free();
+    }
+  });
+
+  test('chunked upload (float32 and float16 chunks) equals one upload', () => {
+    const dim = 24, rows = randomSignedArray(random, 90 * dim), queries = rows.subarray(5 * dim, 8 * dim);
+    const whole = CudaMatrix.create(rows, { rows: 90, dim });
+    const chunked = CudaMatrix.create(
+      [rows.subarray(0, 40 * dim), float32ToFloat16Array(rows.subarray(40 * dim, 41 * dim)), rows.subarray(41 * dim)],
+      { rows: 90, dim },
+    );
+    try {
+      const a = whole.search(queries, { k: 7 }), b = chunked.search(queries, { k: 7 });
+      expect(b.indices).toEqual(a.indices);
+      expect(b.scores).toEqual(a.scores);
+      expect(Array.from(a.indices.filter((_, i) => i % 7 === 0))).toEqual([5, 6, 7]);
+    } finally {
+      whole.free();
+      chunked.free();
+    }
+  });
+
+  test('free is idempotent; a freed matrix throws; others stay usable', async () => {
+    const rows = randomSignedArray(random, 50 * 8);
+    const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });
+    const b = CudaMatrix.create(rows, { rows: 50, dim: 8, storage: 'float32' });
+    const q = rows.subarray(0, 8);
+    const pending = a.searchAsync(q, { k: 3 });
+    a.free();
+    a.free();
+    expect((await pending).indices[0]).toBe(0);  // a search in flight finishes before the memory goes
+    expect(() => a.search(q, { k: 3 })).toThrow(/freed/);
+    await expect(a.searchAsync(q, { k: 3 })).rejects.toThrow(/freed/);
+    expect(b.search(q, { k: 1 }).indices[0]).toBe(0);
+    b.free();
+  });
+
+  test('bad search arguments and bad data are clear errors', () => {
+    const m = CudaMatrix.create(randomSignedArray(random, 20 * 4), { rows: 20, dim: 4 });
+    try {
+      expect(() => m.search(new Float32Array(6), { k: 1 })).toThrow(/positive multiple of dim \(4\)/);
+      expect(() => m.search(new Float32Array(0), { k: 1 })).toThrow(RangeError);
+      expect(() => m.search(new Float32Array(4), { k: 0 })).toThrow(/options.k/);
+      expect(() => m.search(new Float32Array([1, NaN, 0, 0]), { k: 1 })).toThrow(/queries\[1\] is NaN/);
+      expect(() => m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1 })).toThrow(/65504/);
+      expect(() => m.search(new Float32Array(4), { k: 1, normalized: 1 as unknown as boolean })).toThrow(TypeError);
+      expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
+      expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
+      const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
+      expect(() => big.search(new Float32Array(2), { k: CUDA_MAX_K + 1 })).toThrow(/<= 2048/);
+      big.free();
+      expect(m.search(new Float32Array([1, 0, 0, 0]), { k: 2 }).k).toBe(2);
+    } finally {
+      m.free();
+    }
+  });
+});
+
+(hasGpu ? describe : describe.skip)("one-shot cosineTopK / meanPoolNormalize with device: 'cuda'", () => {
+  const random = makeRandom(505);
+  test('top-k equals the CPU kernel within the CUDA tolerances (float32 storage)', async () => {
+    const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
+    const options = { dim, k: 12 };
+    const want = reference.cosineTopK(queries, database, options);
+    const sync = cosineTopK(queries, database, { ...options, device: 'cuda' });
+    const viaAsync = await cosineTopKAsync(queries, database, { ...options, device: 'cuda' });
+    for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
+  });
+
+  test('pooling equals the reference', () => {
+    const [batch, seq, hidden] = [6, 21, 77];
+    const h = randomSignedArray(random, batch * seq * hidden);
+    const mask = Uint8Array.from({ length: batch * seq }, (_, i) => (i % seq < 1 + (i % 5) * 4 ? 1 : 0));
+    const got = meanPoolNormalize(h, mask, { batch, seq, hidden }, { device: 'cuda' });
+    const want = reference.meanPoolNormalize(h, mask, { batch, seq, hidden });
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst).toBeLessThanOrEqual(1e-6);
+  });
+});
+
+test("one-shot cosineTopK with device: 'cuda' and no GPU says why", () => {
+  if (hasGpu) {
+    console.log('skipped: a CUDA device is present, so the no-GPU error cannot be observed');
+    return;
+  }
+  expect(() => cosineTopK(new Float32Array(4), new Float32Array(8), { dim: 4, k: 1, device: 'cuda' }))
+    .toThrow(/no CUDA device is available/);
+});

@@ -1,0 +1,143 @@
+// The resumable embedding cache, with a deterministic stand-in encoder (vectors derived from the
+// text) so that every resumed result can be compared with an uninterrupted one exactly.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { encodeCollection, EncodedCollection, EncodeInterrupted, EmbeddingBatch, StreamEncoder } from '../lib/eval/embedding-cache';
+import { makeRandom } from './helpers/random';
+
+const DIM = 5;
+
+// Vectors from a seeded generator keyed by the text; yields batches of 3 (not a divisor of the
+// chunk size) and counts the texts it was asked to encode.
+class HashEncoder implements StreamEncoder {
+  encoded = 0;
+  async *encodeStream(texts: AsyncIterable<string>): AsyncGenerator<EmbeddingBatch> {
+    let batch: string[] = [];
+    const emit = (): EmbeddingBatch => {
+      const data = new Float32Array(batch.length * DIM);
+      batch.forEach((text, row) => {
+        let seed = 0;
+        for (const c of text) seed = (seed * 31 + c.codePointAt(0)!) >>> 0;
+        const random = makeRandom(seed);
+        for (let j = 0; j < DIM; j++) data[row * DIM + j] = random();
+      });
+      this.encoded += batch.length;
+      const out = { data, rows: batch.length, dim: DIM };
+      batch = [];
+      return out;
+    };
+    for await (const text of texts) {
+      batch.push(text);
+      if (batch.length === 3) yield emit();
+    }
+    if (batch.length > 0) yield emit();
+  }
+}
+
+let dir: string;
+let collection: string;
+const N = 50;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cache-'));
+  collection = path.join(dir, 'collection.tsv');
+  fs.writeFileSync(collection, Array.from({ length: N }, (_, i) => `p${i}\tpassage numéro ${i}\n`).join(''));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function allVectors(encoded: EncodedCollection): Promise<Float32Array> {
+  const out = new Float32Array(encoded.rows * encoded.dim);
+  for await (const { firstRow, vectors } of encoded.chunks()) out.set(vectors, firstRow * encoded.dim);
+  return out;
+}
+
+const identity = { model: 'hash', maxLength: 128 };
+
+describe('encodeCollection', () => {
+  let reference: { ids: string[]; vectors: Float32Array };
+  beforeAll(async () => {
+    const encoder = new HashEncoder();
+    const encoded = await encodeCollection({ collection, cacheDir: path.join(dir, 'ref'), identity, encoder, chunkRows: 8 });
+    reference = { ids: encoded.ids, vectors: await allVectors(encoded) };
+    expect(encoder.encoded).toBe(N);
+  });
+
+  test('ids and vectors in file order', () => {
+    expect(reference.ids).toEqual(Array.from({ length: N }, (_, i) => `p${i}`));
+    expect(reference.vectors.length).toBe(N * DIM);
+  });
+
+  test('an interrupted encode resumes where it stopped and gives the same result', async () => {
+    const cacheDir = path.join(dir, 'resume');
+    const controller = new AbortController();
+    const first = new HashEncoder();
+    await expect(encodeCollection({
+      collection, cacheDir, identity, encoder: first, chunkRows: 8, signal: controller.signal,
+      onProgress: (p) => { if (p.chunks === 2) controller.abort(); },
+    })).rejects.toBeInstanceOf(EncodeInterrupted);
+
+    const progress: number[] = [];
+    const second = new HashEncoder();
+    const resumed = await encodeCollection({
+      collection, cacheDir, identity, encoder: second, chunkRows: 8, onProgress: (p) => progress.push(p.rows),
+    });
+    expect(resumed.cachedRows).toBe(16); // two chunks of 8 survived the interruption
+    expect(second.encoded).toBe(N - 16); // only the rest was encoded again
+    expect(progress[0]).toBe(16);
+    expect(progress[progress.length - 1]).toBe(N);
+    expect(resumed.ids).toEqual(reference.ids);
+    expect(await allVectors(resumed)).toEqual(reference.vectors);
+
+    const third = new HashEncoder();
+    const cached = await encodeCollection({ collection, cacheDir, identity, encoder: third, chunkRows: 8 });
+    expect(third.encoded).toBe(0);
+    expect(cached.cachedRows).toBe(N);
+    expect(await allVectors(cached)).toEqual(reference.vectors);
+  });
+
+  test('a damaged chunk is encoded again, with the chunks after it', async () => {
+    const cacheDir = path.join(dir, 'damaged');
+    const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    fs.truncateSync(path.join(encoded.dir, 'vectors-000002.f32'), 10);
+    const encoder = new HashEncoder();
+    const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(encoder.encoded).toBe(N - 16);
+    expect(again.ids).toEqual(reference.ids);
+    expect(await allVectors(again)).toEqual(reference.vectors);
+  });
+
+  test('another model or an edited collection gets its own cache', async () => {
+    const cacheDir = path.join(dir, 'keys');
+    const a = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    const b = await encodeCollection({ collection, cacheDir, identity: { ...identity, model: 'other' }, encoder: new HashEncoder(), chunkRows: 8 });
+    expect(b.dir).not.toBe(a.dir);
+    expect(b.cachedRows).toBe(0);
+    const edited = path.join(dir, 'edited.tsv');
+    fs.copyFileSync(collection, edited);
+    const c1 = await encodeCollection({ collection: edited, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    fs.appendFileSync(edited, 'extra\tun passage de plus\n');
+    const encoder = new HashEncoder();
+    const c2 = await encodeCollection({ collection: edited, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(c2.dir).not.toBe(c1.dir);
+    expect(encoder.encoded).toBe(N + 1);
+  });
+
+  test('bad collections and encoders', async () => {
+    const cacheDir = path.join(dir, 'bad');
+    const dup = path.join(dir, 'dup.tsv');
+    fs.writeFileSync(dup, 'a\tun\nb\tdeux\na\ttrois\n');
+    await expect(encodeCollection({ collection: dup, cacheDir, identity, encoder: new HashEncoder() }))
+      .rejects.toThrow(`${dup}:3: duplicate passage id 'a'`);
+    const empty = path.join(dir, 'empty.tsv');
+    fs.writeFileSync(empty, '');
+    await expect(encodeCollection({ collection: empty, cacheDir, identity, encoder: new HashEncoder() }))
+      .rejects.toThrow(/the collection has no passages/);
+    const dropping: StreamEncoder = {
+      async *encodeStream(texts) { for await (const _ of texts) { /* returns nothing */ } },
+    };
+    await expect(encodeCollection({ collection, cacheDir, identity, encoder: dropping }))
+      .rejects.toThrow(/returned 50 fewer vectors than it was given texts/);
+    await expect(encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 0 }))
+      .rejects.toThrow(RangeError);
+  });
+});

@@ -1,0 +1,68 @@
+// `camembed eval` argument errors: all caught before any model is loaded.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../lib/cli';
+import { evaluateRetrieval } from '../lib/eval/retrieval';
+
+async function runCli(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
+  const err: string[] = [], out: string[] = [];
+  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c) => { out.push(String(c)); return true; });
+  try {
+    const code = await main(['eval', ...args]);
+    return { code, stderr: err.join(''), stdout: out.join('') };
+  } finally {
+    e.mockRestore();
+    o.mockRestore();
+  }
+}
+
+let dir: string;
+let files: string[];
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-eval-cli-'));
+  const write = (name: string, text: string) => { const f = path.join(dir, name); fs.writeFileSync(f, text); return f; };
+  files = ['--collection', write('c.tsv', 'd1\tun\n'), '--queries', write('q.tsv', 'q1\tun\n'), '--qrels', write('r.trec', 'q1 0 d1 1\n')];
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe('camembed eval usage errors (exit code 2)', () => {
+  test.each([
+    [['--collection', 'c.tsv'], /--queries is required/],
+    [['--metrics', 'MRR@10,ERR@5'], /--metrics: unknown metric 'ERR@5'/],
+    [['--k', '50'], /--k \(50\) must be at least the largest metric cutoff \(500\)/],
+    [['--k', '0', '--metrics', 'P@1'], /--k must be a positive integer/],
+    [['--device', 'gpu'], /--device must be cpu, cuda or cuda:<n>/],
+    [['--dtype', 'int8'], /--dtype must be float32 or float16/],
+    [['--frobnicate'], /unknown option --frobnicate/],
+    [['extra'], /unexpected argument 'extra'/],
+  ])('%j', async (args, message) => {
+    const base = args[0] === '--collection' ? [] : files;
+    const { code, stderr } = await runCli([...base, ...args]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+  });
+
+  test('--help lists the options', async () => {
+    const { code, stdout } = await runCli(['--help']);
+    expect(code).toBe(0);
+    for (const option of ['--collection', '--queries', '--qrels', '--k', '--device', '--run', '--cache', '--batch-size', '--json']) {
+      expect(stdout).toContain(option);
+    }
+  });
+});
+
+describe('evaluateRetrieval input errors', () => {
+  test('missing files and malformed qrels are reported before loading the model', async () => {
+    const [c, q, r] = [files[1], files[3], files[5]];
+    await expect(evaluateRetrieval({ model: 'unused', collection: path.join(dir, 'none.tsv'), queries: q, qrels: r }))
+      .rejects.toThrow(/collection file not found: .*none\.tsv/);
+    const bad = path.join(dir, 'bad.trec');
+    fs.writeFileSync(bad, 'q1 0 d1\n');
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: bad }))
+      .rejects.toThrow(`${bad}:1: expected 'qid 0 docid relevance'`);
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))
+      .rejects.toThrow(RangeError);
+  });
+});

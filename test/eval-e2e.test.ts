@@ -1,0 +1,132 @@
+// `camembed eval` end to end with the tiny random-weight model: passages of ../shared/corpus
+// are the collection, and some of them are also the queries. A query's own passage has the same
+// text, hence the same vector (cosine 1), so with the true qrels every metric must be 1.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../lib/cli';
+import { EncodeInterrupted } from '../lib/eval/embedding-cache';
+import { evaluateRetrieval } from '../lib/eval/retrieval';
+import { makeRandom } from './helpers/random';
+
+const shared = path.resolve(__dirname, '../../shared');
+const model = path.join(shared, 'models/tiny-random-camembert');
+const passagesFile = path.join(shared, 'corpus/fr-passages.dev.txt');
+const available = fs.existsSync(model) && fs.existsSync(passagesFile);
+if (!available) console.warn(`skipping eval end-to-end tests: ${model} or ${passagesFile} is missing (../shared not present)`);
+const describeShared = available ? describe : describe.skip;
+
+const PASSAGES = 1000;
+const QUERY_EVERY = 5; // 200 queries
+const METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+
+describeShared('camembed eval with the tiny random model', () => {
+  let dir: string;
+  let files: { collection: string; queries: string; qrels: string; shuffled: string };
+  let queryIds: string[];
+
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-eval-e2e-'));
+    // Distinct texts only: two identical passages would tie at cosine 1 and one of them would lose.
+    const texts = [...new Set(fs.readFileSync(passagesFile, 'utf8').split('\n').filter((t) => t !== ''))].slice(0, PASSAGES);
+    expect(texts.length).toBe(PASSAGES);
+    const ids = texts.map((_, i) => `doc${i}`);
+    queryIds = ids.filter((_, i) => i % QUERY_EVERY === 0).map((id) => `q-${id}`);
+    const queryDocs = queryIds.map((q) => q.slice(2));
+    // Control: each query judged against another query's passage (a seeded derangement: a
+    // shuffle, then every query takes the passage of the next one in shuffled order).
+    const random = makeRandom(2024);
+    const order = queryDocs.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const shuffledDoc = new Map(order.map((q, n) => [q, queryDocs[order[(n + 1) % order.length]]]));
+    files = {
+      collection: path.join(dir, 'collection.tsv'),
+      queries: path.join(dir, 'queries.tsv'),
+      qrels: path.join(dir, 'qrels.trec'),
+      shuffled: path.join(dir, 'qrels-shuffled.tsv'),
+    };
+    fs.writeFileSync(files.collection, texts.map((t, i) => `${ids[i]}\t${t}\n`).join(''));
+    fs.writeFileSync(files.queries, queryIds.map((q, n) => `${q}\t${texts[n * QUERY_EVERY]}\n`).join(''));
+    fs.writeFileSync(files.qrels, queryIds.map((q, n) => `${q} 0 ${queryDocs[n]} 1\n`).join(''));
+    fs.writeFileSync(files.shuffled, queryIds.map((q, n) => `${q}\t${shuffledDoc.get(n)}\n`).join(''));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('each query finds its own passage first: every metric is 1; the TREC run says so', async () => {
+    const runFile = path.join(dir, 'run.trec');
+    const result = await evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'), runFile,
+    });
+    expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
+    expect(result).toMatchObject({ passages: PASSAGES, cachedPassages: 0, queries: queryIds.length, queriesWithoutText: 0, k: 500 });
+
+    const lines = fs.readFileSync(runFile, 'utf8').trimEnd().split('\n').map((l) => l.split(' '));
+    expect(lines.length).toBe(queryIds.length * 500);
+    queryIds.forEach((q, n) => {
+      const block = lines.slice(n * 500, (n + 1) * 500);
+      expect(block[0].slice(0, 4)).toEqual([q, 'Q0', q.slice(2), '1']);
+      expect(Number(block[0][4])).toBeCloseTo(1, 5);
+      expect(block.map((l) => Number(l[3]))).toEqual(Array.from({ length: 500 }, (_, r) => r + 1));
+      expect(new Set(block.map((l) => l[2])).size).toBe(500);
+    });
+  });
+
+  test('shuffled qrels score near chance', async () => {
+    const result = await evaluateRetrieval({
+      model, ...files, qrels: files.shuffled, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'),
+    });
+    expect(result.cachedPassages).toBe(PASSAGES); // the collection came from the cache
+    // Chance: a query's own passage takes rank 1, so a judged passage (another query's) lands
+    // at a rank uniform over 2..1000 when the model knows nothing: P(rank <= 100) = 99/999 =
+    // 0.099 (binomial sd over 200 queries: 0.021) and E[MRR@10] = (H(10) - 1)/999 = 0.0019.
+    // A random-weight model is not uniform (some passages are near every query), so the bounds
+    // allow about 5 sd on each side: Recall@100 in [0.02, 0.2], MRR@10 < 0.05 — both far from
+    // the 1.0 of the true qrels.
+    expect(result.metrics['Recall@100']).toBeGreaterThan(0.02);
+    expect(result.metrics['Recall@100']).toBeLessThan(0.2);
+    expect(result.metrics['MRR@10']).toBeLessThan(0.05);
+    expect(result.metrics['Recall@500']).toBeGreaterThan(0.3); // chance 499/999 = 0.5
+    expect(result.metrics['Recall@500']).toBeLessThan(0.7);
+  });
+
+  test('an interrupted encode resumes from the cache and gives the same table', async () => {
+    const cacheDir = path.join(dir, 'cache-resume');
+    const controller = new AbortController();
+    await expect(evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, signal: controller.signal,
+      onEncodeProgress: (p) => { if (p.chunks === 3) controller.abort(); },
+    })).rejects.toBeInstanceOf(EncodeInterrupted);
+
+    const encoded: number[] = [];
+    const result = await evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, onEncodeProgress: (p) => encoded.push(p.rows),
+    });
+    expect(result.cachedPassages).toBe(3 * 128);
+    expect(encoded[0]).toBe(3 * 128);
+    expect(result.passages).toBe(PASSAGES);
+    expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
+  });
+
+  test('the CLI prints the table and the JSON', async () => {
+    const out: string[] = [];
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
+    let code: number;
+    try {
+      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
+        '--qrels', files.shuffled, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(code).toBe(0);
+    const text = out.join('');
+    const json = JSON.parse(text.slice(text.indexOf('{')));
+    expect(Object.keys(json.metrics)).toEqual(['MRR@10', 'Recall@100']);
+    expect(json.cachedPassages).toBe(PASSAGES);
+    const row = /^Recall@100\s+(\d+\.\d\d)$/m.exec(text);
+    expect(row).not.toBeNull();
+    expect(Number(row![1])).toBeCloseTo(100 * json.metrics['Recall@100'], 2);
+  });
+});

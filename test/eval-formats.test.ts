@@ -1,0 +1,141 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { FormatError, readQrels, readTsv, readTsvEntries, TextRecord, TrecRunWriter } from '../lib/eval/formats';
+import { makeRandom } from './helpers/random';
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-formats-')); });
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function write(name: string, content: string | Buffer): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, content);
+  return file;
+}
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+describe('readTsv', () => {
+  test('ids, texts, line numbers; CRLF, BOM, extra tabs, empty lines, no final newline', async () => {
+    const file = write('a.tsv', '\ufeff1\tUn été\r\n\n2\ttexte\tavec tab\n3\t\n4\tfin');
+    const records = await collect(readTsv(file));
+    expect(records.map((r) => [r.id, r.text, r.line])).toEqual([
+      ['1', 'Un été', 1], ['2', 'texte\tavec tab', 3], ['3', '', 4], ['4', 'fin', 5],
+    ]);
+    // endOffset counts bytes: BOM (3) + '1\tUn été\r\n' (11 bytes: é is 2 bytes each)
+    expect(records[0].endOffset).toBe(3 + Buffer.byteLength('1\tUn été\r\n'));
+    expect(records[3].endOffset).toBe(fs.statSync(file).size);
+  });
+
+  test('resumes after a record from its endOffset and line', async () => {
+    const file = write('b.tsv', 'a\tpremier\nb\tdeuxième\nc\ttroisième\nd\tquatrième\n');
+    const all = await collect(readTsv(file));
+    const rest = await collect(readTsv(file, { startOffset: all[1].endOffset, startLine: all[1].line }));
+    expect(rest).toEqual(all.slice(2));
+  });
+
+  test('lines spanning the 1 MiB read chunks, multi-byte text', async () => {
+    const random = makeRandom(7);
+    const expected: Array<[string, string]> = [];
+    let content = '';
+    for (let i = 0; content.length < 2_500_000; i++) {
+      const text = 'é€x '.repeat(1 + Math.floor(random() * 400));
+      expected.push([`doc${i}`, text]);
+      content += `doc${i}\t${text}\n`;
+    }
+    const file = write('big.tsv', content);
+    const records: TextRecord[] = await collect(readTsv(file));
+    expect(records.map((r) => [r.id, r.text])).toEqual(expected);
+    let offset = 0;
+    records.forEach((r, i) => {
+      offset += Buffer.byteLength(`${expected[i][0]}\t${expected[i][1]}\n`);
+      expect(r.endOffset).toBe(offset);
+    });
+  });
+
+  test('errors name the file and the line', async () => {
+    const noTab = write('notab.tsv', '1\tok\n2 pas de tab\n');
+    await expect(collect(readTsv(noTab))).rejects.toThrow(`${noTab}:2: expected 'id<TAB>text' but found no tab`);
+    const noId = write('noid.tsv', '\tsans id\n');
+    await expect(collect(readTsv(noId))).rejects.toThrow(`${noId}:1: expected 'id<TAB>text' but the id is empty`);
+    const bad = write('bad.tsv', Buffer.concat([Buffer.from('1\tok\n2\t'), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]));
+    await expect(collect(readTsv(bad))).rejects.toThrow(`${bad}:2: is not valid UTF-8`);
+    await expect(collect(readTsv(bad))).rejects.toBeInstanceOf(FormatError);
+    await expect(collect(readTsv(path.join(dir, 'missing.tsv')))).rejects.toThrow(/ENOENT/);
+    await expect(collect(readTsv(noTab, { startOffset: -1 }))).rejects.toThrow(RangeError);
+  });
+
+  test('readTsvEntries rejects duplicate ids', async () => {
+    const file = write('dup.tsv', 'q1\tun\nq2\tdeux\nq1\ttrois\n');
+    await expect(readTsvEntries(file)).rejects.toThrow(`${file}:3: duplicate id 'q1' (first on line 1)`);
+    expect(await readTsvEntries(write('ok.tsv', 'q1\tun\nq2\tdeux\n'))).toEqual([['q1', 'un'], ['q2', 'deux']]);
+  });
+});
+
+describe('readQrels', () => {
+  test('TREC form, tabs or spaces, graded and non-relevant', async () => {
+    const file = write('q.trec', '1 0 10 1\n1\t0\t11\t2\n\n2 Q0 20 0\n3 0 30 -1\n');
+    expect(await readQrels(file)).toEqual({ 1: { 10: 1, 11: 2 }, 2: { 20: 0 }, 3: { 30: -1 } });
+  });
+
+  test('two-column TSV means relevance 1', async () => {
+    expect(await readQrels(write('q2.tsv', 'a\tx\na\ty\nb\tz\n'))).toEqual({ a: { x: 1, y: 1 }, b: { z: 1 } });
+  });
+
+  test('ids such as __proto__ stay ordinary keys', async () => {
+    const qrels = await readQrels(write('proto.tsv', '__proto__\tconstructor\n'));
+    expect(Object.keys(qrels)).toEqual(['__proto__']);
+    expect(qrels['__proto__']['constructor']).toBe(1);
+  });
+
+  test('errors name the file and the line', async () => {
+    const three = write('three.tsv', '1 0 10 1\n1 10 1\n');
+    await expect(readQrels(three)).rejects.toThrow(`${three}:2: expected 'qid 0 docid relevance' (4 fields) or 'qid<TAB>docid' (2 fields), found 3 fields`);
+    const mixed = write('mixed.tsv', '1 0 10 1\n1\t11\n');
+    await expect(readQrels(mixed)).rejects.toThrow(`${mixed}:2: has 2 fields but the lines before it have 4`);
+    const real = write('real.tsv', '1 0 10 0.5\n');
+    await expect(readQrels(real)).rejects.toThrow(`${real}:1: relevance must be an integer, got '0.5'`);
+    const dup = write('dupq.tsv', '1 0 10 1\n1 0 10 2\n');
+    await expect(readQrels(dup)).rejects.toThrow(`${dup}:2: duplicate judgement for query '1', document '10'`);
+    const empty = write('empty.tsv', '\n\n');
+    await expect(readQrels(empty)).rejects.toThrow(/no judgements found/);
+  });
+});
+
+describe('TrecRunWriter', () => {
+  test('writes qid Q0 docid rank score tag; the file appears on close', async () => {
+    const file = path.join(dir, 'run.trec');
+    const writer = await TrecRunWriter.open(file, { tag: 'test-run' });
+    const scores = Float32Array.from([0.912345678, 0.5, 0.5]);
+    await writer.write('q1', ['d3', 'd1', 'd2'], scores);
+    await writer.write('q2', [], []);
+    await writer.write('q3', ['d9'], [-0.25]);
+    expect(fs.existsSync(file)).toBe(false);
+    await writer.close();
+    const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+    expect(lines).toEqual([
+      `q1 Q0 d3 1 ${scores[0].toPrecision(9)} test-run`,
+      'q1 Q0 d1 2 0.500000000 test-run',
+      'q1 Q0 d2 3 0.500000000 test-run',
+      'q3 Q0 d9 1 -0.250000000 test-run',
+    ]);
+    expect(Math.fround(Number(lines[0].split(' ')[4]))).toBe(scores[0]); // float32 round trip
+    expect(fs.existsSync(`${file}.partial`)).toBe(false);
+  });
+
+  test('bad input', async () => {
+    await expect(TrecRunWriter.open(path.join(dir, 'x.trec'), { tag: 'a b' })).rejects.toThrow(/options.tag must be a non-empty string without whitespace/);
+    const writer = await TrecRunWriter.open(path.join(dir, 'y.trec'));
+    await expect(writer.write('q 1', ['d'], [1])).rejects.toThrow(/qid must be/);
+    await expect(writer.write('q1', ['d', 'e'], [1])).rejects.toThrow(/scores must be an array of 2 numbers/);
+    await expect(writer.write('q1', ['d', 'e'], [1, 2])).rejects.toThrow(/scores must not increase: scores\[1\] = 2 > scores\[0\] = 1/);
+    await expect(writer.write('q1', ['d', ''], [2, 1])).rejects.toThrow(/docids\[1\] must be/);
+    await expect(writer.write('q1', ['d'], [NaN])).rejects.toThrow(/scores\[0\] must be a finite number/);
+    await writer.close();
+  });
+});

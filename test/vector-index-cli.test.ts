@@ -1,0 +1,101 @@
+// `camembed index build` and `camembed search` give what Encoder + VectorIndex give in-process.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { main } from '../lib/cli';
+import { Encoder } from '../lib/encoder';
+import { VectorIndex } from '../lib/vector-index';
+
+const SHARED = path.resolve(__dirname, '../../shared');
+const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
+const PASSAGES = path.join(SHARED, 'corpus/fr-passages.dev.txt');
+const haveFiles = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(PASSAGES);
+if (!haveFiles) console.warn(`index/search CLI tests skipped: ${MODEL} or ${PASSAGES} is missing`);
+const describeFiles = haveFiles ? describe : describe.skip;
+
+async function captureStdout(argv: string[]): Promise<{ code: number; out: string }> {
+  let out = '';
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  });
+  try {
+    return { code: await main(argv), out };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+describeFiles('camembed index build / search', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-index-cli-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const passages = haveFiles ? fs.readFileSync(PASSAGES, 'utf8').split('\n').filter((l) => l.length > 0).slice(0, 120) : [];
+  const questions = ['Quelle est la capitale de la France ?', 'Comment fonctionne un moteur électrique ?', 'où trouver une pharmacie'];
+  const input = path.join(dir, 'passages.txt');
+  const queriesFile = path.join(dir, 'questions.txt');
+  const indexFile = path.join(dir, 'corpus.cmbd');
+  fs.writeFileSync(input, passages.join('\n') + '\n');
+  fs.writeFileSync(queriesFile, questions.join('\r\n') + '\r\n');
+
+  async function expected(dtype: 'float32' | 'float16'): Promise<{ ids: bigint[][]; scores: number[][] }> {
+    const encoder = await Encoder.load(MODEL);
+    const index = new VectorIndex({ dim: encoder.dim, dtype });
+    index.add(await encoder.encode(passages));
+    const result = await index.search(await encoder.encode(questions), { k: 5 });
+    await encoder.dispose();
+    const rows = (q: number) => [q * 5, (q + 1) * 5];
+    return {
+      ids: questions.map((_, q) => [...result.ids.subarray(...rows(q))]),
+      scores: questions.map((_, q) => [...result.scores.subarray(...rows(q))]),
+    };
+  }
+
+  test.each(['float32', 'float16'] as const)('build (%s), then search a file of questions (jsonl) and one question (tsv)', async (dtype) => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['index', 'build', '--model', MODEL, '--input', input, '--output', indexFile, '--dtype', dtype])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+    }
+    const built = await VectorIndex.load(indexFile);
+    expect(built.size).toBe(passages.length);
+    expect(built.dtype).toBe(dtype);
+    const want = await expected(dtype);
+
+    const jsonl = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--queries', queriesFile, '--format', 'jsonl', '--batch-size', '2']);
+    expect(jsonl.code).toBe(0);
+    const records = jsonl.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(records.map((r) => r.text)).toEqual(questions);
+    records.forEach((r, q) => {
+      expect(r.query).toBe(q);
+      expect(r.ids.map(BigInt)).toEqual(want.ids[q]);
+      r.scores.forEach((s: number, i: number) => expect(s).toBeCloseTo(want.scores[q][i], 6));
+    });
+
+    const tsv = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--mmap', questions[1]]);
+    expect(tsv.code).toBe(0);
+    const lines = tsv.out.trim().split('\n').map((l) => l.split('\t'));
+    expect(lines.map((l) => l.slice(0, 2))).toEqual([1, 2, 3, 4, 5].map((r) => ['0', String(r)]));
+    expect(lines.map((l) => BigInt(l[2]))).toEqual(want.ids[1]);
+    // The ids are line numbers of the input: the top passage is that line.
+    expect(Number(lines[0][2])).toBeLessThan(passages.length);
+  });
+
+  test('usage errors exit with code 2, other failures with 1', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['index', 'make', '--input', input, '--output', indexFile])).toBe(2);
+      expect(await main(['index', 'build', '--input', input])).toBe(2);
+      expect(await main(['index', 'build', '--input', input, '--output', indexFile, '--dtype', 'int8'])).toBe(2);
+      expect(await main(['search', '--index', indexFile, '--model', MODEL])).toBe(2);
+      expect(await main(['search', '--index', indexFile, '--model', MODEL, '--k', '0', 'x'])).toBe(2);
+      expect(await main(['search', '--index', path.join(dir, 'none.cmbd'), 'x'])).toBe(2);
+      fs.writeFileSync(path.join(dir, 'bad.cmbd'), 'not an index');
+      expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', MODEL, 'x'])).toBe(1);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/is not a camembed index file/);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});

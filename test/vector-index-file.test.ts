@@ -1,0 +1,202 @@
+// VectorIndex persistence: round trips (read and mmap), the checksum, damaged files, crash safety.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Checksum, P1, P2, P3 } from '../lib/index/format';
+import { VectorIndex } from '../lib/vector-index';
+import { makeRandom, randomSignedArray } from './helpers/random';
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-index-')); });
+afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+
+const dim = 24;
+
+async function sample(dtype: 'float32' | 'float16', seed: number): Promise<VectorIndex> {
+  const random = makeRandom(seed);
+  const index = new VectorIndex({ dim, dtype, chunkBytes: 100 * dim * 4 });
+  index.add(randomSignedArray(random, 700 * dim));
+  index.remove([3, 150, 699]);
+  index.add(randomSignedArray(random, 40 * dim), Array.from({ length: 40 }, (_, i) => -1000 - i));
+  return index;
+}
+
+const queries = randomSignedArray(makeRandom(99), 5 * dim);
+
+describe.each([
+  ['float32', false], ['float32', true], ['float16', false], ['float16', true],
+] as const)('save and load (%s, mmap %s)', (dtype, mmap) => {
+  test('the loaded index answers exactly as the saved one, and keeps working', async () => {
+    const index = await sample(dtype, 1);
+    const file = path.join(dir, `round-${dtype}-${mmap}.cmbd`);
+    await index.save(file);
+    const loaded = await VectorIndex.load(file, { mmap, chunkBytes: 100 * dim * 4 });
+    expect(loaded.size).toBe(index.size);
+    expect(loaded.dtype).toBe(dtype);
+    expect(loaded.dim).toBe(dim);
+    expect(await loaded.search(queries, { k: 30 })).toEqual(await index.search(queries, { k: 30 }));
+    // Changes after load (on a mapping: copied out of it) match the same changes to the original.
+    for (const target of [index, loaded]) {
+      target.remove([0, 500, -1005]);
+      target.add(queries.subarray(0, 2 * dim));  // default ids continue after the largest: 700, 701
+    }
+    expect(await loaded.search(queries, { k: 30 })).toEqual(await index.search(queries, { k: 30 }));
+    // The file itself is untouched by changes to a mapped index.
+    const again = await VectorIndex.load(file);
+    expect(again.size).toBe(index.size - 2 + 3);
+  });
+});
+
+test('an empty index round-trips', async () => {
+  const file = path.join(dir, 'empty.cmbd');
+  await new VectorIndex({ dim: 5 }).save(file);
+  for (const mmap of [false, true]) {
+    const loaded = await VectorIndex.load(file, { mmap });
+    expect(loaded.size).toBe(0);
+    expect(loaded.dim).toBe(5);
+    expect((await loaded.search(new Float32Array(5).fill(1), { k: 3 })).k).toBe(0);
+  }
+});
+
+// An independent BigInt implementation of cmbd64 (docs/index.md) to hold the native lanes to.
+function cmbd64(bytes: Uint8Array): bigint {
+  const M = (1n << 64n) - 1n;
+  const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (64n - r))) & M;
+  const lanes = [(P1 + P2) & M, P2, 0n, (M + 1n - P1) & M];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  for (let i = 0; i < bytes.length; i += 32) {
+    for (let l = 0; l < 4; l++) lanes[l] = (rotl((lanes[l] + view.getBigUint64(i + 8 * l, true) * P2) & M, 31n) * P1) & M;
+  }
+  let h = (rotl(lanes[0], 1n) + rotl(lanes[1], 7n) + rotl(lanes[2], 12n) + rotl(lanes[3], 18n) + BigInt(bytes.length)) & M;
+  h ^= h >> 33n;
+  h = (h * P2) & M;
+  h ^= h >> 29n;
+  h = (h * P3) & M;
+  return h ^ (h >> 32n);
+}
+
+test('cmbd64: native lanes match the specification, fed in any pieces; every byte matters', async () => {
+  const random = makeRandom(5);
+  const bytes = Uint8Array.from({ length: 32 * 70 }, () => Math.floor(random() * 256));
+  const whole = new Checksum();
+  await whole.update(bytes);
+  const expected = cmbd64(bytes);
+  expect(whole.digest()).toBe(expected);
+  const pieces = new Checksum();
+  for (let at = 0, size = 1; at < bytes.length; at += size, size = (size * 7) % 61 + 1) {
+    await pieces.update(bytes.subarray(at, Math.min(bytes.length, at + size)));
+  }
+  expect(pieces.digest()).toBe(expected);
+  for (const at of [0, 31, 32, 1000, bytes.length - 1]) {
+    const changed = bytes.slice();
+    changed[at] ^= 0x10;
+    expect(cmbd64(changed)).not.toBe(expected);
+    const c = new Checksum();
+    await c.update(changed);
+    expect(c.digest()).toBe(cmbd64(changed));
+  }
+});
+
+describe('damaged files are clear errors', () => {
+  let good: Buffer;
+  beforeAll(async () => {
+    const file = path.join(dir, 'good.cmbd');
+    await (await sample('float32', 2)).save(file);
+    good = fs.readFileSync(file);
+  });
+
+  async function expectLoadError(name: string, bytes: Uint8Array, pattern: RegExp): Promise<void> {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, bytes);
+    await expect(VectorIndex.load(file)).rejects.toThrow(pattern);
+    await expect(VectorIndex.load(file, { mmap: true })).rejects.toThrow(pattern);
+  }
+
+  test('a flipped bit in the ids, the vectors or the padding', async () => {
+    for (const at of [64 + 8 * 10 + 2, good.length - 100, good.length - 9, good.length - 3]) {
+      const bytes = Buffer.from(good);
+      bytes[at] ^= 0x04;
+      await expectLoadError('flipped.cmbd', bytes, /is corrupt: checksum mismatch/);
+    }
+  });
+
+  test('truncated', async () => {
+    await expectLoadError('cut.cmbd', good.subarray(0, good.length - 1000), /is truncated: \d+ bytes, but its header describes/);
+    await expectLoadError('cut-header.cmbd', good.subarray(0, 40), /is truncated: 40 bytes, shorter than the 64-byte header/);
+  });
+
+  test('trailing bytes, foreign files, the empty file', async () => {
+    await expectLoadError('long.cmbd', Buffer.concat([good, Buffer.alloc(8)]), /is corrupt: \d+ bytes, but its header describes/);
+    await expectLoadError('foreign.cmbd', Buffer.from('{"not": "an index"}\n'.repeat(10)), /is not a camembed index file/);
+    await expectLoadError('empty.cmbd', new Uint8Array(0), /is not a camembed index file/);
+  });
+
+  test('a future format version, an unknown dtype, inconsistent offsets', async () => {
+    const future = Buffer.from(good);
+    future.writeUInt32LE(2, 8);
+    await expectLoadError('future.cmbd', future, /format version 2, newer than this camembed reads \(1\): upgrade camembed/);
+    const dtype = Buffer.from(good);
+    dtype.writeUInt32LE(7, 12);
+    await expectLoadError('dtype.cmbd', dtype, /is corrupt: unknown dtype code 7/);
+    const count = Buffer.from(good);
+    count.writeBigUInt64LE(count.readBigUInt64LE(24) + 1n, 24);
+    await expectLoadError('count.cmbd', count, /is corrupt: section offsets do not match/);
+  });
+
+  test('a missing file, a bad path argument, saving into a missing folder', async () => {
+    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'))).rejects.toThrow(/ENOENT/);
+    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/ENOENT/);
+    await expect(VectorIndex.load(42 as unknown as string)).rejects.toThrow(TypeError);
+    const index = await sample('float16', 3);
+    await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd'))).rejects.toThrow(/ENOENT/);
+  });
+});
+
+// The writer is a separate node process (TypeScript compiled on the fly), killed once its temporary
+// file has bytes in it: the old index must still be there, whole.
+const writerScript = `
+const ts = require('typescript');
+const fs = require('fs');
+require.extensions['.ts'] = (module, file) => module._compile(
+  ts.transpileModule(fs.readFileSync(file, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText, file);
+const { VectorIndex } = require(${JSON.stringify(path.resolve(__dirname, '../lib/vector-index.ts'))});
+const [file, rows, dim] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+const index = new VectorIndex({ dim });
+const data = new Float32Array(rows * dim);
+for (let i = 0; i < data.length; i++) data[i] = Math.sin(i);
+index.add(data);
+process.stdout.write('saving\\n');
+index.save(file).then(() => process.stdout.write('saved\\n'));
+`;
+
+test('crash safety: a writer killed mid-save leaves the old file intact', async () => {
+  const file = path.join(dir, 'crash.cmbd');
+  const old = await sample('float32', 4);
+  await old.save(file);
+  const oldBytes = fs.readFileSync(file);
+  const child = spawn(process.execPath, ['-e', writerScript, file, '60000', '768'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.on('data', (d) => { output += String(d); });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  // Poll for the temporary file (".crash.cmbd.<pid>.<random>.tmp") to have data, then kill.
+  const killed = await new Promise<boolean>((resolve) => {
+    const timer = setInterval(() => {
+      const temp = fs.readdirSync(dir).find((f) => f.startsWith('.crash.cmbd.') && f.endsWith('.tmp'));
+      if (temp !== undefined && fs.statSync(path.join(dir, temp)).size > 0) {
+        clearInterval(timer);
+        resolve(child.kill('SIGKILL'));
+      } else if (child.exitCode !== null) {
+        clearInterval(timer);
+        resolve(false);
+      }
+    }, 1);
+  });
+  expect(killed).toBe(true);
+  expect(await exited).toBe('SIGKILL');
+  expect(output).not.toContain('saved');
+  expect(fs.readFileSync(file).equals(oldBytes)).toBe(true);
+  const loaded = await VectorIndex.load(file);
+  expect(await loaded.search(queries, { k: 10 })).toEqual(await old.search(queries, { k: 10 }));
+}, 60000);

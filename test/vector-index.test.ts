@@ -1,0 +1,421 @@
+// VectorIndex search, ids, removes and errors, checked against the float64 reference top-k.
+import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from '../lib';
+import { IdTable } from '../lib/index/id-table';
+import { SearchResult, VectorIndex } from '../lib/vector-index';
+import { makeRandom, randomSignedArray } from './helpers/random';
+
+const TOLERANCE = 2e-5;  // float32 accumulation vs float64 on unit vectors of dim <= 1024
+
+/** What the index should hold: unit vectors (as add() computes them) by id. */
+class Truth {
+  readonly rows = new Map<bigint, Float32Array>();
+  constructor(readonly dim: number, readonly dtype: 'float32' | 'float16' = 'float32') {}
+
+  /** `data`: rows already normalised. */
+  add(data: Float32Array, ids: bigint[]): void {
+    ids.forEach((id, r) => this.rows.set(id, data.slice(r * this.dim, (r + 1) * this.dim)));
+  }
+
+  remove(ids: bigint[]): void {
+    for (const id of ids) this.rows.delete(id);
+  }
+
+  /** Every query's scores against every row (float64 reference), rows in id order. */
+  allScores(queries: Float32Array, normalizeQueries = true): ScoreTable {
+    const ids = [...this.rows.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const db = new Float32Array(ids.length * this.dim);
+    ids.forEach((id, r) => db.set(this.rows.get(id)!, r * this.dim));
+    const stored = this.dtype === 'float32' ? db : float32ToFloat16Array(db);
+    const q = normalizeQueries ? normalizedCopy(queries, this.dim) : queries;
+    const all = reference.cosineTopK(q, stored, { dim: this.dim, k: ids.length, normalized: true });
+    const n = ids.length;
+    const scores = new Float32Array(all.scores.length);
+    // Back to row (= id) order, so scores[q * n + r] is the score of ids[r].
+    for (let i = 0; i < all.indices.length; i++) scores[Math.floor(i / n) * n + all.indices[i]] = all.scores[i];
+    return { ids, scores, n };
+  }
+}
+
+interface ScoreTable { ids: bigint[]; scores: Float32Array; n: number }
+
+/**
+ * Checks a result against the reference: right scores, a valid top-k, (score desc, id asc) order.
+ * `exclude[q]`: an id that query q must not return (neighbors' self).
+ */
+function expectExact(result: SearchResult, table: ScoreTable, k: number, exclude?: BigInt64Array, tolerance = TOLERANCE): void {
+  const { ids, scores } = table;
+  const n = exclude === undefined ? table.n : table.n - 1;
+  const numQueries = scores.length / table.n;
+  const kept = Math.min(k, n);
+  expect(result.k).toBe(kept);
+  expect(result.ids.length).toBe(numQueries * kept);
+  const rowOf = new Map(ids.map((id, r) => [id, r]));
+  for (let q = 0; q < numQueries; q++) {
+    const truthScores = Array.from(scores.subarray(q * table.n, (q + 1) * table.n));
+    if (exclude !== undefined) truthScores[rowOf.get(exclude[q])!] = -Infinity;
+    const order = truthScores.map((_, r) => r).sort((a, b) => truthScores[b] - truthScores[a] || a - b);
+    const kth = truthScores[order[kept - 1]];
+    const seen = new Set<bigint>();
+    for (let i = 0; i < kept; i++) {
+      const id = result.ids[q * kept + i];
+      const score = result.scores[q * kept + i];
+      const row = rowOf.get(id);
+      expect(row).toBeDefined();
+      expect(seen.has(id)).toBe(false);
+      seen.add(id);
+      expect(Math.abs(score - truthScores[row!])).toBeLessThan(tolerance);
+      expect(truthScores[row!]).toBeGreaterThan(kth - tolerance);
+      if (i > 0) {
+        const previous = result.scores[q * kept + i - 1];
+        expect(previous).toBeGreaterThanOrEqual(score);
+        if (previous === score) expect(result.ids[q * kept + i - 1] < id).toBe(true);
+      }
+      // Where the reference ranking is unambiguous, the id must be the reference's.
+      const separated = (j: number) => j < 0 || j >= n || Math.abs(truthScores[order[j]] - truthScores[order[i]]) > tolerance;
+      if (separated(i - 1) && separated(i + 1)) expect(id).toBe(ids[order[i]]);
+    }
+  }
+}
+
+function normalizedCopy(data: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let b = 0; b < data.length; b += dim) {
+    let s = 0;
+    for (let i = b; i < b + dim; i++) s += data[i] * data[i];
+    const scale = 1 / Math.max(Math.sqrt(s), 1e-12);
+    for (let i = b; i < b + dim; i++) out[i] = data[i] * scale;
+  }
+  return out;
+}
+
+/** Random ids: negative, small, and beyond 2^53, in shuffled order. */
+function randomIds(random: () => number, n: number, used: Set<bigint>): bigint[] {
+  const ids: bigint[] = [];
+  while (ids.length < n) {
+    const magnitude = random() < 0.2 ? BigInt(Math.floor(random() * 2 ** 31)) << 32n : 0n;
+    const id = (magnitude + BigInt(Math.floor(random() * 1e6))) * (random() < 0.2 ? -1n : 1n);
+    if (!used.has(id)) {
+      used.add(id);
+      ids.push(id);
+    }
+  }
+  return ids;
+}
+
+function clustered(random: () => number, n: number, dim: number, centers: number): Float32Array {
+  const c = randomSignedArray(random, centers * dim);
+  const out = randomSignedArray(random, n * dim);
+  for (let r = 0; r < n; r++) {
+    const from = Math.floor(random() * centers) * dim;
+    const duplicate = random() < 0.3;  // exact copies of the centre: exact ties
+    for (let i = 0; i < dim; i++) out[r * dim + i] = c[from + i] + (duplicate ? 0 : 1e-3 * out[r * dim + i]);
+  }
+  return out;
+}
+
+describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) => {
+  const dim = 33;
+  const chunkBytes = 200 * dim * (dtype === 'float32' ? 4 : 2);  // 200 rows a chunk: many chunks
+
+  function build(data: Float32Array, ids: bigint[]): { index: VectorIndex; truth: Truth } {
+    const index = new VectorIndex({ dim, dtype, chunkBytes });
+    const truth = new Truth(dim, dtype);
+    const rows = data.length / dim;
+    for (let start = 0; start < rows; start += 377) {  // batches that straddle chunk borders
+      const end = Math.min(rows, start + 377);
+      index.add(data.subarray(start * dim, end * dim), BigInt64Array.from(ids.slice(start, end)));
+      truth.add(normalizedCopy(data.subarray(start * dim, end * dim), dim), ids.slice(start, end));
+    }
+    return { index, truth };
+  }
+
+  test('random data, random ids: exact for k = 1, 10, 64', async () => {
+    const random = makeRandom(1);
+    const data = randomSignedArray(random, 1100 * dim);
+    const { index, truth } = build(data, randomIds(random, 1100, new Set()));
+    expect(index.size).toBe(1100);
+    const queries = randomSignedArray(random, 9 * dim);
+    for (const k of [1, 10, 64]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
+  });
+
+  test('clustered data with exact duplicates: ties go to the lower id, across chunks', async () => {
+    const random = makeRandom(2);
+    const data = clustered(random, 1000, dim, 6);
+    const ids = randomIds(random, 1000, new Set());
+    const { index, truth } = build(data, ids);
+    const queries = new Float32Array([...data.subarray(0, 4 * dim), ...randomSignedArray(random, 2 * dim)]);
+    for (const k of [1, 7, 100]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
+  });
+
+  test('many copies of one vector: the lowest ids win, in order, wherever the rows sit', async () => {
+    const random = makeRandom(3);
+    const v = randomSignedArray(random, dim);
+    const others = randomSignedArray(random, 300 * dim);
+    const index = new VectorIndex({ dim, dtype, chunkBytes });
+    const copyIds = randomIds(random, 500, new Set()).map((id) => (id < 0n ? -id : id) + 10n ** 12n);
+    index.add(others);  // ids 0..299
+    for (let i = 0; i < copyIds.length; i += 50) {
+      const batch = new Float32Array(50 * dim);
+      for (let r = 0; r < 50; r++) batch.set(v, r * dim);
+      index.add(batch, copyIds.slice(i, i + 50));
+    }
+    const sorted = [...copyIds].sort((a, b) => (a < b ? -1 : 1));
+    let result = await index.search(v, { k: 10 });
+    expect([...result.ids]).toEqual(sorted.slice(0, 10));
+    index.remove(sorted.slice(0, 5));
+    result = await index.search(v, { k: 10 });
+    expect([...result.ids]).toEqual(sorted.slice(5, 15));
+    expect(new Set(result.scores).size).toBe(1);
+  });
+
+  test('after removes and re-adds, results follow the current contents', async () => {
+    const random = makeRandom(4);
+    const data = clustered(random, 900, dim, 10);
+    const used = new Set<bigint>();
+    const ids = randomIds(random, 900, used);
+    const { index, truth } = build(data, ids);
+    const gone = ids.filter(() => random() < 0.35);
+    index.remove(BigInt64Array.from(gone));
+    truth.remove(gone);
+    expect(index.size).toBe(900 - gone.length);
+    const fresh = randomSignedArray(random, 150 * dim);
+    const freshIds = [...gone.slice(0, 50), ...randomIds(random, 100, used)];  // old ids come back
+    index.add(fresh, freshIds);
+    truth.add(normalizedCopy(fresh, dim), freshIds);
+    const queries = new Float32Array([...fresh.subarray(0, 3 * dim), ...randomSignedArray(random, 3 * dim)]);
+    for (const k of [1, 25]) expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
+    index.remove(ids.filter((id) => !gone.includes(id)));
+    index.remove(freshIds);
+    expect(index.size).toBe(0);
+    expect((await index.search(queries, { k: 3 })).k).toBe(0);
+  });
+
+  test('k larger than the index returns everything; the empty index returns nothing', async () => {
+    const random = makeRandom(5);
+    const index = new VectorIndex({ dim, dtype });
+    const empty = await index.search(randomSignedArray(random, 2 * dim), { k: 5 });
+    expect(empty).toEqual({ ids: new BigInt64Array(0), scores: new Float32Array(0), k: 0 });
+    const data = randomSignedArray(random, 20 * dim);
+    index.add(data);
+    const truth = new Truth(dim, dtype);
+    truth.add(normalizedCopy(data, dim), Array.from({ length: 20 }, (_, i) => BigInt(i)));
+    const queries = randomSignedArray(random, 3 * dim);
+    const result = await index.search(queries, { k: 50 });
+    expect(result.k).toBe(20);
+    expectExact(result, truth.allScores(queries), 50);
+  });
+
+  test('neighbors: every vector\'s k nearest others, in batches, matching search', async () => {
+    const random = makeRandom(6);
+    const data = clustered(random, 450, dim, 5);
+    const { index, truth } = build(data, randomIds(random, 450, new Set()));
+    const seen: bigint[] = [];
+    for await (const chunk of index.neighbors({ k: 8, batchSize: 100 })) {
+      expect(chunk.k).toBe(8);
+      expect(chunk.ids.length).toBeLessThanOrEqual(100);
+      seen.push(...chunk.ids);
+      // The queries are the vectors as stored (float16: rounded, so not re-normalised).
+      const stored = new Float32Array(chunk.ids.length * dim);
+      chunk.ids.forEach((id, r) => stored.set(truth.rows.get(id)!, r * dim));
+      const queries = dtype === 'float32' ? stored : float16ToFloat32Array(float32ToFloat16Array(stored));
+      const table = truth.allScores(queries, false);
+      expectExact({ ids: chunk.neighbors, scores: chunk.scores, k: chunk.k }, table, 8, chunk.ids);
+    }
+    expect(seen.length).toBe(450);
+    expect(new Set(seen).size).toBe(450);
+  });
+
+  test('neighbors with excludeSelf: false lists the vector itself first (or a tied lower-id copy)', async () => {
+    const random = makeRandom(7);
+    const data = randomSignedArray(random, 60 * dim);
+    const index = new VectorIndex({ dim, dtype, chunkBytes });
+    index.add(data);
+    for await (const chunk of index.neighbors({ k: 3, excludeSelf: false, batchSize: 16 })) {
+      for (let r = 0; r < chunk.ids.length; r++) expect(chunk.neighbors[r * 3]).toBe(chunk.ids[r]);
+    }
+  });
+});
+
+describe('VectorIndex inputs', () => {
+  test('encoder output { data, rows, dim } and number[] ids; default ids continue after the largest', async () => {
+    const random = makeRandom(8);
+    const index = new VectorIndex({ dim: 4 });
+    index.add({ data: randomSignedArray(random, 8), rows: 2, dim: 4 }, [10, 20]);
+    index.add(randomSignedArray(random, 8));
+    const v = new Float32Array([1, 2, 3, 4]);
+    index.add(v);
+    expect(index.size).toBe(5);
+    const result = await index.search({ data: v, rows: 1, dim: 4 }, { k: 1 });
+    expect(result.ids[0]).toBe(23n);
+    expect(result.scores[0]).toBeCloseTo(1, 6);
+  });
+
+  test('many queries are tiled: 300 queries of dim 1024 match one-by-one search', async () => {
+    const random = makeRandom(9);
+    const dim = 1024;
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 120 * dim));
+    const queries = randomSignedArray(random, 300 * dim);
+    const all = await index.search(queries, { k: 4 });
+    for (const q of [0, 255, 256, 299]) {
+      const one = await index.search(queries.subarray(q * dim, (q + 1) * dim), { k: 4 });
+      expect([...all.ids.subarray(q * 4, q * 4 + 4)]).toEqual([...one.ids]);
+      expect([...all.scores.subarray(q * 4, q * 4 + 4)]).toEqual([...one.scores]);
+    }
+  });
+
+  test('size, dim, dtype, bytes; growth keeps capacity within one chunk of the contents', () => {
+    const dim = 16;
+    const index = new VectorIndex({ dim, chunkBytes: 64 * 1024 });
+    expect(index.dtype).toBe('float32');
+    expect(index.dim).toBe(16);
+    const random = makeRandom(10);
+    for (let i = 0; i < 100; i++) index.add(randomSignedArray(random, 97 * dim));
+    const vectorBytes = index.size * (dim * 4 + 8);
+    expect(index.bytes).toBeGreaterThan(vectorBytes);
+    // Slack: at most one chunk of vectors + ids, and the id table (<= 48 bytes a vector).
+    expect(index.bytes - vectorBytes).toBeLessThanOrEqual(64 * 1024 + 1024 * 8 + index.size * 48);
+  });
+});
+
+describe('VectorIndex errors leave the index unchanged', () => {
+  const dim = 8;
+  async function snapshot(index: VectorIndex): Promise<SearchResult> {
+    return index.search(new Float32Array([1, 0, 0, 0, 0, 0, 0, 1]), { k: 50 });
+  }
+
+  test('bad add arguments', async () => {
+    const random = makeRandom(11);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 10 * dim), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const before = await snapshot(index);
+    const ok = randomSignedArray(random, 2 * dim);
+    const withNaN = ok.slice();
+    withNaN[dim + 3] = NaN;
+    const withInf = ok.slice();
+    withInf[2] = Infinity;
+    expect(() => index.add(randomSignedArray(random, 2 * dim + 1))).toThrow(/not a multiple of the index dim 8/);
+    expect(() => index.add({ data: ok, rows: 2, dim: 7 })).toThrow(/vectors.dim is 7 but the index has dim 8/);
+    expect(() => index.add({ data: ok, rows: 3, dim: 8 })).toThrow(/rows x dim is 3 x 8/);
+    expect(() => index.add(withNaN)).toThrow(/vectors row 1 contains NaN/);
+    expect(() => index.add(withInf)).toThrow(/vectors row 0 contains NaN or infinite/);
+    expect(() => index.add(new Float32Array(0))).toThrow(/vectors is empty/);
+    expect(() => index.add(new Float64Array(dim) as unknown as Float32Array)).toThrow(TypeError);
+    expect(() => index.add(ok, [11, 3])).toThrow(/id 3 is already in the index/);
+    expect(() => index.add(ok, [12, 12])).toThrow(/contains id 12 more than once/);
+    expect(() => index.add(ok, [12])).toThrow(/1 ids but there are 2 vectors/);
+    expect(() => index.add(ok, [12, 1.5])).toThrow(/ids\[1\] must be a safe integer/);
+    expect(() => index.add(ok, 'x' as unknown as number[])).toThrow(TypeError);
+    expect(index.size).toBe(10);
+    expect(await snapshot(index)).toEqual(before);
+  });
+
+  test('out of memory during add', async () => {
+    const random = makeRandom(12);
+    const index = new VectorIndex({ dim, chunkBytes: 1024 });
+    index.add(randomSignedArray(random, 40 * dim));
+    const before = await snapshot(index);
+    const spy = jest.spyOn(IdTable.prototype, 'withRoomFor').mockImplementation(() => {
+      throw new RangeError('Array buffer allocation failed');
+    });
+    try {
+      expect(() => index.add(randomSignedArray(random, 100 * dim))).toThrow(/cannot allocate memory for 100 more vectors.*unchanged/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(index.size).toBe(40);
+    expect(await snapshot(index)).toEqual(before);
+    index.add(randomSignedArray(random, 100 * dim));  // and it still works
+    expect(index.size).toBe(140);
+  });
+
+  test('bad remove, search and constructor arguments', async () => {
+    const random = makeRandom(13);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 5 * dim));
+    const before = await snapshot(index);
+    expect(() => index.remove([1, 99])).toThrow(/id 99 is not in the index/);
+    expect(() => index.remove([1, 1])).toThrow(/more than once/);
+    expect(index.size).toBe(5);
+    expect(await snapshot(index)).toEqual(before);
+    await expect(index.search(randomSignedArray(random, dim), { k: 0 })).rejects.toThrow(/options.k must be >= 1/);
+    await expect(index.search(randomSignedArray(random, dim), { k: 2.5 })).rejects.toThrow(/options.k must be an integer/);
+    await expect(index.search(randomSignedArray(random, dim), undefined as unknown as { k: number })).rejects.toThrow(TypeError);
+    await expect(index.search(randomSignedArray(random, dim + 1), { k: 1 })).rejects.toThrow(/queries has 9 values/);
+    await expect(index.search(new Float32Array(dim).fill(NaN), { k: 1 })).rejects.toThrow(/queries row 0 contains NaN/);
+    expect(() => new VectorIndex({ dim: 0 })).toThrow(/options.dim must be >= 1/);
+    expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
+    expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
+  });
+
+  test('changes while a search runs are refused; a disposed index refuses everything', async () => {
+    const random = makeRandom(14);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 50 * dim));
+    const running = index.search(randomSignedArray(random, dim), { k: 3 });
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
+    expect(() => index.remove([0])).toThrow(/still running/);
+    expect(() => index.dispose()).toThrow(/still running/);
+    await running;
+    const walk = index.neighbors({ k: 2, batchSize: 10 });
+    await walk.next();
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
+    await walk.return(undefined);  // ending the walk (as \`break\` does) releases the index
+    index.remove([0]);
+    index.dispose();
+    expect(() => index.add(randomSignedArray(random, dim))).toThrow(/disposed/);
+    await expect(index.search(randomSignedArray(random, dim), { k: 1 })).rejects.toThrow(/disposed/);
+  });
+});
+
+const cuda = devices().cuda;
+const describeGpu = cuda.length > 0 ? describe : describe.skip;
+if (cuda.length === 0) {
+  // eslint-disable-next-line no-console
+  console.log(`VectorIndex CUDA tests skipped: no CUDA device (${devices().cudaUnavailableReason})`);
+}
+
+describeGpu('VectorIndex on CUDA', () => {
+  test('float16 on the device matches the reference, after removes and re-adds', async () => {
+    const dim = 64;
+    const random = makeRandom(15);
+    const data = clustered(random, 3000, dim, 8);
+    const ids = randomIds(random, 3000, new Set());
+    const index = new VectorIndex({ dim, device: 'cuda', chunkBytes: 500 * dim * 2 });
+    expect(index.dtype).toBe('float16');
+    index.add(data, ids);
+    const truth = new Truth(dim, 'float16');
+    truth.add(normalizedCopy(data, dim), ids);
+    const queries = new Float32Array([...data.subarray(0, 2 * dim), ...randomSignedArray(random, 2 * dim)]);
+    expectExact(await index.search(queries, { k: 20 }), truth.allScores(queries), 20);
+    index.remove(ids.slice(0, 1000));
+    truth.remove(ids.slice(0, 1000));
+    expectExact(await index.search(queries, { k: 20 }), truth.allScores(queries), 20);
+    index.dispose();
+  });
+});
+
+test('cuda on a machine without a GPU is a clear error', () => {
+  if (cuda.length > 0) return;  // covered by the CUDA tests there
+  expect(() => new VectorIndex({ dim: 4, device: 'cuda' })).toThrow(/no CUDA device is available/);
+});
+
+test('IdTable (id -> row) agrees with a Map through random inserts, updates, deletes and growth', () => {
+  const random = makeRandom(16);
+  let table = new IdTable();
+  const model = new Map<bigint, number>();
+  const pool = randomIds(random, 3000, new Set());
+  for (let step = 0; step < 30000; step++) {
+    const id = pool[Math.floor(random() * pool.length)];
+    if (random() < 0.35) {
+      table.delete(id);
+      model.delete(id);
+    } else {
+      table = table.withRoomFor(model.size + 1);
+      table.set(id, step);
+      model.set(id, step);
+    }
+  }
+  expect(table.size).toBe(model.size);
+  for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
+});
