@@ -18,3 +18,5 @@ export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } fr
 export { FormatError, readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
 export { DEFAULT_METRICS, evaluateRetrieval } from './eval/retrieval';
 export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';
+export { DEFAULT_MODEL, Encoder, similarity } from './encoder';
+export type { Embeddings, EncodeOptions, EncoderOptions, EncodeStreamOptions } from './encoder';
