@@ -3,7 +3,6 @@
 //
 // texts ─tokenizer─> ids ─sort by length, pack under a token budget─> padded batches
 //       ─ONNX Runtime─> last_hidden_state ─meanPoolNormalizeAsync─> rows, put back in caller order
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
@@ -11,6 +10,7 @@ import { meanPoolNormalizeAsync } from './kernels';
 import { convertToOnnx, resolveModel } from './model';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, typeName } from './validate';
+import { readJsonFile } from './json-file';
 
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
@@ -73,19 +73,6 @@ interface ModelLayout {
   maxPositions: number;
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
-  }
-}
 
 const TRANSFORMER = 'sentence_transformers.models.Transformer';
 const POOLING = 'sentence_transformers.models.Pooling';
@@ -97,7 +84,7 @@ const NORMALIZE = 'sentence_transformers.models.Normalize';
  */
 function readModelLayout(dir: string): ModelLayout {
   const modulesFile = path.join(dir, 'modules.json');
-  const modules = readJson(modulesFile) as unknown;
+  const modules = readJsonFile(modulesFile) as unknown;
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
   const types = modules.map((m) => String((m as Record<string, unknown>).type));
   const transformer = modules.find((m) => (m as Record<string, unknown>).type === TRANSFORMER) as Record<string, unknown> | undefined;
@@ -109,7 +96,7 @@ function readModelLayout(dir: string): ModelLayout {
   }
   if ((transformer.path ?? '') !== '') throw new Error(`${modulesFile}: the Transformer module must be at the model root`);
 
-  const stConfig = readJson(path.join(dir, 'sentence_bert_config.json'));
+  const stConfig = readJsonFile(path.join(dir, 'sentence_bert_config.json'));
   const maxSeqLength = stConfig.max_seq_length;
   if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
     throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: max_seq_length must be an integer >= 2`);
@@ -117,7 +104,7 @@ function readModelLayout(dir: string): ModelLayout {
   if (stConfig.do_lower_case === true) throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: do_lower_case is not supported`);
 
   const poolingFile = path.join(dir, String(pooling.path), 'config.json');
-  const poolingConfig = readJson(poolingFile);
+  const poolingConfig = readJsonFile(poolingFile);
   const modes = Object.keys(poolingConfig).filter((k) => k.startsWith('pooling_mode_') && poolingConfig[k] === true);
   if (modes.length !== 1 || modes[0] !== 'pooling_mode_mean_tokens') {
     throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
@@ -127,7 +114,7 @@ function readModelLayout(dir: string): ModelLayout {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  const config = readJson(path.join(dir, 'config.json'));
+  const config = readJsonFile(path.join(dir, 'config.json'));
   const positions = config.max_position_embeddings;
   const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
   const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;

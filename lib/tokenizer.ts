@@ -7,9 +7,9 @@
 // the charsmap stored in tokenizer.json. The two disagree on combining-mark stacks, C1
 // controls and characters newer than the charsmap, so we install our own `Precompiled`
 // normalizer that reads the charsmap exactly as the Rust `spm_precompiled` crate does.
-import * as fs from 'fs';
 import * as path from 'path';
 import type { Tokenizer as TokenizersJs } from '@huggingface/tokenizers' with { 'resolution-mode': 'require' };
+import { readJsonFile } from './json-file';
 
 // The package is an ES module with a CommonJS build behind its `require` export condition;
 // requiring it works from our CommonJS output and from ts-jest alike.
@@ -121,22 +121,8 @@ export class SentenceTokenizer {
 
   /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
   static load(dir: string, options: TokenizerOptions): SentenceTokenizer {
-    const readJson = (name: string): Record<string, unknown> => {
-      const file = path.join(dir, name);
-      let text: string;
-      try {
-        text = fs.readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new Error(`cannot read ${file}: ${(err as Error).message}`);
-      }
-      try {
-        return JSON.parse(text) as Record<string, unknown>;
-      } catch (err) {
-        throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
-      }
-    };
-    const json = readJson('tokenizer.json');
-    const config = readJson('tokenizer_config.json');
+    const json = readJsonFile(path.join(dir, 'tokenizer.json'));
+    const config = readJsonFile(path.join(dir, 'tokenizer_config.json'));
     // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
     const tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
     const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
