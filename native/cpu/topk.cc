@@ -65,7 +65,7 @@ void dotBlockScalar(const float* q, const float* r, int64_t d, const float*, flo
     }
 }
 
-__attribute__((target("avx2,fma"))) inline float horizontalSum(__m256 v) {
+__attribute__((target("avx2,fma"), always_inline)) inline float horizontalSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -105,31 +105,56 @@ __attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const floa
 
 // Written out rather than _mm512_reduce_add_ps: with GCC 12 that intrinsic forces the
 // accumulators of the block through the stack on every step.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline float horizontalSum(__m512 v) {
-  __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  return horizontalSum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline __m256 foldHalves(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline float horizontalSum(__m512 v) {
+  return horizontalSum(foldHalves(v));
+}
+
+// [sum(a), sum(b), sum(c), sum(d)]
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline __m128 horizontalSum4(__m512 a, __m512 b,
+                                                                                                 __m512 c, __m512 d) {
+  __m256 ab = _mm256_hadd_ps(foldHalves(a), foldHalves(b));  // per 128-bit lane: a0+a1 a2+a3 b0+b1 b2+b3
+  __m256 cd = _mm256_hadd_ps(foldHalves(c), foldHalves(d));
+  __m256 abcd = _mm256_hadd_ps(ab, cd);                      // per lane: a b c d partial sums
+  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
 template <int QB, int RB>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void dotBlockAvx512(const float* q, const float* r, int64_t d,
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx512(const float* q, const float* r, int64_t d,
                                                                          const float* prefetch, float* out) {
   __m512 acc[QB][RB];
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < d; i += 16) {
-    const int64_t left = d - i;
-    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+  const int64_t full = d & ~int64_t(15);
+  for (int64_t i = 0; i < full; i += 16) {  // plain loads: masked ones in this loop run ~3x slower here
     if (prefetch != nullptr)
       for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j * d + i), _MM_HINT_T0);
     __m512 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = _mm512_maskz_loadu_ps(m, r + j * d + i);
+    for (int j = 0; j < RB; ++j) rv[j] = _mm512_loadu_ps(r + j * d + i);
     for (int a = 0; a < QB; ++a) {
-      __m512 qv = _mm512_maskz_loadu_ps(m, q + a * d + i);
+      __m512 qv = _mm512_loadu_ps(q + a * d + i);
       for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
     }
   }
-  for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
+  if (full < d) {
+    const __mmask16 m = __mmask16((1u << (d - full)) - 1);
+    __m512 rv[RB];
+    for (int j = 0; j < RB; ++j) rv[j] = _mm512_maskz_loadu_ps(m, r + j * d + full);
+    for (int a = 0; a < QB; ++a) {
+      __m512 qv = _mm512_maskz_loadu_ps(m, q + a * d + full);
+      for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
+    }
+  }
+  for (int a = 0; a < QB; ++a) {
+    if constexpr (RB == 4) {  // four sums at once: a quarter of the shuffles
+      _mm_storeu_ps(out + a * 4, horizontalSum4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]));
+    } else {
+      for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
+    }
+  }
 }
 
 constexpr int kBlock = 4;  // queries and rows per register block
@@ -167,7 +192,7 @@ __attribute__((target("avx2,f16c"))) void halfToFloatF16c(const uint16_t* in, fl
   for (; i < n; ++i) out[i] = halfToFloat(in[i]);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void halfToFloatAvx512(const uint16_t* in, float* out, int64_t n) {
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void halfToFloatAvx512(const uint16_t* in, float* out, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i))));
@@ -201,58 +226,68 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       queryNorms[q] = std::sqrt(s);
     }
 
-  // A tile of ~256 KiB of float32 rows stays in L2 while every query block passes over it.
-  const int64_t tileRows = std::max<int64_t>(kBlock, (262144 / (d * 4)) / kBlock * kBlock);
+  // Loop order: a group of kGroupRows rows is read from memory once and stays in L1 while every
+  // query block of a chunk passes over it (each query block, fetched from L2, then serves the
+  // whole group); the chunk's queries (~512 KiB) stay in L2. More queries than one chunk
+  // stream the database once per chunk (then compute dominates).
+  // (Groups of two register blocks measured within noise of one here, and slower for float16
+  // at small Q, so a group is one block; the loop keeps the size a tuning constant.)
+  constexpr int kGroupRows = kBlock;
+  const int64_t chunkQueries = std::max<int64_t>(kBlock, (524288 / (d * 4)) / kBlock * kBlock);
   const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
   const int rangeCount = parallelRangeCount(a.numRows, resolveThreads(threads), minRowsPerThread);
   std::vector<std::vector<BoundedHeap>> heaps(rangeCount, std::vector<BoundedHeap>(size_t(Q), BoundedHeap(size_t(a.k))));
   std::atomic<bool> sawNaN{false};
+  const bool half = a.databaseType == HiddenType::Float16;
 
   parallelRanges(a.numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
     std::vector<BoundedHeap>& mine = heaps[t];
-    std::vector<float> converted(a.databaseType == HiddenType::Float16 ? size_t(tileRows * d) : 0);
-    std::vector<float> rowNorms(size_t(tileRows), 1.0f);
+    std::vector<float> converted(half ? size_t(kGroupRows * d) : 0);
+    float rowNorms[kGroupRows];
+    std::fill(rowNorms, rowNorms + kGroupRows, 1.0f);
     float block[kBlock * kBlock];
     bool nanHere = false;
-    for (int64_t tile = begin; tile < end; tile += tileRows) {
-      const int64_t n = std::min(tileRows, end - tile);
-      const bool half = a.databaseType == HiddenType::Float16;
-      const uint16_t* halfRows = static_cast<const uint16_t*>(a.database) + tile * d;
-      const float* rows = half ? converted.data() : static_cast<const float*>(a.database) + tile * d;
-      for (int64_t q0 = 0; q0 < Q; q0 += kBlock) {
-        const int qb = int(std::min<int64_t>(kBlock, Q - q0));
-        for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
-          const int rb = int(std::min<int64_t>(kBlock, n - r0));
-          // The first query block reads the rows from memory; later blocks find the tile in L2.
-          // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth,
-          // so the next row block is prefetched while this one is used. float16 rows are
-          // widened into the tile buffer as they arrive, so conversion overlaps the reads.
-          const bool first = q0 == 0;
-          const bool more = tile + r0 + kBlock < end;
-          if (first && half) {
-            if (more)
-              for (int64_t byte = 0; byte < kBlock * d * 2; byte += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(halfRows + (r0 + kBlock) * d) + byte, _MM_HINT_T0);
-            halfToFloatRows(halfRows + r0 * d, converted.data() + r0 * d, rb * d);
+    for (int64_t chunk = 0; chunk < Q; chunk += chunkQueries) {
+      const int64_t chunkEnd = std::min(Q, chunk + chunkQueries);
+      for (int64_t g0 = begin; g0 < end; g0 += kGroupRows) {
+        const int64_t groupRows = std::min<int64_t>(kGroupRows, end - g0);
+        // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
+        // the next group is prefetched while this one is used. float16 rows are widened into
+        // a small buffer that stays in L1.
+        const int64_t nextRows = std::min<int64_t>(kGroupRows, end - g0 - groupRows);
+        const float* rows;
+        if (half) {
+          const uint16_t* halfRows = static_cast<const uint16_t*>(a.database) + g0 * d;
+          for (int64_t byte = 0; byte < nextRows * d * 2; byte += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(halfRows + groupRows * d) + byte, _MM_HINT_T0);
+          halfToFloatRows(halfRows, converted.data(), groupRows * d);
+          rows = converted.data();
+        } else {
+          rows = static_cast<const float*>(a.database) + g0 * d;
+        }
+        if (!a.normalized)
+          for (int64_t j = 0; j < groupRows; ++j) {
+            table.fn[0][0](rows + j * d, rows + j * d, d, nullptr, &rowNorms[j]);
+            rowNorms[j] = std::sqrt(rowNorms[j]);
           }
-          if (first && !a.normalized)
-            for (int j = 0; j < rb; ++j) {
-              const float* row = rows + (r0 + j) * d;
-              table.fn[0][0](row, row, d, nullptr, &rowNorms[r0 + j]);
-              rowNorms[r0 + j] = std::sqrt(rowNorms[r0 + j]);
-            }
-          const float* prefetch = first && !half && more ? rows + (r0 + kBlock) * d : nullptr;
-          table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d, prefetch, block);
-          for (int i = 0; i < qb; ++i)
-            for (int j = 0; j < rb; ++j) {
-              float s = block[i * rb + j];
-              if (!a.normalized) {
-                const float denom = queryNorms[q0 + i] * rowNorms[r0 + j];
-                s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
+        for (int64_t q0 = chunk; q0 < chunkEnd; q0 += kBlock) {
+          const int qb = int(std::min<int64_t>(kBlock, chunkEnd - q0));
+          for (int64_t r0 = 0; r0 < groupRows; r0 += kBlock) {
+            const int rb = int(std::min<int64_t>(kBlock, groupRows - r0));
+            const bool prefetchNext = !half && q0 == chunk && r0 < nextRows;
+            table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d,
+                                     prefetchNext ? rows + (groupRows + r0) * d : nullptr, block);
+            for (int i = 0; i < qb; ++i)
+              for (int j = 0; j < rb; ++j) {
+                float s = block[i * rb + j];
+                if (!a.normalized) {
+                  const float denom = queryNorms[q0 + i] * rowNorms[r0 + j];
+                  s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
+                }
+                if (s != s) nanHere = true;
+                mine[q0 + i].offer(s, int32_t(g0 + r0 + j));
               }
-              if (s != s) nanHere = true;
-              mine[q0 + i].offer(s, int32_t(tile + r0 + j));
-            }
+          }
         }
       }
     }
