@@ -52,15 +52,21 @@ class BoundedHeap {
   std::vector<Candidate> items_;
 };
 
+// Database rows are read in their storage type (float32, or float16 widened in registers, so a
+// float16 database streams half the bytes).
+inline float rowValue(const float* r, int64_t i) { return r[i]; }
+inline float rowValue(const uint16_t* r, int64_t i) { return halfToFloat(r[i]); }
+
 // Dot products of a block of QB query rows with RB database rows (both with stride d):
 // out[a * RB + j] = dot(q[a], r[j]). QB x RB accumulators stay in registers. When `prefetch`
 // is set, the RB rows starting there are pulled towards the cache one line per step.
-template <int QB, int RB>
-void dotBlockScalar(const float* q, const float* r, int64_t d, const float*, float* out) {
+template <typename Row, int QB, int RB>
+void dotBlockScalar(const float* q, const void* rows, int64_t d, const void*, float* out) {
+  const Row* r = static_cast<const Row*>(rows);
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) {
       float s = 0;
-      for (int64_t i = 0; i < d; ++i) s += q[a * d + i] * r[j * d + i];
+      for (int64_t i = 0; i < d; ++i) s += q[a * d + i] * rowValue(r + j * d, i);
       out[a * RB + j] = s;
     }
 }
@@ -72,30 +78,43 @@ __attribute__((target("avx2,fma"), always_inline)) inline float horizontalSum(__
   return _mm_cvtss_f32(s);
 }
 
-template <int QB, int RB>
-__attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const float* r, int64_t d, const float* prefetch,
-                                                       float* out) {
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// The last n < 8 values, zero-filled.
+template <typename T>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 loadTail8(const T* p, int64_t n) {
+  T tail[8] = {};
+  for (int64_t i = 0; i < n; ++i) tail[i] = p[i];
+  return load8(tail);
+}
+
+template <typename Row, int QB, int RB>
+__attribute__((target("avx2,fma,f16c"))) void dotBlockAvx2(const float* q, const void* rows, int64_t d,
+                                                            const void* prefetch, float* out) {
+  const Row* r = static_cast<const Row*>(rows);
+  const Row* next = static_cast<const Row*>(prefetch);
+  constexpr int64_t perLine = 64 / sizeof(Row);
   __m256 acc[QB][RB];
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8) {
-    if (prefetch != nullptr && i % 16 == 0)
-      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j * d + i), _MM_HINT_T0);
+  const int64_t full = d & ~int64_t(7);
+  for (int64_t i = 0; i < full; i += 8) {
+    if (next != nullptr && i % perLine == 0)
+      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * d + i), _MM_HINT_T0);
     __m256 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = _mm256_loadu_ps(r + j * d + i);
+    for (int j = 0; j < RB; ++j) rv[j] = load8(r + j * d + i);
     for (int a = 0; a < QB; ++a) {
       __m256 qv = _mm256_loadu_ps(q + a * d + i);
       for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
     }
   }
-  if (i < d) {
-    alignas(32) static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(d - i)), _mm256_load_si256((const __m256i*)ramp));
+  if (full < d) {
     __m256 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = _mm256_maskload_ps(r + j * d + i, m);
+    for (int j = 0; j < RB; ++j) rv[j] = loadTail8(r + j * d + full, d - full);
     for (int a = 0; a < QB; ++a) {
-      __m256 qv = _mm256_maskload_ps(q + a * d + i, m);
+      __m256 qv = loadTail8(q + a * d + full, d - full);
       for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
     }
   }
@@ -103,37 +122,47 @@ __attribute__((target("avx2,fma"))) void dotBlockAvx2(const float* q, const floa
     for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
 }
 
+#define CAMEMBED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline
+
 // Written out rather than _mm512_reduce_add_ps: with GCC 12 that intrinsic forces the
 // accumulators of the block through the stack on every step.
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline __m256 foldHalves(__m512 v) {
+CAMEMBED_AVX512 __m256 foldHalves(__m512 v) {
   return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline float horizontalSum(__m512 v) {
-  return horizontalSum(foldHalves(v));
-}
+CAMEMBED_AVX512 float horizontalSum(__m512 v) { return horizontalSum(foldHalves(v)); }
 
 // [sum(a), sum(b), sum(c), sum(d)]
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline __m128 horizontalSum4(__m512 a, __m512 b,
-                                                                                                 __m512 c, __m512 d) {
+CAMEMBED_AVX512 __m128 horizontalSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   __m256 ab = _mm256_hadd_ps(foldHalves(a), foldHalves(b));  // per 128-bit lane: a0+a1 a2+a3 b0+b1 b2+b3
   __m256 cd = _mm256_hadd_ps(foldHalves(c), foldHalves(d));
   __m256 abcd = _mm256_hadd_ps(ab, cd);                      // per lane: a b c d partial sums
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-template <int QB, int RB>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx512(const float* q, const float* r, int64_t d,
-                                                                         const float* prefetch, float* out) {
+CAMEMBED_AVX512 __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+CAMEMBED_AVX512 __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+CAMEMBED_AVX512 __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+CAMEMBED_AVX512 __m512 load16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
+template <typename Row, int QB, int RB>
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx512(const float* q, const void* rows,
+                                                                                  int64_t d, const void* prefetch,
+                                                                                  float* out) {
+  const Row* r = static_cast<const Row*>(rows);
+  const Row* next = static_cast<const Row*>(prefetch);
+  constexpr int64_t perLine = 64 / sizeof(Row);
   __m512 acc[QB][RB];
   for (int a = 0; a < QB; ++a)
     for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_setzero_ps();
   const int64_t full = d & ~int64_t(15);
   for (int64_t i = 0; i < full; i += 16) {  // plain loads: masked ones in this loop run ~3x slower here
-    if (prefetch != nullptr)
-      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j * d + i), _MM_HINT_T0);
+    if (next != nullptr && i % perLine == 0)
+      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * d + i), _MM_HINT_T0);
     __m512 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = _mm512_loadu_ps(r + j * d + i);
+    for (int j = 0; j < RB; ++j) rv[j] = load16(r + j * d + i);
     for (int a = 0; a < QB; ++a) {
       __m512 qv = _mm512_loadu_ps(q + a * d + i);
       for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
@@ -142,9 +171,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx51
   if (full < d) {
     const __mmask16 m = __mmask16((1u << (d - full)) - 1);
     __m512 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = _mm512_maskz_loadu_ps(m, r + j * d + full);
+    for (int j = 0; j < RB; ++j) rv[j] = load16(r + j * d + full, m);
     for (int a = 0; a < QB; ++a) {
-      __m512 qv = _mm512_maskz_loadu_ps(m, q + a * d + full);
+      __m512 qv = load16(q + a * d + full, m);
       for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
     }
   }
@@ -157,54 +186,54 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx51
   }
 }
 
+// float16 -> float32 for one row (used for row norms in cosine mode).
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void widenAvx512(const uint16_t* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, load16(in + i));
+  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
+}
+
+__attribute__((target("avx2,fma,f16c"))) void widenAvx2(const uint16_t* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8(in + i));
+  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
+}
+
+void widen(const uint16_t* in, float* out, int64_t n) {
+  switch (simdLevel()) {
+    case SimdLevel::Avx512: widenAvx512(in, out, n); break;
+    case SimdLevel::Avx2: widenAvx2(in, out, n); break;
+    default:
+      for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
+  }
+}
+
 constexpr int kBlock = 4;  // queries and rows per register block
-using DotBlockFn = void (*)(const float*, const float*, int64_t, const float*, float*);
+using DotBlockFn = void (*)(const float* queries, const void* rows, int64_t d, const void* prefetch, float* out);
 struct DotBlockTable {
   DotBlockFn fn[kBlock][kBlock];
 };
 
-template <template <int, int> class Kernel>
+template <typename Row, template <typename, int, int> class Kernel>
 DotBlockTable makeTable() {
-  return DotBlockTable{{{Kernel<1, 1>::f, Kernel<1, 2>::f, Kernel<1, 3>::f, Kernel<1, 4>::f},
-                        {Kernel<2, 1>::f, Kernel<2, 2>::f, Kernel<2, 3>::f, Kernel<2, 4>::f},
-                        {Kernel<3, 1>::f, Kernel<3, 2>::f, Kernel<3, 3>::f, Kernel<3, 4>::f},
-                        {Kernel<4, 1>::f, Kernel<4, 2>::f, Kernel<4, 3>::f, Kernel<4, 4>::f}}};
+  return DotBlockTable{{{Kernel<Row, 1, 1>::f, Kernel<Row, 1, 2>::f, Kernel<Row, 1, 3>::f, Kernel<Row, 1, 4>::f},
+                        {Kernel<Row, 2, 1>::f, Kernel<Row, 2, 2>::f, Kernel<Row, 2, 3>::f, Kernel<Row, 2, 4>::f},
+                        {Kernel<Row, 3, 1>::f, Kernel<Row, 3, 2>::f, Kernel<Row, 3, 3>::f, Kernel<Row, 3, 4>::f},
+                        {Kernel<Row, 4, 1>::f, Kernel<Row, 4, 2>::f, Kernel<Row, 4, 3>::f, Kernel<Row, 4, 4>::f}}};
 }
-template <int QB, int RB> struct ScalarKernel { static constexpr DotBlockFn f = dotBlockScalar<QB, RB>; };
-template <int QB, int RB> struct Avx2Kernel { static constexpr DotBlockFn f = dotBlockAvx2<QB, RB>; };
-template <int QB, int RB> struct Avx512Kernel { static constexpr DotBlockFn f = dotBlockAvx512<QB, RB>; };
+template <typename Row, int QB, int RB> struct ScalarKernel { static constexpr DotBlockFn f = dotBlockScalar<Row, QB, RB>; };
+template <typename Row, int QB, int RB> struct Avx2Kernel { static constexpr DotBlockFn f = dotBlockAvx2<Row, QB, RB>; };
+template <typename Row, int QB, int RB> struct Avx512Kernel { static constexpr DotBlockFn f = dotBlockAvx512<Row, QB, RB>; };
 
+template <typename Row>
 const DotBlockTable& dotBlockTable() {
-  static const DotBlockTable scalar = makeTable<ScalarKernel>();
-  static const DotBlockTable avx2 = makeTable<Avx2Kernel>();
-  static const DotBlockTable avx512 = makeTable<Avx512Kernel>();
+  static const DotBlockTable scalar = makeTable<Row, ScalarKernel>();
+  static const DotBlockTable avx2 = makeTable<Row, Avx2Kernel>();
+  static const DotBlockTable avx512 = makeTable<Row, Avx512Kernel>();
   switch (simdLevel()) {
     case SimdLevel::Avx512: return avx512;
     case SimdLevel::Avx2: return avx2;
     default: return scalar;
-  }
-}
-
-__attribute__((target("avx2,f16c"))) void halfToFloatF16c(const uint16_t* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
-  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void halfToFloatAvx512(const uint16_t* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i))));
-  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
-}
-
-void halfToFloatRows(const uint16_t* in, float* out, int64_t n) {
-  switch (simdLevel()) {
-    case SimdLevel::Avx512: halfToFloatAvx512(in, out, n); break;
-    case SimdLevel::Avx2: halfToFloatF16c(in, out, n); break;
-    default:
-      for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
   }
 }
 
@@ -216,13 +245,16 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   if (a.numRows > INT32_MAX) return "cosineTopK: more than 2^31-1 database rows";
   const int64_t Q = a.numQueries, d = a.dim;
   if (Q == 0) return "";
-  const DotBlockTable& table = dotBlockTable();
+  const bool half = a.databaseType == HiddenType::Float16;
+  const DotBlockTable& floatRows = dotBlockTable<float>();
+  const DotBlockTable& rowTable = half ? dotBlockTable<uint16_t>() : floatRows;
+  const int64_t rowBytes = d * hiddenElementBytes(a.databaseType);
 
   std::vector<float> queryNorms(size_t(Q), 1.0f);
   if (!a.normalized)
     for (int64_t q = 0; q < Q; ++q) {
       float s;
-      table.fn[0][0](a.queries + q * d, a.queries + q * d, d, nullptr, &s);
+      floatRows.fn[0][0](a.queries + q * d, a.queries + q * d, d, nullptr, &s);
       queryNorms[q] = std::sqrt(s);
     }
 
@@ -230,19 +262,18 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   // query block of a chunk passes over it (each query block, fetched from L2, then serves the
   // whole group); the chunk's queries (~512 KiB) stay in L2. More queries than one chunk
   // stream the database once per chunk (then compute dominates).
-  // (Groups of two register blocks measured within noise of one here, and slower for float16
-  // at small Q, so a group is one block; the loop keeps the size a tuning constant.)
+  // (Groups of two register blocks measured within noise of one here, so a group is one block;
+  // the loop keeps the size a tuning constant.)
   constexpr int kGroupRows = kBlock;
   const int64_t chunkQueries = std::max<int64_t>(kBlock, (524288 / (d * 4)) / kBlock * kBlock);
   const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
   const int rangeCount = parallelRangeCount(a.numRows, resolveThreads(threads), minRowsPerThread);
   std::vector<std::vector<BoundedHeap>> heaps(rangeCount, std::vector<BoundedHeap>(size_t(Q), BoundedHeap(size_t(a.k))));
   std::atomic<bool> sawNaN{false};
-  const bool half = a.databaseType == HiddenType::Float16;
 
   parallelRanges(a.numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
     std::vector<BoundedHeap>& mine = heaps[t];
-    std::vector<float> converted(half ? size_t(kGroupRows * d) : 0);
+    std::vector<float> widened(half && !a.normalized ? size_t(d) : 0);  // one float16 row, for its norm
     float rowNorms[kGroupRows];
     std::fill(rowNorms, rowNorms + kGroupRows, 1.0f);
     float block[kBlock * kBlock];
@@ -251,32 +282,28 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       const int64_t chunkEnd = std::min(Q, chunk + chunkQueries);
       for (int64_t g0 = begin; g0 < end; g0 += kGroupRows) {
         const int64_t groupRows = std::min<int64_t>(kGroupRows, end - g0);
-        // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
-        // the next group is prefetched while this one is used. float16 rows are widened into
-        // a small buffer that stays in L1.
         const int64_t nextRows = std::min<int64_t>(kGroupRows, end - g0 - groupRows);
-        const float* rows;
-        if (half) {
-          const uint16_t* halfRows = static_cast<const uint16_t*>(a.database) + g0 * d;
-          for (int64_t byte = 0; byte < nextRows * d * 2; byte += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(halfRows + groupRows * d) + byte, _MM_HINT_T0);
-          halfToFloatRows(halfRows, converted.data(), groupRows * d);
-          rows = converted.data();
-        } else {
-          rows = static_cast<const float*>(a.database) + g0 * d;
-        }
+        const char* rows = static_cast<const char*>(a.database) + g0 * rowBytes;
         if (!a.normalized)
           for (int64_t j = 0; j < groupRows; ++j) {
-            table.fn[0][0](rows + j * d, rows + j * d, d, nullptr, &rowNorms[j]);
+            const char* row = rows + j * rowBytes;
+            if (half) {
+              widen(reinterpret_cast<const uint16_t*>(row), widened.data(), d);
+              floatRows.fn[0][0](widened.data(), widened.data(), d, nullptr, &rowNorms[j]);
+            } else {
+              floatRows.fn[0][0](reinterpret_cast<const float*>(row), row, d, nullptr, &rowNorms[j]);
+            }
             rowNorms[j] = std::sqrt(rowNorms[j]);
           }
         for (int64_t q0 = chunk; q0 < chunkEnd; q0 += kBlock) {
           const int qb = int(std::min<int64_t>(kBlock, chunkEnd - q0));
           for (int64_t r0 = 0; r0 < groupRows; r0 += kBlock) {
             const int rb = int(std::min<int64_t>(kBlock, groupRows - r0));
-            const bool prefetchNext = !half && q0 == chunk && r0 < nextRows;
-            table.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * d, d,
-                                     prefetchNext ? rows + (groupRows + r0) * d : nullptr, block);
+            // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
+            // the first query block prefetches the next group while it reads this one.
+            const bool prefetchNext = q0 == chunk && r0 < nextRows;
+            rowTable.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * rowBytes, d,
+                                        prefetchNext ? rows + (groupRows + r0) * rowBytes : nullptr, block);
             for (int i = 0; i < qb; ++i)
               for (int j = 0; j < rb; ++j) {
                 float s = block[i * rb + j];
