@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <functional>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,18 @@ inline std::string stringOption(const Napi::Object& opts, const char* key) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// Runs a kernel, turning C++ exceptions (allocation failure, thread creation failure) into a
+// Status: an exception escaping to Node-API would terminate the process.
+inline Status runCatching(const std::function<Status()>& work) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    return "out of memory: the kernel could not allocate its working memory";
+  } catch (const std::exception& e) {
+    return std::string("native kernel failed: ") + e.what();
+  }
+}
+
 // Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error.
 // `keepAlive` holds the JS objects whose memory the work reads or writes.
 class KernelWorker : public Napi::AsyncWorker {
@@ -50,7 +64,7 @@ class KernelWorker : public Napi::AsyncWorker {
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
-    Status s = work_();
+    Status s = runCatching(work_);
     if (!s.empty()) SetError(s);
   }
   void OnOK() override { deferred_.Resolve(Env().Undefined()); }
@@ -66,7 +80,7 @@ class KernelWorker : public Napi::AsyncWorker {
 inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
                              const std::vector<Napi::Value>& keepAlive) {
   if (!async) {
-    Status s = work();
+    Status s = runCatching(work);
     if (!s.empty()) throw Napi::Error::New(env, s);
     return env.Undefined();
   }
