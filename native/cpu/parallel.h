@@ -2,6 +2,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <exception>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -26,12 +28,30 @@ void parallelRanges(int64_t n, int threads, int64_t minPerThread, Fn&& fn) {
     fn(0, int64_t(0), n);
     return;
   }
+  // An exception in a worker (e.g. allocation failure) is carried to the caller, which rethrows
+  // it after every worker has finished: escaping a std::thread it would end the process.
+  std::vector<std::exception_ptr> errors(count);
   std::vector<std::thread> workers;
   workers.reserve(count - 1);
   auto bound = [&](int i) { return n * i / count; };
-  for (int i = 1; i < count; ++i) workers.emplace_back([&, i] { fn(i, bound(i), bound(i + 1)); });
-  fn(0, bound(0), bound(1));
+  auto guarded = [&](int i) {
+    try {
+      fn(i, bound(i), bound(i + 1));
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  };
+  for (int i = 1; i < count; ++i) {
+    try {
+      workers.emplace_back(guarded, i);
+    } catch (const std::system_error&) {
+      guarded(i);  // no thread to be had: run that range here
+    }
+  }
+  guarded(0);
   for (auto& w : workers) w.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 }  // namespace camembed
