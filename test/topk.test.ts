@@ -78,6 +78,41 @@ describe('cosineTopK: native equals the float64 reference', () => {
     check(queries, database, dim, 8, false);
   });
 
+  test('identical rows score bit for bit the same wherever they fall (blocks, thread ranges)', () => {
+    // 5 copies: one full register block of 4 and a remainder of 1, which once summed differently.
+    for (let seed = 0; seed < 40; seed++) {
+      const random = makeRandom(1000 + seed);
+      const dim = 768;
+      const row = randomSignedArray(random, dim);
+      const database = new Float32Array(5 * dim);
+      for (let r = 0; r < 5; r++) database.set(row, r * dim);
+      const got = cosineTopK(randomSignedArray(random, dim), database, { dim, k: 5, normalized: true, threads: 1 });
+      expect(Array.from(got.indices)).toEqual([0, 1, 2, 3, 4]);
+      expect(new Set(Array.from(got.scores)).size).toBe(1);
+    }
+  });
+
+  test('the score of a row does not depend on the thread count', () => {
+    const random = makeRandom(123);
+    const dim = 96, rows = 20003;
+    const database = randomSignedArray(random, rows * dim);
+    const queries = randomSignedArray(random, 3 * dim);
+    const byIndex = (threads: number) => {
+      const r = cosineTopK(queries, database, { dim, k: rows, threads });
+      const scores = new Float32Array(3 * rows);
+      for (let q = 0; q < 3; q++)
+        for (let i = 0; i < rows; i++) scores[q * rows + r.indices[q * rows + i]] = r.scores[q * rows + i];
+      return scores;
+    };
+    const one = byIndex(1);
+    for (const threads of [2, 3, 7]) {
+      const other = byIndex(threads);
+      let differing = 0;
+      for (let i = 0; i < one.length; i++) if (one[i] !== other[i]) differing++;
+      expect(differing).toBe(0);
+    }
+  });
+
   test('a zero vector scores 0 in cosine mode', () => {
     const database = new Float32Array([0, 0, 0, 1, 0, 0, -1, 0, 0]);
     const got = cosineTopK(new Float32Array([1, 0, 0]), database, { dim: 3, k: 3 });

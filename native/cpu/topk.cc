@@ -130,8 +130,6 @@ CAMEMBED_AVX512 __m256 foldHalves(__m512 v) {
   return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-CAMEMBED_AVX512 float horizontalSum(__m512 v) { return horizontalSum(foldHalves(v)); }
-
 // [sum(a), sum(b), sum(c), sum(d)]
 CAMEMBED_AVX512 __m128 horizontalSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   __m256 ab = _mm256_hadd_ps(foldHalves(a), foldHalves(b));  // per 128-bit lane: a0+a1 a2+a3 b0+b1 b2+b3
@@ -139,6 +137,10 @@ CAMEMBED_AVX512 __m128 horizontalSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   __m256 abcd = _mm256_hadd_ps(ab, cd);                      // per lane: a b c d partial sums
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
+
+// The same additions in the same order as one lane of horizontalSum4, so that a (query, row)
+// pair scores bit for bit the same whichever block it falls in: equal rows must tie exactly.
+CAMEMBED_AVX512 float horizontalSum(__m512 v) { return _mm_cvtss_f32(horizontalSum4(v, v, v, v)); }
 
 CAMEMBED_AVX512 __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 CAMEMBED_AVX512 __m512 load16(const uint16_t* p) {
@@ -311,7 +313,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
                   const float denom = queryNorms[q0 + i] * rowNorms[r0 + j];
                   s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
                 }
-                if (s != s) nanHere = true;
+                if (!std::isfinite(s)) nanHere = true;
                 mine[q0 + i].offer(s, int32_t(g0 + r0 + j));
               }
           }
@@ -320,7 +322,9 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     }
     if (nanHere) sawNaN = true;
   });
-  if (sawNaN) return "cosineTopK: a score is NaN: the queries or the database contain NaN or infinite values";
+  if (sawNaN)
+    return "cosineTopK: a score is not finite: the queries or the database contain NaN or infinite values "
+           "(or values so large that their squares overflow float32)";
 
   // Merge the per-thread heaps of each query: sort their union and keep the k best.
   parallelRanges(Q, resolveThreads(threads), 64, [&](int, int64_t begin, int64_t end) {
