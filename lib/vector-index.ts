@@ -593,16 +593,16 @@ export class VectorIndex {
       const { rows, scores: listScores } = lists[c];
       if (rows.length === 0 || (have === k && listScores[0] < scores[k - 1])) continue;
       const base = c * this.chunkRows;
-      // The kernel orders equal scores by row; reorder them by id (insertion sort: runs are short).
+      // The kernel orders equal scores by row; reorder each run of equal scores by id (a run can be
+      // a whole chunk, e.g. for a zero query, so it is sorted, not insertion-sorted).
       const candidates = Float64Array.from(rows, (r) => base + r);
-      for (let i = 1; i < candidates.length; i++) {
-        const p = candidates[i];
-        let j = i - 1;
-        while (j >= 0 && listScores[j] === listScores[i] && this.idAt(p) < this.idAt(candidates[j])) {
-          candidates[j + 1] = candidates[j];
-          j--;
-        }
-        candidates[j + 1] = p;
+      const byId = (a: number, b: number) => {
+        const x = this.idAt(a), y = this.idAt(b);
+        return x < y ? -1 : x > y ? 1 : 0;
+      };
+      for (let start = 0, end = 1; start < candidates.length; start = end, end = start + 1) {
+        while (end < candidates.length && listScores[end] === listScores[start]) end++;
+        if (end - start > 1) candidates.set(Array.from(candidates.subarray(start, end)).sort(byId), start);
       }
       let i = 0, j = 0, m = 0;
       while (m < k && (i < have || j < candidates.length)) {

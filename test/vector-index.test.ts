@@ -419,3 +419,13 @@ test('IdTable (id -> row) agrees with a Map through random inserts, updates, del
   expect(table.size).toBe(model.size);
   for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
 });
+
+test('a query that ties every row (zero vector) returns the lowest ids, also across chunks', async () => {
+  const dim = 8, n = 5000;
+  const index = new VectorIndex({ dim, chunkBytes: 1000 * dim * 4 });
+  const vectors = new Float32Array(n * dim).map((_, i) => ((i * 7919) % 13) - 6 + 0.5);
+  index.add(vectors, BigInt64Array.from({ length: n }, (_, i) => BigInt(n - i)));  // ids descend with rows
+  const { ids, scores } = await index.search(new Float32Array(dim), { k: 6 });
+  expect(Array.from(ids)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+  expect(Array.from(scores)).toEqual([0, 0, 0, 0, 0, 0]);
+});
