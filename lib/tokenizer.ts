@@ -95,10 +95,15 @@ class PrecompiledCharsmap {
 // not U+001C..U+001F or U+0085).
 const PY_WHITESPACE = '\t\n\u000b\u000c\r\u001c\u001d\u001e\u001f \u0085\u00a0\u1680' +
   '\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000';
-const STRIP_PATTERN = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, 'g');
+const WHITESPACE_UNITS = new Set(Array.from(PY_WHITESPACE, (c) => c.charCodeAt(0)));
 
+// Two index scans (all those characters are single UTF-16 units): linear in the text, where an
+// end-anchored regular expression rescans every inner run of spaces.
 export function pythonStrip(text: string): string {
-  return text.replace(STRIP_PATTERN, '');
+  let start = 0, end = text.length;
+  while (start < end && WHITESPACE_UNITS.has(text.charCodeAt(start))) start++;
+  while (end > start && WHITESPACE_UNITS.has(text.charCodeAt(end - 1))) end--;
+  return text.slice(start, end);
 }
 
 export interface TokenizerOptions {
