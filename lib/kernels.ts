@@ -5,7 +5,7 @@ import { resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs } from './native';
 import {
   optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
-  requireTypedArray,
+  requireTypedArray, typedArrayKind,
 } from './validate';
 
 export type Dtype = 'float32' | 'float16';
@@ -43,7 +43,7 @@ export interface TopKResult {
 }
 
 function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
-  const actual: Dtype = array instanceof Float32Array ? 'float32' : 'float16';
+  const actual: Dtype = typedArrayKind(array) === 'Float32Array' ? 'float32' : 'float16';
   if (requested !== undefined && requested !== 'float32' && requested !== 'float16') {
     throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(requested)}`);
   }
@@ -52,6 +52,8 @@ function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
   }
   return actual;
 }
+
+const MASK_TYPES: Record<string, NativePoolArgs['maskType']> = { BigInt64Array: 'int64', Int32Array: 'int32', Uint8Array: 'uint8' };
 
 export function preparePool(hidden: unknown, mask: unknown, shape: unknown, options: unknown): NativePoolArgs {
   const h = requireTypedArray<HiddenStates>('hidden', hidden, ['Float32Array', 'Uint16Array']);
@@ -67,7 +69,7 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
     hidden: h,
     hiddenType: dtypeOf('hidden', h, o.dtype),
     mask: m,
-    maskType: m instanceof BigInt64Array ? 'int64' : m instanceof Int32Array ? 'int32' : 'uint8',
+    maskType: MASK_TYPES[typedArrayKind(m)!],
     batch,
     seq,
     hiddenSize,

@@ -4,9 +4,16 @@
 export type TypedArrayName =
   | 'Float32Array' | 'Uint16Array' | 'BigInt64Array' | 'Int32Array' | 'Uint8Array' | 'Float64Array';
 
+/** The typed-array kind ('Float32Array', ...) of a value, also for arrays made in another realm
+ * (vm contexts, jest), where instanceof fails. */
+export function typedArrayKind(value: unknown): string | null {
+  return ArrayBuffer.isView(value) ? Object.prototype.toString.call(value).slice(8, -1) : null;
+}
+
 export function typeName(value: unknown): string {
   if (value === null) return 'null';
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  const kind = typedArrayKind(value);
+  if (kind !== null) return kind;
   if (Array.isArray(value)) return 'Array';
   return typeof value;
 }
@@ -14,8 +21,12 @@ export function typeName(value: unknown): string {
 export function requireTypedArray<T extends ArrayBufferView>(
   name: string, value: unknown, allowed: TypedArrayName[],
 ): T {
-  if (!ArrayBuffer.isView(value) || !allowed.includes(value.constructor.name as TypedArrayName)) {
+  const kind = typedArrayKind(value);
+  if (kind === null || !allowed.includes(kind as TypedArrayName)) {
     throw new TypeError(`${name} must be a ${allowed.join(' or ')}, got ${typeName(value)}`);
+  }
+  if (Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
+    throw new TypeError(`${name} is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
   }
   return value as T;
 }

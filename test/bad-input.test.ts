@@ -92,3 +92,25 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(growth).toBeLessThan(8 * 1024 * 1024);
   });
 });
+
+describe('typed arrays from another realm or shared memory', () => {
+  test('arrays made in a vm context compute the same as local ones', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const vm = require('vm') as typeof import('vm');
+    const foreign = vm.runInNewContext(
+      '({ h: new Float32Array([1, 2, 3, 6, 100, 100]), m: new BigInt64Array([1n, 1n, 0n]), db: new Float32Array([1, 0, 0, 1, 0.6, 0.8]) })',
+    ) as { h: Float32Array; m: BigInt64Array; db: Float32Array };
+    const shape = { batch: 1, seq: 3, hidden: 2 };
+    const want = meanPoolNormalize(new Float32Array([1, 2, 3, 6, 100, 100]), new BigInt64Array([1n, 1n, 0n]), shape);
+    expect(Array.from(meanPoolNormalize(foreign.h, foreign.m, shape))).toEqual(Array.from(want));
+    expect(Array.from(reference.meanPoolNormalize(foreign.h, foreign.m, shape))).toEqual(Array.from(want));
+    const q = new Float32Array([1, 0]);
+    expect(Array.from(cosineTopK(q, foreign.db, { dim: 2, k: 2 }).indices)).toEqual([0, 2]);
+    expect(Array.from(reference.cosineTopK(q, foreign.db, { dim: 2, k: 2 }).indices)).toEqual([0, 2]);
+  });
+
+  test('a SharedArrayBuffer-backed array is a clear TypeError', () => {
+    const shared = new Float32Array(new SharedArrayBuffer(48));
+    expect(() => cosineTopK(new Float32Array(4), shared, { dim: 4, k: 1 })).toThrow(/database is backed by a SharedArrayBuffer/);
+  });
+});

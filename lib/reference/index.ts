@@ -1,16 +1,17 @@
 // The plain TypeScript maths, accumulating in float64: the oracle that tests hold the native
 // kernels to. Same signatures and the same argument checks as the public functions.
 import { float16BitsToNumber } from '../float16';
+import { typedArrayKind } from '../validate';
 import {
   AttentionMask, HiddenStates, PoolOptions, PoolShape, preparePool, prepareTopK, TopKOptions, TopKResult,
 } from '../kernels';
 
 function elementReader(array: HiddenStates): (i: number) => number {
-  return array instanceof Float32Array ? (i) => array[i] : (i) => float16BitsToNumber(array[i]);
+  return typedArrayKind(array) === 'Float32Array' ? (i) => array[i] : (i) => float16BitsToNumber(array[i]);
 }
 
 function maskReader(mask: AttentionMask): (i: number) => boolean {
-  return mask instanceof BigInt64Array ? (i) => mask[i] !== 0n : (i) => mask[i] !== 0;
+  return typedArrayKind(mask) === 'BigInt64Array' ? (i) => mask[i] !== 0n : (i) => mask[i] !== 0;
 }
 
 /** sum(mask * h) / max(sum(mask), 1e-9), then x / max(||x||, 1e-12) unless normalize is false. */
