@@ -64,5 +64,9 @@ describe('evaluateRetrieval input errors', () => {
       .rejects.toThrow(`${bad}:1: expected 'qid 0 docid relevance'`);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))
       .rejects.toThrow(RangeError);
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: [] }))
+      .rejects.toThrow(/metrics must be a non-empty array/);
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: 'MRR@10' as unknown as string[] }))
+      .rejects.toThrow(/metrics must be a non-empty array/);
   });
 });

@@ -73,6 +73,9 @@ const QUERY_BATCH = 256;
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
+  if (!Array.isArray(metrics) || metrics.length === 0) {
+    throw new TypeError(`metrics must be a non-empty array of metric names such as 'MRR@10', got ${JSON.stringify(metrics)}`);
+  }
   const maxCutoff = Math.max(...metrics.map((m) => parseMetric(m).k));
   const k = options.k ?? Math.max(1000, maxCutoff);
   if (!Number.isSafeInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);

@@ -1,5 +1,5 @@
 // Exact cosine top-k: for each query, the k best database rows by score, sorted by
-// score descending, ties broken by lower row index. Memory O(Q*k + tile): the
+// score descending, ties broken by lower row index. Memory O(threads*Q*k): the
 // Q x N score matrix is never materialised.
 #pragma once
 #include "camembed/types.h"
