@@ -1,12 +1,12 @@
 // The sentence encoder: what sentence-transformers' `model.encode(texts, normalize_embeddings=True)`
 // returns, computed by one ONNX Runtime session and the native mean-pool + L2-normalise kernel.
 //
-// texts ─tokenizer─> ids ─sort by length, pack under a token budget─> padded batches
-//       ─ONNX Runtime─> last_hidden_state ─meanPoolNormalizeAsync─> rows, put back in caller order
+// texts ─tokenizer─> ids ─sort by length, split with the least padding (planBatches)─> padded batches
+//       ─ONNX Runtime─> last_hidden_state ─native mean pool + normalise─> rows, put back in caller order
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { meanPoolNormalizeAsync } from './kernels';
+import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertToOnnx, resolveModel } from './model';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, typeName } from './validate';
@@ -59,11 +59,10 @@ export interface Embeddings {
   dim: number;
 }
 
-/** A padded batch: rows of the caller's input (`rows`) and what ONNX Runtime is fed. */
-interface Batch {
+/** A padded batch: rows of the caller's input, padded to `seq` tokens (the longest of them). */
+export interface Batch {
   rows: number[];
   seq: number;
-  realTokens: number;
 }
 
 interface ModelLayout {
@@ -73,6 +72,51 @@ interface ModelLayout {
   maxPositions: number;
 }
 
+
+/**
+ * What one ONNX Runtime call costs beyond its padded tokens, in tokens. On CamemBERT-base with 2
+ * threads 8 to 64 gave the same queries/s and 0 (one call per text) half (bench/RESULTS-encoder.md).
+ */
+const CALL_COST_TOKENS = 16;
+
+/**
+ * Up to this many hidden-state floats (4 MiB, ~0.15 ms of pooling) the pool runs inline, saving the
+ * libuv thread-pool hop (10-40 us here); larger batches are pooled off the event loop.
+ */
+const INLINE_POOL_FLOATS = 1 << 20;
+
+/**
+ * Splits the rows, sorted longest first, into runs of at most batchSize texts and maxBatchTokens
+ * padded tokens (rows x longest row), choosing the boundaries that cost the fewest padded tokens
+ * plus CALL_COST_TOKENS per call (dynamic programming over the sorted lengths): a few long texts
+ * get a batch of their own instead of 31 short ones being padded to their length.
+ * O(texts x batchSize). Exported for the benchmark's padding figures.
+ */
+export function planBatches(lengths: readonly number[], batchSize: number, maxBatchTokens: number): Batch[] {
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  const n = order.length;
+  // cost[j]: the cheapest plan for the first j sorted rows; start[j]: where its last batch begins.
+  const cost = new Float64Array(n + 1).fill(Infinity);
+  const start = new Int32Array(n + 1);
+  cost[0] = 0;
+  for (let j = 1; j <= n; j++) {
+    for (let i = j - 1; i >= 0 && j - i <= batchSize; i--) {
+      const padded = (j - i) * lengths[order[i]];
+      if (padded > maxBatchTokens) break;
+      const c = cost[i] + padded + CALL_COST_TOKENS;
+      if (c < cost[j]) {
+        cost[j] = c;
+        start[j] = i;
+      }
+    }
+  }
+  const batches: Batch[] = [];
+  for (let j = n; j > 0; j = start[j]) {
+    const rows = order.slice(start[j], j);
+    batches.push({ rows, seq: lengths[rows[0]] });
+  }
+  return batches.reverse();
+}
 
 const TRANSFORMER = 'sentence_transformers.models.Transformer';
 const POOLING = 'sentence_transformers.models.Pooling';
@@ -315,26 +359,6 @@ export class Encoder {
     if (session !== null) await session.release();
   }
 
-  /**
-   * Groups rows (sorted longest first) into batches of at most batchSize texts whose padded size
-   * (rows x longest row) stays within maxBatchTokens.
-   */
-  private planBatches(lengths: number[]): Batch[] {
-    const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
-    const batches: Batch[] = [];
-    let current: Batch | null = null;
-    for (const row of order) {
-      const len = lengths[row];
-      if (current === null || current.rows.length === this.batchSize || (current.rows.length + 1) * current.seq > this.maxBatchTokens) {
-        current = { rows: [], seq: len, realTokens: 0 };
-        batches.push(current);
-      }
-      current.rows.push(row);
-      current.realTokens += len;
-    }
-    return batches;
-  }
-
   private async encodeNow(texts: string[], normalize: boolean,
     onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
     const session = this.session;
@@ -342,7 +366,7 @@ export class Encoder {
     const ids = texts.map((t) => this.tokenizer.encode(t));
     const out = new Float32Array(texts.length * this.dim);
     let done = 0;
-    for (const batch of this.planBatches(ids.map((r) => r.length))) {
+    for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
       const pooled = await this.runBatch(session, batch, ids, normalize);
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
@@ -389,7 +413,10 @@ export class Encoder {
       }
       // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
       // first copy the whole [n, seq, dim] tensor back to the device.
-      return await meanPoolNormalizeAsync(hidden.data as Float32Array | Uint16Array, mask, { batch: n, seq, hidden: this.dim }, { normalize });
+      const data = hidden.data as Float32Array | Uint16Array;
+      const shape = { batch: n, seq, hidden: this.dim };
+      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, mask, shape, { normalize })
+        : await meanPoolNormalizeAsync(data, mask, shape, { normalize });
     } finally {
       hidden.dispose();
     }
