@@ -46,9 +46,13 @@ export function optionalBoolean(name: string, value: unknown, fallback: boolean)
   return value;
 }
 
+export const MAX_THREADS = 1024;
+
 export function optionalThreads(value: unknown): number {
   if (value === undefined) return 0;
-  return requirePositiveInteger('options.threads', value);
+  const threads = requirePositiveInteger('options.threads', value);
+  if (threads > MAX_THREADS) throw new RangeError(`options.threads must be <= ${MAX_THREADS}, got ${threads}`);
+  return threads;
 }
 
 export function requireObject(name: string, value: unknown): Record<string, unknown> {

@@ -42,6 +42,7 @@ const topkCases: Case[] = [
   ['options missing', () => cosineTopK(q, db, undefined as unknown as { dim: number; k: number }), TypeError, 'options must be an object'],
   ['NaN in the database', () => cosineTopK(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 }), Error, 'NaN'],
   ['threads 0', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 0 }), RangeError, 'options.threads'],
+  ['threads too many', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 100000 }), RangeError, 'options.threads must be <= 1024'],
 ];
 
 describe('bad input throws a clear error naming the argument', () => {
