@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertToOnnx, resolveModel } from './model';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { optionalBoolean, optionalObject, typeName } from './validate';
+import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -166,10 +166,7 @@ function readModelLayout(dir: string): ModelLayout {
 }
 
 function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${name} must be an integer, got ${typeName(value)}`);
-  if (value < 1) throw new RangeError(`${name} must be >= 1, got ${value}`);
-  return value;
+  return value === undefined ? fallback : requirePositiveInteger(name, value);
 }
 
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {

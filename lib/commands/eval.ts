@@ -2,7 +2,7 @@
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { parseMetric } from '../eval/metrics';
-import { DEFAULT_METRICS, defaultCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { DEFAULT_METRICS, defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
 
 export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -17,7 +17,7 @@ const spec: OptionSpec = {
   device: { type: 'string', help: "'cpu', 'cuda' or 'cuda:<n>' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'number', help: 'texts per ONNX Runtime call' },
-  cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultCacheDir() },
+  cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultEmbeddingCacheDir() },
   run: { type: 'string', help: 'also write the run in TREC format to this file' },
   json: { type: 'boolean', help: 'print only the JSON result' },
   help: { type: 'boolean', help: 'show this help' },

@@ -63,7 +63,7 @@ export interface RetrievalEvaluation {
   device: string;
 }
 
-export function defaultCacheDir(): string {
+export function defaultEmbeddingCacheDir(): string {
   const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
   return path.join(base, 'camembed', 'embeddings');
 }
@@ -97,7 +97,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const encodeBar = bar('encode passages', 'bytes');
     const encoded = await encodeCollection({
       collection: options.collection,
-      cacheDir: options.cacheDir ?? defaultCacheDir(),
+      cacheDir: options.cacheDir ?? defaultEmbeddingCacheDir(),
       identity: { format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir), maxLength: encoder.maxLength },
       encoder,
       chunkRows: options.chunkRows,
