@@ -2,7 +2,7 @@
 // CPU/CUDA implementation, synchronously or off the event loop.
 import { CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
-import { loadAddon, NativePoolArgs, NativeTopKArgs } from './native';
+import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
   optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
   requireTypedArray, typedArrayKind,
@@ -99,9 +99,8 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   return {
     queries: q,
     numQueries,
-    database: db,
+    segments: [{ rows: db, numRows }],
     databaseType: dtypeOf('database', db, o.dtype),
-    numRows,
     dim,
     k: kept,
     normalized: optionalBoolean('options.normalized', o.normalized, false),
@@ -154,7 +153,8 @@ function topKResult(args: NativeTopKArgs): TopKResult {
 // One-shot CUDA search: upload the database in its own dtype, search, free. For repeated
 // searches over the same rows, keep a CudaMatrix (lib/cuda.ts) instead.
 function uploadForSearch(args: NativeTopKArgs & { device: number }): CudaMatrix {
-  return CudaMatrix.create(args.database, { rows: args.numRows, dim: args.dim, storage: args.databaseType, device: args.device });
+  const [{ rows, numRows }] = args.segments;
+  return CudaMatrix.create(rows, { rows: numRows, dim: args.dim, storage: args.databaseType, device: args.device });
 }
 
 function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
@@ -203,6 +203,31 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
 export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
   const args = prepareTopK(queries, database, options);
   if (args.device >= 0) return cudaTopKAsync(args);
+  await runAsync(() => loadAddon().cosineTopK(args, true));
+  return topKResult(args);
+}
+
+/**
+ * CPU top-k over a database stored in segments (VectorIndex's chunks), in one native call that
+ * streams every segment once; equal scores go to the lower id. The caller has validated the
+ * segments (same dtype, `numRows * dim` elements, ids where given); queries are checked here.
+ */
+export async function cosineTopKSegmentsAsync(
+  queries: Float32Array, segments: NativeTopKSegment[], options: { dim: number; k: number; dtype: Dtype; normalized: boolean; threads?: number },
+): Promise<TopKResult> {
+  const numRows = segments.reduce((sum, s) => sum + s.numRows, 0);
+  const dim = requirePositiveInteger('options.dim', options.dim);
+  const k = Math.min(requirePositiveInteger('options.k', options.k), numRows);
+  if (queries.length === 0 || queries.length % dim !== 0) {
+    throw new RangeError(`queries has ${queries.length} elements: expected a non-zero multiple of options.dim (${dim})`);
+  }
+  if (numRows === 0) throw new RangeError('the database has no rows');
+  const numQueries = queries.length / dim;
+  const args: NativeTopKArgs = {
+    queries, numQueries, segments, databaseType: options.dtype, dim, k,
+    normalized: options.normalized, outIndices: new Int32Array(numQueries * k), outScores: new Float32Array(numQueries * k),
+    threads: optionalThreads(options.threads),
+  };
   await runAsync(() => loadAddon().cosineTopK(args, true));
   return topKResult(args);
 }

@@ -32,12 +32,19 @@ export interface NativePoolArgs {
   device: number;   // -1 = CPU, else the CUDA device index
 }
 
+/** Rows [0, numRows) of `rows`; ties between equal scores go to the lower id (default: row number). */
+export interface NativeTopKSegment {
+  rows: Float32Array | Uint16Array;
+  numRows: number;
+  ids?: BigInt64Array;
+}
+
 export interface NativeTopKArgs {
   queries: Float32Array;
   numQueries: number;
-  database: Float32Array | Uint16Array;
+  /** The database: these segments one after another (result indices count across them). */
+  segments: NativeTopKSegment[];
   databaseType: 'float32' | 'float16';
-  numRows: number;
   dim: number;
   k: number;
   normalized: boolean;

@@ -2,14 +2,13 @@
 //
 // Storage is a list of chunks of at most CHUNK_BYTES of vectors each, so growth never copies more
 // than one chunk (the last one, by capacity doubling) and the slack is at most one chunk. Every
-// chunk but the last is full; `remove` moves the last row into the hole. A search runs the top-k
-// kernel on each chunk (one pass over the chunk for a whole tile of queries) and merges the
-// per-chunk lists in (score desc, id asc) order. The kernel breaks ties by row, not id, so each
-// chunk is asked for k + 1 rows: when a chunk's last row ties with the final k-th score, rows with
-// that score may be missing and that chunk is asked again for more (see resolveBoundaryTies).
-import { cosineTopKAsync, Dtype, TopKResult } from './kernels';
+// chunk but the last is full; `remove` moves the last row into the hole. On the CPU a search is one
+// top-k kernel call over all chunks (one pass over the storage for a whole tile of queries, ties
+// broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
+// lists are merged (see searchTileCuda).
+import { cosineTopKSegmentsAsync, Dtype, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
-import { devices, resolveDevice } from './devices';
+import { resolveDevice } from './devices';
 import { float16ToFloat32Array, float32ToFloat16Array } from './float16';
 import { bytesPerElement, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
 import { IdTable } from './index/id-table';
@@ -19,12 +18,6 @@ const CHUNK_BYTES = 64 * 1024 * 1024;
 const QUERY_TILE_BYTES = 1024 * 1024;  // queries per kernel call: they stay in L2 while a tile of rows streams past
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
-
-let cachedCpuThreads = 0;
-function cpuThreads(): number {
-  cachedCpuThreads ||= devices().cpu.threads;
-  return cachedCpuThreads;
-}
 
 export interface VectorIndexOptions {
   dim: number;
@@ -500,15 +493,14 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  /** `threads`: CPU threads for this chunk's kernel call (default: all cores). */
-  private async searchChunk(chunk: Chunk, queries: Float32Array, k: number, threads?: number): Promise<TopKResult> {
+  /** A CUDA chunk's top-k (its device copy is made on first use). */
+  private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
     const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
-    if (this.deviceIndex < 0) return cosineTopKAsync(queries, rows, { dim: this.dim, k, normalized: true, threads });
     chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
     return chunk.matrix.searchAsync(queries, { k, normalized: true });
   }
 
-  /** Search with unit-length queries; tiles the queries, merges the chunks. */
+  /** Search with unit-length queries, a tile of queries at a time. */
   private async searchUnit(unit: Float32Array, numQueries: number, k: number): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
     const ids = new BigInt64Array(numQueries * kept);
@@ -517,44 +509,49 @@ export class VectorIndex {
     const d = this.dim;
     const tile = Math.max(1, Math.min(Math.floor(QUERY_TILE_BYTES / (d * 4)), Math.floor(TILE_RESULTS / (kept + 1))));
     for (let q0 = 0; q0 < numQueries; q0 += tile) {
-      const n = Math.min(tile, numQueries - q0);
-      const queries = unit.subarray(q0 * d, (q0 + n) * d);
-      const results = await this.searchChunks(queries, kept + 1);
-      for (let q = 0; q < n; q++) {
-        const lists = results.map((r) => ({
-          rows: r.indices.subarray(q * r.k, (q + 1) * r.k), scores: r.scores.subarray(q * r.k, (q + 1) * r.k),
-        }));
-        let best = this.merge(lists, kept);
-        if (await this.resolveBoundaryTies(lists, queries.subarray(q * d, (q + 1) * d), best.scores[kept - 1])) {
-          best = this.merge(lists, kept);
-        }
-        const out = (q0 + q) * kept;
-        for (let i = 0; i < kept; i++) ids[out + i] = this.idAt(best.positions[i]);
-        scores.set(best.scores, out);
-      }
+      const queries = unit.subarray(q0 * d, Math.min(numQueries, q0 + tile) * d);
+      const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
+      for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
+      scores.set(best.scores, q0 * kept);
     }
     return { ids, scores, k: kept };
   }
 
   /**
-   * Every chunk's top-k for the queries. On the CPU with at least as many chunks as cores, one
-   * single-threaded kernel call per core is kept in flight: a call that spreads one chunk over all
-   * cores pays ~0.6 ms of thread start-up each time (measured, bench/RESULTS-index.md), tens of
-   * milliseconds for a million vectors. On CUDA the chunks go one after another.
+   * CPU: one kernel call streams every chunk once for the whole tile and breaks ties by id, so
+   * its rows are the answer as they come.
    */
-  private async searchChunks(queries: Float32Array, k: number): Promise<TopKResult[]> {
-    const cores = this.deviceIndex < 0 ? cpuThreads() : 1;
-    const parallel = this.chunks.length >= cores ? cores : 1;
-    const threads = parallel > 1 ? 1 : undefined;
-    const results: TopKResult[] = new Array(this.chunks.length);
-    let next = 0;
-    const worker = async () => {
-      for (let c = next++; c < this.chunks.length; c = next++) {
-        results[c] = await this.searchChunk(this.chunks[c], queries, Math.min(k, this.chunks[c].count), threads);
+  private async searchTileCpu(queries: Float32Array, k: number): Promise<{ positions: ArrayLike<number>; scores: Float32Array }> {
+    const segments = this.chunks.map((c) => ({ rows: c.vectors, numRows: c.count, ids: c.ids }));
+    const found = await cosineTopKSegmentsAsync(queries, segments, { dim: this.dim, k, dtype: this.dtype, normalized: true });
+    return { positions: found.indices, scores: found.scores };
+  }
+
+  /**
+   * CUDA: each chunk's device copy is searched for k + 1 rows, one chunk after another, and the
+   * lists are merged in (score desc, id asc) order. The device breaks ties by row, not id: when a
+   * chunk's last row ties with the final k-th score, rows with that score may be missing, and
+   * that chunk is asked again for more (resolveBoundaryTies).
+   */
+  private async searchTileCuda(queries: Float32Array, k: number): Promise<{ positions: Float64Array; scores: Float32Array }> {
+    const d = this.dim;
+    const n = queries.length / d;
+    const results: TopKResult[] = [];
+    for (const chunk of this.chunks) results.push(await this.searchChunk(chunk, queries, Math.min(k + 1, chunk.count)));
+    const positions = new Float64Array(n * k);
+    const scores = new Float32Array(n * k);
+    for (let q = 0; q < n; q++) {
+      const lists = results.map((r) => ({
+        rows: r.indices.subarray(q * r.k, (q + 1) * r.k), scores: r.scores.subarray(q * r.k, (q + 1) * r.k),
+      }));
+      let best = this.merge(lists, k);
+      if (await this.resolveBoundaryTies(lists, queries.subarray(q * d, (q + 1) * d), best.scores[k - 1])) {
+        best = this.merge(lists, k);
       }
-    };
-    await Promise.all(Array.from({ length: parallel }, worker));
-    return results;
+      positions.set(best.positions, q * k);
+      scores.set(best.scores, q * k);
+    }
+    return { positions, scores };
   }
 
   /**
@@ -568,7 +565,7 @@ export class VectorIndex {
     for (let c = 0; c < lists.length; c++) {
       const chunk = this.chunks[c];
       let list = lists[c];
-      const most = this.deviceIndex < 0 ? chunk.count : Math.min(chunk.count, CUDA_MAX_K);
+      const most = Math.min(chunk.count, CUDA_MAX_K);
       while (list.rows.length < most && list.scores[list.scores.length - 1] === kthScore) {
         const more = await this.searchChunk(chunk, query, Math.min(most, 2 * list.rows.length));
         list = { rows: more.indices, scores: more.scores };

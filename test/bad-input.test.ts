@@ -71,9 +71,14 @@ describe('bad input throws a clear error naming the argument', () => {
 
   test('the raw addon rejects malformed arguments without crashing', () => {
     const addon = loadAddon();
-    const good = { queries: q, numQueries: 1, database: db, databaseType: 'float32', numRows: 10, dim: 4, k: 1,
+    const good = { queries: q, numQueries: 1, segments: [{ rows: db, numRows: 10 }], databaseType: 'float32', dim: 4, k: 1,
       normalized: false, outIndices: new Int32Array(1), outScores: new Float32Array(1), threads: 0 };
-    expect(() => addon.cosineTopK({ ...good, numRows: 1000 } as never, false)).toThrow('shorter than its shape');
+    expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 1000 }] } as never, false)).toThrow('shorter than its shape');
+    expect(() => addon.cosineTopK({ ...good, segments: db } as never, false)).toThrow("'segments' must be an array");
+    expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 10, ids: new Int32Array(10) }] } as never, false))
+      .toThrow('wrong typed-array type');
+    expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 10, ids: new BigInt64Array(9) }] } as never, false))
+      .toThrow('shorter than its shape');
     expect(() => addon.cosineTopK({ ...good, queries: new Uint8Array(16) } as never, false)).toThrow('wrong typed-array type');
     expect(() => addon.cosineTopK({ ...good, k: -1 } as never, false)).toThrow('non-negative integer');
     expect(() => addon.cosineTopK({ ...good, k: 11, outIndices: new Int32Array(11), outScores: new Float32Array(11) } as never, false))

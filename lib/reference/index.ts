@@ -44,21 +44,22 @@ export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, sha
 /** Scores every row in float64, sorts by (score desc, index asc), keeps the first k. */
 export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
   const a = prepareTopK(queries, database, options);
-  const row = elementReader(a.database);
+  const [{ rows, numRows }] = a.segments;
+  const row = elementReader(rows);
   const d = a.dim;
-  const rowNorms = new Float64Array(a.numRows);
-  for (let r = 0; r < a.numRows; r++) {
+  const rowNorms = new Float64Array(numRows);
+  for (let r = 0; r < numRows; r++) {
     let s = 0;
     for (let i = 0; i < d; i++) s += row(r * d + i) * row(r * d + i);
     rowNorms[r] = Math.sqrt(s);
   }
-  const scores = new Float64Array(a.numRows);
-  const order = Array.from({ length: a.numRows }, (_, i) => i);
+  const scores = new Float64Array(numRows);
+  const order = Array.from({ length: numRows }, (_, i) => i);
   for (let q = 0; q < a.numQueries; q++) {
     let queryNormSquared = 0;
     for (let i = 0; i < d; i++) queryNormSquared += queries[q * d + i] * queries[q * d + i];
     const queryNorm = Math.sqrt(queryNormSquared);
-    for (let r = 0; r < a.numRows; r++) {
+    for (let r = 0; r < numRows; r++) {
       let dot = 0;
       for (let i = 0; i < d; i++) dot += queries[q * d + i] * row(r * d + i);
       if (a.normalized) scores[r] = dot;

@@ -48,26 +48,41 @@ Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
   }, {opts.Get("hidden"), opts.Get("mask"), opts.Get("out")});
 }
 
-// cosineTopK({queries, numQueries, database, databaseType, numRows, dim, k, normalized,
-//             outIndices, outScores, threads}, async)
+// cosineTopK({queries, numQueries, segments: [{rows, numRows, ids?}], databaseType, dim, k,
+//             normalized, outIndices, outScores, threads}, async)
 Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   TopKArgs a{};
   a.numQueries = integerOption(opts, "numQueries");
-  a.numRows = integerOption(opts, "numRows");
   a.dim = integerOption(opts, "dim");
   a.k = integerOption(opts, "k");
   a.databaseType = hiddenTypeOption(opts, "databaseType");
   a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, a.numQueries * a.dim * 4));
-  a.database = typedArrayData(opts, "database", arrayTypeOf(a.databaseType), a.numRows * a.dim * hiddenElementBytes(a.databaseType));
   a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, a.numQueries * a.k * 4));
   a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, a.numQueries * a.k * 4));
   a.normalized = boolOption(opts, "normalized");
+  std::vector<Napi::Value> keepAlive{opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")};
+  Napi::Value list = opts.Get("segments");
+  if (!list.IsArray()) throw Napi::TypeError::New(env, "native: 'segments' must be an array");
+  Napi::Array segments = list.As<Napi::Array>();
+  for (uint32_t i = 0; i < segments.Length(); ++i) {
+    Napi::Value v = segments.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "native: each segment must be an object");
+    Napi::Object seg = v.As<Napi::Object>();
+    TopKSegment s{};
+    s.numRows = integerOption(seg, "numRows");
+    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), s.numRows * a.dim * hiddenElementBytes(a.databaseType));
+    keepAlive.push_back(seg.Get("rows"));
+    if (!seg.Get("ids").IsUndefined()) {
+      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, s.numRows * 8));
+      keepAlive.push_back(seg.Get("ids"));
+    }
+    a.segments.push_back(s);
+  }
   const int threads = int(integerOption(opts, "threads"));
   bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); },
-                   {opts.Get("queries"), opts.Get("database"), opts.Get("outIndices"), opts.Get("outScores")});
+  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, keepAlive);
 }
 
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }

@@ -22,20 +22,22 @@ namespace {
 
 struct Candidate {
   float score;
-  int32_t index;
+  int32_t index;  // global row number
+  int64_t key;    // tie-break: the row's id, or its row number
 };
 
-// Higher score first; equal scores: lower index first. Makes the result deterministic.
+// Higher score first; equal scores: lower key first (then lower row). Makes the result deterministic.
 inline bool better(const Candidate& a, const Candidate& b) {
-  return a.score > b.score || (a.score == b.score && a.index < b.index);
+  return a.score > b.score || (a.score == b.score && (a.key < b.key || (a.key == b.key && a.index < b.index)));
 }
 
 // Keeps the k best candidates offered; front() is the worst of them.
 class BoundedHeap {
  public:
   explicit BoundedHeap(size_t k = 0) : k_(k) {}
-  void offer(float score, int32_t index) {
-    Candidate c{score, index};
+  // Cheap pre-check on the score alone: most rows of a large database fail it.
+  bool mightTake(float score) const { return items_.size() < k_ || score >= items_.front().score; }
+  void offer(const Candidate& c) {
     if (items_.size() < k_) {
       items_.push_back(c);
       std::push_heap(items_.begin(), items_.end(), better);
@@ -242,9 +244,14 @@ const DotBlockTable& dotBlockTable() {
 }  // namespace
 
 Status cosineTopKCpu(const TopKArgs& a, int threads) {
-  if (a.dim <= 0 || a.numRows <= 0 || a.numQueries < 0 || a.k < 1 || a.k > a.numRows)
+  int64_t numRows = 0;
+  for (const TopKSegment& seg : a.segments) {
+    if (seg.numRows < 0 || (seg.numRows > 0 && seg.rows == nullptr)) return "cosineTopK: invalid database segment";
+    numRows += seg.numRows;
+  }
+  if (a.dim <= 0 || numRows <= 0 || a.numQueries < 0 || a.k < 1 || a.k > numRows)
     return "cosineTopK: invalid shape (need dim >= 1, rows >= 1, 1 <= k <= rows)";
-  if (a.numRows > INT32_MAX) return "cosineTopK: more than 2^31-1 database rows";
+  if (numRows > INT32_MAX) return "cosineTopK: more than 2^31-1 database rows";
   const int64_t Q = a.numQueries, d = a.dim;
   if (Q == 0) return "";
   const bool half = a.databaseType == HiddenType::Float16;
@@ -269,23 +276,23 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   constexpr int kGroupRows = 2 * kBlock;
   const int64_t chunkQueries = std::max<int64_t>(kBlock, (524288 / (d * 4)) / kBlock * kBlock);
   const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
-  const int rangeCount = parallelRangeCount(a.numRows, resolveThreads(threads), minRowsPerThread);
+  const int rangeCount = parallelRangeCount(numRows, resolveThreads(threads), minRowsPerThread);
   std::vector<std::vector<BoundedHeap>> heaps(rangeCount, std::vector<BoundedHeap>(size_t(Q), BoundedHeap(size_t(a.k))));
   std::atomic<bool> sawNaN{false};
 
-  parallelRanges(a.numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
+  parallelRanges(numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
     std::vector<BoundedHeap>& mine = heaps[t];
     std::vector<float> widened(half && !a.normalized ? size_t(d) : 0);  // one float16 row, for its norm
     float rowNorms[kGroupRows];
     std::fill(rowNorms, rowNorms + kGroupRows, 1.0f);
     float block[kBlock * kBlock];
     bool nanHere = false;
-    for (int64_t chunk = 0; chunk < Q; chunk += chunkQueries) {
-      const int64_t chunkEnd = std::min(Q, chunk + chunkQueries);
-      for (int64_t g0 = begin; g0 < end; g0 += kGroupRows) {
-        const int64_t groupRows = std::min<int64_t>(kGroupRows, end - g0);
-        const int64_t nextRows = std::min<int64_t>(kGroupRows, end - g0 - groupRows);
-        const char* rows = static_cast<const char*>(a.database) + g0 * rowBytes;
+    // Rows [lo, hi) of one segment (global numbers; the segment starts at global row `base`).
+    auto scan = [&](const TopKSegment& seg, int64_t base, int64_t lo, int64_t hi, int64_t chunk, int64_t chunkEnd) {
+      for (int64_t g0 = lo; g0 < hi; g0 += kGroupRows) {
+        const int64_t groupRows = std::min<int64_t>(kGroupRows, hi - g0);
+        const int64_t nextRows = std::min<int64_t>(kGroupRows, hi - g0 - groupRows);
+        const char* rows = static_cast<const char*>(seg.rows) + (g0 - base) * rowBytes;
         if (!a.normalized)
           for (int64_t j = 0; j < groupRows; ++j) {
             const char* row = rows + j * rowBytes;
@@ -314,10 +321,23 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
                   s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
                 }
                 if (!std::isfinite(s)) nanHere = true;
-                mine[q0 + i].offer(s, int32_t(g0 + r0 + j));
+                BoundedHeap& heap = mine[q0 + i];
+                if (heap.mightTake(s)) {
+                  const int64_t row = g0 + r0 + j;
+                  heap.offer({s, int32_t(row), seg.ids != nullptr ? seg.ids[row - base] : row});
+                }
               }
           }
         }
+      }
+    };
+    for (int64_t chunk = 0; chunk < Q; chunk += chunkQueries) {
+      const int64_t chunkEnd = std::min(Q, chunk + chunkQueries);
+      int64_t base = 0;
+      for (const TopKSegment& seg : a.segments) {
+        const int64_t lo = std::max(begin, base), hi = std::min(end, base + seg.numRows);
+        if (lo < hi) scan(seg, base, lo, hi, chunk, chunkEnd);
+        base += seg.numRows;
       }
     }
     if (nanHere) sawNaN = true;

@@ -121,8 +121,8 @@ void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized
   // The CPU kernel on exactly the values the GPU used.
   std::vector<int32_t> cpuIdx(gpuIdx.size());
   std::vector<float> cpuScore(gpuIdx.size());
-  TopKArgs a{d.queriesUsed.data(), c.queries, d.stored.data(), HiddenType::Float32, c.rows, c.dim, k, normalized,
-             cpuIdx.data(), cpuScore.data()};
+  TopKArgs a{d.queriesUsed.data(), c.queries, {{d.stored.data(), c.rows, nullptr}}, HiddenType::Float32, c.dim, k,
+             normalized, cpuIdx.data(), cpuScore.data()};
   check(cosineTopKCpu(a, 0).empty(), what + ": cpu");
 
   const double scoreTol = halfStorage ? 1e-4 : 1e-5, indexTol = halfStorage ? 1e-5 : 1e-6;
