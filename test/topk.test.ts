@@ -26,6 +26,8 @@ describe('cosineTopK: native equals the float64 reference', () => {
     // [queries, rows, dim, k]
     [1, 1, 1, 1], [1, 1, 768, 5], [3, 10, 7, 3], [2, 50, 33, 50], [5, 37, 768, 100], [4, 129, 17, 1],
     [7, 1000, 768, 10], [16, 3001, 100, 17], [1, 5000, 768, 5000], [300, 2000, 768, 10], [300, 503, 31, 1],
+    // 12+ queries take the packed kernel on AVX-512: 16 or 32 query lanes, 16 or 12 rows a block
+    [12, 1001, 768, 10], [13, 17, 5, 17], [33, 250, 768, 100], [40, 1, 3, 1], [64, 12, 16, 12],
   ];
   test.each(cases)('Q=%i N=%i d=%i k=%i, float32, cosine and dot', (Q, N, dim, k) => {
     const random = makeRandom(Q * 7 + N * 3 + dim + k);
@@ -35,11 +37,12 @@ describe('cosineTopK: native equals the float64 reference', () => {
     check(unitRows(random, Q, dim), unitRows(random, N, dim), dim, k, true);
   });
 
-  test.each([[1, 1000, 768, 10], [19, 777, 64, 25], [3, 20, 5, 20]])('Q=%i N=%i d=%i k=%i, float16 storage', (Q, N, dim, k) => {
+  test.each([[1, 1000, 768, 10], [19, 777, 64, 25], [3, 20, 5, 20], [45, 301, 768, 30]])('Q=%i N=%i d=%i k=%i, float16 storage', (Q, N, dim, k) => {
     const random = makeRandom(N + dim);
     const database = float32ToFloat16Array(randomSignedArray(random, N * dim));
     const queries = randomSignedArray(random, Q * dim);
     check(queries, database, dim, k, false);
+    check(unitRows(random, Q, dim), float32ToFloat16Array(unitRows(random, N, dim)), dim, k, true);
   });
 
   test('N = 200,000 x 768, one query, float32 and float16', () => {
@@ -78,17 +81,19 @@ describe('cosineTopK: native equals the float64 reference', () => {
     check(queries, database, dim, 8, false);
   });
 
-  test('identical rows score bit for bit the same wherever they fall (blocks, thread ranges)', () => {
-    // 5 copies: one full register block of 4 and a remainder of 1, which once summed differently.
-    for (let seed = 0; seed < 40; seed++) {
+  test.each([1, 13, 40])('identical rows score bit for bit the same wherever they fall (blocks, thread ranges), Q=%i', (Q) => {
+    // 17 copies: full register blocks of 4, 12 and 16 rows and remainders, which once summed differently.
+    for (let seed = 0; seed < 10; seed++) {
       const random = makeRandom(1000 + seed);
-      const dim = 768;
+      const dim = 768, copies = 17;
       const row = randomSignedArray(random, dim);
-      const database = new Float32Array(5 * dim);
-      for (let r = 0; r < 5; r++) database.set(row, r * dim);
-      const got = cosineTopK(randomSignedArray(random, dim), database, { dim, k: 5, normalized: true, threads: 1 });
-      expect(Array.from(got.indices)).toEqual([0, 1, 2, 3, 4]);
-      expect(new Set(Array.from(got.scores)).size).toBe(1);
+      const database = new Float32Array(copies * dim);
+      for (let r = 0; r < copies; r++) database.set(row, r * dim);
+      const got = cosineTopK(randomSignedArray(random, Q * dim), database, { dim, k: copies, normalized: true, threads: 1 });
+      for (let q = 0; q < Q; q++) {
+        expect(Array.from(got.indices.subarray(q * copies, (q + 1) * copies))).toEqual(Array.from({ length: copies }, (_, i) => i));
+        expect(new Set(Array.from(got.scores.subarray(q * copies, (q + 1) * copies))).size).toBe(1);
+      }
     }
   });
 
@@ -113,11 +118,32 @@ describe('cosineTopK: native equals the float64 reference', () => {
     }
   });
 
-  test('a zero vector scores 0 in cosine mode', () => {
+  test.each([1, 20])('a zero vector scores 0 in cosine mode, Q=%i', (Q) => {
     const database = new Float32Array([0, 0, 0, 1, 0, 0, -1, 0, 0]);
-    const got = cosineTopK(new Float32Array([1, 0, 0]), database, { dim: 3, k: 3 });
-    expect(Array.from(got.indices)).toEqual([1, 0, 2]);
-    expect(Array.from(got.scores)).toEqual([1, 0, -1]);
+    const queries = new Float32Array(Q * 3);
+    for (let q = 0; q < Q; q++) queries.set(q === Q - 1 && Q > 1 ? [0, 0, 0] : [1, 0, 0], q * 3);
+    const got = cosineTopK(queries, database, { dim: 3, k: 3 });
+    expect(Array.from(got.indices.subarray(0, 3))).toEqual([1, 0, 2]);
+    expect(Array.from(got.scores.subarray(0, 3))).toEqual([1, 0, -1]);
+    if (Q > 1) {  // the zero query ties every row at 0: lowest index first
+      expect(Array.from(got.indices.subarray(-3))).toEqual([0, 1, 2]);
+      expect(Array.from(got.scores.subarray(-3))).toEqual([0, 0, 0]);
+    }
+  });
+
+  test.each([1, 20])('NaN or infinity in a query or row is an error, Q=%i', (Q) => {
+    const random = makeRandom(8);
+    const dim = 40;
+    const database = randomSignedArray(random, 50 * dim);
+    const queries = randomSignedArray(random, Q * dim);
+    const badRow = database.slice();
+    badRow[37 * dim + 5] = NaN;
+    const badQuery = queries.slice();
+    badQuery[(Q - 1) * dim + 3] = Infinity;
+    for (const normalized of [false, true]) {
+      expect(() => cosineTopK(queries, badRow, { dim, k: 3, normalized })).toThrow('not finite');
+      expect(() => cosineTopK(badQuery, database, { dim, k: 3, normalized })).toThrow('not finite');
+    }
   });
 
   test('async equals sync; threads: 1 equals all cores', async () => {

@@ -3,6 +3,7 @@ import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from
 import { IdTable } from '../lib/index/id-table';
 import { SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
+import { maxAbsDifference } from './helpers/compare';
 
 const TOLERANCE = 2e-5;  // float32 accumulation vs float64 on unit vectors of dim <= 1024
 
@@ -250,6 +251,8 @@ describe('VectorIndex inputs', () => {
     expect(result.scores[0]).toBeCloseTo(1, 6);
   });
 
+  // Scores may differ in the last bits: on AVX-512, 12 or more queries go through the packed kernel,
+  // which sums each dot product in another order than the small-batch kernel.
   test('many queries are tiled: 300 queries of dim 1024 match one-by-one search', async () => {
     const random = makeRandom(9);
     const dim = 1024;
@@ -260,7 +263,7 @@ describe('VectorIndex inputs', () => {
     for (const q of [0, 255, 256, 299]) {
       const one = await index.search(queries.subarray(q * dim, (q + 1) * dim), { k: 4 });
       expect([...all.ids.subarray(q * 4, q * 4 + 4)]).toEqual([...one.ids]);
-      expect([...all.scores.subarray(q * 4, q * 4 + 4)]).toEqual([...one.scores]);
+      expect(maxAbsDifference(all.scores.subarray(q * 4, q * 4 + 4), one.scores)).toBeLessThan(1e-6);
     }
   });
 
