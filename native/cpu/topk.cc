@@ -321,9 +321,10 @@ const PackedKernel& packedKernel(int64_t numQueries) {
 }
 
 // Below this many queries the 4x4 kernel is faster: the packed one computes all 16 lanes whatever
-// the query count. Measured, 300k x 768 float32, 2 threads: Q=8 19.7 ms (4x4) vs 25.0 (packed),
-// Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7, Q=32 52.6 vs 35.6, Q=64 97.8 vs 65.2.
-constexpr int64_t kPackedMinQueries = 12;
+// the query count, and float16 rows must first be widened for it. Measured, 300k x 768, 2 threads:
+// float32 Q=8 19.7 ms (4x4) vs 25.0 (packed), Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7, Q=32 52.6 vs 35.6;
+// float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5, Q=32 44.8 vs 41.3.
+int64_t packedMinQueries(bool half) { return half ? 32 : 12; }
 
 }  // namespace
 
@@ -353,7 +354,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
 
   // The packed kernel for many queries on AVX-512; the 4x4 register blocks otherwise. (The two sum
 // in different orders: a score can differ in its last bits between a small and a large batch.)
-  const PackedKernel* packed = simdLevel() == SimdLevel::Avx512 && Q >= kPackedMinQueries ? &packedKernel(Q) : nullptr;
+  const PackedKernel* packed = simdLevel() == SimdLevel::Avx512 && Q >= packedMinQueries(half) ? &packedKernel(Q) : nullptr;
   const int64_t lanes = packed != nullptr ? packed->lanes : kBlock;
   const int64_t paddedQ = (Q + lanes - 1) / lanes * lanes;
   struct AlignedFree { void operator()(float* p) const { std::free(p); } };
