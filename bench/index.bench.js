@@ -5,9 +5,13 @@
 //   CAMEMBED_BENCH_N=100000 node bench/run.js index       a smaller run
 //   CAMEMBED_BENCH_BASELINE=0 ...                          camembed only
 //   CAMEMBED_BENCH_ONLY=persistence ...                    only save / load / mmap load of the float32 index
+// With the baselines, a paired part then alternates numpy and camembed float32 (same Q, k = 10) in
+// rounds: this VM's memory speed drifts by up to 1.5x within minutes, so only times taken side by
+// side compare fairly.
 // The vectors are written once to bench/out/ (3 GB at N = 1M) and reused by later runs.
 const Benchmark = require('benchmark');
-const { spawnSync } = require('child_process');
+const { spawn, spawnSync } = require('child_process');
+const readline = require('readline');
 const fs = require('fs');
 const path = require('path');
 const { cosineTopKAsync, devices } = require('../dist/index');
@@ -48,10 +52,7 @@ function writeData() {
 
 function runBaselines(threads) {
   if (process.env.CAMEMBED_BENCH_BASELINE === '0') return null;
-  const env = { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
-  // Set here for old OpenBLAS builds on some CPUs; they slow a current one (see the env notes).
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
+  const env = baselineEnv(threads);
   const run = spawnSync('/usr/bin/python3', [path.join(__dirname, 'index_baseline.py'), DB_FILE, QUERIES_FILE, String(DIM), String(threads)],
     { env, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
   if (run.status !== 0) {
@@ -61,6 +62,67 @@ function runBaselines(threads) {
   }
   const lines = run.stdout.toString().trim().split('\n');
   return JSON.parse(lines[lines.length - 1]);
+}
+
+function baselineEnv(threads) {
+  const env = { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
+  // Set here for old OpenBLAS builds on some CPUs; they slow a current one (see the env notes).
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  return env;
+}
+
+// index_baseline.py --serve: numpy kept loaded in a child process, answering "Q K REPEATS" lines.
+async function startNumpyServer(threads) {
+  const child = spawn('/usr/bin/python3', [path.join(__dirname, 'index_baseline.py'), DB_FILE, QUERIES_FILE, String(DIM), String(threads), '--serve'],
+    { env: baselineEnv(threads), stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error('index_baseline.py --serve exited');
+    return value;
+  };
+  if ((await next()) !== 'ready') throw new Error('index_baseline.py --serve did not start');
+  return {
+    times: async (q, k, repeats) => {
+      child.stdin.write(`${q} ${k} ${repeats}\n`);
+      return JSON.parse(await next());
+    },
+    close: () => child.stdin.end(),
+  };
+}
+
+const median = (values) => [...values].sort((a, b) => a - b)[values.length >> 1];
+
+// Rounds of (numpy x3, camembed x3) per Q: each round's ratio compares times taken a second apart.
+async function pairedRounds(index, queries, threads, rounds = 5) {
+  const server = await startNumpyServer(threads);
+  const results = [];
+  try {
+    for (const q of QUERY_COUNTS) {
+      const ratios = [], numpyTimes = [], camembedTimes = [];
+      const search = () => index.search(queries.subarray(0, q * DIM), { k: 10 });
+      await search();
+      for (let round = 0; round < rounds; round++) {
+        const numpy = median(await server.times(q, 10, 3));
+        const mine = [];
+        for (let i = 0; i < 3; i++) {
+          const start = performance.now();
+          await search();
+          mine.push((performance.now() - start) / 1000);
+        }
+        numpyTimes.push(numpy);
+        camembedTimes.push(median(mine));
+        ratios.push(numpy / median(mine));
+      }
+      results.push({ q, k: 10, rounds, numpyMs: numpyTimes.map((t) => +(t * 1e3).toFixed(1)),
+        camembedMs: camembedTimes.map((t) => +(t * 1e3).toFixed(1)), ratios: ratios.map((r) => +r.toFixed(2)),
+        medianRatio: +median(ratios).toFixed(2) });
+    }
+  } finally {
+    server.close();
+  }
+  return results;
 }
 
 // rssGrowthBytes is meaningful for the first index built only (later ones overlap garbage collection).
@@ -138,9 +200,11 @@ async function run() {
   const queries = new Float32Array(fs.readFileSync(QUERIES_FILE).buffer.slice(0));
   const rows = [];
   const builds = [];
+  let paired = null;
   for (const dtype of ['float32', 'float16']) {
     const { index, build } = buildIndex(dtype);
     builds.push(build);
+    if (dtype === 'float32' && baseline !== null) paired = await pairedRounds(index, queries, threads);
     for (const q of QUERY_COUNTS) {
       for (const k of KS) {
         const seconds = await timeSearch(() => index.search(queries.subarray(0, q * DIM), { k }));
@@ -179,10 +243,15 @@ async function run() {
       `${(baseline.readBandwidthAll / 1e9).toFixed(1)} GB/s (${threads} threads); ` +
       `sgemm ${(baseline.sgemmFlops / 1e9).toFixed(0)} GFLOP/s (${threads} threads, OpenBLAS)`);
   }
+  if (paired !== null) {
+    console.log('paired rounds, camembed float32 VectorIndex vs numpy, k = 10 (ratio = numpy time / camembed time):');
+    console.table(paired.map((p) => ({ Q: p.q, 'numpy ms': p.numpyMs.join(' '), 'camembed ms': p.camembedMs.join(' '),
+      ratios: p.ratios.join(' '), 'median ratio': p.medianRatio })));
+  }
   console.table(builds.map((b) => ({ dtype: b.dtype, 'build s': b.seconds, 'index bytes': b.bytes,
     'vectors+ids bytes': b.payloadBytes, overhead: `${(b.overhead * 100).toFixed(2)}%`,
     'RSS growth': b.dtype === 'float32' ? b.rssGrowthBytes : '' })));
-  fs.writeFileSync(path.join(OUT, 'index.json'), JSON.stringify({ n: N, dim: DIM, threads, date: new Date().toISOString(), rows, builds, baseline }, null, 2));
+  fs.writeFileSync(path.join(OUT, 'index.json'), JSON.stringify({ n: N, dim: DIM, threads, date: new Date().toISOString(), rows, paired, builds, baseline }, null, 2));
 }
 
 module.exports = { run };
