@@ -5,9 +5,9 @@
 //   CAMEMBED_BENCH_N=100000 node bench/run.js index       a smaller run
 //   CAMEMBED_BENCH_BASELINE=0 ...                          camembed only
 //   CAMEMBED_BENCH_ONLY=persistence ...                    only save / load / mmap load of the float32 index
-// With the baselines, a paired part then alternates numpy and camembed float32 (same Q, k = 10) in
-// rounds: this VM's memory speed drifts by up to 1.5x within minutes, so only times taken side by
-// side compare fairly.
+// A paired part then alternates numpy and camembed float32 (with the baselines), and camembed
+// float32 and float16 (same Q, k = 10) in rounds: this VM's memory speed drifts by up to 1.5x
+// within minutes, so only times taken side by side compare fairly.
 // The vectors are written once to bench/out/ (3 GB at N = 1M) and reused by later runs.
 const Benchmark = require('benchmark');
 const { spawn, spawnSync } = require('child_process');
@@ -94,35 +94,44 @@ async function startNumpyServer(threads) {
 
 const median = (values) => [...values].sort((a, b) => a - b)[values.length >> 1];
 
-// Rounds of (numpy x3, camembed x3) per Q: each round's ratio compares times taken a second apart.
-async function pairedRounds(index, queries, threads, rounds = 5) {
-  const server = await startNumpyServer(threads);
+// Times three searches in this process (after the warm-up the caller did).
+async function timeThree(search) {
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const start = performance.now();
+    await search();
+    times.push((performance.now() - start) / 1000);
+  }
+  return times;
+}
+
+// Rounds of (baseline x3, contender x3) per Q, k = 10: each round's ratio (baseline time /
+// contender time) compares times taken a second apart. `baseline` and `contender` map Q to a
+// function returning three times in seconds.
+async function pairedRounds(label, baseline, contender, queryCounts, rounds = 5) {
   const results = [];
-  try {
-    for (const q of QUERY_COUNTS) {
-      const ratios = [], numpyTimes = [], camembedTimes = [];
-      const search = () => index.search(queries.subarray(0, q * DIM), { k: 10 });
-      await search();
-      for (let round = 0; round < rounds; round++) {
-        const numpy = median(await server.times(q, 10, 3));
-        const mine = [];
-        for (let i = 0; i < 3; i++) {
-          const start = performance.now();
-          await search();
-          mine.push((performance.now() - start) / 1000);
-        }
-        numpyTimes.push(numpy);
-        camembedTimes.push(median(mine));
-        ratios.push(numpy / median(mine));
-      }
-      results.push({ q, k: 10, rounds, numpyMs: numpyTimes.map((t) => +(t * 1e3).toFixed(1)),
-        camembedMs: camembedTimes.map((t) => +(t * 1e3).toFixed(1)), ratios: ratios.map((r) => +r.toFixed(2)),
-        medianRatio: +median(ratios).toFixed(2) });
+  for (const q of queryCounts) {
+    const base = [], mine = [];
+    for (let round = 0; round < rounds; round++) {
+      base.push(median(await baseline(q)));
+      mine.push(median(await contender(q)));
     }
-  } finally {
-    server.close();
+    const ratios = base.map((t, i) => t / mine[i]);
+    results.push({ label, q, k: 10, rounds, baselineMs: base.map((t) => +(t * 1e3).toFixed(1)),
+      contenderMs: mine.map((t) => +(t * 1e3).toFixed(1)), ratios: ratios.map((r) => +r.toFixed(2)),
+      medianRatio: +median(ratios).toFixed(2) });
   }
   return results;
+}
+
+function indexContender(index, queries) {
+  let warm = false;
+  return async (q) => {
+    const search = () => index.search(queries.subarray(0, q * DIM), { k: 10 });
+    if (!warm) await search();
+    warm = true;
+    return timeThree(search);
+  };
 }
 
 // rssGrowthBytes is meaningful for the first index built only (later ones overlap garbage collection).
@@ -200,19 +209,32 @@ async function run() {
   const queries = new Float32Array(fs.readFileSync(QUERIES_FILE).buffer.slice(0));
   const rows = [];
   const builds = [];
-  let paired = null;
+  const paired = [];
+  const indexes = {};
   for (const dtype of ['float32', 'float16']) {
     const { index, build } = buildIndex(dtype);
+    indexes[dtype] = index;
     builds.push(build);
-    if (dtype === 'float32' && baseline !== null) paired = await pairedRounds(index, queries, threads);
     for (const q of QUERY_COUNTS) {
       for (const k of KS) {
         const seconds = await timeSearch(() => index.search(queries.subarray(0, q * DIM), { k }));
         rows.push({ tool: `camembed ${dtype}`, q, k, seconds });
       }
     }
-    index.dispose();
   }
+  if (baseline !== null) {
+    const server = await startNumpyServer(threads);
+    try {
+      paired.push(...await pairedRounds('numpy vs camembed float32', (q) => server.times(q, 10, 3),
+        indexContender(indexes.float32, queries), QUERY_COUNTS));
+    } finally {
+      server.close();
+    }
+  }
+  paired.push(...await pairedRounds('camembed float32 vs float16', indexContender(indexes.float32, queries),
+    indexContender(indexes.float16, queries), [1, 16]));
+  indexes.float32.dispose();
+  indexes.float16.dispose();
   // The kernel alone, one call over one contiguous array: what VectorIndex's chunking and merging cost.
   const db = new Float32Array(N * DIM);
   const fd = fs.openSync(DB_FILE, 'r');
@@ -243,11 +265,9 @@ async function run() {
       `${(baseline.readBandwidthAll / 1e9).toFixed(1)} GB/s (${threads} threads); ` +
       `sgemm ${(baseline.sgemmFlops / 1e9).toFixed(0)} GFLOP/s (${threads} threads, OpenBLAS)`);
   }
-  if (paired !== null) {
-    console.log('paired rounds, camembed float32 VectorIndex vs numpy, k = 10 (ratio = numpy time / camembed time):');
-    console.table(paired.map((p) => ({ Q: p.q, 'numpy ms': p.numpyMs.join(' '), 'camembed ms': p.camembedMs.join(' '),
-      ratios: p.ratios.join(' '), 'median ratio': p.medianRatio })));
-  }
+  console.log('paired rounds, k = 10 (ratio = first time / second time, per round):');
+  console.table(paired.map((p) => ({ pair: p.label, Q: p.q, 'first ms': p.baselineMs.join(' '), 'second ms': p.contenderMs.join(' '),
+    ratios: p.ratios.join(' '), 'median ratio': p.medianRatio })));
   console.table(builds.map((b) => ({ dtype: b.dtype, 'build s': b.seconds, 'index bytes': b.bytes,
     'vectors+ids bytes': b.payloadBytes, overhead: `${(b.overhead * 100).toFixed(2)}%`,
     'RSS growth': b.dtype === 'float32' ? b.rssGrowthBytes : '' })));
