@@ -131,6 +131,16 @@ describe('cosineTopK: native equals the float64 reference', () => {
     }
   });
 
+  test.each([1, 20])('cosine mode: components far from 1 (1e-25, 1e20) score as in float64, Q=%i', (Q) => {
+    const random = makeRandom(31 + Q);
+    const dim = 64, rows = 40;
+    for (const [queryScale, rowScale] of [[1e-25, 1], [1, 1e-25], [1e20, 1], [1, 1e20], [1e-25, 1e20]]) {
+      const queries = randomSignedArray(random, Q * dim).map((x) => x * queryScale);
+      const database = randomSignedArray(random, rows * dim).map((x) => x * rowScale);
+      check(queries, database, dim, 5, false);
+    }
+  });
+
   test.each([1, 20])('NaN or infinity in a query or row is an error, Q=%i', (Q) => {
     const random = makeRandom(8);
     const dim = 40;

@@ -269,23 +269,21 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotPackedAvx5
     for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + (r * V + v) * 16, acc[r][v]);
 }
 
-// Scores of `rows` rows x 16V lanes (row-major): in cosine mode (norms given) divided by the
-// norms, a zero vector scoring 0; then per row the mask of lanes whose score is at or above the
+// Scores of `rows` rows x 16V lanes (row-major): in cosine mode (row norms given) divided by the
+// row's norm, a zero row scoring 0; then per row the mask of lanes whose score is at or above the
 // lane's threshold (the worst score its heap keeps; -inf while not full, +inf for padding).
 // Returns whether any score is NaN or infinite.
 template <int V>
 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) bool filterPackedAvx512(
-    float* scores, int rows, const float* thresholds, const float* queryNorms, const float* rowNorms, uint32_t* masks) {
+    float* scores, int rows, const float* thresholds, const float* rowNorms, uint32_t* masks) {
   __mmask16 bad = 0;
   for (int r = 0; r < rows; ++r) {
     uint32_t mask = 0;
     for (int v = 0; v < V; ++v) {
       float* at = scores + (r * V + v) * 16;
       __m512 s = _mm512_loadu_ps(at);
-      if (queryNorms != nullptr) {
-        const __m512 denom = _mm512_mul_ps(_mm512_loadu_ps(queryNorms + v * 16), _mm512_set1_ps(rowNorms[r]));
-        const __mmask16 zero = _mm512_cmp_ps_mask(denom, _mm512_setzero_ps(), _CMP_EQ_OQ);
-        s = _mm512_mask_div_ps(_mm512_setzero_ps(), __mmask16(~zero), s, denom);
+      if (rowNorms != nullptr) {
+        s = rowNorms[r] == 0.0f ? _mm512_setzero_ps() : _mm512_div_ps(s, _mm512_set1_ps(rowNorms[r]));
         _mm512_storeu_ps(at, s);
       }
       const __m512 inf = _mm512_sub_ps(s, s);  // NaN where s is NaN or infinite, else 0
@@ -298,7 +296,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) bool filterPackedA
 }
 
 using PackedFn = void (*)(const float* qpack, const float* rows, int64_t d, float* out);
-using FilterFn = bool (*)(float*, int, const float*, const float*, const float*, uint32_t*);
+using FilterFn = bool (*)(float* scores, int rows, const float* thresholds, const float* rowNorms, uint32_t* masks);
 
 // The packed kernel's shape for L lanes; fn[m - 1] handles m rows (group tails).
 struct PackedKernel {
@@ -344,13 +342,31 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   const DotBlockTable& rowTable = half ? dotBlockTable<uint16_t>() : floatRows;
   const int64_t rowBytes = d * hiddenElementBytes(a.databaseType);
 
-  std::vector<float> queryNorms(size_t(Q), 1.0f);
-  if (!a.normalized)
+  // Cosine mode scores dot(q / |q|, r) / |r|. The queries are scaled to unit length with their
+  // norms in float64, and a row norm whose float32 sum of squares leaves the safe range is redone
+  // in float64 (rowNorm), so vectors with components like 1e-25 or 1e20 score as the float64
+  // reference does instead of underflowing to 0 or overflowing.
+  std::vector<float> unitQueries;
+  if (!a.normalized) {
+    unitQueries.resize(size_t(Q * d));
     for (int64_t q = 0; q < Q; ++q) {
-      float s;
-      floatRows.fn[0][0](a.queries + q * d, a.queries + q * d, d, nullptr, &s);
-      queryNorms[q] = std::sqrt(s);
+      const float* x = a.queries + q * d;
+      double sum = 0;
+      for (int64_t i = 0; i < d; ++i) sum += double(x[i]) * x[i];
+      // A zero query stays zero and scores 0 against every row; NaN or infinity stays non-finite.
+      const double norm = std::sqrt(sum);
+      for (int64_t i = 0; i < d; ++i) unitQueries[q * d + i] = norm == 0 ? 0.0f : float(x[i] / norm);
     }
+  }
+  const float* queries = a.normalized ? a.queries : unitQueries.data();
+  auto rowNorm = [&](const float* row) {
+    float sum;
+    floatRows.fn[0][0](row, row, d, nullptr, &sum);
+    if (sum >= 1e-30f && sum <= 1e30f) return std::sqrt(sum);
+    double exact = 0;
+    for (int64_t i = 0; i < d; ++i) exact += double(row[i]) * row[i];
+    return float(std::sqrt(exact));
+  };
 
   // The packed kernel for many queries on AVX-512; the 4x4 register blocks otherwise. (The two sum
 // in different orders: a score can differ in its last bits between a small and a large batch.)
@@ -359,15 +375,13 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   const int64_t paddedQ = (Q + lanes - 1) / lanes * lanes;
   struct AlignedFree { void operator()(float* p) const { std::free(p); } };
   std::unique_ptr<float[], AlignedFree> qpack;      // [paddedQ / lanes][d][lanes]
-  std::vector<float> packedNorms(size_t(paddedQ), 1.0f);
   if (packed != nullptr) {
     qpack.reset(static_cast<float*>(std::aligned_alloc(64, size_t(paddedQ * d * 4))));
     if (!qpack) return "out of memory: the kernel could not allocate its working memory";
     std::fill(qpack.get(), qpack.get() + paddedQ * d, 0.0f);
     for (int64_t q = 0; q < Q; ++q) {
       float* block = qpack.get() + (q / lanes) * d * lanes + q % lanes;
-      for (int64_t i = 0; i < d; ++i) block[i * lanes] = a.queries[q * d + i];
-      packedNorms[q] = queryNorms[q];
+      for (int64_t i = 0; i < d; ++i) block[i * lanes] = queries[q * d + i];
     }
   }
 
@@ -414,15 +428,12 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
           floats = widened.data();
         }
         if (!a.normalized)
-          for (int64_t j = 0; j < count; ++j) {
-            floatRows.fn[0][0](floats + j * d, floats + j * d, d, nullptr, &rowNorms[j]);
-            rowNorms[j] = std::sqrt(rowNorms[j]);
-          }
+          for (int64_t j = 0; j < count; ++j) rowNorms[j] = rowNorm(floats + j * d);
         if (packed != nullptr) {
           for (int64_t q0 = chunk; q0 < chunkEnd; q0 += lanes) {
             packed->fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
             nanHere |= packed->filter(block.data(), int(count), thresholds.data() + q0,
-                                      a.normalized ? nullptr : packedNorms.data() + q0, rowNorms.data(), masks.data());
+                                      a.normalized ? nullptr : rowNorms.data(), masks.data());
             for (int64_t j = 0; j < count; ++j)
               for (uint32_t m = masks[j]; m != 0; m &= m - 1) {
                 const int lane = __builtin_ctz(m);
@@ -438,15 +449,12 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
             // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
             // the first query block prefetches the next group while it reads this one.
             const bool prefetchNext = q0 == chunk && r0 < nextRows;
-            rowTable.fn[qb - 1][rb - 1](a.queries + q0 * d, rows + r0 * rowBytes, d,
+            rowTable.fn[qb - 1][rb - 1](queries + q0 * d, rows + r0 * rowBytes, d,
                                         prefetchNext ? rows + (count + r0) * rowBytes : nullptr, block.data());
             for (int i = 0; i < qb; ++i)
               for (int j = 0; j < rb; ++j) {
                 float s = block[i * rb + j];
-                if (!a.normalized) {
-                  const float denom = queryNorms[q0 + i] * rowNorms[r0 + j];
-                  s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0
-                }
+                if (!a.normalized) s = rowNorms[r0 + j] == 0.0f ? 0.0f : s / rowNorms[r0 + j];  // a zero row scores 0
                 if (!std::isfinite(s)) nanHere = true;
                 offer(q0 + i, s, g0 + r0 + j, seg, base);
               }
