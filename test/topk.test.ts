@@ -26,7 +26,8 @@ describe('cosineTopK: native equals the float64 reference', () => {
     // [queries, rows, dim, k]
     [1, 1, 1, 1], [1, 1, 768, 5], [3, 10, 7, 3], [2, 50, 33, 50], [5, 37, 768, 100], [4, 129, 17, 1],
     [7, 1000, 768, 10], [16, 3001, 100, 17], [1, 5000, 768, 5000], [300, 2000, 768, 10], [300, 503, 31, 1],
-    // 12+ queries (32+ on float16) take the packed kernel on AVX-512: 16 or 32 query lanes, 16 or 12 rows a block
+    // 12+ queries (32+ on float16) take the packed kernel on AVX-512 (8+ / 16+ on AVX2, checked by
+    // the SIMD-level test in pool.test.ts): one or two vectors of query lanes, 6 to 16 rows a block
     [12, 1001, 768, 10], [13, 17, 5, 17], [33, 250, 768, 100], [40, 1, 3, 1], [64, 12, 16, 12],
   ];
   test.each(cases)('Q=%i N=%i d=%i k=%i, float32, cosine and dot', (Q, N, dim, k) => {

@@ -251,7 +251,7 @@ describe('VectorIndex inputs', () => {
     expect(result.scores[0]).toBeCloseTo(1, 6);
   });
 
-  // Scores may differ in the last bits: on AVX-512, 12 or more queries (32 on float16) go through the packed kernel,
+  // Scores may differ in the last bits: 12 or more queries (32 on float16; fewer on AVX2) go through the packed kernel,
   // which sums each dot product in another order than the small-batch kernel.
   test('many queries are tiled: 300 queries of dim 1024 match one-by-one search', async () => {
     const random = makeRandom(9);

@@ -244,85 +244,90 @@ const DotBlockTable& dotBlockTable() {
   }
 }
 
-// Packed kernel (AVX-512, many queries). Queries are packed in blocks of L = 16*V lanes: element
-// i of the block's query j at [i * L + j], zero queries padding the last block. A register block
-// of MR database rows x L queries accumulates over the whole dimension, one broadcast per row and
-// element: no horizontal sums, and each (query, row) score is a plain sequential sum, the same
-// wherever the pair falls (equal rows tie exactly). Measured on this VM's 2 cores with rows from
-// memory: ~500 GFLOP/s (MR=12, V=2, Q=256) of the ~524 GFLOP/s FMA peak, against ~320 for the
-// 4x4 kernel above.
-template <int MR, int V>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotPackedAvx512(const float* qpack, const float* rows,
-                                                                                   int64_t d, float* out) {
-  __m512 acc[MR][V];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < d; ++i) {
-    __m512 q[V];
-    for (int v = 0; v < V; ++v) q[v] = _mm512_load_ps(qpack + (i * V + v) * 16);
-    for (int r = 0; r < MR; ++r) {
-      const __m512 x = _mm512_set1_ps(rows[r * d + i]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(q[v], x, acc[r][v]);
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + (r * V + v) * 16, acc[r][v]);
-}
-
-// Scores of `rows` rows x 16V lanes (row-major): in cosine mode (row norms given) divided by the
-// row's norm, a zero row scoring 0; then per row the mask of lanes whose score is at or above the
-// lane's threshold (the worst score its heap keeps; -inf while not full, +inf for padding).
-// Returns whether any score is NaN or infinite.
-template <int V>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) bool filterPackedAvx512(
-    float* scores, int rows, const float* thresholds, const float* rowNorms, uint32_t* masks) {
-  __mmask16 bad = 0;
-  for (int r = 0; r < rows; ++r) {
-    uint32_t mask = 0;
-    for (int v = 0; v < V; ++v) {
-      float* at = scores + (r * V + v) * 16;
-      __m512 s = _mm512_loadu_ps(at);
-      if (rowNorms != nullptr) {
-        s = rowNorms[r] == 0.0f ? _mm512_setzero_ps() : _mm512_div_ps(s, _mm512_set1_ps(rowNorms[r]));
-        _mm512_storeu_ps(at, s);
-      }
-      const __m512 inf = _mm512_sub_ps(s, s);  // NaN where s is NaN or infinite, else 0
-      bad |= _mm512_cmp_ps_mask(inf, inf, _CMP_UNORD_Q);
-      mask |= uint32_t(_mm512_cmp_ps_mask(s, _mm512_loadu_ps(thresholds + v * 16), _CMP_GE_OQ)) << (16 * v);
-    }
-    masks[r] = mask;
-  }
-  return bad != 0;
-}
-
 using PackedFn = void (*)(const float* qpack, const float* rows, int64_t d, float* out);
 using FilterFn = bool (*)(float* scores, int rows, const float* thresholds, const float* rowNorms, uint32_t* masks);
 
-// The packed kernel's shape for L lanes; fn[m - 1] handles m rows (group tails).
+// The packed kernel for many queries (topk_packed.inc) at one SIMD width and block shape:
+// `lanes` queries x `rowBlock` rows; fn[m - 1] handles m rows (group tails).
 struct PackedKernel {
   int lanes, rowBlock;
   std::vector<PackedFn> fn;
   FilterFn filter;
 };
 
-template <int V, size_t... M>
-PackedKernel makePackedKernel(std::index_sequence<M...>) {
-  return PackedKernel{16 * V, int(sizeof...(M)), {dotPackedAvx512<int(M) + 1, V>...}, filterPackedAvx512<V>};
-}
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
+namespace avx512 {
+struct Simd {
+  using Vec = __m512;
+  static constexpr int kLanes = 16;
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec loadAligned(const float* p) { return _mm512_load_ps(p); }
+  static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+  static Vec broadcast(float x) { return _mm512_set1_ps(x); }
+  static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+  static uint32_t atLeast(Vec a, Vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+  static bool anyNonFinite(Vec v) {  // v - v is NaN exactly where v is NaN or infinite
+    const Vec z = _mm512_sub_ps(v, v);
+    return _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q) != 0;
+  }
+};
+#include "topk_packed.inc"
+}  // namespace avx512
+#pragma GCC pop_options
 
-// 16 lanes x 16 rows for up to 16 queries, else 32 lanes x 12 rows (24 accumulators either way
-// would do; these two measured fastest above, ~334 and ~500 GFLOP/s).
-const PackedKernel& packedKernel(int64_t numQueries) {
-  static const PackedKernel narrow = makePackedKernel<1>(std::make_index_sequence<16>());
-  static const PackedKernel wide = makePackedKernel<2>(std::make_index_sequence<12>());
-  return numQueries <= 16 ? narrow : wide;
-}
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+struct Simd {
+  using Vec = __m256;
+  static constexpr int kLanes = 8;
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec loadAligned(const float* p) { return _mm256_load_ps(p); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec broadcast(float x) { return _mm256_set1_ps(x); }
+  static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+  static uint32_t atLeast(Vec a, Vec b) { return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ))); }
+  static bool anyNonFinite(Vec v) {
+    const Vec z = _mm256_sub_ps(v, v);
+    return _mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0;
+  }
+};
+#include "topk_packed.inc"
+}  // namespace avx2
+#pragma GCC pop_options
 
-// Below this many queries the 4x4 kernel is faster: the packed one computes all 16 lanes whatever
-// the query count, and float16 rows must first be widened for it. Measured, 300k x 768, 2 threads:
-// float32 Q=8 19.7 ms (4x4) vs 25.0 (packed), Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7, Q=32 52.6 vs 35.6;
-// float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5, Q=32 44.8 vs 41.3.
-int64_t packedMinQueries(bool half) { return half ? 32 : 12; }
+// Block shapes: accumulators plus the query vectors and one broadcast fill the register file
+// (32 zmm, 16 ymm). Few queries use one vector of lanes, more use two. Measured on this VM's
+// 2 cores with rows from memory (AVX-512): ~334 GFLOP/s at 16 lanes x 16 rows (Q=16) and ~500 of
+// the ~524 GFLOP/s FMA peak at 32 lanes x 12 rows (Q=256), against ~320 for the 4x4 kernel.
+// Returns null at the scalar level, and below packedMinQueries.
+const PackedKernel* packedKernel(int64_t numQueries, bool half) {
+  static const PackedKernel avx512Narrow = avx512::makePackedKernel<1>(std::make_index_sequence<16>());
+  static const PackedKernel avx512Wide = avx512::makePackedKernel<2>(std::make_index_sequence<12>());
+  static const PackedKernel avx2Narrow = avx2::makePackedKernel<1>(std::make_index_sequence<12>());
+  static const PackedKernel avx2Wide = avx2::makePackedKernel<2>(std::make_index_sequence<6>());
+  // Below these query counts the 4x4 kernel is faster: the packed one computes every lane whatever
+  // the query count, and float16 rows must first be widened for it. Measured, 300k x 768, 2 threads,
+  // 4x4 vs packed: AVX-512 float32 Q=8 19.7 vs 25.0 ms, Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7;
+  // float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5, Q=32 44.8 vs 41.3. AVX2 (CAMEMBED_SIMD=avx2 on
+  // the same CPU) float32 Q=4 15.3 vs 20.2, Q=8 27.8 vs 20.6; float16 Q=12 40.2 vs 43.4, Q=16 53.2
+  // vs 41.5; at Q=256 (100k rows) the AVX2 packed kernel runs 244 GFLOP/s against 136 for 4x4.
+  switch (simdLevel()) {
+    case SimdLevel::Avx512:
+      if (numQueries < (half ? 32 : 12)) return nullptr;
+      return numQueries <= 16 ? &avx512Narrow : &avx512Wide;
+    case SimdLevel::Avx2:
+      if (numQueries < (half ? 16 : 8)) return nullptr;
+      return numQueries <= 8 ? &avx2Narrow : &avx2Wide;
+    default:
+      return nullptr;
+  }
+}
 
 }  // namespace
 
@@ -368,9 +373,9 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     return float(std::sqrt(exact));
   };
 
-  // The packed kernel for many queries on AVX-512; the 4x4 register blocks otherwise. (The two sum
-// in different orders: a score can differ in its last bits between a small and a large batch.)
-  const PackedKernel* packed = simdLevel() == SimdLevel::Avx512 && Q >= packedMinQueries(half) ? &packedKernel(Q) : nullptr;
+  // The packed kernel for many queries; the 4x4 register blocks otherwise. (The two sum in
+  // different orders: a score can differ in its last bits between a small and a large batch.)
+  const PackedKernel* packed = packedKernel(Q, half);
   const int64_t lanes = packed != nullptr ? packed->lanes : kBlock;
   const int64_t paddedQ = (Q + lanes - 1) / lanes * lanes;
   struct AlignedFree { void operator()(float* p) const { std::free(p); } };

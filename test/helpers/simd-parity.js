@@ -19,7 +19,7 @@ for (const input of [h, poolH16]) {
 
 const dim = 37;
 const db = floats(301 * dim);
-const queries = floats(33 * dim);  // 12+ queries (32+ on float16): the packed kernel on AVX-512
+const queries = floats(33 * dim);  // the packed kernel on AVX-512 (12+ queries, 32+ on float16) and AVX2 (8+, 16+)
 let topkIndexMismatches = 0;
 let topkMaxScoreDiff = 0;
 for (const database of [db, c.float32ToFloat16Array(db)]) {
@@ -30,4 +30,27 @@ for (const database of [db, c.float32ToFloat16Array(db)]) {
     topkMaxScoreDiff = Math.max(topkMaxScoreDiff, Math.abs(got.scores[i] - want.scores[i]));
   }
 }
-process.stdout.write(JSON.stringify({ simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff }));
+// Both top-k kernels (1 and 20 queries): 17 identical rows must tie exactly, lowest index first,
+// and a NaN row must be reported.
+let tieFailures = 0;
+let nanMissed = 0;
+const row = floats(dim);
+const copies = new Float32Array(17 * dim);
+for (let r = 0; r < 17; r++) copies.set(row, r * dim);
+for (const count of [1, 20]) {
+  const got = c.cosineTopK(floats(count * dim), copies, { dim, k: 17, threads: 1 });
+  for (let q = 0; q < count; q++) {
+    const scores = new Set(got.scores.subarray(q * 17, (q + 1) * 17));
+    const inOrder = got.indices.subarray(q * 17, (q + 1) * 17).every((index, i) => index === i);
+    if (scores.size !== 1 || !inOrder) tieFailures++;
+  }
+  const nanDb = db.slice();
+  nanDb[5 * dim + 2] = NaN;
+  try {
+    c.cosineTopK(floats(count * dim), nanDb, { dim, k: 3 });
+    nanMissed++;
+  } catch {
+    // expected: "a score is not finite"
+  }
+}
+process.stdout.write(JSON.stringify({ simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff, tieFailures, nanMissed }));
