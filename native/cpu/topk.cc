@@ -26,13 +26,38 @@ namespace {
 struct Candidate {
   float score;
   int32_t index;  // global row number
-  int64_t key;    // tie-break: the row's id, or its row number
 };
 
-// Higher score first; equal scores: lower key first (then lower row). Makes the result deterministic.
-inline bool better(const Candidate& a, const Candidate& b) {
-  return a.score > b.score || (a.score == b.score && (a.key < b.key || (a.key == b.key && a.index < b.index)));
-}
+// Higher score first; equal scores: lower key (the row's id where the segment has ids, else its row
+// number), then lower row. Keys are looked up only for equal scores, so a candidate stays 8 bytes
+// (heap memory is O(threads * Q * k)).
+class Ranking {
+ public:
+  explicit Ranking(const std::vector<TopKSegment>& segments) {
+    int64_t base = 0;
+    for (const TopKSegment& seg : segments) {
+      if (seg.ids != nullptr) withIds_ = true;
+      bases_.push_back(base);
+      ids_.push_back(seg.ids);
+      base += seg.numRows;
+    }
+  }
+  bool operator()(const Candidate& a, const Candidate& b) const {
+    if (a.score != b.score) return a.score > b.score;
+    const int64_t ka = key(a.index), kb = key(b.index);
+    return ka < kb || (ka == kb && a.index < b.index);
+  }
+
+ private:
+  int64_t key(int32_t row) const {
+    if (!withIds_) return row;
+    const size_t s = size_t(std::upper_bound(bases_.begin(), bases_.end(), int64_t(row)) - bases_.begin()) - 1;
+    return ids_[s] != nullptr ? ids_[s][row - bases_[s]] : row;
+  }
+  bool withIds_ = false;
+  std::vector<int64_t> bases_;        // each segment's first global row
+  std::vector<const int64_t*> ids_;
+};
 
 // Keeps the k best candidates offered; front() is the worst of them.
 class BoundedHeap {
@@ -40,7 +65,7 @@ class BoundedHeap {
   explicit BoundedHeap(size_t k = 0) : k_(k) {}
   // Cheap pre-check on the score alone: most rows of a large database fail it.
   bool mightTake(float score) const { return items_.size() < k_ || score >= items_.front().score; }
-  void offer(const Candidate& c) {
+  void offer(const Candidate& c, const Ranking& better) {
     if (items_.size() < k_) {
       items_.push_back(c);
       std::push_heap(items_.begin(), items_.end(), better);
@@ -400,6 +425,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   const int64_t chunkQueries = std::max<int64_t>(lanes, (524288 / (d * 4)) / lanes * lanes);
   const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
   const int rangeCount = parallelRangeCount(numRows, resolveThreads(threads), minRowsPerThread);
+  const Ranking better(a.segments);
   std::vector<std::vector<BoundedHeap>> heaps(rangeCount, std::vector<BoundedHeap>(size_t(Q), BoundedHeap(size_t(a.k))));
   std::atomic<bool> sawNaN{false};
 
@@ -414,10 +440,10 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     std::fill(thresholds.begin(), thresholds.begin() + Q, -HUGE_VALF);
     std::vector<uint32_t> masks(static_cast<size_t>(groupRows));
     bool nanHere = false;
-    auto offer = [&](int64_t q, float s, int64_t row, const TopKSegment& seg, int64_t base) {
+    auto offer = [&](int64_t q, float s, int64_t row) {
       BoundedHeap& heap = mine[q];
       if (!heap.mightTake(s)) return;
-      heap.offer({s, int32_t(row), seg.ids != nullptr ? seg.ids[row - base] : row});
+      heap.offer({s, int32_t(row)}, better);
       if (heap.items().size() == size_t(a.k)) thresholds[q] = heap.items().front().score;
     };
     // Rows [lo, hi) of one segment (global numbers; the segment starts at global row `base`).
@@ -442,7 +468,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
             for (int64_t j = 0; j < count; ++j)
               for (uint32_t m = masks[j]; m != 0; m &= m - 1) {
                 const int lane = __builtin_ctz(m);
-                offer(q0 + lane, block[j * lanes + lane], g0 + j, seg, base);
+                offer(q0 + lane, block[j * lanes + lane], g0 + j);
               }
           }
           continue;
@@ -461,7 +487,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
                 float s = block[i * rb + j];
                 if (!a.normalized) s = rowNorms[r0 + j] == 0.0f ? 0.0f : s / rowNorms[r0 + j];  // a zero row scores 0
                 if (!std::isfinite(s)) nanHere = true;
-                offer(q0 + i, s, g0 + r0 + j, seg, base);
+                offer(q0 + i, s, g0 + r0 + j);
               }
           }
         }
