@@ -20,6 +20,15 @@ const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds th
 const MAX_ID = (1n << 63n) - 1n;
 const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste most of a 2 MiB page
 
+// Storage from allocateLargePages, which the index returns as soon as it drops a chunk (growth
+// copies, removes, dispose) rather than leaving up to a chunk of garbage per add for the GC. No
+// view of a chunk's storage ever leaves the index, so nothing can read a released buffer.
+const largePageBuffers = new WeakSet<ArrayBufferLike>();
+function releaseStorage(storage: Storage): void {
+  if (!largePageBuffers.delete(storage.buffer)) return;
+  fileBindings().releaseLargePages(storage.buffer as ArrayBuffer);
+}
+
 export interface VectorIndexOptions {
   dim: number;
   /** Storage type; default 'float32' on the CPU, 'float16' on CUDA. */
@@ -227,7 +236,11 @@ export class VectorIndex {
       throw new Error(
         `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
     }
-    if (grown !== null) Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
+    if (grown !== null) {
+      const replaced = grown.chunk.vectors;
+      Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
+      releaseStorage(replaced);
+    }
     this.chunks.push(...added);
     this.table = table;
     for (let r = 0; r < rows;) {
@@ -281,7 +294,7 @@ export class VectorIndex {
       lastChunk.count--;
       this.count--;
       this.dropDeviceCopy(lastChunk);
-      if (lastChunk.count === 0) this.chunks.pop();
+      if (lastChunk.count === 0) releaseStorage(this.chunks.pop()!.vectors);
     }
   }
 
@@ -412,7 +425,10 @@ export class VectorIndex {
   dispose(): void {
     if (this.disposed) return;
     this.assertWritable('dispose');
-    for (const c of this.chunks) this.dropDeviceCopy(c);
+    for (const c of this.chunks) {
+      this.dropDeviceCopy(c);
+      releaseStorage(c.vectors);
+    }
     this.chunks = [];
     this.table = new IdTable();
     this.count = 0;
@@ -463,7 +479,13 @@ export class VectorIndex {
   /** Zeroed storage for `rows` vectors; large chunks on huge pages (faster scans, see allocateLargePages). */
   private allocate(rows: number): Storage {
     const bytes = rows * this.dim * bytesPerElement(this.dtype);
-    const buffer = bytes >= LARGE_PAGE_MIN_BYTES ? fileBindings().allocateLargePages(bytes) : new ArrayBuffer(bytes);
+    let buffer: ArrayBuffer;
+    if (bytes >= LARGE_PAGE_MIN_BYTES) {
+      buffer = fileBindings().allocateLargePages(bytes);
+      largePageBuffers.add(buffer);
+    } else {
+      buffer = new ArrayBuffer(bytes);
+    }
     return this.dtype === 'float32' ? new Float32Array(buffer) : new Uint16Array(buffer);
   }
 

@@ -1,5 +1,6 @@
 // VectorIndex search, ids, removes and errors, checked against the float64 reference top-k.
 import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from '../lib';
+import { fileBindings } from '../lib/index/format';
 import { IdTable } from '../lib/index/id-table';
 import { SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -431,4 +432,39 @@ test('a query that ties every row (zero vector) returns the lowest ids, also acr
   const { ids, scores } = await index.search(new Float32Array(dim), { k: 6 });
   expect(Array.from(ids)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
   expect(Array.from(scores)).toEqual([0, 0, 0, 0, 0, 0]);
+});
+
+test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose return memory, results stay exact', async () => {
+  const random = makeRandom(4242);
+  const dim = 256;
+  const index = new VectorIndex({ dim, chunkBytes: 4 * 1024 * 1024 });  // 4,096 rows a chunk
+  const truth = new Truth(dim);
+  let next = 0n;
+  for (let batch = 0; batch < 15; batch++) {  // 700-row adds: the last chunk grows by copies
+    const data = normalizedCopy(randomSignedArray(random, 700 * dim), dim);
+    const ids = Array.from({ length: 700 }, () => next++);
+    index.add(data, BigInt64Array.from(ids));
+    truth.add(data, ids);
+  }
+  const doomed = Array.from({ length: 2400 }, (_, i) => BigInt(10500 - 1 - i));  // empties the last chunk
+  index.remove(BigInt64Array.from(doomed));
+  truth.remove(doomed);
+  expect(index.size).toBe(8100);
+  const queries = randomSignedArray(random, 20 * dim);
+  expectExact(await index.search(queries, { k: 15 }), truth.allScores(queries), 15);
+  index.dispose();
+  await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
+});
+
+test('releaseLargePages detaches the buffer (its views become empty) and refuses foreign or released buffers', () => {
+  const bindings = fileBindings();
+  const buffer = bindings.allocateLargePages(4 * 1024 * 1024);
+  const view = new Float32Array(buffer);
+  view.fill(3);
+  expect(view[12345]).toBe(3);
+  bindings.releaseLargePages(buffer);
+  expect(view.length).toBe(0);
+  expect(buffer.byteLength).toBe(0);
+  expect(() => bindings.releaseLargePages(buffer)).toThrow('not a live buffer');
+  expect(() => bindings.releaseLargePages(new ArrayBuffer(16))).toThrow('not a live buffer');
 });

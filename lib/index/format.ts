@@ -33,6 +33,7 @@ interface FileBindings {
   checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: true): Promise<void>;
   mapFileReadOnly(path: string): ArrayBuffer;
   allocateLargePages(bytes: number): ArrayBuffer;
+  releaseLargePages(buffer: ArrayBuffer): void;
 }
 
 /** The addon's file bindings (native/addon/file_bindings.cc). */

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <unordered_map>
 
 #include "common.h"
 
@@ -50,7 +51,27 @@ Napi::Value MapFileReadOnly(const Napi::CallbackInfo& info) {
 // transparent huge pages (Linux MADV_HUGEPAGE; "madvise" is a common default THP mode, so memory
 // gets them only when asked, as numpy asks for its arrays). A scan over gigabytes then takes
 // far fewer TLB misses: the top-k kernel over 3 GB ran ~4% faster on huge pages here
-// (bench/RESULTS-index.md). Freed with the ArrayBuffer; counted as external memory for the GC.
+// (bench/RESULTS-index.md). Counted as external memory for the GC; freed by
+// releaseLargePages(buffer) (VectorIndex does so when it replaces or drops a chunk, so growth
+// leaves no garbage waiting for a GC) or else when the buffer is garbage-collected.
+struct LargePages {
+  void* base;
+  size_t mapped;
+  bool released;
+};
+
+// Live allocations by data pointer (JS thread only).
+std::unordered_map<void*, LargePages*>& largePagesByData() {
+  static std::unordered_map<void*, LargePages*> live;
+  return live;
+}
+
+void unmapLargePages(Napi::Env env, LargePages* pages) {
+  ::munmap(pages->base, pages->mapped);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(pages->mapped));
+  pages->released = true;
+}
+
 Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "native: allocateLargePages(bytes) needs a number");
@@ -63,15 +84,37 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
   void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED)
     throw Napi::RangeError::New(env, "out of memory: cannot allocate " + std::to_string(bytes) + " bytes of vector storage");
-  const uintptr_t start = (uintptr_t(base) + kHuge - 1) & ~uintptr_t(kHuge - 1);
+  void* start = reinterpret_cast<void*>((uintptr_t(base) + kHuge - 1) & ~uintptr_t(kHuge - 1));
 #ifdef MADV_HUGEPAGE
-  ::madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+  ::madvise(start, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
   Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(mapped));
-  return Napi::ArrayBuffer::New(env, reinterpret_cast<void*>(start), bytes, [base, mapped](Napi::Env e, void*) {
-    ::munmap(base, mapped);
-    Napi::MemoryManagement::AdjustExternalMemory(e, -int64_t(mapped));
-  });
+  auto* pages = new LargePages{base, mapped, false};
+  largePagesByData()[start] = pages;
+  // The record outlives an early release, so a late finalizer never unmaps a reused address.
+  return Napi::ArrayBuffer::New(env, start, bytes, [](Napi::Env e, void* data, LargePages* p) {
+    if (!p->released) {
+      largePagesByData().erase(data);
+      unmapLargePages(e, p);
+    }
+    delete p;
+  }, pages);
+}
+
+// releaseLargePages(buffer): detaches a buffer from allocateLargePages (its views become empty)
+// and returns its memory now.
+Napi::Value ReleaseLargePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseLargePages(buffer) needs an ArrayBuffer");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  auto found = largePagesByData().find(buffer.Data());
+  if (found == largePagesByData().end())
+    throw Napi::TypeError::New(env, "native: releaseLargePages: not a live buffer from allocateLargePages");
+  LargePages* pages = found->second;
+  largePagesByData().erase(found);
+  buffer.Detach();
+  unmapLargePages(env, pages);
+  return env.Undefined();
 }
 
 // cmbd64: four independent 64-bit lanes over 32-byte blocks, so it streams at memory speed.
@@ -123,6 +166,7 @@ Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
 
 void registerFileBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("allocateLargePages", Napi::Function::New(env, AllocateLargePages));
+  exports.Set("releaseLargePages", Napi::Function::New(env, ReleaseLargePages));
   exports.Set("mapFileReadOnly", Napi::Function::New(env, MapFileReadOnly));
   exports.Set("checksumUpdate", Napi::Function::New(env, ChecksumUpdate));
 }
