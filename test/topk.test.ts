@@ -90,10 +90,13 @@ describe('cosineTopK: native equals the float64 reference', () => {
       const row = randomSignedArray(random, dim);
       const database = new Float32Array(copies * dim);
       for (let r = 0; r < copies; r++) database.set(row, r * dim);
-      const got = cosineTopK(randomSignedArray(random, Q * dim), database, { dim, k: copies, normalized: true, threads: 1 });
-      for (let q = 0; q < Q; q++) {
-        expect(Array.from(got.indices.subarray(q * copies, (q + 1) * copies))).toEqual(Array.from({ length: copies }, (_, i) => i));
-        expect(new Set(Array.from(got.scores.subarray(q * copies, (q + 1) * copies))).size).toBe(1);
+      const queries = randomSignedArray(random, Q * dim);
+      for (const normalized of [true, false]) {  // cosine mode: each row's norm too
+        const got = cosineTopK(queries, database, { dim, k: copies, normalized, threads: 1 });
+        for (let q = 0; q < Q; q++) {
+          expect(Array.from(got.indices.subarray(q * copies, (q + 1) * copies))).toEqual(Array.from({ length: copies }, (_, i) => i));
+          expect(new Set(Array.from(got.scores.subarray(q * copies, (q + 1) * copies))).size).toBe(1);
+        }
       }
     }
   });

@@ -240,6 +240,70 @@ void widen(const uint16_t* in, float* out, int64_t n) {
   }
 }
 
+// Sums of squares of four rows (stride d, read in their storage type), four independent chains
+// at once. Each is summed exactly as a 1x1 dot block of the row with itself would sum it (same
+// steps, tail and final reduction), so a row's norm never depends on where it falls.
+template <typename Row>
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void sumSquares4Avx512(const void* rowsIn, int64_t d,
+                                                                                     float* out) {
+  const Row* rows = static_cast<const Row*>(rowsIn);
+  __m512 acc[4];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  const int64_t full = d & ~int64_t(15);
+  for (int64_t i = 0; i < full; i += 16)
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v = load16(rows + j * d + i);
+      acc[j] = _mm512_fmadd_ps(v, v, acc[j]);
+    }
+  if (full < d) {
+    const __mmask16 m = __mmask16((1u << (d - full)) - 1);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v = load16(rows + j * d + full, m);
+      acc[j] = _mm512_fmadd_ps(v, v, acc[j]);
+    }
+  }
+  _mm_storeu_ps(out, horizontalSum4(acc[0], acc[1], acc[2], acc[3]));
+}
+
+template <typename Row>
+__attribute__((target("avx2,fma,f16c"))) void sumSquares4Avx2(const void* rowsIn, int64_t d, float* out) {
+  const Row* rows = static_cast<const Row*>(rowsIn);
+  __m256 acc[4];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  const int64_t full = d & ~int64_t(7);
+  for (int64_t i = 0; i < full; i += 8)
+    for (int j = 0; j < 4; ++j) {
+      const __m256 v = load8(rows + j * d + i);
+      acc[j] = _mm256_fmadd_ps(v, v, acc[j]);
+    }
+  if (full < d)
+    for (int j = 0; j < 4; ++j) {
+      const __m256 v = loadTail8(rows + j * d + full, d - full);
+      acc[j] = _mm256_fmadd_ps(v, v, acc[j]);
+    }
+  for (int j = 0; j < 4; ++j) out[j] = horizontalSum(acc[j]);
+}
+
+template <typename Row>
+void sumSquares4Scalar(const void* rowsIn, int64_t d, float* out) {
+  const Row* rows = static_cast<const Row*>(rowsIn);
+  for (int j = 0; j < 4; ++j) {
+    float s = 0;
+    for (int64_t i = 0; i < d; ++i) s += rowValue(rows + j * d, i) * rowValue(rows + j * d, i);
+    out[j] = s;
+  }
+}
+
+using SumSquares4Fn = void (*)(const void* rows, int64_t d, float* out);
+template <typename Row>
+SumSquares4Fn sumSquares4() {
+  switch (simdLevel()) {
+    case SimdLevel::Avx512: return sumSquares4Avx512<Row>;
+    case SimdLevel::Avx2: return sumSquares4Avx2<Row>;
+    default: return sumSquares4Scalar<Row>;
+  }
+}
+
 constexpr int kBlock = 4;  // queries and rows per register block
 using DotBlockFn = void (*)(const float* queries, const void* rows, int64_t d, const void* prefetch, float* out);
 struct DotBlockTable {
@@ -374,7 +438,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
 
   // Cosine mode scores dot(q / |q|, r) / |r|. The queries are scaled to unit length with their
   // norms in float64, and a row norm whose float32 sum of squares leaves the safe range is redone
-  // in float64 (rowNorm), so vectors with components like 1e-25 or 1e20 score as the float64
+  // in float64 (rowNormsOf), so vectors with components like 1e-25 or 1e20 score as the float64
   // reference does instead of underflowing to 0 or overflowing.
   std::vector<float> unitQueries;
   if (!a.normalized) {
@@ -389,13 +453,32 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     }
   }
   const float* queries = a.normalized ? a.queries : unitQueries.data();
-  auto rowNorm = [&](const float* row) {
-    float sum;
-    floatRows.fn[0][0](row, row, d, nullptr, &sum);
-    if (sum >= 1e-30f && sum <= 1e30f) return std::sqrt(sum);
-    double exact = 0;
-    for (int64_t i = 0; i < d; ++i) exact += double(row[i]) * row[i];
-    return float(std::sqrt(exact));
+  const SumSquares4Fn sumSquaresOf4 = half ? sumSquares4<uint16_t>() : sumSquares4<float>();
+  // Norms of `count` rows (stride d, storage type) into `norms`; `tail` is a 4-row scratch for the
+  // last count % 4 rows (zero-padded, so every row goes through the same 4-row function).
+  auto rowNormsOf = [&](const char* rows, int64_t count, float* norms, std::vector<char>& tail) {
+    int64_t j = 0;
+    for (; j + 4 <= count; j += 4) sumSquaresOf4(rows + j * rowBytes, d, norms + j);
+    if (j < count) {
+      float sums[4];
+      std::fill(tail.begin(), tail.end(), 0);
+      std::copy(rows + j * rowBytes, rows + count * rowBytes, tail.begin());
+      sumSquaresOf4(tail.data(), d, sums);
+      std::copy(sums, sums + (count - j), norms + j);
+    }
+    for (j = 0; j < count; ++j) {
+      if (norms[j] >= 1e-30f && norms[j] <= 1e30f) {
+        norms[j] = std::sqrt(norms[j]);
+        continue;
+      }
+      double exact = 0;
+      const char* row = rows + j * rowBytes;
+      for (int64_t i = 0; i < d; ++i) {
+        const double x = half ? halfToFloat(reinterpret_cast<const uint16_t*>(row)[i]) : reinterpret_cast<const float*>(row)[i];
+        exact += x * x;
+      }
+      norms[j] = float(std::sqrt(exact));
+    }
   };
 
   // The packed kernel for many queries; the 4x4 register blocks otherwise. (The two sum in
@@ -431,8 +514,9 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
 
   parallelRanges(numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
     std::vector<BoundedHeap>& mine = heaps[t];
-    // One group of float16 rows widened (the packed kernel reads float rows; norms need them too).
-    std::vector<float> widened(half && (packed != nullptr || !a.normalized) ? size_t(groupRows * d) : 0);
+    // One group of float16 rows widened (the packed kernel reads float rows).
+    std::vector<float> widened(half && packed != nullptr ? size_t(groupRows * d) : 0);
+    std::vector<char> normTail(a.normalized ? 0 : size_t(4 * rowBytes));
     std::vector<float> rowNorms(size_t(groupRows), 1.0f);
     std::vector<float> block(size_t(groupRows * lanes));
     // Packed path: per query, the score a row needs to enter its heap (padding lanes: never).
@@ -458,8 +542,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
             widen(reinterpret_cast<const uint16_t*>(rows + j * rowBytes), widened.data() + j * d, d);
           floats = widened.data();
         }
-        if (!a.normalized)
-          for (int64_t j = 0; j < count; ++j) rowNorms[j] = rowNorm(floats + j * d);
+        if (!a.normalized) rowNormsOf(rows, count, rowNorms.data(), normTail);
         if (packed != nullptr) {
           for (int64_t q0 = chunk; q0 < chunkEnd; q0 += lanes) {
             packed->fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
