@@ -58,6 +58,7 @@ export interface NativeAddon {
   meanPoolNormalize(args: NativePoolArgs, async: true): Promise<void>;
   cosineTopK(args: NativeTopKArgs, async: false): undefined;
   cosineTopK(args: NativeTopKArgs, async: true): Promise<void>;
+  float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
   info(): NativeInfo;
   [binding: string]: unknown;
 }

@@ -6,10 +6,10 @@
 // top-k kernel call over all chunks (one pass over the storage for a whole tile of queries, ties
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
-import { cosineTopKSegmentsAsync, Dtype, TopKResult } from './kernels';
+import { cosineTopKSegmentsAsync, Dtype, float32ToFloat16Fast, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
-import { float16ToFloat32Array, float32ToFloat16Array } from './float16';
+import { float16ToFloat32Array } from './float16';
 import { bytesPerElement, fileBindings, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
 import { IdTable } from './index/id-table';
 import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
@@ -212,7 +212,7 @@ export class VectorIndex {
     for (const id of newIds) {
       if (this.table.has(id)) throw new RangeError(`ids: id ${id} is already in the index`);
     }
-    const stored: Storage = this.dtype === 'float32' ? unit : float32ToFloat16Array(unit);
+    const stored: Storage = this.dtype === 'float32' ? unit : float32ToFloat16Fast(unit);
     let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
     const added: Chunk[] = [];
     let table: IdTable;

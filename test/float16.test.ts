@@ -1,4 +1,9 @@
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib';
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { float32ToFloat16Fast } from '../lib/kernels';
 
 describe('float16 conversion', () => {
   test('exact values round-trip and known bit patterns decode', () => {
@@ -34,4 +39,68 @@ describe('float16 conversion', () => {
     }
     expect(wrong).toEqual([]);
   });
+});
+
+/** float32 values whose float16 rounding is hard: every half, the midpoints between neighbouring
+ * halves (ties) and their float32 neighbours, the overflow edge, float32 subnormals, NaNs with
+ * payloads, and random bit patterns. */
+function hardFloat16Inputs(randomCount: number): Float32Array {
+  const values: number[] = [];
+  const bits = new Uint32Array(1);
+  const asFloat = new Float32Array(bits.buffer);
+  const neighbours = (x: number) => {
+    asFloat[0] = x;
+    const b = bits[0];
+    for (const d of [-1, 0, 1]) {
+      bits[0] = b + d;
+      values.push(asFloat[0]);
+    }
+  };
+  const halves = float16ToFloat32Array(Uint16Array.from({ length: 65536 }, (_, i) => i));
+  for (let i = 0; i < 65535; i++) {
+    if (!Number.isFinite(halves[i]) || !Number.isFinite(halves[i + 1])) continue;
+    neighbours(halves[i]);
+    if (i !== 0x7fff) neighbours((halves[i] + halves[i + 1]) / 2);
+  }
+  for (const x of [65504, 65519, 65520, 65536, 2 ** -149, 2 ** -126, 1e-40, -1e-40]) neighbours(x);
+  bits[0] = 0x7fc00001; values.push(asFloat[0]);
+  bits[0] = 0xff812345; values.push(asFloat[0]);
+  let s = 12345;
+  for (let i = 0; i < randomCount; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    bits[0] = s;
+    values.push(asFloat[0]);
+  }
+  return Float32Array.from(values);
+}
+
+function firstMismatches(input: Float32Array, got: Uint16Array, want: Uint16Array): string[] {
+  const wrong: string[] = [];
+  for (let i = 0; i < input.length && wrong.length < 10; i++) {
+    if (got[i] !== want[i]) wrong.push(`${input[i]}: ${got[i].toString(16)} vs ${want[i].toString(16)}`);
+  }
+  return wrong;
+}
+
+test('the native conversion VectorIndex uses gives the same bits as the TypeScript one', () => {
+  const input = hardFloat16Inputs(1_000_000);
+  expect(input.length).toBeGreaterThan(1_000_000);
+  expect(firstMismatches(input, float32ToFloat16Fast(input), float32ToFloat16Array(input))).toEqual([]);
+});
+
+test.each(['scalar', 'avx2', 'avx512'])('the native conversion at CAMEMBED_SIMD=%s gives the same bits', (level) => {
+  const input = hardFloat16Inputs(100_000);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-f16-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'in'), input);
+    const script = path.join(__dirname, 'helpers', 'float16-at-level.js');
+    const kernels = path.resolve(__dirname, '..', 'dist', 'kernels.js');
+    const used = execFileSync(process.execPath, [script, kernels, path.join(dir, 'in'), path.join(dir, 'out')],
+      { env: { ...process.env, CAMEMBED_SIMD: level } }).toString();
+    if (level !== 'avx512') expect(used).toBe(level);  // the CPU may lack AVX-512, never the lower levels
+    const got = new Uint16Array(new Uint8Array(fs.readFileSync(path.join(dir, 'out'))).buffer);
+    expect(firstMismatches(input, got, float32ToFloat16Array(input))).toEqual([]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,7 @@
 // The addon's entry point: CPU kernels, machine info, and the CUDA bindings.
 #include "camembed/cpu_info.h"
 #include "camembed/cuda.h"
+#include "camembed/float16.h"
 #include "camembed/pool.h"
 #include "camembed/topk.h"
 #include "common.h"
@@ -85,6 +86,19 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
   return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, keepAlive);
 }
 
+// float32ToFloat16({input: Float32Array, output: Uint16Array of the same length}): IEEE half bits.
+Napi::Value Float32ToFloat16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object opts = info[0].As<Napi::Object>();
+  Napi::Value input = opts.Get("input");
+  if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
+  const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
+  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, n * 4));
+  auto* out = static_cast<uint16_t*>(typedArrayData(opts, "output", napi_uint16_array, n * 2));
+  floatToHalfArray(in, out, n);
+  return env.Undefined();
+}
+
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -114,6 +128,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("meanPoolNormalize", Napi::Function::New(env, MeanPoolNormalize));
   exports.Set("cosineTopK", Napi::Function::New(env, CosineTopK));
+  exports.Set("float32ToFloat16", Napi::Function::New(env, Float32ToFloat16));
   exports.Set("info", Napi::Function::New(env, Info));
   registerCudaBindings(env, exports);
   registerFileBindings(env, exports);
