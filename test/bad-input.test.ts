@@ -85,6 +85,11 @@ describe('bad input throws a clear error naming the argument', () => {
       .toThrow('invalid shape');
     addon.cosineTopK(good as never, false);
     expect(good.outIndices[0]).toBe(0);  // all rows tie: the lowest index wins
+    const f32 = new Float32Array(8);
+    expect(() => addon.float32ToFloat16({ input: new Uint16Array(8), output: new Uint16Array(8) } as never)).toThrow('wrong typed-array type');
+    expect(() => addon.float32ToFloat16({ input: f32, output: new Int16Array(8) } as never)).toThrow('wrong typed-array type');
+    expect(() => addon.float32ToFloat16({ input: f32, output: new Uint16Array(7) })).toThrow('shorter than its shape');
+    expect(() => addon.float32ToFloat16({ input: 'x' } as never)).toThrow("'input' must be a Float32Array");
   });
 
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {
