@@ -390,29 +390,37 @@ struct Simd {
 }  // namespace avx2
 #pragma GCC pop_options
 
+template <class Kernels, int V, size_t... M>
+PackedKernel makePackedKernel(std::index_sequence<M...>) {
+  return PackedKernel{Kernels::kLanes * V, int(sizeof...(M)), {Kernels::template dot<int(M) + 1, V>...},
+                      Kernels::template filter<V>};
+}
+
 // Block shapes: accumulators plus the query vectors and one broadcast fill the register file
 // (32 zmm, 16 ymm). Few queries use one vector of lanes, more use two. Measured on this VM's
 // 2 cores with rows from memory (AVX-512): ~334 GFLOP/s at 16 lanes x 16 rows (Q=16) and ~500 of
 // the ~524 GFLOP/s FMA peak at 32 lanes x 12 rows (Q=256), against ~320 for the 4x4 kernel.
-// Returns null at the scalar level, and below packedMinQueries.
+// Returns null at the scalar level, and below the query counts where the 4x4 kernel is faster:
+// the packed one computes every lane whatever the query count, and float16 rows must first be
+// widened for it. Measured, 300k x 768, 2 threads, 4x4 vs packed: AVX-512 float32 Q=8 19.7 vs
+// 25.0 ms, Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7; float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5,
+// Q=32 44.8 vs 41.3. AVX2 (CAMEMBED_SIMD=avx2 on the same CPU) float32 Q=4 15.3 vs 20.2, Q=8 27.8
+// vs 20.6; float16 Q=12 40.2 vs 43.4, Q=16 53.2 vs 41.5; at Q=256 (100k rows) the AVX2 packed
+// kernel runs 244 GFLOP/s against 136 for 4x4.
 const PackedKernel* packedKernel(int64_t numQueries, bool half) {
-  static const PackedKernel avx512Narrow = avx512::makePackedKernel<1>(std::make_index_sequence<16>());
-  static const PackedKernel avx512Wide = avx512::makePackedKernel<2>(std::make_index_sequence<12>());
-  static const PackedKernel avx2Narrow = avx2::makePackedKernel<1>(std::make_index_sequence<12>());
-  static const PackedKernel avx2Wide = avx2::makePackedKernel<2>(std::make_index_sequence<6>());
-  // Below these query counts the 4x4 kernel is faster: the packed one computes every lane whatever
-  // the query count, and float16 rows must first be widened for it. Measured, 300k x 768, 2 threads,
-  // 4x4 vs packed: AVX-512 float32 Q=8 19.7 vs 25.0 ms, Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7;
-  // float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5, Q=32 44.8 vs 41.3. AVX2 (CAMEMBED_SIMD=avx2 on
-  // the same CPU) float32 Q=4 15.3 vs 20.2, Q=8 27.8 vs 20.6; float16 Q=12 40.2 vs 43.4, Q=16 53.2
-  // vs 41.5; at Q=256 (100k rows) the AVX2 packed kernel runs 244 GFLOP/s against 136 for 4x4.
   switch (simdLevel()) {
-    case SimdLevel::Avx512:
+    case SimdLevel::Avx512: {
       if (numQueries < (half ? 32 : 12)) return nullptr;
-      return numQueries <= 16 ? &avx512Narrow : &avx512Wide;
-    case SimdLevel::Avx2:
+      static const PackedKernel narrow = makePackedKernel<avx512::Kernels, 1>(std::make_index_sequence<16>());
+      static const PackedKernel wide = makePackedKernel<avx512::Kernels, 2>(std::make_index_sequence<12>());
+      return numQueries <= 16 ? &narrow : &wide;
+    }
+    case SimdLevel::Avx2: {
       if (numQueries < (half ? 16 : 8)) return nullptr;
-      return numQueries <= 8 ? &avx2Narrow : &avx2Wide;
+      static const PackedKernel narrow = makePackedKernel<avx2::Kernels, 1>(std::make_index_sequence<12>());
+      static const PackedKernel wide = makePackedKernel<avx2::Kernels, 2>(std::make_index_sequence<6>());
+      return numQueries <= 8 ? &narrow : &wide;
+    }
     default:
       return nullptr;
   }
