@@ -75,6 +75,8 @@ describe('bad input throws a clear error naming the argument', () => {
       normalized: false, outIndices: new Int32Array(1), outScores: new Float32Array(1), threads: 0 };
     expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 1000 }] } as never, false)).toThrow('shorter than its shape');
     expect(() => addon.cosineTopK({ ...good, segments: db } as never, false)).toThrow("'segments' must be an array");
+    expect(() => addon.cosineTopK({ ...good, dim: 2 ** 62 } as never, false)).toThrow('up to 2^53');
+    expect(() => addon.cosineTopK({ ...good, numQueries: 2 ** 40, dim: 2 ** 40 } as never, false)).toThrow('too large');
     expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 10, ids: new Int32Array(10) }] } as never, false))
       .toThrow('wrong typed-array type');
     expect(() => addon.cosineTopK({ ...good, segments: [{ rows: db, numRows: 10, ids: new BigInt64Array(9) }] } as never, false))

@@ -158,6 +158,8 @@ describe('cosineTopK: native equals the float64 reference', () => {
       expect(() => cosineTopK(queries, badRow, { dim, k: 3, normalized })).toThrow('not finite');
       expect(() => cosineTopK(badQuery, database, { dim, k: 3, normalized })).toThrow('not finite');
     }
+    // Against rows of norm 0 a cosine score is 0 whatever the query: the bad query is still reported.
+    expect(() => cosineTopK(badQuery, new Float32Array(8 * dim), { dim, k: 3 })).toThrow('not finite');
   });
 
   test('async equals sync; threads: 1 equals all cores', async () => {

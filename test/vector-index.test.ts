@@ -1,6 +1,9 @@
 // VectorIndex search, ids, removes and errors, checked against the float64 reference top-k.
 import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from '../lib';
+import { execFileSync } from 'child_process';
+import * as path from 'path';
 import { fileBindings } from '../lib/index/format';
+import { addonPath } from '../lib/native';
 import { IdTable } from '../lib/index/id-table';
 import { SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -454,6 +457,11 @@ test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose 
   expectExact(await index.search(queries, { k: 15 }), truth.allScores(queries), 15);
   index.dispose();
   await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
+});
+
+test('huge-page buffers can be allocated and released from several worker threads at once', () => {
+  const script = path.join(__dirname, 'helpers', 'large-pages-workers.js');
+  expect(execFileSync(process.execPath, [script, addonPath]).toString()).toBe('ok');
 });
 
 test('releaseLargePages detaches the buffer (its views become empty) and refuses foreign or released buffers', () => {

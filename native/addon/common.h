@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <initializer_list>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -14,8 +15,14 @@
 
 namespace camembed {
 
-// A typed array's data pointer, checked for kind and for holding at least `minBytes`.
-inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type, int64_t minBytes) {
+// A typed array's data pointer, checked for kind and for holding at least the product of `size`
+// bytes (element count factors times element bytes; a product that overflows is an error).
+inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
+                            std::initializer_list<int64_t> size) {
+  int64_t minBytes = 1;
+  for (int64_t factor : size)
+    if (__builtin_mul_overflow(minBytes, factor, &minBytes))
+      throw Napi::RangeError::New(opts.Env(), std::string("native: the shape given for '") + key + "' is too large");
   Napi::Value v = opts.Get(key);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
     throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' has the wrong typed-array type");
@@ -25,12 +32,13 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   return static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
 }
 
+// Integers up to 2^53 (beyond that a JS number is not exact).
 inline int64_t integerOption(const Napi::Object& opts, const char* key) {
   Napi::Value v = opts.Get(key);
   if (!v.IsNumber()) throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d != double(int64_t(d)) || d < 0)
-    throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' must be a non-negative integer");
+  if (!(d >= 0 && d <= 9007199254740992.0) || d != double(int64_t(d)))
+    throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' must be a non-negative integer up to 2^53");
   return int64_t(d);
 }
 

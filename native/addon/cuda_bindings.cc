@@ -48,6 +48,9 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   const int64_t rows = integerOption(opts, "rows"), dim = integerOption(opts, "dim");
   const HiddenType storage = storageOption(opts, "storage");
   const int device = int(integerOption(opts, "device"));
+  int64_t elements;
+  if (__builtin_mul_overflow(rows, dim, &elements) || elements > (int64_t(1) << 60))
+    throw Napi::RangeError::New(env, "native: cudaMatrixCreate: rows x dim is too large");
   CudaMatrix* raw = nullptr;
   Status s = cudaMatrixCreate(rows, dim, storage, device, &raw);
   if (!s.empty()) throw Napi::Error::New(env, s);
@@ -65,7 +68,7 @@ Napi::Value SetRows(const Napi::CallbackInfo& info) {
   const int64_t firstRow = integerOption(opts, "firstRow"), rowCount = integerOption(opts, "rowCount");
   const HiddenType dataType = storageOption(opts, "dataType");
   const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
-                                    rowCount * cudaMatrixDim(matrix.get()) * hiddenElementBytes(dataType));
+                                    {rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(dataType)});
   Status s = cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
   if (!s.empty()) throw Napi::Error::New(env, s);
   return env.Undefined();
@@ -89,9 +92,9 @@ Napi::Value Search(const Napi::CallbackInfo& info) {
   Napi::Object opts = info[1].As<Napi::Object>();
   const int64_t numQueries = integerOption(opts, "numQueries"), k = integerOption(opts, "k");
   const int64_t dim = cudaMatrixDim(matrix.get());
-  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, numQueries * dim * 4));
-  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, numQueries * k * 4));
-  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, numQueries * k * 4));
+  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}));
+  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {numQueries, k, 4}));
+  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}));
   const bool normalized = boolOption(opts, "normalized");
   const bool async = info[2].ToBoolean().Value();
   return runKernel(env, async, [matrix, queries, numQueries, k, normalized, outIndices, outScores]() {

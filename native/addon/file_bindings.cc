@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 
 #include "common.h"
@@ -60,7 +61,9 @@ struct LargePages {
   bool released;
 };
 
-// Live allocations by data pointer (JS thread only).
+// Live allocations by data pointer. One map for the process, shared by the main thread and any
+// worker threads (each with its own env), so every access holds largePagesLock.
+std::mutex largePagesLock;
 std::unordered_map<void*, LargePages*>& largePagesByData() {
   static std::unordered_map<void*, LargePages*> live;
   return live;
@@ -90,11 +93,17 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
 #endif
   Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(mapped));
   auto* pages = new LargePages{base, mapped, false};
-  largePagesByData()[start] = pages;
+  {
+    std::lock_guard<std::mutex> hold(largePagesLock);
+    largePagesByData()[start] = pages;
+  }
   // The record outlives an early release, so a late finalizer never unmaps a reused address.
   return Napi::ArrayBuffer::New(env, start, bytes, [](Napi::Env e, void* data, LargePages* p) {
     if (!p->released) {
-      largePagesByData().erase(data);
+      {
+        std::lock_guard<std::mutex> hold(largePagesLock);
+        largePagesByData().erase(data);
+      }
       unmapLargePages(e, p);
     }
     delete p;
@@ -107,11 +116,16 @@ Napi::Value ReleaseLargePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseLargePages(buffer) needs an ArrayBuffer");
   Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
-  auto found = largePagesByData().find(buffer.Data());
-  if (found == largePagesByData().end())
-    throw Napi::TypeError::New(env, "native: releaseLargePages: not a live buffer from allocateLargePages");
-  LargePages* pages = found->second;
-  largePagesByData().erase(found);
+  LargePages* pages = nullptr;
+  {
+    std::lock_guard<std::mutex> hold(largePagesLock);
+    auto found = largePagesByData().find(buffer.Data());
+    if (found != largePagesByData().end()) {
+      pages = found->second;
+      largePagesByData().erase(found);
+    }
+  }
+  if (pages == nullptr) throw Napi::TypeError::New(env, "native: releaseLargePages: not a live buffer from allocateLargePages");
   buffer.Detach();
   unmapLargePages(env, pages);
   return env.Undefined();
@@ -151,13 +165,13 @@ Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   ChecksumArgs a{};
-  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, 32));
+  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, {32}));
   Napi::Value bytes = opts.Get("bytes");
   if (!bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     throw Napi::TypeError::New(env, "native: 'bytes' must be a Uint8Array");
   a.length = int64_t(bytes.As<Napi::TypedArray>().ByteLength());
   if (a.length % 32 != 0) throw Napi::RangeError::New(env, "native: 'bytes' length must be a multiple of 32");
-  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, a.length));
+  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, {a.length}));
   const bool async = info[1].ToBoolean().Value();
   return runKernel(env, async, [a]() { return checksumUpdate(a); }, {opts.Get("lanes"), bytes});
 }

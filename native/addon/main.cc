@@ -36,10 +36,9 @@ Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
   else if (maskType == "int32") { a.maskType = MaskType::Int32; maskArray = napi_int32_array; }
   else if (maskType == "uint8") { a.maskType = MaskType::Uint8; maskArray = napi_uint8_array; }
   else throw Napi::TypeError::New(env, "native: 'maskType' must be 'int64', 'int32' or 'uint8'");
-  const int64_t tokens = a.batch * a.seq;
-  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), tokens * a.hiddenSize * hiddenElementBytes(a.hiddenType));
-  a.mask = typedArrayData(opts, "mask", maskArray, tokens * maskElementBytes(a.maskType));
-  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, a.batch * a.hiddenSize * 4));
+  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), {a.batch, a.seq, a.hiddenSize, hiddenElementBytes(a.hiddenType)});
+  a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)});
+  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}));
   a.normalize = boolOption(opts, "normalize");
   const int threads = int(integerOption(opts, "threads"));
   const int device = opts.Get("device").ToNumber().Int32Value();
@@ -59,9 +58,9 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
   a.dim = integerOption(opts, "dim");
   a.k = integerOption(opts, "k");
   a.databaseType = hiddenTypeOption(opts, "databaseType");
-  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, a.numQueries * a.dim * 4));
-  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, a.numQueries * a.k * 4));
-  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, a.numQueries * a.k * 4));
+  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {a.numQueries, a.dim, 4}));
+  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {a.numQueries, a.k, 4}));
+  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {a.numQueries, a.k, 4}));
   a.normalized = boolOption(opts, "normalized");
   std::vector<Napi::Value> keepAlive{opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")};
   Napi::Value list = opts.Get("segments");
@@ -73,10 +72,10 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
     Napi::Object seg = v.As<Napi::Object>();
     TopKSegment s{};
     s.numRows = integerOption(seg, "numRows");
-    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), s.numRows * a.dim * hiddenElementBytes(a.databaseType));
+    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), {s.numRows, a.dim, hiddenElementBytes(a.databaseType)});
     keepAlive.push_back(seg.Get("rows"));
     if (!seg.Get("ids").IsUndefined()) {
-      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, s.numRows * 8));
+      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}));
       keepAlive.push_back(seg.Get("ids"));
     }
     a.segments.push_back(s);
@@ -93,8 +92,8 @@ Napi::Value Float32ToFloat16(const Napi::CallbackInfo& info) {
   Napi::Value input = opts.Get("input");
   if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
   const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
-  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, n * 4));
-  auto* out = static_cast<uint16_t*>(typedArrayData(opts, "output", napi_uint16_array, n * 2));
+  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}));
+  auto* out = static_cast<uint16_t*>(typedArrayData(opts, "output", napi_uint16_array, {n, 2}));
   floatToHalfArray(in, out, n);
   return env.Undefined();
 }

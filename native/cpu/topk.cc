@@ -426,6 +426,10 @@ const PackedKernel* packedKernel(int64_t numQueries, bool half) {
   }
 }
 
+const char* const kNotFinite =
+    "cosineTopK: a score is not finite: the queries or the database contain NaN or infinite values "
+    "(or values so large that their products overflow float32)";
+
 }  // namespace
 
 Status cosineTopKCpu(const TopKArgs& a, int threads) {
@@ -455,8 +459,10 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       const float* x = a.queries + q * d;
       double sum = 0;
       for (int64_t i = 0; i < d; ++i) sum += double(x[i]) * x[i];
-      // A zero query stays zero and scores 0 against every row; NaN or infinity stays non-finite.
+      // A zero query stays zero and scores 0 against every row. NaN or infinity is reported here:
+      // against rows of norm 0 it would score 0 and go unnoticed.
       const double norm = std::sqrt(sum);
+      if (!std::isfinite(norm)) return kNotFinite;
       for (int64_t i = 0; i < d; ++i) unitQueries[q * d + i] = norm == 0 ? 0.0f : float(x[i] / norm);
     }
   }
@@ -497,7 +503,8 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   struct AlignedFree { void operator()(float* p) const { std::free(p); } };
   std::unique_ptr<float[], AlignedFree> qpack;      // [paddedQ / lanes][d][lanes]
   if (packed != nullptr) {
-    qpack.reset(static_cast<float*>(std::aligned_alloc(64, size_t(paddedQ * d * 4))));
+    const size_t bytes = size_t(paddedQ * d * 4 + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
+    qpack.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
     if (!qpack) return "out of memory: the kernel could not allocate its working memory";
     std::fill(qpack.get(), qpack.get() + paddedQ * d, 0.0f);
     for (int64_t q = 0; q < Q; ++q) {
@@ -595,9 +602,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     }
     if (nanHere) sawNaN = true;
   });
-  if (sawNaN)
-    return "cosineTopK: a score is not finite: the queries or the database contain NaN or infinite values "
-           "(or values so large that their squares overflow float32)";
+  if (sawNaN) return kNotFinite;
 
   // Merge the per-thread heaps of each query: sort their union and keep the k best.
   parallelRanges(Q, resolveThreads(threads), 64, [&](int, int64_t begin, int64_t end) {
