@@ -54,6 +54,21 @@ export interface CudaSearchResult {
 /** The largest k a CUDA search accepts (its final sort holds k candidates in shared memory). */
 export const CUDA_MAX_K = 2048;
 const FLOAT16_MAX = 65504;
+
+/**
+ * Cosine mode sends q / |q| (norm in float64): the same cosines, and no query under- or overflows
+ * on its way to float16 (queries of 1e-9s would round to zeros). A zero query stays zero.
+ */
+function unitQueries(queries: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array(queries.length);
+  for (let base = 0; base < queries.length; base += dim) {
+    let sum = 0;
+    for (let i = base; i < base + dim; i++) sum += queries[i] * queries[i];
+    const norm = Math.sqrt(sum) || 1;
+    for (let i = base; i < base + dim; i++) out[i] = queries[i] / norm;
+  }
+  return out;
+}
 const MAX_ROWS = 2 ** 31 - 1;  // row indices are int32
 
 /** A device index that exists here, or a clear error saying why not. */
@@ -174,18 +189,22 @@ export class CudaMatrix {
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
     const k = Math.min(requestedK, this.rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
-    // Queries are rounded to float16 for float16 storage: they must be finite and in its range.
-    const limit = this.storage === 'float16' ? FLOAT16_MAX : Infinity;
+    // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
+    // when sent as given (cosine mode sends unit vectors).
+    const limit = this.storage === 'float16' && normalized ? FLOAT16_MAX : Infinity;
     for (let i = 0; i < queries.length; i++) {
       const v = queries[i];
       if (!(Math.abs(v) <= limit)) {
         throw new RangeError(`queries[${i}] is ${v}: expected a finite value` +
-          (this.storage === 'float16' ? ' within +-65504 (float16 storage)' : ''));
+          (limit === FLOAT16_MAX ? ' within +-65504 (float16 storage, normalized: true)' : ''));
       }
     }
     const numQueries = queries.length / this.dim;
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
-    const args: NativeSearchArgs = { queries, numQueries, k, normalized, outIndices: result.indices, outScores: result.scores };
+    const sent = normalized ? queries : unitQueries(queries, this.dim);
+    const args: NativeSearchArgs = {
+      queries: sent, numQueries, k, normalized, outIndices: result.indices, outScores: result.scores,
+    };
     return { handle: this.handle, args, result };
   }
 }

@@ -69,7 +69,9 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
           // The values the GPU uses: float16 storage rounds rows and queries to float16.
           const half = storage === 'float16';
           const rowsUsed = half ? float32ToFloat16Array(rows) : rows;
-          const queriesUsed = half ? float16ToFloat32Array(float32ToFloat16Array(queries)) : queries;
+          // (Cosine mode sends unit queries: CudaMatrix scales them before the device rounds them.)
+          const queriesUsed = half ? float16ToFloat32Array(float32ToFloat16Array(normalized ? queries : unitRows(queries.slice(), c.dim)))
+            : queries;
           const m = CudaMatrix.create(rows, { rows: c.rows, dim: c.dim, storage });
           try {
             expect(m.bytes).toBeGreaterThanOrEqual(c.rows * c.dim * (half ? 2 : 4));
@@ -137,6 +139,24 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     b.free();
   });
 
+  test('cosine mode: queries far from 1 in magnitude (1e-9, 1e9) give the cosines of float16 storage', () => {
+    const dim = 64, rowsCount = 500;
+    const rows = randomSignedArray(random, rowsCount * dim);
+    const m = CudaMatrix.create(rows, { rows: rowsCount, dim });
+    try {
+      for (const scale of [1e-9, 1e9]) {
+        const queries = randomSignedArray(random, 3 * dim).map((x) => x * scale);
+        const rowsUsed = float32ToFloat16Array(rows);
+        const queriesUsed = float16ToFloat32Array(float32ToFloat16Array(unitRows(queries.slice(), dim)));
+        const result = m.search(queries, { k: 5 });
+        const expected = reference.cosineTopK(queriesUsed, rowsUsed, { dim, k: 5 });
+        expectTopKMatches(result, expected, queriesUsed, rowsUsed, dim, false, 1e-5, 1e-4);
+      }
+    } finally {
+      m.free();
+    }
+  });
+
   test('bad search arguments and bad data are clear errors', () => {
     const m = CudaMatrix.create(randomSignedArray(random, 20 * 4), { rows: 20, dim: 4 });
     try {
@@ -144,7 +164,8 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       expect(() => m.search(new Float32Array(0), { k: 1 })).toThrow(RangeError);
       expect(() => m.search(new Float32Array(4), { k: 0 })).toThrow(/options.k/);
       expect(() => m.search(new Float32Array([1, NaN, 0, 0]), { k: 1 })).toThrow(/queries\[1\] is NaN/);
-      expect(() => m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1 })).toThrow(/65504/);
+      expect(() => m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1, normalized: true })).toThrow(/65504/);
+      expect(m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1 }).k).toBe(1);  // cosine mode sends it as a unit vector
       expect(() => m.search(new Float32Array(4), { k: 1, normalized: 1 as unknown as boolean })).toThrow(TypeError);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -513,8 +514,18 @@ struct CudaMatrix {
   DeviceBuffer<char> data;     // [rows][stride] of storage
   DeviceBuffer<float> norms;   // [rows]
   cudaStream_t stream = nullptr;
-  std::mutex mutex;            // one search at a time: they share the workspace below
-  // Search workspace, kept (grow-only) until the matrix is freed.
+  std::mutex mutex;            // one use at a time (uploads, searches, free)
+
+  int64_t elementBytes() const { return hiddenElementBytes(storage); }
+};
+
+namespace {
+
+// The search workspace of one device, shared by all matrices on it, one search at a time (they
+// would compete for the GPU anyway): per matrix, a VectorIndex with one matrix per 64 MiB chunk
+// kept ~200 grow-only workspaces of up to ~256 MiB each. Kept (grow-only) until the process ends.
+struct SearchWorkspace {
+  std::mutex mutex;
   DeviceBuffer<float> hostQueries;  // [Q][dim] staging for host queries
   DeviceBuffer<char> queries;       // [Qpad][stride] of storage
   DeviceBuffer<float> queryNorms;   // [Qpad]
@@ -523,11 +534,17 @@ struct CudaMatrix {
   DeviceBuffer<float> thresholds;
   DeviceBuffer<int32_t> outIndices;
   DeviceBuffer<float> outScores;
-
-  int64_t elementBytes() const { return hiddenElementBytes(storage); }
 };
 
-namespace {
+SearchWorkspace& workspaceOf(int device) {
+  static std::mutex lock;
+  // Never destroyed: static destructors can run after the CUDA runtime has shut down.
+  static auto* all = new std::map<int, SearchWorkspace*>();
+  std::lock_guard<std::mutex> hold(lock);
+  SearchWorkspace*& w = (*all)[device];
+  if (w == nullptr) w = new SearchWorkspace();
+  return *w;
+}
 
 template <class Src, class Dst>
 void launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t rowOffset, int* badRow) {
@@ -551,9 +568,11 @@ Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, cons
   return "";
 }
 
-// Launches one search on `stream`: queries (float32, device) -> outIndices/outScores (device).
-Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized, int32_t* outIndices,
-                    float* outScores, cudaStream_t stream) {
+// Runs one search on `stream`: queries (float32, device) -> outIndices/outScores (device), with
+// the workspace `w` (its lock held). On an error the stream may still hold queued kernels: see
+// searchLocked.
+Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k, bool normalized,
+                    int32_t* outIndices, float* outScores, cudaStream_t stream) {
   const bool half = m->storage == HiddenType::Float16;
   // Query tile and block shape: small tiles for few queries so that Q = 1 reads the database
   // once without 128x wasted tensor work.
@@ -569,29 +588,29 @@ Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, b
   const int64_t capacity = k + maxLaunchRows;
 
   Status s;
-  if (!(s = m->queries.reserve(size_t(paddedQueries * m->stride * m->elementBytes()), "cosineTopK: cudaMalloc(queries)")).empty() ||
-      !(s = m->queryNorms.reserve(size_t(paddedQueries), "cosineTopK: cudaMalloc(query norms)")).empty() ||
-      !(s = m->keys.reserve(size_t(tileQueries * capacity), "cosineTopK: cudaMalloc(candidates)")).empty() ||
-      !(s = m->kept.reserve(size_t(tileQueries * k), "cosineTopK: cudaMalloc(candidates)")).empty() ||
-      !(s = m->counts.reserve(size_t(tileQueries), "cosineTopK: cudaMalloc(counts)")).empty() ||
-      !(s = m->thresholds.reserve(size_t(tileQueries), "cosineTopK: cudaMalloc(thresholds)")).empty() ||
-      !(s = m->flags.reserve(2, "cosineTopK: cudaMalloc(flags)")).empty())
+  if (!(s = w.queries.reserve(size_t(paddedQueries * m->stride * m->elementBytes()), "cosineTopK: cudaMalloc(queries)")).empty() ||
+      !(s = w.queryNorms.reserve(size_t(paddedQueries), "cosineTopK: cudaMalloc(query norms)")).empty() ||
+      !(s = w.keys.reserve(size_t(tileQueries * capacity), "cosineTopK: cudaMalloc(candidates)")).empty() ||
+      !(s = w.kept.reserve(size_t(tileQueries * k), "cosineTopK: cudaMalloc(candidates)")).empty() ||
+      !(s = w.counts.reserve(size_t(tileQueries), "cosineTopK: cudaMalloc(counts)")).empty() ||
+      !(s = w.thresholds.reserve(size_t(tileQueries), "cosineTopK: cudaMalloc(thresholds)")).empty() ||
+      !(s = w.flags.reserve(2, "cosineTopK: cudaMalloc(flags)")).empty())
     return s;
-  CAMEMBED_CUDA_TRY(cudaMemsetAsync(m->flags.get(), 0, 2 * sizeof(int), stream), "cosineTopK: cudaMemsetAsync");
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(w.flags.get(), 0, 2 * sizeof(int), stream), "cosineTopK: cudaMemsetAsync");
 
   if (half)
     prepareQueriesKernel<__half><<<unsigned(paddedQueries), 128, 0, stream>>>(
-        queries, Q, m->dim, m->stride, reinterpret_cast<__half*>(m->queries.get()), m->queryNorms.get(), m->flags.get());
+        queries, Q, m->dim, m->stride, reinterpret_cast<__half*>(w.queries.get()), w.queryNorms.get(), w.flags.get());
   else
     prepareQueriesKernel<float><<<unsigned(paddedQueries), 128, 0, stream>>>(
-        queries, Q, m->dim, m->stride, reinterpret_cast<float*>(m->queries.get()), m->queryNorms.get(), m->flags.get());
+        queries, Q, m->dim, m->stride, reinterpret_cast<float*>(w.queries.get()), w.queryNorms.get(), w.flags.get());
   CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching prepareQueries");
 
-  Candidates cand{m->keys.get(), m->counts.get(), m->thresholds.get(), capacity, m->flags.get()};
+  Candidates cand{w.keys.get(), w.counts.get(), w.thresholds.get(), capacity, w.flags.get()};
   for (int64_t q0 = 0; q0 < Q; q0 += tileQueries) {
     const int tq = int(std::min(tileQueries, Q - q0));
-    const char* tileQueriesData = m->queries.get() + q0 * m->stride * m->elementBytes();
-    const float* tileNorms = m->queryNorms.get() + q0;
+    const char* tileQueriesData = w.queries.get() + q0 * m->stride * m->elementBytes();
+    const float* tileNorms = w.queryNorms.get() + q0;
     resetCandidatesKernel<<<unsigned((tq + 255) / 256), 256, 0, stream>>>(cand.counts, cand.thresholds, tq);
     int64_t launchRows = std::min(maxLaunchRows, roundUp(std::max<int64_t>(kFirstLaunchRows, 2 * k), bn));
     for (int64_t r0 = 0; r0 < m->rows; r0 += launchRows, launchRows = std::min(maxLaunchRows, 2 * launchRows)) {
@@ -609,19 +628,31 @@ Status searchLocked(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, b
         if (!s.empty()) return s;
       }
       CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the score kernel");
-      compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, m->kept.get(), int(k));
+      compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, w.kept.get(), int(k));
       CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the selection kernel");
     }
     sortCandidatesKernel<<<unsigned(tq), kSortThreads, 0, stream>>>(cand, int(k), outIndices + q0 * k, outScores + q0 * k);
     CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the sort kernel");
   }
   int flags[2];
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(flags, m->flags.get(), sizeof(flags), cudaMemcpyDeviceToHost, stream),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(flags, w.flags.get(), sizeof(flags), cudaMemcpyDeviceToHost, stream),
                     "cosineTopK: reading the status flags");
   CAMEMBED_CUDA_TRY(cudaStreamSynchronize(stream), "cosineTopK: running the search kernels");
   if (flags[1]) return "cosineTopK: the queries hold NaN, infinity, or a value outside the float16 range (|x| > 65504)";
   if (flags[0]) return "cosineTopK: a score is NaN: the queries or the database contain NaN or infinite values";
   return "";
+}
+
+// searchLaunch, and on an error a wait for what it queued: the workspace is shared, so nothing
+// may still write to it (or to the caller's outputs) once the lock is released.
+Status searchLocked(CudaMatrix* m, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k, bool normalized,
+                    int32_t* outIndices, float* outScores, cudaStream_t stream) {
+  Status s = searchLaunch(m, w, queries, Q, k, normalized, outIndices, outScores, stream);
+  if (!s.empty()) {
+    cudaStreamSynchronize(stream);
+    cudaGetLastError();
+  }
+  return s;
 }
 
 Status checkSearchArgs(const CudaMatrix* m, int64_t Q, int64_t k) {
@@ -741,7 +772,9 @@ Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, in
   if (!s.empty() || Q == 0) return s;
   std::lock_guard<std::mutex> lock(m->mutex);
   if (!(s = useDevice(m->device)).empty()) return s;
-  return searchLocked(m, queries, Q, k, normalized, outIndices, outScores,
+  SearchWorkspace& w = workspaceOf(m->device);
+  std::lock_guard<std::mutex> workspaceLock(w.mutex);
+  return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores,
                       stream != nullptr ? static_cast<cudaStream_t>(stream) : m->stream);
 }
 
@@ -751,20 +784,22 @@ Status cudaMatrixSearch(CudaMatrix* m, const float* queries, int64_t Q, int64_t 
   if (!s.empty() || Q == 0) return s;
   std::lock_guard<std::mutex> lock(m->mutex);
   if (!(s = useDevice(m->device)).empty()) return s;
-  if (!(s = m->hostQueries.reserve(size_t(Q * m->dim), "cosineTopK: cudaMalloc(queries)")).empty() ||
-      !(s = m->outIndices.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty() ||
-      !(s = m->outScores.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty())
+  SearchWorkspace& w = workspaceOf(m->device);
+  std::lock_guard<std::mutex> workspaceLock(w.mutex);
+  if (!(s = w.hostQueries.reserve(size_t(Q * m->dim), "cosineTopK: cudaMalloc(queries)")).empty() ||
+      !(s = w.outIndices.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty() ||
+      !(s = w.outScores.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty())
     return s;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(m->hostQueries.get(), queries, size_t(Q * m->dim) * sizeof(float),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(w.hostQueries.get(), queries, size_t(Q * m->dim) * sizeof(float),
                                     cudaMemcpyHostToDevice, m->stream),
                     "cosineTopK: copying queries to the GPU");
-  if (!(s = searchLocked(m, m->hostQueries.get(), Q, k, normalized, m->outIndices.get(), m->outScores.get(), m->stream))
+  if (!(s = searchLocked(m, w, w.hostQueries.get(), Q, k, normalized, w.outIndices.get(), w.outScores.get(), m->stream))
            .empty())
     return s;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outIndices, m->outIndices.get(), size_t(Q * k) * sizeof(int32_t),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outIndices, w.outIndices.get(), size_t(Q * k) * sizeof(int32_t),
                                     cudaMemcpyDeviceToHost, m->stream),
                     "cosineTopK: copying results back");
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outScores, m->outScores.get(), size_t(Q * k) * sizeof(float),
+  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outScores, w.outScores.get(), size_t(Q * k) * sizeof(float),
                                     cudaMemcpyDeviceToHost, m->stream),
                     "cosineTopK: copying results back");
   CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "cosineTopK: copying results back");
