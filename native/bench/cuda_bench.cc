@@ -42,10 +42,12 @@ bool ok(const Status& s, const char* what) {
   return s.empty();
 }
 
-// Median milliseconds of `run` on `stream`: `warmup` untimed runs, then runs until `budgetMs`
-// of measured time or `maxRuns` (at least `minRuns`).
+// Median milliseconds of `run` on `stream`: `warmup` untimed runs, then samples until `budgetMs`
+// of measured time or `maxRuns` (at least `minRuns`). A sample times `repeat` runs back to back
+// and divides: for kernels of tens of microseconds, the host work between the start event and
+// the launch would otherwise count as kernel time.
 double medianMs(cudaStream_t stream, const std::function<void()>& run, int warmup, int minRuns, int maxRuns,
-                double budgetMs) {
+                double budgetMs, int repeat = 1) {
   for (int i = 0; i < warmup; ++i) run();
   cudaStreamSynchronize(stream);
   cudaEvent_t start, stop;
@@ -55,12 +57,12 @@ double medianMs(cudaStream_t stream, const std::function<void()>& run, int warmu
   double total = 0;
   while (int(times.size()) < minRuns || (int(times.size()) < maxRuns && total < budgetMs)) {
     cudaEventRecord(start, stream);
-    run();
+    for (int r = 0; r < repeat; ++r) run();
     cudaEventRecord(stop, stream);
     cudaEventSynchronize(stop);
     float ms = 0;
     cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
+    times.push_back(ms / repeat);
     total += ms;
   }
   cudaEventDestroy(start);
@@ -135,7 +137,7 @@ void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
     return;
   PoolArgs a{hidden, type, dmask, MaskType::Int64, B, T, H, true, static_cast<float*>(out)};
   Status status;
-  const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 20, 200, 300);
+  const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 10, 100, 300, 20);
   if (ok(status, "pooling")) {
     const double bytes = double(hiddenBytes + maskBytes + outBytes), gbs = bytes / (ms * 1e6);
     const std::string name = std::string("pool B=512 T=128 H=768 ") + (type == HiddenType::Float32 ? "f32" : "f16");
