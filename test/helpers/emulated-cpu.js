@@ -1,0 +1,47 @@
+// Run under `qemu-x86_64 -cpu <model>` (an older CPU than this one): exercises every native path
+// (pooling, top-k with both kernels and both dtypes, float16 conversion, a VectorIndex) against
+// the reference and prints a JSON report. A wrong-ISA instruction kills the process (SIGILL).
+const path = require('path');
+const dist = process.argv[2];
+const c = require(path.join(dist, 'index.js'));
+const { float32ToFloat16Fast } = require(path.join(dist, 'kernels.js'));
+const { VectorIndex } = require(path.join(dist, 'vector-index.js'));
+
+let seed = 777;
+const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+const floats = (n) => Float32Array.from({ length: n }, () => random() * 2 - 1);
+
+let mismatches = 0;
+const [batch, seq, hidden] = [3, 7, 37];
+const h = floats(batch * seq * hidden);
+const mask = Int32Array.from({ length: batch * seq }, (_, i) => (i % seq < 2 + (i % 5) ? 1 : 0));
+for (const input of [h, c.float32ToFloat16Array(h)]) {
+  const got = c.meanPoolNormalize(input, mask, { batch, seq, hidden });
+  const want = c.reference.meanPoolNormalize(input, mask, { batch, seq, hidden });
+  for (let i = 0; i < got.length; i++) if (Math.abs(got[i] - want[i]) > 1e-6) mismatches++;
+}
+const dim = 37, rows = 301;
+const db = floats(rows * dim);
+for (const queries of [1, 9, 20, 40]) {
+  const q = floats(queries * dim);
+  for (const data of [db, c.float32ToFloat16Array(db)]) {
+    for (const normalized of [false, true]) {
+      const got = c.cosineTopK(q, data, { dim, k: 7, normalized });
+      const want = c.reference.cosineTopK(q, data, { dim, k: 7, normalized });
+      for (let i = 0; i < got.indices.length; i++) {
+        if (got.indices[i] !== want.indices[i] || Math.abs(got.scores[i] - want.scores[i]) > 1e-5) mismatches++;
+      }
+    }
+  }
+}
+const halves = float32ToFloat16Fast(db);
+const reference = c.float32ToFloat16Array(db);
+for (let i = 0; i < halves.length; i++) if (halves[i] !== reference[i]) mismatches++;
+
+(async () => {
+  const index = new VectorIndex({ dim, dtype: 'float16' });
+  index.add(db);
+  const found = await index.search(db.subarray(0, 20 * dim), { k: 1 });
+  for (let i = 0; i < 20; i++) if (found.ids[i] !== BigInt(i)) mismatches++;
+  process.stdout.write(JSON.stringify({ simd: c.devices().cpu.simd, mismatches }));
+})();
