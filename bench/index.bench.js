@@ -1,7 +1,7 @@
 // VectorIndex search throughput: camembed CPU (float32, float16) against FAISS IndexFlatIP and
 // numpy matmul + argpartition (bench/index_baseline.py, Debian's python3-faiss) on the same
 // vectors, queries and thread count, with the machine's measured read bandwidth and sgemm rate.
-//   node bench/run.js index            N = 1,000,000 x 768 (needs ~8 GB free memory, ~20 min)
+//   node bench/run.js index            N = 1,000,000 x 768 (needs ~12 GB free memory, 5-20 min)
 //   CAMEMBED_BENCH_N=100000 node bench/run.js index       a smaller run
 //   CAMEMBED_BENCH_BASELINE=0 ...                          camembed only
 //   CAMEMBED_BENCH_ONLY=persistence ...                    only save / load / mmap load of the float32 index
