@@ -234,7 +234,7 @@ export async function cosineTopKSegmentsAsync(
 
 /**
  * float32 -> float16 bits in native code (F16C where the CPU has it): the same results as
- * float32ToFloat16Array (lib/float16.ts, the reference), ~50x faster.
+ * float32ToFloat16Array (lib/float16.ts, the reference), 14x faster (20M values: 12 vs 170 ms).
  */
 export function float32ToFloat16Fast(input: Float32Array): Uint16Array {
   const output = new Uint16Array(input.length);
