@@ -80,19 +80,24 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
   };
 }
 
+/** Rows of `queries` (a non-zero multiple of `dim` values, else a RangeError). */
+function queryCount(queries: Float32Array, dim: number): number {
+  if (queries.length === 0 || queries.length % dim !== 0) {
+    throw new RangeError(`queries has ${queries.length} elements: expected a non-zero multiple of options.dim (${dim})`);
+  }
+  return queries.length / dim;
+}
+
 export function prepareTopK(queries: unknown, database: unknown, options: unknown): NativeTopKArgs & { device: number } {
   const q = requireTypedArray<Float32Array>('queries', queries, ['Float32Array']);
   const db = requireTypedArray<HiddenStates>('database', database, ['Float32Array', 'Uint16Array']);
   const o = requireObject('options', options);
   const dim = requirePositiveInteger('options.dim', o.dim);
   const k = requirePositiveInteger('options.k', o.k);
-  if (q.length === 0 || q.length % dim !== 0) {
-    throw new RangeError(`queries has ${q.length} elements: expected a non-zero multiple of options.dim (${dim})`);
-  }
+  const numQueries = queryCount(q, dim);
   if (db.length === 0 || db.length % dim !== 0) {
     throw new RangeError(`database has ${db.length} elements: expected a non-zero multiple of options.dim (${dim})`);
   }
-  const numQueries = q.length / dim;
   const numRows = db.length / dim;
   if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
   const kept = Math.min(k, numRows);
@@ -218,11 +223,8 @@ export async function cosineTopKSegmentsAsync(
   const numRows = segments.reduce((sum, s) => sum + s.numRows, 0);
   const dim = requirePositiveInteger('options.dim', options.dim);
   const k = Math.min(requirePositiveInteger('options.k', options.k), numRows);
-  if (queries.length === 0 || queries.length % dim !== 0) {
-    throw new RangeError(`queries has ${queries.length} elements: expected a non-zero multiple of options.dim (${dim})`);
-  }
+  const numQueries = queryCount(queries, dim);
   if (numRows === 0) throw new RangeError('the database has no rows');
-  const numQueries = queries.length / dim;
   const args: NativeTopKArgs = {
     queries, numQueries, segments, databaseType: options.dtype, dim, k,
     normalized: options.normalized, outIndices: new Int32Array(numQueries * k), outScores: new Float32Array(numQueries * k),

@@ -1,5 +1,6 @@
 // A small, strict command-line parser shared by the subcommands: `--name value`,
 // `--name=value`, boolean `--flag`, and positional arguments. Unknown options are errors.
+import * as fs from 'fs';
 
 export class CliUsageError extends Error {}
 
@@ -49,4 +50,24 @@ export function helpText(usageLine: string, spec: OptionSpec): string {
     return `  --${name.padEnd(18)} ${s.help}${def}`;
   });
   return `usage: ${usageLine}\n\noptions:\n${rows.join('\n')}\n`;
+}
+
+/** parseArgs, except that `--help` prints the help and returns null (the command then stops). */
+export function parseCommand(argv: string[], spec: OptionSpec, usageLine: string): Parsed | null {
+  const parsed = parseArgs(argv, spec);
+  if (parsed.options.help !== true) return parsed;
+  process.stdout.write(helpText(usageLine, spec));
+  return null;
+}
+
+/** A string option that must be given; `placeholder` (e.g. '<folder>') goes into the message. */
+export function requiredString(options: Parsed['options'], name: string, placeholder?: string): string {
+  const value = options[name];
+  if (value === undefined) throw new CliUsageError(`--${name}${placeholder === undefined ? '' : ` ${placeholder}`} is required`);
+  return value as string;
+}
+
+/** A usage error unless `file`, the value of --name, exists. */
+export function requireExists(name: string, file: string): void {
+  if (!fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
 }

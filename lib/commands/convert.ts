@@ -1,5 +1,5 @@
 // camembed convert <dir>: safetensors weights of a sentence-transformers folder → ONNX graph.
-import { parseArgs, helpText, CliUsageError, OptionSpec } from './args';
+import { CliUsageError, OptionSpec, parseCommand } from './args';
 import { convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s safetensors weights to an ONNX graph';
@@ -12,11 +12,9 @@ const SPEC: OptionSpec = {
 };
 
 export async function run(argv: string[]): Promise<void> {
-  const { options, positional } = parseArgs(argv, SPEC);
-  if (options.help === true) {
-    process.stdout.write(helpText('camembed convert <dir> [options]', SPEC));
-    return;
-  }
+  const parsed = parseCommand(argv, SPEC, 'camembed convert <dir> [options]');
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one model folder, got ${positional.length} arguments`);
   const dtype = options.dtype as string;
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);

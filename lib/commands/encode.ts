@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
-import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -46,17 +46,13 @@ function npyHeader(rows: number, dim: number): Buffer {
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const { options, positional } = parseArgs(argv, SPEC);
-  if (options.help === true) {
-    process.stdout.write(helpText('camembed encode --input texts.txt --output vectors.npy [--model M]', SPEC));
-    return;
-  }
+  const parsed = parseCommand(argv, SPEC, 'camembed encode --input texts.txt --output vectors.npy [--model M]');
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
-  const input = options.input as string | undefined;
-  const output = options.output as string | undefined;
-  if (input === undefined) throw new CliUsageError('--input is required');
-  if (output === undefined) throw new CliUsageError('--output is required');
-  if (!fs.existsSync(input)) throw new CliUsageError(`--input ${input} does not exist`);
+  const input = requiredString(options, 'input');
+  const output = requiredString(options, 'output');
+  requireExists('input', input);
 
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',

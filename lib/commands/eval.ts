@@ -3,7 +3,7 @@ import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { parseMetric } from '../eval/metrics';
 import { DEFAULT_METRICS, defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
-import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+import { CliUsageError, helpText, OptionSpec, parseCommand } from './args';
 
 export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
@@ -42,11 +42,9 @@ function formatTable(result: RetrievalEvaluation): string {
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const { options, positional } = parseArgs(argv, spec);
-  if (options.help) {
-    process.stdout.write(helpText(USAGE, spec));
-    return;
-  }
+  const parsed = parseCommand(argv, spec, USAGE);
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
   for (const name of ['collection', 'queries', 'qrels']) {
     if (options[name] === undefined) throw new CliUsageError(`--${name} is required\n\n${helpText(USAGE, spec)}`);

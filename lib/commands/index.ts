@@ -6,7 +6,7 @@ import * as readline from 'readline';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
-import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
 
@@ -29,18 +29,14 @@ export function readLines(file: string): AsyncIterable<string> {
 
 export async function run(argv: string[]): Promise<void> {
   const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]';
-  const { options, positional } = parseArgs(argv, SPEC);
-  if (options.help === true) {
-    process.stdout.write(helpText(usage, SPEC));
-    return;
-  }
+  const parsed = parseCommand(argv, SPEC, usage);
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build', got 'index ${positional[0] ?? ''}'`.trimEnd());
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
-  const input = options.input as string | undefined;
-  const output = options.output as string | undefined;
-  if (input === undefined) throw new CliUsageError('--input is required');
-  if (output === undefined) throw new CliUsageError('--output is required');
-  if (!fs.existsSync(input)) throw new CliUsageError(`--input ${input} does not exist`);
+  const input = requiredString(options, 'input');
+  const output = requiredString(options, 'output');
+  requireExists('input', input);
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);

@@ -1,5 +1,5 @@
 // camembed make-random-model: a sentence-transformers folder with seeded random CamemBERT weights.
-import { parseArgs, helpText, CliUsageError, OptionSpec } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
@@ -16,19 +16,16 @@ const SPEC: OptionSpec = {
 };
 
 export async function run(argv: string[]): Promise<void> {
-  const { options, positional } = parseArgs(argv, SPEC);
-  if (options.help === true) {
-    process.stdout.write(helpText('camembed make-random-model --tokenizer <folder> --out <folder> [options]', SPEC));
-    return;
-  }
+  const parsed = parseCommand(argv, SPEC, 'camembed make-random-model --tokenizer <folder> --out <folder> [options]');
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
-  if (options.tokenizer === undefined) throw new CliUsageError('--tokenizer <folder> is required');
-  if (options.out === undefined) throw new CliUsageError('--out <folder> is required');
+  const tokenizerDir = requiredString(options, 'tokenizer', '<folder>');
+  const out = requiredString(options, 'out', '<folder>');
   const start = Date.now();
   await makeRandomModel({
     layers: options.layers as number, hidden: options.hidden as number, heads: options.heads as number,
-    intermediate: options.intermediate as number, tokenizerDir: options.tokenizer as string,
-    outDir: options.out as string, seed: options.seed as number,
+    intermediate: options.intermediate as number, tokenizerDir, outDir: out, seed: options.seed as number,
   });
-  process.stderr.write(`wrote ${options.out} in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(`wrote ${out} in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

@@ -1,11 +1,10 @@
 // `camembed search`: encode one question (or a file of them) and print the top-k ids of an index
 // file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines.
-import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, helpText, OptionSpec, parseArgs } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 import { readLines } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -40,20 +39,17 @@ function formatResult(result: SearchResult, texts: string[], first: number, form
 
 export async function run(argv: string[]): Promise<void> {
   const usage = 'camembed search --index corpus.cmbd [--model M] [--k 10] ("une question" | --queries questions.txt)';
-  const { options, positional } = parseArgs(argv, SPEC);
-  if (options.help === true) {
-    process.stdout.write(helpText(usage, SPEC));
-    return;
-  }
-  const indexFile = options.index as string | undefined;
+  const parsed = parseCommand(argv, SPEC, usage);
+  if (parsed === null) return;
+  const { options, positional } = parsed;
   const queriesFile = options.queries as string | undefined;
-  if (indexFile === undefined) throw new CliUsageError('--index is required');
-  if (!fs.existsSync(indexFile)) throw new CliUsageError(`--index ${indexFile} does not exist`);
+  const indexFile = requiredString(options, 'index');
+  requireExists('index', indexFile);
   if ((queriesFile === undefined) === (positional.length === 0)) {
     throw new CliUsageError('give either one question argument or --queries FILE');
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
-  if (queriesFile !== undefined && !fs.existsSync(queriesFile)) throw new CliUsageError(`--queries ${queriesFile} does not exist`);
+  if (queriesFile !== undefined) requireExists('queries', queriesFile);
   const k = options.k as number;
   if (!Number.isInteger(k) || k < 1) throw new CliUsageError(`--k must be a positive integer, got ${k}`);
   const format = options.format as string;

@@ -63,8 +63,6 @@ class Ranking {
 class BoundedHeap {
  public:
   explicit BoundedHeap(size_t k = 0) : k_(k) {}
-  // Cheap pre-check on the score alone: most rows of a large database fail it.
-  bool mightTake(float score) const { return items_.size() < k_ || score >= items_.front().score; }
   void offer(const Candidate& c, const Ranking& better) {
     if (items_.size() < k_) {
       items_.push_back(c);
@@ -534,14 +532,15 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     std::vector<char> normTail(a.normalized ? 0 : size_t(4 * rowBytes));
     std::vector<float> rowNorms(size_t(groupRows), 1.0f);
     std::vector<float> block(size_t(groupRows * lanes));
-    // Packed path: per query, the score a row needs to enter its heap (padding lanes: never).
+    // Per query, the score a row needs to enter its heap: -inf until it holds k, then its worst
+    // score (padding lanes of the packed kernel: never). Most rows of a large database fail it.
     std::vector<float> thresholds(size_t(paddedQ), HUGE_VALF);
     std::fill(thresholds.begin(), thresholds.begin() + Q, -HUGE_VALF);
     std::vector<uint32_t> masks(static_cast<size_t>(groupRows));
     bool nanHere = false;
     auto offer = [&](int64_t q, float s, int64_t row) {
+      if (!(s >= thresholds[q])) return;
       BoundedHeap& heap = mine[q];
-      if (!heap.mightTake(s)) return;
       heap.offer({s, int32_t(row)}, better);
       if (heap.items().size() == size_t(a.k)) thresholds[q] = heap.items().front().score;
     };

@@ -766,44 +766,55 @@ int64_t cudaMatrixBytes(const CudaMatrix* m) {
 
 int64_t cudaMatrixDim(const CudaMatrix* m) { return m == nullptr ? 0 : m->dim; }
 
-Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized,
-                              int32_t* outIndices, float* outScores, void* stream) {
+namespace {
+
+// Checks the arguments, then runs search(workspace) holding the matrix's lock and its device's
+// workspace lock (always in that order), on the matrix's device.
+template <class Search>
+Status withSearchLocks(CudaMatrix* m, int64_t Q, int64_t k, Search&& search) {
   Status s = checkSearchArgs(m, Q, k);
   if (!s.empty() || Q == 0) return s;
   std::lock_guard<std::mutex> lock(m->mutex);
   if (!(s = useDevice(m->device)).empty()) return s;
   SearchWorkspace& w = workspaceOf(m->device);
   std::lock_guard<std::mutex> workspaceLock(w.mutex);
-  return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores,
-                      stream != nullptr ? static_cast<cudaStream_t>(stream) : m->stream);
+  return search(w);
+}
+
+}  // namespace
+
+Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized,
+                              int32_t* outIndices, float* outScores, void* stream) {
+  return withSearchLocks(m, Q, k, [&](SearchWorkspace& w) {
+    return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores,
+                        stream != nullptr ? static_cast<cudaStream_t>(stream) : m->stream);
+  });
 }
 
 Status cudaMatrixSearch(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized, int32_t* outIndices,
                         float* outScores) {
-  Status s = checkSearchArgs(m, Q, k);
-  if (!s.empty() || Q == 0) return s;
-  std::lock_guard<std::mutex> lock(m->mutex);
-  if (!(s = useDevice(m->device)).empty()) return s;
-  SearchWorkspace& w = workspaceOf(m->device);
-  std::lock_guard<std::mutex> workspaceLock(w.mutex);
-  if (!(s = w.hostQueries.reserve(size_t(Q * m->dim), "cosineTopK: cudaMalloc(queries)")).empty() ||
-      !(s = w.outIndices.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty() ||
-      !(s = w.outScores.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty())
-    return s;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(w.hostQueries.get(), queries, size_t(Q * m->dim) * sizeof(float),
-                                    cudaMemcpyHostToDevice, m->stream),
-                    "cosineTopK: copying queries to the GPU");
-  if (!(s = searchLocked(m, w, w.hostQueries.get(), Q, k, normalized, w.outIndices.get(), w.outScores.get(), m->stream))
-           .empty())
-    return s;
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outIndices, w.outIndices.get(), size_t(Q * k) * sizeof(int32_t),
-                                    cudaMemcpyDeviceToHost, m->stream),
-                    "cosineTopK: copying results back");
-  CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outScores, w.outScores.get(), size_t(Q * k) * sizeof(float),
-                                    cudaMemcpyDeviceToHost, m->stream),
-                    "cosineTopK: copying results back");
-  CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "cosineTopK: copying results back");
-  return "";
+  // Host queries and results are staged through the workspace.
+  return withSearchLocks(m, Q, k, [&](SearchWorkspace& w) -> Status {
+    Status s;
+    if (!(s = w.hostQueries.reserve(size_t(Q * m->dim), "cosineTopK: cudaMalloc(queries)")).empty() ||
+        !(s = w.outIndices.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty() ||
+        !(s = w.outScores.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty())
+      return s;
+    CAMEMBED_CUDA_TRY(cudaMemcpyAsync(w.hostQueries.get(), queries, size_t(Q * m->dim) * sizeof(float),
+                                      cudaMemcpyHostToDevice, m->stream),
+                      "cosineTopK: copying queries to the GPU");
+    if (!(s = searchLocked(m, w, w.hostQueries.get(), Q, k, normalized, w.outIndices.get(), w.outScores.get(), m->stream))
+             .empty())
+      return s;
+    CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outIndices, w.outIndices.get(), size_t(Q * k) * sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, m->stream),
+                      "cosineTopK: copying results back");
+    CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outScores, w.outScores.get(), size_t(Q * k) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, m->stream),
+                      "cosineTopK: copying results back");
+    CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "cosineTopK: copying results back");
+    return "";
+  });
 }
 
 }  // namespace camembed
