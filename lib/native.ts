@@ -1,5 +1,7 @@
-// Loads the compiled addon (build/Release/camembed.node). A missing or broken build is a clear
-// error that says how to rebuild, thrown when a native function is first needed.
+// Loads the compiled addon (build/Release/camembed.node, or the file named by the environment
+// variable CAMEMBED_ADDON: the tests load an addon built with the CUDA emulator that way). A
+// missing or broken build is a clear error that says how to rebuild, thrown when a native
+// function is first needed.
 import * as path from 'path';
 
 export interface NativeCudaDevice {
@@ -63,7 +65,9 @@ export interface NativeAddon {
   [binding: string]: unknown;
 }
 
-export const addonPath = path.resolve(__dirname, '..', 'build', 'Release', 'camembed.node');
+export const addonPath = process.env.CAMEMBED_ADDON
+  ? path.resolve(process.env.CAMEMBED_ADDON)
+  : path.resolve(__dirname, '..', 'build', 'Release', 'camembed.node');
 
 let addon: NativeAddon | undefined;
 

@@ -11,10 +11,13 @@ import { maxAbsDifference } from './helpers/compare';
 
 const TOLERANCE = 2e-5;  // float32 accumulation vs float64 on unit vectors of dim <= 1024
 
-/** What the index should hold: unit vectors (as add() computes them) by id. */
+/**
+ * What the index should hold: unit vectors (as add() computes them) by id. `queriesAs`: the type
+ * the kernel takes the unit queries in (float16 on CUDA with float16 storage: the tensor cores').
+ */
 class Truth {
   readonly rows = new Map<bigint, Float32Array>();
-  constructor(readonly dim: number, readonly dtype: 'float32' | 'float16' = 'float32') {}
+  constructor(readonly dim: number, readonly dtype: 'float32' | 'float16' = 'float32', readonly queriesAs: 'float32' | 'float16' = 'float32') {}
 
   /** `data`: rows already normalised. */
   add(data: Float32Array, ids: bigint[]): void {
@@ -31,7 +34,8 @@ class Truth {
     const db = new Float32Array(ids.length * this.dim);
     ids.forEach((id, r) => db.set(this.rows.get(id)!, r * this.dim));
     const stored = this.dtype === 'float32' ? db : float32ToFloat16Array(db);
-    const q = normalizeQueries ? normalizedCopy(queries, this.dim) : queries;
+    const unit = normalizeQueries ? normalizedCopy(queries, this.dim) : queries;
+    const q = this.queriesAs === 'float16' ? float16ToFloat32Array(float32ToFloat16Array(unit)) : unit;
     const all = reference.cosineTopK(q, stored, { dim: this.dim, k: ids.length, normalized: true });
     const n = ids.length;
     const scores = new Float32Array(all.scores.length);
@@ -391,7 +395,7 @@ describeGpu('VectorIndex on CUDA', () => {
     const index = new VectorIndex({ dim, device: 'cuda', chunkBytes: 500 * dim * 2 });
     expect(index.dtype).toBe('float16');
     index.add(data, ids);
-    const truth = new Truth(dim, 'float16');
+    const truth = new Truth(dim, 'float16', 'float16');
     truth.add(normalizedCopy(data, dim), ids);
     const queries = new Float32Array([...data.subarray(0, 2 * dim), ...randomSignedArray(random, 2 * dim)]);
     expectExact(await index.search(queries, { k: 20 }), truth.allScores(queries), 20);

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <utility>
 
 #include "camembed/types.h"
 
@@ -34,6 +35,25 @@ inline Status cudaStatus(cudaError_t err, const char* what) {
     ::camembed::Status status_ = ::camembed::cudaStatus((call), (what)); \
     if (!status_.empty()) return status_;                   \
   } while (0)
+
+// kernel<<<grid, block, sharedBytes, stream>>>(args...) through cudaLaunchKernelEx, which converts
+// the arguments to the kernel's parameter types and returns the launch error itself. (One launch
+// path also lets the CPU emulator of the tests, native/tests/emulator, run every kernel.)
+template <class... Params, class... Args>
+Status launchKernel(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, size_t sharedBytes,
+                    cudaStream_t stream, Args&&... args) {
+  const cudaLaunchConfig_t config = {grid, block, sharedBytes, stream, nullptr, 0};
+  return cudaStatus(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+}
+
+#ifndef CAMEMBED_CUDA_EMULATOR
+// The dynamic shared memory of the running block (the emulator defines its own).
+template <class T>
+__device__ __forceinline__ T* dynamicSharedMemory() {
+  extern __shared__ __align__(128) unsigned char bytes[];
+  return reinterpret_cast<T*>(bytes);
+}
+#endif
 
 // Makes `device` current for this thread (a bad index becomes a clear message).
 inline Status useDevice(int device) {

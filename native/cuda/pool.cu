@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
   // Count of unmasked tokens (the divisor), then one pass per column step (one for H <= 4096).
   int count = 0;
   float sumSquares = 0.0f;
-  float mean[VEC];
+  float mean[VEC] = {};
   for (int64_t step = 0; step < columnSteps; ++step) {
     const int64_t v = step * blockDim.x + threadIdx.x;
     const bool active = v < vectors;
@@ -162,12 +162,11 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
 }
 
 template <class T, int VEC>
-cudaError_t launchPool(const PoolArgs& a, cudaStream_t stream) {
+Status launchPool(const PoolArgs& a, cudaStream_t stream) {
   const int64_t vectors = a.hiddenSize / VEC;
   const int threads = int(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (vectors + 31) / 32 * 32)));
-  meanPoolKernel<T, VEC><<<unsigned(a.batch), threads, 0, stream>>>(static_cast<const T*>(a.hidden), a.mask, a.maskType,
-                                                                    a.seq, a.hiddenSize, a.normalize, a.out);
-  return cudaGetLastError();
+  return launchKernel("meanPoolNormalize: kernel launch", meanPoolKernel<T, VEC>, unsigned(a.batch), threads, 0, stream,
+                      static_cast<const T*>(a.hidden), a.mask, a.maskType, a.seq, a.hiddenSize, a.normalize, a.out);
 }
 
 }  // namespace
@@ -182,10 +181,8 @@ Status meanPoolNormalizeCudaDevice(const PoolArgs& a, int device, void* stream) 
   const int64_t rowBytes = a.hiddenSize * hiddenElementBytes(a.hiddenType);
   // 16-byte loads need 16-byte aligned rows.
   const bool wide = rowBytes % 16 == 0 && reinterpret_cast<uintptr_t>(a.hidden) % 16 == 0;
-  cudaError_t err = a.hiddenType == HiddenType::Float32
-                        ? (wide ? launchPool<float, 4>(a, st) : launchPool<float, 1>(a, st))
-                        : (wide ? launchPool<__half, 8>(a, st) : launchPool<__half, 1>(a, st));
-  return cudaStatus(err, "meanPoolNormalize: kernel launch");
+  return a.hiddenType == HiddenType::Float32 ? (wide ? launchPool<float, 4>(a, st) : launchPool<float, 1>(a, st))
+                                             : (wide ? launchPool<__half, 8>(a, st) : launchPool<__half, 1>(a, st));
 }
 
 Status meanPoolNormalizeCuda(const PoolArgs& host, int device) {

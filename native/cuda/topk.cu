@@ -112,7 +112,7 @@ int scoreHalfStages(int computeMajor) {
 }
 constexpr size_t scoreHalfStageBytes(int bm, int bk) { return size_t(bm + kHalfBN) * (bk + 8) * sizeof(__half); }
 
-#ifdef CAMEMBED_ASYNC_COPY
+#if defined(CAMEMBED_ASYNC_COPY) && !defined(CAMEMBED_CUDA_EMULATOR)  // the emulator defines its own
 // 16 bytes global -> shared without registers; zero-filled when !valid (src-size 0 reads nothing).
 __device__ __forceinline__ void copyAsync16(void* shared, const void* global, bool valid) {
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
@@ -136,8 +136,7 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   constexpr int A_LOADS = (A_CHUNKS + kScoreThreads - 1) / kScoreThreads, B_LOADS = B_CHUNKS / kScoreThreads;
   static_assert(FM >= 1 && FN >= 1 && B_CHUNKS % kScoreThreads == 0, "tile shape");
   constexpr int STAGE = (BM + BN) * LD;
-  extern __shared__ __align__(128) unsigned char dynamicShared[];  // scoreHalfStages() x STAGE halves
-  __half* smem = reinterpret_cast<__half*>(dynamicShared);
+  __half* smem = dynamicSharedMemory<__half>();  // scoreHalfStages() x STAGE halves
   static_assert(2 * STAGE * sizeof(__half) >= 8 * 256 * sizeof(float), "epilogue scratch must fit");
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -547,12 +546,13 @@ SearchWorkspace& workspaceOf(int device) {
 }
 
 template <class Src, class Dst>
-void launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t rowOffset, int* badRow) {
+Status launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t rowOffset, int* badRow) {
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((rows * 32 + threads - 1) / threads, 65536);
-  storeRowsKernel<Src, Dst><<<unsigned(blocks), threads, 0, m->stream>>>(
-      static_cast<const Src*>(src), rows, m->dim, m->stride,
-      reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset, badRow, int(rowOffset));
+  return launchKernel("CudaMatrix: launching the upload kernel", storeRowsKernel<Src, Dst>, unsigned(blocks), threads, 0,
+                      m->stream, static_cast<const Src*>(src), rows, m->dim, m->stride,
+                      reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset, badRow,
+                      int(rowOffset));
 }
 
 template <int BM, int WARPS_M, int BK>
@@ -562,10 +562,9 @@ Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, cons
   const size_t sharedBytes = scoreHalfStages(m->computeMajor) * scoreHalfStageBytes(BM, BK);
   CAMEMBED_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)),
                     "cosineTopK: cudaFuncSetAttribute");
-  kernel<<<grid, kScoreThreads, sharedBytes, stream>>>(queries, queryNorms, tileQueries,
-                                                       reinterpret_cast<const __half*>(m->data.get()), m->norms.get(),
-                                                       m->stride, rowBegin, rowEnd, normalized, cand);
-  return "";
+  return launchKernel("cosineTopK: launching the score kernel", kernel, grid, kScoreThreads, sharedBytes, stream, queries,
+                      queryNorms, tileQueries, reinterpret_cast<const __half*>(m->data.get()), m->norms.get(), m->stride,
+                      rowBegin, rowEnd, normalized, cand);
 }
 
 // Runs one search on `stream`: queries (float32, device) -> outIndices/outScores (device), with
@@ -598,41 +597,45 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
     return s;
   CAMEMBED_CUDA_TRY(cudaMemsetAsync(w.flags.get(), 0, 2 * sizeof(int), stream), "cosineTopK: cudaMemsetAsync");
 
-  if (half)
-    prepareQueriesKernel<__half><<<unsigned(paddedQueries), 128, 0, stream>>>(
-        queries, Q, m->dim, m->stride, reinterpret_cast<__half*>(w.queries.get()), w.queryNorms.get(), w.flags.get());
-  else
-    prepareQueriesKernel<float><<<unsigned(paddedQueries), 128, 0, stream>>>(
-        queries, Q, m->dim, m->stride, reinterpret_cast<float*>(w.queries.get()), w.queryNorms.get(), w.flags.get());
-  CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching prepareQueries");
+  s = half ? launchKernel("cosineTopK: launching prepareQueries", prepareQueriesKernel<__half>, unsigned(paddedQueries),
+                          128, 0, stream, queries, Q, m->dim, m->stride, reinterpret_cast<__half*>(w.queries.get()),
+                          w.queryNorms.get(), w.flags.get())
+           : launchKernel("cosineTopK: launching prepareQueries", prepareQueriesKernel<float>, unsigned(paddedQueries),
+                          128, 0, stream, queries, Q, m->dim, m->stride, reinterpret_cast<float*>(w.queries.get()),
+                          w.queryNorms.get(), w.flags.get());
+  if (!s.empty()) return s;
 
   Candidates cand{w.keys.get(), w.counts.get(), w.thresholds.get(), capacity, w.flags.get()};
   for (int64_t q0 = 0; q0 < Q; q0 += tileQueries) {
     const int tq = int(std::min(tileQueries, Q - q0));
     const char* tileQueriesData = w.queries.get() + q0 * m->stride * m->elementBytes();
     const float* tileNorms = w.queryNorms.get() + q0;
-    resetCandidatesKernel<<<unsigned((tq + 255) / 256), 256, 0, stream>>>(cand.counts, cand.thresholds, tq);
+    if (!(s = launchKernel("cosineTopK: launching the reset kernel", resetCandidatesKernel, unsigned((tq + 255) / 256),
+                           256, 0, stream, cand.counts, cand.thresholds, tq))
+             .empty())
+      return s;
     int64_t launchRows = std::min(maxLaunchRows, roundUp(std::max<int64_t>(kFirstLaunchRows, 2 * k), bn));
     for (int64_t r0 = 0; r0 < m->rows; r0 += launchRows, launchRows = std::min(maxLaunchRows, 2 * launchRows)) {
       const int64_t r1 = std::min(m->rows, r0 + launchRows);
       const dim3 grid(unsigned((tq + bm - 1) / bm), unsigned((r1 - r0 + bn - 1) / bn));
-      if (!half) {
-        scoreFloatKernel<<<grid, kScoreThreads, 0, stream>>>(
-            reinterpret_cast<const float*>(tileQueriesData), tileNorms, tq, reinterpret_cast<const float*>(m->data.get()),
-            m->norms.get(), m->stride, r0, r1, normalized, cand);
-      } else {
-        const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
-        s = bm == 16   ? launchScoreHalf<16, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
-            : bm == 64 ? launchScoreHalf<64, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
-                       : launchScoreHalf<128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
-        if (!s.empty()) return s;
-      }
-      CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the score kernel");
-      compactCandidatesKernel<<<unsigned(tq), kSelectThreads, 0, stream>>>(cand, w.kept.get(), int(k));
-      CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the selection kernel");
+      const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
+      s = !half      ? launchKernel("cosineTopK: launching the score kernel", scoreFloatKernel, grid, kScoreThreads, 0,
+                                    stream, reinterpret_cast<const float*>(tileQueriesData), tileNorms, tq,
+                                    reinterpret_cast<const float*>(m->data.get()), m->norms.get(), m->stride, r0, r1,
+                                    normalized, cand)
+          : bm == 16 ? launchScoreHalf<16, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+          : bm == 64 ? launchScoreHalf<64, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+                     : launchScoreHalf<128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
+      if (!s.empty() ||
+          !(s = launchKernel("cosineTopK: launching the selection kernel", compactCandidatesKernel, unsigned(tq),
+                             kSelectThreads, 0, stream, cand, w.kept.get(), int(k)))
+               .empty())
+        return s;
     }
-    sortCandidatesKernel<<<unsigned(tq), kSortThreads, 0, stream>>>(cand, int(k), outIndices + q0 * k, outScores + q0 * k);
-    CAMEMBED_CUDA_TRY(cudaGetLastError(), "cosineTopK: launching the sort kernel");
+    if (!(s = launchKernel("cosineTopK: launching the sort kernel", sortCandidatesKernel, unsigned(tq), kSortThreads, 0,
+                           stream, cand, int(k), outIndices + q0 * k, outScores + q0 * k))
+             .empty())
+      return s;
   }
   int flags[2];
   CAMEMBED_CUDA_TRY(cudaMemcpyAsync(flags, w.flags.get(), sizeof(flags), cudaMemcpyDeviceToHost, stream),
@@ -718,11 +721,11 @@ Status cudaMatrixSetRows(CudaMatrix* m, int64_t firstRow, const void* hostData, 
     CAMEMBED_CUDA_TRY(cudaMemcpyAsync(staging.get(), static_cast<const char*>(hostData) + r0 * sourceRowBytes,
                                       size_t(n * sourceRowBytes), cudaMemcpyHostToDevice, m->stream),
                       "CudaMatrix: copying rows to the GPU");
-    if (fromHalf && toHalf) launchStoreRows<__half, __half>(staging.get(), n, m, row, badRow.get());
-    else if (fromHalf) launchStoreRows<__half, float>(staging.get(), n, m, row, badRow.get());
-    else if (toHalf) launchStoreRows<float, __half>(staging.get(), n, m, row, badRow.get());
-    else launchStoreRows<float, float>(staging.get(), n, m, row, badRow.get());
-    CAMEMBED_CUDA_TRY(cudaGetLastError(), "CudaMatrix: launching the upload kernel");
+    s = fromHalf && toHalf ? launchStoreRows<__half, __half>(staging.get(), n, m, row, badRow.get())
+        : fromHalf         ? launchStoreRows<__half, float>(staging.get(), n, m, row, badRow.get())
+        : toHalf           ? launchStoreRows<float, __half>(staging.get(), n, m, row, badRow.get())
+                           : launchStoreRows<float, float>(staging.get(), n, m, row, badRow.get());
+    if (!s.empty()) return s;
   }
   int firstBad = noBadRow;
   CAMEMBED_CUDA_TRY(cudaMemcpyAsync(&firstBad, badRow.get(), sizeof(int), cudaMemcpyDeviceToHost, m->stream),
