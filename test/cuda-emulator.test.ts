@@ -1,0 +1,70 @@
+// The CUDA code run on the CPU by the emulator of native/tests/emulator (see its README), so that
+// it is tested on every machine, not only in the rare sessions with a GPU: the C++ parity tests
+// (built with AddressSanitizer) on an emulated sm_90 (cp.async path) and sm_75 (portable path),
+// and the jest CUDA tests (cuda.test.ts, VectorIndex on CUDA) on an addon built against the
+// emulator. Skips with a message off Linux x86-64 (the emulator's fiber switch is x86-64 code).
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const root = path.resolve(__dirname, '..');
+const testsBuild = path.join(root, 'build', 'emulator');
+const addonBuild = path.join(root, 'build', 'emulator-addon');
+const supported = process.platform === 'linux' && process.arch === 'x64';
+if (!supported) {
+  // eslint-disable-next-line no-console
+  console.log(`cuda-emulator.test: skipped: the CUDA emulator needs Linux x86-64, this is ${process.platform} ${process.arch}`);
+}
+
+/** Runs a command; a failure is an error carrying the end of its output. */
+function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { cwd: root, env, maxBuffer: 1 << 28 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${path.basename(file)} ${args.join(' ')}: ${error.message}\n${(stdout + stderr).slice(-4000)}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+(supported ? describe : describe.skip)('the CUDA code on the CPU emulator', () => {
+  beforeAll(async () => {
+    await run('cmake', ['-S', root, '-B', testsBuild, '-DCAMEMBED_CUDA_EMULATOR=ON']);
+    await run('cmake', ['--build', testsBuild, '-j', String(os.cpus().length)]);
+    await run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', addonBuild,
+      '--CDCAMEMBED_CUDA_EMULATOR=ON', '--target', 'camembed']);
+  }, 600_000);
+
+  for (const sm of [90, 75]) {
+    for (const name of ['cuda_pool_test', 'cuda_topk_test']) {
+      test(`${name} on an emulated sm_${sm}`, async () => {
+        const output = await run(path.join(testsBuild, `${name}_emulated_sm${sm}`), []);
+        expect(output).toContain(`on camembed CUDA emulator (sm_${sm})`);
+        expect(output).toContain(`PASS ${name}`);
+      }, 300_000);
+    }
+  }
+
+  test('the jest CUDA tests pass on an addon built against the emulator', async () => {
+    const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-emulator-')), 'report.json');
+    const env = { ...process.env, CAMEMBED_ADDON: path.join(addonBuild, 'Release', 'camembed.node') };
+    await run(process.execPath, [require.resolve('jest/bin/jest'), 'test/cuda.test.ts', 'test/vector-index.test.ts',
+      '--testNamePattern', 'CUDA|GPU|cuda', '--json', `--outputFile=${report}`], env);
+    const results = JSON.parse(fs.readFileSync(report, 'utf8')) as {
+      testResults: { assertionResults: { ancestorTitles: string[]; status: string }[] }[];
+    };
+    const passedIn = new Map<string, number>();
+    for (const file of results.testResults) {
+      for (const t of file.assertionResults) {
+        expect(t.status).not.toBe('failed');
+        if (t.status === 'passed' && t.ancestorTitles.length > 0) {
+          passedIn.set(t.ancestorTitles[0], (passedIn.get(t.ancestorTitles[0]) ?? 0) + 1);
+        }
+      }
+    }
+    // The GPU-only groups ran (they skip where no CUDA device is seen).
+    expect(passedIn.get('CudaMatrix on the GPU')).toBeGreaterThanOrEqual(20);
+    expect(passedIn.get("one-shot cosineTopK / meanPoolNormalize with device: 'cuda'")).toBeGreaterThanOrEqual(1);
+    expect(passedIn.get('VectorIndex on CUDA')).toBeGreaterThanOrEqual(1);
+  }, 300_000);
+});
