@@ -102,9 +102,10 @@ def summary(bench_path, baselines_path):
     print("\n==== camembed CUDA summary (same card, same run) ====")
     print(f"device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
     for kind in ("pool_f32", "pool_f16"):
-        v = next((v for key, v in ours.items() if key[0] == kind), None)
-        if v:
-            print(f"pooling {kind[5:]} B=512 T=128 H=768: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
+        key = next((key for key in ours if key[0] == kind), None)
+        if key:
+            v = ours[key]
+            print(f"pooling {kind[5:]} B={key[1]} T={key[2]} H={key[3]}: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
                   f"{100 * v[1] / copy_gbs:.1f}% of copy (target >= 80%)")
     print(f"\n{'N':>9} {'Q':>5} {'k':>5} | {'ours ms':>9} {'GB/s':>7} {'TFLOP/s':>7} | "
           f"{'torch mm+topk':>13} {'torch mm':>9} | {'speedup':>7}")

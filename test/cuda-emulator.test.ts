@@ -1,8 +1,8 @@
 // The CUDA code run on the CPU by the emulator of native/tests/emulator (see its README), so that
 // it is tested on every machine, not only in the rare sessions with a GPU: the C++ parity tests
 // (built with AddressSanitizer) on an emulated sm_90 (cp.async path) and sm_75 (portable path),
-// and the jest CUDA tests (cuda.test.ts, VectorIndex on CUDA) on an addon built against the
-// emulator. Skips with a message off Linux x86-64 (the emulator's fiber switch is x86-64 code).
+// the GPU check's benchmark and summary at tiny sizes, and the jest CUDA tests (cuda.test.ts,
+// VectorIndex on CUDA) on an addon built against the emulator. Skips with a message off Linux x86-64 (the emulator's fiber switch is x86-64 code).
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -44,6 +44,33 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env)
       }, 300_000);
     }
   }
+
+  // scripts/gpu-check.sh's benchmark and final table, which otherwise first run in a GPU session.
+  test('cuda_bench --tiny and the summary of gpu_baselines.py run end to end', async () => {
+    const bench = await run(path.join(testsBuild, 'cuda_bench_emulated_sm90'), ['--tiny']);
+    const rows = bench.split('\n').filter((line) => line.startsWith('csv,')).map((line) => line.split(','));
+    expect(rows.map((r) => r[1])).toEqual(['copy', 'pool_f32', 'pool_f16', ...Array(6).fill('topk')]);
+    for (const r of rows) expect(Number(r[6])).toBeGreaterThan(0);  // milliseconds
+    let python = true;
+    try {
+      await run('python3', ['--version']);
+    } catch {
+      python = false;
+      // eslint-disable-next-line no-console
+      console.log('cuda-emulator.test: summary check skipped: no python3');
+    }
+    if (!python) return;
+    // A torch row at twice our time for one shape: the table must join it and show 2.00x.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-bench-'));
+    const ours = rows.find((r) => r[1] === 'topk' && r[3] === '17' && r[4] === '100')!;
+    fs.writeFileSync(path.join(dir, 'bench.txt'), bench);
+    fs.writeFileSync(path.join(dir, 'baselines.txt'), `csv,torch_topk,1100,17,100,768,${2 * Number(ours[6])},1,1\n`);
+    const summary = await run('python3', ['scripts/gpu_baselines.py', '--summary', path.join(dir, 'bench.txt'), path.join(dir, 'baselines.txt')]);
+    expect(summary).toContain('pooling f16 B=4 T=16 H=768');
+    expect(summary).toMatch(/\n +1100 +17 +100 \|.*\|.*\| +2\.00x\n/);
+    expect(summary.split('\n').filter((line) => /^ +1100 /.test(line))).toHaveLength(6);
+    expect(summary).toContain('targets (issue 5):');
+  }, 300_000);
 
   test('the jest CUDA tests pass on an addon built against the emulator', async () => {
     const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-emulator-')), 'report.json');

@@ -3,7 +3,8 @@
 // random inputs larger than L2. Prints a table and, per result, a CSV line starting "csv,"
 // (scripts/gpu_baselines.py reads them to compare with torch on the same card).
 //
-//   cuda_bench [--quick]      (--quick: N = 1,000,000 only, fewer query counts)
+//   cuda_bench [--quick | --tiny]   (--quick: N = 1,000,000 only, fewer query counts;
+//                                    --tiny: small sizes, a dry run on the CUDA emulator)
 //
 // Bytes and FLOPs counted (the floors):
 //   copy:    2 * bytes (read + write)
@@ -12,7 +13,6 @@
 //            (reported as the once-through floor N*d*2), 2*Q*N*d FLOPs
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -98,8 +98,14 @@ void fillFloat(float* out, size_t n, uint64_t seed) {
   }
 }
 
-double copyBandwidthGBs(cudaStream_t stream) {
-  const size_t bytes = size_t(1) << 30;
+// What one run measures: the shapes, or fewer (--quick), or tiny ones (--tiny).
+struct Sizes {
+  size_t copyBytes;
+  int64_t poolBatch, poolSeq;
+  std::vector<int64_t> rowCounts, queryCounts;
+};
+
+double copyBandwidthGBs(cudaStream_t stream, size_t bytes) {
   void *a = nullptr, *b = nullptr;
   if (!ok(cudaMalloc(&a, bytes), "cudaMalloc") || !ok(cudaMalloc(&b, bytes), "cudaMalloc")) return 0;
   if (!ok(cudaMemsetAsync(a, 1, bytes, stream), "cudaMemsetAsync")) return 0;
@@ -107,13 +113,14 @@ double copyBandwidthGBs(cudaStream_t stream) {
   cudaFree(a);
   cudaFree(b);
   const double gbs = 2.0 * bytes / (ms * 1e6);
-  std::printf("%-44s %10.3f ms %9.1f GB/s\n", "copy d2d 1 GiB (read + write)", ms, gbs);
+  std::printf("copy d2d %-35s %10.3f ms %9.1f GB/s\n", (std::to_string(bytes >> 20) + " MiB (read + write)").c_str(), ms,
+              gbs);
   std::printf("csv,copy,%zu,0,0,0,%.6f,%.3f,0\n", bytes, ms, gbs);
   return gbs;
 }
 
-void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
-  const int64_t B = 512, T = 128, H = 768, elem = hiddenElementBytes(type);
+void benchPooling(cudaStream_t stream, HiddenType type, int64_t B, int64_t T, double copyGBs) {
+  const int64_t H = 768, elem = hiddenElementBytes(type);
   const size_t hiddenBytes = size_t(B * T * H * elem), maskBytes = size_t(B * T * 8), outBytes = size_t(B * H * 4);
   std::vector<uint16_t> hostHalf;
   std::vector<float> hostFloat;
@@ -140,7 +147,8 @@ void benchPooling(cudaStream_t stream, HiddenType type, double copyGBs) {
   const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 10, 100, 300, 20);
   if (ok(status, "pooling")) {
     const double bytes = double(hiddenBytes + maskBytes + outBytes), gbs = bytes / (ms * 1e6);
-    const std::string name = std::string("pool B=512 T=128 H=768 ") + (type == HiddenType::Float32 ? "f32" : "f16");
+    const std::string name = "pool B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=768 " +
+                             (type == HiddenType::Float32 ? "f32" : "f16");
     std::printf("%-44s %10.3f ms %9.1f GB/s  %5.1f%% of copy\n", name.c_str(), ms, gbs, 100 * gbs / copyGBs);
     std::printf("csv,pool_%s,%lld,%lld,%lld,0,%.6f,%.3f,0\n", type == HiddenType::Float32 ? "f32" : "f16",
                 (long long)B, (long long)T, (long long)H, ms, gbs);
@@ -199,18 +207,19 @@ int main(int argc, char** argv) {
     std::printf("SKIP cuda_bench: no CUDA device (%s)\n", why.c_str());
     return 0;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const std::string mode = argc > 1 ? argv[1] : "";
+  const Sizes sizes = mode == "--tiny"    ? Sizes{size_t(1) << 20, 4, 16, {1100}, {1, 17}}
+                      : mode == "--quick" ? Sizes{size_t(1) << 30, 512, 128, {1000000}, {1, 256}}
+                                          : Sizes{size_t(1) << 30, 512, 128, {1000000, 8841823}, {1, 16, 256, 1024, 6980}};
   std::printf("cuda_bench on %s (sm_%d%d, %d SMs, %.1f GiB)\n", devices[0].name.c_str(), devices[0].computeMajor,
               devices[0].computeMinor, devices[0].multiprocessors, devices[0].totalMemoryBytes / 1073741824.0);
   if (!ok(cudaSetDevice(0), "cudaSetDevice")) return 1;
   cudaStream_t stream;
   if (!ok(cudaStreamCreate(&stream), "cudaStreamCreate")) return 1;
-  const double copyGBs = copyBandwidthGBs(stream);
-  benchPooling(stream, HiddenType::Float32, copyGBs);
-  benchPooling(stream, HiddenType::Float16, copyGBs);
-  const std::vector<int64_t> queryCounts = quick ? std::vector<int64_t>{1, 256} : std::vector<int64_t>{1, 16, 256, 1024, 6980};
-  benchTopK(stream, 1000000, queryCounts, copyGBs);
-  if (!quick) benchTopK(stream, 8841823, queryCounts, copyGBs);
+  const double copyGBs = copyBandwidthGBs(stream, sizes.copyBytes);
+  benchPooling(stream, HiddenType::Float32, sizes.poolBatch, sizes.poolSeq, copyGBs);
+  benchPooling(stream, HiddenType::Float16, sizes.poolBatch, sizes.poolSeq, copyGBs);
+  for (int64_t rows : sizes.rowCounts) benchTopK(stream, rows, sizes.queryCounts, copyGBs);
   cudaStreamDestroy(stream);
   return 0;
 }

@@ -4,6 +4,7 @@
 // relies on an order the GPU does not promise (a missing barrier) gives wrong results here too. Misuse is reported
 // on stderr and fails the launch (cudaErrorLaunchFailure), as a kernel fault would.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -592,4 +593,34 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return validStream(stream) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+
+struct CUevent_st {
+  std::chrono::steady_clock::time_point recorded;
+};
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (event == nullptr || !validStream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  event->recorded = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return event == nullptr ? fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  if (start == nullptr || stop == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(stop->recorded - start->recorded).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
 }
