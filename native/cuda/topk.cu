@@ -68,9 +68,10 @@ struct Candidates {
   int* flags;                // [0]: a score was NaN, [1]: a query held a bad value
 };
 
-// The epilogue shared by both score kernels.
+// The epilogue shared by both score kernels. `threshold`: the query's, read once by the caller
+// (thresholds change only between score launches, in compactCandidates).
 __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int64_t row, float dot, float queryNorm,
-                                           const float* __restrict__ rowNorms, bool normalized) {
+                                           float threshold, const float* __restrict__ rowNorms, bool normalized) {
   float s = dot;
   if (!normalized) {
     const float denom = queryNorm * rowNorms[row];
@@ -81,7 +82,7 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
     c.flags[0] = 1;
     return;
   }
-  if (s <= c.thresholds[qLocal]) return;
+  if (s <= threshold) return;
   const int slot = atomicAdd(&c.counts[qLocal], 1);
   c.keys[qLocal * c.capacity + slot] = makeKey(s, int32_t(row));
 }
@@ -257,6 +258,7 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
   for (int i = 0; i < FM; ++i) {
     const int64_t q = queryBase + warpM * WM + i * 16 + r;
     const float queryNorm = q < tileQueries ? queryNorms[q] : 0.0f;
+    const float threshold = q < tileQueries ? cand.thresholds[q] : 0.0f;
 #pragma unroll
     for (int j = 0; j < FN; ++j) {
       wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
@@ -264,7 +266,7 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
       if (q < tileQueries)
         for (int c = c0; c < c0 + 8; ++c) {
           const int64_t row = rowBase + warpN * WN + j * 16 + c;
-          if (row < rowEnd) offerScore(cand, int(q), row, scratch[r * 16 + c], queryNorm, rowNorms, normalized);
+          if (row < rowEnd) offerScore(cand, int(q), row, scratch[r * 16 + c], queryNorm, threshold, rowNorms, normalized);
         }
       __syncwarp();
     }
@@ -313,11 +315,11 @@ __global__ void __launch_bounds__(kScoreThreads) scoreFloatKernel(
   for (int i = 0; i < 4; ++i) {
     const int64_t q = queryBase + ty + 16 * i;
     if (q >= tileQueries) continue;
-    const float queryNorm = queryNorms[q];
+    const float queryNorm = queryNorms[q], threshold = cand.thresholds[q];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t row = rowBase + tx + 16 * j;
-      if (row < rowEnd) offerScore(cand, int(q), row, acc[i][j], queryNorm, rowNorms, normalized);
+      if (row < rowEnd) offerScore(cand, int(q), row, acc[i][j], queryNorm, threshold, rowNorms, normalized);
     }
   }
 }
