@@ -4,8 +4,9 @@
 # and the C++ tests for this GPU, runs the parity tests (ctest), the kernel benchmarks,
 # compute-sanitizer memcheck and racecheck on small cases (API errors not reported: the tests
 # provoke out-of-memory on purpose), the top-k parity test and a quick benchmark once more with
-# the portable (sm_70, V100) kernel path forced, and the torch baselines in the time left, and
-# prints a short table last. Every step's timeout comes from the time left, so a hang costs that
+# the portable (sm_70, V100) kernel path forced, the torch baselines, and (in the time left)
+# Nsight Compute on one full-size score launch and one compaction of a Q = 1024, k = 100 search,
+# and prints a short table last. Every step's timeout comes from the time left, so a hang costs that
 # step only and the table always prints. It fails (exit 1) if CUDA was not compiled in or the
 # tests skipped (no usable device). Logs go to $OUT (the device tool's output folder;
 # ./build/gpu-out when unset).
@@ -92,14 +93,26 @@ step "portable (sm_70) path: build, top-k parity, quick bench -> $OUT/portable.l
 grep -E "PASS|FAIL|SKIP|failures|topk f16" "$OUT/portable.log" | head -12
 
 step "torch baselines (in the time left) -> $OUT/baselines.txt"
-# The script checks its budget between measurements; the timeout leaves room for the last one.
-budget=$((DEADLINE - 45 - (SECONDS - begin)))
+# The script checks its budget between measurements; the timeout leaves room for the last one,
+# and 40 s are kept for the profile below.
+budget=$((DEADLINE - 85 - (SECONDS - begin)))
 if [ $budget -ge 20 ]; then
   capped $((budget + 25)) python3 scripts/gpu_baselines.py --time-budget "$budget" > "$OUT/baselines.txt" 2>&1 || status=1
 else
   echo "  skipped: out of time" | tee "$OUT/baselines.txt"
 fi
 tail -3 "$OUT/baselines.txt"
+
+step "kernel profile (ncu: one full-size score launch, one compaction; optional) -> $OUT/ncu-*.log"
+# Launches 1-6 of a tile are the short first ones (4,096 rows, doubling): the 7th is full size.
+for kernel in scoreHalfKernel:6 compactCandidatesKernel:6; do
+  name=${kernel%%:*}
+  capped 30 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
+    -k "regex:$name" --launch-skip "${kernel#*:}" --launch-count 1 "$BUILD/cuda_bench" --profile > "$OUT/ncu-$name.log" 2>&1 ||
+    echo "  $name: no profile (see $OUT/ncu-$name.log)"
+  grep -E "^  [a-zA-Z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per" \
+    "$OUT/ncu-$name.log" | head -8
+done
 
 step "done (exit $status)"
 python3 scripts/gpu_baselines.py --summary "$OUT/bench.txt" "$OUT/baselines.txt" | tee "$OUT/summary.txt"

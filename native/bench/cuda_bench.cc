@@ -3,8 +3,10 @@
 // random inputs larger than L2. Prints a table and, per result, a CSV line starting "csv,"
 // (scripts/gpu_baselines.py reads them to compare with torch on the same card).
 //
-//   cuda_bench [--quick | --tiny]   (--quick: N = 1,000,000 only, fewer query counts;
-//                                    --tiny: small sizes, a dry run on the CUDA emulator)
+//   cuda_bench [--quick | --tiny | --profile]
+//     --quick: N = 1,000,000 only, fewer query counts; --tiny: small sizes, a dry run on the CUDA
+//     emulator; --profile: one search (N = 1,000,000, Q = 1024, k = 100), nothing else, for
+//     Nsight Compute (scripts/gpu-check.sh)
 //
 // Bytes and FLOPs counted (the floors):
 //   copy:    2 * bytes (read + write)
@@ -98,11 +100,13 @@ void fillFloat(float* out, size_t n, uint64_t seed) {
   }
 }
 
-// What one run measures: the shapes, or fewer (--quick), or tiny ones (--tiny).
+// What one run measures: the shapes, or fewer (--quick), tiny ones (--tiny), or one
+// search run once (--profile: no copy, no pooling).
 struct Sizes {
-  size_t copyBytes;
+  size_t copyBytes;  // 0: neither copy nor pooling
   int64_t poolBatch, poolSeq;
-  std::vector<int64_t> rowCounts, queryCounts;
+  std::vector<int64_t> rowCounts, queryCounts, ks;
+  bool once;  // one run per search, no warm-up
 };
 
 double copyBandwidthGBs(cudaStream_t stream, size_t bytes) {
@@ -158,7 +162,8 @@ void benchPooling(cudaStream_t stream, HiddenType type, int64_t B, int64_t T, do
   cudaFree(out);
 }
 
-void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& queryCounts, double copyGBs) {
+void benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGBs) {
+  const std::vector<int64_t>& queryCounts = sizes.queryCounts;
   const int64_t d = 768;
   std::printf("generating and uploading %lld x %lld float16 rows...\n", (long long)N, (long long)d);
   std::unique_ptr<uint16_t[]> rows(new uint16_t[size_t(N * d)]);  // not zeroed first: 13.6 GB at N = 8.8M
@@ -166,7 +171,8 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
   CudaMatrix* m = nullptr;
   if (!ok(cudaMatrixCreateFrom(rows.get(), HiddenType::Float16, N, d, HiddenType::Float16, 0, &m), "upload")) return;
   rows.reset();
-  const int64_t maxQ = *std::max_element(queryCounts.begin(), queryCounts.end()), maxK = 1000;
+  const int64_t maxQ = *std::max_element(queryCounts.begin(), queryCounts.end());
+  const int64_t maxK = *std::max_element(sizes.ks.begin(), sizes.ks.end());
   std::vector<float> queries(size_t(maxQ * d));
   fillFloat(queries.data(), queries.size(), 7);
   for (float& v : queries) v /= 16.0f;
@@ -177,11 +183,12 @@ void benchTopK(cudaStream_t stream, int64_t N, const std::vector<int64_t>& query
     return;
   if (!ok(cudaMemcpy(dq, queries.data(), queries.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy")) return;
   for (int64_t Q : queryCounts)
-    for (int64_t k : {int64_t(10), int64_t(100), int64_t(1000)}) {
+    for (int64_t k : sizes.ks) {
       Status status;
       const bool large = double(Q) * double(N) > 1e11;
-      const double ms = medianMs(stream, [&] { status = cudaMatrixSearchDevice(m, dq, Q, k, true, di, ds, stream); },
-                                 1, large ? 3 : 5, 50, large ? 1500 : 500);
+      const auto search = [&] { status = cudaMatrixSearchDevice(m, dq, Q, k, true, di, ds, stream); };
+      const double ms = sizes.once ? medianMs(stream, search, 0, 1, 1, 0)
+                                   : medianMs(stream, search, 1, large ? 3 : 5, 50, large ? 1500 : 500);
       if (!ok(status, "search")) continue;
       const double bytes = double(N) * d * 2, flops = 2.0 * double(Q) * double(N) * d;
       const double gbs = bytes / (ms * 1e6), tflops = flops / (ms * 1e9);
@@ -208,18 +215,23 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string mode = argc > 1 ? argv[1] : "";
-  const Sizes sizes = mode == "--tiny"    ? Sizes{size_t(1) << 20, 4, 16, {1100}, {1, 17}}
-                      : mode == "--quick" ? Sizes{size_t(1) << 30, 512, 128, {1000000}, {1, 256}}
-                                          : Sizes{size_t(1) << 30, 512, 128, {1000000, 8841823}, {1, 16, 256, 1024, 6980}};
+  const std::vector<int64_t> ks = {10, 100, 1000};
+  const Sizes sizes = mode == "--tiny"      ? Sizes{size_t(1) << 20, 4, 16, {1100}, {1, 17}, ks, false}
+                      : mode == "--quick"   ? Sizes{size_t(1) << 30, 512, 128, {1000000}, {1, 256}, ks, false}
+                      : mode == "--profile" ? Sizes{0, 0, 0, {1000000}, {1024}, {100}, true}
+                                            : Sizes{size_t(1) << 30, 512, 128, {1000000, 8841823}, {1, 16, 256, 1024, 6980}, ks, false};
   std::printf("cuda_bench on %s (sm_%d%d, %d SMs, %.1f GiB)\n", devices[0].name.c_str(), devices[0].computeMajor,
               devices[0].computeMinor, devices[0].multiprocessors, devices[0].totalMemoryBytes / 1073741824.0);
   if (!ok(cudaSetDevice(0), "cudaSetDevice")) return 1;
   cudaStream_t stream;
   if (!ok(cudaStreamCreate(&stream), "cudaStreamCreate")) return 1;
-  const double copyGBs = copyBandwidthGBs(stream, sizes.copyBytes);
-  benchPooling(stream, HiddenType::Float32, sizes.poolBatch, sizes.poolSeq, copyGBs);
-  benchPooling(stream, HiddenType::Float16, sizes.poolBatch, sizes.poolSeq, copyGBs);
-  for (int64_t rows : sizes.rowCounts) benchTopK(stream, rows, sizes.queryCounts, copyGBs);
+  double copyGBs = 0;
+  if (sizes.copyBytes > 0) {
+    copyGBs = copyBandwidthGBs(stream, sizes.copyBytes);
+    benchPooling(stream, HiddenType::Float32, sizes.poolBatch, sizes.poolSeq, copyGBs);
+    benchPooling(stream, HiddenType::Float16, sizes.poolBatch, sizes.poolSeq, copyGBs);
+  }
+  for (int64_t rows : sizes.rowCounts) benchTopK(stream, rows, sizes, copyGBs);
   cudaStreamDestroy(stream);
   return 0;
 }
