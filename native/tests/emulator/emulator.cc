@@ -1,7 +1,8 @@
 // The CUDA emulator's runtime (see README.md): device memory with bounds-checked copies, and
-// kernels run block after block, each CUDA thread a fiber switching only at barriers
-// and warp operations. Fibers resume in a seeded random order after each barrier, so code that
-// relies on an order the GPU does not promise (a missing barrier) gives wrong results here too. Misuse is reported
+// kernels run block after block (in a random order), each CUDA thread a fiber switching only at
+// barriers and warp operations. Fibers resume in a seeded random order after each barrier, so
+// code that relies on an order the GPU does not promise (a missing barrier) gives wrong results
+// here too. Misuse is reported
 // on stderr and fails the launch (cudaErrorLaunchFailure), as a kernel fault would.
 #include <algorithm>
 #include <chrono>
@@ -162,7 +163,11 @@ struct BlockRun {
 BlockRun* run = nullptr;  // the block being run (one launch at a time: launchMutex)
 std::mutex launchMutex;
 std::vector<std::unique_ptr<char[]>> stacks;  // reused by every block
-std::mt19937_64 schedule(20261127);
+// The seed of every random choice (thread order, block order, cp.async completion), printed
+// with any failure; CAMEMBED_EMULATOR_SEED=<n> replays or varies it.
+const uint64_t scheduleSeed = std::getenv("CAMEMBED_EMULATOR_SEED") ? std::strtoull(std::getenv("CAMEMBED_EMULATOR_SEED"), nullptr, 10)
+                                                                   : 20261127;
+std::mt19937_64 schedule(scheduleSeed);
 
 void landCopies(const std::vector<PendingCopy>& group) {
   for (const PendingCopy& c : group) {
@@ -233,8 +238,14 @@ std::string runBlock(const dim3& blockIdx_, const cudaLaunchConfig_t& config, co
   while (stacks.size() < size_t(threads)) stacks.emplace_back(new char[kStackBytes]);
   std::vector<Fiber> fibers{size_t(threads)};
   std::vector<WarpState> warps{size_t((threads + 31) / 32)};
-  // Dynamic shared memory starts as garbage (NaN bits), as uninitialised shared memory would be.
-  std::unique_ptr<unsigned char[]> shared(config.dynamicSmemBytes ? new unsigned char[config.dynamicSmemBytes] : nullptr);
+  // Dynamic shared memory: 128-byte aligned (as the kernels declare it), starting as garbage (NaN
+  // bits), as uninitialised shared memory would be.
+  const auto alignedDelete = [](unsigned char* p) { ::operator delete[](p, std::align_val_t(128)); };
+  std::unique_ptr<unsigned char[], decltype(alignedDelete)> shared(
+      config.dynamicSmemBytes
+          ? static_cast<unsigned char*>(::operator new[](config.dynamicSmemBytes, std::align_val_t(128)))
+          : nullptr,
+      alignedDelete);
   if (shared) std::memset(shared.get(), 0xff, config.dynamicSmemBytes);
   BlockRun state;
   state.fibers = &fibers;
@@ -397,16 +408,31 @@ cudaError_t launch(const void* kernel, const cudaLaunchConfig_t& config, const s
   }
   if (!validStream(config.stream)) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::mutex> lock(launchMutex);
+  std::vector<dim3> blocks;  // in a random order: CUDA promises none
   for (unsigned z = 0; z < g.z; ++z)
     for (unsigned y = 0; y < g.y; ++y)
-      for (unsigned x = 0; x < g.x; ++x) {
-        const std::string error = runBlock(dim3(x, y, z), config, thread);
-        if (!error.empty()) {
-          std::fprintf(stderr, "CUDA emulator: %s\n", error.c_str());
-          return fail(cudaErrorLaunchFailure);
-        }
-      }
+      for (unsigned x = 0; x < g.x; ++x) blocks.push_back(dim3(x, y, z));
+  std::shuffle(blocks.begin(), blocks.end(), schedule);
+  for (const dim3& block : blocks) {
+    const std::string error = runBlock(block, config, thread);
+    if (!error.empty()) return launchFailure(error);
+  }
   return cudaSuccess;
+}
+
+cudaError_t launchFailure(const std::string& message) {
+  std::fprintf(stderr, "CUDA emulator (seed %llu): %s\n", (unsigned long long)scheduleSeed, message.c_str());
+  return fail(cudaErrorLaunchFailure);
+}
+
+bool onDevice(const void* pointer) { return ::onDevice(pointer, 0); }
+
+int laneId() { return run->current->linear % 32; }
+
+void checkWmmaPointer(const void* pointer, size_t ldmBytes) {
+  if (reinterpret_cast<uintptr_t>(pointer) % 32 != 0 || ldmBytes % 16 != 0)
+    fiberError(describe(*run->current) + ": a WMMA load or store at an address not 32-byte aligned, or with a stride " +
+               "that is not a multiple of 16 bytes");
 }
 
 const ThreadCoordinates& coordinates() { return run->current->coordinates; }
@@ -437,7 +463,12 @@ uint64_t warpExchange(unsigned mask, WarpOp op, uint64_t value, int parameter) {
 void copyAsync(void* shared, const void* global, int bytes) {
   if (reinterpret_cast<uintptr_t>(shared) % 16 != 0 || (bytes > 0 && reinterpret_cast<uintptr_t>(global) % 16 != 0))
     fiberError(describe(*run->current) + ": cp.async of 16 bytes at an address not 16-byte aligned");
-  run->current->openGroup.push_back({shared, global, bytes});
+  // A copy may complete as soon as it is issued, or only at the wait: half of them land at once
+  // here, so that a copy into a buffer other threads still read is caught as well as a read
+  // before the wait.
+  const PendingCopy copy{shared, global, bytes};
+  if (schedule() % 2) landCopies({copy});
+  else run->current->openGroup.push_back(copy);
 }
 
 void copyAsyncCommit() {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -108,6 +109,17 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 
 namespace emu {
 cudaError_t setFunctionAttribute(const void* kernel, cudaFuncAttribute attr, int value);
+// Prints the message (with the emulator's seed) and returns cudaErrorLaunchFailure.
+cudaError_t launchFailure(const std::string& message);
+bool onDevice(const void* pointer);  // inside (or one past) a device allocation
+template <class T>
+bool hostPointer(const T&) {
+  return false;
+}
+template <class T>
+bool hostPointer(T* pointer) {
+  return pointer != nullptr && !onDevice(pointer);
+}
 // Runs `thread` for every thread of every block of the grid (after checking the configuration).
 cudaError_t launch(const void* kernel, const cudaLaunchConfig_t& config, const std::function<void()>& thread);
 
@@ -117,6 +129,10 @@ struct ThreadCoordinates {
 };
 const ThreadCoordinates& coordinates();
 void* dynamicShared();
+
+int laneId();
+// WMMA's rule: a 256-bit aligned address, a stride that is a multiple of 16 bytes.
+void checkWmmaPointer(const void* pointer, size_t ldmBytes);
 
 void syncthreads(int line);
 bool syncthreadsOr(bool predicate, int line);
@@ -134,7 +150,7 @@ struct CollectiveCall {
 };
 CollectiveCall warpCollective(const void* pointer, unsigned ldm);
 
-// cp.async: the copies of a group land when a wait lets them (not before).
+// cp.async: a copy lands when it is issued or at the wait that covers it (at random).
 void copyAsync(void* shared, const void* global, int bytes);
 void copyAsyncCommit();
 void copyAsyncWait(int pending);
@@ -149,6 +165,9 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int val
 template <class... Params, class... Args>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Params...), Args&&... args) {
   std::tuple<Params...> converted(std::forward<Args>(args)...);
+  // Device memory is host memory here: a host pointer would work, where a GPU faults.
+  const bool hostArgument = std::apply([](const auto&... p) { return (emu::hostPointer(p) || ...); }, converted);
+  if (hostArgument) return emu::launchFailure("a kernel argument points outside device memory");
   // Each thread gets its own copy of the parameters, as on a GPU.
   return emu::launch(reinterpret_cast<const void*>(kernel), *config, [&] {
     std::tuple<Params...> own = converted;

@@ -2,7 +2,8 @@
 // Every lane holds the whole 16x16 tile (the hardware spreads it over the warp in an unspecified
 // layout, which correct code never relies on). The calls are warp-collective: each waits for the
 // whole warp (a __syncwarp); loads and stores check that every lane passes the same address and
-// stride; a product is computed by one lane and copied by the others.
+// stride, and WMMA's alignment rules; a product is computed by one lane and copied by the others;
+// a store writes only its lane's share of the tile, so reading the others' needs a __syncwarp.
 #pragma once
 #include <type_traits>
 
@@ -35,6 +36,7 @@ template <class Use, class Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __half, Layout>& f, const __half* p, unsigned ldm) {
   __syncwarp();
   emu::warpCollective(p, ldm);
+  emu::checkWmmaPointer(p, ldm * sizeof(__half));
   constexpr bool rowMajor = std::is_same<Layout, row_major>::value;
   for (unsigned i = 0; i < 16; ++i)
     for (unsigned j = 0; j < 16; ++j) f.x[i][j] = __half2float(rowMajor ? p[i * ldm + j] : p[j * ldm + i]);
@@ -59,8 +61,11 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t layout) {
   __syncwarp();
   emu::warpCollective(p, ldm);
+  emu::checkWmmaPointer(p, ldm * sizeof(float));
+  const unsigned lane = unsigned(emu::laneId());
   for (unsigned m = 0; m < 16; ++m)
-    for (unsigned n = 0; n < 16; ++n) p[layout == mem_row_major ? m * ldm + n : n * ldm + m] = f.x[m][n];
+    for (unsigned n = 0; n < 16; ++n)
+      if ((m * 16 + n) % 32 == lane) p[layout == mem_row_major ? m * ldm + n : n * ldm + m] = f.x[m][n];
 }
 
 }  // namespace wmma
