@@ -59,13 +59,13 @@ __device__ bool maskSet(const void* mask, MaskType type, int64_t i) {
 }
 
 // Sum over the block (blockDim.x a multiple of 32); every thread gets the result.
-__device__ float blockSum(float v, float* shared32) {
+__device__ double blockSum(double v, double* shared32) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   __syncthreads();  // shared32 may still be read by a previous call
   if (lane == 0) shared32[warp] = v;
   __syncthreads();
-  v = lane < warps ? shared32[lane] : 0.0f;
+  v = lane < warps ? shared32[lane] : 0.0;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
   using Load = typename V::Load;
   __shared__ int tokens[kMaxThreads];
   __shared__ int warpCounts[kMaxThreads / 32];
-  __shared__ float shared32[32];
+  __shared__ double shared32[32];
   const int64_t b = blockIdx.x;
   const int64_t vectors = hiddenSize / VEC;  // VEC divides hiddenSize (chosen by the host)
   const int64_t columnSteps = (vectors + blockDim.x - 1) / blockDim.x;
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
 
   // Count of unmasked tokens (the divisor), then one pass per column step (one for H <= 4096).
   int count = 0;
-  float sumSquares = 0.0f;
+  double sumSquares = 0.0;  // float64: squares of means beyond 1e19 overflow float32
   float mean[VEC] = {};
   for (int64_t step = 0; step < columnSteps; ++step) {
     const int64_t v = step * blockDim.x + threadIdx.x;
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) s += acc[u][i];
       mean[i] = s / denom;
-      if (active) sumSquares += mean[i] * mean[i];
+      if (active) sumSquares += double(mean[i]) * mean[i];
     }
     // With several column steps the means go out now and are rescaled below.
     if (active && (columnSteps > 1 || !normalize))
@@ -149,15 +149,15 @@ __global__ void __launch_bounds__(kMaxThreads) meanPoolKernel(const T* __restric
       for (int i = 0; i < VEC; ++i) outRow[v * VEC + i] = mean[i];
   }
   if (!normalize) return;
-  const float norm = fmaxf(sqrtf(blockSum(sumSquares, shared32)), 1e-12f);
+  const double norm = fmax(sqrt(blockSum(sumSquares, shared32)), 1e-12);
   if (columnSteps == 1) {
     const int64_t v = threadIdx.x;
     if (v < vectors)
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) outRow[v * VEC + i] = mean[i] / norm;
+      for (int i = 0; i < VEC; ++i) outRow[v * VEC + i] = float(mean[i] / norm);
   } else {
     // Written by this block before blockSum's barriers, so visible to every thread of it.
-    for (int64_t h = threadIdx.x; h < hiddenSize; h += blockDim.x) outRow[h] /= norm;
+    for (int64_t h = threadIdx.x; h < hiddenSize; h += blockDim.x) outRow[h] = float(outRow[h] / norm);
   }
 }
 

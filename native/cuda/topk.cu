@@ -74,8 +74,10 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
                                            float threshold, const float* __restrict__ rowNorms, bool normalized) {
   float s = dot;
   if (!normalized) {
-    const float denom = queryNorm * rowNorms[row];
-    s = denom == 0.0f ? 0.0f : s / denom;  // a zero vector scores 0, as on the CPU
+    // A zero vector scores 0, as on the CPU (tested first: 0 * infinity would be NaN). The product
+    // stays in range: float16 norms are below 2e6, and float32 queries come unit-scaled.
+    const float rowNorm = rowNorms[row];
+    s = queryNorm == 0.0f || rowNorm == 0.0f ? 0.0f : s / (queryNorm * rowNorm);
   }
   s += 0.0f;  // -0 -> +0, so that equal scores have equal keys
   if (s != s) {
@@ -336,25 +338,26 @@ __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
 
 // Floor: reads rows * dim * sizeof(Src), writes rows * stride * sizeof(Dst) + rows * 4 bytes.
-// badRow receives the lowest row holding a value that is not finite once stored.
+// badRow receives the lowest row holding a value that is not finite once stored. Norms are summed
+// in float64: float32 squares of components like 1e-25 or 1e20 would underflow or overflow.
 template <class Src, class Dst>
 __global__ void storeRowsKernel(const Src* __restrict__ src, int64_t rows, int64_t dim, int64_t stride,
                                 Dst* __restrict__ dst, float* __restrict__ norms, int* badRow, int rowOffset) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
-    float sumSquares = 0.0f;
+    double sumSquares = 0.0;
     bool bad = false;
     for (int64_t i = lane; i < stride; i += 32) {
       const Dst v = fromFloat<Dst>(i < dim ? toFloat(src[row * dim + i]) : 0.0f);
       dst[row * stride + i] = v;
       const float f = toFloat(v);
       bad |= !isfinite(f);
-      sumSquares = fmaf(f, f, sumSquares);
+      sumSquares += double(f) * f;
     }
     for (int o = 16; o > 0; o >>= 1) sumSquares += __shfl_xor_sync(0xffffffffu, sumSquares, o);
     if (__any_sync(0xffffffffu, bad) && lane == 0) atomicMin(badRow, rowOffset + int(row));
-    if (lane == 0) norms[row] = sqrtf(sumSquares);
+    if (lane == 0) norms[row] = float(sqrt(sumSquares));
   }
 }
 
@@ -475,30 +478,33 @@ __global__ void __launch_bounds__(kSortThreads) sortCandidatesKernel(Candidates 
 }
 
 // Queries -> storage type, padded to `stride` columns and to `paddedQueries` rows (zeros), with
-// the norms of the stored values. One block per padded row.
+// the norms of the stored values (summed in float64). With `unitScale` (cosine mode, float32
+// storage, as the CPU kernel does) the queries are stored divided by their float64 norm, and
+// their norms are 1 (0 for a zero query), so that dot products of queries like 1e20 cannot
+// overflow. One block per padded row.
 template <class Dst>
 __global__ void prepareQueriesKernel(const float* __restrict__ src, int64_t numQueries, int64_t dim, int64_t stride,
-                                     Dst* __restrict__ dst, float* __restrict__ norms, int* flags) {
-  __shared__ float partial[32];
+                                     Dst* __restrict__ dst, float* __restrict__ norms, int* flags, bool unitScale) {
+  __shared__ double partial[32];
   const int64_t q = blockIdx.x;
-  float sumSquares = 0.0f;
+  const float* row = src + q * dim;  // read only for q < numQueries
+  double sumSquares = 0.0;
   bool bad = false;
-  for (int64_t i = threadIdx.x; i < stride; i += blockDim.x) {
-    const Dst v = fromFloat<Dst>(q < numQueries && i < dim ? src[q * dim + i] : 0.0f);
-    dst[q * stride + i] = v;
-    const float f = toFloat(v);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float f = toFloat(fromFloat<Dst>(q < numQueries ? row[i] : 0.0f));
     bad |= !isfinite(f);
-    sumSquares = fmaf(f, f, sumSquares);
+    sumSquares += double(f) * f;
   }
   for (int o = 16; o > 0; o >>= 1) sumSquares += __shfl_xor_sync(0xffffffffu, sumSquares, o);
   if (__syncthreads_or(bad) && threadIdx.x == 0) flags[1] = 1;
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sumSquares;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.0f;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
-    norms[q] = sqrtf(total);
-  }
+  double total = 0.0;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
+  const double norm = sqrt(total), scale = unitScale && norm > 0.0 ? 1.0 / norm : 1.0;
+  for (int64_t i = threadIdx.x; i < stride; i += blockDim.x)
+    dst[q * stride + i] = fromFloat<Dst>(q < numQueries && i < dim ? float(row[i] * scale) : 0.0f);
+  if (threadIdx.x == 0) norms[q] = unitScale ? (norm > 0.0 ? 1.0f : 0.0f) : float(norm);
 }
 
 int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -610,10 +616,10 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
 
   s = half ? launchKernel("cosineTopK: launching prepareQueries", prepareQueriesKernel<__half>, unsigned(paddedQueries),
                           128, 0, stream, queries, Q, m->dim, m->stride, reinterpret_cast<__half*>(w.queries.get()),
-                          w.queryNorms.get(), w.flags.get())
+                          w.queryNorms.get(), w.flags.get(), false)
            : launchKernel("cosineTopK: launching prepareQueries", prepareQueriesKernel<float>, unsigned(paddedQueries),
                           128, 0, stream, queries, Q, m->dim, m->stride, reinterpret_cast<float*>(w.queries.get()),
-                          w.queryNorms.get(), w.flags.get());
+                          w.queryNorms.get(), w.flags.get(), !normalized);
   if (!s.empty()) return s;
 
   Candidates cand{w.keys.get(), w.counts.get(), w.thresholds.get(), capacity, w.flags.get()};

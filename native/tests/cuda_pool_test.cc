@@ -117,6 +117,27 @@ void checkDeviceVariant(Random& random) {
 }
 #endif
 
+// Float32 hidden states far from 1 (the norm in float64, as on the CPU): h[t][j] = (j + 1) * s
+// pools to (j + 1) * s and normalises by max(s * sqrt(204), 1e-12) (sentence-transformers' floor).
+void checkExtremeMagnitudes() {
+  for (double scale : {1e-20, 1e-10, 1e19, 1e30}) {
+    std::vector<float> hidden(16), gpu(8, std::nanf("")), cpu(8);
+    for (int t = 0; t < 2; ++t)
+      for (int j = 0; j < 8; ++j) hidden[size_t(t * 8 + j)] = float((j + 1) * scale);
+    const int64_t mask[2] = {1, 1};
+    PoolArgs a{hidden.data(), HiddenType::Float32, mask, MaskType::Int64, 1, 2, 8, true, gpu.data()};
+    const Status s = meanPoolNormalizeCuda(a, 0);
+    a.out = cpu.data();
+    check(s.empty() && meanPoolNormalizeCpu(a, 1).empty(), "pool extreme magnitudes: '" + s + "'");
+    for (int j = 0; j < 8; ++j) {
+      const double expected = (j + 1) * scale / std::max(scale * std::sqrt(204.0), 1e-12);
+      check(std::fabs(gpu[size_t(j)] - expected) <= 1e-6 * expected && std::fabs(cpu[size_t(j)] - expected) <= 1e-6 * expected,
+            "pool extreme magnitudes " + formatNumber(scale) + ": GPU " + std::to_string(gpu[size_t(j)]) + ", CPU " +
+                std::to_string(cpu[size_t(j)]) + " vs " + std::to_string(expected));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,6 +152,7 @@ int main(int argc, char** argv) {
       for (MaskType mt : {MaskType::Int64, MaskType::Int32, MaskType::Uint8})
         for (bool normalize : {true, false}) compareOne(s, in, ht, mt, normalize);
   }
+  checkExtremeMagnitudes();
 #ifdef CAMEMBED_WITH_CUDA
   checkDeviceVariant(random);
 #endif

@@ -173,6 +173,38 @@ void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized
   }
 }
 
+// Float32 storage in cosine mode with components far from 1 (norms in float64, queries scaled to
+// unit length, as on the CPU): rows (1..8) * s and e0, query (1..8) or (1..8) * s, score 1 and
+// 1/sqrt(204) whatever s; a zero query scores 0 against rows of 1e20 (no NaN error).
+void checkExtremeMagnitudes() {
+  for (double scale : {1e-25, 1e-21, 1e20, 1e30})
+    for (bool scaledQuery : {false, true}) {
+      std::vector<float> rows(16, 0.0f), query(8);
+      for (int i = 0; i < 8; ++i) {
+        rows[size_t(i)] = float((i + 1) * scale);
+        query[size_t(i)] = float((i + 1) * (scaledQuery ? scale : 1.0));
+      }
+      rows[8] = 1.0f;
+      const std::string what = "extreme magnitudes " + formatNumber(scale) + (scaledQuery ? " (query too)" : "");
+      CudaMatrix* m = nullptr;
+      std::vector<int32_t> idx(2, -1);
+      std::vector<float> score(2, std::nanf(""));
+      check(cudaMatrixCreateFrom(rows.data(), HiddenType::Float32, 2, 8, HiddenType::Float32, 0, &m).empty(), what + ": create");
+      const Status s = cudaMatrixSearch(m, query.data(), 1, 2, false, idx.data(), score.data());
+      check(s.empty() && idx[0] == 0 && idx[1] == 1 && std::fabs(score[0] - 1.0) <= 1e-5 &&
+                std::fabs(score[1] - 1.0 / std::sqrt(204.0)) <= 1e-5,
+            what + ": got '" + s + "' rows " + std::to_string(idx[0]) + ", " + std::to_string(idx[1]) + " scores " +
+                std::to_string(score[0]) + ", " + std::to_string(score[1]));
+      if (scale == 1e20) {
+        const std::vector<float> zero(8, 0.0f);
+        const Status z = cudaMatrixSearch(m, zero.data(), 1, 2, false, idx.data(), score.data());
+        check(z.empty() && score[0] == 0.0f && score[1] == 0.0f && idx[0] == 0 && idx[1] == 1,
+              what + ": zero query: '" + z + "'");
+      }
+      cudaMatrixFree(m);
+    }
+}
+
 // Errors are messages; afterwards a healthy matrix still searches correctly.
 void checkErrors(Random& random) {
   const Case c{300, 24, 3, 5};
@@ -265,6 +297,7 @@ int main(int argc, char** argv) {
       for (bool normalized : {false, true}) compareOne(c, halfStorage, false, normalized, random);
   compareOne({300, 20, 4, 9}, true, true, false, random);
   compareOne({300, 20, 4, 9}, false, true, true, random);
+  checkExtremeMagnitudes();
   checkErrors(random);
   return finish("cuda_topk_test");
 }

@@ -56,6 +56,13 @@ inline uint16_t floatToHalf(float f) {
   return uint16_t(sign | bits);
 }
 
+// A double as printf's %g writes it (std::to_string prints 1e-25 as 0.000000).
+inline std::string formatNumber(double x) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", x);
+  return text;
+}
+
 inline int failures = 0;
 inline void check(bool ok, const std::string& what) {
   if (!ok) {

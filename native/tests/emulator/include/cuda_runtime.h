@@ -197,6 +197,13 @@ inline float __shfl_xor_sync(unsigned mask, float v, int laneMask) {
   std::memcpy(&v, &bits, 4);
   return v;
 }
+inline double __shfl_xor_sync(unsigned mask, double v, int laneMask) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  bits = emu::warpExchange(mask, emu::WarpOp::ShflXor, bits, laneMask);
+  std::memcpy(&v, &bits, 8);
+  return v;
+}
 inline unsigned __shfl_up_sync(unsigned mask, unsigned v, unsigned delta) {
   return unsigned(emu::warpExchange(mask, emu::WarpOp::ShflUp, v, int(delta)));
 }
