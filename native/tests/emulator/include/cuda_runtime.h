@@ -190,18 +190,14 @@ T* dynamicSharedMemory() {
 }
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::warpExchange(mask, emu::WarpOp::Sync, 0, 0); }
-inline float __shfl_xor_sync(unsigned mask, float v, int laneMask) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  bits = uint32_t(emu::warpExchange(mask, emu::WarpOp::ShflXor, bits, laneMask));
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
-inline double __shfl_xor_sync(unsigned mask, double v, int laneMask) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, 8);
+// Any value of up to 8 bytes (CUDA has overloads for int, float, double, ...).
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int laneMask) {
+  static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
   bits = emu::warpExchange(mask, emu::WarpOp::ShflXor, bits, laneMask);
-  std::memcpy(&v, &bits, 8);
+  std::memcpy(&v, &bits, sizeof(T));
   return v;
 }
 inline unsigned __shfl_up_sync(unsigned mask, unsigned v, unsigned delta) {
