@@ -147,7 +147,6 @@ struct WarpState {
 };
 
 struct BlockRun {
-  std::vector<Fiber>* fibers = nullptr;
   std::vector<WarpState>* warps = nullptr;
   Fiber* current = nullptr;
   void* schedulerStackPointer = nullptr;
@@ -248,7 +247,6 @@ std::string runBlock(const dim3& blockIdx_, const cudaLaunchConfig_t& config, co
       alignedDelete);
   if (shared) std::memset(shared.get(), 0xff, config.dynamicSmemBytes);
   BlockRun state;
-  state.fibers = &fibers;
   state.warps = &warps;
   state.body = &body;
   state.dynamicShared = shared.get();
