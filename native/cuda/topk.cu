@@ -513,7 +513,8 @@ int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // it, within [256 MiB, 2 GiB]. Each list must hold k + one launch of rows, so a larger budget
 // means longer launches and fewer compactions (a launch of one block per query each), for the
 // same ~k * ln(N / 4096) appends in all: a 1,024-query tile on an 80 GB card scores 262K rows
-// per launch (32K at 256 MiB), 34 launches over 8.8M rows instead of 272.
+// per launch (32K at 256 MiB): 39 launches over 8.8M rows instead of 275 (counting the first,
+// doubling ones).
 int64_t candidateBudget(size_t totalMemory) {
   return std::clamp<int64_t>(int64_t(totalMemory / 32), int64_t(256) << 20, int64_t(2) << 30);
 }
@@ -524,7 +525,6 @@ int64_t candidateBudget(size_t totalMemory) {
 struct CudaMatrix {
   int device = 0;
   int computeMajor = 0;
-  int64_t candidateBytes = 0;  // candidateBudget() of its device
   int64_t rows = 0, dim = 0, stride = 0;
   HiddenType storage = HiddenType::Float16;
   DeviceBuffer<char> data;     // [rows][stride] of storage
@@ -542,6 +542,7 @@ namespace {
 // kept ~200 grow-only workspaces of up to ~256 MiB each. Kept (grow-only) until the process ends.
 struct SearchWorkspace {
   std::mutex mutex;
+  int64_t candidateBytes = 0;       // candidateBudget() of the device, set at its first search
   DeviceBuffer<float> hostQueries;  // [Q][dim] staging for host queries
   DeviceBuffer<char> queries;       // [Qpad][stride] of storage
   DeviceBuffer<float> queryNorms;   // [Qpad]
@@ -597,7 +598,12 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
   const int64_t paddedQueries = roundUp(Q, 128);
   int64_t tileQueries = std::min(roundUp(Q, bm), kMaxTileQueries);
   // Each query of a tile needs k + launchRows candidate slots and k kept slots (8 bytes each).
-  int64_t maxLaunchRows = m->candidateBytes / (tileQueries * 8) - 2 * k;
+  if (w.candidateBytes == 0) {
+    size_t freeBytes = 0, totalBytes = 0;
+    CAMEMBED_CUDA_TRY(cudaMemGetInfo(&freeBytes, &totalBytes), "cosineTopK: cudaMemGetInfo");
+    w.candidateBytes = candidateBudget(totalBytes);
+  }
+  int64_t maxLaunchRows = w.candidateBytes / (tileQueries * 8) - 2 * k;
   maxLaunchRows = std::min<int64_t>(maxLaunchRows, int64_t(kMaxGridY) * bn) / bn * bn;
   maxLaunchRows = std::min(maxLaunchRows, roundUp(m->rows, bn));
   if (maxLaunchRows < bn) return "cosineTopK: k is too large for the search workspace";
@@ -699,9 +705,6 @@ Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int devic
   m->storage = storage;
   CAMEMBED_CUDA_TRY(cudaDeviceGetAttribute(&m->computeMajor, cudaDevAttrComputeCapabilityMajor, device),
                     "CudaMatrix: cudaDeviceGetAttribute");
-  size_t freeBytes = 0, totalBytes = 0;
-  CAMEMBED_CUDA_TRY(cudaMemGetInfo(&freeBytes, &totalBytes), "CudaMatrix: cudaMemGetInfo");
-  m->candidateBytes = candidateBudget(totalBytes);
   CAMEMBED_CUDA_TRY(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), "CudaMatrix: cudaStreamCreate");
   std::unique_ptr<CudaMatrix, void (*)(CudaMatrix*)> guard(m.release(), cudaMatrixFree);  // frees on every error path
   if (!(s = guard->data.allocate(size_t(rows * guard->stride * guard->elementBytes()), "CudaMatrix: cudaMalloc(rows)"))
