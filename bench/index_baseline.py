@@ -49,10 +49,12 @@ def numpy_search(db, qs, k):
 
 def serve(db, queries):
     print("ready", flush=True)
+    shape, search = None, None  # the paired rounds ask for one shape several times in a row
     for line in sys.stdin:
         q, k, repeats = (int(x) for x in line.split())
-        search = numpy_search(db, np.ascontiguousarray(queries[:q]), k)
-        search()  # warm-up: first touch of the score buffer
+        if (q, k) != shape:  # one score buffer at a time (1 GB at Q = 256)
+            shape, search = (q, k), numpy_search(db, np.ascontiguousarray(queries[:q]), k)
+            search()  # warm-up: first touch of the score buffer
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

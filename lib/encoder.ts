@@ -80,7 +80,7 @@ interface ModelLayout {
 const CALL_COST_TOKENS = 16;
 
 /**
- * Up to this many hidden-state floats (4 MiB, ~0.15 ms of pooling) the pool runs inline, saving the
+ * Up to this many hidden-state floats (4 MiB, ~0.08 ms of pooling: bench/RESULTS.md) the pool runs inline, saving the
  * libuv thread-pool hop (10-40 us here); larger batches are pooled off the event loop.
  */
 const INLINE_POOL_FLOATS = 1 << 20;

@@ -236,7 +236,8 @@ export async function cosineTopKSegmentsAsync(
 
 /**
  * float32 -> float16 bits in native code (F16C where the CPU has it): the same results as
- * float32ToFloat16Array (lib/float16.ts, the reference), 14x faster (20M values: 12 vs 170 ms).
+ * float32ToFloat16Array (lib/float16.ts, the reference), 10.6x faster (20M values: 14.1 vs 149.0 ms,
+ * bench/RESULTS.md).
  */
 export function float32ToFloat16Fast(input: Float32Array): Uint16Array {
   const output = new Uint16Array(input.length);

@@ -444,22 +444,29 @@ test('a query that ties every row (zero vector) returns the lowest ids, also acr
 test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose return memory, results stay exact', async () => {
   const random = makeRandom(4242);
   const dim = 256;
-  const index = new VectorIndex({ dim, chunkBytes: 4 * 1024 * 1024 });  // 4,096 rows a chunk
+  const index = new VectorIndex({ dim, chunkBytes: 8 * 1024 * 1024 });  // 8,192 rows a chunk
+  const release = jest.spyOn(fileBindings(), 'releaseLargePages');
   const truth = new Truth(dim);
   let next = 0n;
-  for (let batch = 0; batch < 15; batch++) {  // 700-row adds: the last chunk grows by copies
+  for (let batch = 0; batch < 20; batch++) {  // 700-row adds: each chunk grows by copies, 4 MiB -> 8 MiB
     const data = normalizedCopy(randomSignedArray(random, 700 * dim), dim);
     const ids = Array.from({ length: 700 }, () => next++);
     index.add(data, BigInt64Array.from(ids));
     truth.add(data, ids);
   }
-  const doomed = Array.from({ length: 2400 }, (_, i) => BigInt(10500 - 1 - i));  // empties the last chunk
+  const afterAdds = release.mock.calls.length;
+  expect(afterAdds).toBeGreaterThanOrEqual(1);  // a huge-page capacity replaced by a larger one
+  const doomed = Array.from({ length: 6000 }, (_, i) => BigInt(14000 - 1 - i));  // empties the last chunk
   index.remove(BigInt64Array.from(doomed));
   truth.remove(doomed);
-  expect(index.size).toBe(8100);
+  expect(index.size).toBe(8000);
+  const afterRemove = release.mock.calls.length;
+  expect(afterRemove).toBe(afterAdds + 1);
   const queries = randomSignedArray(random, 20 * dim);
   expectExact(await index.search(queries, { k: 15 }), truth.allScores(queries), 15);
   index.dispose();
+  expect(release.mock.calls.length).toBe(afterRemove + 1);  // the one chunk left
+  release.mockRestore();
   await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
 });
 

@@ -51,8 +51,7 @@ Napi::Value MapFileReadOnly(const Napi::CallbackInfo& info) {
 // allocateLargePages(bytes) -> zero-filled ArrayBuffer aligned to 2 MiB and advised to use
 // transparent huge pages (Linux MADV_HUGEPAGE; "madvise" is a common default THP mode, so memory
 // gets them only when asked, as numpy asks for its arrays). A scan over gigabytes then takes
-// far fewer TLB misses: the top-k kernel over 3 GB ran ~4% faster on huge pages here
-// (bench/RESULTS-index.md). Counted as external memory for the GC; freed by
+// far fewer TLB misses. Counted as external memory for the GC; freed by
 // releaseLargePages(buffer) (VectorIndex does so when it replaces or drops a chunk, so growth
 // leaves no garbage waiting for a GC) or else when the buffer is garbage-collected.
 struct LargePages {

@@ -216,7 +216,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx51
   }
 }
 
-// float16 -> float32 for one row (used for row norms in cosine mode).
+// float16 -> float32 for n values (a group of float16 rows, for the packed kernel).
 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void widenAvx512(const uint16_t* in, float* out, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, load16(in + i));
@@ -400,11 +400,7 @@ PackedKernel makePackedKernel(std::index_sequence<M...>) {
 // the ~524 GFLOP/s FMA peak at 32 lanes x 12 rows (Q=256), against ~320 for the 4x4 kernel.
 // Returns null at the scalar level, and below the query counts where the 4x4 kernel is faster:
 // the packed one computes every lane whatever the query count, and float16 rows must first be
-// widened for it. Measured, 300k x 768, 2 threads, 4x4 vs packed: AVX-512 float32 Q=8 19.7 vs
-// 25.0 ms, Q=12 25.3 vs 25.5, Q=16 31.5 vs 25.7; float16 Q=16 23.3 vs 31.4, Q=28 39.6 vs 41.5,
-// Q=32 44.8 vs 41.3. AVX2 (CAMEMBED_SIMD=avx2 on the same CPU) float32 Q=4 15.3 vs 20.2, Q=8 27.8
-// vs 20.6; float16 Q=12 40.2 vs 43.4, Q=16 53.2 vs 41.5; at Q=256 (100k rows) the AVX2 packed
-// kernel runs 244 GFLOP/s against 136 for 4x4.
+// widened for it. The crossovers below were measured at 300k x 768, 2 threads (bench/RESULTS.md).
 const PackedKernel* packedKernel(int64_t numQueries, bool half) {
   switch (simdLevel()) {
     case SimdLevel::Avx512: {
@@ -552,8 +548,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
         const char* rows = static_cast<const char*>(seg.rows) + (g0 - base) * rowBytes;
         const float* floats = reinterpret_cast<const float*>(rows);
         if (!widened.empty()) {
-          for (int64_t j = 0; j < count; ++j)
-            widen(reinterpret_cast<const uint16_t*>(rows + j * rowBytes), widened.data() + j * d, d);
+          widen(reinterpret_cast<const uint16_t*>(rows), widened.data(), count * d);  // the group's rows are contiguous
           floats = widened.data();
         }
         if (!a.normalized) rowNormsOf(rows, count, rowNorms.data(), normTail);
