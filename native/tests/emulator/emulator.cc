@@ -230,6 +230,11 @@ uint64_t warpOpResult(const std::vector<Fiber*>& lanes, int lane) {
   }
 }
 
+// The kernels' static __shared__ variables (cuda_runtime.h puts them in this section; the linker
+// defines its bounds). Weak: a program with none has no such section.
+extern "C" unsigned char __start_camembed_emu_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_camembed_emu_shared[] __attribute__((weak));
+
 // Runs one block to completion; returns the first misuse found ("" when none).
 std::string runBlock(const dim3& blockIdx_, const cudaLaunchConfig_t& config, const std::function<void()>& body) {
   const dim3 block = config.blockDim;
@@ -246,6 +251,7 @@ std::string runBlock(const dim3& blockIdx_, const cudaLaunchConfig_t& config, co
           : nullptr,
       alignedDelete);
   if (shared) std::memset(shared.get(), 0xff, config.dynamicSmemBytes);
+  std::fill(__start_camembed_emu_shared, __stop_camembed_emu_shared, 0xff);  // static __shared__ too
   BlockRun state;
   state.warps = &warps;
   state.body = &body;

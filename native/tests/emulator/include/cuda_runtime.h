@@ -25,7 +25,10 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static  // blocks run one at a time: one static copy per kernel is the block's
+// Blocks run one at a time: one static copy per kernel is the block's. They all live in one
+// section, which the runtime fills with garbage (NaN bits) before each block, as uninitialised
+// shared memory would be.
+#define __shared__ static __attribute__((section("camembed_emu_shared")))
 #define __align__(n) alignas(n)
 
 // ---------------------------------------------------------------------------------------------
