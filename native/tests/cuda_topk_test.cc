@@ -1,8 +1,9 @@
 // The CUDA top-k search against the CPU kernel (native/cpu/topk.cc) and a float64 oracle, on
 // random inputs of awkward shapes: float16 and float32 storage, float32 and float16 input, cosine
 // and dot product, k = 1 and k = N, duplicated rows (ties), zero vectors, several query tiles and
-// row launches; plus the device-pointer variant and the error paths (bad device, freed matrix,
-// NaN, out of memory) leaving other matrices usable. Skips (exit 0) with no CUDA device.
+// row launches; plus the device-pointer variant, the error paths (bad device, freed matrix, NaN,
+// out of memory) leaving other matrices usable, and searches from several host threads at once.
+// Skips (exit 0) with no CUDA device.
 //
 // Exactness (issue 5): scores within 1e-4 (float16 storage) / 1e-5 (float32) of the float64
 // cosine of the stored values (queries rounded to float16 for float16 storage); index sets equal
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <thread>
 
 #include "camembed/cuda.h"
 #include "camembed/topk.h"
@@ -278,6 +280,62 @@ void checkErrors(Random& random) {
   cudaMatrixFree(healthy);
 }
 
+// Searches from several host threads at once (as the addon's async searches run on libuv's
+// workers): two threads per matrix and one creating and freeing matrices, on one device and its
+// shared workspace. Each result must equal the same search run alone, bit for bit.
+void checkConcurrentSearches(Random& random) {
+  const std::vector<Case> shapes = {{500, 40, 17, 64}, {5000, 24, 3, 100}, {300, 33, 130, 9}};
+  struct Subject {
+    Case c;
+    Data d;
+    CudaMatrix* matrix = nullptr;
+    std::vector<int32_t> indices;
+    std::vector<float> scores;
+  };
+  std::vector<Subject> subjects;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    Subject x{shapes[i], makeData(shapes[i], i != 1, i != 1, false, random)};
+    check(cudaMatrixCreateFrom(x.d.stored.data(), HiddenType::Float32, x.c.rows, x.c.dim,
+                               i != 1 ? HiddenType::Float16 : HiddenType::Float32, 0, &x.matrix).empty(),
+          "concurrent: create");
+    x.indices.resize(size_t(x.c.queries * x.c.k));
+    x.scores.resize(x.indices.size());
+    check(cudaMatrixSearch(x.matrix, x.d.queries.data(), x.c.queries, x.c.k, false, x.indices.data(), x.scores.data())
+              .empty(),
+          "concurrent: search alone");
+    subjects.push_back(std::move(x));
+  }
+  constexpr int kRepeats = 3;
+  std::vector<std::string> errors(2 * subjects.size() + 1);  // one per thread: check() is not thread-safe
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 2 * subjects.size(); ++t)
+    threads.emplace_back([&, t] {
+      const Subject& x = subjects[t / 2];
+      std::vector<int32_t> indices(x.indices.size());
+      std::vector<float> scores(x.scores.size());
+      for (int r = 0; r < kRepeats && errors[t].empty(); ++r) {
+        const Status s = cudaMatrixSearch(x.matrix, x.d.queries.data(), x.c.queries, x.c.k, false, indices.data(),
+                                          scores.data());
+        if (!s.empty() || indices != x.indices || scores != x.scores)
+          errors[t] = "matrix " + std::to_string(t / 2) + ", repeat " + std::to_string(r) + ": " +
+                      (s.empty() ? "a different result" : s);
+      }
+    });
+  threads.emplace_back([&] {
+    const Data& d = subjects[0].d;
+    for (int r = 0; r < 2 * kRepeats && errors.back().empty(); ++r) {
+      CudaMatrix* m = nullptr;
+      const Status s = cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, 500, 40, HiddenType::Float16, 0, &m);
+      if (!s.empty()) errors.back() = "create while others search: " + s;
+      cudaMatrixFree(m);
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  for (size_t t = 0; t < errors.size(); ++t)
+    check(errors[t].empty(), "concurrent searches, thread " + std::to_string(t) + ": " + errors[t]);
+  for (Subject& x : subjects) cudaMatrixFree(x.matrix);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -299,5 +357,6 @@ int main(int argc, char** argv) {
   compareOne({300, 20, 4, 9}, false, true, true, random);
   checkExtremeMagnitudes();
   checkErrors(random);
+  checkConcurrentSearches(random);
   return finish("cuda_topk_test");
 }
