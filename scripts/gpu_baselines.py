@@ -101,6 +101,10 @@ def summary(bench_path, baselines_path):
     copy_gbs = copy[1] if copy else float("nan")
     print("\n==== camembed CUDA summary (same card, same run) ====")
     print(f"device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
+    with open(bench_path, errors="replace") as f:  # each database's search checked against the CPU
+        for line in f:
+            if line.startswith(("verified", "FAIL verify")):
+                print(line.rstrip())
     for kind in ("pool_f32", "pool_f16"):
         key = next((key for key in ours if key[0] == kind), None)
         if key:

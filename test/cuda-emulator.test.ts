@@ -75,6 +75,7 @@ const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'
     fs.writeFileSync(path.join(dir, 'baselines.txt'), `csv,torch_topk,1100,17,100,768,${2 * Number(ours[6])},1,1\n`);
     const summary = await run('python3', ['scripts/gpu_baselines.py', '--summary', path.join(dir, 'bench.txt'), path.join(dir, 'baselines.txt')]);
     expect(summary).toContain('pooling f16 B=4 T=16 H=768');
+    expect(summary).toMatch(/\nverified N=1100: 4 queries' top-1000 against the CPU's: .*, 0 wrong\n/);
     expect(summary).toMatch(/\n +1100 +17 +100 \|.*\|.*\| +2\.00x\n/);
     expect(summary.split('\n').filter((line) => /^ +1100 /.test(line))).toHaveLength(6);
     expect(summary).toContain('targets (issue 5):');
