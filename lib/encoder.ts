@@ -6,6 +6,7 @@
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
+import { resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertToOnnx, resolveModel } from './model';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
@@ -170,11 +171,9 @@ function optionalPositiveInteger(name: string, value: unknown, fallback: number)
 }
 
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {
-  if (device === undefined || device === 'cpu') return { providers: ['cpu'], label: 'cpu' };
-  const match = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
-  if (match === null) throw new TypeError(`options.device must be 'cpu', 'cuda' or 'cuda:<index>', got ${JSON.stringify(device)}`);
-  const deviceId = match[1] === undefined ? 0 : Number(match[1]);
-  return { providers: [{ name: 'cuda', deviceId }], label: `cuda:${deviceId}` };
+  // A CUDA device that exists here, or a clear error before onnxruntime tries (and logs) anything.
+  const index = resolveDevice(device);
+  return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 
 /** Where the ONNX graph is, converting the safetensors weights once (next to them) when there is none. */

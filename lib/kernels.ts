@@ -80,10 +80,13 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
   };
 }
 
-/** Rows of `queries` (a non-zero multiple of `dim` values, else a RangeError). */
+/** Rows of `queries` (a non-zero multiple of `dim` finite values, else a RangeError naming the row). */
 function queryCount(queries: Float32Array, dim: number): number {
   if (queries.length === 0 || queries.length % dim !== 0) {
     throw new RangeError(`queries has ${queries.length} elements: expected a non-zero multiple of options.dim (${dim})`);
+  }
+  for (let i = 0; i < queries.length; i++) {
+    if (!Number.isFinite(queries[i])) throw new RangeError(`queries row ${Math.floor(i / dim)} contains NaN or infinite values`);
   }
   return queries.length / dim;
 }

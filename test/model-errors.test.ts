@@ -66,6 +66,8 @@ describe('resolveModel on local folders', () => {
     fs.writeFileSync(path.join(dir, 'config.json'), '{}');
     await expect(resolveModel(dir)).rejects.toThrow(/holds no weights: expected one of onnx\/model\.onnx, model\.onnx, model\.safetensors/);
     await expect(resolveModel(path.join(dir, 'nope', 'deeper'))).rejects.toThrow(/neither an existing folder nor a Hub id/);
+    await expect(resolveModel(path.join(dir, 'config.json')))
+      .rejects.toThrow(`${path.join(dir, 'config.json')} is a file: pass the model's folder (${dir}?)`);
     await expect(resolveModel('' as string)).rejects.toThrow(TypeError);
   });
 });

@@ -102,7 +102,8 @@ describe('resolveModel from the Hub', () => {
 
   test('an unreachable Hub falls back to the cache, and fails clearly without one', async () => {
     const unreachable = { cacheDir, endpoint: 'http://127.0.0.1:1', retries: 1, retryDelayMs: 1 };
-    await expect(resolveModel('org/public', unreachable)).rejects.toThrow(/ECONNREFUSED.*gave up on config\.json after 2 attempts/);
+    await expect(resolveModel('org/public', unreachable)).rejects.toThrow(
+      /^cannot reach the Hub at http:\/\/127\.0\.0\.1:1: .*ECONNREFUSED.*gave up on config\.json of org\/public@main after 2 attempts\)\. Check the network .*offline: true/);
     const online = await resolveModel('org/public', fast());
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
     let warnings: string[];

@@ -207,7 +207,9 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
-        throw err instanceof HubError ? new HubError(message, false) : new Error(message);
+        if (err instanceof HubError) throw new HubError(message, false);
+        throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
+          'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }
       await new Promise((r) => setTimeout(r, ctx.retryDelayMs * 2 ** i));
     }
@@ -249,7 +251,7 @@ async function fetchMeta(ctx: Context, revision: string, file: string): Promise<
 }
 
 async function fetchFile(ctx: Context, revision: string, file: string, optional: boolean): Promise<{ path: string | null; commit: string }> {
-  const meta = await withRetries(ctx, file, () => fetchMeta(ctx, revision, file));
+  const meta = await withRetries(ctx, `${file} of ${ctx.id}@${revision}`, () => fetchMeta(ctx, revision, file));
   if (meta === null) {
     if (!optional) throw statusError(ctx, file, revision, 404);
     if (isCommitHash(revision)) {
@@ -278,7 +280,7 @@ async function downloadBlob(ctx: Context, file: string, meta: FileMeta, blob: st
   fs.mkdirSync(path.dirname(blob), { recursive: true });
   const bar = createProgressBar({ label: file, total: meta.size ?? undefined, unit: 'bytes' });
   try {
-    await withRetries(ctx, file, () => downloadOnce(ctx, file, meta, partial, (bytes) => {
+    await withRetries(ctx, `${file} of ${ctx.id}`, () => downloadOnce(ctx, file, meta, partial, (bytes) => {
       bar.update(bytes);
       ctx.onProgress?.({ file, bytes, totalBytes: meta.size });
     }));

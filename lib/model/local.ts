@@ -21,8 +21,10 @@ function firstExisting(dir: string, names: string[]): string | null {
 
 export function describeLocalModel(dir: string): ResolvedModel {
   const resolved = path.resolve(dir);
-  if (!fs.existsSync(resolved) || !fs.statSync(resolved).isDirectory()) {
-    throw new Error(`model folder ${resolved} does not exist or is not a folder`);
+  if (!fs.existsSync(resolved)) throw new Error(`model folder ${resolved} does not exist`);
+  if (!fs.statSync(resolved).isDirectory()) {
+    throw new Error(`${resolved} is a file: pass the model's folder (${path.dirname(resolved)}?), ` +
+      'the sentence-transformers folder that holds config.json');
   }
   const model = {
     dir: resolved,
