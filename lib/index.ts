@@ -13,10 +13,10 @@ export { VectorIndex } from './vector-index';
 export type {
   IdsInput, LoadOptions, NeighborsChunk, NeighborsOptions, SearchResult, VectorIndexOptions, VectorsInput,
 } from './vector-index';
-export { evaluate, parseMetric, rankDocuments } from './eval/metrics';
+export { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments } from './eval/metrics';
 export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';
 export { FormatError, readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
-export { DEFAULT_METRICS, evaluateRetrieval } from './eval/retrieval';
+export { evaluateRetrieval } from './eval/retrieval';
 export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';
 export { DEFAULT_MODEL, Encoder, similarity } from './encoder';
 export type { Embeddings, EncodeOptions, EncoderOptions, EncodeStreamOptions } from './encoder';

@@ -195,6 +195,7 @@ export class VectorIndex {
 
   /** Memory held: vector and id storage (including unused capacity) and the id table. */
   get bytes(): number {
+    if (this.disposed) return 0;
     let total = this.table.bytes;
     for (const c of this.chunks) total += c.vectors.byteLength + c.ids.byteLength;
     return total;

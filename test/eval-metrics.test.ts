@@ -1,4 +1,4 @@
-import { evaluate, parseMetric, rankDocuments, Qrels, Run } from '../lib/eval/metrics';
+import { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments, Qrels, Run } from '../lib/eval/metrics';
 
 // Four evaluated queries (q1, q2, q4, q5); q3 has no relevant document and is left out; q6 is
 // only in the run and is ignored.
@@ -64,8 +64,11 @@ describe('evaluate: hand-computed values', () => {
     for (const q of ['q4', 'q5']) for (const m of metrics) expect(perQuery[q][m]).toBe(0);
   });
 
-  test('means over the four evaluated queries', () => {
+  test('means over the four evaluated queries; without a list, the model card\'s metrics', () => {
     const mean = evaluate(run, qrels, metrics);
+    const byDefault = evaluate(run, qrels);
+    expect(Object.keys(byDefault)).toEqual(DEFAULT_METRICS);
+    for (const m of DEFAULT_METRICS) expect(byDefault[m]).toBe(evaluate(run, qrels, [m])[m]);
     expect(mean['MRR@10']).toBeCloseTo((1 + 1 / 3) / 4, 12); // = 1/3
     expect(mean['MRR@1']).toBeCloseTo(1 / 4, 12);
     expect(mean['nDCG@1']).toBeCloseTo(1 / 4, 12);

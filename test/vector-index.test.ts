@@ -374,6 +374,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
     await walk.return(undefined);  // ending the walk (as \`break\` does) releases the index
     index.remove([0]);
     index.dispose();
+    expect(index.bytes).toBe(0);
     expect(() => index.add(randomSignedArray(random, dim))).toThrow(/disposed/);
     await expect(index.search(randomSignedArray(random, dim), { k: 1 })).rejects.toThrow(/disposed/);
   });

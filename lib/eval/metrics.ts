@@ -97,16 +97,19 @@ function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[]): num
   });
 }
 
+/** The model card's table (mMARCO-fr dev small). */
+export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+
 /**
- * Scores `run` against `qrels`: `{ [metric]: mean }`, or `{ mean, perQuery }` with
- * `{ perQuery: true }`. Only queries of the qrels with a relevant document count; such a query
+ * Scores `run` against `qrels` on `metrics` (default DEFAULT_METRICS): `{ [metric]: mean }`, or
+ * `{ mean, perQuery }` with `{ perQuery: true }`. Only queries of the qrels with a relevant document count; such a query
  * missing from the run scores 0 on every metric (MS MARCO convention); run queries absent from
  * the qrels are ignored.
  */
-export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[], options: { perQuery: true }): PerQueryEvaluation;
-export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[], options?: EvaluateOptions): MetricValues;
+export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: { perQuery: true }): PerQueryEvaluation;
+export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions): MetricValues;
 export function evaluate(
-  run: Run, qrels: Qrels, metrics: readonly string[], options: EvaluateOptions = {},
+  run: Run, qrels: Qrels, metrics: readonly string[] = DEFAULT_METRICS, options: EvaluateOptions = {},
 ): MetricValues | PerQueryEvaluation {
   const r = checkNested('run', run);
   const q = checkNested('qrels', qrels);

@@ -10,10 +10,9 @@ import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
-import { evaluate, parseMetric, Run } from './metrics';
+import { DEFAULT_METRICS, evaluate, parseMetric, Run } from './metrics';
 
-/** The model card's table (mMARCO-fr dev small). */
-export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+export { DEFAULT_METRICS };
 
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
