@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
 // `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
+import * as path from 'path';
 import { CliUsageError } from './commands/args';
+import { readJsonFile } from './json-file';
 
 interface Command {
   summary: string;
@@ -22,7 +24,12 @@ function usage(): string {
     .sort()
     .map((name) => `  ${name.padEnd(20)} ${COMMANDS[name]().summary}`);
   return `usage: camembed <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
-    `Run 'camembed <command> --help' for a command's options.`;
+    `Run 'camembed <command> --help' for a command's options, 'camembed --version' for the version.`;
+}
+
+/** The package's version: package.json sits one folder above this file (dist/cli.js or lib/cli.ts). */
+function version(): string {
+  return String(readJsonFile(path.join(__dirname, '..', 'package.json')).version);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,6 +37,10 @@ export async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return name === undefined ? 1 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
   }
   const load = COMMANDS[name];
   if (load === undefined) {

@@ -13,8 +13,13 @@ export interface ProgressOptions {
   stream?: NodeJS.WriteStream;
 }
 
+/** A count or a rate, rounded: 7, 2.5, 159, 1.6k, 1.50M; bytes in B, KiB, MiB... */
 function formatAmount(n: number, unit: 'bytes' | 'items'): string {
-  if (unit === 'items') return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : `${n}`;
+  if (unit === 'items') {
+    if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+    if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
+    return n < 10 && !Number.isInteger(n) ? n.toFixed(1) : n.toFixed(0);
+  }
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }

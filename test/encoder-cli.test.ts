@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 import { main } from '../lib/cli';
 import { Encoder } from '../lib/encoder';
 
@@ -34,6 +35,49 @@ describeModel('camembed encode', () => {
     }
     const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     expect(Array.from(got)).toEqual(Array.from(want.data));
+  });
+
+  async function expectedBytes(): Promise<Buffer> {
+    const encoder = await Encoder.load(MODEL);
+    const want = await encoder.encode(texts);
+    await encoder.dispose();
+    return Buffer.from(want.data.buffer, want.data.byteOffset, want.data.byteLength);
+  }
+
+  test("'-' reads the texts from standard input and writes raw float32 to standard output", async () => {
+    // Two pieces of standard input, the second starting inside a line.
+    const bytes = fs.readFileSync(input);
+    const stdin = jest.spyOn(process, 'stdin', 'get').mockReturnValue(
+      Readable.from([bytes.subarray(0, 20), bytes.subarray(20)], { objectMode: false }) as unknown as typeof process.stdin);
+    const out: Buffer[] = [];
+    const stdout = jest.spyOn(process.stdout, 'write').mockImplementation((c) => { out.push(Buffer.from(c as Uint8Array)); return true; });
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', '-', '--output', '-', '--threads', '1'])).toBe(0);
+    } finally {
+      stdin.mockRestore();
+      stdout.mockRestore();
+      stderr.mockRestore();
+    }
+    expect(Buffer.concat(out).equals(await expectedBytes())).toBe(true);
+    expect(fs.existsSync('-')).toBe(false);
+  });
+
+  test('the progress bar shows the bytes of the input file read so far, out of its size', async () => {
+    const size = fs.statSync(input).size;
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+    const err: string[] = [];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', path.join(dir, 'bar.f32'), '--batch-size', '2'])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+    const lines = err.join('').split('\r');
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
   });
 
   test('usage errors exit with code 2', async () => {

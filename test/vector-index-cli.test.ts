@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 
 import { main } from '../lib/cli';
 import { Encoder } from '../lib/encoder';
@@ -73,6 +74,16 @@ describeFiles('camembed index build / search', () => {
       r.scores.forEach((s: number, i: number) => expect(s).toBeCloseTo(want.scores[q][i], 6));
     });
 
+    // The same questions from standard input.
+    const stdin = jest.spyOn(process, 'stdin', 'get').mockReturnValue(
+      Readable.from([fs.readFileSync(queriesFile)], { objectMode: false }) as unknown as typeof process.stdin);
+    try {
+      const piped = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--queries', '-', '--format', 'jsonl']);
+      expect(piped).toEqual(jsonl);
+    } finally {
+      stdin.mockRestore();
+    }
+
     const tsv = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--mmap', questions[1]]);
     expect(tsv.code).toBe(0);
     const lines = tsv.out.trim().split('\n').map((l) => l.split('\t'));
@@ -87,6 +98,8 @@ describeFiles('camembed index build / search', () => {
     try {
       expect(await main(['index', 'make', '--input', input, '--output', indexFile])).toBe(2);
       expect(await main(['index', 'build', '--input', input])).toBe(2);
+      expect(await main(['index', 'build', '--model', MODEL, '--input', input, '--output', '-'])).toBe(2);
+      expect(fs.existsSync('-')).toBe(false);
       expect(await main(['index', 'build', '--input', input, '--output', indexFile, '--dtype', 'int8'])).toBe(2);
       expect(await main(['search', '--index', indexFile, '--model', MODEL])).toBe(2);
       expect(await main(['search', '--index', indexFile, '--model', MODEL, '--k', '0', 'x'])).toBe(2);

@@ -1,11 +1,18 @@
 // A small, strict command-line parser shared by the subcommands: `--name value`,
-// `--name=value`, boolean `--flag`, and positional arguments. Unknown options are errors.
+// `--name=value`, boolean `--flag`, `-h` for `--help`, and positional arguments. Unknown
+// options are errors; integer options are checked here, so each command gets numbers it can use.
 import * as fs from 'fs';
 
 export class CliUsageError extends Error {}
 
 export interface OptionSpec {
-  [name: string]: { type: 'string' | 'number' | 'boolean'; help: string; default?: string | number | boolean };
+  [name: string]: {
+    type: 'string' | 'integer' | 'boolean';
+    help: string;
+    default?: string | number | boolean;
+    /** Smallest value of an integer option (default 1). */
+    min?: number;
+  };
 }
 
 export interface Parsed {
@@ -19,6 +26,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === '-h' && spec.help !== undefined) {
+      options.help = true;
+      continue;
+    }
     if (!arg.startsWith('--')) {
       positional.push(arg);
       continue;
@@ -33,9 +44,12 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
     if (raw === undefined) throw new CliUsageError(`--${name} needs a value`);
-    if (s.type === 'number') {
+    if (s.type === 'integer') {
       const n = Number(raw);
-      if (!Number.isFinite(n)) throw new CliUsageError(`--${name} must be a number, got '${raw}'`);
+      const min = s.min ?? 1;
+      if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+        throw new CliUsageError(`--${name} must be ${min === 1 ? 'a positive integer' : `an integer >= ${min}`}, got '${raw}'`);
+      }
       options[name] = n;
     } else {
       options[name] = raw;
@@ -67,7 +81,12 @@ export function requiredString(options: Parsed['options'], name: string, placeho
   return value as string;
 }
 
-/** A usage error unless `file`, the value of --name, exists. */
+/** A usage error unless `file`, the value of --name, exists or is '-' (standard input). */
 export function requireExists(name: string, file: string): void {
-  if (!fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
+  if (file !== '-' && !fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
+}
+
+/** The bytes of a text input: the file, or standard input for '-'. */
+export function openInput(file: string): NodeJS.ReadableStream {
+  return file === '-' ? process.stdin : fs.createReadStream(file);
 }

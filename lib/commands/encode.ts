@@ -1,33 +1,46 @@
 // `camembed encode`: one text per line in, one float32 vector per line out (raw .f32 or .npy),
 // streamed in chunks so that millions of lines need only one chunk in memory.
+import { once } from 'events';
 import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
+import { CliUsageError, openInput, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
 const SPEC: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
-  input: { type: 'string', help: 'UTF-8 text file, one text per line (\\n or \\r\\n ends a line)' },
-  output: { type: 'string', help: 'output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32' },
+  input: { type: 'string', help: "UTF-8 text file ('-': standard input), one text per line (\\n or \\r\\n ends a line)" },
+  output: {
+    type: 'string',
+    help: "output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
+  },
   device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
-  threads: { type: 'number', help: 'ONNX Runtime threads (default: all cores)' },
-  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call', default: 32 },
+  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
-/** Lines of a UTF-8 file, split on '\n' only (a Unicode line separator inside a text is kept). */
-async function* readLines(file: string): AsyncGenerator<string> {
+/**
+ * Lines of a UTF-8 file or of standard input ('-'), split on '\n' only (a Unicode line separator
+ * inside a text is kept). `lineEnds` receives the byte offset just after each line, for progress.
+ */
+async function* readLines(file: string, lineEnds: number[]): AsyncGenerator<string> {
   let rest = '';
-  for await (const piece of fs.createReadStream(file, { encoding: 'utf8' })) {
+  let offset = 0;
+  const line = (raw: string, newline: number) => {
+    offset += Buffer.byteLength(raw) + newline;
+    lineEnds.push(offset);
+    return raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+  };
+  for await (const piece of openInput(file).setEncoding('utf8')) {
     const parts = (rest + (piece as string)).split('\n');
     rest = parts.pop()!;
-    for (const line of parts) yield line.endsWith('\r') ? line.slice(0, -1) : line;
+    for (const raw of parts) yield line(raw, 1);
   }
-  if (rest.length > 0) yield rest.endsWith('\r') ? rest.slice(0, -1) : rest;
+  if (rest.length > 0) yield line(rest, 0);
 }
 
 // numpy format 1.0 header for a little-endian float32 C-order array; padded to a fixed 128 bytes
@@ -61,23 +74,34 @@ export async function run(argv: string[]): Promise<void> {
     offline: options.offline === true,
   });
   const npy = output.endsWith('.npy');
-  const bar = createProgressBar({ label: 'encode', unit: 'items' });
-  const fd = fs.openSync(output, 'w');
+  // Progress through the input in bytes: its size is known without reading it, its line count is not.
+  const bar = createProgressBar({ label: 'encode', unit: 'bytes', total: input === '-' ? undefined : fs.statSync(input).size });
+  const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
+  let encoded = 0;
+  const fd = output === '-' ? null : fs.openSync(output, 'w');
+  const write = async (bytes: Buffer) => {
+    if (fd !== null) fs.writeSync(fd, bytes);
+    else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
+  };
   let rows = 0;
   try {
-    if (npy) fs.writeSync(fd, npyHeader(0, encoder.dim));
-    for await (const chunk of encoder.encodeStream(readLines(input), {
+    if (npy) await write(npyHeader(0, encoder.dim));
+    for await (const chunk of encoder.encodeStream(readLines(input, lineEnds), {
       normalize: options['no-normalize'] !== true,
-      onProgress: ({ done }) => bar.update(done),
+      onProgress: ({ done }) => {
+        bar.update(lineEnds[done - encoded - 1]);
+        lineEnds.splice(0, done - encoded);
+        encoded = done;
+      },
     })) {
-      fs.writeSync(fd, Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
+      await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }
-    if (npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
+    if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
   } finally {
-    fs.closeSync(fd);
+    if (fd !== null) fs.closeSync(fd);
     bar.finish();
     await encoder.dispose();
   }
-  process.stderr.write(`wrote ${rows} x ${encoder.dim} float32 to ${output}\n`);
+  process.stderr.write(`wrote ${rows} x ${encoder.dim} float32 to ${output === '-' ? 'standard output' : output}\n`);
 }

@@ -12,11 +12,13 @@ const spec: OptionSpec = {
   collection: { type: 'string', help: 'passages, id<TAB>text per line (required)' },
   queries: { type: 'string', help: 'queries, id<TAB>text per line (required)' },
   qrels: { type: 'string', help: "judgements, 'qid 0 docid rel' or 'qid<TAB>docid' per line (required)" },
-  k: { type: 'number', help: 'passages retrieved per query', default: 1000 },
+  k: { type: 'integer', help: 'passages retrieved per query', default: 1000 },
   metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
   device: { type: 'string', help: "'cpu', 'cuda' or 'cuda:<n>' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
-  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call' },
+  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
+  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultEmbeddingCacheDir() },
   run: { type: 'string', help: 'also write the run in TREC format to this file' },
   json: { type: 'boolean', help: 'print only the JSON result' },
@@ -56,7 +58,6 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   }
   const k = options.k as number;
-  if (!Number.isSafeInteger(k) || k < 1) throw new CliUsageError(`--k must be a positive integer, got ${k}`);
   const metrics = (options.metrics as string).split(',').map((m) => m.trim()).filter((m) => m !== '');
   if (metrics.length === 0) throw new CliUsageError('--metrics needs at least one metric');
   let maxCutoff = 0;
@@ -89,6 +90,8 @@ export async function run(argv: string[]): Promise<void> {
       device: device as 'cpu',
       dtype: dtype as 'float32' | 'float16' | undefined,
       batchSize: options['batch-size'] as number | undefined,
+      threads: options.threads as number | undefined,
+      offline: options.offline === true,
       cacheDir: options.cache as string,
       runFile: options.run as string | undefined,
       signal: controller.signal,

@@ -1,30 +1,29 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
 // The id of each passage is its line number (0-based), so search results point back to lines.
-import * as fs from 'fs';
 import * as readline from 'readline';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
+import { CliUsageError, helpText, openInput, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
 
 const SPEC: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
-  input: { type: 'string', help: 'UTF-8 text file, one passage per line; the id of a passage is its line number from 0' },
+  input: { type: 'string', help: "UTF-8 text file ('-': standard input), one passage per line; the id of a passage is its line number from 0" },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
-  'batch-size': { type: 'number', help: 'texts per ONNX Runtime call', default: 32 },
-  threads: { type: 'number', help: 'ONNX Runtime threads (default: all cores)' },
+  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
+  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
-/** The lines of a UTF-8 text file (\n, \r\n or \r ends a line), streamed. */
+/** The lines of a UTF-8 text file or of standard input ('-'); \n, \r\n or \r ends a line. Streamed. */
 export function readLines(file: string): AsyncIterable<string> {
-  return readline.createInterface({ input: fs.createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  return readline.createInterface({ input: openInput(file).setEncoding('utf8'), crlfDelay: Infinity });
 }
 
 export async function run(argv: string[]): Promise<void> {
@@ -32,10 +31,14 @@ export async function run(argv: string[]): Promise<void> {
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;
-  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build', got 'index ${positional[0] ?? ''}'`.trimEnd());
+  if (positional.length === 0) {
+    throw new CliUsageError(`missing subcommand: 'camembed index build' is the only one\n\n${helpText(usage, SPEC)}`);
+  }
+  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build', got 'index ${positional[0]}'`);
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
+  if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
   requireExists('input', input);
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {

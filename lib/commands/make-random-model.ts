@@ -5,13 +5,13 @@ import { makeRandomModel } from '../model';
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
 
 const SPEC: OptionSpec = {
-  layers: { type: 'number', help: 'transformer layers', default: 12 },
-  hidden: { type: 'number', help: 'hidden size', default: 768 },
-  heads: { type: 'number', help: 'attention heads', default: 12 },
-  intermediate: { type: 'number', help: 'feed-forward size', default: 3072 },
+  layers: { type: 'integer', help: 'transformer layers', default: 12 },
+  hidden: { type: 'integer', help: 'hidden size', default: 768 },
+  heads: { type: 'integer', help: 'attention heads', default: 12 },
+  intermediate: { type: 'integer', help: 'feed-forward size', default: 3072 },
   tokenizer: { type: 'string', help: 'folder with tokenizer.json (copied into the model)' },
   out: { type: 'string', help: 'output folder' },
-  seed: { type: 'number', help: 'random seed', default: 0 },
+  seed: { type: 'integer', help: 'random seed', default: 0, min: 0 },
   help: { type: 'boolean', help: 'show this help' },
 };
 

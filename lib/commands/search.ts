@@ -12,12 +12,13 @@ export const summary = 'search an index file with a question or a file of questi
 const SPEC: OptionSpec = {
   index: { type: 'string', help: 'index file written by `camembed index build`' },
   model: { type: 'string', help: 'model folder or Hub id (the one the index was built with)', default: DEFAULT_MODEL },
-  k: { type: 'number', help: 'results per question', default: 10 },
-  queries: { type: 'string', help: 'UTF-8 file, one question per line (instead of a question argument)' },
+  k: { type: 'integer', help: 'results per question', default: 10 },
+  queries: { type: 'string', help: "UTF-8 file ('-': standard input), one question per line (instead of a question argument)" },
   format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
   device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
-  'batch-size': { type: 'number', help: 'questions encoded and searched together', default: 256 },
+  'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
+  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   help: { type: 'boolean', help: 'show this help' },
 };
@@ -51,15 +52,15 @@ export async function run(argv: string[]): Promise<void> {
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
   const k = options.k as number;
-  if (!Number.isInteger(k) || k < 1) throw new CliUsageError(`--k must be a positive integer, got ${k}`);
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new CliUsageError(`--batch-size must be a positive integer, got ${batchSize}`);
 
   const device = options.device as 'cpu';
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
-  const encoder = await Encoder.load(options.model as string, { device, offline: options.offline === true });
+  const encoder = await Encoder.load(options.model as string, {
+    device, threads: options.threads as number | undefined, offline: options.offline === true,
+  });
   const bar = createProgressBar({ label: 'search', unit: 'items' });
   try {
     if (encoder.dim !== index.dim) {

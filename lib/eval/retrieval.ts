@@ -29,6 +29,9 @@ export interface RetrievalEvaluationOptions {
   dtype?: Dtype;
   /** Encoder batch size (texts per ONNX Runtime call). */
   batchSize?: number;
+  /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
+  threads?: number;
+  offline?: boolean;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
   cacheDir?: string;
   /** Passages per cache chunk (default 16,384). */
@@ -87,7 +90,9 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   const queries = await readTsvEntries(options.queries);
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
 
-  const encoder = await Encoder.load(options.model, { device: options.device, batchSize: options.batchSize });
+  const encoder = await Encoder.load(options.model, {
+    device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline,
+  });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
   try {

@@ -1,0 +1,125 @@
+// The `camembed` command line shared by every subcommand: help, version, numeric flags, the
+// progress bar's text. Nothing here loads a model.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../lib/cli';
+import { Encoder } from '../lib/encoder';
+import { createProgressBar } from '../lib/progress';
+import { VectorIndex } from '../lib/vector-index';
+
+async function runCli(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
+  const err: string[] = [], out: string[] = [];
+  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c) => { out.push(String(c)); return true; });
+  try {
+    const code = await main(args);
+    return { code, stderr: err.join(''), stdout: out.join('') };
+  } finally {
+    e.mockRestore();
+    o.mockRestore();
+  }
+}
+
+const COMMANDS = ['convert', 'encode', 'eval', 'index', 'make-random-model', 'search'];
+
+test.each(COMMANDS)('camembed %s -h prints the same help as --help', async (command) => {
+  const long = await runCli([command, '--help']);
+  const short = await runCli([command, '-h']);
+  expect(short.code).toBe(0);
+  expect(short.stdout).toMatch(/^usage: camembed /);
+  expect(short.stdout).toBe(long.stdout);
+});
+
+test.each(['--version', '-v'])('camembed %s prints the version of package.json', async (flag) => {
+  const { version } = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8'));
+  expect(await runCli([flag])).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+});
+
+test('camembed index without a subcommand prints the usage of index build (exit 2)', async () => {
+  const { code, stderr } = await runCli(['index']);
+  expect(code).toBe(2);
+  expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build' is the only one\n/);
+  expect(stderr).toContain('usage: camembed index build --input');
+  expect(stderr).toContain('--output');
+});
+
+describe('integer flags are checked before any model is loaded (exit 2, naming the flag)', () => {
+  test.each([
+    [['encode', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
+    [['encode', '--threads', '1.5'], "--threads must be a positive integer, got '1.5'"],
+    [['index', 'build', '--threads', '0'], "--threads must be a positive integer, got '0'"],
+    [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
+    [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
+    [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],
+    [['make-random-model', '--seed', '-1'], "--seed must be an integer >= 0, got '-1'"],
+    [['encode', '--batch-size', 'many'], "--batch-size must be a positive integer, got 'many'"],
+  ])('%j', async (args, message) => {
+    const { code, stderr } = await runCli(args);
+    expect(stderr).toContain(message);
+    expect(code).toBe(2);
+  });
+});
+
+test('eval and search pass --threads and --offline to Encoder.load like encode and index build', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
+  const load = jest.spyOn(Encoder, 'load').mockRejectedValue(new Error('stop here'));
+  try {
+    const write = (name: string, text: string) => { const f = path.join(dir, name); fs.writeFileSync(f, text); return f; };
+    const input = write('texts.txt', 'un\n');
+    const indexFile = path.join(dir, 'x.cmbd');
+    const index = new VectorIndex({ dim: 2 });
+    index.add(new Float32Array([1, 0]));
+    await index.save(indexFile);
+    index.dispose();
+    const files = ['--collection', write('c.tsv', 'd1\tun\n'), '--queries', write('q.tsv', 'q1\tun\n'), '--qrels', write('r.trec', 'q1 0 d1 1\n')];
+    for (const args of [
+      ['eval', ...files, '--cache', path.join(dir, 'cache')],
+      ['encode', '--input', input, '--output', path.join(dir, 'out.f32')],
+      ['index', 'build', '--input', input, '--output', path.join(dir, 'out.cmbd')],
+      ['search', '--index', indexFile, 'une question'],
+    ]) {
+      load.mockClear();
+      const { code, stderr } = await runCli([...args, '--model', 'org/model', '--threads', '3', '--offline']);
+      expect(stderr).toContain('stop here');
+      expect(code).toBe(1);
+      expect(load).toHaveBeenCalledWith('org/model', expect.objectContaining({ threads: 3, offline: true }));
+    }
+  } finally {
+    load.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+describe('progress bar text', () => {
+  function drawn(unit: 'items' | 'bytes', done: number, seconds: number, total?: number): string {
+    let clock = 1_000_000;
+    const now = jest.spyOn(Date, 'now').mockImplementation(() => clock);
+    const out: string[] = [];
+    const stream = { isTTY: true, write: (s: string) => { out.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    try {
+      const bar = createProgressBar({ label: 'encode', unit, total, stream });
+      clock += seconds * 1000;
+      bar.update(done);
+      bar.finish();
+    } finally {
+      now.mockRestore();
+    }
+    return out.join('');
+  }
+
+  test.each([
+    [2561, 16.1, '159/s'],  // 159.07...
+    [16000, 10, '1.6k/s'],
+    [25, 10, '2.5/s'],
+    [3_000_000, 2, '1.50M/s'],
+  ])('%d items in %d s: %s', (done, seconds, rate) => {
+    const line = drawn('items', done, seconds);
+    expect(line).toContain(`  ${rate}`);
+    expect(line).not.toMatch(/\d\.\d{3,}/);
+  });
+
+  test('with a total: percentage, amount of the total and ETA', () => {
+    expect(drawn('bytes', 512, 1, 2048)).toContain('[######..................] 25.0%  512 B/2.0 KiB  ETA 0:03  512 B/s');
+  });
+});
