@@ -3,7 +3,8 @@
 # compute-sanitizer; no Node needed). Within DEADLINE seconds (default 480) it builds the kernels
 # and the C++ tests for this GPU, runs the parity tests (ctest), the kernel benchmarks,
 # compute-sanitizer memcheck and racecheck on small cases (API errors not reported: the tests
-# provoke out-of-memory on purpose), the top-k parity test and a quick benchmark once more with
+# provoke out-of-memory on purpose), the jest CUDA tests when Node was carried (see
+# scripts/gpu-node-bundle.sh), the top-k parity test and a quick benchmark once more with
 # the portable (sm_70, V100) kernel path forced, the torch baselines, and (in the time left)
 # Nsight Compute on one full-size score launch and one compaction of a Q = 1024, k = 100 search,
 # and prints a short table last. Every step's timeout comes from the time left, so a hang costs that
@@ -11,7 +12,7 @@
 # tests skipped (no usable device). Logs go to $OUT (the device tool's output folder;
 # ./build/gpu-out when unset).
 #
-#   bash scripts/gpu-check.sh            # device tool: run(command="bash scripts/gpu-check.sh", timeout_s=540)
+#   bash scripts/gpu-check.sh            # device tool: run(command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=540)
 #   ARCH=80 bash scripts/gpu-check.sh    # another GPU (default 90: H100/H200)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +83,23 @@ for run in memcheck:cuda_pool_test memcheck:cuda_topk_test racecheck:cuda_topk_t
     [ $rc -eq 0 ] || status=1
   }
 done
+
+step "jest CUDA tests on this GPU (Node from .gpu/node-bundle.tar.xz; optional) -> $OUT/jest.log"
+# The addon built on the development machine (what npm install builds), loaded by the package's
+# TypeScript through the GPU parts of test/cuda.test.ts and test/vector-index.test.ts.
+if [ -f .gpu/node-bundle.tar.xz ]; then
+  {
+    capped 40 tar xJf .gpu/node-bundle.tar.xz &&
+      PATH="$PWD/.gpu/bin:$PATH" capped 90 node node_modules/jest/bin/jest.js test/cuda.test.ts test/vector-index.test.ts
+  } > "$OUT/jest.log" 2>&1 || status=1
+  grep -E "^(PASS|FAIL) |Tests:|✕|skipped: no CUDA|skipping|Error: " "$OUT/jest.log" | head -12
+  if grep -q "no CUDA device" "$OUT/jest.log"; then
+    echo "  the jest GPU tests skipped: the addon found no usable device (see $OUT/jest.log); counted as a failure"
+    status=1
+  fi
+else
+  echo "  skipped: no .gpu/node-bundle.tar.xz (bash scripts/gpu-node-bundle.sh makes it; carry .gpu)"
+fi
 
 step "portable (sm_70) path: build, top-k parity, quick bench -> $OUT/portable.log"
 {
