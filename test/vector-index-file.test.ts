@@ -60,6 +60,17 @@ test('an empty index round-trips', async () => {
   }
 });
 
+test('an index that used the largest id still refuses default ids after a round trip', async () => {
+  const index = new VectorIndex({ dim: 2 });
+  index.add(new Float32Array([1, 0]), [2n ** 63n - 1n]);  // the next default id would be 2^63
+  const file = path.join(dir, 'largest-id.cmbd');
+  await index.save(file);
+  for (const target of [index, await VectorIndex.load(file)]) {
+    expect(() => target.add(new Float32Array([0, 1]))).toThrow(new RangeError('ids: the default ids would pass 2^63-1; pass ids explicitly'));
+    expect(target.size).toBe(1);
+  }
+});
+
 // An independent BigInt implementation of cmbd64 (docs/index.md) to hold the native lanes to.
 function cmbd64(bytes: Uint8Array): bigint {
   const M = (1n << 64n) - 1n;

@@ -9,7 +9,7 @@
 //   16      4     u32 dim
 //   20      4     u32 reserved, 0
 //   24      8     u64 count (vectors stored)
-//   32      8     i64 nextId (the id the next add() without ids starts at)
+//   32      8     u64 nextId (the id the next add() without ids starts at; up to 2^63)
 //   40      8     u64 idsOffset (64)
 //   48      8     u64 vectorsOffset
 //   56      8     u64 fileBytes (total file size)
@@ -81,7 +81,7 @@ export function encodeHeader(h: Header): Uint8Array {
   view.setUint32(12, DTYPE_CODES[h.dtype], true);
   view.setUint32(16, h.dim, true);
   view.setBigUint64(24, BigInt(h.count), true);
-  view.setBigInt64(32, h.nextId, true);
+  view.setBigUint64(32, h.nextId, true);
   view.setBigUint64(40, BigInt(h.layout.idsOffset), true);
   view.setBigUint64(48, BigInt(h.layout.vectorsOffset), true);
   view.setBigUint64(56, BigInt(h.layout.fileBytes), true);
@@ -122,7 +122,7 @@ export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: s
   if (actualFileBytes > layout.fileBytes) {
     throw corrupt(`${actualFileBytes} bytes, but its header describes ${layout.fileBytes}`);
   }
-  return { dtype, dim, count: Number(count), nextId: view.getBigInt64(32, true), layout };
+  return { dtype, dim, count: Number(count), nextId: view.getBigUint64(32, true), layout };
 }
 
 // cmbd64, the file checksum: four 64-bit lanes, each taking every fourth little-endian 64-bit
