@@ -534,7 +534,11 @@ export class VectorIndex {
     const scores = new Float32Array(numQueries * kept);
     if (kept === 0) return { ids, scores, k: 0 };
     const d = this.dim;
-    const tile = Math.max(1, Math.min(Math.floor(QUERY_TILE_BYTES / (d * 4)), Math.floor(TILE_RESULTS / (kept + 1))));
+    const maxTile = Math.max(1, Math.min(Math.floor(QUERY_TILE_BYTES / (d * 4)), Math.floor(TILE_RESULTS / (kept + 1))));
+    // Tiles of equal size (within one query): the CPU kernel sums in another order below a few
+    // dozen queries, so a small last tile would give its queries scores that differ in the last
+    // bits from the same queries elsewhere in the batch.
+    const tile = Math.ceil(numQueries / Math.ceil(numQueries / maxTile));
     for (let q0 = 0; q0 < numQueries; q0 += tile) {
       const queries = unit.subarray(q0 * d, Math.min(numQueries, q0 + tile) * d);
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);

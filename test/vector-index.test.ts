@@ -275,6 +275,21 @@ describe('VectorIndex inputs', () => {
     }
   });
 
+  test.each(['float32', 'float16'] as const)('copies of one query in one search get the same scores, bit for bit, wherever the tiles cut (%s)', async (dtype) => {
+    const random = makeRandom(10);
+    const dim = 1024;  // 256 queries of 4 KiB fill a tile: 261 queries make more than one
+    const index = new VectorIndex({ dim, dtype });
+    index.add(randomSignedArray(random, 50 * dim));
+    const query = randomSignedArray(random, dim);
+    const queries = new Float32Array(261 * dim);
+    for (let q = 0; q < 261; q++) queries.set(query, q * dim);
+    const { ids, scores } = await index.search(queries, { k: 3 });
+    for (let q = 1; q < 261; q++) {
+      expect([...ids.subarray(q * 3, q * 3 + 3)]).toEqual([...ids.subarray(0, 3)]);
+      expect([...scores.subarray(q * 3, q * 3 + 3)]).toEqual([...scores.subarray(0, 3)]);
+    }
+  });
+
   test('size, dim, dtype, bytes; growth keeps capacity within one chunk of the contents', () => {
     const dim = 16;
     const index = new VectorIndex({ dim, chunkBytes: 64 * 1024 });
