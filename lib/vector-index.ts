@@ -317,13 +317,19 @@ export class VectorIndex {
   /**
    * Every stored vector's k nearest neighbours, `batchSize` vectors at a time (memory stays
    * O(batchSize x k) plus one kernel tile). The index cannot change while the walk is open.
+   * Bad options throw here, not at the first step of the walk.
    */
-  async *neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
+  neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
     this.assertUsable('neighbors');
     const o = requireObject('options', options);
     const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
+    return this.walkNeighbors(k, excludeSelf, batchSize);
+  }
+
+  private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number): AsyncGenerator<NeighborsChunk> {
+    this.assertUsable('neighbors');
     this.readers++;
     try {
       const total = this.count;

@@ -154,6 +154,9 @@ describe('damaged files are clear errors', () => {
     const count = Buffer.from(good);
     count.writeBigUInt64LE(count.readBigUInt64LE(24) + 1n, 24);
     await expectLoadError('count.cmbd', count, /is corrupt: section offsets do not match/);
+    const nextId = Buffer.from(good);
+    nextId.writeBigUInt64LE((1n << 63n) + 1n, 32);
+    await expectLoadError('next-id.cmbd', nextId, /is corrupt: next id 9223372036854775809 is beyond 2\^63/);
   });
 
   test('a missing file, a bad path argument, saving into a missing folder', async () => {
@@ -161,7 +164,8 @@ describe('damaged files are clear errors', () => {
     await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/ENOENT/);
     await expect(VectorIndex.load(42 as unknown as string)).rejects.toThrow(TypeError);
     const index = await sample('float16', 3);
-    await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd'))).rejects.toThrow(/ENOENT/);
+    await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd')))
+      .rejects.toThrow(`cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`);
   });
 });
 

@@ -369,6 +369,8 @@ describe('VectorIndex errors leave the index unchanged', () => {
     await expect(index.search(randomSignedArray(random, dim), undefined as unknown as { k: number })).rejects.toThrow(TypeError);
     await expect(index.search(randomSignedArray(random, dim + 1), { k: 1 })).rejects.toThrow(/queries has 9 values/);
     await expect(index.search(new Float32Array(dim).fill(NaN), { k: 1 })).rejects.toThrow(/queries row 0 contains NaN/);
+    expect(() => index.neighbors({ k: 0 })).toThrow(/options.k must be >= 1/);  // when called, not at the first step
+    expect(() => index.neighbors({ k: 1, batchSize: -1 })).toThrow(/options.batchSize/);
     expect(() => new VectorIndex({ dim: 0 })).toThrow(/options.dim must be >= 1/);
     expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);

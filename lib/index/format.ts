@@ -122,7 +122,9 @@ export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: s
   if (actualFileBytes > layout.fileBytes) {
     throw corrupt(`${actualFileBytes} bytes, but its header describes ${layout.fileBytes}`);
   }
-  return { dtype, dim, count: Number(count), nextId: view.getBigUint64(32, true), layout };
+  const nextId = view.getBigUint64(32, true);
+  if (nextId > 1n << 63n) throw corrupt(`next id ${nextId} is beyond 2^63`);
+  return { dtype, dim, count: Number(count), nextId, layout };
 }
 
 // cmbd64, the file checksum: four 64-bit lanes, each taking every fourth little-endian 64-bit
@@ -210,7 +212,9 @@ export async function writeIndexFile(file: string, header: Header, idPieces: Uin
   const target = path.resolve(file);
   const dir = path.dirname(target);
   const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
-  const handle = await fs.promises.open(temp, 'wx', 0o644);
+  const handle = await fs.promises.open(temp, 'wx', 0o644).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;
+  });
   const checksum = new Checksum();
   let position = 0;
   const put = async (bytes: Uint8Array) => {
