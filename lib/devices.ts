@@ -20,14 +20,20 @@ export function devices(): DeviceReport {
   };
 }
 
-/** -1 for the CPU, else a CUDA device index that exists here (otherwise a clear Error). */
-export function resolveDevice(value: unknown, name = 'options.device'): number {
+/** -1 for the CPU, else the CUDA device index named (not checked against this machine). */
+export function parseDevice(value: unknown, name = 'options.device'): number {
   if (value === undefined || value === 'cpu') return -1;
   const match = typeof value === 'string' ? /^cuda(?::(\d+))?$/.exec(value) : null;
   if (match === null) {
     throw new TypeError(`${name} must be 'cpu', 'cuda' or 'cuda:<index>', got ${JSON.stringify(value)}`);
   }
-  const index = match[1] === undefined ? 0 : Number(match[1]);
+  return match[1] === undefined ? 0 : Number(match[1]);
+}
+
+/** -1 for the CPU, else a CUDA device index that exists here (otherwise a clear Error). */
+export function resolveDevice(value: unknown, name = 'options.device'): number {
+  const index = parseDevice(value, name);
+  if (index < 0) return -1;
   const report = devices();
   if (report.cuda.length === 0) {
     throw new Error(`${name} is '${value}' but no CUDA device is available: ${report.cudaUnavailableReason}`);

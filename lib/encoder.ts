@@ -6,8 +6,9 @@
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { resolveDevice } from './devices';
+import { parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+import { loadAddon } from './native';
 import { convertToOnnx, resolveModel } from './model';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
@@ -171,8 +172,10 @@ function optionalPositiveInteger(name: string, value: unknown, fallback: number)
 }
 
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {
-  // A CUDA device that exists here, or a clear error before onnxruntime tries (and logs) anything.
-  const index = resolveDevice(device);
+  // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
+  // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
+  // CUDA provider (which the encoder needs, not camembed's kernels) decides.
+  const index = loadAddon().info().cudaCompiledIn ? resolveDevice(device) : parseDevice(device);
   return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 

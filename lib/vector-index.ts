@@ -122,6 +122,17 @@ function parseVectors(name: string, input: unknown, dim: number): { data: Float3
   return { data: array, rows: array.length / dim };
 }
 
+/**
+ * [start, end) of the fewest tiles of at most `most` items covering `count`, their sizes within one
+ * of each other (so each holds at least most / 2 when there are several). VectorIndex cuts query
+ * batches so: the CPU kernel sums in another order below a few dozen queries, and a small last tile
+ * would give its queries scores differing in the last bits from equal queries elsewhere in the batch.
+ */
+export function evenTiles(count: number, most: number): Array<[number, number]> {
+  const tiles = Math.ceil(count / most);
+  return Array.from({ length: tiles }, (_, t) => [Math.floor((t * count) / tiles), Math.floor(((t + 1) * count) / tiles)]);
+}
+
 /** A copy with every row scaled to unit length (x / max(||x||, 1e-12)); NaN or infinity is an error. */
 function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
   const out = new Float32Array(data.length);
@@ -541,12 +552,8 @@ export class VectorIndex {
     if (kept === 0) return { ids, scores, k: 0 };
     const d = this.dim;
     const maxTile = Math.max(1, Math.min(Math.floor(QUERY_TILE_BYTES / (d * 4)), Math.floor(TILE_RESULTS / (kept + 1))));
-    // Tiles of equal size (within one query): the CPU kernel sums in another order below a few
-    // dozen queries, so a small last tile would give its queries scores that differ in the last
-    // bits from the same queries elsewhere in the batch.
-    const tile = Math.ceil(numQueries / Math.ceil(numQueries / maxTile));
-    for (let q0 = 0; q0 < numQueries; q0 += tile) {
-      const queries = unit.subarray(q0 * d, Math.min(numQueries, q0 + tile) * d);
+    for (const [q0, q1] of evenTiles(numQueries, maxTile)) {
+      const queries = unit.subarray(q0 * d, q1 * d);
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
       for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
       scores.set(best.scores, q0 * kept);

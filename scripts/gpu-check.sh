@@ -16,6 +16,12 @@
 #   ARCH=80 bash scripts/gpu-check.sh    # another GPU (default 90: H100/H200)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The hash of the native sources, which scripts/gpu-node-bundle.sh records with its addon.
+nativeHash() { find native CMakeLists.txt -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1; }
+if [ "${1:-}" = --native-hash ]; then
+  nativeHash
+  exit 0
+fi
 OUT=${OUT:-$PWD/build/gpu-out}
 ARCH=${ARCH:-90}
 BUILD=build/gpu
@@ -87,11 +93,17 @@ done
 step "jest CUDA tests on this GPU (Node from .gpu/node-bundle.tar.xz; optional) -> $OUT/jest.log"
 # The addon built on the development machine (what npm install builds), loaded by the package's
 # TypeScript through the GPU parts of test/cuda.test.ts and test/vector-index.test.ts.
-if [ -f .gpu/node-bundle.tar.xz ]; then
-  {
+if [ -f .gpu/node-bundle.tar.xz ] && [ "$(cat .gpu/native.sha256 2> /dev/null)" != "$(nativeHash)" ]; then
+  echo "  the bundle's addon was built from other native sources: rerun scripts/gpu-node-bundle.sh; counted as a failure"
+  status=1
+elif [ -f .gpu/node-bundle.tar.xz ]; then
+  if ! {
     capped 40 tar xJf .gpu/node-bundle.tar.xz &&
       PATH="$PWD/.gpu/bin:$PATH" capped 90 node node_modules/jest/bin/jest.js test/cuda.test.ts test/vector-index.test.ts
-  } > "$OUT/jest.log" 2>&1 || status=1
+  } > "$OUT/jest.log" 2>&1; then
+    status=1
+    tail -5 "$OUT/jest.log"
+  fi
   grep -E "^(PASS|FAIL) |Tests:|✕|skipped: no CUDA|skipping|Error: " "$OUT/jest.log" | head -12
   if grep -q "no CUDA device" "$OUT/jest.log"; then
     echo "  the jest GPU tests skipped: the addon found no usable device (see $OUT/jest.log); counted as a failure"

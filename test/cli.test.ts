@@ -54,6 +54,8 @@ describe('integer flags are checked before any model is loaded (exit 2, naming t
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],
     [['make-random-model', '--seed', '-1'], "--seed must be an integer >= 0, got '-1'"],
     [['encode', '--batch-size', 'many'], "--batch-size must be a positive integer, got 'many'"],
+    [['search', '--k', '0x10', 'x'], "--k must be a positive integer, got '0x10'"],
+    [['search', '--k', '1e3', 'x'], "--k must be a positive integer, got '1e3'"],
   ])('%j', async (args, message) => {
     const { code, stderr } = await runCli(args);
     expect(stderr).toContain(message);

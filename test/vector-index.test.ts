@@ -5,7 +5,7 @@ import * as path from 'path';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
 import { IdTable } from '../lib/index/id-table';
-import { SearchResult, VectorIndex } from '../lib/vector-index';
+import { evenTiles, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 import { maxAbsDifference } from './helpers/compare';
 
@@ -427,6 +427,24 @@ describeGpu('VectorIndex on CUDA', () => {
 test('cuda on a machine without a GPU is a clear error', () => {
   if (cuda.length > 0) return;  // covered by the CUDA tests there
   expect(() => new VectorIndex({ dim: 4, device: 'cuda' })).toThrow(/no CUDA device is available/);
+});
+
+test('query batches are cut into the fewest tiles of sizes within one of each other', () => {
+  for (const most of [1, 2, 3, 31, 63, 64, 341]) {
+    for (let count = 1; count <= 20 * most + 3; count += most > 60 ? 7 : 1) {
+      const tiles = evenTiles(count, most);
+      expect(tiles.length).toBe(Math.ceil(count / most));
+      expect(tiles[0][0]).toBe(0);
+      expect(tiles[tiles.length - 1][1]).toBe(count);
+      const sizes = tiles.map(([a, b], t) => {
+        if (t > 0) expect(a).toBe(tiles[t - 1][1]);
+        return b - a;
+      });
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(most);
+      expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+    }
+  }
+  expect(evenTiles(3907, 63).map(([a, b]) => b - a)).not.toContain(1);  // fixed steps of 63 left a last tile of 1
 });
 
 test('IdTable (id -> row) agrees with a Map through random inserts, updates, deletes and growth', () => {

@@ -47,7 +47,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
-      if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+      if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {  // decimal digits only: not 0x10, 1e3
         throw new CliUsageError(`--${name} must be ${min === 1 ? 'a positive integer' : `an integer >= ${min}`}, got '${raw}'`);
       }
       options[name] = n;

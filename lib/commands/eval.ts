@@ -2,7 +2,8 @@
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { parseMetric } from '../eval/metrics';
-import { DEFAULT_METRICS, defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { DEFAULT_METRICS } from '../eval/metrics';
+import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { CliUsageError, helpText, OptionSpec, parseCommand } from './args';
 
 export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';

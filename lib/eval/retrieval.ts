@@ -12,8 +12,6 @@ import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cach
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
 import { DEFAULT_METRICS, evaluate, parseMetric, Run } from './metrics';
 
-export { DEFAULT_METRICS };
-
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
   model: string;
