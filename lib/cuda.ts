@@ -56,8 +56,9 @@ export const CUDA_MAX_K = 2048;
 const FLOAT16_MAX = 65504;
 
 /**
- * Cosine mode sends q / |q| (norm in float64): the same cosines, and no query under- or overflows
- * on its way to float16 (queries of 1e-9s would round to zeros). A zero query stays zero.
+ * Cosine mode with float16 storage sends q / |q| (norm in float64): the same cosines, and no query
+ * under- or overflows on its way to float16 (queries of 1e-9s would round to zeros). A zero query
+ * stays zero. (With float32 storage the device scales them itself: prepareQueriesKernel.)
  */
 function unitQueries(queries: Float32Array, dim: number): Float32Array {
   const out = new Float32Array(queries.length);
@@ -201,7 +202,7 @@ export class CudaMatrix {
     }
     const numQueries = queries.length / this.dim;
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
-    const sent = normalized ? queries : unitQueries(queries, this.dim);
+    const sent = normalized || this.storage === 'float32' ? queries : unitQueries(queries, this.dim);
     const args: NativeSearchArgs = {
       queries: sent, numQueries, k, normalized, outIndices: result.indices, outScores: result.scores,
     };

@@ -80,13 +80,10 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
   };
 }
 
-/** Rows of `queries` (a non-zero multiple of `dim` finite values, else a RangeError naming the row). */
+/** Rows of `queries` (a non-zero multiple of `dim` values, else a RangeError). */
 function queryCount(queries: Float32Array, dim: number): number {
   if (queries.length === 0 || queries.length % dim !== 0) {
     throw new RangeError(`queries has ${queries.length} elements: expected a non-zero multiple of options.dim (${dim})`);
-  }
-  for (let i = 0; i < queries.length; i++) {
-    if (!Number.isFinite(queries[i])) throw new RangeError(`queries row ${Math.floor(i / dim)} contains NaN or infinite values`);
   }
   return queries.length / dim;
 }
@@ -98,6 +95,9 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   const dim = requirePositiveInteger('options.dim', o.dim);
   const k = requirePositiveInteger('options.k', o.k);
   const numQueries = queryCount(q, dim);
+  for (let i = 0; i < q.length; i++) {
+    if (!Number.isFinite(q[i])) throw new RangeError(`queries row ${Math.floor(i / dim)} contains NaN or infinite values`);
+  }
   if (db.length === 0 || db.length % dim !== 0) {
     throw new RangeError(`database has ${db.length} elements: expected a non-zero multiple of options.dim (${dim})`);
   }
@@ -218,7 +218,8 @@ export async function cosineTopKAsync(queries: Float32Array, database: HiddenSta
 /**
  * CPU top-k over a database stored in segments (VectorIndex's chunks), in one native call that
  * streams every segment once; equal scores go to the lower id. The caller has validated the
- * segments (same dtype, `numRows * dim` elements, ids where given); queries are checked here.
+ * segments (same dtype, `numRows * dim` elements, ids where given) and the query values (VectorIndex
+ * normalises them, refusing NaN and infinity); the queries' shape is checked here.
  */
 export async function cosineTopKSegmentsAsync(
   queries: Float32Array, segments: NativeTopKSegment[], options: { dim: number; k: number; dtype: Dtype; normalized: boolean; threads?: number },
