@@ -10,7 +10,9 @@ import { cosineTopKSegmentsAsync, Dtype, float32ToFloat16Fast, TopKResult } from
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
-import { bytesPerElement, fileBindings, Header, IndexFileReader, layoutOf, mapIndexFile, writeIndexFile } from './index/format';
+import {
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, layoutOf, mapIndexFile, MAX_METADATA_BYTES, writeIndexFile,
+} from './index/format';
 import { IdTable } from './index/id-table';
 import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
 
@@ -40,6 +42,11 @@ export interface VectorIndexOptions {
    * capacity held, and the part of the index one kernel call scans.
    */
   chunkBytes?: number;
+  /**
+   * Facts saved with the index, as a JSON object of at most 1 MiB (the CLI records the model that
+   * made the vectors under `model`). Default {}.
+   */
+  metadata?: Record<string, unknown>;
 }
 
 /** Rows x dim float32 values, or the encoder's output. */
@@ -173,6 +180,35 @@ function parseIds(name: string, input: unknown, expected: number | null): BigInt
   return ids;
 }
 
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const member of Object.values(value)) deepFreeze(member);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+interface Metadata {
+  bytes: Uint8Array;  // the file's metadata section: JSON text, none for {}
+  object: Readonly<Record<string, unknown>>;  // those bytes parsed, as a load would show them
+}
+
+function checkMetadata(name: string, value: unknown): Metadata {
+  const object = requireObject(name, value);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(object);
+  } catch (err) {
+    throw new TypeError(`${name} must be JSON-serialisable: ${(err as Error).message}`);
+  }
+  if (text === undefined || !text.startsWith('{')) throw new TypeError(`${name} must be a JSON object (its toJSON() made something else)`);
+  const bytes = text === '{}' ? new Uint8Array(0) : Buffer.from(text, 'utf8');
+  if (bytes.length > MAX_METADATA_BYTES) {
+    throw new RangeError(`${name} is ${bytes.length} bytes as JSON, more than the ${MAX_METADATA_BYTES} allowed`);
+  }
+  return { bytes, object: deepFreeze(JSON.parse(text) as Record<string, unknown>) };
+}
+
 export class VectorIndex {
   readonly dim: number;
   readonly dtype: Dtype;
@@ -183,6 +219,7 @@ export class VectorIndex {
   private table = new IdTable();
   private count = 0;
   private nextId = 0n;
+  private savedMetadata: Metadata = { bytes: new Uint8Array(0), object: Object.freeze({}) };
   private readers = 0;     // searches, saves and neighbour walks in flight: they block changes
   private disposed = false;
 
@@ -197,6 +234,17 @@ export class VectorIndex {
     this.dtype = (o.dtype as Dtype | undefined) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
     const chunkBytes = o.chunkBytes === undefined ? CHUNK_BYTES : requirePositiveInteger('options.chunkBytes', o.chunkBytes);
     this.chunkRows = Math.max(1, Math.floor(chunkBytes / (this.dim * bytesPerElement(this.dtype))));
+    if (o.metadata !== undefined) this.savedMetadata = checkMetadata('options.metadata', o.metadata);
+  }
+
+  /** The metadata saved with the index: a frozen copy, as JSON keeps it. Assign an object to change it. */
+  get metadata(): Record<string, unknown> {
+    return this.savedMetadata.object;
+  }
+
+  set metadata(value: Record<string, unknown>) {
+    this.assertUsable('metadata');
+    this.savedMetadata = checkMetadata('metadata', value);
   }
 
   /** Number of vectors stored. */
@@ -381,13 +429,15 @@ export class VectorIndex {
   async save(file: string): Promise<void> {
     this.assertUsable('save');
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const metadata = this.savedMetadata.bytes;
     const header: Header = {
-      dtype: this.dtype, dim: this.dim, count: this.count, nextId: this.nextId, layout: layoutOf(this.dtype, this.dim, this.count),
+      dtype: this.dtype, dim: this.dim, count: this.count, nextId: this.nextId, metadataBytes: metadata.length,
+      layout: layoutOf(this.dtype, this.dim, this.count, metadata.length),
     };
     const rowBytes = this.dim * bytesPerElement(this.dtype);
     this.readers++;
     try {
-      await writeIndexFile(file, header,
+      await writeIndexFile(file, header, metadata,
         this.chunks.map((c) => byteView(c.ids, c.count * 8)),
         this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
     } finally {
@@ -407,7 +457,7 @@ export class VectorIndex {
     if (o.chunkBytes !== undefined) requirePositiveInteger('options.chunkBytes', o.chunkBytes);
     let index: VectorIndex;
     if (mmap) {
-      const { header, mapping } = await mapIndexFile(file);
+      const { header, metadata, mapping } = await mapIndexFile(file);
       index = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       for (let start = 0; start < header.count; start += index.chunkRows) {
@@ -418,7 +468,7 @@ export class VectorIndex {
         const ids = new BigInt64Array(mapping, header.layout.idsOffset + start * 8, n).slice();
         index.chunks.push({ vectors, ids, count: n, mapped: true, matrix: null });
       }
-      index.finishLoad(header, file);
+      index.finishLoad(header, metadata, file);
     } else {
       const reader = await IndexFileReader.open(file);
       try {
@@ -429,9 +479,9 @@ export class VectorIndex {
           index.chunks.push({ vectors: index.allocate(n), ids: new BigInt64Array(n), count: n, mapped: false, matrix: null });
         }
         const rowBytes = header.dim * bytesPerElement(header.dtype);
-        await reader.readInto(index.chunks.map((c) => byteView(c.ids, c.count * 8)),
+        const metadata = await reader.readInto(index.chunks.map((c) => byteView(c.ids, c.count * 8)),
           index.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
-        index.finishLoad(header, file);
+        index.finishLoad(header, metadata, file);
       } finally {
         await reader.close();
       }
@@ -455,7 +505,8 @@ export class VectorIndex {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private finishLoad(header: Header, file: string): void {
+  private finishLoad(header: Header, metadata: Uint8Array, file: string): void {
+    this.savedMetadata = { bytes: metadata.slice(), object: deepFreeze(decodeMetadata(metadata, file)) };
     this.count = header.count;
     this.nextId = header.nextId;
     this.table = new IdTable(header.count);

@@ -62,9 +62,11 @@ describeFiles('camembed index build / search', () => {
     const built = await VectorIndex.load(indexFile);
     expect(built.size).toBe(passages.length);
     expect(built.dtype).toBe(dtype);
+    expect(built.metadata).toEqual({ model: MODEL });
     const want = await expected(dtype);
 
-    const jsonl = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--queries', queriesFile, '--format', 'jsonl', '--batch-size', '2']);
+    // No --model: the one the index records.
+    const jsonl = await captureStdout(['search', '--index', indexFile, '--k', '5', '--queries', queriesFile, '--format', 'jsonl', '--batch-size', '2']);
     expect(jsonl.code).toBe(0);
     const records = jsonl.out.trim().split('\n').map((l) => JSON.parse(l));
     expect(records.map((r) => r.text)).toEqual(questions);
@@ -91,6 +93,26 @@ describeFiles('camembed index build / search', () => {
     expect(lines.map((l) => BigInt(l[2]))).toEqual(want.ids[1]);
     // The ids are line numbers of the input: the top passage is that line.
     expect(Number(lines[0][2])).toBeLessThan(passages.length);
+  });
+
+  test('a model folder is recorded as an absolute path; searching with another model says so', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const link = path.join(dir, 'same-model-elsewhere');
+    fs.symlinkSync(MODEL, link);
+    const cwd = process.cwd();
+    try {
+      process.chdir(path.dirname(MODEL));
+      expect(await main(['index', 'build', '--model', path.basename(MODEL), '--input', input, '--output', indexFile])).toBe(0);
+      expect((await VectorIndex.load(indexFile)).metadata).toEqual({ model: MODEL });
+      const relative = await captureStdout(['search', '--index', indexFile, '--model', path.basename(MODEL), questions[0]]);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).not.toContain('note:');
+      const other = await captureStdout(['search', '--index', indexFile, '--model', link, questions[0]]);
+      expect(other).toEqual(relative);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`note: ${indexFile} was built with the model ${MODEL}; searching with ${link}\n`);
+    } finally {
+      process.chdir(cwd);
+      stderr.mockRestore();
+    }
   });
 
   test('usage errors exit with code 2, other failures with 1', async () => {

@@ -110,6 +110,73 @@ test('cmbd64: native lanes match the specification, fed in any pieces; every byt
   }
 });
 
+/** The bytes with their trailer set to the checksum of the rest. */
+function withChecksum(bytes: Buffer): Buffer {
+  const fixed = Buffer.from(bytes);
+  fixed.writeBigUInt64LE(cmbd64(fixed.subarray(0, fixed.length - 8)), fixed.length - 8);
+  return fixed;
+}
+
+describe('metadata', () => {
+  const metadata = { model: 'antoinelouis/biencoder-camembert-base-mmarcoFR', note: 'éàü 🥐', nested: { list: [1, 2.5, null, true] } };
+
+  test.each([false, true])('is saved at offset 64 as JSON and read back (mmap %s)', async (mmap) => {
+    const index = await sample('float16', 6);
+    index.metadata = metadata;
+    const file = path.join(dir, `metadata-${mmap}.cmbd`);
+    await index.save(file);
+    const bytes = fs.readFileSync(file);
+    const text = JSON.stringify(metadata);
+    const length = Buffer.byteLength(text);
+    expect(bytes.readUInt32LE(8)).toBe(2);
+    expect(bytes.readUInt32LE(20)).toBe(length);
+    expect(bytes.subarray(64, 64 + length).toString('utf8')).toBe(text);
+    expect(Number(bytes.readBigUInt64LE(40))).toBe(64 + Math.ceil(length / 64) * 64);
+    const loaded = await VectorIndex.load(file, { mmap });
+    expect(loaded.metadata).toEqual(metadata);
+    expect(await loaded.search(queries, { k: 20 })).toEqual(await index.search(queries, { k: 20 }));
+    expect(Object.isFrozen(loaded.metadata)).toBe(true);
+    expect(() => { (loaded.metadata.nested as { list: unknown[] }).list.push(3); }).toThrow(TypeError);
+  });
+
+  test('shows what JSON keeps, starts empty, and bad values are clear errors that change nothing', () => {
+    const index = new VectorIndex({ dim: 3, metadata: { when: new Date(0), gone: undefined, n: 1 } });
+    expect(index.metadata).toEqual({ when: '1970-01-01T00:00:00.000Z', n: 1 });
+    expect(new VectorIndex({ dim: 3 }).metadata).toEqual({});
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    const cases: Array<[unknown, ErrorConstructor, RegExp]> = [
+      [null, TypeError, /^metadata must be an object, got null$/],
+      [['model'], TypeError, /^metadata must be an object, got/],
+      [{ id: 1n }, TypeError, /^metadata must be JSON-serialisable: Do not know how to serialize a BigInt/],
+      [cycle, TypeError, /^metadata must be JSON-serialisable: Converting circular structure/],
+      [{ toJSON: () => 'text' }, TypeError, /^metadata must be a JSON object \(its toJSON\(\) made something else\)$/],
+      [{ text: 'x'.repeat(1024 * 1024) }, RangeError, /^metadata is 1048587 bytes as JSON, more than the 1048576 allowed$/],
+    ];
+    for (const [value, type, message] of cases) {
+      expect(() => { index.metadata = value as Record<string, unknown>; }).toThrow(type);
+      expect(() => { index.metadata = value as Record<string, unknown>; }).toThrow(message);
+      expect(() => new VectorIndex({ dim: 3, metadata: value as Record<string, unknown> })).toThrow(/^options\.metadata /);
+    }
+    expect(index.metadata).toEqual({ when: '1970-01-01T00:00:00.000Z', n: 1 });
+    index.dispose();
+    expect(() => { index.metadata = {}; }).toThrow('VectorIndex.metadata: the index has been disposed');
+  });
+
+  test('a version 1 file (version 2 without metadata) is read', async () => {
+    const index = await sample('float32', 7);
+    const file = path.join(dir, 'version1.cmbd');
+    await index.save(file);
+    const bytes = fs.readFileSync(file);
+    expect(bytes.readUInt32LE(20)).toBe(0);
+    bytes.writeUInt32LE(1, 8);
+    fs.writeFileSync(file, withChecksum(bytes));
+    const loaded = await VectorIndex.load(file);
+    expect(loaded.metadata).toEqual({});
+    expect(await loaded.search(queries, { k: 20 })).toEqual(await index.search(queries, { k: 20 }));
+  });
+});
+
 describe('damaged files are clear errors', () => {
   let good: Buffer;
   beforeAll(async () => {
@@ -117,6 +184,12 @@ describe('damaged files are clear errors', () => {
     await (await sample('float32', 2)).save(file);
     good = fs.readFileSync(file);
   });
+
+  async function loadBytes(name: string, bytes: Uint8Array): Promise<VectorIndex> {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, bytes);
+    return VectorIndex.load(file);
+  }
 
   async function expectLoadError(name: string, bytes: Uint8Array, pattern: RegExp): Promise<void> {
     const file = path.join(dir, name);
@@ -146,8 +219,8 @@ describe('damaged files are clear errors', () => {
 
   test('a future format version, an unknown dtype, inconsistent offsets', async () => {
     const future = Buffer.from(good);
-    future.writeUInt32LE(2, 8);
-    await expectLoadError('future.cmbd', future, /format version 2, newer than this camembed reads \(1\): upgrade camembed/);
+    future.writeUInt32LE(3, 8);
+    await expectLoadError('future.cmbd', future, /format version 3, newer than this camembed reads \(2\): upgrade camembed/);
     const dtype = Buffer.from(good);
     dtype.writeUInt32LE(7, 12);
     await expectLoadError('dtype.cmbd', dtype, /is corrupt: unknown dtype code 7/);
@@ -157,6 +230,28 @@ describe('damaged files are clear errors', () => {
     const nextId = Buffer.from(good);
     nextId.writeBigUInt64LE((1n << 63n) + 1n, 32);
     await expectLoadError('next-id.cmbd', nextId, /is corrupt: next id 9223372036854775809 is beyond 2\^63/);
+  });
+
+  test('metadata that is not a JSON object, or too long; a version 1 header with its reserved field set', async () => {
+    const withMetadata = (text: string | Buffer) => {
+      const metadata = Buffer.from(text);
+      const padded = Math.ceil(metadata.length / 64) * 64;
+      const bytes = Buffer.concat([good.subarray(0, 64), metadata, Buffer.alloc(padded - metadata.length), good.subarray(64)]);
+      bytes.writeUInt32LE(metadata.length, 20);
+      for (const offset of [40, 48, 56]) bytes.writeBigUInt64LE(bytes.readBigUInt64LE(offset) + BigInt(padded), offset);
+      return withChecksum(bytes);
+    };
+    expect((await loadBytes('json.cmbd', withMetadata('{"model":"m"}'))).metadata).toEqual({ model: 'm' });
+    await expectLoadError('not-json.cmbd', withMetadata('{"model":'), /is corrupt: its metadata is not UTF-8 JSON/);
+    await expectLoadError('not-utf8.cmbd', withMetadata(Buffer.from([...Buffer.from('{"a":"'), 0xff, ...Buffer.from('"}')])), /is corrupt: its metadata is not UTF-8 JSON/);
+    await expectLoadError('array.cmbd', withMetadata('["model"]'), /is corrupt: its metadata is not a JSON object/);
+    const huge = Buffer.from(good);
+    huge.writeUInt32LE(1024 * 1024 + 1, 20);
+    await expectLoadError('huge.cmbd', huge, /is corrupt: 1048577 bytes of metadata, more than the 1048576 allowed/);
+    const reserved = Buffer.from(good);
+    reserved.writeUInt32LE(1, 8);
+    reserved.writeUInt32LE(64, 20);
+    await expectLoadError('reserved.cmbd', withChecksum(reserved), /is corrupt: the reserved field of a version 1 header is not 0/);
   });
 
   test('a missing file, a bad path argument, saving into a missing folder', async () => {

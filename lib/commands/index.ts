@@ -1,5 +1,7 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
 // The id of each passage is its line number (0-based), so search results point back to lines.
+import * as fs from 'fs';
+import * as path from 'path';
 import * as readline from 'readline';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
@@ -10,7 +12,7 @@ import { CliUsageError, helpText, openInput, OptionSpec, parseCommand, requiredS
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
 
 const SPEC: OptionSpec = {
-  model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
+  model: { type: 'string', help: 'model folder or Hub id (recorded in the index for `camembed search`)', default: DEFAULT_MODEL },
   input: { type: 'string', help: "UTF-8 text file ('-': standard input), one passage per line; the id of a passage is its line number from 0" },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
@@ -24,6 +26,11 @@ const SPEC: OptionSpec = {
 /** The lines of a UTF-8 text file or of standard input ('-'); \n, \r\n or \r ends a line. Streamed. */
 export function readLines(file: string): AsyncIterable<string> {
   return readline.createInterface({ input: openInput(file).setEncoding('utf8'), crlfDelay: Infinity });
+}
+
+/** The model as the index records it: a folder as an absolute path (a search may run elsewhere), else the Hub id. */
+export function modelSource(model: string): string {
+  return fs.existsSync(model) ? path.resolve(model) : model;
 }
 
 export async function run(argv: string[]): Promise<void> {
@@ -49,7 +56,9 @@ export async function run(argv: string[]): Promise<void> {
   const encoder = await Encoder.load(options.model as string, {
     device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
   });
-  const index = new VectorIndex({ dim: encoder.dim, dtype: dtype as 'float32' | undefined, device });
+  const index = new VectorIndex({
+    dim: encoder.dim, dtype: dtype as 'float32' | undefined, device, metadata: { model: modelSource(options.model as string) },
+  });
   const bar = createProgressBar({ label: 'index build', unit: 'items' });
   let size = 0;
   try {

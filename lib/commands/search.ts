@@ -5,13 +5,13 @@ import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { createProgressBar } from '../progress';
 import { SearchResult, VectorIndex } from '../vector-index';
 import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
-import { readLines } from './index';
+import { modelSource, readLines } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
 
 const SPEC: OptionSpec = {
   index: { type: 'string', help: 'index file written by `camembed index build`' },
-  model: { type: 'string', help: 'model folder or Hub id (the one the index was built with)', default: DEFAULT_MODEL },
+  model: { type: 'string', help: `model folder or Hub id (default: the one the index records, else ${DEFAULT_MODEL})` },
   k: { type: 'integer', help: 'results per question', default: 10 },
   queries: { type: 'string', help: "UTF-8 file ('-': standard input), one question per line (instead of a question argument)" },
   format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
@@ -58,7 +58,12 @@ export async function run(argv: string[]): Promise<void> {
 
   const device = options.device as 'cpu';
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
-  const encoder = await Encoder.load(options.model as string, {
+  const recorded = typeof index.metadata.model === 'string' ? index.metadata.model : undefined;
+  const model = (options.model as string | undefined) ?? recorded ?? DEFAULT_MODEL;
+  if (recorded !== undefined && modelSource(model) !== recorded) {
+    process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
+  }
+  const encoder = await Encoder.load(model, {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
   });
   const bar = createProgressBar({ label: 'search', unit: 'items' });

@@ -1,19 +1,21 @@
-// The VectorIndex file format, version 1 (docs/index.md has the full specification).
+// The VectorIndex file format, version 2 (docs/index.md has the full specification; version 1 is
+// version 2 without metadata, and is still read).
 // All integers little-endian. Every section starts at a multiple of 64 bytes, so the vectors
 // can be viewed in place (typed arrays over a memory mapping) and are cache-line aligned.
 //
 //   offset  size  field
 //   0       8     magic "CMBDINDX"
-//   8       4     u32 format version (1)
+//   8       4     u32 format version (2)
 //   12      4     u32 dtype: 1 = float32, 2 = float16 (IEEE binary16 bits)
 //   16      4     u32 dim
-//   20      4     u32 reserved, 0
+//   20      4     u32 metadataBytes (version 1: reserved, 0)
 //   24      8     u64 count (vectors stored)
 //   32      8     u64 nextId (the id the next add() without ids starts at; up to 2^63)
-//   40      8     u64 idsOffset (64)
+//   40      8     u64 idsOffset (64 + metadataBytes, padded to 64)
 //   48      8     u64 vectorsOffset
 //   56      8     u64 fileBytes (total file size)
-//   64            ids: count x i64, zero-padded to a multiple of 64
+//   64            metadata: UTF-8 JSON object, zero-padded to a multiple of 64
+//   idsOffset     ids: count x i64, zero-padded to a multiple of 64
 //   vectorsOffset vectors: count x dim x (4 | 2) bytes, row-major, zero-padded to a multiple of 64
 //   fileBytes-8   u64 cmbd64 checksum of bytes [0, fileBytes - 8)
 import * as crypto from 'crypto';
@@ -24,9 +26,11 @@ import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
 
 export const MAGIC = 'CMBDINDX';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const HEADER_BYTES = 64;
 export const TRAILER_BYTES = 8;
+// Metadata is for a few facts (the model that made the vectors, a description), read whole.
+export const MAX_METADATA_BYTES = 1024 * 1024;
 
 interface FileBindings {
   checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: false): undefined;
@@ -58,8 +62,8 @@ export interface Layout {
   fileBytes: number;
 }
 
-export function layoutOf(dtype: Dtype, dim: number, count: number): Layout {
-  const idsOffset = HEADER_BYTES;
+export function layoutOf(dtype: Dtype, dim: number, count: number, metadataBytes: number): Layout {
+  const idsOffset = HEADER_BYTES + padTo64(metadataBytes);
   const vectorsOffset = idsOffset + padTo64(count * 8);
   const trailerOffset = vectorsOffset + padTo64(count * dim * bytesPerElement(dtype));
   return { idsOffset, vectorsOffset, trailerOffset, fileBytes: trailerOffset + TRAILER_BYTES };
@@ -70,7 +74,23 @@ export interface Header {
   dim: number;
   count: number;
   nextId: bigint;
+  metadataBytes: number;
   layout: Layout;
+}
+
+/** The metadata section (UTF-8 JSON text of an object; none for {}) as an object. */
+export function decodeMetadata(bytes: Uint8Array, file: string): Record<string, unknown> {
+  if (bytes.length === 0) return {};
+  let metadata: unknown;
+  try {
+    metadata = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new Error(`${file} is corrupt: its metadata is not UTF-8 JSON`);
+  }
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+    throw new Error(`${file} is corrupt: its metadata is not a JSON object`);
+  }
+  return metadata as Record<string, unknown>;
 }
 
 export function encodeHeader(h: Header): Uint8Array {
@@ -80,6 +100,7 @@ export function encodeHeader(h: Header): Uint8Array {
   view.setUint32(8, FORMAT_VERSION, true);
   view.setUint32(12, DTYPE_CODES[h.dtype], true);
   view.setUint32(16, h.dim, true);
+  view.setUint32(20, h.metadataBytes, true);
   view.setBigUint64(24, BigInt(h.count), true);
   view.setBigUint64(32, h.nextId, true);
   view.setBigUint64(40, BigInt(h.layout.idsOffset), true);
@@ -109,12 +130,15 @@ export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: s
   if (dtype === undefined) throw corrupt(`unknown dtype code ${dtypeCode}`);
   const dim = view.getUint32(16, true);
   if (dim < 1) throw corrupt('dim is 0');
+  const metadataBytes = view.getUint32(20, true);
+  if (version === 1 && metadataBytes !== 0) throw corrupt('the reserved field of a version 1 header is not 0');
+  if (metadataBytes > MAX_METADATA_BYTES) throw corrupt(`${metadataBytes} bytes of metadata, more than the ${MAX_METADATA_BYTES} allowed`);
   const count = view.getBigUint64(24, true);
   if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(`count ${count} is impossible`);
-  const layout = layoutOf(dtype, dim, Number(count));
+  const layout = layoutOf(dtype, dim, Number(count), metadataBytes);
   const stated = [view.getBigUint64(40, true), view.getBigUint64(48, true), view.getBigUint64(56, true)];
   if (stated[0] !== BigInt(layout.idsOffset) || stated[1] !== BigInt(layout.vectorsOffset) || stated[2] !== BigInt(layout.fileBytes)) {
-    throw corrupt(`section offsets do not match count ${count}, dim ${dim}, dtype ${dtype}`);
+    throw corrupt(`section offsets do not match count ${count}, dim ${dim}, dtype ${dtype}, ${metadataBytes} bytes of metadata`);
   }
   if (actualFileBytes < layout.fileBytes) {
     throw new Error(`${file} is truncated: ${actualFileBytes} bytes, but its header describes ${layout.fileBytes}`);
@@ -124,7 +148,7 @@ export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: s
   }
   const nextId = view.getBigUint64(32, true);
   if (nextId > 1n << 63n) throw corrupt(`next id ${nextId} is beyond 2^63`);
-  return { dtype, dim, count: Number(count), nextId, layout };
+  return { dtype, dim, count: Number(count), nextId, metadataBytes, layout };
 }
 
 // cmbd64, the file checksum: four 64-bit lanes, each taking every fourth little-endian 64-bit
@@ -206,9 +230,10 @@ async function syncDirectory(dir: string): Promise<void> {
 /**
  * Writes the file crash-safely: a temporary file in the same folder, fsync, rename over `file`,
  * fsync of the folder. A crash at any point leaves either the old file or the new one.
- * `idPieces` and `vectorPieces` are the sections' bytes in order.
+ * `metadata` is the metadata section's bytes; `idPieces` and `vectorPieces` are the sections' bytes in order.
  */
-export async function writeIndexFile(file: string, header: Header, idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
+export async function writeIndexFile(file: string, header: Header, metadata: Uint8Array,
+  idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
   const target = path.resolve(file);
   const dir = path.dirname(target);
   const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
@@ -230,7 +255,10 @@ export async function writeIndexFile(file: string, header: Header, idPieces: Uin
   let renamed = false;
   try {
     const { layout } = header;
+    if (metadata.length !== header.metadataBytes) throw new Error('internal: the metadata does not match its header');
     await put(encodeHeader(header));
+    await put(metadata);
+    await put(zeros(layout.idsOffset - position));
     for (const piece of idPieces) await put(piece);
     await put(zeros(layout.vectorsOffset - position));
     for (const piece of vectorPieces) await put(piece);
@@ -254,7 +282,7 @@ function checksumMismatch(file: string, stored: bigint, computed: bigint): Error
 }
 
 /** Maps the file read-only, checks header and checksum; the vectors are then viewed in place. */
-export async function mapIndexFile(file: string): Promise<{ header: Header; mapping: ArrayBuffer }> {
+export async function mapIndexFile(file: string): Promise<{ header: Header; metadata: Uint8Array; mapping: ArrayBuffer }> {
   // An empty file cannot be mapped: report it as what it is, like the reading path does.
   if ((await fs.promises.stat(file)).size === 0) decodeHeader(new Uint8Array(0), 0, file);
   const mapping = fileBindings().mapFileReadOnly(path.resolve(file));
@@ -268,7 +296,7 @@ export async function mapIndexFile(file: string): Promise<{ header: Header; mapp
   const stored = new DataView(mapping, end, TRAILER_BYTES).getBigUint64(0, true);
   const computed = checksum.digest();
   if (stored !== computed) throw checksumMismatch(file, stored, computed);
-  return { header, mapping };
+  return { header, metadata: bytes.subarray(HEADER_BYTES, HEADER_BYTES + header.metadataBytes), mapping };
 }
 
 /** An open index file whose header has been checked; readInto() reads and verifies the rest. */
@@ -289,8 +317,11 @@ export class IndexFileReader {
     }
   }
 
-  /** Reads the ids and vectors into the given byte views (in file order) and checks the checksum. */
-  async readInto(idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
+  /**
+   * Reads the ids and vectors into the given byte views (in file order), checks the checksum and
+   * returns the metadata section's bytes.
+   */
+  async readInto(idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<Uint8Array> {
     const { layout } = this.header;
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
@@ -305,6 +336,8 @@ export class IndexFileReader {
       }
       if (summed) await checksum.update(dest);
     };
+    const metadata = zeros(layout.idsOffset - position);
+    await take(metadata);
     for (const piece of idPieces) await take(piece);
     await take(zeros(layout.vectorsOffset - position));
     for (const piece of vectorPieces) await take(piece);
@@ -315,6 +348,7 @@ export class IndexFileReader {
     const stored = new DataView(trailer.buffer).getBigUint64(0, true);
     const computed = checksum.digest();
     if (stored !== computed) throw checksumMismatch(this.file, stored, computed);
+    return metadata.subarray(0, this.header.metadataBytes);
   }
 
   async close(): Promise<void> {
