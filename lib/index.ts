@@ -15,7 +15,8 @@ export type {
 } from './vector-index';
 export { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments } from './eval/metrics';
 export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';
-export { FormatError, readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
+export { readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
+export { FormatError } from './lines';
 export { evaluateRetrieval } from './eval/retrieval';
 export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';
 export { DEFAULT_MODEL, Encoder, similarity } from './encoder';

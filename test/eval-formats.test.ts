@@ -1,7 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { FormatError, readQrels, readTsv, readTsvEntries, TextRecord, TrecRunWriter } from '../lib/eval/formats';
+import { readQrels, readTsv, readTsvEntries, TextRecord, TrecRunWriter } from '../lib/eval/formats';
+import { FormatError } from '../lib/lines';
 import { makeRandom } from './helpers/random';
 
 let dir: string;

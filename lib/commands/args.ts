@@ -3,6 +3,9 @@
 // options are errors; integer options are checked here, so each command gets numbers it can use.
 import * as fs from 'fs';
 
+import { readTextLines } from '../lines';
+import { createProgressBar, ProgressBar } from '../progress';
+
 export class CliUsageError extends Error {}
 
 export interface OptionSpec {
@@ -86,7 +89,26 @@ export function requireExists(name: string, file: string): void {
   if (file !== '-' && !fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
 }
 
-/** The bytes of a text input: the file, or standard input for '-'. */
-export function openInput(file: string): NodeJS.ReadableStream {
-  return file === '-' ? process.stdin : fs.createReadStream(file);
+/**
+ * The lines of `file` ('-': standard input) as texts for Encoder.encodeStream, and an onProgress
+ * for it that draws a bar of the bytes encoded (a file's size is known before reading it, its
+ * line count is not). See lib/lines.ts for what a line is.
+ */
+export function textsWithProgress(file: string, label: string):
+  { texts: AsyncGenerator<string>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
+  const bar = createProgressBar({ label, unit: 'bytes', total: file === '-' ? undefined : fs.statSync(file).size });
+  const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
+  let encoded = 0;
+  async function* texts(): AsyncGenerator<string> {
+    for await (const { text, endOffset } of readTextLines(file)) {
+      lineEnds.push(endOffset);
+      yield text;
+    }
+  }
+  const onProgress = ({ done }: { done: number }) => {
+    bar.update(lineEnds[done - encoded - 1]);
+    lineEnds.splice(0, done - encoded);
+    encoded = done;
+  };
+  return { texts: texts(), onProgress, bar };
 }

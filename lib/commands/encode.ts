@@ -3,8 +3,7 @@
 import { once } from 'events';
 import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { createProgressBar } from '../progress';
-import { CliUsageError, openInput, OptionSpec, parseCommand, requiredString, requireExists } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -22,26 +21,6 @@ const SPEC: OptionSpec = {
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   help: { type: 'boolean', help: 'show this help' },
 };
-
-/**
- * Lines of a UTF-8 file or of standard input ('-'), split on '\n' only (a Unicode line separator
- * inside a text is kept). `lineEnds` receives the byte offset just after each line, for progress.
- */
-async function* readLines(file: string, lineEnds: number[]): AsyncGenerator<string> {
-  let rest = '';
-  let offset = 0;
-  const line = (raw: string, newline: number) => {
-    offset += Buffer.byteLength(raw) + newline;
-    lineEnds.push(offset);
-    return raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-  };
-  for await (const piece of openInput(file).setEncoding('utf8')) {
-    const parts = (rest + (piece as string)).split('\n');
-    rest = parts.pop()!;
-    for (const raw of parts) yield line(raw, 1);
-  }
-  if (rest.length > 0) yield line(rest, 0);
-}
 
 // numpy format 1.0 header for a little-endian float32 C-order array; padded to a fixed 128 bytes
 // so that the final row count can be written over it once the stream has ended.
@@ -74,10 +53,7 @@ export async function run(argv: string[]): Promise<void> {
     offline: options.offline === true,
   });
   const npy = output.endsWith('.npy');
-  // Progress through the input in bytes: its size is known without reading it, its line count is not.
-  const bar = createProgressBar({ label: 'encode', unit: 'bytes', total: input === '-' ? undefined : fs.statSync(input).size });
-  const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
-  let encoded = 0;
+  const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
   const fd = output === '-' ? null : fs.openSync(output, 'w');
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
@@ -86,14 +62,7 @@ export async function run(argv: string[]): Promise<void> {
   let rows = 0;
   try {
     if (npy) await write(npyHeader(0, encoder.dim));
-    for await (const chunk of encoder.encodeStream(readLines(input, lineEnds), {
-      normalize: options['no-normalize'] !== true,
-      onProgress: ({ done }) => {
-        bar.update(lineEnds[done - encoded - 1]);
-        lineEnds.splice(0, done - encoded);
-        encoded = done;
-      },
-    })) {
+    for await (const chunk of encoder.encodeStream(texts, { normalize: options['no-normalize'] !== true, onProgress })) {
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }

@@ -2,12 +2,10 @@
 // The id of each passage is its line number (0-based), so search results point back to lines.
 import * as fs from 'fs';
 import * as path from 'path';
-import * as readline from 'readline';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
-import { CliUsageError, helpText, openInput, OptionSpec, parseCommand, requiredString, requireExists } from './args';
+import { CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
 
@@ -22,11 +20,6 @@ const SPEC: OptionSpec = {
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   help: { type: 'boolean', help: 'show this help' },
 };
-
-/** The lines of a UTF-8 text file or of standard input ('-'); \n, \r\n or \r ends a line. Streamed. */
-export function readLines(file: string): AsyncIterable<string> {
-  return readline.createInterface({ input: openInput(file).setEncoding('utf8'), crlfDelay: Infinity });
-}
 
 /** The model as the index records it: a folder as an absolute path (a search may run elsewhere), else the Hub id. */
 export function modelSource(model: string): string {
@@ -59,10 +52,10 @@ export async function run(argv: string[]): Promise<void> {
   const index = new VectorIndex({
     dim: encoder.dim, dtype: dtype as 'float32' | undefined, device, metadata: { model: modelSource(options.model as string) },
   });
-  const bar = createProgressBar({ label: 'index build', unit: 'items' });
+  const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
   let size = 0;
   try {
-    for await (const chunk of encoder.encodeStream(readLines(input), { onProgress: ({ done }) => bar.update(done) })) {
+    for await (const chunk of encoder.encodeStream(texts, { onProgress })) {
       index.add(chunk);
     }
     bar.finish();

@@ -2,10 +2,11 @@
 // file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines.
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { SearchResult, VectorIndex } from '../vector-index';
 import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
-import { modelSource, readLines } from './index';
+import { modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
 
@@ -71,7 +72,7 @@ export async function run(argv: string[]): Promise<void> {
     if (encoder.dim !== index.dim) {
       throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);
     }
-    const texts = queriesFile === undefined ? [positional[0]] : readLines(queriesFile);
+    const texts = queriesFile === undefined ? [positional[0]] : readTexts(queriesFile);
     let batch: string[] = [];
     let done = 0;
     const flush = async () => {

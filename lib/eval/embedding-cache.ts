@@ -10,7 +10,8 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FormatError, readTsv } from './formats';
+import { FormatError } from '../lines';
+import { readTsv } from './formats';
 
 export interface EmbeddingBatch { data: Float32Array; rows: number; dim: number }
 

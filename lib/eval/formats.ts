@@ -2,58 +2,8 @@
 // stream, resumable from a byte offset), qrels (TREC `qid iter docid rel`, or `qid<TAB>docid`),
 // and TREC run files (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
+import { FormatError, readTextLines } from '../lines';
 import type { Qrels } from './metrics';
-
-export class FormatError extends Error {
-  constructor(readonly file: string, readonly line: number, message: string) {
-    super(`${file}:${line}: ${message}`);
-    this.name = 'FormatError';
-  }
-}
-
-interface RawLine { bytes: Buffer; line: number; startOffset: number; endOffset: number }
-
-// Splits a file into lines ('\n'; a trailing '\r' is removed later) from a byte offset, keeping
-// the byte offset where each line ends so that a reader can resume after it.
-async function* readLines(file: string, startOffset: number, startLine: number): AsyncGenerator<RawLine> {
-  const stream = fs.createReadStream(file, { start: startOffset, highWaterMark: 1 << 20 });
-  let pending: Buffer | null = null;
-  let offset = startOffset;
-  let line = startLine;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    let start = 0;
-    for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
-      let bytes = chunk.subarray(start, nl);
-      if (pending !== null) { bytes = Buffer.concat([pending, bytes]); pending = null; }
-      const lineStart = offset;
-      offset += bytes.length + 1;
-      yield { bytes, line: ++line, startOffset: lineStart, endOffset: offset };
-      start = nl + 1;
-    }
-    if (start < chunk.length) {
-      const rest = chunk.subarray(start);
-      pending = pending === null ? Buffer.from(rest) : Buffer.concat([pending, rest]);
-    }
-  }
-  if (pending !== null) yield { bytes: pending, line: line + 1, startOffset: offset, endOffset: offset + pending.length };
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-async function* readTextLines(file: string, startOffset = 0, startLine = 0):
-  AsyncGenerator<{ text: string; line: number; endOffset: number }> {
-  for await (const { bytes, line, startOffset: lineStart, endOffset } of readLines(file, startOffset, startLine)) {
-    let text: string;
-    try {
-      text = utf8.decode(bytes);
-    } catch {
-      throw new FormatError(file, line, 'is not valid UTF-8');
-    }
-    if (text.endsWith('\r')) text = text.slice(0, -1);
-    if (lineStart === 0 && text.startsWith('\ufeff')) text = text.slice(1); // byte order mark
-    yield { text, line, endOffset };
-  }
-}
 
 export interface TextRecord {
   id: string;
@@ -76,7 +26,7 @@ export async function* readTsv(file: string, options: { startOffset?: number; st
   const startLine = options.startLine ?? 0;
   if (!Number.isSafeInteger(startOffset) || startOffset < 0) throw new RangeError(`options.startOffset must be an integer >= 0, got ${startOffset}`);
   if (!Number.isSafeInteger(startLine) || startLine < 0) throw new RangeError(`options.startLine must be an integer >= 0, got ${startLine}`);
-  for await (const { text, line, endOffset } of readTextLines(file, startOffset, startLine)) {
+  for await (const { text, line, endOffset } of readTextLines(file, { offset: startOffset, line: startLine })) {
     if (text === '') continue;
     const tab = text.indexOf('\t');
     if (tab < 0) throw new FormatError(file, line, "expected 'id<TAB>text' but found no tab");

@@ -1,0 +1,55 @@
+// The one line reader (lib/lines.ts): what a line is, byte offsets, resuming, standard input.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Readable } from 'stream';
+
+import { FormatError, readTextLines, TextLine } from '../lib/lines';
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-lines-')); });
+afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+
+async function collect(lines: AsyncIterable<TextLine>): Promise<TextLine[]> {
+  const out: TextLine[] = [];
+  for await (const l of lines) out.push(l);
+  return out;
+}
+
+function withStdin<T>(bytes: Buffer, body: () => Promise<T>): Promise<T> {
+  const spy = jest.spyOn(process, 'stdin', 'get').mockReturnValue(Readable.from([bytes]) as unknown as typeof process.stdin);
+  return body().finally(() => spy.mockRestore());
+}
+
+// Lines as `wc -l` and `sed -n Np` count them: '\n' ends a line; a lone '\r' is text.
+const content = '\ufeffun été\r\nmac\rline\n\n\u2028sep\nlast';
+const expected = [
+  { text: 'un été', line: 1 }, { text: 'mac\rline', line: 2 }, { text: '', line: 3 },
+  { text: '\u2028sep', line: 4 }, { text: 'last', line: 5 },
+];
+
+test('a line ends at \\n (CRLF read the same, a lone \\r kept); BOM dropped; byte offsets; resume', async () => {
+  const file = path.join(dir, 'a.txt');
+  fs.writeFileSync(file, content);
+  const lines = await collect(readTextLines(file));
+  expect(lines.map(({ text, line }) => ({ text, line }))).toEqual(expected);
+  const bytes = Buffer.from(content);
+  let at = 0;
+  for (const l of lines.slice(0, -1)) {
+    at = bytes.indexOf(0x0a, at) + 1;
+    expect(l.endOffset).toBe(at);
+  }
+  expect(lines[4].endOffset).toBe(bytes.length);
+  const resumed = await collect(readTextLines(file, { offset: lines[1].endOffset, line: lines[1].line }));
+  expect(resumed).toEqual(lines.slice(2));
+});
+
+test("standard input ('-') reads the same; bad UTF-8 names the file (or standard input) and line", async () => {
+  const file = path.join(dir, 'a.txt');
+  expect(await withStdin(Buffer.from(content), () => collect(readTextLines('-')))).toEqual(await collect(readTextLines(file)));
+  const bad = Buffer.concat([Buffer.from('ok\nbad '), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]);
+  const badFile = path.join(dir, 'bad.txt');
+  fs.writeFileSync(badFile, bad);
+  await expect(collect(readTextLines(badFile))).rejects.toThrow(new FormatError(badFile, 2, 'is not valid UTF-8'));
+  await expect(withStdin(bad, () => collect(readTextLines('-')))).rejects.toThrow('standard input:2: is not valid UTF-8');
+});
