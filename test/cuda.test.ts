@@ -2,7 +2,12 @@
 // against a float64 oracle of the values the GPU uses (float16-rounded queries and rows for
 // float16 storage) and against the CPU kernel. Tolerances (issue 5): scores within 1e-4 (float16)
 // / 1e-5 (float32); indices equal except among rows scoring within 1e-5 / 1e-6 of the k-th score.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
+import { loadAddon } from '../lib/native';
 import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { expectTopKMatches } from './helpers/compare';
@@ -24,6 +29,28 @@ function unitRows(values: Float32Array, dim: number): Float32Array {
   }
   return values;
 }
+
+// Whether the dynamic loader can find libcuda.so.1 (the driver library), asked of `ldconfig -p`
+// and LD_LIBRARY_PATH; null when ldconfig cannot tell.
+function driverLibraryFound(): boolean | null {
+  const inPath = (process.env.LD_LIBRARY_PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, 'libcuda.so.1')));
+  try {
+    return inPath || /\slibcuda\.so\.1\s/.test(execFileSync('ldconfig', ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+  } catch {
+    return inPath ? true : null;
+  }
+}
+
+test('without an NVIDIA driver, devices() says so (and names the library it looked for)', () => {
+  const found = driverLibraryFound();
+  if (!loadAddon().info().cudaCompiledIn || found !== false) {
+    // eslint-disable-next-line no-console
+    console.log(`cuda.test: no-driver message not checked: ${found === null ? 'ldconfig is missing' : found ? 'libcuda.so.1 is present' : 'the addon has no CUDA'}`);
+    return;
+  }
+  expect(report.cuda).toEqual([]);
+  expect(report.cudaUnavailableReason).toBe('no NVIDIA driver is installed (libcuda.so.1 not found)');
+});
 
 describe('CudaMatrix argument checks (no GPU needed)', () => {
   const data = new Float32Array(12);
