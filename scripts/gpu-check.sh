@@ -9,8 +9,9 @@
 # Nsight Compute on one full-size score launch and one compaction of a Q = 1024, k = 100 search,
 # and prints a short table last. Every step's timeout comes from the time left, so a hang costs that
 # step only and the table always prints. It fails (exit 1) if CUDA was not compiled in or the
-# tests skipped (no usable device). Logs go to $OUT (the device tool's output folder;
-# ./build/gpu-out when unset).
+# tests skipped (no usable device). $OUT (the device tool's output folder; ./build/gpu-out when
+# unset) gets bench.txt, baselines.txt, summary.txt and logs.tar.gz (every other log: the tool
+# returns at most 8 files).
 #
 #   bash scripts/gpu-check.sh            # device tool: run(command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=540)
 #   ARCH=80 bash scripts/gpu-check.sh    # another GPU (default 90: H100/H200)
@@ -26,9 +27,15 @@ OUT=${OUT:-$PWD/build/gpu-out}
 ARCH=${ARCH:-90}
 BUILD=build/gpu
 DEADLINE=${DEADLINE:-480}
-mkdir -p "$OUT"
+# The device tool returns at most 8 files from $OUT: bench.txt, baselines.txt and summary.txt go
+# there; every other log goes to $LOGS, packed into $OUT/logs.tar.gz at each step.
+LOGS=build/gpu-logs
+rm -rf "$LOGS"
+mkdir -p "$OUT" "$LOGS"
+packLogs() { tar czf "$OUT/logs.tar.gz" -C "$LOGS" . 2> /dev/null; }
+trap packLogs EXIT
 begin=$SECONDS
-step() { echo "[$((SECONDS - begin))s] $*"; }
+step() { packLogs; echo "[$((SECONDS - begin))s] $*"; }
 status=0
 # capped SECONDS CMD...: runs CMD with a timeout of SECONDS, or less to keep 15 s for the table.
 capped() {
@@ -39,39 +46,43 @@ capped() {
     echo "  skipped: out of time" >&2
     return 124
   fi
-  timeout "$cap" "$@"
+  timeout -k 10 "$cap" "$@"
 }
 
-step "environment -> $OUT/env.txt"
-{ nvidia-smi; nvcc --version; cmake --version | head -1; which ninja python3 compute-sanitizer node; } > "$OUT/env.txt" 2>&1
-grep -E "H100|H200|NVIDIA" "$OUT/env.txt" | head -3
-
-step "configure + build (sm_$ARCH) -> $OUT/build.log"
-generator=$(command -v ninja > /dev/null && echo Ninja || echo "Unix Makefiles")
 nvcc_path=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2> /dev/null)
+[ -n "$nvcc_path" ] && PATH="$(dirname "$nvcc_path"):$PATH"  # compute-sanitizer and ncu live beside nvcc
+step "environment -> $LOGS/env.txt"
+{
+  date -u; uname -r; nvidia-smi; nvcc --version; g++ --version | head -1; cmake --version | head -1
+  command -v ninja python3 compute-sanitizer ncu node
+} > "$LOGS/env.txt" 2>&1
+grep -E "UTC|H100|H200|NVIDIA|release" "$LOGS/env.txt" | head -5
 if [ -z "$nvcc_path" ]; then
   echo "NO NVCC: neither on PATH nor in /usr/local/cuda/bin"
   exit 1
 fi
+
+step "configure + build (sm_$ARCH) -> $LOGS/build.log"
+generator=$(command -v ninja > /dev/null && echo Ninja || echo "Unix Makefiles")
 if ! { cmake -S . -B "$BUILD" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DCAMEMBED_CUDA_ARCHITECTURES="$ARCH" \
          -DCMAKE_CUDA_COMPILER="$nvcc_path" -DCAMEMBED_TESTS=ON -DCMAKE_CUDA_FLAGS="-Xptxas -v" &&
-       cmake --build "$BUILD" -j "$(nproc)"; } > "$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
+       capped 240 cmake --build "$BUILD" -j "$(nproc)"; } > "$LOGS/build.log" 2>&1; then
+  tail -40 "$LOGS/build.log"
   echo "BUILD FAILED"
   exit 1
 fi
-if ! grep -q "camembed: CUDA" "$OUT/build.log"; then
-  grep "camembed:" "$OUT/build.log"
+if ! grep -q "camembed: CUDA" "$LOGS/build.log"; then
+  grep "camembed:" "$LOGS/build.log"
   echo "CUDA NOT COMPILED IN: the tests would only skip"
   exit 1
 fi
-grep -E "spill stores" "$OUT/build.log" | sort | uniq -c | sort -rn | head -5
+grep -E "spill stores" "$LOGS/build.log" | sort | uniq -c | sort -rn | head -5
 
-step "ctest (parity with the CPU kernels) -> $OUT/ctest.log"
-(cd "$BUILD" && capped 150 ctest -V) > "$OUT/ctest.log" 2>&1 || status=1
-grep -E "PASS|FAIL|SKIP|tests passed|failures" "$OUT/ctest.log" | head -30
-if grep -q "SKIP" "$OUT/ctest.log"; then
-  echo "  the CUDA tests skipped: no usable device (see $OUT/ctest.log); counted as a failure"
+step "ctest (parity with the CPU kernels) -> $LOGS/ctest.log"
+(cd "$BUILD" && capped 150 ctest -V) > "$LOGS/ctest.log" 2>&1 || status=1
+grep -E "PASS|FAIL|SKIP|tests passed|failures" "$LOGS/ctest.log" | head -30
+if grep -q "SKIP" "$LOGS/ctest.log"; then
+  echo "  the CUDA tests skipped: no usable device (see $LOGS/ctest.log); counted as a failure"
   status=1
 fi
 
@@ -79,18 +90,22 @@ step "kernel benchmarks -> $OUT/bench.txt"
 capped 150 "$BUILD/cuda_bench" > "$OUT/bench.txt" 2>&1 || status=1
 grep -vE "^csv," "$OUT/bench.txt"
 
-step "compute-sanitizer memcheck + racecheck (small cases) -> $OUT/sanitizer-*.log"
+step "torch baselines (issue 5's target shape first) -> $OUT/baselines.txt"
+capped 150 python3 scripts/gpu_baselines.py --time-budget 100 > "$OUT/baselines.txt" 2>&1 || status=1
+tail -3 "$OUT/baselines.txt"
+
+step "compute-sanitizer memcheck + racecheck (small cases) -> $LOGS/sanitizer-*.log"
 for run in memcheck:cuda_pool_test memcheck:cuda_topk_test racecheck:cuda_topk_test; do
   tool=${run%%:*} test=${run#*:}
   {
-    capped 60 compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 9 "$BUILD/$test" --small > "$OUT/sanitizer-$tool-$test.log" 2>&1
+    capped 60 compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 9 "$BUILD/$test" --small > "$LOGS/sanitizer-$tool-$test.log" 2>&1
     rc=$?
-    echo "  $tool $test: exit $rc ($(grep -cE '^=+ (Invalid|Race|Error)' "$OUT/sanitizer-$tool-$test.log") reports)"
+    echo "  $tool $test: exit $rc ($(grep -cE '^=+ (Invalid|Race|Error)' "$LOGS/sanitizer-$tool-$test.log") reports)"
     [ $rc -eq 0 ] || status=1
   }
 done
 
-step "jest CUDA tests on this GPU (Node from .gpu/node-bundle.tar.xz; optional) -> $OUT/jest.log"
+step "jest CUDA tests on this GPU (Node from .gpu/node-bundle.tar.xz; optional) -> $LOGS/jest.log"
 # The addon built on the development machine (what npm install builds), loaded by the package's
 # TypeScript through the GPU parts of test/cuda.test.ts and test/vector-index.test.ts.
 if [ -f .gpu/node-bundle.tar.xz ] && [ "$(cat .gpu/native.sha256 2> /dev/null)" != "$(nativeHash)" ]; then
@@ -98,50 +113,39 @@ if [ -f .gpu/node-bundle.tar.xz ] && [ "$(cat .gpu/native.sha256 2> /dev/null)" 
   status=1
 elif [ -f .gpu/node-bundle.tar.xz ]; then
   if ! {
-    capped 40 tar xJf .gpu/node-bundle.tar.xz &&
+    capped 40 python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".", filter="fully_trusted")' .gpu/node-bundle.tar.xz &&
       PATH="$PWD/.gpu/bin:$PATH" capped 90 node node_modules/jest/bin/jest.js test/cuda.test.ts test/vector-index.test.ts
-  } > "$OUT/jest.log" 2>&1; then
+  } > "$LOGS/jest.log" 2>&1; then
     status=1
-    tail -5 "$OUT/jest.log"
+    tail -5 "$LOGS/jest.log"
   fi
-  grep -E "^(PASS|FAIL) |Tests:|✕|skipped: no CUDA|skipping|Error: " "$OUT/jest.log" | head -12
-  if grep -q "no CUDA device" "$OUT/jest.log"; then
-    echo "  the jest GPU tests skipped: the addon found no usable device (see $OUT/jest.log); counted as a failure"
+  grep -E "^(PASS|FAIL) |Tests:|✕|skipped: no CUDA|skipping|Error: " "$LOGS/jest.log" | head -12
+  if grep -q "no CUDA device" "$LOGS/jest.log"; then
+    echo "  the jest GPU tests skipped: the addon found no usable device (see $LOGS/jest.log); counted as a failure"
     status=1
   fi
 else
   echo "  skipped: no .gpu/node-bundle.tar.xz (bash scripts/gpu-node-bundle.sh makes it; carry .gpu)"
 fi
 
-step "portable (sm_70) path: build, top-k parity, quick bench -> $OUT/portable.log"
+step "portable (sm_70) path: build, top-k parity, quick bench -> $LOGS/portable.log"
 {
   cmake -S . -B "$BUILD-portable" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DCAMEMBED_CUDA_ARCHITECTURES="$ARCH" \
-    -DCAMEMBED_TESTS=ON -DCAMEMBED_CUDA_PORTABLE=ON &&
-    cmake --build "$BUILD-portable" -j "$(nproc)" --target cuda_topk_test cuda_bench &&
+    -DCMAKE_CUDA_COMPILER="$nvcc_path" -DCAMEMBED_TESTS=ON -DCAMEMBED_CUDA_PORTABLE=ON &&
+    capped 120 cmake --build "$BUILD-portable" -j "$(nproc)" --target cuda_topk_test cuda_bench &&
     capped 90 "$BUILD-portable/cuda_topk_test" && capped 60 "$BUILD-portable/cuda_bench" --quick
-} > "$OUT/portable.log" 2>&1 || status=1
-grep -E "PASS|FAIL|SKIP|failures|topk f16" "$OUT/portable.log" | head -12
+} > "$LOGS/portable.log" 2>&1 || status=1
+grep -E "PASS|FAIL|SKIP|failures|topk f16" "$LOGS/portable.log" | head -12
 
-step "torch baselines (in the time left) -> $OUT/baselines.txt"
-# The script checks its budget between measurements; the timeout leaves room for the last one,
-# and 40 s are kept for the profile below.
-budget=$((DEADLINE - 85 - (SECONDS - begin)))
-if [ $budget -ge 20 ]; then
-  capped $((budget + 25)) python3 scripts/gpu_baselines.py --time-budget "$budget" > "$OUT/baselines.txt" 2>&1 || status=1
-else
-  echo "  skipped: out of time" | tee "$OUT/baselines.txt"
-fi
-tail -3 "$OUT/baselines.txt"
-
-step "kernel profile (ncu: one full-size score launch, one compaction; optional) -> $OUT/ncu-*.log"
+step "kernel profile (ncu: one full-size score launch, one compaction; optional) -> $LOGS/ncu-*.log"
 # Launches 1-6 of a tile are the short first ones (4,096 rows, doubling): the 7th is full size.
 for kernel in scoreHalfKernel:6 compactCandidatesKernel:6; do
   name=${kernel%%:*}
   capped 30 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
-    -k "regex:$name" --launch-skip "${kernel#*:}" --launch-count 1 "$BUILD/cuda_bench" --profile > "$OUT/ncu-$name.log" 2>&1 ||
-    echo "  $name: no profile (see $OUT/ncu-$name.log)"
+    -k "regex:$name" --launch-skip "${kernel#*:}" --launch-count 1 "$BUILD/cuda_bench" --profile > "$LOGS/ncu-$name.log" 2>&1 ||
+    echo "  $name: no profile (see $LOGS/ncu-$name.log)"
   grep -E "^  [a-zA-Z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per" \
-    "$OUT/ncu-$name.log" | head -8
+    "$LOGS/ncu-$name.log" | head -8
 done
 
 step "done (exit $status)"
