@@ -138,9 +138,9 @@ function nativeError(err: unknown): Error {
     ? String((err as { message: unknown }).message) : String(err));
 }
 
-function runSync(run: () => void): void {
+function runSync<T>(run: () => T): T {
   try {
-    run();
+    return run();
   } catch (err) {
     throw nativeError(err);
   }
@@ -239,7 +239,26 @@ export async function cosineTopKSegmentsAsync(
 }
 
 /**
- * float32 -> float16 bits in native code (F16C where the CPU has it): the same results as
+ * Writes the rows of `input` (`dim` values each) scaled to unit length, x / max(||x||, 1e-12)
+ * computed as x * (1 / max(...)) in float64, into `output`: float32, or float16 bits (rounded from
+ * the float32 values) (native/include/camembed/unit_rows.h). A row holding NaN or infinity is a
+ * RangeError naming `name` and the row, counted from `firstRow`; `output` may then be partly written.
+ */
+export function storeUnitRows(name: string, input: Float32Array, output: Float32Array | Uint16Array, dim: number, firstRow = 0): void {
+  const bad = runSync(() => loadAddon().unitRows({ input, output, dim }));
+  if (bad >= 0) throw new RangeError(`${name} row ${firstRow + bad} contains NaN or infinite values`);
+}
+
+/** A copy of `data` with every row scaled to unit length (storeUnitRows). */
+export function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
+  const output = new Float32Array(data.length);
+  storeUnitRows(name, data, output, dim);
+  return output;
+}
+
+/**
+ * float32 -> float16 bits in native code (F16C where the CPU has it), the conversion storeUnitRows
+ * uses for float16 storage, here for its bit-exactness tests at every SIMD level: the same results as
  * float32ToFloat16Array (lib/float16.ts, the reference), 10.6x faster (20M values: 14.1 vs 149.0 ms,
  * bench/RESULTS.md).
  */

@@ -61,6 +61,7 @@ export interface NativeAddon {
   cosineTopK(args: NativeTopKArgs, async: false): undefined;
   cosineTopK(args: NativeTopKArgs, async: true): Promise<void>;
   float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
+  unitRows(args: { input: Float32Array; output: Float32Array | Uint16Array; dim: number }): number;
   info(): NativeInfo;
   [binding: string]: unknown;
 }

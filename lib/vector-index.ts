@@ -6,7 +6,7 @@
 // top-k kernel call over all chunks (one pass over the storage for a whole tile of queries, ties
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
-import { cosineTopKSegmentsAsync, Dtype, float32ToFloat16Fast, TopKResult } from './kernels';
+import { cosineTopKSegmentsAsync, Dtype, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
@@ -140,21 +140,6 @@ export function evenTiles(count: number, most: number): Array<[number, number]> 
   return Array.from({ length: tiles }, (_, t) => [Math.floor((t * count) / tiles), Math.floor(((t + 1) * count) / tiles)]);
 }
 
-/** A copy with every row scaled to unit length (x / max(||x||, 1e-12)); NaN or infinity is an error. */
-function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let base = 0; base < data.length; base += dim) {
-    let sumSquares = 0;
-    for (let i = base; i < base + dim; i++) sumSquares += data[i] * data[i];
-    if (!Number.isFinite(sumSquares)) {
-      throw new RangeError(`${name} row ${base / dim} contains NaN or infinite values`);
-    }
-    const scale = 1 / Math.max(Math.sqrt(sumSquares), 1e-12);
-    for (let i = base; i < base + dim; i++) out[i] = data[i] * scale;
-  }
-  return out;
-}
-
 function parseIds(name: string, input: unknown, expected: number | null): BigInt64Array {
   let ids: BigInt64Array;
   if (input instanceof BigInt64Array) {
@@ -267,19 +252,18 @@ export class VectorIndex {
   add(vectors: VectorsInput, ids?: IdsInput): void {
     this.assertWritable('add');
     const { data, rows } = parseVectors('vectors', vectors, this.dim);
-    const unit = normalizeRows('vectors', data, this.dim);
     const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
     for (const id of newIds) {
       if (this.table.has(id)) throw new RangeError(`ids: id ${id} is already in the index`);
     }
-    const stored: Storage = this.dtype === 'float32' ? unit : float32ToFloat16Fast(unit);
     let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
     const added: Chunk[] = [];
     let table: IdTable;
+    const last = this.chunks[this.chunks.length - 1];
+    const lastHasRoom = last !== undefined && last.count < this.chunkRows;
     try {
       let remaining = rows;
-      const last = this.chunks[this.chunks.length - 1];
-      if (last !== undefined && last.count < this.chunkRows) {
+      if (lastHasRoom) {
         const needed = last.count + Math.min(remaining, this.chunkRows - last.count);
         if (needed > last.ids.length || last.mapped) {
           const capacity = Math.min(this.chunkRows, Math.max(needed, 2 * last.ids.length));
@@ -296,6 +280,22 @@ export class VectorIndex {
       throw new Error(
         `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
     }
+    // The unit rows go straight into storage: the last chunk's unused rows (or its grown copy's), then
+    // the new chunks. Rows past a chunk's count are unused, so a NaN found midway changes nothing.
+    const targets: Array<{ vectors: Storage; from: number }> = added.map((c) => ({ vectors: c.vectors, from: 0 }));
+    if (lastHasRoom) targets.unshift({ vectors: grown?.vectors ?? last.vectors, from: last.count });
+    try {
+      for (let r = 0, t = 0; r < rows; t++) {
+        const { vectors: storage, from } = targets[t];
+        const n = Math.min(rows - r, this.chunkRows - from);
+        storeUnitRows('vectors', data.subarray(r * this.dim, (r + n) * this.dim),
+          storage.subarray(from * this.dim, (from + n) * this.dim), this.dim, r);
+        r += n;
+      }
+    } catch (err) {
+      for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
+      throw err;
+    }
     if (grown !== null) {
       const replaced = grown.chunk.vectors;
       Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
@@ -308,7 +308,6 @@ export class VectorIndex {
       const chunk = this.chunks[Math.floor(position / this.chunkRows)];
       const row = position % this.chunkRows;
       const n = Math.min(rows - r, this.chunkRows - row);
-      chunk.vectors.set(stored.subarray(r * this.dim, (r + n) * this.dim), row * this.dim);
       chunk.ids.set(newIds.subarray(r, r + n), row);
       chunk.count = row + n;
       this.dropDeviceCopy(chunk);

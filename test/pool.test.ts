@@ -108,5 +108,8 @@ describe('every SIMD level computes the same maths', () => {
     expect(report.topkMaxScoreDiff).toBeLessThanOrEqual(1e-5);
     expect(report.tieFailures).toBe(0);
     expect(report.nanMissed).toBe(0);
+    expect(report.unitMaxUlp).toBeLessThanOrEqual(1);
+    expect(report.unitHalfMismatches).toBe(0);
+    expect(report.unitBadRow).toBe('rows row 123 contains NaN or infinite values');
   });
 });

@@ -336,6 +336,30 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(await snapshot(index)).toEqual(before);
   });
 
+  test.each(['float32', 'float16'] as const)('a NaN met while %s rows are written into storage changes nothing', async (dtype) => {
+    const random = makeRandom(14);
+    const make = () => new VectorIndex({ dim, dtype, chunkBytes: 10 * dim * (dtype === 'float32' ? 4 : 2) });  // 10 rows a chunk
+    const [index, twin] = [make(), make()];
+    const both = (vectors: Float32Array) => { index.add(vectors); twin.add(vectors); };
+    both(randomSignedArray(random, 3 * dim));
+    both(randomSignedArray(random, dim));  // 4 rows in a chunk with room for 6
+    const before = await snapshot(index);
+    const bytes = index.bytes;
+    const inPlace = randomSignedArray(random, 2 * dim);  // fits the last chunk: written in place
+    inPlace[dim + 2] = NaN;
+    expect(() => index.add(inPlace)).toThrow(new RangeError('vectors row 1 contains NaN or infinite values'));
+    const spread = randomSignedArray(random, 45 * dim);  // a grown copy of the last chunk, then new chunks
+    spread[33 * dim + 5] = -Infinity;
+    expect(() => index.add(spread)).toThrow(new RangeError('vectors row 33 contains NaN or infinite values'));
+    expect(index.size).toBe(4);
+    expect(index.bytes).toBe(bytes);
+    expect(await snapshot(index)).toEqual(before);
+    both(randomSignedArray(random, 2 * dim));
+    both(randomSignedArray(random, 30 * dim));
+    expect(await snapshot(index)).toEqual(await snapshot(twin));
+    expect(index.bytes).toBe(twin.bytes);
+  });
+
   test('out of memory during add', async () => {
     const random = makeRandom(12);
     const index = new VectorIndex({ dim, chunkBytes: 1024 });

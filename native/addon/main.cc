@@ -4,6 +4,7 @@
 #include "camembed/float16.h"
 #include "camembed/pool.h"
 #include "camembed/topk.h"
+#include "camembed/unit_rows.h"
 #include "common.h"
 
 namespace camembed {
@@ -98,6 +99,24 @@ Napi::Value Float32ToFloat16(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// unitRows({input: Float32Array, output: Float32Array or Uint16Array (float16 bits), dim}) -> the
+// first row holding NaN or infinity, or -1 (camembed/unit_rows.h).
+Napi::Value UnitRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object opts = info[0].As<Napi::Object>();
+  const int64_t dim = integerOption(opts, "dim");
+  Napi::Value input = opts.Get("input");
+  if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
+  const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
+  if (dim < 1 || n % dim != 0) throw Napi::RangeError::New(env, "native: 'input' must hold whole rows of 'dim' values");
+  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}));
+  Napi::Value output = opts.Get("output");
+  const bool half = output.IsTypedArray() && output.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+  void* out = typedArrayData(opts, "output", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4});
+  return Napi::Number::New(env, double(unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out),
+                                                   half ? static_cast<uint16_t*>(out) : nullptr, 0)));
+}
+
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -128,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("meanPoolNormalize", Napi::Function::New(env, MeanPoolNormalize));
   exports.Set("cosineTopK", Napi::Function::New(env, CosineTopK));
   exports.Set("float32ToFloat16", Napi::Function::New(env, Float32ToFloat16));
+  exports.Set("unitRows", Napi::Function::New(env, UnitRows));
   exports.Set("info", Napi::Function::New(env, Info));
   registerCudaBindings(env, exports);
   registerFileBindings(env, exports);

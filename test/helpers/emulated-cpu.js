@@ -4,7 +4,7 @@
 const path = require('path');
 const dist = process.argv[2];
 const c = require(path.join(dist, 'index.js'));
-const { float32ToFloat16Fast } = require(path.join(dist, 'kernels.js'));
+const { float32ToFloat16Fast, storeUnitRows } = require(path.join(dist, 'kernels.js'));
 const { VectorIndex } = require(path.join(dist, 'vector-index.js'));
 
 let seed = 777;
@@ -37,6 +37,13 @@ for (const queries of [1, 9, 20, 40]) {
 const halves = float32ToFloat16Fast(db);
 const reference = c.float32ToFloat16Array(db);
 for (let i = 0; i < halves.length; i++) if (halves[i] !== reference[i]) mismatches++;
+const unit = new Float32Array(db.length);
+storeUnitRows('rows', db, unit, dim);
+for (let r = 0; r < rows; r++) {
+  let sum = 0;
+  for (let i = r * dim; i < (r + 1) * dim; i++) sum += db[i] ** 2;
+  for (let i = r * dim; i < (r + 1) * dim; i++) if (Math.abs(unit[i] - db[i] / Math.sqrt(sum)) > 1e-7) mismatches++;
+}
 
 (async () => {
   const index = new VectorIndex({ dim, dtype: 'float16' });

@@ -1,6 +1,8 @@
 // Run in a child process (CAMEMBED_SIMD is read once per process): compares the native kernels
 // at the SIMD level in force with the reference and prints a JSON report.
+const path = require('path');
 const c = require(process.argv[2]);
+const { storeUnitRows } = require(path.join(path.dirname(process.argv[2]), 'kernels.js'));
 
 let seed = 12345;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
@@ -53,4 +55,37 @@ for (const count of [1, 20]) {
     // expected: "a score is not finite"
   }
 }
-process.stdout.write(JSON.stringify({ simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff, tieFailures, nanMissed }));
+// VectorIndex's unit rows: within 1 float32 ulp of x * (1 / max(||x||, 1e-12)) in float64 (the norm
+// may sum in another order), rows of all magnitudes and a zero row; float16 storage gets the float16
+// rounding of the float32 values; a NaN row is found.
+let unitMaxUlp = 0;
+let unitHalfMismatches = 0;
+const unitDim = 37;
+const unitIn = floats(40 * unitDim);
+for (let r = 0; r < 40; r++) for (let i = 0; i < unitDim; i++) unitIn[r * unitDim + i] *= r === 7 ? 0 : 10 ** (r - 20);
+const unit32 = new Float32Array(unitIn.length);
+const unit16 = new Uint16Array(unitIn.length);
+storeUnitRows('rows', unitIn, unit32, unitDim);
+storeUnitRows('rows', unitIn, unit16, unitDim);
+const halves = c.float32ToFloat16Array(unit32);
+for (let r = 0; r < 40; r++) {
+  let sum = 0;
+  for (let i = 0; i < unitDim; i++) sum += unitIn[r * unitDim + i] ** 2;
+  const scale = 1 / Math.max(Math.sqrt(sum), 1e-12);
+  for (let i = r * unitDim; i < (r + 1) * unitDim; i++) {
+    const want = Math.fround(unitIn[i] * scale);
+    const ulp = want === 0 ? 2 ** -149 : 2 ** (Math.floor(Math.log2(Math.abs(want))) - 23);
+    unitMaxUlp = Math.max(unitMaxUlp, Math.abs(unit32[i] - want) / ulp);
+    if (unit16[i] !== halves[i]) unitHalfMismatches++;
+  }
+}
+let unitBadRow = null;
+unitIn[23 * unitDim + 36] = NaN;
+try {
+  storeUnitRows('rows', unitIn, unit32, unitDim, 100);
+} catch (err) {
+  unitBadRow = err.message;
+}
+process.stdout.write(JSON.stringify({
+  simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff, tieFailures, nanMissed, unitMaxUlp, unitHalfMismatches, unitBadRow,
+}));

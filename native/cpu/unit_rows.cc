@@ -1,0 +1,127 @@
+// Floor: reads and writes rows*dim floats once; memory-bound (two passes over a row that sits in L1).
+#include "camembed/unit_rows.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "camembed/cpu_info.h"
+#include "camembed/float16.h"
+#include "parallel.h"
+
+// GCC 12 warns inside its own AVX-512 conversion intrinsics (a false positive in the header).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace camembed {
+namespace {
+
+struct RowFns {
+  double (*sumSquares)(const float* x, int64_t n);
+  void (*scale)(const float* x, float* out, int64_t n, double factor);
+};
+
+double sumSquaresScalar(const float* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+  return s;
+}
+
+void scaleScalar(const float* x, float* out, int64_t n, double factor) {
+  for (int64_t i = 0; i < n; ++i) out[i] = float(x[i] * factor);
+}
+
+__attribute__((target("avx2,fma"))) double sumSquaresAvx2(const float* x, int64_t n) {
+  __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    a = _mm256_fmadd_pd(lo, lo, a);  // exact products: fused or not, the same sums
+    b = _mm256_fmadd_pd(hi, hi, b);
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(a, b));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + sumSquaresScalar(x + i, n - i);
+}
+
+__attribute__((target("avx2"))) void scaleAvx2(const float* x, float* out, int64_t n, double factor) {
+  const __m256d f = _mm256_set1_pd(factor);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), f));
+    const __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), f));
+    _mm256_storeu_ps(out + i, _mm256_set_m128(hi, lo));
+  }
+  scaleScalar(x + i, out + i, n - i, factor);
+}
+
+__attribute__((target("avx512f"))) double sumSquaresAvx512(const float* x, int64_t n) {
+  __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    a = _mm512_fmadd_pd(lo, lo, a);
+    b = _mm512_fmadd_pd(hi, hi, b);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(a, b)) + sumSquaresScalar(x + i, n - i);
+}
+
+__attribute__((target("avx512f"))) void scaleAvx512(const float* x, float* out, int64_t n, double factor) {
+  const __m512d f = _mm512_set1_pd(factor);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), f));
+    const __m256 hi = _mm512_cvtpd_ps(
+        _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), f));
+    _mm512_storeu_ps(out + i, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
+                                                                    _mm256_castps_pd(hi), 1)));
+  }
+  scaleScalar(x + i, out + i, n - i, factor);
+}
+
+RowFns chooseRowFns() {
+  switch (simdLevel()) {
+    case SimdLevel::Avx512: return {sumSquaresAvx512, scaleAvx512};
+    case SimdLevel::Avx2: return {sumSquaresAvx2, scaleAvx2};
+    default: return {sumSquaresScalar, scaleScalar};
+  }
+}
+
+}  // namespace
+
+int64_t unitRowsCpu(const float* in, int64_t rows, int64_t dim, float* out32, uint16_t* out16, int threads) {
+  const RowFns fns = chooseRowFns();
+  std::atomic<int64_t> firstBad{rows};
+  // Below ~64K elements a thread costs more than it saves.
+  parallelRanges(rows, resolveThreads(threads), std::max<int64_t>(1, 65536 / std::max<int64_t>(1, dim)),
+                 [&](int, int64_t begin, int64_t end) {
+                   std::vector<float> unit(out16 != nullptr ? size_t(dim) : 0);  // a float16 row's float32 values
+                   for (int64_t r = begin; r < end && r < firstBad.load(std::memory_order_relaxed); ++r) {
+                     const double sumSquares = fns.sumSquares(in + r * dim, dim);
+                     if (!std::isfinite(sumSquares)) {
+                       int64_t seen = firstBad.load();
+                       while (r < seen && !firstBad.compare_exchange_weak(seen, r)) {
+                       }
+                       return;
+                     }
+                     const double factor = 1.0 / std::max(std::sqrt(sumSquares), 1e-12);
+                     if (out16 == nullptr) {
+                       fns.scale(in + r * dim, out32 + r * dim, dim, factor);
+                     } else {
+                       fns.scale(in + r * dim, unit.data(), dim, factor);
+                       floatToHalfArray(unit.data(), out16 + r * dim, dim);
+                     }
+                   }
+                 });
+  return firstBad == rows ? -1 : firstBad.load();
+}
+
+}  // namespace camembed
