@@ -78,6 +78,16 @@ if ! grep -q "camembed: CUDA" "$LOGS/build.log"; then
 fi
 grep -E "spill stores" "$LOGS/build.log" | sort | uniq -c | sort -rn | head -5
 
+step "instruction mix of the tensor-core kernels (cuobjdump -sass) -> $LOGS/sass.txt"
+# How WMMA was lowered (HMMA per LDSM / LDS, cp.async as LDGSTS): what a faster kernel would change.
+if capped 30 cuobjdump -sass "$BUILD/cuda_bench" > "$LOGS/sass.txt" 2>&1; then
+  awk '/Function :/ { name = $3 } name ~ /scoreHalf/ && /HMMA/ { h[name]++ } name ~ /scoreHalf/ && /LDSM/ { m[name]++ }
+       name ~ /scoreHalf/ && /LDS[.U ]/ { l[name]++ } name ~ /scoreHalf/ && /LDGSTS/ { g[name]++ }
+       END { for (n in h) printf "  %s: HMMA %d, LDSM %d, LDS %d, LDGSTS %d\n", n, h[n], m[n], l[n], g[n] }' "$LOGS/sass.txt"
+else
+  echo "  no SASS (see $LOGS/sass.txt)"
+fi
+
 step "ctest (parity with the CPU kernels) -> $LOGS/ctest.log"
 (cd "$BUILD" && capped 150 ctest -V) > "$LOGS/ctest.log" 2>&1 || status=1
 grep -E "PASS|FAIL|SKIP|tests passed|failures" "$LOGS/ctest.log" | head -30
