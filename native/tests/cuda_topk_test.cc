@@ -103,11 +103,12 @@ double truthScore(const Data& d, int64_t dim, int64_t q, int64_t row, bool norma
   return denom == 0 ? 0 : dot / denom;
 }
 
-void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random) {
+// scoreRows: rows per float16 score block for 128-query blocks (cudaMatrixSetScoreRows).
+void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random, int scoreRows = 128) {
   const std::string what = "topk N=" + std::to_string(c.rows) + " d=" + std::to_string(c.dim) + " Q=" +
                            std::to_string(c.queries) + " k=" + std::to_string(c.k) +
                            (halfStorage ? " f16" : " f32") + (halfInput ? " (f16 input)" : "") +
-                           (normalized ? " dot" : " cosine");
+                           (normalized ? " dot" : " cosine") + (scoreRows != 128 ? " 256-row blocks" : "");
   const Data d = makeData(c, halfStorage, halfStorage || halfInput, normalized, random);
   const int failuresBefore = failures;
   // Upload: float16 input is the stored bits; float32 input is converted on the GPU.
@@ -123,6 +124,8 @@ void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized
                                                       halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m);
   check(created.empty(), what + ": create: " + created);
   if (!created.empty()) return;
+  const Status tiled = cudaMatrixSetScoreRows(m, scoreRows);
+  check(tiled.empty(), what + ": " + tiled);
   check(cudaMatrixBytes(m) >= c.rows * c.dim * (halfStorage ? 2 : 4), what + ": bytes");
   const int64_t k = std::min(c.k, c.rows);
   std::vector<int32_t> gpuIdx(size_t(c.queries * k), -7);
@@ -243,6 +246,10 @@ void checkErrors(Random& random) {
   check(s.find("k must be") != std::string::npos, "errors: k > rows: '" + s + "'");
   s = cudaMatrixSearch(nullptr, d.queries.data(), 3, 5, true, idx.data(), score.data());
   check(s.find("freed") != std::string::npos, "errors: freed matrix: '" + s + "'");
+  s = cudaMatrixSetScoreRows(healthy, 64);
+  check(s.find("128 or 256") != std::string::npos, "errors: 64-row score blocks: '" + s + "'");
+  s = cudaMatrixSetScoreRows(nullptr, 256);
+  check(s.find("freed") != std::string::npos, "errors: score rows of a freed matrix: '" + s + "'");
 
   check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
         "errors: the healthy matrix still gives the same result");
@@ -352,7 +359,10 @@ int main(int argc, char** argv) {
   Random random(5);
   for (const Case& c : cases)
     for (bool halfStorage : {true, false})
-      for (bool normalized : {false, true}) compareOne(c, halfStorage, false, normalized, random);
+      for (bool normalized : {false, true}) {
+        compareOne(c, halfStorage, false, normalized, random);
+        if (halfStorage && c.queries > 64) compareOne(c, true, false, normalized, random, 256);
+      }
   compareOne({300, 20, 4, 9}, true, true, false, random);
   compareOne({300, 20, 4, 9}, false, true, true, random);
   checkExtremeMagnitudes();
