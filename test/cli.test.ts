@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
-import { Encoder } from '../lib/encoder';
+import { DEFAULT_MODEL, Encoder } from '../lib/encoder';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
 
@@ -87,6 +87,35 @@ test('eval and search pass --threads and --offline to Encoder.load like encode a
       expect(code).toBe(1);
       expect(load).toHaveBeenCalledWith('org/model', expect.objectContaining({ threads: 3, offline: true }));
     }
+  } finally {
+    load.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('search without --model loads the model the index records (else the default); a recorded folder that is gone is a usage error', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
+  const load = jest.spyOn(Encoder, 'load').mockRejectedValue(new Error('stop here'));
+  try {
+    const indexWith = async (name: string, metadata: Record<string, unknown>) => {
+      const index = new VectorIndex({ dim: 2, metadata });
+      index.add(new Float32Array([1, 0]));
+      await index.save(path.join(dir, name));
+      index.dispose();
+      return path.join(dir, name);
+    };
+    for (const [metadata, expected] of [[{ model: 'org/recorded' }, 'org/recorded'], [{}, DEFAULT_MODEL]] as const) {
+      load.mockClear();
+      expect((await runCli(['search', '--index', await indexWith('a.cmbd', metadata), 'q'])).code).toBe(1);
+      expect(load).toHaveBeenCalledWith(expected, expect.anything());
+    }
+    load.mockClear();
+    const gone = path.join(dir, 'no-such-model');
+    const indexFile = await indexWith('b.cmbd', { model: gone });
+    expect(await runCli(['search', '--index', indexFile, 'q'])).toEqual({
+      code: 2, stdout: '', stderr: expect.stringContaining(`${indexFile} was built with the model folder ${gone}, which does not exist here: pass --model`),
+    });
+    expect(load).not.toHaveBeenCalled();
   } finally {
     load.mockRestore();
     fs.rmSync(dir, { recursive: true, force: true });

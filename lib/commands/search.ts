@@ -1,6 +1,9 @@
 // `camembed search`: encode one question (or a file of them) and print the top-k ids of an index
 // file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines.
 
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { readTexts } from '../lines';
 import { createProgressBar } from '../progress';
@@ -61,6 +64,10 @@ export async function run(argv: string[]): Promise<void> {
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
   const recorded = typeof index.metadata.model === 'string' ? index.metadata.model : undefined;
   const model = (options.model as string | undefined) ?? recorded ?? DEFAULT_MODEL;
+  if (options.model === undefined && recorded !== undefined && path.isAbsolute(recorded) && !fs.existsSync(recorded)) {
+    index.dispose();
+    throw new CliUsageError(`${indexFile} was built with the model folder ${recorded}, which does not exist here: pass --model`);
+  }
   if (recorded !== undefined && modelSource(model) !== recorded) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
