@@ -16,7 +16,8 @@ export type {
 export { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments } from './eval/metrics';
 export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';
 export { readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
-export { FormatError } from './lines';
+export { FormatError, readTextLines, readTexts } from './lines';
+export type { TextLine } from './lines';
 export { evaluateRetrieval } from './eval/retrieval';
 export { encodeCollection, EncodeInterrupted } from './eval/embedding-cache';
 export { DEFAULT_MODEL, Encoder, similarity } from './encoder';

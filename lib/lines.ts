@@ -46,11 +46,14 @@ async function* readRawLines(input: AsyncIterable<Buffer>, startOffset: number, 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
- * The lines of `file` ('-': standard input, read from its start), streamed; `from` resumes after
- * a line already read (its `endOffset` and `line`).
+ * The lines of `file` ('-': standard input), streamed; `from` resumes a file after a line already
+ * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are.
  */
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
-  const input = file === '-' ? process.stdin : fs.createReadStream(file, { start: from.offset, highWaterMark: 1 << 20 });
+  if (file === '-' && from.offset > 0) throw new RangeError('standard input cannot be resumed from a byte offset');
+  // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
+  const input = file === '-' ? process.stdin
+    : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });
   for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, from.offset, from.line)) {
     let text: string;
     try {

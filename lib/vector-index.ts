@@ -165,10 +165,14 @@ function parseIds(name: string, input: unknown, expected: number | null): BigInt
   return ids;
 }
 
+/** Freezes value and everything in it; iterative, since parsed JSON may nest deeper than the stack. */
 function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) {
-    for (const member of Object.values(value)) deepFreeze(member);
-    Object.freeze(value);
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const v = pending.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    Object.freeze(v);
+    for (const member of Object.values(v)) pending.push(member);
   }
   return value;
 }
@@ -280,17 +284,21 @@ export class VectorIndex {
       throw new Error(
         `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
     }
-    // The unit rows go straight into storage: the last chunk's unused rows (or its grown copy's), then
-    // the new chunks. Rows past a chunk's count are unused, so a NaN found midway changes nothing.
-    const targets: Array<{ vectors: Storage; from: number }> = added.map((c) => ({ vectors: c.vectors, from: 0 }));
-    if (lastHasRoom) targets.unshift({ vectors: grown?.vectors ?? last.vectors, from: last.count });
+    // Where the new rows go: rows [first, first + n) to rows [from, from + n) of a chunk's storage,
+    // the last chunk's unused rows (or its grown copy's) first, then the new chunks.
+    const spans: Array<{ chunk: Chunk; vectors: Storage; ids: BigInt64Array; from: number; first: number; n: number }> = [];
+    const place = (chunk: Chunk, vectors: Storage, ids: BigInt64Array, from: number) => {
+      const first = spans.length === 0 ? 0 : spans[spans.length - 1].first + spans[spans.length - 1].n;
+      spans.push({ chunk, vectors, ids, from, first, n: Math.min(rows - first, this.chunkRows - from) });
+    };
+    if (lastHasRoom) place(last, grown?.vectors ?? last.vectors, grown?.ids ?? last.ids, last.count);
+    for (const c of added) place(c, c.vectors, c.ids, 0);
+    // The unit rows go straight into storage. Rows past a chunk's count are unused, so a NaN found
+    // midway changes nothing.
     try {
-      for (let r = 0, t = 0; r < rows; t++) {
-        const { vectors: storage, from } = targets[t];
-        const n = Math.min(rows - r, this.chunkRows - from);
-        storeUnitRows('vectors', data.subarray(r * this.dim, (r + n) * this.dim),
-          storage.subarray(from * this.dim, (from + n) * this.dim), this.dim, r);
-        r += n;
+      for (const { vectors: storage, from, first, n } of spans) {
+        storeUnitRows('vectors', data.subarray(first * this.dim, (first + n) * this.dim),
+          storage.subarray(from * this.dim, (from + n) * this.dim), this.dim, first);
       }
     } catch (err) {
       for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
@@ -303,16 +311,11 @@ export class VectorIndex {
     }
     this.chunks.push(...added);
     this.table = table;
-    for (let r = 0; r < rows;) {
-      const position = this.count + r;
-      const chunk = this.chunks[Math.floor(position / this.chunkRows)];
-      const row = position % this.chunkRows;
-      const n = Math.min(rows - r, this.chunkRows - row);
-      chunk.ids.set(newIds.subarray(r, r + n), row);
-      chunk.count = row + n;
+    for (const { chunk, ids, from, first, n } of spans) {
+      ids.set(newIds.subarray(first, first + n), from);
+      chunk.count = from + n;
       this.dropDeviceCopy(chunk);
-      for (let i = 0; i < n; i++) this.table.set(newIds[r + i], position + i);
-      r += n;
+      for (let i = 0; i < n; i++) this.table.set(newIds[first + i], this.count + first + i);
     }
     this.count += rows;
     for (const id of newIds) if (id >= this.nextId) this.nextId = id + 1n;

@@ -123,7 +123,7 @@ if [ -f .gpu/node-bundle.tar.xz ] && [ "$(cat .gpu/native.sha256 2> /dev/null)" 
   status=1
 elif [ -f .gpu/node-bundle.tar.xz ]; then
   if ! {
-    capped 40 python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".", filter="fully_trusted")' .gpu/node-bundle.tar.xz &&
+    capped 40 python3 -c $'import sys, tarfile\nt = tarfile.open(sys.argv[1])\ntry:\n    t.extractall(".", filter="fully_trusted")\nexcept TypeError:  # Python before 3.12 (or an old patch release)\n    t.extractall(".")' .gpu/node-bundle.tar.xz &&
       PATH="$PWD/.gpu/bin:$PATH" capped 90 node node_modules/jest/bin/jest.js test/cuda.test.ts test/vector-index.test.ts
   } > "$LOGS/jest.log" 2>&1; then
     status=1

@@ -92,6 +92,19 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(() => addon.float32ToFloat16({ input: f32, output: new Int16Array(8) } as never)).toThrow('wrong typed-array type');
     expect(() => addon.float32ToFloat16({ input: f32, output: new Uint16Array(7) })).toThrow('shorter than its shape');
     expect(() => addon.float32ToFloat16({ input: 'x' } as never)).toThrow("'input' must be a Float32Array");
+    const unit = (args: object) => () => addon.unitRows(args as never);
+    expect(unit({ input: f32, output: new Float32Array(8), dim: 0 })).toThrow("whole rows of 'dim' values");
+    expect(unit({ input: f32, output: new Float32Array(8), dim: 3 })).toThrow("whole rows of 'dim' values");
+    expect(unit({ input: f32, output: new Float32Array(8), dim: 1.5 })).toThrow('non-negative integer');
+    expect(unit({ input: f32, output: new Float32Array(8), dim: -4 })).toThrow('non-negative integer');
+    expect(unit({ input: f32, output: new Float32Array(7), dim: 4 })).toThrow('shorter than its shape');
+    expect(unit({ input: f32, output: new Uint16Array(7), dim: 4 })).toThrow('shorter than its shape');
+    expect(unit({ input: f32, output: new Int32Array(8), dim: 4 })).toThrow('wrong typed-array type');
+    expect(unit({ input: new Float64Array(8), output: new Float32Array(8), dim: 4 })).toThrow('wrong typed-array type');
+    expect(unit({ output: new Float32Array(8), dim: 4 })).toThrow("'input' must be a Float32Array");
+    const out16 = new Uint16Array(8);
+    expect(addon.unitRows({ input: Float32Array.of(3, 4, 0, 0, 0, 0, 0, 0), output: out16, dim: 4 })).toBe(-1);
+    expect(Array.from(out16.subarray(0, 2))).toEqual([0x38cd, 0x3a66]);  // 0.6 and 0.8 as float16
   });
 
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {

@@ -37,6 +37,23 @@ describeModel('camembed encode', () => {
     expect(Array.from(got)).toEqual(Array.from(want.data));
   });
 
+  test('invalid UTF-8 is an error naming the line, and leaves no partial output file', async () => {
+    const bad = path.join(dir, 'bad.txt');
+    // Enough lines before the bad one for batches to be written first.
+    fs.writeFileSync(bad, Buffer.concat([Buffer.from('bonjour\n'.repeat(100)), Buffer.from([0x61, 0xff, 0x0a])]));
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const name of ['partial.npy', 'partial.f32']) {
+        const output = path.join(dir, name);
+        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', output, '--batch-size', '8'])).toBe(1);
+        expect(fs.existsSync(output)).toBe(false);
+      }
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`${bad}:101: is not valid UTF-8`);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+
   async function expectedBytes(): Promise<Buffer> {
     const encoder = await Encoder.load(MODEL);
     const want = await encoder.encode(texts);

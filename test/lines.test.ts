@@ -1,10 +1,12 @@
 // The one line reader (lib/lines.ts): what a line is, byte offsets, resuming, standard input.
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Readable } from 'stream';
 
-import { FormatError, readTextLines, TextLine } from '../lib/lines';
+import * as camembed from '../lib';
+import { FormatError, readTextLines, readTexts, TextLine } from '../lib/lines';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-lines-')); });
@@ -52,4 +54,27 @@ test("standard input ('-') reads the same; bad UTF-8 names the file (or standard
   fs.writeFileSync(badFile, bad);
   await expect(collect(readTextLines(badFile))).rejects.toThrow(new FormatError(badFile, 2, 'is not valid UTF-8'));
   await expect(withStdin(bad, () => collect(readTextLines('-')))).rejects.toThrow('standard input:2: is not valid UTF-8');
+});
+
+test('the package exports the reader, and readTexts gives the texts alone', async () => {
+  expect(camembed.readTextLines).toBe(readTextLines);
+  const file = path.join(dir, 'a.txt');
+  const texts: string[] = [];
+  for await (const text of camembed.readTexts(file)) texts.push(text);
+  expect(texts).toEqual(expected.map((e) => e.text));
+  expect(camembed.readTexts).toBe(readTexts);
+});
+
+test('a FIFO (or /dev/stdin, <(...)) reads like a file; standard input cannot resume from an offset', async () => {
+  const fifo = path.join(dir, 'fifo');
+  try {
+    execFileSync('mkfifo', [fifo]);
+  } catch {
+    console.log('lines.test: FIFO case skipped: mkfifo is missing');
+  }
+  if (fs.existsSync(fifo)) {
+    spawn('sh', ['-c', `printf '%s' "$0" > "$1"`, content, fifo], { stdio: 'ignore' });
+    expect((await collect(readTextLines(fifo))).map(({ text, line }) => ({ text, line }))).toEqual(expected);
+  }
+  await expect(collect(readTextLines('-', { offset: 8, line: 1 }))).rejects.toThrow(new RangeError('standard input cannot be resumed from a byte offset'));
 });

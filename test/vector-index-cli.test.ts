@@ -62,7 +62,7 @@ describeFiles('camembed index build / search', () => {
     const built = await VectorIndex.load(indexFile);
     expect(built.size).toBe(passages.length);
     expect(built.dtype).toBe(dtype);
-    expect(built.metadata).toEqual({ model: MODEL });
+    expect(built.metadata).toEqual({ model: fs.realpathSync(MODEL) });
     const want = await expected(dtype);
 
     // No --model: the one the index records.
@@ -95,20 +95,23 @@ describeFiles('camembed index build / search', () => {
     expect(Number(lines[0][2])).toBeLessThan(passages.length);
   });
 
-  test('a model folder is recorded as an absolute path; searching with another model says so', async () => {
+  test('a model folder is recorded as its real absolute path; searching with another model says so', async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
     const link = path.join(dir, 'same-model-elsewhere');
     fs.symlinkSync(MODEL, link);
+    const real = fs.realpathSync(MODEL);
     const cwd = process.cwd();
     try {
       process.chdir(path.dirname(MODEL));
       expect(await main(['index', 'build', '--model', path.basename(MODEL), '--input', input, '--output', indexFile])).toBe(0);
-      expect((await VectorIndex.load(indexFile)).metadata).toEqual({ model: MODEL });
+      expect((await VectorIndex.load(indexFile)).metadata).toEqual({ model: real });
       const relative = await captureStdout(['search', '--index', indexFile, '--model', path.basename(MODEL), questions[0]]);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).not.toContain('note:');
-      const other = await captureStdout(['search', '--index', indexFile, '--model', link, questions[0]]);
-      expect(other).toEqual(relative);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`note: ${indexFile} was built with the model ${MODEL}; searching with ${link}\n`);
+      expect(await captureStdout(['search', '--index', indexFile, '--model', link, questions[0]])).toEqual(relative);
+      expect(written()).not.toContain('note:');
+      // Another folder (not even a model: the search then fails) gets the note first.
+      expect((await captureStdout(['search', '--index', indexFile, '--model', dir, questions[0]])).code).toBe(1);
+      expect(written()).toContain(`note: ${indexFile} was built with the model ${real}; searching with ${dir}\n`);
     } finally {
       process.chdir(cwd);
       stderr.mockRestore();

@@ -163,14 +163,14 @@ describe('metadata', () => {
     expect(() => { index.metadata = {}; }).toThrow('VectorIndex.metadata: the index has been disposed');
   });
 
-  test('a version 1 file (version 2 without metadata) is read', async () => {
+  test('without metadata the file is version 1 (version 2 without metadata: older camembed reads it)', async () => {
     const index = await sample('float32', 7);
     const file = path.join(dir, 'version1.cmbd');
     await index.save(file);
     const bytes = fs.readFileSync(file);
+    expect(bytes.readUInt32LE(8)).toBe(1);
     expect(bytes.readUInt32LE(20)).toBe(0);
-    bytes.writeUInt32LE(1, 8);
-    fs.writeFileSync(file, withChecksum(bytes));
+    expect(Number(bytes.readBigUInt64LE(40))).toBe(64);
     const loaded = await VectorIndex.load(file);
     expect(loaded.metadata).toEqual({});
     expect(await loaded.search(queries, { k: 20 })).toEqual(await index.search(queries, { k: 20 }));
@@ -237,15 +237,21 @@ describe('damaged files are clear errors', () => {
       const metadata = Buffer.from(text);
       const padded = Math.ceil(metadata.length / 64) * 64;
       const bytes = Buffer.concat([good.subarray(0, 64), metadata, Buffer.alloc(padded - metadata.length), good.subarray(64)]);
+      bytes.writeUInt32LE(2, 8);
       bytes.writeUInt32LE(metadata.length, 20);
       for (const offset of [40, 48, 56]) bytes.writeBigUInt64LE(bytes.readBigUInt64LE(offset) + BigInt(padded), offset);
       return withChecksum(bytes);
     };
     expect((await loadBytes('json.cmbd', withMetadata('{"model":"m"}'))).metadata).toEqual({ model: 'm' });
+    // JSON nested deeper than a recursive walk could go (the file is fine: it loads, frozen).
+    let deep = (await loadBytes('deep.cmbd', withMetadata(`{"a":${'['.repeat(20000)}${']'.repeat(20000)}}`))).metadata.a;
+    for (let depth = 0; depth < 20000; depth++) deep = (deep as unknown[])[0];
+    expect(deep).toBeUndefined();
     await expectLoadError('not-json.cmbd', withMetadata('{"model":'), /is corrupt: its metadata is not UTF-8 JSON/);
     await expectLoadError('not-utf8.cmbd', withMetadata(Buffer.from([...Buffer.from('{"a":"'), 0xff, ...Buffer.from('"}')])), /is corrupt: its metadata is not UTF-8 JSON/);
     await expectLoadError('array.cmbd', withMetadata('["model"]'), /is corrupt: its metadata is not a JSON object/);
     const huge = Buffer.from(good);
+    huge.writeUInt32LE(2, 8);
     huge.writeUInt32LE(1024 * 1024 + 1, 20);
     await expectLoadError('huge.cmbd', huge, /is corrupt: 1048577 bytes of metadata, more than the 1048576 allowed/);
     const reserved = Buffer.from(good);

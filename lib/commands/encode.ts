@@ -60,6 +60,7 @@ export async function run(argv: string[]): Promise<void> {
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
   };
   let rows = 0;
+  let complete = false;
   try {
     if (npy) await write(npyHeader(0, encoder.dim));
     for await (const chunk of encoder.encodeStream(texts, { normalize: options['no-normalize'] !== true, onProgress })) {
@@ -67,8 +68,15 @@ export async function run(argv: string[]): Promise<void> {
       rows += chunk.rows;
     }
     if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
+    complete = true;
   } finally {
-    if (fd !== null) fs.closeSync(fd);
+    if (fd !== null) {
+      // A failed run leaves no partial output file (a .npy's header would not even match it);
+      // only a regular file is removed, never a device or a pipe named as the output.
+      const partial = !complete && fs.fstatSync(fd).isFile();
+      fs.closeSync(fd);
+      if (partial) fs.rmSync(output, { force: true });
+    }
     bar.finish();
     await encoder.dispose();
   }

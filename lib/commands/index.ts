@@ -1,7 +1,6 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
 // The id of each passage is its line number (0-based), so search results point back to lines.
 import * as fs from 'fs';
-import * as path from 'path';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { VectorIndex } from '../vector-index';
@@ -21,9 +20,12 @@ const SPEC: OptionSpec = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-/** The model as the index records it: a folder as an absolute path (a search may run elsewhere), else the Hub id. */
+/**
+ * The model as the index records it: a folder as its real absolute path (a search may run
+ * elsewhere, and a link to the same folder is the same model), else the Hub id.
+ */
 export function modelSource(model: string): string {
-  return fs.existsSync(model) ? path.resolve(model) : model;
+  return fs.existsSync(model) ? fs.realpathSync(model) : model;
 }
 
 export async function run(argv: string[]): Promise<void> {

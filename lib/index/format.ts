@@ -1,5 +1,6 @@
-// The VectorIndex file format, version 2 (docs/index.md has the full specification; version 1 is
-// version 2 without metadata, and is still read).
+// The VectorIndex file format, version 2 (docs/index.md has the full specification). Version 1 is
+// version 2 without metadata: a file without metadata is written as version 1, which older
+// camembed reads.
 // All integers little-endian. Every section starts at a multiple of 64 bytes, so the vectors
 // can be viewed in place (typed arrays over a memory mapping) and are cache-line aligned.
 //
@@ -97,7 +98,7 @@ export function encodeHeader(h: Header): Uint8Array {
   const bytes = new Uint8Array(HEADER_BYTES);
   const view = new DataView(bytes.buffer);
   bytes.set(Buffer.from(MAGIC, 'latin1'), 0);
-  view.setUint32(8, FORMAT_VERSION, true);
+  view.setUint32(8, h.metadataBytes > 0 ? FORMAT_VERSION : 1, true);
   view.setUint32(12, DTYPE_CODES[h.dtype], true);
   view.setUint32(16, h.dim, true);
   view.setUint32(20, h.metadataBytes, true);
