@@ -78,6 +78,15 @@ export interface NeighborsChunk {
   k: number;
 }
 
+export interface IndexDescription {
+  dtype: Dtype;
+  dim: number;
+  /** Vectors stored. */
+  size: number;
+  metadata: Record<string, unknown>;
+  fileBytes: number;
+}
+
 export interface LoadOptions {
   device?: string;
   /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
@@ -489,6 +498,22 @@ export class VectorIndex {
       }
     }
     return index;
+  }
+
+  /**
+   * What an index file holds, read from its header and metadata alone: quick at any size, but the
+   * checksum is not verified (`load` verifies it).
+   */
+  static async describe(file: string): Promise<IndexDescription> {
+    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const reader = await IndexFileReader.open(file);
+    try {
+      const { header } = reader;
+      const metadata = deepFreeze(decodeMetadata(await reader.readMetadata(), file));
+      return { dtype: header.dtype, dim: header.dim, size: header.count, metadata, fileBytes: header.layout.fileBytes };
+    } finally {
+      await reader.close();
+    }
   }
 
   /** Frees the device copies and drops the storage; any later use throws. Not while a search runs. */

@@ -39,7 +39,7 @@ test.each(['--version', '-v'])('camembed %s prints the version of package.json',
 test('camembed index without a subcommand prints the usage of index build (exit 2)', async () => {
   const { code, stderr } = await runCli(['index']);
   expect(code).toBe(2);
-  expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build' is the only one\n/);
+  expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build' or 'camembed index info'\n/);
   expect(stderr).toContain('usage: camembed index build --input');
   expect(stderr).toContain('--output');
 });
@@ -118,6 +118,36 @@ test('search without --model loads the model the index records (else the default
     expect(load).not.toHaveBeenCalled();
   } finally {
     load.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('camembed index info prints what a file holds (quickly; --verify reads it all)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
+  try {
+    const file = path.join(dir, 'a.cmbd');
+    const index = new VectorIndex({ dim: 3, dtype: 'float16', metadata: { model: 'org/m', note: 'été' } });
+    index.add(new Float32Array([1, 2, 3, 4, 5, 6]));
+    await index.save(file);
+    index.dispose();
+    const fileBytes = fs.statSync(file).size;
+    const want = { file, dtype: 'float16', dim: 3, size: 2, metadata: { model: 'org/m', note: 'été' }, fileBytes };
+    const info = await runCli(['index', 'info', file]);
+    expect(info.code).toBe(0);
+    expect(JSON.parse(info.stdout)).toEqual(want);
+    expect(JSON.parse((await runCli(['index', 'info', file, '--verify'])).stdout)).toEqual({ ...want, verified: true });
+    // A damaged vector: the header is still fine, the full read is not.
+    const bytes = fs.readFileSync(file);
+    bytes[fileBytes - 20] ^= 1;
+    fs.writeFileSync(file, bytes);
+    expect((await runCli(['index', 'info', file])).code).toBe(0);
+    const verify = await runCli(['index', 'info', file, '--verify']);
+    expect(verify.code).toBe(1);
+    expect(verify.stderr).toContain(`${file} is corrupt: checksum mismatch`);
+    expect((await runCli(['index', 'info', path.join(dir, 'none.cmbd')])).stderr).toContain('none.cmbd does not exist');
+    expect((await runCli(['index', 'info'])).code).toBe(2);
+    expect((await runCli(['index', 'info', file, file])).stderr).toContain('expected one index file, got 2');
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

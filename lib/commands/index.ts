@@ -1,12 +1,32 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
 // The id of each passage is its line number (0-based), so search results point back to lines.
+// `camembed index info`: what an index file holds.
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { VectorIndex } from '../vector-index';
 import { CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
-export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd)';
+export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info';
+
+const INFO_SPEC: OptionSpec = {
+  verify: { type: 'boolean', help: 'also read the whole file: checksum and ids (as a load does)' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+/** `camembed index info FILE`: the header and metadata as JSON on standard output. */
+async function runInfo(argv: string[]): Promise<void> {
+  const parsed = parseCommand(argv, INFO_SPEC, 'camembed index info corpus.cmbd [--verify]');
+  if (parsed === null) return;
+  const { options, positional } = parsed;
+  if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
+  const file = positional[0];
+  if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
+  const description = await VectorIndex.describe(file);
+  if (options.verify === true) (await VectorIndex.load(file, { mmap: true })).dispose();
+  const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+}
 
 const SPEC: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id (recorded in the index for `camembed search`)', default: DEFAULT_MODEL },
@@ -29,14 +49,15 @@ export function modelSource(model: string): string {
 }
 
 export async function run(argv: string[]): Promise<void> {
+  if (argv[0] === 'info') return runInfo(argv.slice(1));
   const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;
   if (positional.length === 0) {
-    throw new CliUsageError(`missing subcommand: 'camembed index build' is the only one\n\n${helpText(usage, SPEC)}`);
+    throw new CliUsageError(`missing subcommand: 'camembed index build' or 'camembed index info'\n\n${helpText(usage, SPEC)}`);
   }
-  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build', got 'index ${positional[0]}'`);
+  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build' or 'index info', got 'index ${positional[0]}'`);
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');

@@ -352,6 +352,14 @@ export class IndexFileReader {
     return metadata.subarray(0, this.header.metadataBytes);
   }
 
+  /** The metadata section's bytes alone (not checked against the checksum: readInto does that). */
+  async readMetadata(): Promise<Uint8Array> {
+    const bytes = new Uint8Array(this.header.metadataBytes);
+    const { bytesRead } = await this.handle.read(bytes, 0, bytes.length, HEADER_BYTES);
+    if (bytesRead !== bytes.length) throw new Error(`${this.file} is truncated: it ended in its metadata`);
+    return bytes;
+  }
+
   async close(): Promise<void> {
     await this.handle.close();
   }
