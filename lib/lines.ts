@@ -4,6 +4,8 @@
 // and `cut`. Lines must be UTF-8 (an error names file and line); a byte order mark is dropped.
 import * as fs from 'fs';
 
+import { typeName } from './validate';
+
 export class FormatError extends Error {
   constructor(readonly file: string, readonly line: number, message: string) {
     super(`${file}:${line}: ${message}`);
@@ -50,7 +52,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are.
  */
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
-  if (file === '-' && from.offset > 0) throw new RangeError('standard input cannot be resumed from a byte offset');
+  if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
+  for (const key of ['offset', 'line'] as const) {
+    if (!Number.isSafeInteger(from[key]) || from[key] < 0) throw new RangeError(`from.${key} must be an integer >= 0, got ${from[key]}`);
+  }
+  if (from.offset > 0 && (file === '-' || !fs.statSync(file).isFile())) {
+    throw new RangeError(`${file === '-' ? 'standard input' : file} is not a regular file: it cannot be resumed from a byte offset`);
+  }
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
   const input = file === '-' ? process.stdin
     : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });

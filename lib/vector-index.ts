@@ -11,7 +11,8 @@ import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
-  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, layoutOf, mapIndexFile, MAX_METADATA_BYTES, writeIndexFile,
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, mapIndexFile, MAX_METADATA_BYTES,
+  MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
 import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
@@ -174,14 +175,11 @@ function parseIds(name: string, input: unknown, expected: number | null): BigInt
   return ids;
 }
 
-/** Freezes value and everything in it; iterative, since parsed JSON may nest deeper than the stack. */
+/** Freezes value and everything in it (metadata nests at most MAX_METADATA_DEPTH deep). */
 function deepFreeze<T>(value: T): T {
-  const pending: unknown[] = [value];
-  while (pending.length > 0) {
-    const v = pending.pop();
-    if (typeof v !== 'object' || v === null) continue;
-    Object.freeze(v);
-    for (const member of Object.values(v)) pending.push(member);
+  if (typeof value === 'object' && value !== null) {
+    for (const member of Object.values(value)) deepFreeze(member);
+    Object.freeze(value);
   }
   return value;
 }
@@ -204,7 +202,9 @@ function checkMetadata(name: string, value: unknown): Metadata {
   if (bytes.length > MAX_METADATA_BYTES) {
     throw new RangeError(`${name} is ${bytes.length} bytes as JSON, more than the ${MAX_METADATA_BYTES} allowed`);
   }
-  return { bytes, object: deepFreeze(JSON.parse(text) as Record<string, unknown>) };
+  const parsed = JSON.parse(text) as Record<string, unknown>;
+  if (jsonDepth(parsed) > MAX_METADATA_DEPTH) throw new RangeError(`${name} nests deeper than ${MAX_METADATA_DEPTH} levels`);
+  return { bytes, object: deepFreeze(parsed) };
 }
 
 export class VectorIndex {

@@ -116,6 +116,13 @@ test('search without --model loads the model the index records (else the default
       code: 2, stdout: '', stderr: expect.stringContaining(`${indexFile} was built with the model folder ${gone}, which does not exist here: pass --model`),
     });
     expect(load).not.toHaveBeenCalled();
+    // A recorded path through a link (an older camembed, or metadata set in code) is the same model.
+    const folder = path.join(dir, 'model');
+    fs.mkdirSync(folder);
+    fs.symlinkSync(folder, path.join(dir, 'model-link'));
+    const linked = await indexWith('c.cmbd', { model: path.join(dir, 'model-link') });
+    expect((await runCli(['search', '--index', linked, '--model', folder, 'q'])).stderr).not.toContain('note:');
+    expect((await runCli(['search', '--index', linked, '--model', dir, 'q'])).stderr).toContain('note:');
   } finally {
     load.mockRestore();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -146,6 +153,8 @@ test('camembed index info prints what a file holds (quickly; --verify reads it a
     expect(verify.stderr).toContain(`${file} is corrupt: checksum mismatch`);
     expect((await runCli(['index', 'info', path.join(dir, 'none.cmbd')])).stderr).toContain('none.cmbd does not exist');
     expect((await runCli(['index', 'info'])).code).toBe(2);
+    expect((await runCli(['index', 'info', dir])).stderr).toContain(`${dir} is not a file`);
+    expect((await runCli(['index', '--help'])).stdout).toContain('camembed index info corpus.cmbd [--verify]');
     expect((await runCli(['index', 'info', file, file])).stderr).toContain('expected one index file, got 2');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -37,18 +37,28 @@ describeModel('camembed encode', () => {
     expect(Array.from(got)).toEqual(Array.from(want.data));
   });
 
-  test('invalid UTF-8 is an error naming the line, and leaves no partial output file', async () => {
+  test('a failed run (invalid UTF-8, named by line) leaves the output as it was: absent, an old file, a link', async () => {
     const bad = path.join(dir, 'bad.txt');
-    // Enough lines before the bad one for batches to be written first.
-    fs.writeFileSync(bad, Buffer.concat([Buffer.from('bonjour\n'.repeat(100)), Buffer.from([0x61, 0xff, 0x0a])]));
+    // More lines before the bad one than a chunk (4,096 texts): vectors are written before it fails.
+    fs.writeFileSync(bad, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0x61, 0xff, 0x0a])]));
+    const old = path.join(dir, 'old.f32');
+    const link = path.join(dir, 'link.f32');
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
-      for (const name of ['partial.npy', 'partial.f32']) {
-        const output = path.join(dir, name);
-        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', output, '--batch-size', '8'])).toBe(1);
-        expect(fs.existsSync(output)).toBe(false);
+      fs.writeFileSync(old, 'old contents');
+      fs.symlinkSync(old, link);
+      for (const name of ['new.npy', 'new.f32', 'old.f32']) {
+        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', path.join(dir, name), '--threads', '1'])).toBe(1);
       }
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`${bad}:101: is not valid UTF-8`);
+      expect(fs.existsSync(path.join(dir, 'new.npy')) || fs.existsSync(path.join(dir, 'new.f32'))).toBe(false);
+      expect(fs.readFileSync(old, 'utf8')).toBe('old contents');
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`${bad}:5001: is not valid UTF-8`);
+      // A link is written through, in place (its target then holds what was written), never removed.
+      expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', link, '--threads', '1'])).toBe(1);
+      expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+      expect(fs.statSync(old).size).toBeGreaterThan('old contents'.length);
+      expect(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+      expect(await main(['encode', '--input', bad, '--output', path.join(dir, 'no', 'such', 'x.f32')])).toBe(2);
     } finally {
       stderr.mockRestore();
     }

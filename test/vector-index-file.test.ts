@@ -152,6 +152,7 @@ describe('metadata', () => {
       [cycle, TypeError, /^metadata must be JSON-serialisable: Converting circular structure/],
       [{ toJSON: () => 'text' }, TypeError, /^metadata must be a JSON object \(its toJSON\(\) made something else\)$/],
       [{ text: 'x'.repeat(1024 * 1024) }, RangeError, /^metadata is 1048587 bytes as JSON, more than the 1048576 allowed$/],
+      [JSON.parse(`{"a":${'['.repeat(1000)}${']'.repeat(1000)}}`), RangeError, /^metadata nests deeper than 1000 levels$/],
     ];
     for (const [value, type, message] of cases) {
       expect(() => { index.metadata = value as Record<string, unknown>; }).toThrow(type);
@@ -243,10 +244,18 @@ describe('damaged files are clear errors', () => {
       return withChecksum(bytes);
     };
     expect((await loadBytes('json.cmbd', withMetadata('{"model":"m"}'))).metadata).toEqual({ model: 'm' });
-    // JSON nested deeper than a recursive walk could go (the file is fine: it loads, frozen).
-    let deep = (await loadBytes('deep.cmbd', withMetadata(`{"a":${'['.repeat(20000)}${']'.repeat(20000)}}`))).metadata.a;
-    for (let depth = 0; depth < 20000; depth++) deep = (deep as unknown[])[0];
-    expect(deep).toBeUndefined();
+    // Nesting: 1,000 levels load (frozen throughout) and save again; deeper is corrupt, however deep.
+    const nested = (levels: number) => `{"a":${'['.repeat(levels - 1)}${']'.repeat(levels - 1)}}`;
+    const deepest = await loadBytes('deep.cmbd', withMetadata(nested(1000)));
+    let inner: unknown = deepest.metadata.a;
+    for (let level = 2; level < 1000; level++) inner = (inner as unknown[])[0];
+    expect(inner).toEqual([]);
+    expect(Object.isFrozen(inner)).toBe(true);
+    await deepest.save(path.join(dir, 'deep-again.cmbd'));
+    expect((await VectorIndex.describe(path.join(dir, 'deep-again.cmbd'))).metadata).toEqual(deepest.metadata);
+    for (const levels of [1001, 50000]) {
+      await expectLoadError(`deeper-${levels}.cmbd`, withMetadata(nested(levels)), /is corrupt: its metadata nests deeper than 1000 levels/);
+    }
     await expectLoadError('not-json.cmbd', withMetadata('{"model":'), /is corrupt: its metadata is not UTF-8 JSON/);
     await expectLoadError('not-utf8.cmbd', withMetadata(Buffer.from([...Buffer.from('{"a":"'), 0xff, ...Buffer.from('"}')])), /is corrupt: its metadata is not UTF-8 JSON/);
     await expectLoadError('array.cmbd', withMetadata('["model"]'), /is corrupt: its metadata is not a JSON object/);

@@ -2,6 +2,8 @@
 // streamed in chunks so that millions of lines need only one chunk in memory.
 import { once } from 'events';
 import * as fs from 'fs';
+import * as path from 'path';
+
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
@@ -45,6 +47,9 @@ export async function run(argv: string[]): Promise<void> {
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
   requireExists('input', input);
+  if (output !== '-' && !fs.existsSync(path.dirname(path.resolve(output)))) {
+    throw new CliUsageError(`--output ${output}: the folder ${path.dirname(path.resolve(output))} does not exist`);
+  }
 
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',
@@ -54,7 +59,11 @@ export async function run(argv: string[]): Promise<void> {
   });
   const npy = output.endsWith('.npy');
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
-  const fd = output === '-' ? null : fs.openSync(output, 'w');
+  // A regular (or new) output file is written beside itself and renamed over at the end, so a
+  // failed run leaves it as it was; a device, pipe or link named as the output is written in place.
+  const inPlace = output === '-' || (fs.existsSync(output) && !fs.lstatSync(output).isFile());
+  const temp = inPlace ? null : path.join(path.dirname(output), `.${path.basename(output)}.${process.pid}.tmp`);
+  const fd = output === '-' ? null : fs.openSync(temp ?? output, 'w');
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
@@ -70,12 +79,10 @@ export async function run(argv: string[]): Promise<void> {
     if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
     complete = true;
   } finally {
-    if (fd !== null) {
-      // A failed run leaves no partial output file (a .npy's header would not even match it);
-      // only a regular file is removed, never a device or a pipe named as the output.
-      const partial = !complete && fs.fstatSync(fd).isFile();
-      fs.closeSync(fd);
-      if (partial) fs.rmSync(output, { force: true });
+    if (fd !== null) fs.closeSync(fd);
+    if (temp !== null) {
+      if (complete) fs.renameSync(temp, output);
+      else fs.rmSync(temp, { force: true });
     }
     bar.finish();
     await encoder.dispose();

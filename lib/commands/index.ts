@@ -22,6 +22,7 @@ async function runInfo(argv: string[]): Promise<void> {
   if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
   const file = positional[0];
   if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
+  if (!fs.statSync(file).isFile()) throw new CliUsageError(`${file} is not a file`);
   const description = await VectorIndex.describe(file);
   if (options.verify === true) (await VectorIndex.load(file, { mmap: true })).dispose();
   const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
@@ -50,7 +51,8 @@ export function modelSource(model: string): string {
 
 export async function run(argv: string[]): Promise<void> {
   if (argv[0] === 'info') return runInfo(argv.slice(1));
-  const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]';
+  const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]\n' +
+    '       camembed index info corpus.cmbd [--verify]   (what a file holds; camembed index info --help)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;

@@ -68,7 +68,7 @@ export async function run(argv: string[]): Promise<void> {
     index.dispose();
     throw new CliUsageError(`${indexFile} was built with the model folder ${recorded}, which does not exist here: pass --model`);
   }
-  if (recorded !== undefined && modelSource(model) !== recorded) {
+  if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
   const encoder = await Encoder.load(model, {

@@ -6,7 +6,7 @@
 //
 //   offset  size  field
 //   0       8     magic "CMBDINDX"
-//   8       4     u32 format version (2)
+//   8       4     u32 format version (2; 1 when there is no metadata)
 //   12      4     u32 dtype: 1 = float32, 2 = float16 (IEEE binary16 bits)
 //   16      4     u32 dim
 //   20      4     u32 metadataBytes (version 1: reserved, 0)
@@ -32,6 +32,22 @@ export const HEADER_BYTES = 64;
 export const TRAILER_BYTES = 8;
 // Metadata is for a few facts (the model that made the vectors, a description), read whole.
 export const MAX_METADATA_BYTES = 1024 * 1024;
+// And nests at most this deep (objects and arrays): JSON.stringify recurses, and a file that loads
+// must also save.
+export const MAX_METADATA_DEPTH = 1000;
+
+/** How deeply a parsed JSON value nests (each object or array counts 1), walked without recursion. */
+export function jsonDepth(value: unknown): number {
+  let deepest = 0;
+  const pending: Array<[unknown, number]> = [[value, 0]];
+  while (pending.length > 0) {
+    const [v, depth] = pending.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    for (const member of Object.values(v)) pending.push([member, depth + 1]);
+  }
+  return deepest;
+}
 
 interface FileBindings {
   checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: false): undefined;
@@ -90,6 +106,9 @@ export function decodeMetadata(bytes: Uint8Array, file: string): Record<string, 
   }
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
     throw new Error(`${file} is corrupt: its metadata is not a JSON object`);
+  }
+  if (jsonDepth(metadata) > MAX_METADATA_DEPTH) {
+    throw new Error(`${file} is corrupt: its metadata nests deeper than ${MAX_METADATA_DEPTH} levels`);
   }
   return metadata as Record<string, unknown>;
 }
