@@ -47,6 +47,18 @@ async function* readRawLines(input: AsyncIterable<Buffer>, startOffset: number, 
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** A line's text from its bytes (without the '\n'): UTF-8, a final '\r' dropped, and the file's BOM. */
+function lineText(bytes: Uint8Array, startOffset: number, file: string, line: number): string {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw new FormatError(file === '-' ? 'standard input' : file, line, 'is not valid UTF-8');
+  }
+  if (text.endsWith('\r')) text = text.slice(0, -1);
+  return startOffset === 0 && text.startsWith('\ufeff') ? text.slice(1) : text;
+}
+
 /**
  * The lines of `file` ('-': standard input), streamed; `from` resumes a file after a line already
  * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are.
@@ -63,19 +75,50 @@ export async function* readTextLines(file: string, from = { offset: 0, line: 0 }
   const input = file === '-' ? process.stdin
     : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });
   for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, from.offset, from.line)) {
-    let text: string;
-    try {
-      text = utf8.decode(bytes);
-    } catch {
-      throw new FormatError(file === '-' ? 'standard input' : file, line, 'is not valid UTF-8');
-    }
-    if (text.endsWith('\r')) text = text.slice(0, -1);
-    if (startOffset === 0 && text.startsWith('\ufeff')) text = text.slice(1);
-    yield { text, line, endOffset };
+    yield { text: lineText(bytes, startOffset, file, line), line, endOffset };
   }
 }
 
 /** The texts of readTextLines. */
 export async function* readTexts(file: string): AsyncGenerator<string> {
   for await (const { text } of readTextLines(file)) yield text;
+}
+
+/**
+ * Lines of a file by number (0-based, as `camembed index build` numbers passages), read on
+ * demand: opening makes one pass that keeps where each line starts (8 bytes a line).
+ */
+export class LineFile {
+  private constructor(readonly file: string, private readonly fd: number, private readonly starts: Float64Array,
+    readonly count: number) {}
+
+  static async open(file: string): Promise<LineFile> {
+    if (!fs.statSync(file).isFile()) throw new RangeError(`${file} is not a regular file: its lines cannot be read by number`);
+    let starts = new Float64Array(1024);
+    let count = 0;
+    for await (const { endOffset } of readTextLines(file)) {
+      if (count + 2 > starts.length) {
+        const grown = new Float64Array(starts.length * 2);
+        grown.set(starts);
+        starts = grown;
+      }
+      starts[++count] = endOffset;  // line i spans [starts[i], starts[i + 1])
+    }
+    return new LineFile(file, fs.openSync(file, 'r'), starts, count);
+  }
+
+  /** Line `n` as readTextLines gives it. */
+  line(n: number): string {
+    if (!Number.isSafeInteger(n) || n < 0 || n >= this.count) {
+      throw new RangeError(`${this.file} has no line ${n} (it has ${this.count}, numbered from 0)`);
+    }
+    const bytes = Buffer.alloc(this.starts[n + 1] - this.starts[n]);
+    fs.readSync(this.fd, bytes, 0, bytes.length, this.starts[n]);
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0a ? bytes.length - 1 : bytes.length;
+    return lineText(bytes.subarray(0, end), this.starts[n], this.file, n + 1);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
 }

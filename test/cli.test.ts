@@ -129,6 +129,35 @@ test('search without --model loads the model the index records (else the default
   }
 });
 
+test('search --passages prints each hit\'s line, and says when an id is not a line of the file', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
+  // A stand-in encoder: every question is the vector (1, 0).
+  const load = jest.spyOn(Encoder, 'load').mockResolvedValue({
+    dim: 2, encode: async (texts: string[]) => ({ data: new Float32Array(texts.length * 2).map((_, i) => (i % 2 === 0 ? 1 : 0)), rows: texts.length, dim: 2 }),
+    dispose: async () => undefined,
+  } as unknown as Encoder);
+  try {
+    const passages = path.join(dir, 'p.txt');
+    fs.writeFileSync(passages, 'zéro\r\nun\tdeux\ntrois');
+    const index = new VectorIndex({ dim: 2 });
+    index.add(new Float32Array([0, 1, 1, 0.5, 1, 0]));  // ids 0, 1, 2: best for (1, 0) are 2, then 1
+    await index.save(path.join(dir, 'a.cmbd'));
+    index.add(new Float32Array([1, 0.01]), [1000]);
+    await index.save(path.join(dir, 'b.cmbd'));
+    const tsv = await runCli(['search', '--index', path.join(dir, 'a.cmbd'), '--k', '2', '--passages', passages, 'q']);
+    expect(tsv.stdout.trim().split('\n').map((l) => l.split('\t').slice(2).filter((_, i) => i !== 1))).toEqual([['2', 'trois'], ['1', 'un deux']]);
+    const json = JSON.parse((await runCli(['search', '--index', path.join(dir, 'a.cmbd'), '--k', '3', '--passages', passages, '--format', 'jsonl', 'q'])).stdout);
+    expect(json.passages).toEqual(['trois', 'un\tdeux', 'zéro']);
+    const wrong = await runCli(['search', '--index', path.join(dir, 'b.cmbd'), '--k', '4', '--passages', passages, 'q']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain(`${passages} has no line 1000 (it has 3, numbered from 0)`);
+    expect((await runCli(['search', '--index', path.join(dir, 'a.cmbd'), '--passages', '-', 'q'])).code).toBe(2);
+  } finally {
+    load.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('camembed index info prints what a file holds (quickly; --verify reads it all)', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
   try {

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { Readable } from 'stream';
 
 import * as camembed from '../lib';
-import { FormatError, readTextLines, readTexts, TextLine } from '../lib/lines';
+import { FormatError, LineFile, readTextLines, readTexts, TextLine } from '../lib/lines';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-lines-')); });
@@ -54,6 +54,22 @@ test("standard input ('-') reads the same; bad UTF-8 names the file (or standard
   fs.writeFileSync(badFile, bad);
   await expect(collect(readTextLines(badFile))).rejects.toThrow(new FormatError(badFile, 2, 'is not valid UTF-8'));
   await expect(withStdin(bad, () => collect(readTextLines('-')))).rejects.toThrow('standard input:2: is not valid UTF-8');
+});
+
+test('LineFile gives line n (from 0) as the reader gives it; other numbers, pipes and bad UTF-8 are errors', async () => {
+  const file = path.join(dir, 'a.txt');
+  const lines = await LineFile.open(file);
+  try {
+    expect(lines.count).toBe(expected.length);
+    for (const n of [3, 0, 4, 1, 2]) expect(lines.line(n)).toBe(expected[n].text);
+    for (const n of [-1, 5, 1.5]) expect(() => lines.line(n)).toThrow(new RangeError(`${file} has no line ${n} (it has 5, numbered from 0)`));
+  } finally {
+    lines.close();
+  }
+  const bad = path.join(dir, 'bad-lines.txt');
+  fs.writeFileSync(bad, Buffer.concat([Buffer.from('ok\n'), Buffer.from([0xc3, 0x28])]));
+  await expect(LineFile.open(bad)).rejects.toThrow(`${bad}:2: is not valid UTF-8`);
+  await expect(LineFile.open(dir)).rejects.toThrow(`${dir} is not a regular file`);
 });
 
 test('the package exports the reader, and readTexts gives the texts alone', async () => {

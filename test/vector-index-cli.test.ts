@@ -86,6 +86,15 @@ describeFiles('camembed index build / search', () => {
       stdin.mockRestore();
     }
 
+    // --passages: each hit's line of the input, the exact text in JSON, tabs as spaces in TSV.
+    const withText = await captureStdout(['search', '--index', indexFile, '--k', '5', '--queries', queriesFile, '--format', 'jsonl', '--passages', input]);
+    withText.out.trim().split('\n').map((l) => JSON.parse(l)).forEach((r, q) => {
+      expect(r.ids).toEqual(records[q].ids);
+      expect(r.passages).toEqual(r.ids.map((id: number) => passages[id]));
+    });
+    const tsvText = await captureStdout(['search', '--index', indexFile, '--k', '5', '--passages', input, questions[1]]);
+    expect(tsvText.out.trim().split('\n').map((l) => l.split('\t')[4])).toEqual(want.ids[1].map((id) => passages[Number(id)].replace(/\t/g, ' ')));
+
     const tsv = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--mmap', questions[1]]);
     expect(tsv.code).toBe(0);
     const lines = tsv.out.trim().split('\n').map((l) => l.split('\t'));

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { readTexts } from '../lines';
+import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { SearchResult, VectorIndex } from '../vector-index';
 import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
@@ -19,6 +19,10 @@ const SPEC: OptionSpec = {
   k: { type: 'integer', help: 'results per question', default: 10 },
   queries: { type: 'string', help: "UTF-8 file ('-': standard input), one question per line (instead of a question argument)" },
   format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
+  passages: {
+    type: 'string',
+    help: "the file the index was built from: each hit's passage (its line) is printed too (TSV: a 5th column, tabs as spaces; JSON: 'passages')",
+  },
   device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
   'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
@@ -27,23 +31,27 @@ const SPEC: OptionSpec = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-function formatResult(result: SearchResult, texts: string[], first: number, format: string): string {
+function formatResult(result: SearchResult, texts: string[], first: number, format: string, passages: LineFile | null): string {
   const lines: string[] = [];
   for (let q = 0; q < texts.length; q++) {
-    const ids = Array.from(result.ids.subarray(q * result.k, (q + 1) * result.k), String);
+    const hits = result.ids.subarray(q * result.k, (q + 1) * result.k);
+    const ids = Array.from(hits, String);
     const scores = Array.from(result.scores.subarray(q * result.k, (q + 1) * result.k));
+    const hitTexts = passages === null ? null : Array.from(hits, (id) => passages.line(Number(id)));
     if (format === 'tsv') {
-      ids.forEach((id, rank) => lines.push(`${first + q}\t${rank + 1}\t${id}\t${scores[rank]}`));
+      ids.forEach((id, rank) => lines.push(`${first + q}\t${rank + 1}\t${id}\t${scores[rank]}` +
+        (hitTexts === null ? '' : `\t${hitTexts[rank].replace(/\t/g, ' ')}`)));
     } else {
       // Ids as JSON integers (exact in any parser that keeps 64-bit integers).
-      lines.push(`{"query":${first + q},"text":${JSON.stringify(texts[q])},"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}}`);
+      lines.push(`{"query":${first + q},"text":${JSON.stringify(texts[q])},"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}` +
+        (hitTexts === null ? '' : `,"passages":${JSON.stringify(hitTexts)}`) + '}');
     }
   }
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const usage = 'camembed search --index corpus.cmbd [--model M] [--k 10] ("une question" | --queries questions.txt)';
+  const usage = 'camembed search --index corpus.cmbd [--k 10] [--passages passages.txt] ("une question" | --queries questions.txt)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;
@@ -59,6 +67,9 @@ export async function run(argv: string[]): Promise<void> {
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;
+  const passagesFile = options.passages as string | undefined;
+  if (passagesFile === '-') throw new CliUsageError('--passages must be a file: its lines are read by number');
+  if (passagesFile !== undefined) requireExists('passages', passagesFile);
 
   const device = options.device as 'cpu';
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
@@ -75,16 +86,18 @@ export async function run(argv: string[]): Promise<void> {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
   });
   const bar = createProgressBar({ label: 'search', unit: 'items' });
+  let passages: LineFile | null = null;
   try {
     if (encoder.dim !== index.dim) {
       throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);
     }
+    if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
     const texts = queriesFile === undefined ? [positional[0]] : readTexts(queriesFile);
     let batch: string[] = [];
     let done = 0;
     const flush = async () => {
       const result = await index.search(await encoder.encode(batch), { k });
-      process.stdout.write(formatResult(result, batch, done, format));
+      process.stdout.write(formatResult(result, batch, done, format, passages));
       done += batch.length;
       bar.update(done);
       batch = [];
@@ -95,6 +108,7 @@ export async function run(argv: string[]): Promise<void> {
     }
     if (batch.length > 0) await flush();
   } finally {
+    passages?.close();
     bar.finish();
     await encoder.dispose();
     index.dispose();
