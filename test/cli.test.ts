@@ -138,16 +138,16 @@ test('search --passages prints each hit\'s line, and says when an id is not a li
   } as unknown as Encoder);
   try {
     const passages = path.join(dir, 'p.txt');
-    fs.writeFileSync(passages, 'zéro\r\nun\tdeux\ntrois');
+    fs.writeFileSync(passages, 'zéro\r\nun\tdeux\rtrois\nquatre');
     const index = new VectorIndex({ dim: 2 });
     index.add(new Float32Array([0, 1, 1, 0.5, 1, 0]));  // ids 0, 1, 2: best for (1, 0) are 2, then 1
     await index.save(path.join(dir, 'a.cmbd'));
     index.add(new Float32Array([1, 0.01]), [1000]);
     await index.save(path.join(dir, 'b.cmbd'));
     const tsv = await runCli(['search', '--index', path.join(dir, 'a.cmbd'), '--k', '2', '--passages', passages, 'q']);
-    expect(tsv.stdout.trim().split('\n').map((l) => l.split('\t').slice(2).filter((_, i) => i !== 1))).toEqual([['2', 'trois'], ['1', 'un deux']]);
+    expect(tsv.stdout.trim().split('\n').map((l) => l.split('\t').slice(2).filter((_, i) => i !== 1))).toEqual([['2', 'quatre'], ['1', 'un deux trois']]);
     const json = JSON.parse((await runCli(['search', '--index', path.join(dir, 'a.cmbd'), '--k', '3', '--passages', passages, '--format', 'jsonl', 'q'])).stdout);
-    expect(json.passages).toEqual(['trois', 'un\tdeux', 'zéro']);
+    expect(json.passages).toEqual(['quatre', 'un\tdeux\rtrois', 'zéro']);
     const wrong = await runCli(['search', '--index', path.join(dir, 'b.cmbd'), '--k', '4', '--passages', passages, 'q']);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain(`${passages} has no line 1000 (it has 3, numbered from 0)`);

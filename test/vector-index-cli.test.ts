@@ -93,7 +93,7 @@ describeFiles('camembed index build / search', () => {
       expect(r.passages).toEqual(r.ids.map((id: number) => passages[id]));
     });
     const tsvText = await captureStdout(['search', '--index', indexFile, '--k', '5', '--passages', input, questions[1]]);
-    expect(tsvText.out.trim().split('\n').map((l) => l.split('\t')[4])).toEqual(want.ids[1].map((id) => passages[Number(id)].replace(/\t/g, ' ')));
+    expect(tsvText.out.trim().split('\n').map((l) => l.split('\t')[4])).toEqual(want.ids[1].map((id) => passages[Number(id)].replace(/[\t\r]/g, ' ')));
 
     const tsv = await captureStdout(['search', '--index', indexFile, '--model', MODEL, '--k', '5', '--mmap', questions[1]]);
     expect(tsv.code).toBe(0);

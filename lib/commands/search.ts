@@ -21,7 +21,7 @@ const SPEC: OptionSpec = {
   format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
   passages: {
     type: 'string',
-    help: "the file the index was built from: each hit's passage (its line) is printed too (TSV: a 5th column, tabs as spaces; JSON: 'passages')",
+    help: "the file the index was built from: each hit's passage (its line) is printed too (TSV: a 5th column, tabs and carriage returns as spaces; JSON: 'passages')",
   },
   device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
@@ -40,7 +40,7 @@ function formatResult(result: SearchResult, texts: string[], first: number, form
     const hitTexts = passages === null ? null : Array.from(hits, (id) => passages.line(Number(id)));
     if (format === 'tsv') {
       ids.forEach((id, rank) => lines.push(`${first + q}\t${rank + 1}\t${id}\t${scores[rank]}` +
-        (hitTexts === null ? '' : `\t${hitTexts[rank].replace(/\t/g, ' ')}`)));
+        (hitTexts === null ? '' : `\t${hitTexts[rank].replace(/[\t\r]/g, ' ')}`)));
     } else {
       // Ids as JSON integers (exact in any parser that keeps 64-bit integers).
       lines.push(`{"query":${first + q},"text":${JSON.stringify(texts[q])},"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}` +
