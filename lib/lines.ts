@@ -4,7 +4,7 @@
 // and `cut`. Lines must be UTF-8 (an error names file and line); a byte order mark is dropped.
 import * as fs from 'fs';
 
-import { typeName } from './validate';
+import { requireObject, typeName } from './validate';
 
 export class FormatError extends Error {
   constructor(readonly file: string, readonly line: number, message: string) {
@@ -65,6 +65,7 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  */
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
+  requireObject('from', from);
   for (const key of ['offset', 'line'] as const) {
     if (!Number.isSafeInteger(from[key]) || from[key] < 0) throw new RangeError(`from.${key} must be an integer >= 0, got ${from[key]}`);
   }
@@ -89,36 +90,54 @@ export async function* readTexts(file: string): AsyncGenerator<string> {
  * demand: opening makes one pass that keeps where each line starts (8 bytes a line).
  */
 export class LineFile {
-  private constructor(readonly file: string, private readonly fd: number, private readonly starts: Float64Array,
-    readonly count: number) {}
+  private closed = false;
+
+  private constructor(readonly file: string, private readonly fd: number, private readonly stat: fs.Stats,
+    private readonly starts: Float64Array, readonly count: number) {}
 
   static async open(file: string): Promise<LineFile> {
-    if (!fs.statSync(file).isFile()) throw new RangeError(`${file} is not a regular file: its lines cannot be read by number`);
-    let starts = new Float64Array(1024);
-    let count = 0;
-    for await (const { endOffset } of readTextLines(file)) {
-      if (count + 2 > starts.length) {
-        const grown = new Float64Array(starts.length * 2);
-        grown.set(starts);
-        starts = grown;
+    const fd = fs.openSync(file, 'r');
+    try {
+      const stat = fs.fstatSync(fd);
+      if (!stat.isFile()) throw new RangeError(`${file} is not a regular file: its lines cannot be read by number`);
+      let starts = new Float64Array(1024);
+      let count = 0;
+      // Through the descriptor the lines are read from, so that a file replaced meanwhile is not mixed in.
+      const input = fs.createReadStream('', { fd, autoClose: false, start: 0, highWaterMark: 1 << 20 });
+      for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, 0, 0)) {
+        lineText(bytes, startOffset, file, line);  // checks the UTF-8 now rather than at some hit
+        if (count + 2 > starts.length) {
+          const grown = new Float64Array(starts.length * 2);
+          grown.set(starts);
+          starts = grown;
+        }
+        starts[++count] = endOffset;  // line i spans [starts[i], starts[i + 1])
       }
-      starts[++count] = endOffset;  // line i spans [starts[i], starts[i + 1])
+      return new LineFile(file, fd, stat, starts, count);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
     }
-    return new LineFile(file, fs.openSync(file, 'r'), starts, count);
   }
 
-  /** Line `n` as readTextLines gives it. */
-  line(n: number): string {
-    if (!Number.isSafeInteger(n) || n < 0 || n >= this.count) {
-      throw new RangeError(`${this.file} has no line ${n} (it has ${this.count}, numbered from 0)`);
+  /** Line `n` (a number or a bigint id) as readTextLines gives it. */
+  line(id: number | bigint): string {
+    if (typeof id === 'number' ? !Number.isSafeInteger(id) || id < 0 || id >= this.count : id < 0n || id >= BigInt(this.count)) {
+      throw new RangeError(`${this.file} has no line ${id} (it has ${this.count}, numbered from 0)`);
     }
+    const n = Number(id);
     const bytes = Buffer.alloc(this.starts[n + 1] - this.starts[n]);
-    fs.readSync(this.fd, bytes, 0, bytes.length, this.starts[n]);
+    const now = fs.fstatSync(this.fd);
+    if (now.size !== this.stat.size || now.mtimeMs !== this.stat.mtimeMs ||
+        fs.readSync(this.fd, bytes, 0, bytes.length, this.starts[n]) !== bytes.length) {
+      throw new Error(`${this.file} changed since it was opened`);
+    }
     const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0a ? bytes.length - 1 : bytes.length;
     return lineText(bytes.subarray(0, end), this.starts[n], this.file, n + 1);
   }
 
   close(): void {
-    fs.closeSync(this.fd);
+    if (!this.closed) fs.closeSync(this.fd);
+    this.closed = true;
   }
 }

@@ -37,28 +37,35 @@ describeModel('camembed encode', () => {
     expect(Array.from(got)).toEqual(Array.from(want.data));
   });
 
-  test('a failed run (invalid UTF-8, named by line) leaves the output as it was: absent, an old file, a link', async () => {
+  test('a failed run (invalid UTF-8, named by line) removes an output it created; an existing one says it is partial', async () => {
     const bad = path.join(dir, 'bad.txt');
     // More lines before the bad one than a chunk (4,096 texts): vectors are written before it fails.
     fs.writeFileSync(bad, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0x61, 0xff, 0x0a])]));
     const old = path.join(dir, 'old.f32');
     const link = path.join(dir, 'link.f32');
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
     try {
+      for (const name of ['new.npy', 'new.f32']) {
+        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', path.join(dir, name), '--threads', '1'])).toBe(1);
+        expect(fs.existsSync(path.join(dir, name))).toBe(false);
+      }
+      expect(written()).toContain(`${bad}:5001: is not valid UTF-8`);
+      expect(written()).not.toContain('partial');
+      // An existing file, and a link to it (written through, never removed): both hold the partial output.
       fs.writeFileSync(old, 'old contents');
       fs.symlinkSync(old, link);
-      for (const name of ['new.npy', 'new.f32', 'old.f32']) {
-        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', path.join(dir, name), '--threads', '1'])).toBe(1);
+      for (const output of [old, link]) {
+        stderr.mockClear();
+        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', output, '--threads', '1'])).toBe(1);
+        expect(written()).toContain(`camembed encode: ${output} holds a partial output`);
+        expect(fs.statSync(old).size).toBe(4096 * 32 * 4);  // the first chunk of vectors
       }
-      expect(fs.existsSync(path.join(dir, 'new.npy')) || fs.existsSync(path.join(dir, 'new.f32'))).toBe(false);
-      expect(fs.readFileSync(old, 'utf8')).toBe('old contents');
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`${bad}:5001: is not valid UTF-8`);
-      // A link is written through, in place (its target then holds what was written), never removed.
-      expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', link, '--threads', '1'])).toBe(1);
       expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
-      expect(fs.statSync(old).size).toBeGreaterThan('old contents'.length);
-      expect(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
       expect(await main(['encode', '--input', bad, '--output', path.join(dir, 'no', 'such', 'x.f32')])).toBe(2);
+      expect(await main(['encode', '--input', bad, '--output', dir])).toBe(2);
+      fs.symlinkSync('/dev/null', path.join(dir, 'device.npy'));
+      expect(await main(['encode', '--input', bad, '--output', path.join(dir, 'device.npy')])).toBe(2);
     } finally {
       stderr.mockRestore();
     }

@@ -62,9 +62,21 @@ test('LineFile gives line n (from 0) as the reader gives it; other numbers, pipe
   try {
     expect(lines.count).toBe(expected.length);
     for (const n of [3, 0, 4, 1, 2]) expect(lines.line(n)).toBe(expected[n].text);
-    for (const n of [-1, 5, 1.5]) expect(() => lines.line(n)).toThrow(new RangeError(`${file} has no line ${n} (it has 5, numbered from 0)`));
+    for (const n of [-1, 5, 1.5, 2n ** 53n + 1n]) expect(() => lines.line(n)).toThrow(new RangeError(`${file} has no line ${n} (it has 5, numbered from 0)`));
+    expect(lines.line(4n)).toBe(expected[4].text);
   } finally {
     lines.close();
+    lines.close();  // twice is fine
+  }
+  // A file that changes after it was opened is an error, not a mix of two files.
+  const changing = path.join(dir, 'changing.txt');
+  fs.writeFileSync(changing, 'un\ndeux\n');
+  const opened = await LineFile.open(changing);
+  try {
+    fs.writeFileSync(changing, 'XX\nYYYYYYYY\n');
+    expect(() => opened.line(0)).toThrow(`${changing} changed since it was opened`);
+  } finally {
+    opened.close();
   }
   const bad = path.join(dir, 'bad-lines.txt');
   fs.writeFileSync(bad, Buffer.concat([Buffer.from('ok\n'), Buffer.from([0xc3, 0x28])]));

@@ -50,6 +50,12 @@ export async function run(argv: string[]): Promise<void> {
   if (output !== '-' && !fs.existsSync(path.dirname(path.resolve(output)))) {
     throw new CliUsageError(`--output ${output}: the folder ${path.dirname(path.resolve(output))} does not exist`);
   }
+  const npy = output.endsWith('.npy');
+  const existing = output === '-' ? null : fs.statSync(output, { throwIfNoEntry: false });
+  if (existing?.isDirectory()) throw new CliUsageError(`--output ${output} is a folder`);
+  if (npy && existing !== undefined && existing !== null && !existing.isFile()) {
+    throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
+  }
 
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',
@@ -57,13 +63,20 @@ export async function run(argv: string[]): Promise<void> {
     batchSize: options['batch-size'] as number,
     offline: options.offline === true,
   });
-  const npy = output.endsWith('.npy');
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
-  // A regular (or new) output file is written beside itself and renamed over at the end, so a
-  // failed run leaves it as it was; a device, pipe or link named as the output is written in place.
-  const inPlace = output === '-' || (fs.existsSync(output) && !fs.lstatSync(output).isFile());
-  const temp = inPlace ? null : path.join(path.dirname(output), `.${path.basename(output)}.${process.pid}.tmp`);
-  const fd = output === '-' ? null : fs.openSync(temp ?? output, 'w');
+  // The output is written in place. A file this run creates ('wx': a new name, never through an
+  // existing link) is removed if the run fails; an existing one keeps what was written, and says so.
+  let created = false;
+  let fd: number | null = null;
+  if (output !== '-') {
+    try {
+      fd = fs.openSync(output, 'wx');
+      created = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      fd = fs.openSync(output, 'w');
+    }
+  }
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
@@ -80,10 +93,8 @@ export async function run(argv: string[]): Promise<void> {
     complete = true;
   } finally {
     if (fd !== null) fs.closeSync(fd);
-    if (temp !== null) {
-      if (complete) fs.renameSync(temp, output);
-      else fs.rmSync(temp, { force: true });
-    }
+    if (!complete && created) fs.rmSync(output, { force: true });
+    if (!complete && fd !== null && !created) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
     bar.finish();
     await encoder.dispose();
   }

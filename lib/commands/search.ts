@@ -18,7 +18,7 @@ const SPEC: OptionSpec = {
   model: { type: 'string', help: `model folder or Hub id (default: the one the index records, else ${DEFAULT_MODEL})` },
   k: { type: 'integer', help: 'results per question', default: 10 },
   queries: { type: 'string', help: "UTF-8 file ('-': standard input), one question per line (instead of a question argument)" },
-  format: { type: 'string', help: "'tsv' (query, rank, id, score) or 'jsonl' ({query, text, ids, scores})", default: 'tsv' },
+  format: { type: 'string', help: "'tsv' (query, rank, id, score[, passage]) or 'jsonl' ({query, text, ids, scores[, passages]})", default: 'tsv' },
   passages: {
     type: 'string',
     help: "the file the index was built from: each hit's passage (its line) is printed too (TSV: a 5th column, tabs and carriage returns as spaces; JSON: 'passages')",
@@ -37,7 +37,7 @@ function formatResult(result: SearchResult, texts: string[], first: number, form
     const hits = result.ids.subarray(q * result.k, (q + 1) * result.k);
     const ids = Array.from(hits, String);
     const scores = Array.from(result.scores.subarray(q * result.k, (q + 1) * result.k));
-    const hitTexts = passages === null ? null : Array.from(hits, (id) => passages.line(Number(id)));
+    const hitTexts = passages === null ? null : Array.from(hits, (id) => passages.line(id));
     if (format === 'tsv') {
       ids.forEach((id, rank) => lines.push(`${first + q}\t${rank + 1}\t${id}\t${scores[rank]}` +
         (hitTexts === null ? '' : `\t${hitTexts[rank].replace(/[\t\r]/g, ' ')}`)));
