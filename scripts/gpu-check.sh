@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One command for the lent GPU machine (H100/H200: nvcc 13, cmake, ninja, python3 + torch,
 # compute-sanitizer; no Node needed). Within DEADLINE seconds (default 480) it builds the kernels
-# and the C++ tests for this GPU, runs the parity tests (ctest), the kernel benchmarks,
-# compute-sanitizer memcheck and racecheck on small cases (API errors not reported: the tests
-# provoke out-of-memory on purpose), the jest CUDA tests when Node was carried (see
-# scripts/gpu-node-bundle.sh), the top-k parity test and a quick benchmark once more with
-# the portable (sm_70, V100) kernel path forced, the torch baselines, and (in the time left)
+# and the C++ tests for this GPU, counts the score kernels' SASS instructions, runs the parity
+# tests (ctest), the kernel benchmarks, the torch baselines, compute-sanitizer memcheck and
+# racecheck on small cases (API errors not reported: the tests provoke out-of-memory on purpose),
+# the jest CUDA tests when Node was carried (see scripts/gpu-node-bundle.sh), the top-k parity
+# test and a quick benchmark once more with the portable (sm_70, V100) kernel path forced, and (in the time left)
 # Nsight Compute on one full-size score launch and one compaction of a Q = 1024, k = 100 search,
 # and prints a short table last. Every step's timeout comes from the time left, so a hang costs that
 # step only and the table always prints. It fails (exit 1) if CUDA was not compiled in or the

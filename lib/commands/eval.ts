@@ -1,8 +1,7 @@
 // `camembed eval`: retrieval quality of a model on MS MARCO-format data (the model card's table).
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
-import { parseMetric } from '../eval/metrics';
-import { DEFAULT_METRICS } from '../eval/metrics';
+import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { CliUsageError, helpText, OptionSpec, parseCommand } from './args';
 

@@ -30,8 +30,18 @@ double sumSquaresScalar(const float* x, int64_t n) {
   return s;
 }
 
-void scaleScalar(const float* x, float* out, int64_t n, double factor) {
+// x * factor in float64, rounded once to float32. Element-wise, so the compiler vectorises it
+// as is for each target below (no reassociation involved, the same results at every level).
+inline __attribute__((always_inline)) void scaleRow(const float* x, float* out, int64_t n, double factor) {
   for (int64_t i = 0; i < n; ++i) out[i] = float(x[i] * factor);
+}
+
+void scaleScalar(const float* x, float* out, int64_t n, double factor) { scaleRow(x, out, n, factor); }
+__attribute__((target("avx2"))) void scaleAvx2(const float* x, float* out, int64_t n, double factor) {
+  scaleRow(x, out, n, factor);
+}
+__attribute__((target("avx512f"))) void scaleAvx512(const float* x, float* out, int64_t n, double factor) {
+  scaleRow(x, out, n, factor);
 }
 
 __attribute__((target("avx2,fma"))) double sumSquaresAvx2(const float* x, int64_t n) {
@@ -48,18 +58,6 @@ __attribute__((target("avx2,fma"))) double sumSquaresAvx2(const float* x, int64_
   return lanes[0] + lanes[1] + lanes[2] + lanes[3] + sumSquaresScalar(x + i, n - i);
 }
 
-__attribute__((target("avx2"))) void scaleAvx2(const float* x, float* out, int64_t n, double factor) {
-  const __m256d f = _mm256_set1_pd(factor);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), f));
-    const __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), f));
-    _mm256_storeu_ps(out + i, _mm256_set_m128(hi, lo));
-  }
-  scaleScalar(x + i, out + i, n - i, factor);
-}
-
 __attribute__((target("avx512f"))) double sumSquaresAvx512(const float* x, int64_t n) {
   __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
   int64_t i = 0;
@@ -71,20 +69,6 @@ __attribute__((target("avx512f"))) double sumSquaresAvx512(const float* x, int64
     b = _mm512_fmadd_pd(hi, hi, b);
   }
   return _mm512_reduce_add_pd(_mm512_add_pd(a, b)) + sumSquaresScalar(x + i, n - i);
-}
-
-__attribute__((target("avx512f"))) void scaleAvx512(const float* x, float* out, int64_t n, double factor) {
-  const __m512d f = _mm512_set1_pd(factor);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), f));
-    const __m256 hi = _mm512_cvtpd_ps(
-        _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), f));
-    _mm512_storeu_ps(out + i, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
-                                                                    _mm256_castps_pd(hi), 1)));
-  }
-  scaleScalar(x + i, out + i, n - i, factor);
 }
 
 RowFns chooseRowFns() {
