@@ -1,4 +1,5 @@
 // `camembed encode`: the .npy and raw .f32 files hold exactly what Encoder.encode returns.
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -70,6 +71,42 @@ describeModel('camembed encode', () => {
       stderr.mockRestore();
     }
   });
+
+  test('an interrupted run (SIGINT, SIGTERM) removes an output it created; an existing one says it is partial', async () => {
+    // Standard input stays open after 5,000 lines, so the run waits for more after writing the
+    // first chunk of vectors (4,096 texts); the signal comes once those are in the file.
+    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+    const chunkBytes = 4096 * 32 * 4;
+    const interrupt = async (output: string, signal: NodeJS.Signals, fullSize: number) => {
+      const child = spawn(process.execPath, [cli, 'encode', '--model', MODEL, '--input', '-', '--output', output, '--threads', '1'],
+        { stdio: ['pipe', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += String(d); });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      child.stdin.write('bonjour\n'.repeat(5000));
+      for (let waited = 0; fs.statSync(output, { throwIfNoEntry: false })?.size !== fullSize; waited += 50) {
+        if (waited > 60_000) throw new Error(`${output} never reached ${fullSize} bytes; stderr: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill(signal);
+      const code = await exited;
+      child.stdin.destroy();
+      return { code, stderr };
+    };
+    const created = path.join(dir, 'interrupted.f32');
+    const existing = path.join(dir, 'existing.npy');
+    fs.writeFileSync(existing, 'old contents');
+    const [first, second] = await Promise.all([
+      interrupt(created, 'SIGINT', chunkBytes),
+      interrupt(existing, 'SIGTERM', 128 + chunkBytes),
+    ]);
+    expect(first.code).toBe(130);
+    expect(first.stderr).toContain('interrupted (SIGINT)');
+    expect(fs.existsSync(created)).toBe(false);
+    expect(second.code).toBe(143);
+    expect(second.stderr).toContain(`camembed encode: ${existing} holds a partial output`);
+    expect(fs.statSync(existing).size).toBe(128 + chunkBytes);
+  }, 120_000);
 
   async function expectedBytes(): Promise<Buffer> {
     const encoder = await Encoder.load(MODEL);

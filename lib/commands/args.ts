@@ -2,6 +2,7 @@
 // `--name=value`, boolean `--flag`, `-h` for `--help`, and positional arguments. Unknown
 // options are errors; integer options are checked here, so each command gets numbers it can use.
 import * as fs from 'fs';
+import * as os from 'os';
 
 import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
@@ -111,4 +112,26 @@ export function textsWithProgress(file: string, label: string):
     encoded = done;
   };
   return { texts: texts(), onProgress, bar };
+}
+
+/**
+ * Until the returned function is called, SIGINT (Ctrl-C) or SIGTERM runs `cleanup` (synchronous:
+ * the event loop is not run again) and ends the process with the status the signal would have
+ * given (128 + its number), so an interrupted command does not leave a half-written file behind.
+ */
+export function onInterrupt(cleanup: () => void): () => void {
+  const handler = (signal: NodeJS.Signals) => {
+    try {
+      cleanup();
+    } finally {
+      process.stderr.write(`\ninterrupted (${signal})\n`);
+      process.exit(128 + os.constants.signals[signal]);
+    }
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
 }

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -65,7 +65,8 @@ export async function run(argv: string[]): Promise<void> {
   });
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
   // The output is written in place. A file this run creates ('wx': a new name, never through an
-  // existing link) is removed if the run fails; an existing one keeps what was written, and says so.
+  // existing link) is removed if the run fails or is interrupted; an existing one keeps what was
+  // written, and says so.
   let created = false;
   let fd: number | null = null;
   if (output !== '-') {
@@ -77,10 +78,18 @@ export async function run(argv: string[]): Promise<void> {
       fd = fs.openSync(output, 'w');
     }
   }
+  const closeOutput = (complete: boolean) => {
+    if (fd === null) return;
+    fs.closeSync(fd);
+    fd = null;
+    if (!complete && created) fs.rmSync(output, { force: true });
+    if (!complete && !created) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
+  };
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
   };
+  const endInterruptCleanup = onInterrupt(() => closeOutput(false));
   let rows = 0;
   let complete = false;
   try {
@@ -92,9 +101,8 @@ export async function run(argv: string[]): Promise<void> {
     if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
     complete = true;
   } finally {
-    if (fd !== null) fs.closeSync(fd);
-    if (!complete && created) fs.rmSync(output, { force: true });
-    if (!complete && fd !== null && !created) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
+    endInterruptCleanup();
+    closeOutput(complete);
     bar.finish();
     await encoder.dispose();
   }
