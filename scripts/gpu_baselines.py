@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What a user would run instead of camembed's CUDA top-k, on the same card and shapes as
-native/bench/cuda_bench.cc: torch `topk(q @ D.T)` in float16 (queries chunked so that one chunk's
-score matrix stays under ~2 GiB), and the matmul alone. CUDA events, median after warm-up.
+native/bench/cuda_bench.cc: torch `topk(q @ D.T)` in float16 (1,024 queries per matmul, as
+camembed's tiles; topk over at most 2^30 scores a call), and the matmul alone. CUDA events,
+median after warm-up. The summary is Markdown, for bench/RESULTS-cuda.md as it stands.
 
     python3 scripts/gpu_baselines.py [--time-budget SECONDS] [--quick]
     python3 scripts/gpu_baselines.py --summary BENCH_TXT BASELINES_TXT   # the final table
@@ -101,40 +102,40 @@ def summary(bench_path, baselines_path):
     ours, torch_rows = read_csv(bench_path), read_csv(baselines_path)
     copy = next((v for key, v in ours.items() if key[0] == "copy"), None)
     copy_gbs = copy[1] if copy else float("nan")
-    print("\n==== camembed CUDA summary (same card, same run) ====")
+    heads = []
     for path, prefix in ((bench_path, "cuda_bench on"), (baselines_path, "torch ")):
         with open(path, errors="replace") as f:
-            print(next((line.rstrip() for line in f if line.startswith(prefix)), f"({path}: no {prefix.strip()} line)"))
-    print(f"device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
+            heads.append(next((line.strip() for line in f if line.startswith(prefix)), f"({path}: no {prefix.strip()} line)"))
+    print(f"\n### {heads[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `bash scripts/gpu-check.sh`\n")
+    print(f"- baseline: {heads[1]}")
+    print(f"- device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
     with open(bench_path, errors="replace") as f:  # each database's search checked against the CPU
         for line in f:
             if line.startswith(("verified", "FAIL verify")):
-                print(line.rstrip())
+                print(f"- {line.strip()}")
     for kind in ("pool_f32", "pool_f16"):
         key = next((key for key in ours if key[0] == kind), None)
         if key:
             v = ours[key]
-            print(f"pooling {kind[5:]} B={key[1]} T={key[2]} H={key[3]}: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
+            print(f"- pooling {kind[5:]} B={key[1]} T={key[2]} H={key[3]}: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
                   f"{100 * v[1] / copy_gbs:.1f}% of copy (target >= 80%)")
     # "256r": the same search with 256-row score blocks (cuda_bench measures it where Q > 64 matters).
-    print(f"\n{'N':>9} {'Q':>5} {'k':>5} | {'ours ms':>9} {'GB/s':>7} {'TFLOP/s':>7} {'256r ms':>9} | "
-          f"{'torch mm+topk':>13} {'torch mm':>9} | {'speedup':>7}")
+    print("\n| N | Q | k | ours ms | GB/s | TFLOP/s | 256r ms | torch mm+topk ms | torch mm ms | x torch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in sorted(k for k in ours if k[0] == "topk"):
         _, n, q, k = key
         ms, gbs, tflops = ours[key]
         wide = ours.get(("topk_rows256", n, q, k))
         t = torch_rows.get(("torch_topk", n, q, k))
         mm = torch_rows.get(("torch_mm", n, q, 0))
-        wide_ms = f"{wide[0]:9.3f}" if wide else f"{'-':>9}"
-        t_ms = f"{t[0]:13.3f}" if t else f"{'-':>13}"
-        mm_ms = f"{mm[0]:9.3f}" if mm else f"{'-':>9}"
-        speed = f"{t[0] / ms:6.2f}x" if t else f"{'-':>7}"
-        print(f"{n:9d} {q:5d} {k:5d} | {ms:9.3f} {gbs:7.1f} {tflops:7.1f} {wide_ms} | {t_ms} {mm_ms} | {speed}")
+        cells = [n, q, k, f"{ms:.3f}", f"{gbs:.1f}", f"{tflops:.1f}", f"{wide[0]:.3f}" if wide else "-",
+                 f"{t[0]:.3f}" if t else "-", f"{mm[0]:.3f}" if mm else "-", f"{t[0] / ms:.2f}x" if t else "-"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
     def target(label, ok, detail):
-        print(f"{'MET    ' if ok else 'NOT MET'} {label}: {detail}")
+        print(f"- {'MET' if ok else 'NOT MET'}: {label}: {detail}")
 
-    print("\ntargets (issue 5):")
+    print("\ntargets (issue 5):\n")
     for kind in ("pool_f32", "pool_f16"):
         v = next((v for key, v in ours.items() if key[0] == kind), None)
         if v:
