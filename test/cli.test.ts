@@ -39,7 +39,7 @@ test.each(['--version', '-v'])('camembed %s prints the version of package.json',
 test('camembed index without a subcommand prints the usage of index build (exit 2)', async () => {
   const { code, stderr } = await runCli(['index']);
   expect(code).toBe(2);
-  expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build' or 'camembed index info'\n/);
+  expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n/);
   expect(stderr).toContain('usage: camembed index build --input');
   expect(stderr).toContain('--output');
 });

@@ -7,6 +7,7 @@ import { Readable } from 'stream';
 import { main } from '../lib/cli';
 import { Encoder } from '../lib/encoder';
 import { VectorIndex } from '../lib/vector-index';
+import { makeRandom, randomSignedArray } from './helpers/random';
 
 const SHARED = path.resolve(__dirname, '../../shared');
 const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
@@ -141,6 +142,63 @@ describeFiles('camembed index build / search', () => {
       fs.writeFileSync(path.join(dir, 'bad.cmbd'), 'not an index');
       expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', MODEL, 'x'])).toBe(1);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/is not a camembed index file/);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});
+
+// Needs no model: the index is made here, with ten planted near-duplicate pairs.
+describe('camembed index neighbors', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-neighbors-cli-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dim = 24;
+  const rows = 300;
+  const file = path.join(dir, 'pairs.cmbd');
+  const vectors = randomSignedArray(makeRandom(7), rows * dim);
+  for (let i = 0; i < 10; i++) {  // row 10 + i: row i plus a little noise (cosine > 0.999)
+    for (let c = 0; c < dim; c++) vectors[(10 + i) * dim + c] = vectors[i * dim + c] * (1 + 0.01 * Math.sin(i + c));
+  }
+  const ids = BigInt64Array.from({ length: rows }, (_, i) => 1000n + 3n * BigInt(i));  // ids are not positions
+  const index = new VectorIndex({ dim });
+  index.add(vectors, ids);
+  beforeAll(() => index.save(file));
+
+  test('TSV lists what VectorIndex.neighbors gives; --min-score keeps the near-duplicates (JSON lines)', async () => {
+    const tsv = await captureStdout(['index', 'neighbors', file, '--k', '4', '--batch-size', '64']);
+    expect(tsv.code).toBe(0);
+    const want: string[] = [];
+    for await (const chunk of index.neighbors({ k: 4 })) {
+      chunk.ids.forEach((id, r) => {
+        for (let i = 0; i < chunk.k; i++) want.push(`${id}\t${i + 1}\t${chunk.neighbors[r * 4 + i]}\t${chunk.scores[r * 4 + i]}`);
+      });
+    }
+    expect(tsv.out).toBe(want.join('\n') + '\n');
+
+    const dup = await captureStdout(['index', 'neighbors', file, '--k', '4', '--min-score', '0.99', '--format', 'jsonl']);
+    const records = dup.out.trim().split('\n').map((l) => JSON.parse(l));
+    const partner = (i: number) => Number(ids[i < 10 ? i + 10 : i - 10]);
+    expect(records.map((r) => r.id)).toEqual([...Array(20).keys()].map((i) => Number(ids[i])));
+    records.forEach((r, i) => {
+      expect(r.neighbors).toEqual([partner(i)]);
+      expect(r.scores[0]).toBeGreaterThan(0.999);
+    });
+
+    const withSelf = await captureStdout(['index', 'neighbors', file, '--k', '2', '--include-self', '--min-score', '0.99', '--mmap']);
+    const first = withSelf.out.split('\n')[0].split('\t');
+    expect(first.slice(0, 3)).toEqual(['1000', '1', '1000']);
+    expect(Number(first[3])).toBeCloseTo(1, 6);
+  });
+
+  test('usage errors exit with code 2', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['index', 'neighbors', file, '--min-score', 'abc'])).toBe(2);
+      expect(await main(['index', 'neighbors', file, '--min-score', ''])).toBe(2);
+      expect(await main(['index', 'neighbors', file, '--format', 'csv'])).toBe(2);
+      expect(await main(['index', 'neighbors'])).toBe(2);
+      expect(await main(['index', 'neighbors', path.join(dir, 'none.cmbd')])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/--min-score must be a number, got 'abc'/);
     } finally {
       stderr.mockRestore();
     }

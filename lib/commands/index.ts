@@ -1,13 +1,16 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
 // The id of each passage is its line number (0-based), so search results point back to lines.
 // `camembed index info`: what an index file holds.
+// `camembed index neighbors`: every vector's nearest stored vectors (near-duplicates, clustering).
+import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
 import { CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
-export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info';
+export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 
 const INFO_SPEC: OptionSpec = {
   verify: { type: 'boolean', help: 'also read the whole file: checksum and ids (as a load does)' },
@@ -27,6 +30,65 @@ async function runInfo(argv: string[]): Promise<void> {
   if (options.verify === true) (await VectorIndex.load(file, { mmap: true })).dispose();
   const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+}
+
+const NEIGHBORS_SPEC: OptionSpec = {
+  k: { type: 'integer', help: 'neighbours per vector', default: 10 },
+  'min-score': { type: 'string', help: 'print only neighbours with at least this cosine (e.g. 0.95 for near-duplicates)' },
+  'include-self': { type: 'boolean', help: "keep each vector in its own list (it is left out by default)" },
+  format: { type: 'string', help: "'tsv' (id, rank, neighbour id, score) or 'jsonl' ({id, neighbors, scores})", default: 'tsv' },
+  device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
+  mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
+  'batch-size': { type: 'integer', help: 'vectors searched together', default: 1024 },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+/**
+ * `camembed index neighbors FILE`: each stored vector's k nearest stored vectors, best first, as
+ * TSV lines or one JSON line per vector; with --min-score only those scoring at least that (a
+ * vector left with none is not printed).
+ */
+async function runNeighbors(argv: string[]): Promise<void> {
+  const parsed = parseCommand(argv, NEIGHBORS_SPEC, 'camembed index neighbors corpus.cmbd [--k 10] [--min-score 0.95] [--format tsv|jsonl]');
+  if (parsed === null) return;
+  const { options, positional } = parsed;
+  if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
+  const file = positional[0];
+  requireExists('index', file);
+  const format = options.format as string;
+  if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
+  const rawMin = options['min-score'] as string | undefined;
+  const minScore = rawMin === undefined ? -Infinity : Number(rawMin);
+  if (rawMin !== undefined && (rawMin.trim() === '' || !Number.isFinite(minScore))) {
+    throw new CliUsageError(`--min-score must be a number, got '${rawMin}'`);
+  }
+
+  const index = await VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true });
+  const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
+  try {
+    const walk = index.neighbors({
+      k: options.k as number, excludeSelf: options['include-self'] !== true, batchSize: options['batch-size'] as number,
+    });
+    let done = 0;
+    for await (const { ids, neighbors, scores, k } of walk) {
+      const lines: string[] = [];
+      for (let r = 0; r < ids.length; r++) {
+        let kept = 0;  // scores are sorted: those >= minScore come first
+        while (kept < k && scores[r * k + kept] >= minScore) kept++;
+        if (kept === 0 && rawMin !== undefined) continue;
+        const hits = Array.from(neighbors.subarray(r * k, r * k + kept), String);
+        const hitScores = Array.from(scores.subarray(r * k, r * k + kept));
+        if (format === 'tsv') hits.forEach((id, rank) => lines.push(`${ids[r]}\t${rank + 1}\t${id}\t${hitScores[rank]}`));
+        else lines.push(`{"id":${ids[r]},"neighbors":[${hits.join(',')}],"scores":${JSON.stringify(hitScores)}}`);
+      }
+      if (lines.length > 0 && !process.stdout.write(lines.join('\n') + '\n')) await once(process.stdout, 'drain');
+      done += ids.length;
+      bar.update(done);
+    }
+  } finally {
+    bar.finish();
+    index.dispose();
+  }
 }
 
 const SPEC: OptionSpec = {
@@ -51,15 +113,19 @@ export function modelSource(model: string): string {
 
 export async function run(argv: string[]): Promise<void> {
   if (argv[0] === 'info') return runInfo(argv.slice(1));
+  if (argv[0] === 'neighbors') return runNeighbors(argv.slice(1));
   const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]\n' +
-    '       camembed index info corpus.cmbd [--verify]   (what a file holds; camembed index info --help)';
+    '       camembed index info corpus.cmbd [--verify]   (what a file holds; camembed index info --help)\n' +
+    '       camembed index neighbors corpus.cmbd [--k 10] [--min-score 0.95]   (near-duplicates; --help)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;
   if (positional.length === 0) {
-    throw new CliUsageError(`missing subcommand: 'camembed index build' or 'camembed index info'\n\n${helpText(usage, SPEC)}`);
+    throw new CliUsageError(`missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n\n${helpText(usage, SPEC)}`);
   }
-  if (positional[0] !== 'build') throw new CliUsageError(`expected 'index build' or 'index info', got 'index ${positional[0]}'`);
+  if (positional[0] !== 'build') {
+    throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'`);
+  }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
