@@ -7,6 +7,7 @@ import { Readable } from 'stream';
 import { main } from '../lib/cli';
 import { Encoder } from '../lib/encoder';
 import { VectorIndex } from '../lib/vector-index';
+import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
 const SHARED = path.resolve(__dirname, '../../shared');
@@ -105,6 +106,21 @@ describeFiles('camembed index build / search', () => {
     expect(Number(lines[0][2])).toBeLessThan(passages.length);
   });
 
+  test("`camembed encode`'s .npy, built with --vectors, is the index `index build --input` makes (the model recorded when given)", async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const npyFile = path.join(dir, 'passages.npy');
+    const fromVectors = path.join(dir, 'from-vectors.cmbd');
+    try {
+      expect(await main(['index', 'build', '--model', MODEL, '--input', input, '--output', indexFile])).toBe(0);
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', npyFile])).toBe(0);
+      expect(await main(['index', 'build', '--model', MODEL, '--vectors', npyFile, '--output', fromVectors])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+    }
+    const search = ['search', '--k', '5', '--queries', queriesFile, '--format', 'jsonl'];
+    expect(await captureStdout([...search, '--index', fromVectors])).toEqual(await captureStdout([...search, '--index', indexFile]));
+  });
+
   test('a model folder is recorded as its real absolute path; searching with another model says so', async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
@@ -199,6 +215,97 @@ describe('camembed index neighbors', () => {
       expect(await main(['index', 'neighbors'])).toBe(2);
       expect(await main(['index', 'neighbors', path.join(dir, 'none.cmbd')])).toBe(2);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/--min-score must be a number, got 'abc'/);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});
+
+// `index build --vectors`: files written here by the test's own .npy writer (numpy's format 1.0 / 2.0).
+describe('camembed index build --vectors', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-vectors-cli-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dim = 20;
+  const rows = 150;
+  const vectors = randomSignedArray(makeRandom(11), rows * dim);
+  const queries = randomSignedArray(makeRandom(12), 4 * dim);
+  function npy(name: string, descr: string, shape: string, body: Uint8Array, version = 1, fortran = 'False'): string {
+    const dict = `{'descr': '${descr}', 'fortran_order': ${fortran}, 'shape': ${shape}, }`;
+    const lengthBytes = version === 1 ? 2 : 4;
+    const padded = dict.padEnd(Math.ceil((10 + lengthBytes + dict.length + 1) / 64) * 64 - 8 - lengthBytes - 1) + '\n';
+    const head = Buffer.alloc(8 + lengthBytes);
+    head.write('\x93NUMPY', 0, 'latin1');
+    head[6] = version;
+    if (version === 1) head.writeUInt16LE(padded.length, 8);
+    else head.writeUInt32LE(padded.length, 8);
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, Buffer.concat([head, Buffer.from(padded, 'latin1'), body]));
+    return file;
+  }
+  const bytes = (a: Float32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  async function searchOf(file: string) {
+    const index = await VectorIndex.load(file);
+    try {
+      return { metadata: index.metadata, dtype: index.dtype, ...(await index.search(queries, { k: 7 })) };
+    } finally {
+      index.dispose();
+    }
+  }
+  async function expected(data: Float32Array, dtype: 'float32' | 'float16') {
+    const index = new VectorIndex({ dim, dtype });
+    index.add(data);
+    return { metadata: {}, dtype, ...(await index.search(queries, { k: 7 })) };
+  }
+
+  test('a float32 .npy (format 1.0 and 2.0), a float16 .npy and raw float32 give the index VectorIndex.add gives', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const out = path.join(dir, 'v.cmbd');
+    const build = (...args: string[]) => main(['index', 'build', '--output', out, ...args]);
+    try {
+      const want32 = await expected(vectors, 'float32');
+      for (const version of [1, 2]) {
+        expect(await build('--vectors', npy(`v${version}.npy`, '<f4', `(${rows}, ${dim})`, bytes(vectors), version))).toBe(0);
+        expect(await searchOf(out)).toEqual(want32);
+      }
+      const raw = path.join(dir, 'v.f32');
+      fs.writeFileSync(raw, bytes(vectors));
+      expect(await build('--vectors', raw, '--dim', String(dim), '--dtype', 'float16', '--model', 'org/name')).toBe(0);
+      expect(await searchOf(out)).toEqual({ ...(await expected(vectors, 'float16')), metadata: { model: 'org/name' } });
+      const halves = float32ToFloat16Array(vectors);
+      expect(await build('--vectors', npy('h.npy', '<f2', `(${rows}, ${dim})`, bytes(halves)))).toBe(0);
+      expect(await searchOf(out)).toEqual(await expected(float16ToFloat32Array(halves), 'float32'));
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`wrote ${out}: ${rows} vectors, ${dim}-d float32`);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+
+  test('a file that is not rows of float32/float16 is an error naming it; option mistakes are usage errors', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const out = path.join(dir, 'bad.cmbd');
+    const messages = () => stderr.mock.calls.map((c) => String(c[0])).join('');
+    try {
+      const cases: [string, string][] = [
+        [npy('f8.npy', '<f8', `(${rows}, ${dim})`, new Uint8Array(rows * dim * 8)), "holds '<f8' values"],
+        [npy('be.npy', '>f4', `(${rows}, ${dim})`, bytes(vectors)), "holds '>f4' values"],
+        [npy('fortran.npy', '<f4', `(${rows}, ${dim})`, bytes(vectors), 1, 'True'), 'is in Fortran order'],
+        [npy('flat.npy', '<f4', `(${rows * dim},)`, bytes(vectors)), `has shape (${rows * dim},): expected (rows, dim)`],
+        [npy('cut.npy', '<f4', `(${rows + 1}, ${dim})`, bytes(vectors)), `but its header says ${128 + (rows + 1) * dim * 4}`],
+      ];
+      for (const [file, message] of cases) {
+        expect(await main(['index', 'build', '--vectors', file, '--output', out])).toBe(1);
+        expect(messages()).toContain(message);
+      }
+      const raw = path.join(dir, 'raw.f32');
+      fs.writeFileSync(raw, bytes(vectors));
+      expect(await main(['index', 'build', '--vectors', raw, '--output', out])).toBe(1);
+      expect(await main(['index', 'build', '--vectors', raw, '--dim', '7', '--output', out])).toBe(1);
+      expect(messages()).toMatch(/raw float32 vectors need their dimension[\s\S]*not a whole number of 7-d float32 rows/);
+      expect(fs.existsSync(out)).toBe(false);
+      expect(await main(['index', 'build', '--vectors', raw, '--input', raw, '--output', out])).toBe(2);
+      expect(await main(['index', 'build', '--output', out])).toBe(2);
+      expect(await main(['index', 'build', '--input', raw, '--dim', '7', '--output', out])).toBe(2);
+      expect(await main(['index', 'build', '--vectors', '-', '--output', out])).toBe(2);
     } finally {
       stderr.mockRestore();
     }

@@ -1,12 +1,14 @@
 // `camembed index build`: encode a text file (one passage per line) into a VectorIndex file.
-// The id of each passage is its line number (0-based), so search results point back to lines.
+// The id of each passage is its line number (0-based), so search results point back to lines;
+// or store vectors already made (.npy or raw float32), with row numbers as ids.
 // `camembed index info`: what an index file holds.
 // `camembed index neighbors`: every vector's nearest stored vectors (near-duplicates, clustering).
 import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { createProgressBar } from '../progress';
+import { createProgressBar, ProgressBar } from '../progress';
+import { readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import { CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
 
@@ -92,8 +94,16 @@ async function runNeighbors(argv: string[]): Promise<void> {
 }
 
 const SPEC: OptionSpec = {
-  model: { type: 'string', help: 'model folder or Hub id (recorded in the index for `camembed search`)', default: DEFAULT_MODEL },
+  model: {
+    type: 'string',
+    help: `model folder or Hub id, recorded in the index for \`camembed search\` (default: ${DEFAULT_MODEL}; with --vectors: none recorded)`,
+  },
   input: { type: 'string', help: "UTF-8 text file ('-': standard input), one passage per line; the id of a passage is its line number from 0" },
+  vectors: {
+    type: 'string',
+    help: 'instead of --input: vectors already made, a .npy file [rows, dim] of float32 or float16, or raw float32 with --dim; ids are row numbers from 0',
+  },
+  dim: { type: 'integer', help: 'vector length of a raw float32 --vectors file' },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
@@ -114,7 +124,7 @@ export function modelSource(model: string): string {
 export async function run(argv: string[]): Promise<void> {
   if (argv[0] === 'info') return runInfo(argv.slice(1));
   if (argv[0] === 'neighbors') return runNeighbors(argv.slice(1));
-  const usage = 'camembed index build --input passages.txt --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]\n' +
+  const usage = 'camembed index build (--input passages.txt | --vectors passages.npy) --output corpus.cmbd [--model M] [--dtype float16] [--device cuda]\n' +
     '       camembed index info corpus.cmbd [--verify]   (what a file holds; camembed index info --help)\n' +
     '       camembed index neighbors corpus.cmbd [--k 10] [--min-score 0.95]   (near-duplicates; --help)';
   const parsed = parseCommand(argv, SPEC, usage);
@@ -127,34 +137,56 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'`);
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
-  const input = requiredString(options, 'input');
+  const vectorsFile = options.vectors as string | undefined;
+  if ((vectorsFile === undefined) === (options.input === undefined)) {
+    throw new CliUsageError('give --input (texts to encode) or --vectors (vectors already made)');
+  }
   const output = requiredString(options, 'output');
   if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
-  requireExists('input', input);
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
   }
-
   const device = options.device as 'cpu';
-  const encoder = await Encoder.load(options.model as string, {
-    device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
-  });
+  const model = options.model as string | undefined;
+
+  // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
+  let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;
+    advance(rowsAdded: number): void; close(): Promise<void> };
+  if (vectorsFile !== undefined) {
+    if (vectorsFile === '-') throw new CliUsageError('--vectors must be a file: its size is checked against its header first');
+    requireExists('vectors', vectorsFile);
+    const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
+    const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
+    source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };
+  } else {
+    if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
+    const input = options.input as string;
+    requireExists('input', input);
+    const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {
+      device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
+    });
+    const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
+    source = {
+      dim: encoder.dim, chunks: encoder.encodeStream(texts, { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
+    };
+  }
+  const recorded = vectorsFile === undefined ? model ?? DEFAULT_MODEL : model;
   const index = new VectorIndex({
-    dim: encoder.dim, dtype: dtype as 'float32' | undefined, device, metadata: { model: modelSource(options.model as string) },
+    dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata: recorded === undefined ? {} : { model: modelSource(recorded) },
   });
-  const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
   let size = 0;
   try {
-    for await (const chunk of encoder.encodeStream(texts, { onProgress })) {
+    for await (const chunk of source.chunks) {
       index.add(chunk);
+      source.advance(index.size);
     }
-    bar.finish();
+    source.bar.finish();
     await index.save(output);
     size = index.size;
   } finally {
-    await encoder.dispose();
+    await source.close();
     index.dispose();
   }
-  process.stderr.write(`wrote ${output}: ${size} passages, ${encoder.dim}-d ${index.dtype}\n`);
+  process.stderr.write(`wrote ${output}: ${size} ${vectorsFile === undefined ? 'passages' : 'vectors'}, ${source.dim}-d ${index.dtype}\n`);
 }
