@@ -63,6 +63,8 @@ export interface NativeAddon {
   float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
   unitRows(args: { input: Float32Array; output: Float32Array | Uint16Array; dim: number }): number;
   info(): NativeInfo;
+  /** An exclusive flock on `fd`, as Python's filelock takes: true once held, false while another holds it. */
+  tryLockFile(fd: number): boolean;
   [binding: string]: unknown;
 }
 

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { resolveModel } from '../lib/model';
+import { defaultCacheDir } from '../lib/model/hub';
 import { makeRandom } from './helpers/random';
 import { FakeHub, FakeRepo, startFakeHub } from './helpers/fake-hub';
 
@@ -56,6 +57,33 @@ beforeEach(() => {
   hub.requests.length = 0;
 });
 afterEach(() => fs.rmSync(cacheDir, { recursive: true, force: true }));
+
+/** Runs `body` with these environment variables set (undefined: unset), restoring them after. */
+async function withEnv<T>(vars: Record<string, string | undefined>, body: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const set = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+  };
+  set(vars);
+  try {
+    return await body();
+  } finally {
+    set(saved);
+  }
+}
+
+/** `body`'s result and the warnings it emitted. */
+async function warningsOf<T>(body: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
+  const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+  try {
+    const result = await body();
+    return { result, warnings: warn.mock.calls.map((c) => String(c[0])) };
+  } finally {
+    warn.mockRestore();
+  }
+}
 
 const repoDir = (id: string) => path.join(cacheDir, `models--${id.replace('/', '--')}`);
 const listFiles = (dir: string): string[] => fs.existsSync(dir)
@@ -214,5 +242,98 @@ describe('resolveModel from the Hub', () => {
     for (const shard of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
       expect(sha256(fs.readFileSync(path.join(model.dir, shard)))).toBe(sha256(REPOS['org/sharded'].files[shard]));
     }
+  });
+
+  test('two downloads of one model at once: the second waits for the blob lock, then uses the first one\'s file', async () => {
+    const weights = REPOS['org/public'].files['model.safetensors'];
+    const { result: [a, b] } = await warningsOf(() => Promise.all([resolveModel('org/public', fast()), resolveModel('org/public', fast())]));
+    expect(a).toEqual(b);
+    expect(sha256(fs.readFileSync(a.weightsPath!))).toBe(sha256(weights));
+    expect(hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET')).toHaveLength(1);
+    // huggingface_hub's lock file, left in place as Python's filelock leaves it.
+    expect(fs.existsSync(path.join(cacheDir, '.locks', 'models--org--public', `${sha256(weights)}.lock`))).toBe(true);
+  });
+
+  test('an expired CDN link is asked for anew through the Hub after a cut connection', async () => {
+    hub.cutAfterBytes.set('model.safetensors', 100_000);
+    hub.expireOnCut.add('model.safetensors');
+    const model = await resolveModel('org/public', fast());
+    expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
+    const gets = hub.requests.filter((r) => r.method === 'GET' && (r.server === 'cdn' || r.url.endsWith('/model.safetensors')));
+    expect(gets.map((r) => r.server)).toEqual(['hub', 'cdn', 'hub', 'cdn']);  // each attempt gets a fresh signed link
+  });
+
+  test('HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE hold even when a caller passes offline: false', async () => {
+    const online = await resolveModel('org/public', fast());
+    for (const name of ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE']) {
+      hub.requests.length = 0;
+      expect(await withEnv({ [name]: 'YES' }, () => resolveModel('org/public', { ...fast(), offline: false }))).toEqual(online);
+      expect(hub.requests).toEqual([]);
+    }
+  });
+
+  test('an HTTP error other than 404 falls back to a cached model; a 404 does not', async () => {
+    const online = await resolveModel('org/public', fast());
+    hub.failures.set('config.json', 10);
+    const { result, warnings } = await warningsOf(() => resolveModel('org/public', { ...fast(), retries: 1 }));
+    hub.failures.delete('config.json');
+    expect(result).toEqual(online);
+    expect(warnings).toEqual([expect.stringMatching(/Hub answered 503 for config\.json .*; using the cached org\/public@main/)]);
+    await expect(resolveModel('org/public', { ...fast(), revision: 'no-such-branch' })).rejects.toThrow(/404/);
+  });
+
+  test('a rate limit (429) waits the Retry-After it is given, or fails at once when that is long', async () => {
+    hub.rateLimits.set('config.json', { times: 1, retryAfter: '0' });
+    await expect(resolveModel('org/public', { ...fast(), retries: 1 })).resolves.toMatchObject({ onnxPath: null });
+    hub.rateLimits.set('tokenizer.json', { times: 1, retryAfter: '3600' });
+    hub.requests.length = 0;
+    const fresh = { ...fast(), cacheDir: path.join(cacheDir, 'fresh') };
+    await expect(resolveModel('org/public', fresh)).rejects.toThrow(/Hub rate-limited tokenizer\.json .* for 3600 s \(the Hub says: rate limited\); try later, or set HF_TOKEN/);
+    expect(hub.requests.filter((r) => r.url.endsWith('/tokenizer.json'))).toHaveLength(1);
+  });
+
+  test('a cache it cannot write to still serves a cached model: the ref is rewritten only when it changes, markers are optional', async () => {
+    await resolveModel('org/public', fast());
+    const ref = path.join(repoDir('org/public'), 'refs', 'main');
+    const inode = fs.statSync(ref).ino;
+    // A .no_exist that cannot hold markers (here a file where the folder would be).
+    fs.rmSync(path.join(repoDir('org/public'), '.no_exist'), { recursive: true });
+    fs.writeFileSync(path.join(repoDir('org/public'), '.no_exist'), '');
+    await expect(resolveModel('org/public', fast())).resolves.toMatchObject({ onnxPath: null });
+    expect(fs.statSync(ref).ino).toBe(inode);
+  });
+
+  test('a local file error (here the partial download is a folder) is reported at once, not as a network failure', async () => {
+    const weights = REPOS['org/public'].files['model.safetensors'];
+    fs.mkdirSync(path.join(repoDir('org/public'), 'blobs', `${sha256(weights)}.incomplete`), { recursive: true });
+    await expect(resolveModel('org/public', fast())).rejects.toThrow(/EISDIR/);
+    expect(hub.requests.filter((r) => r.server === 'cdn')).toHaveLength(1);
+  });
+
+  test('tokens as huggingface_hub finds them: whitespace dropped, HUGGING_FACE_HUB_TOKEN, the token file; a rejected token is named', async () => {
+    const tokenFile = path.join(cacheDir, 'token');
+    const env = { HF_ENDPOINT: hub.endpoint, HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined, HF_TOKEN_PATH: tokenFile };
+    const load = (sub: string) => resolveModel('org/private', { cacheDir: path.join(cacheDir, sub), retryDelayMs: 1 });
+    await withEnv({ ...env, HF_TOKEN: ' hf_secret\n' }, () => load('a'));
+    await withEnv({ ...env, HUGGING_FACE_HUB_TOKEN: 'hf_secret' }, () => load('b'));
+    fs.writeFileSync(tokenFile, 'hf_secret\n');
+    await withEnv(env, () => load('c'));
+    fs.writeFileSync(tokenFile, 'hf_wrong\n');
+    await expect(withEnv(env, () => load('d'))).rejects.toThrow(
+      /\(401\) \(the Hub says: Invalid credentials in Authorization header\): .* the token given .* is invalid or cannot read it/);
+    fs.rmSync(tokenFile);
+    await expect(withEnv(env, () => load('e'))).rejects.toThrow(/\(401\) \(the Hub says: Repository not found\): .* set HF_TOKEN/);
+  });
+});
+
+describe('the cache folder', () => {
+  test('HF_HUB_CACHE, then HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, with ~ and $VARS expanded as Python does', async () => {
+    const none = { HF_HUB_CACHE: undefined, HUGGINGFACE_HUB_CACHE: undefined, HF_HOME: undefined, XDG_CACHE_HOME: undefined };
+    await withEnv(none, async () => expect(defaultCacheDir()).toBe(path.join(os.homedir(), '.cache', 'huggingface', 'hub')));
+    await withEnv({ ...none, HF_HOME: '~/hf' }, async () => expect(defaultCacheDir()).toBe(path.join(os.homedir(), 'hf', 'hub')));
+    await withEnv({ ...none, HF_HOME: '$CAMEMBED_T/x', CAMEMBED_T: '/data' }, async () => expect(defaultCacheDir()).toBe('/data/x/hub'));
+    await withEnv({ ...none, HF_HOME: '/h', HUGGINGFACE_HUB_CACHE: '${CAMEMBED_T}/old', CAMEMBED_T: '/d' },
+      async () => expect(defaultCacheDir()).toBe('/d/old'));
+    await withEnv({ ...none, HUGGINGFACE_HUB_CACHE: '/old', HF_HUB_CACHE: '~/new' }, async () => expect(defaultCacheDir()).toBe(path.join(os.homedir(), 'new')));
   });
 });

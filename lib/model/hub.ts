@@ -6,7 +6,9 @@
 //   <cache>/models--<org>--<name>/snapshots/<commit>/<file> relative symlink to ../../blobs/<etag>
 //   <cache>/models--<org>--<name>/refs/<revision>         the commit a branch or tag pointed to
 //   <cache>/models--<org>--<name>/.no_exist/<commit>/<file> empty marker: the file is not in the repo
-// <cache> is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+//   <cache>/.locks/models--<org>--<name>/<etag>.lock      flock held while that blob downloads
+// <cache> is $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else
+// ~/.cache/huggingface/hub (~ and $VARS expanded), as huggingface_hub's constants.py reads them.
 // Protocol facts: GET/HEAD <endpoint>/<id>/resolve/<revision>/<file>; the answer carries
 // X-Repo-Commit, ETag, and for LFS files a redirect to a CDN with X-Linked-Etag / X-Linked-Size
 // describing the real file. Partial downloads live in blobs/<etag>.incomplete and resume with Range.
@@ -16,16 +18,17 @@ import * as http from 'http';
 import * as https from 'https';
 import * as os from 'os';
 import * as path from 'path';
+import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { describeLocalModel, ResolvedModel } from './local';
 
 export interface HubOptions {
   revision?: string;        // branch, tag or commit; default 'main'
   cacheDir?: string;        // default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub
-  offline?: boolean;        // default: HF_HUB_OFFLINE=1
+  offline?: boolean;        // true: cache only; also when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set true
   onProgress?: (p: { file: string; bytes: number; totalBytes: number | null }) => void;
   endpoint?: string;        // default $HF_ENDPOINT or https://huggingface.co
-  token?: string;           // default $HF_TOKEN; sent as a bearer token to the endpoint only
+  token?: string;           // default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes; sent to the endpoint only
   retries?: number;         // extra attempts after a network error or 5xx; default 4
   retryDelayMs?: number;    // first backoff delay, doubled each retry; default 500
 }
@@ -42,16 +45,41 @@ export function looksLikeHubId(source: string): boolean {
   return /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(source);
 }
 
+// A leading ~ and $VAR / ${VAR} expanded, as Python's os.path.expanduser and expandvars do
+// (an unset variable is left as written).
+function expandPath(p: string): string {
+  const home = p === '~' || p.startsWith('~/') ? os.homedir() + p.slice(1) : p;
+  return home.replace(/\$(\w+)|\$\{(\w+)\}/g, (whole, a, b) => process.env[a ?? b] ?? whole);
+}
+
+function hfHome(): string {
+  return expandPath(process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface'));
+}
+
 export function defaultCacheDir(): string {
-  if (process.env.HF_HUB_CACHE) return process.env.HF_HUB_CACHE;
-  const home = process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface');
-  return path.join(home, 'hub');
+  return expandPath(process.env.HF_HUB_CACHE || process.env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub'));
+}
+
+const isTrue = (value: string | undefined) => ['1', 'true', 'yes', 'on'].includes((value ?? '').toLowerCase());
+
+// huggingface_hub's token lookup: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file `hf auth login`
+// writes ($HF_TOKEN_PATH, default $HF_HOME/token); surrounding whitespace dropped, empty = none.
+function defaultToken(): string | undefined {
+  const clean = (t: string | undefined) => (t === undefined || t.trim() === '' ? undefined : t.trim());
+  const fromEnv = clean(process.env.HF_TOKEN) ?? clean(process.env.HUGGING_FACE_HUB_TOKEN);
+  if (fromEnv !== undefined) return fromEnv;
+  try {
+    return clean(fs.readFileSync(expandPath(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token')), 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
 
 class HubError extends Error {
-  constructor(message: string, readonly retryable: boolean) {
+  /** `status`: the HTTP status that caused it, if any; `retryAfterMs`: how long the Hub asked us to wait. */
+  constructor(message: string, readonly retryable: boolean, readonly status?: number, readonly retryAfterMs?: number) {
     super(message);
   }
 }
@@ -73,13 +101,14 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const repoDir = path.join(cacheDir, `models--${id.replace('/', '--')}`);
-  const offline = options.offline ?? ['1', 'true', 'yes', 'on'].includes((process.env.HF_HUB_OFFLINE ?? '').toLowerCase());
+  // The environment wins, as in huggingface_hub: a deployment set offline stays offline.
+  const offline = options.offline === true || isTrue(process.env.HF_HUB_OFFLINE) || isTrue(process.env.TRANSFORMERS_OFFLINE);
   if (offline) return resolveFromCache(id, revision, repoDir);
 
   const ctx: Context = {
     id, repoDir,
     endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
-    token: options.token ?? process.env.HF_TOKEN,
+    token: options.token?.trim() || defaultToken(),
     retries: options.retries ?? 4,
     retryDelayMs: options.retryDelayMs ?? 500,
     onProgress: options.onProgress,
@@ -90,9 +119,10 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   try {
     first = await fetchFile(ctx, revision, REQUIRED_FILES[0], false);
   } catch (err) {
-    // No answer at all (as opposed to an HTTP error): use the cache when it holds the model,
-    // as huggingface_hub does.
-    if (err instanceof HubError) throw err;
+    // No usable answer (no network, a 5xx, 429 or 401, an answer without the commit): use the
+    // cache when it holds the model, as huggingface_hub does. A 404 (no such repo, revision or
+    // file) is an answer.
+    if (err instanceof HubError && err.status === 404) throw err;
     try {
       const cached = resolveFromCache(id, revision, repoDir);
       process.emitWarning(`${(err as Error).message}; using the cached ${id}@${revision}`);
@@ -115,7 +145,9 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   if (weights.endsWith('.index.json')) {
     for (const shard of shardFiles(path.join(repoDir, 'snapshots', commit, weights))) await fetchFile(ctx, commit, shard, false);
   }
-  if (revision !== commit) writeFileAtomic(path.join(repoDir, 'refs', revision), commit);
+  // Written only when it changes, so that a read-only cache that holds the model still loads.
+  const ref = path.join(repoDir, 'refs', revision);
+  if (revision !== commit && readIfExists(ref) !== commit) writeFileAtomic(ref, commit);
   return describeLocalModel(path.join(repoDir, 'snapshots', commit));
 }
 
@@ -188,22 +220,44 @@ const header = (h: http.IncomingHttpHeaders, name: string): string | undefined =
 // An ETag without its weak prefix and quotes.
 const normalizeEtag = (etag: string | undefined) => etag?.replace(/^W\//, '').replace(/^"|"$/g, '');
 
-function statusError(ctx: Context, file: string, revision: string, status: number): HubError {
+// Rate limits: at most this long a wait is worth it; a longer one fails at once (with the cache as fallback).
+const MAX_RETRY_AFTER_MS = 60_000;
+
+function statusError(ctx: Context, file: string, revision: string, res: { status: number; headers?: http.IncomingHttpHeaders }): HubError {
+  const { status } = res;
   const what = `${file} of ${ctx.id}@${revision} from ${ctx.endpoint}`;
+  const said = res.headers === undefined ? undefined : header(res.headers, 'x-error-message');
+  const hubSays = said === undefined ? '' : ` (the Hub says: ${said})`;
   if (status === 401 || status === 403) {
-    return new HubError(`Hub refused ${what} (${status}): the repository is private or gated, or does not exist; ` +
-      `set HF_TOKEN to a token that can read it`, false);
+    const advice = ctx.token === undefined
+      ? 'set HF_TOKEN to a token that can read it'
+      : 'the token given (HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the token file) is invalid or cannot read it';
+    return new HubError(`Hub refused ${what} (${status})${hubSays}: the repository is private or gated, or does not exist; ${advice}`, false, status);
   }
-  if (status === 404) return new HubError(`Hub has no ${what} (404): check the model id, revision and file name`, false);
-  return new HubError(`Hub answered ${status} for ${what}`, status >= 500 || status === 429);
+  if (status === 404) return new HubError(`Hub has no ${what} (404)${hubSays}: check the model id, revision and file name`, false, status);
+  if (status === 429) {
+    // Retry-After (seconds), or the RateLimit header's t=<seconds until the window resets>.
+    const retryAfter = res.headers === undefined ? undefined
+      : header(res.headers, 'retry-after') ?? /(?:^|[;,\s])t=(\d+)/.exec(header(res.headers, 'ratelimit') ?? '')?.[1];
+    const waitMs = retryAfter !== undefined && /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter) * 1000 : undefined;
+    if (waitMs !== undefined && waitMs > MAX_RETRY_AFTER_MS) {
+      return new HubError(`Hub rate-limited ${what} for ${waitMs / 1000} s${hubSays}; try later, or set HF_TOKEN (higher limits)`, false, status);
+    }
+    return new HubError(`Hub rate-limited ${what} (429)${hubSays}`, true, status, waitMs);
+  }
+  return new HubError(`Hub answered ${status} for ${what}${hubSays}`, status >= 500, status);
 }
+
+// Local file errors (permissions, a read-only or full disk) are reported as they are, never retried
+// as if the network had failed.
+const LOCAL_FILE_ERRORS = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'EISDIR', 'ENOTDIR', 'EMFILE', 'ENFILE']);
 
 async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await attempt();
     } catch (err) {
-      const retryable = !(err instanceof HubError) || err.retryable;
+      const retryable = err instanceof HubError ? err.retryable : !LOCAL_FILE_ERRORS.has((err as NodeJS.ErrnoException).code ?? '');
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
@@ -211,11 +265,16 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
         throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }
-      await new Promise((r) => setTimeout(r, ctx.retryDelayMs * 2 ** i));
+      const asked = err instanceof HubError ? err.retryAfterMs : undefined;
+      await sleep(asked ?? ctx.retryDelayMs * 2 ** i);
     }
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// `location`: the Hub URL to GET the file from. For an LFS file that is the URL answering with the
+// CDN redirect, not the CDN link itself: the link is signed and expires, so each attempt asks anew.
 interface FileMeta { etag: string; commit: string; size: number | null; location: string }
 
 // HEAD request, following same-host redirects only (renamed repos); the redirect to the CDN is
@@ -233,11 +292,10 @@ async function fetchMeta(ctx: Context, revision: string, file: string): Promise<
         url = next.toString();
         continue;
       }
-      url = next.toString();
     } else if (res.status === 404) {
       return null;
     } else if (res.status !== 200) {
-      throw statusError(ctx, file, revision, res.status);
+      throw statusError(ctx, file, revision, res);
     }
     const etag = normalizeEtag(header(res.headers, 'x-linked-etag') ?? header(res.headers, 'etag'));
     const commit = header(res.headers, 'x-repo-commit');
@@ -253,16 +311,24 @@ async function fetchMeta(ctx: Context, revision: string, file: string): Promise<
 async function fetchFile(ctx: Context, revision: string, file: string, optional: boolean): Promise<{ path: string | null; commit: string }> {
   const meta = await withRetries(ctx, `${file} of ${ctx.id}@${revision}`, () => fetchMeta(ctx, revision, file));
   if (meta === null) {
-    if (!optional) throw statusError(ctx, file, revision, 404);
+    if (!optional) throw statusError(ctx, file, revision, { status: 404 });
     if (isCommitHash(revision)) {
       const marker = path.join(ctx.repoDir, '.no_exist', revision, file);
-      fs.mkdirSync(path.dirname(marker), { recursive: true });
-      fs.writeFileSync(marker, '');
+      try {
+        fs.mkdirSync(path.dirname(marker), { recursive: true });
+        fs.writeFileSync(marker, '');
+      } catch {
+        // Only a hint for later lookups: a read-only cache goes without it, as in huggingface_hub.
+      }
     }
     return { path: null, commit: revision };
   }
   const blob = path.join(ctx.repoDir, 'blobs', meta.etag);
-  if (!fs.existsSync(blob)) await downloadBlob(ctx, file, meta, blob);
+  if (!fs.existsSync(blob)) {
+    await withBlobLock(ctx, meta.etag, file, async () => {
+      if (!fs.existsSync(blob)) await downloadBlob(ctx, file, meta, blob);  // else another process just finished it
+    });
+  }
   const link = path.join(ctx.repoDir, 'snapshots', meta.commit, file);
   if (!fs.existsSync(link)) {
     fs.mkdirSync(path.dirname(link), { recursive: true });
@@ -273,6 +339,27 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
     }
   }
   return { path: link, commit: meta.commit };
+}
+
+const LOCK_POLL_MS = 200;
+const LOCK_NOTICE_MS = 2_000;
+
+// The lock huggingface_hub takes around a blob's download (an exclusive flock, as Python's
+// filelock takes it), so that two processes, Python's included, never append to the same
+// .incomplete file. Waits as long as the other download takes; a warning says so after 2 s.
+async function withBlobLock(ctx: Context, etag: string, file: string, work: () => Promise<void>): Promise<void> {
+  const lockFile = path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${etag}.lock`);
+  fs.mkdirSync(path.dirname(lockFile), { recursive: true });
+  const fd = fs.openSync(lockFile, 'w');
+  try {
+    for (let waitedMs = 0; !loadAddon().tryLockFile(fd); waitedMs += LOCK_POLL_MS) {
+      if (waitedMs === LOCK_NOTICE_MS) process.emitWarning(`waiting for another process downloading ${file} of ${ctx.id} (${lockFile})`);
+      await sleep(LOCK_POLL_MS);
+    }
+    await work();
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 async function downloadBlob(ctx: Context, file: string, meta: FileMeta, blob: string): Promise<void> {
@@ -287,14 +374,16 @@ async function downloadBlob(ctx: Context, file: string, meta: FileMeta, blob: st
   } finally {
     bar.finish();
   }
-  // LFS files are named by their sha256 (the linked ETag): check it before the file enters the cache.
-  if (/^[0-9a-f]{64}$/.test(meta.etag)) {
-    const actual = await sha256File(partial);
-    if (actual !== meta.etag) {
-      fs.rmSync(partial, { force: true });
-      throw new Error(`checksum mismatch for ${file} of ${ctx.id}: the Hub announced sha256 ${meta.etag}, ` +
-        `the download hashes to ${actual}; nothing was cached, try again`);
-    }
+  // Blobs are named by their hash: sha256 for LFS files, the git blob sha1 for the others (what
+  // `hf cache verify` checks). Checked before the file enters the cache.
+  const size = fs.statSync(partial).size;
+  const kind = /^[0-9a-f]{64}$/.test(meta.etag) ? 'sha256' : /^[0-9a-f]{40}$/.test(meta.etag) ? 'git sha1' : null;
+  const actual = kind === null ? null : await hashFile(partial, kind, size);
+  if ((meta.size !== null && size !== meta.size) || actual !== (kind === null ? null : meta.etag)) {
+    fs.rmSync(partial, { force: true });
+    throw new Error(`checksum mismatch for ${file} of ${ctx.id}: the Hub announced ${meta.size ?? '?'} bytes` +
+      (kind === null ? '' : ` with ${kind} ${meta.etag}`) + `, the download has ${size}` +
+      (actual === null ? '' : ` hashing to ${actual}`) + '; nothing was cached, try again');
   }
   fs.renameSync(partial, blob);
 }
@@ -332,7 +421,7 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   } else {
     res.body.resume();
     if (res.status === 416) fs.rmSync(partial, { force: true });
-    throw statusError(ctx, file, meta.commit, res.status);
+    throw statusError(ctx, file, meta.commit, res);
   }
   const out = fs.createWriteStream(partial, { flags: have > 0 ? 'a' : 'w' });
   let bytes = have;
@@ -367,14 +456,23 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   }
 }
 
-function sha256File(file: string): Promise<string> {
-  const hash = crypto.createHash('sha256');
+function hashFile(file: string, kind: 'sha256' | 'git sha1', size: number): Promise<string> {
+  const hash = crypto.createHash(kind === 'sha256' ? 'sha256' : 'sha1');
+  if (kind === 'git sha1') hash.update(`blob ${size}\0`);
   return new Promise((resolve, reject) => {
     fs.createReadStream(file)
       .on('data', (chunk) => hash.update(chunk))
       .on('error', reject)
       .on('end', () => resolve(hash.digest('hex')));
   });
+}
+
+function readIfExists(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 }
 
 function writeFileAtomic(file: string, content: string): void {

@@ -3,6 +3,7 @@
 // cmbd64 checksum of its bytes.
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,6 +176,20 @@ Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
   return runKernel(env, async, [a]() { return checksumUpdate(a); }, {opts.Get("lanes"), bytes});
 }
 
+// tryLockFile(fd) -> true once this process holds an exclusive flock on the open file, false
+// while another holds it. The same lock as Python's filelock (UnixFileLock), which
+// huggingface_hub takes on <cache>/.locks/<repo>/<etag>.lock around a download; released when
+// the descriptor is closed (or the process dies).
+Napi::Value TryLockFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "native: tryLockFile(fd) needs a file descriptor");
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(env, true);
+  const int err = errno;
+  if (err == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  throw Napi::Error::New(env, std::string("cannot lock file descriptor ") + std::to_string(fd) + ": " + std::strerror(err));
+}
+
 }  // namespace
 
 void registerFileBindings(Napi::Env env, Napi::Object exports) {
@@ -182,6 +197,7 @@ void registerFileBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("releaseLargePages", Napi::Function::New(env, ReleaseLargePages));
   exports.Set("mapFileReadOnly", Napi::Function::New(env, MapFileReadOnly));
   exports.Set("checksumUpdate", Napi::Function::New(env, ChecksumUpdate));
+  exports.Set("tryLockFile", Napi::Function::New(env, TryLockFile));
 }
 
 }  // namespace camembed

@@ -1,6 +1,7 @@
 // A local imitation of the Hugging Face Hub for download tests (never the real network), on two
 // 127.0.0.1 servers: the "hub" answers /<org>/<name>/resolve/<revision>/<file> and redirects LFS
-// files to the "cdn" (another origin, as on the real Hub), which serves them with Range support.
+// files to the "cdn" (another origin, as on the real Hub), which serves them with Range support
+// through signed links that can expire.
 // Headers as the Hub sends them: X-Repo-Commit, ETag (git blob sha1 for regular files) and, on
 // the LFS redirect, X-Linked-Etag (the sha256) and X-Linked-Size.
 import * as crypto from 'crypto';
@@ -23,6 +24,8 @@ export interface FakeHub {
   cutAfterBytes: Map<string, number>;   // file → close the CDN connection after this many bytes, once
   corrupt: Set<string>;                 // file → the CDN serves flipped bytes (checksum must fail)
   failures: Map<string, number>;        // file → answer 503 on the hub this many times
+  rateLimits: Map<string, { times: number; retryAfter: string }>;  // file → answer 429 with Retry-After
+  expireOnCut: Set<string>;             // file → when its cut fires, every CDN link issued so far expires (403)
   close(): Promise<void>;
 }
 
@@ -39,6 +42,10 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
   const cutAfterBytes = new Map<string, number>();
   const corrupt = new Set<string>();
   const failures = new Map<string, number>();
+  const rateLimits = new Map<string, { times: number; retryAfter: string }>();
+  const expireOnCut = new Set<string>();
+  let linksIssued = 0;
+  let validFrom = 0;  // links signed with a lower number have expired
   const blobs = new Map<string, { file: string; data: Buffer }>();
   for (const repo of Object.values(repos)) {
     for (const file of repo.lfs) blobs.set(sha256(repo.files[file]), { file, data: repo.files[file] });
@@ -49,8 +56,10 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
 
   const cdn = await listen((req, res) => {
     log('cdn', req);
-    const blob = blobs.get((req.url ?? '').replace(/^\/blobs\//, ''));
-    if (blob === undefined) return void res.writeHead(404).end();
+    const link = /^\/blobs\/([0-9a-f]+)\?sig=(\d+)$/.exec(req.url ?? '');
+    const blob = link === null ? undefined : blobs.get(link[1]);
+    if (link === null || blob === undefined) return void res.writeHead(404).end();
+    if (Number(link[2]) < validFrom) return void res.writeHead(403).end('Request has expired');
     let data = blob.data;
     if (corrupt.has(blob.file)) data = Buffer.from(data.map((b) => b ^ 0xff));
     let start = 0;
@@ -66,6 +75,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     const cut = cutAfterBytes.get(blob.file);
     if (cut !== undefined && cut < data.length - start) {
       cutAfterBytes.delete(blob.file);
+      if (expireOnCut.delete(blob.file)) validFrom = linksIssued;
       res.write(data.subarray(start, start + cut), () => res.destroy());  // the connection drops mid-file
       return;
     }
@@ -79,11 +89,17 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     const repo = m === null ? undefined : repos[m[1]];
     if (m === null || repo === undefined) return void res.writeHead(404, { 'x-error-code': 'RepositoryNotFound' }).end();
     if (repo.token !== undefined && req.headers.authorization !== `Bearer ${repo.token}`) {
-      return void res.writeHead(401, { 'x-error-code': 'RepositoryNotFound' }).end();
+      const message = req.headers.authorization === undefined ? 'Repository not found' : 'Invalid credentials in Authorization header';
+      return void res.writeHead(401, { 'x-error-code': 'RepositoryNotFound', 'x-error-message': message }).end();
     }
     const revision = decodeURIComponent(m[2]);
     if (revision !== 'main' && revision !== repo.commit) return void res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
     const file = m[3].split('/').map(decodeURIComponent).join('/');
+    const limit = rateLimits.get(file);
+    if (limit !== undefined && limit.times > 0) {
+      limit.times--;
+      return void res.writeHead(429, { 'retry-after': limit.retryAfter, 'x-error-message': 'rate limited' }).end();
+    }
     const failuresLeft = failures.get(file) ?? 0;
     if (failuresLeft > 0) {
       failures.set(file, failuresLeft - 1);
@@ -96,7 +112,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     if (repo.lfs.includes(file)) {
       const pointer = Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(data)}\nsize ${data.length}\n`);
       return void res.writeHead(302, {
-        location: `${cdnOrigin}/blobs/${sha256(data)}`, 'x-repo-commit': repo.commit,
+        location: `${cdnOrigin}/blobs/${sha256(data)}?sig=${linksIssued++}`, 'x-repo-commit': repo.commit,
         etag: `"${gitSha1(pointer)}"`, 'x-linked-etag': `"${sha256(data)}"`, 'x-linked-size': data.length,
       }).end();
     }
@@ -106,7 +122,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
 
   return {
     endpoint: `http://127.0.0.1:${(hub.address() as AddressInfo).port}`,
-    requests, cutAfterBytes, corrupt, failures,
+    requests, cutAfterBytes, corrupt, failures, rateLimits, expireOnCut,
     close: async () => {
       for (const s of [hub, cdn]) {
         s.closeAllConnections();
