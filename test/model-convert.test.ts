@@ -1,5 +1,6 @@
 // Conversion parity: the tiny random CamemBERT's safetensors → ONNX, run in onnxruntime-node,
 // against golden last_hidden_state computed in float64 by an independent PyTorch implementation.
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -7,7 +8,8 @@ import * as vm from 'vm';
 import type * as Ort from 'onnxruntime-node';
 import { convertToOnnx, makeRandomModel } from '../lib/model';
 import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
-import { float16ToFloat32Array } from '../lib/float16';
+import { readTorchCheckpointTensors } from '../lib/model/torch-checkpoint';
+import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 
 // Jest gives each test file its own typed-array constructors, but onnxruntime-node creates its
 // output tensors with Node's, and onnxruntime-common checks `instanceof`: use Node's here.
@@ -118,6 +120,49 @@ describeShared('convertToOnnx on other layouts', () => {
     const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
     expect(await maxAbsError(session, edge())).toBeLessThan(1e-5);
     await session.release();
+  });
+
+  // The checkpoint is written by Python's own pickler in torch.save's layout, without torch
+  // (test/helpers/write-torch-checkpoint.py).
+  const havePython = spawnSync('python3', ['--version']).status === 0;
+  if (!havePython) console.warn('PyTorch checkpoint tests skipped: python3 is missing (it writes the test checkpoint)');
+  (havePython ? test : test.skip)('a PyTorch checkpoint (pytorch_model.bin) holds the safetensors tensors and converts to the golden output', async () => {
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'config.json'));
+    const bin = path.join(dir, 'pytorch_model.bin');
+    execFileSync('python3', [path.join(__dirname, 'helpers/write-torch-checkpoint.py'), path.join(TINY, 'model.safetensors'), bin]);
+    const fromTorch = readTorchCheckpointTensors(bin);
+    const fromSafetensors = readSafetensorsHeader(path.join(TINY, 'model.safetensors'));
+    expect([...fromTorch.keys()].sort()).toEqual([...fromSafetensors.keys()].sort());
+    const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    const dtypes: string[] = [];
+    for (const [name, info] of fromSafetensors) {
+      const t = fromTorch.get(name)!;
+      expect(t.shape).toEqual(info.shape);
+      dtypes.push(t.dtype);
+      const want = readTensorAsFloat32(info);
+      const expected = t.dtype === 'F16' ? float16ToFloat32Array(float32ToFloat16Array(want)) : want;
+      if (!bytes(readTensorAsFloat32(t)).equals(bytes(expected))) throw new Error(`tensor ${name} differs`);
+    }
+    expect(dtypes.filter((d) => d === 'F16')).toHaveLength(1);  // one tensor stored as float16
+    // Two tensors share a storage: the second starts at an offset inside it.
+    expect(new Set([...fromTorch.values()].map((t) => t.offset)).size).toBe(fromTorch.size);
+    const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
+    expect(await maxAbsError(session, edge())).toBeLessThan(1e-2);  // float16 rounding of one weight table
+    await session.release();
+  });
+
+  (havePython ? test : test.skip)('a checkpoint that is not a plain state dict is refused before anything runs', async () => {
+    const bin = path.join(dir, 'pytorch_model.bin');
+    fs.writeFileSync(bin, 'not a zip');
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/is not a readable PyTorch zip checkpoint: no end-of-central-directory record/);
+    // A pickle that would call os.system: the reader names the call and never runs anything.
+    execFileSync('python3', ['-c', `
+import os, pickle, zipfile, sys
+class Evil:
+    def __reduce__(self): return (os.system, ('echo pwned',))
+with zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('archive/data.pkl', pickle.dumps({'w': Evil()}, protocol=2))
+`, bin]);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/unsupported pickle call posix\.system/);
   });
 
   // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal

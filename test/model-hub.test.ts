@@ -32,6 +32,11 @@ function repoFiles(seed: number): Record<string, Buffer> {
 const REPOS: Record<string, FakeRepo> = {
   'org/public': { commit: COMMIT, files: repoFiles(1), lfs: ['model.safetensors'] },
   'org/private': { commit: OTHER_COMMIT, files: repoFiles(2), lfs: ['model.safetensors'], token: 'hf_secret' },
+  'org/torch': {
+    commit: COMMIT,
+    files: { ...Object.fromEntries(Object.entries(repoFiles(6)).filter(([f]) => f !== 'model.safetensors')), 'pytorch_model.bin': randomBytes(6, 5000), 'onnx/model.onnx': randomBytes(7, 100) },
+    lfs: ['pytorch_model.bin', 'onnx/model.onnx'],
+  },
   'org/sharded': {
     commit: COMMIT,
     files: {
@@ -234,6 +239,13 @@ describe('resolveModel from the Hub', () => {
     await expect(resolveModel('org/public', { ...fast(), cacheDir: path.join(cacheDir, 'other'), retries: 2 }))
       .rejects.toThrow(/503 for tokenizer\.json of org\/public.*after 3 attempts/);
     hub.failures.delete('tokenizer.json');
+  });
+
+  test('a repo without safetensors: its PyTorch checkpoint is fetched (for the converter), not its ONNX export', async () => {
+    const model = await resolveModel('org/torch', fast());
+    expect(model.weightsPath).toBe(path.join(model.dir, 'pytorch_model.bin'));
+    expect(model.onnxPath).toBeNull();
+    expect(hub.requests.some((r) => r.url.includes('onnx'))).toBe(false);
   });
 
   test('sharded weights: the index and every shard it names', async () => {

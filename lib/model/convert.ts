@@ -1,4 +1,4 @@
-// safetensors (+ config.json) → ONNX for CamemBERT / RoBERTa / XLM-RoBERTa (and BERT) encoders,
+// safetensors or a PyTorch checkpoint (+ config.json) → ONNX for CamemBERT / RoBERTa / XLM-RoBERTa (and BERT) encoders,
 // computing exactly Hugging Face's RobertaModel (BertModel) forward pass without the pooler:
 // last_hidden_state [batch, seq, hidden].
 //
@@ -14,6 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { float32ToFloat16Array } from '../float16';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
+import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { WEIGHT_FILES } from './local';
 
@@ -110,7 +111,7 @@ function expectedShapes(c: EncoderConfig): Map<string, number[]> {
 // Maps each expected tensor name to its entry in the checkpoint; missing, extra or misshapen
 // tensors are errors that name the tensor and the weights file.
 function matchTensors(weightsPath: string, c: EncoderConfig): Map<string, TensorInfo> {
-  const found = readSafetensorsTensors(weightsPath);
+  const found = weightsPath.endsWith('.bin') ? readTorchCheckpointTensors(weightsPath) : readSafetensorsTensors(weightsPath);
   const shapes = expectedShapes(c);
   const prefix = PREFIXES.find((p) => found.has(`${p}embeddings.word_embeddings.weight`));
   if (prefix === undefined) throw new Error(`${weightsPath}: tensor 'embeddings.word_embeddings.weight' is missing`);

@@ -37,9 +37,10 @@ export interface HubOptions {
 const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
 const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
   'sentence_bert_config.json', 'config_sentence_transformers.json', '1_Pooling/config.json'];
-// Weights, in order of preference. ONNX files are fetched only when a repo has no safetensors:
-// the converter's fused graph is faster than a generic export.
-const WEIGHT_CHOICES = ['model.safetensors', 'model.safetensors.index.json', 'onnx/model.onnx', 'model.onnx'];
+// Weights, in order of preference. ONNX files are fetched only when a repo has no weights the
+// converter reads (safetensors, else a PyTorch checkpoint): its fused graph is faster than a
+// generic export.
+const WEIGHT_CHOICES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'onnx/model.onnx', 'model.onnx'];
 
 export function looksLikeHubId(source: string): boolean {
   return /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(source);

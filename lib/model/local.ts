@@ -5,11 +5,11 @@ import * as path from 'path';
 export interface ResolvedModel {
   dir: string;                 // local folder (a snapshot folder when it came from the Hub cache)
   onnxPath: string | null;     // onnx/model.onnx or model.onnx when present
-  weightsPath: string | null;  // model.safetensors or model.safetensors.index.json when present
+  weightsPath: string | null;  // model.safetensors, model.safetensors.index.json or pytorch_model.bin when present
 }
 
 export const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
-export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json'];
+export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
 
 function firstExisting(dir: string, names: string[]): string | null {
   for (const name of names) {

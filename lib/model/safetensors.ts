@@ -119,7 +119,7 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
     let done = 0;
     while (done < bytes.length) {
       const n = fs.readSync(fd, bytes, done, bytes.length - done, info.offset + done);
-      if (n === 0) throw new Error(`safetensors file ${info.file} ended inside tensor '${info.name}'`);
+      if (n === 0) throw new Error(`weights file ${info.file} ended inside tensor '${info.name}'`);
       done += n;
     }
   } finally {
