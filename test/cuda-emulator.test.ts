@@ -80,6 +80,8 @@ const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'
     for (const [among, blocks] of [[4, 128], [130, 128], [130, 256]]) {
       expect(summary).toContain(`\n- verified N=1100: 4 queries' top-1000 (searched among ${among}, ${blocks}-row blocks) against the CPU's: `);
     }
+    expect(summary).toContain("\n- verified N=1100: 4 queries' top-1000 by cosine (searched among 4, 128-row blocks) against the CPU's: ");
+    expect(summary).toContain("\n- verified N=1100: query 17 of the timed 17-query search's top-1000 against the CPU's: ");
     expect(summary).not.toContain('FAIL');
     const wideMs = Number(rows[8][6]).toFixed(3);  // the 256r column
     // A Markdown table: N, Q, k, ours ms, GB/s, TFLOP/s, 256r ms, torch mm+topk ms, torch mm ms, x torch.

@@ -167,58 +167,80 @@ void benchPooling(cudaStream_t stream, HiddenType type, int64_t B, int64_t T, do
   cudaFree(out);
 }
 
-// Four queries' answers against the CPU kernel on the same values (the float16 rows; queries
-// rounded to float16, as the GPU rounds them), with issue 5's tolerances: scores within 1e-4 at
-// each rank, and rows outside the CPU's top-k only where their score is within 1e-5 of the k-th.
-// A search that is wrong at full scale (index arithmetic past 2^31 values, split launches) would
-// otherwise be timed as a fast one. The GPU answers them alone (16-query blocks) and among 130
-// queries (two 128-query blocks, the second nearly empty; 128- and 256-row score blocks), at
-// positions 0, 1, 128, 129.
+// The CPU kernel's top-k of `Q` queries (float32 values, rounded to float16 here as the GPU rounds
+// them) over the same float16 rows.
+bool cpuTopK(const uint16_t* rows, int64_t N, int64_t d, const float* queries, int64_t Q, int64_t k, bool normalized,
+             std::vector<int32_t>* idx, std::vector<float>* score) {
+  std::vector<uint16_t> half(size_t(Q * d));
+  floatToHalfArray(queries, half.data(), Q * d);
+  std::vector<float> rounded(half.size());
+  for (size_t i = 0; i < half.size(); ++i) rounded[i] = halfToFloat(half[i]);
+  idx->resize(size_t(Q * k));
+  score->resize(idx->size());
+  const TopKArgs a{rounded.data(), Q, {{rows, N, nullptr}}, HiddenType::Float16, d, k, normalized, idx->data(), score->data()};
+  return ok(cosineTopKCpu(a, 0), "verify: CPU search");
+}
+
+// GPU answers (query c's at row positions[c] of the GPU's results) against the CPU's, with issue
+// 5's tolerances: scores within 1e-4 at each rank, and rows outside the CPU's top-k only where
+// their score is within 1e-5 of the k-th. Prints one line; returns whether all were right.
+bool compareTopK(const std::string& what, int64_t N, int64_t k, const std::vector<int64_t>& positions, const int32_t* gpuIdx,
+                 const float* gpuScore, const std::vector<int32_t>& cpuIdx, const std::vector<float>& cpuScore) {
+  double worst = 0;
+  int64_t outside = 0, wrong = 0;
+  for (size_t c = 0; c < positions.size(); ++c) {
+    const int64_t p = positions[c];
+    const std::set<int32_t> cpuRows(cpuIdx.begin() + c * k, cpuIdx.begin() + (c + 1) * k);
+    const double kth = cpuScore[c * k + k - 1];
+    for (int64_t i = 0; i < k; ++i) {
+      const int32_t row = gpuIdx[p * k + i];
+      const float score = gpuScore[p * k + i];
+      const double difference = std::fabs(double(score) - cpuScore[c * k + i]);
+      worst = std::max(worst, difference);
+      const bool inside = cpuRows.count(row) != 0;
+      outside += !inside;
+      wrong += difference > 1e-4 || (!inside && std::fabs(score - kth) > 1e-5);
+    }
+  }
+  std::printf("%s N=%lld: %s against the CPU's: max score difference %.2e, %lld rows outside its top-k (allowed at ties "
+              "with its k-th score), %lld wrong\n",
+              wrong ? "FAIL verify" : "verified", (long long)N, what.c_str(), worst, (long long)outside, (long long)wrong);
+  return wrong == 0;
+}
+
+// Four queries' answers against the CPU kernel on the same values. A search that is wrong at full
+// scale (index arithmetic past 2^31 values, split launches) would otherwise be timed as a fast one.
+// The GPU answers them alone (16-query blocks) and among 130 queries (two 128-query blocks, the
+// second nearly empty; 128- and 256-row score blocks), at positions 0, 1, 128, 129; and alone by
+// cosine (normalized = false), the queries scaled by 2 (exact in float16).
 bool verifyTopK(CudaMatrix* m, const uint16_t* rows, int64_t N, int64_t d, const std::vector<float>& queries,
                 int64_t k) {
   const int64_t checked = 4, crowd = 130;
-  std::vector<uint16_t> half(size_t(checked * d));
-  floatToHalfArray(queries.data(), half.data(), checked * d);
-  std::vector<float> rounded(half.size());
-  for (size_t i = 0; i < half.size(); ++i) rounded[i] = halfToFloat(half[i]);
-  std::vector<int32_t> cpuIdx(size_t(checked * k));
-  std::vector<float> cpuScore(cpuIdx.size());
-  const TopKArgs a{rounded.data(), checked, {{rows, N, nullptr}}, HiddenType::Float16, d, k, true, cpuIdx.data(), cpuScore.data()};
-  if (!ok(cosineTopKCpu(a, 0), "verify: CPU search")) return false;
+  std::vector<int32_t> cpuIdx, cosineIdx;
+  std::vector<float> cpuScore, cosineScore;
+  std::vector<float> doubled(queries.begin(), queries.begin() + checked * d);
+  for (float& v : doubled) v *= 2.0f;
+  if (!cpuTopK(rows, N, d, queries.data(), checked, k, true, &cpuIdx, &cpuScore) ||
+      !cpuTopK(rows, N, d, doubled.data(), checked, k, false, &cosineIdx, &cosineScore))
+    return false;
   // The crowd: the first 130 queries, the checked ones copied to the positions above.
-  const int64_t positions[checked] = {0, 1, 128, 129};
+  const std::vector<int64_t> alone = {0, 1, 2, 3}, positions = {0, 1, 128, 129};
   std::vector<float> crowded(queries.begin(), queries.begin() + crowd * d);
   for (int64_t c = 0; c < checked; ++c)
     std::copy(queries.begin() + c * d, queries.begin() + (c + 1) * d, crowded.begin() + positions[c] * d);
+  struct Case { int64_t Q; int scoreRows; bool cosine; };
   bool allRight = true;
-  for (const auto& [Q, scoreRows] : {std::pair<int64_t, int>{checked, 128}, {crowd, 128}, {crowd, 256}}) {
-    std::vector<int32_t> gpuIdx(size_t(Q * k));
+  for (const Case& c : {Case{checked, 128, false}, Case{crowd, 128, false}, Case{crowd, 256, false}, Case{checked, 128, true}}) {
+    std::vector<int32_t> gpuIdx(size_t(c.Q * k));
     std::vector<float> gpuScore(gpuIdx.size());
-    if (!ok(cudaMatrixSetScoreRows(m, scoreRows), "verify: score rows") ||
-        !ok(cudaMatrixSearch(m, Q == checked ? queries.data() : crowded.data(), Q, k, true, gpuIdx.data(), gpuScore.data()),
-            "verify: GPU search"))
+    const float* sent = c.cosine ? doubled.data() : c.Q == checked ? queries.data() : crowded.data();
+    if (!ok(cudaMatrixSetScoreRows(m, c.scoreRows), "verify: score rows") ||
+        !ok(cudaMatrixSearch(m, sent, c.Q, k, !c.cosine, gpuIdx.data(), gpuScore.data()), "verify: GPU search"))
       return false;
-    double worst = 0;
-    int64_t outside = 0, wrong = 0;
-    for (int64_t c = 0; c < checked; ++c) {
-      const int64_t p = Q == checked ? c : positions[c];
-      const std::set<int32_t> cpuRows(cpuIdx.begin() + c * k, cpuIdx.begin() + (c + 1) * k);
-      const double kth = cpuScore[size_t(c * k + k - 1)];
-      for (int64_t i = 0; i < k; ++i) {
-        const int32_t row = gpuIdx[size_t(p * k + i)];
-        const float score = gpuScore[size_t(p * k + i)];
-        const double difference = std::fabs(double(score) - cpuScore[size_t(c * k + i)]);
-        worst = std::max(worst, difference);
-        const bool inside = cpuRows.count(row) != 0;
-        outside += !inside;
-        wrong += difference > 1e-4 || (!inside && std::fabs(score - kth) > 1e-5);
-      }
-    }
-    std::printf("%s N=%lld: %lld queries' top-%lld (searched among %lld, %d-row blocks) against the CPU's: max score "
-                "difference %.2e, %lld rows outside its top-k (allowed at ties with its k-th score), %lld wrong\n",
-                wrong ? "FAIL verify" : "verified", (long long)N, (long long)checked, (long long)k, (long long)Q, scoreRows,
-                worst, (long long)outside, (long long)wrong);
-    allRight &= wrong == 0;
+    const std::string what = std::to_string(checked) + " queries' top-" + std::to_string(k) + (c.cosine ? " by cosine" : "") +
+                             " (searched among " + std::to_string(c.Q) + ", " + std::to_string(c.scoreRows) + "-row blocks)";
+    allRight &= compareTopK(what, N, k, c.Q == checked ? alone : positions, gpuIdx.data(), gpuScore.data(),
+                            c.cosine ? cosineIdx : cpuIdx, c.cosine ? cosineScore : cpuScore);
   }
   return ok(cudaMatrixSetScoreRows(m, 128), "verify: score rows") && allRight;
 }
@@ -237,7 +259,13 @@ bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGB
   fillFloat(queries.data(), queries.size(), 7);
   for (float& v : queries) v /= 16.0f;
   // Not in --profile runs: Nsight Compute counts the launches of the one search profiled.
-  const bool verified = sizes.once || verifyTopK(m, rows.get(), N, d, queries, std::min(maxK, N));
+  const int64_t lastK = std::min(maxK, N);
+  bool verified = sizes.once || verifyTopK(m, rows.get(), N, d, queries, lastK);
+  // The largest timed search's last query (the last query tile's) is checked too, from its output.
+  const int64_t lastQ = *std::max_element(queryCounts.begin(), queryCounts.end());
+  std::vector<int32_t> lastIdx;
+  std::vector<float> lastScore;
+  const bool checkLast = !sizes.once && cpuTopK(rows.get(), N, d, queries.data() + (lastQ - 1) * d, 1, lastK, true, &lastIdx, &lastScore);
   rows.reset();
   float *dq = nullptr, *ds = nullptr;
   int32_t* di = nullptr;
@@ -259,6 +287,15 @@ bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGB
       std::snprintf(name, sizeof(name), "topk f16 N=%lld d=768 Q=%lld k=%lld", (long long)N, (long long)Q, (long long)k);
       std::printf("%-44s %10.3f ms %9.1f GB/s (%5.1f%% of copy) %7.1f TFLOP/s\n", name, ms, gbs, 100 * gbs / copyGBs, tflops);
       std::printf("csv,topk,%lld,%lld,%lld,768,%.6f,%.3f,%.3f\n", (long long)N, (long long)Q, (long long)k, ms, gbs, tflops);
+      if (checkLast && Q == lastQ && std::min(k, N) == lastK) {
+        std::vector<int32_t> gpuIdx(static_cast<size_t>(lastK));
+        std::vector<float> gpuScore(gpuIdx.size());
+        const size_t at = size_t((lastQ - 1) * lastK);
+        verified &= ok(cudaMemcpy(gpuIdx.data(), di + at, size_t(lastK) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy") &&
+                    ok(cudaMemcpy(gpuScore.data(), ds + at, size_t(lastK) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy") &&
+                    compareTopK("query " + std::to_string(lastQ) + " of the timed " + std::to_string(lastQ) + "-query search's top-" +
+                                    std::to_string(lastK), N, lastK, {0}, gpuIdx.data(), gpuScore.data(), lastIdx, lastScore);
+      }
       if (sizes.wideShapes.count({Q, k}) == 0 || !ok(cudaMatrixSetScoreRows(m, 256), "score rows")) continue;
       const double wideMs = sizes.once ? medianMs(stream, search, 0, 1, 1, 0)
                                        : medianMs(stream, search, 1, large ? 3 : 5, 50, large ? 1500 : 500);

@@ -21,7 +21,10 @@ inline Status cudaStatus(cudaError_t err, const char* what) {
       message += " (out of GPU memory: " + std::to_string(freeBytes >> 20) + " MiB free of " +
                  std::to_string(totalBytes >> 20) + " MiB)";
   } else if (err == cudaErrorIllegalAddress || err == cudaErrorLaunchFailure || err == cudaErrorAssert ||
-             err == cudaErrorIllegalInstruction || err == cudaErrorMisalignedAddress) {
+             err == cudaErrorIllegalInstruction || err == cudaErrorMisalignedAddress || err == cudaErrorLaunchTimeout ||
+             err == cudaErrorHardwareStackError || err == cudaErrorInvalidAddressSpace || err == cudaErrorInvalidPc ||
+             err == cudaErrorECCUncorrectable) {
+    // The errors CUDA's documentation calls sticky ("any further CUDA work will return the same error").
     message += " (a kernel fault: CUDA keeps this device unusable until the process restarts)";
   } else {
     cudaGetLastError();

@@ -255,9 +255,11 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
 #endif
 
   // Epilogue: each warp spills one 16x16 fragment at a time to its own 1 KiB of shared memory;
-  // lane l takes row l/2, columns (l%2)*8 .. +8.
+  // lane l takes row l/2, columns (l%2)*8 .. +8, as two float4 loads. Lanes 4-7 of every 8 read
+  // their second half first, so that each load touches every bank exactly four times (4
+  // wavefronts; one float at a time would take 8-way conflicts, 64 wavefronts per fragment).
   float* scratch = reinterpret_cast<float*>(smem) + warp * 256;
-  const int r = lane / 2, c0 = (lane % 2) * 8;
+  const int r = lane / 2, c0 = (lane % 2) * 8, first = 4 * ((lane / 4) & 1);
 #pragma unroll
   for (int i = 0; i < FM; ++i) {
     const int64_t q = queryBase + warpM * WM + i * 16 + r;
@@ -267,10 +269,15 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
     for (int j = 0; j < FN; ++j) {
       wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
       __syncwarp();
+      const float4 a = *reinterpret_cast<const float4*>(scratch + r * 16 + c0 + first);
+      const float4 b = *reinterpret_cast<const float4*>(scratch + r * 16 + c0 + (4 - first));
+      const float4 lo = first == 0 ? a : b, hi = first == 0 ? b : a;
+      const float dots[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
       if (q < tileQueries)
-        for (int c = c0; c < c0 + 8; ++c) {
-          const int64_t row = rowBase + warpN * WN + j * 16 + c;
-          if (row < rowEnd) offerScore(cand, int(q), row, scratch[r * 16 + c], queryNorm, threshold, rowNorms, normalized);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          const int64_t row = rowBase + warpN * WN + j * 16 + c0 + c;
+          if (row < rowEnd) offerScore(cand, int(q), row, dots[c], queryNorm, threshold, rowNorms, normalized);
         }
       __syncwarp();
     }
@@ -824,8 +831,9 @@ Status withSearchLocks(CudaMatrix* m, int64_t Q, int64_t k, Search&& search) {
 Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized,
                               int32_t* outIndices, float* outScores, void* stream) {
   return withSearchLocks(m, Q, k, [&](SearchWorkspace& w) {
-    return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores,
-                        stream != nullptr ? static_cast<cudaStream_t>(stream) : m->stream);
+    // nullptr is the legacy default stream, as for pooling: a search of pooled vectors is then
+    // ordered after the pooling kernel that wrote them.
+    return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores, static_cast<cudaStream_t>(stream));
   });
 }
 

@@ -32,8 +32,8 @@ Status meanPoolNormalizeCudaDevice(const PoolArgs& deviceArgs, int device, void*
 
 // A database matrix resident on one GPU: rows stored once (float16 or float32, each row
 // padded with zeros to a multiple of 32 values, plus one float32 norm per row), searched
-// many times. Searches on one matrix run one at a time (they share its workspace); searches
-// on different matrices may run concurrently.
+// many times. Searches on one device run one at a time (they share its workspace, and would
+// compete for the GPU anyway).
 struct CudaMatrix;
 
 // The largest k a search accepts (the final sort holds k candidates in shared memory).
@@ -66,8 +66,9 @@ Status cudaMatrixSetScoreRows(CudaMatrix* matrix, int rows);
 Status cudaMatrixSearch(CudaMatrix* matrix, const float* queries, int64_t numQueries, int64_t k, bool normalized,
                         int32_t* outIndices, float* outScores);
 // Same with device pointers (queries, outIndices, outScores on the matrix's device), queued on
-// `stream` (a cudaStream_t; nullptr = the matrix's own stream). Returns when the results are
-// written (it synchronises: the k-selection needs no host round trip, the NaN check does).
+// `stream` (a cudaStream_t; nullptr = the legacy default stream, as for pooling, so work queued
+// there before, such as the pooling that wrote the queries, comes first). Returns when the
+// results are written (it synchronises: the k-selection needs no host round trip, the NaN check does).
 Status cudaMatrixSearchDevice(CudaMatrix* matrix, const float* deviceQueries, int64_t numQueries, int64_t k,
                               bool normalized, int32_t* deviceIndices, float* deviceScores, void* stream);
 
