@@ -61,5 +61,11 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  // A reader that stops early (`camembed search ... | head`) closes the pipe: end quietly with the
+  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(128 + 13);
+    throw err;
+  });
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

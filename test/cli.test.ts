@@ -40,7 +40,7 @@ test('camembed index without a subcommand prints the usage of index build (exit 
   const { code, stderr } = await runCli(['index']);
   expect(code).toBe(2);
   expect(stderr).toMatch(/^camembed index: missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n/);
-  expect(stderr).toContain('usage: camembed index build --input');
+  expect(stderr).toContain('usage: camembed index build (--input passages.txt | --vectors passages.npy)');
   expect(stderr).toContain('--output');
 });
 

@@ -1,4 +1,5 @@
 // `camembed index build` and `camembed search` give what Encoder + VectorIndex give in-process.
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -204,6 +205,17 @@ describe('camembed index neighbors', () => {
     const first = withSelf.out.split('\n')[0].split('\t');
     expect(first.slice(0, 3)).toEqual(['1000', '1', '1000']);
     expect(Number(first[3])).toBeCloseTo(1, 6);
+  });
+
+  test('a reader that stops early (| head) ends the command quietly with the SIGPIPE status, 141', async () => {
+    // 300 x 299 lines, megabytes: far more than a pipe holds, so the writer meets the closed pipe.
+    const child = spawn(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'index', 'neighbors', file, '--k', '300'],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect({ code, stderr }).toEqual({ code: 141, stderr: '' });
   });
 
   test('usage errors exit with code 2', async () => {
