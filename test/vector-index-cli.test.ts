@@ -292,6 +292,41 @@ describe('camembed index build --vectors', () => {
     }
   });
 
+  test('search --query-vectors (.npy or raw float32, no model) prints what VectorIndex.search gives', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const indexFile = path.join(dir, 'q.cmbd');
+    try {
+      expect(await main(['index', 'build', '--vectors', npy('rows.npy', '<f4', `(${rows}, ${dim})`, bytes(vectors)), '--output', indexFile])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+    }
+    const want = await expected(vectors, 'float32');
+    const rawQueries = path.join(dir, 'queries.f32');
+    fs.writeFileSync(rawQueries, bytes(queries));
+    const npyQueries = npy('queries.npy', '<f4', `(4, ${dim})`, bytes(queries));
+    const jsonl = await captureStdout(['search', '--index', indexFile, '--k', '7', '--query-vectors', npyQueries, '--format', 'jsonl', '--batch-size', '3']);
+    expect(jsonl.code).toBe(0);
+    const records = jsonl.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(records.map((r) => r.query)).toEqual([0, 1, 2, 3]);
+    records.forEach((r, q) => {
+      expect(r.text).toBeUndefined();
+      expect(r.ids.map(BigInt)).toEqual([...want.ids.subarray(q * 7, (q + 1) * 7)]);
+      expect(r.scores).toEqual([...want.scores.subarray(q * 7, (q + 1) * 7)]);
+    });
+    const tsv = await captureStdout(['search', '--index', indexFile, '--k', '7', '--query-vectors', rawQueries]);
+    expect(tsv.out.trim().split('\n').map((l) => l.split('\t').slice(0, 3).join(' '))).toEqual(
+      [...want.ids].map((id, i) => `${Math.floor(i / 7)} ${(i % 7) + 1} ${id}`));
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const other = npy('other.npy', '<f4', `(1, ${dim + 1})`, new Uint8Array((dim + 1) * 4));
+      expect(await main(['search', '--index', indexFile, '--query-vectors', other])).toBe(1);
+      expect(await main(['search', '--index', indexFile, '--query-vectors', rawQueries, 'une question'])).toBe(2);
+      expect(err.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`holds ${dim + 1}-d vectors, not ${dim}-d[\\s\\S]*give one question argument`));
+    } finally {
+      err.mockRestore();
+    }
+  });
+
   test('a file that is not rows of float32/float16 is an error naming it; option mistakes are usage errors', async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const out = path.join(dir, 'bad.cmbd');

@@ -1,5 +1,6 @@
 // `camembed search`: encode one question (or a file of them) and print the top-k ids of an index
-// file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines.
+// file built by `camembed index build`, as TSV (query, rank, id, score) or JSON lines. Or search
+// with query vectors already made (--query-vectors), with no model at all.
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -7,6 +8,7 @@ import * as path from 'path';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
+import { readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
 import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
 import { modelSource } from './index';
@@ -18,6 +20,10 @@ const SPEC: OptionSpec = {
   model: { type: 'string', help: `model folder or Hub id (default: the one the index records, else ${DEFAULT_MODEL})` },
   k: { type: 'integer', help: 'results per question', default: 10 },
   queries: { type: 'string', help: "UTF-8 file ('-': standard input), one question per line (instead of a question argument)" },
+  'query-vectors': {
+    type: 'string',
+    help: 'instead of questions: query vectors already made, a .npy [rows, dim] of float32/float16 or raw float32 (no model runs)',
+  },
   format: { type: 'string', help: "'tsv' (query, rank, id, score[, passage]) or 'jsonl' ({query, text, ids, scores[, passages]})", default: 'tsv' },
   passages: {
     type: 'string',
@@ -31,9 +37,11 @@ const SPEC: OptionSpec = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-function formatResult(result: SearchResult, texts: string[], first: number, format: string, passages: LineFile | null): string {
+/** Output lines for `count` queries numbered from `first`; `texts` are the questions (null for query vectors). */
+function formatResult(result: SearchResult, count: number, texts: string[] | null, first: number, format: string,
+  passages: LineFile | null): string {
   const lines: string[] = [];
-  for (let q = 0; q < texts.length; q++) {
+  for (let q = 0; q < count; q++) {
     const hits = result.ids.subarray(q * result.k, (q + 1) * result.k);
     const ids = Array.from(hits, String);
     const scores = Array.from(result.scores.subarray(q * result.k, (q + 1) * result.k));
@@ -43,7 +51,8 @@ function formatResult(result: SearchResult, texts: string[], first: number, form
         (hitTexts === null ? '' : `\t${hitTexts[rank].replace(/[\t\r]/g, ' ')}`)));
     } else {
       // Ids as JSON integers (exact in any parser that keeps 64-bit integers).
-      lines.push(`{"query":${first + q},"text":${JSON.stringify(texts[q])},"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}` +
+      const text = texts === null ? '' : `"text":${JSON.stringify(texts[q])},`;
+      lines.push(`{"query":${first + q},${text}"ids":[${ids.join(',')}],"scores":${JSON.stringify(scores)}` +
         (hitTexts === null ? '' : `,"passages":${JSON.stringify(hitTexts)}`) + '}');
     }
   }
@@ -51,18 +60,21 @@ function formatResult(result: SearchResult, texts: string[], first: number, form
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const usage = 'camembed search --index corpus.cmbd [--k 10] [--passages passages.txt] ("une question" | --queries questions.txt)';
+  const usage = 'camembed search --index corpus.cmbd [--k 10] [--passages passages.txt] ("une question" | --queries questions.txt | --query-vectors q.npy)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
   const { options, positional } = parsed;
   const queriesFile = options.queries as string | undefined;
+  const vectorsFile = options['query-vectors'] as string | undefined;
   const indexFile = requiredString(options, 'index');
   requireExists('index', indexFile);
-  if ((queriesFile === undefined) === (positional.length === 0)) {
-    throw new CliUsageError('give either one question argument or --queries FILE');
+  if ([queriesFile, vectorsFile, positional[0]].filter((q) => q !== undefined).length !== 1) {
+    throw new CliUsageError('give one question argument, --queries FILE or --query-vectors FILE');
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
+  if (vectorsFile !== undefined) requireExists('query-vectors', vectorsFile);
+  if (vectorsFile === '-') throw new CliUsageError('--query-vectors must be a file: its size is checked against its header first');
   const k = options.k as number;
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
@@ -73,10 +85,56 @@ export async function run(argv: string[]): Promise<void> {
 
   const device = options.device as 'cpu';
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
+  const bar = createProgressBar({ label: 'search', unit: 'items' });
+  let encoder: Encoder | null = null;
+  let passages: LineFile | null = null;
+  try {
+    if (vectorsFile === undefined) encoder = await loadEncoder(options, index, indexFile, device);
+    if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
+    let done = 0;
+    const searchRows = async (vectors: Float32Array, count: number, texts: string[] | null) => {
+      const result = await index.search({ data: vectors, rows: count, dim: index.dim }, { k });
+      process.stdout.write(formatResult(result, count, texts, done, format, passages));
+      done += count;
+      bar.update(done);
+    };
+    if (encoder !== null) {
+      const texts = queriesFile === undefined ? [positional[0]] : readTexts(queriesFile);
+      let batch: string[] = [];
+      const flush = async () => {
+        await searchRows((await encoder!.encode(batch)).data, batch.length, batch);
+        batch = [];
+      };
+      for await (const text of texts) {
+        batch.push(text);
+        if (batch.length === batchSize) await flush();
+      }
+      if (batch.length > 0) await flush();
+    } else {
+      const layout = vectorFileLayout(vectorsFile!, index.dim);  // raw float32 rows of the index's dim, or a .npy of it
+      for await (const chunk of readVectorRows(vectorsFile!, layout)) {
+        for (let r = 0; r < chunk.rows; r += batchSize) {
+          const count = Math.min(batchSize, chunk.rows - r);
+          await searchRows(chunk.data.subarray(r * index.dim, (r + count) * index.dim), count, null);
+        }
+      }
+    }
+  } finally {
+    passages?.close();
+    bar.finish();
+    await encoder?.dispose();
+    index.dispose();
+  }
+}
+
+/**
+ * The encoder for the questions: --model, else the model the index records (a recorded folder
+ * that is missing here is a usage error; another model than the recorded one gets a note).
+ */
+async function loadEncoder(options: Record<string, unknown>, index: VectorIndex, indexFile: string, device: 'cpu'): Promise<Encoder> {
   const recorded = typeof index.metadata.model === 'string' ? index.metadata.model : undefined;
   const model = (options.model as string | undefined) ?? recorded ?? DEFAULT_MODEL;
   if (options.model === undefined && recorded !== undefined && path.isAbsolute(recorded) && !fs.existsSync(recorded)) {
-    index.dispose();
     throw new CliUsageError(`${indexFile} was built with the model folder ${recorded}, which does not exist here: pass --model`);
   }
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
@@ -85,32 +143,9 @@ export async function run(argv: string[]): Promise<void> {
   const encoder = await Encoder.load(model, {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
   });
-  const bar = createProgressBar({ label: 'search', unit: 'items' });
-  let passages: LineFile | null = null;
-  try {
-    if (encoder.dim !== index.dim) {
-      throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);
-    }
-    if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
-    const texts = queriesFile === undefined ? [positional[0]] : readTexts(queriesFile);
-    let batch: string[] = [];
-    let done = 0;
-    const flush = async () => {
-      const result = await index.search(await encoder.encode(batch), { k });
-      process.stdout.write(formatResult(result, batch, done, format, passages));
-      done += batch.length;
-      bar.update(done);
-      batch = [];
-    };
-    for await (const text of texts) {
-      batch.push(text);
-      if (batch.length === batchSize) await flush();
-    }
-    if (batch.length > 0) await flush();
-  } finally {
-    passages?.close();
-    bar.finish();
+  if (encoder.dim !== index.dim) {
     await encoder.dispose();
-    index.dispose();
+    throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);
   }
+  return encoder;
 }
