@@ -1,4 +1,5 @@
 // resolveModel on Hub ids against a fake Hub on 127.0.0.1 (test/helpers/fake-hub.ts).
+import { execFile, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -7,6 +8,7 @@ import { resolveModel } from '../lib/model';
 import { defaultCacheDir } from '../lib/model/hub';
 import { makeRandom } from './helpers/random';
 import { FakeHub, FakeRepo, startFakeHub } from './helpers/fake-hub';
+import { startFakeProxy } from './helpers/fake-proxy';
 
 const COMMIT = 'a'.repeat(40);
 const OTHER_COMMIT = 'b'.repeat(40);
@@ -48,6 +50,11 @@ const REPOS: Record<string, FakeRepo> = {
     lfs: ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'],
   },
 };
+
+// The fake Hub is on 127.0.0.1: a proxy set in the environment running the tests must not apply
+// (jest gives each test file its own copy of process.env).
+const PROXY_VARIABLES = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy'];
+for (const name of PROXY_VARIABLES) delete process.env[name];
 
 let hub: FakeHub;
 let cacheDir: string;
@@ -347,5 +354,63 @@ describe('the cache folder', () => {
     await withEnv({ ...none, HF_HOME: '/h', HUGGINGFACE_HUB_CACHE: '${CAMEMBED_T}/old', CAMEMBED_T: '/d' },
       async () => expect(defaultCacheDir()).toBe('/d/old'));
     await withEnv({ ...none, HUGGINGFACE_HUB_CACHE: '/old', HF_HUB_CACHE: '~/new' }, async () => expect(defaultCacheDir()).toBe(path.join(os.homedir(), 'new')));
+  });
+});
+
+describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Python reads them)', () => {
+  test('http: requests go to the proxy in absolute form, with its credentials; NO_PROXY bypasses it', async () => {
+    const proxy = await startFakeProxy();
+    try {
+      const withCredentials = proxy.url.replace('http://', 'http://user:p%40ss@');
+      const model = await withEnv({ HTTP_PROXY: withCredentials }, () => resolveModel('org/public', fast()));
+      expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
+      const basic = `Basic ${Buffer.from('user:p@ss').toString('base64')}`;
+      expect(proxy.log).toContain(`HEAD ${hub.endpoint}/org/public/resolve/main/config.json ${basic}`);
+      expect(proxy.log.some((l) => /^GET http:\/\/127\.0\.0\.1:\d+\/blobs\//.test(l) && l.endsWith(basic))).toBe(true);  // the CDN too
+      proxy.log.length = 0;
+      await withEnv({ http_proxy: proxy.url, NO_PROXY: 'example.com, 127.0.0.1' },
+        () => resolveModel('org/public', { ...fast(), cacheDir: path.join(cacheDir, 'direct') }));
+      expect(proxy.log).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  // https through a CONNECT tunnel, in a child process that trusts the test's own certificate
+  // (NODE_EXTRA_CA_CERTS is read at start-up); the certificate is made with openssl.
+  const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
+  if (!haveOpenssl) console.warn('https proxy test skipped: openssl is missing (it makes the test certificate)');
+  (haveOpenssl ? test : test.skip)('https: a CONNECT tunnel per host, TLS checked end to end', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-tls-'));
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost']);
+    expect(made.status).toBe(0);
+    const tlsHub = await startFakeHub(REPOS, { key: fs.readFileSync(key), cert: fs.readFileSync(cert) });
+    const proxy = await startFakeProxy();
+    const load = (extraCa: string | undefined) => new Promise<{ code: number; out: string }>((resolve) => {
+      const script = `require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'model'))}).resolveModel('org/public', ` +
+        `{ cacheDir: ${JSON.stringify(path.join(dir, 'cache'))}, endpoint: ${JSON.stringify(tlsHub.endpoint)}, retries: 0 })` +
+        '.then((m) => console.log(m.weightsPath), (e) => { console.log(e.message); process.exitCode = 1; })';
+      const env = { ...process.env, HTTPS_PROXY: proxy.url, NODE_EXTRA_CA_CERTS: extraCa };
+      if (extraCa === undefined) delete env.NODE_EXTRA_CA_CERTS;
+      execFile(process.execPath, ['-e', script], { env }, (err, stdout) => resolve({ code: err === null ? 0 : 1, out: stdout.trim() }));
+    });
+    try {
+      const untrusted = await load(undefined);
+      expect(untrusted).toEqual({ code: 1, out: expect.stringMatching(/self-signed certificate/) });
+      const trusted = await load(cert);
+      expect(trusted.code).toBe(0);
+      expect(sha256(fs.readFileSync(trusted.out))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
+      const connects = new Set(proxy.log.filter((l) => l.startsWith('CONNECT ')).map((l) => l.split(' ')[1]));
+      const port = (origin: string) => new URL(origin).port;
+      expect(connects).toContain(`localhost:${port(tlsHub.endpoint)}`);
+      expect(connects.size).toBe(2);  // the hub and its CDN
+      expect(proxy.log.filter((l) => !l.startsWith('CONNECT '))).toEqual([]);
+    } finally {
+      await proxy.close();
+      await tlsHub.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -15,11 +15,11 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as http from 'http';
-import * as https from 'https';
 import * as os from 'os';
 import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
+import { request, Response } from './http-request';
 import { describeLocalModel, ResolvedModel } from './local';
 
 export interface HubOptions {
@@ -195,22 +195,6 @@ function resolveFromCache(id: string, revision: string, repoDir: string): Resolv
     }
   }
   return model;
-}
-
-interface Response {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: http.IncomingMessage;
-}
-
-function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const client = url.startsWith('https:') ? https : http;
-    const req = client.request(url, { method, headers }, (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
-    req.setTimeout(30_000, () => req.destroy(new Error(`no answer from ${url} for 30 s`)));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 const header = (h: http.IncomingHttpHeaders, name: string): string | undefined => {

@@ -6,6 +6,7 @@
 // the LFS redirect, X-Linked-Etag (the sha256) and X-Linked-Size.
 import * as crypto from 'crypto';
 import * as http from 'http';
+import * as https from 'https';
 import { AddressInfo } from 'net';
 
 export interface FakeRepo {
@@ -32,12 +33,14 @@ export interface FakeHub {
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 const gitSha1 = (b: Buffer) => crypto.createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 
-function listen(handler: http.RequestListener): Promise<http.Server> {
-  const server = http.createServer(handler);
+// `tls`: serve https with this certificate (for 'localhost'), both servers, at https://localhost:<port>.
+function listen(handler: http.RequestListener, tls?: { key: Buffer; cert: Buffer }): Promise<http.Server> {
+  const server = tls === undefined ? http.createServer(handler) : https.createServer(tls, handler);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<FakeHub> {
+export async function startFakeHub(repos: Record<string, FakeRepo>, tls?: { key: Buffer; cert: Buffer }): Promise<FakeHub> {
+  const origin = (server: http.Server) => `${tls === undefined ? 'http://127.0.0.1' : 'https://localhost'}:${(server.address() as AddressInfo).port}`;
   const requests: LoggedRequest[] = [];
   const cutAfterBytes = new Map<string, number>();
   const corrupt = new Set<string>();
@@ -80,8 +83,8 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
       return;
     }
     res.end(data.subarray(start));
-  });
-  const cdnOrigin = `http://127.0.0.1:${(cdn.address() as AddressInfo).port}`;
+  }, tls);
+  const cdnOrigin = origin(cdn);
 
   const hub = await listen((req, res) => {
     log('hub', req);
@@ -118,10 +121,10 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     }
     res.writeHead(200, { 'content-length': data.length, etag: `"${gitSha1(data)}"`, 'x-repo-commit': repo.commit });
     res.end(req.method === 'HEAD' ? undefined : data);
-  });
+  }, tls);
 
   return {
-    endpoint: `http://127.0.0.1:${(hub.address() as AddressInfo).port}`,
+    endpoint: origin(hub),
     requests, cutAfterBytes, corrupt, failures, rateLimits, expireOnCut,
     close: async () => {
       for (const s of [hub, cdn]) {
