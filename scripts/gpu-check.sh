@@ -160,7 +160,7 @@ for kernel in scoreHalfKernel:6 compactCandidatesKernel:6; do
   capped 30 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
     --section MemoryWorkloadAnalysis_Tables --section WarpStateStats \
     -k "regex:$name" --launch-skip "${kernel#*:}" --launch-count 1 "$BUILD/cuda_bench" --profile > "$LOGS/ncu-$name.log" 2>&1 ||
-    echo "  $name: no profile (see $LOGS/ncu-$name.log; on gVisor ncu cannot read counters: LibraryNotLoaded)"
+    echo "  $name: no profile (see $LOGS/ncu-$name.log$(grep -q LibraryNotLoaded "$LOGS/ncu-$name.log" && echo '; ncu reads no counters on gVisor machines'))"
   grep -E "^  [a-zA-Z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Bank Conflicts" \
     "$LOGS/ncu-$name.log" | head -10
 done
