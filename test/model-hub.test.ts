@@ -206,8 +206,9 @@ describe('resolveModel from the Hub', () => {
     expect(cdn.filter((r) => r.authorization !== undefined)).toEqual([]);
   });
 
-  test('an unknown repo is a 404 error naming it', async () => {
-    await expect(resolveModel('org/nothing', fast())).rejects.toThrow(/config\.json of org\/nothing@main.*404/);
+  test('an unknown repo (401, as the real Hub answers) is an error naming it and saying it may not exist', async () => {
+    await expect(resolveModel('org/nothing', fast())).rejects.toThrow(
+      /config\.json of org\/nothing@main .*\(401\) \(the Hub says: Repository not found\): the repository is private or gated, or does not exist/);
   });
 
   test('a connection cut mid-file resumes with an HTTP Range request', async () => {

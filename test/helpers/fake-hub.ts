@@ -90,10 +90,13 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, tls?: { key:
     log('hub', req);
     const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(req.url ?? '');
     const repo = m === null ? undefined : repos[m[1]];
-    if (m === null || repo === undefined) return void res.writeHead(404, { 'x-error-code': 'RepositoryNotFound' }).end();
+    // The real Hub answers 401 for a repo that does not exist, as for one the caller may not read.
+    if (m === null || repo === undefined) {
+      return void res.writeHead(401, { 'x-error-code': 'RepoNotFound', 'x-error-message': 'Repository not found' }).end();
+    }
     if (repo.token !== undefined && req.headers.authorization !== `Bearer ${repo.token}`) {
       const message = req.headers.authorization === undefined ? 'Repository not found' : 'Invalid credentials in Authorization header';
-      return void res.writeHead(401, { 'x-error-code': 'RepositoryNotFound', 'x-error-message': message }).end();
+      return void res.writeHead(401, { 'x-error-code': 'RepoNotFound', 'x-error-message': message }).end();
     }
     const revision = decodeURIComponent(m[2]);
     if (revision !== 'main' && revision !== repo.commit) return void res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
