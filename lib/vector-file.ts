@@ -84,8 +84,11 @@ export async function* readVectorRows(file: string, layout: VectorFileLayout, ch
     for (let row = 0; row < layout.rows; row += rowsPerChunk) {
       const rows = Math.min(rowsPerChunk, layout.rows - row);
       const bytes = new Uint8Array(rows * rowBytes);
-      const { bytesRead } = await handle.read(bytes, 0, bytes.length, layout.dataOffset + row * rowBytes);
-      if (bytesRead !== bytes.length) throw new Error(`${file} changed while it was read (short read at row ${row})`);
+      for (let done = 0; done < bytes.length;) {  // a read may return less (network file systems)
+        const { bytesRead } = await handle.read(bytes, done, bytes.length - done, layout.dataOffset + row * rowBytes + done);
+        if (bytesRead === 0) throw new Error(`${file} changed while it was read (it ends inside row ${row + Math.floor(done / rowBytes)})`);
+        done += bytesRead;
+      }
       const data = itemBytes === 4 ? new Float32Array(bytes.buffer) : float16ToFloat32Array(new Uint16Array(bytes.buffer));
       yield { data, rows, dim: layout.dim };
     }

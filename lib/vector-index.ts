@@ -25,6 +25,7 @@ const QUERY_TILE_BYTES = 1024 * 1024;  // CPU: queries per kernel call: they sta
 const CUDA_QUERY_TILE = 8192;          // CUDA: queries per chunk search (the device tiles them itself)
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
+const MAX_DIM = 1 << 24;
 const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste most of a 2 MiB page
 
 // Storage from allocateLargePages, which the index returns as soon as it drops a chunk (growth
@@ -228,6 +229,7 @@ export class VectorIndex {
   constructor(options: VectorIndexOptions) {
     const o = requireObject('options', options);
     this.dim = requirePositiveInteger('options.dim', o.dim);
+    if (this.dim > MAX_DIM) throw new RangeError(`options.dim must be at most ${MAX_DIM}, got ${this.dim}`);
     this.deviceIndex = resolveDevice(o.device);
     this.device = this.deviceIndex < 0 ? 'cpu' : `cuda:${this.deviceIndex}`;
     if (o.dtype !== undefined && o.dtype !== 'float32' && o.dtype !== 'float16') {

@@ -163,6 +163,25 @@ class Evil:
 with zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('archive/data.pkl', pickle.dumps({'w': Evil()}, protocol=2))
 `, bin]);
     expect(() => readTorchCheckpointTensors(bin)).toThrow(/unsupported pickle call posix\.system/);
+    // One list shared at each of 60 levels (2^60 elements written out) as a persistent id: refused
+    // at once, without writing the value into the message.
+    execFileSync('python3', ['-c', `
+import sys, zipfile
+ops = bytearray(b'\\x80\\x02]q\\x00')
+for i in range(60): ops += bytes([0x68, i, 0x68, i, 0x86, 0x71, i + 1])
+with zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('archive/data.pkl', bytes(ops + b'Q.'))
+`, bin]);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/unsupported persistent id \(a sequence of 2\)/);
+    // A tensor at a negative offset of its storage (it would read the zip's own bytes as weights).
+    execFileSync('python3', ['-c', `
+import collections, importlib.util, io, sys, zipfile
+spec = importlib.util.spec_from_file_location('w', sys.argv[2]); w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)
+state = collections.OrderedDict(w=w.Tensor(w.Storage('0', w.FloatStorage, bytes(16)), -2, [4]))
+out = io.BytesIO(); w.Pickler(out, protocol=2).dump(state)
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    z.writestr('archive/data.pkl', out.getvalue()); z.writestr('archive/data/0', bytes(16))
+`, bin, path.join(__dirname, 'helpers/write-torch-checkpoint.py')]);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/a tensor whose storage, offset, sizes or strides are not what torch writes/);
   });
 
   // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal

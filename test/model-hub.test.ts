@@ -6,6 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { resolveModel } from '../lib/model';
 import { defaultCacheDir } from '../lib/model/hub';
+import { loadAddon } from '../lib/native';
 import { makeRandom } from './helpers/random';
 import { FakeHub, FakeRepo, startFakeHub } from './helpers/fake-hub';
 import { startFakeProxy } from './helpers/fake-proxy';
@@ -272,6 +273,20 @@ describe('resolveModel from the Hub', () => {
     expect(hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET')).toHaveLength(1);
     // huggingface_hub's lock file, left in place as Python's filelock leaves it.
     expect(fs.existsSync(path.join(cacheDir, '.locks', 'models--org--public', `${sha256(weights)}.lock`))).toBe(true);
+  });
+
+  test('a file system without flock (ENOLCK) downloads without the lock, with a warning', async () => {
+    const addon = loadAddon();
+    const lock = jest.spyOn(addon, 'tryLockFile').mockImplementation(() => {
+      throw Object.assign(new Error('cannot lock file descriptor 99: No locks available'), { errno: os.constants.errno.ENOLCK });
+    });
+    try {
+      const { result, warnings } = await warningsOf(() => resolveModel('org/public', fast()));
+      expect(sha256(fs.readFileSync(result.weightsPath!))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
+      expect(warnings.some((w) => /has no flock \(cannot lock file descriptor 99: No locks available\); downloading model\.safetensors without the lock/.test(w))).toBe(true);
+    } finally {
+      lock.mockRestore();
+    }
   });
 
   test('an expired CDN link is asked for anew through the Hub after a cut connection', async () => {

@@ -223,6 +223,7 @@ describe('camembed index neighbors', () => {
     try {
       expect(await main(['index', 'neighbors', file, '--min-score', 'abc'])).toBe(2);
       expect(await main(['index', 'neighbors', file, '--min-score', ''])).toBe(2);
+      expect(await main(['index', 'neighbors', file, '--min-score', '0x1'])).toBe(2);
       expect(await main(['index', 'neighbors', file, '--format', 'csv'])).toBe(2);
       expect(await main(['index', 'neighbors'])).toBe(2);
       expect(await main(['index', 'neighbors', path.join(dir, 'none.cmbd')])).toBe(2);
@@ -348,6 +349,16 @@ describe('camembed index build --vectors', () => {
       expect(await main(['index', 'build', '--vectors', raw, '--output', out])).toBe(1);
       expect(await main(['index', 'build', '--vectors', raw, '--dim', '7', '--output', out])).toBe(1);
       expect(messages()).toMatch(/raw float32 vectors need their dimension[\s\S]*not a whole number of 7-d float32 rows/);
+      // A NaN past the first 16 MiB read is named by its row of the file.
+      const wide = new Float32Array(1030 * 4096).fill(0.5);
+      wide[1027 * 4096 + 5] = NaN;
+      const nanFile = path.join(dir, 'nan.f32');
+      fs.writeFileSync(nanFile, bytes(wide));
+      expect(await main(['index', 'build', '--vectors', nanFile, '--dim', '4096', '--output', out])).toBe(1);
+      expect(messages()).toContain(`${nanFile}: row 1027 contains NaN or infinite values`);
+      // No rows, but a dimension no index takes.
+      expect(await main(['index', 'build', '--vectors', npy('empty.npy', '<f4', '(0, 1000000000000)', new Uint8Array(0)), '--output', out])).toBe(1);
+      expect(messages()).toContain('options.dim must be at most 16777216, got 1000000000000');
       expect(fs.existsSync(out)).toBe(false);
       expect(await main(['index', 'build', '--vectors', raw, '--input', raw, '--output', out])).toBe(2);
       expect(await main(['index', 'build', '--output', out])).toBe(2);

@@ -61,7 +61,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const rawMin = options['min-score'] as string | undefined;
   const minScore = rawMin === undefined ? -Infinity : Number(rawMin);
-  if (rawMin !== undefined && (rawMin.trim() === '' || !Number.isFinite(minScore))) {
+  if (rawMin !== undefined && !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(rawMin)) {  // decimal only: not 0x1, not ' 1 '
     throw new CliUsageError(`--min-score must be a number, got '${rawMin}'`);
   }
 
@@ -178,7 +178,15 @@ export async function run(argv: string[]): Promise<void> {
   let size = 0;
   try {
     for await (const chunk of source.chunks) {
-      index.add(chunk);
+      const first = index.size;
+      try {
+        index.add(chunk);
+      } catch (err) {
+        // VectorIndex counts rows within the chunk it was given: name the file and its row.
+        const bad = /^vectors row (\d+) (.*)$/.exec((err as Error).message);
+        if (vectorsFile === undefined || bad === null) throw err;
+        throw new RangeError(`${vectorsFile}: row ${first + Number(bad[1])} ${bad[2]}`);
+      }
       source.advance(index.size);
     }
     source.bar.finish();

@@ -54,6 +54,7 @@ function readZipEntries(fd: number, file: string): Map<string, ZipEntry> {
     cdBytes = Number(record.readBigUInt64LE(40));
     cdOffset = Number(record.readBigUInt64LE(48));
   }
+  if (!Number.isSafeInteger(cdOffset + cdBytes) || cdOffset + cdBytes > fileBytes) throw fail('central directory past the end of the file');
   const cd = readAt(fd, cdOffset, cdBytes);
   if (cd.length !== cdBytes) throw fail('central directory cut short');
   const entries = new Map<string, ZipEntry>();
@@ -66,24 +67,33 @@ function readZipEntries(fd: number, file: string): Map<string, ZipEntry> {
     let size = cd.readUInt32LE(p + 24);
     let compressed = cd.readUInt32LE(p + 20);
     let local = cd.readUInt32LE(p + 42);
+    if (p + 46 + nameLength + extraLength + commentLength > cd.length) throw fail(`central directory entry ${i} is damaged`);
     // zip64 extra field (id 1): the 64-bit values of the fields set to 0xffffffff, in this order.
     for (let e = p + 46 + nameLength; e + 4 <= p + 46 + nameLength + extraLength;) {
       const id = cd.readUInt16LE(e);
       const length = cd.readUInt16LE(e + 2);
       if (id === 1) {
         let q = e + 4;
-        const next = () => { const v = Number(cd.readBigUInt64LE(q)); q += 8; return v; };
+        const next = () => {
+          if (q + 8 > e + 4 + length) throw fail(`the zip64 field of ${name} is damaged`);
+          const v = Number(cd.readBigUInt64LE(q));
+          q += 8;
+          return v;
+        };
         if (size === 0xffffffff) size = next();
         if (compressed === 0xffffffff) compressed = next();
         if (local === 0xffffffff) local = next();
       }
       e += 4 + length;
     }
+    const method = cd.readUInt16LE(p + 10);
+    if (![size, compressed, local].every(Number.isSafeInteger) || local + 30 > fileBytes) throw fail(`entry ${name} is damaged`);
+    if (method === 0 && size !== compressed) throw fail(`${name} is stored with ${compressed} bytes but says it holds ${size}`);
     const header = readAt(fd, local, 30);
     if (header.length < 30 || header.readUInt32LE(0) !== 0x04034b50) throw fail(`local header of ${name} is damaged`);
     const dataOffset = local + 30 + header.readUInt16LE(26) + header.readUInt16LE(28);
     if (dataOffset + compressed > fileBytes) throw fail(`${name} runs past the end of the file (truncated?)`);
-    entries.set(name, { method: cd.readUInt16LE(p + 10), size, dataOffset });
+    entries.set(name, { method, size, dataOffset });
     p += 46 + nameLength + extraLength + commentLength;
   }
   return entries;
@@ -105,7 +115,17 @@ const STORAGE_DTYPES: Record<string, string> = {
   FloatStorage: 'F32', HalfStorage: 'F16', BFloat16Storage: 'BF16', DoubleStorage: 'F64',
   LongStorage: 'I64', IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8', ByteStorage: 'U8', BoolStorage: 'BOOL',
 };
+const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 const ITEM_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+
+// What a value is, for error messages: pickles can build values whose text would be astronomically
+// long (one list referenced twice at each of 60 levels), so values are never written out.
+function kindOf(v: unknown): string {
+  if (Array.isArray(v)) return `a sequence of ${v.length}`;
+  if (v instanceof Dict) return 'a dict';
+  if (typeof v === 'object' && v !== null && 'kind' in v) return (v as { kind: string }).kind === 'global' ? `the global ${(v as Global).name}` : `a ${(v as { kind: string }).kind}`;
+  return typeof v === 'string' ? `a string of ${v.length} characters` : v === null ? 'None' : `a ${typeof v}`;
+}
 
 function unpickle(data: Buffer, file: string): Value {
   const fail = (what: string) => new Error(`${file}: cannot read its state dict: ${what}`);
@@ -147,11 +167,12 @@ function unpickle(data: Buffer, file: string): Value {
     if (name === 'torch._utils._rebuild_tensor_v2' || name === 'torch._utils._rebuild_tensor') {
       const [storage, offset, size, stride] = a;
       const storageValue = storage as Storage;
-      if (typeof storage !== 'object' || storage === null || storageValue.kind !== 'storage' || typeof offset !== 'number' ||
-          !Array.isArray(size) || !Array.isArray(stride) || ![...size, ...stride].every((n) => typeof n === 'number')) {
-        throw fail('a tensor with unexpected arguments');
+      const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+      if (typeof storage !== 'object' || storage === null || storageValue.kind !== 'storage' || !count(offset) ||
+          !Array.isArray(size) || !Array.isArray(stride) || size.length !== stride.length || ![...size, ...stride].every(count)) {
+        throw fail('a tensor whose storage, offset, sizes or strides are not what torch writes');
       }
-      return { kind: 'tensor', storage: storageValue, offset, size: size as number[], stride: stride as number[] };
+      return { kind: 'tensor', storage: storageValue, offset: offset as number, size: size as number[], stride: stride as number[] };
     }
     if (name === 'torch._utils._rebuild_parameter' && a.length >= 1) return a[0];  // nn.Parameter(data, requires_grad, hooks)
     throw fail(`unsupported pickle call ${name} (not part of a state dict)`);
@@ -202,7 +223,8 @@ function unpickle(data: Buffer, file: string): Value {
       case 0x93: {                                              // STACK_GLOBAL
         const name = pop();
         const module = pop();
-        stack.push({ kind: 'global', name: `${String(module)}.${String(name)}` });
+        if (typeof module !== 'string' || typeof name !== 'string') throw fail('a global named by something other than strings');
+        stack.push({ kind: 'global', name: `${module}.${name}` });
         break;
       }
       case 0x74: stack.push(popMark()); break;                  // TUPLE
@@ -225,7 +247,7 @@ function unpickle(data: Buffer, file: string): Value {
         const typeName = typeof type === 'object' && type !== null && 'kind' in type && type.kind === 'global' ? type.name : '';
         const dtype = STORAGE_DTYPES[typeName.replace(/^torch\./, '')];
         if (tag !== 'storage' || dtype === undefined || typeof key !== 'string' || typeof numel !== 'number') {
-          throw fail(`unsupported persistent id ${JSON.stringify(id, (_k, v) => (typeof v === 'symbol' ? undefined : v))}`);
+          throw fail(`unsupported persistent id (${kindOf(id)}${typeName ? `, storage type ${typeName}` : ''}): only torch storages are read`);
         }
         stack.push({ kind: 'storage', dtype, key, numel });
         break;
@@ -257,14 +279,14 @@ export function readTorchCheckpointTensors(file: string): Map<string, TensorInfo
       throw new Error(`${file} holds big-endian tensors; only little-endian checkpoints are read`);
     }
     const pickled = entry('data.pkl')!;
+    if (pickled.size > MAX_PICKLE_BYTES) throw new Error(`${file}: data.pkl is ${pickled.size} bytes; a state dict's is far smaller`);
     const root = unpickle(readAt(fd, pickled.dataOffset, pickled.size), file);
     if (!(root instanceof Dict)) throw new Error(`${file} does not hold a state dict (a dict of tensors)`);
     const tensors = new Map<string, TensorInfo>();
     for (const [name, value] of root.entries) {
       const t = value as Tensor;
-      if (typeof name !== 'string' || typeof t !== 'object' || t === null || t.kind !== 'tensor') {
-        throw new Error(`${file}: state dict entry ${String(name)} is not a tensor`);
-      }
+      if (typeof name !== 'string') throw new Error(`${file}: a state dict key is ${kindOf(name)}, not a string`);
+      if (typeof t !== 'object' || t === null || t.kind !== 'tensor') throw new Error(`${file}: state dict entry '${name}' is ${kindOf(t)}, not a tensor`);
       let expectedStride = 1;
       for (let d = t.size.length - 1; d >= 0; d--) {
         if (t.size[d] !== 1 && t.stride[d] !== expectedStride) throw new Error(`${file}: tensor '${name}' is not contiguous`);
@@ -272,6 +294,7 @@ export function readTorchCheckpointTensors(file: string): Map<string, TensorInfo
       }
       const itemBytes = ITEM_BYTES[t.storage.dtype];
       const numel = t.size.reduce((a, b) => a * b, 1);
+      if (!Number.isSafeInteger(numel * itemBytes)) throw new Error(`${file}: tensor '${name}' is too large`);
       const data = entry(`data/${t.storage.key}`);
       if (data === undefined) throw new Error(`${file}: storage ${t.storage.key} of tensor '${name}' is missing`);
       if ((t.offset + numel) * itemBytes > data.size || t.storage.numel * itemBytes > data.size) {

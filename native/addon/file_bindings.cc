@@ -179,7 +179,8 @@ Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
 // tryLockFile(fd) -> true once this process holds an exclusive flock on the open file, false
 // while another holds it. The same lock as Python's filelock (UnixFileLock), which
 // huggingface_hub takes on <cache>/.locks/<repo>/<etag>.lock around a download; released when
-// the descriptor is closed (or the process dies).
+// the descriptor is closed (or the process dies). Other failures throw an Error whose `errno`
+// is the system's (a file system without flock: ENOLCK, ENOSYS, EOPNOTSUPP).
 Napi::Value TryLockFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "native: tryLockFile(fd) needs a file descriptor");
@@ -187,7 +188,9 @@ Napi::Value TryLockFile(const Napi::CallbackInfo& info) {
   if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(env, true);
   const int err = errno;
   if (err == EWOULDBLOCK) return Napi::Boolean::New(env, false);
-  throw Napi::Error::New(env, std::string("cannot lock file descriptor ") + std::to_string(fd) + ": " + std::strerror(err));
+  Napi::Error error = Napi::Error::New(env, std::string("cannot lock file descriptor ") + std::to_string(fd) + ": " + std::strerror(err));
+  error.Set("errno", Napi::Number::New(env, err));
+  throw error;
 }
 
 }  // namespace

@@ -23,8 +23,10 @@ inline Status cudaStatus(cudaError_t err, const char* what) {
   } else if (err == cudaErrorIllegalAddress || err == cudaErrorLaunchFailure || err == cudaErrorAssert ||
              err == cudaErrorIllegalInstruction || err == cudaErrorMisalignedAddress || err == cudaErrorLaunchTimeout ||
              err == cudaErrorHardwareStackError || err == cudaErrorInvalidAddressSpace || err == cudaErrorInvalidPc ||
-             err == cudaErrorECCUncorrectable) {
-    // The errors CUDA's documentation calls sticky ("any further CUDA work will return the same error").
+             err == cudaErrorECCUncorrectable || err == cudaErrorContained || err == cudaErrorTensorMemoryLeak ||
+             err == cudaErrorMpsClientTerminated || err == cudaErrorExternalDevice) {
+    // The errors CUDA's documentation says leave the process unable to use CUDA until it restarts
+    // (an uncorrectable ECC error is treated so too).
     message += " (a kernel fault: CUDA keeps this device unusable until the process restarts)";
   } else {
     cudaGetLastError();
