@@ -3,6 +3,7 @@
 //
 // texts ─tokenizer─> ids ─sort by length, split with the least padding (planBatches)─> padded batches
 //       ─ONNX Runtime─> last_hidden_state ─native mean pool + normalise─> rows, put back in caller order
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
@@ -179,17 +180,36 @@ function executionProviders(device: unknown): { providers: ort.InferenceSession.
   return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 
-/** Where the ONNX graph is, converting the safetensors weights once (next to them) when there is none. */
+/** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed. */
+export function camembedCacheDir(): string {
+  return process.env.CAMEMBED_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'camembed');
+}
+
+/**
+ * Where the graph converted from a model's weights goes: next to the weights for a folder of the
+ * user's, but for a Hugging Face cache snapshot (<cache>/models--org--name/snapshots/<commit>) in
+ * camembed's cache, so that the snapshot stays as huggingface_hub wrote it (Python would otherwise
+ * find our graph as the repo's onnx/model.onnx) and a read-only Hub cache works.
+ */
+export function convertedGraphPath(modelDir: string): string {
+  const snapshot = /[\\/](models--[^\\/]+)[\\/]snapshots[\\/]([0-9a-f]{40})$/.exec(modelDir);
+  if (snapshot === null) return path.join(modelDir, 'onnx', 'model.onnx');
+  return path.join(camembedCacheDir(), 'onnx', snapshot[1], snapshot[2], 'model.onnx');
+}
+
+/** Where the ONNX graph is, converting the weights once (convertedGraphPath) when there is none. */
 async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weightsPath: string | null }): Promise<string> {
   if (model.onnxPath !== null) return model.onnxPath;
-  const output = path.join(model.dir, 'onnx', 'model.onnx');
+  const output = convertedGraphPath(model.dir);
+  if (fs.existsSync(output)) return output;  // converted by an earlier load
   try {
     return await convertToOnnx(model.dir, { output });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
-      throw new Error(`${model.dir} has only safetensors weights and is not writable, so the ONNX graph cannot be ` +
-        `cached there; convert it once with \`camembed convert\` into a writable folder. (${(err as Error).message})`);
+      throw new Error(`${model.dir} has weights but no ONNX graph, and the converted graph cannot be written to ` +
+        `${path.dirname(output)}: make that writable (for a Hub model: set CAMEMBED_CACHE to a writable folder), or ` +
+        `convert it once with \`camembed convert\` into a writable folder and load that. (${(err as Error).message})`);
     }
     throw err;
   }

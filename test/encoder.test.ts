@@ -217,6 +217,46 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     }
   });
 
+  test('a Hub model with weights only is converted into camembed\'s cache, leaving the Hugging Face snapshot as it was', async () => {
+    // A cache as huggingface_hub lays it out (blobs and relative links), loaded offline.
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-convert-'));
+    const commit = 'c'.repeat(40);
+    const snapshot = path.join(root, 'hub', 'models--org--tiny', 'snapshots', commit);
+    const saved = process.env.CAMEMBED_CACHE;
+    process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
+    try {
+      const files = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
+        'sentence_bert_config.json', '1_Pooling/config.json', 'model.safetensors'];
+      for (const [i, f] of files.entries()) {
+        const blob = path.join(root, 'hub', 'models--org--tiny', 'blobs', `blob${i}`);
+        fs.mkdirSync(path.dirname(blob), { recursive: true });
+        fs.copyFileSync(path.join(MODEL, f), blob);
+        fs.mkdirSync(path.dirname(path.join(snapshot, f)), { recursive: true });
+        fs.symlinkSync(path.relative(path.dirname(path.join(snapshot, f)), blob), path.join(snapshot, f));
+      }
+      fs.mkdirSync(path.join(root, 'hub', 'models--org--tiny', 'refs'));
+      fs.writeFileSync(path.join(root, 'hub', 'models--org--tiny', 'refs', 'main'), commit);
+      const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
+      const [, queries] = sets[0];
+      for (let load = 0; load < 2; load++) {
+        const encoder = await Encoder.load('org/tiny', { cacheDir: path.join(root, 'hub'), offline: true, threads: 1 });
+        try {
+          expect(encoder.onnxPath).toBe(graph);
+          const e = await encoder.encode(textsOf(queries));
+          expect(maxAbsDiff(e.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
+        } finally {
+          await encoder.dispose();
+        }
+        if (load === 0) fs.utimesSync(graph, 1, 1);  // a second conversion would renew the time
+      }
+      expect(fs.statSync(graph).mtimeMs).toBe(1000);
+      expect(fs.readdirSync(snapshot).sort()).toEqual([...new Set(files.map((f) => f.split('/')[0]))].sort());
+    } finally {
+      if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test('a disposed encoder refuses work', async () => {
     const e = await Encoder.load(MODEL, { threads: 1 });
     await e.dispose();
