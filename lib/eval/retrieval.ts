@@ -2,9 +2,8 @@
 // collection.tsv ─encodeCollection (cached, resumable)─> VectorIndex ─┐
 // queries.tsv ─Encoder.encode─────────────────────────────────────────┴─search top-k─> run ─evaluate(qrels)─> metrics
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import { Encoder } from '../encoder';
+import { camembedCacheDir, Encoder } from '../encoder';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
@@ -64,8 +63,7 @@ export interface RetrievalEvaluation {
 }
 
 export function defaultEmbeddingCacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  return path.join(base, 'camembed', 'embeddings');
+  return path.join(camembedCacheDir(), 'embeddings');
 }
 
 const QUERY_BATCH = 256;
