@@ -207,6 +207,27 @@ describe('camembed index neighbors', () => {
     expect(Number(first[3])).toBeCloseTo(1, 6);
   });
 
+  test('--passages adds the texts: both lines in TSV (tabs as spaces), text and passages in JSON lines', async () => {
+    const byLine = new VectorIndex({ dim });  // ids 0..299: line numbers of the passages file
+    byLine.add(vectors);
+    const lineFile = path.join(dir, 'lines.cmbd');
+    await byLine.save(lineFile);
+    const texts = Array.from({ length: rows }, (_, i) => `passage ${i}\tcolonne`);
+    const passagesFile = path.join(dir, 'passages.txt');
+    fs.writeFileSync(passagesFile, texts.join('\n') + '\n');
+    const tsv = await captureStdout(['index', 'neighbors', lineFile, '--k', '2', '--passages', passagesFile]);
+    const cells = tsv.out.trim().split('\n').map((l) => l.split('\t'));
+    expect(cells).toHaveLength(rows * 2);
+    for (const [id, , neighbor, , own, other] of cells) {
+      expect([own, other]).toEqual([texts[Number(id)], texts[Number(neighbor)]].map((t) => t.replace('\t', ' ')));
+    }
+    const jsonl = await captureStdout(['index', 'neighbors', lineFile, '--k', '1', '--min-score', '0.99', '--format', 'jsonl', '--passages', passagesFile]);
+    const records = jsonl.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(records).toHaveLength(20);
+    for (const r of records) expect([r.text, r.passages]).toEqual([texts[r.id], [texts[r.neighbors[0]]]]);
+    byLine.dispose();
+  });
+
   test('a reader that stops early (| head) ends the command quietly with the SIGPIPE status, 141', async () => {
     // 300 x 299 lines, megabytes: far more than a pipe holds, so the writer meets the closed pipe.
     const child = spawn(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'index', 'neighbors', file, '--k', '300'],

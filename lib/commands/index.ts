@@ -7,6 +7,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
@@ -39,6 +40,10 @@ const NEIGHBORS_SPEC: OptionSpec = {
   'min-score': { type: 'string', help: 'print only neighbours with at least this cosine (e.g. 0.95 for near-duplicates)' },
   'include-self': { type: 'boolean', help: "keep each vector in its own list (it is left out by default)" },
   format: { type: 'string', help: "'tsv' (id, rank, neighbour id, score) or 'jsonl' ({id, neighbors, scores})", default: 'tsv' },
+  passages: {
+    type: 'string',
+    help: "the file the index was built from: the texts too (TSV: the vector's and the neighbour's line as 5th and 6th columns, tabs and carriage returns as spaces; JSON: 'text' and 'passages')",
+  },
   device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
   'batch-size': { type: 'integer', help: 'vectors searched together', default: 1024 },
@@ -64,10 +69,16 @@ async function runNeighbors(argv: string[]): Promise<void> {
   if (rawMin !== undefined && !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(rawMin)) {  // decimal only: not 0x1, not ' 1 '
     throw new CliUsageError(`--min-score must be a number, got '${rawMin}'`);
   }
+  const passagesFile = options.passages as string | undefined;
+  if (passagesFile === '-') throw new CliUsageError('--passages must be a file: its lines are read by number');
+  if (passagesFile !== undefined) requireExists('passages', passagesFile);
 
   const index = await VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true });
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
+  let passages: LineFile | null = null;
   try {
+    if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
+    const tsvText = (id: bigint) => `\t${passages!.line(id).replace(/[\t\r]/g, ' ')}`;
     const walk = index.neighbors({
       k: options.k as number, excludeSelf: options['include-self'] !== true, batchSize: options['batch-size'] as number,
     });
@@ -78,16 +89,25 @@ async function runNeighbors(argv: string[]): Promise<void> {
         let kept = 0;  // scores are sorted: those >= minScore come first
         while (kept < k && scores[r * k + kept] >= minScore) kept++;
         if (kept === 0 && rawMin !== undefined) continue;
-        const hits = Array.from(neighbors.subarray(r * k, r * k + kept), String);
+        const hitIds = neighbors.subarray(r * k, r * k + kept);
+        const hits = Array.from(hitIds, String);
         const hitScores = Array.from(scores.subarray(r * k, r * k + kept));
-        if (format === 'tsv') hits.forEach((id, rank) => lines.push(`${ids[r]}\t${rank + 1}\t${id}\t${hitScores[rank]}`));
-        else lines.push(`{"id":${ids[r]},"neighbors":[${hits.join(',')}],"scores":${JSON.stringify(hitScores)}}`);
+        if (format === 'tsv') {
+          const own = passages === null ? '' : tsvText(ids[r]);
+          hits.forEach((id, rank) => lines.push(`${ids[r]}\t${rank + 1}\t${id}\t${hitScores[rank]}` +
+            (passages === null ? '' : own + tsvText(hitIds[rank]))));
+        } else {
+          const texts = passages === null ? ''
+            : `,"text":${JSON.stringify(passages.line(ids[r]))},"passages":${JSON.stringify(Array.from(hitIds, (id) => passages!.line(id)))}`;
+          lines.push(`{"id":${ids[r]},"neighbors":[${hits.join(',')}],"scores":${JSON.stringify(hitScores)}${texts}}`);
+        }
       }
       if (lines.length > 0 && !process.stdout.write(lines.join('\n') + '\n')) await once(process.stdout, 'drain');
       done += ids.length;
       bar.update(done);
     }
   } finally {
+    passages?.close();
     bar.finish();
     index.dispose();
   }
