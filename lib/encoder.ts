@@ -11,6 +11,7 @@ import { parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertToOnnx, resolveModel } from './model';
+import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
@@ -180,9 +181,9 @@ function executionProviders(device: unknown): { providers: ort.InferenceSession.
   return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 
-/** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed. */
+/** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed (~ and $VARS expanded). */
 export function camembedCacheDir(): string {
-  return process.env.CAMEMBED_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'camembed');
+  return expandPath(process.env.CAMEMBED_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'camembed'));
 }
 
 /**

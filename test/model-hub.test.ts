@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { resolveModel } from '../lib/model';
+import { proxyFor } from '../lib/model/http-request';
 import { defaultCacheDir } from '../lib/model/hub';
 import { loadAddon } from '../lib/native';
 import { makeRandom } from './helpers/random';
@@ -392,6 +393,43 @@ describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Pyt
     }
   });
 
+  test('NO_PROXY forms (names and subdomains, ports, IPv4/IPv6 addresses, CIDR networks), ALL_PROXY, and only http(s) proxies', async () => {
+    const via = (url: string, noProxy: string | undefined, extra: Record<string, string | undefined> = {}) =>
+      withEnv({ HTTPS_PROXY: 'http://p:1', HTTP_PROXY: 'http://p:1', NO_PROXY: noProxy, ...extra }, async () => proxyFor(new URL(url))?.host ?? null);
+    const cases: [string, string | undefined, string | null][] = [
+      ['https://huggingface.co/x', undefined, 'p:1'],
+      ['https://huggingface.co/x', 'example.com', 'p:1'],
+      ['https://cdn.example.com/x', '.example.com', null],
+      ['https://cdn.example.com/x', '*.example.com', null],
+      ['https://cdn.example.com/x', 'localhost, example.com', null],
+      ['https://badexample.com/x', 'example.com', 'p:1'],
+      ['https://example.com/x', 'example.com:443', null],
+      ['https://example.com:8443/x', 'example.com:443', 'p:1'],
+      ['http://[::1]:8080/x', 'localhost,127.0.0.1,::1', null],
+      ['http://[::1]:8080/x', '[::1]:8080', null],
+      ['http://[::1]:8080/x', '[::1]:9', 'p:1'],
+      ['http://10.1.2.3/x', '10.0.0.0/8', null],
+      ['http://11.1.2.3/x', '10.0.0.0/8', 'p:1'],
+      ['http://[2001:db8::5]/x', '2001:db8::/32', null],
+      ['https://anything.org/x', '*', null],
+    ];
+    for (const [url, noProxy, expected] of cases) expect([url, noProxy, await via(url, noProxy)]).toEqual([url, noProxy, expected]);
+    expect(await via('https://huggingface.co/x', undefined, { HTTPS_PROXY: undefined, all_proxy: 'http://a:2' })).toBe('a:2');
+    await expect(via('https://huggingface.co/x', undefined, { HTTPS_PROXY: 'socks5://s:1080' })).rejects.toThrow(/only http:\/\/ and https:\/\/ proxies/);
+  });
+
+  test('a proxy that refuses the tunnel (407) is reported at once, with what to check, not retried as a network failure', async () => {
+    const proxy = await startFakeProxy();
+    proxy.refuseConnect = 407;
+    try {
+      await expect(withEnv({ HTTPS_PROXY: proxy.url }, () => resolveModel('org/public', { ...fast(), endpoint: 'https://localhost:1' })))
+        .rejects.toThrow(/the proxy 127\.0\.0\.1:\d+ refused a tunnel to localhost:1 \(407\): check the credentials in the proxy URL/);
+      expect(proxy.log.filter((l) => l.startsWith('CONNECT '))).toHaveLength(1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   // https through a CONNECT tunnel, in a child process that trusts the test's own certificate
   // (NODE_EXTRA_CA_CERTS is read at start-up); the certificate is made with openssl.
   const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
@@ -404,24 +442,29 @@ describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Pyt
     expect(made.status).toBe(0);
     const tlsHub = await startFakeHub(REPOS, { key: fs.readFileSync(key), cert: fs.readFileSync(cert) });
     const proxy = await startFakeProxy();
-    const load = (extraCa: string | undefined) => new Promise<{ code: number; out: string }>((resolve) => {
+    const load = (extraCa: string | undefined, endpoint = tlsHub.endpoint) => new Promise<{ code: number; out: string }>((resolve) => {
       const script = `require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'model'))}).resolveModel('org/public', ` +
-        `{ cacheDir: ${JSON.stringify(path.join(dir, 'cache'))}, endpoint: ${JSON.stringify(tlsHub.endpoint)}, retries: 0 })` +
+        `{ cacheDir: ${JSON.stringify(path.join(dir, 'cache'))}, endpoint: ${JSON.stringify(endpoint)}, retries: 0 })` +
         '.then((m) => console.log(m.weightsPath), (e) => { console.log(e.message); process.exitCode = 1; })';
-      const env = { ...process.env, HTTPS_PROXY: proxy.url, NODE_EXTRA_CA_CERTS: extraCa };
+      const env = { ...process.env, HTTPS_PROXY: proxy.url.replace('http://', 'http://user:secret@'), NODE_EXTRA_CA_CERTS: extraCa };
       if (extraCa === undefined) delete env.NODE_EXTRA_CA_CERTS;
       execFile(process.execPath, ['-e', script], { env }, (err, stdout) => resolve({ code: err === null ? 0 : 1, out: stdout.trim() }));
     });
     try {
       const untrusted = await load(undefined);
       expect(untrusted).toEqual({ code: 1, out: expect.stringMatching(/self-signed certificate/) });
+      // The certificate names localhost only: reached as 127.0.0.1, it must not pass.
+      const wrongHost = await load(cert, tlsHub.endpoint.replace('localhost', '127.0.0.1'));
+      expect(wrongHost).toEqual({ code: 1, out: expect.stringMatching(/IP: 127\.0\.0\.1 is not in the cert's list/) });
       const trusted = await load(cert);
       expect(trusted.code).toBe(0);
       expect(sha256(fs.readFileSync(trusted.out))).toBe(sha256(REPOS['org/public'].files['model.safetensors']));
       const connects = new Set(proxy.log.filter((l) => l.startsWith('CONNECT ')).map((l) => l.split(' ')[1]));
       const port = (origin: string) => new URL(origin).port;
       expect(connects).toContain(`localhost:${port(tlsHub.endpoint)}`);
-      expect(connects.size).toBe(2);  // the hub and its CDN
+      expect(connects.size).toBe(3);  // the hub (by name and by address) and its CDN
+      const basic = `Basic ${Buffer.from('user:secret').toString('base64')}`;
+      expect(proxy.log.filter((l) => l.startsWith('CONNECT ') && !l.endsWith(basic))).toEqual([]);
       expect(proxy.log.filter((l) => !l.startsWith('CONNECT '))).toEqual([]);
     } finally {
       await proxy.close();

@@ -343,6 +343,12 @@ describe('camembed index build --vectors', () => {
       const other = npy('other.npy', '<f4', `(1, ${dim + 1})`, new Uint8Array((dim + 1) * 4));
       expect(await main(['search', '--index', indexFile, '--query-vectors', other])).toBe(1);
       expect(await main(['search', '--index', indexFile, '--query-vectors', rawQueries, 'une question'])).toBe(2);
+      const withNaN = new Float32Array(8 * dim).fill(0.25);
+      withNaN[5 * dim + 1] = NaN;
+      const nanQueries = path.join(dir, 'nan-queries.f32');
+      fs.writeFileSync(nanQueries, bytes(withNaN));
+      expect((await captureStdout(['search', '--index', indexFile, '--query-vectors', nanQueries, '--batch-size', '4'])).code).toBe(1);
+      expect(err.mock.calls.map((c) => String(c[0])).join('')).toContain(`${nanQueries}: row 5 contains NaN or infinite values`);
       expect(err.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`holds ${dim + 1}-d vectors, not ${dim}-d[\\s\\S]*give one question argument`));
     } finally {
       err.mockRestore();

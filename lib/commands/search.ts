@@ -115,7 +115,14 @@ export async function run(argv: string[]): Promise<void> {
       for await (const chunk of readVectorRows(vectorsFile!, layout)) {
         for (let r = 0; r < chunk.rows; r += batchSize) {
           const count = Math.min(batchSize, chunk.rows - r);
-          await searchRows(chunk.data.subarray(r * index.dim, (r + count) * index.dim), count, null);
+          try {
+            await searchRows(chunk.data.subarray(r * index.dim, (r + count) * index.dim), count, null);
+          } catch (err) {
+            // The search counts rows within the batch it was given: name the file and its row.
+            const bad = /^queries row (\d+) (.*)$/.exec((err as Error).message);
+            if (bad === null) throw err;
+            throw new RangeError(`${vectorsFile}: row ${done + Number(bad[1])} ${bad[2]}`);
+          }
         }
       }
     }

@@ -1,6 +1,7 @@
 // One HTTP(S) request, through the proxy the environment names, as Python's requests (and so
-// huggingface_hub) reads it: HTTPS_PROXY for https URLs, HTTP_PROXY for http ones (either case),
-// unless NO_PROXY lists the host. Node's http and https modules read none of these themselves.
+// huggingface_hub) reads it: HTTPS_PROXY for https URLs, HTTP_PROXY for http ones, ALL_PROXY for
+// either when those are unset (any case), unless NO_PROXY lists the host. Node's http and https
+// modules read none of these themselves.
 // https goes through a CONNECT tunnel (TLS end to end, the certificate checked against the real
 // host); http is sent to the proxy in absolute form. Credentials in the proxy URL are sent as
 // Proxy-Authorization: Basic.
@@ -17,35 +18,67 @@ export interface Response {
 
 const TIMEOUT_MS = 30_000;
 
-const env = (name: string): string | undefined => process.env[name.toLowerCase()] || process.env[name.toUpperCase()] || undefined;
+/** A proxy that refused us or cannot be used as given: `retryable` only for its 5xx answers. */
+export class ProxyError extends Error {
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+  }
+}
 
-// NO_PROXY: comma-separated hosts, each matching itself and its subdomains (a leading dot or
-// '*.' optional), optionally with a port; '*' alone matches everything.
+const env = (name: string): string | undefined => process.env[name.toLowerCase()] || process.env[name.toUpperCase()] || undefined;
+const bare = (host: string) => host.replace(/^\[|\]$/g, '');  // URL keeps an IPv6 literal's brackets
+
+// NO_PROXY: comma-separated entries, each a host name matching itself and its subdomains (a
+// leading '.' or '*.' optional), an IP address (IPv6 bare or in brackets) or an IP network in CIDR
+// form; a name or bracketed address optionally with ':port'; '*' alone matches everything.
 function bypassesProxy(target: URL): boolean {
-  const host = target.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const host = bare(target.hostname).toLowerCase();
   const port = target.port || (target.protocol === 'https:' ? '443' : '80');
+  const family = net.isIP(host);
   return (env('no_proxy') ?? '').split(/[\s,]+/).filter((e) => e.length > 0).some((entry) => {
     if (entry === '*') return true;
-    const m = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[|\](?=:|$)/g, ''))!;
-    const name = m[1].replace(/^\*?\./, '').toLowerCase();
-    return (m[2] === undefined || m[2] === port) && (host === name || host.endsWith(`.${name}`));
+    const cidr = /^([^/]+)\/(\d+)$/.exec(entry);
+    if (cidr !== null) {
+      const kind = net.isIP(cidr[1]);
+      if (family === 0 || kind !== family) return false;
+      const block = new net.BlockList();
+      block.addSubnet(cidr[1], Number(cidr[2]), kind === 4 ? 'ipv4' : 'ipv6');
+      return block.check(host, kind === 4 ? 'ipv4' : 'ipv6');
+    }
+    // A port only after a name, an IPv4 address or a bracketed IPv6 one (a bare IPv6 has colons).
+    const m = net.isIP(entry) === 6 ? null : /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(entry);
+    if (m === null && net.isIP(entry) !== 6) return false;
+    const name = bare(m === null ? entry : m[1]).replace(/^\*?\./, '').toLowerCase();
+    if (m !== null && m[2] !== undefined && m[2] !== port) return false;
+    return host === name || (net.isIP(name) === 0 && host.endsWith(`.${name}`));
   });
 }
 
-/** The proxy for `target`, or null. A proxy given without a scheme is http://. */
+/** The proxy for `target`, or null. A proxy given without a scheme is http://; only http and https proxies are spoken. */
 export function proxyFor(target: URL): URL | null {
-  const value = env(target.protocol === 'https:' ? 'https_proxy' : 'http_proxy');
+  const variable = target.protocol === 'https:' ? 'https_proxy' : 'http_proxy';
+  const value = env(variable) ?? env('all_proxy');
   if (value === undefined || bypassesProxy(target)) return null;
+  let proxy: URL;
   try {
-    return new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
+    proxy = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
   } catch {
-    throw new Error(`${target.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY'} is not a URL: ${JSON.stringify(value)}`);
+    throw new ProxyError(`the proxy setting (${variable.toUpperCase()} or ALL_PROXY) is not a URL: ${JSON.stringify(value)}`, false);
   }
+  if (proxy.protocol !== 'http:' && proxy.protocol !== 'https:') {
+    throw new ProxyError(`the proxy ${proxy.host} is a ${proxy.protocol.slice(0, -1)} proxy; only http:// and https:// proxies are supported`, false);
+  }
+  return proxy;
 }
 
 function proxyHeaders(proxy: URL): Record<string, string> {
   if (proxy.username === '') return {};
-  const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+  let credentials: string;
+  try {
+    credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+  } catch {
+    throw new ProxyError(`the credentials in the URL of the proxy ${proxy.host} are not valid percent-encoding`, false);
+  }
   return { 'proxy-authorization': `Basic ${Buffer.from(credentials).toString('base64')}` };
 }
 
@@ -56,7 +89,7 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
   const authority = `${target.hostname}:${defaultPort(target)}`;
   return new Promise((resolve, reject) => {
     const req = (proxy.protocol === 'https:' ? https : http).request({
-      host: proxy.hostname.replace(/^\[|\]$/g, ''), port: defaultPort(proxy), method: 'CONNECT', path: authority,
+      host: bare(proxy.hostname), port: defaultPort(proxy), method: 'CONNECT', path: authority,
       headers: { host: authority, ...proxyHeaders(proxy) },
     });
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from the proxy ${proxy.host} for ${TIMEOUT_MS / 1000} s`)));
@@ -64,7 +97,9 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
       socket.setTimeout(0);  // the request's timeout would otherwise stay on the tunnel
       if (res.statusCode === 200) return resolve(socket);
       socket.destroy();
-      reject(new Error(`the proxy ${proxy.host} refused a tunnel to ${authority} (${res.statusCode})`));
+      const status = res.statusCode ?? 0;
+      const advice = status === 407 ? ': check the credentials in the proxy URL' : status < 500 ? ': or list the host in NO_PROXY' : '';
+      reject(new ProxyError(`the proxy ${proxy.host} refused a tunnel to ${authority} (${status})${advice}`, status >= 500));
     });
     req.on('error', (err) => reject(new Error(`cannot reach the proxy ${proxy.host}: ${err.message}`)));
     req.end();
@@ -77,11 +112,19 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   let send: () => http.ClientRequest;
   if (proxy !== null && target.protocol === 'https:') {
     const socket = await tunnel(proxy, target);
-    const servername = net.isIP(target.hostname) === 0 ? target.hostname : undefined;  // SNI takes names only
-    send = () => https.request(target, { method, headers, createConnection: () => tls.connect({ socket, host: target.hostname, servername }) });
+    const host = bare(target.hostname);  // the certificate is checked against it
+    const servername = net.isIP(host) === 0 ? host : undefined;  // SNI takes names only
+    send = () => {
+      try {
+        return https.request(target, { method, headers, createConnection: () => tls.connect({ socket, host, servername }) });
+      } catch (err) {
+        socket.destroy();  // e.g. a header Node refuses: the tunnel would otherwise stay open
+        throw err;
+      }
+    };
   } else if (proxy !== null) {
     send = () => (proxy.protocol === 'https:' ? https : http).request({
-      host: proxy.hostname.replace(/^\[|\]$/g, ''), port: defaultPort(proxy), method, path: target.href,
+      host: bare(proxy.hostname), port: defaultPort(proxy), method, path: target.href,
       headers: { ...headers, host: target.host, ...proxyHeaders(proxy) },
     });
   } else {

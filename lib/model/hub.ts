@@ -19,7 +19,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
-import { request, Response } from './http-request';
+import { ProxyError, request, Response } from './http-request';
 import { describeLocalModel, ResolvedModel } from './local';
 
 export interface HubOptions {
@@ -48,7 +48,7 @@ export function looksLikeHubId(source: string): boolean {
 
 // A leading ~ and $VAR / ${VAR} expanded, as Python's os.path.expanduser and expandvars do
 // (an unset variable is left as written).
-function expandPath(p: string): string {
+export function expandPath(p: string): string {
   const home = p === '~' || p.startsWith('~/') ? os.homedir() + p.slice(1) : p;
   return home.replace(/\$(\w+)|\$\{(\w+)\}/g, (whole, a, b) => process.env[a ?? b] ?? whole);
 }
@@ -242,7 +242,8 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
     try {
       return await attempt();
     } catch (err) {
-      const retryable = err instanceof HubError ? err.retryable : !LOCAL_FILE_ERRORS.has((err as NodeJS.ErrnoException).code ?? '');
+      const retryable = err instanceof HubError || err instanceof ProxyError ? err.retryable
+        : !LOCAL_FILE_ERRORS.has((err as NodeJS.ErrnoException).code ?? '');
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;

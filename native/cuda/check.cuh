@@ -23,8 +23,11 @@ inline Status cudaStatus(cudaError_t err, const char* what) {
   } else if (err == cudaErrorIllegalAddress || err == cudaErrorLaunchFailure || err == cudaErrorAssert ||
              err == cudaErrorIllegalInstruction || err == cudaErrorMisalignedAddress || err == cudaErrorLaunchTimeout ||
              err == cudaErrorHardwareStackError || err == cudaErrorInvalidAddressSpace || err == cudaErrorInvalidPc ||
-             err == cudaErrorECCUncorrectable || err == cudaErrorContained || err == cudaErrorTensorMemoryLeak ||
-             err == cudaErrorMpsClientTerminated || err == cudaErrorExternalDevice) {
+             err == cudaErrorECCUncorrectable || err == cudaErrorMpsClientTerminated || err == cudaErrorExternalDevice
+#if CUDART_VERSION >= 12080  // both codes are new in CUDA 12.8; V100 builds use CUDA 12.0-12.x
+             || err == cudaErrorContained || err == cudaErrorTensorMemoryLeak
+#endif
+  ) {
     // The errors CUDA's documentation says leave the process unable to use CUDA until it restarts
     // (an uncorrectable ECC error is treated so too).
     message += " (a kernel fault: CUDA keeps this device unusable until the process restarts)";

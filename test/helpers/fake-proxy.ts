@@ -8,6 +8,8 @@ import { AddressInfo } from 'net';
 export interface FakeProxy {
   url: string;
   log: string[];
+  /** When set, CONNECT is answered with this status instead of a tunnel. */
+  refuseConnect?: number;
   close(): Promise<void>;
 }
 
@@ -28,6 +30,10 @@ export async function startFakeProxy(): Promise<FakeProxy> {
   const sockets = new Set<net.Socket>();
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     record(req);
+    if (proxy.refuseConnect !== undefined) {
+      client.end(`HTTP/1.1 ${proxy.refuseConnect} Refused\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
     const [host, port] = (req.url ?? '').split(':');
     const upstream = net.connect(Number(port), host === 'localhost' ? '127.0.0.1' : host, () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -43,7 +49,7 @@ export async function startFakeProxy(): Promise<FakeProxy> {
     client.on('error', () => upstream.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
+  const proxy: FakeProxy = {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     log,
     close: async () => {
@@ -52,4 +58,5 @@ export async function startFakeProxy(): Promise<FakeProxy> {
       await new Promise((r) => server.close(r));
     },
   };
+  return proxy;
 }
