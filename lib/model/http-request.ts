@@ -1,4 +1,4 @@
-// One HTTP(S) request, through the proxy the environment names, as Python's requests (and so
+// One HTTP(S) request, through the proxy the environment names, much as Python's requests (and so
 // huggingface_hub) reads it: HTTPS_PROXY for https URLs, HTTP_PROXY for http ones, ALL_PROXY for
 // either when those are unset (any case), unless NO_PROXY lists the host. Node's http and https
 // modules read none of these themselves.
@@ -40,7 +40,7 @@ function bypassesProxy(target: URL): boolean {
     const cidr = /^([^/]+)\/(\d+)$/.exec(entry);
     if (cidr !== null) {
       const kind = net.isIP(cidr[1]);
-      if (family === 0 || kind !== family) return false;
+      if (family === 0 || kind !== family || Number(cidr[2]) > (kind === 4 ? 32 : 128)) return false;
       const block = new net.BlockList();
       block.addSubnet(cidr[1], Number(cidr[2]), kind === 4 ? 'ipv4' : 'ipv6');
       return block.check(host, kind === 4 ? 'ipv4' : 'ipv6');
