@@ -73,6 +73,16 @@ export function vectorFileLayout(file: string, dim?: number): VectorFileLayout {
   }
 }
 
+/**
+ * VectorIndex names a bad row by its place among the rows it was given ('vectors row 3 ...',
+ * 'queries row 3 ...'). For rows read from `file` starting at its row `firstRow`: the same error
+ * naming the file and its row (any other error as it is).
+ */
+export function errorAtFileRow(err: unknown, file: string, firstRow: number): unknown {
+  const bad = /^(?:vectors|queries) row (\d+) (.*)$/.exec(err instanceof Error ? err.message : '');
+  return bad === null ? err : new RangeError(`${file}: row ${firstRow + Number(bad[1])} ${bad[2]}`);
+}
+
 /** The rows of a vector file as float32, about `chunkBytes` of them at a time. */
 export async function* readVectorRows(file: string, layout: VectorFileLayout, chunkBytes = 16 << 20):
   AsyncGenerator<{ data: Float32Array; rows: number; dim: number }> {

@@ -144,7 +144,8 @@ describeShared('convertToOnnx on other layouts', () => {
       if (!bytes(readTensorAsFloat32(t)).equals(bytes(expected))) throw new Error(`tensor ${name} differs`);
     }
     expect(dtypes.filter((d) => d === 'F16')).toHaveLength(1);  // one tensor stored as float16
-    // Two tensors share a storage: the second starts at an offset inside it.
+    // The fixture stores two tensors in one storage, the second at an offset inside it (the byte
+    // comparison above checks both); no two tensors were placed at the same bytes.
     expect(new Set([...fromTorch.values()].map((t) => t.offset)).size).toBe(fromTorch.size);
     const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
     expect(await maxAbsError(session, edge())).toBeLessThan(1e-2);  // float16 rounding of one weight table

@@ -90,6 +90,13 @@ export function requireExists(name: string, file: string): void {
   if (file !== '-' && !fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
 }
 
+/** For an option that must name a file when given (not '-': `why` says why): a usage error unless it exists. */
+export function requireFileOption(name: string, file: string | undefined, why: string): void {
+  if (file === undefined) return;
+  if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);
+  requireExists(name, file);
+}
+
 /**
  * The lines of `file` ('-': standard input) as texts for Encoder.encodeStream, and an onProgress
  * for it that draws a bar of the bytes encoded (a file's size is known before reading it, its

@@ -9,9 +9,11 @@ import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
-import { readVectorRows, vectorFileLayout } from '../vector-file';
+import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
-import { CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
+import {
+  CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, textsWithProgress,
+} from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 
@@ -70,8 +72,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
     throw new CliUsageError(`--min-score must be a number, got '${rawMin}'`);
   }
   const passagesFile = options.passages as string | undefined;
-  if (passagesFile === '-') throw new CliUsageError('--passages must be a file: its lines are read by number');
-  if (passagesFile !== undefined) requireExists('passages', passagesFile);
+  requireFileOption('passages', passagesFile, 'its lines are read by number');
 
   const index = await VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true });
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
@@ -174,8 +175,7 @@ export async function run(argv: string[]): Promise<void> {
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;
     advance(rowsAdded: number): void; close(): Promise<void> };
   if (vectorsFile !== undefined) {
-    if (vectorsFile === '-') throw new CliUsageError('--vectors must be a file: its size is checked against its header first');
-    requireExists('vectors', vectorsFile);
+    requireFileOption('vectors', vectorsFile, 'its size is checked against its header first');
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };
@@ -202,10 +202,7 @@ export async function run(argv: string[]): Promise<void> {
       try {
         index.add(chunk);
       } catch (err) {
-        // VectorIndex counts rows within the chunk it was given: name the file and its row.
-        const bad = /^vectors row (\d+) (.*)$/.exec((err as Error).message);
-        if (vectorsFile === undefined || bad === null) throw err;
-        throw new RangeError(`${vectorsFile}: row ${first + Number(bad[1])} ${bad[2]}`);
+        throw vectorsFile === undefined ? err : errorAtFileRow(err, vectorsFile, first);
       }
       source.advance(index.size);
     }

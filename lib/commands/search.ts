@@ -8,9 +8,9 @@ import * as path from 'path';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
-import { readVectorRows, vectorFileLayout } from '../vector-file';
+import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption } from './args';
 import { modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -73,15 +73,13 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
-  if (vectorsFile !== undefined) requireExists('query-vectors', vectorsFile);
-  if (vectorsFile === '-') throw new CliUsageError('--query-vectors must be a file: its size is checked against its header first');
+  requireFileOption('query-vectors', vectorsFile, 'its size is checked against its header first');
   const k = options.k as number;
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;
   const passagesFile = options.passages as string | undefined;
-  if (passagesFile === '-') throw new CliUsageError('--passages must be a file: its lines are read by number');
-  if (passagesFile !== undefined) requireExists('passages', passagesFile);
+  requireFileOption('passages', passagesFile, 'its lines are read by number');
 
   const device = options.device as 'cpu';
   const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
@@ -118,10 +116,7 @@ export async function run(argv: string[]): Promise<void> {
           try {
             await searchRows(chunk.data.subarray(r * index.dim, (r + count) * index.dim), count, null);
           } catch (err) {
-            // The search counts rows within the batch it was given: name the file and its row.
-            const bad = /^queries row (\d+) (.*)$/.exec((err as Error).message);
-            if (bad === null) throw err;
-            throw new RangeError(`${vectorsFile}: row ${done + Number(bad[1])} ${bad[2]}`);
+            throw errorAtFileRow(err, vectorsFile!, done);
           }
         }
       }
