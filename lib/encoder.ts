@@ -254,7 +254,7 @@ export class Encoder {
   /** Loads a sentence-transformers folder or Hub id (default: antoinelouis/biencoder-camembert-base-mmarcoFR). */
   static async load(source: string = DEFAULT_MODEL, options: EncoderOptions = {}): Promise<Encoder> {
     if (typeof source !== 'string' || source.length === 0) {
-      throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${typeName(source)}`);
+      throw new TypeError(`source must be a model folder or a Hub id such as 'org/name', got ${typeName(source)}`);
     }
     const o = optionalObject('options', options) as EncoderOptions;
     const { providers, label } = executionProviders(o.device);

@@ -210,7 +210,25 @@ describe('resolveModel from the Hub', () => {
 
   test('an unknown repo (401, as the real Hub answers) is an error naming it and saying it may not exist', async () => {
     await expect(resolveModel('org/nothing', fast())).rejects.toThrow(
-      /config\.json of org\/nothing@main .*\(401\) \(the Hub says: Repository not found\): the repository is private or gated, or does not exist/);
+      /config\.json of org\/nothing@main .*\(401\) \(the Hub says: Repository not found\): the repository is private or gated, or does not exist.*; there is no folder org\/nothing here either$/);
+  });
+
+  test('a legacy one-part id (the Hub redirects it to the repo it became) downloads, cached under that id as huggingface_hub does', async () => {
+    hub.moved.set('legacy-model', 'org/public');
+    try {
+      const model = await resolveModel('legacy-model', fast());
+      expect(model.dir).toBe(path.join(repoDir('legacy-model'), 'snapshots', COMMIT));
+      for (const [file, data] of Object.entries(REPOS['org/public'].files)) expect(fs.readFileSync(path.join(model.dir, file))).toEqual(data);
+      expect(await resolveModel('legacy-model', { ...fast(), offline: true })).toEqual(model);
+    } finally {
+      hub.moved.clear();
+    }
+    // huggingface_hub's validate_repo_id rules: these are neither folders nor ids, and reach no server.
+    hub.requests.length = 0;
+    for (const bad of ['a--b', 'a..b', '-a', 'a.', 'org/name/extra', 'org/', 'x'.repeat(97), 'with space']) {
+      await expect(resolveModel(bad, fast())).rejects.toThrow(`model ${JSON.stringify(bad)} is neither an existing folder nor a Hub id`);
+    }
+    expect(hub.requests).toEqual([]);
   });
 
   test('a connection cut mid-file resumes with an HTTP Range request', async () => {

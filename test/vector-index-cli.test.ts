@@ -343,6 +343,8 @@ describe('camembed index build --vectors', () => {
       const other = npy('other.npy', '<f4', `(1, ${dim + 1})`, new Uint8Array((dim + 1) * 4));
       expect(await main(['search', '--index', indexFile, '--query-vectors', other])).toBe(1);
       expect(await main(['search', '--index', indexFile, '--query-vectors', rawQueries, 'une question'])).toBe(2);
+      expect(await main(['search', '--index', indexFile, '--query-vectors', rawQueries, '--threads', '2'])).toBe(2);
+      expect(err.mock.calls.map((c) => String(c[0])).join('')).toContain('--threads goes with questions (it sets up the encoder), not --query-vectors');
       const withNaN = new Float32Array(8 * dim).fill(0.25);
       withNaN[5 * dim + 1] = NaN;
       const nanQueries = path.join(dir, 'nan-queries.f32');
@@ -391,6 +393,11 @@ describe('camembed index build --vectors', () => {
       expect(await main(['index', 'build', '--output', out])).toBe(2);
       expect(await main(['index', 'build', '--input', raw, '--dim', '7', '--output', out])).toBe(2);
       expect(await main(['index', 'build', '--vectors', '-', '--output', out])).toBe(2);
+      // Encoder options would be silently unused with vectors: refused.
+      expect(await main(['index', 'build', '--vectors', raw, '--dim', '7', '--batch-size', '32', '--output', out])).toBe(2);
+      expect(messages()).toContain('--batch-size goes with --input (it sets up the encoder), not --vectors');
+      expect(await main(['index', 'build', '--vectors', raw, '--dim', '7', '--offline', '--output', out])).toBe(2);
+      expect(messages()).toContain('--offline goes with --input');
     } finally {
       stderr.mockRestore();
     }

@@ -22,12 +22,15 @@ export interface OptionSpec {
 export interface Parsed {
   options: Record<string, string | number | boolean | undefined>;
   positional: string[];
+  /** The options the command line named (the others hold their defaults). */
+  given: Set<string>;
 }
 
 export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   const options: Parsed['options'] = {};
   for (const [name, s] of Object.entries(spec)) options[name] = s.default;
   const positional: string[] = [];
+  const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' && spec.help !== undefined) {
@@ -42,6 +45,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     const s = spec[name];
     if (s === undefined) throw new CliUsageError(`unknown option --${name}`);
+    given.add(name);
     if (s.type === 'boolean') {
       options[name] = eq >= 0 ? arg.slice(eq + 1) !== 'false' : true;
       continue;
@@ -59,7 +63,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       options[name] = raw;
     }
   }
-  return { options, positional };
+  return { options, positional, given };
 }
 
 export function helpText(usageLine: string, spec: OptionSpec): string {

@@ -150,7 +150,7 @@ export async function run(argv: string[]): Promise<void> {
     '       camembed index neighbors corpus.cmbd [--k 10] [--min-score 0.95]   (near-duplicates; --help)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
-  const { options, positional } = parsed;
+  const { options, positional, given } = parsed;
   if (positional.length === 0) {
     throw new CliUsageError(`missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n\n${helpText(usage, SPEC)}`);
   }
@@ -176,6 +176,8 @@ export async function run(argv: string[]): Promise<void> {
     advance(rowsAdded: number): void; close(): Promise<void> };
   if (vectorsFile !== undefined) {
     requireFileOption('vectors', vectorsFile, 'its size is checked against its header first');
+    const encoderOption = ['batch-size', 'threads', 'offline'].find((name) => given.has(name));
+    if (encoderOption !== undefined) throw new CliUsageError(`--${encoderOption} goes with --input (it sets up the encoder), not --vectors`);
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };

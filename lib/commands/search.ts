@@ -63,7 +63,7 @@ export async function run(argv: string[]): Promise<void> {
   const usage = 'camembed search --index corpus.cmbd [--k 10] [--passages passages.txt] ("une question" | --queries questions.txt | --query-vectors q.npy)';
   const parsed = parseCommand(argv, SPEC, usage);
   if (parsed === null) return;
-  const { options, positional } = parsed;
+  const { options, positional, given } = parsed;
   const queriesFile = options.queries as string | undefined;
   const vectorsFile = options['query-vectors'] as string | undefined;
   const indexFile = requiredString(options, 'index');
@@ -74,6 +74,10 @@ export async function run(argv: string[]): Promise<void> {
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
   requireFileOption('query-vectors', vectorsFile, 'its size is checked against its header first');
+  const encoderOption = ['model', 'threads', 'offline'].find((name) => given.has(name));
+  if (vectorsFile !== undefined && encoderOption !== undefined) {
+    throw new CliUsageError(`--${encoderOption} goes with questions (it sets up the encoder), not --query-vectors`);
+  }
   const k = options.k as number;
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);

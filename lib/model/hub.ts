@@ -42,8 +42,12 @@ const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'mod
 // generic export.
 const WEIGHT_CHOICES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'onnx/model.onnx', 'model.onnx'];
 
+// huggingface_hub's validate_repo_id: 'name' or 'namespace/name' (one-part ids are the legacy
+// models the Hub redirects, e.g. 'camembert-base'), at most 96 characters of letters, digits,
+// '-', '_', '.'; no '--' or '..'; no part starting or ending with '-' or '.'.
 export function looksLikeHubId(source: string): boolean {
-  return /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(source);
+  const part = '[A-Za-z0-9_](?:[\\w.-]*[A-Za-z0-9_])?';
+  return source.length <= 96 && new RegExp(`^(?:${part}/)?${part}$`).test(source) && !/--|\.\./.test(source);
 }
 
 // A leading ~ and $VAR / ${VAR} expanded, as Python's os.path.expanduser and expandvars do
@@ -78,7 +82,7 @@ function defaultToken(): string | undefined {
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
 
-class HubError extends Error {
+export class HubError extends Error {
   /** `status`: the HTTP status that caused it, if any; `retryAfterMs`: how long the Hub asked us to wait. */
   constructor(message: string, readonly retryable: boolean, readonly status?: number, readonly retryAfterMs?: number) {
     super(message);

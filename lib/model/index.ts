@@ -2,7 +2,7 @@
 // HF cache), convert safetensors weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
 import { describeLocalModel, ResolvedModel } from './local';
-import { resolveHubModel, HubOptions, looksLikeHubId } from './hub';
+import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
 
 export type { ResolvedModel } from './local';
 export { convertToOnnx } from './convert';
@@ -13,7 +13,7 @@ export { defaultCacheDir } from './hub';
 
 export type ResolveOptions = HubOptions;
 
-// `source` is a local folder, or a Hub id 'org/name' when no such folder exists.
+// `source` is a local folder, or a Hub id ('org/name', or a legacy 'name') when no such folder exists.
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   if (typeof source !== 'string' || source.length === 0) {
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
@@ -22,5 +22,11 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   if (!looksLikeHubId(source)) {
     throw new Error(`model ${JSON.stringify(source)} is neither an existing folder nor a Hub id 'org/name'`);
   }
-  return resolveHubModel(source, options);
+  try {
+    return await resolveHubModel(source, options);
+  } catch (err) {
+    // A mistyped folder name is a valid Hub id too: say that both were tried.
+    if (err instanceof HubError && (err.status === 401 || err.status === 404)) err.message += `; there is no folder ${source} here either`;
+    throw err;
+  }
 }

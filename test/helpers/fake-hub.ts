@@ -27,6 +27,7 @@ export interface FakeHub {
   failures: Map<string, number>;        // file → answer 503 on the hub this many times
   rateLimits: Map<string, { times: number; retryAfter: string }>;  // file → answer 429 with Retry-After
   expireOnCut: Set<string>;             // file → when its cut fires, every CDN link issued so far expires (403)
+  moved: Map<string, string>;           // old repo id → the id it redirects to (renamed and legacy one-part repos)
   close(): Promise<void>;
 }
 
@@ -47,6 +48,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, tls?: { key:
   const failures = new Map<string, number>();
   const rateLimits = new Map<string, { times: number; retryAfter: string }>();
   const expireOnCut = new Set<string>();
+  const moved = new Map<string, string>();
   let linksIssued = 0;
   let validFrom = 0;  // links signed with a lower number have expired
   const blobs = new Map<string, { file: string; data: Buffer }>();
@@ -88,7 +90,9 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, tls?: { key:
 
   const hub = await listen((req, res) => {
     log('hub', req);
-    const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(req.url ?? '');
+    const m = /^\/((?:[^/]+\/)?[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(req.url ?? '');
+    const movedTo = m === null ? undefined : moved.get(m[1]);
+    if (movedTo !== undefined) return void res.writeHead(307, { location: `/${movedTo}/resolve/${m![2]}/${m![3]}` }).end();
     const repo = m === null ? undefined : repos[m[1]];
     // The real Hub answers 401 for a repo that does not exist, as for one the caller may not read.
     if (m === null || repo === undefined) {
@@ -128,7 +132,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, tls?: { key:
 
   return {
     endpoint: origin(hub),
-    requests, cutAfterBytes, corrupt, failures, rateLimits, expireOnCut,
+    requests, cutAfterBytes, corrupt, failures, rateLimits, expireOnCut, moved,
     close: async () => {
       for (const s of [hub, cdn]) {
         s.closeAllConnections();
