@@ -28,6 +28,10 @@ export function requireTypedArray<T extends ArrayBufferView>(
   if (Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
     throw new TypeError(`${name} is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
   }
+  // A resizable buffer could shrink under native code that is reading it (async calls).
+  if ((value as ArrayBufferView & { buffer: { resizable?: boolean } }).buffer.resizable === true) {
+    throw new TypeError(`${name} is backed by a resizable ArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
+  }
   return value as T;
 }
 

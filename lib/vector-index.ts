@@ -11,13 +11,20 @@ import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
-  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, mapIndexFile, MAX_METADATA_BYTES,
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
 import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
+const ID_TABLE_SLICE = 1 << 18;  // ids entered into the table between event-loop turns on load (~50 ms)
+
+function requireChunkBytes(value: unknown): number {
+  const bytes = requirePositiveInteger('options.chunkBytes', value);
+  if (bytes > MAX_MAPPING_BYTES) throw new RangeError(`options.chunkBytes must be at most ${MAX_MAPPING_BYTES} (4 GiB), got ${bytes}`);
+  return bytes;
+}
 // On CUDA each chunk is a device matrix searched on its own (a launch sequence, a host sync and a
 // merge of its k + 1 best per query), so chunks are larger there: 8.8M x 768 float16 is 13 of them.
 const CUDA_CHUNK_BYTES = 1024 * 1024 * 1024;
@@ -25,16 +32,16 @@ const QUERY_TILE_BYTES = 1024 * 1024;  // CPU: queries per kernel call: they sta
 const CUDA_QUERY_TILE = 8192;          // CUDA: queries per chunk search (the device tiles them itself)
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
-const MAX_DIM = 1 << 24;
 const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste most of a 2 MiB page
 
-// Storage from allocateLargePages, which the index returns as soon as it drops a chunk (growth
-// copies, removes, dispose) rather than leaving up to a chunk of garbage per add for the GC. No
-// view of a chunk's storage ever leaves the index, so nothing can read a released buffer.
-const largePageBuffers = new WeakSet<ArrayBufferLike>();
+// Storage from allocateLargePages or mapFileRange, which the index unmaps as soon as it drops a
+// chunk (growth copies, removes, dispose) rather than leaving up to a chunk of garbage per add, or
+// a replaced file's disk blocks, for the GC. No view of a chunk's storage ever leaves the index,
+// so nothing can read a released buffer.
+const releasableBuffers = new WeakSet<ArrayBufferLike>();
 function releaseStorage(storage: Storage): void {
-  if (!largePageBuffers.delete(storage.buffer)) return;
-  fileBindings().releaseLargePages(storage.buffer as ArrayBuffer);
+  if (!releasableBuffers.delete(storage.buffer)) return;
+  fileBindings().releaseMapping(storage.buffer as ArrayBuffer);
 }
 
 export interface VectorIndexOptions {
@@ -44,8 +51,9 @@ export interface VectorIndexOptions {
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
   device?: string;
   /**
-   * Storage chunk size in bytes (default 64 MiB): the most a growth step copies, the most unused
-   * capacity held, and the part of the index one kernel call scans.
+   * Storage chunk size in bytes (default 64 MiB on the CPU, 1 GiB on CUDA, at most 4 GiB): the
+   * most a growth step copies, the most unused capacity held, and the part of the index one
+   * kernel call scans.
    */
   chunkBytes?: number;
   /**
@@ -237,7 +245,7 @@ export class VectorIndex {
     }
     this.dtype = (o.dtype as Dtype | undefined) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
     const chunkBytes = o.chunkBytes === undefined ? (this.deviceIndex < 0 ? CHUNK_BYTES : CUDA_CHUNK_BYTES)
-      : requirePositiveInteger('options.chunkBytes', o.chunkBytes);
+      : requireChunkBytes(o.chunkBytes);
     this.chunkRows = Math.max(1, Math.floor(chunkBytes / (this.dim * bytesPerElement(this.dtype))));
     if (o.metadata !== undefined) this.savedMetadata = checkMetadata('options.metadata', o.metadata);
   }
@@ -354,7 +362,10 @@ export class VectorIndex {
     } catch (err) {
       throw new Error(`VectorIndex.remove: cannot allocate memory (${(err as Error).message}); the index is unchanged`);
     }
-    for (const [chunk, copy] of copies) Object.assign(chunk, copy, { mapped: false });
+    for (const [chunk, copy] of copies) {
+      releaseStorage(chunk.vectors);
+      Object.assign(chunk, copy, { mapped: false });
+    }
     const d = this.dim;
     for (const id of list) {
       const position = this.table.get(id);
@@ -472,39 +483,35 @@ export class VectorIndex {
       dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
     });
     resolveDevice(o.device);  // option errors before any file I/O
-    if (o.chunkBytes !== undefined) requirePositiveInteger('options.chunkBytes', o.chunkBytes);
-    let index: VectorIndex;
-    if (mmap) {
-      const { header, metadata, mapping } = await mapIndexFile(file);
-      index = make(header);
+    if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);
+    const reader = await IndexFileReader.open(file);
+    try {
+      const { header } = reader;
+      const index = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
-      for (let start = 0; start < header.count; start += index.chunkRows) {
-        const n = Math.min(index.chunkRows, header.count - start);
-        const offset = header.layout.vectorsOffset + start * rowBytes;
-        const vectors = header.dtype === 'float32'
-          ? new Float32Array(mapping, offset, n * header.dim) : new Uint16Array(mapping, offset, n * header.dim);
-        const ids = new BigInt64Array(mapping, header.layout.idsOffset + start * 8, n).slice();
-        index.chunks.push({ vectors, ids, count: n, mapped: true, matrix: null });
-      }
-      index.finishLoad(header, metadata, file);
-    } else {
-      const reader = await IndexFileReader.open(file);
+      const rows: number[] = [];
+      for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
+      const ids = rows.map((n) => new BigInt64Array(n));
+      // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
+      const storage = mmap ? [] : rows.map((n) => index.allocate(n));
       try {
-        const { header } = reader;
-        index = make(header);
-        for (let start = 0; start < header.count; start += index.chunkRows) {
-          const n = Math.min(index.chunkRows, header.count - start);
-          index.chunks.push({ vectors: index.allocate(n), ids: new BigInt64Array(n), count: n, mapped: false, matrix: null });
+        const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
+          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)));
+        for (const view of mapped) {
+          releasableBuffers.add(view.buffer);
+          storage.push(header.dtype === 'float32'
+            ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
         }
-        const rowBytes = header.dim * bytesPerElement(header.dtype);
-        const metadata = await reader.readInto(index.chunks.map((c) => byteView(c.ids, c.count * 8)),
-          index.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
-        index.finishLoad(header, metadata, file);
-      } finally {
-        await reader.close();
+        rows.forEach((n, i) => index.chunks.push({ vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null }));
+        await index.finishLoad(header, metadata, file);
+      } catch (err) {
+        for (const v of storage) releaseStorage(v);
+        throw err;
       }
+      return index;
+    } finally {
+      await reader.close();
     }
-    return index;
   }
 
   /**
@@ -539,7 +546,7 @@ export class VectorIndex {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private finishLoad(header: Header, metadata: Uint8Array, file: string): void {
+  private async finishLoad(header: Header, metadata: Uint8Array, file: string): Promise<void> {
     this.savedMetadata = { bytes: metadata.slice(), object: deepFreeze(decodeMetadata(metadata, file)) };
     this.count = header.count;
     this.nextId = header.nextId;
@@ -550,6 +557,8 @@ export class VectorIndex {
         const id = chunk.ids[r];
         if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
         this.table.set(id, position);
+        // Millions of ids take seconds: let the event loop run between slices.
+        if ((position + 1) % ID_TABLE_SLICE === 0) await new Promise(setImmediate);
       }
     }
   }
@@ -585,7 +594,7 @@ export class VectorIndex {
     let buffer: ArrayBuffer;
     if (bytes >= LARGE_PAGE_MIN_BYTES) {
       buffer = fileBindings().allocateLargePages(bytes);
-      largePageBuffers.add(buffer);
+      releasableBuffers.add(buffer);
     } else {
       buffer = new ArrayBuffer(bytes);
     }

@@ -119,6 +119,21 @@ describe('bad input throws a clear error naming the argument', () => {
   });
 });
 
+test('a worker thread that ends while its async kernels run leaves the process alive and usable', () => {
+  // node-addon-api cannot settle the promises of a worker being torn down; that error must not end the process.
+  const script = path.join(__dirname, 'helpers', 'worker-exit.js');
+  const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
+  const out = JSON.parse(execFileSync(process.execPath, [script, dist], { stdio: ['ignore', 'pipe', 'pipe'] }).toString()) as
+    { codes: number[]; indices: number[] };
+  expect(out.codes).toEqual([0, 1, 0]);
+  const rows = 100000;
+  const dim = 256;
+  const noise = (i: number) => (Math.sin(i * 12.9898) * 43758.5453) % 1;  // as the script makes them
+  const database = new Float32Array(rows * dim).map((_, i) => noise(i));
+  const query = new Float32Array(dim).map((_, i) => noise(-1 - i));
+  expect(out.indices).toEqual(Array.from(reference.cosineTopK(query, database, { dim, k: 3 }).indices));
+});
+
 describe('typed arrays from another realm or shared memory', () => {
   test('arrays made in a vm context compute the same as local ones', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -138,5 +153,12 @@ describe('typed arrays from another realm or shared memory', () => {
   test('a SharedArrayBuffer-backed array is a clear TypeError', () => {
     const shared = new Float32Array(new SharedArrayBuffer(48));
     expect(() => cosineTopK(new Float32Array(4), shared, { dim: 4, k: 1 })).toThrow(/database is backed by a SharedArrayBuffer/);
+  });
+
+  test('a resizable-ArrayBuffer-backed array is a clear TypeError (it could shrink while an async kernel reads it)', async () => {
+    const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
+    const resizable = new Float32Array(new Resizable(160, { maxByteLength: 160 }));
+    await expect(cosineTopKAsync(new Float32Array(4), resizable, { dim: 4, k: 1 })).rejects.toThrow(/database is backed by a resizable ArrayBuffer/);
+    expect(() => meanPoolNormalize(resizable.subarray(0, 24), mask, shape)).toThrow(/hidden is backed by a resizable ArrayBuffer/);
   });
 });

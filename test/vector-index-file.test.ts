@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Checksum, P1, P2, P3 } from '../lib/index/format';
+import { Checksum, encodeHeader, layoutOf, P1, P2, P3, removeUnfinishedSaves } from '../lib/index/format';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
@@ -58,6 +58,70 @@ test('an empty index round-trips', async () => {
     expect(loaded.dim).toBe(5);
     expect((await loaded.search(new Float32Array(5).fill(1), { k: 3 })).k).toBe(0);
   }
+});
+
+describe('mmap', () => {
+  const mappingsOf = (file: string) => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.endsWith(file)).length;
+
+  test('each chunk maps its own range of the file; dispose unmaps them at once (no GC needed to free a replaced file)', async () => {
+    const index = await sample('float32', 3);
+    const file = path.join(dir, 'unmapped.cmbd');
+    await index.save(file);
+    const loaded = await VectorIndex.load(file, { mmap: true, chunkBytes: 100 * dim * 4 });
+    expect(mappingsOf(file)).toBe(Math.ceil(index.size / 100));
+    expect(await loaded.search(queries, { k: 5 })).toEqual(await index.search(queries, { k: 5 }));
+    loaded.remove([0]);  // its chunk is copied out of the file, and that chunk's mapping released
+    expect(mappingsOf(file)).toBe(Math.ceil(index.size / 100) - 1);
+    loaded.dispose();
+    expect(mappingsOf(file)).toBe(0);
+    await expect(VectorIndex.load(file, { chunkBytes: 2 ** 32 + 1 })).rejects.toThrow('options.chunkBytes must be at most 4294967296 (4 GiB)');
+  });
+
+  test('a file over 4 GiB (past Node 20\'s largest external buffer) loads and searches', async () => {
+    if (process.platform !== 'linux') return;
+    // 263,000 x 4096 float32 = 4.31 GB, sparse: only the header, the ids and two rows are written.
+    const big = { dim: 4096, count: 263_000 };
+    const layout = layoutOf('float32', big.dim, big.count, 0);
+    const file = path.join(dir, 'big.cmbd');
+    const header = encodeHeader({ dtype: 'float32', dim: big.dim, count: big.count, nextId: BigInt(big.count), metadataBytes: 0, layout });
+    const ids = new BigInt64Array(big.count).map((_, i) => BigInt(i));
+    const unit = (axis: number) => new Uint8Array(new Float32Array(big.dim).fill(0).map((_, i) => (i === axis ? 1 : 0)).buffer);
+    const rowBytes = big.dim * 4;
+    const pieces: [number, Uint8Array][] = [[0, header], [layout.idsOffset, new Uint8Array(ids.buffer)],
+      [layout.vectorsOffset, unit(7)], [layout.vectorsOffset + (big.count - 1) * rowBytes, unit(5)]];
+    const fd = fs.openSync(file, 'w');
+    const checksum = new Checksum();
+    const zeros = new Uint8Array(64 * 1024 * 1024);
+    let position = 0;
+    const zerosUpTo = async (offset: number) => {  // the holes, as the checksum sees them
+      for (; position < offset; position += Math.min(zeros.length, offset - position)) {
+        await checksum.update(zeros.subarray(0, offset - position));
+      }
+    };
+    try {
+      for (const [offset, bytes] of pieces) {
+        await zerosUpTo(offset);
+        fs.writeSync(fd, bytes, 0, bytes.length, offset);
+        await checksum.update(bytes);
+        position += bytes.length;
+      }
+      await zerosUpTo(layout.trailerOffset);
+      const trailer = Buffer.alloc(8);
+      trailer.writeBigUInt64LE(checksum.digest());
+      fs.writeSync(fd, trailer, 0, 8, layout.trailerOffset);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.statSync(file).size).toBeGreaterThan(2 ** 32);
+    const loaded = await VectorIndex.load(file, { mmap: true });
+    try {
+      const hits = await loaded.search(new Float32Array(big.dim).map((_, i) => (i === 5 ? 1 : 0)), { k: 2 });
+      expect({ ids: Array.from(hits.ids), scores: Array.from(hits.scores) }).toEqual({ ids: [BigInt(big.count - 1), 0n], scores: [1, 0] });
+    } finally {
+      loaded.dispose();
+      fs.rmSync(file);
+    }
+  }, 60000);
 });
 
 test('an index that used the largest id still refuses default ids after a round trip', async () => {
@@ -325,3 +389,29 @@ test('crash safety: a writer killed mid-save leaves the old file intact', async 
   const loaded = await VectorIndex.load(file);
   expect(await loaded.search(queries, { k: 10 })).toEqual(await old.search(queries, { k: 10 }));
 }, 60000);
+
+test('save replaces the file a symbolic link points to, keeps its permissions, and an interrupted save leaves no temporary file', async () => {
+  const real = path.join(dir, 'real.cmbd');
+  const link = path.join(dir, 'link.cmbd');
+  const first = await sample('float32', 5);
+  await first.save(real);
+  fs.chmodSync(real, 0o600);
+  fs.symlinkSync('real.cmbd', link);
+  const second = await sample('float32', 6);
+  await second.save(link);
+  expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+  expect(fs.statSync(real).mode & 0o777).toBe(0o600);
+  expect(await (await VectorIndex.load(real)).search(queries, { k: 5 })).toEqual(await second.search(queries, { k: 5 }));
+
+  // What a command's Ctrl-C handler does while a save runs: the temporary file goes, the old file stays.
+  const big = new VectorIndex({ dim: 768 });
+  big.add(new Float32Array(60000 * 768).fill(0.5));
+  const saving = big.save(real);
+  const temps = () => fs.readdirSync(dir).filter((f) => f.startsWith('.real.cmbd.') && f.endsWith('.tmp'));
+  while (temps().length === 0) await new Promise(setImmediate);
+  removeUnfinishedSaves();
+  await expect(saving).rejects.toThrow(/ENOENT/);
+  expect(temps()).toEqual([]);
+  expect(await (await VectorIndex.load(real)).search(queries, { k: 5 })).toEqual(await second.search(queries, { k: 5 }));
+  big.dispose();
+});

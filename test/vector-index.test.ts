@@ -505,7 +505,7 @@ test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose 
   const random = makeRandom(4242);
   const dim = 256;
   const index = new VectorIndex({ dim, chunkBytes: 8 * 1024 * 1024 });  // 8,192 rows a chunk
-  const release = jest.spyOn(fileBindings(), 'releaseLargePages');
+  const release = jest.spyOn(fileBindings(), 'releaseMapping');
   const truth = new Truth(dim);
   let next = 0n;
   for (let batch = 0; batch < 20; batch++) {  // 700-row adds: each chunk grows by copies, 4 MiB -> 8 MiB
@@ -535,15 +535,15 @@ test('huge-page buffers can be allocated and released from several worker thread
   expect(execFileSync(process.execPath, [script, addonPath]).toString()).toBe('ok');
 });
 
-test('releaseLargePages detaches the buffer (its views become empty) and refuses foreign or released buffers', () => {
+test('releaseMapping detaches the buffer (its views become empty) and refuses foreign or released buffers', () => {
   const bindings = fileBindings();
   const buffer = bindings.allocateLargePages(4 * 1024 * 1024);
   const view = new Float32Array(buffer);
   view.fill(3);
   expect(view[12345]).toBe(3);
-  bindings.releaseLargePages(buffer);
+  bindings.releaseMapping(buffer);
   expect(view.length).toBe(0);
   expect(buffer.byteLength).toBe(0);
-  expect(() => bindings.releaseLargePages(buffer)).toThrow('not a live buffer');
-  expect(() => bindings.releaseLargePages(new ArrayBuffer(16))).toThrow('not a live buffer');
+  expect(() => bindings.releaseMapping(buffer)).toThrow('not a live buffer');
+  expect(() => bindings.releaseMapping(new ArrayBuffer(16))).toThrow('not a live buffer');
 });

@@ -7,12 +7,13 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { removeUnfinishedSaves } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, textsWithProgress,
+  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, textsWithProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -198,6 +199,7 @@ export async function run(argv: string[]): Promise<void> {
     dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata: recorded === undefined ? {} : { model: modelSource(recorded) },
   });
   let size = 0;
+  const endInterrupt = onInterrupt(removeUnfinishedSaves);  // a save cut short leaves no temporary file
   try {
     for await (const chunk of source.chunks) {
       const first = index.size;
@@ -212,6 +214,7 @@ export async function run(argv: string[]): Promise<void> {
     await index.save(output);
     size = index.size;
   } finally {
+    endInterrupt();
     await source.close();
     index.dispose();
   }

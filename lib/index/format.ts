@@ -52,9 +52,9 @@ export function jsonDepth(value: unknown): number {
 interface FileBindings {
   checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: false): undefined;
   checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: true): Promise<void>;
-  mapFileReadOnly(path: string): ArrayBuffer;
+  mapFileRange(fd: number, offset: number, length: number): ArrayBuffer;
   allocateLargePages(bytes: number): ArrayBuffer;
-  releaseLargePages(buffer: ArrayBuffer): void;
+  releaseMapping(buffer: ArrayBuffer): void;
 }
 
 /** The addon's file bindings (native/addon/file_bindings.cc). */
@@ -63,6 +63,8 @@ export function fileBindings(): FileBindings {
 }
 
 const DTYPE_CODES: Record<Dtype, number> = { float32: 1, float16: 2 };
+/** The longest vectors an index takes (one float32 row is then 64 MiB). */
+export const MAX_DIM = 1 << 24;
 
 export function bytesPerElement(dtype: Dtype): number {
   return dtype === 'float32' ? 4 : 2;
@@ -150,6 +152,7 @@ export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: s
   if (dtype === undefined) throw corrupt(`unknown dtype code ${dtypeCode}`);
   const dim = view.getUint32(16, true);
   if (dim < 1) throw corrupt('dim is 0');
+  if (dim > MAX_DIM) throw new Error(`${file} holds ${dim}-d vectors; camembed takes at most ${MAX_DIM} dimensions`);
   const metadataBytes = view.getUint32(20, true);
   if (version === 1 && metadataBytes !== 0) throw corrupt('the reserved field of a version 1 header is not 0');
   if (metadataBytes > MAX_METADATA_BYTES) throw corrupt(`${metadataBytes} bytes of metadata, more than the ${MAX_METADATA_BYTES} allowed`);
@@ -226,7 +229,10 @@ export class Checksum {
 
 // ---- Reading and writing whole files -------------------------------------------------------
 
-const PIECE_BYTES = 64 * 1024 * 1024;  // checksum and map in pieces: bounded pauses, progress
+const PIECE_BYTES = 64 * 1024 * 1024;  // checksum in pieces: bounded pauses
+// The largest buffer the addon hands out (Node 20's external ArrayBuffer limit, 2^32 bytes): the
+// most one storage chunk may hold.
+export const MAX_MAPPING_BYTES = 2 ** 32;
 
 function zeros(n: number): Uint8Array {
   return new Uint8Array(n);
@@ -254,10 +260,20 @@ async function syncDirectory(dir: string): Promise<void> {
  */
 export async function writeIndexFile(file: string, header: Header, metadata: Uint8Array,
   idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
-  const target = path.resolve(file);
+  // Replace the file a symbolic link points to (not the link), keeping that file's permissions.
+  let existing: { real: string; mode: number } | null = null;
+  try {
+    const real = await fs.promises.realpath(file);
+    existing = { real, mode: (await fs.promises.stat(real)).mode & 0o7777 };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const target = existing?.real ?? path.resolve(file);
   const dir = path.dirname(target);
   const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
-  const handle = await fs.promises.open(temp, 'wx', 0o644).catch((err: NodeJS.ErrnoException) => {
+  unfinishedSaves.add(temp);  // before the file exists: the open below may create it before it returns
+  const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
+    unfinishedSaves.delete(temp);
     throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;
   });
   const checksum = new Checksum();
@@ -285,6 +301,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
     await put(zeros(layout.trailerOffset - position));
     if (position !== layout.trailerOffset) throw new Error(`internal: wrote ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
     await put(trailerOf(checksum.digest()));
+    if (existing !== null) await handle.chmod(existing.mode);
     await handle.sync();
     closed = true;
     await handle.close();
@@ -294,29 +311,24 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   } finally {
     if (!closed) await handle.close().catch(() => undefined);
     if (!renamed) await fs.promises.unlink(temp).catch(() => undefined);
+    unfinishedSaves.delete(temp);
   }
+}
+
+// Temporary files of saves in progress, for removeUnfinishedSaves.
+const unfinishedSaves = new Set<string>();
+
+/**
+ * Removes the temporary files of saves still in progress (synchronously: for a command's
+ * Ctrl-C handler, which ends the process without running the event loop again).
+ */
+export function removeUnfinishedSaves(): void {
+  for (const temp of unfinishedSaves) fs.rmSync(temp, { force: true });
+  unfinishedSaves.clear();
 }
 
 function checksumMismatch(file: string, stored: bigint, computed: bigint): Error {
   return new Error(`${file} is corrupt: checksum mismatch (stored ${stored.toString(16)}, computed ${computed.toString(16)})`);
-}
-
-/** Maps the file read-only, checks header and checksum; the vectors are then viewed in place. */
-export async function mapIndexFile(file: string): Promise<{ header: Header; metadata: Uint8Array; mapping: ArrayBuffer }> {
-  // An empty file cannot be mapped: report it as what it is, like the reading path does.
-  if ((await fs.promises.stat(file)).size === 0) decodeHeader(new Uint8Array(0), 0, file);
-  const mapping = fileBindings().mapFileReadOnly(path.resolve(file));
-  const bytes = new Uint8Array(mapping);
-  const header = decodeHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, file);
-  const checksum = new Checksum();
-  const end = header.layout.trailerOffset;
-  for (let offset = 0; offset < end; offset += PIECE_BYTES) {
-    await checksum.update(bytes.subarray(offset, Math.min(end, offset + PIECE_BYTES)));
-  }
-  const stored = new DataView(mapping, end, TRAILER_BYTES).getBigUint64(0, true);
-  const computed = checksum.digest();
-  if (stored !== computed) throw checksumMismatch(file, stored, computed);
-  return { header, metadata: bytes.subarray(HEADER_BYTES, HEADER_BYTES + header.metadataBytes), mapping };
 }
 
 /** An open index file whose header has been checked; readInto() reads and verifies the rest. */
@@ -338,14 +350,19 @@ export class IndexFileReader {
   }
 
   /**
-   * Reads the ids and vectors into the given byte views (in file order), checks the checksum and
-   * returns the metadata section's bytes.
+   * Reads the ids into `idPieces` and the vectors into `vectorPieces` (byte views, in file order),
+   * checks the checksum and returns the metadata section's bytes. A vector piece given as a byte
+   * count instead is mapped read-only in place, not copied: `mapped` holds those views, each its
+   * own mapping (at most MAX_MAPPING_BYTES), so each can be released alone.
    */
-  async readInto(idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<Uint8Array> {
+  async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[]): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
     const { layout } = this.header;
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
     let position = HEADER_BYTES;
+    const sum = async (bytes: Uint8Array) => {
+      for (let done = 0; done < bytes.length; done += PIECE_BYTES) await checksum.update(bytes.subarray(done, done + PIECE_BYTES));
+    };
     const take = async (dest: Uint8Array, summed = true) => {
       for (let done = 0; done < dest.length;) {
         const n = Math.min(dest.length - done, PIECE_BYTES);
@@ -356,19 +373,35 @@ export class IndexFileReader {
       }
       if (summed) await checksum.update(dest);
     };
-    const metadata = zeros(layout.idsOffset - position);
-    await take(metadata);
-    for (const piece of idPieces) await take(piece);
-    await take(zeros(layout.vectorsOffset - position));
-    for (const piece of vectorPieces) await take(piece);
-    await take(zeros(layout.trailerOffset - position));
-    if (position !== layout.trailerOffset) throw new Error(`internal: read ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
-    const trailer = zeros(TRAILER_BYTES);
-    await take(trailer, false);
-    const stored = new DataView(trailer.buffer).getBigUint64(0, true);
-    const computed = checksum.digest();
-    if (stored !== computed) throw checksumMismatch(this.file, stored, computed);
-    return metadata.subarray(0, this.header.metadataBytes);
+    const mapped: Uint8Array[] = [];
+    try {
+      const metadata = zeros(layout.idsOffset - position);
+      await take(metadata);
+      for (const piece of idPieces) await take(piece);
+      await take(zeros(layout.vectorsOffset - position));
+      for (const piece of vectorPieces) {
+        if (typeof piece !== 'number') {
+          await take(piece);
+          continue;
+        }
+        // The header's sizes were checked against the file's size when it was opened.
+        const view = new Uint8Array(fileBindings().mapFileRange(this.handle.fd, position, piece));
+        mapped.push(view);
+        position += piece;
+        await sum(view);  // reads every page once, as a copy would: the checksum covers the vectors
+      }
+      await take(zeros(layout.trailerOffset - position));
+      if (position !== layout.trailerOffset) throw new Error(`internal: read ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
+      const trailer = zeros(TRAILER_BYTES);
+      await take(trailer, false);
+      const stored = new DataView(trailer.buffer).getBigUint64(0, true);
+      const computed = checksum.digest();
+      if (stored !== computed) throw checksumMismatch(this.file, stored, computed);
+      return { metadata: metadata.subarray(0, this.header.metadataBytes), mapped };
+    } catch (err) {
+      for (const view of mapped) fileBindings().releaseMapping(view.buffer as ArrayBuffer);
+      throw err;
+    }
   }
 
   /** The metadata section's bytes alone (not checked against the checksum: readInto does that). */

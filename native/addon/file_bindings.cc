@@ -1,11 +1,9 @@
-// Memory and file bindings for VectorIndex: storage on transparent huge pages, a read-only
-// memory mapping of an index file (so a multi-gigabyte index loads without copying) and the
+// Memory and file bindings for VectorIndex: storage on transparent huge pages, read-only
+// memory mappings of an index file (so a multi-gigabyte index loads without copying) and the
 // cmbd64 checksum of its bytes.
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,67 +20,90 @@ std::string systemError(const std::string& what, const std::string& path, int er
   return what + " '" + path + "': " + std::strerror(err);
 }
 
-// mapFileReadOnly(path) -> ArrayBuffer over a private read-only mapping of the whole file.
-// The mapping is released when the ArrayBuffer is garbage-collected. Writing through a view
-// of it would fault, so callers copy a region before changing it.
-Napi::Value MapFileReadOnly(const Napi::CallbackInfo& info) {
+// Node 20 makes an external ArrayBuffer through node::Buffer, which refuses more than
+// buffer.constants.MAX_LENGTH (2^32 bytes there) after running the buffer's finalizer, and
+// node-addon-api then frees it again: the process aborts. Larger buffers are refused here first.
+constexpr double kMaxExternalBytes = 4294967296.0;
+
+// Memory this file hands to JavaScript as ArrayBuffers: anonymous storage on transparent huge
+// pages (allocateLargePages) and read-only views of index files (mapFileRange). Each is unmapped
+// by releaseMapping(buffer) (VectorIndex does so when it drops a chunk or is disposed, so neither
+// memory nor a replaced file's disk blocks wait for a GC) or else when the buffer is collected.
+struct Mapping {
+  void* base;
+  size_t mapped;
+  int64_t externalBytes;  // counted as external memory for the GC (anonymous memory only)
+  bool released;
+};
+
+// Live mappings by data pointer. One map for the process, shared by the main thread and any
+// worker threads (each with its own env), so every access holds mappingsLock.
+std::mutex mappingsLock;
+std::unordered_map<void*, Mapping*>& mappingsByData() {
+  static std::unordered_map<void*, Mapping*> live;
+  return live;
+}
+
+void unmap(Napi::Env env, Mapping* m) {
+  ::munmap(m->base, m->mapped);
+  if (m->externalBytes != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -m->externalBytes);
+  m->released = true;
+}
+
+// An ArrayBuffer of `length` bytes at `data`, inside the mapping `m`.
+Napi::ArrayBuffer wrapMapping(Napi::Env env, void* data, size_t length, Mapping* m) {
+  if (m->externalBytes != 0) Napi::MemoryManagement::AdjustExternalMemory(env, m->externalBytes);
+  {
+    std::lock_guard<std::mutex> hold(mappingsLock);
+    mappingsByData()[data] = m;
+  }
+  // The record outlives an early release, so a late finalizer never unmaps a reused address.
+  return Napi::ArrayBuffer::New(env, data, length, [](Napi::Env e, void* p, Mapping* owned) {
+    if (!owned->released) {
+      {
+        std::lock_guard<std::mutex> hold(mappingsLock);
+        mappingsByData().erase(p);
+      }
+      unmap(e, owned);
+    }
+    delete owned;
+  }, m);
+}
+
+// Reads a non-negative integer argument of at most `max`.
+size_t sizeArgument(const Napi::CallbackInfo& info, size_t i, const char* what, double min, double max) {
+  const double v = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+  if (!(v >= min && v <= max) || v != double(int64_t(v)))
+    throw Napi::RangeError::New(info.Env(), std::string("native: ") + what + " must be an integer from " +
+        std::to_string(int64_t(min)) + " to " + std::to_string(int64_t(max)));
+  return size_t(v);
+}
+
+// mapFileRange(fd, offset, length) -> ArrayBuffer over a private read-only mapping of those
+// bytes of the open file (any offset: the mapping starts at the page boundary below it). Writing
+// through a view of it would fault, so callers copy a region before changing it. The caller
+// checks that the file holds the range: a page past its end faults when read.
+Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw Napi::TypeError::New(env, "native: mapFileReadOnly(path) needs a string");
-  const std::string path = info[0].As<Napi::String>().Utf8Value();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Napi::Error::New(env, systemError("cannot open", path, errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw Napi::Error::New(env, systemError("cannot stat", path, err));
-  }
-  const size_t length = size_t(st.st_size);
-  if (length == 0) {
-    ::close(fd);
-    throw Napi::Error::New(env, "cannot map '" + path + "': the file is empty");
-  }
-  void* data = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  ::close(fd);  // the mapping keeps its own reference to the file
-  if (data == MAP_FAILED) throw Napi::Error::New(env, systemError("cannot map", path, err));
-  return Napi::ArrayBuffer::New(env, data, length, [length](Napi::Env, void* p) { ::munmap(p, length); });
+  const int fd = int(sizeArgument(info, 0, "mapFileRange: fd", 0, 2147483647.0));
+  const size_t offset = sizeArgument(info, 1, "mapFileRange: offset", 0, 9007199254740991.0);
+  const size_t length = sizeArgument(info, 2, "mapFileRange: length", 1, kMaxExternalBytes);
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const size_t start = offset / page * page;
+  const size_t mapped = length + (offset - start);
+  void* base = ::mmap(nullptr, mapped, PROT_READ, MAP_PRIVATE, fd, off_t(start));
+  if (base == MAP_FAILED) throw Napi::Error::New(env, std::string("cannot map the index file: ") + std::strerror(errno));
+  return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, new Mapping{base, mapped, 0, false});
 }
 
 // allocateLargePages(bytes) -> zero-filled ArrayBuffer aligned to 2 MiB and advised to use
 // transparent huge pages (Linux MADV_HUGEPAGE; "madvise" is a common default THP mode, so memory
 // gets them only when asked, as numpy asks for its arrays). A scan over gigabytes then takes
-// far fewer TLB misses. Counted as external memory for the GC; freed by
-// releaseLargePages(buffer) (VectorIndex does so when it replaces or drops a chunk, so growth
-// leaves no garbage waiting for a GC) or else when the buffer is garbage-collected.
-struct LargePages {
-  void* base;
-  size_t mapped;
-  bool released;
-};
-
-// Live allocations by data pointer. One map for the process, shared by the main thread and any
-// worker threads (each with its own env), so every access holds largePagesLock.
-std::mutex largePagesLock;
-std::unordered_map<void*, LargePages*>& largePagesByData() {
-  static std::unordered_map<void*, LargePages*> live;
-  return live;
-}
-
-void unmapLargePages(Napi::Env env, LargePages* pages) {
-  ::munmap(pages->base, pages->mapped);
-  Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(pages->mapped));
-  pages->released = true;
-}
-
+// far fewer TLB misses.
 Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "native: allocateLargePages(bytes) needs a number");
-  const double requested = info[0].As<Napi::Number>().DoubleValue();
-  if (!(requested >= 1 && requested <= 1e15) || requested != double(int64_t(requested)))
-    throw Napi::RangeError::New(env, "native: allocateLargePages: bytes must be a positive integer");
+  const size_t bytes = sizeArgument(info, 0, "allocateLargePages: bytes", 1, kMaxExternalBytes);
   constexpr size_t kHuge = size_t(2) << 20;
-  const size_t bytes = size_t(requested);
   const size_t mapped = bytes + kHuge;  // room to start on a 2 MiB boundary
   void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED)
@@ -91,43 +112,27 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
 #ifdef MADV_HUGEPAGE
   ::madvise(start, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
-  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(mapped));
-  auto* pages = new LargePages{base, mapped, false};
-  {
-    std::lock_guard<std::mutex> hold(largePagesLock);
-    largePagesByData()[start] = pages;
-  }
-  // The record outlives an early release, so a late finalizer never unmaps a reused address.
-  return Napi::ArrayBuffer::New(env, start, bytes, [](Napi::Env e, void* data, LargePages* p) {
-    if (!p->released) {
-      {
-        std::lock_guard<std::mutex> hold(largePagesLock);
-        largePagesByData().erase(data);
-      }
-      unmapLargePages(e, p);
-    }
-    delete p;
-  }, pages);
+  return wrapMapping(env, start, bytes, new Mapping{base, mapped, int64_t(mapped), false});
 }
 
-// releaseLargePages(buffer): detaches a buffer from allocateLargePages (its views become empty)
-// and returns its memory now.
-Napi::Value ReleaseLargePages(const Napi::CallbackInfo& info) {
+// releaseMapping(buffer): detaches a buffer from allocateLargePages or mapFileRange (its views
+// become empty) and unmaps its memory now.
+Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseLargePages(buffer) needs an ArrayBuffer");
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseMapping(buffer) needs an ArrayBuffer");
   Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
-  LargePages* pages = nullptr;
+  Mapping* m = nullptr;
   {
-    std::lock_guard<std::mutex> hold(largePagesLock);
-    auto found = largePagesByData().find(buffer.Data());
-    if (found != largePagesByData().end()) {
-      pages = found->second;
-      largePagesByData().erase(found);
+    std::lock_guard<std::mutex> hold(mappingsLock);
+    auto found = mappingsByData().find(buffer.Data());
+    if (found != mappingsByData().end()) {
+      m = found->second;
+      mappingsByData().erase(found);
     }
   }
-  if (pages == nullptr) throw Napi::TypeError::New(env, "native: releaseLargePages: not a live buffer from allocateLargePages");
+  if (m == nullptr) throw Napi::TypeError::New(env, "native: releaseMapping: not a live buffer from allocateLargePages or mapFileRange");
   buffer.Detach();
-  unmapLargePages(env, pages);
+  unmap(env, m);
   return env.Undefined();
 }
 
@@ -197,8 +202,8 @@ Napi::Value TryLockFile(const Napi::CallbackInfo& info) {
 
 void registerFileBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("allocateLargePages", Napi::Function::New(env, AllocateLargePages));
-  exports.Set("releaseLargePages", Napi::Function::New(env, ReleaseLargePages));
-  exports.Set("mapFileReadOnly", Napi::Function::New(env, MapFileReadOnly));
+  exports.Set("mapFileRange", Napi::Function::New(env, MapFileRange));
+  exports.Set("releaseMapping", Napi::Function::New(env, ReleaseMapping));
   exports.Set("checksumUpdate", Napi::Function::New(env, ChecksumUpdate));
   exports.Set("tryLockFile", Napi::Function::New(env, TryLockFile));
 }

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <exception>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -44,8 +43,8 @@ void parallelRanges(int64_t n, int threads, int64_t minPerThread, Fn&& fn) {
   for (int i = 1; i < count; ++i) {
     try {
       workers.emplace_back(guarded, i);
-    } catch (const std::system_error&) {
-      guarded(i);  // no thread to be had: run that range here
+    } catch (...) {
+      guarded(i);  // no thread to be had (system_error, or bad_alloc for its state): run that range here
     }
   }
   guarded(0);
