@@ -433,7 +433,9 @@ export class Encoder {
       }
       // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
       // first copy the whole [n, seq, dim] tensor back to the device.
-      const data = hidden.data as Float32Array | Uint16Array;
+      // float16 comes as a Float16Array where the runtime has one (Node >= 24): the kernels take its bits.
+      const raw = hidden.data as Float32Array | Uint16Array;
+      const data = hidden.type === 'float16' ? new Uint16Array(raw.buffer, raw.byteOffset, raw.length) : raw;
       const shape = { batch: n, seq, hidden: this.dim };
       return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, mask, shape, { normalize })
         : await meanPoolNormalizeAsync(data, mask, shape, { normalize });

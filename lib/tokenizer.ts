@@ -117,7 +117,8 @@ export class SentenceTokenizer {
   readonly eosTokenId: number;
   private readonly tokenizer: TokenizersJs;
 
-  private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, eosTokenId: number) {
+  private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, eosTokenId: number,
+    private readonly splitsAtSpaces: boolean) {
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
     this.padTokenId = padTokenId;
@@ -148,13 +149,34 @@ export class SentenceTokenizer {
     if (!Number.isInteger(maxLength) || maxLength < 2) {
       throw new RangeError(`maxLength must be an integer >= 2 (room for <s> and </s>), got ${maxLength}`);
     }
-    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'));
+    // tokenizers.js's Unigram appends each word's pieces with push(...pieces), which overflows the
+    // stack for a word of ~100k pieces (a long base64 string): append them one by one.
+    const model = (tokenizer as unknown as { model: { tokenize?: (word: string) => string[]; encode: (words: string[]) => string[] } }).model;
+    const { tokenize } = model;
+    if (typeof tokenize === 'function') {
+      model.encode = (words) => {
+        const pieces: string[] = [];
+        for (const word of words) for (const piece of tokenize.call(model, word)) pieces.push(piece);
+        return pieces;
+      };
+    }
+    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'),
+      splitsAtSpaces(json));
   }
 
   /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` last. */
   encode(text: string): number[] {
     if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${text === null ? 'null' : typeof text}`);
-    const ids = this.tokenizer.encode(pythonStrip(text)).ids;
+    const stripped = pythonStrip(text);
+    // Only the first maxLength - 2 pieces are kept, and with a whitespace pre-tokenizer no piece
+    // spans a word boundary: a prefix cut at one gives the same first pieces. Tokenize growing
+    // prefixes until one gives more than are kept (a long text costs what its start costs).
+    let ids: number[];
+    for (let chars = PREFIX_CHARS; ; chars *= 4) {
+      const cut = this.splitsAtSpaces ? wordBoundaryFrom(stripped, chars) : stripped.length;
+      ids = this.tokenizer.encode(stripped.slice(0, cut)).ids;
+      if (cut === stripped.length || ids.length > this.maxLength) break;
+    }
     if (ids.length <= this.maxLength) return ids;
     // LongestFirst truncation of a single sequence keeps the first maxLength-2 content tokens.
     const kept = ids.slice(0, this.maxLength - 1);
@@ -168,6 +190,34 @@ export class SentenceTokenizer {
     const ids = texts.map((t) => this.encode(t));
     return { ids, attentionMask: ids.map((row) => row.map(() => 1)) };
   }
+}
+
+const PREFIX_CHARS = 4096;  // about 1,000 pieces of French text: one pass for almost any text
+
+/**
+ * The first index at or after `from` where a word ends: a space after a printable ASCII character
+ * (always a grapheme boundary, so the normalizer treats both sides alike), else the text's length.
+ */
+function wordBoundaryFrom(text: string, from: number): number {
+  for (let i = text.indexOf(' ', Math.max(from, 1)); i !== -1; i = text.indexOf(' ', i + 1)) {
+    const before = text.charCodeAt(i - 1);
+    if (before > 0x20 && before < 0x7f) return i;
+  }
+  return text.length;
+}
+
+/**
+ * Whether tokens never span a space: a Unigram model after a whitespace pre-tokenizer
+ * (WhitespaceSplit, or Metaspace splitting), and no added token with a space inside.
+ */
+function splitsAtSpaces(json: Record<string, unknown>): boolean {
+  type Pre = { type?: string; split?: boolean; pretokenizers?: Pre[] } | null | undefined;
+  const pre = json.pre_tokenizer as Pre;
+  const steps = pre?.type === 'Sequence' ? pre.pretokenizers ?? [] : [pre];
+  const splits = steps.some((p) => p?.type === 'WhitespaceSplit' || (p?.type === 'Metaspace' && p.split !== false));
+  const added = (json.added_tokens ?? []) as { content?: unknown }[];
+  return splits && (json.model as { type?: string } | undefined)?.type === 'Unigram' &&
+    added.every((t) => typeof t.content === 'string' && !/\s/.test(t.content));
 }
 
 export function requireStringArray(name: string, texts: unknown): asserts texts is readonly string[] {

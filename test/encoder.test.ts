@@ -6,6 +6,7 @@ import * as path from 'path';
 import { devices } from '../lib/devices';
 import { Encoder, Embeddings, similarity } from '../lib/encoder';
 import { loadAddon } from '../lib/native';
+import { readNpy } from './helpers/npy';
 import { makeRandom } from './helpers/random';
 
 const SHARED = path.resolve(__dirname, '../../shared');
@@ -20,25 +21,10 @@ interface GoldenSet {
   batches: { rows: number[]; seq_len: number; input_ids: string; attention_mask: string }[];
 }
 
-/** Reads a little-endian C-order .npy of float64 or int64 values. */
-export function readNpy(file: string): { shape: number[]; data: number[] } {
-  const buf = fs.readFileSync(file);
-  const headerLength = buf.readUInt16LE(8);
-  const header = buf.toString('latin1', 10, 10 + headerLength);
-  const shape = /'shape': \(([^)]*)\)/.exec(header)![1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  const body = buf.subarray(10 + headerLength);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data: number[] = [];
-  for (let i = 0; i < n; i++) {
-    data.push(header.includes("'<f8'") ? body.readDoubleLE(8 * i) : Number(body.readBigInt64LE(8 * i)));
-  }
-  return { shape, data };
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number> | BigInt64Array): number {
   expect(a.length).toBe(b.length);
   let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - Number(b[i])));
   return m;
 }
 
@@ -73,8 +59,8 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       const mask = readNpy(path.join(MODEL, 'golden', batch.attention_mask));
       expect(ids.shape).toEqual([batch.rows.length, batch.seq_len]);
       batch.rows.forEach((row, i) => {
-        const want = ids.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len);
-        const wantMask = mask.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len);
+        const want = Array.from(ids.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len), Number);
+        const wantMask = Array.from(mask.data.slice(i * batch.seq_len, (i + 1) * batch.seq_len), Number);
         const got = tokens.ids[row];
         expect([...got, ...new Array(batch.seq_len - got.length).fill(1)]).toEqual(want);
         expect([...tokens.attentionMask[row], ...new Array(batch.seq_len - got.length).fill(0)]).toEqual(wantMask);

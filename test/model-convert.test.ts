@@ -10,6 +10,7 @@ import { convertToOnnx, makeRandomModel } from '../lib/model';
 import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 import { readTorchCheckpointTensors } from '../lib/model/torch-checkpoint';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
+import { readNpy } from './helpers/npy';
 
 // Jest gives each test file its own typed-array constructors, but onnxruntime-node creates its
 // output tensors with Node's, and onnxruntime-common checks `instanceof`: use Node's here.
@@ -24,20 +25,6 @@ const TINY = path.resolve(__dirname, '../../shared/models/tiny-random-camembert'
 const haveShared = fs.existsSync(path.join(TINY, 'golden/index.json'));
 if (!haveShared) console.warn(`skipping conversion parity tests: ${TINY} is missing`);
 const describeShared = haveShared ? describe : describe.skip;
-
-// Minimal .npy reader (format 1.0, little-endian, C order): the dtypes golden/ uses.
-function readNpy(file: string): { shape: number[]; data: Float64Array | BigInt64Array } {
-  const buf = fs.readFileSync(file);
-  const headerLength = buf.readUInt16LE(8);
-  const header = buf.subarray(10, 10 + headerLength).toString('latin1');
-  const descr = /'descr':\s*'([^']+)'/.exec(header)![1];
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)![1].split(',').filter((s) => s.trim() !== '').map(Number);
-  const body = buf.subarray(10 + headerLength);
-  const aligned = new Uint8Array(body).buffer;  // copy: typed arrays need aligned offsets
-  if (descr === '<f8') return { shape, data: new Float64Array(aligned) };
-  if (descr === '<i8') return { shape, data: new BigInt64Array(aligned) };
-  throw new Error(`${file}: unexpected dtype ${descr}`);
-}
 
 interface Batch { input_ids: string; attention_mask: string; last_hidden_state: string }
 const golden = haveShared ? JSON.parse(fs.readFileSync(path.join(TINY, 'golden/index.json'), 'utf8')) : { sets: {} };

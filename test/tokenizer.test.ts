@@ -97,6 +97,35 @@ describeShared('SentenceTokenizer', () => {
     expect(mismatches(texts, encodings.map((e) => e.getIds()), full().tokenize(texts))).toEqual([]);
   });
 
+  test('long texts (only a prefix is tokenized) and a 200,000-character word match the Rust tokenizer', async () => {
+    const passages = fs.readFileSync(path.join(CORPUS, 'fr-passages.dev.txt'), 'utf8');
+    const random = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const next = random(7);
+    // Spaces after non-ASCII characters, combining marks after spaces, tabs, newlines, emoji, CJK.
+    const odd = ['é ', ' \u0301', '\t', '\n', ' \u{1F469}\u200D\u{1F4BB} ', '漢字 ', '\u0600 ', 'a\u00a0b ', '<mask> ', ' \r\n '];
+    const texts: string[] = [];
+    for (const length of [1000, 4095, 4096, 4097, 5000, 20000, 100000]) {
+      const start = Math.floor(next() * (passages.length - length));
+      let text = passages.slice(start, start + length);
+      for (let i = 0; i < 40; i++) {
+        const at = Math.floor(next() * text.length);
+        text = text.slice(0, at) + odd[i % odd.length] + text.slice(at);
+      }
+      texts.push(text);
+    }
+    texts.push(`Bonjour ${'QUJD'.repeat(50000)} fin`);  // one word of ~100k pieces: the library's push(...) overflowed the stack
+    // Words of ~100 pieces each.
+    texts.push(Array.from({ length: 400 }, (_, i) => Buffer.from(passages.slice(i * 150, i * 150 + 150)).toString('base64')).join(' '));
+    for (const maxLength of [128, 2000]) {
+      const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+      rust.setTruncation(maxLength);
+      rust.disablePadding();
+      const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+      const ours = SentenceTokenizer.load(TOKENIZER_DIR, { maxLength }).tokenize(texts);
+      expect(mismatches(texts, encodings.map((e) => e.getIds()), ours)).toEqual([]);
+    }
+  });
+
   test('strips surrounding whitespace as Python str.strip does, not as String.trim does', () => {
     expect(pythonStrip('\u0085\u001c  mot \u00a0\u3000')).toBe('mot');
     expect(pythonStrip('\ufeffmot')).toBe('\ufeffmot'); // BOM is not whitespace for Python
