@@ -71,10 +71,20 @@ export interface Batch {
 
 interface ModelLayout {
   maxSeqLength: number;
+  /** Where maxSeqLength comes from, for messages. */
+  maxSeqLengthSource: string;
   dim: number;
   /** Longest input the position table allows (RoBERTa positions start after the padding id). */
   maxPositions: number;
+  /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
+  normalizeModule: boolean;
+  /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
+  prompt: string;
 }
+
+// The names sentence-transformers' Transformer module reads its settings from, first found wins.
+const ST_CONFIG_FILES = ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json',
+  'sentence_camembert_config.json', 'sentence_albert_config.json', 'sentence_xlm-roberta_config.json', 'sentence_xlnet_config.json'];
 
 
 /**
@@ -88,6 +98,9 @@ const CALL_COST_TOKENS = 16;
  * libuv thread-pool hop (10-40 us here); larger batches are pooled off the event loop.
  */
 const INLINE_POOL_FLOATS = 1 << 20;
+
+/** Texts tokenized between event-loop turns (~25 ms of tokenizing). */
+const TOKENIZE_SLICE = 64;
 
 /**
  * Splits the rows, sorted longest first, into runs of at most batchSize texts and maxBatchTokens
@@ -144,12 +157,10 @@ function readModelLayout(dir: string): ModelLayout {
   }
   if ((transformer.path ?? '') !== '') throw new Error(`${modulesFile}: the Transformer module must be at the model root`);
 
-  const stConfig = readJsonFile(path.join(dir, 'sentence_bert_config.json'));
-  const maxSeqLength = stConfig.max_seq_length;
-  if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
-    throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: max_seq_length must be an integer >= 2`);
-  }
-  if (stConfig.do_lower_case === true) throw new Error(`${path.join(dir, 'sentence_bert_config.json')}: do_lower_case is not supported`);
+  // As sentence-transformers' Transformer.load: the first settings file present, else defaults.
+  const stConfigFile = ST_CONFIG_FILES.map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
+  const stConfig = stConfigFile === undefined ? {} : readJsonFile(stConfigFile);
+  if (stConfig.do_lower_case === true) throw new Error(`${stConfigFile}: do_lower_case is not supported`);
 
   const poolingFile = path.join(dir, String(pooling.path), 'config.json');
   const poolingConfig = readJsonFile(poolingFile);
@@ -166,7 +177,34 @@ function readModelLayout(dir: string): ModelLayout {
   const positions = config.max_position_embeddings;
   const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
   const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
-  return { maxSeqLength, dim, maxPositions };
+
+  // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
+  // the tokenizer's model_max_length).
+  let maxSeqLength = stConfig.max_seq_length;
+  let maxSeqLengthSource = `${stConfigFile}: max_seq_length`;
+  if (maxSeqLength === undefined || maxSeqLength === null) {
+    const tokenizerConfigFile = path.join(dir, 'tokenizer_config.json');
+    const modelMax = fs.existsSync(tokenizerConfigFile) ? readJsonFile(tokenizerConfigFile).model_max_length : undefined;
+    const limits = [positions, modelMax].filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
+    if (limits.length === 0) throw new Error(`${dir}: no max_seq_length (sentence_bert_config.json), max_position_embeddings or model_max_length`);
+    maxSeqLength = Math.min(...limits);
+    maxSeqLengthSource = `${dir}: min(max_position_embeddings, model_max_length)`;
+  }
+  if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
+    throw new Error(`${maxSeqLengthSource} must be an integer >= 2, got ${JSON.stringify(maxSeqLength)}`);
+  }
+
+  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
+  const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
+  const promptName = promptConfig.default_prompt_name;
+  let prompt = '';
+  if (promptName !== undefined && promptName !== null) {
+    const prompts = promptConfig.prompts as Record<string, unknown> | undefined;
+    const text = typeof promptName === 'string' ? prompts?.[promptName] : undefined;
+    if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
+    prompt = text;
+  }
+  return { maxSeqLength, maxSeqLengthSource, dim, maxPositions, normalizeModule: types.includes(NORMALIZE), prompt };
 }
 
 function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
@@ -230,13 +268,16 @@ export class Encoder {
   private session: ort.InferenceSession | null;
   private readonly inputType: 'int64' | 'int32';
   private readonly outputName: string;
+  private readonly normalizeModule: boolean;
+  private readonly prompt: string;
   /** encode() calls run one after another: ORT and the output buffers are not shared between calls. */
   private queue: Promise<unknown> = Promise.resolve();
+  private disposed = false;
 
   private constructor(fields: {
     dim: number; maxLength: number; modelDir: string; onnxPath: string; device: string; batchSize: number;
     maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
-    inputType: 'int64' | 'int32'; outputName: string;
+    inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string;
   }) {
     this.dim = fields.dim;
     this.maxLength = fields.maxLength;
@@ -249,6 +290,8 @@ export class Encoder {
     this.session = fields.session;
     this.inputType = fields.inputType;
     this.outputName = fields.outputName;
+    this.normalizeModule = fields.normalizeModule;
+    this.prompt = fields.prompt;
   }
 
   /** Loads a sentence-transformers folder or Hub id (default: antoinelouis/biencoder-camembert-base-mmarcoFR). */
@@ -268,8 +311,8 @@ export class Encoder {
     const layout = readModelLayout(model.dir);
     const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
     if (maxLength < 2 || maxLength > layout.maxPositions) {
-      throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and ${layout.maxPositions} ` +
-        `(the model's position table), got ${maxLength}`);
+      throw new RangeError(`${o.maxLength === undefined ? layout.maxSeqLengthSource : 'options.maxLength'} must be between 2 ` +
+        `(room for <s> and </s>) and ${layout.maxPositions} (the model's position table), got ${maxLength}`);
     }
     const maxBatchTokens = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens, batchSize * maxLength);
     if (maxBatchTokens < maxLength) {
@@ -313,13 +356,14 @@ export class Encoder {
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
     return new Encoder({
       dim: layout.dim, maxLength, modelDir: model.dir, onnxPath, device: label, batchSize, maxBatchTokens, tokenizer,
-      session, inputType, outputName,
+      session, inputType, outputName, normalizeModule: layout.normalizeModule, prompt: layout.prompt,
     });
   }
 
   /** Token ids (stripped, `<s>`…`</s>`, truncated) and attention masks of each text, unpadded. */
   tokenize(texts: readonly string[]): { ids: number[][]; attentionMask: number[][] } {
-    return this.tokenizer.tokenize(texts);
+    requireStringArray('texts', texts);
+    return this.tokenizer.tokenize(texts.map((t) => this.prompt + t));
   }
 
   /** One vector per text, in the order given. */
@@ -330,8 +374,10 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    if (this.disposed) return Promise.reject(new Error('this Encoder has been disposed'));
     const snapshot = texts.slice();
-    const run = this.queue.then(() => this.encodeNow(snapshot, normalize, o.onProgress));
+    // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
+    const run = this.queue.then(() => this.encodeNow(snapshot, normalize || this.normalizeModule, o.onProgress));
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -371,20 +417,34 @@ export class Encoder {
     if (chunk.length > 0) yield await encodeChunk(chunk);
   }
 
-  /** Releases the ONNX Runtime session; the encoder cannot be used afterwards. */
+  /**
+   * Releases the ONNX Runtime session once the encode() calls made before it have finished; later
+   * calls are refused.
+   */
   async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.queue;
     const session = this.session;
     this.session = null;
-    await this.queue;
     if (session !== null) await session.release();
   }
 
   private async encodeNow(texts: string[], normalize: boolean,
     onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
-    const session = this.session;
-    if (session === null) throw new Error('this Encoder has been disposed');
-    const ids = texts.map((t) => this.tokenizer.encode(t));
-    const out = new Float32Array(texts.length * this.dim);
+    const session = this.session!;  // dispose() waits for the queue before it drops the session
+    let out: Float32Array;
+    try {
+      out = new Float32Array(texts.length * this.dim);  // before hours of tokenizing, not after
+    } catch {
+      throw new RangeError(`texts: ${texts.length} texts of ${this.dim} floats do not fit one Float32Array; use encodeStream()`);
+    }
+    // Tokenizing costs ~0.5 ms a text: in slices, letting the event loop run between them.
+    const ids: number[][] = [];
+    for (let i = 0; i < texts.length; i++) {
+      ids.push(this.tokenizer.encode(this.prompt + texts[i]));
+      if ((i + 1) % TOKENIZE_SLICE === 0) await new Promise(setImmediate);
+    }
     let done = 0;
     for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
       const pooled = await this.runBatch(session, batch, ids, normalize);

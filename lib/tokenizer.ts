@@ -141,7 +141,9 @@ export class SentenceTokenizer {
         (text) => charsmap.normalize(text).replace(/\u0085/g, ' ');
     }
     const idOf = (token: unknown, role: string): number => {
-      const id = typeof token === 'string' ? tokenizer.token_to_id(token) : undefined;
+      // A plain string, or an AddedToken written out as { content, ... } by older transformers.
+      const content = typeof token === 'object' && token !== null ? (token as { content?: unknown }).content : token;
+      const id = typeof content === 'string' ? tokenizer.token_to_id(content) : undefined;
       if (id === undefined) throw new Error(`${path.join(dir, 'tokenizer_config.json')}: no ${role} token in the vocabulary`);
       return id;
     };

@@ -243,9 +243,79 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     }
   });
 
-  test('a disposed encoder refuses work', async () => {
+  test('dispose() lets the calls made before it finish, then refuses work', async () => {
     const e = await Encoder.load(MODEL, { threads: 1 });
-    await e.dispose();
+    const [, queries] = sets.find(([name]) => name === 'queries')!;
+    const pending = [e.encode(textsOf(queries)), e.encode(textsOf(queries).slice(0, 3))];
+    const disposed = e.dispose();
     await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
+    const [all, first3] = await Promise.all(pending);
+    await disposed;
+    expect(maxAbsDiff(all.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(first3.data, all.data.subarray(0, 3 * 32))).toBe(0);
+    await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
+  });
+});
+
+describeModel('model settings read as sentence-transformers reads them', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-settings-'));
+    fs.cpSync(MODEL, dir, { recursive: true, filter: (f) => !f.includes('golden') });
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const edit = (file: string, change: (json: Record<string, unknown>) => unknown) =>
+    fs.writeFileSync(path.join(dir, file), JSON.stringify(change(JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')))));
+  const norms = (e: Embeddings) => Array.from({ length: e.rows }, (_, r) => Math.hypot(...e.data.subarray(r * e.dim, (r + 1) * e.dim)));
+  const texts = ['Bonjour le monde', 'Une autre phrase, plus longue que la première.'];
+
+  test('a Normalize module normalises even with normalize: false', async () => {
+    const plain = await Encoder.load(dir, { threads: 1 });
+    const raw = await plain.encode(texts, { normalize: false });
+    const unit = await plain.encode(texts);
+    await plain.dispose();
+    expect(norms(raw).some((n) => Math.abs(n - 1) > 0.01)).toBe(true);
+    edit('modules.json', (m) => [...(m as unknown as object[]), { idx: 2, name: '2', path: '2_Normalize', type: 'sentence_transformers.models.Normalize' }]);
+    const withNormalize = await Encoder.load(dir, { threads: 1 });
+    expect((await withNormalize.encode(texts, { normalize: false })).data).toEqual(unit.data);
+    await withNormalize.dispose();
+  });
+
+  test('the default prompt goes before every text', async () => {
+    const plain = await Encoder.load(dir, { threads: 1 });
+    const prefixed = await plain.encode(texts.map((t) => `query: ${t}`));
+    await plain.dispose();
+    edit('config_sentence_transformers.json', (c) => ({ ...c, prompts: { query: 'query: ', passage: 'passage: ' }, default_prompt_name: 'query' }));
+    const prompted = await Encoder.load(dir, { threads: 1 });
+    expect((await prompted.encode(texts)).data).toEqual(prefixed.data);
+    expect(prompted.tokenize(texts).ids[0].length).toBe(plain.tokenize(texts.map((t) => `query: ${t}`)).ids[0].length);
+    await prompted.dispose();
+    edit('config_sentence_transformers.json', (c) => ({ ...c, default_prompt_name: 'missing' }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(/default_prompt_name "missing" is not one of its prompts/);
+  });
+
+  test('max_seq_length: another settings file name, null (the model limits), beyond the position table', async () => {
+    fs.renameSync(path.join(dir, 'sentence_bert_config.json'), path.join(dir, 'sentence_camembert_config.json'));
+    edit('sentence_camembert_config.json', (c) => ({ ...c, max_seq_length: 16 }));
+    let e = await Encoder.load(dir, { threads: 1 });
+    expect(e.maxLength).toBe(16);
+    await e.dispose();
+    edit('sentence_camembert_config.json', (c) => ({ ...c, max_seq_length: null }));
+    edit('tokenizer_config.json', (c) => ({ ...c, model_max_length: 40 }));
+    e = await Encoder.load(dir, { threads: 1 });
+    expect(e.maxLength).toBe(40);  // min(max_position_embeddings 514, model_max_length 40)
+    await e.dispose();
+    edit('sentence_camembert_config.json', (c) => ({ ...c, max_seq_length: 514 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+      /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
+  });
+
+  test('a pad token written as an AddedToken object', async () => {
+    edit('tokenizer_config.json', (c) => ({ ...c, pad_token: { content: '<pad>', lstrip: false, rstrip: false, normalized: false, single_word: false } }));
+    const e = await Encoder.load(dir, { threads: 1 });
+    const [set] = Object.values(JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')).sets) as GoldenSet[];
+    const golden = readNpy(path.join(MODEL, 'golden', set.embeddings));
+    expect(maxAbsDiff((await e.encode(set.texts.map((t) => t.raw ?? t.text))).data, golden.data)).toBeLessThan(1e-5);
+    await e.dispose();
   });
 });
