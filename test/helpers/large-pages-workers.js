@@ -15,6 +15,6 @@ if (isMainThread) {
   for (let i = 0; i < 5000; i++) {
     const buffers = [];
     for (let j = 0; j < 4; j++) buffers.push(a.allocateLargePages(4096 + j));
-    for (const b of buffers) a.releaseLargePages(b);
+    for (const b of buffers) a.releaseMapping(b);
   }
 }
