@@ -109,6 +109,54 @@ describeShared('convertToOnnx on other layouts', () => {
     await session.release();
   });
 
+  test('a masked-LM checkpoint (base-model prefix, lm_head, LayerNorm gamma/beta) gives the golden output, with a warning', async () => {
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'config.json'));
+    const tensors = [...readSafetensorsHeader(path.join(TINY, 'model.safetensors')).values()];
+    const renamed = (name: string) => `camembert.${name.replace(/^embeddings\.LayerNorm\.weight$/, 'embeddings.LayerNorm.gamma').replace(/^embeddings\.LayerNorm\.bias$/, 'embeddings.LayerNorm.beta')}`;
+    const hidden = tensors.find((t) => t.name === 'embeddings.LayerNorm.weight')!.shape[0];
+    writeSafetensors(path.join(dir, 'model.safetensors'),
+      [...tensors.map((t) => ({ name: renamed(t.name), shape: t.shape })), { name: 'lm_head.dense.weight', shape: [hidden, hidden] }],
+      (name) => name === 'lm_head.dense.weight' ? new Float32Array(hidden * hidden) : readTensorAsFloat32(tensors.find((t) => renamed(t.name) === name)!));
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
+      expect(await maxAbsError(session, edge())).toBeLessThan(1e-5);
+      await session.release();
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([expect.stringMatching(/1 tensors outside the camembert encoder are not used \(a task head: lm_head\.dense\.weight\)/)]);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test('a row whose attention mask is all zeros attends to every token equally, as Hugging Face\'s finfo.min mask makes it', async () => {
+    // Uniform attention in every layer is what zero query weights give with a full mask: that model is the oracle.
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'config.json'));
+    const tensors = [...readSafetensorsHeader(path.join(TINY, 'model.safetensors')).values()];
+    fs.mkdirSync(path.join(dir, 'uniform'));
+    fs.copyFileSync(path.join(TINY, 'config.json'), path.join(dir, 'uniform/config.json'));
+    writeSafetensors(path.join(dir, 'uniform/model.safetensors'), tensors.map((t) => ({ name: t.name, shape: t.shape })),
+      (name) => /attention\.self\.query\./.test(name) ? new Float32Array(tensors.find((t) => t.name === name)!.shape.reduce((a, b) => a * b, 1))
+        : readTensorAsFloat32(tensors.find((t) => t.name === name)!));
+    fs.copyFileSync(path.join(TINY, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+    const ids = BigInt64Array.from([5n, 1017n, 2311n, 98n, 6n]);
+    const hiddenOf = async (model: string, graph: 'fused' | 'plain', mask: bigint) => {
+      const session = await ort.InferenceSession.create(await convertToOnnx(model, { output: path.join(model, `${graph}/model.onnx`), graph }), { intraOpNumThreads: 1 });
+      const out = await session.run({
+        input_ids: new ort.Tensor('int64', ids, [1, ids.length]),
+        attention_mask: new ort.Tensor('int64', new BigInt64Array(ids.length).fill(mask), [1, ids.length]),
+      });
+      await session.release();
+      return out.last_hidden_state.data as Float32Array;
+    };
+    for (const graph of ['fused', 'plain'] as const) {
+      const masked = await hiddenOf(dir, graph, 0n);
+      const uniform = await hiddenOf(path.join(dir, 'uniform'), graph, 1n);
+      expect(Math.max(...masked.map((v, i) => Math.abs(v - uniform[i])))).toBeLessThan(1e-5);
+      const unmasked = await hiddenOf(dir, graph, 1n);  // what a -10000 mask gave
+      expect(Math.max(...masked.map((v, i) => Math.abs(v - unmasked[i])))).toBeGreaterThan(1e-3);
+    }
+  });
+
   // The checkpoint is written by Python's own pickler in torch.save's layout, without torch
   // (test/helpers/write-torch-checkpoint.py).
   const havePython = spawnSync('python3', ['--version']).status === 0;
@@ -170,6 +218,22 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
     z.writestr('archive/data.pkl', out.getvalue()); z.writestr('archive/data/0', bytes(16))
 `, bin, path.join(__dirname, 'helpers/write-torch-checkpoint.py')]);
     expect(() => readTorchCheckpointTensors(bin)).toThrow(/a tensor whose storage, offset, sizes or strides are not what torch writes/);
+    // A list of 300,000 items in one APPENDS (it overflowed the stack) is read, then refused as not a state dict.
+    execFileSync('python3', ['-c', `
+import pickle, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('archive/data.pkl', pickle.dumps(list(range(300000)), protocol=2))
+`, bin]);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/does not hold a state dict \(a dict of tensors\)/);
+    // A zip64 locator pointing far past the end of the file.
+    const zip = fs.readFileSync(bin);
+    const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+    const locator = Buffer.alloc(20);
+    locator.writeUInt32LE(0x07064b50, 0);
+    locator.writeBigUInt64LE(2n ** 62n, 8);
+    const forged = Buffer.concat([zip.subarray(0, eocd), locator, zip.subarray(eocd)]);
+    forged.writeUInt32LE(0xffffffff, eocd + 20 + 16);  // the central directory offset: "see zip64"
+    fs.writeFileSync(bin, forged);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(/zip64 end record past the end of the file/);
   });
 
   // BERT positions are 0..seq-1; RoBERTa's are padding_idx + 1 + t for a text without literal

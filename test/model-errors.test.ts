@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
 import { convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
-import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
+import { readSafetensorsHeader, readSafetensorsTensors, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 
 const TOKENIZER = path.resolve(__dirname, '../../shared/models/camembert-base-tokenizer');
 const haveTokenizer = fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
@@ -101,6 +101,12 @@ describe('safetensors reading', () => {
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' spans 16 bytes, expected 12 for F32\[3\]/);
     rawSafetensors(file, { w: { dtype: 'Q4', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype/);
+    rawSafetensors(file, { w: { dtype: 'constructor', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype \(got "constructor"\)/);
+    rawSafetensors(file, { w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    const index = path.join(dir, 'model.safetensors.index.json');
+    fs.writeFileSync(index, JSON.stringify({ weight_map: { w: 7 } }));
+    expect(() => readSafetensorsTensors(index)).toThrow(`safetensors index ${index}: the shard of 'w' is 7, not a file name`);
   });
 });
 
@@ -112,6 +118,31 @@ describe('convertToOnnx errors', () => {
     await expect(convertToOnnx(dir)).rejects.toThrow(/config\.json: model_type "gpt2" is not supported; expected one of camembert, roberta, xlm-roberta/);
     writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
+    writeTinyModel(undefined, { ...CONFIG, is_decoder: true });
+    await expect(convertToOnnx(dir)).rejects.toThrow(/is_decoder is true \(a causal decoder\)/);
+    writeTinyModel(undefined, { ...CONFIG, position_embedding_type: null });
+    await expect(convertToOnnx(dir)).rejects.toThrow(/position_embedding_type null is not supported/);
+    for (const eps of ['abc', -1]) {
+      writeTinyModel(undefined, { ...CONFIG, layer_norm_eps: eps });
+      await expect(convertToOnnx(dir)).rejects.toThrow(`layer_norm_eps must be a non-negative number, got ${JSON.stringify(eps)}`);
+    }
+    writeTinyModel(undefined, { ...CONFIG, num_hidden_layers: 1_100_000 });
+    await expect(convertToOnnx(dir)).rejects.toThrow(/num_hidden_layers 1100000 needs at least 17600000 tensors; the weights hold 21/);
+    noOutput();
+  });
+
+  test('type_vocab_size defaults to 2 as in Hugging Face; a float16 conversion refuses weights beyond float16', async () => {
+    const { type_vocab_size: _, ...withoutTypes } = CONFIG;
+    writeTinyModel((s) => s.set('embeddings.token_type_embeddings.weight', [2, 4]), withoutTypes);
+    expect(await convertToOnnx(dir)).toBe(path.join(dir, 'model.onnx'));
+    fs.rmSync(path.join(dir, 'model.onnx'));
+    fs.rmSync(path.join(dir, 'model.onnx.data'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
+    const shapes = tinyShapes();
+    writeSafetensors(path.join(dir, 'model.safetensors'), [...shapes].map(([name, shape]) => ({ name, shape })),
+      (name) => new Float32Array(shapes.get(name)!.reduce((a, b) => a * b, 1)).fill(name === 'encoder.layer.0.output.LayerNorm.weight' ? 70000 : 0.5));
+    await expect(convertToOnnx(dir, { dtype: 'float16' })).rejects.toThrow(
+      'weight encoder.layer.0.output.LayerNorm.weight[0] = 70000 does not fit float16 (largest 65504): convert as float32');
     noOutput();
   });
 

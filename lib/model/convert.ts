@@ -54,7 +54,9 @@ function readConfig(modelDir: string): EncoderConfig {
   if ((c.hidden_act ?? 'gelu') !== 'gelu') {
     throw new Error(`${file}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported; expected "gelu" (erf)`);
   }
-  if ((c.position_embedding_type ?? 'absolute') !== 'absolute') {
+  // A decoder config makes Hugging Face's model mask attention causally: not a sentence encoder.
+  if (c.is_decoder === true) throw new Error(`${file}: is_decoder is true (a causal decoder); camembed converts bidirectional encoders only`);
+  if ((c.position_embedding_type === undefined ? 'absolute' : c.position_embedding_type) !== 'absolute') {
     throw new Error(`${file}: position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported; expected "absolute"`);
   }
   const int = (key: string, fallback?: number): number => {
@@ -66,8 +68,11 @@ function readConfig(modelDir: string): EncoderConfig {
     positions: modelType === 'bert' ? 'absolute' : 'padding-offset',
     hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
     intermediate: int('intermediate_size'), vocab: int('vocab_size'), maxPositions: int('max_position_embeddings'),
-    typeVocab: int('type_vocab_size', 1), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-12),  // HF's config default
+    typeVocab: int('type_vocab_size', 2), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-12),  // HF's config defaults
   };
+  if (typeof (c.layer_norm_eps ?? 0) !== 'number' || !Number.isFinite(config.eps) || config.eps < 0) {
+    throw new Error(`${file}: layer_norm_eps must be a non-negative number, got ${JSON.stringify(c.layer_norm_eps)}`);
+  }
   if (config.layers === 0) throw new Error(`${file}: num_hidden_layers must be at least 1`);
   if (config.heads === 0 || config.hidden % config.heads !== 0) {
     throw new Error(`${file}: hidden_size ${config.hidden} must be a multiple of num_attention_heads ${config.heads}`);
@@ -75,7 +80,8 @@ function readConfig(modelDir: string): EncoderConfig {
   return config;
 }
 
-// HF checkpoints name tensors with or without the base-model prefix.
+// HF checkpoints name tensors with or without the base-model prefix. With a prefix, tensors outside
+// it are a task head (lm_head., classifier., ...), which AutoModel leaves unused too.
 const PREFIXES = ['roberta.', 'camembert.', 'xlm_roberta.', 'bert.', ''];
 // Tensors of a checkpoint that the encoder does not use (the pooler; an old position_ids buffer).
 const UNUSED = [/^pooler\./, /^embeddings\.position_ids$/];
@@ -112,12 +118,21 @@ function expectedShapes(c: EncoderConfig): Map<string, number[]> {
 // tensors are errors that name the tensor and the weights file.
 function matchTensors(weightsPath: string, c: EncoderConfig): Map<string, TensorInfo> {
   const found = weightsPath.endsWith('.bin') ? readTorchCheckpointTensors(weightsPath) : readSafetensorsTensors(weightsPath);
+  if (c.layers * 16 > found.size) {  // each layer has 16 tensors
+    throw new Error(`${weightsPath}: config.json's num_hidden_layers ${c.layers} needs at least ${c.layers * 16} tensors; the weights hold ${found.size}`);
+  }
   const shapes = expectedShapes(c);
   const prefix = PREFIXES.find((p) => found.has(`${p}embeddings.word_embeddings.weight`));
   if (prefix === undefined) throw new Error(`${weightsPath}: tensor 'embeddings.word_embeddings.weight' is missing`);
   const matched = new Map<string, TensorInfo>();
+  const heads: string[] = [];
   for (const [name, info] of found) {
-    const bare = name.startsWith(prefix) ? name.slice(prefix.length) : name;
+    if (!name.startsWith(prefix)) {
+      heads.push(name);
+      continue;
+    }
+    // Old BERT checkpoints call LayerNorm's parameters gamma and beta (Hugging Face renames them on load).
+    const bare = name.slice(prefix.length).replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
     const shape = shapes.get(bare);
     if (shape === undefined) {
       if (UNUSED.some((re) => re.test(bare))) continue;
@@ -134,6 +149,10 @@ function matchTensors(weightsPath: string, c: EncoderConfig): Map<string, Tensor
   for (const name of shapes.keys()) {
     if (!matched.has(name)) throw new Error(`${weightsPath}: tensor '${prefix}${name}' is missing`);
   }
+  if (heads.length > 0) {
+    process.emitWarning(`${weightsPath}: ${heads.length} tensors outside the ${prefix.slice(0, -1)} encoder are not used ` +
+      `(a task head: ${heads.slice(0, 3).join(', ')}${heads.length > 3 ? ', ...' : ''})`);
+  }
   return matched;
 }
 
@@ -147,6 +166,11 @@ function transpose(src: Float32Array, rows: number, cols: number): Float32Array 
 }
 
 const DATA_ALIGNMENT = 4096;  // page-aligned offsets let ONNX Runtime memory-map external data
+const FLOAT16_MAX = 65504;
+const FLOAT16_MAX_ULP = 32;
+// Hugging Face masks attention with the float type's lowest value (torch.finfo(dtype).min): a row
+// whose keys are all masked then attends to all of them equally (-10000 would leave it unmasked).
+const MASK_VALUE = { float32: -3.4028234663852886e38, float16: -FLOAT16_MAX };
 
 class GraphBuilder {
   readonly nodes: NodeDef[] = [];
@@ -157,8 +181,16 @@ class GraphBuilder {
   constructor(private readonly dataFd: number, private readonly dataFile: string,
               private readonly location: string, readonly floatType: number) {}
 
+  get maskValue(): number {
+    return this.floatType === DataType.FLOAT16 ? MASK_VALUE.float16 : MASK_VALUE.float32;
+  }
+
   // A weight tensor in the model's float type, appended to the external data file.
   weight(name: string, values: Float32Array, dims: number[]): string {
+    if (this.floatType === DataType.FLOAT16) {
+      const i = values.findIndex((v) => Math.abs(v) >= FLOAT16_MAX + FLOAT16_MAX_ULP / 2);  // rounds to infinity
+      if (i >= 0) throw new RangeError(`weight ${name}[${i}] = ${values[i]} does not fit float16 (largest 65504): convert as float32`);
+    }
     const typed = this.floatType === DataType.FLOAT16 ? float32ToFloat16Array(values) : values;
     const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
     const padding = (DATA_ALIGNMENT - (this.dataOffset % DATA_ALIGNMENT)) % DATA_ALIGNMENT;
@@ -298,7 +330,7 @@ function buildFused(g: GraphBuilder, c: EncoderConfig, load: Load): void {
       bias.set(load(`${p}attention.self.${proj}.bias`), k * H);
     });
     const attention = g.node('Attention', [h, g.weight(`${p}attention.qkv.weight`, qkv, [H, 3 * H]),
-      g.weight(`${p}attention.qkv.bias`, bias, [3 * H]), mask], { num_heads: { i: c.heads } }, MS);
+      g.weight(`${p}attention.qkv.bias`, bias, [3 * H]), mask], { num_heads: { i: c.heads }, mask_filter_value: { f: g.maskValue } }, MS);
     const projected = g.node('MatMul', [attention, linearWeight(g, load, `${p}attention.output.dense`, H, H)]);
     h = g.node('SkipLayerNormalization', [projected, h,
       g.weight(`${p}attention.output.LayerNorm.weight`, load(`${p}attention.output.LayerNorm.weight`), [H]),
@@ -324,10 +356,10 @@ function buildPlain(g: GraphBuilder, c: EncoderConfig, load: Load): void {
     g.node('Add', [g.node('MatMul', [x, linearWeight(g, load, name, rows, cols)]), g.weight(`${name}.bias`, load(`${name}.bias`), [rows])]);
   const e = embeddings(g, c, load);
   let h = layerNorm(g.node('Add', [g.node('Add', [e.words, e.positions]), e.tokenType]), 'embeddings.LayerNorm');
-  // Additive key mask [batch, 1, 1, seq]: 0 where attended, -10000 where padded.
+  // Additive key mask [batch, 1, 1, seq]: 0 where attended, the type's lowest value where padded.
   const maskFloat = g.node('Cast', ['attention_mask'], { to: { i: g.floatType } });
   const one = g.float('one', 1);
-  const maskBias = g.node('Unsqueeze', [g.node('Mul', [g.node('Sub', [one, maskFloat]), g.float('mask_value', -10000)]), g.int64('axes_1_2', [1, 2])]);
+  const maskBias = g.node('Unsqueeze', [g.node('Mul', [g.node('Sub', [one, maskFloat]), g.float('mask_value', g.maskValue)]), g.int64('axes_1_2', [1, 2])]);
   const headShape = g.int64('head_shape', [0, 0, c.heads, D]);
   const hiddenShape = g.int64('hidden_shape', [0, 0, H]);
   const scale = g.float('attention_scale', 1 / Math.sqrt(D));

@@ -52,7 +52,7 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
     for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
       if (name === '__metadata__') continue;
       const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !(e.dtype in ITEM_BYTES)) {
+      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !Object.hasOwn(ITEM_BYTES, e.dtype)) {
         throw fail(`tensor '${name}' has no known dtype (got ${JSON.stringify(e?.dtype)})`);
       }
       const shape = e.shape;
@@ -94,6 +94,7 @@ export function readSafetensorsTensors(weightsPath: string): Map<string, TensorI
   const shards = new Map<string, Map<string, TensorInfo>>();
   const tensors = new Map<string, TensorInfo>();
   for (const [name, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string') throw new Error(`safetensors index ${weightsPath}: the shard of '${name}' is ${JSON.stringify(shard)}, not a file name`);
     const shardPath = path.join(path.dirname(weightsPath), shard);
     let shardTensors = shards.get(shardPath);
     if (shardTensors === undefined) {

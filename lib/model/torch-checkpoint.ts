@@ -48,7 +48,9 @@ function readZipEntries(fd: number, file: string): Map<string, ZipEntry> {
   if (cdOffset === 0xffffffff || count === 0xffff || cdBytes === 0xffffffff) {
     const locator = eocd - 20;
     if (locator < 0 || tail.readUInt32LE(locator) !== 0x07064b50) throw fail('zip64 locator missing');
-    const record = readAt(fd, Number(tail.readBigUInt64LE(locator + 8)), 56);
+    const recordOffset = tail.readBigUInt64LE(locator + 8);
+    if (recordOffset > BigInt(fileBytes)) throw fail('zip64 end record past the end of the file');
+    const record = readAt(fd, Number(recordOffset), 56);
     if (record.length < 56 || record.readUInt32LE(0) !== 0x06064b50) throw fail('zip64 end record missing');
     count = Number(record.readBigUInt64LE(32));
     cdBytes = Number(record.readBigUInt64LE(40));
@@ -232,7 +234,7 @@ function unpickle(data: Buffer, file: string): Value {
       case 0x86: { const b = pop(); stack.push([pop(), b]); break; }  // TUPLE2
       case 0x87: { const c = pop(); const b = pop(); stack.push([pop(), b, c]); break; }  // TUPLE3
       case 0x61: { const v = pop(); const list = stack[stack.length - 1]; if (Array.isArray(list)) list.push(v); break; }  // APPEND
-      case 0x65: { const items = popMark(); const list = stack[stack.length - 1]; if (Array.isArray(list)) list.push(...items); break; }  // APPENDS
+      case 0x65: { const items = popMark(); const list = stack[stack.length - 1]; if (Array.isArray(list)) for (const v of items) list.push(v); break; }  // APPENDS (no push(...): a long list would overflow the stack)
       case 0x73: { const v = pop(); const k = pop(); setItems(stack[stack.length - 1], [k, v]); break; }  // SETITEM
       case 0x75: { const items = popMark(); setItems(stack[stack.length - 1], items); break; }  // SETITEMS
       case 0x52: { const args = pop(); stack.push(reduce(pop(), args)); break; }  // REDUCE
