@@ -80,6 +80,8 @@ interface ModelLayout {
   normalizeModule: boolean;
   /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
   prompt: string;
+  /** The pooling config's include_prompt: false leaves the prompt's tokens out of the mean. */
+  includePrompt: boolean;
 }
 
 // The names sentence-transformers' Transformer module reads its settings from, first found wins.
@@ -204,7 +206,10 @@ function readModelLayout(dir: string): ModelLayout {
     if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
     prompt = text;
   }
-  return { maxSeqLength, maxSeqLengthSource, dim, maxPositions, normalizeModule: types.includes(NORMALIZE), prompt };
+  return {
+    maxSeqLength, maxSeqLengthSource, dim, maxPositions, normalizeModule: types.includes(NORMALIZE), prompt,
+    includePrompt: poolingConfig.include_prompt !== false,
+  };
 }
 
 function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
@@ -270,14 +275,17 @@ export class Encoder {
   private readonly outputName: string;
   private readonly normalizeModule: boolean;
   private readonly prompt: string;
+  /** Leading tokens left out of the mean (include_prompt: false): <s> and the prompt's. */
+  private readonly promptTokens: number;
   /** encode() calls run one after another: ORT and the output buffers are not shared between calls. */
   private queue: Promise<unknown> = Promise.resolve();
-  private disposed = false;
+  /** Set by dispose(): later encode() calls are refused; a second dispose() gets the same promise. */
+  private disposing: Promise<void> | null = null;
 
   private constructor(fields: {
     dim: number; maxLength: number; modelDir: string; onnxPath: string; device: string; batchSize: number;
     maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
-    inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string;
+    inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string; promptTokens: number;
   }) {
     this.dim = fields.dim;
     this.maxLength = fields.maxLength;
@@ -292,6 +300,7 @@ export class Encoder {
     this.outputName = fields.outputName;
     this.normalizeModule = fields.normalizeModule;
     this.prompt = fields.prompt;
+    this.promptTokens = fields.promptTokens;
   }
 
   /** Loads a sentence-transformers folder or Hub id (default: antoinelouis/biencoder-camembert-base-mmarcoFR). */
@@ -319,6 +328,8 @@ export class Encoder {
       throw new RangeError(`options.maxBatchTokens must be >= maxLength (${maxLength}) so that one text fits, got ${maxBatchTokens}`);
     }
     const tokenizer = SentenceTokenizer.load(model.dir, { maxLength });
+    // As sentence-transformers: <s> and the prompt's tokens (the prompt tokenized alone, without its </s>).
+    const promptTokens = layout.prompt !== '' && !layout.includePrompt ? tokenizer.encode(layout.prompt).length - 1 : 0;
     const onnxPath = await onnxGraphOf(model);
 
     let session: ort.InferenceSession;
@@ -356,7 +367,7 @@ export class Encoder {
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
     return new Encoder({
       dim: layout.dim, maxLength, modelDir: model.dir, onnxPath, device: label, batchSize, maxBatchTokens, tokenizer,
-      session, inputType, outputName, normalizeModule: layout.normalizeModule, prompt: layout.prompt,
+      session, inputType, outputName, normalizeModule: layout.normalizeModule, prompt: layout.prompt, promptTokens,
     });
   }
 
@@ -374,7 +385,7 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
-    if (this.disposed) return Promise.reject(new Error('this Encoder has been disposed'));
+    if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
     const snapshot = texts.slice();
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
     const run = this.queue.then(() => this.encodeNow(snapshot, normalize || this.normalizeModule, o.onProgress));
@@ -421,13 +432,13 @@ export class Encoder {
    * Releases the ONNX Runtime session once the encode() calls made before it have finished; later
    * calls are refused.
    */
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
-    await this.queue;
-    const session = this.session;
-    this.session = null;
-    if (session !== null) await session.release();
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      await this.queue;
+      await this.session!.release();
+      this.session = null;
+    })();
+    return this.disposing;
   }
 
   private async encodeNow(texts: string[], normalize: boolean,
@@ -462,6 +473,8 @@ export class Encoder {
     const int64 = this.inputType === 'int64';
     const inputIds = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
     const mask = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
+    // The tokens the mean takes: the transformer sees the prompt, the mean may not (promptTokens).
+    const poolMask = new Uint8Array(n * seq);
     const pad = this.tokenizer.padTokenId;
     batch.rows.forEach((row, i) => {
       const r = ids[row];
@@ -474,6 +487,7 @@ export class Encoder {
           (inputIds as Int32Array)[i * seq + t] = real ? r[t] : pad;
           (mask as Int32Array)[i * seq + t] = real ? 1 : 0;
         }
+        poolMask[i * seq + t] = real && t >= this.promptTokens ? 1 : 0;
       }
     });
     const feeds: Record<string, ort.Tensor> = {};
@@ -497,8 +511,8 @@ export class Encoder {
       const raw = hidden.data as Float32Array | Uint16Array;
       const data = hidden.type === 'float16' ? new Uint16Array(raw.buffer, raw.byteOffset, raw.length) : raw;
       const shape = { batch: n, seq, hidden: this.dim };
-      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, mask, shape, { normalize })
-        : await meanPoolNormalizeAsync(data, mask, shape, { normalize });
+      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
+        : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
     } finally {
       hidden.dispose();
     }

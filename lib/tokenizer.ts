@@ -18,6 +18,32 @@ const tokenizersJs = require('@huggingface/tokenizers') as { Tokenizer: typeof T
 
 const SINGLE_CODE_POINT_GRAPHEMES = /^[\u0020-\u007e\u00a0-\u02ff\u2010-\u2027\u2030-\u205e\u20a0-\u20c0]*$/;
 
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+/**
+ * Whether grapheme boundaries fall at text[i] (and, with `after`, at text[i + 1]) whatever comes
+ * before text[i - 2] or after text[i + 2]. Only asked where the rules are local: before a space or
+ * between two letters (UAX #29's context rules need an emoji, a regional indicator or an Indic
+ * linker there), so segmenting five code units around it decides.
+ */
+function boundaryAt(text: string, i: number, after = false): boolean {
+  const start = Math.max(0, i - 2);
+  const cuts = new Set<number>();
+  for (const { index } of graphemes.segment(text.slice(start, i + 3))) cuts.add(start + index);
+  return cuts.has(i) && (!after || cuts.has(i + 1) || i + 1 === text.length);
+}
+
+const LETTER = /^\p{L}$/u;
+const SEGMENT_WINDOW = 4096;  // Intl.Segmenter's time grows faster than the text: segment in windows of about this
+
+/** The first index at or after `from` (and after 0) where a grapheme boundary is certain, else the text's length. */
+function graphemeCutFrom(text: string, from: number): number {
+  for (let i = Math.max(from, 1); i < text.length; i++) {
+    if ((text[i] === ' ' || (LETTER.test(text[i - 1]) && LETTER.test(text[i]))) && boundaryAt(text, i)) return i;
+  }
+  return text.length;
+}
+
 /**
  * SentencePiece's precompiled normalization map: a darts-clone double-array trie over UTF-8
  * byte strings whose values are offsets into a blob of NUL-terminated replacement strings.
@@ -27,7 +53,6 @@ class PrecompiledCharsmap {
   private readonly units: Uint32Array;
   private readonly replacements: Buffer;
   private readonly cache = new Map<string, string | null>();
-  private readonly segmenter = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
   constructor(base64: string) {
     const blob = Buffer.from(base64, 'base64');
@@ -76,15 +101,19 @@ class PrecompiledCharsmap {
       for (const char of text) out += this.transform(char) ?? char;
       return out;
     }
-    for (const { segment } of this.segmenter.segment(text)) {
-      if (Buffer.byteLength(segment, 'utf8') < 6) {
-        const whole = this.transform(segment);
-        if (whole !== null) {
-          out += whole;
-          continue;
+    for (let start = 0; start < text.length;) {
+      const end = graphemeCutFrom(text, start + SEGMENT_WINDOW);
+      for (const { segment } of graphemes.segment(text.slice(start, end))) {
+        if (Buffer.byteLength(segment, 'utf8') < 6) {
+          const whole = this.transform(segment);
+          if (whole !== null) {
+            out += whole;
+            continue;
+          }
         }
+        for (const char of segment) out += this.transform(char) ?? char;
       }
-      for (const char of segment) out += this.transform(char) ?? char;
+      start = end;
     }
     return out;
   }
@@ -197,13 +226,13 @@ export class SentenceTokenizer {
 const PREFIX_CHARS = 4096;  // about 1,000 pieces of French text: one pass for almost any text
 
 /**
- * The first index at or after `from` where a word ends: a space after a printable ASCII character
- * (always a grapheme boundary, so the normalizer treats both sides alike), else the text's length.
+ * The first index at or after `from` where a word ends: a space that is a grapheme of its own
+ * (so the normalizer treats both sides as it does in the whole text) after a character that is not
+ * whitespace; else the text's length.
  */
 function wordBoundaryFrom(text: string, from: number): number {
   for (let i = text.indexOf(' ', Math.max(from, 1)); i !== -1; i = text.indexOf(' ', i + 1)) {
-    const before = text.charCodeAt(i - 1);
-    if (before > 0x20 && before < 0x7f) return i;
+    if (!WHITESPACE_UNITS.has(text.charCodeAt(i - 1)) && boundaryAt(text, i, true)) return i;
   }
   return text.length;
 }

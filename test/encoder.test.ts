@@ -248,6 +248,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     const [, queries] = sets.find(([name]) => name === 'queries')!;
     const pending = [e.encode(textsOf(queries)), e.encode(textsOf(queries).slice(0, 3))];
     const disposed = e.dispose();
+    expect(e.dispose()).toBe(disposed);  // a second call waits for the same release
     await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
     const [all, first3] = await Promise.all(pending);
     await disposed;

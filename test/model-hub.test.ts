@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { resolveModel } from '../lib/model';
 import { proxyFor } from '../lib/model/http-request';
-import { defaultCacheDir } from '../lib/model/hub';
+import { defaultCacheDir, looksLikeHubId } from '../lib/model/hub';
 import { loadAddon } from '../lib/native';
 import { makeRandom } from './helpers/random';
 import { FakeHub, FakeRepo, startFakeHub } from './helpers/fake-hub';
@@ -225,7 +225,8 @@ describe('resolveModel from the Hub', () => {
     }
     // huggingface_hub's validate_repo_id rules: these are neither folders nor ids, and reach no server.
     hub.requests.length = 0;
-    for (const bad of ['a--b', 'a..b', '-a', 'a.', 'org/name/extra', 'org/', 'x'.repeat(97), 'with space']) {
+    expect(looksLikeHubId(`antoinelouis/${'b'.repeat(96)}`)).toBe(true);  // the 96-character limit is the name's
+    for (const bad of ['a--b', 'a..b', '-a', 'a.', 'org/name/extra', 'org/', `org/${'x'.repeat(97)}`, 'with space', 'org/name.git']) {
       await expect(resolveModel(bad, fast())).rejects.toThrow(`model ${JSON.stringify(bad)} is neither an existing folder nor a Hub id`);
     }
     expect(hub.requests).toEqual([]);

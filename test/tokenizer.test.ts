@@ -116,6 +116,14 @@ describeShared('SentenceTokenizer', () => {
     texts.push(`Bonjour ${'QUJD'.repeat(50000)} fin`);  // one word of ~100k pieces: the library's push(...) overflowed the stack
     // Words of ~100 pieces each.
     texts.push(Array.from({ length: 400 }, (_, i) => Buffer.from(passages.slice(i * 150, i * 150 + 150)).toString('base64')).join(' '));
+    // Words ending in non-ASCII letters (Cyrillic), and 30,000 characters without a space (Han with
+    // Hangul jamo, combining marks, emoji and flags mixed in): cut points other than "ASCII + space".
+    texts.push('привет мир '.repeat(6000));
+    const pieces = ['\u1100\u1161', '\u0301', '\u{1F1EB}\u{1F1F7}', '\u{1F469}\u200D\u{1F4BB}', '\u0915\u094D\u0937', 'ﾊﾞ'];
+    texts.push(Array.from({ length: 30000 }, () => {
+      const r = next();
+      return r < 0.05 ? pieces[Math.floor(next() * pieces.length)] : String.fromCodePoint(0x4e00 + Math.floor(next() * 0x5000));
+    }).join(''));
     for (const maxLength of [128, 2000]) {
       const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
       rust.setTruncation(maxLength);

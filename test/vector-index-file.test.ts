@@ -1,5 +1,5 @@
 // VectorIndex persistence: round trips (read and mmap), the checksum, damaged files, crash safety.
-import { spawn } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -402,6 +402,17 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
   expect(fs.statSync(real).mode & 0o777).toBe(0o600);
   expect(await (await VectorIndex.load(real)).search(queries, { k: 5 })).toEqual(await second.search(queries, { k: 5 }));
+  // A link to a file not there yet (through a second link) creates that file; a FIFO is not replaced.
+  fs.mkdirSync(path.join(dir, 'later'));
+  fs.symlinkSync('later/new.cmbd', path.join(dir, 'hop.cmbd'));
+  fs.symlinkSync('hop.cmbd', path.join(dir, 'dangling.cmbd'));
+  await second.save(path.join(dir, 'dangling.cmbd'));
+  expect(fs.lstatSync(path.join(dir, 'dangling.cmbd')).isSymbolicLink()).toBe(true);
+  expect(fs.statSync(path.join(dir, 'later/new.cmbd')).isFile()).toBe(true);
+  const fifo = path.join(dir, 'fifo.cmbd');
+  execFileSync('mkfifo', [fifo]);
+  await expect(second.save(fifo)).rejects.toThrow(`cannot save over ${fifo}: it is not a regular file`);
+  expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
 
   // What a command's Ctrl-C handler does while a save runs: the temporary file goes, the old file stays.
   const big = new VectorIndex({ dim: 768 });

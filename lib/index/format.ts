@@ -254,6 +254,28 @@ async function syncDirectory(dir: string): Promise<void> {
 }
 
 /**
+ * Where a save of `file` goes: the file a symbolic link points to, through any chain of links,
+ * even to a file not there yet (the links stay), and the permission bits of the file replaced
+ * (null for a new file). Anything but a regular file (a FIFO, a device) is not replaced.
+ */
+async function saveTarget(file: string): Promise<{ target: string; mode: number | null }> {
+  let target = path.resolve(file);
+  for (let links = 0; ; links++) {
+    let stat: fs.Stats;
+    try {
+      stat = await fs.promises.lstat(target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { target, mode: null };
+      throw err;
+    }
+    if (stat.isFile()) return { target, mode: stat.mode & 0o7777 };
+    if (!stat.isSymbolicLink()) throw new Error(`cannot save over ${target}: it is not a regular file`);
+    if (links === 40) throw new Error(`cannot save over ${file}: too many levels of symbolic links (ELOOP)`);
+    target = path.resolve(path.dirname(target), await fs.promises.readlink(target));
+  }
+}
+
+/**
  * Writes the file crash-safely: a temporary file in the same folder, fsync, rename over `file`,
  * fsync of the folder. A crash at any point leaves either the old file or the new one.
  * `metadata` is the metadata section's bytes; `idPieces` and `vectorPieces` are the sections' bytes in order.
@@ -261,14 +283,7 @@ async function syncDirectory(dir: string): Promise<void> {
 export async function writeIndexFile(file: string, header: Header, metadata: Uint8Array,
   idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
   // Replace the file a symbolic link points to (not the link), keeping that file's permissions.
-  let existing: { real: string; mode: number } | null = null;
-  try {
-    const real = await fs.promises.realpath(file);
-    existing = { real, mode: (await fs.promises.stat(real)).mode & 0o7777 };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const target = existing?.real ?? path.resolve(file);
+  const { target, mode } = await saveTarget(file);
   const dir = path.dirname(target);
   const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
   unfinishedSaves.add(temp);  // before the file exists: the open below may create it before it returns
@@ -301,7 +316,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
     await put(zeros(layout.trailerOffset - position));
     if (position !== layout.trailerOffset) throw new Error(`internal: wrote ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
     await put(trailerOf(checksum.digest()));
-    if (existing !== null) await handle.chmod(existing.mode);
+    if (mode !== null) await handle.chmod(mode);
     await handle.sync();
     closed = true;
     await handle.close();
@@ -385,7 +400,12 @@ export class IndexFileReader {
           continue;
         }
         // The header's sizes were checked against the file's size when it was opened.
-        const view = new Uint8Array(fileBindings().mapFileRange(this.handle.fd, position, piece));
+        let view: Uint8Array;
+        try {
+          view = new Uint8Array(fileBindings().mapFileRange(this.handle.fd, position, piece));
+        } catch (err) {
+          throw new Error(`cannot map ${this.file}: ${(err as Error).message}`);
+        }
         mapped.push(view);
         position += piece;
         await sum(view);  // reads every page once, as a copy would: the checksum covers the vectors

@@ -43,11 +43,12 @@ const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'mod
 const WEIGHT_CHOICES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'onnx/model.onnx', 'model.onnx'];
 
 // huggingface_hub's validate_repo_id: 'name' or 'namespace/name' (one-part ids are the legacy
-// models the Hub redirects, e.g. 'camembert-base'), at most 96 characters of letters, digits,
-// '-', '_', '.'; no '--' or '..'; no part starting or ending with '-' or '.'.
+// models the Hub redirects, e.g. 'camembert-base'), of letters, digits, '-', '_', '.', the name at
+// most 96 characters; no '--' or '..'; no part starting or ending with '-' or '.'; not ending in '.git'.
 export function looksLikeHubId(source: string): boolean {
   const part = '[A-Za-z0-9_](?:[\\w.-]*[A-Za-z0-9_])?';
-  return source.length <= 96 && new RegExp(`^(?:${part}/)?${part}$`).test(source) && !/--|\.\./.test(source);
+  return new RegExp(`^(?:${part}/)?${part}$`).test(source) && source.split('/').pop()!.length <= 96 &&
+    !/--|\.\./.test(source) && !source.endsWith('.git');
 }
 
 // A leading ~ and $VAR / ${VAR} expanded, as Python's os.path.expanduser and expandvars do

@@ -92,7 +92,7 @@ Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   const size_t start = offset / page * page;
   const size_t mapped = length + (offset - start);
   void* base = ::mmap(nullptr, mapped, PROT_READ, MAP_PRIVATE, fd, off_t(start));
-  if (base == MAP_FAILED) throw Napi::Error::New(env, std::string("cannot map the index file: ") + std::strerror(errno));
+  if (base == MAP_FAILED) throw Napi::Error::New(env, std::string("mmap: ") + std::strerror(errno));
   return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, new Mapping{base, mapped, 0, false});
 }
 
