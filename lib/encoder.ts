@@ -10,7 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
-import { convertToOnnx, resolveModel } from './model';
+import { convertedGraphState, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
@@ -241,11 +241,15 @@ export function convertedGraphPath(modelDir: string): string {
   return path.join(camembedCacheDir(), 'onnx', snapshot[1], snapshot[2], 'model.onnx');
 }
 
-/** Where the ONNX graph is, converting the weights once (convertedGraphPath) when there is none. */
+/**
+ * Where the ONNX graph is: the model's own, else one converted from its weights (convertedGraphPath),
+ * converted again when the weights changed since (convertedGraphState).
+ */
 async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weightsPath: string | null }): Promise<string> {
-  if (model.onnxPath !== null) return model.onnxPath;
-  const output = convertedGraphPath(model.dir);
-  if (fs.existsSync(output)) return output;  // converted by an earlier load
+  const usable = (graph: string) => model.weightsPath === null || convertedGraphState(graph) !== 'stale';
+  if (model.onnxPath !== null && usable(model.onnxPath)) return model.onnxPath;
+  const output = model.onnxPath ?? convertedGraphPath(model.dir);
+  if (output !== model.onnxPath && fs.existsSync(output) && usable(output)) return output;  // converted by an earlier load
   try {
     return await convertToOnnx(model.dir, { output });
   } catch (err) {

@@ -134,9 +134,8 @@ describe('convertToOnnx errors', () => {
   test('type_vocab_size defaults to 2 as in Hugging Face; a float16 conversion refuses weights beyond float16', async () => {
     const { type_vocab_size: _, ...withoutTypes } = CONFIG;
     writeTinyModel((s) => s.set('embeddings.token_type_embeddings.weight', [2, 4]), withoutTypes);
-    expect(await convertToOnnx(dir)).toBe(path.join(dir, 'model.onnx'));
-    fs.rmSync(path.join(dir, 'model.onnx'));
-    fs.rmSync(path.join(dir, 'model.onnx.data'));
+    expect(await convertToOnnx(dir)).toBe(path.join(dir, 'onnx', 'model.onnx'));
+    fs.rmSync(path.join(dir, 'onnx'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     const shapes = tinyShapes();
     writeSafetensors(path.join(dir, 'model.safetensors'), [...shapes].map(([name, shape]) => ({ name, shape })),
@@ -160,7 +159,8 @@ describe('convertToOnnx errors', () => {
     writeTinyModel();
     // Writes to /dev/full fail with ENOSPC: stand it in for the weights file being written.
     fs.symlinkSync('/dev/full', path.join(dir, `model.onnx.data.tmp-${process.pid}`));
-    await expect(convertToOnnx(dir)).rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+: ENOSPC/);
+    await expect(convertToOnnx(dir, { output: path.join(dir, 'model.onnx') }))
+      .rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+: ENOSPC/);
     noOutput();
   });
 
@@ -180,8 +180,8 @@ describe('convertToOnnx errors', () => {
       s.set('roberta.pooler.dense.weight', [4, 4]);
     });
     const output = await convertToOnnx(dir);
-    expect(output).toBe(path.join(dir, 'model.onnx'));
-    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.onnx', 'model.onnx.data', 'model.safetensors']);
+    expect(output).toBe(path.join(dir, 'onnx', 'model.onnx'));
+    expect(fs.readdirSync(path.join(dir, 'onnx')).sort()).toEqual(['model.onnx', 'model.onnx.data', 'model.onnx.source.json']);
   });
 });
 
@@ -229,10 +229,17 @@ describe('camembed make-random-model and convert commands', () => {
       expect(await main(['convert', out, '--dtype', 'float16', '--output', path.join(out, 'f16.onnx')])).toBe(0);
       expect(fs.statSync(path.join(out, 'f16.onnx.data')).size).toBeGreaterThan(32005 * 8 * 2);
       expect(await main(['convert', out, '--dtype', 'int4'])).toBe(2);
+      // A graph camembed did not make (the model's own export) is replaced only with --force.
+      fs.writeFileSync(path.join(out, 'model.onnx'), 'their export');
+      expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(2);
+      expect(fs.readFileSync(path.join(out, 'model.onnx'), 'utf8')).toBe('their export');
+      expect(await main(['convert', out, '--output', path.join(out, 'model.onnx'), '--force'])).toBe(0);
+      expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(0);  // now camembed's own
       expect(await main(['make-random-model', '--out', out])).toBe(2);
       expect(await main(['convert', path.join(dir, 'missing')])).toBe(1);
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
       expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
+      expect(messages).toContain(`${path.join(out, 'model.onnx')} exists and camembed did not convert it (the model's own ONNX graph?): pass --force`);
       expect(messages).toMatch(/--tokenizer <folder> is required/);
       expect(messages).toMatch(/cannot read model config .*missing[/\\]config\.json/);
     } finally {

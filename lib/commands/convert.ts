@@ -1,13 +1,16 @@
 // camembed convert <dir>: safetensors weights of a sentence-transformers folder → ONNX graph.
+import * as fs from 'fs';
+import * as path from 'path';
 import { CliUsageError, OptionSpec, parseCommand } from './args';
-import { convertToOnnx } from '../model';
+import { convertedGraphState, convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s safetensors weights to an ONNX graph';
 
 const SPEC: OptionSpec = {
-  output: { type: 'string', help: 'ONNX file to write (weights go to <output>.data); default <dir>/model.onnx' },
+  output: { type: 'string', help: 'ONNX file to write (weights go to <output>.data); default <dir>/onnx/model.onnx, where the encoder looks first' },
   dtype: { type: 'string', help: 'float32 or float16 (weights, compute and output)', default: 'float32' },
   graph: { type: 'string', help: 'fused (ONNX Runtime contrib ops) or plain (standard ops only)', default: 'fused' },
+  force: { type: 'boolean', help: 'replace an ONNX file that camembed did not convert (the model\'s own export)' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
@@ -20,7 +23,11 @@ export async function run(argv: string[]): Promise<void> {
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   const graph = options.graph as string;
   if (graph !== 'fused' && graph !== 'plain') throw new CliUsageError(`--graph must be fused or plain, got '${graph}'`);
+  const output = (options.output as string | undefined) ?? path.join(positional[0], 'onnx', 'model.onnx');
+  if (fs.existsSync(output) && convertedGraphState(output) === null && options.force !== true) {
+    throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
+  }
   const start = Date.now();
-  const written = await convertToOnnx(positional[0], { output: options.output as string | undefined, dtype, graph });
+  const written = await convertToOnnx(positional[0], { output, dtype, graph });
   process.stderr.write(`wrote ${written} (+ ${written}.data) in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

@@ -19,7 +19,7 @@ import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onn
 import { WEIGHT_FILES } from './local';
 
 export interface ConvertOptions {
-  output?: string;                    // default: <modelDir>/model.onnx (weights in <output>.data)
+  output?: string;                    // default: <modelDir>/onnx/model.onnx, where Encoder.load looks first (weights in <output>.data)
   dtype?: 'float32' | 'float16';      // float16: weights, compute and output in half precision
   graph?: 'fused' | 'plain';          // 'plain': standard ops only (a baseline for benchmarks)
 }
@@ -235,11 +235,13 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   if (weightsPath === undefined) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
   const tensors = matchTensors(weightsPath, config);
 
-  const output = path.resolve(options.output ?? path.join(modelDir, 'model.onnx'));
+  const output = path.resolve(options.output ?? path.join(modelDir, 'onnx', 'model.onnx'));
   const dataFile = `${output}.data`;
+  const sourceFile = `${output}${SOURCE_SUFFIX}`;
   const tmpOutput = `${output}.tmp-${process.pid}`;
   const tmpData = `${dataFile}.tmp-${process.pid}`;
-  fs.mkdirSync(path.dirname(output), { recursive: true });
+  const tmpSource = `${sourceFile}.tmp-${process.pid}`;
+  const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure
   const dataFd = fs.openSync(tmpData, 'w');
   let dataClosed = false;
   try {
@@ -265,16 +267,58 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
       },
     });
     fs.writeFileSync(tmpOutput, model);
+    const source: GraphSource = { weights: weightFiles(weightsPath).map((f) => ({ file: path.relative(path.dirname(output), f), ...fileStamp(f)! })) };
+    fs.writeFileSync(tmpSource, JSON.stringify(source));
     fs.renameSync(tmpData, dataFile);
+    fs.renameSync(tmpSource, sourceFile);
     fs.renameSync(tmpOutput, output);
     return output;
   } catch (err) {
     if (!dataClosed) fs.closeSync(dataFd);
-    fs.rmSync(tmpData, { force: true });
-    fs.rmSync(tmpOutput, { force: true });
+    for (const tmp of [tmpData, tmpOutput, tmpSource]) fs.rmSync(tmp, { force: true });
+    if (createdDir !== undefined) fs.rmSync(createdDir, { recursive: true, force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
   }
+}
+
+// Next to a converted graph, `<graph>.source.json` records the weights it came from (size and
+// modification time), so that a graph whose weights have changed since is not used as if current.
+const SOURCE_SUFFIX = '.source.json';
+interface GraphSource { weights: { file: string; bytes: number; mtimeMs: number }[] }
+
+function fileStamp(file: string): { bytes: number; mtimeMs: number } | null {
+  try {
+    const st = fs.statSync(file);
+    return { bytes: st.size, mtimeMs: st.mtimeMs };
+  } catch {
+    return null;
+  }
+}
+
+// The weights file and, for a sharded index, the shards it names.
+function weightFiles(weightsPath: string): string[] {
+  if (!weightsPath.endsWith('.index.json')) return [weightsPath];
+  const map = (JSON.parse(fs.readFileSync(weightsPath, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+  return [weightsPath, ...[...new Set(Object.values(map))].map((shard) => path.join(path.dirname(weightsPath), shard))];
+}
+
+/**
+ * Whether `graph` was converted by camembed from weights that are still as they were ('current'),
+ * from weights changed or gone since ('stale'), or not by camembed at all (null: a model's own graph).
+ */
+export function convertedGraphState(graph: string): 'current' | 'stale' | null {
+  let source: GraphSource;
+  try {
+    source = JSON.parse(fs.readFileSync(`${graph}${SOURCE_SUFFIX}`, 'utf8')) as GraphSource;
+  } catch {
+    return null;
+  }
+  const current = Array.isArray(source.weights) && source.weights.every((w) => {
+    const now = fileStamp(path.resolve(path.dirname(graph), String(w.file)));
+    return now !== null && now.bytes === w.bytes && now.mtimeMs === w.mtimeMs;
+  });
+  return current ? 'current' : 'stale';
 }
 
 type Load = (name: string) => Float32Array;
