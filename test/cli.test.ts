@@ -222,3 +222,34 @@ describe('progress bar text', () => {
     expect(drawn('bytes', 512, 1, 2048)).toContain('[######..................] 25.0%  512 B/2.0 KiB  ETA 0:03  512 B/s');
   });
 });
+
+test('outputs and inputs are checked before any model is loaded: a missing folder, a folder, the input itself (exit 2)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-'));
+  const load = jest.spyOn(Encoder, 'load').mockRejectedValue(new Error('the model was loaded'));
+  try {
+    const input = path.join(dir, 'texts.txt');
+    fs.writeFileSync(input, 'un\ndeux\n');
+    const files = ['--collection', input, '--queries', input, '--qrels', input];
+    const cases: [string[], string][] = [
+      [['encode', '--input', input, '--output', input], `--output ${input} is the input ${input}: writing it would destroy it`],
+      [['index', 'build', '--input', input, '--output', input], `--output ${input} is the input ${input}: writing it would destroy it`],
+      [['index', 'build', '--input', input, '--output', path.join(dir, 'no/x.cmbd')], `the folder ${path.join(dir, 'no')} does not exist`],
+      [['index', 'build', '--input', input, '--output', dir], `--output ${dir} is a folder`],
+      [['eval', ...files, '--run', dir], `--run ${dir} is a folder`],
+      [['eval', ...files, '--run', input], `--run ${input} is the input ${input}`],
+      [['eval', ...files.slice(0, 4), '--qrels', '-'], "--qrels must be a file: eval reads files, not standard input"],
+      [['encode', '--input', dir, '--output', path.join(dir, 'o.f32')], `--input ${dir} is a folder, not a file`],
+      [['make-random-model', '--tokenizer', dir, '--out', input], `--out ${input} is a file, not a folder`],
+      [['search', '--index', input, '--device', 'gpu', 'x'], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"],
+    ];
+    for (const [args, message] of cases) {
+      const { code, stderr } = await runCli(args);
+      expect({ args, stderr: stderr.includes(message) ? message : stderr, code }).toEqual({ args, stderr: message, code: 2 });
+    }
+    expect(load).not.toHaveBeenCalled();
+    expect(fs.readFileSync(input, 'utf8')).toBe('un\ndeux\n');
+  } finally {
+    load.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

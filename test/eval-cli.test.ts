@@ -33,7 +33,7 @@ describe('camembed eval usage errors (exit code 2)', () => {
     [['--metrics', 'MRR@10,ERR@5'], /--metrics: unknown metric 'ERR@5'/],
     [['--k', '50'], /--k \(50\) must be at least the largest metric cutoff \(500\)/],
     [['--k', '0', '--metrics', 'P@1'], /--k must be a positive integer/],
-    [['--device', 'gpu'], /--device must be cpu, cuda or cuda:<n>/],
+    [['--device', 'gpu'], /--device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'/],
     [['--dtype', 'int8'], /--dtype must be float32 or float16/],
     [['--frobnicate'], /unknown option --frobnicate/],
     [['extra'], /unexpected argument 'extra'/],

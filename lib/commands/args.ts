@@ -3,6 +3,7 @@
 // options are errors; integer options are checked here, so each command gets numbers it can use.
 import * as fs from 'fs';
 import * as os from 'os';
+import * as path from 'path';
 
 import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
@@ -11,7 +12,8 @@ export class CliUsageError extends Error {}
 
 export interface OptionSpec {
   [name: string]: {
-    type: 'string' | 'integer' | 'boolean';
+    /** 'device': 'cpu', 'cuda' or 'cuda:N', checked here for every command alike. */
+    type: 'string' | 'integer' | 'boolean' | 'device';
     help: string;
     default?: string | number | boolean;
     /** Smallest value of an integer option (default 1). */
@@ -60,6 +62,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       }
       options[name] = n;
     } else {
+      if (s.type === 'device' && !/^(cpu|cuda(:\d+)?)$/.test(raw)) throw new CliUsageError(`--${name} must be 'cpu', 'cuda' or 'cuda:N', got '${raw}'`);
       options[name] = raw;
     }
   }
@@ -89,9 +92,32 @@ export function requiredString(options: Parsed['options'], name: string, placeho
   return value as string;
 }
 
-/** A usage error unless `file`, the value of --name, exists or is '-' (standard input). */
+/** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
 export function requireExists(name: string, file: string): void {
-  if (file !== '-' && !fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
+  if (file === '-') return;
+  if (!fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
+  if (fs.statSync(file).isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder, not a file`);
+}
+
+/**
+ * A usage error unless `file`, the value of --name, can be written as an output, checked before any
+ * work: its folder exists, it is not a folder, and it is not one of the `inputs` (by device and
+ * inode: writing it would destroy that input). Returns what is there now ('-' and new files: undefined).
+ */
+export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[]): fs.Stats | undefined {
+  if (file === '-') return undefined;
+  const folder = path.dirname(path.resolve(file));
+  if (!fs.existsSync(folder)) throw new CliUsageError(`--${name} ${file}: the folder ${folder} does not exist`);
+  const existing = fs.statSync(file, { throwIfNoEntry: false });
+  if (existing === undefined) return undefined;
+  if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);
+  for (const input of inputs) {
+    const st = input === undefined || input === '-' ? undefined : fs.statSync(input, { throwIfNoEntry: false });
+    if (st !== undefined && st.dev === existing.dev && st.ino === existing.ino) {
+      throw new CliUsageError(`--${name} ${file} is the input ${input}: writing it would destroy it`);
+    }
+  }
+  return existing;
 }
 
 /** For an option that must name a file when given (not '-': `why` says why): a usage error unless it exists. */

@@ -2,10 +2,9 @@
 // streamed in chunks so that millions of lines need only one chunk in memory.
 import { once } from 'events';
 import * as fs from 'fs';
-import * as path from 'path';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, textsWithProgress } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireOutputFile, textsWithProgress } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -16,7 +15,7 @@ const SPEC: OptionSpec = {
     type: 'string',
     help: "output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
   },
-  device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
+  device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
@@ -47,13 +46,9 @@ export async function run(argv: string[]): Promise<void> {
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
   requireExists('input', input);
-  if (output !== '-' && !fs.existsSync(path.dirname(path.resolve(output)))) {
-    throw new CliUsageError(`--output ${output}: the folder ${path.dirname(path.resolve(output))} does not exist`);
-  }
   const npy = output.endsWith('.npy');
-  const existing = output === '-' ? null : fs.statSync(output, { throwIfNoEntry: false });
-  if (existing?.isDirectory()) throw new CliUsageError(`--output ${output} is a folder`);
-  if (npy && existing !== undefined && existing !== null && !existing.isFile()) {
+  const existing = requireOutputFile('output', output, [input]);
+  if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
 

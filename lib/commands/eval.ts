@@ -3,7 +3,7 @@ import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
-import { CliUsageError, helpText, OptionSpec, parseCommand } from './args';
+import { CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
 
 export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
@@ -14,7 +14,7 @@ const spec: OptionSpec = {
   qrels: { type: 'string', help: "judgements, 'qid 0 docid rel' or 'qid<TAB>docid' per line (required)" },
   k: { type: 'integer', help: 'passages retrieved per query', default: 1000 },
   metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
-  device: { type: 'string', help: "'cpu', 'cuda' or 'cuda:<n>' for the encoder and the index", default: 'cpu' },
+  device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
@@ -48,11 +48,11 @@ export async function run(argv: string[]): Promise<void> {
   if (parsed === null) return;
   const { options, positional } = parsed;
   if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
-  for (const name of ['collection', 'queries', 'qrels']) {
+  const inputs = ['collection', 'queries', 'qrels'];
+  for (const name of inputs) {
     if (options[name] === undefined) throw new CliUsageError(`--${name} is required\n\n${helpText(USAGE, spec)}`);
   }
   const device = options.device as string;
-  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new CliUsageError(`--device must be cpu, cuda or cuda:<n>, got '${device}'`);
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
@@ -69,6 +69,9 @@ export async function run(argv: string[]): Promise<void> {
     }
   }
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
+  // Before hours of encoding: the run file can be written.
+  if (options.run !== undefined) requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string));
 
   // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.
   const controller = new AbortController();

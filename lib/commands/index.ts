@@ -13,7 +13,8 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, textsWithProgress,
+  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireOutputFile,
+  textsWithProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -47,7 +48,7 @@ const NEIGHBORS_SPEC: OptionSpec = {
     type: 'string',
     help: "the file the index was built from: the texts too (TSV: the vector's and the neighbour's line as 5th and 6th columns, tabs and carriage returns as spaces; JSON: 'text' and 'passages')",
   },
-  device: { type: 'string', help: "'cpu' or 'cuda'", default: 'cpu' },
+  device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
   'batch-size': { type: 'integer', help: 'vectors searched together', default: 1024 },
   help: { type: 'boolean', help: 'show this help' },
@@ -128,7 +129,7 @@ const SPEC: OptionSpec = {
   dim: { type: 'integer', help: 'vector length of a raw float32 --vectors file' },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
-  device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
+  device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
@@ -165,6 +166,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   const output = requiredString(options, 'output');
   if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
+  const existing = requireOutputFile('output', output, [options.input as string | undefined, vectorsFile]);
+  if (existing !== undefined && !existing.isFile()) throw new CliUsageError(`--output ${output} is not a regular file: an index replaces only a file`);
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);

@@ -1,4 +1,5 @@
 // camembed make-random-model: a sentence-transformers folder with seeded random CamemBERT weights.
+import * as fs from 'fs';
 import { CliUsageError, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
 
@@ -22,6 +23,7 @@ export async function run(argv: string[]): Promise<void> {
   if (positional.length > 0) throw new CliUsageError(`unexpected argument '${positional[0]}'`);
   const tokenizerDir = requiredString(options, 'tokenizer', '<folder>');
   const out = requiredString(options, 'out', '<folder>');
+  if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new CliUsageError(`--out ${out} is a file, not a folder`);
   const start = Date.now();
   await makeRandomModel({
     layers: options.layers as number, hidden: options.hidden as number, heads: options.heads as number,

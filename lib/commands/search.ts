@@ -29,7 +29,7 @@ const SPEC: OptionSpec = {
     type: 'string',
     help: "the file the index was built from: each hit's passage (its line) is printed too (TSV: a 5th column, tabs and carriage returns as spaces; JSON: 'passages')",
   },
-  device: { type: 'string', help: "'cpu' or 'cuda' (the encoder and the index)", default: 'cpu' },
+  device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
   'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
