@@ -110,6 +110,23 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
   });
 
+  test('equal scores are ranked as trec_eval ranks them (docid descending), in the run file as in the metrics', async () => {
+    // Two identical passages tie at cosine 1 with the query; 'd5' > 'd10' as strings, so d5 comes
+    // first and the relevant d10 second: MRR@3 = 0.5 (ascending order would have said 1).
+    const tie = path.join(dir, 'tie');
+    fs.mkdirSync(tie);
+    const [text, other] = fs.readFileSync(files.collection, 'utf8').split('\n').map((l) => l.split('\t')[1]);
+    const write = (name: string, body: string) => { fs.writeFileSync(path.join(tie, name), body); return path.join(tie, name); };
+    const runFile = path.join(tie, 'run.trec');
+    const result = await evaluateRetrieval({
+      model, collection: write('c.tsv', `d10\t${text}\nd7\t${other}\nd5\t${text}\n`), queries: write('q.tsv', `q0\t${text}\n`),
+      qrels: write('r.trec', 'q0 0 d10 1\n'), k: 3, metrics: ['MRR@3', 'nDCG@3'], cacheDir: path.join(tie, 'cache'), runFile,
+    });
+    const ranked = fs.readFileSync(runFile, 'utf8').trimEnd().split('\n').map((l) => l.split(' ').slice(2, 4).join(' '));
+    expect(ranked).toEqual(['d5 1', 'd10 2', 'd7 3']);
+    expect(result.metrics).toEqual({ 'MRR@3': 0.5, 'nDCG@3': 1 / Math.log2(3) });
+  });
+
   test('the CLI prints the table and the JSON', async () => {
     const out: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });

@@ -140,3 +140,8 @@ describe('TrecRunWriter', () => {
     await writer.close();
   });
 });
+
+test('an id with whitespace is an error naming the file and line (qrels and runs could never hold it)', async () => {
+  const file = write('spaced-id.tsv', 'q1\tun\nq 2\tdeux\n');
+  await expect(readTsvEntries(file)).rejects.toThrow(`${file}:2: the id "q 2" contains whitespace`);
+});

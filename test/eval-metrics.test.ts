@@ -10,20 +10,20 @@ const qrels: Qrels = {
   q5: { d8: 1 }, // in the run with no documents
 };
 const run: Run = {
-  // Ranked: d3 0.9, d1 0.8, d2 0.8 (tie: d1 < d2), d9 0.7, d4 0.5, d5 0.1 -> gains [2, 1, 0, 0, 0, 1]
+  // Ranked: d3 0.9, d2 0.8, d1 0.8 (tie: docid descending, as trec_eval), d9 0.7, d4 0.5, d5 0.1 -> gains [2, 0, 1, 0, 0, 1]
   q1: { d2: 0.8, d9: 0.7, d5: 0.1, d3: 0.9, d4: 0.5, d1: 0.8 },
-  // All tied: docid ascending as strings: d0, d10, d2 -> the relevant d2 is at rank 3
+  // All tied: docid descending as strings: d2, d10, d0 -> the relevant d2 is at rank 1 (ascending would put it 3rd)
   q2: { d2: 0.5, d10: 0.5, d0: 0.5 },
   q5: {},
   q6: { d1: 1 },
 };
 
 const log2 = Math.log2;
-// q1 nDCG: DCG@3 = 2/log2(2) + 1/log2(3); IDCG@3 = 2/log2(2) + 1/log2(3) + 1/log2(4)
-const q1Ndcg3 = (2 + 1 / log2(3)) / (2 + 1 / log2(3) + 1 / log2(4)); // = 0.84030...
+// q1 nDCG: DCG@3 = 2/log2(2) + 1/log2(4); IDCG@3 = 2/log2(2) + 1/log2(3) + 1/log2(4)
+const q1Ndcg3 = (2 + 1 / log2(4)) / (2 + 1 / log2(3) + 1 / log2(4)); // = 0.79848...
 // DCG@10 adds d5 (gain 1) at rank 6: 1/log2(7); the ideal stays [2, 1, 1]
-const q1Ndcg10 = (2 + 1 / log2(3) + 1 / log2(7)) / (2 + 1 / log2(3) + 1 / log2(4)); // = 0.95407...
-// q2: its one relevant document at rank 3: (1/log2(4)) / (1/log2(2)) = 0.5
+const q1Ndcg10 = (2 + 1 / log2(4) + 1 / log2(7)) / (2 + 1 / log2(3) + 1 / log2(4)); // = 0.91226...
+// q2: its one relevant document at rank 1: nDCG 1
 
 describe('evaluate: hand-computed values', () => {
   const metrics = ['MRR@10', 'MRR@1', 'nDCG@1', 'nDCG@3', 'nDCG@10', 'MAP@10', 'MAP@2',
@@ -37,28 +37,28 @@ describe('evaluate: hand-computed values', () => {
     expect(q1['MRR@1']).toBe(1);
     expect(q1['nDCG@1']).toBe(1); // 2/1 over the ideal 2/1
     expect(q1['nDCG@3']).toBeCloseTo(q1Ndcg3, 12);
-    expect(q1['nDCG@3']).toBeCloseTo(0.8403, 4);
+    expect(q1['nDCG@3']).toBeCloseTo(0.7985, 4);
     expect(q1['nDCG@10']).toBeCloseTo(q1Ndcg10, 12);
-    expect(q1['nDCG@10']).toBeCloseTo(0.9541, 4);
-    expect(q1['MAP@10']).toBeCloseTo((1 / 1 + 2 / 2 + 3 / 6) / 3, 12); // relevant at ranks 1, 2, 6
-    expect(q1['MAP@2']).toBeCloseTo((1 / 1 + 2 / 2) / 3, 12); // divided by all 3 relevant
+    expect(q1['nDCG@10']).toBeCloseTo(0.9123, 4);
+    expect(q1['MAP@10']).toBeCloseTo((1 / 1 + 2 / 3 + 3 / 6) / 3, 12); // relevant at ranks 1, 3, 6
+    expect(q1['MAP@2']).toBeCloseTo((1 / 1) / 3, 12); // divided by all 3 relevant
     expect(q1['Recall@1']).toBeCloseTo(1 / 3, 12);
     expect(q1['Recall@5']).toBeCloseTo(2 / 3, 12);
     expect(q1['Recall@10']).toBe(1);
-    expect(q1['P@2']).toBe(1);
+    expect(q1['P@2']).toBe(0.5);
     expect(q1['P@10']).toBeCloseTo(3 / 10, 12);
 
     const q2 = perQuery.q2;
-    expect(q2['MRR@10']).toBeCloseTo(1 / 3, 12);
-    expect(q2['MRR@1']).toBe(0);
-    expect(q2['nDCG@1']).toBe(0);
-    expect(q2['nDCG@3']).toBeCloseTo(0.5, 12);
-    expect(q2['nDCG@10']).toBeCloseTo(0.5, 12);
-    expect(q2['MAP@10']).toBeCloseTo(1 / 3, 12); // precision 1/3 at rank 3, one relevant
-    expect(q2['MAP@2']).toBe(0);
-    expect(q2['Recall@1']).toBe(0);
+    expect(q2['MRR@10']).toBe(1);
+    expect(q2['MRR@1']).toBe(1);
+    expect(q2['nDCG@1']).toBe(1);
+    expect(q2['nDCG@3']).toBe(1);
+    expect(q2['nDCG@10']).toBe(1);
+    expect(q2['MAP@10']).toBe(1);
+    expect(q2['MAP@2']).toBe(1);
+    expect(q2['Recall@1']).toBe(1);
     expect(q2['Recall@5']).toBe(1);
-    expect(q2['P@2']).toBe(0);
+    expect(q2['P@2']).toBe(0.5);
     expect(q2['P@10']).toBeCloseTo(1 / 10, 12); // a 3-document run still divides by 10
 
     for (const q of ['q4', 'q5']) for (const m of metrics) expect(perQuery[q][m]).toBe(0);
@@ -69,17 +69,17 @@ describe('evaluate: hand-computed values', () => {
     const byDefault = evaluate(run, qrels);
     expect(Object.keys(byDefault)).toEqual(DEFAULT_METRICS);
     for (const m of DEFAULT_METRICS) expect(byDefault[m]).toBe(evaluate(run, qrels, [m])[m]);
-    expect(mean['MRR@10']).toBeCloseTo((1 + 1 / 3) / 4, 12); // = 1/3
-    expect(mean['MRR@1']).toBeCloseTo(1 / 4, 12);
-    expect(mean['nDCG@1']).toBeCloseTo(1 / 4, 12);
-    expect(mean['nDCG@3']).toBeCloseTo((q1Ndcg3 + 0.5) / 4, 12);
-    expect(mean['nDCG@10']).toBeCloseTo((q1Ndcg10 + 0.5) / 4, 12);
-    expect(mean['MAP@10']).toBeCloseTo((5 / 6 + 1 / 3) / 4, 12); // = 7/24
-    expect(mean['MAP@2']).toBeCloseTo((2 / 3) / 4, 12); // = 1/6
-    expect(mean['Recall@1']).toBeCloseTo((1 / 3) / 4, 12);
+    expect(mean['MRR@10']).toBeCloseTo((1 + 1) / 4, 12);
+    expect(mean['MRR@1']).toBeCloseTo(2 / 4, 12);
+    expect(mean['nDCG@1']).toBeCloseTo(2 / 4, 12);
+    expect(mean['nDCG@3']).toBeCloseTo((q1Ndcg3 + 1) / 4, 12);
+    expect(mean['nDCG@10']).toBeCloseTo((q1Ndcg10 + 1) / 4, 12);
+    expect(mean['MAP@10']).toBeCloseTo((13 / 18 + 1) / 4, 12); // q1: (1 + 2/3 + 1/2) / 3 = 13/18
+    expect(mean['MAP@2']).toBeCloseTo((1 / 3 + 1) / 4, 12);
+    expect(mean['Recall@1']).toBeCloseTo((1 / 3 + 1) / 4, 12);
     expect(mean['Recall@5']).toBeCloseTo((2 / 3 + 1) / 4, 12);
     expect(mean['Recall@10']).toBeCloseTo((1 + 1) / 4, 12);
-    expect(mean['P@2']).toBeCloseTo(1 / 4, 12);
+    expect(mean['P@2']).toBeCloseTo((0.5 + 0.5) / 4, 12);
     expect(mean['P@10']).toBeCloseTo((0.3 + 0.1) / 4, 12);
   });
 
@@ -107,13 +107,15 @@ describe('evaluate: hand-computed values', () => {
   test('metric names are case-insensitive and keyed as given; duplicates collapse', () => {
     const mean = evaluate(run, qrels, ['mrr@10', 'NDCG@3', 'mrr@10']);
     expect(Object.keys(mean)).toEqual(['mrr@10', 'NDCG@3']);
-    expect(mean['mrr@10']).toBeCloseTo(1 / 3, 12);
+    expect(mean['mrr@10']).toBeCloseTo(1 / 2, 12);
   });
 });
 
 describe('rankDocuments', () => {
-  test('score descending, then docid ascending by code unit', () => {
-    expect(rankDocuments({ b: 1, a: 1, c: 2, B: 1, '10': 0, '9': 0 })).toEqual(['c', 'B', 'a', 'b', '10', '9']);
+  test('score descending, then docid descending by UTF-8 bytes (trec_eval\'s order)', () => {
+    expect(rankDocuments({ b: 1, a: 1, c: 2, B: 1, '10': 0, '9': 0 })).toEqual(['c', 'b', 'a', 'B', '9', '10']);
+    // UTF-8 byte order, not UTF-16's: U+FF21 (EF BC A1) sorts below U+1F600 (F0 9F 98 80).
+    expect(rankDocuments({ '\uff21': 1, '\u{1F600}': 1 })).toEqual(['\u{1F600}', '\uff21']);
   });
 });
 

@@ -31,6 +31,8 @@ export async function* readTsv(file: string, options: { startOffset?: number; st
     const tab = text.indexOf('\t');
     if (tab < 0) throw new FormatError(file, line, "expected 'id<TAB>text' but found no tab");
     if (tab === 0) throw new FormatError(file, line, "expected 'id<TAB>text' but the id is empty");
+    // qrels and TREC runs separate their fields by whitespace: such an id could never be judged.
+    if (/\s/.test(text.slice(0, tab))) throw new FormatError(file, line, `the id ${JSON.stringify(text.slice(0, tab))} contains whitespace`);
     yield { id: text.slice(0, tab), text: text.slice(tab + 1), line, endOffset };
   }
 }
@@ -119,5 +121,11 @@ export class TrecRunWriter {
   async close(): Promise<void> {
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fs.promises.rename(`${this.file}.partial`, this.file);
+  }
+
+  /** Drops the run written so far (the `.partial` file): for a run that failed. */
+  async abort(): Promise<void> {
+    await new Promise<void>((resolve) => this.out.destroy().once('close', () => resolve()));
+    await fs.promises.rm(`${this.file}.partial`, { force: true });
   }
 }

@@ -59,9 +59,17 @@ function checkNested(what: 'run' | 'qrels', value: unknown): Record<string, Reco
   return value as Record<string, Record<string, number>>;
 }
 
-/** Document ids of one query's run, best first: score descending, then docid ascending. */
+/**
+ * The order of documents with equal scores: docid descending by bytes, as trec_eval orders them
+ * (form_res_rels.c, comp_sim_docno: strcmp of the docnos, reversed).
+ */
+export function compareTiedDocids(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(b), Buffer.from(a));
+}
+
+/** Document ids of one query's run, best first: score descending, then compareTiedDocids. */
 export function rankDocuments(scores: Record<string, number>): string[] {
-  return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || (a < b ? -1 : a > b ? 1 : 0));
+  return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || compareTiedDocids(a, b));
 }
 
 // One query's values. `gains[i]` is the qrels relevance of the document at rank i + 1 (0 when

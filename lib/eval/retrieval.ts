@@ -9,7 +9,7 @@ import { createProgressBar } from '../progress';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
-import { DEFAULT_METRICS, evaluate, parseMetric, Run } from './metrics';
+import { compareTiedDocids, DEFAULT_METRICS, evaluate, parseMetric, Run } from './metrics';
 
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
@@ -68,6 +68,20 @@ export function defaultEmbeddingCacheDir(): string {
 
 const QUERY_BATCH = 256;
 
+/**
+ * Reorders, in place, each run of equal scores of a search's ranking (ties by collection row) as
+ * trec_eval and evaluate() order them (compareTiedDocids: docid descending), so that the run file, the
+ * metrics printed and trec_eval on the run file all rank alike.
+ */
+function tiesAsTrecEval(docids: string[], scores: ArrayLike<number>): void {
+  for (let start = 0; start < docids.length;) {
+    let end = start + 1;
+    while (end < docids.length && scores[end] === scores[start]) end++;
+    if (end - start > 1) docids.splice(start, end - start, ...docids.slice(start, end).sort(compareTiedDocids));
+    start = end;
+  }
+}
+
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
@@ -91,6 +105,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
+  let writer: TrecRunWriter | null = null;
   try {
     // 1. Passages -> cached embedding chunks.
     let t = Date.now();
@@ -117,7 +132,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const indexSeconds = (Date.now() - t) / 1000;
 
     // 3. Queries, a batch at a time: encode, search, record the run.
-    const writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
+    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
     const run: Run = Object.create(null);
     const keep = Math.min(k, maxCutoff); // evaluate() looks no deeper than the largest cutoff
     let encodeQueriesSeconds = 0, searchSeconds = 0;
@@ -131,9 +146,9 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       const found = await index.search(embedded, { k });
       searchSeconds += (Date.now() - t) / 1000;
       for (let q = 0; q < batch.length; q++) {
-        const docids: string[] = [];
         const scores = found.scores.subarray(q * found.k, (q + 1) * found.k);
-        for (let r = 0; r < found.k; r++) docids.push(encoded.ids[Number(found.ids[q * found.k + r])]);
+        const docids = Array.from(found.ids.subarray(q * found.k, (q + 1) * found.k), (row) => encoded.ids[Number(row)]);
+        tiesAsTrecEval(docids, scores);
         await writer?.write(batch[q][0], docids, scores);
         const ranked: Record<string, number> = Object.create(null);
         for (let r = 0; r < Math.min(keep, found.k); r++) ranked[docids[r]] = scores[r];
@@ -143,6 +158,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     }
     searchBar?.finish();
     await writer?.close();
+    writer = null;
 
     const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
     const encodedRows = encoded.rows - encoded.cachedRows;
@@ -162,6 +178,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       device: encoder.device,
     };
   } finally {
+    await writer?.abort();  // a run that failed leaves no .partial file
     index?.dispose();
     await encoder.dispose();
   }
