@@ -2,7 +2,7 @@
 // The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
 // `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
 import * as path from 'path';
-import { CliUsageError } from './commands/args';
+import { CliInterrupted, CliUsageError } from './commands/args';
 import { readJsonFile } from './json-file';
 
 interface Command {
@@ -54,6 +54,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CliUsageError) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
       return 2;
+    }
+    if (err instanceof CliInterrupted) {
+      process.stderr.write(`camembed ${name}: ${err.message}\n`);
+      return 128 + 2;
     }
     process.stderr.write(`camembed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;

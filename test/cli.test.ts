@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
+import { parseArgs } from '../lib/commands/args';
 import { DEFAULT_MODEL, Encoder } from '../lib/encoder';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
@@ -252,4 +253,10 @@ test('outputs and inputs are checked before any model is loaded: a missing folde
     load.mockRestore();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("'--' ends the options: what follows is an argument even when it starts with '-'", () => {
+  const spec = { k: { type: 'integer' as const, help: 'k', default: 10 }, help: { type: 'boolean' as const, help: 'help' } };
+  expect(parseArgs(['--k', '3', '--', '--foo', '-h'], spec)).toEqual({ options: { k: 3, help: undefined }, positional: ['--foo', '-h'], given: new Set(['k']) });
+  expect(() => parseArgs(['--foo'], spec)).toThrow('unknown option --foo');
 });

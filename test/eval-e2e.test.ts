@@ -108,6 +108,12 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(encoded[0]).toBe(3 * 128);
     expect(result.passages).toBe(PASSAGES);
     expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
+    // Interrupted with nothing left to encode: it stops before the search, leaving no run file.
+    const runFile = path.join(dir, 'interrupted.trec');
+    await expect(evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, signal: AbortSignal.abort(), runFile,
+    })).rejects.toMatchObject({ name: 'AbortError' });
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('interrupted'))).toEqual([]);
   });
 
   test('equal scores are ranked as trec_eval ranks them (docid descending), in the run file as in the metrics', async () => {

@@ -1,6 +1,7 @@
 // A small, strict command-line parser shared by the subcommands: `--name value`,
-// `--name=value`, boolean `--flag`, `-h` for `--help`, and positional arguments. Unknown
-// options are errors; integer options are checked here, so each command gets numbers it can use.
+// `--name=value`, boolean `--flag`, `-h` for `--help`, positional arguments, and `--` ending the
+// options. Unknown options are errors; integer options are checked here, so each command gets
+// numbers it can use.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -9,6 +10,9 @@ import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 
 export class CliUsageError extends Error {}
+
+/** A command stopped by Ctrl-C after cleaning up: exit status 130, as SIGINT gives. */
+export class CliInterrupted extends Error {}
 
 export interface OptionSpec {
   [name: string]: {
@@ -35,6 +39,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === '--') {  // the end of the options: the rest are arguments, even '--foo' or '-h'
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
     if (arg === '-h' && spec.help !== undefined) {
       options.help = true;
       continue;

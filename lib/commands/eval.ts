@@ -3,7 +3,7 @@ import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
-import { CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
+import { CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
 
 export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
@@ -36,7 +36,7 @@ function formatTable(result: RetrievalEvaluation): string {
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries, ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
+    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a relevant passage), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
     `time: encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
@@ -76,7 +76,7 @@ export async function run(argv: string[]): Promise<void> {
   // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.
   const controller = new AbortController();
   const onSigint = () => {
-    process.stderr.write('\ncamembed eval: stopping after the current chunk (Ctrl-C again to quit now)\n');
+    process.stderr.write('\ncamembed eval: stopping after the current step (Ctrl-C again to quit now)\n');
     controller.abort();
     process.removeListener('SIGINT', onSigint);
   };
@@ -101,7 +101,10 @@ export async function run(argv: string[]): Promise<void> {
       progress: !options.json,
     });
   } catch (err) {
-    if (err instanceof EncodeInterrupted) throw new Error(`${err.message}; run the same command again to continue`);
+    if (controller.signal.aborted) {
+      throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}; run the same command again to continue`
+        : 'interrupted (the encoded passages are cached: the same command starts again from them)');
+    }
     throw err;
   } finally {
     process.removeListener('SIGINT', onSigint);

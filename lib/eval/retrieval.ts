@@ -36,7 +36,7 @@ export interface RetrievalEvaluationOptions {
   /** Also write the run here in TREC format. */
   runFile?: string;
   runTag?: string;
-  /** Stops encoding after the chunk in progress; a later call resumes from the cache. */
+  /** Stops after the chunk or query batch in progress (rejecting); a later call resumes from the cache. */
   signal?: AbortSignal;
   /** Draw progress bars on stderr (only when it is a TTY). */
   progress?: boolean;
@@ -51,6 +51,8 @@ export interface RetrievalEvaluation {
   /** Passages whose vectors came from the cache. */
   cachedPassages: number;
   queries: number;
+  /** Queries the metrics average over: those of the qrels with a relevant passage. */
+  evaluatedQueries: number;
   /** Queries of the qrels (with a relevant passage) that have no text in the queries file: they score 0. */
   queriesWithoutText: number;
   k: number;
@@ -126,6 +128,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const encodeSeconds = (Date.now() - t) / 1000;
 
     // 2. Chunks -> index; index ids are row numbers into encoded.ids.
+    options.signal?.throwIfAborted();
     t = Date.now();
     index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
     for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
@@ -138,6 +141,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     let encodeQueriesSeconds = 0, searchSeconds = 0;
     const searchBar = bar('search queries', 'items');
     for (let first = 0; first < queries.length; first += QUERY_BATCH) {
+      options.signal?.throwIfAborted();
       const batch = queries.slice(first, first + QUERY_BATCH);
       t = Date.now();
       const embedded = await encoder.encode(batch.map(([, text]) => text));
@@ -167,6 +171,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       passages: encoded.rows,
       cachedPassages: encoded.cachedRows,
       queries: queries.length,
+      evaluatedQueries: evaluatedQids.length,
       queriesWithoutText: evaluatedQids.filter((qid) => !(qid in run)).length,
       k,
       seconds: {
