@@ -10,7 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
-import { convertedGraphState, convertToOnnx, resolveModel } from './model';
+import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
@@ -242,16 +242,19 @@ export function convertedGraphPath(modelDir: string): string {
 }
 
 /**
- * Where the ONNX graph is: the model's own, else one converted from its weights (convertedGraphPath),
- * converted again when the weights changed since (convertedGraphState).
+ * Where the ONNX graph is: the model's own, else one camembed converted from its weights
+ * (convertedGraphPath), converted again (same dtype and graph kind) once the weights or config
+ * have changed (convertedGraph).
  */
 async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weightsPath: string | null }): Promise<string> {
-  const usable = (graph: string) => model.weightsPath === null || convertedGraphState(graph) !== 'stale';
-  if (model.onnxPath !== null && usable(model.onnxPath)) return model.onnxPath;
-  const output = model.onnxPath ?? convertedGraphPath(model.dir);
-  if (output !== model.onnxPath && fs.existsSync(output) && usable(output)) return output;  // converted by an earlier load
+  const stale = (graph: string) => model.weightsPath !== null && convertedGraph(graph, model.dir)?.current === false;
+  if (model.onnxPath !== null && !stale(model.onnxPath)) return model.onnxPath;
+  const output = convertedGraphPath(model.dir);  // for a Hub snapshot, in camembed's cache: never into the snapshot
+  if (output !== model.onnxPath && fs.existsSync(output) && !stale(output)) return output;  // converted by an earlier load
+  const before = [model.onnxPath, output].find((g): g is string => g !== null && fs.existsSync(g));
+  const previous = before === undefined ? null : convertedGraph(before, model.dir);
   try {
-    return await convertToOnnx(model.dir, { output });
+    return await convertToOnnx(model.dir, { output, dtype: previous?.dtype, graph: previous?.graph });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {

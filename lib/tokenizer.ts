@@ -33,13 +33,26 @@ function boundaryAt(text: string, i: number, after = false): boolean {
   return cuts.has(i) && (!after || cuts.has(i + 1) || i + 1 === text.length);
 }
 
-const LETTER = /^\p{L}$/u;
+const LETTER_OR_DIGIT = /^[\p{L}\p{N}]$/u;
 const SEGMENT_WINDOW = 4096;  // Intl.Segmenter's time grows faster than the text: segment in windows of about this
 
-/** The first index at or after `from` (and after 0) where a grapheme boundary is certain, else the text's length. */
+/** The code point that ends just before text[i] (two code units for a surrogate pair). */
+function codePointBefore(text: string, i: number): string {
+  const low = text.charCodeAt(i - 1);
+  return low >= 0xdc00 && low < 0xe000 && i >= 2 ? text.slice(i - 2, i) : text[i - 1];
+}
+
+/**
+ * The first index at or after `from` (and after 0) where a grapheme boundary is certain, else the
+ * text's length: before a space, or between two letters or digits (astral ones too).
+ */
 function graphemeCutFrom(text: string, from: number): number {
   for (let i = Math.max(from, 1); i < text.length; i++) {
-    if ((text[i] === ' ' || (LETTER.test(text[i - 1]) && LETTER.test(text[i]))) && boundaryAt(text, i)) return i;
+    const unit = text.charCodeAt(i);
+    if (unit >= 0xdc00 && unit < 0xe000) continue;  // inside a surrogate pair
+    const here = String.fromCodePoint(text.codePointAt(i)!);
+    const candidate = text[i] === ' ' || (LETTER_OR_DIGIT.test(codePointBefore(text, i)) && LETTER_OR_DIGIT.test(here));
+    if (candidate && boundaryAt(text, i)) return i;
   }
   return text.length;
 }

@@ -1,5 +1,6 @@
 // The `camembed` command line shared by every subcommand: help, version, numeric flags, the
 // progress bar's text. Nothing here loads a model.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -231,6 +232,8 @@ test('outputs and inputs are checked before any model is loaded: a missing folde
     const input = path.join(dir, 'texts.txt');
     fs.writeFileSync(input, 'un\ndeux\n');
     const files = ['--collection', input, '--queries', input, '--qrels', input];
+    const fifo = path.join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
     const cases: [string[], string][] = [
       [['encode', '--input', input, '--output', input], `--output ${input} is the input ${input}: writing it would destroy it`],
       [['index', 'build', '--input', input, '--output', input], `--output ${input} is the input ${input}: writing it would destroy it`],
@@ -238,6 +241,7 @@ test('outputs and inputs are checked before any model is loaded: a missing folde
       [['index', 'build', '--input', input, '--output', dir], `--output ${dir} is a folder`],
       [['eval', ...files, '--run', dir], `--run ${dir} is a folder`],
       [['eval', ...files, '--run', input], `--run ${input} is the input ${input}`],
+      [['eval', ...files, '--run', fifo], `--run ${fifo} is not a regular file`],
       [['eval', ...files.slice(0, 4), '--qrels', '-'], "--qrels must be a file: eval reads files, not standard input"],
       [['encode', '--input', dir, '--output', path.join(dir, 'o.f32')], `--input ${dir} is a folder, not a file`],
       [['make-random-model', '--tokenizer', dir, '--out', input], `--out ${input} is a file, not a folder`],

@@ -5,6 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { devices } from '../lib/devices';
 import { Encoder, Embeddings, similarity } from '../lib/encoder';
+import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
 import { readNpy } from './helpers/npy';
 import { makeRandom } from './helpers/random';
@@ -213,6 +214,28 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
         await fresh.dispose();
         fs.rmSync(copy, { recursive: true, force: true });
       }
+      // A copy (new modification times, same bytes) uses its graph as it is.
+      const copied = `${dir}-copied`;
+      fs.cpSync(dir, copied, { recursive: true, dereference: true });
+      const graphFile = () => fs.statSync(path.join(copied, 'onnx', 'model.onnx')).ino;  // a conversion renames a new file in
+      const before = graphFile();
+      const fromCopy = await Encoder.load(copied);
+      await fromCopy.dispose();
+      expect(graphFile()).toBe(before);
+      // A float16 graph is converted again as float16 when config.json changes.
+      fs.rmSync(copied, { recursive: true, force: true });
+      fs.cpSync(dir, copied, { recursive: true, dereference: true, filter: (f) => path.basename(f) !== 'onnx' });
+      await convertToOnnx(copied, { dtype: 'float16' });
+      const config = JSON.parse(fs.readFileSync(path.join(copied, 'config.json'), 'utf8'));
+      fs.writeFileSync(path.join(copied, 'config.json'), JSON.stringify({ ...config, layer_norm_eps: config.layer_norm_eps * 2 }));
+      const halfBytes = fs.statSync(path.join(copied, 'onnx', 'model.onnx.data')).size;
+      const reconvertedHalf = await Encoder.load(copied);
+      await reconvertedHalf.dispose();
+      const source = JSON.parse(fs.readFileSync(path.join(copied, 'onnx', 'model.onnx.source.json'), 'utf8'));
+      expect({ dtype: source.dtype, graph: source.graph }).toEqual({ dtype: 'float16', graph: 'fused' });
+      expect(fs.statSync(path.join(copied, 'onnx', 'model.onnx.data')).size).toBe(halfBytes);
+      expect(source.files.find((f: { file: string }) => f.file.endsWith('config.json')).bytes).toBe(fs.statSync(path.join(copied, 'config.json')).size);
+      fs.rmSync(copied, { recursive: true, force: true });
       fs.rmSync(path.join(dir, '1_Pooling'));
       fs.mkdirSync(path.join(dir, '1_Pooling'));
       fs.writeFileSync(path.join(dir, '1_Pooling', 'config.json'),

@@ -145,3 +145,13 @@ test('an id with whitespace is an error naming the file and line (qrels and runs
   const file = write('spaced-id.tsv', 'q1\tun\nq 2\tdeux\n');
   await expect(readTsvEntries(file)).rejects.toThrow(`${file}:2: the id "q 2" contains whitespace`);
 });
+
+test('a run whose close fails (the name is a folder) rejects, and abort() then removes the .partial file', async () => {
+  const target = path.join(dir, 'run-is-a-folder');
+  fs.mkdirSync(path.join(target, 'inside'), { recursive: true });
+  const writer = await TrecRunWriter.open(target);
+  await writer.write('q1', ['d1'], [0.5]);
+  await expect(writer.close()).rejects.toThrow();
+  await writer.abort();  // it hung: the stream had already closed
+  expect(fs.existsSync(`${target}.partial`)).toBe(false);
+});

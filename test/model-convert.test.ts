@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as vm from 'vm';
 import type * as Ort from 'onnxruntime-node';
-import { convertToOnnx, makeRandomModel } from '../lib/model';
+import { convertedGraph, convertToOnnx, makeRandomModel } from '../lib/model';
 import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 import { readTorchCheckpointTensors } from '../lib/model/torch-checkpoint';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
@@ -104,9 +104,14 @@ describeShared('convertToOnnx on other layouts', () => {
       for (const t of part) shards[t.name] = file;
     });
     fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: shards }));
-    const session = await ort.InferenceSession.create(await convertToOnnx(dir), { intraOpNumThreads: 1 });
+    const graph = await convertToOnnx(dir);
+    const session = await ort.InferenceSession.create(graph, { intraOpNumThreads: 1 });
     expect(await maxAbsError(session, edge())).toBeLessThan(1e-5);
     await session.release();
+    // The shards are recorded: a model.safetensors appearing beside them (preferred) makes the graph stale.
+    expect(convertedGraph(graph, dir)).toEqual({ current: true, dtype: 'float32', graph: 'fused' });
+    fs.copyFileSync(path.join(TINY, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+    expect(convertedGraph(graph, dir)!.current).toBe(false);
   });
 
   test('a masked-LM checkpoint (base-model prefix, lm_head, LayerNorm gamma/beta) gives the golden output, with a warning', async () => {

@@ -119,6 +119,8 @@ describeShared('SentenceTokenizer', () => {
     // Words ending in non-ASCII letters (Cyrillic), and 30,000 characters without a space (Han with
     // Hangul jamo, combining marks, emoji and flags mixed in): cut points other than "ASCII + space".
     texts.push('привет мир '.repeat(6000));
+    // Digits and astral letters (mathematical bold) without spaces, a combining mark now and then.
+    texts.push(Array.from({ length: 25000 }, (_, i) => (i % 97 === 0 ? '\u0301' : i % 3 === 0 ? String.fromCodePoint(0x1d400 + (i % 26)) : String(i % 10))).join(''));
     const pieces = ['\u1100\u1161', '\u0301', '\u{1F1EB}\u{1F1F7}', '\u{1F469}\u200D\u{1F4BB}', '\u0915\u094D\u0937', 'ﾊﾞ'];
     texts.push(Array.from({ length: 30000 }, () => {
       const r = next();

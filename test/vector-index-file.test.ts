@@ -409,6 +409,14 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   await second.save(path.join(dir, 'dangling.cmbd'));
   expect(fs.lstatSync(path.join(dir, 'dangling.cmbd')).isSymbolicLink()).toBe(true);
   expect(fs.statSync(path.join(dir, 'later/new.cmbd')).isFile()).toBe(true);
+  // A relative link inside a linked folder: its '..' climbs out of the real folder, as the kernel reads it.
+  fs.mkdirSync(path.join(dir, 'real/inner'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'real/store'));
+  fs.symlinkSync('real/inner', path.join(dir, 'linked'));
+  fs.symlinkSync('../store/idx.cmbd', path.join(dir, 'real/inner/idx.cmbd'));
+  await second.save(path.join(dir, 'linked/idx.cmbd'));
+  expect(fs.statSync(path.join(dir, 'real/store/idx.cmbd')).isFile()).toBe(true);
+  expect(fs.existsSync(path.join(dir, 'store'))).toBe(false);
   const fifo = path.join(dir, 'fifo.cmbd');
   execFileSync('mkfifo', [fifo]);
   await expect(second.save(fifo)).rejects.toThrow(`cannot save over ${fifo}: it is not a regular file`);

@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, OptionSpec, parseCommand } from './args';
-import { convertedGraphState, convertToOnnx } from '../model';
+import { convertedGraph, convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s safetensors weights to an ONNX graph';
 
@@ -24,7 +24,7 @@ export async function run(argv: string[]): Promise<void> {
   const graph = options.graph as string;
   if (graph !== 'fused' && graph !== 'plain') throw new CliUsageError(`--graph must be fused or plain, got '${graph}'`);
   const output = (options.output as string | undefined) ?? path.join(positional[0], 'onnx', 'model.onnx');
-  if (fs.existsSync(output) && convertedGraphState(output) === null && options.force !== true) {
+  if (fs.existsSync(output) && convertedGraph(output, positional[0]) === null && options.force !== true) {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }
   const start = Date.now();

@@ -115,7 +115,16 @@ export class TrecRunWriter {
       // 9 significant digits: every float32 score reads back exactly.
       lines.push(`${qid} Q0 ${requireToken(`docids[${i}]`, docids[i])} ${i + 1} ${score.toPrecision(9)} ${this.tag}\n`);
     }
-    if (!this.out.write(lines.join(''))) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+    if (!this.out.write(lines.join(''))) {
+      // A write that fails (disk full, file too large) ends in 'error', never in 'drain'.
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: Error) => {
+          this.out.off('drain', done).off('error', done);
+          if (err) reject(err); else resolve();
+        };
+        this.out.once('drain', done).once('error', done);
+      });
+    }
   }
 
   async close(): Promise<void> {
@@ -123,9 +132,9 @@ export class TrecRunWriter {
     await fs.promises.rename(`${this.file}.partial`, this.file);
   }
 
-  /** Drops the run written so far (the `.partial` file): for a run that failed. */
+  /** Drops the run written so far (the `.partial` file): for a run that failed, also in close(). */
   async abort(): Promise<void> {
-    await new Promise<void>((resolve) => this.out.destroy().once('close', () => resolve()));
+    if (!this.out.closed) await new Promise<void>((resolve) => this.out.once('close', () => resolve()).destroy());
     await fs.promises.rm(`${this.file}.partial`, { force: true });
   }
 }

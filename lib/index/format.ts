@@ -271,7 +271,8 @@ async function saveTarget(file: string): Promise<{ target: string; mode: number 
     if (stat.isFile()) return { target, mode: stat.mode & 0o7777 };
     if (!stat.isSymbolicLink()) throw new Error(`cannot save over ${target}: it is not a regular file`);
     if (links === 40) throw new Error(`cannot save over ${file}: too many levels of symbolic links (ELOOP)`);
-    target = path.resolve(path.dirname(target), await fs.promises.readlink(target));
+    // Relative to the link's real folder (a '..' in the link climbs out of that one, as the kernel does).
+    target = path.resolve(await fs.promises.realpath(path.dirname(target)), await fs.promises.readlink(target));
   }
 }
 

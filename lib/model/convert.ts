@@ -10,6 +10,7 @@
 // second check of the fused graph.
 // Weights go to an external data file next to the graph (`<output>.data`), one tensor at a time,
 // so memory stays near the size of the largest tensor.
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { float32ToFloat16Array } from '../float16';
@@ -267,7 +268,11 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
       },
     });
     fs.writeFileSync(tmpOutput, model);
-    const source: GraphSource = { weights: weightFiles(weightsPath).map((f) => ({ file: path.relative(path.dirname(output), f), ...fileStamp(f)! })) };
+    const relative = (f: string) => path.relative(path.dirname(output), f);
+    const source: GraphSource = {
+      weights: relative(weightsPath), dtype, graph: graphKind,
+      files: [...weightFiles(weightsPath), path.join(modelDir, 'config.json')].map((f) => ({ file: relative(f), ...fileStamp(f) })),
+    };
     fs.writeFileSync(tmpSource, JSON.stringify(source));
     fs.renameSync(tmpData, dataFile);
     fs.renameSync(tmpSource, sourceFile);
@@ -282,18 +287,43 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   }
 }
 
-// Next to a converted graph, `<graph>.source.json` records the weights it came from (size and
-// modification time), so that a graph whose weights have changed since is not used as if current.
+// Next to a converted graph, `<graph>.source.json` records what it came from: the weights file
+// chosen, every file read (weights, shards, config.json) with its size, modification time and a
+// sample of its bytes, and the conversion's dtype and graph kind. A graph whose files have changed
+// since is not used as if current; a copy (new times, same bytes) still is.
 const SOURCE_SUFFIX = '.source.json';
-interface GraphSource { weights: { file: string; bytes: number; mtimeMs: number }[] }
+interface FileStamp { bytes: number; mtimeMs: number; sample: string }
+interface GraphSource {
+  weights: string;
+  files: ({ file: string } & FileStamp)[];
+  dtype: 'float32' | 'float16';
+  graph: 'fused' | 'plain';
+}
 
-function fileStamp(file: string): { bytes: number; mtimeMs: number } | null {
+const SAMPLE_BLOCKS = 16;
+const SAMPLE_BLOCK_BYTES = 64 * 1024;
+
+// sha256 of 16 blocks of 64 KiB spread evenly over the file (all of it when smaller): new weights
+// change bytes everywhere, and 1 MiB is read in milliseconds where hashing 440 MB takes seconds.
+function sampleOf(file: string, bytes: number): string {
+  const hash = crypto.createHash('sha256');
+  const block = Buffer.alloc(Math.min(bytes, SAMPLE_BLOCK_BYTES));
+  const fd = fs.openSync(file, 'r');
   try {
-    const st = fs.statSync(file);
-    return { bytes: st.size, mtimeMs: st.mtimeMs };
-  } catch {
-    return null;
+    const blocks = bytes <= SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES ? Math.ceil(bytes / SAMPLE_BLOCK_BYTES) : SAMPLE_BLOCKS;
+    for (let b = 0; b < blocks; b++) {
+      const position = blocks === 1 ? 0 : Math.floor((bytes - block.length) * b / (blocks - 1));
+      hash.update(block.subarray(0, fs.readSync(fd, block, 0, block.length, position)));
+    }
+  } finally {
+    fs.closeSync(fd);
   }
+  return hash.digest('hex');
+}
+
+function fileStamp(file: string): FileStamp {
+  const st = fs.statSync(file);
+  return { bytes: st.size, mtimeMs: st.mtimeMs, sample: sampleOf(file, st.size) };
 }
 
 // The weights file and, for a sharded index, the shards it names.
@@ -304,21 +334,28 @@ function weightFiles(weightsPath: string): string[] {
 }
 
 /**
- * Whether `graph` was converted by camembed from weights that are still as they were ('current'),
- * from weights changed or gone since ('stale'), or not by camembed at all (null: a model's own graph).
+ * What camembed recorded of the graph `graph` converted from the model in `modelDir`: whether that
+ * folder would still give it (the same weights file chosen, every file read unchanged), and the
+ * dtype and graph kind to convert it again with. Null when camembed did not convert it (a model's
+ * own graph).
  */
-export function convertedGraphState(graph: string): 'current' | 'stale' | null {
+export function convertedGraph(graph: string, modelDir: string): { current: boolean; dtype: 'float32' | 'float16'; graph: 'fused' | 'plain' } | null {
   let source: GraphSource;
   try {
     source = JSON.parse(fs.readFileSync(`${graph}${SOURCE_SUFFIX}`, 'utf8')) as GraphSource;
   } catch {
     return null;
   }
-  const current = Array.isArray(source.weights) && source.weights.every((w) => {
-    const now = fileStamp(path.resolve(path.dirname(graph), String(w.file)));
-    return now !== null && now.bytes === w.bytes && now.mtimeMs === w.mtimeMs;
-  });
-  return current ? 'current' : 'stale';
+  const here = (file: unknown) => path.resolve(path.dirname(graph), String(file));
+  const chosen = WEIGHT_FILES.map((f) => path.join(modelDir, f)).find((f) => fs.existsSync(f));
+  const unchanged = (f: { file: string } & FileStamp) => {
+    const st = fs.statSync(here(f.file), { throwIfNoEntry: false });
+    if (st === undefined || st.size !== f.bytes) return false;
+    return st.mtimeMs === f.mtimeMs || sampleOf(here(f.file), st.size) === f.sample;
+  };
+  const current = chosen !== undefined && here(source.weights) === path.resolve(chosen) &&
+    Array.isArray(source.files) && source.files.every(unchanged);
+  return { current, dtype: source.dtype === 'float16' ? 'float16' : 'float32', graph: source.graph === 'plain' ? 'plain' : 'fused' };
 }
 
 type Load = (name: string) => Float32Array;

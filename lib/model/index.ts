@@ -5,7 +5,7 @@ import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
 
 export type { ResolvedModel } from './local';
-export { convertedGraphState, convertToOnnx } from './convert';
+export { convertedGraph, convertToOnnx } from './convert';
 export type { ConvertOptions } from './convert';
 export { makeRandomModel } from './random-model';
 export type { RandomModelOptions } from './random-model';
