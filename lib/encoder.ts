@@ -258,7 +258,9 @@ async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weight
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
-      throw new Error(`${model.dir} has weights but no ONNX graph, and the converted graph cannot be written to ` +
+      const why = before === undefined ? `${model.dir} has weights but no ONNX graph`
+        : `${before} was converted from other weights or another config.json than ${model.dir} holds now`;
+      throw new Error(`${why}, and the converted graph cannot be written to ` +
         `${path.dirname(output)}: make that writable (for a Hub model: set CAMEMBED_CACHE to a writable folder), or ` +
         `convert it once with \`camembed convert\` into a writable folder and load that. (${(err as Error).message})`);
     }

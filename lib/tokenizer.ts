@@ -23,8 +23,7 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 /**
  * Whether grapheme boundaries fall at text[i] (and, with `after`, at text[i + 1]) whatever comes
  * before text[i - 2] or after text[i + 2]. Only asked where the rules are local: before a space or
- * between two letters (UAX #29's context rules need an emoji, a regional indicator or an Indic
- * linker there), so segmenting five code units around it decides.
+ * between two letters or digits (LETTER_OR_DIGIT), so segmenting five code units around it decides.
  */
 function boundaryAt(text: string, i: number, after = false): boolean {
   const start = Math.max(0, i - 2);
@@ -33,7 +32,10 @@ function boundaryAt(text: string, i: number, after = false): boolean {
   return cuts.has(i) && (!after || cuts.has(i + 1) || i + 1 === text.length);
 }
 
-const LETTER_OR_DIGIT = /^[\p{L}\p{N}]$/u;
+// Letters and digits, less the two letters that extend a grapheme (halfwidth katakana voiced marks,
+// Grapheme_Cluster_Break=Extend): between two of these no UAX #29 rule that looks further than the
+// pair (emoji ZWJ sequences, regional indicators, Indic conjuncts) can apply.
+const LETTER_OR_DIGIT = /^(?![\uff9e\uff9f])[\p{L}\p{N}]$/u;
 const SEGMENT_WINDOW = 4096;  // Intl.Segmenter's time grows faster than the text: segment in windows of about this
 
 /** The code point that ends just before text[i] (two code units for a surrogate pair). */

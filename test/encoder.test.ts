@@ -267,8 +267,10 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       fs.writeFileSync(path.join(root, 'hub', 'models--org--tiny', 'refs', 'main'), commit);
       const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
       const [, queries] = sets[0];
-      for (let load = 0; load < 2; load++) {
-        const encoder = await Encoder.load('org/tiny', { cacheDir: path.join(root, 'hub'), offline: true, threads: 1 });
+      fs.symlinkSync('hub', path.join(root, 'hub-link'));  // the same cache reached by another path
+      for (let load = 0; load < 3; load++) {
+        const cacheDir = path.join(root, load === 2 ? 'hub-link' : 'hub');
+        const encoder = await Encoder.load('org/tiny', { cacheDir, offline: true, threads: 1 });
         try {
           expect(encoder.onnxPath).toBe(graph);
           const e = await encoder.encode(textsOf(queries));
@@ -278,7 +280,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
         }
         if (load === 0) fs.utimesSync(graph, 1, 1);  // a second conversion would renew the time
       }
-      expect(fs.statSync(graph).mtimeMs).toBe(1000);
+      expect(fs.statSync(graph).mtimeMs).toBe(1000);  // converted once, for both paths
       expect(fs.readdirSync(snapshot).sort()).toEqual([...new Set(files.map((f) => f.split('/')[0]))].sort());
     } finally {
       if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;

@@ -155,3 +155,15 @@ test('a run whose close fails (the name is a folder) rejects, and abort() then r
   await writer.abort();  // it hung: the stream had already closed
   expect(fs.existsSync(`${target}.partial`)).toBe(false);
 });
+
+(fs.existsSync('/dev/full') ? test : test.skip)('a write that fails between two writes (disk full) fails the next write, not silently', async () => {
+  const target = path.join(dir, 'full.trec');
+  fs.symlinkSync('/dev/full', `${target}.partial`);  // every write fails with ENOSPC
+  const writer = await TrecRunWriter.open(target);
+  await writer.write('q1', ['d1'], [0.5]);          // buffered: its failure comes later
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await expect(writer.write('q2', ['d1'], [0.5])).rejects.toThrow(/ENOSPC/);
+  await expect(writer.close()).rejects.toThrow(/ENOSPC/);
+  await writer.abort();
+  expect(fs.existsSync(`${target}.partial`)).toBe(false);
+});

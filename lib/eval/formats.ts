@@ -90,7 +90,12 @@ function requireToken(name: string, value: unknown): string {
  * looks complete.
  */
 export class TrecRunWriter {
-  private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {}
+  /** The stream's first error: it may come between two writes, and fails the next one (and close()). */
+  private error: Error | null = null;
+
+  private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
+    out.on('error', (err) => { this.error ??= err; });
+  }
 
   static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
@@ -115,19 +120,21 @@ export class TrecRunWriter {
       // 9 significant digits: every float32 score reads back exactly.
       lines.push(`${qid} Q0 ${requireToken(`docids[${i}]`, docids[i])} ${i + 1} ${score.toPrecision(9)} ${this.tag}\n`);
     }
+    if (this.error !== null) throw this.error;
     if (!this.out.write(lines.join(''))) {
-      // A write that fails (disk full, file too large) ends in 'error', never in 'drain'.
+      // A write that fails (disk full, file too large) ends the stream ('error', then 'close'), never in 'drain'.
       await new Promise<void>((resolve, reject) => {
-        const done = (err?: Error) => {
-          this.out.off('drain', done).off('error', done);
-          if (err) reject(err); else resolve();
+        const settle = () => {
+          this.out.off('drain', settle).off('close', settle);
+          if (this.error !== null) reject(this.error); else if (this.out.destroyed) reject(new Error(`${this.file}.partial was closed`)); else resolve();
         };
-        this.out.once('drain', done).once('error', done);
+        if (this.out.destroyed) settle(); else this.out.once('drain', settle).once('close', settle);
       });
     }
   }
 
   async close(): Promise<void> {
+    if (this.error !== null) throw this.error;
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fs.promises.rename(`${this.file}.partial`, this.file);
   }

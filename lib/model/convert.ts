@@ -268,7 +268,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
       },
     });
     fs.writeFileSync(tmpOutput, model);
-    const relative = (f: string) => path.relative(path.dirname(output), f);
+    const relative = (f: string) => path.relative(modelDir, f);
     const source: GraphSource = {
       weights: relative(weightsPath), dtype, graph: graphKind,
       files: [...weightFiles(weightsPath), path.join(modelDir, 'config.json')].map((f) => ({ file: relative(f), ...fileStamp(f) })),
@@ -288,11 +288,11 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
 }
 
 // Next to a converted graph, `<graph>.source.json` records what it came from: the weights file
-// chosen, every file read (weights, shards, config.json) with its size, modification time and a
-// sample of its bytes, and the conversion's dtype and graph kind. A graph whose files have changed
-// since is not used as if current; a copy (new times, same bytes) still is.
+// chosen and every file read (weights, shards, config.json; paths relative to the model folder, so
+// a copied folder or another path to the same snapshot still matches) with size, modification time
+// and sha256, and the conversion's dtype and graph kind.
 const SOURCE_SUFFIX = '.source.json';
-interface FileStamp { bytes: number; mtimeMs: number; sample: string }
+interface FileStamp { bytes: number; mtimeMs: number; sha256: string }
 interface GraphSource {
   weights: string;
   files: ({ file: string } & FileStamp)[];
@@ -300,21 +300,14 @@ interface GraphSource {
   graph: 'fused' | 'plain';
 }
 
-const SAMPLE_BLOCKS = 16;
-const SAMPLE_BLOCK_BYTES = 64 * 1024;
-
-// sha256 of 16 blocks of 64 KiB spread evenly over the file (all of it when smaller): new weights
-// change bytes everywhere, and 1 MiB is read in milliseconds where hashing 440 MB takes seconds.
-function sampleOf(file: string, bytes: number): string {
+// The whole file: a fine-tune may change a few tensors only (LoRA on query/value), which no sample
+// of blocks is sure to see; sha256 reads a 440 MB file in about 0.3 s from the page cache.
+function sha256Of(file: string): string {
   const hash = crypto.createHash('sha256');
-  const block = Buffer.alloc(Math.min(bytes, SAMPLE_BLOCK_BYTES));
+  const buffer = Buffer.alloc(8 * 1024 * 1024);
   const fd = fs.openSync(file, 'r');
   try {
-    const blocks = bytes <= SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES ? Math.ceil(bytes / SAMPLE_BLOCK_BYTES) : SAMPLE_BLOCKS;
-    for (let b = 0; b < blocks; b++) {
-      const position = blocks === 1 ? 0 : Math.floor((bytes - block.length) * b / (blocks - 1));
-      hash.update(block.subarray(0, fs.readSync(fd, block, 0, block.length, position)));
-    }
+    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0;) hash.update(buffer.subarray(0, n));
   } finally {
     fs.closeSync(fd);
   }
@@ -323,7 +316,7 @@ function sampleOf(file: string, bytes: number): string {
 
 function fileStamp(file: string): FileStamp {
   const st = fs.statSync(file);
-  return { bytes: st.size, mtimeMs: st.mtimeMs, sample: sampleOf(file, st.size) };
+  return { bytes: st.size, mtimeMs: st.mtimeMs, sha256: sha256Of(file) };
 }
 
 // The weights file and, for a sharded index, the shards it names.
@@ -335,26 +328,38 @@ function weightFiles(weightsPath: string): string[] {
 
 /**
  * What camembed recorded of the graph `graph` converted from the model in `modelDir`: whether that
- * folder would still give it (the same weights file chosen, every file read unchanged), and the
- * dtype and graph kind to convert it again with. Null when camembed did not convert it (a model's
- * own graph).
+ * folder would still give it (the same weights file chosen, every file read with the same bytes:
+ * a new modification time costs one sha256, then is recorded), and the dtype and graph kind to
+ * convert it again with. Null when camembed did not convert it (a model's own graph).
  */
 export function convertedGraph(graph: string, modelDir: string): { current: boolean; dtype: 'float32' | 'float16'; graph: 'fused' | 'plain' } | null {
+  const sourceFile = `${graph}${SOURCE_SUFFIX}`;
   let source: GraphSource;
   try {
-    source = JSON.parse(fs.readFileSync(`${graph}${SOURCE_SUFFIX}`, 'utf8')) as GraphSource;
+    source = JSON.parse(fs.readFileSync(sourceFile, 'utf8')) as GraphSource;
   } catch {
     return null;
   }
-  const here = (file: unknown) => path.resolve(path.dirname(graph), String(file));
-  const chosen = WEIGHT_FILES.map((f) => path.join(modelDir, f)).find((f) => fs.existsSync(f));
+  const chosen = WEIGHT_FILES.find((f) => fs.existsSync(path.join(modelDir, f)));
+  let touched = false;
   const unchanged = (f: { file: string } & FileStamp) => {
-    const st = fs.statSync(here(f.file), { throwIfNoEntry: false });
+    const file = path.join(modelDir, String(f.file));
+    const st = fs.statSync(file, { throwIfNoEntry: false });
     if (st === undefined || st.size !== f.bytes) return false;
-    return st.mtimeMs === f.mtimeMs || sampleOf(here(f.file), st.size) === f.sample;
+    if (st.mtimeMs === f.mtimeMs) return true;
+    if (sha256Of(file) !== f.sha256) return false;
+    f.mtimeMs = st.mtimeMs;
+    touched = true;
+    return true;
   };
-  const current = chosen !== undefined && here(source.weights) === path.resolve(chosen) &&
-    Array.isArray(source.files) && source.files.every(unchanged);
+  const current = chosen === source.weights && Array.isArray(source.files) && source.files.every(unchanged);
+  if (current && touched) {
+    try {
+      fs.writeFileSync(sourceFile, JSON.stringify(source));  // the next load skips the hash
+    } catch {
+      // a read-only folder: the hash is paid again next time
+    }
+  }
   return { current, dtype: source.dtype === 'float16' ? 'float16' : 'float32', graph: source.graph === 'plain' ? 'plain' : 'fused' };
 }
 
