@@ -18,13 +18,6 @@ import { IdTable } from './index/id-table';
 import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
-const ID_TABLE_SLICE = 1 << 18;  // ids entered into the table between event-loop turns on load (~50 ms)
-
-function requireChunkBytes(value: unknown): number {
-  const bytes = requirePositiveInteger('options.chunkBytes', value);
-  if (bytes > MAX_MAPPING_BYTES) throw new RangeError(`options.chunkBytes must be at most ${MAX_MAPPING_BYTES} (4 GiB), got ${bytes}`);
-  return bytes;
-}
 // On CUDA each chunk is a device matrix searched on its own (a launch sequence, a host sync and a
 // merge of its k + 1 best per query), so chunks are larger there: 8.8M x 768 float16 is 13 of them.
 const CUDA_CHUNK_BYTES = 1024 * 1024 * 1024;
@@ -33,6 +26,13 @@ const CUDA_QUERY_TILE = 8192;          // CUDA: queries per chunk search (the de
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
 const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste most of a 2 MiB page
+const ID_TABLE_SLICE = 1 << 18;  // ids entered into the table between event-loop turns on load (~50 ms)
+
+function requireChunkBytes(value: unknown): number {
+  const bytes = requirePositiveInteger('options.chunkBytes', value);
+  if (bytes > MAX_MAPPING_BYTES) throw new RangeError(`options.chunkBytes must be at most ${MAX_MAPPING_BYTES} (4 GiB), got ${bytes}`);
+  return bytes;
+}
 
 // Storage from allocateLargePages or mapFileRange, which the index unmaps as soon as it drops a
 // chunk (growth copies, removes, dispose) rather than leaving up to a chunk of garbage per add, or

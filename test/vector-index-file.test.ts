@@ -295,6 +295,9 @@ describe('damaged files are clear errors', () => {
     const nextId = Buffer.from(good);
     nextId.writeBigUInt64LE((1n << 63n) + 1n, 32);
     await expectLoadError('next-id.cmbd', nextId, /is corrupt: next id 9223372036854775809 is beyond 2\^63/);
+    const wide = Buffer.from(good);
+    wide.writeUInt32LE(2 ** 24 + 1, 16);  // what another writer might make: named as such, not as an option
+    await expectLoadError('wide.cmbd', wide, /wide\.cmbd holds 16777217-d vectors; camembed takes at most 16777216 dimensions/);
   });
 
   test('metadata that is not a JSON object, or too long; a version 1 header with its reserved field set', async () => {
