@@ -16,10 +16,6 @@
 namespace camembed {
 namespace {
 
-std::string systemError(const std::string& what, const std::string& path, int err) {
-  return what + " '" + path + "': " + std::strerror(err);
-}
-
 // Node 20 makes an external ArrayBuffer through node::Buffer, which refuses more than
 // buffer.constants.MAX_LENGTH (2^32 bytes there) after running the buffer's finalizer, and
 // node-addon-api then frees it again: the process aborts. Larger buffers are refused here first.
