@@ -83,9 +83,11 @@ const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'
     expect(summary).toContain("\n- verified N=1100: 4 queries' top-1000 by cosine (searched among 4, 128-row blocks) against the CPU's: ");
     expect(summary).toContain("\n- verified N=1100: query 17 of the timed 17-query search's top-1000 against the CPU's: ");
     expect(summary).not.toContain('FAIL');
-    const wideMs = Number(rows[8][6]).toFixed(3);  // the 256r column
     // A Markdown table: N, Q, k, ours ms, GB/s, TFLOP/s, 256r ms, torch mm+topk ms, torch mm ms, x torch.
-    expect(summary).toMatch(new RegExp(`\\n\\| 1100 \\| 17 \\| 100 \\|( [^|]+ \\|){3} ${wideMs.replace('.', '\\.')} \\|( [^|]+ \\|){2} 2\\.00x \\|\\n`));
+    const row = /\n\| 1100 \| 17 \| 100 \|(?: [^|]+ \|){3} ([^|]+) \|(?: [^|]+ \|){2} 2\.00x \|\n/.exec(summary);
+    expect(row).not.toBeNull();
+    // The 256r column, to 3 decimals (Python rounds a tie like 587.3125 to even, toFixed up: compare the numbers).
+    expect(Math.abs(Number(row![1]) - Number(rows[8][6]))).toBeLessThanOrEqual(0.0005 + 1e-9);
     expect(summary.split('\n').filter((line) => line.startsWith('| 1100 |'))).toHaveLength(6);
     expect(summary).toContain('targets (issue 5):');
   }, 300_000);
