@@ -110,9 +110,10 @@ export function requireExists(name: string, file: string): void {
 /**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
  * work: its folder exists, it is not a folder, and it is not one of the `inputs` (by device and
- * inode: writing it would destroy that input). Returns what is there now ('-' and new files: undefined).
+ * inode: writing it would destroy that input); with `regularBecause`, an existing output that is not
+ * a regular file (a FIFO, a device) too. Returns what is there now ('-' and new files: undefined).
  */
-export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[]): fs.Stats | undefined {
+export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
   if (file === '-') return undefined;
   const folder = path.dirname(path.resolve(file));
   if (!fs.existsSync(folder)) throw new CliUsageError(`--${name} ${file}: the folder ${folder} does not exist`);
@@ -125,6 +126,7 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
       throw new CliUsageError(`--${name} ${file} is the input ${input}: writing it would destroy it`);
     }
   }
+  if (regularBecause !== undefined && !existing.isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${regularBecause}`);
   return existing;
 }
 

@@ -72,8 +72,7 @@ export async function run(argv: string[]): Promise<void> {
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
-    const existing = requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string));
-    if (existing !== undefined && !existing.isFile()) throw new CliUsageError(`--run ${options.run as string} is not a regular file: a run file replaces only a file`);
+    requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
   }
 
   // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.

@@ -166,8 +166,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const output = requiredString(options, 'output');
   if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
-  const existing = requireOutputFile('output', output, [options.input as string | undefined, vectorsFile]);
-  if (existing !== undefined && !existing.isFile()) throw new CliUsageError(`--output ${output} is not a regular file: an index replaces only a file`);
+  requireOutputFile('output', output, [options.input as string | undefined, vectorsFile], 'an index replaces only a file');
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);

@@ -161,14 +161,8 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       searchBar?.update(Math.min(first + QUERY_BATCH, queries.length), queries.length);
     }
     searchBar?.finish();
-    const finished = writer;
-    writer = null;  // close() is the last step: if it fails, nothing is left to abort but its file
-    try {
-      await finished?.close();
-    } catch (err) {
-      await finished?.abort();
-      throw err;
-    }
+    await writer?.close();
+    writer = null;
 
     const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
     const encodedRows = encoded.rows - encoded.cachedRows;

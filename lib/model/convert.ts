@@ -17,7 +17,7 @@ import { float32ToFloat16Array } from '../float16';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { WEIGHT_FILES } from './local';
+import { WEIGHT_FILES, weightsFileOf } from './local';
 
 export interface ConvertOptions {
   output?: string;                    // default: <modelDir>/onnx/model.onnx, where Encoder.load looks first (weights in <output>.data)
@@ -232,8 +232,8 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const graphKind = options.graph ?? 'fused';
   if (graphKind !== 'fused' && graphKind !== 'plain') throw new RangeError(`graph must be 'fused' or 'plain', got ${JSON.stringify(graphKind)}`);
   const config = readConfig(modelDir);
-  const weightsPath = WEIGHT_FILES.map((f) => path.join(modelDir, f)).find((f) => fs.existsSync(f));
-  if (weightsPath === undefined) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
+  const weightsPath = weightsFileOf(modelDir);
+  if (weightsPath === null) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
   const tensors = matchTensors(weightsPath, config);
 
   const output = path.resolve(options.output ?? path.join(modelDir, 'onnx', 'model.onnx'));
@@ -340,7 +340,7 @@ export function convertedGraph(graph: string, modelDir: string): { current: bool
   } catch {
     return null;
   }
-  const chosen = WEIGHT_FILES.find((f) => fs.existsSync(path.join(modelDir, f)));
+  const chosen = weightsFileOf(modelDir);
   let touched = false;
   const unchanged = (f: { file: string } & FileStamp) => {
     const file = path.join(modelDir, String(f.file));
@@ -352,7 +352,7 @@ export function convertedGraph(graph: string, modelDir: string): { current: bool
     touched = true;
     return true;
   };
-  const current = chosen === source.weights && Array.isArray(source.files) && source.files.every(unchanged);
+  const current = chosen !== null && path.relative(modelDir, chosen) === source.weights && Array.isArray(source.files) && source.files.every(unchanged);
   if (current && touched) {
     try {
       fs.writeFileSync(sourceFile, JSON.stringify(source));  // the next load skips the hash

@@ -11,12 +11,17 @@ export interface ResolvedModel {
 export const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
 
-function firstExisting(dir: string, names: string[]): string | null {
+function firstExisting(dir: string, names: readonly string[]): string | null {
   for (const name of names) {
     const file = path.join(dir, name);
     if (fs.existsSync(file)) return file;
   }
   return null;
+}
+
+/** The weights file a folder's model is read from (the first of WEIGHT_FILES there), or null. */
+export function weightsFileOf(dir: string): string | null {
+  return firstExisting(dir, WEIGHT_FILES);
 }
 
 export function describeLocalModel(dir: string): ResolvedModel {
@@ -29,7 +34,7 @@ export function describeLocalModel(dir: string): ResolvedModel {
   const model = {
     dir: resolved,
     onnxPath: firstExisting(resolved, ONNX_FILES),
-    weightsPath: firstExisting(resolved, WEIGHT_FILES),
+    weightsPath: weightsFileOf(resolved),
   };
   if (model.onnxPath === null && model.weightsPath === null) {
     throw new Error(`model folder ${resolved} holds no weights: expected one of ` +
