@@ -22,8 +22,8 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
  * Whether grapheme boundaries fall at text[i] (and, with `after`, at text[i + 1]) whatever comes
- * before text[i - 2] or after text[i + 2]. Only asked where the rules are local: before a space or
- * between two letters or digits (LETTER_OR_DIGIT), so segmenting five code units around it decides.
+ * before text[i - 2] or after text[i + 2]. Only asked where no rule looks further back than the
+ * code point before (see graphemeCutFrom), so segmenting five code units around it decides.
  */
 function boundaryAt(text: string, i: number, after = false): boolean {
   const start = Math.max(0, i - 2);
@@ -32,10 +32,6 @@ function boundaryAt(text: string, i: number, after = false): boolean {
   return cuts.has(i) && (!after || cuts.has(i + 1) || i + 1 === text.length);
 }
 
-// Letters and digits, less the two letters that extend a grapheme (halfwidth katakana voiced marks,
-// Grapheme_Cluster_Break=Extend): between two of these no UAX #29 rule that looks further than the
-// pair (emoji ZWJ sequences, regional indicators, Indic conjuncts) can apply.
-const LETTER_OR_DIGIT = /^(?![\uff9e\uff9f])[\p{L}\p{N}]$/u;
 const SEGMENT_WINDOW = 4096;  // Intl.Segmenter's time grows faster than the text: segment in windows of about this
 
 /** The code point that ends just before text[i] (two code units for a surrogate pair). */
@@ -44,19 +40,63 @@ function codePointBefore(text: string, i: number): string {
   return low >= 0xdc00 && low < 0xe000 && i >= 2 ? text.slice(i - 2, i) : text[i - 1];
 }
 
+const REGIONAL_INDICATOR = /^\p{Regional_Indicator}$/u;
+const PICTOGRAPHIC = /^\p{Extended_Pictographic}$/u;
+// What the left side of an Indic conjunct (UAX #29 GB9c) can end with: a virama or another
+// extending mark, or a joiner.
+const EXTENDING = /^[\p{M}\p{Grapheme_Extend}\p{Cf}]$/u;
+const joinsAfterViramaCache = new Map<string, boolean>();
+
+/** Whether a code point is an Indic conjunct consonant (InCB=Consonant) to this runtime's ICU. */
+function joinsAfterVirama(char: string): boolean {
+  let joins = joinsAfterViramaCache.get(char);
+  if (joins === undefined) {
+    // DEVANAGARI KA + VIRAMA: GB9c keeps a following consonant in the same grapheme.
+    joins = [...graphemes.segment(`\u0915\u094d${char}`)].length === 1;
+    if (joinsAfterViramaCache.size < 65536) joinsAfterViramaCache.set(char, joins);
+  }
+  return joins;
+}
+
+/**
+ * How many regional indicators run back from text[i - 1], counted no further back than `floor`, a
+ * grapheme boundary: one inside a run has an even number before it, so the parity is the same.
+ */
+function regionalIndicatorsBefore(text: string, i: number, floor: number): number {
+  let count = 0;
+  for (let j = i; j - 2 >= floor && REGIONAL_INDICATOR.test(text.slice(j - 2, j)); j -= 2) count++;
+  return count;
+}
+
 /**
  * The first index at or after `from` (and after 0) where a grapheme boundary is certain, else the
- * text's length: before a space, or between two letters or digits (astral ones too).
+ * text's length; `floor` (before `from`) is a boundary already known. Only three UAX #29 rules look further back than the code point before a position:
+ * flag pairs (GB12-13, counted here), emoji joined by ZWJ (GB11) and Indic conjuncts (GB9c). At any
+ * other pair, segmenting a few code units around it decides.
  */
-function graphemeCutFrom(text: string, from: number): number {
+function graphemeCutFrom(text: string, from: number, floor: number): number {
   for (let i = Math.max(from, 1); i < text.length; i++) {
     const unit = text.charCodeAt(i);
     if (unit >= 0xdc00 && unit < 0xe000) continue;  // inside a surrogate pair
+    const before = codePointBefore(text, i);
     const here = String.fromCodePoint(text.codePointAt(i)!);
-    const candidate = text[i] === ' ' || (LETTER_OR_DIGIT.test(codePointBefore(text, i)) && LETTER_OR_DIGIT.test(here));
-    if (candidate && boundaryAt(text, i)) return i;
+    if (REGIONAL_INDICATOR.test(before) && REGIONAL_INDICATOR.test(here)) {
+      if (regionalIndicatorsBefore(text, i, floor) % 2 === 0) return i;
+      continue;
+    }
+    const farReaching = (before === '\u200d' && PICTOGRAPHIC.test(here)) || (EXTENDING.test(before) && joinsAfterVirama(here));
+    if (!farReaching && boundaryAt(text, i)) return i;
   }
   return text.length;
+}
+
+/** The grapheme clusters of `text`, segmented in windows of about `window` code units. */
+export function* graphemeSegments(text: string, window = SEGMENT_WINDOW): Generator<string> {
+  for (let start = 0; start < text.length;) {
+    const end = graphemeCutFrom(text, start + window, start);
+    for (const { segment } of graphemes.segment(text.slice(start, end))) yield segment;
+    start = end;
+  }
 }
 
 /**
@@ -116,19 +156,15 @@ class PrecompiledCharsmap {
       for (const char of text) out += this.transform(char) ?? char;
       return out;
     }
-    for (let start = 0; start < text.length;) {
-      const end = graphemeCutFrom(text, start + SEGMENT_WINDOW);
-      for (const { segment } of graphemes.segment(text.slice(start, end))) {
-        if (Buffer.byteLength(segment, 'utf8') < 6) {
-          const whole = this.transform(segment);
-          if (whole !== null) {
-            out += whole;
-            continue;
-          }
+    for (const segment of graphemeSegments(text)) {
+      if (Buffer.byteLength(segment, 'utf8') < 6) {
+        const whole = this.transform(segment);
+        if (whole !== null) {
+          out += whole;
+          continue;
         }
-        for (const char of segment) out += this.transform(char) ?? char;
       }
-      start = end;
+      for (const char of segment) out += this.transform(char) ?? char;
     }
     return out;
   }

@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
-import { pythonStrip, SentenceTokenizer } from '../lib/tokenizer';
+import { graphemeSegments, pythonStrip, SentenceTokenizer } from '../lib/tokenizer';
 
 const SHARED = path.resolve(__dirname, '../../shared');
 const TOKENIZER_DIR = path.join(SHARED, 'models/camembert-base-tokenizer');
@@ -126,6 +126,8 @@ describeShared('SentenceTokenizer', () => {
       const r = next();
       return r < 0.05 ? pieces[Math.floor(next() * pieces.length)] : String.fromCodePoint(0x4e00 + Math.floor(next() * 0x5000));
     }).join(''));
+    // No letter, digit or space at all: emoji, flags and combining marks (cut by other rules).
+    texts.push(Array.from({ length: 8000 }, (_, i) => ['\u{1F600}', '\u{1F1EB}\u{1F1F7}', '\u{1F1EB}', 'e\u0301', '\u{1F469}\u200D\u{1F4BB}'][(i * i) % 5]).join(''));
     for (const maxLength of [128, 2000]) {
       const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
       rust.setTruncation(maxLength);
@@ -157,5 +159,31 @@ describeShared('SentenceTokenizer', () => {
     expect(() => tk.encode(null as unknown as string)).toThrow(TypeError);
     expect(() => SentenceTokenizer.load(TOKENIZER_DIR, { maxLength: 1 })).toThrow(RangeError);
     expect(() => SentenceTokenizer.load(path.join(SHARED, 'no-such-folder'), { maxLength: 128 })).toThrow(/cannot read/);
+  });
+});
+
+describe('graphemeSegments (the normalizer segments long texts in windows)', () => {
+  test('gives the grapheme clusters of the whole text, cut wherever a window ends', () => {
+    // The pieces the UAX #29 rules treat specially: flags and lone regional indicators (GB12-13),
+    // emoji joined by ZWJ (GB11), Indic consonants, viramas and nuktas (GB9c), extending and spacing
+    // marks, prepended concatenation marks, Hangul jamo, CR LF and controls, halfwidth voiced marks.
+    const pieces = ['\u{1F1EB}\u{1F1F7}', '\u{1F1EB}', '\u{1F1F7}', '\u{1F600}', '\u{1F469}', '\u200d', '\u200c',
+      '\u{1F3FB}', '\ufe0f', '\u0915', '\u0937', '\u094d', '\u093c', '\u0995', '\u09cd', '\u0301', '\u0903', '\u0600',
+      '\u1100', '\u1161', '\u11a8', '\uac00', '\r', '\n', '\u0007', 'e', '7', ' ', '\uff8a', '\uff9e', '\u4e2d'];
+    const random = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const next = random(11);
+    for (let t = 0; t < 150; t++) {
+      // Runs of one piece now and then (long flag sequences, conjunct chains, mark stacks).
+      const parts: string[] = [];
+      while (parts.length < 600) {
+        const piece = pieces[Math.floor(next() * pieces.length)];
+        const repeat = next() < 0.1 ? 1 + Math.floor(next() * 12) : 1;
+        for (let r = 0; r < repeat; r++) parts.push(piece);
+      }
+      const text = parts.join('');
+      const whole = Array.from(new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(text), (s) => s.segment);
+      const window = 1 + (t % 16);
+      expect({ window, text, segments: [...graphemeSegments(text, window)] }).toEqual({ window, text, segments: whole });
+    }
   });
 });
