@@ -106,6 +106,19 @@ describe('encodeCollection', () => {
     expect(await allVectors(again)).toEqual(reference.vectors);
   });
 
+  test('an ids file short of its rows (emptied by a crash) is a damaged chunk, not a shift of every later id', async () => {
+    for (const damage of ['', 'p8\np9']) {
+      const cacheDir = path.join(dir, `short-ids-${damage.length}`);
+      const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+      fs.writeFileSync(path.join(encoded.dir, 'ids-000001.txt'), damage);
+      const encoder = new HashEncoder();
+      const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+      expect(encoder.encoded).toBe(N - 8);
+      expect(again.ids).toEqual(reference.ids);
+      expect(await allVectors(again)).toEqual(reference.vectors);
+    }
+  });
+
   test('another model or an edited collection gets its own cache', async () => {
     const cacheDir = path.join(dir, 'keys');
     const a = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });

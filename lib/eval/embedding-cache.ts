@@ -88,7 +88,8 @@ async function writeFileAtomic(file: string, data: string | Uint8Array): Promise
   await fs.promises.rename(tmp, file);
 }
 
-async function readManifest(dir: string, identity: Record<string, unknown>): Promise<Manifest | null> {
+/** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
+async function readManifest(dir: string, identity: Record<string, unknown>): Promise<{ manifest: Manifest; ids: string[] } | null> {
   let manifest: Manifest;
   try {
     manifest = JSON.parse(await fs.promises.readFile(path.join(dir, 'manifest.json'), 'utf8'));
@@ -97,16 +98,21 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   }
   if (manifest.format !== 'camembed-embedding-cache' || manifest.version !== 1 ||
       JSON.stringify(manifest.identity) !== JSON.stringify(identity)) return null;
-  // Keep the chunks whose files are whole; anything after the first damaged one is redone.
+  // Keep the chunks whose files are whole; anything after the first damaged one is redone. An ids
+  // file short of its rows (emptied by a crash) would shift every later id onto another passage's vector.
   const valid: ChunkEntry[] = [];
+  const ids: string[] = [];
   for (const entry of manifest.chunks) {
     const size = await fs.promises.stat(path.join(dir, entry.vectors)).then((s) => s.size, () => -1);
-    if (size !== entry.rows * manifest.dim * 4 || !fs.existsSync(path.join(dir, entry.ids))) break;
+    const text = await fs.promises.readFile(path.join(dir, entry.ids), 'utf8').catch(() => null);
+    const chunkIds = text === null ? [] : text.split('\n');
+    if (size !== entry.rows * manifest.dim * 4 || chunkIds.length !== entry.rows || chunkIds.includes('')) break;
     valid.push(entry);
+    ids.push(...chunkIds);
   }
   if (valid.length < manifest.chunks.length) manifest.complete = false;
   manifest.chunks = valid;
-  return manifest;
+  return { manifest, ids };
 }
 
 /** A file as cache keys see it: changing its content changes its size or modification time. */
@@ -133,13 +139,8 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
 
-  const manifest: Manifest = (await readManifest(dir, identity)) ??
-    { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false };
-  const ids: string[] = [];
-  for (const entry of manifest.chunks) {
-    const text = await fs.promises.readFile(path.join(dir, entry.ids), 'utf8');
-    ids.push(...(entry.rows === 0 ? [] : text.split('\n', entry.rows)));
-  }
+  const { manifest, ids } = (await readManifest(dir, identity)) ??
+    { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
   const cachedRows = ids.length;
   const last = manifest.chunks[manifest.chunks.length - 1];
   const report = (bytes: number, pendingRows = 0) => onProgress?.({
