@@ -1,6 +1,7 @@
 // End-to-end retrieval evaluation, the `camembed eval` pipeline:
 // collection.tsv ─encodeCollection (cached, resumable)─> VectorIndex ─┐
 // queries.tsv ─Encoder.encode─────────────────────────────────────────┴─search top-k─> run ─evaluate(qrels)─> metrics
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
@@ -71,6 +72,24 @@ export function defaultEmbeddingCacheDir(): string {
 const QUERY_BATCH = 256;
 
 /**
+ * sha256 of the model folder's JSON files, at its root and in its module folders (1_Pooling/...):
+ * the tokenizer, the default prompt and the pooling settings change the vectors without touching
+ * the ONNX graph, so they belong in the cache's key.
+ */
+async function modelSettingsDigest(dir: string): Promise<string> {
+  const hash = createHash('sha256');
+  const jsonFiles = async (folder: string) => (await fs.promises.readdir(folder)).filter((f) => f.endsWith('.json')).sort();
+  const folders = ['', ...(await fs.promises.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()];
+  for (const folder of folders) {
+    for (const name of await jsonFiles(path.join(dir, folder))) {
+      const file = path.join(folder, name);
+      hash.update(`${file}\0`).update(await fs.promises.readFile(path.join(dir, file))).update('\0');
+    }
+  }
+  return hash.digest('hex');
+}
+
+/**
  * Reorders, in place, each run of equal scores of a search's ranking (ties by collection row) as
  * trec_eval and evaluate() order them (compareTiedDocids: docid descending), so that the run file, the
  * metrics printed and trec_eval on the run file all rank alike.
@@ -115,7 +134,10 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const encoded = await encodeCollection({
       collection: options.collection,
       cacheDir: options.cacheDir ?? defaultEmbeddingCacheDir(),
-      identity: { format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir), maxLength: encoder.maxLength },
+      identity: {
+        format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir),
+        settings: await modelSettingsDigest(encoder.modelDir), maxLength: encoder.maxLength,
+      },
       encoder,
       chunkRows: options.chunkRows,
       signal: options.signal,
