@@ -119,6 +119,16 @@ describe('encodeCollection', () => {
     }
   });
 
+  test('two runs at once on one cache both finish, with whole chunks and no temporary files left', async () => {
+    const cacheDir = path.join(dir, 'concurrent');
+    const runs = await Promise.all([1, 2].map(() => encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 })));
+    for (const encoded of runs) {
+      expect(encoded.ids).toEqual(reference.ids);
+      expect(await allVectors(encoded)).toEqual(reference.vectors);
+    }
+    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
   test('another model or an edited collection gets its own cache', async () => {
     const cacheDir = path.join(dir, 'keys');
     const a = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });

@@ -7,7 +7,7 @@
 //                  ids-000000.txt         the rows' passage ids, one per line
 // <key> is a hash of the identity: model + settings (from the caller) + the collection file's
 // path, size and modification time, so another model or an edited file gets a fresh cache.
-import { createHash } from 'crypto';
+import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { FormatError } from '../lines';
@@ -83,9 +83,17 @@ export class EncodedCollection {
 }
 
 async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp`;
-  await fs.promises.writeFile(tmp, data);
-  await fs.promises.rename(tmp, file);
+  // A temporary name of this writer's own: two runs on one cache writing the same chunk shared
+  // `${file}.tmp`, so one renamed the file the other was still writing (holes of zeros under a
+  // valid size) and the other failed with ENOENT.
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fs.promises.writeFile(tmp, data);
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
