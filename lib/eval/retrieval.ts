@@ -118,6 +118,10 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   }
   // Read the small inputs first: a malformed qrels file should not wait for hours of encoding.
   const qrels = await readQrels(options.qrels);
+  const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
+  if (evaluatedQids.length === 0) {
+    throw new RangeError(`${options.qrels}: no query with a relevant document (relevance > 0): nothing to evaluate`);
+  }
   const queries = await readTsvEntries(options.queries);
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
 
@@ -186,7 +190,6 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     await writer?.close();
     writer = null;
 
-    const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
     const encodedRows = encoded.rows - encoded.cachedRows;
     return {
       metrics: evaluate(run, qrels, metrics),
