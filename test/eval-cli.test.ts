@@ -37,6 +37,7 @@ describe('camembed eval usage errors (exit code 2)', () => {
     [['--dtype', 'int8'], /--dtype must be float32 or float16/],
     [['--frobnicate'], /unknown option --frobnicate/],
     [['extra'], /unexpected argument 'extra'/],
+    [['--run', '-'], /--run must be a file/],
   ])('%j', async (args, message) => {
     const base = args[0] === '--collection' ? [] : files;
     const { code, stderr } = await runCli([...base, ...args]);

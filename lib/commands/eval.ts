@@ -72,6 +72,8 @@ export async function run(argv: string[]): Promise<void> {
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
+    // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
+    if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
     requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
   }
 
