@@ -133,6 +133,15 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(result.metrics).toEqual({ 'MRR@3': 0.5, 'nDCG@3': 1 / Math.log2(3) });
   });
 
+  test('a run file that cannot be written fails before any passage is encoded', async () => {
+    let reports = 0;
+    await expect(evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-no-run'),
+      runFile: path.join(dir, 'no-such-folder', 'run.trec'), onEncodeProgress: () => { reports++; },
+    })).rejects.toThrow(/ENOENT/);
+    expect(reports).toBe(0);
+  });
+
   test('a model folder whose prompt or pooling settings changed gets a fresh cache (same ONNX graph, other vectors)', async () => {
     const edited = path.join(dir, 'edited-model');
     fs.cpSync(model, edited, { recursive: true, filter: (f) => !f.includes('golden') });

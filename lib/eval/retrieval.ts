@@ -132,6 +132,9 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   let index: VectorIndex | null = null;
   let writer: TrecRunWriter | null = null;
   try {
+    // Opened first: a run file that cannot be written fails now, not after the collection is encoded.
+    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
+
     // 1. Passages -> cached embedding chunks.
     let t = Date.now();
     const encodeBar = bar('encode passages', 'bytes');
@@ -161,7 +164,6 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const indexSeconds = (Date.now() - t) / 1000;
 
     // 3. Queries, a batch at a time: encode, search, record the run.
-    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
     const run: Run = Object.create(null);
     const keep = Math.min(k, maxCutoff); // evaluate() looks no deeper than the largest cutoff
     let encodeQueriesSeconds = 0, searchSeconds = 0;
