@@ -129,6 +129,18 @@ describe('encodeCollection', () => {
     expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
+  test('chunks of more rows than a call takes arguments (200,000)', async () => {
+    const big = path.join(dir, 'big.tsv');
+    fs.writeFileSync(big, Array.from({ length: 200_001 }, (_, i) => `b${i}\t${i}\n`).join(''));
+    const cacheDir = path.join(dir, 'big-chunks');
+    for (const expected of [0, 200_001]) {
+      const encoded = await encodeCollection({ collection: big, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 200_000 });
+      expect(encoded.cachedRows).toBe(expected);
+      expect(encoded.rows).toBe(200_001);
+      expect(encoded.ids[199_999]).toBe('b199999');
+    }
+  });
+
   test('another model or an edited collection gets its own cache', async () => {
     const cacheDir = path.join(dir, 'keys');
     const a = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });

@@ -116,7 +116,7 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
     const chunkIds = text === null ? [] : text.split('\n');
     if (size !== entry.rows * manifest.dim * 4 || chunkIds.length !== entry.rows || chunkIds.includes('')) break;
     valid.push(entry);
-    ids.push(...chunkIds);
+    for (const id of chunkIds) ids.push(id);  // not push(...): past ~120k arguments it overflows the stack
   }
   if (valid.length < manifest.chunks.length) manifest.complete = false;
   manifest.chunks = valid;
@@ -182,7 +182,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
       await writeFileAtomic(path.join(dir, entry.ids), chunkIds.join('\n'));
       manifest.chunks.push(entry);
       await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-      ids.push(...chunkIds);
+      for (const id of chunkIds) ids.push(id);
       chunkIds = [];
       report(end.endOffset);
     };
