@@ -119,7 +119,7 @@ describe('encodeCollection', () => {
     }
   });
 
-  test('two runs at once on one cache both finish, with whole chunks and no temporary files left', async () => {
+  test('two runs at once on one cache both finish, with whole chunks; no temporary file outlives its writer', async () => {
     const cacheDir = path.join(dir, 'concurrent');
     const runs = await Promise.all([1, 2].map(() => encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 })));
     for (const encoded of runs) {
@@ -127,6 +127,13 @@ describe('encodeCollection', () => {
       expect(await allVectors(encoded)).toEqual(reference.vectors);
     }
     expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    // A writer killed mid-write leaves its temporary file: the next run removes it unless its
+    // process still runs (pid 2^30 is above Linux's highest; this process is alive).
+    const orphan = `vectors-000001.f32.${2 ** 30}-0123abcd.tmp`;
+    const live = `vectors-000001.f32.${process.pid}-0123abcd.tmp`;
+    for (const name of [orphan, live]) fs.writeFileSync(path.join(runs[0].dir, name), 'partial');
+    await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([live]);
   });
 
   test('chunks of more rows than a call takes arguments (200,000)', async () => {

@@ -82,6 +82,8 @@ export class EncodedCollection {
   }
 }
 
+const TEMPORARY = /\.(\d+)-[0-9a-f]{8}\.tmp$/;  // `<file>.<pid>-<random>.tmp`
+
 async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   // A temporary name of this writer's own: two runs on one cache writing the same chunk shared
   // `${file}.tmp`, so one renamed the file the other was still writing (holes of zeros under a
@@ -123,6 +125,22 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   return { manifest, ids };
 }
 
+/** Removes the temporary files of writers killed mid-write (their process is gone): 48 MiB each. */
+async function removeOrphanedTemporaries(dir: string): Promise<void> {
+  const running = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM';  // another user's process
+    }
+  };
+  for (const name of await fs.promises.readdir(dir)) {
+    const pid = TEMPORARY.exec(name)?.[1];
+    if (pid !== undefined && !running(Number(pid))) await fs.promises.rm(path.join(dir, name), { force: true });
+  }
+}
+
 /** A file as cache keys see it: changing its content changes its size or modification time. */
 export async function fileIdentity(file: string): Promise<{ path: string; bytes: number; mtimeMs: number }> {
   const stat = await fs.promises.stat(file);
@@ -146,6 +164,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
+  await removeOrphanedTemporaries(dir);
 
   const { manifest, ids } = (await readManifest(dir, identity)) ??
     { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
