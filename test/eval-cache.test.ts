@@ -95,6 +95,21 @@ describe('encodeCollection', () => {
     expect(await allVectors(cached)).toEqual(reference.vectors);
   });
 
+  test('stopped inside a chunk, it keeps the passages encoded so far (a short chunk), not only whole chunks', async () => {
+    const cacheDir = path.join(dir, 'stop-mid-chunk');
+    const controller = new AbortController();
+    await expect(encodeCollection({
+      collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8, signal: controller.signal,
+      onProgress: (p) => { if (p.rows === 12) controller.abort(); }, // after a batch: 8 in chunk 0, 4 towards chunk 1
+    })).rejects.toMatchObject({ name: 'EncodeInterrupted', rows: 12 });
+    const encoder = new HashEncoder();
+    const resumed = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(resumed.cachedRows).toBe(12);
+    expect(encoder.encoded).toBe(N - 12);
+    expect(resumed.ids).toEqual(reference.ids);
+    expect(await allVectors(resumed)).toEqual(reference.vectors);
+  });
+
   test('a damaged chunk is encoded again, with the chunks after it', async () => {
     const cacheDir = path.join(dir, 'damaged');
     const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });

@@ -77,7 +77,7 @@ export async function run(argv: string[]): Promise<void> {
     requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
   }
 
-  // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.
+  // Ctrl-C: finish the encoder's batch and save what is encoded, so that the next run resumes from it; twice: quit now.
   const controller = new AbortController();
   const onSigint = () => {
     process.stderr.write('\ncamembed eval: stopping after the current step (Ctrl-C again to quit now)\n');

@@ -41,7 +41,7 @@ export interface EncodeCollectionOptions {
   encoder: StreamEncoder;
   /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
   chunkRows?: number;
-  /** Stops after the chunk being written; the cache stays valid and a later call resumes. */
+  /** Stops after the encoder's batch in progress, writing what is encoded; a later call resumes. */
   signal?: AbortSignal;
   onProgress?: (progress: EncodeProgress) => void;
 }
@@ -221,6 +221,12 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         }
       }
       report(end.endOffset, chunkIds.length);
+      // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
+      // (16,384 passages: most of an hour on a CPU, which a second Ctrl-C would throw away).
+      if (signal?.aborted) {
+        if (chunkIds.length > 0) await flush();
+        throw new EncodeInterrupted(ids.length, dir);
+      }
     }
     if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
     if (chunkIds.length > 0) await flush();

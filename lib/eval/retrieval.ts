@@ -37,7 +37,7 @@ export interface RetrievalEvaluationOptions {
   /** Also write the run here in TREC format. */
   runFile?: string;
   runTag?: string;
-  /** Stops after the chunk or query batch in progress (rejecting); a later call resumes from the cache. */
+  /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
   signal?: AbortSignal;
   /** Draw progress bars on stderr (only when it is a TTY). */
   progress?: boolean;
