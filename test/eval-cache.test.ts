@@ -95,6 +95,21 @@ describe('encodeCollection', () => {
     expect(await allVectors(cached)).toEqual(reference.vectors);
   });
 
+  test('stopped inside a chunk, it keeps the passages encoded so far (a short chunk), not only whole chunks', async () => {
+    const cacheDir = path.join(dir, 'stop-mid-chunk');
+    const controller = new AbortController();
+    await expect(encodeCollection({
+      collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8, signal: controller.signal,
+      onProgress: (p) => { if (p.rows === 12) controller.abort(); }, // after a batch: 8 in chunk 0, 4 towards chunk 1
+    })).rejects.toMatchObject({ name: 'EncodeInterrupted', rows: 12 });
+    const encoder = new HashEncoder();
+    const resumed = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(resumed.cachedRows).toBe(12);
+    expect(encoder.encoded).toBe(N - 12);
+    expect(resumed.ids).toEqual(reference.ids);
+    expect(await allVectors(resumed)).toEqual(reference.vectors);
+  });
+
   test('a damaged chunk is encoded again, with the chunks after it', async () => {
     const cacheDir = path.join(dir, 'damaged');
     const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
@@ -104,6 +119,48 @@ describe('encodeCollection', () => {
     expect(encoder.encoded).toBe(N - 16);
     expect(again.ids).toEqual(reference.ids);
     expect(await allVectors(again)).toEqual(reference.vectors);
+  });
+
+  test('an ids file short of its rows (emptied by a crash) is a damaged chunk, not a shift of every later id', async () => {
+    for (const damage of ['', 'p8\np9']) {
+      const cacheDir = path.join(dir, `short-ids-${damage.length}`);
+      const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+      fs.writeFileSync(path.join(encoded.dir, 'ids-000001.txt'), damage);
+      const encoder = new HashEncoder();
+      const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+      expect(encoder.encoded).toBe(N - 8);
+      expect(again.ids).toEqual(reference.ids);
+      expect(await allVectors(again)).toEqual(reference.vectors);
+    }
+  });
+
+  test('two runs at once on one cache both finish, with whole chunks; no temporary file outlives its writer', async () => {
+    const cacheDir = path.join(dir, 'concurrent');
+    const runs = await Promise.all([1, 2].map(() => encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 })));
+    for (const encoded of runs) {
+      expect(encoded.ids).toEqual(reference.ids);
+      expect(await allVectors(encoded)).toEqual(reference.vectors);
+    }
+    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    // A writer killed mid-write leaves its temporary file: the next run removes it unless its
+    // process still runs (pid 2^30 is above Linux's highest; this process is alive).
+    const orphan = `vectors-000001.f32.${2 ** 30}-0123abcd.tmp`;
+    const live = `vectors-000001.f32.${process.pid}-0123abcd.tmp`;
+    for (const name of [orphan, live]) fs.writeFileSync(path.join(runs[0].dir, name), 'partial');
+    await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([live]);
+  });
+
+  test('chunks of more rows than a call takes arguments (200,000)', async () => {
+    const big = path.join(dir, 'big.tsv');
+    fs.writeFileSync(big, Array.from({ length: 200_001 }, (_, i) => `b${i}\t${i}\n`).join(''));
+    const cacheDir = path.join(dir, 'big-chunks');
+    for (const expected of [0, 200_001]) {
+      const encoded = await encodeCollection({ collection: big, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 200_000 });
+      expect(encoded.cachedRows).toBe(expected);
+      expect(encoded.rows).toBe(200_001);
+      expect(encoded.ids[199_999]).toBe('b199999');
+    }
   });
 
   test('another model or an edited collection gets its own cache', async () => {

@@ -37,6 +37,7 @@ describe('camembed eval usage errors (exit code 2)', () => {
     [['--dtype', 'int8'], /--dtype must be float32 or float16/],
     [['--frobnicate'], /unknown option --frobnicate/],
     [['extra'], /unexpected argument 'extra'/],
+    [['--run', '-'], /--run must be a file/],
   ])('%j', async (args, message) => {
     const base = args[0] === '--collection' ? [] : files;
     const { code, stderr } = await runCli([...base, ...args]);
@@ -62,6 +63,11 @@ describe('evaluateRetrieval input errors', () => {
     fs.writeFileSync(bad, 'q1 0 d1\n');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: bad }))
       .rejects.toThrow(`${bad}:1: expected 'qid 0 docid relevance'`);
+    // Judgements without a relevant document would otherwise fail only after the whole collection is encoded.
+    const unjudged = path.join(dir, 'zeros.trec');
+    fs.writeFileSync(unjudged, 'q1 0 d1 0\n');
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: unjudged }))
+      .rejects.toThrow(`${unjudged}: no query with a relevant document (relevance > 0)`);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))
       .rejects.toThrow(RangeError);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: [] }))

@@ -133,6 +133,38 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(result.metrics).toEqual({ 'MRR@3': 0.5, 'nDCG@3': 1 / Math.log2(3) });
   });
 
+  test('a run file that cannot be written fails before any passage is encoded', async () => {
+    let reports = 0;
+    await expect(evaluateRetrieval({
+      model, ...files, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-no-run'),
+      runFile: path.join(dir, 'no-such-folder', 'run.trec'), onEncodeProgress: () => { reports++; },
+    })).rejects.toThrow(/ENOENT/);
+    expect(reports).toBe(0);
+  });
+
+  test('a model folder whose prompt or pooling settings changed gets a fresh cache (same ONNX graph, other vectors)', async () => {
+    const edited = path.join(dir, 'edited-model');
+    fs.cpSync(model, edited, { recursive: true, filter: (f) => !f.includes('golden') });
+    const small = path.join(dir, 'small');
+    fs.mkdirSync(small);
+    const write = (name: string, body: string) => { fs.writeFileSync(path.join(small, name), body); return path.join(small, name); };
+    const texts = fs.readFileSync(files.collection, 'utf8').split('\n').slice(0, 20).map((l) => l.split('\t')[1]);
+    const options = {
+      model: edited, collection: write('c.tsv', texts.map((t, i) => `d${i}\t${t}\n`).join('')),
+      queries: write('q.tsv', `q0\t${texts[0]}\n`), qrels: write('r.trec', 'q0 0 d0 1\n'),
+      k: 10, metrics: ['MRR@10'], cacheDir: path.join(small, 'cache'),
+    };
+    const first = await evaluateRetrieval(options);
+    expect(await evaluateRetrieval(options)).toMatchObject({ cachedPassages: 20, cacheDir: first.cacheDir });
+    const edit = (file: string, change: (json: Record<string, unknown>) => object) =>
+      fs.writeFileSync(path.join(edited, file), JSON.stringify(change(JSON.parse(fs.readFileSync(path.join(edited, file), 'utf8')))));
+    edit('config_sentence_transformers.json', (c) => ({ ...c, prompts: { passage: 'passage : ' }, default_prompt_name: 'passage' }));
+    const prompted = await evaluateRetrieval(options);
+    expect(prompted.cachedPassages).toBe(0);
+    edit('1_Pooling/config.json', (c) => ({ ...c, include_prompt: false }));
+    expect((await evaluateRetrieval(options)).cachedPassages).toBe(0);
+  });
+
   test('the CLI prints the table and the JSON', async () => {
     const out: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });

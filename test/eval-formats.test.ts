@@ -1,6 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import { readQrels, readTsv, readTsvEntries, TextRecord, TrecRunWriter } from '../lib/eval/formats';
 import { FormatError } from '../lib/lines';
 import { makeRandom } from './helpers/random';
@@ -31,6 +33,21 @@ describe('readTsv', () => {
     // endOffset counts bytes: BOM (3) + '1\tUn été\r\n' (11 bytes: é is 2 bytes each)
     expect(records[0].endOffset).toBe(3 + Buffer.byteLength('1\tUn été\r\n'));
     expect(records[3].endOffset).toBe(fs.statSync(file).size);
+  });
+
+  test('an id does not keep its line alive (long ids of millions of passages would hold every text)', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const heapAfterGc = () => { for (let i = 0; i < 4; i++) gc(); return process.memoryUsage().heapUsed; };
+    // 5,000 lines of 36-character ids and 3,840 characters of text (two bytes each in V8: '’'): 37 MiB of lines.
+    const file = write('long-ids.tsv', Array.from({ length: 5000 }, (_, i) => `passage-${String(i).padStart(28, '0')}\t${'l’été à Paris, '.repeat(256)}\n`).join(''));
+    for await (const _ of readTsv(file)) { /* the reader's own first-use allocations */ }
+    const before = heapAfterGc();
+    const ids: string[] = [];
+    for await (const { id } of readTsv(file)) ids.push(id);
+    const grown = heapAfterGc() - before;
+    expect(ids[4999]).toBe(`passage-${String(4999).padStart(28, '0')}`);
+    expect(grown).toBeLessThan(4 * 2 ** 20); // the ids themselves: 5,000 x 36 characters
   });
 
   test('resumes after a record from its endOffset and line', async () => {

@@ -72,10 +72,12 @@ export async function run(argv: string[]): Promise<void> {
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
+    // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
+    if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
     requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
   }
 
-  // Ctrl-C: finish the chunk being encoded so that the next run resumes from it; twice: quit now.
+  // Ctrl-C: finish the encoder's batch and save what is encoded, so that the next run resumes from it; twice: quit now.
   const controller = new AbortController();
   const onSigint = () => {
     process.stderr.write('\ncamembed eval: stopping after the current step (Ctrl-C again to quit now)\n');

@@ -7,7 +7,7 @@
 //                  ids-000000.txt         the rows' passage ids, one per line
 // <key> is a hash of the identity: model + settings (from the caller) + the collection file's
 // path, size and modification time, so another model or an edited file gets a fresh cache.
-import { createHash } from 'crypto';
+import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { FormatError } from '../lines';
@@ -41,7 +41,7 @@ export interface EncodeCollectionOptions {
   encoder: StreamEncoder;
   /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
   chunkRows?: number;
-  /** Stops after the chunk being written; the cache stays valid and a later call resumes. */
+  /** Stops after the encoder's batch in progress, writing what is encoded; a later call resumes. */
   signal?: AbortSignal;
   onProgress?: (progress: EncodeProgress) => void;
 }
@@ -82,13 +82,24 @@ export class EncodedCollection {
   }
 }
 
+const TEMPORARY = /\.(\d+)-[0-9a-f]{8}\.tmp$/;  // `<file>.<pid>-<random>.tmp`
+
 async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp`;
-  await fs.promises.writeFile(tmp, data);
-  await fs.promises.rename(tmp, file);
+  // A temporary name of this writer's own: two runs on one cache writing the same chunk shared
+  // `${file}.tmp`, so one renamed the file the other was still writing (holes of zeros under a
+  // valid size) and the other failed with ENOENT.
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fs.promises.writeFile(tmp, data);
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
 }
 
-async function readManifest(dir: string, identity: Record<string, unknown>): Promise<Manifest | null> {
+/** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
+async function readManifest(dir: string, identity: Record<string, unknown>): Promise<{ manifest: Manifest; ids: string[] } | null> {
   let manifest: Manifest;
   try {
     manifest = JSON.parse(await fs.promises.readFile(path.join(dir, 'manifest.json'), 'utf8'));
@@ -97,16 +108,37 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   }
   if (manifest.format !== 'camembed-embedding-cache' || manifest.version !== 1 ||
       JSON.stringify(manifest.identity) !== JSON.stringify(identity)) return null;
-  // Keep the chunks whose files are whole; anything after the first damaged one is redone.
+  // Keep the chunks whose files are whole; anything after the first damaged one is redone. An ids
+  // file short of its rows (emptied by a crash) would shift every later id onto another passage's vector.
   const valid: ChunkEntry[] = [];
+  const ids: string[] = [];
   for (const entry of manifest.chunks) {
     const size = await fs.promises.stat(path.join(dir, entry.vectors)).then((s) => s.size, () => -1);
-    if (size !== entry.rows * manifest.dim * 4 || !fs.existsSync(path.join(dir, entry.ids))) break;
+    const text = await fs.promises.readFile(path.join(dir, entry.ids), 'utf8').catch(() => null);
+    const chunkIds = text === null ? [] : text.split('\n');
+    if (size !== entry.rows * manifest.dim * 4 || chunkIds.length !== entry.rows || chunkIds.includes('')) break;
     valid.push(entry);
+    for (const id of chunkIds) ids.push(id);  // not push(...): past ~120k arguments it overflows the stack
   }
   if (valid.length < manifest.chunks.length) manifest.complete = false;
   manifest.chunks = valid;
-  return manifest;
+  return { manifest, ids };
+}
+
+/** Removes the temporary files of writers killed mid-write (their process is gone): 48 MiB each. */
+async function removeOrphanedTemporaries(dir: string): Promise<void> {
+  const running = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM';  // another user's process
+    }
+  };
+  for (const name of await fs.promises.readdir(dir)) {
+    const pid = TEMPORARY.exec(name)?.[1];
+    if (pid !== undefined && !running(Number(pid))) await fs.promises.rm(path.join(dir, name), { force: true });
+  }
 }
 
 /** A file as cache keys see it: changing its content changes its size or modification time. */
@@ -132,14 +164,10 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
+  await removeOrphanedTemporaries(dir);
 
-  const manifest: Manifest = (await readManifest(dir, identity)) ??
-    { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false };
-  const ids: string[] = [];
-  for (const entry of manifest.chunks) {
-    const text = await fs.promises.readFile(path.join(dir, entry.ids), 'utf8');
-    ids.push(...(entry.rows === 0 ? [] : text.split('\n', entry.rows)));
-  }
+  const { manifest, ids } = (await readManifest(dir, identity)) ??
+    { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
   const cachedRows = ids.length;
   const last = manifest.chunks[manifest.chunks.length - 1];
   const report = (bytes: number, pendingRows = 0) => onProgress?.({
@@ -173,7 +201,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
       await writeFileAtomic(path.join(dir, entry.ids), chunkIds.join('\n'));
       manifest.chunks.push(entry);
       await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-      ids.push(...chunkIds);
+      for (const id of chunkIds) ids.push(id);
       chunkIds = [];
       report(end.endOffset);
     };
@@ -193,6 +221,12 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         }
       }
       report(end.endOffset, chunkIds.length);
+      // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
+      // (16,384 passages: most of an hour on a CPU, which a second Ctrl-C would throw away).
+      if (signal?.aborted) {
+        if (chunkIds.length > 0) await flush();
+        throw new EncodeInterrupted(ids.length, dir);
+      }
     }
     if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
     if (chunkIds.length > 0) await flush();

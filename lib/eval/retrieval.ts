@@ -1,6 +1,7 @@
 // End-to-end retrieval evaluation, the `camembed eval` pipeline:
 // collection.tsv ─encodeCollection (cached, resumable)─> VectorIndex ─┐
 // queries.tsv ─Encoder.encode─────────────────────────────────────────┴─search top-k─> run ─evaluate(qrels)─> metrics
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
@@ -36,7 +37,7 @@ export interface RetrievalEvaluationOptions {
   /** Also write the run here in TREC format. */
   runFile?: string;
   runTag?: string;
-  /** Stops after the chunk or query batch in progress (rejecting); a later call resumes from the cache. */
+  /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
   signal?: AbortSignal;
   /** Draw progress bars on stderr (only when it is a TTY). */
   progress?: boolean;
@@ -71,6 +72,24 @@ export function defaultEmbeddingCacheDir(): string {
 const QUERY_BATCH = 256;
 
 /**
+ * sha256 of the model folder's JSON files, at its root and in its module folders (1_Pooling/...):
+ * the tokenizer, the default prompt and the pooling settings change the vectors without touching
+ * the ONNX graph, so they belong in the cache's key.
+ */
+async function modelSettingsDigest(dir: string): Promise<string> {
+  const hash = createHash('sha256');
+  const jsonFiles = async (folder: string) => (await fs.promises.readdir(folder)).filter((f) => f.endsWith('.json')).sort();
+  const folders = ['', ...(await fs.promises.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()];
+  for (const folder of folders) {
+    for (const name of await jsonFiles(path.join(dir, folder))) {
+      const file = path.join(folder, name);
+      hash.update(`${file}\0`).update(await fs.promises.readFile(path.join(dir, file))).update('\0');
+    }
+  }
+  return hash.digest('hex');
+}
+
+/**
  * Reorders, in place, each run of equal scores of a search's ranking (ties by collection row) as
  * trec_eval and evaluate() order them (compareTiedDocids: docid descending), so that the run file, the
  * metrics printed and trec_eval on the run file all rank alike.
@@ -99,6 +118,10 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   }
   // Read the small inputs first: a malformed qrels file should not wait for hours of encoding.
   const qrels = await readQrels(options.qrels);
+  const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
+  if (evaluatedQids.length === 0) {
+    throw new RangeError(`${options.qrels}: no query with a relevant document (relevance > 0): nothing to evaluate`);
+  }
   const queries = await readTsvEntries(options.queries);
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
 
@@ -109,13 +132,19 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   let index: VectorIndex | null = null;
   let writer: TrecRunWriter | null = null;
   try {
+    // Opened first: a run file that cannot be written fails now, not after the collection is encoded.
+    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
+
     // 1. Passages -> cached embedding chunks.
     let t = Date.now();
     const encodeBar = bar('encode passages', 'bytes');
     const encoded = await encodeCollection({
       collection: options.collection,
       cacheDir: options.cacheDir ?? defaultEmbeddingCacheDir(),
-      identity: { format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir), maxLength: encoder.maxLength },
+      identity: {
+        format: 1, onnx: await fileIdentity(encoder.onnxPath), modelDir: path.resolve(encoder.modelDir),
+        settings: await modelSettingsDigest(encoder.modelDir), maxLength: encoder.maxLength,
+      },
       encoder,
       chunkRows: options.chunkRows,
       signal: options.signal,
@@ -135,7 +164,6 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const indexSeconds = (Date.now() - t) / 1000;
 
     // 3. Queries, a batch at a time: encode, search, record the run.
-    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
     const run: Run = Object.create(null);
     const keep = Math.min(k, maxCutoff); // evaluate() looks no deeper than the largest cutoff
     let encodeQueriesSeconds = 0, searchSeconds = 0;
@@ -164,7 +192,6 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     await writer?.close();
     writer = null;
 
-    const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
     const encodedRows = encoded.rows - encoded.cachedRows;
     return {
       metrics: evaluate(run, qrels, metrics),
