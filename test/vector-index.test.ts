@@ -400,6 +400,22 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
   });
 
+  test('a neighbors() walk dropped halfway does not lock the index; a change between steps ends the walk', async () => {
+    const random = makeRandom(15);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 30 * dim));
+    const dropped = index.neighbors({ k: 2, batchSize: 10 });
+    await dropped.next();  // the caller stops pulling and never calls return()
+    index.add(randomSignedArray(random, dim), [100n]);
+    index.remove([3]);
+    await expect(dropped.next()).rejects.toThrow(/the index changed \(add, remove or dispose\) during the walk/);
+    const walk = index.neighbors({ k: 2, batchSize: 10 });
+    const first = await walk.next();
+    expect(Array.from(first.value!.ids)).toEqual([0n, 1n, 2n, 100n, 4n, 5n, 6n, 7n, 8n, 9n]);  // the last row filled the hole
+    index.dispose();  // possible while the walk waits between steps
+    await expect(walk.next()).rejects.toThrow(/changed/);
+  });
+
   test('changes while a search runs are refused; a disposed index refuses everything', async () => {
     const random = makeRandom(14);
     const index = new VectorIndex({ dim });
@@ -410,9 +426,9 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.dispose()).toThrow(/still running/);
     await running;
     const walk = index.neighbors({ k: 2, batchSize: 10 });
-    await walk.next();
+    const step = walk.next();  // a step holds the index while it searches
     expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
-    await walk.return(undefined);  // ending the walk (as \`break\` does) releases the index
+    await step;
     index.remove([0]);
     index.dispose();
     expect(index.bytes).toBe(0);
