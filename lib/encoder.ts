@@ -286,8 +286,14 @@ export class Encoder {
   private readonly prompt: string;
   /** Leading tokens left out of the mean (include_prompt: false): <s> and the prompt's. */
   private readonly promptTokens: number;
-  /** encode() calls run one after another: ORT and the output buffers are not shared between calls. */
-  private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * ONNX Runtime runs one batch at a time, in the order batches are ready: encode() calls take
+   * turns batch by batch (runInTurn), so a query made during a large encode() waits for one batch
+   * of it, not for all of it.
+   */
+  private turns: Promise<unknown> = Promise.resolve();
+  /** encode() calls not finished yet: dispose() waits for them. */
+  private readonly running = new Set<Promise<Embeddings>>();
   /** Set by dispose(): later encode() calls are refused; a second dispose() gets the same promise. */
   private disposing: Promise<void> | null = null;
 
@@ -395,10 +401,11 @@ export class Encoder {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
     if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
-    const snapshot = texts.slice();
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
-    const run = this.queue.then(() => this.encodeNow(snapshot, normalize || this.normalizeModule, o.onProgress));
-    this.queue = run.catch(() => undefined);
+    const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress);
+    this.running.add(run);
+    const finished = () => this.running.delete(run);
+    run.then(finished, finished);
     return run;
   }
 
@@ -443,7 +450,7 @@ export class Encoder {
    */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
-      await this.queue;
+      await Promise.allSettled(this.running);
       await this.session!.release();
       this.session = null;
     })();
@@ -452,7 +459,7 @@ export class Encoder {
 
   private async encodeNow(texts: string[], normalize: boolean,
     onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
-    const session = this.session!;  // dispose() waits for the queue before it drops the session
+    const session = this.session!;  // dispose() waits for the running calls before it drops the session
     let out: Float32Array;
     try {
       out = new Float32Array(texts.length * this.dim);  // before hours of tokenizing, not after
@@ -467,12 +474,19 @@ export class Encoder {
     }
     let done = 0;
     for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
-      const pooled = await this.runBatch(session, batch, ids, normalize);
+      const pooled = await this.runInTurn(() => this.runBatch(session, batch, ids, normalize));
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
       onProgress?.({ done, total: texts.length });
     }
     return { data: out, rows: texts.length, dim: this.dim };
+  }
+
+  /** Runs `work` once the batches queued before it have run (one ONNX Runtime run at a time). */
+  private runInTurn<T>(work: () => Promise<T>): Promise<T> {
+    const turn = this.turns.then(work);
+    this.turns = turn.catch(() => undefined);
+    return turn;
   }
 
   /** Pads one batch, runs the graph and pools its hidden states (rows in batch order). */

@@ -108,6 +108,21 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(eq2.data, eq.data.subarray(5 * 32, 9 * 32))).toBe(0);
   });
 
+  test('a query made while a large encode() runs waits for one of its batches, not for all of it', async () => {
+    const [, passages] = sets.find(([name]) => name === 'passages')!;
+    const bulk = Array.from({ length: 8 }, () => textsOf(passages)).flat();
+    let bulkDone = 0;
+    const running = encoder.encode(bulk, { onProgress: ({ done }) => { bulkDone = done; } });
+    await new Promise<void>((resolve) => { const poll = () => (bulkDone > 0 ? resolve() : setImmediate(poll)); poll(); });
+    const query = await encoder.encode(['Comment installer un paquet Debian ?']);
+    const doneWhenQueryReturned = bulkDone;
+    const all = await running;
+    expect(doneWhenQueryReturned).toBeLessThan(bulk.length);
+    // Taking turns changes no row: each call gets its own vectors, as when run alone.
+    expect(maxAbsDiff(query.data, (await encoder.encode(['Comment installer un paquet Debian ?'])).data)).toBe(0);
+    expect(maxAbsDiff(all.data.subarray(0, passages.texts.length * 32), readNpy(path.join(MODEL, 'golden', passages.embeddings)).data)).toBeLessThan(1e-5);
+  });
+
   test('normalize: false gives the plain mean (same direction, golden norms differ from 1)', async () => {
     const texts = textsOf(sets[0][1]).slice(0, 4);
     const raw = await encoder.encode(texts, { normalize: false });
