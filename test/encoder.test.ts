@@ -123,6 +123,26 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(all.data.subarray(0, passages.texts.length * 32), readNpy(path.join(MODEL, 'golden', passages.embeddings)).data)).toBeLessThan(1e-5);
   });
 
+  test('concurrent calls tokenize one slice of 64 texts per event-loop turn between them', async () => {
+    const texts = textsOf(sets.find(([name]) => name === 'queries')![1]);
+    const spy = jest.spyOn(encoder['tokenizer'], 'encode');
+    let most = 0;
+    let running = true;
+    const probe = (before: number) => {
+      most = Math.max(most, spy.mock.calls.length - before);
+      if (running) setImmediate(probe, spy.mock.calls.length);
+    };
+    setImmediate(probe, 0);
+    try {
+      await Promise.all(Array.from({ length: 20 }, () => encoder.encode(texts)));
+    } finally {
+      running = false;
+      spy.mockRestore();
+    }
+    // Slices of different calls waiting in one setImmediate phase ran back to back: 20 x 64 texts.
+    expect(most).toBeLessThanOrEqual(64);
+  });
+
   test('normalize: false gives the plain mean (same direction, golden norms differ from 1)', async () => {
     const texts = textsOf(sets[0][1]).slice(0, 4);
     const raw = await encoder.encode(texts, { normalize: false });
