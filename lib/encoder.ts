@@ -417,10 +417,11 @@ export class Encoder {
 
   /**
    * Encodes a stream of texts `chunkSize` at a time (default 4096), yielding each chunk's
-   * vectors in input order; memory stays at one chunk of texts and vectors.
+   * vectors in input order; memory stays at one chunk of texts and vectors. Bad arguments throw
+   * here, not at the first step (a server can still answer 400 before it starts streaming); an
+   * item that is not a string fails the step that reads it.
    */
-  async *encodeStream(texts: AsyncIterable<string> | Iterable<string>,
-    options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings> {
+  encodeStream(texts: AsyncIterable<string> | Iterable<string>, options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings> {
     if (texts === null || typeof texts !== 'object' ||
       (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
@@ -428,9 +429,15 @@ export class Encoder {
     }
     const o = optionalObject('options', options) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
+    optionalBoolean('options.normalize', o.normalize, true);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    return this.streamChunks(texts, chunkSize, o);
+  }
+
+  private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number,
+    o: EncodeStreamOptions): AsyncGenerator<Embeddings> {
     let chunk: string[] = [];
     let seen = 0;
     const encodeChunk = (texts: string[]) => {

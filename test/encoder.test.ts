@@ -212,6 +212,11 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     await expect(Encoder.load(path.join(os.tmpdir(), 'camembed-no-such-model'))).rejects.toThrow(/neither an existing folder|does not exist/);
     const stream = encoder.encodeStream((async function* () { yield 'a'; yield 3 as unknown as string; })());
     await expect(stream.next()).rejects.toThrow(/texts item 1 must be a string/);
+    // Bad arguments throw when encodeStream is called, as for encode(), not at the first step.
+    expect(() => encoder.encodeStream(null as unknown as string[])).toThrow(new TypeError('texts must be an iterable or async iterable of strings, got null'));
+    expect(() => encoder.encodeStream(['a'], { chunkSize: 0 })).toThrow(new RangeError('options.chunkSize must be >= 1, got 0'));
+    expect(() => encoder.encodeStream(['a'], { normalize: 'no' as unknown as boolean })).toThrow(TypeError);
+    expect(() => encoder.encodeStream(['a'], { onProgress: 1 as unknown as () => void })).toThrow(/options.onProgress must be a function/);
   });
 
   test('a folder with safetensors only is converted to ONNX once, next to the weights; other pooling is refused', async () => {
