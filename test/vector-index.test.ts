@@ -507,6 +507,32 @@ test('IdTable (id -> row) agrees with a Map through random inserts, updates, del
   for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
 });
 
+test('IdTable: ids chosen to share one home slot under the unseeded hash do not pile up in one probe run', () => {
+  // The inverse of murmur3's finaliser gives, for any hi, the lo whose unseeded home is h.
+  const inverse = (a: number) => { let x = a; for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x)); return x; };
+  const unmix = (h: number) => {
+    h ^= h >>> 16;
+    h = Math.imul(h, inverse(0xc2b2ae35));
+    h ^= (h >>> 13) ^ (h >>> 26);
+    h = Math.imul(h, inverse(0x85ebca6b));
+    return h ^ (h >>> 16);
+  };
+  const n = 20000;
+  const table = new IdTable(n);
+  for (let i = 0; i < n; i++) {
+    const hi = i + 1;
+    const lo = unmix((i & 15) << 27) ^ Math.imul(hi, 0x9e3779b1);  // home 0 in any table up to 2^27 slots
+    table.set((BigInt(hi) << 32n) | BigInt(lo >>> 0), i);
+  }
+  const positions = table['positions'] as Int32Array;
+  let longest = 0;
+  for (let slot = 0, run = 0; slot < positions.length; slot++) {
+    run = positions[slot] === -1 ? 0 : run + 1;
+    longest = Math.max(longest, run);
+  }
+  expect(longest).toBeLessThan(n / 10);  // unseeded: one run of all 20,000 (each insert probed them all)
+});
+
 test('a query that ties every row (zero vector) returns the lowest ids, also across chunks', async () => {
   const dim = 8, n = 5000;
   const index = new VectorIndex({ dim, chunkBytes: 1000 * dim * 4 });
