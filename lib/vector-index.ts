@@ -352,6 +352,7 @@ export class VectorIndex {
   remove(ids: IdsInput): void {
     this.assertWritable('remove');
     const list = parseIds('ids', ids, null);
+    if (list.length === 0) return;  // nothing changes: an open neighbors() walk goes on
     const written = new Set<Chunk>();
     for (const id of list) {
       const position = this.table.get(id);
