@@ -232,7 +232,8 @@ export class VectorIndex {
   private count = 0;
   private nextId = 0n;
   private savedMetadata: Metadata = { bytes: new Uint8Array(0), object: Object.freeze({}) };
-  private readers = 0;     // searches, saves and neighbour walks in flight: they block changes
+  private readers = 0;     // searches, saves and neighbour-walk steps in flight: they block changes
+  private changes = 0;     // counts adds, removes and dispose: a neighbour walk ends if the index changed under it
   private disposed = false;
 
   constructor(options: VectorIndexOptions) {
@@ -344,12 +345,14 @@ export class VectorIndex {
     }
     this.count += rows;
     for (const id of newIds) if (id >= this.nextId) this.nextId = id + 1n;
+    this.changes++;
   }
 
   /** Removes the vectors with these ids; an id that is absent (or repeated) is an error and changes nothing. */
   remove(ids: IdsInput): void {
     this.assertWritable('remove');
     const list = parseIds('ids', ids, null);
+    if (list.length === 0) return;  // nothing changes: an open neighbors() walk goes on
     const written = new Set<Chunk>();
     for (const id of list) {
       const position = this.table.get(id);
@@ -363,6 +366,7 @@ export class VectorIndex {
     } catch (err) {
       throw new Error(`VectorIndex.remove: cannot allocate memory (${(err as Error).message}); the index is unchanged`);
     }
+    this.changes++;
     for (const [chunk, copy] of copies) {
       releaseStorage(chunk.vectors);
       Object.assign(chunk, copy, { mapped: false });
@@ -405,7 +409,8 @@ export class VectorIndex {
 
   /**
    * Every stored vector's k nearest neighbours, `batchSize` vectors at a time (memory stays
-   * O(batchSize x k) plus one kernel tile). The index cannot change while the walk is open.
+   * O(batchSize x k) plus one kernel tile). The index cannot change while a step runs; a change
+   * between steps (add, remove, dispose) makes the walk's next step throw.
    * Bad options throw here, not at the first step of the walk.
    */
   neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
@@ -419,39 +424,47 @@ export class VectorIndex {
 
   private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number): AsyncGenerator<NeighborsChunk> {
     this.assertUsable('neighbors');
-    this.readers++;
-    try {
-      const total = this.count;
-      const kOut = Math.min(k, excludeSelf ? total - 1 : total);
-      for (let start = 0; start < total; start += batchSize) {
-        const n = Math.min(batchSize, total - start);
-        const { vectors, ids } = this.rowsAt(start, n);
-        if (kOut === 0) {
-          yield { ids, neighbors: new BigInt64Array(0), scores: new Float32Array(0), k: 0 };
-          continue;
-        }
-        const found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut);
-        if (!excludeSelf) {
-          yield { ids, neighbors: found.ids, scores: found.scores, k: kOut };
-          continue;
-        }
-        const neighbors = new BigInt64Array(n * kOut);
-        const scores = new Float32Array(n * kOut);
-        for (let q = 0; q < n; q++) {
-          const from = q * found.k;
-          let self = found.ids.subarray(from, from + found.k).indexOf(ids[q]);
-          if (self === -1) self = found.k - 1;  // tied duplicates with lower ids pushed self out
-          for (let i = 0, j = 0; i < found.k; i++) {
-            if (i === self) continue;
-            neighbors[q * kOut + j] = found.ids[from + i];
-            scores[q * kOut + j] = found.scores[from + i];
-            j++;
-          }
-        }
-        yield { ids, neighbors, scores, k: kOut };
+    // The walk holds the index only while a step runs, not while it waits at a yield: a walk its
+    // caller drops without return() (a client gone mid-stream) would otherwise lock add, remove and
+    // dispose for good. A change between two steps ends the walk instead of mixing two indexes.
+    const changes = this.changes;
+    const total = this.count;
+    const kOut = Math.min(k, excludeSelf ? total - 1 : total);
+    for (let start = 0; start < total; start += batchSize) {
+      if (this.changes !== changes) {
+        throw new Error('VectorIndex.neighbors: the index changed (add, remove or dispose) during the walk; start a new walk');
       }
-    } finally {
-      this.readers--;
+      const n = Math.min(batchSize, total - start);
+      const { vectors, ids } = this.rowsAt(start, n);
+      if (kOut === 0) {
+        yield { ids, neighbors: new BigInt64Array(0), scores: new Float32Array(0), k: 0 };
+        continue;
+      }
+      let found: SearchResult;
+      this.readers++;
+      try {
+        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut);
+      } finally {
+        this.readers--;
+      }
+      if (!excludeSelf) {
+        yield { ids, neighbors: found.ids, scores: found.scores, k: kOut };
+        continue;
+      }
+      const neighbors = new BigInt64Array(n * kOut);
+      const scores = new Float32Array(n * kOut);
+      for (let q = 0; q < n; q++) {
+        const from = q * found.k;
+        let self = found.ids.subarray(from, from + found.k).indexOf(ids[q]);
+        if (self === -1) self = found.k - 1;  // tied duplicates with lower ids pushed self out
+        for (let i = 0, j = 0; i < found.k; i++) {
+          if (i === self) continue;
+          neighbors[q * kOut + j] = found.ids[from + i];
+          scores[q * kOut + j] = found.scores[from + i];
+          j++;
+        }
+      }
+      yield { ids, neighbors, scores, k: kOut };
     }
   }
 
@@ -543,6 +556,7 @@ export class VectorIndex {
     this.table = new IdTable();
     this.count = 0;
     this.disposed = true;
+    this.changes++;
   }
 
   // ---- internals ------------------------------------------------------------------------------
@@ -571,7 +585,7 @@ export class VectorIndex {
   private assertWritable(operation: string): void {
     this.assertUsable(operation);
     if (this.readers > 0) {
-      throw new Error(`VectorIndex.${operation}: a search, save or neighbors() walk is still running on this index; await it (or end the walk) first`);
+      throw new Error(`VectorIndex.${operation}: a search, save or neighbors() step is still running on this index; await it first`);
     }
   }
 

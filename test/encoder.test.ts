@@ -108,6 +108,41 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(eq2.data, eq.data.subarray(5 * 32, 9 * 32))).toBe(0);
   });
 
+  test('a query made while a large encode() runs waits for one of its batches, not for all of it', async () => {
+    const [, passages] = sets.find(([name]) => name === 'passages')!;
+    const bulk = Array.from({ length: 8 }, () => textsOf(passages)).flat();
+    let bulkDone = 0;
+    const running = encoder.encode(bulk, { onProgress: ({ done }) => { bulkDone = done; } });
+    await new Promise<void>((resolve) => { const poll = () => (bulkDone > 0 ? resolve() : setImmediate(poll)); poll(); });
+    const query = await encoder.encode(['Comment installer un paquet Debian ?']);
+    const doneWhenQueryReturned = bulkDone;
+    const all = await running;
+    expect(doneWhenQueryReturned).toBeLessThan(bulk.length);
+    // Taking turns changes no row: each call gets its own vectors, as when run alone.
+    expect(maxAbsDiff(query.data, (await encoder.encode(['Comment installer un paquet Debian ?'])).data)).toBe(0);
+    expect(maxAbsDiff(all.data.subarray(0, passages.texts.length * 32), readNpy(path.join(MODEL, 'golden', passages.embeddings)).data)).toBeLessThan(1e-5);
+  });
+
+  test('concurrent calls tokenize one slice of 64 texts per event-loop turn between them', async () => {
+    const texts = textsOf(sets.find(([name]) => name === 'queries')![1]);
+    const spy = jest.spyOn(encoder['tokenizer'], 'encode');
+    let most = 0;
+    let running = true;
+    const probe = (before: number) => {
+      most = Math.max(most, spy.mock.calls.length - before);
+      if (running) setImmediate(probe, spy.mock.calls.length);
+    };
+    setImmediate(probe, 0);
+    try {
+      await Promise.all(Array.from({ length: 20 }, () => encoder.encode(texts)));
+    } finally {
+      running = false;
+      spy.mockRestore();
+    }
+    // Slices of different calls waiting in one setImmediate phase ran back to back: 20 x 64 texts.
+    expect(most).toBeLessThanOrEqual(64);
+  });
+
   test('normalize: false gives the plain mean (same direction, golden norms differ from 1)', async () => {
     const texts = textsOf(sets[0][1]).slice(0, 4);
     const raw = await encoder.encode(texts, { normalize: false });
@@ -177,6 +212,11 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     await expect(Encoder.load(path.join(os.tmpdir(), 'camembed-no-such-model'))).rejects.toThrow(/neither an existing folder|does not exist/);
     const stream = encoder.encodeStream((async function* () { yield 'a'; yield 3 as unknown as string; })());
     await expect(stream.next()).rejects.toThrow(/texts item 1 must be a string/);
+    // Bad arguments throw when encodeStream is called, as for encode(), not at the first step.
+    expect(() => encoder.encodeStream(null as unknown as string[])).toThrow(new TypeError('texts must be an iterable or async iterable of strings, got null'));
+    expect(() => encoder.encodeStream(['a'], { chunkSize: 0 })).toThrow(new RangeError('options.chunkSize must be >= 1, got 0'));
+    expect(() => encoder.encodeStream(['a'], { normalize: 'no' as unknown as boolean })).toThrow(TypeError);
+    expect(() => encoder.encodeStream(['a'], { onProgress: 1 as unknown as () => void })).toThrow(/options.onProgress must be a function/);
   });
 
   test('a folder with safetensors only is converted to ONNX once, next to the weights; other pooling is refused', async () => {

@@ -340,6 +340,14 @@ describe('damaged files are clear errors', () => {
     await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'))).rejects.toThrow(/ENOENT/);
     await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/ENOENT/);
     await expect(VectorIndex.load(42 as unknown as string)).rejects.toThrow(TypeError);
+    // A folder was "EISDIR: illegal operation on a directory, read", naming nothing; a FIFO with no
+    // writer made load and describe wait forever in open().
+    const fifo = path.join(dir, 'no-writer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    for (const notFile of [dir, fifo]) {
+      await expect(VectorIndex.load(notFile)).rejects.toThrow(`${notFile} is not a camembed index file: it is not a regular file`);
+      await expect(VectorIndex.describe(notFile)).rejects.toThrow(`${notFile} is not a camembed index file: it is not a regular file`);
+    }
     const index = await sample('float16', 3);
     await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd')))
       .rejects.toThrow(`cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`);

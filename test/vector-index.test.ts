@@ -400,6 +400,24 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
   });
 
+  test('a neighbors() walk dropped halfway does not lock the index; a change between steps ends the walk', async () => {
+    const random = makeRandom(15);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 30 * dim));
+    const dropped = index.neighbors({ k: 2, batchSize: 10 });
+    await dropped.next();  // the caller stops pulling and never calls return()
+    index.remove([]);  // changes nothing: the walk goes on
+    expect((await dropped.next()).value!.ids[0]).toBe(10n);
+    index.add(randomSignedArray(random, dim), [100n]);
+    index.remove([3]);
+    await expect(dropped.next()).rejects.toThrow(/the index changed \(add, remove or dispose\) during the walk/);
+    const walk = index.neighbors({ k: 2, batchSize: 10 });
+    const first = await walk.next();
+    expect(Array.from(first.value!.ids)).toEqual([0n, 1n, 2n, 100n, 4n, 5n, 6n, 7n, 8n, 9n]);  // the last row filled the hole
+    index.dispose();  // possible while the walk waits between steps
+    await expect(walk.next()).rejects.toThrow(/changed/);
+  });
+
   test('changes while a search runs are refused; a disposed index refuses everything', async () => {
     const random = makeRandom(14);
     const index = new VectorIndex({ dim });
@@ -410,9 +428,9 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.dispose()).toThrow(/still running/);
     await running;
     const walk = index.neighbors({ k: 2, batchSize: 10 });
-    await walk.next();
+    const step = walk.next();  // a step holds the index while it searches
     expect(() => index.add(randomSignedArray(random, dim))).toThrow(/still running/);
-    await walk.return(undefined);  // ending the walk (as \`break\` does) releases the index
+    await step;
     index.remove([0]);
     index.dispose();
     expect(index.bytes).toBe(0);
@@ -489,6 +507,32 @@ test('IdTable (id -> row) agrees with a Map through random inserts, updates, del
   }
   expect(table.size).toBe(model.size);
   for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
+});
+
+test('IdTable: ids chosen to share one home slot under the unseeded hash do not pile up in one probe run', () => {
+  // The inverse of murmur3's finaliser gives, for any hi, the lo whose unseeded home is h.
+  const inverse = (a: number) => { let x = a; for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x)); return x; };
+  const unmix = (h: number) => {
+    h ^= h >>> 16;
+    h = Math.imul(h, inverse(0xc2b2ae35));
+    h ^= (h >>> 13) ^ (h >>> 26);
+    h = Math.imul(h, inverse(0x85ebca6b));
+    return h ^ (h >>> 16);
+  };
+  const n = 20000;
+  const table = new IdTable(n);
+  for (let i = 0; i < n; i++) {
+    const hi = i + 1;
+    const lo = unmix((i & 15) << 27) ^ Math.imul(hi, 0x9e3779b1);  // home 0 in any table up to 2^27 slots
+    table.set((BigInt(hi) << 32n) | BigInt(lo >>> 0), i);
+  }
+  const positions = table['positions'] as Int32Array;
+  let longest = 0;
+  for (let slot = 0, run = 0; slot < positions.length; slot++) {
+    run = positions[slot] === -1 ? 0 : run + 1;
+    longest = Math.max(longest, run);
+  }
+  expect(longest).toBeLessThan(n / 10);  // unseeded: one run of all 20,000 (each insert probed them all)
 });
 
 test('a query that ties every row (zero vector) returns the lowest ids, also across chunks', async () => {

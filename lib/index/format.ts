@@ -353,9 +353,13 @@ export class IndexFileReader {
     private readonly headerBytes: Uint8Array, private readonly file: string) {}
 
   static async open(file: string): Promise<IndexFileReader> {
-    const handle = await fs.promises.open(file, 'r');
+    // O_NONBLOCK: a FIFO with no writer would hold open() (and a libuv thread) forever; it is then
+    // refused below like a folder. Reads of a regular file ignore the flag.
+    const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     try {
-      const { size } = await handle.stat();
+      const stat = await handle.stat();
+      if (!stat.isFile()) throw new Error(`${file} is not a camembed index file: it is not a regular file`);
+      const { size } = stat;
       const headerBytes = new Uint8Array(Math.min(size, HEADER_BYTES));
       await handle.read(headerBytes, 0, headerBytes.length, 0);
       return new IndexFileReader(handle, decodeHeader(headerBytes, size, file), headerBytes, file);
