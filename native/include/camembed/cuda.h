@@ -50,7 +50,8 @@ Status cudaMatrixSetRows(CudaMatrix* matrix, int64_t firstRow, const void* hostD
 // Both in one call; nothing is kept on failure.
 Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t rows, int64_t dim, HiddenType storage,
                             int device, CudaMatrix** out);
-// Frees the device memory (the matrix and its cached search workspace). Null is a no-op.
+// Frees the matrix's device memory (its rows and norms; the device's search workspace, shared by
+// all matrices on it, stays until the process ends). Null is a no-op.
 void cudaMatrixFree(CudaMatrix* matrix);
 int64_t cudaMatrixBytes(const CudaMatrix* matrix);  // device bytes of the stored rows and norms
 int64_t cudaMatrixDim(const CudaMatrix* matrix);
