@@ -523,9 +523,11 @@ int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // means longer launches and fewer compactions (a launch of one block per query each), for the
 // same ~k * ln(N / 4096) appends in all: a 1,024-query tile on an 80 GB card scores 262K rows
 // per launch (32K at 256 MiB): 39 launches over 8.8M rows instead of 275 (counting the first,
-// doubling ones).
-int64_t candidateBudget(size_t totalMemory) {
-  return std::clamp<int64_t>(int64_t(totalMemory / 32), int64_t(256) << 20, int64_t(2) << 30);
+// doubling ones). At most half the memory free at the device's first search: a matrix filling most
+// of the card is then searched in shorter launches rather than refused for want of memory.
+int64_t candidateBudget(size_t freeMemory, size_t totalMemory) {
+  const int64_t wanted = std::clamp<int64_t>(int64_t(totalMemory / 32), int64_t(256) << 20, int64_t(2) << 30);
+  return std::min<int64_t>(wanted, int64_t(freeMemory / 2));
 }
 
 }  // namespace
@@ -611,12 +613,15 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
   if (w.candidateBytes == 0) {
     size_t freeBytes = 0, totalBytes = 0;
     CAMEMBED_CUDA_TRY(cudaMemGetInfo(&freeBytes, &totalBytes), "cosineTopK: cudaMemGetInfo");
-    w.candidateBytes = candidateBudget(totalBytes);
+    w.candidateBytes = candidateBudget(freeBytes, totalBytes);
   }
   int64_t maxLaunchRows = w.candidateBytes / (tileQueries * 8) - 2 * k;
   maxLaunchRows = std::min<int64_t>(maxLaunchRows, int64_t(kMaxGridY) * bn) / bn * bn;
   maxLaunchRows = std::min(maxLaunchRows, roundUp(m->rows, bn));
-  if (maxLaunchRows < bn) return "cosineTopK: k is too large for the search workspace";
+  if (maxLaunchRows < bn) {
+    return "cosineTopK: k is too large for the search workspace (" + std::to_string(w.candidateBytes >> 20) +
+           " MiB: at most half the GPU memory that was free at the first search)";
+  }
   const int64_t capacity = k + maxLaunchRows;
 
   Status s;
