@@ -158,9 +158,16 @@ describe('convertToOnnx errors', () => {
   (fs.existsSync('/dev/full') ? test : test.skip)('a full disk is an error naming the output, and leaves no files', async () => {
     writeTinyModel();
     // Writes to /dev/full fail with ENOSPC: stand it in for the weights file being written.
-    fs.symlinkSync('/dev/full', path.join(dir, `model.onnx.data.tmp-${process.pid}`));
-    await expect(convertToOnnx(dir, { output: path.join(dir, 'model.onnx') }))
-      .rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+: ENOSPC/);
+    const nodeFs: typeof fs = require('fs');  // the module object itself (the import is a read-only view)
+    const open = nodeFs.openSync;
+    const full = jest.spyOn(nodeFs, 'openSync').mockImplementation((file, ...rest) =>
+      open(/model\.onnx\.data\.tmp-/.test(String(file)) ? '/dev/full' : file, ...rest));
+    try {
+      await expect(convertToOnnx(dir, { output: path.join(dir, 'model.onnx') }))
+        .rejects.toThrow(/disk full while writing .*model\.onnx: cannot write .*model\.onnx\.data\.tmp-\d+-[0-9a-f]{8}: ENOSPC/);
+    } finally {
+      full.mockRestore();
+    }
     noOutput();
   });
 

@@ -17,7 +17,7 @@ import { float32ToFloat16Array } from '../float16';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { WEIGHT_FILES, weightsFileOf } from './local';
+import { temporaryPath, WEIGHT_FILES, weightsFileOf, writeFileAtomic } from './local';
 
 export interface ConvertOptions {
   output?: string;                    // default: <modelDir>/onnx/model.onnx, where Encoder.load looks first (weights in <output>.data)
@@ -239,10 +239,10 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const output = path.resolve(options.output ?? path.join(modelDir, 'onnx', 'model.onnx'));
   const dataFile = `${output}.data`;
   const sourceFile = `${output}${SOURCE_SUFFIX}`;
-  const tmpOutput = `${output}.tmp-${process.pid}`;
-  const tmpData = `${dataFile}.tmp-${process.pid}`;
-  const tmpSource = `${sourceFile}.tmp-${process.pid}`;
-  const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure
+  const tmpOutput = temporaryPath(output);
+  const tmpData = temporaryPath(dataFile);
+  const tmpSource = temporaryPath(sourceFile);
+  const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
   const dataFd = fs.openSync(tmpData, 'w');
   let dataClosed = false;
   try {
@@ -274,14 +274,26 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
       files: [...weightFiles(weightsPath), path.join(modelDir, 'config.json')].map((f) => ({ file: relative(f), ...fileStamp(f) })),
     };
     fs.writeFileSync(tmpSource, JSON.stringify(source));
+    // The record last: until it is in place, an older record describes other files and the graph
+    // is converted again; in the other order, a process killed between the renames left a new
+    // record vouching for the old graph.
     fs.renameSync(tmpData, dataFile);
-    fs.renameSync(tmpSource, sourceFile);
     fs.renameSync(tmpOutput, output);
+    fs.renameSync(tmpSource, sourceFile);
     return output;
   } catch (err) {
     if (!dataClosed) fs.closeSync(dataFd);
     for (const tmp of [tmpData, tmpOutput, tmpSource]) fs.rmSync(tmp, { force: true });
-    if (createdDir !== undefined) fs.rmSync(createdDir, { recursive: true, force: true });
+    // Only the folders this call created, and only while empty: another process converting the
+    // same model may have finished its graph there meanwhile.
+    for (let dir = path.dirname(output); createdDir !== undefined; dir = path.dirname(dir)) {
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        break;
+      }
+      if (dir === createdDir) break;
+    }
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
   }
@@ -355,9 +367,11 @@ export function convertedGraph(graph: string, modelDir: string): { current: bool
   const current = chosen !== null && path.relative(modelDir, chosen) === source.weights && Array.isArray(source.files) && source.files.every(unchanged);
   if (current && touched) {
     try {
-      fs.writeFileSync(sourceFile, JSON.stringify(source));  // the next load skips the hash
+      // Whole or not at all: a record cut short (a full disk, a kill) would read as no record,
+      // and a graph without one is taken for the model's own and never converted again.
+      writeFileAtomic(sourceFile, JSON.stringify(source));  // the next load skips the hash
     } catch {
-      // a read-only folder: the hash is paid again next time
+      // a read-only or full folder: the hash is paid again next time
     }
   }
   return { current, dtype: source.dtype === 'float16' ? 'float16' : 'float32', graph: source.graph === 'plain' ? 'plain' : 'fused' };

@@ -20,7 +20,7 @@ import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { ProxyError, request, Response } from './http-request';
-import { describeLocalModel, ResolvedModel } from './local';
+import { describeLocalModel, ResolvedModel, writeFileAtomic } from './local';
 
 export interface HubOptions {
   revision?: string;        // branch, tag or commit; default 'main'
@@ -477,11 +477,4 @@ function readIfExists(file: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function writeFileAtomic(file: string, content: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, content);
-  fs.renameSync(tmp, file);
 }

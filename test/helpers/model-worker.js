@@ -1,0 +1,36 @@
+// Another process using the model pipeline, for tests of what several processes (or a killed one)
+// leave behind. `node model-worker.js convert <modelDir> <output>` or
+// `node model-worker.js resolve <id> <cacheDir> <endpoint>`; prints the path, or the error message
+// (exit code 1). Environment, each hook applying to the first rename onto a path matching AT
+// (a regex; default any):
+//   FAKE_PID=n                process.pid reads n (containers where every process is PID 1)
+//   READY=file WAIT_FOR=file  write READY, then wait until WAIT_FOR exists, then go on
+//   FAIL=1                    throw ENOSPC instead of renaming (a full disk)
+//   KILL=1                    SIGKILL itself instead of renaming
+const fs = require('fs');
+const path = require('path');
+
+const realPid = process.pid;
+if (process.env.FAKE_PID) Object.defineProperty(process, 'pid', { value: Number(process.env.FAKE_PID) });
+const { READY, WAIT_FOR, AT, FAIL, KILL } = process.env;
+const rename = fs.renameSync;
+let hooked = false;
+fs.renameSync = (from, to) => {
+  if (!hooked && new RegExp(AT ?? '').test(String(to))) {
+    hooked = true;
+    if (READY) fs.writeFileSync(READY, '');
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    while (WAIT_FOR && !fs.existsSync(WAIT_FOR)) Atomics.wait(sleeper, 0, 0, 5);
+    if (KILL) process.kill(realPid, 'SIGKILL');
+    if (FAIL) throw Object.assign(new Error(`ENOSPC: no space left on device, rename '${from}' -> '${to}'`), { code: 'ENOSPC' });
+  }
+  return rename(from, to);
+};
+const model = require(path.resolve(__dirname, '../../dist/model'));
+const [command, ...args] = process.argv.slice(2);
+const work = command === 'convert' ? model.convertToOnnx(args[0], { output: args[1] })
+  : model.resolveModel(args[0], { cacheDir: args[1], endpoint: args[2], retries: 0 }).then((m) => m.dir);
+work.then((p) => console.log(p), (err) => {
+  console.log(err.message);
+  process.exitCode = 1;
+});
