@@ -243,6 +243,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
   const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
+  removeAbandoned(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   const dataFd = fs.openSync(tmpData, 'w');
   let dataClosed = false;
   try {
@@ -296,6 +297,22 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     }
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
+  }
+}
+
+// Temporary files of a conversion that died (killed, out of memory) would stay for good, the data
+// file as large as the weights: a crash-looping replica fills the disk. A live conversion writes its
+// data file continuously and renames the others at once, so one untouched for an hour is abandoned.
+const ABANDONED_MS = 60 * 60 * 1000;
+function removeAbandoned(dir: string, names: string[]): void {
+  for (const entry of fs.readdirSync(dir)) {
+    if (!names.some((name) => entry.startsWith(`${name}.tmp-`))) continue;
+    try {
+      const file = path.join(dir, entry);
+      if (Date.now() - fs.statSync(file).mtimeMs > ABANDONED_MS) fs.rmSync(file, { force: true });
+    } catch {
+      // removed by another process meanwhile, or not ours to remove: left as it is
+    }
   }
 }
 
