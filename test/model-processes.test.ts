@@ -6,7 +6,7 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { convertedGraph, convertToOnnx } from '../lib/model';
+import { convertedGraph, convertToOnnx, resolveModel } from '../lib/model';
 import { FakeHub, startFakeHub } from './helpers/fake-hub';
 
 const TINY = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
@@ -15,14 +15,14 @@ if (!haveShared) console.warn(`skipping conversion tests with several processes:
 const testShared = haveShared ? test : test.skip;
 const WORKER = path.join(__dirname, 'helpers/model-worker.js');
 
-// The fake Hub is on 127.0.0.1: a proxy set in the environment running the tests must not apply.
-const env: NodeJS.ProcessEnv = { ...process.env };
-for (const name of ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy']) delete env[name];
+// The fake Hub is on 127.0.0.1: a proxy set in the environment running the tests must not apply
+// (jest gives each test file its own copy of process.env).
+for (const name of ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy']) delete process.env[name];
 
 interface Outcome { code: number | null; signal: string | null; out: string }
 function worker(args: string[], hooks: Record<string, string> = {}): Promise<Outcome> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [WORKER, ...args], { env: { ...env, ...hooks } }, (_err, stdout) => {
+    const child = execFile(process.execPath, [WORKER, ...args], { env: { ...process.env, ...hooks } }, (_err, stdout) => {
       resolve({ code: child.exitCode, signal: child.signalCode, out: stdout.trim() });
     });
   });
@@ -153,5 +153,13 @@ describe('downloading one model from several processes', () => {
     const refs = path.join(cache, 'models--org--model', 'refs');
     expect(fs.readdirSync(refs)).toEqual(['main']);
     expect(fs.readFileSync(path.join(refs, 'main'), 'utf8')).toBe(COMMIT);
+  });
+
+  test('without symlinks, a process killed while copying a blob into the snapshot leaves no half file that passes for it', async () => {
+    const cache = path.join(dir, 'cache');
+    const killed = await worker(['resolve', 'org/model', cache, hub.endpoint], { NO_SYMLINKS: '1', COPY_KILL: 'model\\.safetensors' });
+    expect(killed.signal).toBe('SIGKILL');
+    const model = await resolveModel('org/model', { cacheDir: cache, endpoint: hub.endpoint, retries: 0 });
+    expect(fs.readFileSync(model.weightsPath!)).toEqual(files['model.safetensors']);
   });
 });

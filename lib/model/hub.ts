@@ -20,7 +20,7 @@ import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { ProxyError, request, Response } from './http-request';
-import { describeLocalModel, ResolvedModel, writeFileAtomic } from './local';
+import { describeLocalModel, ResolvedModel, temporaryPath, writeFileAtomic } from './local';
 
 export interface HubOptions {
   revision?: string;        // branch, tag or commit; default 'main'
@@ -325,8 +325,21 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
     fs.mkdirSync(path.dirname(link), { recursive: true });
     try {
       fs.symlinkSync(path.relative(path.dirname(link), blob), link);
-    } catch {
-      fs.copyFileSync(blob, link);  // no symlinks (e.g. Windows without developer mode): copy, as huggingface_hub does
+    } catch (err) {
+      // EEXIST: another process made the link meanwhile. Otherwise no symlinks (Windows without
+      // developer mode, SMB volumes): a copy, as huggingface_hub makes, but under a temporary name,
+      // since a copy cut short (a kill, a full disk) or still running in another process would pass
+      // for the file.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        const tmp = temporaryPath(link);
+        try {
+          fs.copyFileSync(blob, tmp);
+          fs.renameSync(tmp, link);
+        } catch (copyErr) {
+          fs.rmSync(tmp, { force: true });
+          throw copyErr;
+        }
+      }
     }
   }
   return { path: link, commit: meta.commit };

@@ -7,6 +7,9 @@
 //   READY=file WAIT_FOR=file  write READY, then wait until WAIT_FOR exists, then go on
 //   FAIL=1                    throw ENOSPC instead of renaming (a full disk)
 //   KILL=1                    SIGKILL itself instead of renaming
+// and to every call:
+//   NO_SYMLINKS=1             fs.symlinkSync fails with EPERM (Windows, SMB volumes)
+//   COPY_KILL=regex           a copyFileSync onto a matching path copies half of the file, then SIGKILLs itself
 const fs = require('fs');
 const path = require('path');
 
@@ -25,6 +28,20 @@ fs.renameSync = (from, to) => {
     if (FAIL) throw Object.assign(new Error(`ENOSPC: no space left on device, rename '${from}' -> '${to}'`), { code: 'ENOSPC' });
   }
   return rename(from, to);
+};
+if (process.env.NO_SYMLINKS) {
+  fs.symlinkSync = (target, file) => {
+    throw Object.assign(new Error(`EPERM: operation not permitted, symlink '${target}' -> '${file}'`), { code: 'EPERM' });
+  };
+}
+const copy = fs.copyFileSync;
+fs.copyFileSync = (from, to, mode) => {
+  if (process.env.COPY_KILL && new RegExp(process.env.COPY_KILL).test(String(to))) {
+    const data = fs.readFileSync(from);
+    fs.writeFileSync(to, data.subarray(0, data.length >> 1));
+    process.kill(realPid, 'SIGKILL');
+  }
+  return copy(from, to, mode);
 };
 const model = require(path.resolve(__dirname, '../../dist/model'));
 const [command, ...args] = process.argv.slice(2);
