@@ -89,7 +89,7 @@ describe('converting one model from several processes', () => {
     }
   });
 
-  testShared('what a conversion killed an hour ago left is removed by the next one; a live one\'s files are not', async () => {
+  testShared('what a conversion killed an hour ago left is removed by the next one; a live one\'s files and others\' are not', async () => {
     const model = copyTiny(path.join(dir, 'model'));
     const graph = path.join(model, 'onnx', 'model.onnx');
     const killed = await worker(['convert', model, graph], { AT: 'model\\.onnx\\.data$', KILL: '1' });
@@ -98,10 +98,14 @@ describe('converting one model from several processes', () => {
     expect(left.map((f) => f.replace(/\.tmp-\d+-[0-9a-f]{8}$/, '.tmp')).sort()).toEqual(CONVERTED.map((f) => `${f}.tmp`).sort());
     const hourAgo = new Date(Date.now() - 61 * 60_000);
     for (const f of left) fs.utimesSync(path.join(path.dirname(graph), f), hourAgo, hourAgo);
+    // Kept: a live conversion's file, and a file of someone else's.
     const live = 'model.onnx.data.tmp-999-0123abcd';
     fs.writeFileSync(path.join(path.dirname(graph), live), '');
+    const mine = 'model.onnx.tmp-backup';
+    fs.writeFileSync(path.join(path.dirname(graph), mine), '');
+    fs.utimesSync(path.join(path.dirname(graph), mine), hourAgo, hourAgo);
     expect(await convertToOnnx(model)).toBe(graph);
-    expect(fs.readdirSync(path.dirname(graph)).sort()).toEqual([...CONVERTED, live].sort());
+    expect(fs.readdirSync(path.dirname(graph)).sort()).toEqual([...CONVERTED, live, mine].sort());
   });
 
   testShared('a full disk while refreshing the record keeps the record', async () => {

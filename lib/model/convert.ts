@@ -306,7 +306,8 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
 const ABANDONED_MS = 60 * 60 * 1000;
 function removeAbandoned(dir: string, names: string[]): void {
   for (const entry of fs.readdirSync(dir)) {
-    if (!names.some((name) => entry.startsWith(`${name}.tmp-`))) continue;
+    // temporaryPath's names, and the `<file>.tmp-<pid>` of earlier versions; nothing else
+    if (!names.some((name) => entry.startsWith(`${name}.tmp-`) && /^\d+(-[0-9a-f]{8})?$/.test(entry.slice(name.length + 5)))) continue;
     try {
       const file = path.join(dir, entry);
       if (Date.now() - fs.statSync(file).mtimeMs > ABANDONED_MS) fs.rmSync(file, { force: true });
