@@ -347,6 +347,33 @@ describe('resolveModel from the Hub', () => {
     expect(hub.requests.filter((r) => r.url.endsWith('/tokenizer.json'))).toHaveLength(1);
   });
 
+  test('a model updated on the Hub: the new commit beside the old one, unchanged files shared, refs/main moved last', async () => {
+    const repo = REPOS['org/public'];
+    const before = await resolveModel('org/public', fast());
+    const saved = { commit: repo.commit, config: repo.files['config.json'] };
+    const NEW_COMMIT = 'd'.repeat(40);
+    Object.assign(repo, { commit: NEW_COMMIT });
+    repo.files['config.json'] = Buffer.from(JSON.stringify({ model_type: 'camembert', seed: 99 }));
+    try {
+      // Cut off while fetching the new commit (the weights fail): main still names the old one, offline too.
+      hub.failures.set('model.safetensors', 99);
+      await expect(resolveModel('org/public', { ...fast(), retries: 0 })).rejects.toThrow(/503/);
+      expect(fs.readFileSync(path.join(repoDir('org/public'), 'refs', 'main'), 'utf8')).toBe(COMMIT);
+      expect(await resolveModel('org/public', { cacheDir, offline: true })).toEqual(before);
+      hub.failures.clear();
+      const after = await resolveModel('org/public', fast());
+      expect(after.dir).toBe(path.join(repoDir('org/public'), 'snapshots', NEW_COMMIT));
+      expect(fs.readFileSync(path.join(after.dir, 'config.json'))).toEqual(repo.files['config.json']);
+      expect(fs.readFileSync(path.join(before.dir, 'config.json'))).toEqual(saved.config);
+      expect(fs.realpathSync(after.weightsPath!)).toBe(fs.realpathSync(before.weightsPath!));
+      expect(await resolveModel('org/public', { cacheDir, offline: true })).toEqual(after);
+      expect(await resolveModel('org/public', { cacheDir, offline: true, revision: COMMIT })).toEqual(before);
+    } finally {
+      Object.assign(repo, { commit: saved.commit });
+      repo.files['config.json'] = saved.config;
+    }
+  });
+
   test('a cache it cannot write to still serves a cached model: the ref is rewritten only when it changes, markers are optional', async () => {
     await resolveModel('org/public', fast());
     const ref = path.join(repoDir('org/public'), 'refs', 'main');
