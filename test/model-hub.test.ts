@@ -181,6 +181,12 @@ describe('resolveModel from the Hub', () => {
     await resolveModel('org/public', fast());
     fs.rmSync(path.join(repoDir('org/public'), 'snapshots', COMMIT, 'tokenizer.json'));
     await expect(resolveModel('org/public', { cacheDir, offline: true })).rejects.toThrow(/tokenizer\.json of org\/public@main is not in the cache/);
+    // A ref left empty (huggingface_hub writes refs in place) or holding something else names itself.
+    for (const content of ['', '../../../elsewhere']) {
+      fs.writeFileSync(path.join(repoDir('org/public'), 'refs', 'main'), content);
+      await expect(resolveModel('org/public', { cacheDir, offline: true }))
+        .rejects.toThrow(`refs/main holds ${JSON.stringify(content)}, not a commit hash (a write cut short?), so the cached revision 'main' of org/public is unknown; run once`);
+    }
   });
 
   test('a pinned commit is fetched at that commit and writes no ref', async () => {

@@ -181,6 +181,12 @@ function resolveFromCache(id: string, revision: string, repoDir: string): Resolv
       throw new Error(`offline mode: ${id} at revision '${revision}' is not in the Hugging Face cache (${ref} is missing); ${howToGet}`);
     }
     commit = fs.readFileSync(ref, 'utf8').trim();
+    // huggingface_hub writes refs in place (file_download.py, _cache_commit_hash_for_specific_revision:
+    // ref_path.write_text): a write cut short (a kill, a full disk) leaves the ref empty.
+    if (!isCommitHash(commit)) {
+      throw new Error(`offline mode: ${ref} holds ${JSON.stringify(commit.slice(0, 80))}, not a commit hash ` +
+        `(a write cut short?), so the cached revision '${revision}' of ${id} is unknown; ${howToGet}`);
+    }
   }
   const snapshot = path.join(repoDir, 'snapshots', commit);
   for (const file of REQUIRED_FILES) {
