@@ -10,6 +10,7 @@
 // and to every call:
 //   NO_SYMLINKS=1             fs.symlinkSync fails with EPERM (Windows, SMB volumes)
 //   COPY_KILL=regex           a copyFileSync onto a matching path copies half of the file, then SIGKILLs itself
+//   KILL_AFTER_BYTES=n        resolve: SIGKILL itself once a download has passed n bytes
 const fs = require('fs');
 const path = require('path');
 
@@ -46,7 +47,12 @@ fs.copyFileSync = (from, to, mode) => {
 const model = require(path.resolve(__dirname, '../../dist/model'));
 const [command, ...args] = process.argv.slice(2);
 const work = command === 'convert' ? model.convertToOnnx(args[0], { output: args[1] })
-  : model.resolveModel(args[0], { cacheDir: args[1], endpoint: args[2], retries: 0 }).then((m) => m.dir);
+  : model.resolveModel(args[0], {
+    cacheDir: args[1], endpoint: args[2], retries: 0,
+    onProgress: ({ bytes }) => {
+      if (process.env.KILL_AFTER_BYTES && bytes > Number(process.env.KILL_AFTER_BYTES)) process.kill(realPid, 'SIGKILL');
+    },
+  }).then((m) => m.dir);
 work.then((p) => console.log(p), (err) => {
   console.log(err.message);
   process.exitCode = 1;
