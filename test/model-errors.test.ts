@@ -169,6 +169,17 @@ describe('convertToOnnx errors', () => {
       full.mockRestore();
     }
     noOutput();
+    // A disk so full that the file cannot even be made: the same error, and no folder left behind.
+    const refused = jest.spyOn(nodeFs, 'openSync').mockImplementation((file, ...rest) => {
+      if (/model\.onnx\.data\.tmp-/.test(String(file))) throw Object.assign(new Error(`ENOSPC: no space left on device, open '${file}'`), { code: 'ENOSPC' });
+      return open(file, ...rest);
+    });
+    try {
+      await expect(convertToOnnx(dir)).rejects.toThrow(/disk full while writing .*onnx.model\.onnx: ENOSPC: no space left on device, open/);
+    } finally {
+      refused.mockRestore();
+    }
+    noOutput();
   });
 
   test('a folder without weights, and bad options', async () => {

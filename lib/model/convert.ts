@@ -244,9 +244,10 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpSource = temporaryPath(sourceFile);
   const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
   removeAbandoned(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
-  const dataFd = fs.openSync(tmpData, 'w');
+  let dataFd = -1;
   let dataClosed = false;
   try {
+    dataFd = fs.openSync(tmpData, 'w');  // inside: a full disk may refuse the file itself (btrfs, ZFS, no inodes left)
     const g = new GraphBuilder(dataFd, tmpData, path.basename(dataFile), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
     const build = graphKind === 'fused' ? buildFused : buildPlain;
     build(g, config, (name) => readTensorAsFloat32(tensors.get(name)!));
@@ -283,7 +284,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     fs.renameSync(tmpSource, sourceFile);
     return output;
   } catch (err) {
-    if (!dataClosed) fs.closeSync(dataFd);
+    if (dataFd >= 0 && !dataClosed) fs.closeSync(dataFd);
     for (const tmp of [tmpData, tmpOutput, tmpSource]) fs.rmSync(tmp, { force: true });
     // Only the folders this call created, and only while empty: another process converting the
     // same model may have finished its graph there meanwhile.
