@@ -258,7 +258,7 @@ export class VectorIndex {
   }
 
   /** The metadata saved with the index: a frozen copy, as JSON keeps it. Assign an object to change it. */
-  get metadata(): Record<string, unknown> {
+  get metadata(): Readonly<Record<string, unknown>> {
     return this.savedMetadata.object;
   }
 
