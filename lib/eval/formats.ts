@@ -91,10 +91,11 @@ export async function readQrels(file: string): Promise<Qrels> {
     if (fields[0] === '') continue;
     if (form === undefined) {
       form = QRELS_FORMS.find((f) => f.fields === fields.length);
-      if (form === undefined || (form.header !== undefined && fields.join('\t') !== form.header.join('\t'))) {
+      const header = form?.header;
+      if (form === undefined || (header !== undefined && fields.some((field, i) => field !== header[i]))) {
         throw new FormatError(file, line, `${EXPECTED_QRELS}; found ${JSON.stringify(text)}`);
       }
-      if (form.header !== undefined) continue;
+      if (header !== undefined) continue;
     }
     if (fields.length !== form.fields) {
       throw new FormatError(file, line, `has ${fields.length} fields but the file is ${form.name}, ${form.fields} fields a line`);
