@@ -11,9 +11,10 @@ const spec: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
   collection: { type: 'string', help: 'passages, id<TAB>text per line (required)' },
   queries: { type: 'string', help: 'queries, id<TAB>text per line (required)' },
-  qrels: { type: 'string', help: "judgements, 'qid 0 docid rel' or 'qid<TAB>docid' per line (required)" },
+  qrels: { type: 'string', help: "judgements: TREC 'qid 0 docid rel', 'qid<TAB>docid', or BEIR's qrels/*.tsv (required)" },
   k: { type: 'integer', help: 'passages retrieved per query', default: 1000 },
   metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
+  'min-relevance': { type: 'integer', help: "relevance from which a judgement is relevant for MRR, MAP, Recall, P (trec_eval's -l; nDCG keeps graded gains)", default: 1 },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
@@ -36,7 +37,7 @@ function formatTable(result: RetrievalEvaluation): string {
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a relevant passage), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
+    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
     `time: encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
@@ -94,6 +95,7 @@ export async function run(argv: string[]): Promise<void> {
       qrels: options.qrels as string,
       k,
       metrics,
+      minRelevance: options['min-relevance'] as number,
       device: device as 'cpu',
       dtype: dtype as 'float32' | 'float16' | undefined,
       batchSize: options['batch-size'] as number | undefined,
