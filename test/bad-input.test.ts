@@ -1,5 +1,6 @@
 import {
-  cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, meanPoolNormalize, meanPoolNormalizeAsync, reference, VectorIndex,
+  cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, evaluate, evaluateRetrieval, meanPoolNormalize, meanPoolNormalizeAsync, reference,
+  VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
@@ -70,6 +71,9 @@ describe('bad input throws a clear error naming the argument', () => {
       [() => VectorIndex.load('/nonexistent.cmbd', { mmaped: true } as object), 'options.mmaped is not known'],
       [() => CudaMatrix.create(db, { rows: 10, dim: 4, dtype: 'float16' } as { rows: number; dim: number }), 'options.dtype is not known'],
       [() => Encoder.load('/nonexistent-model', { batchsize: 8 } as object), 'options.batchsize is not known (did you mean batchSize?)'],
+      [() => evaluate({}, { q: { d: 1 } }, ['MRR@10'], { perquery: true } as object), 'options.perquery is not known (did you mean perQuery?)'],
+      [() => evaluateRetrieval({ model: 'm', collection: 'c', queries: 'q', qrels: 'r', topK: 10 } as unknown as Parameters<typeof evaluateRetrieval>[0]),
+        'options.topK is not known'],
     ];
     for (const [call, text] of misspelt) {
       // A rejected promise or a throw, both a TypeError with that text.

@@ -24,7 +24,8 @@ const METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Reca
 
 describeShared('camembed eval with the tiny random model', () => {
   let dir: string;
-  let files: { collection: string; queries: string; qrels: string; shuffled: string };
+  let files: { collection: string; queries: string; qrels: string };  // evaluateRetrieval's options
+  let shuffledQrels: string;
   let beirQrels: string;
   let queryIds: string[];
 
@@ -49,12 +50,12 @@ describeShared('camembed eval with the tiny random model', () => {
       collection: path.join(dir, 'collection.tsv'),
       queries: path.join(dir, 'queries.tsv'),
       qrels: path.join(dir, 'qrels.trec'),
-      shuffled: path.join(dir, 'qrels-shuffled.tsv'),
     };
+    shuffledQrels = path.join(dir, 'qrels-shuffled.tsv');
     fs.writeFileSync(files.collection, texts.map((t, i) => `${ids[i]}\t${t}\n`).join(''));
     fs.writeFileSync(files.queries, queryIds.map((q, n) => `${q}\t${texts[n * QUERY_EVERY]}\n`).join(''));
     fs.writeFileSync(files.qrels, queryIds.map((q, n) => `${q} 0 ${queryDocs[n]} 1\n`).join(''));
-    fs.writeFileSync(files.shuffled, queryIds.map((q, n) => `${q}\t${shuffledDoc.get(n)}\n`).join(''));
+    fs.writeFileSync(shuffledQrels, queryIds.map((q, n) => `${q}\t${shuffledDoc.get(n)}\n`).join(''));
     // BEIR form, graded: the query's own passage 2, another query's 1, a third one judged 0.
     beirQrels = path.join(dir, 'qrels-beir.tsv');
     fs.writeFileSync(beirQrels, 'query-id\tcorpus-id\tscore\r\n' + queryIds.map((q, n) =>
@@ -83,7 +84,7 @@ describeShared('camembed eval with the tiny random model', () => {
 
   test('shuffled qrels score near chance', async () => {
     const result = await evaluateRetrieval({
-      model, ...files, qrels: files.shuffled, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'),
+      model, ...files, qrels: shuffledQrels, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'),
     });
     expect(result.cachedPassages).toBe(PASSAGES); // the collection came from the cache
     // Chance: a query's own passage takes rank 1, so a judged passage (another query's) lands
@@ -215,7 +216,7 @@ describeShared('camembed eval with the tiny random model', () => {
     let code: number;
     try {
       code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
-        '--qrels', files.shuffled, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
+        '--qrels', shuffledQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
     } finally {
       spy.mockRestore();
     }

@@ -4,6 +4,7 @@
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
 import { FormatError, readTextLines } from '../lines';
+import { requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
 export interface TextRecord {
@@ -23,6 +24,7 @@ export interface TextRecord {
 export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
   AsyncGenerator<TextRecord> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset ?? 0;
   const startLine = options.startLine ?? 0;
   if (!Number.isSafeInteger(startOffset) || startOffset < 0) throw new RangeError(`options.startOffset must be an integer >= 0, got ${startOffset}`);
@@ -134,7 +136,7 @@ export class TrecRunWriter {
 
   static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
-    const tag = requireToken('options.tag', options.tag ?? 'camembed');
+    const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
     const out = fs.createWriteStream(`${file}.partial`);
     await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
     return new TrecRunWriter(file, tag, out);

@@ -2,6 +2,7 @@
 // (usnistgov/trec_eval: m_recip_rank.c, m_ndcg_cut.c, m_map_cut.c, m_recall.c, m_P.c), with the
 // MS MARCO conventions for queries the run lacks, and trec_eval's relevance level (`-l`) as
 // `minRelevance`. docs/eval.md states every definition.
+import { namesOf, requireObject } from '../validate';
 
 /** `run[qid][docid] = score`; higher is better. */
 export type Run = Record<string, Record<string, number>>;
@@ -79,6 +80,8 @@ export function rankDocuments(scores: Record<string, number>): string[] {
   return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || compareTiedDocids(a, b));
 }
 
+const EVALUATE_OPTIONS = namesOf<EvaluateOptions>({ perQuery: true, minRelevance: true });
+
 /** `options.minRelevance` checked: an integer >= 1 (default 1). */
 export function checkMinRelevance(value: unknown): number {
   if (value === undefined) return 1;
@@ -150,6 +153,7 @@ export function evaluate(
     throw new TypeError("metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10']");
   }
   if (!isPlainObject(options)) throw new TypeError('options must be an object');
+  requireObject('options', options, EVALUATE_OPTIONS);
   if (options.perQuery !== undefined && typeof options.perQuery !== 'boolean') {
     throw new TypeError(`options.perQuery must be a boolean, got ${typeof options.perQuery}`);
   }

@@ -7,6 +7,7 @@ import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
+import { namesOf, requireObject } from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
@@ -32,6 +33,7 @@ export interface RetrievalEvaluationOptions {
   /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
   threads?: number;
   offline?: boolean;
+  revision?: string;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
   cacheDir?: string;
   /** Passages per cache chunk (default 16,384). */
@@ -107,7 +109,14 @@ function tiesAsTrecEval(docids: string[], scores: ArrayLike<number>): void {
   }
 }
 
+const RETRIEVAL_OPTIONS = namesOf<RetrievalEvaluationOptions>({
+  model: true, collection: true, queries: true, qrels: true, k: true, metrics: true, minRelevance: true, device: true, dtype: true,
+  batchSize: true, threads: true, offline: true, revision: true, cacheDir: true, chunkRows: true, runFile: true, runTag: true,
+  signal: true, progress: true, onEncodeProgress: true,
+});
+
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
+  requireObject('options', options, RETRIEVAL_OPTIONS);
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
   if (!Array.isArray(metrics) || metrics.length === 0) {
@@ -131,7 +140,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
 
   const encoder = await Encoder.load(options.model, {
-    device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline,
+    device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
   });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
