@@ -5,7 +5,7 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
 
-export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
+export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
 const spec: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
