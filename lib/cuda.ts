@@ -2,7 +2,7 @@
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { devices } from './devices';
 import { loadAddon } from './native';
-import { optionalBoolean, requireObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, typeName } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
@@ -42,6 +42,9 @@ export interface CudaSearchOptions {
   /** true: rows and queries are unit vectors and the score is their dot product (default false: cosine). */
   normalized?: boolean;
 }
+
+const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, storage: true, device: true });
+const SEARCH_OPTIONS = namesOf<CudaSearchOptions>({ k: true, normalized: true });
 
 export interface CudaSearchResult {
   /** [queries x k] row indices, each query's best first (ties: lower index first). */
@@ -118,7 +121,7 @@ export class CudaMatrix {
         throw new TypeError(`${name} must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(chunk)}`);
       }
     });
-    const opts = requireObject('options', options);
+    const opts = requireObject('options', options, MATRIX_OPTIONS);
     const rows = requirePositiveInteger('options.rows', opts.rows);
     if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
     const dim = requirePositiveInteger('options.dim', opts.dim);
@@ -185,7 +188,7 @@ export class CudaMatrix {
     if (queries.length === 0 || queries.length % this.dim !== 0) {
       throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
     }
-    const opts = requireObject('options', options);
+    const opts = requireObject('options', options, SEARCH_OPTIONS);
     const requestedK = requirePositiveInteger('options.k', opts.k);
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
     const k = Math.min(requestedK, this.rows);

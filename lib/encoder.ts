@@ -13,7 +13,7 @@ import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -33,6 +33,8 @@ export interface EncoderOptions {
   cacheDir?: string;
   /** Never touch the network; use only the cache. */
   offline?: boolean;
+  /** Hub ids: the branch, tag or commit hash to load (default 'main'); pin a commit in production. */
+  revision?: string;
   /**
    * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
    * query takes about half the time it takes with sleeping threads. On a machine shared with
@@ -55,6 +57,13 @@ export interface EncodeStreamOptions {
   /** Called after each batch with the number of texts done since the stream began. */
   onProgress?: (progress: { done: number }) => void;
 }
+
+const ENCODER_OPTIONS = namesOf<EncoderOptions>({
+  device: true, threads: true, maxLength: true, batchSize: true, maxBatchTokens: true, cacheDir: true, offline: true, revision: true,
+  spinWait: true,
+});
+const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true });
+const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true });
 
 /** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
 export interface Embeddings {
@@ -329,7 +338,7 @@ export class Encoder {
     if (typeof source !== 'string' || source.length === 0) {
       throw new TypeError(`source must be a model folder or a Hub id such as 'org/name', got ${typeName(source)}`);
     }
-    const o = optionalObject('options', options) as EncoderOptions;
+    const o = optionalObject('options', options, ENCODER_OPTIONS) as EncoderOptions;
     const { providers, label } = executionProviders(o.device);
     const threads = optionalPositiveInteger('options.threads', o.threads, os.availableParallelism());
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize, 32);
@@ -337,7 +346,7 @@ export class Encoder {
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
 
-    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline });
+    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision });
     const layout = readModelLayout(model.dir);
     const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
     if (maxLength < 2 || maxLength > layout.maxPositions) {
@@ -401,7 +410,7 @@ export class Encoder {
   /** One vector per text, in the order given. */
   encode(texts: readonly string[], options: EncodeOptions = {}): Promise<Embeddings> {
     requireStringArray('texts', texts);
-    const o = optionalObject('options', options) as EncodeOptions;
+    const o = optionalObject('options', options, ENCODE_OPTIONS) as EncodeOptions;
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
@@ -427,7 +436,7 @@ export class Encoder {
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
       throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
     }
-    const o = optionalObject('options', options) as EncodeStreamOptions;
+    const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
     optionalBoolean('options.normalize', o.normalize, true);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {

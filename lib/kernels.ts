@@ -4,7 +4,7 @@ import { CudaMatrix } from './cuda';
 import { resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
-  optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
+  namesOf, optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
   requireTypedArray, typedArrayKind,
 } from './validate';
 
@@ -53,16 +53,20 @@ function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
   return actual;
 }
 
+const POOL_SHAPE = namesOf<PoolShape>({ batch: true, seq: true, hidden: true });
+const POOL_OPTIONS = namesOf<PoolOptions>({ normalize: true, dtype: true, device: true, threads: true });
+const TOPK_OPTIONS = namesOf<TopKOptions>({ dim: true, k: true, normalized: true, dtype: true, device: true, threads: true });
+
 const MASK_TYPES: Record<string, NativePoolArgs['maskType']> = { BigInt64Array: 'int64', Int32Array: 'int32', Uint8Array: 'uint8' };
 
 export function preparePool(hidden: unknown, mask: unknown, shape: unknown, options: unknown): NativePoolArgs {
   const h = requireTypedArray<HiddenStates>('hidden', hidden, ['Float32Array', 'Uint16Array']);
   const m = requireTypedArray<AttentionMask>('mask', mask, ['BigInt64Array', 'Int32Array', 'Uint8Array']);
-  const s = requireObject('shape', shape);
+  const s = requireObject('shape', shape, POOL_SHAPE);
   const batch = requirePositiveInteger('shape.batch', s.batch);
   const seq = requirePositiveInteger('shape.seq', s.seq);
   const hiddenSize = requirePositiveInteger('shape.hidden', s.hidden);
-  const o = optionalObject('options', options);
+  const o = optionalObject('options', options, POOL_OPTIONS);
   requireLength('hidden', h, batch * seq * hiddenSize, `shape ${batch}x${seq}x${hiddenSize}`);
   requireLength('mask', m, batch * seq, `shape ${batch}x${seq}`);
   return {
@@ -91,7 +95,7 @@ function queryCount(queries: Float32Array, dim: number): number {
 export function prepareTopK(queries: unknown, database: unknown, options: unknown): NativeTopKArgs & { device: number } {
   const q = requireTypedArray<Float32Array>('queries', queries, ['Float32Array']);
   const db = requireTypedArray<HiddenStates>('database', database, ['Float32Array', 'Uint16Array']);
-  const o = requireObject('options', options);
+  const o = requireObject('options', options, TOPK_OPTIONS);
   const dim = requirePositiveInteger('options.dim', o.dim);
   const k = requirePositiveInteger('options.k', o.k);
   const numQueries = queryCount(q, dim);

@@ -65,7 +65,7 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  */
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
-  requireObject('from', from);
+  requireObject('from', from, ['offset', 'line']);
   for (const key of ['offset', 'line'] as const) {
     if (!Number.isSafeInteger(from[key]) || from[key] < 0) throw new RangeError(`from.${key} must be an integer >= 0, got ${from[key]}`);
   }

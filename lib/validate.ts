@@ -59,15 +59,31 @@ export function optionalThreads(value: unknown): number {
   return threads;
 }
 
-export function requireObject(name: string, value: unknown): Record<string, unknown> {
+/** The member names of T, all of them: the compiler checks the list against T both ways. */
+export function namesOf<T>(names: Record<keyof T, true>): readonly string[] {
+  return Object.keys(names);
+}
+
+/**
+ * An object argument. With `known`, a member it does not name is a TypeError: a misspelt option
+ * (`batchsize`) would otherwise be ignored without a word. Members set to undefined are let through.
+ */
+export function requireObject(name: string, value: unknown, known?: readonly string[]): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
     throw new TypeError(`${name} must be an object, got ${typeName(value)}`);
   }
-  return value as Record<string, unknown>;
+  const object = value as Record<string, unknown>;
+  for (const key of known === undefined ? [] : Object.keys(object)) {
+    if (object[key] === undefined || known!.includes(key)) continue;
+    const near = known!.find((k) => k.toLowerCase() === key.toLowerCase());
+    throw new TypeError(`${name}.${key} is not known${near === undefined ? '' : ` (did you mean ${near}?)`}: ` +
+      `expected ${known!.length === 0 ? 'no members' : known!.join(', ')}`);
+  }
+  return object;
 }
 
-export function optionalObject(name: string, value: unknown): Record<string, unknown> {
-  return value === undefined ? {} : requireObject(name, value);
+export function optionalObject(name: string, value: unknown, known?: readonly string[]): Record<string, unknown> {
+  return value === undefined ? {} : requireObject(name, value, known);
 }
 
 export function requireLength(name: string, array: ArrayBufferView & { length: number }, expected: number, why: string): void {

@@ -15,7 +15,7 @@ import {
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
-import { optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
+import { namesOf, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
 // On CUDA each chunk is a device matrix searched on its own (a launch sequence, a host sync and a
@@ -109,6 +109,11 @@ export interface LoadOptions {
   /** As in VectorIndexOptions. */
   chunkBytes?: number;
 }
+
+const INDEX_OPTIONS = namesOf<VectorIndexOptions>({ dim: true, dtype: true, device: true, chunkBytes: true, metadata: true });
+const SEARCH_OPTIONS = namesOf<{ k: number }>({ k: true });
+const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true });
+const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true });
 
 type Storage = Float32Array | Uint16Array;
 
@@ -237,7 +242,7 @@ export class VectorIndex {
   private disposed = false;
 
   constructor(options: VectorIndexOptions) {
-    const o = requireObject('options', options);
+    const o = requireObject('options', options, INDEX_OPTIONS);
     this.dim = requirePositiveInteger('options.dim', o.dim);
     if (this.dim > MAX_DIM) throw new RangeError(`options.dim must be at most ${MAX_DIM}, got ${this.dim}`);
     this.deviceIndex = resolveDevice(o.device);
@@ -253,7 +258,7 @@ export class VectorIndex {
   }
 
   /** The metadata saved with the index: a frozen copy, as JSON keeps it. Assign an object to change it. */
-  get metadata(): Record<string, unknown> {
+  get metadata(): Readonly<Record<string, unknown>> {
     return this.savedMetadata.object;
   }
 
@@ -395,7 +400,7 @@ export class VectorIndex {
   /** The k nearest stored vectors (by cosine) of each query row. */
   async search(queries: VectorsInput, options: { k: number }): Promise<SearchResult> {
     this.assertUsable('search');
-    const o = requireObject('options', options);
+    const o = requireObject('options', options, SEARCH_OPTIONS);
     const k = this.checkK(o.k);
     const { data, rows } = parseVectors('queries', queries, this.dim);
     const unit = normalizeRows('queries', data, this.dim);
@@ -415,7 +420,7 @@ export class VectorIndex {
    */
   neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
     this.assertUsable('neighbors');
-    const o = requireObject('options', options);
+    const o = requireObject('options', options, NEIGHBORS_OPTIONS);
     const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
@@ -491,7 +496,7 @@ export class VectorIndex {
   /** Reads an index written by save(); a truncated, corrupt, foreign or newer file is a clear Error. */
   static async load(file: string, options?: LoadOptions): Promise<VectorIndex> {
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
-    const o = optionalObject('options', options);
+    const o = optionalObject('options', options, LOAD_OPTIONS);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
     const make = (h: Header) => new VectorIndex({
       dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,

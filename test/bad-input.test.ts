@@ -1,5 +1,10 @@
-import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, meanPoolNormalizeAsync, reference } from '../lib';
+import {
+  cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, evaluate, evaluateRetrieval, meanPoolNormalize, meanPoolNormalizeAsync, reference,
+  VectorIndex,
+} from '../lib';
 import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { loadAddon } from '../lib/native';
 
@@ -27,6 +32,9 @@ const poolCases: Case[] = [
   ['normalize not boolean', () => meanPoolNormalize(hidden, mask, shape, { normalize: 1 as unknown as boolean }), TypeError, 'options.normalize'],
   ['bad device', () => meanPoolNormalize(hidden, mask, shape, { device: 'gpu' }), TypeError, 'options.device'],
   ['NaN in hidden states', () => meanPoolNormalize(new Float32Array(24).fill(NaN), mask, shape), RangeError, 'NaN or infinite'],
+  ['a misspelt option', () => meanPoolNormalize(hidden, mask, shape, { normalise: false } as object), TypeError,
+    'options.normalise is not known: expected normalize, dtype, device, threads'],
+  ['a misspelt shape member', () => meanPoolNormalize(hidden, mask, { ...shape, seqLen: 3 } as typeof shape), TypeError, 'shape.seqLen is not known'],
 ];
 const topkCases: Case[] = [
   ['queries as Float64Array', () => cosineTopK(new Float64Array(4) as unknown as Float32Array, db, { dim: 4, k: 1 }), TypeError, 'queries must be'],
@@ -43,12 +51,47 @@ const topkCases: Case[] = [
   ['NaN in the database', () => cosineTopK(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 }), Error, 'NaN'],
   ['threads 0', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 0 }), RangeError, 'options.threads'],
   ['threads too many', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 100000 }), RangeError, 'options.threads must be <= 1024'],
+  ['an option in the wrong case', () => cosineTopK(q, db, { dim: 4, k: 1, Normalized: true } as { dim: number; k: number }), TypeError,
+    'options.Normalized is not known (did you mean normalized?)'],
 ];
 
 describe('bad input throws a clear error naming the argument', () => {
   test.each([...poolCases, ...topkCases])('%s', (_name, call, kind, text) => {
     expect(call).toThrow(kind);
     expect(call).toThrow(text);
+  });
+
+  test('a misspelt option is a TypeError naming it on every entry point, before any work (members set to undefined pass)', async () => {
+    const index = new VectorIndex({ dim: 4, dtype: undefined });
+    index.add(db);
+    const misspelt: [() => unknown, string][] = [
+      [() => new VectorIndex({ dim: 4, chunkSize: 1024 } as { dim: number }), 'options.chunkSize is not known'],
+      [() => index.search(q, { k: 1, topK: 5 } as { k: number }), 'options.topK is not known'],
+      [() => index.neighbors({ k: 1, batchsize: 8 } as { k: number }), 'options.batchsize is not known (did you mean batchSize?)'],
+      [() => VectorIndex.load('/nonexistent.cmbd', { mmaped: true } as object), 'options.mmaped is not known'],
+      [() => CudaMatrix.create(db, { rows: 10, dim: 4, dtype: 'float16' } as { rows: number; dim: number }), 'options.dtype is not known'],
+      [() => Encoder.load('/nonexistent-model', { batchsize: 8 } as object), 'options.batchsize is not known (did you mean batchSize?)'],
+      [() => evaluate({}, { q: { d: 1 } }, ['MRR@10'], { perquery: true } as object), 'options.perquery is not known (did you mean perQuery?)'],
+      [() => evaluateRetrieval({ model: 'm', collection: 'c', queries: 'q', qrels: 'r', topK: 10 } as unknown as Parameters<typeof evaluateRetrieval>[0]),
+        'options.topK is not known'],
+    ];
+    for (const [call, text] of misspelt) {
+      // A rejected promise or a throw, both a TypeError with that text.
+      await expect((async () => call())()).rejects.toThrow(TypeError);
+      await expect((async () => call())()).rejects.toThrow(text);
+    }
+    expect((await index.search(q, { k: 1 })).k).toBe(1);
+  });
+
+  test('Encoder.load passes revision to the Hub and refuses it for a folder (it would be dropped)', async () => {
+    const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-revision-'));
+    try {
+      await expect(Encoder.load(cacheDir, { revision: 'v1.0' })).rejects.toThrow(new TypeError(`options.revision is for Hub ids, but ${cacheDir} is a folder here`));
+      await expect(Encoder.load('org/absent', { revision: 'v2.0', offline: true, cacheDir }))
+        .rejects.toThrow(/org\/absent at revision 'v2\.0' is not in the Hugging Face cache/);
+    } finally {
+      fs.rmSync(cacheDir, { recursive: true, force: true });
+    }
   });
 
   test('the reference path validates the same way', () => {

@@ -38,6 +38,8 @@ describe('camembed eval usage errors (exit code 2)', () => {
     [['--frobnicate'], /unknown option --frobnicate/],
     [['extra'], /unexpected argument 'extra'/],
     [['--run', '-'], /--run must be a file/],
+    [['--min-relevance', '0'], /--min-relevance must be a positive integer, got '0'/],
+    [['--min-relevance', 'high'], /--min-relevance must be a positive integer, got 'high'/],
   ])('%j', async (args, message) => {
     const base = args[0] === '--collection' ? [] : files;
     const { code, stderr } = await runCli([...base, ...args]);
@@ -48,7 +50,7 @@ describe('camembed eval usage errors (exit code 2)', () => {
   test('--help lists the options', async () => {
     const { code, stdout } = await runCli(['--help']);
     expect(code).toBe(0);
-    for (const option of ['--collection', '--queries', '--qrels', '--k', '--device', '--run', '--cache', '--batch-size', '--json']) {
+    for (const option of ['--collection', '--queries', '--qrels', '--k', '--device', '--run', '--cache', '--batch-size', '--json', '--min-relevance']) {
       expect(stdout).toContain(option);
     }
   });
@@ -67,7 +69,12 @@ describe('evaluateRetrieval input errors', () => {
     const unjudged = path.join(dir, 'zeros.trec');
     fs.writeFileSync(unjudged, 'q1 0 d1 0\n');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: unjudged }))
-      .rejects.toThrow(`${unjudged}: no query with a relevant document (relevance > 0)`);
+      .rejects.toThrow(`${unjudged}: no query with a relevant document (relevance >= 1)`);
+    // Likewise at a relevance level that no judgement reaches (r.trec judges q1/d1 at 1).
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, minRelevance: 2 }))
+      .rejects.toThrow(`${r}: no query with a relevant document (relevance >= 2)`);
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, minRelevance: 0 }))
+      .rejects.toThrow('options.minRelevance must be an integer >= 1, got 0');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))
       .rejects.toThrow(RangeError);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: [] }))

@@ -6,6 +6,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
 import { EncodeInterrupted } from '../lib/eval/embedding-cache';
+import { readQrels } from '../lib/eval/formats';
+import { evaluate, Run } from '../lib/eval/metrics';
 import { evaluateRetrieval } from '../lib/eval/retrieval';
 import { makeRandom } from './helpers/random';
 
@@ -22,7 +24,9 @@ const METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Reca
 
 describeShared('camembed eval with the tiny random model', () => {
   let dir: string;
-  let files: { collection: string; queries: string; qrels: string; shuffled: string };
+  let files: { collection: string; queries: string; qrels: string };  // evaluateRetrieval's options
+  let shuffledQrels: string;
+  let beirQrels: string;
   let queryIds: string[];
 
   beforeAll(() => {
@@ -46,12 +50,16 @@ describeShared('camembed eval with the tiny random model', () => {
       collection: path.join(dir, 'collection.tsv'),
       queries: path.join(dir, 'queries.tsv'),
       qrels: path.join(dir, 'qrels.trec'),
-      shuffled: path.join(dir, 'qrels-shuffled.tsv'),
     };
+    shuffledQrels = path.join(dir, 'qrels-shuffled.tsv');
     fs.writeFileSync(files.collection, texts.map((t, i) => `${ids[i]}\t${t}\n`).join(''));
     fs.writeFileSync(files.queries, queryIds.map((q, n) => `${q}\t${texts[n * QUERY_EVERY]}\n`).join(''));
     fs.writeFileSync(files.qrels, queryIds.map((q, n) => `${q} 0 ${queryDocs[n]} 1\n`).join(''));
-    fs.writeFileSync(files.shuffled, queryIds.map((q, n) => `${q}\t${shuffledDoc.get(n)}\n`).join(''));
+    fs.writeFileSync(shuffledQrels, queryIds.map((q, n) => `${q}\t${shuffledDoc.get(n)}\n`).join(''));
+    // BEIR form, graded: the query's own passage 2, another query's 1, a third one judged 0.
+    beirQrels = path.join(dir, 'qrels-beir.tsv');
+    fs.writeFileSync(beirQrels, 'query-id\tcorpus-id\tscore\r\n' + queryIds.map((q, n) =>
+      `${q}\t${queryDocs[n]}\t2\r\n${q}\t${shuffledDoc.get(n)}\t1\r\n${q}\tdoc${n * QUERY_EVERY + 1}\t0\r\n`).join(''));
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -76,7 +84,7 @@ describeShared('camembed eval with the tiny random model', () => {
 
   test('shuffled qrels score near chance', async () => {
     const result = await evaluateRetrieval({
-      model, ...files, qrels: files.shuffled, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'),
+      model, ...files, qrels: shuffledQrels, k: 500, metrics: METRICS, cacheDir: path.join(dir, 'cache-main'),
     });
     expect(result.cachedPassages).toBe(PASSAGES); // the collection came from the cache
     // Chance: a query's own passage takes rank 1, so a judged passage (another query's) lands
@@ -165,13 +173,50 @@ describeShared('camembed eval with the tiny random model', () => {
     expect((await evaluateRetrieval(options)).cachedPassages).toBe(0);
   });
 
+  test('BEIR graded qrels: --min-relevance 2 counts only the own passage; nDCG is the same at both levels', async () => {
+    const out: string[] = [];
+    const runFile = path.join(dir, 'run-beir.trec');
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
+    let code: number;
+    try {
+      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
+        '--qrels', beirQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100,nDCG@10', '--min-relevance', '2', '--json',
+        '--run', runFile, '--cache', path.join(dir, 'cache-main')]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(code).toBe(0);
+    const two = JSON.parse(out.join(''));
+    expect(two.minRelevance).toBe(2);
+    // At level 2 the own passage (rank 1) is the only relevant one.
+    expect(two.metrics['MRR@10']).toBe(1);
+    expect(two.metrics['Recall@100']).toBe(1);
+    // The run file scored by evaluate() gives the same numbers.
+    const run: Run = {};
+    for (const [q, , d, , score] of fs.readFileSync(runFile, 'utf8').trimEnd().split('\n').map((l) => l.split(' '))) {
+      (run[q] ??= {})[d] = Number(score);
+    }
+    const qrels = await readQrels(beirQrels);
+    expect(two.metrics).toEqual(evaluate(run, qrels, ['MRR@10', 'Recall@100', 'nDCG@10'], { minRelevance: 2 }));
+
+    const one = await evaluateRetrieval({
+      model, ...files, qrels: beirQrels, k: 100, metrics: ['MRR@10', 'Recall@100', 'nDCG@10'], cacheDir: path.join(dir, 'cache-main'),
+    });
+    expect(one.minRelevance).toBe(1);
+    expect(one.metrics).toEqual(evaluate(run, qrels, ['MRR@10', 'Recall@100', 'nDCG@10']));
+    // At level 1 another query's passage is relevant too: found by chance only (about 10% within 100, see above).
+    expect(one.metrics['MRR@10']).toBe(1);
+    expect(one.metrics['Recall@100']).toBeLessThan(0.7);
+    expect(one.metrics['nDCG@10']).toBe(two.metrics['nDCG@10']);
+  });
+
   test('the CLI prints the table and the JSON', async () => {
     const out: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
     let code: number;
     try {
       code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
-        '--qrels', files.shuffled, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
+        '--qrels', shuffledQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
     } finally {
       spy.mockRestore();
     }

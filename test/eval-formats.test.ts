@@ -111,17 +111,54 @@ describe('readQrels', () => {
     expect(qrels['__proto__']['constructor']).toBe(1);
   });
 
+  test('BEIR qrels/dev.tsv: header skipped, query-id, corpus-id, integer score; CRLF, BOM, a score of 0', async () => {
+    // As BEIR's own files: tab-separated, the header first; here with Windows line ends and a BOM.
+    const file = write('beir-dev.tsv', '\ufeffquery-id\tcorpus-id\tscore\r\nq1\tdoc3\t2\r\nq1\tdoc7\t0\r\n\r\nq2\tdoc1\t1\r\nq3\tdoc9\t0');
+    const qrels = await readQrels(file);
+    expect(qrels).toEqual({ q1: { doc3: 2, doc7: 0 }, q2: { doc1: 1 }, q3: { doc9: 0 } });
+    expect(qrels.q1.doc7).toBe(0); // judged non-relevant, kept (not dropped, not 1)
+  });
+
+  test('a 3-field line starts a file only as BEIR\'s exact header', async () => {
+    // trec_eval's 4 columns and the 2-column form are still told apart by their first line.
+    expect(await readQrels(write('beir-like-trec.tsv', 'query-id 0 corpus-id 1\n'))).toEqual({ 'query-id': { 'corpus-id': 1 } });
+    const expected = "expected 'qid 0 docid relevance' (4 fields), 'qid<TAB>docid' (2 fields) or BEIR's header 'query-id<TAB>corpus-id<TAB>score' followed by 3-field lines";
+    const noHeader = write('beir-no-header.tsv', 'q1\tdoc3\t2\nq2\tdoc1\t1\n');
+    await expect(readQrels(noHeader)).rejects.toThrow(`${noHeader}:1: ${expected}; found "q1\\tdoc3\\t2"`);
+    const badHeader = write('beir-bad-header.tsv', '\nquery_id\tcorpus_id\tscore\nq1\tdoc3\t2\n');
+    await expect(readQrels(badHeader)).rejects.toThrow(`${badHeader}:2: ${expected}; found "query_id\\tcorpus_id\\tscore"`);
+    await expect(readQrels(badHeader)).rejects.toBeInstanceOf(FormatError);
+    const one = write('one-field.tsv', 'q1\n');
+    await expect(readQrels(one)).rejects.toThrow(`${one}:1: ${expected}; found "q1"`);
+  });
+
+  test('BEIR errors name the file and the line', async () => {
+    const header = 'query-id\tcorpus-id\tscore\n';
+    const four = write('beir-four.tsv', `${header}q1\tdoc3\t2\nq1\t0\tdoc4\t1\n`);
+    await expect(readQrels(four)).rejects.toThrow(`${four}:3: has 4 fields but the file is BEIR 'query-id<TAB>corpus-id<TAB>score', 3 fields a line`);
+    const two = write('beir-two.tsv', `${header}q1\tdoc3\n`);
+    await expect(readQrels(two)).rejects.toThrow(`${two}:2: has 2 fields but the file is BEIR 'query-id<TAB>corpus-id<TAB>score', 3 fields a line`);
+    const real = write('beir-real.tsv', `${header}q1\tdoc3\t1.0\n`);
+    await expect(readQrels(real)).rejects.toThrow(`${real}:2: relevance must be an integer, got '1.0'`);
+    const twoHeaders = write('beir-two-headers.tsv', `${header}q1\tdoc3\t1\n${header}`);
+    await expect(readQrels(twoHeaders)).rejects.toThrow(`${twoHeaders}:3: relevance must be an integer, got 'score'`);
+    const onlyHeader = write('beir-only-header.tsv', header);
+    await expect(readQrels(onlyHeader)).rejects.toThrow(`${onlyHeader}:1: no judgements found (the file is empty but for its header)`);
+  });
+
   test('errors name the file and the line', async () => {
     const three = write('three.tsv', '1 0 10 1\n1 10 1\n');
-    await expect(readQrels(three)).rejects.toThrow(`${three}:2: expected 'qid 0 docid relevance' (4 fields) or 'qid<TAB>docid' (2 fields), found 3 fields`);
+    await expect(readQrels(three)).rejects.toThrow(`${three}:2: has 3 fields but the file is TREC 'qid iter docid relevance', 4 fields a line`);
     const mixed = write('mixed.tsv', '1 0 10 1\n1\t11\n');
-    await expect(readQrels(mixed)).rejects.toThrow(`${mixed}:2: has 2 fields but the lines before it have 4`);
+    await expect(readQrels(mixed)).rejects.toThrow(`${mixed}:2: has 2 fields but the file is TREC 'qid iter docid relevance', 4 fields a line`);
+    const pairs = write('pairs.tsv', '1\t10\n1 0 11 1\n');
+    await expect(readQrels(pairs)).rejects.toThrow(`${pairs}:2: has 4 fields but the file is 'qid<TAB>docid', 2 fields a line`);
     const real = write('real.tsv', '1 0 10 0.5\n');
     await expect(readQrels(real)).rejects.toThrow(`${real}:1: relevance must be an integer, got '0.5'`);
     const dup = write('dupq.tsv', '1 0 10 1\n1 0 10 2\n');
     await expect(readQrels(dup)).rejects.toThrow(`${dup}:2: duplicate judgement for query '1', document '10'`);
     const empty = write('empty.tsv', '\n\n');
-    await expect(readQrels(empty)).rejects.toThrow(/no judgements found/);
+    await expect(readQrels(empty)).rejects.toThrow(`${empty}:1: no judgements found (the file is empty)`);
   });
 });
 

@@ -122,6 +122,31 @@ describeFiles('camembed index build / search', () => {
     expect(await captureStdout([...search, '--index', fromVectors])).toEqual(await captureStdout([...search, '--index', indexFile]));
   });
 
+  test('--revision is recorded with a Hub model and searched with when no --model is given', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
+    const npyFile = path.join(dir, 'revision.npy');
+    const pinned = path.join(dir, 'pinned.cmbd');
+    const saved = { offline: process.env.HF_HUB_OFFLINE, cache: process.env.HF_HUB_CACHE };
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', npyFile])).toBe(0);
+      expect(await main(['index', 'build', '--vectors', npyFile, '--revision', 'v3', '--output', pinned])).toBe(2);
+      expect(written()).toContain('--revision goes with --model');
+      expect(await main(['index', 'build', '--model', 'org/absent', '--revision', 'v3', '--vectors', npyFile, '--output', pinned])).toBe(0);
+      expect((await VectorIndex.load(pinned)).metadata).toEqual({ model: 'org/absent', revision: 'v3' });
+      process.env.HF_HUB_OFFLINE = '1';
+      process.env.HF_HUB_CACHE = dir;  // holds no model: the error names what was asked for
+      expect((await captureStdout(['search', '--index', pinned, questions[0]])).code).toBe(1);
+      expect(written()).toMatch(/org\/absent at revision 'v3' is not in the Hugging Face cache/);
+    } finally {
+      for (const [name, value] of [['HF_HUB_OFFLINE', saved.offline], ['HF_HUB_CACHE', saved.cache]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      stderr.mockRestore();
+    }
+  });
+
   test('a model folder is recorded as its real absolute path; searching with another model says so', async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');

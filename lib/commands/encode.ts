@@ -20,6 +20,7 @@ const SPEC: OptionSpec = {
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
@@ -57,6 +58,7 @@ export async function run(argv: string[]): Promise<void> {
     threads: options.threads as number | undefined,
     batchSize: options['batch-size'] as number,
     offline: options.offline === true,
+    revision: options.revision as string | undefined,
   });
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
   // The output is written in place. A file this run creates ('wx': a new name, never through an

@@ -5,20 +5,22 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
 
-export const summary = 'score a model on MS MARCO-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
+export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
 const spec: OptionSpec = {
   model: { type: 'string', help: 'model folder or Hub id', default: DEFAULT_MODEL },
   collection: { type: 'string', help: 'passages, id<TAB>text per line (required)' },
   queries: { type: 'string', help: 'queries, id<TAB>text per line (required)' },
-  qrels: { type: 'string', help: "judgements, 'qid 0 docid rel' or 'qid<TAB>docid' per line (required)" },
+  qrels: { type: 'string', help: "judgements: TREC 'qid 0 docid rel', 'qid<TAB>docid', or BEIR's qrels/*.tsv (required)" },
   k: { type: 'integer', help: 'passages retrieved per query', default: 1000 },
   metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
+  'min-relevance': { type: 'integer', help: "relevance from which a judgement is relevant for MRR, MAP, Recall, P (trec_eval's -l; nDCG keeps graded gains)", default: 1 },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultEmbeddingCacheDir() },
   run: { type: 'string', help: 'also write the run in TREC format to this file' },
   json: { type: 'boolean', help: 'print only the JSON result' },
@@ -36,7 +38,7 @@ function formatTable(result: RetrievalEvaluation): string {
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a relevant passage), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
+    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
     `time: encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
@@ -94,11 +96,13 @@ export async function run(argv: string[]): Promise<void> {
       qrels: options.qrels as string,
       k,
       metrics,
+      minRelevance: options['min-relevance'] as number,
       device: device as 'cpu',
       dtype: dtype as 'float32' | 'float16' | undefined,
       batchSize: options['batch-size'] as number | undefined,
       threads: options.threads as number | undefined,
       offline: options.offline === true,
+      revision: options.revision as string | undefined,
       cacheDir: options.cache as string,
       runFile: options.run as string | undefined,
       signal: controller.signal,

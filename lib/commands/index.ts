@@ -133,6 +133,7 @@ const SPEC: OptionSpec = {
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
@@ -181,6 +182,7 @@ export async function run(argv: string[]): Promise<void> {
     requireFileOption('vectors', vectorsFile, 'its size is checked against its header first');
     const encoderOption = ['batch-size', 'threads', 'offline'].find((name) => given.has(name));
     if (encoderOption !== undefined) throw new CliUsageError(`--${encoderOption} goes with --input (it sets up the encoder), not --vectors`);
+    if (given.has('revision') && model === undefined) throw new CliUsageError('--revision goes with --model (the model the index records)');
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };
@@ -190,6 +192,7 @@ export async function run(argv: string[]): Promise<void> {
     requireExists('input', input);
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
+      revision: options.revision as string | undefined,
     });
     const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
     source = {
@@ -197,9 +200,9 @@ export async function run(argv: string[]): Promise<void> {
     };
   }
   const recorded = vectorsFile === undefined ? model ?? DEFAULT_MODEL : model;
-  const index = new VectorIndex({
-    dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata: recorded === undefined ? {} : { model: modelSource(recorded) },
-  });
+  const revision = options.revision as string | undefined;
+  const metadata = recorded === undefined ? {} : { model: modelSource(recorded), ...(revision === undefined ? {} : { revision }) };
+  const index = new VectorIndex({ dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata });
   let size = 0;
   const endInterrupt = onInterrupt(removeUnfinishedSaves);  // a save cut short leaves no temporary file
   try {

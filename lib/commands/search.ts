@@ -34,6 +34,7 @@ const SPEC: OptionSpec = {
   'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
+  revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
@@ -74,7 +75,7 @@ export async function run(argv: string[]): Promise<void> {
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
   requireFileOption('query-vectors', vectorsFile, 'its size is checked against its header first');
-  const encoderOption = ['model', 'threads', 'offline'].find((name) => given.has(name));
+  const encoderOption = ['model', 'threads', 'offline', 'revision'].find((name) => given.has(name));
   if (vectorsFile !== undefined && encoderOption !== undefined) {
     throw new CliUsageError(`--${encoderOption} goes with questions (it sets up the encoder), not --query-vectors`);
   }
@@ -146,8 +147,11 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
+  // The revision the index records goes with its model, not with one given by --model.
+  const recordedRevision = options.model === undefined && typeof index.metadata.revision === 'string' ? index.metadata.revision : undefined;
   const encoder = await Encoder.load(model, {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
+    revision: (options.revision as string | undefined) ?? recordedRevision,
   });
   if (encoder.dim !== index.dim) {
     await encoder.dispose();

@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { FormatError } from '../lines';
+import { namesOf, requireObject } from '../validate';
 import { readTsv } from './formats';
 
 export interface EmbeddingBatch { data: Float32Array; rows: number; dim: number }
@@ -155,7 +156,12 @@ export class EncodeInterrupted extends Error {
 }
 
 /** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
+const ENCODE_COLLECTION_OPTIONS = namesOf<EncodeCollectionOptions>({
+  collection: true, cacheDir: true, identity: true, encoder: true, chunkRows: true, signal: true, onProgress: true,
+});
+
 export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
+  requireObject('options', options, ENCODE_COLLECTION_OPTIONS);
   const { collection, encoder, signal, onProgress } = options;
   const chunkRows = options.chunkRows ?? 16384;
   if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);

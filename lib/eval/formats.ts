@@ -1,8 +1,10 @@
 // Files of the MS MARCO / ir_datasets world: `id<TAB>text` collections and queries (read as a
-// stream, resumable from a byte offset), qrels (TREC `qid iter docid rel`, or `qid<TAB>docid`),
-// and TREC run files (`qid Q0 docid rank score tag`). Every format error names file and line.
+// stream, resumable from a byte offset), qrels (TREC `qid iter docid rel`, `qid<TAB>docid`, or
+// BEIR's `query-id<TAB>corpus-id<TAB>score` after its header), and TREC run files
+// (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
 import { FormatError, readTextLines } from '../lines';
+import { requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
 export interface TextRecord {
@@ -22,6 +24,7 @@ export interface TextRecord {
 export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
   AsyncGenerator<TextRecord> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset ?? 0;
   const startLine = options.startLine ?? 0;
   if (!Number.isSafeInteger(startOffset) || startOffset < 0) throw new RangeError(`options.startOffset must be an integer >= 0, got ${startOffset}`);
@@ -53,30 +56,61 @@ export async function readTsvEntries(file: string): Promise<Array<[string, strin
   return entries;
 }
 
+// The qrels forms, told apart once by the first non-empty line; every line after it is read the
+// same way. BEIR's form (qrels/<split>.tsv) is read as BEIR's GenericDataLoader._load_qrels reads
+// it (beir-cellar/beir, beir/datasets/data_loader.py): the header line skipped, then query-id,
+// corpus-id and an integer score per line.
+interface QrelsForm {
+  name: string;
+  fields: number;
+  /** Field indices of the query id, the document id and the relevance (null: relevance 1). */
+  qid: number; docid: number; relevance: number | null;
+  /** The first line, when the form has a header. */
+  header?: readonly string[];
+}
+const QRELS_FORMS: readonly QrelsForm[] = [
+  { name: "TREC 'qid iter docid relevance'", fields: 4, qid: 0, docid: 2, relevance: 3 },
+  { name: "'qid<TAB>docid'", fields: 2, qid: 0, docid: 1, relevance: null },
+  { name: "BEIR 'query-id<TAB>corpus-id<TAB>score'", fields: 3, qid: 0, docid: 1, relevance: 2, header: ['query-id', 'corpus-id', 'score'] },
+];
+const EXPECTED_QRELS = "expected 'qid 0 docid relevance' (4 fields), 'qid<TAB>docid' (2 fields) " +
+  "or BEIR's header 'query-id<TAB>corpus-id<TAB>score' followed by 3-field lines";
+
 /**
- * Reads qrels: TREC form `qid iter docid relevance` (whitespace-separated, iter ignored), or
- * two columns `qid docid` meaning relevance 1. Relevance is an integer; > 0 is relevant.
+ * Reads qrels in one of three forms, the same for every line of a file: TREC
+ * `qid iter docid relevance` (iter ignored); two columns `qid docid` meaning relevance 1; or
+ * BEIR's `qrels/*.tsv`, a header line `query-id<TAB>corpus-id<TAB>score` then
+ * `qid docid relevance`. Fields are separated by spaces or tabs. Relevance is an integer.
  */
 export async function readQrels(file: string): Promise<Qrels> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
   // Null-prototype objects: an id such as '__proto__' stays an ordinary key.
   const qrels: Qrels = Object.create(null);
-  let columns = 0;
+  let form: QrelsForm | undefined;
+  let judgements = 0;
   for await (const { text, line } of readTextLines(file)) {
     const fields = text.trim().split(/\s+/);
     if (fields[0] === '') continue;
-    if (fields.length !== 4 && fields.length !== 2) {
-      throw new FormatError(file, line, `expected 'qid 0 docid relevance' (4 fields) or 'qid<TAB>docid' (2 fields), found ${fields.length} fields`);
+    if (form === undefined) {
+      form = QRELS_FORMS.find((f) => f.fields === fields.length);
+      const header = form?.header;
+      if (form === undefined || (header !== undefined && fields.some((field, i) => field !== header[i]))) {
+        throw new FormatError(file, line, `${EXPECTED_QRELS}; found ${JSON.stringify(text)}`);
+      }
+      if (header !== undefined) continue;
     }
-    if (columns === 0) columns = fields.length;
-    if (fields.length !== columns) throw new FormatError(file, line, `has ${fields.length} fields but the lines before it have ${columns}`);
-    const [qid, docid, rel] = columns === 4 ? [fields[0], fields[2], fields[3]] : [fields[0], fields[1], '1'];
+    if (fields.length !== form.fields) {
+      throw new FormatError(file, line, `has ${fields.length} fields but the file is ${form.name}, ${form.fields} fields a line`);
+    }
+    const [qid, docid] = [fields[form.qid], fields[form.docid]];
+    const rel = form.relevance === null ? '1' : fields[form.relevance];
     if (!/^[+-]?\d+$/.test(rel)) throw new FormatError(file, line, `relevance must be an integer, got '${rel}'`);
     const judged = qrels[qid] ?? (qrels[qid] = Object.create(null) as Record<string, number>);
     if (docid in judged) throw new FormatError(file, line, `duplicate judgement for query '${qid}', document '${docid}'`);
     judged[docid] = Number(rel);
+    judgements++;
   }
-  if (columns === 0) throw new FormatError(file, 1, 'no judgements found (the file is empty)');
+  if (judgements === 0) throw new FormatError(file, 1, `no judgements found (the file is empty${form?.header ? ' but for its header' : ''})`);
   return qrels;
 }
 
@@ -102,7 +136,7 @@ export class TrecRunWriter {
 
   static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
-    const tag = requireToken('options.tag', options.tag ?? 'camembed');
+    const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
     const out = fs.createWriteStream(`${file}.partial`);
     await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
     return new TrecRunWriter(file, tag, out);

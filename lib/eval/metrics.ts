@@ -1,10 +1,12 @@
 // Standard IR metrics over pytrec_eval-shaped runs and qrels, defined as trec_eval defines them
 // (usnistgov/trec_eval: m_recip_rank.c, m_ndcg_cut.c, m_map_cut.c, m_recall.c, m_P.c), with the
-// MS MARCO conventions for queries the run lacks. docs/eval.md states every definition.
+// MS MARCO conventions for queries the run lacks, and trec_eval's relevance level (`-l`) as
+// `minRelevance`. docs/eval.md states every definition.
+import { namesOf, requireObject } from '../validate';
 
 /** `run[qid][docid] = score`; higher is better. */
 export type Run = Record<string, Record<string, number>>;
-/** `qrels[qid][docid] = relevance`; an integer, > 0 is relevant, <= 0 is judged non-relevant. */
+/** `qrels[qid][docid] = relevance`; an integer, relevant from `minRelevance` (default 1) up. */
 export type Qrels = Record<string, Record<string, number>>;
 
 export type MetricName = 'MRR' | 'nDCG' | 'MAP' | 'Recall' | 'P';
@@ -13,6 +15,12 @@ export const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recal
 export interface EvaluateOptions {
   /** Also return each query's values (default false). */
   perQuery?: boolean;
+  /**
+   * The relevance from which a judgement counts as relevant for the binary metrics (MRR, MAP,
+   * Recall, P) and for which queries are evaluated: trec_eval's `-l` (default 1). nDCG keeps the
+   * graded gains of every judgement > 0.
+   */
+  minRelevance?: number;
 }
 
 /** `{ [metric]: value }`, keyed by the metric names as given. */
@@ -72,16 +80,36 @@ export function rankDocuments(scores: Record<string, number>): string[] {
   return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || compareTiedDocids(a, b));
 }
 
+const EVALUATE_OPTIONS = namesOf<EvaluateOptions>({ perQuery: true, minRelevance: true });
+
+/** `options.minRelevance` checked: an integer >= 1 (default 1). */
+export function checkMinRelevance(value: unknown): number {
+  if (value === undefined) return 1;
+  if (typeof value !== 'number') throw new TypeError(`options.minRelevance must be a number, got ${typeof value}`);
+  // Below 1 a query judged only 0 would be evaluated with an ideal nDCG of 0.
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`options.minRelevance must be an integer >= 1, got ${value}`);
+  return value;
+}
+
+/** The queries evaluate() averages over: those with a judgement >= minRelevance. */
+export function evaluatedQueries(qrels: Qrels, minRelevance = 1): string[] {
+  return Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel >= minRelevance));
+}
+
 // One query's values. `gains[i]` is the qrels relevance of the document at rank i + 1 (0 when
 // unjudged), only the first maxK ranks; `judged` holds the qrels relevances of the query.
-function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[]): number[] {
+// As trec_eval -l (form_res_rels.c counts num_rel from relevance_level up; m_recip_rank.c,
+// m_map_cut.c, m_recall.c and m_P.c test `rel >= relevance_level`), the binary metrics count a
+// document relevant from minRelevance up; nDCG (m_ndcg_cut.c) ignores the level: every gain > 0.
+function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[], minRelevance: number): number[] {
   const ideal = judged.filter((r) => r > 0).sort((a, b) => b - a); // relevances of the ideal ranking
-  const numRelevant = ideal.length;
+  const numRelevant = judged.filter((r) => r >= minRelevance).length;
+  const relevant = (g: number) => g >= minRelevance;
   return specs.map(({ name, k }) => {
     const top = gains.slice(0, k);
     switch (name) {
       case 'MRR': {
-        const first = top.findIndex((g) => g > 0);
+        const first = top.findIndex(relevant);
         return first < 0 ? 0 : 1 / (first + 1);
       }
       case 'nDCG': {
@@ -93,14 +121,14 @@ function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[]): num
       case 'MAP': {
         // Precision at each relevant rank within k, summed, divided by all relevant documents.
         let found = 0, sum = 0;
-        top.forEach((g, i) => { if (g > 0) sum += ++found / (i + 1); });
+        top.forEach((g, i) => { if (relevant(g)) sum += ++found / (i + 1); });
         return sum / numRelevant;
       }
       case 'Recall':
-        return top.filter((g) => g > 0).length / numRelevant;
+        return top.filter(relevant).length / numRelevant;
       case 'P':
         // A run shorter than k is padded with non-relevant documents: always divide by k.
-        return top.filter((g) => g > 0).length / k;
+        return top.filter(relevant).length / k;
     }
   });
 }
@@ -110,11 +138,11 @@ export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Rec
 
 /**
  * Scores `run` against `qrels` on `metrics` (default DEFAULT_METRICS): `{ [metric]: mean }`, or
- * `{ mean, perQuery }` with `{ perQuery: true }`. Only queries of the qrels with a relevant document count; such a query
- * missing from the run scores 0 on every metric (MS MARCO convention); run queries absent from
- * the qrels are ignored.
+ * `{ mean, perQuery }` with `{ perQuery: true }`. Only queries of the qrels with a relevant document
+ * (relevance >= options.minRelevance, default 1) count; such a query missing from the run scores
+ * 0 on every metric (MS MARCO convention); run queries absent from the qrels are ignored.
  */
-export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: { perQuery: true }): PerQueryEvaluation;
+export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: EvaluateOptions & { perQuery: true }): PerQueryEvaluation;
 export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions): MetricValues;
 export function evaluate(
   run: Run, qrels: Qrels, metrics: readonly string[] = DEFAULT_METRICS, options: EvaluateOptions = {},
@@ -125,26 +153,28 @@ export function evaluate(
     throw new TypeError("metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10']");
   }
   if (!isPlainObject(options)) throw new TypeError('options must be an object');
+  requireObject('options', options, EVALUATE_OPTIONS);
   if (options.perQuery !== undefined && typeof options.perQuery !== 'boolean') {
     throw new TypeError(`options.perQuery must be a boolean, got ${typeof options.perQuery}`);
   }
+  const minRelevance = checkMinRelevance(options.minRelevance);
   const specs: MetricSpec[] = [...new Set(metrics)].map((key) => ({ key, ...parseMetric(key) }));
   const maxK = Math.max(...specs.map((s) => s.k));
 
   const sums = new Array<number>(specs.length).fill(0);
   const perQuery: Record<string, MetricValues> = {};
-  let queries = 0;
-  for (const [qid, judgements] of Object.entries(q)) {
-    const judged = Object.values(judgements);
-    if (!judged.some((rel) => rel > 0)) continue;
-    queries++;
+  const queries = evaluatedQueries(q, minRelevance);
+  if (queries.length === 0) {
+    throw new RangeError(`qrels has no query with a relevant document (relevance >= ${minRelevance}): nothing to evaluate`);
+  }
+  for (const qid of queries) {
+    const judgements = q[qid];
     const ranked = Object.prototype.hasOwnProperty.call(r, qid) ? rankDocuments(r[qid]).slice(0, maxK) : [];
     const gains = ranked.map((docid) => (Object.prototype.hasOwnProperty.call(judgements, docid) ? judgements[docid] : 0));
-    const values = scoreQuery(gains, judged, specs);
+    const values = scoreQuery(gains, Object.values(judgements), specs, minRelevance);
     values.forEach((v, i) => { sums[i] += v; });
     if (options.perQuery) perQuery[qid] = Object.fromEntries(specs.map((s, i) => [s.key, values[i]]));
   }
-  if (queries === 0) throw new RangeError('qrels has no query with a relevant document (relevance > 0): nothing to evaluate');
-  const mean = Object.fromEntries(specs.map((s, i) => [s.key, sums[i] / queries]));
+  const mean = Object.fromEntries(specs.map((s, i) => [s.key, sums[i] / queries.length]));
   return options.perQuery ? { mean, perQuery } : mean;
 }

@@ -7,10 +7,11 @@ import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
+import { namesOf, requireObject } from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
-import { compareTiedDocids, DEFAULT_METRICS, evaluate, parseMetric, Run } from './metrics';
+import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
 
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
@@ -21,6 +22,8 @@ export interface RetrievalEvaluationOptions {
   /** Passages retrieved per query (default 1000); at least the largest metric cutoff. */
   k?: number;
   metrics?: readonly string[];
+  /** Relevance from which a judgement counts as relevant, as trec_eval's `-l` (default 1); see evaluate(). */
+  minRelevance?: number;
   /** Encoder and index device (default 'cpu'). */
   device?: 'cpu' | 'cuda' | `cuda:${number}`;
   /** Index storage (default float32 on the CPU, float16 on CUDA). */
@@ -30,6 +33,7 @@ export interface RetrievalEvaluationOptions {
   /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
   threads?: number;
   offline?: boolean;
+  revision?: string;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
   cacheDir?: string;
   /** Passages per cache chunk (default 16,384). */
@@ -48,6 +52,8 @@ export interface RetrievalEvaluationOptions {
 export interface RetrievalEvaluation {
   /** `{ [metric]: mean }` over the qrels queries with a relevant passage. */
   metrics: Record<string, number>;
+  /** The relevance from which a passage counted as relevant. */
+  minRelevance: number;
   passages: number;
   /** Passages whose vectors came from the cache. */
   cachedPassages: number;
@@ -103,7 +109,14 @@ function tiesAsTrecEval(docids: string[], scores: ArrayLike<number>): void {
   }
 }
 
+const RETRIEVAL_OPTIONS = namesOf<RetrievalEvaluationOptions>({
+  model: true, collection: true, queries: true, qrels: true, k: true, metrics: true, minRelevance: true, device: true, dtype: true,
+  batchSize: true, threads: true, offline: true, revision: true, cacheDir: true, chunkRows: true, runFile: true, runTag: true,
+  signal: true, progress: true, onEncodeProgress: true,
+});
+
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
+  requireObject('options', options, RETRIEVAL_OPTIONS);
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
   if (!Array.isArray(metrics) || metrics.length === 0) {
@@ -113,20 +126,21 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   const k = options.k ?? Math.max(1000, maxCutoff);
   if (!Number.isSafeInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
   if (k < maxCutoff) throw new RangeError(`k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  const minRelevance = checkMinRelevance(options.minRelevance);
   for (const [name, file] of [['collection', options.collection], ['queries', options.queries], ['qrels', options.qrels]]) {
     if (typeof file !== 'string' || !fs.existsSync(file)) throw new Error(`${name} file not found: ${String(file)}`);
   }
   // Read the small inputs first: a malformed qrels file should not wait for hours of encoding.
   const qrels = await readQrels(options.qrels);
-  const evaluatedQids = Object.keys(qrels).filter((qid) => Object.values(qrels[qid]).some((rel) => rel > 0));
+  const evaluatedQids = evaluatedQueries(qrels, minRelevance);
   if (evaluatedQids.length === 0) {
-    throw new RangeError(`${options.qrels}: no query with a relevant document (relevance > 0): nothing to evaluate`);
+    throw new RangeError(`${options.qrels}: no query with a relevant document (relevance >= ${minRelevance}): nothing to evaluate`);
   }
   const queries = await readTsvEntries(options.queries);
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
 
   const encoder = await Encoder.load(options.model, {
-    device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline,
+    device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
   });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
@@ -194,7 +208,8 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
 
     const encodedRows = encoded.rows - encoded.cachedRows;
     return {
-      metrics: evaluate(run, qrels, metrics),
+      metrics: evaluate(run, qrels, metrics, { minRelevance }),
+      minRelevance,
       passages: encoded.rows,
       cachedPassages: encoded.cachedRows,
       queries: queries.length,

@@ -18,7 +18,11 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   if (typeof source !== 'string' || source.length === 0) {
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
   }
-  if (fs.existsSync(source)) return describeLocalModel(source);
+  if (fs.existsSync(source)) {
+    // A folder has no revisions: a pinned revision must not be dropped without a word.
+    if (options.revision !== undefined) throw new TypeError(`options.revision is for Hub ids, but ${source} is a folder here`);
+    return describeLocalModel(source);
+  }
   if (!looksLikeHubId(source)) {
     throw new Error(`model ${JSON.stringify(source)} is neither an existing folder nor a Hub id 'org/name'`);
   }
