@@ -6,7 +6,7 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { convertedGraph, convertToOnnx, resolveModel } from '../lib/model';
+import { convertedGraph, convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
 import { FakeHub, startFakeHub } from './helpers/fake-hub';
 
 const TINY = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
@@ -107,6 +107,18 @@ describe('converting one model from several processes', () => {
     fs.utimesSync(path.join(path.dirname(graph), mine), hourAgo, hourAgo);
     expect(await convertToOnnx(model)).toBe(graph);
     expect(fs.readdirSync(path.dirname(graph)).sort()).toEqual([...CONVERTED, live, mine].sort());
+  });
+
+  const TOKENIZER = path.resolve(__dirname, '../../shared/models/camembert-base-tokenizer');
+  (fs.existsSync(TOKENIZER) ? test : test.skip)('two processes making one random model into one folder at once both succeed', async () => {
+    const out = path.join(dir, 'random');
+    const [a, b] = await Promise.all(['a', 'b'].map((name) => worker(['make', TOKENIZER, out], {
+      AT: 'model\\.safetensors$', READY: path.join(dir, name), WAIT_FOR: path.join(dir, name === 'a' ? 'b' : 'a'),
+    })));
+    expect([a, b]).toEqual([{ code: 0, signal: null, out }, { code: 0, signal: null, out }]);
+    expect(fs.readdirSync(out).filter((f) => f.includes('.tmp'))).toEqual([]);
+    await makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: path.join(dir, 'one'), seed: 1 });
+    expect(fs.readFileSync(path.join(out, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'one', 'model.safetensors')))).toBe(true);
   });
 
   testShared('a full disk while refreshing the record keeps the record', async () => {

@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { float16BitsToNumber } from '../float16';
+import { temporaryPath } from './local';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
 
@@ -159,7 +160,7 @@ export function writeSafetensors(
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const tmp = `${file}.tmp`;
+  const tmp = temporaryPath(file);  // two processes writing one model must not share it
   const fd = fs.openSync(tmp, 'w');
   try {
     try {

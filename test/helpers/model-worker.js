@@ -1,6 +1,7 @@
 // Another process using the model pipeline, for tests of what several processes (or a killed one)
 // leave behind. `node model-worker.js convert <modelDir> <output>` or
-// `node model-worker.js resolve <id> <cacheDir> <endpoint>`; prints the path, or the error message
+// `node model-worker.js resolve <id> <cacheDir> <endpoint>` or
+// `node model-worker.js make <tokenizerDir> <outDir>` (a 1-layer random model, seed 1); prints the path, or the error message
 // (exit code 1). Environment, each hook applying to the first rename onto a path matching AT
 // (a regex; default any):
 //   FAKE_PID=n                process.pid reads n (containers where every process is PID 1)
@@ -47,6 +48,8 @@ fs.copyFileSync = (from, to, mode) => {
 const model = require(path.resolve(__dirname, '../../dist/model'));
 const [command, ...args] = process.argv.slice(2);
 const work = command === 'convert' ? model.convertToOnnx(args[0], { output: args[1] })
+  : command === 'make' ? model.makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: args[0], outDir: args[1], seed: 1 })
+    .then(() => args[1])
   : model.resolveModel(args[0], {
     cacheDir: args[1], endpoint: args[2], retries: 0,
     onProgress: ({ bytes }) => {
