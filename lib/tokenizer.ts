@@ -43,8 +43,9 @@ function codePointBefore(text: string, i: number): string {
 const REGIONAL_INDICATOR = /^\p{Regional_Indicator}$/u;
 const PICTOGRAPHIC = /^\p{Extended_Pictographic}$/u;
 // What the left side of an Indic conjunct (UAX #29 GB9c) can end with: a virama or another
-// extending mark, or a joiner.
-const EXTENDING = /^[\p{M}\p{Grapheme_Extend}\p{Cf}]$/u;
+// extending character (Grapheme_Cluster_Break=Extend is Grapheme_Extend plus the emoji skin-tone
+// modifiers, UAX #29 table 2), or a joiner.
+const EXTENDING = /^[\p{M}\p{Grapheme_Extend}\p{Emoji_Modifier}\p{Cf}]$/u;
 const joinsAfterViramaCache = new Map<string, boolean>();
 
 /** Whether a code point is an Indic conjunct consonant (InCB=Consonant) to this runtime's ICU. */

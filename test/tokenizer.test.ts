@@ -186,4 +186,13 @@ describe('graphemeSegments (the normalizer segments long texts in windows)', () 
       expect({ window, text, segments: [...graphemeSegments(text, window)] }).toEqual({ window, text, segments: whole });
     }
   });
+
+  test('keeps an Indic conjunct whole across an emoji modifier (Grapheme_Cluster_Break=Extend, not a mark)', () => {
+    // KA VIRAMA, a skin-tone modifier, KA: one cluster by GB9c, cut by no window end.
+    const text = '\u0915\u094d\u{1F3FB}\u0915 \u0995\u09cd\u{1F3FF}\u0995';
+    const whole = Array.from(new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(text), (s) => s.segment);
+    for (let window = 1; window <= text.length; window++) {
+      expect({ window, segments: [...graphemeSegments(text, window)] }).toEqual({ window, segments: whole });
+    }
+  });
 });

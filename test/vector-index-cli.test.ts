@@ -138,6 +138,16 @@ describeFiles('camembed index build / search', () => {
       process.env.HF_HUB_CACHE = dir;  // holds no model: the error names what was asked for
       expect((await captureStdout(['search', '--index', pinned, questions[0]])).code).toBe(1);
       expect(written()).toMatch(/org\/absent at revision 'v3' is not in the Hugging Face cache/);
+      // A folder has no revisions: recording one would make every later search fail.
+      expect(await main(['index', 'build', '--model', MODEL, '--revision', 'v3', '--vectors', npyFile, '--output', pinned])).toBe(2);
+      expect(written()).toContain(`--revision is for Hub ids, but ${MODEL} is a folder here`);
+      // A 'revision' in metadata without a recorded model (written by an application) is not the default model's.
+      const noModel = path.join(dir, 'no-model.cmbd');
+      const index = new VectorIndex({ dim: 4, metadata: { revision: 'corpus v3' } });
+      index.add(new Float32Array([1, 0, 0, 0]));
+      await index.save(noModel);
+      expect((await captureStdout(['search', '--index', noModel, questions[0]])).code).toBe(1);
+      expect(written()).toMatch(/antoinelouis\/biencoder-camembert-base-mmarcoFR at revision 'main' is not in the Hugging Face cache/);
     } finally {
       for (const [name, value] of [['HF_HUB_OFFLINE', saved.offline], ['HF_HUB_CACHE', saved.cache]] as const) {
         if (value === undefined) delete process.env[name];

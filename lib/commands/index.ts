@@ -183,6 +183,8 @@ export async function run(argv: string[]): Promise<void> {
     const encoderOption = ['batch-size', 'threads', 'offline'].find((name) => given.has(name));
     if (encoderOption !== undefined) throw new CliUsageError(`--${encoderOption} goes with --input (it sets up the encoder), not --vectors`);
     if (given.has('revision') && model === undefined) throw new CliUsageError('--revision goes with --model (the model the index records)');
+    // As Encoder.load with --input: search would fail on a folder recorded with a revision.
+    if (given.has('revision') && fs.existsSync(model!)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };

@@ -148,7 +148,8 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
   // The revision the index records goes with its model, not with one given by --model.
-  const recordedRevision = options.model === undefined && typeof index.metadata.revision === 'string' ? index.metadata.revision : undefined;
+  const recordedRevision = options.model === undefined && recorded !== undefined && typeof index.metadata.revision === 'string'
+    ? index.metadata.revision : undefined;
   const encoder = await Encoder.load(model, {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
     revision: (options.revision as string | undefined) ?? recordedRevision,
