@@ -1,6 +1,6 @@
 import {
-  cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, evaluate, evaluateRetrieval, meanPoolNormalize, meanPoolNormalizeAsync, reference,
-  VectorIndex,
+  convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, evaluate, evaluateRetrieval, makeRandomModel, meanPoolNormalize,
+  meanPoolNormalizeAsync, reference, resolveModel, VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
@@ -72,6 +72,10 @@ describe('bad input throws a clear error naming the argument', () => {
       [() => CudaMatrix.create(db, { rows: 10, dim: 4, dtype: 'float16' } as { rows: number; dim: number }), 'options.dtype is not known'],
       [() => Encoder.load('/nonexistent-model', { batchsize: 8 } as object), 'options.batchsize is not known (did you mean batchSize?)'],
       [() => evaluate({}, { q: { d: 1 } }, ['MRR@10'], { perquery: true } as object), 'options.perquery is not known (did you mean perQuery?)'],
+      [() => resolveModel('org/name', { offLine: true } as object), 'options.offLine is not known (did you mean offline?)'],
+      [() => convertToOnnx('/nonexistent-model', { out: 'x.onnx' } as object), 'options.out is not known'],
+      [() => makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 8, tokenizerDir: 't', outDir: 'o', maxPosition: 8 } as unknown as
+        Parameters<typeof makeRandomModel>[0]), 'options.maxPosition is not known'],
       [() => evaluateRetrieval({ model: 'm', collection: 'c', queries: 'q', qrels: 'r', topK: 10 } as unknown as Parameters<typeof evaluateRetrieval>[0]),
         'options.topK is not known'],
     ];

@@ -14,6 +14,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { float32ToFloat16Array } from '../float16';
+import { namesOf, requireObject } from '../validate';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
@@ -24,6 +25,8 @@ export interface ConvertOptions {
   dtype?: 'float32' | 'float16';      // float16: weights, compute and output in half precision
   graph?: 'fused' | 'plain';          // 'plain': standard ops only (a baseline for benchmarks)
 }
+
+const CONVERT_OPTIONS = namesOf<ConvertOptions>({ output: true, dtype: true, graph: true });
 
 export const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta', 'bert'];
 
@@ -227,6 +230,7 @@ const MS = 'com.microsoft';
 
 export async function convertToOnnx(modelDir: string, options: ConvertOptions = {}): Promise<string> {
   if (typeof modelDir !== 'string' || modelDir.length === 0) throw new TypeError('modelDir must be a model folder path');
+  requireObject('options', options, CONVERT_OPTIONS);
   const dtype = options.dtype ?? 'float32';
   if (dtype !== 'float32' && dtype !== 'float16') throw new RangeError(`dtype must be 'float32' or 'float16', got ${JSON.stringify(dtype)}`);
   const graphKind = options.graph ?? 'fused';

@@ -103,7 +103,7 @@ interface Context {
 export async function resolveHubModel(id: string, options: HubOptions): Promise<ResolvedModel> {
   const revision = options.revision ?? 'main';
   if (typeof revision !== 'string' || revision === '' || revision.includes('..')) {
-    throw new TypeError(`revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);
+    throw new TypeError(`options.revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const repoDir = path.join(cacheDir, `models--${id.replace('/', '--')}`);

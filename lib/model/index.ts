@@ -1,6 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
+import { namesOf, requireObject } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
 
@@ -12,12 +13,16 @@ export type { RandomModelOptions } from './random-model';
 export { defaultCacheDir } from './hub';
 
 export type ResolveOptions = HubOptions;
+const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
+  revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true,
+});
 
 // `source` is a local folder, or a Hub id ('org/name', or a legacy 'name') when no such folder exists.
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   if (typeof source !== 'string' || source.length === 0) {
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
   }
+  requireObject('options', options, RESOLVE_OPTIONS);
   if (fs.existsSync(source)) {
     // A folder has no revisions: a pinned revision must not be dropped without a word.
     if (options.revision !== undefined) throw new TypeError(`options.revision is for Hub ids, but ${source} is a folder here`);

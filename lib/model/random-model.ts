@@ -2,6 +2,7 @@
 // what a real model of the same shape costs to run, so tests and benchmarks need no download.
 import * as fs from 'fs';
 import * as path from 'path';
+import { namesOf, requireObject } from '../validate';
 import { writeSafetensors } from './safetensors';
 
 export interface RandomModelOptions {
@@ -69,7 +70,12 @@ function checkPositiveInteger(name: string, value: unknown): number {
   return value;
 }
 
+const RANDOM_MODEL_OPTIONS = namesOf<RandomModelOptions>({
+  layers: true, hidden: true, heads: true, intermediate: true, tokenizerDir: true, outDir: true, seed: true, maxPositions: true,
+});
+
 export async function makeRandomModel(options: RandomModelOptions): Promise<void> {
+  requireObject('options', options, RANDOM_MODEL_OPTIONS);
   const layers = checkPositiveInteger('layers', options.layers);
   const hidden = checkPositiveInteger('hidden', options.hidden);
   const heads = checkPositiveInteger('heads', options.heads);
