@@ -141,14 +141,18 @@ describe('encodeCollection', () => {
       expect(encoded.ids).toEqual(reference.ids);
       expect(await allVectors(encoded)).toEqual(reference.vectors);
     }
-    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    // A writer killed mid-write leaves its temporary file: the next run removes it unless its
-    // process still runs (pid 2^30 is above Linux's highest; this process is alive).
-    const orphan = `vectors-000001.f32.${2 ** 30}-0123abcd.tmp`;
-    const live = `vectors-000001.f32.${process.pid}-0123abcd.tmp`;
-    for (const name of [orphan, live]) fs.writeFileSync(path.join(runs[0].dir, name), 'partial');
+    const temporaries = () => fs.readdirSync(runs[0].dir).filter((f) => f.includes('.tmp-')).sort();
+    expect(temporaries()).toEqual([]);
+    // A writer killed mid-write leaves its temporary file: the next run removes it once it has been
+    // untouched for an hour (a live writer's file changes as it is written). The same pid as ours:
+    // in containers every writer may be PID 1.
+    const abandoned = `vectors-000001.f32.tmp-${process.pid}-0123abcd`;
+    const live = `vectors-000001.f32.tmp-${process.pid}-89abcdef`;
+    for (const name of [abandoned, live]) fs.writeFileSync(path.join(runs[0].dir, name), 'partial');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    fs.utimesSync(path.join(runs[0].dir, abandoned), twoHoursAgo, twoHoursAgo);
     await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
-    expect(fs.readdirSync(runs[0].dir).filter((f) => f.endsWith('.tmp'))).toEqual([live]);
+    expect(temporaries()).toEqual([live]);
   });
 
   test('chunks of more rows than a call takes arguments (200,000)', async () => {

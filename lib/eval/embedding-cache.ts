@@ -7,9 +7,10 @@
 //                  ids-000000.txt         the rows' passage ids, one per line
 // <key> is a hash of the identity: model + settings (from the caller) + the collection file's
 // path, size and modification time, so another model or an edited file gets a fresh cache.
-import { createHash, randomBytes } from 'crypto';
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, requireObject } from '../validate';
 import { readTsv } from './formats';
@@ -83,22 +84,6 @@ export class EncodedCollection {
   }
 }
 
-const TEMPORARY = /\.(\d+)-[0-9a-f]{8}\.tmp$/;  // `<file>.<pid>-<random>.tmp`
-
-async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  // A temporary name of this writer's own: two runs on one cache writing the same chunk shared
-  // `${file}.tmp`, so one renamed the file the other was still writing (holes of zeros under a
-  // valid size) and the other failed with ENOENT.
-  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await fs.promises.writeFile(tmp, data);
-    await fs.promises.rename(tmp, file);
-  } catch (err) {
-    await fs.promises.rm(tmp, { force: true });
-    throw err;
-  }
-}
-
 /** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
 async function readManifest(dir: string, identity: Record<string, unknown>): Promise<{ manifest: Manifest; ids: string[] } | null> {
   let manifest: Manifest;
@@ -124,22 +109,6 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   if (valid.length < manifest.chunks.length) manifest.complete = false;
   manifest.chunks = valid;
   return { manifest, ids };
-}
-
-/** Removes the temporary files of writers killed mid-write (their process is gone): 48 MiB each. */
-async function removeOrphanedTemporaries(dir: string): Promise<void> {
-  const running = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'EPERM';  // another user's process
-    }
-  };
-  for (const name of await fs.promises.readdir(dir)) {
-    const pid = TEMPORARY.exec(name)?.[1];
-    if (pid !== undefined && !running(Number(pid))) await fs.promises.rm(path.join(dir, name), { force: true });
-  }
 }
 
 /** A file as cache keys see it: changing its content changes its size or modification time. */
@@ -170,7 +139,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
-  await removeOrphanedTemporaries(dir);
+  removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
   const { manifest, ids } = (await readManifest(dir, identity)) ??
     { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
@@ -203,10 +172,10 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         rows: chunkIds.length, vectors: `vectors-${name}.f32`, ids: `ids-${name}.txt`, endOffset: end.endOffset, endLine: end.line,
       };
       const data = chunk!.subarray(0, chunkIds.length * manifest.dim);
-      await writeFileAtomic(path.join(dir, entry.vectors), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      await writeFileAtomic(path.join(dir, entry.ids), chunkIds.join('\n'));
+      await writeFileAtomicAsync(path.join(dir, entry.vectors), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      await writeFileAtomicAsync(path.join(dir, entry.ids), chunkIds.join('\n'));
       manifest.chunks.push(entry);
-      await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+      await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
       for (const id of chunkIds) ids.push(id);
       chunkIds = [];
       report(end.endOffset);
@@ -237,7 +206,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
     if (chunkIds.length > 0) await flush();
     manifest.complete = true;
-    await writeFileAtomic(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+    await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
   }
   if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
   return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows);

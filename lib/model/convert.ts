@@ -18,7 +18,8 @@ import { namesOf, requireObject } from '../validate';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { temporaryPath, WEIGHT_FILES, weightsFileOf, writeFileAtomic } from './local';
+import { removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { WEIGHT_FILES, weightsFileOf } from './local';
 
 export interface ConvertOptions {
   output?: string;                    // default: <modelDir>/onnx/model.onnx, where Encoder.load looks first (weights in <output>.data)
@@ -247,7 +248,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
   const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
-  removeAbandoned(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
+  removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   let dataFd = -1;
   let dataClosed = false;
   try {
@@ -302,23 +303,6 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     }
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
-  }
-}
-
-// Temporary files of a conversion that died (killed, out of memory) would stay for good, the data
-// file as large as the weights: a crash-looping replica fills the disk. A live conversion writes its
-// data file continuously and renames the others at once, so one untouched for an hour is abandoned.
-const ABANDONED_MS = 60 * 60 * 1000;
-function removeAbandoned(dir: string, names: string[]): void {
-  for (const entry of fs.readdirSync(dir)) {
-    // temporaryPath's names, and the `<file>.tmp-<pid>` of earlier versions; nothing else
-    if (!names.some((name) => entry.startsWith(`${name}.tmp-`) && /^\d+(-[0-9a-f]{8})?$/.test(entry.slice(name.length + 5)))) continue;
-    try {
-      const file = path.join(dir, entry);
-      if (Date.now() - fs.statSync(file).mtimeMs > ABANDONED_MS) fs.rmSync(file, { force: true });
-    } catch {
-      // removed by another process meanwhile, or not ours to remove: left as it is
-    }
   }
 }
 

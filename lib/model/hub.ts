@@ -20,7 +20,8 @@ import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { ProxyError, request, Response } from './http-request';
-import { describeLocalModel, ResolvedModel, temporaryPath, writeFileAtomic } from './local';
+import { replaceAtomically, writeFileAtomic } from '../atomic-file';
+import { describeLocalModel, ResolvedModel } from './local';
 
 export interface HubOptions {
   revision?: string;        // branch, tag or commit; default 'main'
@@ -336,16 +337,7 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
       // developer mode, SMB volumes): a copy, as huggingface_hub makes, but under a temporary name,
       // since a copy cut short (a kill, a full disk) or still running in another process would pass
       // for the file.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        const tmp = temporaryPath(link);
-        try {
-          fs.copyFileSync(blob, tmp);
-          fs.renameSync(tmp, link);
-        } catch (copyErr) {
-          fs.rmSync(tmp, { force: true });
-          throw copyErr;
-        }
-      }
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') replaceAtomically(link, (tmp) => fs.copyFileSync(blob, tmp));
     }
   }
   return { path: link, commit: meta.commit };

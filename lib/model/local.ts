@@ -1,5 +1,4 @@
 // What a local sentence-transformers folder holds: the ONNX graph and/or the safetensors weights.
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -44,24 +43,3 @@ export function describeLocalModel(dir: string): ResolvedModel {
   return model;
 }
 
-/**
- * A temporary name next to `file`, to write it whole and rename it into place. The process id
- * alone is not unique: containers sharing a volume all run as PID 1, and two writers of one name
- * truncate and rename each other's file.
- */
-export function temporaryPath(file: string): string {
-  return `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-}
-
-/** Writes `file` whole or not at all: a reader, or a full disk, never leaves it half written. */
-export function writeFileAtomic(file: string, content: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = temporaryPath(file);
-  try {
-    fs.writeFileSync(tmp, content);
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-}

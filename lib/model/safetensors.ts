@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { float16BitsToNumber } from '../float16';
-import { temporaryPath } from './local';
+import { temporaryPath } from '../atomic-file';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
 

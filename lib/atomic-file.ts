@@ -1,0 +1,69 @@
+// Files written whole or not at all, by processes that may run at once on one volume (replicas
+// sharing a cache, where every container's process may be PID 1): each writer writes under a
+// temporary name of its own and renames the file into place when whole.
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+
+/**
+ * A temporary name next to `file`, `<file>.tmp-<pid>-<8 hex>`. The process id alone is not unique:
+ * containers sharing a volume all run as PID 1, and two writers of one name truncate and rename
+ * each other's file.
+ */
+export function temporaryPath(file: string): string {
+  return `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+}
+
+/** Makes `file` with `write(tmp)` under a temporary name, then renames it into place. */
+export function replaceAtomically(file: string, write: (tmp: string) => void): void {
+  const tmp = temporaryPath(file);
+  try {
+    write(tmp);
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Writes `file` whole or not at all: a reader, or a full disk, never leaves it half written. */
+export function writeFileAtomic(file: string, content: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  replaceAtomically(file, (tmp) => fs.writeFileSync(tmp, content));
+}
+
+/** As writeFileAtomic, off the event loop (files of many megabytes). */
+export async function writeFileAtomicAsync(file: string, content: string | Uint8Array): Promise<void> {
+  const tmp = temporaryPath(file);
+  try {
+    await fs.promises.writeFile(tmp, content);
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+// A writer that died (killed, out of memory) leaves its temporary file for good, possibly as large
+// as what it wrote: a crash-looping replica fills the disk. A live writer writes its file
+// continuously and renames it at once, so one untouched for an hour is abandoned. (Whether the
+// writer's process lives cannot tell: another container's PID 1 looks alive.)
+const ABANDONED_MS = 60 * 60 * 1000;
+
+/**
+ * Removes the temporary files untouched for an hour in `dir`: temporaryPath's names of the files
+ * `names` (and their `<file>.tmp-<pid>` of earlier versions), or of any file when `names` is
+ * omitted (a folder of camembed's own); nothing else.
+ */
+export function removeAbandonedTemporaries(dir: string, names?: readonly string[]): void {
+  for (const entry of fs.readdirSync(dir)) {
+    const match = /^(.+)\.tmp-\d+(-[0-9a-f]{8})?$/.exec(entry);
+    if (match === null || (names === undefined ? match[2] === undefined : !names.includes(match[1]))) continue;
+    try {
+      const file = path.join(dir, entry);
+      if (Date.now() - fs.statSync(file).mtimeMs > ABANDONED_MS) fs.rmSync(file, { force: true });
+    } catch {
+      // removed by another process meanwhile, or not ours to remove: left as it is
+    }
+  }
+}
