@@ -56,7 +56,13 @@ const ABANDONED_MS = 60 * 60 * 1000;
  * omitted (a folder of camembed's own); nothing else.
  */
 export function removeAbandonedTemporaries(dir: string, names?: readonly string[]): void {
-  for (const entry of fs.readdirSync(dir)) {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;  // a folder missing or unreadable: what writes there says so itself
+  }
+  for (const entry of entries) {
     const match = /^(.+)\.tmp-\d+(-[0-9a-f]{8})?$/.exec(entry);
     if (match === null || (names === undefined ? match[2] === undefined : !names.includes(match[1]))) continue;
     try {

@@ -380,10 +380,11 @@ test('crash safety: a writer killed mid-save leaves the old file intact', async 
   let output = '';
   child.stdout.on('data', (d) => { output += String(d); });
   const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
-  // Poll for the temporary file (".crash.cmbd.<pid>.<random>.tmp") to have data, then kill.
+  // Poll for the temporary file (".crash.cmbd.tmp-<pid>-<random>") to have data, then kill.
+  const temporaries = () => fs.readdirSync(dir).filter((f) => f.startsWith('.crash.cmbd.tmp-'));
   const killed = await new Promise<boolean>((resolve) => {
     const timer = setInterval(() => {
-      const temp = fs.readdirSync(dir).find((f) => f.startsWith('.crash.cmbd.') && f.endsWith('.tmp'));
+      const temp = temporaries()[0];
       if (temp !== undefined && fs.statSync(path.join(dir, temp)).size > 0) {
         clearInterval(timer);
         resolve(child.kill('SIGKILL'));
@@ -399,6 +400,16 @@ test('crash safety: a writer killed mid-save leaves the old file intact', async 
   expect(fs.readFileSync(file).equals(oldBytes)).toBe(true);
   const loaded = await VectorIndex.load(file);
   expect(await loaded.search(queries, { k: 10 })).toEqual(await old.search(queries, { k: 10 }));
+  // The killed save's temporary file (as large as the index) stays until it has been untouched for
+  // an hour (a live save's file grows as it is written); then the next save removes it.
+  const [left] = temporaries();
+  expect(left).toBeDefined();
+  await old.save(file);
+  expect(temporaries()).toEqual([left]);
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+  fs.utimesSync(path.join(dir, left), twoHoursAgo, twoHoursAgo);
+  await old.save(file);
+  expect(temporaries()).toEqual([]);
 }, 60000);
 
 test('save replaces the file a symbolic link points to, keeps its permissions, and an interrupted save leaves no temporary file', async () => {
@@ -437,7 +448,7 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   const big = new VectorIndex({ dim: 768 });
   big.add(new Float32Array(60000 * 768).fill(0.5));
   const saving = big.save(real);
-  const temps = () => fs.readdirSync(dir).filter((f) => f.startsWith('.real.cmbd.') && f.endsWith('.tmp'));
+  const temps = () => fs.readdirSync(dir).filter((f) => f.startsWith('.real.cmbd.tmp-'));
   while (temps().length === 0) await new Promise(setImmediate);
   removeUnfinishedSaves();
   await expect(saving).rejects.toThrow(/ENOENT/);

@@ -19,10 +19,10 @@
 //   idsOffset     ids: count x i64, zero-padded to a multiple of 64
 //   vectorsOffset vectors: count x dim x (4 | 2) bytes, row-major, zero-padded to a multiple of 64
 //   fileBytes-8   u64 cmbd64 checksum of bytes [0, fileBytes - 8)
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { removeAbandonedTemporaries, temporaryPath } from '../atomic-file';
 import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
 
@@ -286,7 +286,11 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   // Replace the file a symbolic link points to (not the link), keeping that file's permissions.
   const { target, mode } = await saveTarget(file);
   const dir = path.dirname(target);
-  const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+  // Hidden (`.<name>.tmp-<pid>-<random>`); one a killed save left an hour or more ago goes now: it is
+  // as large as the index.
+  const hidden = `.${path.basename(target)}`;
+  removeAbandonedTemporaries(dir, [hidden]);
+  const temp = temporaryPath(path.join(dir, hidden));
   unfinishedSaves.add(temp);  // before the file exists: the open below may create it before it returns
   const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
     unfinishedSaves.delete(temp);
