@@ -71,9 +71,10 @@ function regionalIndicatorsBefore(text: string, i: number, floor: number): numbe
 
 /**
  * The first index at or after `from` (and after 0) where a grapheme boundary is certain, else the
- * text's length; `floor` (before `from`) is a boundary already known. Only three UAX #29 rules look further back than the code point before a position:
- * flag pairs (GB12-13, counted here), emoji joined by ZWJ (GB11) and Indic conjuncts (GB9c). At any
- * other pair, segmenting a few code units around it decides.
+ * text's length; `floor` (before `from`) is a boundary already known. Only three UAX #29 rules look
+ * further back than the code point before a position: flag pairs (GB12-13, counted here), emoji
+ * joined by ZWJ (GB11) and Indic conjuncts (GB9c). At any other pair, segmenting a few code units
+ * around it decides.
  */
 function graphemeCutFrom(text: string, from: number, floor: number): number {
   for (let i = Math.max(from, 1); i < text.length; i++) {
