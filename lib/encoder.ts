@@ -438,21 +438,21 @@ export class Encoder {
     }
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
-    optionalBoolean('options.normalize', o.normalize, true);
+    const normalize = optionalBoolean('options.normalize', o.normalize, true);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
-    return this.streamChunks(texts, chunkSize, o);
+    // The options as checked now: the caller's object may change while the stream runs.
+    return this.streamChunks(texts, chunkSize, normalize, o.onProgress);
   }
 
-  private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number,
-    o: EncodeStreamOptions): AsyncGenerator<Embeddings> {
+  private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number, normalize: boolean,
+    onProgress: EncodeStreamOptions['onProgress']): AsyncGenerator<Embeddings> {
     let chunk: string[] = [];
     let seen = 0;
     const encodeChunk = (texts: string[]) => {
       const before = seen - texts.length;
-      const report = o.onProgress;
-      return this.encode(texts, { normalize: o.normalize, onProgress: report && (({ done }) => report({ done: before + done })) });
+      return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })) });
     };
     for await (const text of texts) {
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);

@@ -187,7 +187,11 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       for (const t of texts) yield t;
     }
     const chunks: Embeddings[] = [];
-    for await (const chunk of encoder.encodeStream(lines(), { chunkSize: 30 })) chunks.push(chunk);
+    // The options as they were at the call: changing the object afterwards changes nothing.
+    const options = { chunkSize: 30, normalize: true };
+    const stream = encoder.encodeStream(lines(), options);
+    Object.assign(options, { chunkSize: 7, normalize: false });
+    for await (const chunk of stream) chunks.push(chunk);
     expect(chunks.map((c) => c.rows)).toEqual([30, 30, 30, texts.length - 90]);
     const joined = new Float32Array(texts.length * 32);
     let offset = 0;
