@@ -73,6 +73,11 @@ describe('evaluateRetrieval input errors', () => {
     // Likewise at a relevance level that no judgement reaches (r.trec judges q1/d1 at 1).
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, minRelevance: 2 }))
       .rejects.toThrow(`${r}: no query with a relevant document (relevance >= 2)`);
+    // Qrels of other queries (another split): an error before days of encoding, not a table of zeros.
+    const otherSplit = path.join(dir, 'other-split.trec');
+    fs.writeFileSync(otherSplit, 'q999 0 d1 1\n');
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: otherSplit }))
+      .rejects.toThrow(`none of the 1 queries ${otherSplit} judges relevant is among the`);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, minRelevance: 0 }))
       .rejects.toThrow('options.minRelevance must be an integer >= 1, got 0');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))

@@ -138,6 +138,13 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   }
   const queries = await readTsvEntries(options.queries);
   if (queries.length === 0) throw new Error(`${options.queries}: no queries`);
+  // Files that do not go together (train qrels, dev queries) would score 0 after days of encoding.
+  const queryIds = new Set(queries.map(([id]) => id));
+  if (!evaluatedQids.some((qid) => queryIds.has(qid))) {
+    throw new Error(`none of the ${evaluatedQids.length} queries ${options.qrels} judges relevant is among the ` +
+      `${queries.length} of ${options.queries} (ids such as ${JSON.stringify(evaluatedQids[0])} and ${JSON.stringify(queries[0][0])}): ` +
+      'are these files of the same dataset and split?');
+  }
 
   const encoder = await Encoder.load(options.model, {
     device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
