@@ -207,4 +207,18 @@ describe('downloading one model from several processes', () => {
     const model = await resolveModel('org/model', { cacheDir: cache, endpoint: hub.endpoint, retries: 0 });
     expect(fs.readFileSync(model.weightsPath!).equals(files['model.safetensors'])).toBe(true);  // toEqual is slow on MBs
   });
+
+  test('without symlinks, the copy a killed process left in the snapshot is removed by the next copy once untouched for an hour', async () => {
+    const cache = path.join(dir, 'cache');
+    const killed = await worker(['resolve', 'org/model', cache, hub.endpoint], { NO_SYMLINKS: '1', COPY_KILL: 'model\\.safetensors' });
+    expect(killed.signal).toBe('SIGKILL');
+    const snapshot = path.join(cache, 'models--org--model', 'snapshots', COMMIT);
+    const temporaries = () => fs.readdirSync(snapshot).filter((f) => f.includes('.tmp-'));
+    const [left] = temporaries();
+    expect(left).toMatch(/^model\.safetensors\.tmp-\d+-[0-9a-f]{8}$/);  // as large as the weights
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    fs.utimesSync(path.join(snapshot, left), twoHoursAgo, twoHoursAgo);
+    expect(await worker(['resolve', 'org/model', cache, hub.endpoint], { NO_SYMLINKS: '1' })).toEqual({ code: 0, signal: null, out: snapshot });
+    expect(temporaries()).toEqual([]);
+  });
 });
