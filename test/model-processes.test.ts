@@ -90,13 +90,25 @@ describe('converting one model from several processes', () => {
     }
   });
 
+  testShared('a process killed between the renames of a conversion to another dtype leaves a graph converted again', async () => {
+    const model = copyTiny(path.join(dir, 'model'));
+    const graph = await convertToOnnx(model, { dtype: 'float16' });
+    // The worker converts to float32 from the same weights and config, and is killed once its data
+    // file is in place: the float16 graph now reads float32 data.
+    const killed = await worker(['convert', model, graph], { AT: 'onnx/model\\.onnx$', KILL: '1' });
+    expect(killed.signal).toBe('SIGKILL');
+    expect(convertedGraph(graph, model)).toEqual({ current: false, dtype: 'float32', graph: 'fused' });
+  });
+
   testShared('what a conversion killed an hour ago left is removed by the next one; a live one\'s files and others\' are not', async () => {
     const model = copyTiny(path.join(dir, 'model'));
     const graph = path.join(model, 'onnx', 'model.onnx');
     const killed = await worker(['convert', model, graph], { AT: 'model\\.onnx\\.data$', KILL: '1' });
     expect(killed.signal).toBe('SIGKILL');
-    const left = fs.readdirSync(path.dirname(graph)).sort();
+    // Its temporary files, and the record that says its graph is not there yet.
+    const left = fs.readdirSync(path.dirname(graph)).filter((f) => f.includes('.tmp-')).sort();
     expect(left.map((f) => f.replace(/\.tmp-\d+-[0-9a-f]{8}$/, '.tmp')).sort()).toEqual(CONVERTED.map((f) => `${f}.tmp`).sort());
+    expect(convertedGraph(graph, model)?.current).toBe(false);
     const hourAgo = new Date(Date.now() - 61 * 60_000);
     for (const f of left) fs.utimesSync(path.join(path.dirname(graph), f), hourAgo, hourAgo);
     // Kept: a live conversion's file, and a file of someone else's.
@@ -194,5 +206,19 @@ describe('downloading one model from several processes', () => {
     expect(killed.signal).toBe('SIGKILL');
     const model = await resolveModel('org/model', { cacheDir: cache, endpoint: hub.endpoint, retries: 0 });
     expect(fs.readFileSync(model.weightsPath!).equals(files['model.safetensors'])).toBe(true);  // toEqual is slow on MBs
+  });
+
+  test('without symlinks, the copy a killed process left in the snapshot is removed by the next copy once untouched for an hour', async () => {
+    const cache = path.join(dir, 'cache');
+    const killed = await worker(['resolve', 'org/model', cache, hub.endpoint], { NO_SYMLINKS: '1', COPY_KILL: 'model\\.safetensors' });
+    expect(killed.signal).toBe('SIGKILL');
+    const snapshot = path.join(cache, 'models--org--model', 'snapshots', COMMIT);
+    const temporaries = () => fs.readdirSync(snapshot).filter((f) => f.includes('.tmp-'));
+    const [left] = temporaries();
+    expect(left).toMatch(/^model\.safetensors\.tmp-\d+-[0-9a-f]{8}$/);  // as large as the weights
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    fs.utimesSync(path.join(snapshot, left), twoHoursAgo, twoHoursAgo);
+    expect(await worker(['resolve', 'org/model', cache, hub.endpoint], { NO_SYMLINKS: '1' })).toEqual({ code: 0, signal: null, out: snapshot });
+    expect(temporaries()).toEqual([]);
   });
 });

@@ -281,9 +281,11 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
       files: [...weightFiles(weightsPath), path.join(modelDir, 'config.json')].map((f) => ({ file: relative(f), ...fileStamp(f) })),
     };
     fs.writeFileSync(tmpSource, JSON.stringify(source));
-    // The record last: until it is in place, an older record describes other files and the graph
-    // is converted again; in the other order, a process killed between the renames left a new
-    // record vouching for the old graph.
+    // The record last: in the other order, a process killed between the renames left a new record
+    // vouching for the old graph. And first a record that matches no folder (files: null), with
+    // this dtype and graph kind to convert again with: an older record of the same weights and
+    // config (another dtype or graph kind) would vouch for its graph beside this data file.
+    writeFileAtomic(sourceFile, JSON.stringify({ ...source, files: null }));
     fs.renameSync(tmpData, dataFile);
     fs.renameSync(tmpOutput, output);
     fs.renameSync(tmpSource, sourceFile);

@@ -20,7 +20,7 @@ import * as path from 'path';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { ProxyError, request, Response } from './http-request';
-import { replaceAtomically, writeFileAtomic } from '../atomic-file';
+import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { describeLocalModel, ResolvedModel } from './local';
 
 export interface HubOptions {
@@ -337,7 +337,12 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
       // developer mode, SMB volumes): a copy, as huggingface_hub makes, but under a temporary name,
       // since a copy cut short (a kill, a full disk) or still running in another process would pass
       // for the file.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') replaceAtomically(link, (tmp) => fs.copyFileSync(blob, tmp));
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        // A copy killed an hour or more ago (as large as the file; a replica killed at start-up
+        // each time leaves one more) goes now.
+        removeAbandonedTemporaries(path.dirname(link), [path.basename(link)]);
+        replaceAtomically(link, (tmp) => fs.copyFileSync(blob, tmp));
+      }
     }
   }
   return { path: link, commit: meta.commit };
