@@ -463,6 +463,7 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
       out.on('error', reject);
     });
   } catch (err) {
+    res.body.destroy();  // a body left paused (a full disk stopped the writes) held its socket until the timeout
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       out.destroy();
       fs.rmSync(partial, { force: true });
