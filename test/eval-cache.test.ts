@@ -110,28 +110,22 @@ describe('encodeCollection', () => {
     expect(await allVectors(resumed)).toEqual(reference.vectors);
   });
 
-  test('a damaged chunk is encoded again, with the chunks after it', async () => {
-    const cacheDir = path.join(dir, 'damaged');
+  // A damaged chunk is encoded again, with the chunks after it. An ids file short of its rows
+  // (emptied by a crash) is damage too, not a shift of every later id onto another vector.
+  test.each([
+    ['vectors truncated', 'vectors-000002.f32', null, 16],
+    ['ids emptied', 'ids-000001.txt', '', 8],
+    ['ids short of rows', 'ids-000001.txt', 'p8\np9', 8],
+  ])('a damaged chunk (%s) is encoded again, with the chunks after it', async (name, file, content, redoneFrom) => {
+    const cacheDir = path.join(dir, `damaged-${name.replace(/ /g, '-')}`);
     const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
-    fs.truncateSync(path.join(encoded.dir, 'vectors-000002.f32'), 10);
+    if (content === null) fs.truncateSync(path.join(encoded.dir, file), 10);
+    else fs.writeFileSync(path.join(encoded.dir, file), content);
     const encoder = new HashEncoder();
     const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
-    expect(encoder.encoded).toBe(N - 16);
+    expect(encoder.encoded).toBe(N - redoneFrom);
     expect(again.ids).toEqual(reference.ids);
     expect(await allVectors(again)).toEqual(reference.vectors);
-  });
-
-  test('an ids file short of its rows (emptied by a crash) is a damaged chunk, not a shift of every later id', async () => {
-    for (const damage of ['', 'p8\np9']) {
-      const cacheDir = path.join(dir, `short-ids-${damage.length}`);
-      const encoded = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
-      fs.writeFileSync(path.join(encoded.dir, 'ids-000001.txt'), damage);
-      const encoder = new HashEncoder();
-      const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
-      expect(encoder.encoded).toBe(N - 8);
-      expect(again.ids).toEqual(reference.ids);
-      expect(await allVectors(again)).toEqual(reference.vectors);
-    }
   });
 
   test('two runs at once on one cache both finish, with whole chunks; no temporary file outlives its writer', async () => {
