@@ -4,7 +4,7 @@ import * as path from 'path';
 import { CliUsageError, OptionSpec, parseCommand } from './args';
 import { convertedGraph, convertToOnnx } from '../model';
 
-export const summary = 'convert a model folder\'s safetensors weights to an ONNX graph';
+export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
 
 const SPEC: OptionSpec = {
   output: { type: 'string', help: 'ONNX file to write (weights go to <output>.data); default <dir>/onnx/model.onnx, where the encoder looks first' },

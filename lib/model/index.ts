@@ -1,5 +1,5 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
-// HF cache), convert safetensors weights to an ONNX graph, and make random-weight models.
+// HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
 import { namesOf, requireObject } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';

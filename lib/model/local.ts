@@ -42,4 +42,3 @@ export function describeLocalModel(dir: string): ResolvedModel {
   }
   return model;
 }
-
