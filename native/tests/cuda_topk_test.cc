@@ -47,6 +47,16 @@ struct Data {
 Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Random& random) {
   Data d;
   const int64_t duplicateFrom = c.rows / 2;  // rows in the second half copy the first half, in part
+  // A normal random vector, made unit when unitRows.
+  auto fillRandom = [&](float* row) {
+    double sum = 0;
+    for (int64_t i = 0; i < c.dim; ++i) {
+      row[i] = random.normal();
+      sum += double(row[i]) * row[i];
+    }
+    if (unitRows)
+      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] / std::sqrt(sum));
+  };
   std::vector<float> raw(size_t(c.rows * c.dim));
   for (int64_t r = 0; r < c.rows; ++r) {
     float* row = raw.data() + r * c.dim;
@@ -55,13 +65,7 @@ Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Ra
       continue;
     }
     if (r == 2 && c.rows > 5) continue;  // a zero row (scores 0 when not normalised)
-    double sum = 0;
-    for (int64_t i = 0; i < c.dim; ++i) {
-      row[i] = random.normal();
-      sum += double(row[i]) * row[i];
-    }
-    if (unitRows)
-      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] / std::sqrt(sum));
+    fillRandom(row);
   }
   d.stored = raw;
   if (roundRows) {
@@ -76,13 +80,7 @@ Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Ra
       std::copy(raw.data() + (q % c.rows) * c.dim, raw.data() + (q % c.rows + 1) * c.dim, row);
       continue;
     }
-    double sum = 0;
-    for (int64_t i = 0; i < c.dim; ++i) {
-      row[i] = random.normal();
-      sum += double(row[i]) * row[i];
-    }
-    if (unitRows)
-      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] / std::sqrt(sum));
+    fillRandom(row);
   }
   d.queriesUsed = d.queries;
   if (halfStorage)
