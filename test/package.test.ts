@@ -1,0 +1,73 @@
+// What `npm install camembed` gets: the file list of `npm pack --dry-run` must hold everything the
+// install script needs to compile the addon and everything dist/ loads, and nothing that only this
+// repository's development uses (tests, benchmarks, build outputs, models). The whole path (pack,
+// install into a fresh project, require/import/tsc/CLI from there) is `npm run check:package`,
+// which needs the npm registry and a minute, so it is no test.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import { isBuiltin } from 'module';
+import * as path from 'path';
+
+const root = path.resolve(__dirname, '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+
+// --ignore-scripts: no `prepare` (tsc); `npm test` has just compiled dist/ in its pretest.
+const packed = JSON.parse(
+  execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+)[0] as { unpackedSize: number; files: { path: string; size: number }[] };
+const shipped = new Set(packed.files.map((f) => f.path));
+
+function walk(dir: string): string[] {
+  return fs.readdirSync(path.join(root, dir), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+}
+
+test('the native sources the install compiles are shipped, and every include they name', () => {
+  const needed = walk('native').filter((f) => !/^native\/(tests|bench)\//.test(f));
+  expect(needed.filter((f) => !shipped.has(f))).toEqual([]);
+  expect(shipped.has('CMakeLists.txt')).toBe(true);
+  const unresolved: string[] = [];
+  for (const file of [...shipped].filter((f) => f.startsWith('native/'))) {
+    for (const [, name] of fs.readFileSync(path.join(root, file), 'utf8').matchAll(/^#include "([^"]+)"/gm)) {
+      const candidates = [path.join(path.dirname(file), name), path.join('native/include', name)];
+      if (!candidates.some((c) => shipped.has(c))) unresolved.push(`${file}: ${name}`);
+    }
+  }
+  expect(unresolved).toEqual([]);
+});
+
+test('dist/ is shipped whole: main, types, bin and the output of every lib/ module', () => {
+  const entries = [pkg.main, pkg.types, ...Object.values(pkg.bin as Record<string, string>)];
+  const modules = walk('lib').filter((f) => f.endsWith('.ts')).map((f) => f.replace(/^lib\//, 'dist/').replace(/\.ts$/, ''));
+  const needed = [...entries, ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`])];
+  expect(needed.filter((f) => !shipped.has(f))).toEqual([]);
+});
+
+test('what dist/ loads is Node, a dependency or a shipped file (no devDependency, no ../shared)', () => {
+  const bad: string[] = [];
+  const seen = new Set<string>();
+  for (const file of [...shipped].filter((f) => /^dist\/.*\.(js|d\.ts)$/.test(f))) {
+    const text = fs.readFileSync(path.join(root, file), 'utf8');
+    const specifiers = [...text.matchAll(/(?:require\(|from |import\(|\/\/\/ <reference types=)['"]([^'"]+)['"]/g)].map((m) => m[1]);
+    for (const spec of specifiers) {
+      seen.add(spec);
+      if (spec.startsWith('.')) {
+        const target = path.join(path.dirname(file), spec);
+        const ok = [target, `${target}.js`, `${target}.d.ts`, path.join(target, 'index.js')].some((t) => shipped.has(t));
+        if (!ok) bad.push(`${file}: ${spec}`);
+      } else {
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+        if (!isBuiltin(spec) && !(name in pkg.dependencies)) bad.push(`${file}: ${spec}`);
+      }
+    }
+  }
+  expect(bad).toEqual([]);
+  expect([...seen]).toEqual(expect.arrayContaining(['onnxruntime-node', 'fs', './native']));  // the scan finds them
+});
+
+test('nothing from development ships: tests, benchmarks, builds, models; no file over 256 KiB', () => {
+  const forbidden = /^(test|bench|lib|scripts|build|coverage|node_modules|native\/tests|native\/bench|\.gpu)\/|__pycache__|\.(node|o|a|pyc|onnx|safetensors|npy|f32|cmbd|tgz)$/;
+  expect([...shipped].filter((f) => forbidden.test(f))).toEqual([]);
+  expect(packed.files.filter((f) => f.size > 256 * 1024).map((f) => f.path)).toEqual([]);
+  expect(packed.unpackedSize).toBeLessThan(4 * 1024 * 1024);
+});
