@@ -3,7 +3,7 @@
 // repository's development uses (tests, benchmarks, build outputs, models). The whole path (pack,
 // install into a fresh project, require/import/tsc/CLI from there) is `npm run check:package`,
 // which needs the npm registry and a minute, so it is no test.
-import { execFileSync } from 'child_process';
+import { execFile, execFileSync } from 'child_process';
 import * as fs from 'fs';
 import { isBuiltin } from 'module';
 import * as path from 'path';
@@ -70,4 +70,14 @@ test('nothing from development ships: tests, benchmarks, builds, models; no file
   expect([...shipped].filter((f) => forbidden.test(f))).toEqual([]);
   expect(packed.files.filter((f) => f.size > 256 * 1024).map((f) => f.path)).toEqual([]);
   expect(packed.unpackedSize).toBeLessThan(4 * 1024 * 1024);
+});
+
+test("a missing addon's error tells a user of the package how to build it", async () => {
+  const script = `try { require(${JSON.stringify(root)}).devices(); } catch (e) { console.log(e.message); }`;
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ['-e', script], { env: { ...process.env, CAMEMBED_ADDON: path.join(root, 'no-such-addon.node') } },
+      (error, out) => (error ? reject(error) : resolve(out)));
+  });
+  expect(stdout).toContain('cannot load the native addon');
+  expect(stdout).toContain("'npm rebuild camembed'");
 });
