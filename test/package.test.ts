@@ -36,11 +36,14 @@ test('the native sources the install compiles are shipped, and every include the
   expect(unresolved).toEqual([]);
 });
 
-test('dist/ is shipped whole: main, types, bin and the output of every lib/ module', () => {
+test('dist/ is shipped whole: main, types, bin and the output of every lib/ module, and nothing stale', () => {
   const entries = [pkg.main, pkg.types, ...Object.values(pkg.bin as Record<string, string>)];
   const modules = walk('lib').filter((f) => f.endsWith('.ts')).map((f) => f.replace(/^lib\//, 'dist/').replace(/\.ts$/, ''));
   const needed = [...entries, ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`])];
   expect(needed.filter((f) => !shipped.has(f))).toEqual([]);
+  // tsc never deletes: output of a removed lib/ module would ship until dist/ is rebuilt from scratch.
+  const stale = [...shipped].filter((f) => f.startsWith('dist/') && !modules.includes(f.replace(/(\.d\.ts|\.js|\.js\.map)$/, '')));
+  expect(stale).toEqual([]);
 });
 
 test('what dist/ loads is Node, a dependency or a shipped file (no devDependency, no ../shared)', () => {
