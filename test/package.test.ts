@@ -17,6 +17,13 @@ const packed = JSON.parse(
 )[0] as { unpackedSize: number; files: { path: string; size: number }[] };
 const shipped = new Set(packed.files.map((f) => f.path));
 
+/** stdout of `node ...args` run in the repository root. */
+function runNode(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { cwd: root, env }, (error, out) => (error ? reject(error) : resolve(out)));
+  });
+}
+
 function walk(dir: string): string[] {
   return fs.readdirSync(path.join(root, dir), { withFileTypes: true })
     .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
@@ -77,10 +84,7 @@ test('nothing from development ships: tests, benchmarks, builds, models; no file
 
 test("a missing addon's error tells a user of the package how to build it", async () => {
   const script = `try { require(${JSON.stringify(root)}).devices(); } catch (e) { console.log(e.message); }`;
-  const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, ['-e', script], { env: { ...process.env, CAMEMBED_ADDON: path.join(root, 'no-such-addon.node') } },
-      (error, out) => (error ? reject(error) : resolve(out)));
-  });
+  const stdout = await runNode(['-e', script], { ...process.env, CAMEMBED_ADDON: path.join(root, 'no-such-addon.node') });
   expect(stdout).toContain('cannot load the native addon');
   expect(stdout).toContain("'npm rebuild camembed'");
 });
@@ -88,10 +92,7 @@ test("a missing addon's error tells a user of the package how to build it", asyn
 test('cmake-js compiles against node-api-headers (an npm package): the install downloads nothing from nodejs.org', async () => {
   // Without package.json's binary.napi_versions, cmake-js fetches Node's headers from nodejs.org
   // unless npm's `nodedir` is set, and an install with only the npm registry in reach fails.
-  const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'print-cmakejs-include'], { cwd: root },
-      (error, out) => (error ? reject(error) : resolve(out)));
-  });
+  const stdout = await runNode([require.resolve('cmake-js/bin/cmake-js'), 'print-cmakejs-include']);
   const includes = stdout.trim().split('\n').pop()!.split(';');
   expect(includes.some((dir) => /node_modules[/\\]node-api-headers[/\\]include$/.test(dir))).toBe(true);
   expect(includes.filter((dir) => dir.includes('.cmake-js'))).toEqual([]);
