@@ -82,7 +82,8 @@ export function loadAddon(): NativeAddon {
     } catch (err) {
       throw new Error(
         `camembed: cannot load the native addon at ${addonPath} (${(err as Error).message}). ` +
-          `Build it with 'npm run build:native' (needs CMake and a C++17 compiler).`,
+          `Build it with 'npm rebuild camembed' in the project that installed it ('npm run build:native' in ` +
+          `camembed's own repository); that needs CMake >= 3.18 and a C++17 compiler.`,
       );
     }
   }

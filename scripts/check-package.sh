@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The published-package path as a user meets it: packs this repository (npm pack, which compiles
+# dist/ through `prepare`), installs the tarball into a fresh project (so without devDependencies;
+# CPU-only unless CAMEMBED_CUDA says otherwise, for speed), and from there: require() (CommonJS),
+# import (ESM), tsc --strict on a TypeScript consumer (module node16, and moduleResolution bundler),
+# the kernels, a VectorIndex, the encoder on the tiny shared model (when ../shared has it), and
+# every CLI command's --help. Needs the npm registry (the package's dependencies, and typescript
+# and @types/node for the consumer); about a minute on 2 cores. Run: npm run check:package
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+app="$scratch/app"
+mkdir "$app"
+
+(cd "$root" && npm pack --pack-destination "$scratch" > "$scratch/pack.log" 2>&1) || { cat "$scratch/pack.log"; exit 1; }
+dev() { node -p "require('$root/package.json').devDependencies['$1']"; }
+cd "$app"
+echo '{ "name": "consumer", "version": "1.0.0", "private": true }' > package.json
+ONNXRUNTIME_NODE_INSTALL=skip CAMEMBED_CUDA="${CAMEMBED_CUDA:-OFF}" npm install --no-audit --no-fund \
+  "$scratch"/camembed-*.tgz "typescript@$(dev typescript)" "@types/node@$(dev @types/node)" > install.log 2>&1 ||
+  { cat install.log; exit 1; }
+
+node -e "
+const assert = require('assert');
+const { meanPoolNormalize, cosineTopK, devices } = require('camembed');
+const pooled = meanPoolNormalize(new Float32Array([1, 2, 3, 6, 100, 100]), new BigInt64Array([1n, 1n, 0n]), { batch: 1, seq: 3, hidden: 2 });
+assert.deepStrictEqual([...pooled].map((x) => x.toFixed(6)), ['0.447214', '0.894427']);
+const top = cosineTopK(new Float32Array([1, 0]), new Float32Array([1, 0, 0, 1, 0.6, 0.8]), { dim: 2, k: 2 });
+assert.deepStrictEqual([...top.indices], [0, 2]);
+console.log('CommonJS: kernels right, simd ' + devices().cpu.simd);
+"
+
+cat > esm.mjs <<'EOF'
+import assert from 'assert';
+import { VectorIndex, Encoder, similarity } from 'camembed';
+const index = new VectorIndex({ dim: 2, dtype: 'float16' });
+index.add(new Float32Array([0, 1, 1, 0, 0.6, 0.8]));
+const { ids, k } = await index.search(new Float32Array([1, 0]), { k: 2 });
+assert.deepStrictEqual([...ids], [1n, 2n]);
+assert.strictEqual(k, 2);
+const model = process.argv[2];
+if (model) {
+  const encoder = await Encoder.load(model);
+  const a = await encoder.encode(['Le chat dort.', 'Bonjour.']);
+  const s = similarity(a, a).data;
+  assert.ok(Math.abs(s[0] - 1) < 1e-5 && Math.abs(s[3] - 1) < 1e-5, `self-similarity ${s}`);
+  await encoder.dispose();
+}
+console.log('ESM: VectorIndex right' + (model ? ', encoder ran on ' + model : ''));
+EOF
+tiny="$root/../shared/models/tiny-random-camembert"
+if [ -f "$tiny/config.json" ]; then
+  HF_HOME="$scratch/hf" node esm.mjs "$tiny"
+else
+  echo "ESM: skipping the encoder: no tiny model at $tiny (../shared)"
+  node esm.mjs
+fi
+
+cat > main.ts <<'EOF'
+import { cosineTopK, Encoder, VectorIndex } from 'camembed';
+import type { Device, Embeddings, SearchResult, TopKResult } from 'camembed';
+const device: Device = 'cpu';
+const top: TopKResult = cosineTopK(new Float32Array([1, 0]), new Float32Array([1, 0]), { dim: 2, k: 1, device });
+export async function search(index: VectorIndex, query: Embeddings): Promise<SearchResult> {
+  return index.search(query, { k: top.k });
+}
+export const load: typeof Encoder.load = (source, options) => Encoder.load(source, options);
+EOF
+echo '{ "compilerOptions": { "strict": true, "module": "node16", "target": "ES2022", "noEmit": true }, "files": ["main.ts"] }' > tsconfig.json
+echo '{ "compilerOptions": { "strict": true, "module": "esnext", "moduleResolution": "bundler", "target": "ES2022", "noEmit": true }, "files": ["main.ts"] }' > tsconfig.bundler.json
+npx tsc -p tsconfig.json
+npx tsc -p tsconfig.bundler.json
+echo 'TypeScript: tsc --strict passes (node16 and bundler)'
+
+npx camembed --help > help.txt
+commands=$(sed -n 's/^  \([a-z-]*\)  .*/\1/p' help.txt)
+[ -n "$commands" ] || { cat help.txt; echo 'camembed --help lists no commands' >&2; exit 1; }
+for c in $commands; do npx camembed "$c" --help > /dev/null; done
+for c in build info neighbors; do npx camembed index "$c" --help > /dev/null; done
+echo "CLI: --help of" $commands "and index build/info/neighbors"
+echo "check-package: the packed camembed installs and works from a fresh project"

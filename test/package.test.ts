@@ -1,0 +1,99 @@
+// What `npm install camembed` gets: the file list of `npm pack --dry-run` must hold everything the
+// install script needs to compile the addon and everything dist/ loads, and nothing that only this
+// repository's development uses (tests, benchmarks, build outputs, models). The whole path (pack,
+// install into a fresh project, require/import/tsc/CLI from there) is `npm run check:package`,
+// which needs the npm registry and a minute, so it is no test.
+import { execFile, execFileSync } from 'child_process';
+import * as fs from 'fs';
+import { isBuiltin } from 'module';
+import * as path from 'path';
+
+const root = path.resolve(__dirname, '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+
+// --ignore-scripts: no `prepare` (tsc); `npm test` has just compiled dist/ in its pretest.
+const packed = JSON.parse(
+  execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+)[0] as { unpackedSize: number; files: { path: string; size: number }[] };
+const shipped = new Set(packed.files.map((f) => f.path));
+
+/** stdout of `node ...args` run in the repository root. */
+function runNode(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { cwd: root, env }, (error, out) => (error ? reject(error) : resolve(out)));
+  });
+}
+
+function walk(dir: string): string[] {
+  return fs.readdirSync(path.join(root, dir), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+}
+
+test('the native sources the install compiles are shipped, and every include they name', () => {
+  const needed = walk('native').filter((f) => !/^native\/(tests|bench)\//.test(f));
+  expect(needed.filter((f) => !shipped.has(f))).toEqual([]);
+  expect(shipped.has('CMakeLists.txt')).toBe(true);
+  const unresolved: string[] = [];
+  for (const file of [...shipped].filter((f) => f.startsWith('native/'))) {
+    for (const [, name] of fs.readFileSync(path.join(root, file), 'utf8').matchAll(/^#include "([^"]+)"/gm)) {
+      const candidates = [path.join(path.dirname(file), name), path.join('native/include', name)];
+      if (!candidates.some((c) => shipped.has(c))) unresolved.push(`${file}: ${name}`);
+    }
+  }
+  expect(unresolved).toEqual([]);
+});
+
+test('dist/ is shipped whole: main, types, bin and the output of every lib/ module, and nothing stale', () => {
+  const entries = [pkg.main, pkg.types, ...Object.values(pkg.bin as Record<string, string>)];
+  const modules = walk('lib').filter((f) => f.endsWith('.ts')).map((f) => f.replace(/^lib\//, 'dist/').replace(/\.ts$/, ''));
+  const needed = [...entries, ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`])];
+  expect(needed.filter((f) => !shipped.has(f))).toEqual([]);
+  // tsc never deletes: output of a removed lib/ module would ship until dist/ is rebuilt from scratch.
+  const stale = [...shipped].filter((f) => f.startsWith('dist/') && !modules.includes(f.replace(/(\.d\.ts|\.js|\.js\.map)$/, '')));
+  expect(stale).toEqual([]);
+});
+
+test('what dist/ loads is Node, a dependency or a shipped file (no devDependency, no ../shared)', () => {
+  const bad: string[] = [];
+  const seen = new Set<string>();
+  for (const file of [...shipped].filter((f) => /^dist\/.*\.(js|d\.ts)$/.test(f))) {
+    const text = fs.readFileSync(path.join(root, file), 'utf8');
+    const specifiers = [...text.matchAll(/(?:require\(|from |import\(|\/\/\/ <reference types=)['"]([^'"]+)['"]/g)].map((m) => m[1]);
+    for (const spec of specifiers) {
+      seen.add(spec);
+      if (spec.startsWith('.')) {
+        const target = path.join(path.dirname(file), spec);
+        const ok = [target, `${target}.js`, `${target}.d.ts`, path.join(target, 'index.js')].some((t) => shipped.has(t));
+        if (!ok) bad.push(`${file}: ${spec}`);
+      } else {
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+        if (!isBuiltin(spec) && !(name in pkg.dependencies)) bad.push(`${file}: ${spec}`);
+      }
+    }
+  }
+  expect(bad).toEqual([]);
+  expect([...seen]).toEqual(expect.arrayContaining(['onnxruntime-node', 'fs', './native']));  // the scan finds them
+});
+
+test('nothing from development ships: tests, benchmarks, builds, models; no file over 256 KiB', () => {
+  const forbidden = /^(test|bench|lib|scripts|build|coverage|node_modules|native\/tests|native\/bench|\.gpu)\/|__pycache__|\.(node|o|a|pyc|onnx|safetensors|npy|f32|cmbd|tgz)$/;
+  expect([...shipped].filter((f) => forbidden.test(f))).toEqual([]);
+  expect(packed.files.filter((f) => f.size > 256 * 1024).map((f) => f.path)).toEqual([]);
+  expect(packed.unpackedSize).toBeLessThan(4 * 1024 * 1024);
+});
+
+test("a missing addon's error tells a user of the package how to build it", async () => {
+  const script = `try { require(${JSON.stringify(root)}).devices(); } catch (e) { console.log(e.message); }`;
+  const stdout = await runNode(['-e', script], { ...process.env, CAMEMBED_ADDON: path.join(root, 'no-such-addon.node') });
+  expect(stdout).toContain('cannot load the native addon');
+  expect(stdout).toContain("'npm rebuild camembed'");
+});
+
+test('cmake-js compiles against node-api-headers (an npm package): the install downloads nothing from nodejs.org', async () => {
+  // Without package.json's binary.napi_versions, cmake-js fetches Node's headers from nodejs.org
+  // unless npm's `nodedir` is set, and an install with only the npm registry in reach fails.
+  const stdout = await runNode([require.resolve('cmake-js/bin/cmake-js'), 'print-cmakejs-include']);
+  const includes = stdout.trim().split('\n').pop()!.split(';');
+  expect(includes.some((dir) => /node_modules[/\\]node-api-headers[/\\]include$/.test(dir))).toBe(true);
+  expect(includes.filter((dir) => dir.includes('.cmake-js'))).toEqual([]);
+});
