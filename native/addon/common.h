@@ -3,8 +3,11 @@
 // raw addon from crashing the process.
 #pragma once
 #include <napi.h>
+#include <v8.h>
 
+#include <cstring>
 #include <functional>
+#include <memory>
 #include <initializer_list>
 #include <new>
 #include <stdexcept>
@@ -17,8 +20,10 @@ namespace camembed {
 
 // A typed array's data pointer, checked for kind and for holding at least the product of `size`
 // bytes (element count factors times element bytes; a product that overflows is an error).
+// `used`, when given, collects the array read (the one to pin for async work: reading the
+// member again could run a getter and return another).
 inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
-                            std::initializer_list<int64_t> size) {
+                            std::initializer_list<int64_t> size, std::vector<Napi::Value>* used = nullptr) {
   int64_t minBytes = 1;
   for (int64_t factor : size)
     if (__builtin_mul_overflow(minBytes, factor, &minBytes))
@@ -29,6 +34,7 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   Napi::TypedArray array = v.As<Napi::TypedArray>();
   if (int64_t(array.ByteLength()) < minBytes)
     throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' is shorter than its shape");
+  if (used != nullptr) used->push_back(v);
   return static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
 }
 
@@ -62,13 +68,28 @@ inline Status runCatching(const std::function<Status()>& work) {
   }
 }
 
+// The memory behind a typed array, shared with its ArrayBuffer: while held it stays allocated even
+// when the buffer is detached (transferred with structuredClone or postMessage) and its new owner
+// is collected, or the array itself is collected. A reference to the array would keep the array,
+// not its memory: a kernel reading a transferred buffer on the thread pool read freed memory.
+// Node-API cannot pin a buffer, so this one step uses V8; a napi_value is a v8::Local<v8::Value>
+// (Node's own conversion, src/js_native_api_v8.h, V8LocalValueFromJsValue, does this memcpy).
+inline std::shared_ptr<v8::BackingStore> pinTypedArray(const Napi::Value& array) {
+  static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
+  napi_value raw = array;
+  v8::Local<v8::Value> local;
+  std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
+  return local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+}
+
 // Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error.
-// `keepAlive` holds the JS objects whose memory the work reads or writes.
+// `arrays` are the typed arrays whose memory the work reads or writes: their memory is pinned
+// until the work is done, whatever JavaScript does with them meanwhile.
 class KernelWorker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, std::function<Status()> work, const std::vector<Napi::Value>& keepAlive)
+  KernelWorker(Napi::Env env, std::function<Status()> work, const std::vector<Napi::Value>& arrays)
       : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
-    for (const auto& v : keepAlive) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    for (const auto& array : arrays) pinned_.push_back(pinTypedArray(array));
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
@@ -81,18 +102,18 @@ class KernelWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::function<Status()> work_;
-  std::vector<Napi::ObjectReference> refs_;
+  std::vector<std::shared_ptr<v8::BackingStore>> pinned_;
 };
 
 // Runs the kernel now (returning undefined) or on the thread pool (returning a Promise).
 inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
-                             const std::vector<Napi::Value>& keepAlive) {
+                             const std::vector<Napi::Value>& arrays) {
   if (!async) {
     Status s = runCatching(work);
     if (!s.empty()) throw Napi::Error::New(env, s);
     return env.Undefined();
   }
-  auto* worker = new KernelWorker(env, std::move(work), keepAlive);
+  auto* worker = new KernelWorker(env, std::move(work), arrays);
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

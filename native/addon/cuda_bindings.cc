@@ -92,14 +92,15 @@ Napi::Value Search(const Napi::CallbackInfo& info) {
   Napi::Object opts = info[1].As<Napi::Object>();
   const int64_t numQueries = integerOption(opts, "numQueries"), k = integerOption(opts, "k");
   const int64_t dim = cudaMatrixDim(matrix.get());
-  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}));
-  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {numQueries, k, 4}));
-  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}));
+  std::vector<Napi::Value> arrays;
+  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}, &arrays));
+  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {numQueries, k, 4}, &arrays));
+  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}, &arrays));
   const bool normalized = boolOption(opts, "normalized");
   const bool async = info[2].ToBoolean().Value();
   return runKernel(env, async, [matrix, queries, numQueries, k, normalized, outIndices, outScores]() {
     return cudaMatrixSearch(matrix.get(), queries, numQueries, k, normalized, outIndices, outScores);
-  }, {opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")});
+  }, arrays);
 }
 
 }  // namespace

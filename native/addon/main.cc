@@ -37,16 +37,17 @@ Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
   else if (maskType == "int32") { a.maskType = MaskType::Int32; maskArray = napi_int32_array; }
   else if (maskType == "uint8") { a.maskType = MaskType::Uint8; maskArray = napi_uint8_array; }
   else throw Napi::TypeError::New(env, "native: 'maskType' must be 'int64', 'int32' or 'uint8'");
-  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), {a.batch, a.seq, a.hiddenSize, hiddenElementBytes(a.hiddenType)});
-  a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)});
-  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}));
+  std::vector<Napi::Value> arrays;
+  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), {a.batch, a.seq, a.hiddenSize, hiddenElementBytes(a.hiddenType)}, &arrays);
+  a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)}, &arrays);
+  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}, &arrays));
   a.normalize = boolOption(opts, "normalize");
   const int threads = int(integerOption(opts, "threads"));
   const int device = opts.Get("device").ToNumber().Int32Value();
   bool async = info[1].ToBoolean().Value();
   return runKernel(env, async, [a, threads, device]() {
     return device < 0 ? meanPoolNormalizeCpu(a, threads) : meanPoolNormalizeCuda(a, device);
-  }, {opts.Get("hidden"), opts.Get("mask"), opts.Get("out")});
+  }, arrays);
 }
 
 // cosineTopK({queries, numQueries, segments: [{rows, numRows, ids?}], databaseType, dim, k,
@@ -59,11 +60,11 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
   a.dim = integerOption(opts, "dim");
   a.k = integerOption(opts, "k");
   a.databaseType = hiddenTypeOption(opts, "databaseType");
-  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {a.numQueries, a.dim, 4}));
-  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {a.numQueries, a.k, 4}));
-  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {a.numQueries, a.k, 4}));
+  std::vector<Napi::Value> arrays;
+  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {a.numQueries, a.dim, 4}, &arrays));
+  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {a.numQueries, a.k, 4}, &arrays));
+  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {a.numQueries, a.k, 4}, &arrays));
   a.normalized = boolOption(opts, "normalized");
-  std::vector<Napi::Value> keepAlive{opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")};
   Napi::Value list = opts.Get("segments");
   if (!list.IsArray()) throw Napi::TypeError::New(env, "native: 'segments' must be an array");
   Napi::Array segments = list.As<Napi::Array>();
@@ -73,17 +74,14 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
     Napi::Object seg = v.As<Napi::Object>();
     TopKSegment s{};
     s.numRows = integerOption(seg, "numRows");
-    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), {s.numRows, a.dim, hiddenElementBytes(a.databaseType)});
-    keepAlive.push_back(seg.Get("rows"));
-    if (!seg.Get("ids").IsUndefined()) {
-      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}));
-      keepAlive.push_back(seg.Get("ids"));
-    }
+    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), {s.numRows, a.dim, hiddenElementBytes(a.databaseType)}, &arrays);
+    if (!seg.Get("ids").IsUndefined())
+      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}, &arrays));
     a.segments.push_back(s);
   }
   const int threads = int(integerOption(opts, "threads"));
   bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, keepAlive);
+  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, arrays);
 }
 
 // float32ToFloat16({input: Float32Array, output: Uint16Array of the same length}): IEEE half bits.
