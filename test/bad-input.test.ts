@@ -181,6 +181,20 @@ test('a worker thread that ends while its async kernels run leaves the process a
   expect(out.indices).toEqual(Array.from(reference.cosineTopK(query, database, { dim, k: 3 }).indices));
 });
 
+test('input buffers transferred away and collected while async kernels run: the kernels finish on the data as it was', () => {
+  // A child process: before the kernels pinned their inputs' memory this read freed memory (a segfault).
+  const script = path.join(__dirname, 'helpers', 'detach-during-kernel.js');
+  const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
+  const report = JSON.parse(execFileSync(process.execPath, ['--expose-gc', script, dist], { stdio: ['ignore', 'pipe', 'pipe'] }).toString());
+  expect(report).toEqual({
+    'cosineTopKAsync database structuredClone': true,
+    'cosineTopKAsync queries structuredClone': true,
+    'cosineTopKAsync database postMessage': true,
+    'cosineTopKAsync queries postMessage': true,
+    'meanPoolNormalizeAsync hidden structuredClone': true,
+  });
+});
+
 describe('typed arrays from another realm or shared memory', () => {
   test('arrays made in a vm context compute the same as local ones', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -1,0 +1,48 @@
+// Run with --expose-gc: `node --expose-gc detach-during-kernel.js <dist/index.js>`. Starts async
+// kernels, transfers their input buffers away (the arrays become empty, the memory goes with the
+// transfer), collects what the transfer made, and prints as JSON whether each result equals a
+// synchronous run on a copy. A kernel reading the transferred memory after it was freed crashed here.
+'use strict';
+const { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } = require(process.argv[2]);
+
+const noise = (i) => ((i * 2654435761) % 1000) / 1000 - 0.5;
+const transfers = {
+  structuredClone: (buffer) => structuredClone(buffer, { transfer: [buffer] }),
+  postMessage: (buffer) => {
+    const channel = new MessageChannel();
+    channel.port1.postMessage(null, [buffer]);
+    channel.port1.close();
+  },
+};
+const equal = (a, b) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+
+async function main() {
+  const report = {};
+  // 48 MiB of rows: above glibc's largest mmap threshold (32 MiB), so freeing them unmaps them.
+  const dim = 768, rows = 16384, numQueries = 256;
+  const database = new Float32Array(rows * dim).map((_, i) => noise(i));
+  const queries = database.slice(0, numQueries * dim).map((x) => x + 0.01);
+  const want = cosineTopK(queries, database, { dim, k: 3, threads: 1 });
+  for (const [name, transfer] of Object.entries(transfers)) {
+    for (const which of ['database', 'queries']) {
+      const args = { database: database.slice(), queries: queries.slice() };
+      const pending = cosineTopKAsync(args.queries, args.database, { dim, k: 3, threads: 1 });
+      transfer(args[which].buffer);
+      global.gc();
+      const got = await pending;
+      report[`cosineTopKAsync ${which} ${name}`] =
+        args[which].length === 0 && equal(got.indices, want.indices) && equal(got.scores, want.scores);
+    }
+  }
+  const shape = { batch: 64, seq: 128, hidden: dim };
+  const hidden = new Float32Array(shape.batch * shape.seq * dim).map((_, i) => noise(i));
+  const mask = new Int32Array(shape.batch * shape.seq).map((_, i) => (i % 7 === 6 ? 0 : 1));
+  const pooled = meanPoolNormalize(hidden, mask, shape, { threads: 1 });
+  const copy = hidden.slice();
+  const pending = meanPoolNormalizeAsync(copy, mask, shape, { threads: 1 });
+  transfers.structuredClone(copy.buffer);
+  global.gc();
+  report['meanPoolNormalizeAsync hidden structuredClone'] = copy.length === 0 && equal(await pending, pooled);
+  process.stdout.write(JSON.stringify(report));
+}
+main();
