@@ -68,29 +68,38 @@ inline Status runCatching(const std::function<Status()>& work) {
   }
 }
 
-// The memory behind a typed array, shared with its ArrayBuffer: while held it stays allocated even
-// when the buffer is detached (transferred with structuredClone or postMessage) and its new owner
-// is collected, or the array itself is collected. A reference to the array would keep the array,
-// not its memory: a kernel reading a transferred buffer on the thread pool read freed memory.
-// Node-API cannot pin a buffer, so this one step uses V8; a napi_value is a v8::Local<v8::Value>
-// (Node's own conversion, src/js_native_api_v8.h, V8LocalValueFromJsValue, does this memcpy).
-inline std::shared_ptr<v8::BackingStore> pinTypedArray(const Napi::Value& array) {
+using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
+
+// The memory behind typed arrays, shared with their ArrayBuffers: while held it stays allocated
+// even when a buffer is detached (transferred with structuredClone or postMessage) and its new
+// owner is collected, or an array itself is collected. A reference to an array would keep the
+// array, not its memory: a kernel reading a transferred buffer on the thread pool read freed
+// memory. A resizable buffer can still shrink (its pages become inaccessible) and shared memory
+// change under the kernel, so both are refused (TypeScript refuses them first).
+// Node-API cannot pin a buffer, so this one step uses V8: a napi_value is a v8::Local<v8::Value>
+// (Node's own conversion, V8LocalValueFromJsValue in src/js_native_api_v8.h, is this memcpy).
+inline PinnedMemory pinTypedArrays(Napi::Env env, const std::vector<Napi::Value>& arrays) {
   static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
-  napi_value raw = array;
-  v8::Local<v8::Value> local;
-  std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
-  return local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  PinnedMemory pinned;
+  for (const Napi::Value& array : arrays) {
+    napi_value raw = array;
+    v8::Local<v8::Value> local;
+    std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
+    std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+    if (memory->IsShared() || memory->IsResizableByUserJavaScript())
+      throw Napi::TypeError::New(env, "native: async kernels take no SharedArrayBuffer or resizable ArrayBuffer memory");
+    pinned.push_back(std::move(memory));
+  }
+  return pinned;
 }
 
-// Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error.
-// `arrays` are the typed arrays whose memory the work reads or writes: their memory is pinned
-// until the work is done, whatever JavaScript does with them meanwhile.
+// Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error,
+// holding the memory the work reads or writes until it is done.
 class KernelWorker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, std::function<Status()> work, const std::vector<Napi::Value>& arrays)
-      : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
-    for (const auto& array : arrays) pinned_.push_back(pinTypedArray(array));
-  }
+  KernelWorker(Napi::Env env, std::function<Status()> work, PinnedMemory pinned)
+      : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        pinned_(std::move(pinned)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     Status s = runCatching(work_);
@@ -102,10 +111,11 @@ class KernelWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::function<Status()> work_;
-  std::vector<std::shared_ptr<v8::BackingStore>> pinned_;
+  PinnedMemory pinned_;
 };
 
-// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise).
+// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise);
+// `arrays` are the typed arrays whose memory it reads or writes.
 inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
                              const std::vector<Napi::Value>& arrays) {
   if (!async) {
@@ -113,7 +123,8 @@ inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> 
     if (!s.empty()) throw Napi::Error::New(env, s);
     return env.Undefined();
   }
-  auto* worker = new KernelWorker(env, std::move(work), arrays);
+  PinnedMemory pinned = pinTypedArrays(env, arrays);
+  auto* worker = new KernelWorker(env, std::move(work), std::move(pinned));
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

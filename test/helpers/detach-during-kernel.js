@@ -2,7 +2,9 @@
 // kernels, transfers their input buffers away (the arrays become empty, the memory goes with the
 // transfer), collects what the transfer made, and prints as JSON whether each result equals a
 // synchronous run on a copy. A kernel reading the transferred memory after it was freed crashed here.
+// Then hands the raw addon a resizable buffer for async work, and prints what it said.
 'use strict';
+const path = require('path');
 const { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } = require(process.argv[2]);
 
 const noise = (i) => ((i * 2654435761) % 1000) / 1000 - 0.5;
@@ -43,6 +45,22 @@ async function main() {
   transfers.structuredClone(copy.buffer);
   global.gc();
   report['meanPoolNormalizeAsync hidden structuredClone'] = copy.length === 0 && equal(await pending, pooled);
+  // The raw addon (TypeScript refuses these first): a resizable buffer shrunk under an async
+  // kernel made its pages inaccessible (a segfault), so async work refuses one.
+  const { loadAddon } = require(path.join(path.dirname(process.argv[2]), 'native.js'));
+  const resizable = new ArrayBuffer(database.byteLength, { maxByteLength: database.byteLength });
+  const shrinking = new Float32Array(resizable);
+  shrinking.set(database);
+  const raw = { queries, numQueries, segments: [{ rows: shrinking, numRows: rows }], databaseType: 'float32', dim, k: 3,
+    normalized: false, outIndices: new Int32Array(numQueries * 3), outScores: new Float32Array(numQueries * 3), threads: 1 };
+  try {
+    const pendingRaw = loadAddon().cosineTopK(raw, true);
+    resizable.resize(0);
+    await pendingRaw;
+    report['raw addon: resizable buffer'] = 'accepted';
+  } catch (err) {
+    report['raw addon: resizable buffer'] = err.message;
+  }
   process.stdout.write(JSON.stringify(report));
 }
 main();
