@@ -178,12 +178,13 @@ export class CudaMatrix {
   private prepareSearch(queries: Float32Array, options: CudaSearchOptions) {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
     requireTypedArray('queries', queries, ['Float32Array']);
-    if (queries.length === 0 || queries.length % this.dim !== 0) {
-      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
-    }
+    // The options first: a getter could otherwise empty the queries (transfer their buffer) after their check.
     const opts = requireObject('options', options, SEARCH_OPTIONS);
     const requestedK = requirePositiveInteger('options.k', opts.k);
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
+    if (queries.length === 0 || queries.length % this.dim !== 0) {
+      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
+    }
     const k = Math.min(requestedK, this.rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range

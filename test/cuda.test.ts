@@ -211,6 +211,14 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const foreign = (require('vm') as typeof import('vm')).runInNewContext('new Float32Array([1, 0, 0, 0])') as Float32Array;
       expect(m.search(foreign, { k: 1 }).k).toBe(1);
+      // An option getter that empties the queries on its second read: the options are read before
+      // the queries are checked (this returned an empty result).
+      const emptied = new Float32Array([1, 0, 0, 0]);
+      let reads = 0;
+      const emptying = Object.defineProperty({ k: 1 }, 'normalized', {
+        enumerable: true, get() { if (++reads === 2) structuredClone(emptied.buffer, { transfer: [emptied.buffer] }); return undefined; },
+      });
+      expect(() => m.search(emptied, emptying)).toThrow(/^queries has 0 elements/);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
