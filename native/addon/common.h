@@ -18,12 +18,23 @@
 
 namespace camembed {
 
+// The memory of the typed arrays a native call uses, held until it returns (its async work ends).
+using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
+
 // A typed array's data pointer, checked for kind and for holding at least the product of `size`
 // bytes (element count factors times element bytes; a product that overflows is an error).
-// `used`, when given, collects the array read (the one to pin for async work: reading the
-// member again could run a getter and return another).
+// The array's memory goes into `pinned`, shared with its ArrayBuffer: while held it stays
+// allocated even when the buffer is detached (transferred with structuredClone or postMessage) and
+// its new owner collected, or the array itself collected. Holding a reference to the array would
+// keep the array, not its memory: async work read a transferred buffer after it was freed, and a
+// getter read later in the same call could transfer it before even a synchronous kernel ran.
+// A resizable buffer could still shrink (its pages become inaccessible) and shared memory change
+// under the kernel, so both are refused (TypeScript refuses them first).
+// Node-API cannot pin a buffer, so this one step uses V8: a napi_value is a v8::Local<v8::Value>
+// (Node's own conversion, V8LocalValueFromJsValue in src/js_native_api_v8.h, is this memcpy).
 inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
-                            std::initializer_list<int64_t> size, std::vector<Napi::Value>* used = nullptr) {
+                            std::initializer_list<int64_t> size, PinnedMemory& pinned) {
+  static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
   int64_t minBytes = 1;
   for (int64_t factor : size)
     if (__builtin_mul_overflow(minBytes, factor, &minBytes))
@@ -34,8 +45,14 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   Napi::TypedArray array = v.As<Napi::TypedArray>();
   if (int64_t(array.ByteLength()) < minBytes)
     throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' is shorter than its shape");
-  if (used != nullptr) used->push_back(v);
-  return static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  napi_value raw = v;
+  v8::Local<v8::Value> local;
+  std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
+  std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  if (memory->IsShared() || memory->IsResizableByUserJavaScript())
+    throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' is backed by a SharedArrayBuffer or a resizable ArrayBuffer");
+  pinned.push_back(memory);
+  return static_cast<char*>(memory->Data()) + array.ByteOffset();
 }
 
 // Integers up to 2^53 (beyond that a JS number is not exact).
@@ -68,33 +85,8 @@ inline Status runCatching(const std::function<Status()>& work) {
   }
 }
 
-using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
-
-// The memory behind typed arrays, shared with their ArrayBuffers: while held it stays allocated
-// even when a buffer is detached (transferred with structuredClone or postMessage) and its new
-// owner is collected, or an array itself is collected. A reference to an array would keep the
-// array, not its memory: a kernel reading a transferred buffer on the thread pool read freed
-// memory. A resizable buffer can still shrink (its pages become inaccessible) and shared memory
-// change under the kernel, so both are refused (TypeScript refuses them first).
-// Node-API cannot pin a buffer, so this one step uses V8: a napi_value is a v8::Local<v8::Value>
-// (Node's own conversion, V8LocalValueFromJsValue in src/js_native_api_v8.h, is this memcpy).
-inline PinnedMemory pinTypedArrays(Napi::Env env, const std::vector<Napi::Value>& arrays) {
-  static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
-  PinnedMemory pinned;
-  for (const Napi::Value& array : arrays) {
-    napi_value raw = array;
-    v8::Local<v8::Value> local;
-    std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
-    std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
-    if (memory->IsShared() || memory->IsResizableByUserJavaScript())
-      throw Napi::TypeError::New(env, "native: async kernels take no SharedArrayBuffer or resizable ArrayBuffer memory");
-    pinned.push_back(std::move(memory));
-  }
-  return pinned;
-}
-
 // Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error,
-// holding the memory the work reads or writes until it is done.
+// holding the memory the work reads or writes (typedArrayData) until it is done.
 class KernelWorker : public Napi::AsyncWorker {
  public:
   KernelWorker(Napi::Env env, std::function<Status()> work, PinnedMemory pinned)
@@ -114,16 +106,14 @@ class KernelWorker : public Napi::AsyncWorker {
   PinnedMemory pinned_;
 };
 
-// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise);
-// `arrays` are the typed arrays whose memory it reads or writes.
-inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
-                             const std::vector<Napi::Value>& arrays) {
+// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise), holding
+// `pinned`, the memory it reads or writes, until it is done.
+inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work, PinnedMemory pinned) {
   if (!async) {
     Status s = runCatching(work);
     if (!s.empty()) throw Napi::Error::New(env, s);
     return env.Undefined();
   }
-  PinnedMemory pinned = pinTypedArrays(env, arrays);
   auto* worker = new KernelWorker(env, std::move(work), std::move(pinned));
   Napi::Promise p = worker->promise();
   worker->Queue();

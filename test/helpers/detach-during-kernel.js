@@ -2,7 +2,8 @@
 // kernels, transfers their input buffers away (the arrays become empty, the memory goes with the
 // transfer), collects what the transfer made, and prints as JSON whether each result equals a
 // synchronous run on a copy. A kernel reading the transferred memory after it was freed crashed here.
-// Then hands the raw addon a resizable buffer for async work, and prints what it said.
+// Then hands the raw addon a resizable buffer for async work (printing what it said), and arrays
+// that a getter it reads later transfers away.
 'use strict';
 const path = require('path');
 const { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } = require(process.argv[2]);
@@ -60,6 +61,18 @@ async function main() {
     report['raw addon: resizable buffer'] = 'accepted';
   } catch (err) {
     report['raw addon: resizable buffer'] = err.message;
+  }
+  // The raw addon reads 'normalized' after it checked 'queries': a getter there transfers the
+  // queries away and collects them, before a synchronous kernel runs too (it read freed memory).
+  for (const async of [false, true]) {
+    const gone = new Float32Array(16384 * dim).fill(0.5);  // 48 MiB again
+    const args = { queries: gone, numQueries: gone.length / dim, segments: [{ rows: new Float32Array(64 * dim).fill(1), numRows: 64 }],
+      databaseType: 'float32', dim, k: 1, outIndices: new Int32Array(16384), outScores: new Float32Array(16384), threads: 1 };
+    Object.defineProperty(args, 'normalized', {
+      get() { structuredClone(gone.buffer, { transfer: [gone.buffer] }); global.gc(); return false; },
+    });
+    await loadAddon().cosineTopK(args, async);
+    report[`raw addon: queries transferred by a getter (${async ? 'async' : 'sync'})`] = args.outScores.every((s) => Math.abs(s - 1) < 1e-5);
   }
   process.stdout.write(JSON.stringify(report));
 }
