@@ -2,7 +2,7 @@
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { devices } from './devices';
 import { loadAddon } from './native';
-import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typedArrayKind, typeName } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
@@ -114,13 +114,8 @@ export class CudaMatrix {
    * when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
    */
   static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
-    const chunks = Array.isArray(data) ? data : [data];
-    chunks.forEach((chunk, i) => {
-      if (!(chunk instanceof Float32Array) && !(chunk instanceof Uint16Array)) {
-        const name = Array.isArray(data) ? `data[${i}]` : 'data';
-        throw new TypeError(`${name} must be a Float32Array or a Uint16Array of float16 bits, got ${typeName(chunk)}`);
-      }
-    });
+    const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
+      requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);
     const rows = requirePositiveInteger('options.rows', opts.rows);
     if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
@@ -144,7 +139,7 @@ export class CudaMatrix {
     try {
       let firstRow = 0;
       for (const chunk of chunks) {
-        const dataType: Storage = chunk instanceof Float32Array ? 'float32' : 'float16';
+        const dataType: Storage = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
         const rowCount = chunk.length / dim;
         native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
         firstRow += rowCount;
@@ -182,15 +177,14 @@ export class CudaMatrix {
 
   private prepareSearch(queries: Float32Array, options: CudaSearchOptions) {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
-    if (!(queries instanceof Float32Array)) {
-      throw new TypeError(`queries must be a Float32Array, got ${typeName(queries)}`);
-    }
-    if (queries.length === 0 || queries.length % this.dim !== 0) {
-      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
-    }
+    requireTypedArray('queries', queries, ['Float32Array']);
+    // The options first: a getter could otherwise empty the queries (transfer their buffer) after their check.
     const opts = requireObject('options', options, SEARCH_OPTIONS);
     const requestedK = requirePositiveInteger('options.k', opts.k);
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
+    if (queries.length === 0 || queries.length % this.dim !== 0) {
+      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
+    }
     const k = Math.min(requestedK, this.rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range

@@ -67,20 +67,17 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
   const seq = requirePositiveInteger('shape.seq', s.seq);
   const hiddenSize = requirePositiveInteger('shape.hidden', s.hidden);
   const o = optionalObject('options', options, POOL_OPTIONS);
+  // Every option is read before the lengths are checked: a getter could otherwise empty an array
+  // (transfer its buffer) after its check.
+  const hiddenType = dtypeOf('hidden', h, o.dtype);
+  const normalize = optionalBoolean('options.normalize', o.normalize, true);
+  const threads = optionalThreads(o.threads);
+  const device = resolveDevice(o.device);
   requireLength('hidden', h, batch * seq * hiddenSize, `shape ${batch}x${seq}x${hiddenSize}`);
   requireLength('mask', m, batch * seq, `shape ${batch}x${seq}`);
   return {
-    hidden: h,
-    hiddenType: dtypeOf('hidden', h, o.dtype),
-    mask: m,
-    maskType: MASK_TYPES[typedArrayKind(m)!],
-    batch,
-    seq,
-    hiddenSize,
-    normalize: optionalBoolean('options.normalize', o.normalize, true),
-    out: new Float32Array(batch * hiddenSize),
-    threads: optionalThreads(o.threads),
-    device: resolveDevice(o.device),
+    hidden: h, hiddenType, mask: m, maskType: MASK_TYPES[typedArrayKind(m)!], batch, seq, hiddenSize, normalize,
+    out: new Float32Array(batch * hiddenSize), threads, device,
   };
 }
 
@@ -98,6 +95,11 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   const o = requireObject('options', options, TOPK_OPTIONS);
   const dim = requirePositiveInteger('options.dim', o.dim);
   const k = requirePositiveInteger('options.k', o.k);
+  // Every option is read before the lengths are checked (see preparePool).
+  const databaseType = dtypeOf('database', db, o.dtype);
+  const normalized = optionalBoolean('options.normalized', o.normalized, false);
+  const threads = optionalThreads(o.threads);
+  const device = resolveDevice(o.device);
   const numQueries = queryCount(q, dim);
   for (let i = 0; i < q.length; i++) {
     if (!Number.isFinite(q[i])) throw new RangeError(`queries row ${Math.floor(i / dim)} contains NaN or infinite values`);
@@ -109,17 +111,8 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
   const kept = Math.min(k, numRows);
   return {
-    queries: q,
-    numQueries,
-    segments: [{ rows: db, numRows }],
-    databaseType: dtypeOf('database', db, o.dtype),
-    dim,
-    k: kept,
-    normalized: optionalBoolean('options.normalized', o.normalized, false),
-    outIndices: new Int32Array(numQueries * kept),
-    outScores: new Float32Array(numQueries * kept),
-    threads: optionalThreads(o.threads),
-    device: resolveDevice(o.device),
+    queries: q, numQueries, segments: [{ rows: db, numRows }], databaseType, dim, k: kept, normalized,
+    outIndices: new Int32Array(numQueries * kept), outScores: new Float32Array(numQueries * kept), threads, device,
   };
 }
 

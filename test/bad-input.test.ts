@@ -181,6 +181,38 @@ test('a worker thread that ends while its async kernels run leaves the process a
   expect(out.indices).toEqual(Array.from(reference.cosineTopK(query, database, { dim, k: 3 }).indices));
 });
 
+test('input buffers transferred away and collected while async kernels run: the kernels finish on the data as it was', () => {
+  // A child process: before the kernels pinned their inputs' memory this read freed memory (a segfault),
+  // as did a resizable buffer shrunk under a raw async call.
+  const script = path.join(__dirname, 'helpers', 'detach-during-kernel.js');
+  const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
+  const report = JSON.parse(execFileSync(process.execPath, ['--expose-gc', script, dist], { stdio: ['ignore', 'pipe', 'pipe'] }).toString());
+  expect(report).toEqual({
+    'cosineTopKAsync database structuredClone': true,
+    'cosineTopKAsync queries structuredClone': true,
+    'cosineTopKAsync database postMessage': true,
+    'cosineTopKAsync queries postMessage': true,
+    'meanPoolNormalizeAsync hidden structuredClone': true,
+    'raw addon: resizable buffer': "native: 'rows' is backed by a SharedArrayBuffer or a resizable ArrayBuffer",
+    'raw addon: queries transferred by a getter (sync)': true,
+    'raw addon: queries transferred by a getter (async)': true,
+  });
+});
+
+test('an option getter that empties an array after its first read is caught before native code', async () => {
+  // Options are read before the arrays' lengths are checked; the native check was the only one left.
+  const emptying = (array: ArrayBufferView) => {
+    let reads = 0;
+    return { get() { if (++reads === 2) structuredClone(array.buffer, { transfer: [array.buffer] }); return undefined; }, enumerable: true };
+  };
+  const database = new Float32Array(40).fill(1);
+  const options = Object.defineProperty({ dim: 4, k: 2 }, 'threads', emptying(database));
+  await expect(cosineTopKAsync(q, database, options)).rejects.toThrow(new RangeError('database has 0 elements: expected a non-zero multiple of options.dim (4)'));
+  const states = hidden.slice();
+  expect(() => meanPoolNormalize(states, mask, shape, Object.defineProperty({}, 'device', emptying(states))))
+    .toThrow(new RangeError('hidden has 0 elements but shape 2x3x4 needs 24'));
+});
+
 describe('typed arrays from another realm or shared memory', () => {
   test('arrays made in a vm context compute the same as local ones', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -56,7 +56,13 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   const data = new Float32Array(12);
   test('wrong types and shapes are TypeError / RangeError naming the argument', () => {
     expect(() => CudaMatrix.create(new Float64Array(12) as unknown as Float32Array, { rows: 3, dim: 4 }))
-      .toThrow(new TypeError('data must be a Float32Array or a Uint16Array of float16 bits, got Float64Array'));
+      .toThrow(new TypeError('data must be a Float32Array or Uint16Array, got Float64Array'));
+    // Shared or resizable memory could change or shrink under native code.
+    expect(() => CudaMatrix.create(new Float32Array(new SharedArrayBuffer(48)), { rows: 3, dim: 4 }))
+      .toThrow(new TypeError('data is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a Float32Array'));
+    const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
+    expect(() => CudaMatrix.create([data, new Uint16Array(new Resizable(24, { maxByteLength: 48 }))], { rows: 6, dim: 4 }))
+      .toThrow(/^data\[1\] is backed by a resizable ArrayBuffer/);
     expect(() => CudaMatrix.create(data, null as unknown as { rows: number; dim: number })).toThrow(TypeError);
     expect(() => CudaMatrix.create(data, { rows: 3.5, dim: 4 })).toThrow(/options.rows must be an integer/);
     expect(() => CudaMatrix.create(data, { rows: 0, dim: 4 })).toThrow(RangeError);
@@ -68,8 +74,11 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
       .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
   });
-  (hasGpu ? test.skip : test)('without a GPU, create says why', () => {
+  (hasGpu ? test.skip : test)('without a GPU, create says why (also for an array from another realm)', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const foreign = (require('vm') as typeof import('vm')).runInNewContext('new Float32Array(12)') as Float32Array;
+    expect(() => CudaMatrix.create(foreign, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
   });
 });
 
@@ -194,6 +203,22 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       expect(() => m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1, normalized: true })).toThrow(/65504/);
       expect(m.search(new Float32Array([1e5, 0, 0, 0]), { k: 1 }).k).toBe(1);  // cosine mode sends it as a unit vector
       expect(() => m.search(new Float32Array(4), { k: 1, normalized: 1 as unknown as boolean })).toThrow(TypeError);
+      // A resizable buffer could shrink under an async search (float32 storage and normalized
+      // queries are sent as given); an array from another realm is a Float32Array too.
+      const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
+      expect(() => m.search(new Float32Array(new Resizable(16, { maxByteLength: 32 })), { k: 1, normalized: true }))
+        .toThrow(/^queries is backed by a resizable ArrayBuffer/);
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const foreign = (require('vm') as typeof import('vm')).runInNewContext('new Float32Array([1, 0, 0, 0])') as Float32Array;
+      expect(m.search(foreign, { k: 1 }).k).toBe(1);
+      // An option getter that empties the queries on its second read: the options are read before
+      // the queries are checked (this returned an empty result).
+      const emptied = new Float32Array([1, 0, 0, 0]);
+      let reads = 0;
+      const emptying = Object.defineProperty({ k: 1 }, 'normalized', {
+        enumerable: true, get() { if (++reads === 2) structuredClone(emptied.buffer, { transfer: [emptied.buffer] }); return undefined; },
+      });
+      expect(() => m.search(emptied, emptying)).toThrow(/^queries has 0 elements/);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });

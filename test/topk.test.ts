@@ -161,6 +161,13 @@ describe('cosineTopK: native equals the float64 reference', () => {
     }
     // Against rows of norm 0 a cosine score is 0 whatever the query: the bad query is still reported.
     expect(() => cosineTopK(badQuery, new Float32Array(8 * dim), { dim, k: 3 })).toThrow(`queries row ${Q - 1}`);
+    // Finite components whose norm passes the float32 range (3e38, 3e38: norm 4.2e38) are an error
+    // too: an infinite norm scored the row 0 instead of its cosine (0.5 here, the reference's).
+    const hugeRow = new Float32Array(50 * dim).fill(0);
+    hugeRow.set([3e38, 3e38], 37 * dim);
+    const ones = new Float32Array(Q * dim).fill(1);
+    expect(reference.cosineTopK(ones.subarray(0, dim), hugeRow, { dim, k: 1 }).indices[0]).toBe(37);
+    expect(() => cosineTopK(ones, hugeRow, { dim, k: 3 })).toThrow('not finite');
   });
 
   test('async equals sync; threads: 1 equals all cores', async () => {

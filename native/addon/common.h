@@ -3,8 +3,11 @@
 // raw addon from crashing the process.
 #pragma once
 #include <napi.h>
+#include <v8.h>
 
+#include <cstring>
 #include <functional>
+#include <memory>
 #include <initializer_list>
 #include <new>
 #include <stdexcept>
@@ -15,10 +18,23 @@
 
 namespace camembed {
 
+// The memory of the typed arrays a native call uses, held until it returns (its async work ends).
+using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
+
 // A typed array's data pointer, checked for kind and for holding at least the product of `size`
 // bytes (element count factors times element bytes; a product that overflows is an error).
+// The array's memory goes into `pinned`, shared with its ArrayBuffer: while held it stays
+// allocated even when the buffer is detached (transferred with structuredClone or postMessage) and
+// its new owner collected, or the array itself collected. Holding a reference to the array would
+// keep the array, not its memory: async work read a transferred buffer after it was freed, and a
+// getter read later in the same call could transfer it before even a synchronous kernel ran.
+// A resizable buffer could still shrink (its pages become inaccessible) and shared memory change
+// under the kernel, so both are refused (TypeScript refuses them first).
+// Node-API cannot pin a buffer, so this one step uses V8: a napi_value is a v8::Local<v8::Value>
+// (Node's own conversion, V8LocalValueFromJsValue in src/js_native_api_v8.h, is this memcpy).
 inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
-                            std::initializer_list<int64_t> size) {
+                            std::initializer_list<int64_t> size, PinnedMemory& pinned) {
+  static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
   int64_t minBytes = 1;
   for (int64_t factor : size)
     if (__builtin_mul_overflow(minBytes, factor, &minBytes))
@@ -29,7 +45,14 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   Napi::TypedArray array = v.As<Napi::TypedArray>();
   if (int64_t(array.ByteLength()) < minBytes)
     throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' is shorter than its shape");
-  return static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  napi_value raw = v;
+  v8::Local<v8::Value> local;
+  std::memcpy(static_cast<void*>(&local), &raw, sizeof raw);
+  std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  if (memory->IsShared() || memory->IsResizableByUserJavaScript())
+    throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' is backed by a SharedArrayBuffer or a resizable ArrayBuffer");
+  pinned.push_back(memory);
+  return static_cast<char*>(memory->Data()) + array.ByteOffset();
 }
 
 // Integers up to 2^53 (beyond that a JS number is not exact).
@@ -62,14 +85,13 @@ inline Status runCatching(const std::function<Status()>& work) {
   }
 }
 
-// Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error.
-// `keepAlive` holds the JS objects whose memory the work reads or writes.
+// Runs `work` on the libuv thread pool and settles a Promise with undefined or an Error,
+// holding the memory the work reads or writes (typedArrayData) until it is done.
 class KernelWorker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, std::function<Status()> work, const std::vector<Napi::Value>& keepAlive)
-      : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
-    for (const auto& v : keepAlive) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
-  }
+  KernelWorker(Napi::Env env, std::function<Status()> work, PinnedMemory pinned)
+      : Napi::AsyncWorker(env, "camembed"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        pinned_(std::move(pinned)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     Status s = runCatching(work_);
@@ -81,18 +103,18 @@ class KernelWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::function<Status()> work_;
-  std::vector<Napi::ObjectReference> refs_;
+  PinnedMemory pinned_;
 };
 
-// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise).
-inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work,
-                             const std::vector<Napi::Value>& keepAlive) {
+// Runs the kernel now (returning undefined) or on the thread pool (returning a Promise), holding
+// `pinned`, the memory it reads or writes, until it is done.
+inline Napi::Value runKernel(Napi::Env env, bool async, std::function<Status()> work, PinnedMemory pinned) {
   if (!async) {
     Status s = runCatching(work);
     if (!s.empty()) throw Napi::Error::New(env, s);
     return env.Undefined();
   }
-  auto* worker = new KernelWorker(env, std::move(work), keepAlive);
+  auto* worker = new KernelWorker(env, std::move(work), std::move(pinned));
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

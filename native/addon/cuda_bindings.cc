@@ -67,8 +67,9 @@ Napi::Value SetRows(const Napi::CallbackInfo& info) {
   Napi::Object opts = info[1].As<Napi::Object>();
   const int64_t firstRow = integerOption(opts, "firstRow"), rowCount = integerOption(opts, "rowCount");
   const HiddenType dataType = storageOption(opts, "dataType");
+  PinnedMemory pinned;
   const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
-                                    {rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(dataType)});
+                                    {rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(dataType)}, pinned);
   Status s = cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
   if (!s.empty()) throw Napi::Error::New(env, s);
   return env.Undefined();
@@ -92,14 +93,15 @@ Napi::Value Search(const Napi::CallbackInfo& info) {
   Napi::Object opts = info[1].As<Napi::Object>();
   const int64_t numQueries = integerOption(opts, "numQueries"), k = integerOption(opts, "k");
   const int64_t dim = cudaMatrixDim(matrix.get());
-  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}));
-  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {numQueries, k, 4}));
-  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}));
+  PinnedMemory pinned;
+  const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}, pinned));
+  int32_t* outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {numQueries, k, 4}, pinned));
+  float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}, pinned));
   const bool normalized = boolOption(opts, "normalized");
   const bool async = info[2].ToBoolean().Value();
   return runKernel(env, async, [matrix, queries, numQueries, k, normalized, outIndices, outScores]() {
     return cudaMatrixSearch(matrix.get(), queries, numQueries, k, normalized, outIndices, outScores);
-  }, {opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")});
+  }, std::move(pinned));
 }
 
 }  // namespace

@@ -166,15 +166,16 @@ Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   ChecksumArgs a{};
-  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, {32}));
+  PinnedMemory pinned;
+  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, {32}, pinned));
   Napi::Value bytes = opts.Get("bytes");
   if (!bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     throw Napi::TypeError::New(env, "native: 'bytes' must be a Uint8Array");
   a.length = int64_t(bytes.As<Napi::TypedArray>().ByteLength());
   if (a.length % 32 != 0) throw Napi::RangeError::New(env, "native: 'bytes' length must be a multiple of 32");
-  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, {a.length}));
+  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, {a.length}, pinned));
   const bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [a]() { return checksumUpdate(a); }, {opts.Get("lanes"), bytes});
+  return runKernel(env, async, [a]() { return checksumUpdate(a); }, std::move(pinned));
 }
 
 // tryLockFile(fd) -> true once this process holds an exclusive flock on the open file, false

@@ -37,16 +37,17 @@ Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
   else if (maskType == "int32") { a.maskType = MaskType::Int32; maskArray = napi_int32_array; }
   else if (maskType == "uint8") { a.maskType = MaskType::Uint8; maskArray = napi_uint8_array; }
   else throw Napi::TypeError::New(env, "native: 'maskType' must be 'int64', 'int32' or 'uint8'");
-  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), {a.batch, a.seq, a.hiddenSize, hiddenElementBytes(a.hiddenType)});
-  a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)});
-  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}));
+  PinnedMemory pinned;
+  a.hidden = typedArrayData(opts, "hidden", arrayTypeOf(a.hiddenType), {a.batch, a.seq, a.hiddenSize, hiddenElementBytes(a.hiddenType)}, pinned);
+  a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)}, pinned);
+  a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}, pinned));
   a.normalize = boolOption(opts, "normalize");
   const int threads = int(integerOption(opts, "threads"));
   const int device = opts.Get("device").ToNumber().Int32Value();
   bool async = info[1].ToBoolean().Value();
   return runKernel(env, async, [a, threads, device]() {
     return device < 0 ? meanPoolNormalizeCpu(a, threads) : meanPoolNormalizeCuda(a, device);
-  }, {opts.Get("hidden"), opts.Get("mask"), opts.Get("out")});
+  }, std::move(pinned));
 }
 
 // cosineTopK({queries, numQueries, segments: [{rows, numRows, ids?}], databaseType, dim, k,
@@ -59,11 +60,11 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
   a.dim = integerOption(opts, "dim");
   a.k = integerOption(opts, "k");
   a.databaseType = hiddenTypeOption(opts, "databaseType");
-  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {a.numQueries, a.dim, 4}));
-  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {a.numQueries, a.k, 4}));
-  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {a.numQueries, a.k, 4}));
+  PinnedMemory pinned;
+  a.queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {a.numQueries, a.dim, 4}, pinned));
+  a.outIndices = static_cast<int32_t*>(typedArrayData(opts, "outIndices", napi_int32_array, {a.numQueries, a.k, 4}, pinned));
+  a.outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {a.numQueries, a.k, 4}, pinned));
   a.normalized = boolOption(opts, "normalized");
-  std::vector<Napi::Value> keepAlive{opts.Get("queries"), opts.Get("outIndices"), opts.Get("outScores")};
   Napi::Value list = opts.Get("segments");
   if (!list.IsArray()) throw Napi::TypeError::New(env, "native: 'segments' must be an array");
   Napi::Array segments = list.As<Napi::Array>();
@@ -73,17 +74,14 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
     Napi::Object seg = v.As<Napi::Object>();
     TopKSegment s{};
     s.numRows = integerOption(seg, "numRows");
-    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), {s.numRows, a.dim, hiddenElementBytes(a.databaseType)});
-    keepAlive.push_back(seg.Get("rows"));
-    if (!seg.Get("ids").IsUndefined()) {
-      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}));
-      keepAlive.push_back(seg.Get("ids"));
-    }
+    s.rows = typedArrayData(seg, "rows", arrayTypeOf(a.databaseType), {s.numRows, a.dim, hiddenElementBytes(a.databaseType)}, pinned);
+    if (!seg.Get("ids").IsUndefined())
+      s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}, pinned));
     a.segments.push_back(s);
   }
   const int threads = int(integerOption(opts, "threads"));
   bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, keepAlive);
+  return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, std::move(pinned));
 }
 
 // float32ToFloat16({input: Float32Array, output: Uint16Array of the same length}): IEEE half bits.
@@ -93,8 +91,9 @@ Napi::Value Float32ToFloat16(const Napi::CallbackInfo& info) {
   Napi::Value input = opts.Get("input");
   if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
   const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
-  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}));
-  auto* out = static_cast<uint16_t*>(typedArrayData(opts, "output", napi_uint16_array, {n, 2}));
+  PinnedMemory pinned;
+  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}, pinned));
+  auto* out = static_cast<uint16_t*>(typedArrayData(opts, "output", napi_uint16_array, {n, 2}, pinned));
   floatToHalfArray(in, out, n);
   return env.Undefined();
 }
@@ -109,10 +108,11 @@ Napi::Value UnitRows(const Napi::CallbackInfo& info) {
   if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
   const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
   if (dim < 1 || n % dim != 0) throw Napi::RangeError::New(env, "native: 'input' must hold whole rows of 'dim' values");
-  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}));
+  PinnedMemory pinned;
+  const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}, pinned));
   Napi::Value output = opts.Get("output");
   const bool half = output.IsTypedArray() && output.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
-  void* out = typedArrayData(opts, "output", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4});
+  void* out = typedArrayData(opts, "output", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4}, pinned);
   return Napi::Number::New(env, double(unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out),
                                                    half ? static_cast<uint16_t*>(out) : nullptr, 0)));
 }

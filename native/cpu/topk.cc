@@ -463,8 +463,11 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   const float* queries = a.normalized ? a.queries : unitQueries.data();
   const SumSquares4Fn sumSquaresOf4 = half ? sumSquares4<uint16_t>() : sumSquares4<float>();
   // Norms of `count` rows (stride d, storage type) into `norms`; `tail` is a 4-row scratch for the
-  // last count % 4 rows (zero-padded, so every row goes through the same 4-row function).
+  // last count % 4 rows (zero-padded, so every row goes through the same 4-row function). Returns
+  // false when a norm is not finite: NaN or infinity in a row, or finite values whose norm passes
+  // FLT_MAX (components near 1e38), which as an infinite divisor would score the row 0, not its cosine.
   auto rowNormsOf = [&](const char* rows, int64_t count, float* norms, std::vector<char>& tail) {
+    bool finite = true;
     int64_t j = 0;
     for (; j + 4 <= count; j += 4) sumSquaresOf4(rows + j * rowBytes, d, norms + j);
     if (j < count) {
@@ -486,7 +489,9 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
         exact += x * x;
       }
       norms[j] = float(std::sqrt(exact));
+      finite &= std::isfinite(norms[j]);
     }
+    return finite;
   };
 
   // The packed kernel for many queries; the 4x4 register blocks otherwise. (The two sum in
@@ -551,7 +556,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
           widen(reinterpret_cast<const uint16_t*>(rows), widened.data(), count * d);  // the group's rows are contiguous
           floats = widened.data();
         }
-        if (!a.normalized) rowNormsOf(rows, count, rowNorms.data(), normTail);
+        if (!a.normalized && !rowNormsOf(rows, count, rowNorms.data(), normTail)) nanHere = true;
         if (packed != nullptr) {
           for (int64_t q0 = chunk; q0 < chunkEnd; q0 += lanes) {
             packed->fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
