@@ -88,12 +88,3 @@ test("a missing addon's error tells a user of the package how to build it", asyn
   expect(stdout).toContain('cannot load the native addon');
   expect(stdout).toContain("'npm rebuild camembed'");
 });
-
-test('cmake-js compiles against node-api-headers (an npm package): the install downloads nothing from nodejs.org', async () => {
-  // Without package.json's binary.napi_versions, cmake-js fetches Node's headers from nodejs.org
-  // unless npm's `nodedir` is set, and an install with only the npm registry in reach fails.
-  const stdout = await runNode([require.resolve('cmake-js/bin/cmake-js'), 'print-cmakejs-include']);
-  const includes = stdout.trim().split('\n').pop()!.split(';');
-  expect(includes.some((dir) => /node_modules[/\\]node-api-headers[/\\]include$/.test(dir))).toBe(true);
-  expect(includes.filter((dir) => dir.includes('.cmake-js'))).toEqual([]);
-});
