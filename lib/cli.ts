@@ -66,10 +66,12 @@ export async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) {
   // A reader that stops early (`camembed search ... | head`) closes the pipe: end quietly with the
-  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace.
+  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace. Any other
+  // write error (a full disk: `> /dev/full`) is a runtime error that says so, as in coreutils.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(128 + 13);
-    throw err;
+    process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
+    process.exit(1);
   });
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

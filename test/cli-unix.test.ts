@@ -1,0 +1,46 @@
+// `camembed` as a Unix tool, run as a child process (dist/cli.js, built by `npm test`'s pretest):
+// what it does with standard output that fails, signals, exit statuses and mistyped names.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { VectorIndex } from '../lib/vector-index';
+
+const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+
+/** Runs the CLI to the end; `stdout` is a file descriptor to write to instead of a pipe. */
+function camembed(args: string[], options: { stdout?: number; input?: string } = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    input: options.input ?? '', stdio: ['pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
+  });
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr };
+}
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-unix-')); });
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function smallIndex(): Promise<string> {
+  const file = path.join(dir, 'small.cmbd');
+  const index = new VectorIndex({ dim: 2 });
+  index.add(new Float32Array([1, 0, 0, 1, 0.6, 0.8]));
+  await index.save(file);
+  index.dispose();
+  return file;
+}
+
+const haveDevFull = fs.existsSync('/dev/full');
+(haveDevFull ? test : test.skip)('a full disk on standard output is a runtime error that says so (exit 1), without a stack trace', async () => {
+  const file = await smallIndex();
+  const queries = path.join(dir, 'q.f32');
+  fs.writeFileSync(queries, Buffer.from(new Float32Array([1, 0, 0, 1]).buffer));
+  const full = fs.openSync('/dev/full', 'w');
+  try {
+    for (const args of [['--version'], ['search', '--help'], ['index', 'info', file], ['search', '--index', file, '--query-vectors', queries]]) {
+      const { status, stderr } = camembed(args, { stdout: full });
+      expect({ args, status, stderr }).toEqual({ args, status: 1, stderr: 'camembed: cannot write to standard output: ENOSPC: no space left on device, write\n' });
+    }
+  } finally {
+    fs.closeSync(full);
+  }
+});
