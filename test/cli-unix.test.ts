@@ -44,3 +44,21 @@ const haveDevFull = fs.existsSync('/dev/full');
     fs.closeSync(full);
   }
 });
+
+test('--revision with a model folder is a usage error (exit 2) in every command that loads a model, before it loads', async () => {
+  const file = await smallIndex();
+  const model = fs.mkdtempSync(path.join(dir, 'model-'));  // a folder: no model needs to be in it
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  const evalFiles = ['--collection', input, '--queries', input, '--qrels', input, '--cache', path.join(dir, 'cache')];
+  for (const args of [
+    ['encode', '--input', input, '--output', path.join(dir, 'out.f32')],
+    ['index', 'build', '--input', input, '--output', path.join(dir, 'out.cmbd')],
+    ['search', '--index', file, 'une question'],
+    ['eval', ...evalFiles],
+  ]) {
+    const { status, stderr } = camembed([...args, '--model', model, '--revision', 'v1.0']);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --revision is for Hub ids, but ${model} is a folder here\n` });
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
+});

@@ -100,6 +100,14 @@ export function requiredString(options: Parsed['options'], name: string, placeho
   return value as string;
 }
 
+/**
+ * A usage error for --revision with a model folder (a folder has no revisions), before the model
+ * loads: Encoder.load would refuse it too, but as a runtime error naming `options.revision`.
+ */
+export function requireHubIdForRevision(model: string, revision: string | undefined): void {
+  if (revision !== undefined && fs.existsSync(model)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+}
+
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
 export function requireExists(name: string, file: string): void {
   if (file === '-') return;

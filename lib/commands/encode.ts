@@ -4,7 +4,9 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireOutputFile, textsWithProgress } from './args';
+import {
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireHubIdForRevision, requireOutputFile, textsWithProgress,
+} from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -52,6 +54,7 @@ export async function run(argv: string[]): Promise<void> {
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
+  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
 
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',

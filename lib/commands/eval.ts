@@ -3,7 +3,9 @@ import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
-import { CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
+import {
+  CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireHubIdForRevision, requireOutputFile,
+} from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
@@ -72,6 +74,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
+  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
     // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.

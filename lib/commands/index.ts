@@ -13,8 +13,8 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireOutputFile,
-  textsWithProgress,
+  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
+  requireOutputFile, textsWithProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -174,6 +174,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   const device = options.device as 'cpu';
   const model = options.model as string | undefined;
+  // With --vectors too: search would fail on a folder recorded with a revision.
+  requireHubIdForRevision(model ?? DEFAULT_MODEL, options.revision as string | undefined);
 
   // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;
@@ -183,8 +185,6 @@ export async function run(argv: string[]): Promise<void> {
     const encoderOption = ['batch-size', 'threads', 'offline'].find((name) => given.has(name));
     if (encoderOption !== undefined) throw new CliUsageError(`--${encoderOption} goes with --input (it sets up the encoder), not --vectors`);
     if (given.has('revision') && model === undefined) throw new CliUsageError('--revision goes with --model (the model the index records)');
-    // As Encoder.load with --input: search would fail on a folder recorded with a revision.
-    if (given.has('revision') && fs.existsSync(model!)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };

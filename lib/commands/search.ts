@@ -10,7 +10,7 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption } from './args';
+import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision } from './args';
 import { modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -147,6 +147,7 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
+  requireHubIdForRevision(model, options.revision as string | undefined);
   // The revision the index records goes with its model, not with one given by --model.
   const recordedRevision = options.model === undefined && recorded !== undefined && typeof index.metadata.revision === 'string'
     ? index.metadata.revision : undefined;
