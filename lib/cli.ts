@@ -2,7 +2,7 @@
 // The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
 // `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
 import * as path from 'path';
-import { CliInterrupted, CliUsageError } from './commands/args';
+import { CliInterrupted, CliUsageError, suggestion } from './commands/args';
 import { readJsonFile } from './json-file';
 
 interface Command {
@@ -24,7 +24,7 @@ function usage(): string {
     .sort()
     .map((name) => `  ${name.padEnd(20)} ${COMMANDS[name]().summary}`);
   return `usage: camembed <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
-    `Run 'camembed <command> --help' for a command's options, 'camembed --version' for the version.`;
+    `Run 'camembed <command> --help' (or 'camembed help <command>') for a command's options, 'camembed --version' for the version.`;
 }
 
 /** The package's version: package.json sits one folder above this file (dist/cli.js or lib/cli.ts). */
@@ -34,9 +34,14 @@ function version(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {  // a usage error: the usage goes to stderr, as the shell's own tools do
+    process.stderr.write(usage() + '\n');
+    return 2;
+  }
+  if (name === 'help' && rest.length > 0) return main([...rest, '--help']);  // `camembed help index info`
+  if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   if (name === '--version' || name === '-v') {
     process.stdout.write(`${version()}\n`);
@@ -44,7 +49,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const load = COMMANDS[name];
   if (load === undefined) {
-    process.stderr.write(`camembed: unknown command '${name}'\n\n${usage()}\n`);
+    process.stderr.write(`camembed: unknown command '${name}'${suggestion(name, Object.keys(COMMANDS))}\n\n${usage()}\n`);
     return 2;
   }
   try {

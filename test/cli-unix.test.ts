@@ -62,3 +62,30 @@ test('--revision with a model folder is a usage error (exit 2) in every command 
   }
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
 });
+
+test('a mistyped option, command or index subcommand is a usage error (exit 2) that suggests the nearest name', () => {
+  const cases: [string[], string][] = [
+    [['encode', '--modle', 'x'], 'camembed encode: unknown option --modle (did you mean --model?)'],
+    [['encode', '--batch', '3'], 'camembed encode: unknown option --batch (did you mean --batch-size?)'],
+    [['search', '--query-vector', 'q.npy'], 'camembed search: unknown option --query-vector (did you mean --query-vectors?)'],
+    [['search', '--index', 'x.cmbd', '-k', '3', 'q'], 'camembed search: unknown option -k (did you mean --k?)'],
+    [['encode', '--xyzzy'], 'camembed encode: unknown option --xyzzy'],
+    [['encod'], "camembed: unknown command 'encod' (did you mean encode?)"],
+    [['index', 'bulid'], "camembed index: expected 'index build', 'index info' or 'index neighbors', got 'index bulid' (did you mean index build?)"],
+  ];
+  for (const [args, message] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, line: stderr.split('\n')[0] }).toEqual({ args, status: 2, line: message });
+  }
+});
+
+test("'camembed help <command>' prints that command's help; 'camembed' alone is a usage error (usage on stderr, exit 2)", () => {
+  for (const command of [['encode'], ['index', 'info'], ['search']]) {
+    expect(camembed(['help', ...command])).toEqual({ status: 0, stdout: camembed([...command, '--help']).stdout, stderr: '' });
+  }
+  const bare = camembed([]);
+  expect(bare.status).toBe(2);
+  expect(bare.stdout).toBe('');
+  expect(bare.stderr).toBe(camembed(['--help']).stdout);
+  expect(bare.stderr).toMatch(/^usage: camembed <command> \[options\]\n/);
+});

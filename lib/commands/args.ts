@@ -32,6 +32,31 @@ export interface Parsed {
   given: Set<string>;
 }
 
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * ` (did you mean X?)` for a mistyped `word`: the nearest of `known` if it is a few edits away
+ * (a third of the word, at least 2) or starts with the word; else ''.
+ */
+export function suggestion(word: string, known: string[]): string {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of known) {
+    const d = name.startsWith(word) ? 0 : editDistance(word, name);
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
+}
+
 export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   const options: Parsed['options'] = {};
   for (const [name, s] of Object.entries(spec)) options[name] = s.default;
@@ -47,6 +72,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       options.help = true;
       continue;
     }
+    const known = Object.keys(spec).map((n) => `--${n}`);
+    if (/^-[A-Za-z][\w-]*$/.test(arg)) {  // '-k 3': options are long ('--' ends them: -- -text)
+      throw new CliUsageError(`unknown option ${arg}${suggestion(`-${arg}`, known)}`);
+    }
     if (!arg.startsWith('--')) {
       positional.push(arg);
       continue;
@@ -54,7 +83,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     const eq = arg.indexOf('=');
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     const s = spec[name];
-    if (s === undefined) throw new CliUsageError(`unknown option --${name}`);
+    if (s === undefined) throw new CliUsageError(`unknown option --${name}${suggestion(`--${name}`, known)}`);
     given.add(name);
     if (s.type === 'boolean') {
       options[name] = eq >= 0 ? arg.slice(eq + 1) !== 'false' : true;

@@ -14,7 +14,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
-  requireOutputFile, textsWithProgress,
+  requireOutputFile, suggestion, textsWithProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -158,7 +158,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n\n${helpText(usage, SPEC)}`);
   }
   if (positional[0] !== 'build') {
-    throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'`);
+    throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'` +
+      suggestion(`index ${positional[0]}`, ['index build', 'index info', 'index neighbors']));
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
   const vectorsFile = options.vectors as string | undefined;
