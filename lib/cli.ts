@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
 // `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
+import * as os from 'os';
 import * as path from 'path';
+import { trackTemporaries } from './atomic-file';
 import { CliInterrupted, CliUsageError, suggestion } from './commands/args';
 import { readJsonFile } from './json-file';
 
@@ -62,7 +64,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof CliInterrupted) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
-      return 128 + 2;
+      return 128 + os.constants.signals[err.signal];
     }
     process.stderr.write(`camembed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
@@ -78,5 +80,6 @@ if (require.main === module) {
     process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
     process.exit(1);
   });
+  trackTemporaries();  // for the commands' Ctrl-C handlers (onInterrupt)
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

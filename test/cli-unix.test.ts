@@ -1,12 +1,17 @@
 // `camembed` as a Unix tool, run as a child process (dist/cli.js, built by `npm test`'s pretest):
 // what it does with standard output that fails, signals, exit statuses and mistyped names.
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { VectorIndex } from '../lib/vector-index';
 
 const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+const SHARED = path.resolve(__dirname, '../../shared');
+const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
+const TOKENIZER = path.join(SHARED, 'models/camembert-base-tokenizer');
+const haveModels = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
+if (!haveModels) console.warn(`CLI signal tests skipped: ${MODEL} or ${TOKENIZER} is missing`);
 
 /** Runs the CLI to the end; `stdout` is a file descriptor to write to instead of a pipe. */
 function camembed(args: string[], options: { stdout?: number; input?: string } = {}): { status: number | null; stdout: string; stderr: string } {
@@ -88,4 +93,63 @@ test("'camembed help <command>' prints that command's help; 'camembed' alone is 
   expect(bare.stdout).toBe('');
   expect(bare.stderr).toBe(camembed(['--help']).stdout);
   expect(bare.stderr).toMatch(/^usage: camembed <command> \[options\]\n/);
+});
+
+/**
+ * Starts the CLI; `signals` are sent one by one, each once `ready(stderr so far)` says so (polled),
+ * and the exit status comes back (null when a signal killed it).
+ */
+async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: string) => boolean][]):
+  Promise<{ status: number | null; killedBy: NodeJS.Signals | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += String(d); });
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  for (const [signal, ready] of signals) {
+    for (let waited = 0; !ready(stderr); waited += 10) {
+      if (waited > 60_000 || child.exitCode !== null) throw new Error(`never ready for ${signal}; stderr: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill(signal);
+  }
+  const [status, killedBy] = await exited;
+  return { status, killedBy, stderr };
+}
+
+(haveModels ? describe : describe.skip)('signals', () => {
+  test('eval stops on SIGTERM as on Ctrl-C (exit 143, the encoded passages cached); a second signal quits at once, leaving no .partial run file', async () => {
+    const collection = path.join(dir, 'collection.tsv');
+    fs.writeFileSync(collection, Array.from({ length: 40_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const queries = path.join(dir, 'queries.tsv');
+    fs.writeFileSync(queries, 'q1\tle noyau\n');
+    const qrels = path.join(dir, 'qrels.trec');
+    fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    const run = path.join(dir, 'run.trec');
+    const args = (cache: string) => ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '500', '--cache', path.join(dir, cache), '--run', run, '--threads', '1'];
+    const encoding = () => fs.existsSync(`${run}.partial`);  // opened just before the passages are encoded
+    const stopping = (s: string) => s.includes('again to quit now');
+
+    const term = await interrupted(args('cache-term'), [['SIGTERM', encoding]]);
+    expect({ status: term.status, killedBy: term.killedBy }).toEqual({ status: 143, killedBy: null });
+    expect(term.stderr).toContain('stopping after the current step (SIGTERM again to quit now)');
+    expect(term.stderr).toMatch(/encoding interrupted after \d+ passages; the cache in .* keeps them/);
+    const [key] = fs.readdirSync(path.join(dir, 'cache-term'));
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'cache-term', key, 'manifest.json'), 'utf8')).chunks.length).toBeGreaterThan(0);
+
+    const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGINT', stopping]]);
+    expect({ status: twice.status, killedBy: twice.killedBy }).toEqual({ status: 130, killedBy: null });
+    expect(twice.stderr).toContain('interrupted (SIGINT)');
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('run.trec'))).toEqual([]);
+    const leftovers = (folder: string) => fs.readdirSync(folder, { recursive: true }).map(String).filter((f) => f.includes('.tmp-'));
+    expect(leftovers(path.join(dir, 'cache-twice'))).toEqual([]);
+  }, 120_000);
+
+  test('make-random-model interrupted while it writes the weights leaves no temporary file (exit 130)', async () => {
+    const out = path.join(dir, 'random-model');
+    const writing = () => fs.existsSync(out) && fs.readdirSync(out).some((f) => f.startsWith('model.safetensors.tmp-'));
+    const { status, killedBy } = await interrupted(['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--layers', '4'], [['SIGINT', writing]]);
+    expect({ status, killedBy }).toEqual({ status: 130, killedBy: null });
+    expect(fs.readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  }, 120_000);
 });

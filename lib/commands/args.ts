@@ -6,13 +6,18 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 
 export class CliUsageError extends Error {}
 
-/** A command stopped by Ctrl-C after cleaning up: exit status 130, as SIGINT gives. */
-export class CliInterrupted extends Error {}
+/** A command stopped by Ctrl-C (or SIGTERM) after cleaning up: exit status 128 + the signal's number (130, 143). */
+export class CliInterrupted extends Error {
+  constructor(message: string, readonly signal: NodeJS.Signals) {
+    super(message);
+  }
+}
 
 export interface OptionSpec {
   [name: string]: {
@@ -200,21 +205,33 @@ export function textsWithProgress(file: string, label: string):
 
 /**
  * Until the returned function is called, SIGINT (Ctrl-C) or SIGTERM runs `cleanup` (synchronous:
- * the event loop is not run again) and ends the process with the status the signal would have
- * given (128 + its number), so an interrupted command does not leave a half-written file behind.
+ * the event loop is not run again), removes the temporary files this process is writing
+ * (lib/atomic-file.ts) and ends the process with the status the signal would have given (128 +
+ * its number), so an interrupted command does not leave a half-written file behind. With `stop`,
+ * the first signal calls only `stop` (the command winds down itself) and a second one ends it so.
+ * A signal that comes while synchronous code runs (a model conversion) is handled once it returns:
+ * the returned function first lets the event loop deliver it, else it would be lost with the handler.
  */
-export function onInterrupt(cleanup: () => void): () => void {
+export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals) => void): () => Promise<void> {
+  let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
+    if (stop !== undefined && !stopping) {
+      stopping = true;
+      stop(signal);
+      return;
+    }
     try {
-      cleanup();
+      cleanup?.();
+      removeTrackedTemporaries();
     } finally {
       process.stderr.write(`\ninterrupted (${signal})\n`);
       process.exit(128 + os.constants.signals[signal]);
     }
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
-  return () => {
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return async () => {
+    await new Promise((resolve) => setImmediate(resolve));
     process.off('SIGINT', handler);
     process.off('SIGTERM', handler);
   };

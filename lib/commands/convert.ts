@@ -1,7 +1,7 @@
 // camembed convert <dir>: safetensors weights of a sentence-transformers folder → ONNX graph.
 import * as fs from 'fs';
 import * as path from 'path';
-import { CliUsageError, OptionSpec, parseCommand } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
 import { convertedGraph, convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
@@ -28,6 +28,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }
   const start = Date.now();
-  const written = await convertToOnnx(positional[0], { output, dtype, graph });
+  // The conversion runs synchronously: Ctrl-C takes effect once it returns, leaving whole files, no temporary ones.
+  const endInterrupt = onInterrupt();
+  const written = await convertToOnnx(positional[0], { output, dtype, graph }).finally(endInterrupt);
   process.stderr.write(`wrote ${written} (+ ${written}.data) in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

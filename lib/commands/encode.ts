@@ -56,13 +56,14 @@ export async function run(argv: string[]): Promise<void> {
   }
   requireHubIdForRevision(options.model as string, options.revision as string | undefined);
 
+  const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',
     threads: options.threads as number | undefined,
     batchSize: options['batch-size'] as number,
     offline: options.offline === true,
     revision: options.revision as string | undefined,
-  });
+  }).finally(endLoadInterrupt);
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
   // The output is written in place. A file this run creates ('wx': a new name, never through an
   // existing link) is removed if the run fails or is interrupted; an existing one keeps what was
@@ -101,7 +102,7 @@ export async function run(argv: string[]): Promise<void> {
     if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
     complete = true;
   } finally {
-    endInterruptCleanup();
+    await endInterruptCleanup();
     closeOutput(complete);
     bar.finish();
     await encoder.dispose();

@@ -7,7 +7,6 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { removeUnfinishedSaves } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
@@ -193,10 +192,11 @@ export async function run(argv: string[]): Promise<void> {
     if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
     const input = options.input as string;
     requireExists('input', input);
+    const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
       revision: options.revision as string | undefined,
-    });
+    }).finally(endLoadInterrupt);
     const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
     source = {
       dim: encoder.dim, chunks: encoder.encodeStream(texts, { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
@@ -207,7 +207,7 @@ export async function run(argv: string[]): Promise<void> {
   const metadata = recorded === undefined ? {} : { model: modelSource(recorded), ...(revision === undefined ? {} : { revision }) };
   const index = new VectorIndex({ dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata });
   let size = 0;
-  const endInterrupt = onInterrupt(removeUnfinishedSaves);  // a save cut short leaves no temporary file
+  const endInterrupt = onInterrupt();  // a save cut short leaves no temporary file
   try {
     for await (const chunk of source.chunks) {
       const first = index.size;
@@ -222,7 +222,7 @@ export async function run(argv: string[]): Promise<void> {
     await index.save(output);
     size = index.size;
   } finally {
-    endInterrupt();
+    await endInterrupt();
     await source.close();
     index.dispose();
   }
