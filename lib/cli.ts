@@ -6,6 +6,7 @@ import * as path from 'path';
 import { trackTemporaries } from './atomic-file';
 import { CliInterrupted, CliUsageError, suggestion } from './commands/args';
 import { readJsonFile } from './json-file';
+import { endProgressLine } from './progress';
 
 interface Command {
   summary: string;
@@ -58,6 +59,7 @@ export async function main(argv: string[]): Promise<number> {
     await load().run(rest);
     return 0;
   } catch (err) {
+    endProgressLine();
     if (err instanceof CliUsageError) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
       return 2;
