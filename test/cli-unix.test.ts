@@ -14,10 +14,10 @@ const TOKENIZER = path.join(SHARED, 'models/camembert-base-tokenizer');
 const haveModels = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
 if (!haveModels) console.warn(`CLI signal tests skipped: ${MODEL} or ${TOKENIZER} is missing`);
 
-/** Runs the CLI to the end; `stdout` is a file descriptor to write to instead of a pipe. */
-function camembed(args: string[], options: { stdout?: number; input?: string } = {}): { status: number | null; stdout: string; stderr: string } {
+/** Runs the CLI to the end; `stdin` and `stdout` are file descriptors to use instead of pipes. */
+function camembed(args: string[], options: { stdin?: number; stdout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], {
-    input: options.input ?? '', stdio: ['pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
+    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
   });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr };
 }
@@ -94,6 +94,25 @@ test("'camembed help <command>' prints that command's help; 'camembed' alone is 
   expect(bare.stdout).toBe('');
   expect(bare.stderr).toBe(camembed(['--help']).stdout);
   expect(bare.stderr).toMatch(/^usage: camembed <command> \[options\]\n/);
+});
+
+test("a folder on standard input ('< /') is a usage error (exit 2), not an empty input", async () => {
+  const file = await smallIndex();
+  const folder = fs.openSync(dir, 'r');
+  try {
+    for (const args of [
+      ['encode', '--input', '-', '--output', path.join(dir, 'stdin.f32')],
+      ['index', 'build', '--input', '-', '--output', path.join(dir, 'stdin.cmbd')],
+      ['search', '--index', file, '--queries', '-'],
+    ]) {
+      const { status, stderr } = camembed([...args, '--model', dir], { stdin: folder });
+      const option = args[0] === 'search' ? 'queries' : 'input';
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --${option} -: standard input is a folder, not a file\n` });
+    }
+  } finally {
+    fs.closeSync(folder);
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
 /**

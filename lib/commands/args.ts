@@ -144,6 +144,8 @@ export function requireHubIdForRevision(model: string, revision: string | undefi
 
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
 export function requireExists(name: string, file: string): void {
+  // Node reads a folder on standard input (`< /`) as empty, where `cat` says EISDIR: 0 rows, exit 0.
+  if (file === '-' && fs.fstatSync(0).isDirectory()) throw new CliUsageError(`--${name} -: standard input is a folder, not a file`);
   if (file === '-') return;
   if (!fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
   if (fs.statSync(file).isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder, not a file`);
