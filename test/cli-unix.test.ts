@@ -115,6 +115,23 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
+test('convert and make-random-model: a missing model folder, a tokenizer folder without tokenizer.json, sizes that do not fit are usage errors naming the option (exit 2)', () => {
+  const file = path.join(dir, 'not-a-folder.txt');
+  fs.writeFileSync(file, 'x');
+  const out = path.join(dir, 'never-made');
+  const cases: [string[], string][] = [
+    [['convert', path.join(dir, 'nope')], `${path.join(dir, 'nope')} does not exist: expected a model folder`],
+    [['convert', file], `${file} is not a folder: expected a model folder`],
+    [['make-random-model', '--tokenizer', dir, '--out', out], `--tokenizer ${dir} has no tokenizer.json`],
+  ];
+  if (haveModels) cases.push([['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--hidden', '30', '--heads', '4'], '--hidden (30) must be a multiple of --heads (4)']);
+  for (const [args, message] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
+  }
+  expect(fs.existsSync(out)).toBe(false);
+});
+
 /**
  * Starts the CLI; `signals` are sent one by one, each once `ready(stderr so far)` says so (polled),
  * and the exit status comes back (null when a signal killed it).

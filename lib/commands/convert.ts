@@ -19,6 +19,9 @@ export async function run(argv: string[]): Promise<void> {
   if (parsed === null) return;
   const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one model folder, got ${positional.length} arguments`);
+  if (!fs.statSync(positional[0], { throwIfNoEntry: false })?.isDirectory()) {
+    throw new CliUsageError(`${positional[0]} ${fs.existsSync(positional[0]) ? 'is not a folder' : 'does not exist'}: expected a model folder`);
+  }
   const dtype = options.dtype as string;
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   const graph = options.graph as string;
