@@ -69,7 +69,7 @@ test('--revision with a model folder is a usage error (exit 2) in every command 
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
 });
 
-test('a mistyped option, command or index subcommand is a usage error (exit 2) that suggests the nearest name', () => {
+test('a mistyped option, command or index subcommand is a usage error (exit 2) that suggests the nearest name; so is a flag given a value', () => {
   const cases: [string[], string][] = [
     [['encode', '--modle', 'x'], 'camembed encode: unknown option --modle (did you mean --model?)'],
     [['encode', '--batch', '3'], 'camembed encode: unknown option --batch (did you mean --batch-size?)'],
@@ -78,6 +78,8 @@ test('a mistyped option, command or index subcommand is a usage error (exit 2) t
     [['encode', '--xyzzy'], 'camembed encode: unknown option --xyzzy'],
     [['encod'], "camembed: unknown command 'encod' (did you mean encode?)"],
     [['index', 'bulid'], "camembed index: expected 'index build', 'index info' or 'index neighbors', got 'index bulid' (did you mean index build?)"],
+    // A flag's value other than true or false was taken as true: --offline=no went online.
+    [['encode', '--offline=no'], "camembed encode: --offline takes no value (or =true, =false), got 'no'"],
   ];
   for (const [args, message] of cases) {
     const { status, stderr } = camembed(args);

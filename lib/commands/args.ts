@@ -91,7 +91,9 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     if (s === undefined) throw new CliUsageError(`unknown option --${name}${suggestion(`--${name}`, known)}`);
     given.add(name);
     if (s.type === 'boolean') {
-      options[name] = eq >= 0 ? arg.slice(eq + 1) !== 'false' : true;
+      const value = eq >= 0 ? arg.slice(eq + 1) : 'true';
+      if (value !== 'true' && value !== 'false') throw new CliUsageError(`--${name} takes no value (or =true, =false), got '${value}'`);
+      options[name] = value === 'true';
       continue;
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
