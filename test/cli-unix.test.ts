@@ -134,6 +134,26 @@ test('convert and make-random-model: a missing model folder, a tokenizer folder 
   expect(fs.existsSync(out)).toBe(false);
 });
 
+test('encode --output - refuses to write binary vectors to a terminal (exit 2)', async () => {
+  const input = path.join(dir, 'one.txt');
+  fs.writeFileSync(input, 'un\n');
+  const tty = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+  Object.defineProperty(process.stdout, 'isTTY', { value: true, configurable: true });
+  const err: string[] = [];
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+  const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  try {
+    expect(await main(['encode', '--model', dir, '--input', input, '--output', '-'])).toBe(2);
+  } finally {
+    stderr.mockRestore();
+    stdout.mockRestore();
+    if (tty === undefined) delete (process.stdout as { isTTY?: boolean }).isTTY;
+    else Object.defineProperty(process.stdout, 'isTTY', tty);
+  }
+  expect(err.join('')).toBe('camembed encode: --output -: standard output is a terminal; redirect it (> vectors.f32) or name a file\n');
+  expect(stdout).not.toHaveBeenCalled();
+});
+
 /**
  * Starts the CLI; `signals` are sent one by one, each once `ready(stderr so far)` says so (polled),
  * and the exit status comes back (null when a signal killed it).

@@ -55,6 +55,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
   requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
+  if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
 
   const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
   const encoder = await Encoder.load(options.model as string, {
