@@ -67,6 +67,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   for (const [name, s] of Object.entries(spec)) options[name] = s.default;
   const positional: string[] = [];
   const given = new Set<string>();
+  const known = Object.keys(spec).map((n) => `--${n}`);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--') {  // the end of the options: the rest are arguments, even '--foo' or '-h'
@@ -77,7 +78,6 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       options.help = true;
       continue;
     }
-    const known = Object.keys(spec).map((n) => `--${n}`);
     if (/^-[A-Za-z][\w-]*$/.test(arg)) {  // '-k 3': options are long ('--' ends them: -- -text)
       throw new CliUsageError(`unknown option ${arg}${suggestion(`-${arg}`, known)}`);
     }
