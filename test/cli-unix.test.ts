@@ -187,7 +187,6 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     const args = (cache: string) => ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
       '--k', '500', '--cache', path.join(dir, cache), '--run', run, '--threads', '1'];
     const encoding = () => fs.existsSync(`${run}.partial`);  // opened just before the passages are encoded
-    const stopping = (s: string) => s.includes('again to quit now');
 
     const term = await interrupted(args('cache-term'), [['SIGTERM', encoding]]);
     expect({ status: term.status, killedBy: term.killedBy }).toEqual({ status: 143, killedBy: null });
@@ -196,18 +195,24 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     const [key] = fs.readdirSync(path.join(dir, 'cache-term'));
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'cache-term', key, 'manifest.json'), 'utf8')).chunks.length).toBeGreaterThan(0);
 
-    const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGINT', stopping]]);
-    expect({ status: twice.status, killedBy: twice.killedBy }).toEqual({ status: 130, killedBy: null });
-    expect(twice.stderr).toContain('interrupted (SIGINT)');
+    // Right after the first, so that it comes before the eval has wound down; another signal, as two
+    // of one kind may reach the process as one. Either may be handled first: that one stops the eval,
+    // the other quits.
+    const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGTERM', () => true]]);
+    const quitBy = /interrupted \((SIGINT|SIGTERM)\)/.exec(twice.stderr)?.[1];
+    expect({ quitBy, status: twice.status, killedBy: twice.killedBy }).toEqual({ quitBy, status: quitBy === 'SIGINT' ? 130 : 143, killedBy: null });
+    expect(quitBy).toBeDefined();
+    expect(twice.stderr).toContain('stopping after the current step');
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('run.trec'))).toEqual([]);
-    const leftovers = (folder: string) => fs.readdirSync(folder, { recursive: true }).map(String).filter((f) => f.includes('.tmp-'));
-    expect(leftovers(path.join(dir, 'cache-twice'))).toEqual([]);
+    const cache = path.join(dir, 'cache-twice');  // made once the collection is read: maybe not yet
+    const leftovers = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).map(String).filter((f) => f.includes('.tmp-')) : [];
+    expect(leftovers).toEqual([]);
   }, 120_000);
 
   test('make-random-model interrupted while it writes the weights leaves no temporary file (exit 130)', async () => {
     const out = path.join(dir, 'random-model');
     const writing = () => fs.existsSync(out) && fs.readdirSync(out).some((f) => f.startsWith('model.safetensors.tmp-'));
-    const { status, killedBy } = await interrupted(['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--layers', '4'], [['SIGINT', writing]]);
+    const { status, killedBy } = await interrupted(['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--layers', '1'], [['SIGINT', writing]]);
     expect({ status, killedBy }).toEqual({ status: 130, killedBy: null });
     expect(fs.readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]);
   }, 120_000);
