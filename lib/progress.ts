@@ -66,7 +66,9 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       parts.push(formatAmount(done, options.unit));
     }
     parts.push(`${formatAmount(rate, options.unit)}/s`);
-    stream.write(`\r${parts.join('  ')}\x1b[K`);
+    // Within the terminal's width: a line that wraps is not redrawn by '\r', and every draw would leave one.
+    const line = parts.join('  ');
+    stream.write(`\r${stream.columns > 0 ? line.slice(0, stream.columns - 1) : line}\x1b[K`);
     openLine = stream;
   };
   return {

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
+import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
 
 const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
@@ -152,6 +153,18 @@ test('encode --output - refuses to write binary vectors to a terminal (exit 2)',
   }
   expect(err.join('')).toBe('camembed encode: --output -: standard output is a terminal; redirect it (> vectors.f32) or name a file\n');
   expect(stdout).not.toHaveBeenCalled();
+});
+
+test('a progress bar fits the width of its terminal (a line that wraps is not redrawn: each draw would leave one)', () => {
+  const out: string[] = [];
+  const stream = { isTTY: true, columns: 40, write: (s: string) => { out.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const bar = createProgressBar({ label: 'index build', unit: 'bytes', total: 15_000_000, stream });
+  bar.update(7_000_000);
+  bar.finish();
+  expect(out.join('').split('\r').slice(1)).toEqual([
+    'index build  [###########.............]\x1b[K',
+    'index build  [###########.............]\x1b[K\n',
+  ]);
 });
 
 /**
