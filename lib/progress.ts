@@ -66,9 +66,11 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       parts.push(formatAmount(done, options.unit));
     }
     parts.push(`${formatAmount(rate, options.unit)}/s`);
-    // Within the terminal's width: a line that wraps is not redrawn by '\r', and every draw would leave one.
-    const line = parts.join('  ');
-    stream.write(`\r${stream.columns > 0 ? line.slice(0, stream.columns - 1) : line}\x1b[K`);
+    // Within the terminal's width (the last parts dropped, then cut): a line that wraps is not
+    // redrawn by '\r', and every draw would leave one.
+    const width = stream.columns > 0 ? stream.columns - 1 : Infinity;
+    while (parts.length > 1 && parts.join('  ').length > width) parts.pop();
+    stream.write(`\r${parts.join('  ').slice(0, width)}\x1b[K`);
     openLine = stream;
   };
   return {
