@@ -76,6 +76,7 @@ test('a mistyped option, command or index subcommand is a usage error (exit 2) t
     [['encode', '--batch', '3'], 'camembed encode: unknown option --batch (did you mean --batch-size?)'],
     [['search', '--query-vector', 'q.npy'], 'camembed search: unknown option --query-vector (did you mean --query-vectors?)'],
     [['search', '--index', 'x.cmbd', '-k', '3', 'q'], 'camembed search: unknown option -k (did you mean --k?)'],
+    [['encode', '--input-file', 'x'], 'camembed encode: unknown option --input-file (did you mean --input?)'],
     [['encode', '--xyzzy'], 'camembed encode: unknown option --xyzzy'],
     [['encod'], "camembed: unknown command 'encod' (did you mean encode?)"],
     [['index', 'bulid'], "camembed index: expected 'index build', 'index info' or 'index neighbors', got 'index bulid' (did you mean index build?)"],

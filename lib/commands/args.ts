@@ -50,13 +50,13 @@ function editDistance(a: string, b: string): number {
 
 /**
  * ` (did you mean X?)` for a mistyped `word`: the nearest of `known` if it is a few edits away
- * (a third of the word, at least 2) or starts with the word; else ''.
+ * (a third of the word, at least 2), or starts with the word, or begins it (--input-file); else ''.
  */
 export function suggestion(word: string, known: string[]): string {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const name of known) {
-    const d = name.startsWith(word) ? 0 : editDistance(word, name);
+    const d = name.startsWith(word) || word.startsWith(name) ? 0 : editDistance(word, name);
     if (d < bestDistance) [best, bestDistance] = [name, d];
   }
   return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
