@@ -60,6 +60,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     endProgressLine();
+    // An output named by path whose reader left (--output /dev/stdout, a FIFO): quietly, as '-' below.
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') return 128 + 13;
     if (err instanceof CliUsageError) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
       return 2;

@@ -1,6 +1,7 @@
 // `camembed` as a Unix tool, run as a child process (dist/cli.js, built by `npm test`'s pretest):
 // what it does with standard output that fails, signals, exit statuses and mistyped names.
-import { spawn, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
+import { once } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -231,6 +232,26 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(fs.readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]);
   }, 120_000);
 });
+
+(haveModels ? test : test.skip)("encode to a pipe named by path whose reader leaves ends quietly (141) as '-' does; a device that fails gets no 'partial output' note", async () => {
+  const input = path.join(dir, 'many.txt');
+  fs.writeFileSync(input, 'bonjour\n'.repeat(5000));  // 640 KB of vectors: more than a pipe holds
+  const fifo = path.join(dir, 'vectors.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const child = spawn(process.execPath, [CLI, 'encode', '--model', MODEL, '--input', input, '--output', fifo, '--threads', '1'],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += String(d); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const reader = fs.createReadStream(fifo);
+  await once(reader, 'data');
+  reader.destroy();
+  expect({ status: await exited, stderr }).toEqual({ status: 141, stderr: '' });
+  if (haveDevFull) {
+    expect(camembed(['encode', '--model', MODEL, '--input', input, '--output', '/dev/full', '--threads', '1']))
+      .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: ENOSPC: no space left on device, write\n' });
+  }
+}, 60_000);
 
 (haveModels ? test : test.skip)('an error that stops a progress bar on a terminal starts a line of its own', async () => {
   const input = path.join(dir, 'bad-late.txt');

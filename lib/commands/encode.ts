@@ -83,10 +83,11 @@ export async function run(argv: string[]): Promise<void> {
   }
   const closeOutput = (complete: boolean) => {
     if (fd === null) return;
+    const keeps = fs.fstatSync(fd).isFile();  // a pipe or a device keeps nothing to warn about
     fs.closeSync(fd);
     fd = null;
     if (!complete && created) fs.rmSync(output, { force: true });
-    if (!complete && !created) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
+    if (!complete && !created && keeps) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
   };
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
