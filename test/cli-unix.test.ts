@@ -120,6 +120,13 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
+test('eval --cache naming a file is a usage error (exit 2), before the model loads', () => {
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  const { status, stderr } = camembed(['eval', '--model', dir, '--collection', input, '--queries', input, '--qrels', input, '--cache', input]);
+  expect({ status, stderr }).toEqual({ status: 2, stderr: `camembed eval: --cache ${input} is a file, not a folder\n` });
+});
+
 test('convert and make-random-model: a missing model folder, a tokenizer folder without tokenizer.json, sizes that do not fit are usage errors naming the option (exit 2)', () => {
   const file = path.join(dir, 'not-a-folder.txt');
   fs.writeFileSync(file, 'x');

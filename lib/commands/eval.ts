@@ -77,6 +77,8 @@ export async function run(argv: string[]): Promise<void> {
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
   requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  const cache = options.cache as string;
+  if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
     // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
@@ -110,7 +112,7 @@ export async function run(argv: string[]): Promise<void> {
       threads: options.threads as number | undefined,
       offline: options.offline === true,
       revision: options.revision as string | undefined,
-      cacheDir: options.cache as string,
+      cacheDir: cache,
       runFile,
       signal: controller.signal,
       progress: !options.json,
