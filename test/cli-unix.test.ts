@@ -120,6 +120,22 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
+test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
+  const file = await smallIndex();
+  const fifo = path.join(dir, 'options.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const cases: [string[], string, string][] = [
+    [['search', '--index', file, '--passages', fifo, 'q'], 'passages', 'its lines are read by number'],
+    [['search', '--index', file, '--query-vectors', fifo], 'query-vectors', 'its size is checked against its header first'],
+    [['index', 'build', '--vectors', fifo, '--output', path.join(dir, 'fifo.cmbd')], 'vectors', 'its size is checked against its header first'],
+    [['index', 'neighbors', file, '--passages', fifo], 'passages', 'its lines are read by number'],
+  ];
+  for (const [args, option, why] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --${option} ${fifo} is not a regular file: ${why}\n` });
+  }
+});
+
 test('eval --cache naming a file is a usage error (exit 2), before the model loads', () => {
   const input = path.join(dir, 'texts.txt');
   fs.writeFileSync(input, 'un\n');

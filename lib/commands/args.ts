@@ -176,11 +176,15 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
   return existing;
 }
 
-/** For an option that must name a file when given (not '-': `why` says why): a usage error unless it exists. */
-export function requireFileOption(name: string, file: string | undefined, why: string): void {
+/**
+ * For an option that must name a file when given (not '-': `why` says why): a usage error unless it
+ * exists and, unless `pipeAllowed` (a file read once, from start to end), is a regular file.
+ */
+export function requireFileOption(name: string, file: string | undefined, why: string, pipeAllowed = false): void {
   if (file === undefined) return;
   if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);
   requireExists(name, file);
+  if (!pipeAllowed && !fs.statSync(file).isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${why}`);
 }
 
 /**

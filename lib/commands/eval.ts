@@ -75,7 +75,7 @@ export async function run(argv: string[]): Promise<void> {
     }
   }
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
-  for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
+  for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireHubIdForRevision(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;
   if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
