@@ -11,7 +11,27 @@ import * as path from 'path';
  * each other's file.
  */
 export function temporaryPath(file: string): string {
-  return `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  trackedTemporaries?.add(tmp);
+  return tmp;
+}
+
+// The temporary names this process made, once trackTemporaries() was called (by the command
+// line: a library in a server would collect names for ever), for removeTrackedTemporaries().
+let trackedTemporaries: Set<string> | null = null;
+
+export function trackTemporaries(): void {
+  trackedTemporaries ??= new Set();
+}
+
+/**
+ * Removes the tracked temporary files still there, synchronously: for a Ctrl-C handler that then
+ * ends the process (a model conversion's are as large as the model). A name is never made twice,
+ * so one renamed or removed since is simply gone.
+ */
+export function removeTrackedTemporaries(): void {
+  for (const tmp of trackedTemporaries ?? []) fs.rmSync(tmp, { force: true });
+  trackedTemporaries?.clear();
 }
 
 /** Makes `file` with `write(tmp)` under a temporary name, then renames it into place. */

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // The `camembed` command: each subcommand lives in lib/commands/<name>.ts and exports
 // `summary` (one line for the help) and `run(argv)`; it is loaded only when used.
+import * as os from 'os';
 import * as path from 'path';
-import { CliInterrupted, CliUsageError } from './commands/args';
+import { trackTemporaries } from './atomic-file';
+import { CliInterrupted, CliUsageError, suggestion } from './commands/args';
 import { readJsonFile } from './json-file';
+import { endProgressLine } from './progress';
 
 interface Command {
   summary: string;
@@ -24,7 +27,7 @@ function usage(): string {
     .sort()
     .map((name) => `  ${name.padEnd(20)} ${COMMANDS[name]().summary}`);
   return `usage: camembed <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
-    `Run 'camembed <command> --help' for a command's options, 'camembed --version' for the version.`;
+    `Run 'camembed <command> --help' (or 'camembed help <command>') for a command's options, 'camembed --version' for the version.`;
 }
 
 /** The package's version: package.json sits one folder above this file (dist/cli.js or lib/cli.ts). */
@@ -34,9 +37,14 @@ function version(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {  // a usage error: the usage goes to stderr, as the shell's own tools do
+    process.stderr.write(usage() + '\n');
+    return 2;
+  }
+  if (name === 'help' && rest.length > 0) return main([...rest, '--help']);  // `camembed help index info`
+  if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   if (name === '--version' || name === '-v') {
     process.stdout.write(`${version()}\n`);
@@ -44,20 +52,23 @@ export async function main(argv: string[]): Promise<number> {
   }
   const load = COMMANDS[name];
   if (load === undefined) {
-    process.stderr.write(`camembed: unknown command '${name}'\n\n${usage()}\n`);
+    process.stderr.write(`camembed: unknown command '${name}'${suggestion(name, Object.keys(COMMANDS))}\n\n${usage()}\n`);
     return 2;
   }
   try {
     await load().run(rest);
     return 0;
   } catch (err) {
+    endProgressLine();
+    // An output named by path whose reader left (--output /dev/stdout, a FIFO): quietly, as '-' below.
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') return 128 + 13;
     if (err instanceof CliUsageError) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
       return 2;
     }
     if (err instanceof CliInterrupted) {
       process.stderr.write(`camembed ${name}: ${err.message}\n`);
-      return 128 + 2;
+      return 128 + os.constants.signals[err.signal];
     }
     process.stderr.write(`camembed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
@@ -66,10 +77,13 @@ export async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) {
   // A reader that stops early (`camembed search ... | head`) closes the pipe: end quietly with the
-  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace.
+  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace. Any other
+  // write error (a full disk: `> /dev/full`) is a runtime error that says so, as in coreutils.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(128 + 13);
-    throw err;
+    process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
+    process.exit(1);
   });
+  trackTemporaries();  // for the commands' Ctrl-C handlers (onInterrupt)
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

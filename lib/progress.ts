@@ -32,6 +32,15 @@ function formatSeconds(s: number): string {
   return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
+// The stream of a bar drawn on a line not yet ended: a bar left unfinished by an error.
+let openLine: NodeJS.WriteStream | null = null;
+
+/** Ends the line of a bar left unfinished, so that what is written next (an error) starts a line of its own. */
+export function endProgressLine(): void {
+  openLine?.write('\n');
+  openLine = null;
+}
+
 export function createProgressBar(options: ProgressOptions): ProgressBar {
   const stream = options.stream ?? process.stderr;
   const enabled = stream.isTTY === true;
@@ -57,7 +66,12 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       parts.push(formatAmount(done, options.unit));
     }
     parts.push(`${formatAmount(rate, options.unit)}/s`);
-    stream.write(`\r${parts.join('  ')}\x1b[K`);
+    // Within the terminal's width (the last parts dropped, then cut): a line that wraps is not
+    // redrawn by '\r', and every draw would leave one.
+    const width = stream.columns > 0 ? stream.columns - 1 : Infinity;
+    while (parts.length > 1 && parts.join('  ').length > width) parts.pop();
+    stream.write(`\r${parts.join('  ').slice(0, width)}\x1b[K`);
+    openLine = stream;
   };
   return {
     update(value: number, newTotal?: number) {
@@ -68,6 +82,7 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
     finish() {
       draw(true);
       if (enabled) stream.write('\n');
+      openLine = null;
     },
   };
 }

@@ -123,12 +123,17 @@ describeModel('camembed encode', () => {
     const out: Buffer[] = [];
     const stdout = jest.spyOn(process.stdout, 'write').mockImplementation((c) => { out.push(Buffer.from(c as Uint8Array)); return true; });
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    // jest run in a terminal: standard output is one, which encode refuses for binary output.
+    const tty = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+    Object.defineProperty(process.stdout, 'isTTY', { value: false, configurable: true });
     try {
       expect(await main(['encode', '--model', MODEL, '--input', '-', '--output', '-', '--threads', '1'])).toBe(0);
     } finally {
       stdin.mockRestore();
       stdout.mockRestore();
       stderr.mockRestore();
+      if (tty === undefined) delete (process.stdout as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stdout, 'isTTY', tty);
     }
     expect(Buffer.concat(out).equals(await expectedBytes())).toBe(true);
     expect(fs.existsSync('-')).toBe(false);

@@ -254,12 +254,12 @@ describe('camembed make-random-model and convert commands', () => {
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx'), '--force'])).toBe(0);
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(0);  // now camembed's own
       expect(await main(['make-random-model', '--out', out])).toBe(2);
-      expect(await main(['convert', path.join(dir, 'missing')])).toBe(1);
+      expect(await main(['convert', path.join(dir, 'missing')])).toBe(2);
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
       expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
       expect(messages).toContain(`${path.join(out, 'model.onnx')} exists and camembed did not convert it (the model's own ONNX graph?): pass --force`);
       expect(messages).toMatch(/--tokenizer <folder> is required/);
-      expect(messages).toMatch(/cannot read model config .*missing[/\\]config\.json/);
+      expect(messages).toContain(`${path.join(dir, 'missing')} does not exist: expected a model folder`);
     } finally {
       stderr.mockRestore();
     }

@@ -4,7 +4,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Checksum, encodeHeader, layoutOf, P1, P2, P3, removeUnfinishedSaves } from '../lib/index/format';
+import { removeTrackedTemporaries, trackTemporaries } from '../lib/atomic-file';
+import { Checksum, encodeHeader, layoutOf, P1, P2, P3 } from '../lib/index/format';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
@@ -447,10 +448,11 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   // What a command's Ctrl-C handler does while a save runs: the temporary file goes, the old file stays.
   const big = new VectorIndex({ dim: 768 });
   big.add(new Float32Array(60000 * 768).fill(0.5));
+  trackTemporaries();  // as the command line does
   const saving = big.save(real);
   const temps = () => fs.readdirSync(dir).filter((f) => f.startsWith('.real.cmbd.tmp-'));
   while (temps().length === 0) await new Promise(setImmediate);
-  removeUnfinishedSaves();
+  removeTrackedTemporaries();
   await expect(saving).rejects.toThrow(/ENOENT/);
   expect(temps()).toEqual([]);
   expect(await (await VectorIndex.load(real)).search(queries, { k: 5 })).toEqual(await second.search(queries, { k: 5 }));

@@ -6,13 +6,18 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 
 export class CliUsageError extends Error {}
 
-/** A command stopped by Ctrl-C after cleaning up: exit status 130, as SIGINT gives. */
-export class CliInterrupted extends Error {}
+/** A command stopped by Ctrl-C (or SIGTERM) after cleaning up: exit status 128 + the signal's number (130, 143). */
+export class CliInterrupted extends Error {
+  constructor(message: string, readonly signal: NodeJS.Signals) {
+    super(message);
+  }
+}
 
 export interface OptionSpec {
   [name: string]: {
@@ -32,11 +37,37 @@ export interface Parsed {
   given: Set<string>;
 }
 
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * ` (did you mean X?)` for a mistyped `word`: the nearest of `known` if it is a few edits away
+ * (a third of the word, at least 2), or starts with the word, or begins it (--input-file); else ''.
+ */
+export function suggestion(word: string, known: string[]): string {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of known) {
+    const d = name.startsWith(word) || word.startsWith(name) ? 0 : editDistance(word, name);
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
+}
+
 export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
   const options: Parsed['options'] = {};
   for (const [name, s] of Object.entries(spec)) options[name] = s.default;
   const positional: string[] = [];
   const given = new Set<string>();
+  const known = Object.keys(spec).map((n) => `--${n}`);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--') {  // the end of the options: the rest are arguments, even '--foo' or '-h'
@@ -47,6 +78,9 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       options.help = true;
       continue;
     }
+    if (/^-[A-Za-z][\w-]*$/.test(arg)) {  // '-k 3': options are long ('--' ends them: -- -text)
+      throw new CliUsageError(`unknown option ${arg}${suggestion(`-${arg}`, known)}`);
+    }
     if (!arg.startsWith('--')) {
       positional.push(arg);
       continue;
@@ -54,10 +88,12 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     const eq = arg.indexOf('=');
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     const s = spec[name];
-    if (s === undefined) throw new CliUsageError(`unknown option --${name}`);
+    if (s === undefined) throw new CliUsageError(`unknown option --${name}${suggestion(`--${name}`, known)}`);
     given.add(name);
     if (s.type === 'boolean') {
-      options[name] = eq >= 0 ? arg.slice(eq + 1) !== 'false' : true;
+      const value = eq >= 0 ? arg.slice(eq + 1) : 'true';
+      if (value !== 'true' && value !== 'false') throw new CliUsageError(`--${name} takes no value (or =true, =false), got '${value}'`);
+      options[name] = value === 'true';
       continue;
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
@@ -100,8 +136,18 @@ export function requiredString(options: Parsed['options'], name: string, placeho
   return value as string;
 }
 
+/**
+ * A usage error for --revision with a model folder (a folder has no revisions), before the model
+ * loads: Encoder.load would refuse it too, but as a runtime error naming `options.revision`.
+ */
+export function requireHubIdForRevision(model: string, revision: string | undefined): void {
+  if (revision !== undefined && fs.existsSync(model)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+}
+
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
 export function requireExists(name: string, file: string): void {
+  // Node reads a folder on standard input (`< /`) as empty, where `cat` says EISDIR: 0 rows, exit 0.
+  if (file === '-' && fs.fstatSync(0).isDirectory()) throw new CliUsageError(`--${name} -: standard input is a folder, not a file`);
   if (file === '-') return;
   if (!fs.existsSync(file)) throw new CliUsageError(`--${name} ${file} does not exist`);
   if (fs.statSync(file).isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder, not a file`);
@@ -130,11 +176,15 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
   return existing;
 }
 
-/** For an option that must name a file when given (not '-': `why` says why): a usage error unless it exists. */
-export function requireFileOption(name: string, file: string | undefined, why: string): void {
+/**
+ * For an option that must name a file when given (not '-': `why` says why): a usage error unless it
+ * exists and, unless `pipeAllowed` (a file read once, from start to end), is a regular file.
+ */
+export function requireFileOption(name: string, file: string | undefined, why: string, pipeAllowed = false): void {
   if (file === undefined) return;
   if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);
   requireExists(name, file);
+  if (!pipeAllowed && !fs.statSync(file).isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${why}`);
 }
 
 /**
@@ -163,21 +213,33 @@ export function textsWithProgress(file: string, label: string):
 
 /**
  * Until the returned function is called, SIGINT (Ctrl-C) or SIGTERM runs `cleanup` (synchronous:
- * the event loop is not run again) and ends the process with the status the signal would have
- * given (128 + its number), so an interrupted command does not leave a half-written file behind.
+ * the event loop is not run again), removes the temporary files this process is writing
+ * (lib/atomic-file.ts) and ends the process with the status the signal would have given (128 +
+ * its number), so an interrupted command does not leave a half-written file behind. With `stop`,
+ * the first signal calls only `stop` (the command winds down itself) and a second one ends it so.
+ * A signal that comes while synchronous code runs (a model conversion) is handled once it returns:
+ * the returned function first lets the event loop deliver it, else it would be lost with the handler.
  */
-export function onInterrupt(cleanup: () => void): () => void {
+export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals) => void): () => Promise<void> {
+  let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
+    if (stop !== undefined && !stopping) {
+      stopping = true;
+      stop(signal);
+      return;
+    }
     try {
-      cleanup();
+      cleanup?.();
+      removeTrackedTemporaries();
     } finally {
       process.stderr.write(`\ninterrupted (${signal})\n`);
       process.exit(128 + os.constants.signals[signal]);
     }
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
-  return () => {
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return async () => {
+    await new Promise((resolve) => setImmediate(resolve));
     process.off('SIGINT', handler);
     process.off('SIGTERM', handler);
   };

@@ -1,7 +1,7 @@
 // camembed convert <dir>: safetensors weights of a sentence-transformers folder → ONNX graph.
 import * as fs from 'fs';
 import * as path from 'path';
-import { CliUsageError, OptionSpec, parseCommand } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
 import { convertedGraph, convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
@@ -19,6 +19,9 @@ export async function run(argv: string[]): Promise<void> {
   if (parsed === null) return;
   const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one model folder, got ${positional.length} arguments`);
+  if (!fs.statSync(positional[0], { throwIfNoEntry: false })?.isDirectory()) {
+    throw new CliUsageError(`${positional[0]} ${fs.existsSync(positional[0]) ? 'is not a folder' : 'does not exist'}: expected a model folder`);
+  }
   const dtype = options.dtype as string;
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   const graph = options.graph as string;
@@ -28,6 +31,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }
   const start = Date.now();
-  const written = await convertToOnnx(positional[0], { output, dtype, graph });
+  // The conversion runs synchronously: Ctrl-C takes effect once it returns, leaving whole files, no temporary ones.
+  const endInterrupt = onInterrupt();
+  const written = await convertToOnnx(positional[0], { output, dtype, graph }).finally(endInterrupt);
   process.stderr.write(`wrote ${written} (+ ${written}.data) in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

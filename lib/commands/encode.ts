@@ -4,7 +4,9 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireOutputFile, textsWithProgress } from './args';
+import {
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireHubIdForRevision, requireOutputFile, textsWithProgress,
+} from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -52,14 +54,18 @@ export async function run(argv: string[]): Promise<void> {
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
+  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
+  if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
 
+  const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
   const encoder = await Encoder.load(options.model as string, {
     device: options.device as 'cpu',
     threads: options.threads as number | undefined,
     batchSize: options['batch-size'] as number,
     offline: options.offline === true,
     revision: options.revision as string | undefined,
-  });
+  }).finally(endLoadInterrupt);
   const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
   // The output is written in place. A file this run creates ('wx': a new name, never through an
   // existing link) is removed if the run fails or is interrupted; an existing one keeps what was
@@ -77,10 +83,11 @@ export async function run(argv: string[]): Promise<void> {
   }
   const closeOutput = (complete: boolean) => {
     if (fd === null) return;
+    const keeps = fs.fstatSync(fd).isFile();  // a pipe or a device keeps nothing to warn about
     fs.closeSync(fd);
     fd = null;
     if (!complete && created) fs.rmSync(output, { force: true });
-    if (!complete && !created) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
+    if (!complete && !created && keeps) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
   };
   const write = async (bytes: Buffer) => {
     if (fd !== null) fs.writeSync(fd, bytes);
@@ -98,7 +105,7 @@ export async function run(argv: string[]): Promise<void> {
     if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
     complete = true;
   } finally {
-    endInterruptCleanup();
+    await endInterruptCleanup();
     closeOutput(complete);
     bar.finish();
     await encoder.dispose();

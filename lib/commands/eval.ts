@@ -1,9 +1,13 @@
 // `camembed eval`: retrieval quality of a model on MS MARCO-format data (the model card's table).
+import * as fs from 'fs';
+
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
-import { CliInterrupted, CliUsageError, helpText, OptionSpec, parseCommand, requireFileOption, requireOutputFile } from './args';
+import {
+  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireHubIdForRevision, requireOutputFile,
+} from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
 
@@ -71,7 +75,10 @@ export async function run(argv: string[]): Promise<void> {
     }
   }
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
-  for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input');
+  for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
+  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  const cache = options.cache as string;
+  if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
     // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
@@ -79,14 +86,16 @@ export async function run(argv: string[]): Promise<void> {
     requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
   }
 
-  // Ctrl-C: finish the encoder's batch and save what is encoded, so that the next run resumes from it; twice: quit now.
+  // Ctrl-C or SIGTERM: finish the encoder's batch and save what is encoded, so that the next run
+  // resumes from it; a second one: quit now, leaving no temporary file (nor the run's .partial).
   const controller = new AbortController();
-  const onSigint = () => {
-    process.stderr.write('\ncamembed eval: stopping after the current step (Ctrl-C again to quit now)\n');
+  let stoppedBy: NodeJS.Signals = 'SIGINT';
+  const runFile = options.run as string | undefined;
+  const endInterrupt = onInterrupt(() => { if (runFile !== undefined) fs.rmSync(`${runFile}.partial`, { force: true }); }, (signal) => {
+    process.stderr.write(`\ncamembed eval: stopping after the current step (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit now)\n`);
+    stoppedBy = signal;
     controller.abort();
-    process.removeListener('SIGINT', onSigint);
-  };
-  process.on('SIGINT', onSigint);
+  });
   let result: RetrievalEvaluation;
   try {
     result = await evaluateRetrieval({
@@ -103,19 +112,19 @@ export async function run(argv: string[]): Promise<void> {
       threads: options.threads as number | undefined,
       offline: options.offline === true,
       revision: options.revision as string | undefined,
-      cacheDir: options.cache as string,
-      runFile: options.run as string | undefined,
+      cacheDir: cache,
+      runFile,
       signal: controller.signal,
       progress: !options.json,
     });
   } catch (err) {
     if (controller.signal.aborted) {
       throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}; run the same command again to continue`
-        : 'interrupted (the encoded passages are cached: the same command starts again from them)');
+        : 'interrupted (the encoded passages are cached: the same command starts again from them)', stoppedBy);
     }
     throw err;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    await endInterrupt();
   }
   if (result.queriesWithoutText > 0) {
     process.stderr.write(`camembed eval: ${result.queriesWithoutText} judged queries have no text in ${options.queries as string}; they score 0\n`);

@@ -7,14 +7,13 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { removeUnfinishedSaves } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireOutputFile,
-  textsWithProgress,
+  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
+  requireOutputFile, suggestion, textsWithProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -158,7 +157,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`missing subcommand: 'camembed index build', 'index info' or 'index neighbors'\n\n${helpText(usage, SPEC)}`);
   }
   if (positional[0] !== 'build') {
-    throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'`);
+    throw new CliUsageError(`expected 'index build', 'index info' or 'index neighbors', got 'index ${positional[0]}'` +
+      suggestion(`index ${positional[0]}`, ['index build', 'index info', 'index neighbors']));
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}'`);
   const vectorsFile = options.vectors as string | undefined;
@@ -174,6 +174,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   const device = options.device as 'cpu';
   const model = options.model as string | undefined;
+  // With --vectors too: search would fail on a folder recorded with a revision.
+  requireHubIdForRevision(model ?? DEFAULT_MODEL, options.revision as string | undefined);
 
   // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;
@@ -183,8 +185,6 @@ export async function run(argv: string[]): Promise<void> {
     const encoderOption = ['batch-size', 'threads', 'offline'].find((name) => given.has(name));
     if (encoderOption !== undefined) throw new CliUsageError(`--${encoderOption} goes with --input (it sets up the encoder), not --vectors`);
     if (given.has('revision') && model === undefined) throw new CliUsageError('--revision goes with --model (the model the index records)');
-    // As Encoder.load with --input: search would fail on a folder recorded with a revision.
-    if (given.has('revision') && fs.existsSync(model!)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
     const layout = vectorFileLayout(vectorsFile, options.dim as number | undefined);
     const bar = createProgressBar({ label: 'index build', unit: 'items', total: layout.rows });
     source = { dim: layout.dim, chunks: readVectorRows(vectorsFile, layout), bar, advance: (n) => bar.update(n), close: async () => {} };
@@ -192,10 +192,11 @@ export async function run(argv: string[]): Promise<void> {
     if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
     const input = options.input as string;
     requireExists('input', input);
+    const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
       revision: options.revision as string | undefined,
-    });
+    }).finally(endLoadInterrupt);
     const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
     source = {
       dim: encoder.dim, chunks: encoder.encodeStream(texts, { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
@@ -206,7 +207,7 @@ export async function run(argv: string[]): Promise<void> {
   const metadata = recorded === undefined ? {} : { model: modelSource(recorded), ...(revision === undefined ? {} : { revision }) };
   const index = new VectorIndex({ dim: source.dim, dtype: dtype as 'float32' | undefined, device, metadata });
   let size = 0;
-  const endInterrupt = onInterrupt(removeUnfinishedSaves);  // a save cut short leaves no temporary file
+  const endInterrupt = onInterrupt();  // a save cut short leaves no temporary file
   try {
     for await (const chunk of source.chunks) {
       const first = index.size;
@@ -221,7 +222,7 @@ export async function run(argv: string[]): Promise<void> {
     await index.save(output);
     size = index.size;
   } finally {
-    endInterrupt();
+    await endInterrupt();
     await source.close();
     index.dispose();
   }

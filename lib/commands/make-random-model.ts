@@ -1,6 +1,7 @@
 // camembed make-random-model: a sentence-transformers folder with seeded random CamemBERT weights.
 import * as fs from 'fs';
-import { CliUsageError, OptionSpec, parseCommand, requiredString } from './args';
+import * as path from 'path';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
@@ -24,10 +25,17 @@ export async function run(argv: string[]): Promise<void> {
   const tokenizerDir = requiredString(options, 'tokenizer', '<folder>');
   const out = requiredString(options, 'out', '<folder>');
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new CliUsageError(`--out ${out} is a file, not a folder`);
+  // As makeRandomModel checks them, but naming the options.
+  if (!fs.existsSync(path.join(tokenizerDir, 'tokenizer.json'))) throw new CliUsageError(`--tokenizer ${tokenizerDir} has no tokenizer.json`);
+  if ((options.hidden as number) % (options.heads as number) !== 0) {
+    throw new CliUsageError(`--hidden (${options.hidden}) must be a multiple of --heads (${options.heads})`);
+  }
   const start = Date.now();
+  // The weights are written synchronously: Ctrl-C takes effect once they are, leaving no temporary file.
+  const endInterrupt = onInterrupt();
   await makeRandomModel({
     layers: options.layers as number, hidden: options.hidden as number, heads: options.heads as number,
     intermediate: options.intermediate as number, tokenizerDir, outDir: out, seed: options.seed as number,
-  });
+  }).finally(endInterrupt);
   process.stderr.write(`wrote ${out} in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

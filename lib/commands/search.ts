@@ -10,7 +10,7 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision } from './args';
 import { modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -147,13 +147,15 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
+  requireHubIdForRevision(model, options.revision as string | undefined);
   // The revision the index records goes with its model, not with one given by --model.
   const recordedRevision = options.model === undefined && recorded !== undefined && typeof index.metadata.revision === 'string'
     ? index.metadata.revision : undefined;
+  const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
   const encoder = await Encoder.load(model, {
     device, threads: options.threads as number | undefined, offline: options.offline === true,
     revision: (options.revision as string | undefined) ?? recordedRevision,
-  });
+  }).finally(endLoadInterrupt);
   if (encoder.dim !== index.dim) {
     await encoder.dispose();
     throw new Error(`the model makes ${encoder.dim}-d vectors but ${indexFile} holds ${index.dim}-d vectors: use the model the index was built with`);

@@ -290,10 +290,8 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   // as large as the index.
   const hidden = `.${path.basename(target)}`;
   removeAbandonedTemporaries(dir, [hidden]);
-  const temp = temporaryPath(path.join(dir, hidden));
-  unfinishedSaves.add(temp);  // before the file exists: the open below may create it before it returns
+  const temp = temporaryPath(path.join(dir, hidden));  // a command's Ctrl-C removes it (removeTrackedTemporaries)
   const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
-    unfinishedSaves.delete(temp);
     throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;
   });
   const checksum = new Checksum();
@@ -331,20 +329,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   } finally {
     if (!closed) await handle.close().catch(() => undefined);
     if (!renamed) await fs.promises.unlink(temp).catch(() => undefined);
-    unfinishedSaves.delete(temp);
   }
-}
-
-// Temporary files of saves in progress, for removeUnfinishedSaves.
-const unfinishedSaves = new Set<string>();
-
-/**
- * Removes the temporary files of saves still in progress (synchronously: for a command's
- * Ctrl-C handler, which ends the process without running the event loop again).
- */
-export function removeUnfinishedSaves(): void {
-  for (const temp of unfinishedSaves) fs.rmSync(temp, { force: true });
-  unfinishedSaves.clear();
 }
 
 function checksumMismatch(file: string, stored: bigint, computed: bigint): Error {

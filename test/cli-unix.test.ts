@@ -1,0 +1,300 @@
+// `camembed` as a Unix tool, run as a child process (dist/cli.js, built by `npm test`'s pretest):
+// what it does with standard output that fails, signals, exit statuses and mistyped names.
+import { execFileSync, spawn, spawnSync } from 'child_process';
+import { once } from 'events';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../lib/cli';
+import { createProgressBar } from '../lib/progress';
+import { VectorIndex } from '../lib/vector-index';
+
+const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+const SHARED = path.resolve(__dirname, '../../shared');
+const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
+const TOKENIZER = path.join(SHARED, 'models/camembert-base-tokenizer');
+const haveModels = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
+if (!haveModels) console.warn(`CLI signal tests skipped: ${MODEL} or ${TOKENIZER} is missing`);
+
+/** Runs the CLI to the end; `stdin` and `stdout` are file descriptors to use instead of pipes. */
+function camembed(args: string[], options: { stdin?: number; stdout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
+  });
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr };
+}
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cli-unix-')); });
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function smallIndex(): Promise<string> {
+  const file = path.join(dir, 'small.cmbd');
+  const index = new VectorIndex({ dim: 2 });
+  index.add(new Float32Array([1, 0, 0, 1, 0.6, 0.8]));
+  await index.save(file);
+  index.dispose();
+  return file;
+}
+
+const haveDevFull = fs.existsSync('/dev/full');
+(haveDevFull ? test : test.skip)('a full disk on standard output is a runtime error that says so (exit 1), without a stack trace', async () => {
+  const file = await smallIndex();
+  const queries = path.join(dir, 'q.f32');
+  fs.writeFileSync(queries, Buffer.from(new Float32Array([1, 0, 0, 1]).buffer));
+  const full = fs.openSync('/dev/full', 'w');
+  try {
+    for (const args of [['--version'], ['search', '--help'], ['index', 'info', file], ['search', '--index', file, '--query-vectors', queries]]) {
+      const { status, stderr } = camembed(args, { stdout: full });
+      expect({ args, status, stderr }).toEqual({ args, status: 1, stderr: 'camembed: cannot write to standard output: ENOSPC: no space left on device, write\n' });
+    }
+  } finally {
+    fs.closeSync(full);
+  }
+});
+
+test('--revision with a model folder is a usage error (exit 2) in every command that loads a model, before it loads', async () => {
+  const file = await smallIndex();
+  const model = fs.mkdtempSync(path.join(dir, 'model-'));  // a folder: no model needs to be in it
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  const evalFiles = ['--collection', input, '--queries', input, '--qrels', input, '--cache', path.join(dir, 'cache')];
+  for (const args of [
+    ['encode', '--input', input, '--output', path.join(dir, 'out.f32')],
+    ['index', 'build', '--input', input, '--output', path.join(dir, 'out.cmbd')],
+    ['search', '--index', file, 'une question'],
+    ['eval', ...evalFiles],
+  ]) {
+    const { status, stderr } = camembed([...args, '--model', model, '--revision', 'v1.0']);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --revision is for Hub ids, but ${model} is a folder here\n` });
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
+});
+
+test('a mistyped option, command or index subcommand is a usage error (exit 2) that suggests the nearest name; so is a flag given a value', () => {
+  const cases: [string[], string][] = [
+    [['encode', '--modle', 'x'], 'camembed encode: unknown option --modle (did you mean --model?)'],
+    [['encode', '--batch', '3'], 'camembed encode: unknown option --batch (did you mean --batch-size?)'],
+    [['search', '--query-vector', 'q.npy'], 'camembed search: unknown option --query-vector (did you mean --query-vectors?)'],
+    [['search', '--index', 'x.cmbd', '-k', '3', 'q'], 'camembed search: unknown option -k (did you mean --k?)'],
+    [['encode', '--input-file', 'x'], 'camembed encode: unknown option --input-file (did you mean --input?)'],
+    [['encode', '--xyzzy'], 'camembed encode: unknown option --xyzzy'],
+    [['encod'], "camembed: unknown command 'encod' (did you mean encode?)"],
+    [['index', 'bulid'], "camembed index: expected 'index build', 'index info' or 'index neighbors', got 'index bulid' (did you mean index build?)"],
+    // A flag's value other than true or false was taken as true: --offline=no went online.
+    [['encode', '--offline=no'], "camembed encode: --offline takes no value (or =true, =false), got 'no'"],
+  ];
+  for (const [args, message] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, line: stderr.split('\n')[0] }).toEqual({ args, status: 2, line: message });
+  }
+});
+
+test("'camembed help <command>' prints that command's help; 'camembed' alone is a usage error (usage on stderr, exit 2)", () => {
+  for (const command of [['encode'], ['index', 'info'], ['search']]) {
+    expect(camembed(['help', ...command])).toEqual({ status: 0, stdout: camembed([...command, '--help']).stdout, stderr: '' });
+  }
+  const bare = camembed([]);
+  expect(bare.status).toBe(2);
+  expect(bare.stdout).toBe('');
+  expect(bare.stderr).toBe(camembed(['--help']).stdout);
+  expect(bare.stderr).toMatch(/^usage: camembed <command> \[options\]\n/);
+});
+
+test("a folder on standard input ('< /') is a usage error (exit 2), not an empty input", async () => {
+  const file = await smallIndex();
+  const folder = fs.openSync(dir, 'r');
+  try {
+    for (const args of [
+      ['encode', '--input', '-', '--output', path.join(dir, 'stdin.f32')],
+      ['index', 'build', '--input', '-', '--output', path.join(dir, 'stdin.cmbd')],
+      ['search', '--index', file, '--queries', '-'],
+    ]) {
+      const { status, stderr } = camembed([...args, '--model', dir], { stdin: folder });
+      const option = args[0] === 'search' ? 'queries' : 'input';
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --${option} -: standard input is a folder, not a file\n` });
+    }
+  } finally {
+    fs.closeSync(folder);
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
+});
+
+test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
+  const file = await smallIndex();
+  const fifo = path.join(dir, 'options.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const cases: [string[], string, string][] = [
+    [['search', '--index', file, '--passages', fifo, 'q'], 'passages', 'its lines are read by number'],
+    [['search', '--index', file, '--query-vectors', fifo], 'query-vectors', 'its size is checked against its header first'],
+    [['index', 'build', '--vectors', fifo, '--output', path.join(dir, 'fifo.cmbd')], 'vectors', 'its size is checked against its header first'],
+    [['index', 'neighbors', file, '--passages', fifo], 'passages', 'its lines are read by number'],
+  ];
+  for (const [args, option, why] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --${option} ${fifo} is not a regular file: ${why}\n` });
+  }
+});
+
+test('eval --cache naming a file is a usage error (exit 2), before the model loads', () => {
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  const { status, stderr } = camembed(['eval', '--model', dir, '--collection', input, '--queries', input, '--qrels', input, '--cache', input]);
+  expect({ status, stderr }).toEqual({ status: 2, stderr: `camembed eval: --cache ${input} is a file, not a folder\n` });
+});
+
+test('convert and make-random-model: a missing model folder, a tokenizer folder without tokenizer.json, sizes that do not fit are usage errors naming the option (exit 2)', () => {
+  const file = path.join(dir, 'not-a-folder.txt');
+  fs.writeFileSync(file, 'x');
+  const out = path.join(dir, 'never-made');
+  const cases: [string[], string][] = [
+    [['convert', path.join(dir, 'nope')], `${path.join(dir, 'nope')} does not exist: expected a model folder`],
+    [['convert', file], `${file} is not a folder: expected a model folder`],
+    [['make-random-model', '--tokenizer', dir, '--out', out], `--tokenizer ${dir} has no tokenizer.json`],
+  ];
+  if (haveModels) cases.push([['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--hidden', '30', '--heads', '4'], '--hidden (30) must be a multiple of --heads (4)']);
+  for (const [args, message] of cases) {
+    const { status, stderr } = camembed(args);
+    expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
+  }
+  expect(fs.existsSync(out)).toBe(false);
+});
+
+test('encode --output - refuses to write binary vectors to a terminal (exit 2)', async () => {
+  const input = path.join(dir, 'one.txt');
+  fs.writeFileSync(input, 'un\n');
+  const tty = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+  Object.defineProperty(process.stdout, 'isTTY', { value: true, configurable: true });
+  const err: string[] = [];
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+  const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  try {
+    expect(await main(['encode', '--model', dir, '--input', input, '--output', '-'])).toBe(2);
+  } finally {
+    stderr.mockRestore();
+    stdout.mockRestore();
+    if (tty === undefined) delete (process.stdout as { isTTY?: boolean }).isTTY;
+    else Object.defineProperty(process.stdout, 'isTTY', tty);
+  }
+  expect(err.join('')).toBe('camembed encode: --output -: standard output is a terminal; redirect it (> vectors.f32) or name a file\n');
+  expect(stdout).not.toHaveBeenCalled();
+});
+
+test('a progress bar fits the width of its terminal (a line that wraps is not redrawn: each draw would leave one)', () => {
+  const out: string[] = [];
+  const stream = { isTTY: true, columns: 60, write: (s: string) => { out.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const bar = createProgressBar({ label: 'index build', unit: 'bytes', total: 15_000_000, stream });
+  bar.update(7_000_000);
+  bar.finish();
+  expect(out.join('').split('\r').slice(1)).toEqual([
+    'index build  [###########.............] 46.7%\x1b[K',  // the bytes, the ETA and the rate did not fit
+    'index build  [###########.............] 46.7%\x1b[K\n',
+  ]);
+});
+
+/**
+ * Starts the CLI; `signals` are sent one by one, each once `ready(stderr so far)` says so (polled),
+ * and the exit status comes back (null when a signal killed it).
+ */
+async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: string) => boolean][]):
+  Promise<{ status: number | null; killedBy: NodeJS.Signals | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += String(d); });
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  for (const [signal, ready] of signals) {
+    for (let waited = 0; !ready(stderr); waited += 10) {
+      if (waited > 60_000 || child.exitCode !== null) throw new Error(`never ready for ${signal}; stderr: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill(signal);
+  }
+  const [status, killedBy] = await exited;
+  return { status, killedBy, stderr };
+}
+
+(haveModels ? describe : describe.skip)('signals', () => {
+  test('eval stops on SIGTERM as on Ctrl-C (exit 143, the encoded passages cached); a second signal quits at once, leaving no .partial run file', async () => {
+    const collection = path.join(dir, 'collection.tsv');
+    fs.writeFileSync(collection, Array.from({ length: 40_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const queries = path.join(dir, 'queries.tsv');
+    fs.writeFileSync(queries, 'q1\tle noyau\n');
+    const qrels = path.join(dir, 'qrels.trec');
+    fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    const run = path.join(dir, 'run.trec');
+    const args = (cache: string) => ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '500', '--cache', path.join(dir, cache), '--run', run, '--threads', '1'];
+    const encoding = () => fs.existsSync(`${run}.partial`);  // opened just before the passages are encoded
+
+    const term = await interrupted(args('cache-term'), [['SIGTERM', encoding]]);
+    expect({ status: term.status, killedBy: term.killedBy }).toEqual({ status: 143, killedBy: null });
+    expect(term.stderr).toContain('stopping after the current step (SIGTERM again to quit now)');
+    expect(term.stderr).toMatch(/encoding interrupted after \d+ passages; the cache in .* keeps them/);
+    const [key] = fs.readdirSync(path.join(dir, 'cache-term'));
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'cache-term', key, 'manifest.json'), 'utf8')).chunks.length).toBeGreaterThan(0);
+
+    // Right after the first, so that it comes before the eval has wound down; another signal, as two
+    // of one kind may reach the process as one. Either may be handled first: that one stops the eval,
+    // the other quits.
+    const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGTERM', () => true]]);
+    const quitBy = /interrupted \((SIGINT|SIGTERM)\)/.exec(twice.stderr)?.[1];
+    expect({ quitBy, status: twice.status, killedBy: twice.killedBy }).toEqual({ quitBy, status: quitBy === 'SIGINT' ? 130 : 143, killedBy: null });
+    expect(quitBy).toBeDefined();
+    expect(twice.stderr).toContain('stopping after the current step');
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('run.trec'))).toEqual([]);
+    const cache = path.join(dir, 'cache-twice');  // made once the collection is read: maybe not yet
+    const leftovers = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).map(String).filter((f) => f.includes('.tmp-')) : [];
+    expect(leftovers).toEqual([]);
+  }, 120_000);
+
+  test('make-random-model interrupted while it writes the weights leaves no temporary file (exit 130)', async () => {
+    const out = path.join(dir, 'random-model');
+    const writing = () => fs.existsSync(out) && fs.readdirSync(out).some((f) => f.startsWith('model.safetensors.tmp-'));
+    const { status, killedBy } = await interrupted(['make-random-model', '--tokenizer', TOKENIZER, '--out', out, '--layers', '1'], [['SIGINT', writing]]);
+    expect({ status, killedBy }).toEqual({ status: 130, killedBy: null });
+    expect(fs.readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  }, 120_000);
+});
+
+(haveModels ? test : test.skip)("encode to a pipe named by path whose reader leaves ends quietly (141) as '-' does; a device that fails gets no 'partial output' note", async () => {
+  const input = path.join(dir, 'many.txt');
+  fs.writeFileSync(input, 'bonjour\n'.repeat(5000));  // 640 KB of vectors: more than a pipe holds
+  const fifo = path.join(dir, 'vectors.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const child = spawn(process.execPath, [CLI, 'encode', '--model', MODEL, '--input', input, '--output', fifo, '--threads', '1'],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += String(d); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const reader = fs.createReadStream(fifo);
+  await once(reader, 'data');
+  reader.destroy();
+  expect({ status: await exited, stderr }).toEqual({ status: 141, stderr: '' });
+  if (haveDevFull) {
+    expect(camembed(['encode', '--model', MODEL, '--input', input, '--output', '/dev/full', '--threads', '1']))
+      .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: ENOSPC: no space left on device, write\n' });
+  }
+}, 60_000);
+
+(haveModels ? test : test.skip)('an error that stops a progress bar on a terminal starts a line of its own', async () => {
+  const input = path.join(dir, 'bad-late.txt');
+  fs.writeFileSync(input, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0xff, 0x0a])]));
+  const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+  Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+  const err: string[] = [];
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+  try {
+    for (const args of [['encode', '--output', path.join(dir, 'late.f32')], ['index', 'build', '--output', path.join(dir, 'late.cmbd')]]) {
+      err.length = 0;
+      expect(await main([...args, '--model', MODEL, '--input', input, '--threads', '1'])).toBe(1);
+      const text = err.join('');
+      expect(text).toContain('\r');  // the bar was drawn
+      const fromLastBar = text.slice(text.lastIndexOf('\r')).split('\n');
+      expect(fromLastBar).toEqual([expect.stringMatching(/^\r/), `camembed ${args[0]}: ${input}:5001: is not valid UTF-8`, '']);
+    }
+  } finally {
+    stderr.mockRestore();
+    if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+    else Object.defineProperty(process.stderr, 'isTTY', tty);
+  }
+});
