@@ -201,7 +201,7 @@ test('input buffers transferred away and collected while async kernels run: the 
 
 test('an option getter that empties an array after its first read is caught before native code', async () => {
   // Options are read before the arrays' lengths are checked; the native check was the only one left.
-  const emptying = (array: ArrayBufferView) => {
+  const emptying = (array: ArrayBufferView<ArrayBuffer>) => {
     let reads = 0;
     return { get() { if (++reads === 2) structuredClone(array.buffer, { transfer: [array.buffer] }); return undefined; }, enumerable: true };
   };
