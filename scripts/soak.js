@@ -223,6 +223,15 @@ const scenarios = {
       await expectThrow(() => encoder.encode([1, 2]));
       await expectThrow(() => encoder.encode(texts, { bogus: true }));
     });
+    // Texts never seen before (words, accents, emoji, combining marks, any code point): the tokenizer's caches stay bounded.
+    const pieces = [...'abcdefghijklmnopqrstuvwxyzéèêàçôûïœ', '😀', '👍🏽', '中', 'e\u0301', 'क्ष', '\u200d', '🇫🇷'];
+    const unit = values(1 << 16, 13).map((v) => v + 0.5);
+    let u = 0;
+    const next = () => unit[u++ % unit.length];
+    const word = () => Array.from({ length: 1 + Math.floor(next() * 12) }, () => pieces[Math.floor(next() * pieces.length)]).join('');
+    const codePoints = () => String.fromCodePoint(...Array.from({ length: 30 }, () => 0x20 + Math.floor(next() * 0xd7e0)));
+    await soak('encode never-seen texts', 3000, () =>
+      encoder.encode(Array.from({ length: 8 }, () => `${Array.from({ length: 20 }, word).join(' ')} ${codePoints()}`)));
     await soak('32 concurrent encodes', 300, () =>
       Promise.all(Array.from({ length: 32 }, (_, j) => encoder.encode(texts.slice(0, 1 + (j % 4))))));
     await soak('encodeStream of a file abandoned midway', 1000, async (i) => {
