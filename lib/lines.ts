@@ -61,7 +61,8 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
 
 /**
  * The lines of `file` ('-': standard input), streamed; `from` resumes a file after a line already
- * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are.
+ * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are. Stopping early
+ * (`break`, or `return()`) closes the file; a reader dropped midway closes it once collected.
  */
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
@@ -75,7 +76,22 @@ export async function* readTextLines(file: string, from = { offset: 0, line: 0 }
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
   const input = file === '-' ? process.stdin
     : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });
-  for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, from.offset, from.line)) {
+  // A caller that drops this generator midway without return() (a server whose client went away)
+  // would leave the file open for good: `walk` lives as long as the generator's frame, and its
+  // collection closes the file.
+  const walk = {};
+  if (input instanceof fs.ReadStream) openFiles.register(walk, input, walk);
+  try {
+    yield* decodeLines(input as AsyncIterable<Buffer>, file, from);
+  } finally {
+    openFiles.unregister(walk);
+  }
+}
+
+const openFiles = new FinalizationRegistry<fs.ReadStream>((input) => input.destroy());
+
+async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine> {
+  for await (const { bytes, line, startOffset, endOffset } of readRawLines(input, from.offset, from.line)) {
     yield { text: lineText(bytes, startOffset, file, line), line, endOffset };
   }
 }
