@@ -120,6 +120,10 @@ export class CudaMatrix {
     const rows = requirePositiveInteger('options.rows', opts.rows);
     if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
     const dim = requirePositiveInteger('options.dim', opts.dim);
+    // Every option is read before the lengths are checked: a getter could otherwise empty a chunk
+    // (transfer its buffer) after its check, and its rows would be uploaded as none.
+    const storage = opts.storage === undefined ? 'float16' : opts.storage;
+    const deviceOption = opts.device;
     const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
     if (total !== rows * dim) {
       throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
@@ -129,11 +133,10 @@ export class CudaMatrix {
         throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
       }
     });
-    const storage = opts.storage === undefined ? 'float16' : opts.storage;
     if (storage !== 'float16' && storage !== 'float32') {
       throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
     }
-    const device = requireDevice(opts.device);
+    const device = requireDevice(deviceOption);
     const native = cudaAddon();
     const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
     try {

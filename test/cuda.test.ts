@@ -221,6 +221,13 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         enumerable: true, get() { if (++reads === 2) structuredClone(emptied.buffer, { transfer: [emptied.buffer] }); return undefined; },
       });
       expect(() => m.search(emptied, emptying)).toThrow(/^queries has 0 elements/);
+      // The same for create (this uploaded no rows and returned a matrix of zero rows, without an error).
+      const emptiedRows = new Float32Array([1, 0, 0, 0]);
+      let rowReads = 0;
+      const emptyingCreate = Object.defineProperty({ rows: 1, dim: 4 }, 'device', {
+        enumerable: true, get() { if (++rowReads === 2) structuredClone(emptiedRows.buffer, { transfer: [emptiedRows.buffer] }); return undefined; },
+      });
+      expect(() => CudaMatrix.create(emptiedRows, emptyingCreate)).toThrow(/^data has 0 elements/);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
