@@ -229,6 +229,11 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       });
       expect(() => CudaMatrix.create(emptiedRows, emptyingCreate)).toThrow(/^data has 0 elements/);
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
+      // Finite values whose norm passes the float32 range (3e38, 3e38), as on the CPU: the infinite
+      // norm scored the row 0 in cosine mode, and it went missing from the results.
+      const hugeRow = new Float32Array([1, 0, 0, 1, 3e38, 3e38]);
+      expect(() => CudaMatrix.create(hugeRow, { rows: 3, dim: 2, storage: 'float32' }))
+        .toThrow('CudaMatrix: row 2 holds NaN, infinity, or values whose norm passes the float32 range');
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
       expect(() => big.search(new Float32Array(2), { k: CUDA_MAX_K + 1 })).toThrow(/<= 2048/);
