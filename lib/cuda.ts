@@ -124,14 +124,15 @@ export class CudaMatrix {
     // (transfer its buffer) after its check, and its rows would be uploaded as none.
     const storage = opts.storage === undefined ? 'float16' : opts.storage;
     const deviceOption = opts.device;
-    const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    // The lengths checked are the row counts sent: native code then refuses a chunk emptied later
+    // (by a getter of the chunks themselves) rather than upload it as no rows.
+    const lengths = chunks.map((chunk) => chunk.length);
+    const total = lengths.reduce((sum, n) => sum + n, 0);
     if (total !== rows * dim) {
       throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
     }
-    chunks.forEach((chunk, i) => {
-      if (chunk.length % dim !== 0) {
-        throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
-      }
+    lengths.forEach((n, i) => {
+      if (n % dim !== 0) throw new RangeError(`data[${i}] has ${n} elements: not a whole number of rows of ${dim}`);
     });
     if (storage !== 'float16' && storage !== 'float32') {
       throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
@@ -141,9 +142,9 @@ export class CudaMatrix {
     const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
     try {
       let firstRow = 0;
-      for (const chunk of chunks) {
+      for (const [i, chunk] of chunks.entries()) {
         const dataType: Storage = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
-        const rowCount = chunk.length / dim;
+        const rowCount = lengths[i] / dim;
         native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
         firstRow += rowCount;
       }

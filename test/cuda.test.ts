@@ -228,6 +228,14 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         enumerable: true, get() { if (++rowReads === 2) structuredClone(emptiedRows.buffer, { transfer: [emptiedRows.buffer] }); return undefined; },
       });
       expect(() => CudaMatrix.create(emptiedRows, emptyingCreate)).toThrow(/^data has 0 elements/);
+      // A chunk's own getter (its type tag, read again as it is uploaded) that empties the next chunk:
+      // refused by native code (this uploaded the next chunk as no rows).
+      const second = new Float32Array([0, 1, 0, 0]);
+      let tagReads = 0;
+      const first = Object.defineProperty(new Float32Array([1, 0, 0, 0]), Symbol.toStringTag, {
+        get() { if (++tagReads === 2) structuredClone(second.buffer, { transfer: [second.buffer] }); return 'Float32Array'; },
+      });
+      expect(() => CudaMatrix.create([first, second], { rows: 2, dim: 4 })).toThrow("native: 'data' is shorter than its shape");
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
       // Finite values whose norm passes the float32 range (3e38, 3e38), as on the CPU: the infinite
       // norm scored the row 0 in cosine mode, and it went missing from the results.
