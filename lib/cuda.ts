@@ -111,7 +111,8 @@ export class CudaMatrix {
    * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
    * 2^32 values: 8.8M rows of 768 need several).
    * Throws when the data holds NaN, infinity, a row whose norm passes the float32 range, or (for
-   * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
+   * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
+   * not exist; nothing is kept then.
    */
   static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
