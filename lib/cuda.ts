@@ -110,8 +110,9 @@ export class CudaMatrix {
    * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits;
    * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
    * 2^32 values: 8.8M rows of 768 need several).
-   * Throws when the data holds NaN, infinity, or (for float16 storage) a value beyond +-65504,
-   * when the GPU lacks the memory, or when `device` does not exist; nothing is kept then.
+   * Throws when the data holds NaN, infinity, a row whose norm passes the float32 range, or (for
+   * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
+   * not exist; nothing is kept then.
    */
   static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
@@ -120,27 +121,31 @@ export class CudaMatrix {
     const rows = requirePositiveInteger('options.rows', opts.rows);
     if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
     const dim = requirePositiveInteger('options.dim', opts.dim);
-    const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    // Every option is read before the lengths are checked: a getter could otherwise empty a chunk
+    // (transfer its buffer) after its check, and its rows would be uploaded as none.
+    const storage = opts.storage === undefined ? 'float16' : opts.storage;
+    const deviceOption = opts.device;
+    // The lengths checked are the row counts sent: native code then refuses a chunk emptied later
+    // (by a getter of the chunks themselves) rather than upload it as no rows.
+    const lengths = chunks.map((chunk) => chunk.length);
+    const total = lengths.reduce((sum, n) => sum + n, 0);
     if (total !== rows * dim) {
       throw new RangeError(`data has ${total} elements but options.rows x options.dim needs ${rows * dim}`);
     }
-    chunks.forEach((chunk, i) => {
-      if (chunk.length % dim !== 0) {
-        throw new RangeError(`data[${i}] has ${chunk.length} elements: not a whole number of rows of ${dim}`);
-      }
+    lengths.forEach((n, i) => {
+      if (n % dim !== 0) throw new RangeError(`data[${i}] has ${n} elements: not a whole number of rows of ${dim}`);
     });
-    const storage = opts.storage === undefined ? 'float16' : opts.storage;
     if (storage !== 'float16' && storage !== 'float32') {
       throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
     }
-    const device = requireDevice(opts.device);
+    const device = requireDevice(deviceOption);
     const native = cudaAddon();
     const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
     try {
       let firstRow = 0;
-      for (const chunk of chunks) {
+      for (const [i, chunk] of chunks.entries()) {
         const dataType: Storage = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
-        const rowCount = chunk.length / dim;
+        const rowCount = lengths[i] / dim;
         native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
         firstRow += rowCount;
       }

@@ -63,6 +63,8 @@ export interface NativeAddon {
   float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
   unitRows(args: { input: Float32Array; output: Float32Array | Uint16Array; dim: number }): number;
   info(): NativeInfo;
+  /** V8's major.minor version in the Node.js headers it was built with. */
+  v8Version: string;
   /** An exclusive flock on `fd`, as Python's filelock takes: true once held, false while another holds it. */
   tryLockFile(fd: number): boolean;
   [binding: string]: unknown;
@@ -74,6 +76,8 @@ export const addonPath = process.env.CAMEMBED_ADDON
 
 let addon: NativeAddon | undefined;
 
+const HOW_TO_BUILD = "'npm rebuild camembed' in the project that installed it ('npm run build:native' in camembed's own repository)";
+
 export function loadAddon(): NativeAddon {
   if (addon === undefined) {
     try {
@@ -82,8 +86,17 @@ export function loadAddon(): NativeAddon {
     } catch (err) {
       throw new Error(
         `camembed: cannot load the native addon at ${addonPath} (${(err as Error).message}). ` +
-          `Build it with 'npm rebuild camembed' in the project that installed it ('npm run build:native' in ` +
-          `camembed's own repository); that needs CMake >= 3.18 and a C++17 compiler.`,
+          `Build it with ${HOW_TO_BUILD}; that needs CMake >= 3.18 and a C++17 compiler.`,
+      );
+    }
+    // The addon uses V8's API (native/addon/common.h), whose ABI changes between Node.js majors.
+    const running = process.versions.v8.split('.').slice(0, 2).join('.');
+    if (addon.v8Version !== running) {
+      const built = addon.v8Version;
+      addon = undefined;
+      throw new Error(
+        `camembed: the native addon at ${addonPath} was built for another Node.js (V8 ${built ?? 'unrecorded: an older camembed'}; Node.js ` +
+          `${process.version} runs V8 ${running}). Rebuild it with ${HOW_TO_BUILD}.`,
       );
     }
   }

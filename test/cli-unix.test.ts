@@ -192,6 +192,22 @@ test('a progress bar fits the width of its terminal (a line that wraps is not re
   ]);
 });
 
+test('a signal that comes during synchronous work right after an fs Promise settled is handled when onInterrupt ends, not lost', () => {
+  // A model converted as it loads: the signal waits for the conversion, and the handler must still be there when it is delivered.
+  const args = path.resolve(__dirname, '..', 'dist', 'commands', 'args.js');
+  const script = `const fs = require('fs');
+    (async () => {
+      const end = require(${JSON.stringify(args)}).onInterrupt(() => fs.writeSync(1, 'cleanup\\n'));
+      await fs.promises.readFile(${JSON.stringify(args)});
+      process.kill(process.pid, 'SIGINT');
+      for (const until = Date.now() + 50; Date.now() < until;);  // the synchronous work
+      await end();
+      fs.writeSync(1, 'not interrupted\\n');
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 130, stdout: 'cleanup\n', stderr: '\ninterrupted (SIGINT)\n' });
+});
+
 /**
  * Starts the CLI; `signals` are sent one by one, each once `ready(stderr so far)` says so (polled),
  * and the exit status comes back (null when a signal killed it).

@@ -221,7 +221,27 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         enumerable: true, get() { if (++reads === 2) structuredClone(emptied.buffer, { transfer: [emptied.buffer] }); return undefined; },
       });
       expect(() => m.search(emptied, emptying)).toThrow(/^queries has 0 elements/);
+      // The same for create (this uploaded no rows and returned a matrix of zero rows, without an error).
+      const emptiedRows = new Float32Array([1, 0, 0, 0]);
+      let rowReads = 0;
+      const emptyingCreate = Object.defineProperty({ rows: 1, dim: 4 }, 'device', {
+        enumerable: true, get() { if (++rowReads === 2) structuredClone(emptiedRows.buffer, { transfer: [emptiedRows.buffer] }); return undefined; },
+      });
+      expect(() => CudaMatrix.create(emptiedRows, emptyingCreate)).toThrow(/^data has 0 elements/);
+      // A chunk's own getter (its type tag, read again as it is uploaded) that empties the next chunk:
+      // refused by native code (this uploaded the next chunk as no rows).
+      const second = new Float32Array([0, 1, 0, 0]);
+      let tagReads = 0;
+      const first = Object.defineProperty(new Float32Array([1, 0, 0, 0]), Symbol.toStringTag, {
+        get() { if (++tagReads === 2) structuredClone(second.buffer, { transfer: [second.buffer] }); return 'Float32Array'; },
+      });
+      expect(() => CudaMatrix.create([first, second], { rows: 2, dim: 4 })).toThrow("native: 'data' is shorter than its shape");
       expect(() => CudaMatrix.create(new Float32Array([1, NaN]), { rows: 1, dim: 2 })).toThrow(/row 0 holds NaN/);
+      // Finite values whose norm passes the float32 range (3e38, 3e38), as on the CPU: the infinite
+      // norm scored the row 0 in cosine mode, and it went missing from the results.
+      const hugeRow = new Float32Array([1, 0, 0, 1, 3e38, 3e38]);
+      expect(() => CudaMatrix.create(hugeRow, { rows: 3, dim: 2, storage: 'float32' }))
+        .toThrow('CudaMatrix: row 2 holds NaN, infinity, or values whose norm passes the float32 range');
       expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
       expect(() => big.search(new Float32Array(2), { k: CUDA_MAX_K + 1 })).toThrow(/<= 2048/);

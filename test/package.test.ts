@@ -6,6 +6,7 @@
 import { execFile, execFileSync } from 'child_process';
 import * as fs from 'fs';
 import { isBuiltin } from 'module';
+import * as os from 'os';
 import * as path from 'path';
 
 const root = path.resolve(__dirname, '..');
@@ -87,4 +88,17 @@ test("a missing addon's error tells a user of the package how to build it", asyn
   const stdout = await runNode(['-e', script], { ...process.env, CAMEMBED_ADDON: path.join(root, 'no-such-addon.node') });
   expect(stdout).toContain('cannot load the native addon');
   expect(stdout).toContain("'npm rebuild camembed'");
+});
+
+test('an addon built for another Node.js (another V8) is refused with how to rebuild it; this one matches', async () => {
+  // It uses V8's API, and Node loads a Node-API module built for any version without a word.
+  const fake = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-addon-')), 'camembed.js');
+  fs.writeFileSync(fake, "module.exports = { v8Version: '1.0' };");
+  const script = `try { require(${JSON.stringify(root)}).devices(); } catch (e) { console.log(e.message); }`;
+  const stdout = await runNode(['-e', script], { ...process.env, CAMEMBED_ADDON: fake });
+  const running = process.versions.v8.split('.').slice(0, 2).join('.');
+  expect(stdout).toContain(`was built for another Node.js (V8 1.0; Node.js ${process.version} runs V8 ${running}). Rebuild it with 'npm rebuild camembed'`);
+  fs.rmSync(path.dirname(fake), { recursive: true, force: true });
+  const real = await runNode(['-e', `console.log(require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).loadAddon().v8Version)`]);
+  expect(real.trim()).toBe(running);
 });

@@ -239,7 +239,9 @@ export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
   return async () => {
-    await new Promise((resolve) => setImmediate(resolve));
+    // Two turns: one setImmediate called from an I/O callback (an fs Promise just settled) runs
+    // before the loop next polls for the signal, which the handler removed below would then lose.
+    for (let turn = 0; turn < 2; turn++) await new Promise((resolve) => setImmediate(resolve));
     process.off('SIGINT', handler);
     process.off('SIGTERM', handler);
   };

@@ -347,8 +347,9 @@ __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
 
 // Floor: reads rows * dim * sizeof(Src), writes rows * stride * sizeof(Dst) + rows * 4 bytes.
-// badRow receives the lowest row holding a value that is not finite once stored. Norms are summed
-// in float64: float32 squares of components like 1e-25 or 1e20 would underflow or overflow.
+// badRow receives the lowest row holding a value that is not finite once stored, or whose norm is
+// not. Norms are summed in float64: float32 squares of components like 1e-25 or 1e20 would
+// underflow or overflow.
 template <class Src, class Dst>
 __global__ void storeRowsKernel(const Src* __restrict__ src, int64_t rows, int64_t dim, int64_t stride,
                                 Dst* __restrict__ dst, float* __restrict__ norms, int* badRow, int rowOffset) {
@@ -365,8 +366,12 @@ __global__ void storeRowsKernel(const Src* __restrict__ src, int64_t rows, int64
       sumSquares += double(f) * f;
     }
     for (int o = 16; o > 0; o >>= 1) sumSquares += __shfl_xor_sync(0xffffffffu, sumSquares, o);
+    // A norm past FLT_MAX (components near 1e38) is bad too: as an infinite divisor it would score
+    // the row 0 in cosine mode, not its cosine (the CPU kernel refuses such rows as well).
+    const float norm = float(sqrt(sumSquares));
+    bad |= !isfinite(norm);
     if (__any_sync(0xffffffffu, bad) && lane == 0) atomicMin(badRow, rowOffset + int(row));
-    if (lane == 0) norms[row] = float(sqrt(sumSquares));
+    if (lane == 0) norms[row] = norm;
   }
 }
 
@@ -772,7 +777,8 @@ Status cudaMatrixSetRows(CudaMatrix* m, int64_t firstRow, const void* hostData, 
   CAMEMBED_CUDA_TRY(cudaStreamSynchronize(m->stream), "CudaMatrix: uploading rows");
   if (firstBad != noBadRow)
     return "CudaMatrix: row " + std::to_string(firstBad) + " holds NaN, infinity" +
-           (m->storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)" : "");
+           (m->storage == HiddenType::Float16 ? ", or a value outside the float16 range (|x| > 65504)"
+                                              : ", or values whose norm passes the float32 range");
   return "";
 }
 
