@@ -83,6 +83,12 @@ test('a mistyped option, command or index subcommand is a usage error (exit 2) t
     [['index', 'bulid'], "camembed index: expected 'index build', 'index info' or 'index neighbors', got 'index bulid' (did you mean index build?)"],
     // A flag's value other than true or false was taken as true: --offline=no went online.
     [['encode', '--offline=no'], "camembed encode: --offline takes no value (or =true, =false), got 'no'"],
+    // An empty value (--model= or --model '') reached the library, which failed at run time.
+    [['encode', '--model=', '--input', 'x'], 'camembed encode: --model needs a value'],
+    [['encode', '--model', '', '--input', 'x'], 'camembed encode: --model needs a value'],
+    // Nothing typed is near nothing: no suggestion of the first name in the list.
+    [[''], "camembed: unknown command ''"],
+    [['encode', '--=x'], 'camembed encode: unknown option --'],
   ];
   for (const [args, message] of cases) {
     const { status, stderr } = camembed(args);

@@ -53,6 +53,7 @@ function editDistance(a: string, b: string): number {
  * (a third of the word, at least 2), or starts with the word, or begins it (--input-file); else ''.
  */
 export function suggestion(word: string, known: string[]): string {
+  if (word.replace(/^-+/, '') === '') return '';  // nothing typed, nothing to be near
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const name of known) {
@@ -97,7 +98,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
       continue;
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
-    if (raw === undefined) throw new CliUsageError(`--${name} needs a value`);
+    if (raw === undefined || raw === '') throw new CliUsageError(`--${name} needs a value`);
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
@@ -229,8 +230,11 @@ export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals
       return;
     }
     try {
-      cleanup?.();
-      removeTrackedTemporaries();
+      try {
+        cleanup?.();
+      } finally {
+        removeTrackedTemporaries();  // even when the command's own clean-up failed
+      }
     } finally {
       process.stderr.write(`\ninterrupted (${signal})\n`);
       process.exit(128 + os.constants.signals[signal]);
