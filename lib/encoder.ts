@@ -110,7 +110,7 @@ const CALL_COST_TOKENS = 16;
  */
 const INLINE_POOL_FLOATS = 1 << 20;
 
-/** Texts tokenized between event-loop turns (~35 ms at the review's 0.56 ms a passage). */
+/** Texts tokenized between event-loop turns (~45 ms of passages: 0.18 s for 256 in bench/RESULTS-encoder.md's quiet run). */
 const TOKENIZE_SLICE = 64;
 
 /**
@@ -488,7 +488,7 @@ export class Encoder {
     } catch {
       throw new RangeError(`texts: ${texts.length} texts of ${this.dim} floats do not fit one Float32Array; use encodeStream()`);
     }
-    // Tokenizing costs ~0.5 ms a text: in slices, letting the event loop run between them.
+    // Tokenizing costs up to ~0.7 ms a passage: in slices, letting the event loop run between them.
     const ids: number[][] = [];
     for (let i = 0; i < texts.length; i++) {
       if (i % TOKENIZE_SLICE === 0) await this.sliceTurn();

@@ -26,7 +26,8 @@ const CUDA_QUERY_TILE = 8192;          // CUDA: queries per chunk search (the de
 const TILE_RESULTS = 1 << 20;          // queries x k per kernel call: bounds the kernel's heaps and outputs
 const MAX_ID = (1n << 63n) - 1n;
 const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste most of a 2 MiB page
-// Ids entered into the table between event-loop turns on load: ~55 ms at the review's 1.8 s for 8.8M ids.
+// Ids entered into the table between event-loop turns on load: loading 8.8M ids stalled the loop
+// at most 133-146 ms with slices of this size, 1.8-1.9 s without (bench/RESULTS-index.md).
 const ID_TABLE_SLICE = 1 << 18;
 
 function requireChunkBytes(value: unknown): number {

@@ -2,7 +2,7 @@
 // install script needs to compile the addon and everything dist/ loads, and nothing that only this
 // repository's development uses (tests, benchmarks, build outputs, models). The whole path (pack,
 // install into a fresh project, require/import/tsc/CLI from there) is `npm run check:package`,
-// which needs the npm registry and a minute, so it is no test.
+// which needs the npm registry and up to ~45 s, so it is no test.
 import { execFile, execFileSync } from 'child_process';
 import * as fs from 'fs';
 import { isBuiltin } from 'module';

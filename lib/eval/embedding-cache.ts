@@ -124,11 +124,11 @@ export class EncodeInterrupted extends Error {
   }
 }
 
-/** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
 const ENCODE_COLLECTION_OPTIONS = namesOf<EncodeCollectionOptions>({
   collection: true, cacheDir: true, identity: true, encoder: true, chunkRows: true, signal: true, onProgress: true,
 });
 
+/** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
 export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
   requireObject('options', options, ENCODE_COLLECTION_OPTIONS);
   const { collection, encoder, signal, onProgress } = options;
