@@ -86,7 +86,7 @@ export function loadAddon(): NativeAddon {
     } catch (err) {
       throw new Error(
         `camembed: cannot load the native addon at ${addonPath} (${(err as Error).message}). ` +
-          `Build it with ${HOW_TO_BUILD}; that needs CMake >= 3.18 and a C++17 compiler.`,
+          `Build it with ${HOW_TO_BUILD}; that needs CMake >= 3.18 and a C++20 compiler.`,
       );
     }
     // The addon uses V8's API (native/addon/common.h), whose ABI changes between Node.js majors.

@@ -41,8 +41,10 @@ const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'
       output.catch(() => undefined);  // reported by its test
       parityRuns.set(`${name}_sm${sm}`, output);
     }
-    await run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', addonBuild,
-      '--CDCAMEMBED_CUDA_EMULATOR=ON', '--target', 'camembed']);
+    // Configured every time (as build:native is), so that a build left by another Node.js is rebuilt for this one.
+    const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+    await run(process.execPath, [cmakeJs, 'configure', '--out', addonBuild, '--CDCAMEMBED_CUDA_EMULATOR=ON']);
+    await run(process.execPath, [cmakeJs, 'build', '--out', addonBuild, '--target', 'camembed']);
   }, 600_000);
 
   for (const { sm, name } of parityTests) {
