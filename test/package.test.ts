@@ -102,3 +102,20 @@ test('an addon built for another Node.js (another V8) is refused with how to reb
   const real = await runNode(['-e', `console.log(require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).loadAddon().v8Version)`]);
   expect(real.trim()).toBe(running);
 });
+
+test("the build refuses Node.js headers of another major than the Node.js it is for (a stale npm nodedir)", async () => {
+  // A nodedir whose headers say Node.js 1: cmake-js builds for the Node.js running it.
+  const nodedir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-nodedir-'));
+  fs.mkdirSync(path.join(nodedir, 'include', 'node'), { recursive: true });
+  fs.writeFileSync(path.join(nodedir, 'include', 'node', 'node.h'), '');
+  fs.writeFileSync(path.join(nodedir, 'include', 'node', 'node_version.h'), '#define NODE_MAJOR_VERSION 1\n');
+  const env = { ...process.env, npm_config_nodedir: nodedir, CAMEMBED_CUDA: 'OFF' };
+  const args = [require.resolve('cmake-js/bin/cmake-js'), 'configure', '--out', path.join(nodedir, 'build')];
+  const output = await new Promise<string>((resolve) => {
+    execFile(process.execPath, args, { cwd: root, env }, (error, out, err) => resolve(`${error ? 'failed' : 'configured'}\n${out}${err}`));
+  });
+  fs.rmSync(nodedir, { recursive: true, force: true });
+  expect(output.split('\n')[0]).toBe('failed');
+  expect(output.replace(/\s+/g, ' ')).toContain(
+    `camembed: the Node.js headers in ${path.join(nodedir, 'include', 'node')} are Node.js 1's, but the addon is being built for Node.js ${process.versions.node}`);
+});
