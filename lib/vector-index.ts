@@ -123,7 +123,9 @@ interface Chunk {
   ids: BigInt64Array;    // capacity
   count: number;
   mapped: boolean;       // a view of a read-only file mapping: copied before any write
-  matrix: CudaMatrix | null;  // the first `count` rows on the CUDA device, made on first search
+  matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made on first search
+  synced: number;             // rows [0, synced) of `matrix` were uploaded (appended rows come after)...
+  rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
 }
 
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
@@ -309,7 +311,7 @@ export class VectorIndex {
       }
       for (; remaining > 0; remaining -= Math.min(remaining, this.chunkRows)) {
         const capacity = Math.min(remaining, this.chunkRows);
-        added.push({ vectors: this.allocate(capacity), ids: new BigInt64Array(capacity), count: 0, mapped: false, matrix: null });
+        added.push({ vectors: this.allocate(capacity), ids: new BigInt64Array(capacity), count: 0, mapped: false, matrix: null, synced: 0, rewritten: new Set() });
       }
       table = this.table.withRoomFor(this.count + rows);
     } catch (err) {
@@ -340,13 +342,14 @@ export class VectorIndex {
       const replaced = grown.chunk.vectors;
       Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
       releaseStorage(replaced);
+      this.dropDeviceCopy(grown.chunk);  // more rows than its device copy holds
     }
     this.chunks.push(...added);
     this.table = table;
     for (const { chunk, ids, from, first, n } of spans) {
       ids.set(newIds.subarray(first, first + n), from);
       chunk.count = from + n;
-      this.dropDeviceCopy(chunk);
+      chunk.synced = Math.min(chunk.synced, from);
       for (let i = 0; i < n; i++) this.table.set(newIds[first + i], this.count + first + i);
     }
     this.count += rows;
@@ -388,13 +391,15 @@ export class VectorIndex {
         chunk.vectors.set(lastChunk.vectors.subarray(lastRow * d, (lastRow + 1) * d), row * d);
         chunk.ids[row] = lastChunk.ids[lastRow];
         this.table.set(chunk.ids[row], position);
-        this.dropDeviceCopy(chunk);
+        if (chunk.matrix !== null) chunk.rewritten.add(row);
       }
       this.table.delete(id);
       lastChunk.count--;
       this.count--;
-      this.dropDeviceCopy(lastChunk);
-      if (lastChunk.count === 0) releaseStorage(this.chunks.pop()!.vectors);
+      if (lastChunk.count === 0) {
+        this.dropDeviceCopy(lastChunk);
+        releaseStorage(this.chunks.pop()!.vectors);
+      }
     }
   }
 
@@ -522,7 +527,7 @@ export class VectorIndex {
           storage.push(header.dtype === 'float32'
             ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
         }
-        rows.forEach((n, i) => index.chunks.push({ vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null }));
+        rows.forEach((n, i) => index.chunks.push({ vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null, synced: 0, rewritten: new Set() }));
         await index.finishLoad(header, metadata, file);
       } catch (err) {
         for (const v of storage) releaseStorage(v);
@@ -652,11 +657,29 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  /** A CUDA chunk's top-k (its device copy is made on first use). */
+  /**
+   * A CUDA chunk's top-k. Its device copy is made on first use; only the rows written since
+   * (appended, or filled by a remove) are uploaded before later searches.
+   */
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
-    const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
-    chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
-    return chunk.matrix.searchAsync(queries, { k, normalized: true });
+    const d = this.dim;
+    const upload = (from: number, to: number) => chunk.matrix!.setRows(from, chunk.vectors.subarray(from * d, to * d));
+    if (chunk.matrix === null) {
+      // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
+      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, storage: this.dtype, device: this.deviceIndex });
+      chunk.synced = chunk.ids.length;
+    } else {
+      // Rewritten rows in runs of consecutive rows, one upload each; then the appended rows.
+      const rows = [...chunk.rewritten].filter((r) => r < Math.min(chunk.synced, chunk.count)).sort((a, b) => a - b);
+      for (let i = 0, j = 0; i < rows.length; i = j) {
+        for (j = i + 1; j < rows.length && rows[j] === rows[j - 1] + 1;) j++;
+        upload(rows[i], rows[j - 1] + 1);
+      }
+      if (chunk.synced < chunk.count) upload(chunk.synced, chunk.count);
+      chunk.synced = Math.max(chunk.synced, chunk.count);
+    }
+    chunk.rewritten.clear();
+    return chunk.matrix.searchAsync(queries, { k, normalized: true, rows: chunk.count });
   }
 
   /** Search with unit-length queries, a tile of queries at a time. */
