@@ -94,9 +94,13 @@ function firstBadRow(data: RowData, dim: number, storage: Storage): number {
   for (let row = 0, base = 0; base < data.length; row++, base += dim) {
     let sumSquares = 0;
     for (let i = base; i < base + dim; i++) {
-      // float16 bits: exponent all ones is infinity or NaN; finite halves have finite norms.
-      if (halfBits ? (data[i] & 0x7c00) === 0x7c00 : !(Math.abs(data[i]) < limit)) return row;
-      sumSquares += data[i] * data[i];
+      const v = data[i];
+      if (halfBits) {
+        if ((v & 0x7c00) === 0x7c00) return row;  // exponent all ones: infinity or NaN (finite halves have finite norms)
+      } else {
+        if (!(Math.abs(v) < limit)) return row;
+        sumSquares += v * v;
+      }
     }
     if (!halfBits && storage === 'float32' && !(Math.sqrt(sumSquares) <= FLOAT32_MAX)) return row;
   }
