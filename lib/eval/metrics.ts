@@ -152,7 +152,6 @@ export function evaluate(
   if (!Array.isArray(metrics) || metrics.length === 0) {
     throw new TypeError("metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10']");
   }
-  if (!isPlainObject(options)) throw new TypeError('options must be an object');
   requireObject('options', options, EVALUATE_OPTIONS);
   if (options.perQuery !== undefined && typeof options.perQuery !== 'boolean') {
     throw new TypeError(`options.perQuery must be a boolean, got ${typeof options.perQuery}`);
