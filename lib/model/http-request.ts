@@ -106,7 +106,13 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
   });
 }
 
-export async function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>): Promise<Response> {
+/**
+ * An abort of `signal` destroys the request with `signal.reason`, before the answer or while its body is
+ * read (the body then fails); the listener goes with the request.
+ */
+export async function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>,
+  signal?: AbortSignal): Promise<Response> {
+  signal?.throwIfAborted();
   const target = new URL(url);
   const proxy = proxyFor(target);
   let send: () => http.ClientRequest;
@@ -132,6 +138,12 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   }
   return new Promise((resolve, reject) => {
     const req = send();
+    if (signal !== undefined) {
+      const onAbort = () => req.destroy(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      req.once('close', () => signal.removeEventListener('abort', onAbort));
+      if (signal.aborted) onAbort();  // during the proxy's tunnel
+    }
     req.on('response', (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from ${url} for ${TIMEOUT_MS / 1000} s`)));
     req.on('error', reject);
