@@ -210,9 +210,9 @@ describeModel('Encoder', () => {
       },
     });
     await expect(encoding).rejects.toBe(reason);
-    expect(progress).toHaveLength(1);  // one batch, then none
     expect(listeners(controller.signal)).toBe(0);
-    expect(await encoder.encode(TEXTS)).toEqual(alone);
+    expect(await encoder.encode(TEXTS)).toEqual(alone);  // queued after what is left of the aborted call
+    expect(progress).toHaveLength(1);  // one batch, then none
   });
 
   test.each(['before it starts', 'after a batch of the call before it'])(
@@ -248,7 +248,7 @@ describeModel('Encoder', () => {
     });
 
   test('encodeStream: aborted before reads nothing; aborted midway ends the stream with the reason and closes the source', async () => {
-    let read = 0;
+    let read = 0;  // items the source gave
     let closed = false;
     async function* source() {
       try {
@@ -270,6 +270,7 @@ describeModel('Encoder', () => {
     between.controller.abort(between.reason);
     await expect(stream.next()).rejects.toBe(between.reason);
     expect(closed).toBe(true);
+    expect(read).toBe(9);  // the first item read after the abort ends it
 
     // Aborted from the progress of a chunk's first batch: its encode rejects, the source is closed.
     closed = false;
