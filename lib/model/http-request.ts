@@ -107,8 +107,8 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
 }
 
 /**
- * An abort of `signal` destroys the request with `signal.reason`, before the answer or while its body is
- * read (the body then fails); the listener goes with the request.
+ * An abort of `signal` before the answer comes destroys the request with `signal.reason`; the listener
+ * goes when the answer (or an error) comes: a caller reading the body stops it itself.
  */
 export async function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>,
   signal?: AbortSignal): Promise<Response> {
@@ -138,15 +138,19 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   }
   return new Promise((resolve, reject) => {
     const req = send();
-    if (signal !== undefined) {
-      const onAbort = () => req.destroy(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      req.once('close', () => signal.removeEventListener('abort', onAbort));
-      if (signal.aborted) onAbort();  // during the proxy's tunnel
-    }
-    req.on('response', (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
+    const onAbort = () => req.destroy(signal!.reason);
+    const settle = () => signal?.removeEventListener('abort', onAbort);
+    req.on('response', (res) => {
+      settle();
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
+    });
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from ${url} for ${TIMEOUT_MS / 1000} s`)));
-    req.on('error', reject);
+    req.on('error', (err) => {
+      settle();
+      reject(err);
+    });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();  // during the proxy's tunnel
     req.end();
   });
 }

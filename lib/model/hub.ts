@@ -458,6 +458,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   }
   const out = fs.createWriteStream(partial, { flags: have > 0 ? 'a' : 'w' });
   let bytes = have;
+  // An abort cuts the body as a lost connection would (what arrived is kept); withRetries then gives the reason.
+  const stopOnAbort = () => res.body.destroy(ctx.signal?.reason);
   progress(bytes);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -474,6 +476,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
       res.body.on('end', () => out.end());
       out.on('finish', resolve);
       out.on('error', reject);
+      ctx.signal?.addEventListener('abort', stopOnAbort, { once: true });
+      if (ctx.signal?.aborted) stopOnAbort();
     });
   } catch (err) {
     res.body.destroy();  // a body left paused (a full disk stopped the writes) held its socket until the timeout
@@ -484,6 +488,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
     }
     await new Promise((resolve) => out.end(resolve));  // keep what arrived: the next attempt resumes after it
     throw err;
+  } finally {
+    ctx.signal?.removeEventListener('abort', stopOnAbort);
   }
   if (meta.size !== null && bytes !== meta.size) {
     throw new Error(`connection closed during ${file} after ${bytes} of ${meta.size} bytes`);
