@@ -426,11 +426,11 @@ describe('a signal (AbortSignal) stops a download', () => {
     expect(hub.requests).toEqual([]);
   });
 
-  test('aborted mid-file: the request ends, nothing is retried, the partial file stays and the next call resumes it', async () => {
+  test.each([4, 0])('aborted mid-file (retries: %d): the request ends, nothing is retried, the partial file stays and the next call resumes it', async (retries) => {
     const controller = new AbortController();
     const reason = new Error('client went away');
     const downloading = resolveModel('org/public', {
-      ...fast(), signal: controller.signal,
+      ...fast(), retries, signal: controller.signal,
       onProgress: (p) => { if (p.file === 'model.safetensors' && p.bytes > 0) controller.abort(reason); },
     });
     await expect(downloading).rejects.toBe(reason);
