@@ -191,7 +191,7 @@ describeModel('Encoder', () => {
     await expect(Encoder.load(MODEL, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
     const controller = new AbortController();
     const loading = Encoder.load(MODEL, { signal: controller.signal });
-    controller.abort(reason);  // while the model is resolved: no session is made
+    controller.abort(reason);  // the load has started: it stops before making the session
     await expect(loading).rejects.toBe(reason);
     expect(listeners(controller.signal)).toBe(0);
   });
