@@ -138,7 +138,7 @@ describe('VectorIndex', () => {
   test('one long-lived signal shared by many calls keeps no listener', async () => {
     const { signal } = new AbortController();
     const file = path.join(dir, 'a.cmbd');
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 20; i++) {
       await index.search(queries.subarray(0, DIM), { k: 2, signal });
       for await (const chunk of index.neighbors({ k: 1, batchSize: 300, signal })) expect(chunk.k).toBe(1);
     }
