@@ -13,10 +13,23 @@ import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { namesOf, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
+
+/**
+ * `work`, or a rejection with `signal.reason` as soon as the signal aborts (the work itself goes on
+ * to its next check); the listener goes when either comes first, so a signal shared by many calls
+ * keeps none.
+ */
+function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
@@ -41,6 +54,11 @@ export interface EncoderOptions {
    * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
    */
   spinWait?: boolean;
+  /**
+   * Stops the load: a Hub download at once (its partial file stays in the cache, to resume from);
+   * a conversion to ONNX or ONNX Runtime's session creation once it is done. Rejects with `signal.reason`.
+   */
+  signal?: AbortSignal;
 }
 
 export interface EncodeOptions {
@@ -48,6 +66,11 @@ export interface EncodeOptions {
   normalize?: boolean;
   /** Called after each batch with the number of texts done so far. */
   onProgress?: (progress: { done: number; total: number }) => void;
+  /**
+   * Rejects the call with `signal.reason` as soon as it aborts; no later batch of it runs (the one
+   * ONNX Runtime is running, if any, finishes: an inference cannot be interrupted).
+   */
+  signal?: AbortSignal;
 }
 
 export interface EncodeStreamOptions {
@@ -56,14 +79,16 @@ export interface EncodeStreamOptions {
   chunkSize?: number;
   /** Called after each batch with the number of texts done since the stream began. */
   onProgress?: (progress: { done: number }) => void;
+  /** Ends the stream with `signal.reason` (as encode's `signal`), closing the source iterator. */
+  signal?: AbortSignal;
 }
 
 const ENCODER_OPTIONS = namesOf<EncoderOptions>({
   device: true, threads: true, maxLength: true, batchSize: true, maxBatchTokens: true, cacheDir: true, offline: true, revision: true,
-  spinWait: true,
+  spinWait: true, signal: true,
 });
-const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true });
-const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true });
+const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true, signal: true });
+const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true, signal: true });
 
 /** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
 export interface Embeddings {
@@ -345,8 +370,9 @@ export class Encoder {
     if (o.cacheDir !== undefined && typeof o.cacheDir !== 'string') throw new TypeError(`options.cacheDir must be a string, got ${typeName(o.cacheDir)}`);
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
+    const signal = optionalAbortSignal('options.signal', o.signal);
 
-    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision });
+    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision, signal });
     const layout = readModelLayout(model.dir);
     const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
     if (maxLength < 2 || maxLength > layout.maxPositions) {
@@ -361,6 +387,7 @@ export class Encoder {
     // As sentence-transformers: <s> and the prompt's tokens (the prompt tokenized alone, without its </s>).
     const promptTokens = layout.prompt !== '' && !layout.includePrompt ? tokenizer.encode(layout.prompt).length - 1 : 0;
     const onnxPath = await onnxGraphOf(model);
+    signal?.throwIfAborted();  // before the session, which takes seconds at full size
 
     let session: ort.InferenceSession;
     try {
@@ -382,6 +409,10 @@ export class Encoder {
           `(without onnxruntime-node-install=skip) or use device 'cpu'.`);
       }
       throw new Error(`cannot load the ONNX graph ${onnxPath}: ${(err as Error).message}`);
+    }
+    if (signal?.aborted) {
+      await session.release();
+      throw signal.reason;
     }
 
     const inputs = session.inputMetadata;
@@ -415,13 +446,16 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    const signal = optionalAbortSignal('options.signal', o.signal);
     if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
-    const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress);
+    const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress, signal);
+    // dispose() waits for the work itself, which an abort stops only at its next check.
     this.running.add(run);
     const finished = () => this.running.delete(run);
     run.then(finished, finished);
-    return run;
+    return signal === undefined ? run : rejectOnAbort(run, signal);
   }
 
   /**
@@ -442,19 +476,23 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    const signal = optionalAbortSignal('options.signal', o.signal);
     // The options as checked now: the caller's object may change while the stream runs.
-    return this.streamChunks(texts, chunkSize, normalize, o.onProgress);
+    return this.streamChunks(texts, chunkSize, normalize, o.onProgress, signal);
   }
 
   private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number, normalize: boolean,
-    onProgress: EncodeStreamOptions['onProgress']): AsyncGenerator<Embeddings> {
+    onProgress: EncodeStreamOptions['onProgress'], signal: AbortSignal | undefined): AsyncGenerator<Embeddings> {
     let chunk: string[] = [];
     let seen = 0;
     const encodeChunk = (texts: string[]) => {
       const before = seen - texts.length;
-      return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })) });
+      return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })), signal });
     };
+    signal?.throwIfAborted();  // before the source is read
     for await (const text of texts) {
+      // Thrown in the loop, so that for-await closes the source (its return()).
+      signal?.throwIfAborted();
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
@@ -480,7 +518,7 @@ export class Encoder {
   }
 
   private async encodeNow(texts: string[], normalize: boolean,
-    onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
+    onProgress: EncodeOptions['onProgress'], signal: AbortSignal | undefined): Promise<Embeddings> {
     const session = this.session!;  // dispose() waits for the running calls before it drops the session
     let out: Float32Array;
     try {
@@ -491,12 +529,19 @@ export class Encoder {
     // Tokenizing costs up to ~0.7 ms a passage: in slices, letting the event loop run between them.
     const ids: number[][] = [];
     for (let i = 0; i < texts.length; i++) {
-      if (i % TOKENIZE_SLICE === 0) await this.sliceTurn();
+      if (i % TOKENIZE_SLICE === 0) {
+        await this.sliceTurn();
+        signal?.throwIfAborted();
+      }
       ids.push(this.tokenizer.encode(this.prompt + texts[i]));
     }
     let done = 0;
     for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
-      const pooled = await this.runInTurn(() => this.runBatch(session, batch, ids, normalize));
+      // Checked when its turn comes: a call aborted while it waited costs the queue nothing.
+      const pooled = await this.runInTurn(() => {
+        signal?.throwIfAborted();
+        return this.runBatch(session, batch, ids, normalize);
+      });
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
       onProgress?.({ done, total: texts.length });

@@ -11,7 +11,8 @@ export { CUDA_MAX_K, CudaMatrix } from './cuda';
 export type { CudaMatrixOptions, CudaSearchOptions, CudaSearchResult } from './cuda';
 export { VectorIndex } from './vector-index';
 export type {
-  IdsInput, IndexDescription, LoadOptions, NeighborsChunk, NeighborsOptions, SearchResult, VectorIndexOptions, VectorsInput,
+  IdsInput, IndexDescription, LoadOptions, NeighborsChunk, NeighborsOptions, SaveOptions, SearchOptions, SearchResult, VectorIndexOptions,
+  VectorsInput,
 } from './vector-index';
 export { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments } from './eval/metrics';
 export type { EvaluateOptions, MetricValues, PerQueryEvaluation, Qrels, Run } from './eval/metrics';

@@ -15,7 +15,9 @@ import {
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
-import { namesOf, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
+import {
+  namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+} from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
 // On CUDA each chunk is a device matrix searched on its own (a launch sequence, a host sync and a
@@ -77,12 +79,20 @@ export interface SearchResult {
   k: number;
 }
 
+export interface SearchOptions {
+  k: number;
+  /** Rejects with `signal.reason` before the next tile of queries (one kernel call) once it aborts. */
+  signal?: AbortSignal;
+}
+
 export interface NeighborsOptions {
   k: number;
   /** Leave each vector out of its own neighbour list (default true). */
   excludeSelf?: boolean;
   /** Vectors per yielded chunk (default 1024). */
   batchSize?: number;
+  /** Ends the walk with `signal.reason` before its next chunk, or its next tile of queries within one. */
+  signal?: AbortSignal;
 }
 
 export interface NeighborsChunk {
@@ -109,12 +119,20 @@ export interface LoadOptions {
   mmap?: boolean;
   /** As in VectorIndexOptions. */
   chunkBytes?: number;
+  /** Rejects with `signal.reason` before the next piece read (64 MiB) or slice of ids once it aborts. */
+  signal?: AbortSignal;
+}
+
+export interface SaveOptions {
+  /** Rejects with `signal.reason` before the next piece written (64 MiB); the file is then left as it was. */
+  signal?: AbortSignal;
 }
 
 const INDEX_OPTIONS = namesOf<VectorIndexOptions>({ dim: true, dtype: true, device: true, chunkBytes: true, metadata: true });
-const SEARCH_OPTIONS = namesOf<{ k: number }>({ k: true });
-const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true });
-const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true });
+const SEARCH_OPTIONS = namesOf<SearchOptions>({ k: true, signal: true });
+const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true, signal: true });
+const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true, signal: true });
+const SAVE_OPTIONS = namesOf<SaveOptions>({ signal: true });
 
 type Storage = Float32Array | Uint16Array;
 
@@ -404,15 +422,17 @@ export class VectorIndex {
   }
 
   /** The k nearest stored vectors (by cosine) of each query row. */
-  async search(queries: VectorsInput, options: { k: number }): Promise<SearchResult> {
+  async search(queries: VectorsInput, options: SearchOptions): Promise<SearchResult> {
     this.assertUsable('search');
     const o = requireObject('options', options, SEARCH_OPTIONS);
     const k = this.checkK(o.k);
+    const signal = optionalAbortSignal('options.signal', o.signal);
     const { data, rows } = parseVectors('queries', queries, this.dim);
     const unit = normalizeRows('queries', data, this.dim);
+    signal?.throwIfAborted();
     this.readers++;
     try {
-      return await this.searchUnit(unit, rows, k);
+      return await this.searchUnit(unit, rows, k, signal);
     } finally {
       this.readers--;
     }
@@ -430,11 +450,14 @@ export class VectorIndex {
     const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
-    return this.walkNeighbors(k, excludeSelf, batchSize);
+    const signal = optionalAbortSignal('options.signal', o.signal);
+    return this.walkNeighbors(k, excludeSelf, batchSize, signal);
   }
 
-  private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number): AsyncGenerator<NeighborsChunk> {
+  private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number,
+    signal: AbortSignal | undefined): AsyncGenerator<NeighborsChunk> {
     this.assertUsable('neighbors');
+    signal?.throwIfAborted();
     // The walk holds the index only while a step runs, not while it waits at a yield: a walk its
     // caller drops without return() (a client gone mid-stream) would otherwise lock add, remove and
     // dispose for good. A change between two steps ends the walk instead of mixing two indexes.
@@ -442,6 +465,7 @@ export class VectorIndex {
     const total = this.count;
     const kOut = Math.min(k, excludeSelf ? total - 1 : total);
     for (let start = 0; start < total; start += batchSize) {
+      signal?.throwIfAborted();
       if (this.changes !== changes) {
         throw new Error('VectorIndex.neighbors: the index changed (add, remove or dispose) during the walk; start a new walk');
       }
@@ -454,7 +478,7 @@ export class VectorIndex {
       let found: SearchResult;
       this.readers++;
       try {
-        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut);
+        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal);
       } finally {
         this.readers--;
       }
@@ -480,9 +504,11 @@ export class VectorIndex {
   }
 
   /** Writes the index to `file` (format in docs/index.md) through a temporary file and a rename. */
-  async save(file: string): Promise<void> {
+  async save(file: string, options?: SaveOptions): Promise<void> {
     this.assertUsable('save');
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const signal = optionalAbortSignal('options.signal', optionalObject('options', options, SAVE_OPTIONS).signal);
+    signal?.throwIfAborted();
     const metadata = this.savedMetadata.bytes;
     const header: Header = {
       dtype: this.dtype, dim: this.dim, count: this.count, nextId: this.nextId, metadataBytes: metadata.length,
@@ -493,7 +519,7 @@ export class VectorIndex {
     try {
       await writeIndexFile(file, header, metadata,
         this.chunks.map((c) => byteView(c.ids, c.count * 8)),
-        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
+        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)), signal);
     } finally {
       this.readers--;
     }
@@ -504,11 +530,13 @@ export class VectorIndex {
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
     const o = optionalObject('options', options, LOAD_OPTIONS);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
+    const signal = optionalAbortSignal('options.signal', o.signal);
     const make = (h: Header) => new VectorIndex({
       dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
     });
     resolveDevice(o.device);  // option errors before any file I/O
     if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);
+    signal?.throwIfAborted();
     const reader = await IndexFileReader.open(file);
     try {
       const { header } = reader;
@@ -521,14 +549,16 @@ export class VectorIndex {
       const storage = mmap ? [] : rows.map((n) => index.allocate(n));
       try {
         const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)));
+          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
         for (const view of mapped) {
           releasableBuffers.add(view.buffer);
           storage.push(header.dtype === 'float32'
             ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
         }
-        rows.forEach((n, i) => index.chunks.push({ vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null, synced: 0, rewritten: new Set() }));
-        await index.finishLoad(header, metadata, file);
+        rows.forEach((n, i) => index.chunks.push({
+          vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null, synced: 0, rewritten: new Set(),
+        }));
+        await index.finishLoad(header, metadata, file, signal);
       } catch (err) {
         for (const v of storage) releaseStorage(v);
         throw err;
@@ -572,7 +602,7 @@ export class VectorIndex {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private async finishLoad(header: Header, metadata: Uint8Array, file: string): Promise<void> {
+  private async finishLoad(header: Header, metadata: Uint8Array, file: string, signal: AbortSignal | undefined): Promise<void> {
     this.savedMetadata = { bytes: metadata.slice(), object: deepFreeze(decodeMetadata(metadata, file)) };
     this.count = header.count;
     this.nextId = header.nextId;
@@ -584,7 +614,10 @@ export class VectorIndex {
         if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
         this.table.set(id, position);
         // Millions of ids take seconds: let the event loop run between slices.
-        if ((position + 1) % ID_TABLE_SLICE === 0) await new Promise(setImmediate);
+        if ((position + 1) % ID_TABLE_SLICE === 0) {
+          await new Promise(setImmediate);
+          signal?.throwIfAborted();
+        }
       }
     }
   }
@@ -683,7 +716,7 @@ export class VectorIndex {
   }
 
   /** Search with unit-length queries, a tile of queries at a time. */
-  private async searchUnit(unit: Float32Array, numQueries: number, k: number): Promise<SearchResult> {
+  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
     const ids = new BigInt64Array(numQueries * kept);
     const scores = new Float32Array(numQueries * kept);
@@ -692,6 +725,7 @@ export class VectorIndex {
     const maxQueries = this.deviceIndex < 0 ? Math.floor(QUERY_TILE_BYTES / (d * 4)) : CUDA_QUERY_TILE;
     const maxTile = Math.max(1, Math.min(maxQueries, Math.floor(TILE_RESULTS / (kept + 1))));
     for (const [q0, q1] of evenTiles(numQueries, maxTile)) {
+      signal?.throwIfAborted();  // one kernel call cannot be stopped; the next is not made
       const queries = unit.subarray(q0 * d, q1 * d);
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
       for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);

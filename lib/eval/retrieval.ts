@@ -7,7 +7,7 @@ import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
@@ -117,6 +117,7 @@ const RETRIEVAL_OPTIONS = namesOf<RetrievalEvaluationOptions>({
 
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   requireObject('options', options, RETRIEVAL_OPTIONS);
+  const signal = optionalAbortSignal('options.signal', options.signal);
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
   if (!Array.isArray(metrics) || metrics.length === 0) {
@@ -148,6 +149,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
 
   const encoder = await Encoder.load(options.model, {
     device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
+    signal,
   });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
@@ -168,7 +170,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       },
       encoder,
       chunkRows: options.chunkRows,
-      signal: options.signal,
+      signal,
       onProgress: (p) => {
         encodeBar?.update(p.bytes, p.totalBytes);
         options.onEncodeProgress?.(p);
@@ -178,7 +180,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const encodeSeconds = (Date.now() - t) / 1000;
 
     // 2. Chunks -> index; index ids are row numbers into encoded.ids.
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     t = Date.now();
     index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
     for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
@@ -190,13 +192,13 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     let encodeQueriesSeconds = 0, searchSeconds = 0;
     const searchBar = bar('search queries', 'items');
     for (let first = 0; first < queries.length; first += QUERY_BATCH) {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       const batch = queries.slice(first, first + QUERY_BATCH);
       t = Date.now();
-      const embedded = await encoder.encode(batch.map(([, text]) => text));
+      const embedded = await encoder.encode(batch.map(([, text]) => text), { signal });
       encodeQueriesSeconds += (Date.now() - t) / 1000;
       t = Date.now();
-      const found = await index.search(embedded, { k });
+      const found = await index.search(embedded, { k, signal });
       searchSeconds += (Date.now() - t) / 1000;
       for (let q = 0; q < batch.length; q++) {
         const scores = found.scores.subarray(q * found.k, (q + 1) * found.k);

@@ -1,7 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
 
@@ -14,7 +14,7 @@ export { defaultCacheDir } from './hub';
 
 export type ResolveOptions = HubOptions;
 const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
-  revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true,
+  revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true, signal: true,
 });
 
 // `source` is a local folder, or a Hub id ('org/name', or a legacy 'name') when no such folder exists.
@@ -23,6 +23,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
   }
   requireObject('options', options, RESOLVE_OPTIONS);
+  optionalAbortSignal('options.signal', options.signal)?.throwIfAborted();
   if (fs.existsSync(source)) {
     // A folder has no revisions: a pinned revision must not be dropped without a word.
     if (options.revision !== undefined) throw new TypeError(`options.revision is for Hub ids, but ${source} is a folder here`);
