@@ -5,7 +5,7 @@ export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync 
 export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
 export { float16ToFloat32Array, float32ToFloat16Array } from './float16';
 export * as reference from './reference';
-export { convertToOnnx, defaultCacheDir, makeRandomModel, resolveModel } from './model';
+export { convertToOnnx, defaultCacheDir, HubError, makeRandomModel, ProxyError, resolveModel } from './model';
 export type { ConvertOptions, RandomModelOptions, ResolvedModel, ResolveOptions } from './model';
 export { CUDA_MAX_K, CudaMatrix } from './cuda';
 export type { CudaMatrixOptions, CudaSearchOptions, CudaSearchResult } from './cuda';

@@ -5,7 +5,7 @@ import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { resolveModel } from '../lib/model';
+import { HubError, ProxyError, resolveModel } from '../lib/model';
 import { proxyFor } from '../lib/model/http-request';
 import { defaultCacheDir, looksLikeHubId } from '../lib/model/hub';
 import { loadAddon } from '../lib/native';
@@ -194,7 +194,9 @@ describe('resolveModel from the Hub', () => {
     const model = await resolveModel('org/public', { ...fast(), revision: COMMIT });
     expect(model.dir).toBe(path.join(repoDir('org/public'), 'snapshots', COMMIT));
     expect(fs.existsSync(path.join(repoDir('org/public'), 'refs'))).toBe(false);
-    await expect(resolveModel('org/public', { ...fast(), revision: 'no-such-branch' })).rejects.toThrow(/404/);
+    const missing = await resolveModel('org/public', { ...fast(), revision: 'no-such-branch' }).catch((err: unknown) => err);
+    expect(missing).toBeInstanceOf(HubError);
+    expect(missing).toMatchObject({ name: 'HubError', status: 404, retryable: false, message: expect.stringMatching(/404/) });
   });
 
   test('HF_ENDPOINT and HF_TOKEN: a private repo needs the bearer token, which never reaches the CDN', async () => {
@@ -273,7 +275,7 @@ describe('resolveModel from the Hub', () => {
     await expect(resolveModel('org/public', fast())).resolves.toMatchObject({ onnxPath: null });
     hub.failures.set('tokenizer.json', 10);
     await expect(resolveModel('org/public', { ...fast(), cacheDir: path.join(cacheDir, 'other'), retries: 2 }))
-      .rejects.toThrow(/503 for tokenizer\.json of org\/public.*after 3 attempts/);
+      .rejects.toMatchObject({ name: 'HubError', status: 503, message: expect.stringMatching(/503 for tokenizer\.json of org\/public.*after 3 attempts/) });
     hub.failures.delete('tokenizer.json');
   });
 
@@ -541,8 +543,10 @@ describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Pyt
     const proxy = await startFakeProxy();
     proxy.refuseConnect = 407;
     try {
-      await expect(withEnv({ HTTPS_PROXY: proxy.url }, () => resolveModel('org/public', { ...fast(), endpoint: 'https://localhost:1' })))
-        .rejects.toThrow(/the proxy 127\.0\.0\.1:\d+ refused a tunnel to localhost:1 \(407\): check the credentials in the proxy URL/);
+      const refused = withEnv({ HTTPS_PROXY: proxy.url }, () => resolveModel('org/public', { ...fast(), endpoint: 'https://localhost:1' }));
+      await expect(refused).rejects.toThrow(/the proxy 127\.0\.0\.1:\d+ refused a tunnel to localhost:1 \(407\): check the credentials in the proxy URL/);
+      await expect(refused).rejects.toMatchObject({ name: 'ProxyError' });
+      await expect(refused).rejects.toBeInstanceOf(ProxyError);
       expect(proxy.log.filter((l) => l.startsWith('CONNECT '))).toHaveLength(1);
     } finally {
       await proxy.close();

@@ -22,6 +22,7 @@ const TIMEOUT_MS = 30_000;
 export class ProxyError extends Error {
   constructor(message: string, readonly retryable: boolean) {
     super(message);
+    this.name = 'ProxyError';
   }
 }
 

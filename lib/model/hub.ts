@@ -88,10 +88,12 @@ function defaultToken(): string | undefined {
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
 
+/** The Hub answered with an error: `status` is its HTTP status (401, 403, 404, 5xx...) when there was one. */
 export class HubError extends Error {
-  /** `status`: the HTTP status that caused it, if any; `retryAfterMs`: how long the Hub asked us to wait. */
+  /** `retryable`: a 5xx or 429, worth trying again later; `retryAfterMs`: how long the Hub asked us to wait. */
   constructor(message: string, readonly retryable: boolean, readonly status?: number, readonly retryAfterMs?: number) {
     super(message);
+    this.name = 'HubError';
   }
 }
 
@@ -267,7 +269,7 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
-        if (err instanceof HubError) throw new HubError(message, false);
+        if (err instanceof HubError) throw new HubError(message, false, err.status);
         throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }

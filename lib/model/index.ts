@@ -10,7 +10,8 @@ export { convertedGraph, convertToOnnx } from './convert';
 export type { ConvertOptions } from './convert';
 export { makeRandomModel } from './random-model';
 export type { RandomModelOptions } from './random-model';
-export { defaultCacheDir } from './hub';
+export { defaultCacheDir, HubError } from './hub';
+export { ProxyError } from './http-request';
 
 export type ResolveOptions = HubOptions;
 const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
