@@ -140,7 +140,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
-  removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
+  await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
   const { manifest, ids } = (await readManifest(dir, identity)) ??
     { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };

@@ -289,7 +289,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   // Hidden (`.<name>.tmp-<pid>-<random>`); one a killed save left an hour or more ago goes now: it is
   // as large as the index.
   const hidden = `.${path.basename(target)}`;
-  removeAbandonedTemporaries(dir, [hidden]);
+  await removeAbandonedTemporaries(dir, [hidden]);
   const temp = temporaryPath(path.join(dir, hidden));  // a command's Ctrl-C removes it (removeTrackedTemporaries)
   const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;

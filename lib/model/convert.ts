@@ -248,7 +248,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
   const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
-  removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
+  await removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   let dataFd = -1;
   let dataClosed = false;
   try {

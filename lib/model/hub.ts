@@ -355,7 +355,7 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
         // A copy killed an hour or more ago (as large as the file; a replica killed at start-up
         // each time leaves one more) goes now.
-        removeAbandonedTemporaries(path.dirname(link), [path.basename(link)]);
+        await removeAbandonedTemporaries(path.dirname(link), [path.basename(link)]);
         replaceAtomically(link, (tmp) => fs.copyFileSync(blob, tmp));
       }
     }
