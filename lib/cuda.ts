@@ -1,14 +1,15 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { devices } from './devices';
+import type { Dtype } from './kernels';
 import { loadAddon } from './native';
 import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typedArrayKind, typeName } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
 
-type Storage = 'float16' | 'float32';
-type RowData = Float32Array | Uint16Array;
+/** Rows of a CudaMatrix, row-major: float32 values, or float16 bits in a Uint16Array. */
+export type RowData = Float32Array | Uint16Array;
 
 interface NativeSearchArgs {
   queries: Float32Array; numQueries: number; k: number; rows: number; normalized: boolean; outIndices: Int32Array;
@@ -17,8 +18,8 @@ interface NativeSearchArgs {
 
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
 interface CudaBindings {
-  cudaMatrixCreate(args: { rows: number; dim: number; storage: Storage; device: number }): MatrixHandle;
-  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Storage; firstRow: number; rowCount: number }): void;
+  cudaMatrixCreate(args: { rows: number; dim: number; storage: Dtype; device: number }): MatrixHandle;
+  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Dtype; firstRow: number; rowCount: number }): void;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -29,16 +30,21 @@ function cudaAddon(): CudaBindings {
   return loadAddon() as unknown as CudaBindings;
 }
 
+/** Options of CudaMatrix.create. */
 export interface CudaMatrixOptions {
+  /** Rows the matrix holds (at most 2^31 - 1); the data gives exactly rows x dim values. */
   rows: number;
+  /** Values per row. */
   dim: number;
   /** How the rows are stored on the GPU (default 'float16': half the memory, tensor cores). */
-  storage?: Storage;
+  storage?: Dtype;
   /** CUDA device index (default 0). */
   device?: number;
 }
 
+/** Options of CudaMatrix.search and searchAsync. */
 export interface CudaSearchOptions {
+  /** Results per query (>= 1; at most CUDA_MAX_K once capped to the rows searched). */
   k: number;
   /** true: rows and queries are unit vectors and the score is their dot product (default false: cosine). */
   normalized?: boolean;
@@ -52,9 +58,11 @@ export interface CudaSearchOptions {
 const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, storage: true, device: true });
 const SEARCH_OPTIONS = namesOf<CudaSearchOptions>({ k: true, normalized: true, rows: true });
 
+/** A CUDA search's results: the same shape as cosineTopK's TopKResult. */
 export interface CudaSearchResult {
   /** [queries x k] row indices, each query's best first (ties: lower index first). */
   indices: Int32Array;
+  /** The cosine (or, with `normalized: true`, the dot product) of each of `indices`. */
   scores: Float32Array;
   /** min(options.k, rows searched) */
   k: number;
@@ -88,7 +96,7 @@ const FLOAT16_OVERFLOW = 65520;  // float32 values from here round to infinity i
  * stored, or a norm past the float32 range), or -1. Checked here so that setRows changes nothing
  * on bad data: the device writes rows as it checks them.
  */
-function firstBadRow(data: RowData, dim: number, storage: Storage): number {
+function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
   const halfBits = typedArrayKind(data) === 'Uint16Array';
   const limit = storage === 'float16' ? FLOAT16_OVERFLOW : Infinity;
   for (let row = 0, base = 0; base < data.length; row++, base += dim) {
@@ -124,16 +132,25 @@ function requireDevice(value: unknown): number {
   return device;
 }
 
+/**
+ * Database rows resident on one GPU: upload once with CudaMatrix.create, search many times, free().
+ * Without a GPU (or a CUDA build) create() throws an Error that says why.
+ */
 export class CudaMatrix {
   private handle: MatrixHandle | null;
 
   private constructor(
     handle: MatrixHandle,
+    /** Rows the matrix holds. */
     readonly rows: number,
+    /** Values per row. */
     readonly dim: number,
+    /** GPU memory held, in bytes. */
     readonly bytes: number,
+    /** The CUDA device index it lives on. */
     readonly device: number,
-    readonly storage: Storage,
+    /** How its rows are stored on the GPU. */
+    readonly storage: Dtype,
   ) {
     this.handle = handle;
   }
@@ -176,7 +193,7 @@ export class CudaMatrix {
     try {
       let firstRow = 0;
       for (const [i, chunk] of chunks.entries()) {
-        const dataType: Storage = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
+        const dataType: Dtype = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
         const rowCount = lengths[i] / dim;
         native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
         firstRow += rowCount;
@@ -212,7 +229,7 @@ export class CudaMatrix {
       throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.storage === 'float16'
         ? ', or a value outside the float16 range (|x| > 65504)' : ', or values whose norm passes the float32 range'));
     }
-    const dataType: Storage = typedArrayKind(data) === 'Float32Array' ? 'float32' : 'float16';
+    const dataType: Dtype = typedArrayKind(data) === 'Float32Array' ? 'float32' : 'float16';
     cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType, firstRow, rowCount });
   }
 
@@ -236,6 +253,7 @@ export class CudaMatrix {
     this.handle = null;
   }
 
+  /** Whether free() has been called (any later use throws). */
   get freed(): boolean {
     return this.handle === null;
   }

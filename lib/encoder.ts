@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { parseDevice, resolveDevice } from './devices';
+import { Device, parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
@@ -16,6 +16,7 @@ import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import { namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
+/** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
 /**
@@ -31,10 +32,11 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** Options of Encoder.load. */
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
   device?: 'cpu' | 'cuda' | `cuda:${number}`;
-  /** ONNX Runtime intra-op threads (default: all cores). */
+  /** ONNX Runtime intra-op threads (default: all cores, os.availableParallelism()). */
   threads?: number;
   /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */
   maxLength?: number;
@@ -61,6 +63,7 @@ export interface EncoderOptions {
   signal?: AbortSignal;
 }
 
+/** Options of Encoder.encode. */
 export interface EncodeOptions {
   /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
   normalize?: boolean;
@@ -73,7 +76,9 @@ export interface EncodeOptions {
   signal?: AbortSignal;
 }
 
+/** Options of Encoder.encodeStream. */
 export interface EncodeStreamOptions {
+  /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
   normalize?: boolean;
   /** Texts encoded together (sorted by length within the chunk); default 4096. */
   chunkSize?: number;
@@ -92,9 +97,22 @@ const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, ch
 
 /** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
 export interface Embeddings {
+  /** rows x dim values, row-major. */
   data: Float32Array;
+  /** Vectors (one per text). */
   rows: number;
+  /** Values per vector. */
   dim: number;
+}
+
+/** similarity()'s result: a rows x cols matrix of cosines, row-major. */
+export interface SimilarityMatrix {
+  /** rows x cols cosines: data[i * cols + j] compares a's row i with b's row j. */
+  data: Float32Array;
+  /** a.rows */
+  rows: number;
+  /** b.rows */
+  cols: number;
 }
 
 /** A padded batch: rows of the caller's input, padded to `seq` tokens (the longest of them). */
@@ -250,7 +268,7 @@ function optionalPositiveInteger(name: string, value: unknown, fallback: number)
   return value === undefined ? fallback : requirePositiveInteger(name, value);
 }
 
-function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {
+function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
   // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
   // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
   // CUDA provider (which the encoder needs, not camembed's kernels) decides.
@@ -302,15 +320,25 @@ async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weight
   }
 }
 
+/**
+ * A sentence-transformers model (CamemBERT-base bi-encoder by default) on ONNX Runtime: texts in,
+ * the vectors sentence-transformers' `encode(texts, normalize_embeddings=True)` gives out.
+ * Make one with Encoder.load; dispose() releases it.
+ */
 export class Encoder {
   /** Vector length (768 for CamemBERT-base). */
   readonly dim: number;
   /** Truncation length in tokens. */
   readonly maxLength: number;
+  /** The model's local folder (a snapshot folder of the Hub cache for a Hub id). */
   readonly modelDir: string;
+  /** The ONNX graph ONNX Runtime runs (the model's own, or the one converted from its weights). */
   readonly onnxPath: string;
-  readonly device: string;
+  /** Where the transformer runs: 'cpu' or 'cuda:<index>'. */
+  readonly device: Device;
+  /** Most texts per ONNX Runtime call. */
   readonly batchSize: number;
+  /** Most padded tokens (rows x longest row) per ONNX Runtime call. */
   readonly maxBatchTokens: number;
   private readonly tokenizer: SentenceTokenizer;
   private session: ort.InferenceSession | null;
@@ -338,7 +366,7 @@ export class Encoder {
   private disposing: Promise<void> | null = null;
 
   private constructor(fields: {
-    dim: number; maxLength: number; modelDir: string; onnxPath: string; device: string; batchSize: number;
+    dim: number; maxLength: number; modelDir: string; onnxPath: string; device: Device; batchSize: number;
     maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
     inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string; promptTokens: number;
   }) {
@@ -617,7 +645,7 @@ export class Encoder {
 }
 
 /** Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major. */
-export function similarity(a: Embeddings, b: Embeddings): { data: Float32Array; rows: number; cols: number } {
+export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
     if (e === null || typeof e !== 'object' || !(e.data instanceof Float32Array) ||
       !Number.isInteger(e.rows) || !Number.isInteger(e.dim) || e.data.length !== e.rows * e.dim) {

@@ -6,14 +6,23 @@ import * as fs from 'fs';
 
 import { requireObject, typeName } from './validate';
 
+/** A text file that is not as expected (not UTF-8, a malformed TSV or qrels line): `file:line: message`. */
 export class FormatError extends Error {
-  constructor(readonly file: string, readonly line: number, message: string) {
+  constructor(
+    /** The file (as given). */
+    readonly file: string,
+    /** The 1-based line number. */
+    readonly line: number,
+    message: string,
+  ) {
     super(`${file}:${line}: ${message}`);
     this.name = 'FormatError';
   }
 }
 
+/** One line of readTextLines. */
 export interface TextLine {
+  /** The line, without its '\n' (or '\r\n'). */
   text: string;
   /** 1-based line number. */
   line: number;

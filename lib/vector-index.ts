@@ -8,7 +8,7 @@
 // lists are merged (see searchTileCuda).
 import { cosineTopKSegmentsAsync, Dtype, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
-import { resolveDevice } from './devices';
+import { Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
   bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
@@ -48,12 +48,14 @@ function releaseStorage(storage: Storage): void {
   fileBindings().releaseMapping(storage.buffer as ArrayBuffer);
 }
 
+/** Options of `new VectorIndex(options)`. */
 export interface VectorIndexOptions {
+  /** Values per vector (768 for CamemBERT-base: the encoder's `dim`). */
   dim: number;
   /** Storage type; default 'float32' on the CPU, 'float16' on CUDA. */
   dtype?: Dtype;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
-  device?: string;
+  device?: Device;
   /**
    * Storage chunk size in bytes (default 64 MiB on the CPU, 1 GiB on CUDA, at most 4 GiB): the
    * most a growth step copies, the most unused capacity held, and the part of the index one
@@ -69,23 +71,30 @@ export interface VectorIndexOptions {
 
 /** Rows x dim float32 values, or the encoder's output. */
 export type VectorsInput = Float32Array | { data: Float32Array; rows: number; dim: number };
-export type IdsInput = BigInt64Array | Array<number | bigint>;
+/** Vector ids: a BigInt64Array, or an array of safe integers or 64-bit bigints. */
+export type IdsInput = BigInt64Array | ReadonlyArray<number | bigint>;
 
+/** A search's results, [queries x k] row-major. */
 export interface SearchResult {
   /** `k` ids per query, best first; equal scores: lower id first. */
   ids: BigInt64Array;
+  /** The cosine of each query with each of `ids`. */
   scores: Float32Array;
   /** min(options.k, size). */
   k: number;
 }
 
+/** Options of VectorIndex.search. */
 export interface SearchOptions {
+  /** Results per query (>= 1); fewer when the index holds fewer vectors (see SearchResult.k). */
   k: number;
   /** Rejects with `signal.reason` before the next tile of queries (one kernel call) once it aborts. */
   signal?: AbortSignal;
 }
 
+/** Options of VectorIndex.neighbors. */
 export interface NeighborsOptions {
+  /** Neighbours per vector (>= 1); fewer when the index is smaller (see NeighborsChunk.k). */
   k: number;
   /** Leave each vector out of its own neighbour list (default true). */
   excludeSelf?: boolean;
@@ -95,26 +104,36 @@ export interface NeighborsOptions {
   signal?: AbortSignal;
 }
 
+/** One step of a VectorIndex.neighbors walk: `ids.length` vectors and their neighbours, [rows x k] row-major. */
 export interface NeighborsChunk {
   /** The ids of this chunk's vectors, one per row. */
   ids: BigInt64Array;
   /** `k` neighbour ids per row, best first. */
   neighbors: BigInt64Array;
+  /** The cosine of each row's vector with each of its `neighbors`. */
   scores: Float32Array;
+  /** Neighbours per row: min(options.k, size - 1) with excludeSelf (the default), else min(options.k, size). */
   k: number;
 }
 
+/** What VectorIndex.describe reads from an index file's header and metadata. */
 export interface IndexDescription {
+  /** Storage type of the vectors. */
   dtype: Dtype;
+  /** Values per vector. */
   dim: number;
   /** Vectors stored. */
   size: number;
+  /** The metadata saved with the index (frozen). */
   metadata: Record<string, unknown>;
+  /** The file's size in bytes. */
   fileBytes: number;
 }
 
+/** Options of VectorIndex.load. */
 export interface LoadOptions {
-  device?: string;
+  /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
+  device?: Device;
   /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
   mmap?: boolean;
   /** As in VectorIndexOptions. */
@@ -123,6 +142,7 @@ export interface LoadOptions {
   signal?: AbortSignal;
 }
 
+/** Options of VectorIndex.save. */
 export interface SaveOptions {
   /** Rejects with `signal.reason` before the next piece written (64 MiB); the file is then left as it was. */
   signal?: AbortSignal;
@@ -247,10 +267,17 @@ function checkMetadata(name: string, value: unknown): Metadata {
   return { bytes, object: deepFreeze(parsed) };
 }
 
+/**
+ * Exact cosine top-k over unit vectors (normalised on add) under 64-bit ids, on the CPU or one CUDA
+ * device: add, remove, search, neighbors (all-pairs k-NN), save and load (crash-safe, checksummed).
+ */
 export class VectorIndex {
+  /** Values per vector. */
   readonly dim: number;
+  /** Storage type of the vectors. */
   readonly dtype: Dtype;
-  readonly device: string;
+  /** Where it searches: 'cpu' or 'cuda:<index>'. */
+  readonly device: Device;
   private readonly deviceIndex: number;  // -1: CPU
   private readonly chunkRows: number;
   private chunks: Chunk[] = [];
@@ -532,7 +559,7 @@ export class VectorIndex {
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
     const signal = optionalAbortSignal('options.signal', o.signal);
     const make = (h: Header) => new VectorIndex({
-      dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
+      dim: h.dim, dtype: h.dtype, device: o.device as Device | undefined, chunkBytes: o.chunkBytes as number | undefined,
     });
     resolveDevice(o.device);  // option errors before any file I/O
     if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);

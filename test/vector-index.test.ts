@@ -398,6 +398,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.neighbors({ k: 1, batchSize: -1 })).toThrow(/options.batchSize/);
     expect(() => new VectorIndex({ dim: 0 })).toThrow(/options.dim must be >= 1/);
     expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
+    // @ts-expect-error: a device name the type refuses too (plain JavaScript gets the TypeError)
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
   });
 

@@ -7,7 +7,9 @@ import { FormatError, readTextLines } from '../lines';
 import { requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
+/** One `id<TAB>text` line of a TSV file (readTsv). */
 export interface TextRecord {
+  /** Everything before the first tab. */
   id: string;
   /** Everything after the first tab. */
   text: string;
@@ -142,6 +144,7 @@ export class TrecRunWriter {
     unclosedWriters.register(this, out, this);
   }
 
+  /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
   static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
     const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
@@ -178,6 +181,7 @@ export class TrecRunWriter {
     }
   }
 
+  /** Finishes the file and renames it into place (`file`). */
   async close(): Promise<void> {
     if (this.failure.error !== null) throw this.failure.error;
     unclosedWriters.unregister(this);

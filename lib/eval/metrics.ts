@@ -9,9 +9,11 @@ export type Run = Record<string, Record<string, number>>;
 /** `qrels[qid][docid] = relevance`; an integer, relevant from `minRelevance` (default 1) up. */
 export type Qrels = Record<string, Record<string, number>>;
 
+/** The metrics evaluate() computes, each at a cutoff (`'nDCG@10'`); docs/eval.md defines them. */
 export type MetricName = 'MRR' | 'nDCG' | 'MAP' | 'Recall' | 'P';
 export const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recall', 'P'];
 
+/** Options of evaluate(). */
 export interface EvaluateOptions {
   /** Also return each query's values (default false). */
   perQuery?: boolean;
@@ -26,6 +28,7 @@ export interface EvaluateOptions {
 /** `{ [metric]: value }`, keyed by the metric names as given. */
 export type MetricValues = Record<string, number>;
 
+/** evaluate()'s result with `{ perQuery: true }`. */
 export interface PerQueryEvaluation {
   /** Mean over the evaluated queries (those of the qrels with a relevant document). */
   mean: MetricValues;

@@ -5,6 +5,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
+import type { Device } from '../devices';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
 import { namesOf, optionalAbortSignal, requireObject } from '../validate';
@@ -13,14 +14,19 @@ import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cach
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
 import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
 
+/** Options of evaluateRetrieval: the files, as `camembed eval` takes them, and how to encode and search. */
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
   model: string;
+  /** The passages: `id<TAB>text` per line (MS MARCO collection.tsv, or a BEIR corpus in that form). */
   collection: string;
+  /** The queries: `id<TAB>text` per line. */
   queries: string;
+  /** Relevance judgements: TREC (`qid 0 docid rel`), `qid<TAB>docid`, or BEIR's qrels TSV. */
   qrels: string;
   /** Passages retrieved per query (default 1000); at least the largest metric cutoff. */
   k?: number;
+  /** Metric names such as 'MRR@10', 'nDCG@10' (default DEFAULT_METRICS, the model card's table). */
   metrics?: readonly string[];
   /** Relevance from which a judgement counts as relevant, as trec_eval's `-l` (default 1); see evaluate(). */
   minRelevance?: number;
@@ -32,7 +38,9 @@ export interface RetrievalEvaluationOptions {
   batchSize?: number;
   /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
   threads?: number;
+  /** Never touch the network, as for `Encoder.load`. */
   offline?: boolean;
+  /** Hub revision of the model, as for `Encoder.load`. */
   revision?: string;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
   cacheDir?: string;
@@ -40,6 +48,7 @@ export interface RetrievalEvaluationOptions {
   chunkRows?: number;
   /** Also write the run here in TREC format. */
   runFile?: string;
+  /** The run file's tag column (default 'camembed'). */
   runTag?: string;
   /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
   signal?: AbortSignal;
@@ -49,26 +58,32 @@ export interface RetrievalEvaluationOptions {
   onEncodeProgress?: (progress: EncodeProgress) => void;
 }
 
+/** What evaluateRetrieval measured. */
 export interface RetrievalEvaluation {
   /** `{ [metric]: mean }` over the qrels queries with a relevant passage. */
   metrics: Record<string, number>;
   /** The relevance from which a passage counted as relevant. */
   minRelevance: number;
+  /** Passages in the collection. */
   passages: number;
   /** Passages whose vectors came from the cache. */
   cachedPassages: number;
+  /** Queries in the queries file. */
   queries: number;
   /** Queries the metrics average over: those of the qrels with a relevant passage. */
   evaluatedQueries: number;
   /** Queries of the qrels (with a relevant passage) that have no text in the queries file: they score 0. */
   queriesWithoutText: number;
+  /** Passages retrieved per query. */
   k: number;
   /** Wall-clock seconds of each stage. */
   seconds: { encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
+  /** The embedding cache folder of this collection and model. */
   cacheDir: string;
-  device: string;
+  /** Where the encoder and index ran: 'cpu' or 'cuda:<index>'. */
+  device: Device;
 }
 
 export function defaultEmbeddingCacheDir(): string {
@@ -115,6 +130,10 @@ const RETRIEVAL_OPTIONS = namesOf<RetrievalEvaluationOptions>({
   signal: true, progress: true, onEncodeProgress: true,
 });
 
+/**
+ * `camembed eval` in code: encodes the collection (cached on disk, resumable), searches every query
+ * with exact top-k and scores the run against the qrels (see evaluate()).
+ */
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   requireObject('options', options, RETRIEVAL_OPTIONS);
   const signal = optionalAbortSignal('options.signal', options.signal);

@@ -20,7 +20,11 @@ const TIMEOUT_MS = 30_000;
 
 /** A proxy that refused us or cannot be used as given: `retryable` only for its 5xx answers. */
 export class ProxyError extends Error {
-  constructor(message: string, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    /** The proxy answered with a 5xx: worth trying again later. */
+    readonly retryable: boolean,
+  ) {
     super(message);
     this.name = 'ProxyError';
   }

@@ -24,17 +24,38 @@ import { ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { describeLocalModel, ResolvedModel } from './local';
 
-export interface HubOptions {
-  revision?: string;        // branch, tag or commit; default 'main'
-  cacheDir?: string;        // default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub
-  offline?: boolean;        // true: cache only; also when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set true
-  onProgress?: (p: { file: string; bytes: number; totalBytes: number | null }) => void;
-  endpoint?: string;        // default $HF_ENDPOINT or https://huggingface.co
-  token?: string;           // default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes; sent to the endpoint only
-  retries?: number;         // extra attempts after a network error or 5xx; default 4
-  retryDelayMs?: number;    // first backoff delay, doubled each retry; default 500
-  // Aborts the request in progress and rejects with signal.reason; a partial download stays in
-  // blobs/<etag>.incomplete, to resume from, as after a cut connection.
+/** What resolveModel's `onProgress` is told as a file downloads. */
+export interface DownloadProgress {
+  /** The file's path in the repository, e.g. 'model.safetensors'. */
+  file: string;
+  /** Bytes of it downloaded so far (a resumed download counts its earlier part). */
+  bytes: number;
+  /** Its size in bytes, or null when the Hub did not say. */
+  totalBytes: number | null;
+}
+
+/** Options of resolveModel (Hub ids; a local folder takes none but `signal`). */
+export interface ResolveOptions {
+  /** Branch, tag or commit hash (default 'main'); pin a commit in production. */
+  revision?: string;
+  /** The Hub cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
+  cacheDir?: string;
+  /** true: use the cache only (default false; also when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set true). */
+  offline?: boolean;
+  /** Called as each file downloads. */
+  onProgress?: (progress: DownloadProgress) => void;
+  /** The Hub's URL (default $HF_ENDPOINT or https://huggingface.co). */
+  endpoint?: string;
+  /** Access token, sent to the endpoint only (default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes). */
+  token?: string;
+  /** Extra attempts after a network error, a 5xx or a 429 (default 4). */
+  retries?: number;
+  /** First backoff delay in milliseconds, doubled each retry (default 500). */
+  retryDelayMs?: number;
+  /**
+   * Aborts the request in progress and rejects with signal.reason; a partial download stays in
+   * blobs/<etag>.incomplete, to resume from, as after a cut connection.
+   */
   signal?: AbortSignal;
 }
 
@@ -67,6 +88,7 @@ function hfHome(): string {
   return expandPath(process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface'));
 }
 
+/** The Hugging Face Hub cache Python uses: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
 export function defaultCacheDir(): string {
   return expandPath(process.env.HF_HUB_CACHE || process.env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub'));
 }
@@ -90,8 +112,15 @@ const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
 
 /** The Hub answered with an error: `status` is its HTTP status (401, 403, 404, 5xx...) when there was one. */
 export class HubError extends Error {
-  /** `retryable`: a 5xx or 429, worth trying again later; `retryAfterMs`: how long the Hub asked us to wait. */
-  constructor(message: string, readonly retryable: boolean, readonly status?: number, readonly retryAfterMs?: number) {
+  constructor(
+    message: string,
+    /** A 5xx or 429: worth trying again later. */
+    readonly retryable: boolean,
+    /** The HTTP status, when the Hub answered (a network failure has none). */
+    readonly status?: number,
+    /** How long the Hub asked us to wait before trying again (its Retry-After), in milliseconds. */
+    readonly retryAfterMs?: number,
+  ) {
     super(message);
     this.name = 'HubError';
   }
@@ -104,11 +133,11 @@ interface Context {
   token: string | undefined;
   retries: number;
   retryDelayMs: number;
-  onProgress?: HubOptions['onProgress'];
+  onProgress?: ResolveOptions['onProgress'];
   signal?: AbortSignal;
 }
 
-export async function resolveHubModel(id: string, options: HubOptions): Promise<ResolvedModel> {
+export async function resolveHubModel(id: string, options: ResolveOptions): Promise<ResolvedModel> {
   const revision = options.revision ?? 'main';
   if (typeof revision !== 'string' || revision === '' || revision.includes('..')) {
     throw new TypeError(`options.revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);

@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
-import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
+import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
 export type { ResolvedModel } from './local';
 export { convertedGraph, convertToOnnx } from './convert';
@@ -13,12 +13,16 @@ export type { RandomModelOptions } from './random-model';
 export { defaultCacheDir, HubError } from './hub';
 export { ProxyError } from './http-request';
 
-export type ResolveOptions = HubOptions;
+export type { DownloadProgress, ResolveOptions } from './hub';
 const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
   revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true, signal: true,
 });
 
-// `source` is a local folder, or a Hub id ('org/name', or a legacy 'name') when no such folder exists.
+/**
+ * Finds a sentence-transformers model: `source` is a local folder, or a Hub id ('org/name', or a
+ * legacy 'name') when no such folder exists, downloaded into the Hub cache (resumable, hash-checked)
+ * unless already there. Rejects with a HubError for the Hub's refusals (err.status: 401, 404...).
+ */
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   if (typeof source !== 'string' || source.length === 0) {
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
