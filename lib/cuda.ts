@@ -163,7 +163,7 @@ export class CudaMatrix {
    * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
    * not exist; nothing is kept then.
    */
-  static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
+  static create(data: RowData | readonly RowData[], options: CudaMatrixOptions): CudaMatrix {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
       requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);

@@ -35,7 +35,7 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 /** Options of Encoder.load. */
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
-  device?: 'cpu' | 'cuda' | `cuda:${number}`;
+  device?: Device;
   /** ONNX Runtime intra-op threads (default: all cores, os.availableParallelism()). */
   threads?: number;
   /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */

@@ -5,6 +5,8 @@
 // that `npm test`'s pretest has just compiled.
 import * as path from 'path';
 import * as ts from 'typescript';
+import { DEFAULT_METRICS, evaluate, VectorIndex } from '../lib';
+import type { EvaluateOptions, MetricValues, PerQueryEvaluation } from '../lib';
 
 const dist = path.resolve(__dirname, '..', 'dist');
 const program = ts.createProgram([path.join(dist, 'index.d.ts')], { strict: true, skipLibCheck: true, types: [] });
@@ -78,4 +80,28 @@ test('every type a public signature names is exported from the root by name', ()
     }
   }
   expect([...missing].sort()).toEqual([]);
+});
+
+// Type-level checks against lib/ (tsc -p test/tsconfig.json, npm test's pretest, compiles them):
+// a `@ts-expect-error` with no error under it fails that compile.
+test('evaluate() with a perQuery known only at run time is typed as either shape, as it returns', () => {
+  const options: EvaluateOptions = { perQuery: process.env.NO_SUCH_VARIABLE === undefined };
+  const result = evaluate({ q: { d: 1 } }, { q: { d: 1 } }, ['MRR@10'], options);
+  // @ts-expect-error: it may be { mean, perQuery } (it is here), so not MetricValues
+  const values: MetricValues = result;
+  const perQuery = result as PerQueryEvaluation;
+  expect(perQuery.mean['MRR@10']).toBe(1);
+  expect(values).toBe(result);
+});
+
+test('DEFAULT_METRICS is read-only: no caller can change the defaults of every later evaluate()', () => {
+  // @ts-expect-error: readonly string[]
+  expect(() => DEFAULT_METRICS.push('P@5')).toThrow(TypeError);
+  expect(Object.keys(evaluate({ q: { d: 1 } }, { q: { d: 1 } }))).toEqual(['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500']);
+});
+
+test('ids may be a readonly array (as const), as the run time accepts', async () => {
+  const index = new VectorIndex({ dim: 2 });
+  index.add(new Float32Array([1, 0, 0, 1]), [7, 9n] as const);
+  expect([...(await index.search(new Float32Array([0, 1]), { k: 1 })).ids]).toEqual([9n]);
 });

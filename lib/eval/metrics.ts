@@ -137,7 +137,7 @@ function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[], minR
 }
 
 /** The model card's table (mMARCO-fr dev small). */
-export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+export const DEFAULT_METRICS: readonly string[] = Object.freeze(['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500']);
 
 /**
  * Scores `run` against `qrels` on `metrics` (default DEFAULT_METRICS): `{ [metric]: mean }`, or
@@ -146,7 +146,9 @@ export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Rec
  * 0 on every metric (MS MARCO convention); run queries absent from the qrels are ignored.
  */
 export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: EvaluateOptions & { perQuery: true }): PerQueryEvaluation;
-export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions): MetricValues;
+export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions & { perQuery?: false }): MetricValues;
+/** As above, with `perQuery` known only at run time (a boolean): either shape. */
+export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: EvaluateOptions): MetricValues | PerQueryEvaluation;
 export function evaluate(
   run: Run, qrels: Qrels, metrics: readonly string[] = DEFAULT_METRICS, options: EvaluateOptions = {},
 ): MetricValues | PerQueryEvaluation {

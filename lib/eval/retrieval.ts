@@ -31,7 +31,7 @@ export interface RetrievalEvaluationOptions {
   /** Relevance from which a judgement counts as relevant, as trec_eval's `-l` (default 1); see evaluate(). */
   minRelevance?: number;
   /** Encoder and index device (default 'cpu'). */
-  device?: 'cpu' | 'cuda' | `cuda:${number}`;
+  device?: Device;
   /** Index storage (default float32 on the CPU, float16 on CUDA). */
   dtype?: Dtype;
   /** Encoder batch size (texts per ONNX Runtime call). */
