@@ -125,7 +125,7 @@ export interface IndexDescription {
   /** Vectors stored. */
   size: number;
   /** The metadata saved with the index (frozen). */
-  metadata: Record<string, unknown>;
+  metadata: Readonly<Record<string, unknown>>;
   /** The file's size in bytes. */
   fileBytes: number;
 }
