@@ -38,7 +38,7 @@ export interface DownloadProgress {
 export interface ResolveOptions {
   /** Branch, tag or commit hash (default 'main'); pin a commit in production. */
   revision?: string;
-  /** The Hub cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
+  /** The Hub cache (default defaultCacheDir(): $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
   cacheDir?: string;
   /** true: use the cache only (default false; also when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set true). */
   offline?: boolean;
@@ -88,7 +88,7 @@ function hfHome(): string {
   return expandPath(process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface'));
 }
 
-/** The Hugging Face Hub cache Python uses: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
+/** The Hugging Face Hub cache Python uses: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, else ~/.cache/huggingface/hub. */
 export function defaultCacheDir(): string {
   return expandPath(process.env.HF_HUB_CACHE || process.env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub'));
 }
