@@ -492,7 +492,7 @@ export class Encoder {
    * here, not at the first step (a server can still answer 400 before it starts streaming); an
    * item that is not a string fails the step that reads it.
    */
-  encodeStream(texts: AsyncIterable<string> | Iterable<string>, options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings> {
+  encodeStream(texts: AsyncIterable<string> | Iterable<string>, options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings, void, undefined> {
     if (texts === null || typeof texts !== 'object' ||
       (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
@@ -510,7 +510,7 @@ export class Encoder {
   }
 
   private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number, normalize: boolean,
-    onProgress: EncodeStreamOptions['onProgress'], signal: AbortSignal | undefined): AsyncGenerator<Embeddings> {
+    onProgress: EncodeStreamOptions['onProgress'], signal: AbortSignal | undefined): AsyncGenerator<Embeddings, void, undefined> {
     let chunk: string[] = [];
     let seen = 0;
     const encodeChunk = (texts: string[]) => {

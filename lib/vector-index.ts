@@ -471,7 +471,7 @@ export class VectorIndex {
    * between steps (add, remove, dispose) makes the walk's next step throw.
    * Bad options throw here, not at the first step of the walk.
    */
-  neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
+  neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk, void, undefined> {
     this.assertUsable('neighbors');
     const o = requireObject('options', options, NEIGHBORS_OPTIONS);
     const k = this.checkK(o.k);
@@ -482,7 +482,7 @@ export class VectorIndex {
   }
 
   private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number,
-    signal: AbortSignal | undefined): AsyncGenerator<NeighborsChunk> {
+    signal: AbortSignal | undefined): AsyncGenerator<NeighborsChunk, void, undefined> {
     this.assertUsable('neighbors');
     signal?.throwIfAborted();
     // The walk holds the index only while a step runs, not while it waits at a yield: a walk its

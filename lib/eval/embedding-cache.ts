@@ -91,7 +91,7 @@ export class EncodedCollection {
   get rows(): number { return this.ids.length; }
 
   /** The vectors, one chunk at a time (bounded memory), in row order. */
-  async *chunks(): AsyncGenerator<{ firstRow: number; rows: number; vectors: Float32Array }> {
+  async *chunks(): AsyncGenerator<{ firstRow: number; rows: number; vectors: Float32Array }, void, undefined> {
     let firstRow = 0;
     for (const entry of this.chunkEntries) {
       const bytes = await fs.promises.readFile(path.join(this.dir, entry.vectors));

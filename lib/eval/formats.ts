@@ -24,7 +24,7 @@ export interface TextRecord {
  * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
  */
 export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
-  AsyncGenerator<TextRecord> {
+  AsyncGenerator<TextRecord, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset ?? 0;
