@@ -37,9 +37,9 @@ export interface CudaMatrixOptions {
   /** Values per row. */
   dim: number;
   /** How the rows are stored on the GPU (default 'float16': half the memory, tensor cores). */
-  storage?: Dtype;
+  storage?: Dtype | undefined;
   /** CUDA device index (default 0). */
-  device?: number;
+  device?: number | undefined;
 }
 
 /** Options of CudaMatrix.search and searchAsync. */
@@ -47,12 +47,12 @@ export interface CudaSearchOptions {
   /** Results per query (>= 1; at most CUDA_MAX_K once capped to the rows searched). */
   k: number;
   /** true: rows and queries are unit vectors and the score is their dot product (default false: cosine). */
-  normalized?: boolean;
+  normalized?: boolean | undefined;
   /**
    * Search only rows [0, rows) (default: all): a matrix made with room to grow holds its rows in use
    * first and takes new ones with setRows().
    */
-  rows?: number;
+  rows?: number | undefined;
 }
 
 const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, storage: true, device: true });

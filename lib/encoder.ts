@@ -35,57 +35,57 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 /** Options of Encoder.load. */
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
-  device?: Device;
+  device?: Device | undefined;
   /** ONNX Runtime intra-op threads (default: all cores, os.availableParallelism()). */
-  threads?: number;
+  threads?: number | undefined;
   /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */
-  maxLength?: number;
+  maxLength?: number | undefined;
   /** Most texts per ONNX Runtime call (default 32). */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** Most padded tokens (rows x longest row) per call (default batchSize x maxLength). */
-  maxBatchTokens?: number;
+  maxBatchTokens?: number | undefined;
   /** Hugging Face cache folder for Hub ids (default: the standard HF cache). */
-  cacheDir?: string;
+  cacheDir?: string | undefined;
   /** Never touch the network; use only the cache. */
-  offline?: boolean;
+  offline?: boolean | undefined;
   /** Hub ids: the branch, tag or commit hash to load (default 'main'); pin a commit in production. */
-  revision?: string;
+  revision?: string | undefined;
   /**
    * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
    * query takes about half the time it takes with sleeping threads. On a machine shared with
    * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
    */
-  spinWait?: boolean;
+  spinWait?: boolean | undefined;
   /**
    * Stops the load: a Hub download at once (its partial file stays in the cache, to resume from);
    * a conversion to ONNX or ONNX Runtime's session creation once it is done. Rejects with `signal.reason`.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of Encoder.encode. */
 export interface EncodeOptions {
   /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
-  normalize?: boolean;
+  normalize?: boolean | undefined;
   /** Called after each batch with the number of texts done so far. */
-  onProgress?: (progress: { done: number; total: number }) => void;
+  onProgress?: ((progress: { done: number; total: number }) => void) | undefined;
   /**
    * Rejects the call with `signal.reason` as soon as it aborts; no later batch of it runs (the one
    * ONNX Runtime is running, if any, finishes: an inference cannot be interrupted).
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of Encoder.encodeStream. */
 export interface EncodeStreamOptions {
   /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
-  normalize?: boolean;
+  normalize?: boolean | undefined;
   /** Texts encoded together (sorted by length within the chunk); default 4096. */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /** Called after each batch with the number of texts done since the stream began. */
-  onProgress?: (progress: { done: number }) => void;
+  onProgress?: ((progress: { done: number }) => void) | undefined;
   /** Ends the stream with `signal.reason` (as encode's `signal`), closing the source iterator. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 const ENCODER_OPTIONS = namesOf<EncoderOptions>({

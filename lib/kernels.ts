@@ -27,13 +27,13 @@ export interface PoolShape {
 /** Options of meanPoolNormalize and meanPoolNormalizeAsync. */
 export interface PoolOptions {
   /** L2-normalise the pooled vectors (default true), as `normalize_embeddings=True`. */
-  normalize?: boolean;
+  normalize?: boolean | undefined;
   /** Element type of `hidden`; inferred from the array (Uint16Array holds float16 bits). */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
-  device?: Device;
+  device?: Device | undefined;
   /** CPU threads (default: all cores). */
-  threads?: number;
+  threads?: number | undefined;
 }
 
 /** Options of cosineTopK and cosineTopKAsync. */
@@ -43,13 +43,13 @@ export interface TopKOptions {
   /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). */
   k: number;
   /** Inputs are unit vectors: score = dot product (default false: true cosine). */
-  normalized?: boolean;
+  normalized?: boolean | undefined;
   /** Element type of `database`; inferred from the array (Uint16Array holds float16 bits). */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>' (the database is uploaded for this call only; keep a CudaMatrix to search it again). */
-  device?: Device;
+  device?: Device | undefined;
   /** CPU threads (default: all cores). */
-  threads?: number;
+  threads?: number | undefined;
 }
 
 /** Top-k results, [queries x k] row-major. */

@@ -53,20 +53,20 @@ export interface VectorIndexOptions {
   /** Values per vector (768 for CamemBERT-base: the encoder's `dim`). */
   dim: number;
   /** Storage type; default 'float32' on the CPU, 'float16' on CUDA. */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
-  device?: Device;
+  device?: Device | undefined;
   /**
    * Storage chunk size in bytes (default 64 MiB on the CPU, 1 GiB on CUDA, at most 4 GiB): the
    * most a growth step copies, the most unused capacity held, and the part of the index one
    * kernel call scans.
    */
-  chunkBytes?: number;
+  chunkBytes?: number | undefined;
   /**
    * Facts saved with the index, as a JSON object of at most 1 MiB (the CLI records the model that
    * made the vectors under `model`). Default {}.
    */
-  metadata?: Record<string, unknown>;
+  metadata?: Record<string, unknown> | undefined;
 }
 
 /** Rows x dim float32 values, or the encoder's output. */
@@ -89,7 +89,7 @@ export interface SearchOptions {
   /** Results per query (>= 1); fewer when the index holds fewer vectors (see SearchResult.k). */
   k: number;
   /** Rejects with `signal.reason` before the next tile of queries (one kernel call) once it aborts. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of VectorIndex.neighbors. */
@@ -97,11 +97,11 @@ export interface NeighborsOptions {
   /** Neighbours per vector (>= 1); fewer when the index is smaller (see NeighborsChunk.k). */
   k: number;
   /** Leave each vector out of its own neighbour list (default true). */
-  excludeSelf?: boolean;
+  excludeSelf?: boolean | undefined;
   /** Vectors per yielded chunk (default 1024). */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** Ends the walk with `signal.reason` before its next chunk, or its next tile of queries within one. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One step of a VectorIndex.neighbors walk: `ids.length` vectors and their neighbours, [rows x k] row-major. */
@@ -133,19 +133,19 @@ export interface IndexDescription {
 /** Options of VectorIndex.load. */
 export interface LoadOptions {
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
-  device?: Device;
+  device?: Device | undefined;
   /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
-  mmap?: boolean;
+  mmap?: boolean | undefined;
   /** As in VectorIndexOptions. */
-  chunkBytes?: number;
+  chunkBytes?: number | undefined;
   /** Rejects with `signal.reason` before the next piece read (64 MiB) or slice of ids once it aborts. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of VectorIndex.save. */
 export interface SaveOptions {
   /** Rejects with `signal.reason` before the next piece written (64 MiB); the file is then left as it was. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 const INDEX_OPTIONS = namesOf<VectorIndexOptions>({ dim: true, dtype: true, device: true, chunkBytes: true, metadata: true });

@@ -78,7 +78,7 @@ export async function search(index: VectorIndex, query: Embeddings, signal: Abor
 }
 export const load: typeof Encoder.load = (source, options) => Encoder.load(source, options);
 export async function encode(model: string, texts: readonly string[]): Promise<SimilarityMatrix> {
-  const options: EncoderOptions = { device, threads: 1, offline: true };
+  const options: EncoderOptions = { device, threads: 1, offline: true, cacheDir: process.env.MODEL_CACHE };
   const encoder = await Encoder.load(model, options);
   try {
     const encodeOptions: EncodeOptions = { signal: AbortSignal.timeout(1000), onProgress: ({ done, total }) => console.log(done, total) };
@@ -116,11 +116,11 @@ console.log(gpus.length);
 EOF
 cp main.ts main.mts
 cp main.ts main.cts
-echo '{ "compilerOptions": { "strict": true, "module": "node16", "target": "ES2022", "noEmit": true }, "files": ["main.ts", "main.mts", "main.cts"] }' > tsconfig.json
+echo '{ "compilerOptions": { "strict": true, "exactOptionalPropertyTypes": true, "module": "node16", "target": "ES2022", "noEmit": true }, "files": ["main.ts", "main.mts", "main.cts"] }' > tsconfig.json
 echo '{ "compilerOptions": { "strict": true, "module": "esnext", "moduleResolution": "bundler", "target": "ES2022", "noEmit": true }, "files": ["main.ts"] }' > tsconfig.bundler.json
 npx tsc -p tsconfig.json
 npx tsc -p tsconfig.bundler.json
-echo 'TypeScript: tsc --strict passes (node16: CommonJS .ts/.cts and ESM .mts; bundler)'
+echo 'TypeScript: tsc --strict passes (node16 with exactOptionalPropertyTypes: CommonJS .ts/.cts and ESM .mts; bundler)'
 
 npx camembed --help > help.txt
 commands=$(sed -n 's/^  \([a-z-]*\)  .*/\1/p' help.txt)

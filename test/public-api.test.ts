@@ -82,6 +82,24 @@ test('every type a public signature names is exported from the root by name', ()
   expect([...missing].sort()).toEqual([]);
 });
 
+test("every optional option admits undefined, as the run time does (exactOptionalPropertyTypes: { cacheDir: process.env.X })", () => {
+  const strict: string[] = [];
+  let checked = 0;
+  for (const [name, s] of publicSymbols) {
+    if (!/Options$/.test(name) || !(s.flags & ts.SymbolFlags.Interface)) continue;
+    s.members?.forEach((member, key) => {
+      const d = member.declarations?.[0];
+      if (d === undefined || !ts.isPropertySignature(d) || d.questionToken === undefined) return;
+      const admitsUndefined = d.type !== undefined && ts.isUnionTypeNode(d.type) &&
+        d.type.types.some((t) => t.kind === ts.SyntaxKind.UndefinedKeyword);
+      if (!admitsUndefined) strict.push(`${name}.${String(key)}`);
+      checked++;
+    });
+  }
+  expect(strict).toEqual([]);
+  expect(checked).toBeGreaterThan(60);  // the scan finds them (EncoderOptions alone has 10)
+});
+
 // Type-level checks against lib/ (tsc -p test/tsconfig.json, npm test's pretest, compiles them):
 // a `@ts-expect-error` with no error under it fails that compile.
 test('evaluate() with a perQuery known only at run time is typed as either shape, as it returns', () => {

@@ -56,11 +56,11 @@ export interface EncodeCollectionOptions {
   /** What encodes the passages (an Encoder). */
   encoder: StreamEncoder;
   /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
-  chunkRows?: number;
+  chunkRows?: number | undefined;
   /** Stops after the encoder's batch in progress, writing what is encoded; a later call resumes. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Called once at the start (what the cache holds), then after each encoder batch and each chunk written. */
-  onProgress?: (progress: EncodeProgress) => void;
+  onProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 
 interface ChunkEntry { rows: number; vectors: string; ids: string; endOffset: number; endLine: number }

@@ -23,7 +23,7 @@ export interface TextRecord {
  * Reads an MS MARCO / ir_datasets TSV file (`id<TAB>text` per line; empty lines are skipped) as
  * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
  */
-export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
+export async function* readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
   AsyncGenerator<TextRecord, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
   requireObject('options', options, ['startOffset', 'startLine']);
@@ -145,7 +145,7 @@ export class TrecRunWriter {
   }
 
   /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
-  static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
+  static async open(file: string, options: { tag?: string | undefined } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
     const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
     const out = fs.createWriteStream(`${file}.partial`);

@@ -16,13 +16,13 @@ export const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recal
 /** Options of evaluate(). */
 export interface EvaluateOptions {
   /** Also return each query's values (default false). */
-  perQuery?: boolean;
+  perQuery?: boolean | undefined;
   /**
    * The relevance from which a judgement counts as relevant for the binary metrics (MRR, MAP,
    * Recall, P) and for which queries are evaluated: trec_eval's `-l` (default 1). nDCG keeps the
    * graded gains of every judgement > 0.
    */
-  minRelevance?: number;
+  minRelevance?: number | undefined;
 }
 
 /** `{ [metric]: value }`, keyed by the metric names as given. */

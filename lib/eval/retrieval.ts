@@ -25,37 +25,37 @@ export interface RetrievalEvaluationOptions {
   /** Relevance judgements: TREC (`qid 0 docid rel`), `qid<TAB>docid`, or BEIR's qrels TSV. */
   qrels: string;
   /** Passages retrieved per query (default 1000); at least the largest metric cutoff. */
-  k?: number;
+  k?: number | undefined;
   /** Metric names such as 'MRR@10', 'nDCG@10' (default DEFAULT_METRICS, the model card's table). */
-  metrics?: readonly string[];
+  metrics?: readonly string[] | undefined;
   /** Relevance from which a judgement counts as relevant, as trec_eval's `-l` (default 1); see evaluate(). */
-  minRelevance?: number;
+  minRelevance?: number | undefined;
   /** Encoder and index device (default 'cpu'). */
-  device?: Device;
+  device?: Device | undefined;
   /** Index storage (default float32 on the CPU, float16 on CUDA). */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** Encoder batch size (texts per ONNX Runtime call). */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
-  threads?: number;
+  threads?: number | undefined;
   /** Never touch the network, as for `Encoder.load`. */
-  offline?: boolean;
+  offline?: boolean | undefined;
   /** Hub revision of the model, as for `Encoder.load`. */
-  revision?: string;
+  revision?: string | undefined;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
-  cacheDir?: string;
+  cacheDir?: string | undefined;
   /** Passages per cache chunk (default 16,384). */
-  chunkRows?: number;
+  chunkRows?: number | undefined;
   /** Also write the run here in TREC format. */
-  runFile?: string;
+  runFile?: string | undefined;
   /** The run file's tag column (default 'camembed'). */
-  runTag?: string;
+  runTag?: string | undefined;
   /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Draw progress bars on stderr (only when it is a TTY). */
-  progress?: boolean;
+  progress?: boolean | undefined;
   /** Called as passages are encoded (after each cache chunk). */
-  onEncodeProgress?: (progress: EncodeProgress) => void;
+  onEncodeProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 
 /** What evaluateRetrieval measured. */

@@ -24,11 +24,11 @@ import { WEIGHT_FILES, weightsFileOf } from './local';
 /** Options of convertToOnnx. */
 export interface ConvertOptions {
   /** The graph's path (default <modelDir>/onnx/model.onnx, where Encoder.load looks first); weights go in <output>.data. */
-  output?: string;
+  output?: string | undefined;
   /** 'float32' (default), or 'float16': weights, compute and output in half precision. */
-  dtype?: 'float32' | 'float16';
+  dtype?: 'float32' | 'float16' | undefined;
   /** 'fused' (default: ONNX Runtime's fused operators), or 'plain': standard ops only (a baseline for benchmarks). */
-  graph?: 'fused' | 'plain';
+  graph?: 'fused' | 'plain' | undefined;
 }
 
 const CONVERT_OPTIONS = namesOf<ConvertOptions>({ output: true, dtype: true, graph: true });

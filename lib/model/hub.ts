@@ -37,26 +37,26 @@ export interface DownloadProgress {
 /** Options of resolveModel (Hub ids; a local folder takes none but `signal`). */
 export interface ResolveOptions {
   /** Branch, tag or commit hash (default 'main'); pin a commit in production. */
-  revision?: string;
+  revision?: string | undefined;
   /** The Hub cache (default defaultCacheDir(): $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
-  cacheDir?: string;
+  cacheDir?: string | undefined;
   /** true: use the cache only (default false; also when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set true). */
-  offline?: boolean;
+  offline?: boolean | undefined;
   /** Called as each file downloads. */
-  onProgress?: (progress: DownloadProgress) => void;
+  onProgress?: ((progress: DownloadProgress) => void) | undefined;
   /** The Hub's URL (default $HF_ENDPOINT or https://huggingface.co). */
-  endpoint?: string;
+  endpoint?: string | undefined;
   /** Access token, sent to the endpoint only (default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes). */
-  token?: string;
+  token?: string | undefined;
   /** Extra attempts after a network error, a 5xx or a 429 (default 4). */
-  retries?: number;
+  retries?: number | undefined;
   /** First backoff delay in milliseconds, doubled each retry (default 500). */
-  retryDelayMs?: number;
+  retryDelayMs?: number | undefined;
   /**
    * Aborts the request in progress and rejects with signal.reason; a partial download stays in
    * blobs/<etag>.incomplete, to resume from, as after a cut connection.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 // Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent.

@@ -20,9 +20,9 @@ export interface RandomModelOptions {
   /** Folder to write the model into. */
   outDir: string;
   /** Seed of the random weights (default 0): the same seed gives the same files. */
-  seed?: number;
+  seed?: number | undefined;
   /** Position table size (default 514, CamemBERT's). */
-  maxPositions?: number;
+  maxPositions?: number | undefined;
 }
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'sentencepiece.bpe.model'];
