@@ -166,6 +166,10 @@ interface Chunk {
   rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
 }
 
+function newChunk(vectors: Storage, ids: BigInt64Array, count: number, mapped: boolean): Chunk {
+  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set() };
+}
+
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
 interface Candidates {
   rows: Int32Array;
@@ -356,7 +360,7 @@ export class VectorIndex {
       }
       for (; remaining > 0; remaining -= Math.min(remaining, this.chunkRows)) {
         const capacity = Math.min(remaining, this.chunkRows);
-        added.push({ vectors: this.allocate(capacity), ids: new BigInt64Array(capacity), count: 0, mapped: false, matrix: null, synced: 0, rewritten: new Set() });
+        added.push(newChunk(this.allocate(capacity), new BigInt64Array(capacity), 0, false));
       }
       table = this.table.withRoomFor(this.count + rows);
     } catch (err) {
@@ -582,9 +586,7 @@ export class VectorIndex {
           storage.push(header.dtype === 'float32'
             ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
         }
-        rows.forEach((n, i) => index.chunks.push({
-          vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null, synced: 0, rewritten: new Set(),
-        }));
+        rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
         await index.finishLoad(header, metadata, file, signal);
       } catch (err) {
         for (const v of storage) releaseStorage(v);
