@@ -1,23 +1,25 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { devices } from './devices';
+import type { Dtype } from './kernels';
 import { loadAddon } from './native';
 import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typedArrayKind, typeName } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
 
-type Storage = 'float16' | 'float32';
-type RowData = Float32Array | Uint16Array;
+/** Rows of a CudaMatrix, row-major: float32 values, or float16 bits in a Uint16Array. */
+export type RowData = Float32Array | Uint16Array;
 
 interface NativeSearchArgs {
-  queries: Float32Array; numQueries: number; k: number; normalized: boolean; outIndices: Int32Array; outScores: Float32Array;
+  queries: Float32Array; numQueries: number; k: number; rows: number; normalized: boolean; outIndices: Int32Array;
+  outScores: Float32Array;
 }
 
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
 interface CudaBindings {
-  cudaMatrixCreate(args: { rows: number; dim: number; storage: Storage; device: number }): MatrixHandle;
-  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Storage; firstRow: number; rowCount: number }): void;
+  cudaMatrixCreate(args: { rows: number; dim: number; storage: Dtype; device: number }): MatrixHandle;
+  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Dtype; firstRow: number; rowCount: number }): void;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -28,29 +30,41 @@ function cudaAddon(): CudaBindings {
   return loadAddon() as unknown as CudaBindings;
 }
 
+/** Options of CudaMatrix.create. */
 export interface CudaMatrixOptions {
+  /** Rows the matrix holds (at most 2^31 - 1); the data gives exactly rows x dim values. */
   rows: number;
+  /** Values per row. */
   dim: number;
   /** How the rows are stored on the GPU (default 'float16': half the memory, tensor cores). */
-  storage?: Storage;
+  storage?: Dtype | undefined;
   /** CUDA device index (default 0). */
-  device?: number;
+  device?: number | undefined;
 }
 
+/** Options of CudaMatrix.search and searchAsync. */
 export interface CudaSearchOptions {
+  /** Results per query (>= 1; at most CUDA_MAX_K once capped to the rows searched). */
   k: number;
   /** true: rows and queries are unit vectors and the score is their dot product (default false: cosine). */
-  normalized?: boolean;
+  normalized?: boolean | undefined;
+  /**
+   * Search only rows [0, rows) (default: all): a matrix made with room to grow holds its rows in use
+   * first and takes new ones with setRows().
+   */
+  rows?: number | undefined;
 }
 
 const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, storage: true, device: true });
-const SEARCH_OPTIONS = namesOf<CudaSearchOptions>({ k: true, normalized: true });
+const SEARCH_OPTIONS = namesOf<CudaSearchOptions>({ k: true, normalized: true, rows: true });
 
+/** A CUDA search's results: the same shape as cosineTopK's TopKResult. */
 export interface CudaSearchResult {
   /** [queries x k] row indices, each query's best first (ties: lower index first). */
   indices: Int32Array;
+  /** The cosine (or, with `normalized: true`, the dot product) of each of `indices`. */
   scores: Float32Array;
-  /** min(options.k, rows) */
+  /** min(options.k, rows searched) */
   k: number;
 }
 
@@ -74,6 +88,32 @@ function unitQueries(queries: Float32Array, dim: number): Float32Array {
   return out;
 }
 const MAX_ROWS = 2 ** 31 - 1;  // row indices are int32
+const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT16_OVERFLOW = 65520;  // float32 values from here round to infinity in float16
+
+/**
+ * The first row that the device would refuse (native storeRowsKernel: a value not finite once
+ * stored, or a norm past the float32 range), or -1. Checked here so that setRows changes nothing
+ * on bad data: the device writes rows as it checks them.
+ */
+function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
+  const halfBits = typedArrayKind(data) === 'Uint16Array';
+  const limit = storage === 'float16' ? FLOAT16_OVERFLOW : Infinity;
+  for (let row = 0, base = 0; base < data.length; row++, base += dim) {
+    let sumSquares = 0;
+    for (let i = base; i < base + dim; i++) {
+      const v = data[i];
+      if (halfBits) {
+        if ((v & 0x7c00) === 0x7c00) return row;  // exponent all ones: infinity or NaN (finite halves have finite norms)
+      } else {
+        if (!(Math.abs(v) < limit)) return row;
+        sumSquares += v * v;
+      }
+    }
+    if (!halfBits && storage === 'float32' && !(Math.sqrt(sumSquares) <= FLOAT32_MAX)) return row;
+  }
+  return -1;
+}
 
 /** A device index that exists here, or a clear error saying why not. */
 function requireDevice(value: unknown): number {
@@ -92,16 +132,25 @@ function requireDevice(value: unknown): number {
   return device;
 }
 
+/**
+ * Database rows resident on one GPU: upload once with CudaMatrix.create, search many times, free().
+ * Without a GPU (or a CUDA build) create() throws an Error that says why.
+ */
 export class CudaMatrix {
   private handle: MatrixHandle | null;
 
   private constructor(
     handle: MatrixHandle,
+    /** Rows the matrix holds. */
     readonly rows: number,
+    /** Values per row. */
     readonly dim: number,
+    /** GPU memory held, in bytes. */
     readonly bytes: number,
+    /** The CUDA device index it lives on. */
     readonly device: number,
-    readonly storage: Storage,
+    /** How its rows are stored on the GPU. */
+    readonly storage: Dtype,
   ) {
     this.handle = handle;
   }
@@ -114,7 +163,7 @@ export class CudaMatrix {
    * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
    * not exist; nothing is kept then.
    */
-  static create(data: RowData | RowData[], options: CudaMatrixOptions): CudaMatrix {
+  static create(data: RowData | readonly RowData[], options: CudaMatrixOptions): CudaMatrix {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
       requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);
@@ -144,7 +193,7 @@ export class CudaMatrix {
     try {
       let firstRow = 0;
       for (const [i, chunk] of chunks.entries()) {
-        const dataType: Storage = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
+        const dataType: Dtype = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
         const rowCount = lengths[i] / dim;
         native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
         firstRow += rowCount;
@@ -154,6 +203,34 @@ export class CudaMatrix {
       throw err;
     }
     return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), device, storage);
+  }
+
+  /**
+   * Replaces rows [firstRow, firstRow + data.length / dim) with `data` (a Float32Array, or a
+   * Uint16Array of float16 bits). The values are checked first, as create() checks its data: on a
+   * bad value nothing changes. Waits for a search of this matrix in flight.
+   */
+  setRows(firstRow: number, data: RowData): void {
+    if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
+    if (typeof firstRow !== 'number' || !Number.isInteger(firstRow)) {
+      throw new TypeError(`firstRow must be an integer, got ${typeof firstRow === 'number' ? firstRow : typeName(firstRow)}`);
+    }
+    if (firstRow < 0) throw new RangeError(`firstRow must be >= 0, got ${firstRow}`);
+    requireTypedArray<RowData>('data', data, ['Float32Array', 'Uint16Array']);
+    if (data.length === 0 || data.length % this.dim !== 0) {
+      throw new RangeError(`data has ${data.length} elements: expected a positive multiple of dim (${this.dim})`);
+    }
+    const rowCount = data.length / this.dim;
+    if (firstRow + rowCount > this.rows) {
+      throw new RangeError(`rows ${firstRow}..${firstRow + rowCount - 1} are beyond the matrix's ${this.rows} rows`);
+    }
+    const badRow = firstBadRow(data, this.dim, this.storage);
+    if (badRow >= 0) {
+      throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.storage === 'float16'
+        ? ', or a value outside the float16 range (|x| > 65504)' : ', or values whose norm passes the float32 range'));
+    }
+    const dataType: Dtype = typedArrayKind(data) === 'Float32Array' ? 'float32' : 'float16';
+    cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType, firstRow, rowCount });
   }
 
   /** Top-k rows for each query of `queries` ([Q x dim] float32), computed on the GPU. */
@@ -176,6 +253,7 @@ export class CudaMatrix {
     this.handle = null;
   }
 
+  /** Whether free() has been called (any later use throws). */
   get freed(): boolean {
     return this.handle === null;
   }
@@ -187,10 +265,12 @@ export class CudaMatrix {
     const opts = requireObject('options', options, SEARCH_OPTIONS);
     const requestedK = requirePositiveInteger('options.k', opts.k);
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
+    const rows = opts.rows === undefined ? this.rows : requirePositiveInteger('options.rows', opts.rows);
+    if (rows > this.rows) throw new RangeError(`options.rows is ${rows} but the matrix has ${this.rows} rows`);
     if (queries.length === 0 || queries.length % this.dim !== 0) {
       throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
     }
-    const k = Math.min(requestedK, this.rows);
+    const k = Math.min(requestedK, rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
     // when sent as given (cosine mode sends unit vectors).
@@ -206,7 +286,7 @@ export class CudaMatrix {
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
     const sent = normalized || this.storage === 'float32' ? queries : unitQueries(queries, this.dim);
     const args: NativeSearchArgs = {
-      queries: sent, numQueries, k, normalized, outIndices: result.indices, outScores: result.scores,
+      queries: sent, numQueries, k, rows, normalized, outIndices: result.indices, outScores: result.scores,
     };
     return { handle: this.handle, args, result };
   }

@@ -1,16 +1,37 @@
 // What backends exist on this machine, and parsing of the `device` option.
-import { loadAddon, NativeCudaDevice } from './native';
+import { loadAddon } from './native';
 
+/** Where work runs: the CPU, the first CUDA device ('cuda', i.e. 'cuda:0') or another one ('cuda:1'). */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
+/** One CUDA device, as `devices().cuda` lists it. */
+export interface CudaDevice {
+  /** The index that `device: 'cuda:<index>'` (or CudaMatrix's `device`) names. */
+  index: number;
+  /** The GPU's name, e.g. 'NVIDIA H100 80GB HBM3'. */
+  name: string;
+  /** Its memory, in bytes. */
+  totalMemoryBytes: number;
+  /** 'major.minor', e.g. '9.0'. */
+  computeCapability: string;
+  /** Streaming multiprocessors. */
+  multiprocessors: number;
+}
+
+/** What `devices()` finds on this machine. */
 export interface DeviceReport {
+  /**
+   * The SIMD level the CPU kernels use (chosen at run time; `CAMEMBED_SIMD=avx2` or `scalar` forces
+   * a lower one) and the threads they use by default (all cores).
+   */
   cpu: { simd: 'avx512' | 'avx2' | 'scalar'; threads: number };
   /** CUDA devices usable here (empty without a GPU, a driver, or a CUDA build). */
-  cuda: NativeCudaDevice[];
+  cuda: CudaDevice[];
   /** Why `cuda` is empty, or null when it is not. */
   cudaUnavailableReason: string | null;
 }
 
+/** The CPU's SIMD level and threads, and the CUDA devices usable here (or why there are none). */
 export function devices(): DeviceReport {
   const info = loadAddon().info();
   return {

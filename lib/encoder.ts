@@ -7,69 +7,112 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { parseDevice, resolveDevice } from './devices';
+import { Device, parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { namesOf, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
+/** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
+/**
+ * `work`, or a rejection with `signal.reason` as soon as the signal aborts (the work itself goes on
+ * to its next check); the listener goes when either comes first, so a signal shared by many calls
+ * keeps none.
+ */
+function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Options of Encoder.load. */
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
-  device?: 'cpu' | 'cuda' | `cuda:${number}`;
-  /** ONNX Runtime intra-op threads (default: all cores). */
-  threads?: number;
+  device?: Device | undefined;
+  /** ONNX Runtime intra-op threads (default: all cores, os.availableParallelism()). */
+  threads?: number | undefined;
   /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */
-  maxLength?: number;
+  maxLength?: number | undefined;
   /** Most texts per ONNX Runtime call (default 32). */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** Most padded tokens (rows x longest row) per call (default batchSize x maxLength). */
-  maxBatchTokens?: number;
+  maxBatchTokens?: number | undefined;
   /** Hugging Face cache folder for Hub ids (default: the standard HF cache). */
-  cacheDir?: string;
+  cacheDir?: string | undefined;
   /** Never touch the network; use only the cache. */
-  offline?: boolean;
+  offline?: boolean | undefined;
   /** Hub ids: the branch, tag or commit hash to load (default 'main'); pin a commit in production. */
-  revision?: string;
+  revision?: string | undefined;
   /**
    * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
    * query takes about half the time it takes with sleeping threads. On a machine shared with
    * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
    */
-  spinWait?: boolean;
+  spinWait?: boolean | undefined;
+  /**
+   * Stops the load: a Hub download at once (its partial file stays in the cache, to resume from);
+   * a conversion to ONNX or ONNX Runtime's session creation once it is done. Rejects with `signal.reason`.
+   */
+  signal?: AbortSignal | undefined;
 }
 
+/** Options of Encoder.encode. */
 export interface EncodeOptions {
   /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
-  normalize?: boolean;
+  normalize?: boolean | undefined;
   /** Called after each batch with the number of texts done so far. */
-  onProgress?: (progress: { done: number; total: number }) => void;
+  onProgress?: ((progress: { done: number; total: number }) => void) | undefined;
+  /**
+   * Rejects the call with `signal.reason` as soon as it aborts; no later batch of it runs (the one
+   * ONNX Runtime is running, if any, finishes: an inference cannot be interrupted).
+   */
+  signal?: AbortSignal | undefined;
 }
 
+/** Options of Encoder.encodeStream. */
 export interface EncodeStreamOptions {
-  normalize?: boolean;
+  /** L2-normalise each vector (default true), as `normalize_embeddings=True`. */
+  normalize?: boolean | undefined;
   /** Texts encoded together (sorted by length within the chunk); default 4096. */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /** Called after each batch with the number of texts done since the stream began. */
-  onProgress?: (progress: { done: number }) => void;
+  onProgress?: ((progress: { done: number }) => void) | undefined;
+  /** Ends the stream with `signal.reason` (as encode's `signal`), closing the source iterator. */
+  signal?: AbortSignal | undefined;
 }
 
 const ENCODER_OPTIONS = namesOf<EncoderOptions>({
   device: true, threads: true, maxLength: true, batchSize: true, maxBatchTokens: true, cacheDir: true, offline: true, revision: true,
-  spinWait: true,
+  spinWait: true, signal: true,
 });
-const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true });
-const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true });
+const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true, signal: true });
+const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true, signal: true });
 
 /** `rows` vectors of `dim` float32, row-major, in the order of the input texts. */
 export interface Embeddings {
+  /** rows x dim values, row-major. */
   data: Float32Array;
+  /** Vectors (one per text). */
   rows: number;
+  /** Values per vector. */
   dim: number;
+}
+
+/** similarity()'s result: a rows x cols matrix of cosines, row-major. */
+export interface SimilarityMatrix {
+  /** rows x cols cosines: data[i * cols + j] compares a's row i with b's row j. */
+  data: Float32Array;
+  /** a.rows */
+  rows: number;
+  /** b.rows */
+  cols: number;
 }
 
 /** A padded batch: rows of the caller's input, padded to `seq` tokens (the longest of them). */
@@ -225,7 +268,7 @@ function optionalPositiveInteger(name: string, value: unknown, fallback: number)
   return value === undefined ? fallback : requirePositiveInteger(name, value);
 }
 
-function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: string } {
+function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
   // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
   // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
   // CUDA provider (which the encoder needs, not camembed's kernels) decides.
@@ -277,15 +320,25 @@ async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weight
   }
 }
 
+/**
+ * A sentence-transformers model (CamemBERT-base bi-encoder by default) on ONNX Runtime: texts in,
+ * the vectors sentence-transformers' `encode(texts, normalize_embeddings=True)` gives out.
+ * Make one with Encoder.load; dispose() releases it.
+ */
 export class Encoder {
   /** Vector length (768 for CamemBERT-base). */
   readonly dim: number;
   /** Truncation length in tokens. */
   readonly maxLength: number;
+  /** The model's local folder (a snapshot folder of the Hub cache for a Hub id). */
   readonly modelDir: string;
+  /** The ONNX graph ONNX Runtime runs (the model's own, or the one converted from its weights). */
   readonly onnxPath: string;
-  readonly device: string;
+  /** Where the transformer runs: 'cpu' or 'cuda:<index>'. */
+  readonly device: Device;
+  /** Most texts per ONNX Runtime call. */
   readonly batchSize: number;
+  /** Most padded tokens (rows x longest row) per ONNX Runtime call. */
   readonly maxBatchTokens: number;
   private readonly tokenizer: SentenceTokenizer;
   private session: ort.InferenceSession | null;
@@ -313,7 +366,7 @@ export class Encoder {
   private disposing: Promise<void> | null = null;
 
   private constructor(fields: {
-    dim: number; maxLength: number; modelDir: string; onnxPath: string; device: string; batchSize: number;
+    dim: number; maxLength: number; modelDir: string; onnxPath: string; device: Device; batchSize: number;
     maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
     inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string; promptTokens: number;
   }) {
@@ -345,8 +398,9 @@ export class Encoder {
     if (o.cacheDir !== undefined && typeof o.cacheDir !== 'string') throw new TypeError(`options.cacheDir must be a string, got ${typeName(o.cacheDir)}`);
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
+    const signal = optionalAbortSignal('options.signal', o.signal);
 
-    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision });
+    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision, signal });
     const layout = readModelLayout(model.dir);
     const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
     if (maxLength < 2 || maxLength > layout.maxPositions) {
@@ -361,6 +415,7 @@ export class Encoder {
     // As sentence-transformers: <s> and the prompt's tokens (the prompt tokenized alone, without its </s>).
     const promptTokens = layout.prompt !== '' && !layout.includePrompt ? tokenizer.encode(layout.prompt).length - 1 : 0;
     const onnxPath = await onnxGraphOf(model);
+    signal?.throwIfAborted();  // before the session, which takes seconds at full size
 
     let session: ort.InferenceSession;
     try {
@@ -382,6 +437,10 @@ export class Encoder {
           `(without onnxruntime-node-install=skip) or use device 'cpu'.`);
       }
       throw new Error(`cannot load the ONNX graph ${onnxPath}: ${(err as Error).message}`);
+    }
+    if (signal?.aborted) {
+      await session.release();
+      throw signal.reason;
     }
 
     const inputs = session.inputMetadata;
@@ -415,13 +474,16 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    const signal = optionalAbortSignal('options.signal', o.signal);
     if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
-    const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress);
+    const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress, signal);
+    // dispose() waits for the work itself, which an abort stops only at its next check.
     this.running.add(run);
     const finished = () => this.running.delete(run);
     run.then(finished, finished);
-    return run;
+    return signal === undefined ? run : rejectOnAbort(run, signal);
   }
 
   /**
@@ -430,7 +492,7 @@ export class Encoder {
    * here, not at the first step (a server can still answer 400 before it starts streaming); an
    * item that is not a string fails the step that reads it.
    */
-  encodeStream(texts: AsyncIterable<string> | Iterable<string>, options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings> {
+  encodeStream(texts: AsyncIterable<string> | Iterable<string>, options: EncodeStreamOptions = {}): AsyncGenerator<Embeddings, void, undefined> {
     if (texts === null || typeof texts !== 'object' ||
       (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
@@ -442,19 +504,23 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
     }
+    const signal = optionalAbortSignal('options.signal', o.signal);
     // The options as checked now: the caller's object may change while the stream runs.
-    return this.streamChunks(texts, chunkSize, normalize, o.onProgress);
+    return this.streamChunks(texts, chunkSize, normalize, o.onProgress, signal);
   }
 
   private async *streamChunks(texts: AsyncIterable<string> | Iterable<string>, chunkSize: number, normalize: boolean,
-    onProgress: EncodeStreamOptions['onProgress']): AsyncGenerator<Embeddings> {
+    onProgress: EncodeStreamOptions['onProgress'], signal: AbortSignal | undefined): AsyncGenerator<Embeddings, void, undefined> {
     let chunk: string[] = [];
     let seen = 0;
     const encodeChunk = (texts: string[]) => {
       const before = seen - texts.length;
-      return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })) });
+      return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })), signal });
     };
+    signal?.throwIfAborted();  // before the source is read
     for await (const text of texts) {
+      // Thrown in the loop, so that for-await closes the source (its return()).
+      signal?.throwIfAborted();
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
@@ -480,7 +546,7 @@ export class Encoder {
   }
 
   private async encodeNow(texts: string[], normalize: boolean,
-    onProgress: EncodeOptions['onProgress']): Promise<Embeddings> {
+    onProgress: EncodeOptions['onProgress'], signal: AbortSignal | undefined): Promise<Embeddings> {
     const session = this.session!;  // dispose() waits for the running calls before it drops the session
     let out: Float32Array;
     try {
@@ -491,12 +557,19 @@ export class Encoder {
     // Tokenizing costs up to ~0.7 ms a passage: in slices, letting the event loop run between them.
     const ids: number[][] = [];
     for (let i = 0; i < texts.length; i++) {
-      if (i % TOKENIZE_SLICE === 0) await this.sliceTurn();
+      if (i % TOKENIZE_SLICE === 0) {
+        await this.sliceTurn();
+        signal?.throwIfAborted();
+      }
       ids.push(this.tokenizer.encode(this.prompt + texts[i]));
     }
     let done = 0;
     for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
-      const pooled = await this.runInTurn(() => this.runBatch(session, batch, ids, normalize));
+      // Checked when its turn comes: a call aborted while it waited costs the queue nothing.
+      const pooled = await this.runInTurn(() => {
+        signal?.throwIfAborted();
+        return this.runBatch(session, batch, ids, normalize);
+      });
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
       onProgress?.({ done, total: texts.length });
@@ -572,7 +645,7 @@ export class Encoder {
 }
 
 /** Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major. */
-export function similarity(a: Embeddings, b: Embeddings): { data: Float32Array; rows: number; cols: number } {
+export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
     if (e === null || typeof e !== 'object' || !(e.data instanceof Float32Array) ||
       !Number.isInteger(e.rows) || !Number.isInteger(e.dim) || e.data.length !== e.rows * e.dim) {

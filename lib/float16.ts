@@ -45,12 +45,14 @@ export function numberToFloat16Bits(value: number): number {
   return sign | bits;
 }
 
+/** float32 values to IEEE half-precision bits, rounded to nearest even (what VectorIndex and CudaMatrix take as float16). */
 export function float32ToFloat16Array(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = numberToFloat16Bits(src[i]);
   return out;
 }
 
+/** IEEE half-precision bits to float32 values (exact). */
 export function float16ToFloat32Array(src: Uint16Array): Float32Array {
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = decoded[src[i]];

@@ -1,42 +1,62 @@
 // The public kernels: argument validation (shared with the reference path), then the native
 // CPU/CUDA implementation, synchronously or off the event loop.
 import { CudaMatrix } from './cuda';
-import { resolveDevice } from './devices';
+import { Device, resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
   namesOf, optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
   requireTypedArray, typedArrayKind,
 } from './validate';
 
+/** Element type of stored vectors: float32, or float16 (held as its bits in a Uint16Array). */
 export type Dtype = 'float32' | 'float16';
+/** Row-major float32 values, or float16 bits in a Uint16Array (hidden states, database rows). */
 export type HiddenStates = Float32Array | Uint16Array;
+/** Attention mask, 1 for a real token and 0 for padding: ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
 export type AttentionMask = BigInt64Array | Int32Array | Uint8Array;
 
-export interface PoolShape { batch: number; seq: number; hidden: number }
+/** The shape of meanPoolNormalize's hidden states: [batch, seq, hidden] (the mask is [batch, seq]). */
+export interface PoolShape {
+  /** Sequences (texts). */
+  batch: number;
+  /** Tokens per sequence, padding included. */
+  seq: number;
+  /** Values per token (768 for CamemBERT-base): the length of each pooled vector. */
+  hidden: number;
+}
+/** Options of meanPoolNormalize and meanPoolNormalizeAsync. */
 export interface PoolOptions {
   /** L2-normalise the pooled vectors (default true), as `normalize_embeddings=True`. */
-  normalize?: boolean;
+  normalize?: boolean | undefined;
   /** Element type of `hidden`; inferred from the array (Uint16Array holds float16 bits). */
-  dtype?: Dtype;
-  device?: string;
+  dtype?: Dtype | undefined;
+  /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
+  device?: Device | undefined;
   /** CPU threads (default: all cores). */
-  threads?: number;
+  threads?: number | undefined;
 }
 
+/** Options of cosineTopK and cosineTopKAsync. */
 export interface TopKOptions {
+  /** Values per vector: queries and database hold a whole number of rows of `dim`. */
   dim: number;
+  /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). */
   k: number;
   /** Inputs are unit vectors: score = dot product (default false: true cosine). */
-  normalized?: boolean;
+  normalized?: boolean | undefined;
   /** Element type of `database`; inferred from the array (Uint16Array holds float16 bits). */
-  dtype?: Dtype;
-  device?: string;
-  threads?: number;
+  dtype?: Dtype | undefined;
+  /** 'cpu' (default), 'cuda' or 'cuda:<index>' (the database is uploaded for this call only; keep a CudaMatrix to search it again). */
+  device?: Device | undefined;
+  /** CPU threads (default: all cores). */
+  threads?: number | undefined;
 }
 
+/** Top-k results, [queries x k] row-major. */
 export interface TopKResult {
   /** Row indices, `k` per query, best first; ties broken by lower index. */
   indices: Int32Array;
+  /** The cosine (or, with `normalized: true`, the dot product) of each of `indices`. */
   scores: Float32Array;
   /** min(options.k, number of database rows). */
   k: number;

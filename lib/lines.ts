@@ -6,14 +6,23 @@ import * as fs from 'fs';
 
 import { requireObject, typeName } from './validate';
 
+/** A text file that is not as expected (not UTF-8, a malformed TSV or qrels line): `file:line: message`. */
 export class FormatError extends Error {
-  constructor(readonly file: string, readonly line: number, message: string) {
+  constructor(
+    /** The file (as given). */
+    readonly file: string,
+    /** The 1-based line number. */
+    readonly line: number,
+    message: string,
+  ) {
     super(`${file}:${line}: ${message}`);
     this.name = 'FormatError';
   }
 }
 
+/** One line of readTextLines. */
 export interface TextLine {
+  /** The line, without its '\n' (or '\r\n'). */
   text: string;
   /** 1-based line number. */
   line: number;
@@ -64,7 +73,7 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are. Stopping early
  * (`break`, or `return()`) closes the file; a reader dropped midway closes it once collected.
  */
-export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine> {
+export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
   requireObject('from', from, ['offset', 'line']);
   for (const key of ['offset', 'line'] as const) {
@@ -97,7 +106,7 @@ async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { 
 }
 
 /** The texts of readTextLines. */
-export async function* readTexts(file: string): AsyncGenerator<string> {
+export async function* readTexts(file: string): AsyncGenerator<string, void, undefined> {
   for await (const { text } of readTextLines(file)) yield text;
 }
 

@@ -3,20 +3,13 @@
 // missing or broken build is a clear error that says how to rebuild, thrown when a native
 // function is first needed.
 import * as path from 'path';
-
-export interface NativeCudaDevice {
-  index: number;
-  name: string;
-  totalMemoryBytes: number;
-  computeCapability: string;
-  multiprocessors: number;
-}
+import type { CudaDevice } from './devices';
 
 export interface NativeInfo {
   simd: 'avx512' | 'avx2' | 'scalar';
   threads: number;
   cudaCompiledIn: boolean;
-  cudaDevices: NativeCudaDevice[];
+  cudaDevices: CudaDevice[];
   cudaUnavailableReason: string | null;
 }
 

@@ -91,3 +91,15 @@ export function requireLength(name: string, array: ArrayBufferView & { length: n
     throw new RangeError(`${name} has ${array.length} elements but ${why} needs ${expected}`);
   }
 }
+
+/**
+ * The `signal` option of the long-running calls. Checked by its tag rather than instanceof, as
+ * typed arrays are, so that a signal made in another realm (a vm context, jest) is accepted.
+ */
+export function optionalAbortSignal(name: string, value: unknown): AbortSignal | undefined {
+  if (value === undefined) return undefined;
+  if (Object.prototype.toString.call(value) !== '[object AbortSignal]') {
+    throw new TypeError(`${name} must be an AbortSignal, got ${typeName(value)}`);
+  }
+  return value as AbortSignal;
+}

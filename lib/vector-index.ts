@@ -8,14 +8,16 @@
 // lists are merged (see searchTileCuda).
 import { cosineTopKSegmentsAsync, Dtype, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
-import { resolveDevice } from './devices';
+import { Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
   bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
-import { namesOf, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName } from './validate';
+import {
+  namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+} from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
 // On CUDA each chunk is a device matrix searched on its own (a launch sequence, a host sync and a
@@ -46,75 +48,111 @@ function releaseStorage(storage: Storage): void {
   fileBindings().releaseMapping(storage.buffer as ArrayBuffer);
 }
 
+/** Options of `new VectorIndex(options)`. */
 export interface VectorIndexOptions {
+  /** Values per vector (768 for CamemBERT-base: the encoder's `dim`). */
   dim: number;
   /** Storage type; default 'float32' on the CPU, 'float16' on CUDA. */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
-  device?: string;
+  device?: Device | undefined;
   /**
    * Storage chunk size in bytes (default 64 MiB on the CPU, 1 GiB on CUDA, at most 4 GiB): the
    * most a growth step copies, the most unused capacity held, and the part of the index one
    * kernel call scans.
    */
-  chunkBytes?: number;
+  chunkBytes?: number | undefined;
   /**
    * Facts saved with the index, as a JSON object of at most 1 MiB (the CLI records the model that
    * made the vectors under `model`). Default {}.
    */
-  metadata?: Record<string, unknown>;
+  metadata?: Record<string, unknown> | undefined;
 }
 
 /** Rows x dim float32 values, or the encoder's output. */
 export type VectorsInput = Float32Array | { data: Float32Array; rows: number; dim: number };
-export type IdsInput = BigInt64Array | Array<number | bigint>;
+/** Vector ids: a BigInt64Array, or an array of safe integers or 64-bit bigints. */
+export type IdsInput = BigInt64Array | ReadonlyArray<number | bigint>;
 
+/** A search's results, [queries x k] row-major. */
 export interface SearchResult {
   /** `k` ids per query, best first; equal scores: lower id first. */
   ids: BigInt64Array;
+  /** The cosine of each query with each of `ids`. */
   scores: Float32Array;
   /** min(options.k, size). */
   k: number;
 }
 
-export interface NeighborsOptions {
+/** Options of VectorIndex.search. */
+export interface SearchOptions {
+  /** Results per query (>= 1); fewer when the index holds fewer vectors (see SearchResult.k). */
   k: number;
-  /** Leave each vector out of its own neighbour list (default true). */
-  excludeSelf?: boolean;
-  /** Vectors per yielded chunk (default 1024). */
-  batchSize?: number;
+  /** Rejects with `signal.reason` before the next tile of queries (one kernel call) once it aborts. */
+  signal?: AbortSignal | undefined;
 }
 
+/** Options of VectorIndex.neighbors. */
+export interface NeighborsOptions {
+  /** Neighbours per vector (>= 1); fewer when the index is smaller (see NeighborsChunk.k). */
+  k: number;
+  /** Leave each vector out of its own neighbour list (default true). */
+  excludeSelf?: boolean | undefined;
+  /** Vectors per yielded chunk (default 1024). */
+  batchSize?: number | undefined;
+  /** Ends the walk with `signal.reason` before its next chunk, or its next tile of queries within one. */
+  signal?: AbortSignal | undefined;
+}
+
+/** One step of a VectorIndex.neighbors walk: `ids.length` vectors and their neighbours, [rows x k] row-major. */
 export interface NeighborsChunk {
   /** The ids of this chunk's vectors, one per row. */
   ids: BigInt64Array;
   /** `k` neighbour ids per row, best first. */
   neighbors: BigInt64Array;
+  /** The cosine of each row's vector with each of its `neighbors`. */
   scores: Float32Array;
+  /** Neighbours per row: min(options.k, size - 1) with excludeSelf (the default), else min(options.k, size). */
   k: number;
 }
 
+/** What VectorIndex.describe reads from an index file's header and metadata. */
 export interface IndexDescription {
+  /** Storage type of the vectors. */
   dtype: Dtype;
+  /** Values per vector. */
   dim: number;
   /** Vectors stored. */
   size: number;
-  metadata: Record<string, unknown>;
+  /** The metadata saved with the index (frozen). */
+  metadata: Readonly<Record<string, unknown>>;
+  /** The file's size in bytes. */
   fileBytes: number;
 }
 
+/** Options of VectorIndex.load. */
 export interface LoadOptions {
-  device?: string;
+  /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
+  device?: Device | undefined;
   /** CPU: view the vectors in a read-only memory mapping of the file instead of reading them. */
-  mmap?: boolean;
+  mmap?: boolean | undefined;
   /** As in VectorIndexOptions. */
-  chunkBytes?: number;
+  chunkBytes?: number | undefined;
+  /** Rejects with `signal.reason` before the next piece read (64 MiB) or slice of ids once it aborts. */
+  signal?: AbortSignal | undefined;
+}
+
+/** Options of VectorIndex.save. */
+export interface SaveOptions {
+  /** Rejects with `signal.reason` before the next piece written (64 MiB); the file is then left as it was. */
+  signal?: AbortSignal | undefined;
 }
 
 const INDEX_OPTIONS = namesOf<VectorIndexOptions>({ dim: true, dtype: true, device: true, chunkBytes: true, metadata: true });
-const SEARCH_OPTIONS = namesOf<{ k: number }>({ k: true });
-const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true });
-const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true });
+const SEARCH_OPTIONS = namesOf<SearchOptions>({ k: true, signal: true });
+const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true, signal: true });
+const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true, signal: true });
+const SAVE_OPTIONS = namesOf<SaveOptions>({ signal: true });
 
 type Storage = Float32Array | Uint16Array;
 
@@ -123,7 +161,13 @@ interface Chunk {
   ids: BigInt64Array;    // capacity
   count: number;
   mapped: boolean;       // a view of a read-only file mapping: copied before any write
-  matrix: CudaMatrix | null;  // the first `count` rows on the CUDA device, made on first search
+  matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made on first search
+  synced: number;             // rows [0, synced) of `matrix` were uploaded (appended rows come after)...
+  rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
+}
+
+function newChunk(vectors: Storage, ids: BigInt64Array, count: number, mapped: boolean): Chunk {
+  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set() };
 }
 
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
@@ -227,10 +271,17 @@ function checkMetadata(name: string, value: unknown): Metadata {
   return { bytes, object: deepFreeze(parsed) };
 }
 
+/**
+ * Exact cosine top-k over unit vectors (normalised on add) under 64-bit ids, on the CPU or one CUDA
+ * device: add, remove, search, neighbors (all-pairs k-NN), save and load (crash-safe, checksummed).
+ */
 export class VectorIndex {
+  /** Values per vector. */
   readonly dim: number;
+  /** Storage type of the vectors. */
   readonly dtype: Dtype;
-  readonly device: string;
+  /** Where it searches: 'cpu' or 'cuda:<index>'. */
+  readonly device: Device;
   private readonly deviceIndex: number;  // -1: CPU
   private readonly chunkRows: number;
   private chunks: Chunk[] = [];
@@ -309,7 +360,7 @@ export class VectorIndex {
       }
       for (; remaining > 0; remaining -= Math.min(remaining, this.chunkRows)) {
         const capacity = Math.min(remaining, this.chunkRows);
-        added.push({ vectors: this.allocate(capacity), ids: new BigInt64Array(capacity), count: 0, mapped: false, matrix: null });
+        added.push(newChunk(this.allocate(capacity), new BigInt64Array(capacity), 0, false));
       }
       table = this.table.withRoomFor(this.count + rows);
     } catch (err) {
@@ -340,13 +391,14 @@ export class VectorIndex {
       const replaced = grown.chunk.vectors;
       Object.assign(grown.chunk, { vectors: grown.vectors, ids: grown.ids, mapped: false });
       releaseStorage(replaced);
+      this.dropDeviceCopy(grown.chunk);  // more rows than its device copy holds
     }
     this.chunks.push(...added);
     this.table = table;
     for (const { chunk, ids, from, first, n } of spans) {
       ids.set(newIds.subarray(first, first + n), from);
       chunk.count = from + n;
-      this.dropDeviceCopy(chunk);
+      chunk.synced = Math.min(chunk.synced, from);
       for (let i = 0; i < n; i++) this.table.set(newIds[first + i], this.count + first + i);
     }
     this.count += rows;
@@ -388,26 +440,30 @@ export class VectorIndex {
         chunk.vectors.set(lastChunk.vectors.subarray(lastRow * d, (lastRow + 1) * d), row * d);
         chunk.ids[row] = lastChunk.ids[lastRow];
         this.table.set(chunk.ids[row], position);
-        this.dropDeviceCopy(chunk);
+        if (chunk.matrix !== null) chunk.rewritten.add(row);
       }
       this.table.delete(id);
       lastChunk.count--;
       this.count--;
-      this.dropDeviceCopy(lastChunk);
-      if (lastChunk.count === 0) releaseStorage(this.chunks.pop()!.vectors);
+      if (lastChunk.count === 0) {
+        this.dropDeviceCopy(lastChunk);
+        releaseStorage(this.chunks.pop()!.vectors);
+      }
     }
   }
 
   /** The k nearest stored vectors (by cosine) of each query row. */
-  async search(queries: VectorsInput, options: { k: number }): Promise<SearchResult> {
+  async search(queries: VectorsInput, options: SearchOptions): Promise<SearchResult> {
     this.assertUsable('search');
     const o = requireObject('options', options, SEARCH_OPTIONS);
     const k = this.checkK(o.k);
+    const signal = optionalAbortSignal('options.signal', o.signal);
     const { data, rows } = parseVectors('queries', queries, this.dim);
     const unit = normalizeRows('queries', data, this.dim);
+    signal?.throwIfAborted();
     this.readers++;
     try {
-      return await this.searchUnit(unit, rows, k);
+      return await this.searchUnit(unit, rows, k, signal);
     } finally {
       this.readers--;
     }
@@ -419,17 +475,20 @@ export class VectorIndex {
    * between steps (add, remove, dispose) makes the walk's next step throw.
    * Bad options throw here, not at the first step of the walk.
    */
-  neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk> {
+  neighbors(options: NeighborsOptions): AsyncGenerator<NeighborsChunk, void, undefined> {
     this.assertUsable('neighbors');
     const o = requireObject('options', options, NEIGHBORS_OPTIONS);
     const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
-    return this.walkNeighbors(k, excludeSelf, batchSize);
+    const signal = optionalAbortSignal('options.signal', o.signal);
+    return this.walkNeighbors(k, excludeSelf, batchSize, signal);
   }
 
-  private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number): AsyncGenerator<NeighborsChunk> {
+  private async *walkNeighbors(k: number, excludeSelf: boolean, batchSize: number,
+    signal: AbortSignal | undefined): AsyncGenerator<NeighborsChunk, void, undefined> {
     this.assertUsable('neighbors');
+    signal?.throwIfAborted();
     // The walk holds the index only while a step runs, not while it waits at a yield: a walk its
     // caller drops without return() (a client gone mid-stream) would otherwise lock add, remove and
     // dispose for good. A change between two steps ends the walk instead of mixing two indexes.
@@ -437,6 +496,7 @@ export class VectorIndex {
     const total = this.count;
     const kOut = Math.min(k, excludeSelf ? total - 1 : total);
     for (let start = 0; start < total; start += batchSize) {
+      signal?.throwIfAborted();
       if (this.changes !== changes) {
         throw new Error('VectorIndex.neighbors: the index changed (add, remove or dispose) during the walk; start a new walk');
       }
@@ -449,7 +509,7 @@ export class VectorIndex {
       let found: SearchResult;
       this.readers++;
       try {
-        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut);
+        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal);
       } finally {
         this.readers--;
       }
@@ -475,9 +535,11 @@ export class VectorIndex {
   }
 
   /** Writes the index to `file` (format in docs/index.md) through a temporary file and a rename. */
-  async save(file: string): Promise<void> {
+  async save(file: string, options?: SaveOptions): Promise<void> {
     this.assertUsable('save');
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    const signal = optionalAbortSignal('options.signal', optionalObject('options', options, SAVE_OPTIONS).signal);
+    signal?.throwIfAborted();
     const metadata = this.savedMetadata.bytes;
     const header: Header = {
       dtype: this.dtype, dim: this.dim, count: this.count, nextId: this.nextId, metadataBytes: metadata.length,
@@ -488,7 +550,7 @@ export class VectorIndex {
     try {
       await writeIndexFile(file, header, metadata,
         this.chunks.map((c) => byteView(c.ids, c.count * 8)),
-        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)));
+        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)), signal);
     } finally {
       this.readers--;
     }
@@ -499,11 +561,13 @@ export class VectorIndex {
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
     const o = optionalObject('options', options, LOAD_OPTIONS);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
+    const signal = optionalAbortSignal('options.signal', o.signal);
     const make = (h: Header) => new VectorIndex({
-      dim: h.dim, dtype: h.dtype, device: o.device as string | undefined, chunkBytes: o.chunkBytes as number | undefined,
+      dim: h.dim, dtype: h.dtype, device: o.device as Device | undefined, chunkBytes: o.chunkBytes as number | undefined,
     });
     resolveDevice(o.device);  // option errors before any file I/O
     if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);
+    signal?.throwIfAborted();
     const reader = await IndexFileReader.open(file);
     try {
       const { header } = reader;
@@ -516,14 +580,14 @@ export class VectorIndex {
       const storage = mmap ? [] : rows.map((n) => index.allocate(n));
       try {
         const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)));
+          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
         for (const view of mapped) {
           releasableBuffers.add(view.buffer);
           storage.push(header.dtype === 'float32'
             ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
         }
-        rows.forEach((n, i) => index.chunks.push({ vectors: storage[i], ids: ids[i], count: n, mapped: mmap, matrix: null }));
-        await index.finishLoad(header, metadata, file);
+        rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
+        await index.finishLoad(header, metadata, file, signal);
       } catch (err) {
         for (const v of storage) releaseStorage(v);
         throw err;
@@ -567,7 +631,7 @@ export class VectorIndex {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private async finishLoad(header: Header, metadata: Uint8Array, file: string): Promise<void> {
+  private async finishLoad(header: Header, metadata: Uint8Array, file: string, signal: AbortSignal | undefined): Promise<void> {
     this.savedMetadata = { bytes: metadata.slice(), object: deepFreeze(decodeMetadata(metadata, file)) };
     this.count = header.count;
     this.nextId = header.nextId;
@@ -579,7 +643,10 @@ export class VectorIndex {
         if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
         this.table.set(id, position);
         // Millions of ids take seconds: let the event loop run between slices.
-        if ((position + 1) % ID_TABLE_SLICE === 0) await new Promise(setImmediate);
+        if ((position + 1) % ID_TABLE_SLICE === 0) {
+          await new Promise(setImmediate);
+          signal?.throwIfAborted();
+        }
       }
     }
   }
@@ -652,15 +719,33 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  /** A CUDA chunk's top-k (its device copy is made on first use). */
+  /**
+   * A CUDA chunk's top-k. Its device copy is made on first use; only the rows written since
+   * (appended, or filled by a remove) are uploaded before later searches.
+   */
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
-    const rows = chunk.vectors.subarray(0, chunk.count * this.dim);
-    chunk.matrix ??= CudaMatrix.create(rows, { rows: chunk.count, dim: this.dim, storage: this.dtype, device: this.deviceIndex });
-    return chunk.matrix.searchAsync(queries, { k, normalized: true });
+    const d = this.dim;
+    const upload = (from: number, to: number) => chunk.matrix!.setRows(from, chunk.vectors.subarray(from * d, to * d));
+    if (chunk.matrix === null) {
+      // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
+      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, storage: this.dtype, device: this.deviceIndex });
+      chunk.synced = chunk.ids.length;
+    } else {
+      // Rewritten rows in runs of consecutive rows, one upload each; then the appended rows.
+      const rows = [...chunk.rewritten].filter((r) => r < Math.min(chunk.synced, chunk.count)).sort((a, b) => a - b);
+      for (let i = 0, j = 0; i < rows.length; i = j) {
+        for (j = i + 1; j < rows.length && rows[j] === rows[j - 1] + 1;) j++;
+        upload(rows[i], rows[j - 1] + 1);
+      }
+      if (chunk.synced < chunk.count) upload(chunk.synced, chunk.count);
+      chunk.synced = Math.max(chunk.synced, chunk.count);
+    }
+    chunk.rewritten.clear();
+    return chunk.matrix.searchAsync(queries, { k, normalized: true, rows: chunk.count });
   }
 
   /** Search with unit-length queries, a tile of queries at a time. */
-  private async searchUnit(unit: Float32Array, numQueries: number, k: number): Promise<SearchResult> {
+  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
     const ids = new BigInt64Array(numQueries * kept);
     const scores = new Float32Array(numQueries * kept);
@@ -669,6 +754,7 @@ export class VectorIndex {
     const maxQueries = this.deviceIndex < 0 ? Math.floor(QUERY_TILE_BYTES / (d * 4)) : CUDA_QUERY_TILE;
     const maxTile = Math.max(1, Math.min(maxQueries, Math.floor(TILE_RESULTS / (kept + 1))));
     for (const [q0, q1] of evenTiles(numQueries, maxTile)) {
+      signal?.throwIfAborted();  // one kernel call cannot be stopped; the next is not made
       const queries = unit.subarray(q0 * d, q1 * d);
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
       for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);

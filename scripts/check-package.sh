@@ -5,7 +5,7 @@
 # import (ESM), tsc --strict on a TypeScript consumer (module node16, and moduleResolution bundler),
 # the kernels, a VectorIndex, the encoder on the tiny shared model (when ../shared has it), and
 # every CLI command's --help. Needs the npm registry (the package's dependencies, and typescript
-# and @types/node for the consumer); 19 s (warm npm cache) to ~45 s on 2 cores. Run: npm run check:package
+# and @types/node for the consumer); 28 s with a warm npm cache on 2 cores (2026-11-28). Run: npm run check:package
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="$(mktemp -d)"
@@ -57,21 +57,70 @@ else
   node esm.mjs
 fi
 
+# A backend written against the types alone, every option, result and error by its exported name
+# (no import from camembed/dist/...); main.ts is also compiled as ESM (.mts) and CommonJS (.cts).
 cat > main.ts <<'EOF'
-import { cosineTopK, Encoder, VectorIndex } from 'camembed';
-import type { Device, Embeddings, SearchResult, TopKResult } from 'camembed';
+import {
+  cosineTopK, CudaMatrix, devices, Encoder, evaluate, FormatError, HubError, ProxyError, reference, resolveModel, similarity,
+  VectorIndex,
+} from 'camembed';
+import type {
+  CudaDevice, CudaMatrixOptions, CudaSearchResult, Device, DownloadProgress, Embeddings, EncodeOptions, EncoderOptions,
+  MetricValues, NeighborsChunk, PerQueryEvaluation, RowData, SearchOptions, SearchResult, SimilarityMatrix, TopKResult,
+} from 'camembed';
 const device: Device = 'cpu';
 const top: TopKResult = cosineTopK(new Float32Array([1, 0]), new Float32Array([1, 0]), { dim: 2, k: 1, device });
-export async function search(index: VectorIndex, query: Embeddings): Promise<SearchResult> {
-  return index.search(query, { k: top.k });
+const same: TopKResult = reference.cosineTopK(new Float32Array([1, 0]), new Float32Array([1, 0]), { dim: 2, k: 1 });
+const gpus: CudaDevice[] = devices().cuda;
+export async function search(index: VectorIndex, query: Embeddings, signal: AbortSignal): Promise<SearchResult> {
+  const options: SearchOptions = { k: top.k + same.k, signal };
+  return index.search(query, options);
 }
 export const load: typeof Encoder.load = (source, options) => Encoder.load(source, options);
+export async function encode(model: string, texts: readonly string[]): Promise<SimilarityMatrix> {
+  const options: EncoderOptions = { device, threads: 1, offline: true, cacheDir: process.env.MODEL_CACHE };
+  const encoder = await Encoder.load(model, options);
+  try {
+    const encodeOptions: EncodeOptions = { signal: AbortSignal.timeout(1000), onProgress: ({ done, total }) => console.log(done, total) };
+    const vectors = await encoder.encode(texts, encodeOptions);
+    return similarity(vectors, vectors);
+  } finally {
+    await encoder.dispose();
+  }
+}
+export async function walk(index: VectorIndex): Promise<bigint[]> {
+  const out: bigint[] = [];
+  for await (const chunk of index.neighbors({ k: 1 })) out.push(...(chunk satisfies NeighborsChunk).neighbors);
+  return out;
+}
+export function gpuSearch(rows: RowData, options: CudaMatrixOptions, queries: Float32Array): CudaSearchResult {
+  const matrix = CudaMatrix.create(rows, options);
+  try {
+    return matrix.search(queries, { k: 10, normalized: true });
+  } finally {
+    matrix.free();
+  }
+}
+export async function fetchModel(id: string, onProgress: (p: DownloadProgress) => void): Promise<string | number> {
+  try {
+    return (await resolveModel(id, { onProgress, revision: 'main' })).dir;
+  } catch (err) {
+    if (err instanceof HubError) return err.status ?? (err.retryable ? 'retry' : 'failed');
+    if (err instanceof ProxyError || err instanceof FormatError) return err.message;
+    throw err;
+  }
+}
+export const scores: MetricValues = evaluate({ q: { d: 1 } }, { q: { d: 1 } }, ['MRR@10']);
+export const perQuery: PerQueryEvaluation = evaluate({ q: { d: 1 } }, { q: { d: 1 } }, undefined, { perQuery: true });
+console.log(gpus.length);
 EOF
-echo '{ "compilerOptions": { "strict": true, "module": "node16", "target": "ES2022", "noEmit": true }, "files": ["main.ts"] }' > tsconfig.json
+cp main.ts main.mts
+cp main.ts main.cts
+echo '{ "compilerOptions": { "strict": true, "exactOptionalPropertyTypes": true, "module": "node16", "target": "ES2022", "noEmit": true }, "files": ["main.ts", "main.mts", "main.cts"] }' > tsconfig.json
 echo '{ "compilerOptions": { "strict": true, "module": "esnext", "moduleResolution": "bundler", "target": "ES2022", "noEmit": true }, "files": ["main.ts"] }' > tsconfig.bundler.json
 npx tsc -p tsconfig.json
 npx tsc -p tsconfig.bundler.json
-echo 'TypeScript: tsc --strict passes (node16 and bundler)'
+echo 'TypeScript: tsc --strict passes (node16 with exactOptionalPropertyTypes: CommonJS .ts/.cts and ESM .mts; bundler)'
 
 npx camembed --help > help.txt
 commands=$(sed -n 's/^  \([a-z-]*\)  .*/\1/p' help.txt)

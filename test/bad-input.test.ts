@@ -30,6 +30,7 @@ const poolCases: Case[] = [
   ['dtype disagrees with the array', () => meanPoolNormalize(hidden, mask, shape, { dtype: 'float16' }), TypeError, "options.dtype is 'float16'"],
   ['unknown dtype', () => meanPoolNormalize(hidden, mask, shape, { dtype: 'int8' as 'float16' }), TypeError, 'options.dtype must be'],
   ['normalize not boolean', () => meanPoolNormalize(hidden, mask, shape, { normalize: 1 as unknown as boolean }), TypeError, 'options.normalize'],
+  // @ts-expect-error: a device name the type refuses too (plain JavaScript gets the TypeError)
   ['bad device', () => meanPoolNormalize(hidden, mask, shape, { device: 'gpu' }), TypeError, 'options.device'],
   ['NaN in hidden states', () => meanPoolNormalize(new Float32Array(24).fill(NaN), mask, shape), RangeError, 'NaN or infinite'],
   ['a misspelt option', () => meanPoolNormalize(hidden, mask, shape, { normalise: false } as object), TypeError,

@@ -162,6 +162,73 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     }
   });
 
+  test('a matrix with room to grow: setRows then search of the first rows equals a matrix made whole', () => {
+    for (const storage of ['float16', 'float32'] as const) {
+      const dim = 24, rows = randomSignedArray(random, 40 * dim), queries = randomSignedArray(random, 3 * dim);
+      const grown = CudaMatrix.create(new Float32Array(60 * dim), { rows: 60, dim, storage });
+      try {
+        grown.setRows(0, rows.subarray(0, 25 * dim));
+        grown.setRows(25, float32ToFloat16Array(rows.subarray(25 * dim)));
+        const asStored = rows.slice(0, 25 * dim);  // rows 25.. reach the matrix as float16
+        const expectedRows = new Float32Array([...asStored, ...float16ToFloat32Array(float32ToFloat16Array(rows.subarray(25 * dim)))]);
+        const whole = CudaMatrix.create(expectedRows, { rows: 40, dim, storage });
+        try {
+          const a = grown.search(queries, { k: 50, rows: 40 }), b = whole.search(queries, { k: 50 });
+          expect(a.k).toBe(40);
+          expect(a.indices).toEqual(b.indices);
+          expect(a.scores).toEqual(b.scores);
+          // Replacing a row in place: row 3 becomes the first query, its best match.
+          grown.setRows(3, queries.subarray(0, dim));
+          const replaced = grown.search(queries.subarray(0, dim), { k: 1, rows: 40 });
+          expect(replaced.indices[0]).toBe(3);
+          expect(Math.abs(replaced.scores[0] - 1)).toBeLessThan(1e-3);
+        } finally {
+          whole.free();
+        }
+      } finally {
+        grown.free();
+      }
+    }
+  });
+
+  test('setRows and options.rows: bad arguments and bad values are clear errors that change nothing', () => {
+    const dim = 4;
+    const rows = randomSignedArray(random, 10 * dim);
+    for (const storage of ['float16', 'float32'] as const) {
+      const m = CudaMatrix.create(rows, { rows: 10, dim, storage });
+      try {
+        const before = m.search(rows, { k: 10 });
+        expect(() => m.setRows(-1, rows.subarray(0, dim))).toThrow(new RangeError('firstRow must be >= 0, got -1'));
+        expect(() => m.setRows(1.5, rows.subarray(0, dim))).toThrow(new TypeError('firstRow must be an integer, got 1.5'));
+        expect(() => m.setRows('0' as unknown as number, rows.subarray(0, dim))).toThrow(new TypeError('firstRow must be an integer, got string'));
+        expect(() => m.setRows(0, [1, 2, 3, 4] as unknown as Float32Array)).toThrow(/data must be a Float32Array or Uint16Array/);
+        expect(() => m.setRows(0, rows.subarray(0, 6))).toThrow(/data has 6 elements: expected a positive multiple of dim \(4\)/);
+        expect(() => m.setRows(8, rows.subarray(0, 3 * dim))).toThrow(new RangeError("rows 8..10 are beyond the matrix's 10 rows"));
+        const bad = rows.slice(0, 3 * dim);
+        bad[dim + 2] = NaN;
+        expect(() => m.setRows(0, bad)).toThrow(/^data: row 1 holds NaN, infinity/);
+        bad[dim + 2] = storage === 'float16' ? 65520 : 3e38;  // infinity in float16; a norm past float32's range
+        bad[dim + 3] = storage === 'float16' ? 0 : 3e38;
+        expect(() => m.setRows(0, bad)).toThrow(/^data: row 1 holds NaN, infinity/);
+        expect(() => m.setRows(0, new Uint16Array([0x3c00, 0, 0, 0, 0x7c00, 0, 0, 0]))).toThrow(/^data: row 1 holds NaN/);
+        expect(() => m.search(rows, { k: 3, rows: 0 })).toThrow(/options.rows must be/);
+        expect(() => m.search(rows, { k: 3, rows: 2.5 })).toThrow(/options.rows must be/);
+        expect(() => m.search(rows, { k: 3, rows: 11 })).toThrow(new RangeError("options.rows is 11 but the matrix has 10 rows"));
+        const after = m.search(rows, { k: 10 });
+        expect(after.indices).toEqual(before.indices);
+        expect(after.scores).toEqual(before.scores);
+        if (storage === 'float16') {
+          // 65519 rounds down to the largest float16 (65504): accepted.
+          m.setRows(9, new Float32Array([65519, 0, 0, 0]));
+          expect(m.search(new Float32Array([1, 0, 0, 0]), { k: 1 }).indices[0]).toBe(9);
+        }
+      } finally {
+        m.free();
+      }
+      expect(() => m.setRows(0, rows.subarray(0, dim))).toThrow(/freed/);
+    }
+  });
+
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
     const rows = randomSignedArray(random, 50 * 8);
     const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });

@@ -239,6 +239,8 @@ describe('evaluate: bad input', () => {
     expect(() => evaluate(run, { q1: { d1: 0.5 } }, ['P@1'])).toThrow(/qrels\["q1"\]\["d1"\] must be an integer/);
     expect(() => evaluate(run, [] as unknown as Qrels, ['P@1'])).toThrow(/qrels must be an object/);
     expect(() => evaluate(run, qrels, ['P@1'], { perQuery: 'yes' as unknown as boolean })).toThrow(/perQuery/);
+    expect(() => evaluate(run, qrels, ['P@1'], null as unknown as object)).toThrow(new TypeError('options must be an object, got null'));
+    expect(() => evaluate(run, qrels, ['P@1'], { perquery: true } as object)).toThrow(/options.perquery is not known \(did you mean perQuery\?\)/);
     expect(() => evaluate(run, qrels, ['P@1'], { minRelevance: 0 })).toThrow(new RangeError('options.minRelevance must be an integer >= 1, got 0'));
     expect(() => evaluate(run, qrels, ['P@1'], { minRelevance: 1.5 })).toThrow(RangeError);
     expect(() => evaluate(run, qrels, ['P@1'], { minRelevance: '2' as unknown as number })).toThrow(new TypeError('options.minRelevance must be a number, got string'));

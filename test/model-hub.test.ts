@@ -1,10 +1,11 @@
 // resolveModel on Hub ids against a fake Hub on 127.0.0.1 (test/helpers/fake-hub.ts).
 import { execFile, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
+import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { resolveModel } from '../lib/model';
+import { HubError, ProxyError, resolveModel } from '../lib/model';
 import { proxyFor } from '../lib/model/http-request';
 import { defaultCacheDir, looksLikeHubId } from '../lib/model/hub';
 import { loadAddon } from '../lib/native';
@@ -193,7 +194,9 @@ describe('resolveModel from the Hub', () => {
     const model = await resolveModel('org/public', { ...fast(), revision: COMMIT });
     expect(model.dir).toBe(path.join(repoDir('org/public'), 'snapshots', COMMIT));
     expect(fs.existsSync(path.join(repoDir('org/public'), 'refs'))).toBe(false);
-    await expect(resolveModel('org/public', { ...fast(), revision: 'no-such-branch' })).rejects.toThrow(/404/);
+    const missing = await resolveModel('org/public', { ...fast(), revision: 'no-such-branch' }).catch((err: unknown) => err);
+    expect(missing).toBeInstanceOf(HubError);
+    expect(missing).toMatchObject({ name: 'HubError', status: 404, retryable: false, message: expect.stringMatching(/404/) });
   });
 
   test('HF_ENDPOINT and HF_TOKEN: a private repo needs the bearer token, which never reaches the CDN', async () => {
@@ -272,7 +275,7 @@ describe('resolveModel from the Hub', () => {
     await expect(resolveModel('org/public', fast())).resolves.toMatchObject({ onnxPath: null });
     hub.failures.set('tokenizer.json', 10);
     await expect(resolveModel('org/public', { ...fast(), cacheDir: path.join(cacheDir, 'other'), retries: 2 }))
-      .rejects.toThrow(/503 for tokenizer\.json of org\/public.*after 3 attempts/);
+      .rejects.toMatchObject({ name: 'HubError', status: 503, message: expect.stringMatching(/503 for tokenizer\.json of org\/public.*after 3 attempts/) });
     hub.failures.delete('tokenizer.json');
   });
 
@@ -414,6 +417,72 @@ describe('resolveModel from the Hub', () => {
   });
 });
 
+describe('a signal (AbortSignal) stops a download', () => {
+  const weights = REPOS['org/public'].files['model.safetensors'];
+  const abortListeners = (signal: AbortSignal) => getEventListeners(signal, 'abort').length;
+
+  test('aborted before: rejects with the reason and asks the Hub nothing', async () => {
+    const reason = new Error('client went away');
+    await expect(resolveModel('org/public', { ...fast(), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    await expect(resolveModel('org/public', { ...fast(), signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    expect(hub.requests).toEqual([]);
+  });
+
+  test.each([4, 0])('aborted mid-file (retries: %d): the request ends, nothing is retried, the partial file stays and the next call resumes it', async (retries) => {
+    const controller = new AbortController();
+    const reason = new Error('client went away');
+    const downloading = resolveModel('org/public', {
+      ...fast(), retries, signal: controller.signal,
+      onProgress: (p) => { if (p.file === 'model.safetensors' && p.bytes > 0) controller.abort(reason); },
+    });
+    await expect(downloading).rejects.toBe(reason);
+    expect(abortListeners(controller.signal)).toBe(0);
+    expect(hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET')).toHaveLength(1);
+    // Only the resume logic's partial download: no blob, no snapshot entry for the weights.
+    const partial = `blobs/${sha256(weights)}.incomplete`;
+    expect(listFiles(repoDir('org/public')).filter((f) => f.includes(sha256(weights)) || f.endsWith('model.safetensors'))).toEqual([partial]);
+    const kept = fs.statSync(path.join(repoDir('org/public'), partial)).size;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(weights.length);
+
+    hub.requests.length = 0;
+    const model = await resolveModel('org/public', fast());
+    expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(weights));
+    expect(hub.requests.filter((r) => r.server === 'cdn').map((r) => r.range)).toEqual([`bytes=${kept}-`]);
+  });
+
+  test('aborted while waiting for another download\'s lock: the wait ends with the reason', async () => {
+    // Another download holds the blob's lock (flock locks of two descriptors conflict within a process too).
+    const lockFile = path.join(cacheDir, '.locks', 'models--org--public', `${sha256(weights)}.lock`);
+    fs.mkdirSync(path.dirname(lockFile), { recursive: true });
+    const fd = fs.openSync(lockFile, 'w');
+    const controller = new AbortController();
+    const reason = new Error('client went away');
+    // Aborted when the wait's notice comes (after 2 s): the lock is never released.
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => controller.abort(reason));
+    try {
+      expect(loadAddon().tryLockFile(fd)).toBe(true);
+      await expect(resolveModel('org/public', { ...fast(), signal: controller.signal })).rejects.toBe(reason);
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([expect.stringMatching(/^waiting for another process downloading model\.safetensors/)]);
+      expect(abortListeners(controller.signal)).toBe(0);
+    } finally {
+      warn.mockRestore();
+      fs.closeSync(fd);
+    }
+  }, 20_000);  // the notice comes after 2 s; a wait the signal could not end would run into this
+
+  test('a long-lived signal shared by many downloads keeps no listener', async () => {
+    const { signal } = new AbortController();
+    for (let i = 0; i < 5; i++) {
+      const model = await resolveModel('org/sharded', { ...fast(), cacheDir: path.join(cacheDir, String(i)), signal });
+      await resolveModel('org/sharded', { ...fast(), cacheDir: path.join(cacheDir, String(i)), signal });  // cached: HEAD requests only
+      expect(sha256(fs.readFileSync(path.join(model.dir, 'model-00001-of-00002.safetensors'))))
+        .toBe(sha256(REPOS['org/sharded'].files['model-00001-of-00002.safetensors']));
+    }
+    expect(abortListeners(signal)).toBe(0);
+  });
+});
+
 describe('the cache folder', () => {
   test('HF_HUB_CACHE, then HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, with ~ and $VARS expanded as Python does', async () => {
     const none = { HF_HUB_CACHE: undefined, HUGGINGFACE_HUB_CACHE: undefined, HF_HOME: undefined, XDG_CACHE_HOME: undefined };
@@ -474,8 +543,10 @@ describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Pyt
     const proxy = await startFakeProxy();
     proxy.refuseConnect = 407;
     try {
-      await expect(withEnv({ HTTPS_PROXY: proxy.url }, () => resolveModel('org/public', { ...fast(), endpoint: 'https://localhost:1' })))
-        .rejects.toThrow(/the proxy 127\.0\.0\.1:\d+ refused a tunnel to localhost:1 \(407\): check the credentials in the proxy URL/);
+      const refused = withEnv({ HTTPS_PROXY: proxy.url }, () => resolveModel('org/public', { ...fast(), endpoint: 'https://localhost:1' }));
+      await expect(refused).rejects.toThrow(/the proxy 127\.0\.0\.1:\d+ refused a tunnel to localhost:1 \(407\): check the credentials in the proxy URL/);
+      await expect(refused).rejects.toMatchObject({ name: 'ProxyError' });
+      await expect(refused).rejects.toBeInstanceOf(ProxyError);
       expect(proxy.log.filter((l) => l.startsWith('CONNECT '))).toHaveLength(1);
     } finally {
       await proxy.close();

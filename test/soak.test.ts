@@ -11,15 +11,15 @@ if (!hasProcFd) {
   console.log('soak.test: skipped: counting open files needs /proc/self/fd (Linux)');
 }
 
-(hasProcFd ? test : test.skip)('line readers dropped midway without return() close their files once collected', () => {
+(hasProcFd ? test : test.skip)('line readers and run writers dropped midway (no return(), close() or abort()) close their files once collected', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-soak-'));
   try {
     const file = path.join(dir, 'passages.tsv');
     fs.writeFileSync(file, Array.from({ length: 100 }, (_, i) => `p${i}\tpassage ${i}\n`).join(''));
-    const script = path.join(__dirname, 'helpers', 'abandoned-readers.js');
-    const out = execFileSync(process.execPath, ['--expose-gc', script, dist, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const script = path.join(__dirname, 'helpers', 'abandoned-files.js');
+    const out = execFileSync(process.execPath, ['--expose-gc', script, dist, file, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     const { before, open, after } = JSON.parse(out.toString()) as { before: number; open: number; after: number };
-    expect(open - before).toBeGreaterThanOrEqual(190);  // the 200 readers did hold their files open
+    expect(open - before).toBeGreaterThanOrEqual(190);  // the 100 readers and 100 writers did hold their files open
     expect(after - before).toBeLessThan(10);            // and collecting them closed those files
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,7 @@ import * as path from 'path';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
 import { IdTable } from '../lib/index/id-table';
+import { CudaMatrix } from '../lib/cuda';
 import { evenTiles, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 import { maxAbsDifference } from './helpers/compare';
@@ -397,6 +398,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.neighbors({ k: 1, batchSize: -1 })).toThrow(/options.batchSize/);
     expect(() => new VectorIndex({ dim: 0 })).toThrow(/options.dim must be >= 1/);
     expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
+    // @ts-expect-error: a device name the type refuses too (plain JavaScript gets the TypeError)
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
   });
 
@@ -463,6 +465,44 @@ describeGpu('VectorIndex on CUDA', () => {
     truth.remove(ids.slice(0, 1000));
     expectExact(await index.search(queries, { k: 20 }), truth.allScores(queries), 20);
     index.dispose();
+  });
+
+  test('searches between small adds and removes upload only the rows written since, and stay exact', async () => {
+    const dim = 32;
+    const random = makeRandom(16);
+    const index = new VectorIndex({ dim, device: 'cuda', chunkBytes: 400 * dim * 2 });
+    const truth = new Truth(dim, 'float16', 'float16');
+    const queries = randomSignedArray(random, 3 * dim);
+    const first = clustered(random, 1000, dim, 8);  // chunks of 400, 400 and 200 rows (room for 200)
+    index.add(first);
+    truth.add(normalizedCopy(first, dim), Array.from({ length: 1000 }, (_, i) => BigInt(i)));
+    const create = jest.spyOn(CudaMatrix, 'create');
+    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRows');
+    try {
+      expectExact(await index.search(queries, { k: 10 }), truth.allScores(queries), 10);
+      expect(create).toHaveBeenCalledTimes(3);
+      let nextId = 1000n;
+      for (let step = 0; step < 6; step++) {
+        const added = clustered(random, 5, dim, 2);
+        const addedIds = Array.from({ length: 5 }, () => nextId++);
+        index.add(added, addedIds);
+        truth.add(normalizedCopy(added, dim), addedIds);
+        const removed = [BigInt(step * 37), BigInt(step * 37 + 500)];
+        index.remove(removed);
+        truth.remove(removed);
+        setRows.mockClear();
+        expectExact(await index.search(queries, { k: 10 }), truth.allScores(queries), 10);
+        // The 2 rows moved into the holes and the last chunk's 3 new rows (5 added, 2 moved away); at
+        // step 0 the last chunk outgrew its room and was made again.
+        const uploaded = setRows.mock.calls.reduce((sum, [, data]) => sum + data.length / dim, 0);
+        expect(uploaded).toBe(step === 0 ? 2 : 5);
+      }
+      expect(create).toHaveBeenCalledTimes(4);
+    } finally {
+      create.mockRestore();
+      setRows.mockRestore();
+      index.dispose();
+    }
   });
 });
 

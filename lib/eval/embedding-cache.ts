@@ -12,27 +12,40 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { readTsv } from './formats';
 
-export interface EmbeddingBatch { data: Float32Array; rows: number; dim: number }
+/** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
+export interface EmbeddingBatch {
+  /** rows x dim values, row-major. */
+  data: Float32Array;
+  /** Vectors. */
+  rows: number;
+  /** Values per vector. */
+  dim: number;
+}
 
 /** What the cache needs of an encoder: embeddings of a text stream, in order. */
 export interface StreamEncoder {
+  /** Vectors of the texts, in order, in batches of any size (an Encoder is one). */
   encodeStream(texts: AsyncIterable<string>): AsyncIterable<EmbeddingBatch>;
 }
 
+/** What encodeCollection's `onProgress` is told as passages are encoded. */
 export interface EncodeProgress {
   /** Passages encoded so far, including those found in the cache. */
   rows: number;
   /** Bytes of the collection file consumed so far, of `totalBytes`. */
   bytes: number;
+  /** The collection file's size in bytes. */
   totalBytes: number;
+  /** Cache chunks written or found so far. */
   chunks: number;
   /** Passages taken from the cache rather than encoded in this call. */
   cachedRows: number;
 }
 
+/** Options of encodeCollection. */
 export interface EncodeCollectionOptions {
   /** `id<TAB>text` file. */
   collection: string;
@@ -40,12 +53,14 @@ export interface EncodeCollectionOptions {
   cacheDir: string;
   /** JSON-serialisable description of everything that changes the vectors (model, max length). */
   identity: Record<string, unknown>;
+  /** What encodes the passages (an Encoder). */
   encoder: StreamEncoder;
   /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
-  chunkRows?: number;
+  chunkRows?: number | undefined;
   /** Stops after the encoder's batch in progress, writing what is encoded; a later call resumes. */
-  signal?: AbortSignal;
-  onProgress?: (progress: EncodeProgress) => void;
+  signal?: AbortSignal | undefined;
+  /** Called once at the start (what the cache holds), then after each encoder batch and each chunk written. */
+  onProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 
 interface ChunkEntry { rows: number; vectors: string; ids: string; endOffset: number; endLine: number }
@@ -58,10 +73,12 @@ interface Manifest {
   complete: boolean;
 }
 
+/** A collection's vectors in the cache, as encodeCollection leaves them. */
 export class EncodedCollection {
   constructor(
     /** The cache folder of this collection and model. */
     readonly dir: string,
+    /** Values per vector. */
     readonly dim: number,
     /** Passage ids, row by row. */
     readonly ids: string[],
@@ -70,10 +87,11 @@ export class EncodedCollection {
     readonly cachedRows: number,
   ) {}
 
+  /** Passages (vectors) in the collection. */
   get rows(): number { return this.ids.length; }
 
   /** The vectors, one chunk at a time (bounded memory), in row order. */
-  async *chunks(): AsyncGenerator<{ firstRow: number; rows: number; vectors: Float32Array }> {
+  async *chunks(): AsyncGenerator<{ firstRow: number; rows: number; vectors: Float32Array }, void, undefined> {
     let firstRow = 0;
     for (const entry of this.chunkEntries) {
       const bytes = await fs.promises.readFile(path.join(this.dir, entry.vectors));
@@ -117,8 +135,14 @@ export async function fileIdentity(file: string): Promise<{ path: string; bytes:
   return { path: path.resolve(file), bytes: stat.size, mtimeMs: stat.mtimeMs };
 }
 
+/** encodeCollection was stopped by its `signal`: the passages encoded so far are in the cache, and the next call resumes. */
 export class EncodeInterrupted extends Error {
-  constructor(readonly rows: number, readonly dir: string) {
+  constructor(
+    /** Passages in the cache (encoded now or before). */
+    readonly rows: number,
+    /** The cache folder of this collection and model. */
+    readonly dir: string,
+  ) {
     super(`encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`);
     this.name = 'EncodeInterrupted';
   }
@@ -131,7 +155,8 @@ const ENCODE_COLLECTION_OPTIONS = namesOf<EncodeCollectionOptions>({
 /** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
 export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
   requireObject('options', options, ENCODE_COLLECTION_OPTIONS);
-  const { collection, encoder, signal, onProgress } = options;
+  const { collection, encoder, onProgress } = options;
+  const signal = optionalAbortSignal('options.signal', options.signal);
   const chunkRows = options.chunkRows ?? 16384;
   if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
   const collectionFile = await fileIdentity(collection);
@@ -139,7 +164,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
   await fs.promises.mkdir(dir, { recursive: true });
-  removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
+  await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
   const { manifest, ids } = (await readManifest(dir, identity)) ??
     { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };

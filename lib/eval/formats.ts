@@ -7,7 +7,9 @@ import { FormatError, readTextLines } from '../lines';
 import { requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
+/** One `id<TAB>text` line of a TSV file (readTsv). */
 export interface TextRecord {
+  /** Everything before the first tab. */
   id: string;
   /** Everything after the first tab. */
   text: string;
@@ -21,8 +23,8 @@ export interface TextRecord {
  * Reads an MS MARCO / ir_datasets TSV file (`id<TAB>text` per line; empty lines are skipped) as
  * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
  */
-export async function* readTsv(file: string, options: { startOffset?: number; startLine?: number } = {}):
-  AsyncGenerator<TextRecord> {
+export async function* readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
+  AsyncGenerator<TextRecord, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset ?? 0;
@@ -121,20 +123,29 @@ function requireToken(name: string, value: unknown): string {
   return value;
 }
 
+/** A writer dropped without close() or abort() closes its file when collected (its `.partial` stays). */
+const unclosedWriters = new FinalizationRegistry<fs.WriteStream>((out) => out.destroy());
+
 /**
  * Writes a TREC run file, `qid Q0 docid rank score tag` per line, ranks from 1. The file appears
  * under its name only on `close()` (written beside it, then renamed), so a run cut short never
  * looks complete.
  */
 export class TrecRunWriter {
-  /** The stream's first error: it may come between two writes, and fails the next one (and close()). */
-  private error: Error | null = null;
+  /**
+   * The stream's first error: it may come between two writes, and fails the next one (and close()).
+   * Kept apart from `this` so that the stream's listener doesn't keep a dropped writer alive.
+   */
+  private readonly failure: { error: Error | null } = { error: null };
 
   private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
-    out.on('error', (err) => { this.error ??= err; });
+    const failure = this.failure;
+    out.on('error', (err) => { failure.error ??= err; });
+    unclosedWriters.register(this, out, this);
   }
 
-  static async open(file: string, options: { tag?: string } = {}): Promise<TrecRunWriter> {
+  /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
+  static async open(file: string, options: { tag?: string | undefined } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
     const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
     const out = fs.createWriteStream(`${file}.partial`);
@@ -157,27 +168,30 @@ export class TrecRunWriter {
       // 9 significant digits: every float32 score reads back exactly.
       lines.push(`${qid} Q0 ${requireToken(`docids[${i}]`, docids[i])} ${i + 1} ${score.toPrecision(9)} ${this.tag}\n`);
     }
-    if (this.error !== null) throw this.error;
+    if (this.failure.error !== null) throw this.failure.error;
     if (!this.out.write(lines.join(''))) {
       // A write that fails (disk full, file too large) ends the stream ('error', then 'close'), never in 'drain'.
       await new Promise<void>((resolve, reject) => {
         const settle = () => {
           this.out.off('drain', settle).off('close', settle);
-          if (this.error !== null) reject(this.error); else if (this.out.destroyed) reject(new Error(`${this.file}.partial was closed`)); else resolve();
+          if (this.failure.error !== null) reject(this.failure.error); else if (this.out.destroyed) reject(new Error(`${this.file}.partial was closed`)); else resolve();
         };
         if (this.out.destroyed) settle(); else this.out.once('drain', settle).once('close', settle);
       });
     }
   }
 
+  /** Finishes the file and renames it into place (`file`). */
   async close(): Promise<void> {
-    if (this.error !== null) throw this.error;
+    if (this.failure.error !== null) throw this.failure.error;
+    unclosedWriters.unregister(this);
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fs.promises.rename(`${this.file}.partial`, this.file);
   }
 
   /** Drops the run written so far (the `.partial` file): for a run that failed, also in close(). */
   async abort(): Promise<void> {
+    unclosedWriters.unregister(this);
     if (!this.out.closed) await new Promise<void>((resolve) => this.out.once('close', () => resolve()).destroy());
     await fs.promises.rm(`${this.file}.partial`, { force: true });
   }

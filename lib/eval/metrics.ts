@@ -9,23 +9,26 @@ export type Run = Record<string, Record<string, number>>;
 /** `qrels[qid][docid] = relevance`; an integer, relevant from `minRelevance` (default 1) up. */
 export type Qrels = Record<string, Record<string, number>>;
 
+/** The metrics evaluate() computes, each at a cutoff (`'nDCG@10'`); docs/eval.md defines them. */
 export type MetricName = 'MRR' | 'nDCG' | 'MAP' | 'Recall' | 'P';
 export const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recall', 'P'];
 
+/** Options of evaluate(). */
 export interface EvaluateOptions {
   /** Also return each query's values (default false). */
-  perQuery?: boolean;
+  perQuery?: boolean | undefined;
   /**
    * The relevance from which a judgement counts as relevant for the binary metrics (MRR, MAP,
    * Recall, P) and for which queries are evaluated: trec_eval's `-l` (default 1). nDCG keeps the
    * graded gains of every judgement > 0.
    */
-  minRelevance?: number;
+  minRelevance?: number | undefined;
 }
 
 /** `{ [metric]: value }`, keyed by the metric names as given. */
 export type MetricValues = Record<string, number>;
 
+/** evaluate()'s result with `{ perQuery: true }`. */
 export interface PerQueryEvaluation {
   /** Mean over the evaluated queries (those of the qrels with a relevant document). */
   mean: MetricValues;
@@ -134,7 +137,7 @@ function scoreQuery(gains: number[], judged: number[], specs: MetricSpec[], minR
 }
 
 /** The model card's table (mMARCO-fr dev small). */
-export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
+export const DEFAULT_METRICS: readonly string[] = Object.freeze(['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500']);
 
 /**
  * Scores `run` against `qrels` on `metrics` (default DEFAULT_METRICS): `{ [metric]: mean }`, or
@@ -143,7 +146,9 @@ export const DEFAULT_METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Rec
  * 0 on every metric (MS MARCO convention); run queries absent from the qrels are ignored.
  */
 export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: EvaluateOptions & { perQuery: true }): PerQueryEvaluation;
-export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions): MetricValues;
+export function evaluate(run: Run, qrels: Qrels, metrics?: readonly string[], options?: EvaluateOptions & { perQuery?: false }): MetricValues;
+/** As above, with `perQuery` known only at run time (a boolean): either shape. */
+export function evaluate(run: Run, qrels: Qrels, metrics: readonly string[] | undefined, options: EvaluateOptions): MetricValues | PerQueryEvaluation;
 export function evaluate(
   run: Run, qrels: Qrels, metrics: readonly string[] = DEFAULT_METRICS, options: EvaluateOptions = {},
 ): MetricValues | PerQueryEvaluation {
@@ -152,7 +157,6 @@ export function evaluate(
   if (!Array.isArray(metrics) || metrics.length === 0) {
     throw new TypeError("metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10']");
   }
-  if (!isPlainObject(options)) throw new TypeError('options must be an object');
   requireObject('options', options, EVALUATE_OPTIONS);
   if (options.perQuery !== undefined && typeof options.perQuery !== 'boolean') {
     throw new TypeError(`options.perQuery must be a boolean, got ${typeof options.perQuery}`);

@@ -5,70 +5,85 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
+import type { Device } from '../devices';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
 import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
 
+/** Options of evaluateRetrieval: the files, as `camembed eval` takes them, and how to encode and search. */
 export interface RetrievalEvaluationOptions {
   /** Model folder or Hub id, as for `Encoder.load`. */
   model: string;
+  /** The passages: `id<TAB>text` per line (MS MARCO collection.tsv, or a BEIR corpus in that form). */
   collection: string;
+  /** The queries: `id<TAB>text` per line. */
   queries: string;
+  /** Relevance judgements: TREC (`qid 0 docid rel`), `qid<TAB>docid`, or BEIR's qrels TSV. */
   qrels: string;
   /** Passages retrieved per query (default 1000); at least the largest metric cutoff. */
-  k?: number;
-  metrics?: readonly string[];
+  k?: number | undefined;
+  /** Metric names such as 'MRR@10', 'nDCG@10' (default DEFAULT_METRICS, the model card's table). */
+  metrics?: readonly string[] | undefined;
   /** Relevance from which a judgement counts as relevant, as trec_eval's `-l` (default 1); see evaluate(). */
-  minRelevance?: number;
+  minRelevance?: number | undefined;
   /** Encoder and index device (default 'cpu'). */
-  device?: 'cpu' | 'cuda' | `cuda:${number}`;
+  device?: Device | undefined;
   /** Index storage (default float32 on the CPU, float16 on CUDA). */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** Encoder batch size (texts per ONNX Runtime call). */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** ONNX Runtime threads and Hub access, as for `Encoder.load`. */
-  threads?: number;
-  offline?: boolean;
-  revision?: string;
+  threads?: number | undefined;
+  /** Never touch the network, as for `Encoder.load`. */
+  offline?: boolean | undefined;
+  /** Hub revision of the model, as for `Encoder.load`. */
+  revision?: string | undefined;
   /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
-  cacheDir?: string;
+  cacheDir?: string | undefined;
   /** Passages per cache chunk (default 16,384). */
-  chunkRows?: number;
+  chunkRows?: number | undefined;
   /** Also write the run here in TREC format. */
-  runFile?: string;
-  runTag?: string;
+  runFile?: string | undefined;
+  /** The run file's tag column (default 'camembed'). */
+  runTag?: string | undefined;
   /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Draw progress bars on stderr (only when it is a TTY). */
-  progress?: boolean;
+  progress?: boolean | undefined;
   /** Called as passages are encoded (after each cache chunk). */
-  onEncodeProgress?: (progress: EncodeProgress) => void;
+  onEncodeProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 
+/** What evaluateRetrieval measured. */
 export interface RetrievalEvaluation {
   /** `{ [metric]: mean }` over the qrels queries with a relevant passage. */
   metrics: Record<string, number>;
   /** The relevance from which a passage counted as relevant. */
   minRelevance: number;
+  /** Passages in the collection. */
   passages: number;
   /** Passages whose vectors came from the cache. */
   cachedPassages: number;
+  /** Queries in the queries file. */
   queries: number;
   /** Queries the metrics average over: those of the qrels with a relevant passage. */
   evaluatedQueries: number;
   /** Queries of the qrels (with a relevant passage) that have no text in the queries file: they score 0. */
   queriesWithoutText: number;
+  /** Passages retrieved per query. */
   k: number;
   /** Wall-clock seconds of each stage. */
   seconds: { encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
+  /** The embedding cache folder of this collection and model. */
   cacheDir: string;
-  device: string;
+  /** Where the encoder and index ran: 'cpu' or 'cuda:<index>'. */
+  device: Device;
 }
 
 export function defaultEmbeddingCacheDir(): string {
@@ -115,8 +130,13 @@ const RETRIEVAL_OPTIONS = namesOf<RetrievalEvaluationOptions>({
   signal: true, progress: true, onEncodeProgress: true,
 });
 
+/**
+ * `camembed eval` in code: encodes the collection (cached on disk, resumable), searches every query
+ * with exact top-k and scores the run against the qrels (see evaluate()).
+ */
 export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Promise<RetrievalEvaluation> {
   requireObject('options', options, RETRIEVAL_OPTIONS);
+  const signal = optionalAbortSignal('options.signal', options.signal);
   const started = Date.now();
   const metrics = options.metrics ?? DEFAULT_METRICS;
   if (!Array.isArray(metrics) || metrics.length === 0) {
@@ -148,6 +168,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
 
   const encoder = await Encoder.load(options.model, {
     device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
+    signal,
   });
   const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
   let index: VectorIndex | null = null;
@@ -168,7 +189,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       },
       encoder,
       chunkRows: options.chunkRows,
-      signal: options.signal,
+      signal,
       onProgress: (p) => {
         encodeBar?.update(p.bytes, p.totalBytes);
         options.onEncodeProgress?.(p);
@@ -178,7 +199,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     const encodeSeconds = (Date.now() - t) / 1000;
 
     // 2. Chunks -> index; index ids are row numbers into encoded.ids.
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     t = Date.now();
     index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
     for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
@@ -190,13 +211,13 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     let encodeQueriesSeconds = 0, searchSeconds = 0;
     const searchBar = bar('search queries', 'items');
     for (let first = 0; first < queries.length; first += QUERY_BATCH) {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       const batch = queries.slice(first, first + QUERY_BATCH);
       t = Date.now();
-      const embedded = await encoder.encode(batch.map(([, text]) => text));
+      const embedded = await encoder.encode(batch.map(([, text]) => text), { signal });
       encodeQueriesSeconds += (Date.now() - t) / 1000;
       t = Date.now();
-      const found = await index.search(embedded, { k });
+      const found = await index.search(embedded, { k, signal });
       searchSeconds += (Date.now() - t) / 1000;
       for (let q = 0; q < batch.length; q++) {
         const scores = found.scores.subarray(q * found.k, (q + 1) * found.k);

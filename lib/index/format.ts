@@ -282,14 +282,14 @@ async function saveTarget(file: string): Promise<{ target: string; mode: number 
  * `metadata` is the metadata section's bytes; `idPieces` and `vectorPieces` are the sections' bytes in order.
  */
 export async function writeIndexFile(file: string, header: Header, metadata: Uint8Array,
-  idPieces: Uint8Array[], vectorPieces: Uint8Array[]): Promise<void> {
+  idPieces: Uint8Array[], vectorPieces: Uint8Array[], signal?: AbortSignal): Promise<void> {
   // Replace the file a symbolic link points to (not the link), keeping that file's permissions.
   const { target, mode } = await saveTarget(file);
   const dir = path.dirname(target);
   // Hidden (`.<name>.tmp-<pid>-<random>`); one a killed save left an hour or more ago goes now: it is
   // as large as the index.
   const hidden = `.${path.basename(target)}`;
-  removeAbandonedTemporaries(dir, [hidden]);
+  await removeAbandonedTemporaries(dir, [hidden]);
   const temp = temporaryPath(path.join(dir, hidden));  // a command's Ctrl-C removes it (removeTrackedTemporaries)
   const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;
@@ -299,6 +299,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   const put = async (bytes: Uint8Array) => {
     await checksum.update(bytes);
     for (let done = 0; done < bytes.length;) {
+      signal?.throwIfAborted();  // before the rename only: the temporary file goes, the old file stays
       const n = Math.min(bytes.length - done, PIECE_BYTES);
       const { bytesWritten } = await handle.write(bytes, done, n, position);
       done += bytesWritten;
@@ -364,16 +365,21 @@ export class IndexFileReader {
    * count instead is mapped read-only in place, not copied: `mapped` holds those views, each its
    * own mapping (at most MAX_MAPPING_BYTES), so each can be released alone.
    */
-  async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[]): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
+  async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[],
+    signal?: AbortSignal): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
     const { layout } = this.header;
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
     let position = HEADER_BYTES;
     const sum = async (bytes: Uint8Array) => {
-      for (let done = 0; done < bytes.length; done += PIECE_BYTES) await checksum.update(bytes.subarray(done, done + PIECE_BYTES));
+      for (let done = 0; done < bytes.length; done += PIECE_BYTES) {
+        signal?.throwIfAborted();
+        await checksum.update(bytes.subarray(done, done + PIECE_BYTES));
+      }
     };
     const take = async (dest: Uint8Array, summed = true) => {
       for (let done = 0; done < dest.length;) {
+        signal?.throwIfAborted();
         const n = Math.min(dest.length - done, PIECE_BYTES);
         const { bytesRead } = await this.handle.read(dest, done, n, position);
         if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position}`);

@@ -21,10 +21,14 @@ import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onn
 import { removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { WEIGHT_FILES, weightsFileOf } from './local';
 
+/** Options of convertToOnnx. */
 export interface ConvertOptions {
-  output?: string;                    // default: <modelDir>/onnx/model.onnx, where Encoder.load looks first (weights in <output>.data)
-  dtype?: 'float32' | 'float16';      // float16: weights, compute and output in half precision
-  graph?: 'fused' | 'plain';          // 'plain': standard ops only (a baseline for benchmarks)
+  /** The graph's path (default <modelDir>/onnx/model.onnx, where Encoder.load looks first); weights go in <output>.data. */
+  output?: string | undefined;
+  /** 'float32' (default), or 'float16': weights, compute and output in half precision. */
+  dtype?: 'float32' | 'float16' | undefined;
+  /** 'fused' (default: ONNX Runtime's fused operators), or 'plain': standard ops only (a baseline for benchmarks). */
+  graph?: 'fused' | 'plain' | undefined;
 }
 
 const CONVERT_OPTIONS = namesOf<ConvertOptions>({ output: true, dtype: true, graph: true });
@@ -229,6 +233,10 @@ class GraphBuilder {
 
 const MS = 'com.microsoft';
 
+/**
+ * Converts a folder's model.safetensors (or sharded safetensors, or pytorch_model.bin, read without
+ * Python) of camembert, roberta, xlm-roberta or bert into an ONNX graph; resolves to the path written.
+ */
 export async function convertToOnnx(modelDir: string, options: ConvertOptions = {}): Promise<string> {
   if (typeof modelDir !== 'string' || modelDir.length === 0) throw new TypeError('modelDir must be a model folder path');
   requireObject('options', options, CONVERT_OPTIONS);
@@ -248,7 +256,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
   const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
-  removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
+  await removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   let dataFd = -1;
   let dataClosed = false;
   try {

@@ -20,8 +20,13 @@ const TIMEOUT_MS = 30_000;
 
 /** A proxy that refused us or cannot be used as given: `retryable` only for its 5xx answers. */
 export class ProxyError extends Error {
-  constructor(message: string, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    /** The proxy answered with a 5xx: worth trying again later. */
+    readonly retryable: boolean,
+  ) {
     super(message);
+    this.name = 'ProxyError';
   }
 }
 
@@ -106,7 +111,13 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
   });
 }
 
-export async function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>): Promise<Response> {
+/**
+ * An abort of `signal` before the answer comes destroys the request with `signal.reason`; the listener
+ * goes when the answer (or an error) comes: a caller reading the body stops it itself.
+ */
+export async function request(url: string, method: 'HEAD' | 'GET', headers: Record<string, string>,
+  signal?: AbortSignal): Promise<Response> {
+  signal?.throwIfAborted();
   const target = new URL(url);
   const proxy = proxyFor(target);
   let send: () => http.ClientRequest;
@@ -132,9 +143,19 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   }
   return new Promise((resolve, reject) => {
     const req = send();
-    req.on('response', (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
+    const onAbort = () => req.destroy(signal!.reason);
+    const settle = () => signal?.removeEventListener('abort', onAbort);
+    req.on('response', (res) => {
+      settle();
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
+    });
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from ${url} for ${TIMEOUT_MS / 1000} s`)));
-    req.on('error', reject);
+    req.on('error', (err) => {
+      settle();
+      reject(err);
+    });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();  // during the proxy's tunnel
     req.end();
   });
 }

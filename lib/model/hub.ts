@@ -17,21 +17,46 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
+import { setTimeout as delay } from 'timers/promises';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { describeLocalModel, ResolvedModel } from './local';
 
-export interface HubOptions {
-  revision?: string;        // branch, tag or commit; default 'main'
-  cacheDir?: string;        // default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub
-  offline?: boolean;        // true: cache only; also when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set true
-  onProgress?: (p: { file: string; bytes: number; totalBytes: number | null }) => void;
-  endpoint?: string;        // default $HF_ENDPOINT or https://huggingface.co
-  token?: string;           // default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes; sent to the endpoint only
-  retries?: number;         // extra attempts after a network error or 5xx; default 4
-  retryDelayMs?: number;    // first backoff delay, doubled each retry; default 500
+/** What resolveModel's `onProgress` is told as a file downloads. */
+export interface DownloadProgress {
+  /** The file's path in the repository, e.g. 'model.safetensors'. */
+  file: string;
+  /** Bytes of it downloaded so far (a resumed download counts its earlier part). */
+  bytes: number;
+  /** Its size in bytes, or null when the Hub did not say. */
+  totalBytes: number | null;
+}
+
+/** Options of resolveModel (Hub ids; a local folder takes none but `signal`). */
+export interface ResolveOptions {
+  /** Branch, tag or commit hash (default 'main'); pin a commit in production. */
+  revision?: string | undefined;
+  /** The Hub cache (default defaultCacheDir(): $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
+  cacheDir?: string | undefined;
+  /** true: use the cache only (default false; also when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set true). */
+  offline?: boolean | undefined;
+  /** Called as each file downloads. */
+  onProgress?: ((progress: DownloadProgress) => void) | undefined;
+  /** The Hub's URL (default $HF_ENDPOINT or https://huggingface.co). */
+  endpoint?: string | undefined;
+  /** Access token, sent to the endpoint only (default $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN or the file `hf auth login` writes). */
+  token?: string | undefined;
+  /** Extra attempts after a network error, a 5xx or a 429 (default 4). */
+  retries?: number | undefined;
+  /** First backoff delay in milliseconds, doubled each retry (default 500). */
+  retryDelayMs?: number | undefined;
+  /**
+   * Aborts the request in progress and rejects with signal.reason; a partial download stays in
+   * blobs/<etag>.incomplete, to resume from, as after a cut connection.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 // Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent.
@@ -63,6 +88,7 @@ function hfHome(): string {
   return expandPath(process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface'));
 }
 
+/** The Hugging Face Hub cache Python uses: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, else ~/.cache/huggingface/hub. */
 export function defaultCacheDir(): string {
   return expandPath(process.env.HF_HUB_CACHE || process.env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub'));
 }
@@ -84,10 +110,19 @@ function defaultToken(): string | undefined {
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
 
+/** The Hub answered with an error: `status` is its HTTP status (401, 403, 404, 5xx...) when there was one. */
 export class HubError extends Error {
-  /** `status`: the HTTP status that caused it, if any; `retryAfterMs`: how long the Hub asked us to wait. */
-  constructor(message: string, readonly retryable: boolean, readonly status?: number, readonly retryAfterMs?: number) {
+  constructor(
+    message: string,
+    /** A 5xx or 429: worth trying again later. */
+    readonly retryable: boolean,
+    /** The HTTP status, when the Hub answered (a network failure has none). */
+    readonly status?: number,
+    /** How long the Hub asked us to wait before trying again (its Retry-After), in milliseconds. */
+    readonly retryAfterMs?: number,
+  ) {
     super(message);
+    this.name = 'HubError';
   }
 }
 
@@ -98,10 +133,11 @@ interface Context {
   token: string | undefined;
   retries: number;
   retryDelayMs: number;
-  onProgress?: HubOptions['onProgress'];
+  onProgress?: ResolveOptions['onProgress'];
+  signal?: AbortSignal;
 }
 
-export async function resolveHubModel(id: string, options: HubOptions): Promise<ResolvedModel> {
+export async function resolveHubModel(id: string, options: ResolveOptions): Promise<ResolvedModel> {
   const revision = options.revision ?? 'main';
   if (typeof revision !== 'string' || revision === '' || revision.includes('..')) {
     throw new TypeError(`options.revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);
@@ -119,6 +155,7 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
     retries: options.retries ?? 4,
     retryDelayMs: options.retryDelayMs ?? 500,
     onProgress: options.onProgress,
+    signal: options.signal,
   };
   // The first answer fixes the commit; the other files are asked for at that commit, so a push
   // during the download cannot mix two versions.
@@ -128,8 +165,8 @@ export async function resolveHubModel(id: string, options: HubOptions): Promise<
   } catch (err) {
     // No usable answer (no network, a 5xx, 429 or 401, an answer without the commit): use the
     // cache when it holds the model, as huggingface_hub does. A 404 (no such repo, revision or
-    // file) is an answer.
-    if (err instanceof HubError && err.status === 404) throw err;
+    // file) is an answer, and an abort is the caller's.
+    if ((err instanceof HubError && err.status === 404) || ctx.signal?.aborted) throw err;
     try {
       const cached = resolveFromCache(id, revision, repoDir);
       process.emitWarning(`${(err as Error).message}; using the cached ${id}@${revision}`);
@@ -254,22 +291,28 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
     try {
       return await attempt();
     } catch (err) {
+      // Whatever an abort broke (a request destroyed, a body cut) is the caller's abort, not retried.
+      ctx.signal?.throwIfAborted();
       const retryable = err instanceof HubError || err instanceof ProxyError ? err.retryable
         : !LOCAL_FILE_ERRORS.has((err as NodeJS.ErrnoException).code ?? '');
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
-        if (err instanceof HubError) throw new HubError(message, false);
+        if (err instanceof HubError) throw new HubError(message, false, err.status);
         throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }
       const asked = err instanceof HubError ? err.retryAfterMs : undefined;
-      await sleep(asked ?? ctx.retryDelayMs * 2 ** i);
+      await sleep(asked ?? ctx.retryDelayMs * 2 ** i, ctx.signal);
     }
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// Ends early with signal.reason (timers/promises rejects with an AbortError of its own).
+const sleep = (ms: number, signal: AbortSignal | undefined) => delay(ms, undefined, { signal }).catch((err) => {
+  signal?.throwIfAborted();
+  throw err;
+});
 
 // `location`: the Hub URL to GET the file from. For an LFS file that is the URL answering with the
 // CDN redirect, not the CDN link itself: the link is signed and expires, so each attempt asks anew.
@@ -281,7 +324,7 @@ async function fetchMeta(ctx: Context, revision: string, file: string): Promise<
   let url = `${ctx.endpoint}/${ctx.id}/resolve/${encodeURIComponent(revision)}/${file.split('/').map(encodeURIComponent).join('/')}`;
   const auth: Record<string, string> = ctx.token ? { authorization: `Bearer ${ctx.token}` } : {};
   for (let hops = 0; hops < 5; hops++) {
-    const res = await request(url, 'HEAD', { ...auth, 'accept-encoding': 'identity' });
+    const res = await request(url, 'HEAD', { ...auth, 'accept-encoding': 'identity' }, ctx.signal);
     res.body.resume();
     const location = header(res.headers, 'location');
     if (res.status >= 300 && res.status < 400 && location !== undefined) {
@@ -307,6 +350,7 @@ async function fetchMeta(ctx: Context, revision: string, file: string): Promise<
 }
 
 async function fetchFile(ctx: Context, revision: string, file: string, optional: boolean): Promise<{ path: string | null; commit: string }> {
+  ctx.signal?.throwIfAborted();
   const meta = await withRetries(ctx, `${file} of ${ctx.id}@${revision}`, () => fetchMeta(ctx, revision, file));
   if (meta === null) {
     if (!optional) throw statusError(ctx, file, revision, { status: 404 });
@@ -340,7 +384,7 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
         // A copy killed an hour or more ago (as large as the file; a replica killed at start-up
         // each time leaves one more) goes now.
-        removeAbandonedTemporaries(path.dirname(link), [path.basename(link)]);
+        await removeAbandonedTemporaries(path.dirname(link), [path.basename(link)]);
         replaceAtomically(link, (tmp) => fs.copyFileSync(blob, tmp));
       }
     }
@@ -374,7 +418,7 @@ async function withBlobLock(ctx: Context, etag: string, file: string, work: () =
   try {
     for (let waitedMs = 0; !tryLock(); waitedMs += LOCK_POLL_MS) {
       if (waitedMs === LOCK_NOTICE_MS) process.emitWarning(`waiting for another process downloading ${file} of ${ctx.id} (${lockFile})`);
-      await sleep(LOCK_POLL_MS);
+      await sleep(LOCK_POLL_MS, ctx.signal);
     }
     await work();
   } finally {
@@ -422,7 +466,7 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
     // The token goes to the Hub only, never to the CDN a redirect points at.
     if (ctx.token && new URL(url).origin === new URL(ctx.endpoint).origin) headers.authorization = `Bearer ${ctx.token}`;
     if (have > 0) headers.range = `bytes=${have}-`;
-    res = await request(url, 'GET', headers);
+    res = await request(url, 'GET', headers, ctx.signal);
     const location = header(res.headers, 'location');
     if (res.status < 300 || res.status >= 400 || location === undefined || hops >= 5) break;
     res.body.resume();
@@ -445,6 +489,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   }
   const out = fs.createWriteStream(partial, { flags: have > 0 ? 'a' : 'w' });
   let bytes = have;
+  // An abort cuts the body as a lost connection would (what arrived is kept); withRetries then gives the reason.
+  const stopOnAbort = () => res.body.destroy(ctx.signal?.reason);
   progress(bytes);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -461,6 +507,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
       res.body.on('end', () => out.end());
       out.on('finish', resolve);
       out.on('error', reject);
+      ctx.signal?.addEventListener('abort', stopOnAbort, { once: true });
+      if (ctx.signal?.aborted) stopOnAbort();
     });
   } catch (err) {
     res.body.destroy();  // a body left paused (a full disk stopped the writes) held its socket until the timeout
@@ -471,6 +519,8 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
     }
     await new Promise((resolve) => out.end(resolve));  // keep what arrived: the next attempt resumes after it
     throw err;
+  } finally {
+    ctx.signal?.removeEventListener('abort', stopOnAbort);
   }
   if (meta.size !== null && bytes !== meta.size) {
     throw new Error(`connection closed during ${file} after ${bytes} of ${meta.size} bytes`);

@@ -1,28 +1,34 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, requireObject } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
-import { HubError, resolveHubModel, HubOptions, looksLikeHubId } from './hub';
+import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
 export type { ResolvedModel } from './local';
 export { convertedGraph, convertToOnnx } from './convert';
 export type { ConvertOptions } from './convert';
 export { makeRandomModel } from './random-model';
 export type { RandomModelOptions } from './random-model';
-export { defaultCacheDir } from './hub';
+export { defaultCacheDir, HubError } from './hub';
+export { ProxyError } from './http-request';
 
-export type ResolveOptions = HubOptions;
+export type { DownloadProgress, ResolveOptions } from './hub';
 const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
-  revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true,
+  revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true, signal: true,
 });
 
-// `source` is a local folder, or a Hub id ('org/name', or a legacy 'name') when no such folder exists.
+/**
+ * Finds a sentence-transformers model: `source` is a local folder, or a Hub id ('org/name', or a
+ * legacy 'name') when no such folder exists, downloaded into the Hub cache (resumable, hash-checked)
+ * unless already there. Rejects with a HubError for the Hub's refusals (err.status: 401, 404...).
+ */
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   if (typeof source !== 'string' || source.length === 0) {
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
   }
   requireObject('options', options, RESOLVE_OPTIONS);
+  optionalAbortSignal('options.signal', options.signal)?.throwIfAborted();
   if (fs.existsSync(source)) {
     // A folder has no revisions: a pinned revision must not be dropped without a word.
     if (options.revision !== undefined) throw new TypeError(`options.revision is for Hub ids, but ${source} is a folder here`);

@@ -2,10 +2,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+/** A model found by resolveModel. */
 export interface ResolvedModel {
-  dir: string;                 // local folder (a snapshot folder when it came from the Hub cache)
-  onnxPath: string | null;     // onnx/model.onnx or model.onnx when present
-  weightsPath: string | null;  // model.safetensors, model.safetensors.index.json or pytorch_model.bin when present
+  /** The local folder (a snapshot folder when it came from the Hub cache). */
+  dir: string;
+  /** onnx/model.onnx or model.onnx when present, else null. */
+  onnxPath: string | null;
+  /** model.safetensors, model.safetensors.index.json or pytorch_model.bin when present, else null. */
+  weightsPath: string | null;
 }
 
 export const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];

@@ -5,15 +5,24 @@ import * as path from 'path';
 import { namesOf, requireObject } from '../validate';
 import { writeSafetensors } from './safetensors';
 
+/** Options of makeRandomModel: the model's shape (CamemBERT-base: 12 layers, 768 hidden, 12 heads, 3072 intermediate). */
 export interface RandomModelOptions {
+  /** Transformer layers. */
   layers: number;
+  /** Hidden size: the vectors' dim (a multiple of `heads`). */
   hidden: number;
+  /** Attention heads. */
   heads: number;
+  /** Feed-forward size. */
   intermediate: number;
-  tokenizerDir: string;     // tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) to copy
+  /** Folder whose tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) is copied. */
+  tokenizerDir: string;
+  /** Folder to write the model into. */
   outDir: string;
-  seed?: number;            // default 0
-  maxPositions?: number;    // default 514 (CamemBERT)
+  /** Seed of the random weights (default 0): the same seed gives the same files. */
+  seed?: number | undefined;
+  /** Position table size (default 514, CamemBERT's). */
+  maxPositions?: number | undefined;
 }
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'sentencepiece.bpe.model'];
@@ -74,6 +83,7 @@ const RANDOM_MODEL_OPTIONS = namesOf<RandomModelOptions>({
   layers: true, hidden: true, heads: true, intermediate: true, tokenizerDir: true, outDir: true, seed: true, maxPositions: true,
 });
 
+/** Writes a complete sentence-transformers folder (safetensors weights, seeded random) of the given shape. */
 export async function makeRandomModel(options: RandomModelOptions): Promise<void> {
   requireObject('options', options, RANDOM_MODEL_OPTIONS);
   const layers = checkPositiveInteger('layers', options.layers);

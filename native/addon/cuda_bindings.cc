@@ -86,12 +86,14 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// cudaMatrixSearch(handle, {queries, numQueries, k, normalized, outIndices, outScores}, async)
+// cudaMatrixSearch(handle, {queries, numQueries, k, rows, normalized, outIndices, outScores}, async):
+// searches rows [0, rows) of the matrix.
 Napi::Value Search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MatrixRef matrix = liveMatrix(info[0]);
   Napi::Object opts = info[1].As<Napi::Object>();
   const int64_t numQueries = integerOption(opts, "numQueries"), k = integerOption(opts, "k");
+  const int64_t rows = integerOption(opts, "rows");
   const int64_t dim = cudaMatrixDim(matrix.get());
   PinnedMemory pinned;
   const float* queries = static_cast<const float*>(typedArrayData(opts, "queries", napi_float32_array, {numQueries, dim, 4}, pinned));
@@ -99,8 +101,8 @@ Napi::Value Search(const Napi::CallbackInfo& info) {
   float* outScores = static_cast<float*>(typedArrayData(opts, "outScores", napi_float32_array, {numQueries, k, 4}, pinned));
   const bool normalized = boolOption(opts, "normalized");
   const bool async = info[2].ToBoolean().Value();
-  return runKernel(env, async, [matrix, queries, numQueries, k, normalized, outIndices, outScores]() {
-    return cudaMatrixSearch(matrix.get(), queries, numQueries, k, normalized, outIndices, outScores);
+  return runKernel(env, async, [matrix, queries, numQueries, k, rows, normalized, outIndices, outScores]() {
+    return cudaMatrixSearch(matrix.get(), queries, numQueries, k, normalized, outIndices, outScores, rows);
   }, std::move(pinned));
 }
 

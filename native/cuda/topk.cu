@@ -605,8 +605,8 @@ Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, cons
 // Runs one search on `stream`: queries (float32, device) -> outIndices/outScores (device), with
 // the workspace `w` (its lock held). On an error the stream may still hold queued kernels: see
 // searchLocked.
-Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k, bool normalized,
-                    int32_t* outIndices, float* outScores, cudaStream_t stream) {
+Status searchLaunch(CudaMatrix* m, int64_t rows, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k,
+                    bool normalized, int32_t* outIndices, float* outScores, cudaStream_t stream) {
   const bool half = m->storage == HiddenType::Float16;
   // Query tile and block shape: small tiles for few queries so that Q = 1 reads the database
   // once without 128x wasted tensor work.
@@ -622,7 +622,7 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
   }
   int64_t maxLaunchRows = w.candidateBytes / (tileQueries * 8) - 2 * k;
   maxLaunchRows = std::min<int64_t>(maxLaunchRows, int64_t(kMaxGridY) * bn) / bn * bn;
-  maxLaunchRows = std::min(maxLaunchRows, roundUp(m->rows, bn));
+  maxLaunchRows = std::min(maxLaunchRows, roundUp(rows, bn));
   if (maxLaunchRows < bn) {
     return "cosineTopK: k is too large for the search workspace (" + std::to_string(w.candidateBytes >> 20) +
            " MiB: at most half the GPU memory that was free at the first search)";
@@ -658,8 +658,8 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
              .empty())
       return s;
     int64_t launchRows = std::min(maxLaunchRows, roundUp(std::max<int64_t>(kFirstLaunchRows, 2 * k), bn));
-    for (int64_t r0 = 0; r0 < m->rows; r0 += launchRows, launchRows = std::min(maxLaunchRows, 2 * launchRows)) {
-      const int64_t r1 = std::min(m->rows, r0 + launchRows);
+    for (int64_t r0 = 0; r0 < rows; r0 += launchRows, launchRows = std::min(maxLaunchRows, 2 * launchRows)) {
+      const int64_t r1 = std::min(rows, r0 + launchRows);
       const dim3 grid(unsigned((tq + bm - 1) / bm), unsigned((r1 - r0 + bn - 1) / bn));
       const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
       s = !half      ? launchKernel("cosineTopK: launching the score kernel", scoreFloatKernel, grid, kScoreThreads, 0,
@@ -692,9 +692,9 @@ Status searchLaunch(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
 
 // searchLaunch, and on an error a wait for what it queued: the workspace is shared, so nothing
 // may still write to it (or to the caller's outputs) once the lock is released.
-Status searchLocked(CudaMatrix* m, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k, bool normalized,
-                    int32_t* outIndices, float* outScores, cudaStream_t stream) {
-  Status s = searchLaunch(m, w, queries, Q, k, normalized, outIndices, outScores, stream);
+Status searchLocked(CudaMatrix* m, int64_t rows, SearchWorkspace& w, const float* queries, int64_t Q, int64_t k,
+                    bool normalized, int32_t* outIndices, float* outScores, cudaStream_t stream) {
+  Status s = searchLaunch(m, rows, w, queries, Q, k, normalized, outIndices, outScores, stream);
   if (!s.empty()) {
     cudaStreamSynchronize(stream);
     cudaGetLastError();
@@ -702,10 +702,11 @@ Status searchLocked(CudaMatrix* m, SearchWorkspace& w, const float* queries, int
   return s;
 }
 
-Status checkSearchArgs(const CudaMatrix* m, int64_t Q, int64_t k) {
+Status checkSearchArgs(const CudaMatrix* m, int64_t rows, int64_t Q, int64_t k) {
   if (m == nullptr) return "cosineTopK: the device matrix has been freed";
+  if (rows < 1 || rows > m->rows) return "cosineTopK: the rows searched must be between 1 and the matrix's rows";
   if (Q < 0) return "cosineTopK: negative number of queries";
-  if (k < 1 || k > m->rows || k > kCudaMaxK)
+  if (k < 1 || k > rows || k > kCudaMaxK)
     return "cosineTopK: k must be between 1 and min(rows, " + std::to_string(kCudaMaxK) + ")";
   return "";
 }
@@ -827,8 +828,8 @@ namespace {
 // Checks the arguments, then runs search(workspace) holding the matrix's lock and its device's
 // workspace lock (always in that order), on the matrix's device.
 template <class Search>
-Status withSearchLocks(CudaMatrix* m, int64_t Q, int64_t k, Search&& search) {
-  Status s = checkSearchArgs(m, Q, k);
+Status withSearchLocks(CudaMatrix* m, int64_t rows, int64_t Q, int64_t k, Search&& search) {
+  Status s = checkSearchArgs(m, rows, Q, k);
   if (!s.empty() || Q == 0) return s;
   std::lock_guard<std::mutex> lock(m->mutex);
   if (!(s = useDevice(m->device)).empty()) return s;
@@ -840,18 +841,20 @@ Status withSearchLocks(CudaMatrix* m, int64_t Q, int64_t k, Search&& search) {
 }  // namespace
 
 Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized,
-                              int32_t* outIndices, float* outScores, void* stream) {
-  return withSearchLocks(m, Q, k, [&](SearchWorkspace& w) {
+                              int32_t* outIndices, float* outScores, void* stream, int64_t rows) {
+  if (rows == kAllRows && m != nullptr) rows = m->rows;
+  return withSearchLocks(m, rows, Q, k, [&](SearchWorkspace& w) {
     // nullptr is the legacy default stream, as for pooling: a search of pooled vectors is then
     // ordered after the pooling kernel that wrote them.
-    return searchLocked(m, w, queries, Q, k, normalized, outIndices, outScores, static_cast<cudaStream_t>(stream));
+    return searchLocked(m, rows, w, queries, Q, k, normalized, outIndices, outScores, static_cast<cudaStream_t>(stream));
   });
 }
 
 Status cudaMatrixSearch(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized, int32_t* outIndices,
-                        float* outScores) {
+                        float* outScores, int64_t rows) {
+  if (rows == kAllRows && m != nullptr) rows = m->rows;
   // Host queries and results are staged through the workspace.
-  return withSearchLocks(m, Q, k, [&](SearchWorkspace& w) -> Status {
+  return withSearchLocks(m, rows, Q, k, [&](SearchWorkspace& w) -> Status {
     Status s;
     if (!(s = w.hostQueries.reserve(size_t(Q * m->dim), "cosineTopK: cudaMalloc(queries)")).empty() ||
         !(s = w.outIndices.reserve(size_t(Q * k), "cosineTopK: cudaMalloc(results)")).empty() ||
@@ -860,7 +863,8 @@ Status cudaMatrixSearch(CudaMatrix* m, const float* queries, int64_t Q, int64_t 
     CAMEMBED_CUDA_TRY(cudaMemcpyAsync(w.hostQueries.get(), queries, size_t(Q * m->dim) * sizeof(float),
                                       cudaMemcpyHostToDevice, m->stream),
                       "cosineTopK: copying queries to the GPU");
-    if (!(s = searchLocked(m, w, w.hostQueries.get(), Q, k, normalized, w.outIndices.get(), w.outScores.get(), m->stream))
+    if (!(s = searchLocked(m, rows, w, w.hostQueries.get(), Q, k, normalized, w.outIndices.get(), w.outScores.get(),
+                           m->stream))
              .empty())
       return s;
     CAMEMBED_CUDA_TRY(cudaMemcpyAsync(outIndices, w.outIndices.get(), size_t(Q * k) * sizeof(int32_t),

@@ -1,8 +1,9 @@
 // The CUDA top-k search against the CPU kernel (native/cpu/topk.cc) and a float64 oracle, on
 // random inputs of awkward shapes: float16 and float32 storage, float32 and float16 input, cosine
 // and dot product, k = 1 and k = N, duplicated rows (ties), zero vectors, several query tiles and
-// row launches; plus the device-pointer variant, the error paths (bad device, freed matrix, NaN,
-// out of memory) leaving other matrices usable, and searches from several host threads at once.
+// row launches; plus searches of a matrix's first rows, the device-pointer variant, the error paths
+// (bad device, freed matrix, NaN, out of memory) leaving other matrices usable, and searches from
+// several host threads at once.
 // Skips (exit 0) with no CUDA device.
 //
 // Exactness (issue 5): scores within 1e-4 (float16 storage) / 1e-5 (float32) of the float64
@@ -264,6 +265,22 @@ void checkErrors(Random& random) {
   check(s.find("out of range") != std::string::npos, "setRows past the end: '" + s + "'");
   check(cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
         "chunked upload gives the same result");
+  // Searching its first 150 rows equals searching a matrix of those rows alone (and differs from
+  // searching all 300: the rows past 150 matter here); more rows than it has, or fewer than k, are refused.
+  CudaMatrix* prefix = nullptr;
+  std::vector<int32_t> prefixIdx(15, -1), partIdx(15, -2);
+  std::vector<float> prefixScore(15), partScore(15);
+  check(cudaMatrixCreateFrom(d.stored.data(), HiddenType::Float32, 150, c.dim, HiddenType::Float16, 0, &prefix).empty() &&
+            cudaMatrixSearch(prefix, d.queries.data(), 3, 5, true, prefixIdx.data(), prefixScore.data()).empty(),
+        "first rows: a matrix of 150 rows");
+  cudaMatrixFree(prefix);
+  s = cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, partIdx.data(), partScore.data(), 150);
+  check(s.empty() && partIdx == prefixIdx && partScore == prefixScore && partIdx != before,
+        "first rows: searching 150 rows of 300 equals a matrix of those rows: '" + s + "'");
+  s = cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, partIdx.data(), partScore.data(), c.rows + 1);
+  check(s.find("rows searched") != std::string::npos, "first rows: more than the matrix has: '" + s + "'");
+  s = cudaMatrixSearch(chunked, d.queries.data(), 3, 5, true, partIdx.data(), partScore.data(), 4);
+  check(s.find("k must be") != std::string::npos, "first rows: fewer than k: '" + s + "'");
   cudaMatrixFree(chunked);
 #ifdef CAMEMBED_WITH_CUDA
   // The device-pointer variant on a caller's stream gives the same result.

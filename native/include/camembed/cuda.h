@@ -60,17 +60,22 @@ int64_t cudaMatrixDim(const CudaMatrix* matrix);
 // less traffic from L2: Q * N * d * 2 * (1/128 + 1/rows) bytes). Results are the same.
 Status cudaMatrixSetScoreRows(CudaMatrix* matrix, int rows);
 
+// Searches cover rows [0, rows) of the matrix; kAllRows: all of them. Searching fewer lets a
+// matrix allocated for more rows than it holds yet grow by cudaMatrixSetRows alone.
+constexpr int64_t kAllRows = -1;
+
 // Exact top-k of `numQueries` float32 queries [numQueries, dim] (host memory) by cosine
 // (dot product when `normalized`), sorted by score descending, ties by lower row index.
 // 1 <= k <= min(rows, kCudaMaxK) (the caller clamps). With float16 storage the queries are
 // rounded to float16 first, so scores are exact cosines of the rounded queries.
 Status cudaMatrixSearch(CudaMatrix* matrix, const float* queries, int64_t numQueries, int64_t k, bool normalized,
-                        int32_t* outIndices, float* outScores);
+                        int32_t* outIndices, float* outScores, int64_t rows = kAllRows);
 // Same with device pointers (queries, outIndices, outScores on the matrix's device), queued on
 // `stream` (a cudaStream_t; nullptr = the legacy default stream, as for pooling, so work queued
 // there before, such as the pooling that wrote the queries, comes first). Returns when the
 // results are written (it synchronises: the k-selection needs no host round trip, the NaN check does).
 Status cudaMatrixSearchDevice(CudaMatrix* matrix, const float* deviceQueries, int64_t numQueries, int64_t k,
-                              bool normalized, int32_t* deviceIndices, float* deviceScores, void* stream);
+                              bool normalized, int32_t* deviceIndices, float* deviceScores, void* stream,
+                              int64_t rows = kAllRows);
 
 }  // namespace camembed
