@@ -1,6 +1,8 @@
 // VectorIndex search, ids, removes and errors, checked against the float64 reference top-k.
 import { devices, float16ToFloat32Array, float32ToFloat16Array, reference } from '../lib';
 import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
@@ -502,6 +504,49 @@ describeGpu('VectorIndex on CUDA', () => {
       create.mockRestore();
       setRows.mockRestore();
       index.dispose();
+    }
+  });
+
+  test('random runs of adds, removes (emptying chunks), saves and reloads, each followed by a search, stay exact', async () => {
+    // Chunks of 16 rows: adds grow the last chunk or make new ones, removes of up to all the vectors
+    // pop emptied chunks, and a reload makes chunks exactly full that the next add regrows.
+    const dim = 8;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cuda-runs-'));
+    try {
+      for (let seed = 1; seed <= 4; seed++) {
+        const random = makeRandom(seed);
+        const options = { device: 'cuda', chunkBytes: 16 * dim * 2 } as const;
+        let index = new VectorIndex({ dim, ...options });
+        const truth = new Truth(dim, 'float16', 'float16');
+        let nextId = 0n;
+        for (let step = 0; step < 50; step++) {
+          const r = random();
+          if (r < 0.4 || truth.rows.size === 0) {
+            const data = randomSignedArray(random, (1 + Math.floor(random() * 20)) * dim);
+            const ids = Array.from({ length: data.length / dim }, () => nextId++);
+            index.add(data, ids);
+            truth.add(normalizedCopy(data, dim), ids);
+          } else if (r < 0.85) {
+            const present = [...truth.rows.keys()];
+            const n = 1 + Math.floor(random() * (random() < 0.2 ? present.length : Math.min(present.length, 12)));
+            const removed = [...new Set(Array.from({ length: n }, () => present[Math.floor(random() * present.length)]))];
+            index.remove(removed);
+            truth.remove(removed);
+          } else {
+            const file = path.join(dir, 'index.cmbd');
+            await index.save(file);
+            index.dispose();
+            index = await VectorIndex.load(file, options);
+          }
+          if (truth.rows.size === 0) continue;
+          const queries = randomSignedArray(random, 3 * dim);
+          const k = 1 + Math.floor(random() * 10);
+          expectExact(await index.search(queries, { k }), truth.allScores(queries), k);
+        }
+        index.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
