@@ -3,6 +3,7 @@ import { execFile, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import { getEventListeners } from 'events';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { HubError, ProxyError, resolveModel } from '../lib/model';
@@ -552,6 +553,34 @@ describe('downloads through a proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as Pyt
       await proxy.close();
     }
   });
+
+  test('an abort while the proxy has not answered the tunnel (CONNECT) ends it at once', async () => {
+    // A proxy that takes the connection and never answers: only the abort can end the wait (the
+    // request's own timeout comes after 30 s, past this test's).
+    const sockets: net.Socket[] = [];
+    const closed: Array<Promise<void>> = [];
+    const silent = net.createServer((socket) => {
+      sockets.push(socket);
+      closed.push(new Promise((resolve) => socket.on('close', () => resolve())));
+      socket.on('error', () => undefined);
+      socket.once('data', () => controller.abort(reason));  // the CONNECT request has come
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const controller = new AbortController();
+    const reason = new Error('client went away');
+    try {
+      const proxy = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+      await expect(withEnv({ HTTPS_PROXY: proxy }, () => resolveModel('org/public', {
+        ...fast(), endpoint: 'https://localhost:1', signal: controller.signal,
+      }))).rejects.toBe(reason);
+      expect(sockets).toHaveLength(1);
+      await Promise.all(closed);  // the tunnel's connection is closed, not left to its timeout
+      expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  }, 10_000);
 
   // https through a CONNECT tunnel, in a child process that trusts the test's own certificate
   // (NODE_EXTRA_CA_CERTS is read at start-up); the certificate is made with openssl.

@@ -89,16 +89,20 @@ function proxyHeaders(proxy: URL): Record<string, string> {
 
 const defaultPort = (url: URL) => url.port || (url.protocol === 'https:' ? '443' : '80');
 
-// A socket to `target` through `proxy`'s CONNECT tunnel.
-function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
+// A socket to `target` through `proxy`'s CONNECT tunnel; an abort of `signal` ends the wait for it.
+function tunnel(proxy: URL, target: URL, signal: AbortSignal | undefined): Promise<net.Socket> {
   const authority = `${target.hostname}:${defaultPort(target)}`;
   return new Promise((resolve, reject) => {
     const req = (proxy.protocol === 'https:' ? https : http).request({
       host: bare(proxy.hostname), port: defaultPort(proxy), method: 'CONNECT', path: authority,
       headers: { host: authority, ...proxyHeaders(proxy) },
     });
+    const onAbort = () => req.destroy(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const settle = () => signal?.removeEventListener('abort', onAbort);
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from the proxy ${proxy.host} for ${TIMEOUT_MS / 1000} s`)));
     req.on('connect', (res, socket) => {
+      settle();
       socket.setTimeout(0);  // the request's timeout would otherwise stay on the tunnel
       if (res.statusCode === 200) return resolve(socket);
       socket.destroy();
@@ -106,7 +110,10 @@ function tunnel(proxy: URL, target: URL): Promise<net.Socket> {
       const advice = status === 407 ? ': check the credentials in the proxy URL' : status < 500 ? ': or list the host in NO_PROXY' : '';
       reject(new ProxyError(`the proxy ${proxy.host} refused a tunnel to ${authority} (${status})${advice}`, status >= 500));
     });
-    req.on('error', (err) => reject(new Error(`cannot reach the proxy ${proxy.host}: ${err.message}`)));
+    req.on('error', (err) => {
+      settle();
+      reject(signal?.aborted ? signal.reason : new Error(`cannot reach the proxy ${proxy.host}: ${err.message}`));
+    });
     req.end();
   });
 }
@@ -122,7 +129,7 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   const proxy = proxyFor(target);
   let send: () => http.ClientRequest;
   if (proxy !== null && target.protocol === 'https:') {
-    const socket = await tunnel(proxy, target);
+    const socket = await tunnel(proxy, target, signal);
     const host = bare(target.hostname);  // the certificate is checked against it
     const servername = net.isIP(host) === 0 ? host : undefined;  // SNI takes names only
     send = () => {
@@ -155,7 +162,7 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
       reject(err);
     });
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (signal?.aborted) onAbort();  // during the proxy's tunnel
+    if (signal?.aborted) onAbort();  // between the tunnel's answer and now
     req.end();
   });
 }
