@@ -355,6 +355,11 @@ describe('resolveModel from the Hub', () => {
     const fresh = { ...fast(), cacheDir: path.join(cacheDir, 'fresh') };
     await expect(resolveModel('org/public', fresh)).rejects.toThrow(/Hub rate-limited tokenizer\.json .* for 3600 s \(the Hub says: rate limited\); try later, or set HF_TOKEN/);
     expect(hub.requests.filter((r) => r.url.endsWith('/tokenizer.json'))).toHaveLength(1);
+    // Still limited after the retries: the error keeps the status and the wait the Hub asked for.
+    hub.rateLimits.set('tokenizer.json', { times: 5, retryAfter: '0' });
+    await expect(resolveModel('org/public', { ...fresh, retries: 1 }))
+      .rejects.toMatchObject({ name: 'HubError', status: 429, retryAfterMs: 0 });
+    hub.rateLimits.delete('tokenizer.json');
   });
 
   test('a model updated on the Hub: the new commit beside the old one, unchanged files shared, refs/main moved last', async () => {

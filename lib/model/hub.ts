@@ -298,7 +298,7 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
       if (!retryable) throw err;
       if (i >= ctx.retries) {
         const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
-        if (err instanceof HubError) throw new HubError(message, false, err.status);
+        if (err instanceof HubError) throw new HubError(message, false, err.status, err.retryAfterMs);
         throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }
