@@ -3,7 +3,9 @@
 import { devices } from './devices';
 import type { Dtype } from './kernels';
 import { loadAddon } from './native';
-import { namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typedArrayKind, typeName } from './validate';
+import {
+  elementTypeOf, namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+} from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
@@ -97,7 +99,7 @@ const FLOAT16_OVERFLOW = 65520;  // float32 values from here round to infinity i
  * on bad data: the device writes rows as it checks them.
  */
 function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
-  const halfBits = typedArrayKind(data) === 'Uint16Array';
+  const halfBits = elementTypeOf(data) === 'float16';
   const limit = storage === 'float16' ? FLOAT16_OVERFLOW : Infinity;
   for (let row = 0, base = 0; base < data.length; row++, base += dim) {
     let sumSquares = 0;
@@ -193,9 +195,8 @@ export class CudaMatrix {
     try {
       let firstRow = 0;
       for (const [i, chunk] of chunks.entries()) {
-        const dataType: Dtype = typedArrayKind(chunk) === 'Float32Array' ? 'float32' : 'float16';
         const rowCount = lengths[i] / dim;
-        native.cudaMatrixSetRows(handle, { data: chunk, dataType, firstRow, rowCount });
+        native.cudaMatrixSetRows(handle, { data: chunk, dataType: elementTypeOf(chunk), firstRow, rowCount });
         firstRow += rowCount;
       }
     } catch (err) {
@@ -217,10 +218,7 @@ export class CudaMatrix {
     }
     if (firstRow < 0) throw new RangeError(`firstRow must be >= 0, got ${firstRow}`);
     requireTypedArray<RowData>('data', data, ['Float32Array', 'Uint16Array']);
-    if (data.length === 0 || data.length % this.dim !== 0) {
-      throw new RangeError(`data has ${data.length} elements: expected a positive multiple of dim (${this.dim})`);
-    }
-    const rowCount = data.length / this.dim;
+    const rowCount = this.rowCountOf('data', data);
     if (firstRow + rowCount > this.rows) {
       throw new RangeError(`rows ${firstRow}..${firstRow + rowCount - 1} are beyond the matrix's ${this.rows} rows`);
     }
@@ -229,8 +227,7 @@ export class CudaMatrix {
       throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.storage === 'float16'
         ? ', or a value outside the float16 range (|x| > 65504)' : ', or values whose norm passes the float32 range'));
     }
-    const dataType: Dtype = typedArrayKind(data) === 'Float32Array' ? 'float32' : 'float16';
-    cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType, firstRow, rowCount });
+    cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType: elementTypeOf(data), firstRow, rowCount });
   }
 
   /** Top-k rows for each query of `queries` ([Q x dim] float32), computed on the GPU. */
@@ -253,6 +250,14 @@ export class CudaMatrix {
     this.handle = null;
   }
 
+  /** How many rows of `dim` values `array` holds: a positive whole number, or a RangeError. */
+  private rowCountOf(name: string, array: RowData): number {
+    if (array.length === 0 || array.length % this.dim !== 0) {
+      throw new RangeError(`${name} has ${array.length} elements: expected a positive multiple of dim (${this.dim})`);
+    }
+    return array.length / this.dim;
+  }
+
   /** Whether free() has been called (any later use throws). */
   get freed(): boolean {
     return this.handle === null;
@@ -267,9 +272,7 @@ export class CudaMatrix {
     const normalized = optionalBoolean('options.normalized', opts.normalized, false);
     const rows = opts.rows === undefined ? this.rows : requirePositiveInteger('options.rows', opts.rows);
     if (rows > this.rows) throw new RangeError(`options.rows is ${rows} but the matrix has ${this.rows} rows`);
-    if (queries.length === 0 || queries.length % this.dim !== 0) {
-      throw new RangeError(`queries has ${queries.length} elements: expected a positive multiple of dim (${this.dim})`);
-    }
+    const numQueries = this.rowCountOf('queries', queries);
     const k = Math.min(requestedK, rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
@@ -282,7 +285,6 @@ export class CudaMatrix {
           (limit === FLOAT16_MAX ? ' within +-65504 (float16 storage, normalized: true)' : ''));
       }
     }
-    const numQueries = queries.length / this.dim;
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
     const sent = normalized || this.storage === 'float32' ? queries : unitQueries(queries, this.dim);
     const args: NativeSearchArgs = {

@@ -4,7 +4,7 @@ import { CudaMatrix } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
-  namesOf, optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
+  elementTypeOf, namesOf, optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
   requireTypedArray, typedArrayKind,
 } from './validate';
 
@@ -63,7 +63,7 @@ export interface TopKResult {
 }
 
 function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
-  const actual: Dtype = typedArrayKind(array) === 'Float32Array' ? 'float32' : 'float16';
+  const actual = elementTypeOf(array);
   if (requested !== undefined && requested !== 'float32' && requested !== 'float16') {
     throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(requested)}`);
   }

@@ -10,6 +10,11 @@ export function typedArrayKind(value: unknown): string | null {
   return ArrayBuffer.isView(value) ? Object.prototype.toString.call(value).slice(8, -1) : null;
 }
 
+/** What a Float32Array or a Uint16Array (float16 bits) holds. */
+export function elementTypeOf(array: Float32Array | Uint16Array): 'float32' | 'float16' {
+  return typedArrayKind(array) === 'Float32Array' ? 'float32' : 'float16';
+}
+
 export function typeName(value: unknown): string {
   if (value === null) return 'null';
   const kind = typedArrayKind(value);

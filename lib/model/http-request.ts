@@ -87,6 +87,18 @@ function proxyHeaders(proxy: URL): Record<string, string> {
   return { 'proxy-authorization': `Basic ${Buffer.from(credentials).toString('base64')}` };
 }
 
+/**
+ * Destroys `stream` with `signal.reason` when the signal aborts (at once if it has); returns what
+ * removes the listener, for when the stream no longer needs it (a shared signal keeps none).
+ */
+export function destroyOnAbort(stream: { destroy(err?: Error): unknown }, signal: AbortSignal | undefined): () => void {
+  if (signal === undefined) return () => undefined;
+  const onAbort = () => stream.destroy(signal.reason);
+  signal.addEventListener('abort', onAbort, { once: true });
+  if (signal.aborted) onAbort();
+  return () => signal.removeEventListener('abort', onAbort);
+}
+
 const defaultPort = (url: URL) => url.port || (url.protocol === 'https:' ? '443' : '80');
 
 // A socket to `target` through `proxy`'s CONNECT tunnel; an abort of `signal` ends the wait for it.
@@ -97,9 +109,7 @@ function tunnel(proxy: URL, target: URL, signal: AbortSignal | undefined): Promi
       host: bare(proxy.hostname), port: defaultPort(proxy), method: 'CONNECT', path: authority,
       headers: { host: authority, ...proxyHeaders(proxy) },
     });
-    const onAbort = () => req.destroy(signal!.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const settle = () => signal?.removeEventListener('abort', onAbort);
+    const settle = destroyOnAbort(req, signal);
     req.setTimeout(TIMEOUT_MS, () => req.destroy(new Error(`no answer from the proxy ${proxy.host} for ${TIMEOUT_MS / 1000} s`)));
     req.on('connect', (res, socket) => {
       settle();
@@ -150,8 +160,7 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
   }
   return new Promise((resolve, reject) => {
     const req = send();
-    const onAbort = () => req.destroy(signal!.reason);
-    const settle = () => signal?.removeEventListener('abort', onAbort);
+    const settle = destroyOnAbort(req, signal);  // also an abort between the tunnel's answer and now
     req.on('response', (res) => {
       settle();
       resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
@@ -161,8 +170,6 @@ export async function request(url: string, method: 'HEAD' | 'GET', headers: Reco
       settle();
       reject(err);
     });
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (signal?.aborted) onAbort();  // between the tunnel's answer and now
     req.end();
   });
 }

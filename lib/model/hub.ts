@@ -20,7 +20,7 @@ import * as path from 'path';
 import { setTimeout as delay } from 'timers/promises';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
-import { ProxyError, request, Response } from './http-request';
+import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { describeLocalModel, ResolvedModel } from './local';
 
@@ -489,9 +489,9 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   }
   const out = fs.createWriteStream(partial, { flags: have > 0 ? 'a' : 'w' });
   let bytes = have;
-  // An abort cuts the body as a lost connection would (what arrived is kept); withRetries then gives the reason.
-  const stopOnAbort = () => res.body.destroy(ctx.signal?.reason);
   progress(bytes);
+  // An abort cuts the body as a lost connection would (what arrived is kept); withRetries then gives the reason.
+  const stopWatching = destroyOnAbort(res.body, ctx.signal);
   try {
     await new Promise<void>((resolve, reject) => {
       res.body.on('data', (chunk: Buffer) => {
@@ -507,8 +507,6 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
       res.body.on('end', () => out.end());
       out.on('finish', resolve);
       out.on('error', reject);
-      ctx.signal?.addEventListener('abort', stopOnAbort, { once: true });
-      if (ctx.signal?.aborted) stopOnAbort();
     });
   } catch (err) {
     res.body.destroy();  // a body left paused (a full disk stopped the writes) held its socket until the timeout
@@ -520,7 +518,7 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
     await new Promise((resolve) => out.end(resolve));  // keep what arrived: the next attempt resumes after it
     throw err;
   } finally {
-    ctx.signal?.removeEventListener('abort', stopOnAbort);
+    stopWatching();
   }
   if (meta.size !== null && bytes !== meta.size) {
     throw new Error(`connection closed during ${file} after ${bytes} of ${meta.size} bytes`);

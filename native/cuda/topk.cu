@@ -826,9 +826,11 @@ Status cudaMatrixSetScoreRows(CudaMatrix* m, int rows) {
 namespace {
 
 // Checks the arguments, then runs search(workspace) holding the matrix's lock and its device's
-// workspace lock (always in that order), on the matrix's device.
+// workspace lock (always in that order), on the matrix's device. `rows` (kAllRows: all of them)
+// becomes the number of rows searched.
 template <class Search>
-Status withSearchLocks(CudaMatrix* m, int64_t rows, int64_t Q, int64_t k, Search&& search) {
+Status withSearchLocks(CudaMatrix* m, int64_t& rows, int64_t Q, int64_t k, Search&& search) {
+  if (rows == kAllRows && m != nullptr) rows = m->rows;
   Status s = checkSearchArgs(m, rows, Q, k);
   if (!s.empty() || Q == 0) return s;
   std::lock_guard<std::mutex> lock(m->mutex);
@@ -842,7 +844,6 @@ Status withSearchLocks(CudaMatrix* m, int64_t rows, int64_t Q, int64_t k, Search
 
 Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized,
                               int32_t* outIndices, float* outScores, void* stream, int64_t rows) {
-  if (rows == kAllRows && m != nullptr) rows = m->rows;
   return withSearchLocks(m, rows, Q, k, [&](SearchWorkspace& w) {
     // nullptr is the legacy default stream, as for pooling: a search of pooled vectors is then
     // ordered after the pooling kernel that wrote them.
@@ -852,7 +853,6 @@ Status cudaMatrixSearchDevice(CudaMatrix* m, const float* queries, int64_t Q, in
 
 Status cudaMatrixSearch(CudaMatrix* m, const float* queries, int64_t Q, int64_t k, bool normalized, int32_t* outIndices,
                         float* outScores, int64_t rows) {
-  if (rows == kAllRows && m != nullptr) rows = m->rows;
   // Host queries and results are staged through the workspace.
   return withSearchLocks(m, rows, Q, k, [&](SearchWorkspace& w) -> Status {
     Status s;
