@@ -28,7 +28,9 @@ const pooled = meanPoolNormalize(new Float32Array([1, 2, 3, 6, 100, 100]), new B
 assert.deepStrictEqual([...pooled].map((x) => x.toFixed(6)), ['0.447214', '0.894427']);
 const top = cosineTopK(new Float32Array([1, 0]), new Float32Array([1, 0, 0, 1, 0.6, 0.8]), { dim: 2, k: 2 });
 assert.deepStrictEqual([...top.indices], [0, 2]);
-console.log('CommonJS: kernels right, simd ' + devices().cpu.simd);
+assert.throws(() => require('camembed/dist/cuda'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' });
+assert.strictEqual(require('camembed/package.json').name, 'camembed');
+console.log('CommonJS: kernels right, simd ' + devices().cpu.simd + '; only the root and package.json are exported');
 "
 
 cat > esm.mjs <<'EOF'

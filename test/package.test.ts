@@ -44,6 +44,12 @@ test('the native sources the install compiles are shipped, and every include the
   expect(unresolved).toEqual([]);
 });
 
+test('the exports map opens the root module and package.json only, the same files as main and types', () => {
+  const root = pkg.exports['.'] as { types: string; default: string };
+  expect([path.normalize(root.default), path.normalize(root.types)]).toEqual([path.normalize(pkg.main), path.normalize(pkg.types)]);
+  expect(Object.keys(pkg.exports).sort()).toEqual(['.', './package.json']);
+});
+
 test('dist/ is shipped whole: main, types, bin and the output of every lib/ module, and nothing stale', () => {
   const entries = [pkg.main, pkg.types, ...Object.values(pkg.bin as Record<string, string>)];
   const modules = walk('lib').filter((f) => f.endsWith('.ts')).map((f) => f.replace(/^lib\//, 'dist/').replace(/\.ts$/, ''));
