@@ -16,6 +16,9 @@ mkdir "$app"
 (cd "$root" && npm pack --pack-destination "$scratch" > "$scratch/pack.log" 2>&1) || { cat "$scratch/pack.log"; exit 1; }
 dev() { node -p "require('$root/package.json').devDependencies['$1']"; }
 cd "$app"
+# A fresh project, not this repository: `npm run` exported our .npmrc's key, which every npm
+# below would warn about as unknown (the install uses the environment variable instead).
+unset npm_config_onnxruntime_node_install
 echo '{ "name": "consumer", "version": "1.0.0", "private": true }' > package.json
 ONNXRUNTIME_NODE_INSTALL=skip CAMEMBED_CUDA="${CAMEMBED_CUDA:-OFF}" npm install --no-audit --no-fund \
   "$scratch"/camembed-*.tgz "typescript@$(dev typescript)" "@types/node@$(dev @types/node)" > install.log 2>&1 ||
