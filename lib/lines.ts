@@ -30,13 +30,34 @@ export interface TextLine {
   endOffset: number;
 }
 
+/** How messages name `file`: '-' is standard input. */
+const nameOf = (file: string) => (file === '-' ? 'standard input' : file);
+
+/**
+ * A failed read or write (`err`) as an Error that names the file or stream: Node's messages for a
+ * descriptor's reads and writes name none ('EIO: i/o error, read'). Keeps the errno code.
+ */
+export function ioError(action: 'read' | 'write to', what: string, err: unknown): Error {
+  const { message, code } = err as NodeJS.ErrnoException;
+  return Object.assign(new Error(`cannot ${action} ${what}: ${message}`, { cause: err }), { code });
+}
+
 interface RawLine { bytes: Buffer; line: number; startOffset: number; endOffset: number }
 
-async function* readRawLines(input: AsyncIterable<Buffer>, startOffset: number, startLine: number): AsyncGenerator<RawLine> {
+// The chunks of `input`, a failed read naming `file`.
+async function* chunksOf(input: AsyncIterable<Buffer>, file: string): AsyncGenerator<Buffer> {
+  try {
+    yield* input;
+  } catch (err) {
+    throw ioError('read', nameOf(file), err);
+  }
+}
+
+async function* readRawLines(input: AsyncIterable<Buffer>, file: string, startOffset: number, startLine: number): AsyncGenerator<RawLine> {
   let pending: Buffer | null = null;
   let offset = startOffset;
   let line = startLine;
-  for await (const chunk of input) {
+  for await (const chunk of chunksOf(input, file)) {
     let start = 0;
     for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
       let bytes = chunk.subarray(start, nl);
@@ -62,7 +83,7 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
   try {
     text = utf8.decode(bytes);
   } catch {
-    throw new FormatError(file === '-' ? 'standard input' : file, line, 'is not valid UTF-8');
+    throw new FormatError(nameOf(file), line, 'is not valid UTF-8');
   }
   if (text.endsWith('\r')) text = text.slice(0, -1);
   return startOffset === 0 && text.startsWith('\ufeff') ? text.slice(1) : text;
@@ -80,7 +101,7 @@ export async function* readTextLines(file: string, from = { offset: 0, line: 0 }
     if (!Number.isSafeInteger(from[key]) || from[key] < 0) throw new RangeError(`from.${key} must be an integer >= 0, got ${from[key]}`);
   }
   if (from.offset > 0 && (file === '-' || !fs.statSync(file).isFile())) {
-    throw new RangeError(`${file === '-' ? 'standard input' : file} is not a regular file: it cannot be resumed from a byte offset`);
+    throw new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
   }
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
   const input = file === '-' ? process.stdin
@@ -100,7 +121,7 @@ export async function* readTextLines(file: string, from = { offset: 0, line: 0 }
 const openFiles = new FinalizationRegistry<fs.ReadStream>((input) => input.destroy());
 
 async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine> {
-  for await (const { bytes, line, startOffset, endOffset } of readRawLines(input, from.offset, from.line)) {
+  for await (const { bytes, line, startOffset, endOffset } of readRawLines(input, file, from.offset, from.line)) {
     yield { text: lineText(bytes, startOffset, file, line), line, endOffset };
   }
 }
@@ -129,7 +150,7 @@ export class LineFile {
       let count = 0;
       // Through the descriptor the lines are read from, so that a file replaced meanwhile is not mixed in.
       const input = fs.createReadStream('', { fd, autoClose: false, start: 0, highWaterMark: 1 << 20 });
-      for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, 0, 0)) {
+      for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, file, 0, 0)) {
         lineText(bytes, startOffset, file, line);  // checks the UTF-8 now rather than at some hit
         if (count + 2 > starts.length) {
           const grown = new Float64Array(starts.length * 2);

@@ -294,9 +294,28 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
   expect({ status: await exited, stderr }).toEqual({ status: 141, stderr: '' });
   if (haveDevFull) {
     expect(camembed(['encode', '--model', MODEL, '--input', input, '--output', '/dev/full', '--threads', '1']))
-      .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: ENOSPC: no space left on device, write\n' });
+      .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n' });
   }
 }, 60_000);
+
+(haveModels ? test : test.skip)('a standard stream open the wrong way (0> file, 1< file) is a runtime error naming it (exit 1)', () => {
+  const file = path.join(dir, 'wrong-way.txt');
+  fs.writeFileSync(file, 'un\n');
+  const writeOnly = fs.openSync(file, 'a');
+  const readOnly = fs.openSync(file, 'r');
+  try {
+    for (const args of [['encode', '--output', path.join(dir, 'wrong-way.f32')], ['index', 'build', '--output', path.join(dir, 'wrong-way.cmbd')]]) {
+      const { status, stderr } = camembed([...args, '--model', MODEL, '--input', '-', '--threads', '1'], { stdin: writeOnly });
+      expect({ args, status, stderr }).toEqual({ args, status: 1, stderr: `camembed ${args[0]}: cannot read standard input: EBADF: bad file descriptor, read\n` });
+    }
+    const { status, stderr } = camembed(['--version'], { stdout: readOnly });
+    expect({ status, stderr }).toEqual({ status: 1, stderr: 'camembed: cannot write to standard output: EBADF: bad file descriptor, write\n' });
+  } finally {
+    fs.closeSync(writeOnly);
+    fs.closeSync(readOnly);
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('wrong-way.') && f !== 'wrong-way.txt')).toEqual([]);
+});
 
 (haveModels ? test : test.skip)('an error that stops a progress bar on a terminal starts a line of its own', async () => {
   const input = path.join(dir, 'bad-late.txt');

@@ -56,6 +56,17 @@ test("standard input ('-') reads the same; bad UTF-8 names the file (or standard
   await expect(withStdin(bad, () => collect(readTextLines('-')))).rejects.toThrow('standard input:2: is not valid UTF-8');
 });
 
+test('a failed read names the file (or standard input) and keeps its code: Node names neither', async () => {
+  await expect(collect(readTextLines(dir))).rejects.toMatchObject({ message: `cannot read ${dir}: EISDIR: illegal operation on a directory, read`, code: 'EISDIR' });
+  const failing = new Readable({ read() { this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })); } });
+  const spy = jest.spyOn(process, 'stdin', 'get').mockReturnValue(failing as unknown as typeof process.stdin);
+  try {
+    await expect(collect(readTextLines('-'))).rejects.toMatchObject({ message: 'cannot read standard input: EIO: i/o error, read', code: 'EIO' });
+  } finally {
+    spy.mockRestore();
+  }
+});
+
 test('LineFile gives line n (from 0) as the reader gives it; other numbers, pipes and bad UTF-8 are errors', async () => {
   const file = path.join(dir, 'a.txt');
   const lines = await LineFile.open(file);

@@ -457,6 +457,38 @@ describe('a signal (AbortSignal) stops a download', () => {
     expect(hub.requests.filter((r) => r.server === 'cdn').map((r) => r.range)).toEqual([`bytes=${kept}-`]);
   });
 
+  test('aborted during the checksum of a received file: the reading stops, the file stays and the next call checks it without downloading it again', async () => {
+    const controller = new AbortController();
+    const reason = new Error('client went away');
+    // Aborted as the first chunk of the received weights is read back for their sha256.
+    const nodeFs: typeof fs = require('fs');  // the module object itself (the import is a read-only view)
+    const open = nodeFs.createReadStream;
+    let chunksRead = 0;
+    const read = jest.spyOn(nodeFs, 'createReadStream').mockImplementation((file, ...rest) => {
+      const stream = open(file, ...rest);
+      if (String(file).endsWith(`${sha256(weights)}.incomplete`)) {
+        stream.on('data', () => chunksRead++).once('data', () => controller.abort(reason));
+      }
+      return stream;
+    });
+    try {
+      await expect(resolveModel('org/public', { ...fast(), signal: controller.signal })).rejects.toBe(reason);
+    } finally {
+      read.mockRestore();
+    }
+    expect(chunksRead).toBe(1);  // of 5 (64 KiB each)
+    expect(abortListeners(controller.signal)).toBe(0);
+    // As after an abort during the body: only the partial download, here complete.
+    const partial = `blobs/${sha256(weights)}.incomplete`;
+    expect(listFiles(repoDir('org/public')).filter((f) => f.includes(sha256(weights)) || f.endsWith('model.safetensors'))).toEqual([partial]);
+    expect(fs.statSync(path.join(repoDir('org/public'), partial)).size).toBe(weights.length);
+
+    hub.requests.length = 0;
+    const model = await resolveModel('org/public', fast());
+    expect(sha256(fs.readFileSync(model.weightsPath!))).toBe(sha256(weights));
+    expect(hub.requests.filter((r) => r.server === 'cdn').map((r) => r.range)).toEqual([`bytes=${weights.length}-`]);  // answered 416: nothing left to send
+  });
+
   test('aborted while waiting for another download\'s lock: the wait ends with the reason', async () => {
     // Another download holds the blob's lock (flock locks of two descriptors conflict within a process too).
     const lockFile = path.join(cacheDir, '.locks', 'models--org--public', `${sha256(weights)}.lock`);

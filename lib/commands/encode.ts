@@ -4,6 +4,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { ioError } from '../lines';
 import {
   CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireHubIdForRevision, requireOutputFile, textsWithProgress,
 } from './args';
@@ -89,8 +90,16 @@ export async function run(argv: string[]): Promise<void> {
     if (!complete && created) fs.rmSync(output, { force: true });
     if (!complete && !created && keeps) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
   };
+  // At `position`, else where the last write ended.
+  const writeFile = (descriptor: number, bytes: Buffer, position: number | null = null) => {
+    try {
+      fs.writeSync(descriptor, bytes, 0, bytes.length, position);
+    } catch (err) {
+      throw ioError('write to', output, err);
+    }
+  };
   const write = async (bytes: Buffer) => {
-    if (fd !== null) fs.writeSync(fd, bytes);
+    if (fd !== null) writeFile(fd, bytes);
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
   };
   const endInterruptCleanup = onInterrupt(() => closeOutput(false));
@@ -102,7 +111,7 @@ export async function run(argv: string[]): Promise<void> {
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }
-    if (fd !== null && npy) fs.writeSync(fd, npyHeader(rows, encoder.dim), 0, NPY_HEADER_BYTES, 0);
+    if (fd !== null && npy) writeFile(fd, npyHeader(rows, encoder.dim), 0);
     complete = true;
   } finally {
     await endInterruptCleanup();

@@ -3,7 +3,7 @@
 // BEIR's `query-id<TAB>corpus-id<TAB>score` after its header), and TREC run files
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
-import { FormatError, readTextLines } from '../lines';
+import { FormatError, ioError, readTextLines } from '../lines';
 import { requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
@@ -140,7 +140,7 @@ export class TrecRunWriter {
 
   private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
     const failure = this.failure;
-    out.on('error', (err) => { failure.error ??= err; });
+    out.on('error', (err) => { failure.error ??= ioError('write to', `${file}.partial`, err); });
     unclosedWriters.register(this, out, this);
   }
 

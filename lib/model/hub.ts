@@ -53,8 +53,8 @@ export interface ResolveOptions {
   /** First backoff delay in milliseconds, doubled each retry (default 500). */
   retryDelayMs?: number | undefined;
   /**
-   * Aborts the request in progress and rejects with signal.reason; a partial download stays in
-   * blobs/<etag>.incomplete, to resume from, as after a cut connection.
+   * Aborts the request in progress (or a received file's checksum) and rejects with signal.reason;
+   * a partial download stays in blobs/<etag>.incomplete, to resume from, as after a cut connection.
    */
   signal?: AbortSignal | undefined;
 }
@@ -442,7 +442,7 @@ async function downloadBlob(ctx: Context, file: string, meta: FileMeta, blob: st
   // `hf cache verify` checks). Checked before the file enters the cache.
   const size = fs.statSync(partial).size;
   const kind = /^[0-9a-f]{64}$/.test(meta.etag) ? 'sha256' : /^[0-9a-f]{40}$/.test(meta.etag) ? 'git sha1' : null;
-  const actual = kind === null ? null : await hashFile(partial, kind, size);
+  const actual = kind === null ? null : await hashFile(partial, kind, size, ctx.signal);
   if ((meta.size !== null && size !== meta.size) || actual !== (kind === null ? null : meta.etag)) {
     fs.rmSync(partial, { force: true });
     throw new Error(`checksum mismatch for ${file} of ${ctx.id}: the Hub announced ${meta.size ?? '?'} bytes` +
@@ -525,15 +525,19 @@ async function downloadOnce(ctx: Context, file: string, meta: FileMeta, partial:
   }
 }
 
-function hashFile(file: string, kind: 'sha256' | 'git sha1', size: number): Promise<string> {
+// An abort stops the reading (seconds for a large file) with signal.reason; the complete
+// .incomplete file stays, so the next call checks it without downloading it again.
+function hashFile(file: string, kind: 'sha256' | 'git sha1', size: number, signal: AbortSignal | undefined): Promise<string> {
   const hash = crypto.createHash(kind === 'sha256' ? 'sha256' : 'sha1');
   if (kind === 'git sha1') hash.update(`blob ${size}\0`);
-  return new Promise((resolve, reject) => {
-    fs.createReadStream(file)
+  const input = fs.createReadStream(file);
+  const stopWatching = destroyOnAbort(input, signal);
+  return new Promise<string>((resolve, reject) => {
+    input
       .on('data', (chunk) => hash.update(chunk))
       .on('error', reject)
       .on('end', () => resolve(hash.digest('hex')));
-  });
+  }).finally(stopWatching);
 }
 
 function readIfExists(file: string): string | undefined {
