@@ -37,7 +37,7 @@ const nameOf = (file: string) => (file === '-' ? 'standard input' : file);
  * A failed read or write (`err`) as an Error that names the file or stream: Node's messages for a
  * descriptor's reads and writes name none ('EIO: i/o error, read'). Keeps the errno code.
  */
-export function ioError(action: 'read' | 'write to', what: string, err: unknown): Error {
+export function ioError(action: 'read' | 'write to' | 'save', what: string, err: unknown): Error {
   const { message, code } = err as NodeJS.ErrnoException;
   return Object.assign(new Error(`cannot ${action} ${what}: ${message}`, { cause: err }), { code });
 }

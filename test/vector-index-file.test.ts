@@ -458,3 +458,28 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   expect(await (await VectorIndex.load(real)).search(queries, { k: 5 })).toEqual(await second.search(queries, { k: 5 }));
   big.dispose();
 });
+
+test('a disk that fills up mid-save: the error names the file, the old file stays whole, no temporary file is left', async () => {
+  const file = path.join(dir, 'full-disk.cmbd');
+  const old = await sample('float16', 7);
+  await old.save(file);
+  const before = fs.readFileSync(file);
+  const probe = await fs.promises.open(file, 'r');
+  const handlePrototype = Object.getPrototypeOf(probe);
+  await probe.close();
+  // The disk fills after the header: later writes fail as Node reports ENOSPC (naming no file).
+  const write = handlePrototype.write;
+  let writes = 0;
+  const spy = jest.spyOn(handlePrototype, 'write').mockImplementation(function (this: fs.promises.FileHandle, ...args: unknown[]) {
+    if (++writes > 1) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    return write.apply(this, args);
+  });
+  try {
+    const failed = (await sample('float16', 8).then((index) => index.save(file)).catch((err) => err)) as NodeJS.ErrnoException;
+    expect([failed.message, failed.code]).toEqual([`cannot save ${file}: ENOSPC: no space left on device, write`, 'ENOSPC']);
+  } finally {
+    spy.mockRestore();
+  }
+  expect(fs.readFileSync(file).equals(before)).toBe(true);
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('.full-disk.cmbd.tmp-'))).toEqual([]);
+});

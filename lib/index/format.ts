@@ -23,6 +23,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { removeAbandonedTemporaries, temporaryPath } from '../atomic-file';
+import { ioError } from '../lines';
 import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
 
@@ -294,6 +295,8 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`) : err;
   });
+  // Node's messages for a handle's writes name no file ('ENOSPC: no space left on device, write').
+  const naming = (err: unknown) => { throw ioError('save', target, err); };
   const checksum = new Checksum();
   let position = 0;
   const put = async (bytes: Uint8Array) => {
@@ -301,7 +304,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
     for (let done = 0; done < bytes.length;) {
       signal?.throwIfAborted();  // before the rename only: the temporary file goes, the old file stays
       const n = Math.min(bytes.length - done, PIECE_BYTES);
-      const { bytesWritten } = await handle.write(bytes, done, n, position);
+      const { bytesWritten } = await handle.write(bytes, done, n, position).catch(naming);
       done += bytesWritten;
       position += bytesWritten;
     }
@@ -321,7 +324,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
     if (position !== layout.trailerOffset) throw new Error(`internal: wrote ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
     await put(trailerOf(checksum.digest()));
     if (mode !== null) await handle.chmod(mode);
-    await handle.sync();
+    await handle.sync().catch(naming);
     closed = true;
     await handle.close();
     await fs.promises.rename(temp, target);
