@@ -179,7 +179,7 @@ function topKResult(args: NativeTopKArgs): TopKResult {
 // searches over the same rows, keep a CudaMatrix (lib/cuda.ts) instead.
 function uploadForSearch(args: NativeTopKArgs & { device: number }): CudaMatrix {
   const [{ rows, numRows }] = args.segments;
-  return CudaMatrix.create(rows, { rows: numRows, dim: args.dim, storage: args.databaseType, device: args.device });
+  return CudaMatrix.create(rows, { rows: numRows, dim: args.dim, dtype: args.databaseType, device: `cuda:${args.device}` });
 }
 
 function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {

@@ -728,7 +728,7 @@ export class VectorIndex {
     const upload = (from: number, to: number) => chunk.matrix!.setRows(from, chunk.vectors.subarray(from * d, to * d));
     if (chunk.matrix === null) {
       // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
-      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, storage: this.dtype, device: this.deviceIndex });
+      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: `cuda:${this.deviceIndex}` });
       chunk.synced = chunk.ids.length;
     } else {
       // Rewritten rows in runs of consecutive rows, one upload each; then the appended rows.
