@@ -18,10 +18,15 @@ interface NativeSearchArgs {
   outScores: Float32Array;
 }
 
+interface NativeSetRowsArgs {
+  data: RowData; dataType: Dtype; firstRow: number; rowCount: number;
+}
+
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
 interface CudaBindings {
   cudaMatrixCreate(args: { rows: number; dim: number; storage: Dtype; device: number }): MatrixHandle;
-  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Dtype; firstRow: number; rowCount: number }): void;
+  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: false): undefined;
+  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: true): Promise<void>;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -159,6 +164,33 @@ export class CudaMatrix {
    * not exist; nothing is kept then.
    */
   static create(data: RowData | readonly RowData[], options: CudaMatrixOptions): CudaMatrix {
+    const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
+    try {
+      for (const args of uploads) cudaAddon().cudaMatrixSetRows(handle, args, false);
+    } catch (err) {
+      matrix.free();
+      throw err;
+    }
+    return matrix;
+  }
+
+  /**
+   * As create(), with the copy to the GPU off the event loop (the allocation stays on it). The
+   * data must not change until the promise settles: the upload reads it meanwhile.
+   */
+  static async createAsync(data: RowData | readonly RowData[], options: CudaMatrixOptions): Promise<CudaMatrix> {
+    const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
+    try {
+      for (const args of uploads) await cudaAddon().cudaMatrixSetRows(handle, args, true);
+    } catch (err) {
+      matrix.free();
+      throw err;
+    }
+    return matrix;
+  }
+
+  /** create's checks and allocation (zeros): the matrix, and the uploads that fill it. */
+  private static prepareCreate(data: RowData | readonly RowData[], options: CudaMatrixOptions) {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
       requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);
@@ -185,26 +217,34 @@ export class CudaMatrix {
     const device = requireCudaDevice(deviceOption);
     const native = cudaAddon();
     const handle = native.cudaMatrixCreate({ rows, dim, storage: dtype, device });
-    try {
-      let firstRow = 0;
-      for (const [i, chunk] of chunks.entries()) {
-        const rowCount = lengths[i] / dim;
-        native.cudaMatrixSetRows(handle, { data: chunk, dataType: elementTypeOf(chunk), firstRow, rowCount });
-        firstRow += rowCount;
-      }
-    } catch (err) {
-      native.cudaMatrixFree(handle);
-      throw err;
+    const uploads: NativeSetRowsArgs[] = [];
+    for (let i = 0, firstRow = 0; i < chunks.length; firstRow += lengths[i] / dim, i++) {
+      uploads.push({ data: chunks[i], dataType: elementTypeOf(chunks[i]), firstRow, rowCount: lengths[i] / dim });
     }
-    return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), `cuda:${device}`, dtype);
+    const matrix = new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), `cuda:${device}`, dtype);
+    return { matrix, handle, uploads };
   }
 
   /**
    * Replaces rows [firstRow, firstRow + data.length / dim) with `data` (a Float32Array, or a
    * Uint16Array of float16 bits). The values are checked first, as create() checks its data: on a
-   * bad value nothing changes. Waits for a search of this matrix in flight.
+   * bad value nothing changes. Waits for a search or upload of this matrix in flight.
    */
   setRows(firstRow: number, data: RowData): void {
+    const { handle, args } = this.prepareSetRows(firstRow, data);
+    cudaAddon().cudaMatrixSetRows(handle, args, false);
+  }
+
+  /**
+   * As setRows(), with the copy to the GPU off the event loop. The data must not change until the
+   * promise settles. The matrix may be freed meanwhile: the upload finishes first.
+   */
+  async setRowsAsync(firstRow: number, data: RowData): Promise<void> {
+    const { handle, args } = this.prepareSetRows(firstRow, data);
+    await cudaAddon().cudaMatrixSetRows(handle, args, true);
+  }
+
+  private prepareSetRows(firstRow: number, data: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
     if (typeof firstRow !== 'number' || !Number.isInteger(firstRow)) {
       throw new TypeError(`firstRow must be an integer, got ${typeof firstRow === 'number' ? firstRow : typeName(firstRow)}`);
@@ -220,7 +260,7 @@ export class CudaMatrix {
       throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.dtype === 'float16'
         ? ', or a value outside the float16 range (|x| > 65504)' : ', or values whose norm passes the float32 range'));
     }
-    cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType: elementTypeOf(data), firstRow, rowCount });
+    return { handle: this.handle, args: { data, dataType: elementTypeOf(data), firstRow, rowCount } };
   }
 
   /** Top-k rows for each query of `queries` ([Q x dim] float32), computed on the GPU. */

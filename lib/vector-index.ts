@@ -164,10 +164,11 @@ interface Chunk {
   matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made on first search
   synced: number;             // rows [0, synced) of `matrix` were uploaded (appended rows come after)...
   rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
+  syncing: Promise<void> | null;  // the upload in flight: concurrent searches wait for it rather than upload again
 }
 
 function newChunk(vectors: Storage, ids: BigInt64Array, count: number, mapped: boolean): Chunk {
-  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set() };
+  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set(), syncing: null };
 }
 
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
@@ -719,29 +720,42 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  /**
-   * A CUDA chunk's top-k. Its device copy is made on first use; only the rows written since
-   * (appended, or filled by a remove) are uploaded before later searches.
-   */
+  /** A CUDA chunk's top-k, from its device copy once that is up to date. */
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
+    // One upload per chunk at a time: concurrent searches share it (and its failure). The chunk
+    // cannot change meanwhile (readers > 0 blocks add, remove and dispose), so nor can its storage
+    // be released under the upload.
+    chunk.syncing ??= this.uploadChunk(chunk).finally(() => {
+      chunk.syncing = null;
+    });
+    await chunk.syncing;
+    return chunk.matrix!.searchAsync(queries, { k, normalized: true, rows: chunk.count });
+  }
+
+  /**
+   * Makes a chunk's device copy on first use; later, uploads only the rows written since (appended,
+   * or filled by a remove). The bookkeeping changes only once every upload succeeded: after a
+   * failure the next search uploads the same rows again.
+   */
+  private async uploadChunk(chunk: Chunk): Promise<void> {
     const d = this.dim;
-    const upload = (from: number, to: number) => chunk.matrix!.setRows(from, chunk.vectors.subarray(from * d, to * d));
     if (chunk.matrix === null) {
       // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
-      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: `cuda:${this.deviceIndex}` });
+      chunk.matrix = await CudaMatrix.createAsync(chunk.vectors,
+        { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: `cuda:${this.deviceIndex}` });
       chunk.synced = chunk.ids.length;
     } else {
+      const upload = (from: number, to: number) => chunk.matrix!.setRowsAsync(from, chunk.vectors.subarray(from * d, to * d));
       // Rewritten rows in runs of consecutive rows, one upload each; then the appended rows.
       const rows = [...chunk.rewritten].filter((r) => r < Math.min(chunk.synced, chunk.count)).sort((a, b) => a - b);
       for (let i = 0, j = 0; i < rows.length; i = j) {
         for (j = i + 1; j < rows.length && rows[j] === rows[j - 1] + 1;) j++;
-        upload(rows[i], rows[j - 1] + 1);
+        await upload(rows[i], rows[j - 1] + 1);
       }
-      if (chunk.synced < chunk.count) upload(chunk.synced, chunk.count);
+      if (chunk.synced < chunk.count) await upload(chunk.synced, chunk.count);
       chunk.synced = Math.max(chunk.synced, chunk.count);
     }
     chunk.rewritten.clear();
-    return chunk.matrix.searchAsync(queries, { k, normalized: true, rows: chunk.count });
   }
 
   /** Search with unit-length queries, a tile of queries at a time. */

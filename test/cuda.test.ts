@@ -84,6 +84,12 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
       .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
   });
+  test('createAsync shares create\'s checks, as a rejection', async () => {
+    await expect(CudaMatrix.createAsync(data, { rows: 4, dim: 4 }))
+      .rejects.toThrow(new RangeError('data has 12 elements but options.rows x options.dim needs 16'));
+    await expect(CudaMatrix.createAsync(data, { rows: 3, dim: 4, device: 0 as unknown as 'cuda' })).rejects.toThrow(/write 'cuda:0'/);
+    if (!hasGpu) await expect(CudaMatrix.createAsync(data, { rows: 3, dim: 4 })).rejects.toThrow(/no CUDA device is available/);
+  });
   (hasGpu ? test.skip : test)('without a GPU, create says why (also for an array from another realm)', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -236,6 +242,47 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       }
       expect(() => m.setRows(0, rows.subarray(0, dim))).toThrow(/freed/);
     }
+  });
+
+  test('createAsync and setRowsAsync give the matrix that create and setRows give', async () => {
+    for (const dtype of ['float16', 'float32'] as const) {
+      const dim = 20, rows = randomSignedArray(random, 30 * dim), queries = randomSignedArray(random, 4 * dim);
+      const sync = CudaMatrix.create(rows, { rows: 30, dim, dtype });
+      const chunked = await CudaMatrix.createAsync([rows.subarray(0, 10 * dim), float32ToFloat16Array(rows.subarray(10 * dim))],
+        { rows: 30, dim, dtype, device: 'cuda:0' });
+      const grown = await CudaMatrix.createAsync(new Float32Array(30 * dim), { rows: 30, dim, dtype });
+      try {
+        expect([chunked.dtype, chunked.device, chunked.bytes]).toEqual([dtype, 'cuda:0', sync.bytes]);
+        sync.setRows(10, float32ToFloat16Array(rows.subarray(10 * dim)));
+        await grown.setRowsAsync(0, rows.subarray(0, 10 * dim));
+        await grown.setRowsAsync(10, float32ToFloat16Array(rows.subarray(10 * dim)));
+        const expected = sync.search(queries, { k: 30 });
+        for (const m of [chunked, grown]) {
+          const got = await m.searchAsync(queries, { k: 30 });
+          expect(got.indices).toEqual(expected.indices);
+          expect(got.scores).toEqual(expected.scores);
+        }
+        // Checked as setRows checks: a rejection, and nothing changes.
+        await expect(grown.setRowsAsync(29, rows.subarray(0, 2 * dim))).rejects.toThrow(new RangeError("rows 29..30 are beyond the matrix's 30 rows"));
+        await expect(grown.setRowsAsync(0, new Float32Array(dim).fill(NaN))).rejects.toThrow(/row 0 holds NaN/);
+        expect((await grown.searchAsync(queries, { k: 30 })).indices).toEqual(expected.indices);
+      } finally {
+        [sync, chunked, grown].forEach((m) => m.free());
+      }
+    }
+  });
+
+  test('the event loop runs while createAsync uploads; a matrix freed during setRowsAsync is freed once it ends', async () => {
+    const dim = 256, count = 4096;  // 4 MiB of float32: the upload outlasts a turn of the event loop
+    const rows = randomSignedArray(random, count * dim);
+    let turned = false;
+    setImmediate(() => { turned = true; });
+    const m = await CudaMatrix.createAsync(rows, { rows: count, dim });
+    expect(turned).toBe(true);  // create's copy held the event loop until it returned
+    const pending = m.setRowsAsync(0, rows.subarray(dim, 2 * dim));  // row 0 becomes a copy of row 1
+    m.free();
+    await pending;  // the upload keeps the memory until it finishes
+    await expect(m.setRowsAsync(0, rows.subarray(0, dim))).rejects.toThrow(/freed/);
   });
 
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
