@@ -570,6 +570,9 @@ export class VectorIndex {
     if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);
     signal?.throwIfAborted();
     const reader = await IndexFileReader.open(file);
+    // Every chunk's storage so far: a failure at any step (a later chunk's allocation, the read, an
+    // abort, the id check, the close) releases it rather than leave gigabytes to the GC.
+    const storage: Storage[] = [];
     try {
       const { header } = reader;
       const index = make(header);
@@ -578,24 +581,22 @@ export class VectorIndex {
       for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
       const ids = rows.map((n) => new BigInt64Array(n));
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
-      const storage = mmap ? [] : rows.map((n) => index.allocate(n));
-      try {
-        const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
-        for (const view of mapped) {
-          releasableBuffers.add(view.buffer);
-          storage.push(header.dtype === 'float32'
-            ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
-        }
-        rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
-        await index.finishLoad(header, metadata, file, signal);
-      } catch (err) {
-        for (const v of storage) releaseStorage(v);
-        throw err;
+      if (!mmap) for (const n of rows) storage.push(index.allocate(n));
+      const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
+        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
+      for (const view of mapped) {
+        releasableBuffers.add(view.buffer);
+        storage.push(header.dtype === 'float32'
+          ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
       }
-      return index;
-    } finally {
+      rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
+      await index.finishLoad(header, metadata, file, signal);
       await reader.close();
+      return index;
+    } catch (err) {
+      for (const v of storage) releaseStorage(v);
+      await reader.close();  // resolves at once when closing is what failed (FileHandle.close once closed)
+      throw err;
     }
   }
 
