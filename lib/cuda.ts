@@ -1,6 +1,6 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
-import { devices } from './devices';
+import { CudaDeviceName, resolveDevice } from './devices';
 import type { Dtype } from './kernels';
 import { loadAddon } from './native';
 import {
@@ -18,10 +18,15 @@ interface NativeSearchArgs {
   outScores: Float32Array;
 }
 
+interface NativeSetRowsArgs {
+  data: RowData; dataType: Dtype; firstRow: number; rowCount: number;
+}
+
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
 interface CudaBindings {
   cudaMatrixCreate(args: { rows: number; dim: number; storage: Dtype; device: number }): MatrixHandle;
-  cudaMatrixSetRows(handle: MatrixHandle, args: { data: RowData; dataType: Dtype; firstRow: number; rowCount: number }): void;
+  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: false): undefined;
+  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: true): Promise<void>;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -39,9 +44,9 @@ export interface CudaMatrixOptions {
   /** Values per row. */
   dim: number;
   /** How the rows are stored on the GPU (default 'float16': half the memory, tensor cores). */
-  storage?: Dtype | undefined;
-  /** CUDA device index (default 0). */
-  device?: number | undefined;
+  dtype?: Dtype | undefined;
+  /** The GPU: 'cuda' (default: the first, 'cuda:0') or 'cuda:<index>', as elsewhere in the API. */
+  device?: CudaDeviceName | undefined;
 }
 
 /** Options of CudaMatrix.search and searchAsync. */
@@ -57,7 +62,7 @@ export interface CudaSearchOptions {
   rows?: number | undefined;
 }
 
-const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, storage: true, device: true });
+const MATRIX_OPTIONS = namesOf<CudaMatrixOptions>({ rows: true, dim: true, dtype: true, device: true });
 const SEARCH_OPTIONS = namesOf<CudaSearchOptions>({ k: true, normalized: true, rows: true });
 
 /** A CUDA search's results: the same shape as cosineTopK's TopKResult. */
@@ -117,21 +122,14 @@ function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
   return -1;
 }
 
-/** A device index that exists here, or a clear error saying why not. */
-function requireDevice(value: unknown): number {
-  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value))) {
-    throw new TypeError(`options.device must be an integer, got ${typeName(value)}`);
+/** The index of a CUDA device that exists here, or a clear error saying why not. */
+function requireCudaDevice(value: unknown): number {
+  if (typeof value === 'number') {
+    throw new TypeError(`options.device must be 'cuda' or 'cuda:<index>', got the number ${value}: write 'cuda:${value}'`);
   }
-  const device = value === undefined ? 0 : value;
-  if (device < 0) throw new RangeError(`options.device must be >= 0, got ${device}`);
-  const report = devices();
-  if (report.cuda.length === 0) {
-    throw new Error(`CudaMatrix: no CUDA device is available: ${report.cudaUnavailableReason}`);
-  }
-  if (!report.cuda.some((d) => d.index === device)) {
-    throw new RangeError(`options.device is ${device} but this machine has CUDA devices 0..${report.cuda.length - 1}`);
-  }
-  return device;
+  const index = resolveDevice(value ?? 'cuda');
+  if (index < 0) throw new TypeError("options.device is 'cpu', but a CudaMatrix lives on a GPU: use 'cuda' or 'cuda:<index>'");
+  return index;
 }
 
 /**
@@ -149,10 +147,10 @@ export class CudaMatrix {
     readonly dim: number,
     /** GPU memory held, in bytes. */
     readonly bytes: number,
-    /** The CUDA device index it lives on. */
-    readonly device: number,
+    /** The GPU it lives on, as 'cuda:<index>'. */
+    readonly device: `cuda:${number}`,
     /** How its rows are stored on the GPU. */
-    readonly storage: Dtype,
+    readonly dtype: Dtype,
   ) {
     this.handle = handle;
   }
@@ -162,10 +160,37 @@ export class CudaMatrix {
    * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
    * 2^32 values: 8.8M rows of 768 need several).
    * Throws when the data holds NaN, infinity, a row whose norm passes the float32 range, or (for
-   * float16 storage) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
+   * float16 dtype) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
    * not exist; nothing is kept then.
    */
   static create(data: RowData | readonly RowData[], options: CudaMatrixOptions): CudaMatrix {
+    const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
+    try {
+      for (const args of uploads) cudaAddon().cudaMatrixSetRows(handle, args, false);
+    } catch (err) {
+      matrix.free();
+      throw err;
+    }
+    return matrix;
+  }
+
+  /**
+   * As create(), with the copy to the GPU off the event loop (the allocation stays on it). The
+   * data must not change until the promise settles: the upload reads it meanwhile.
+   */
+  static async createAsync(data: RowData | readonly RowData[], options: CudaMatrixOptions): Promise<CudaMatrix> {
+    const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
+    try {
+      for (const args of uploads) await cudaAddon().cudaMatrixSetRows(handle, args, true);
+    } catch (err) {
+      matrix.free();
+      throw err;
+    }
+    return matrix;
+  }
+
+  /** create's checks and allocation (zeros): the matrix, and the uploads that fill it. */
+  private static prepareCreate(data: RowData | readonly RowData[], options: CudaMatrixOptions) {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
       requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);
@@ -174,7 +199,7 @@ export class CudaMatrix {
     const dim = requirePositiveInteger('options.dim', opts.dim);
     // Every option is read before the lengths are checked: a getter could otherwise empty a chunk
     // (transfer its buffer) after its check, and its rows would be uploaded as none.
-    const storage = opts.storage === undefined ? 'float16' : opts.storage;
+    const dtype = opts.dtype === undefined ? 'float16' : opts.dtype;
     const deviceOption = opts.device;
     // The lengths checked are the row counts sent: native code then refuses a chunk emptied later
     // (by a getter of the chunks themselves) rather than upload it as no rows.
@@ -186,32 +211,40 @@ export class CudaMatrix {
     lengths.forEach((n, i) => {
       if (n % dim !== 0) throw new RangeError(`data[${i}] has ${n} elements: not a whole number of rows of ${dim}`);
     });
-    if (storage !== 'float16' && storage !== 'float32') {
-      throw new TypeError(`options.storage must be 'float16' or 'float32', got ${typeName(storage)}`);
+    if (dtype !== 'float16' && dtype !== 'float32') {
+      throw new TypeError(`options.dtype must be 'float16' or 'float32', got ${typeName(dtype)}`);
     }
-    const device = requireDevice(deviceOption);
+    const device = requireCudaDevice(deviceOption);
     const native = cudaAddon();
-    const handle = native.cudaMatrixCreate({ rows, dim, storage, device });
-    try {
-      let firstRow = 0;
-      for (const [i, chunk] of chunks.entries()) {
-        const rowCount = lengths[i] / dim;
-        native.cudaMatrixSetRows(handle, { data: chunk, dataType: elementTypeOf(chunk), firstRow, rowCount });
-        firstRow += rowCount;
-      }
-    } catch (err) {
-      native.cudaMatrixFree(handle);
-      throw err;
+    const handle = native.cudaMatrixCreate({ rows, dim, storage: dtype, device });
+    const uploads: NativeSetRowsArgs[] = [];
+    for (let i = 0, firstRow = 0; i < chunks.length; firstRow += lengths[i] / dim, i++) {
+      uploads.push({ data: chunks[i], dataType: elementTypeOf(chunks[i]), firstRow, rowCount: lengths[i] / dim });
     }
-    return new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), device, storage);
+    const matrix = new CudaMatrix(handle, rows, dim, native.cudaMatrixBytes(handle), `cuda:${device}`, dtype);
+    return { matrix, handle, uploads };
   }
 
   /**
    * Replaces rows [firstRow, firstRow + data.length / dim) with `data` (a Float32Array, or a
    * Uint16Array of float16 bits). The values are checked first, as create() checks its data: on a
-   * bad value nothing changes. Waits for a search of this matrix in flight.
+   * bad value nothing changes. Waits for a search or upload of this matrix in flight.
    */
   setRows(firstRow: number, data: RowData): void {
+    const { handle, args } = this.prepareSetRows(firstRow, data);
+    cudaAddon().cudaMatrixSetRows(handle, args, false);
+  }
+
+  /**
+   * As setRows(), with the copy to the GPU off the event loop. The data must not change until the
+   * promise settles. The matrix may be freed meanwhile: the upload finishes first.
+   */
+  async setRowsAsync(firstRow: number, data: RowData): Promise<void> {
+    const { handle, args } = this.prepareSetRows(firstRow, data);
+    await cudaAddon().cudaMatrixSetRows(handle, args, true);
+  }
+
+  private prepareSetRows(firstRow: number, data: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
     if (typeof firstRow !== 'number' || !Number.isInteger(firstRow)) {
       throw new TypeError(`firstRow must be an integer, got ${typeof firstRow === 'number' ? firstRow : typeName(firstRow)}`);
@@ -222,12 +255,12 @@ export class CudaMatrix {
     if (firstRow + rowCount > this.rows) {
       throw new RangeError(`rows ${firstRow}..${firstRow + rowCount - 1} are beyond the matrix's ${this.rows} rows`);
     }
-    const badRow = firstBadRow(data, this.dim, this.storage);
+    const badRow = firstBadRow(data, this.dim, this.dtype);
     if (badRow >= 0) {
-      throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.storage === 'float16'
+      throw new RangeError(`data: row ${badRow} holds NaN, infinity` + (this.dtype === 'float16'
         ? ', or a value outside the float16 range (|x| > 65504)' : ', or values whose norm passes the float32 range'));
     }
-    cudaAddon().cudaMatrixSetRows(this.handle, { data, dataType: elementTypeOf(data), firstRow, rowCount });
+    return { handle: this.handle, args: { data, dataType: elementTypeOf(data), firstRow, rowCount } };
   }
 
   /** Top-k rows for each query of `queries` ([Q x dim] float32), computed on the GPU. */
@@ -277,16 +310,16 @@ export class CudaMatrix {
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
     // when sent as given (cosine mode sends unit vectors).
-    const limit = this.storage === 'float16' && normalized ? FLOAT16_MAX : Infinity;
+    const limit = this.dtype === 'float16' && normalized ? FLOAT16_MAX : Infinity;
     for (let i = 0; i < queries.length; i++) {
       const v = queries[i];
       if (!(Math.abs(v) <= limit)) {
         throw new RangeError(`queries[${i}] is ${v}: expected a finite value` +
-          (limit === FLOAT16_MAX ? ' within +-65504 (float16 storage, normalized: true)' : ''));
+          (limit === FLOAT16_MAX ? ' within +-65504 (dtype float16, normalized: true)' : ''));
       }
     }
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
-    const sent = normalized || this.storage === 'float32' ? queries : unitQueries(queries, this.dim);
+    const sent = normalized || this.dtype === 'float32' ? queries : unitQueries(queries, this.dim);
     const args: NativeSearchArgs = {
       queries: sent, numQueries, k, rows, normalized, outIndices: result.indices, outScores: result.scores,
     };

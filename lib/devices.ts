@@ -1,8 +1,11 @@
 // What backends exist on this machine, and parsing of the `device` option.
 import { loadAddon } from './native';
 
-/** Where work runs: the CPU, the first CUDA device ('cuda', i.e. 'cuda:0') or another one ('cuda:1'). */
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+/** A CUDA device: the first ('cuda', i.e. 'cuda:0') or another one ('cuda:1'). */
+export type CudaDeviceName = 'cuda' | `cuda:${number}`;
+
+/** Where work runs: the CPU or a CUDA device. */
+export type Device = 'cpu' | CudaDeviceName;
 
 /** One CUDA device, as `devices().cuda` lists it. */
 export interface CudaDevice {

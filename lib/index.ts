@@ -1,6 +1,6 @@
 // camembed's public API.
 export { devices } from './devices';
-export type { CudaDevice, Device, DeviceReport } from './devices';
+export type { CudaDevice, CudaDeviceName, Device, DeviceReport } from './devices';
 export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
 export { float16ToFloat32Array, float32ToFloat16Array } from './float16';

@@ -1,6 +1,6 @@
 // The public kernels: argument validation (shared with the reference path), then the native
 // CPU/CUDA implementation, synchronously or off the event loop.
-import { CudaMatrix } from './cuda';
+import { CudaMatrix, CudaMatrixOptions, RowData } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
@@ -177,13 +177,13 @@ function topKResult(args: NativeTopKArgs): TopKResult {
 
 // One-shot CUDA search: upload the database in its own dtype, search, free. For repeated
 // searches over the same rows, keep a CudaMatrix (lib/cuda.ts) instead.
-function uploadForSearch(args: NativeTopKArgs & { device: number }): CudaMatrix {
+function uploadArgs(args: NativeTopKArgs & { device: number }): [RowData, CudaMatrixOptions] {
   const [{ rows, numRows }] = args.segments;
-  return CudaMatrix.create(rows, { rows: numRows, dim: args.dim, storage: args.databaseType, device: args.device });
+  return [rows, { rows: numRows, dim: args.dim, dtype: args.databaseType, device: `cuda:${args.device}` }];
 }
 
 function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
-  const matrix = uploadForSearch(args);
+  const matrix = CudaMatrix.create(...uploadArgs(args));
   try {
     return matrix.search(args.queries, { k: args.k, normalized: args.normalized });
   } finally {
@@ -192,7 +192,7 @@ function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
 }
 
 async function cudaTopKAsync(args: NativeTopKArgs & { device: number }): Promise<TopKResult> {
-  const matrix = uploadForSearch(args);
+  const matrix = await CudaMatrix.createAsync(...uploadArgs(args));
   try {
     return await matrix.searchAsync(args.queries, { k: args.k, normalized: args.normalized });
   } finally {

@@ -164,10 +164,11 @@ interface Chunk {
   matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made on first search
   synced: number;             // rows [0, synced) of `matrix` were uploaded (appended rows come after)...
   rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
+  syncing: Promise<void> | null;  // the upload in flight: concurrent searches wait for it rather than upload again
 }
 
 function newChunk(vectors: Storage, ids: BigInt64Array, count: number, mapped: boolean): Chunk {
-  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set() };
+  return { vectors, ids, count, mapped, matrix: null, synced: 0, rewritten: new Set(), syncing: null };
 }
 
 /** Candidates from one chunk for one query: rows of the chunk, best first. */
@@ -569,6 +570,9 @@ export class VectorIndex {
     if (o.chunkBytes !== undefined) requireChunkBytes(o.chunkBytes);
     signal?.throwIfAborted();
     const reader = await IndexFileReader.open(file);
+    // Every chunk's storage so far: a failure at any step (a later chunk's allocation, the read, an
+    // abort, the id check, the close) releases it rather than leave gigabytes to the GC.
+    const storage: Storage[] = [];
     try {
       const { header } = reader;
       const index = make(header);
@@ -577,24 +581,22 @@ export class VectorIndex {
       for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
       const ids = rows.map((n) => new BigInt64Array(n));
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
-      const storage = mmap ? [] : rows.map((n) => index.allocate(n));
-      try {
-        const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-          mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
-        for (const view of mapped) {
-          releasableBuffers.add(view.buffer);
-          storage.push(header.dtype === 'float32'
-            ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
-        }
-        rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
-        await index.finishLoad(header, metadata, file, signal);
-      } catch (err) {
-        for (const v of storage) releaseStorage(v);
-        throw err;
+      if (!mmap) for (const n of rows) storage.push(index.allocate(n));
+      const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
+        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
+      for (const view of mapped) {
+        releasableBuffers.add(view.buffer);
+        storage.push(header.dtype === 'float32'
+          ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
       }
-      return index;
-    } finally {
+      rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
+      await index.finishLoad(header, metadata, file, signal);
       await reader.close();
+      return index;
+    } catch (err) {
+      for (const v of storage) releaseStorage(v);
+      await reader.close();  // resolves at once when closing is what failed (FileHandle.close once closed)
+      throw err;
     }
   }
 
@@ -719,29 +721,42 @@ export class VectorIndex {
     return { vectors, ids };
   }
 
-  /**
-   * A CUDA chunk's top-k. Its device copy is made on first use; only the rows written since
-   * (appended, or filled by a remove) are uploaded before later searches.
-   */
+  /** A CUDA chunk's top-k, from its device copy once that is up to date. */
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
+    // One upload per chunk at a time: concurrent searches share it (and its failure). The chunk
+    // cannot change meanwhile (readers > 0 blocks add, remove and dispose), so nor can its storage
+    // be released under the upload.
+    chunk.syncing ??= this.uploadChunk(chunk).finally(() => {
+      chunk.syncing = null;
+    });
+    await chunk.syncing;
+    return chunk.matrix!.searchAsync(queries, { k, normalized: true, rows: chunk.count });
+  }
+
+  /**
+   * Makes a chunk's device copy on first use; later, uploads only the rows written since (appended,
+   * or filled by a remove). The bookkeeping changes only once every upload succeeded: after a
+   * failure the next search uploads the same rows again.
+   */
+  private async uploadChunk(chunk: Chunk): Promise<void> {
     const d = this.dim;
-    const upload = (from: number, to: number) => chunk.matrix!.setRows(from, chunk.vectors.subarray(from * d, to * d));
     if (chunk.matrix === null) {
       // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
-      chunk.matrix = CudaMatrix.create(chunk.vectors, { rows: chunk.ids.length, dim: d, storage: this.dtype, device: this.deviceIndex });
+      chunk.matrix = await CudaMatrix.createAsync(chunk.vectors,
+        { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: `cuda:${this.deviceIndex}` });
       chunk.synced = chunk.ids.length;
     } else {
+      const upload = (from: number, to: number) => chunk.matrix!.setRowsAsync(from, chunk.vectors.subarray(from * d, to * d));
       // Rewritten rows in runs of consecutive rows, one upload each; then the appended rows.
       const rows = [...chunk.rewritten].filter((r) => r < Math.min(chunk.synced, chunk.count)).sort((a, b) => a - b);
       for (let i = 0, j = 0; i < rows.length; i = j) {
         for (j = i + 1; j < rows.length && rows[j] === rows[j - 1] + 1;) j++;
-        upload(rows[i], rows[j - 1] + 1);
+        await upload(rows[i], rows[j - 1] + 1);
       }
-      if (chunk.synced < chunk.count) upload(chunk.synced, chunk.count);
+      if (chunk.synced < chunk.count) await upload(chunk.synced, chunk.count);
       chunk.synced = Math.max(chunk.synced, chunk.count);
     }
     chunk.rewritten.clear();
-    return chunk.matrix.searchAsync(queries, { k, normalized: true, rows: chunk.count });
   }
 
   /** Search with unit-length queries, a tile of queries at a time. */

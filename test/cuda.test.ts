@@ -8,7 +8,7 @@ import * as path from 'path';
 
 import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
 import { loadAddon } from '../lib/native';
-import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
+import { CudaMatrix, CudaMatrixOptions, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { expectTopKMatches } from './helpers/compare';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -70,11 +70,25 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create(data, { rows: 0, dim: 4 })).toThrow(RangeError);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: NaN })).toThrow(/options.dim/);
     expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
-    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'int8' as 'float16' })).toThrow(/options.storage/);
-    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: -1 })).toThrow(/options.device/);
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, dtype: 'int8' as 'float16' }))
+      .toThrow(new TypeError("options.dtype must be 'float16' or 'float32', got string"));
+    // The names of the rest of the API (dtype, device: 'cuda:N'); the old ones say what to write.
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'float32' } as unknown as CudaMatrixOptions))
+      .toThrow(new TypeError('options.storage is not known: expected rows, dim, dtype, device'));
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 0 as unknown as 'cuda' }))
+      .toThrow(new TypeError("options.device must be 'cuda' or 'cuda:<index>', got the number 0: write 'cuda:0'"));
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 'cpu' as 'cuda' }))
+      .toThrow(new TypeError("options.device is 'cpu', but a CudaMatrix lives on a GPU: use 'cuda' or 'cuda:<index>'"));
+    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 'gpu' as 'cuda' })).toThrow(/^options.device must be .*'cuda:<index>', got "gpu"/);
     expect(() => CudaMatrix.create([data, [1] as unknown as Float32Array], { rows: 3, dim: 4 })).toThrow(/data\[1\] must be/);
     expect(() => CudaMatrix.create([data.subarray(0, 6), data.subarray(6)], { rows: 3, dim: 4 }))
       .toThrow(/data\[0\] has 6 elements: not a whole number of rows of 4/);
+  });
+  test('createAsync shares create\'s checks, as a rejection', async () => {
+    await expect(CudaMatrix.createAsync(data, { rows: 4, dim: 4 }))
+      .rejects.toThrow(new RangeError('data has 12 elements but options.rows x options.dim needs 16'));
+    await expect(CudaMatrix.createAsync(data, { rows: 3, dim: 4, device: 0 as unknown as 'cuda' })).rejects.toThrow(/write 'cuda:0'/);
+    if (!hasGpu) await expect(CudaMatrix.createAsync(data, { rows: 3, dim: 4 })).rejects.toThrow(/no CUDA device is available/);
   });
   (hasGpu ? test.skip : test)('without a GPU, create says why (also for an array from another realm)', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4 })).toThrow(/no CUDA device is available/);
@@ -110,8 +124,9 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
           // (Cosine mode sends unit queries: CudaMatrix scales them before the device rounds them.)
           const queriesUsed = half ? float16ToFloat32Array(float32ToFloat16Array(normalized ? queries : unitRows(queries.slice(), c.dim)))
             : queries;
-          const m = CudaMatrix.create(rows, { rows: c.rows, dim: c.dim, storage });
+          const m = CudaMatrix.create(rows, { rows: c.rows, dim: c.dim, dtype: storage, device: c.rows === 1 ? 'cuda:0' : 'cuda' });
           try {
+            expect([m.dtype, m.device]).toEqual([storage, 'cuda:0']);
             expect(m.bytes).toBeGreaterThanOrEqual(c.rows * c.dim * (half ? 2 : 4));
             const result = m.search(queries, { k: c.k, normalized });
             expect(result.k).toBe(Math.min(c.k, c.rows));
@@ -165,13 +180,13 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   test('a matrix with room to grow: setRows then search of the first rows equals a matrix made whole', () => {
     for (const storage of ['float16', 'float32'] as const) {
       const dim = 24, rows = randomSignedArray(random, 40 * dim), queries = randomSignedArray(random, 3 * dim);
-      const grown = CudaMatrix.create(new Float32Array(60 * dim), { rows: 60, dim, storage });
+      const grown = CudaMatrix.create(new Float32Array(60 * dim), { rows: 60, dim, dtype: storage });
       try {
         grown.setRows(0, rows.subarray(0, 25 * dim));
         grown.setRows(25, float32ToFloat16Array(rows.subarray(25 * dim)));
         const asStored = rows.slice(0, 25 * dim);  // rows 25.. reach the matrix as float16
         const expectedRows = new Float32Array([...asStored, ...float16ToFloat32Array(float32ToFloat16Array(rows.subarray(25 * dim)))]);
-        const whole = CudaMatrix.create(expectedRows, { rows: 40, dim, storage });
+        const whole = CudaMatrix.create(expectedRows, { rows: 40, dim, dtype: storage });
         try {
           const a = grown.search(queries, { k: 50, rows: 40 }), b = whole.search(queries, { k: 50 });
           expect(a.k).toBe(40);
@@ -195,7 +210,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     const dim = 4;
     const rows = randomSignedArray(random, 10 * dim);
     for (const storage of ['float16', 'float32'] as const) {
-      const m = CudaMatrix.create(rows, { rows: 10, dim, storage });
+      const m = CudaMatrix.create(rows, { rows: 10, dim, dtype: storage });
       try {
         const before = m.search(rows, { k: 10 });
         expect(() => m.setRows(-1, rows.subarray(0, dim))).toThrow(new RangeError('firstRow must be >= 0, got -1'));
@@ -229,10 +244,51 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     }
   });
 
+  test('createAsync and setRowsAsync give the matrix that create and setRows give', async () => {
+    for (const dtype of ['float16', 'float32'] as const) {
+      const dim = 20, rows = randomSignedArray(random, 30 * dim), queries = randomSignedArray(random, 4 * dim);
+      const sync = CudaMatrix.create(rows, { rows: 30, dim, dtype });
+      const chunked = await CudaMatrix.createAsync([rows.subarray(0, 10 * dim), float32ToFloat16Array(rows.subarray(10 * dim))],
+        { rows: 30, dim, dtype, device: 'cuda:0' });
+      const grown = await CudaMatrix.createAsync(new Float32Array(30 * dim), { rows: 30, dim, dtype });
+      try {
+        expect([chunked.dtype, chunked.device, chunked.bytes]).toEqual([dtype, 'cuda:0', sync.bytes]);
+        sync.setRows(10, float32ToFloat16Array(rows.subarray(10 * dim)));
+        await grown.setRowsAsync(0, rows.subarray(0, 10 * dim));
+        await grown.setRowsAsync(10, float32ToFloat16Array(rows.subarray(10 * dim)));
+        const expected = sync.search(queries, { k: 30 });
+        for (const m of [chunked, grown]) {
+          const got = await m.searchAsync(queries, { k: 30 });
+          expect(got.indices).toEqual(expected.indices);
+          expect(got.scores).toEqual(expected.scores);
+        }
+        // Checked as setRows checks: a rejection, and nothing changes.
+        await expect(grown.setRowsAsync(29, rows.subarray(0, 2 * dim))).rejects.toThrow(new RangeError("rows 29..30 are beyond the matrix's 30 rows"));
+        await expect(grown.setRowsAsync(0, new Float32Array(dim).fill(NaN))).rejects.toThrow(/row 0 holds NaN/);
+        expect((await grown.searchAsync(queries, { k: 30 })).indices).toEqual(expected.indices);
+      } finally {
+        [sync, chunked, grown].forEach((m) => m.free());
+      }
+    }
+  });
+
+  test('the event loop runs while createAsync uploads; a matrix freed during setRowsAsync is freed once it ends', async () => {
+    const dim = 256, count = 4096;  // 4 MiB of float32: the upload outlasts a turn of the event loop
+    const rows = randomSignedArray(random, count * dim);
+    let turned = false;
+    setImmediate(() => { turned = true; });
+    const m = await CudaMatrix.createAsync(rows, { rows: count, dim });
+    expect(turned).toBe(true);  // create's copy held the event loop until it returned
+    const pending = m.setRowsAsync(0, rows.subarray(dim, 2 * dim));  // row 0 becomes a copy of row 1
+    m.free();
+    await pending;  // the upload keeps the memory until it finishes
+    await expect(m.setRowsAsync(0, rows.subarray(0, dim))).rejects.toThrow(/freed/);
+  });
+
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
     const rows = randomSignedArray(random, 50 * 8);
     const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });
-    const b = CudaMatrix.create(rows, { rows: 50, dim: 8, storage: 'float32' });
+    const b = CudaMatrix.create(rows, { rows: 50, dim: 8, dtype: 'float32' });
     const q = rows.subarray(0, 8);
     const pending = a.searchAsync(q, { k: 3 });
     a.free();
@@ -307,9 +363,9 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
       // Finite values whose norm passes the float32 range (3e38, 3e38), as on the CPU: the infinite
       // norm scored the row 0 in cosine mode, and it went missing from the results.
       const hugeRow = new Float32Array([1, 0, 0, 1, 3e38, 3e38]);
-      expect(() => CudaMatrix.create(hugeRow, { rows: 3, dim: 2, storage: 'float32' }))
+      expect(() => CudaMatrix.create(hugeRow, { rows: 3, dim: 2, dtype: 'float32' }))
         .toThrow('CudaMatrix: row 2 holds NaN, infinity, or values whose norm passes the float32 range');
-      expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 999 })).toThrow(/devices 0\.\./);
+      expect(() => CudaMatrix.create(new Float32Array(4), { rows: 2, dim: 2, device: 'cuda:999' })).toThrow(/devices 0\.\./);
       const big = CudaMatrix.create(randomSignedArray(random, 3000 * 2), { rows: 3000, dim: 2 });
       expect(() => big.search(new Float32Array(2), { k: CUDA_MAX_K + 1 })).toThrow(/<= 2048/);
       big.free();

@@ -6,7 +6,7 @@
 import * as path from 'path';
 import * as ts from 'typescript';
 import { DEFAULT_METRICS, evaluate, VectorIndex } from '../lib';
-import type { EvaluateOptions, MetricValues, PerQueryEvaluation } from '../lib';
+import type { CudaMatrixOptions, EvaluateOptions, MetricValues, PerQueryEvaluation, VectorIndexOptions } from '../lib';
 
 const dist = path.resolve(__dirname, '..', 'dist');
 const program = ts.createProgram([path.join(dist, 'index.d.ts')], { strict: true, skipLibCheck: true, types: [] });
@@ -122,4 +122,16 @@ test('ids may be a readonly array (as const), as the run time accepts', async ()
   const index = new VectorIndex({ dim: 2 });
   index.add(new Float32Array([1, 0, 0, 1]), [7, 9n] as const);
   expect([...(await index.search(new Float32Array([0, 1]), { k: 1 })).ids]).toEqual([9n]);
+});
+
+test("CudaMatrixOptions names the element type and device as the rest of the API does (dtype, device: 'cuda:N')", () => {
+  const options: CudaMatrixOptions = { rows: 1, dim: 2, dtype: 'float32', device: 'cuda:1' };
+  const index: VectorIndexOptions = { dim: 2, dtype: options.dtype, device: options.device };
+  // @ts-expect-error: a device index is written 'cuda:0'
+  const numbered: CudaMatrixOptions = { rows: 1, dim: 2, device: 0 };
+  // @ts-expect-error: the element type is `dtype`
+  const storage: CudaMatrixOptions = { rows: 1, dim: 2, storage: 'float16' };
+  // @ts-expect-error: a CudaMatrix lives on a GPU
+  const cpu: CudaMatrixOptions = { rows: 1, dim: 2, device: 'cpu' };
+  expect([index.device, numbered.device, storage.dtype, cpu.device]).toEqual(['cuda:1', 0, undefined, 'cpu']);
 });

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { removeTrackedTemporaries, trackTemporaries } from '../lib/atomic-file';
-import { Checksum, encodeHeader, layoutOf, P1, P2, P3 } from '../lib/index/format';
+import { Checksum, encodeHeader, fileBindings, layoutOf, P1, P2, P3 } from '../lib/index/format';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
@@ -181,6 +181,66 @@ function withChecksum(bytes: Buffer): Buffer {
   fixed.writeBigUInt64LE(cmbd64(fixed.subarray(0, fixed.length - 8)), fixed.length - 8);
   return fixed;
 }
+
+describe('a load that fails releases the chunk storage it allocated (large pages, file mappings)', () => {
+  // Three chunks of 4 MiB (1,024 rows of 1,024 float32 values): storage that releaseMapping frees.
+  const wide = 1024, count = 3 * 1024, chunkBytes = 4 * 1024 * 1024;
+  let file: string;
+  beforeAll(async () => {
+    const index = new VectorIndex({ dim: wide, chunkBytes });
+    index.add(randomSignedArray(makeRandom(31), count * wide));
+    file = path.join(dir, 'wide.cmbd');
+    await index.save(file);
+    index.dispose();
+  });
+
+  /** Runs a load that must fail with `error`; expects every buffer it allocated or mapped to be released. */
+  async function expectReleased(load: (allocate: jest.SpyInstance, original: (bytes: number) => ArrayBuffer) => Promise<VectorIndex>,
+    error: RegExp, buffers: number) {
+    const bindings = fileBindings();
+    const original = bindings.allocateLargePages.bind(bindings);
+    const allocate = jest.spyOn(bindings, 'allocateLargePages');
+    const map = jest.spyOn(bindings, 'mapFileRange');
+    const release = jest.spyOn(bindings, 'releaseMapping');
+    try {
+      await expect(load(allocate, original)).rejects.toThrow(error);
+      const made = [...allocate.mock.results, ...map.mock.results].filter((r) => r.type === 'return').map((r) => r.value as ArrayBuffer);
+      expect(made).toHaveLength(buffers);
+      expect(new Set(release.mock.calls.map(([b]) => b))).toEqual(new Set(made));
+    } finally {
+      [allocate, map, release].forEach((spy) => spy.mockRestore());
+    }
+  }
+
+  test("a later chunk's allocation fails", async () => {
+    await expectReleased((allocate, original) => {
+      allocate.mockImplementation((bytes: number) => {
+        if (allocate.mock.calls.length === 3) throw new RangeError('out of memory (test)');
+        return original(bytes);
+      });
+      return VectorIndex.load(file, { chunkBytes });
+    }, /out of memory \(test\)/, 2);
+  });
+
+  test('the load is aborted once every chunk is allocated', async () => {
+    const controller = new AbortController();
+    await expectReleased((allocate, original) => {
+      allocate.mockImplementation((bytes: number) => {
+        if (allocate.mock.calls.length === 3) controller.abort(new Error('aborted (test)'));
+        return original(bytes);
+      });
+      return VectorIndex.load(file, { chunkBytes, signal: controller.signal });
+    }, /aborted \(test\)/, 3);
+  });
+
+  test.each([false, true])('the last id repeats the first: found after every chunk is read (mmap %s)', async (mmap) => {
+    const bytes = Buffer.from(fs.readFileSync(file));
+    bytes.writeBigInt64LE(bytes.readBigInt64LE(64), 64 + (count - 1) * 8);  // ids start at byte 64 (no metadata)
+    const corrupt = path.join(dir, `wide-duplicate-${mmap}.cmbd`);
+    fs.writeFileSync(corrupt, withChecksum(bytes));
+    await expectReleased(() => VectorIndex.load(corrupt, { chunkBytes, mmap }), /is corrupt: id 0 appears more than once/, 3);
+  });
+});
 
 describe('metadata', () => {
   const metadata = { model: 'antoinelouis/biencoder-camembert-base-mmarcoFR', note: 'éàü 🥐', nested: { list: [1, 2.5, null, true] } };

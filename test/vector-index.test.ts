@@ -478,8 +478,8 @@ describeGpu('VectorIndex on CUDA', () => {
     const first = clustered(random, 1000, dim, 8);  // chunks of 400, 400 and 200 rows (room for 200)
     index.add(first);
     truth.add(normalizedCopy(first, dim), Array.from({ length: 1000 }, (_, i) => BigInt(i)));
-    const create = jest.spyOn(CudaMatrix, 'create');
-    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRows');
+    const create = jest.spyOn(CudaMatrix, 'createAsync');
+    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync');
     try {
       expectExact(await index.search(queries, { k: 10 }), truth.allScores(queries), 10);
       expect(create).toHaveBeenCalledTimes(3);
@@ -502,6 +502,81 @@ describeGpu('VectorIndex on CUDA', () => {
       expect(create).toHaveBeenCalledTimes(4);
     } finally {
       create.mockRestore();
+      setRows.mockRestore();
+      index.dispose();
+    }
+  });
+
+  test('concurrent searches of a fresh index upload each chunk once, and rows written since once', async () => {
+    const dim = 16;
+    const random = makeRandom(17);
+    const index = new VectorIndex({ dim, device: 'cuda', chunkBytes: 300 * dim * 2 });
+    const truth = new Truth(dim, 'float16', 'float16');
+    const data = clustered(random, 700, dim, 6);  // chunks of 300, 300 and 100 rows
+    index.add(data);
+    truth.add(normalizedCopy(data, dim), Array.from({ length: 700 }, (_, i) => BigInt(i)));
+    const create = jest.spyOn(CudaMatrix, 'createAsync');
+    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync');
+    try {
+      const queries = [1, 2, 3, 4].map(() => randomSignedArray(random, 2 * dim));
+      const check = (found: SearchResult[]) => found.forEach((f, i) => expectExact(f, truth.allScores(queries[i]), 7));
+      check(await Promise.all(queries.map((q) => index.search(q, { k: 7 }))));
+      expect(create).toHaveBeenCalledTimes(3);  // each search saw no device copy: without a shared upload, 12
+      expect(setRows).not.toHaveBeenCalled();
+      const added = clustered(random, 4, dim, 2);
+      index.add(added, [1000n, 1001n, 1002n, 1003n]);  // the last chunk outgrows its 100 rows: made again
+      truth.add(normalizedCopy(added, dim), [1000n, 1001n, 1002n, 1003n]);
+      index.remove([5n]);  // the last row moves into row 5 of the first chunk
+      truth.remove([5n]);
+      check(await Promise.all(queries.map((q) => index.search(q, { k: 7 }))));
+      expect(setRows.mock.calls.map(([first, rows]) => [first, rows.length / dim])).toEqual([[5, 1]]);
+      expect(create).toHaveBeenCalledTimes(4);
+    } finally {
+      create.mockRestore();
+      setRows.mockRestore();
+      index.dispose();
+    }
+  });
+
+  test('a failed upload (device copy or rows written since) leaves the index searchable: the next search uploads again', async () => {
+    const dim = 16;
+    const random = makeRandom(18);
+    const index = new VectorIndex({ dim, device: 'cuda', chunkBytes: 300 * dim * 2 });
+    const truth = new Truth(dim, 'float16', 'float16');
+    // Chunks of 300 and 120 rows, the second with room for 200 (it grew from 100 by doubling).
+    for (const [from, n] of [[0, 400], [400, 20]]) {
+      const data = clustered(random, n, dim, 6);
+      const ids = Array.from({ length: n }, (_, i) => BigInt(from + i));
+      index.add(data, ids);
+      truth.add(normalizedCopy(data, dim), ids);
+    }
+    const queries = randomSignedArray(random, 3 * dim);
+    const create = jest.spyOn(CudaMatrix, 'createAsync').mockRejectedValueOnce(new Error('out of memory (test)'));
+    await expect(index.search(queries, { k: 5 })).rejects.toThrow('out of memory (test)');
+    expectExact(await index.search(queries, { k: 5 }), truth.allScores(queries), 5);
+    expect(create).toHaveBeenCalledTimes(3);  // chunk 0 twice, chunk 1 once
+    create.mockRestore();
+    // Rows appended to the second chunk, and a row moved by a remove into each chunk: uploads of
+    // [3], then [10] and [120, 148) of the second chunk. The second upload fails.
+    const added = clustered(random, 30, dim, 3);
+    const addedIds = Array.from({ length: 30 }, (_, i) => BigInt(600 + i));
+    index.add(added, addedIds);
+    truth.add(normalizedCopy(added, dim), addedIds);
+    index.remove([3n, 310n]);
+    truth.remove([3n, 310n]);
+    const original = CudaMatrix.prototype.setRowsAsync;
+    const uploads: number[][] = [];
+    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync').mockImplementation(function (this: CudaMatrix, first, rows) {
+      uploads.push([first, rows.length / dim]);
+      return uploads.length === 2 ? Promise.reject(new Error('upload failed (test)')) : original.call(this, first, rows);
+    });
+    try {
+      await expect(index.search(queries, { k: 5 })).rejects.toThrow('upload failed (test)');
+      expectExact(await index.search(queries, { k: 5 }), truth.allScores(queries), 5);
+      // The first chunk's upload succeeded and is not repeated; the second chunk's rows all are.
+      expect(uploads).toEqual([[3, 1], [10, 1], [10, 1], [120, 28]]);
+      index.remove([7n]);  // nothing in flight: the index can change again
+    } finally {
       setRows.mockRestore();
       index.dispose();
     }

@@ -3,7 +3,7 @@
 //
 // A device matrix is a JS External holding a shared_ptr: free() drops the handle's reference,
 // a search in flight keeps its own, and the GPU memory goes when the last one does (so freeing
-// or collecting a matrix while searchAsync runs is safe). The finaliser frees on GC.
+// or collecting a matrix while searchAsync or an async upload runs is safe). The finaliser frees on GC.
 #include <memory>
 
 #include "camembed/cuda.h"
@@ -60,7 +60,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   return external;
 }
 
-// cudaMatrixSetRows(handle, {data, dataType, firstRow, rowCount})
+// cudaMatrixSetRows(handle, {data, dataType, firstRow, rowCount}, async): the worker holds its own
+// reference to the matrix and the data's memory, as a search does, so free() or a GC meanwhile is safe.
 Napi::Value SetRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MatrixRef matrix = liveMatrix(info[0]);
@@ -70,9 +71,10 @@ Napi::Value SetRows(const Napi::CallbackInfo& info) {
   PinnedMemory pinned;
   const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
                                     {rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(dataType)}, pinned);
-  Status s = cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
-  if (!s.empty()) throw Napi::Error::New(env, s);
-  return env.Undefined();
+  const bool async = info[2].ToBoolean().Value();
+  return runKernel(env, async, [matrix, firstRow, data, dataType, rowCount]() {
+    return cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
+  }, std::move(pinned));
 }
 
 // cudaMatrixBytes(handle) -> number of device bytes held by the stored rows
