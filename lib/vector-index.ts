@@ -557,7 +557,10 @@ export class VectorIndex {
     }
   }
 
-  /** Reads an index written by save(); a truncated, corrupt, foreign or newer file is a clear Error. */
+  /**
+   * Reads an index written by save(); a truncated, corrupt, foreign or newer file is a clear Error.
+   * On CUDA the device copies are made too (off the event loop): the index is ready to search.
+   */
   static async load(file: string, options?: LoadOptions): Promise<VectorIndex> {
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
     const o = optionalObject('options', options, LOAD_OPTIONS);
@@ -573,9 +576,10 @@ export class VectorIndex {
     // Every chunk's storage so far: a failure at any step (a later chunk's allocation, the read, an
     // abort, the id check, the close) releases it rather than leave gigabytes to the GC.
     const storage: Storage[] = [];
+    let made: VectorIndex | null = null;  // its device copies too
     try {
       const { header } = reader;
-      const index = make(header);
+      const index = made = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       const rows: number[] = [];
       for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
@@ -591,9 +595,16 @@ export class VectorIndex {
       }
       rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
       await index.finishLoad(header, metadata, file, signal);
+      // CUDA: the device copies now, so that the first search does not wait for them (~14 GB for
+      // 8.8M x 768 float16) and a GPU without the room fails here.
+      for (const chunk of index.deviceIndex >= 0 ? index.chunks : []) {
+        signal?.throwIfAborted();
+        await index.syncChunk(chunk);
+      }
       await reader.close();
       return index;
     } catch (err) {
+      for (const chunk of made?.chunks ?? []) made!.dropDeviceCopy(chunk);
       for (const v of storage) releaseStorage(v);
       await reader.close();  // resolves at once when closing is what failed (FileHandle.close once closed)
       throw err;
@@ -723,14 +734,20 @@ export class VectorIndex {
 
   /** A CUDA chunk's top-k, from its device copy once that is up to date. */
   private async searchChunk(chunk: Chunk, queries: Float32Array, k: number): Promise<TopKResult> {
-    // One upload per chunk at a time: concurrent searches share it (and its failure). The chunk
-    // cannot change meanwhile (readers > 0 blocks add, remove and dispose), so nor can its storage
-    // be released under the upload.
+    await this.syncChunk(chunk);
+    return chunk.matrix!.searchAsync(queries, { k, normalized: true, rows: chunk.count });
+  }
+
+  /**
+   * Brings a chunk's device copy up to date. One upload per chunk at a time: concurrent searches
+   * share it (and its failure). The chunk cannot change meanwhile (readers > 0 blocks add, remove
+   * and dispose; load has not returned the index yet), so nor can its storage be released under it.
+   */
+  private async syncChunk(chunk: Chunk): Promise<void> {
     chunk.syncing ??= this.uploadChunk(chunk).finally(() => {
       chunk.syncing = null;
     });
     await chunk.syncing;
-    return chunk.matrix!.searchAsync(queries, { k, normalized: true, rows: chunk.count });
   }
 
   /**

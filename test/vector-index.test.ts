@@ -624,6 +624,44 @@ describeGpu('VectorIndex on CUDA', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('load makes the device copies before it returns (the first search uploads nothing); a failed one fails the load and frees those made', async () => {
+    const dim = 16;
+    const random = makeRandom(19);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-cuda-load-'));
+    const file = path.join(dir, 'index.cmbd');
+    const options = { device: 'cuda', chunkBytes: 300 * dim * 2 } as const;  // chunks of 300, 300 and 100 rows
+    const data = clustered(random, 700, dim, 6);
+    const saved = new VectorIndex({ dim, dtype: 'float16', chunkBytes: options.chunkBytes });
+    saved.add(data);
+    await saved.save(file);
+    const truth = new Truth(dim, 'float16', 'float16');
+    truth.add(normalizedCopy(data, dim), Array.from({ length: 700 }, (_, i) => BigInt(i)));
+    const createAsync = CudaMatrix.createAsync.bind(CudaMatrix);
+    const create = jest.spyOn(CudaMatrix, 'createAsync');
+    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync');
+    const free = jest.spyOn(CudaMatrix.prototype, 'free');
+    try {
+      const index = await VectorIndex.load(file, options);
+      expect(create).toHaveBeenCalledTimes(3);
+      create.mockClear();
+      const queries = randomSignedArray(random, 3 * dim);
+      expectExact(await index.search(queries, { k: 7 }), truth.allScores(queries), 7);
+      expect([create.mock.calls.length, setRows.mock.calls.length]).toEqual([0, 0]);
+      index.dispose();
+
+      free.mockClear();
+      let calls = 0;
+      create.mockImplementation((...args) => (++calls === 3 ? Promise.reject(new Error('out of memory (test)')) : createAsync(...args)));
+      await expect(VectorIndex.load(file, options)).rejects.toThrow('out of memory (test)');
+      expect(free).toHaveBeenCalledTimes(2);
+    } finally {
+      create.mockRestore();
+      setRows.mockRestore();
+      free.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 test('cuda on a machine without a GPU is a clear error', () => {
