@@ -4,7 +4,7 @@ import { CudaDeviceName, resolveDevice } from './devices';
 import type { Dtype } from './kernels';
 import { loadAddon } from './native';
 import {
-  elementTypeOf, namesOf, optionalBoolean, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  elementTypeOf, namesOf, optionalBoolean, requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
@@ -125,7 +125,8 @@ function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
 /** The index of a CUDA device that exists here, or a clear error saying why not. */
 function requireCudaDevice(value: unknown): number {
   if (typeof value === 'number') {
-    throw new TypeError(`options.device must be 'cuda' or 'cuda:<index>', got the number ${value}: write 'cuda:${value}'`);
+    throw new TypeError(`options.device must be 'cuda' or 'cuda:<index>', got the number ${value}` +
+      (Number.isSafeInteger(value) && value >= 0 ? `: write 'cuda:${value}'` : ''));
   }
   const index = resolveDevice(value ?? 'cuda');
   if (index < 0) throw new TypeError("options.device is 'cpu', but a CudaMatrix lives on a GPU: use 'cuda' or 'cuda:<index>'");
@@ -246,10 +247,7 @@ export class CudaMatrix {
 
   private prepareSetRows(firstRow: number, data: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
-    if (typeof firstRow !== 'number' || !Number.isInteger(firstRow)) {
-      throw new TypeError(`firstRow must be an integer, got ${typeof firstRow === 'number' ? firstRow : typeName(firstRow)}`);
-    }
-    if (firstRow < 0) throw new RangeError(`firstRow must be >= 0, got ${firstRow}`);
+    requireInteger('firstRow', firstRow, 0);
     requireTypedArray<RowData>('data', data, ['Float32Array', 'Uint16Array']);
     const rowCount = this.rowCountOf('data', data);
     if (firstRow + rowCount > this.rows) {

@@ -1,5 +1,6 @@
 // What backends exist on this machine, and parsing of the `device` option.
 import { loadAddon } from './native';
+import { describeValue } from './validate';
 
 /** A CUDA device: the first ('cuda', i.e. 'cuda:0') or another one ('cuda:1'). */
 export type CudaDeviceName = 'cuda' | `cuda:${number}`;
@@ -49,7 +50,7 @@ export function parseDevice(value: unknown, name = 'options.device'): number {
   if (value === undefined || value === 'cpu') return -1;
   const match = typeof value === 'string' ? /^cuda(?::(\d+))?$/.exec(value) : null;
   if (match === null) {
-    throw new TypeError(`${name} must be 'cpu', 'cuda' or 'cuda:<index>', got ${JSON.stringify(value)}`);
+    throw new TypeError(`${name} must be 'cpu', 'cuda' or 'cuda:<index>', got ${describeValue(value)}`);
   }
   return match[1] === undefined ? 0 : Number(match[1]);
 }

@@ -13,7 +13,10 @@ import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, requirePositiveInteger, typeName } from './validate';
+import {
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, requireInteger, requireObject,
+  requirePositiveInteger, requireTypedArray, typeName,
+} from './validate';
 import { readJsonFile } from './json-file';
 
 /** The model Encoder.load loads when given none (a Hub id). */
@@ -264,10 +267,6 @@ function readModelLayout(dir: string): ModelLayout {
   };
 }
 
-function optionalPositiveInteger(name: string, value: unknown, fallback: number): number {
-  return value === undefined ? fallback : requirePositiveInteger(name, value);
-}
-
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
   // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
   // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
@@ -393,21 +392,24 @@ export class Encoder {
     }
     const o = optionalObject('options', options, ENCODER_OPTIONS) as EncoderOptions;
     const { providers, label } = executionProviders(o.device);
-    const threads = optionalPositiveInteger('options.threads', o.threads, os.availableParallelism());
-    const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize, 32);
-    if (o.cacheDir !== undefined && typeof o.cacheDir !== 'string') throw new TypeError(`options.cacheDir must be a string, got ${typeName(o.cacheDir)}`);
+    const threads = optionalPositiveInteger('options.threads', o.threads) ?? os.availableParallelism();
+    const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 32;
+    // Their defaults and bounds come from the model, but their types are checked before it is fetched.
+    const maxLengthOption = optionalPositiveInteger('options.maxLength', o.maxLength);
+    const maxBatchTokensOption = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens);
+    const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
     const signal = optionalAbortSignal('options.signal', o.signal);
 
-    const model = await resolveModel(source, { cacheDir: o.cacheDir, offline, revision: o.revision, signal });
+    const model = await resolveModel(source, { cacheDir, offline, revision: o.revision, signal });
     const layout = readModelLayout(model.dir);
-    const maxLength = optionalPositiveInteger('options.maxLength', o.maxLength, layout.maxSeqLength);
+    const maxLength = maxLengthOption ?? layout.maxSeqLength;
     if (maxLength < 2 || maxLength > layout.maxPositions) {
       throw new RangeError(`${o.maxLength === undefined ? layout.maxSeqLengthSource : 'options.maxLength'} must be between 2 ` +
         `(room for <s> and </s>) and ${layout.maxPositions} (the model's position table), got ${maxLength}`);
     }
-    const maxBatchTokens = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens, batchSize * maxLength);
+    const maxBatchTokens = maxBatchTokensOption ?? batchSize * maxLength;
     if (maxBatchTokens < maxLength) {
       throw new RangeError(`options.maxBatchTokens must be >= maxLength (${maxLength}) so that one text fits, got ${maxBatchTokens}`);
     }
@@ -497,7 +499,7 @@ export class Encoder {
       throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
     }
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
-    const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
+    const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize) ?? 4096;
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
     optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);
@@ -643,10 +645,11 @@ export class Encoder {
 /** Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major. */
 export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
-    if (e === null || typeof e !== 'object' || !(e.data instanceof Float32Array) ||
-      !Number.isInteger(e.rows) || !Number.isInteger(e.dim) || e.data.length !== e.rows * e.dim) {
-      throw new TypeError(`${name} must be embeddings { data: Float32Array, rows, dim } with data.length = rows x dim`);
-    }
+    requireObject(name, e);
+    requireTypedArray(`${name}.data`, e.data, ['Float32Array']);
+    const rows = requireInteger(`${name}.rows`, e.rows, 0);
+    const dim = requirePositiveInteger(`${name}.dim`, e.dim);
+    if (e.data.length !== rows * dim) throw new RangeError(`${name}.data has ${e.data.length} values but ${name}.rows x ${name}.dim is ${rows} x ${dim}`);
   }
   if (a.dim !== b.dim) throw new RangeError(`a and b must have the same dim, got ${a.dim} and ${b.dim}`);
   const dim = a.dim;

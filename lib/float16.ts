@@ -1,4 +1,5 @@
 // IEEE 754 binary16 <-> binary32 conversion for float16 storage (Uint16Array of half bits).
+import { requireTypedArray } from './validate';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -47,6 +48,7 @@ export function numberToFloat16Bits(value: number): number {
 
 /** float32 values to IEEE half-precision bits, rounded to nearest even (what VectorIndex and CudaMatrix take as float16). */
 export function float32ToFloat16Array(src: Float32Array): Uint16Array {
+  requireTypedArray('src', src, ['Float32Array']);
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = numberToFloat16Bits(src[i]);
   return out;
@@ -54,6 +56,7 @@ export function float32ToFloat16Array(src: Float32Array): Uint16Array {
 
 /** IEEE half-precision bits to float32 values (exact). */
 export function float16ToFloat32Array(src: Uint16Array): Float32Array {
+  requireTypedArray('src', src, ['Uint16Array']);
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = decoded[src[i]];
   return out;

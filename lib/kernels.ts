@@ -4,12 +4,13 @@ import { CudaMatrix, CudaMatrixOptions, RowData } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
-  elementTypeOf, namesOf, optionalBoolean, optionalObject, optionalThreads, requireLength, requireObject, requirePositiveInteger,
+  elementTypeOf, namesOf, optionalBoolean, optionalObject, optionalOneOf, optionalThreads, requireLength, requireObject, requirePositiveInteger,
   requireTypedArray, typedArrayKind,
 } from './validate';
 
 /** Element type of stored vectors: float32, or float16 (held as its bits in a Uint16Array). */
 export type Dtype = 'float32' | 'float16';
+export const DTYPES: readonly Dtype[] = ['float32', 'float16'];
 /** Row-major float32 values, or float16 bits in a Uint16Array (hidden states, database rows). */
 export type HiddenStates = Float32Array | Uint16Array;
 /** Attention mask, 1 for a real token and 0 for padding: ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
@@ -64,9 +65,7 @@ export interface TopKResult {
 
 function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
   const actual = elementTypeOf(array);
-  if (requested !== undefined && requested !== 'float32' && requested !== 'float16') {
-    throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(requested)}`);
-  }
+  optionalOneOf('options.dtype', requested, DTYPES);
   if (requested !== undefined && requested !== actual) {
     throw new TypeError(`options.dtype is '${requested}' but ${name} is a ${array.constructor.name} (${actual})`);
   }

@@ -40,13 +40,52 @@ export function requireTypedArray<T extends ArrayBufferView>(
   return value as T;
 }
 
-export function requirePositiveInteger(name: string, value: unknown): number {
+/**
+ * A value as an error message shows it: strings quoted, numbers, booleans and bigints as written,
+ * anything else by its type (JSON.stringify throws on a bigint and gives undefined for a function).
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === undefined) return String(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  return typeName(value);
+}
+
+/** A safe integer >= min. */
+export function requireInteger(name: string, value: unknown, min: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value)) {
     throw new TypeError(`${name} must be an integer, got ${typeof value === 'number' ? value : typeName(value)}`);
   }
-  if (value < 1) throw new RangeError(`${name} must be >= 1, got ${value}`);
+  if (value < min) throw new RangeError(`${name} must be >= ${min}, got ${value}`);
   if (value > Number.MAX_SAFE_INTEGER) throw new RangeError(`${name} is too large: ${value}`);
   return value;
+}
+
+export function requirePositiveInteger(name: string, value: unknown): number {
+  return requireInteger(name, value, 1);
+}
+
+/** An optional count: undefined (the caller's default applies) or a positive integer. */
+export function optionalPositiveInteger(name: string, value: unknown): number | undefined {
+  return value === undefined ? undefined : requirePositiveInteger(name, value);
+}
+
+/** A non-empty string (a path, a model id, a tag). */
+export function requireString(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string, got ${describeValue(value)}`);
+  return value;
+}
+
+export function optionalString(name: string, value: unknown): string | undefined {
+  return value === undefined ? undefined : requireString(name, value);
+}
+
+/** One of a few names ('float32' or 'float16'...), or undefined. */
+export function optionalOneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T | undefined {
+  if (value !== undefined && !allowed.includes(value as T)) {
+    throw new TypeError(`${name} must be ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${describeValue(value)}`);
+  }
+  return value as T | undefined;
 }
 
 export function optionalBoolean(name: string, value: unknown, fallback: boolean): boolean {

@@ -6,7 +6,7 @@
 // top-k kernel call over all chunks (one pass over the storage for a whole tile of queries, ties
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
-import { cosineTopKSegmentsAsync, Dtype, normalizeRows, storeUnitRows, TopKResult } from './kernels';
+import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
@@ -16,7 +16,7 @@ import {
 } from './index/format';
 import { IdTable } from './index/id-table';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -306,10 +306,7 @@ export class VectorIndex {
     if (this.dim > MAX_DIM) throw new RangeError(`options.dim must be at most ${MAX_DIM}, got ${this.dim}`);
     this.deviceIndex = resolveDevice(o.device);
     this.device = this.deviceIndex < 0 ? 'cpu' : `cuda:${this.deviceIndex}`;
-    if (o.dtype !== undefined && o.dtype !== 'float32' && o.dtype !== 'float16') {
-      throw new TypeError(`options.dtype must be 'float32' or 'float16', got ${JSON.stringify(o.dtype)}`);
-    }
-    this.dtype = (o.dtype as Dtype | undefined) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
+    this.dtype = optionalOneOf('options.dtype', o.dtype, DTYPES) ?? (this.deviceIndex < 0 ? 'float32' : 'float16');
     const chunkBytes = o.chunkBytes === undefined ? (this.deviceIndex < 0 ? CHUNK_BYTES : CUDA_CHUNK_BYTES)
       : requireChunkBytes(o.chunkBytes);
     this.chunkRows = Math.max(1, Math.floor(chunkBytes / (this.dim * bytesPerElement(this.dtype))));
@@ -487,7 +484,7 @@ export class VectorIndex {
     const o = requireObject('options', options, NEIGHBORS_OPTIONS);
     const k = this.checkK(o.k);
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
-    const batchSize = o.batchSize === undefined ? 1024 : requirePositiveInteger('options.batchSize', o.batchSize);
+    const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 1024;
     const signal = optionalAbortSignal('options.signal', o.signal);
     return this.walkNeighbors(k, excludeSelf, batchSize, signal);
   }

@@ -1,6 +1,7 @@
 import {
-  convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, encodeCollection, evaluate, evaluateRetrieval, makeRandomModel, meanPoolNormalize,
-  meanPoolNormalizeAsync, reference, resolveModel, VectorIndex,
+  convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, encodeCollection, evaluate, evaluateRetrieval, float16ToFloat32Array,
+  float32ToFloat16Array, makeRandomModel, meanPoolNormalize, meanPoolNormalizeAsync, parseMetric, rankDocuments, readTsv, reference, resolveModel,
+  similarity, TrecRunWriter, VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
@@ -55,6 +56,102 @@ const topkCases: Case[] = [
   ['an option in the wrong case', () => cosineTopK(q, db, { dim: 4, k: 1, Normalized: true } as { dim: number; k: number }), TypeError,
     'options.Normalized is not known (did you mean normalized?)'],
 ];
+
+// Wrong types on the public entry points: [description, call, error class, text the message must contain].
+// Sync calls throw; async ones reject, before any file is read or written (missing paths show that).
+const any = <T>(value: unknown) => value as T;
+const embeddings = { data: new Float32Array(4), rows: 1, dim: 4 };
+const typeCases: Case[] = [
+  ['dtype a bigint', () => meanPoolNormalize(hidden, mask, shape, { dtype: any(1n) }), TypeError, "options.dtype must be 'float32' or 'float16', got 1n"],
+  ['device a bigint', () => cosineTopK(q, db, { dim: 4, k: 1, device: any(1n) }), TypeError, "options.device must be 'cpu', 'cuda' or 'cuda:<index>', got 1n"],
+  ['device a function', () => cosineTopK(q, db, { dim: 4, k: 1, device: any(() => 'cuda') }), TypeError, "'cuda:<index>', got function"],
+  ['VectorIndex dtype a symbol', () => new VectorIndex({ dim: 4, dtype: any(Symbol('f')) }), TypeError, "options.dtype must be 'float32' or 'float16', got symbol"],
+  ['VectorIndex device a bigint', () => new VectorIndex({ dim: 4, device: any(0n) }), TypeError, 'options.device must be'],
+  ['CudaMatrix device NaN (no cuda:NaN advice)', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any(NaN) }), TypeError,
+    "options.device must be 'cuda' or 'cuda:<index>', got the number NaN"],
+  ['CudaMatrix device a bigint', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any(0n) }), TypeError, 'got 0n'],
+  ['float32ToFloat16Array(null)', () => float32ToFloat16Array(any(null)), TypeError, 'src must be a Float32Array, got null'],
+  ['float32ToFloat16Array of a string', () => float32ToFloat16Array(any('abc')), TypeError, 'src must be a Float32Array, got string'],
+  ['float16ToFloat32Array of a Float32Array', () => float16ToFloat32Array(any(new Float32Array(2))), TypeError, 'src must be a Uint16Array, got Float32Array'],
+  ['similarity(null)', () => similarity(any(null), embeddings), TypeError, 'a must be an object, got null'],
+  ['similarity rows negative', () => similarity({ data: new Float32Array(4), rows: -2, dim: -2 }, embeddings), RangeError, 'a.rows must be >= 0, got -2'],
+  ['similarity data a plain array', () => similarity(embeddings, { ...embeddings, data: any([0, 0, 0, 1]) }), TypeError, 'b.data must be a Float32Array, got Array'],
+  ['rankDocuments(null)', () => rankDocuments(any(null)), TypeError, 'scores must be an object { [docid]: number }, got null'],
+  ['rankDocuments of a string', () => rankDocuments(any('ab')), TypeError, 'scores must be an object { [docid]: number }, got string'],
+  ['rankDocuments with a NaN score', () => rankDocuments({ a: 1, b: NaN }), TypeError, 'scores["b"] must be a finite number (score), got NaN'],
+  ['parseMetric(null)', () => parseMetric(null), TypeError, 'metric names must be strings, got null'],
+  ['evaluate metrics a string', () => evaluate({}, { q: { d: 1 } }, any('MRR@10')), TypeError, 'got "MRR@10"'],
+  ['evaluate minRelevance an array', () => evaluate({}, { q: { d: 1 } }, undefined, { minRelevance: any([1]) }), TypeError,
+    'options.minRelevance must be a number, got Array'],
+];
+const none = '/nonexistent-camembed';
+const files = { model: none, collection: `${none}/c.tsv`, queries: `${none}/q.tsv`, qrels: `${none}/r.txt` };
+type Options<F extends (...args: never[]) => unknown> = Parameters<F>[0];
+const retrieval = (options: object) => evaluateRetrieval({ ...files, ...options } as Options<typeof evaluateRetrieval>);
+const randomModel = (options: object) => makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 8, tokenizerDir: none, outDir: none, ...options });
+const asyncTypeCases: Case[] = [
+  ['Encoder.load maxLength a string', () => Encoder.load(none, { maxLength: any('128') }), TypeError, 'options.maxLength must be an integer, got string'],
+  ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be >= 1, got 0'],
+  ['Encoder.load cacheDir empty', () => Encoder.load(none, { cacheDir: '' }), TypeError, 'options.cacheDir must be a non-empty string, got ""'],
+  ['resolveModel source a bigint', () => resolveModel(any(1n)), TypeError, "source must be a model folder or a Hub id 'org/name', got 1n"],
+  ['convertToOnnx output a number', () => convertToOnnx(none, { output: any(5) }), TypeError, 'options.output must be a non-empty string, got 5'],
+  ['convertToOnnx dtype unknown', () => convertToOnnx(none, { dtype: any('int8') }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
+  ['convertToOnnx graph a bigint', () => convertToOnnx(none, { graph: any(1n) }), TypeError, "options.graph must be 'fused' or 'plain', got 1n"],
+  ['makeRandomModel layers NaN', () => randomModel({ layers: NaN }), TypeError, 'options.layers must be an integer, got NaN'],
+  ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got string'],
+  ['makeRandomModel tokenizerDir a number', () => randomModel({ tokenizerDir: 5 }), TypeError, 'options.tokenizerDir must be a non-empty string, got 5'],
+  ['makeRandomModel outDir empty', () => randomModel({ outDir: '' }), TypeError, 'options.outDir must be a non-empty string, got ""'],
+  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }).next(), TypeError, 'options.startOffset must be an integer, got string'],
+  ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace, got 1n'],
+  ['encodeCollection collection a number', () => encodeCollection(any({ collection: 5, cacheDir: none, identity: {}, encoder: {} })), TypeError,
+    'options.collection must be a non-empty string, got 5'],
+  ['encodeCollection chunkRows a string', () => encodeCollection(any({ collection: none, cacheDir: none, identity: {}, encoder: { encodeStream() {} }, chunkRows: '8' })),
+    TypeError, 'options.chunkRows must be an integer, got string'],
+  ['evaluateRetrieval model a number', () => retrieval({ model: 5 }), TypeError, 'options.model must be a non-empty string, got 5'],
+  ['evaluateRetrieval collection a number', () => retrieval({ collection: 5 }), TypeError, 'options.collection must be a non-empty string, got 5'],
+  ['evaluateRetrieval k a string', () => retrieval({ k: '10' }), TypeError, 'options.k must be an integer, got string'],
+  ['evaluateRetrieval dtype unknown', () => retrieval({ dtype: 'int8' }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
+  ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],
+  ['evaluateRetrieval chunkRows null', () => retrieval({ chunkRows: null }), TypeError, 'options.chunkRows must be an integer, got null'],
+  ['evaluateRetrieval runFile NaN', () => retrieval({ runFile: NaN }), TypeError, 'options.runFile must be a non-empty string, got NaN'],
+  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string, got 7'],
+  ['evaluateRetrieval progress a string', () => retrieval({ progress: 'yes' }), TypeError, 'options.progress must be a boolean, got string'],
+  ['evaluateRetrieval onEncodeProgress a number', () => retrieval({ onEncodeProgress: 5 }), TypeError, 'options.onEncodeProgress must be a function, got number'],
+  ['evaluateRetrieval metrics a bigint', () => retrieval({ metrics: 1n }), TypeError, 'options.metrics must be a non-empty array of metric names such as'],
+];
+
+describe('a value of the wrong type is a clear error naming the option', () => {
+  test.each(typeCases)('%s', (_name, call, kind, text) => {
+    expect(call).toThrow(kind);
+    expect(call).toThrow(text);
+  });
+
+  test.each(asyncTypeCases)('%s (rejects)', async (_name, call, kind, text) => {
+    const settled = call() as Promise<unknown>;
+    await expect(settled).rejects.toThrow(kind);
+    await expect(settled).rejects.toThrow(text);
+  });
+
+  test('nothing is written: encodeCollection checks its encoder before making its cache folder, TrecRunWriter its tag before its file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-types-'));
+    try {
+      const collection = path.join(dir, 'c.tsv');
+      fs.writeFileSync(collection, 'p1\tun texte\n');
+      const cacheDir = path.join(dir, 'cache');
+      const run = (options: object) => encodeCollection({ collection, cacheDir, identity: {}, encoder: any(undefined), ...options });
+      await expect(run({ encoder: {} })).rejects.toThrow(new TypeError('options.encoder.encodeStream must be a function (pass an Encoder), got undefined'));
+      await expect(run({ encoder: null })).rejects.toThrow(new TypeError('options.encoder must be an object, got null'));
+      await expect(run({ identity: 'model-a', encoder: { encodeStream() {} } })).rejects.toThrow(new TypeError('options.identity must be an object, got string'));
+      await expect(run({ cacheDir: 5, encoder: { encodeStream() {} } })).rejects.toThrow(new TypeError('options.cacheDir must be a non-empty string, got 5'));
+      expect(fs.existsSync(cacheDir)).toBe(false);
+      await expect(TrecRunWriter.open(path.join(dir, 'run'), { tag: any(null) }))
+        .rejects.toThrow(new TypeError('options.tag must be a non-empty string without whitespace, got null'));
+      expect(fs.readdirSync(dir)).toEqual(['c.tsv']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('bad input throws a clear error naming the argument', () => {
   test.each([...poolCases, ...topkCases])('%s', (_name, call, kind, text) => {

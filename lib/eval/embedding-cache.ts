@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, optionalAbortSignal, optionalFunction, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireObject, requireString, typeName } from '../validate';
 import { readTsv } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
@@ -155,11 +155,16 @@ const ENCODE_COLLECTION_OPTIONS = namesOf<EncodeCollectionOptions>({
 /** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
 export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
   requireObject('options', options, ENCODE_COLLECTION_OPTIONS);
-  const { collection, encoder } = options;
+  const collection = requireString('options.collection', options.collection);
+  requireString('options.cacheDir', options.cacheDir);
+  requireObject('options.identity', options.identity);
+  const encoder = requireObject('options.encoder', options.encoder) as unknown as StreamEncoder;
+  if (typeof encoder.encodeStream !== 'function') {
+    throw new TypeError(`options.encoder.encodeStream must be a function (pass an Encoder), got ${typeName(encoder.encodeStream)}`);
+  }
   const onProgress = optionalFunction<(p: EncodeProgress) => void>('options.onProgress', options.onProgress);
   const signal = optionalAbortSignal('options.signal', options.signal);
-  const chunkRows = options.chunkRows ?? 16384;
-  if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
+  const chunkRows = optionalPositiveInteger('options.chunkRows', options.chunkRows) ?? 16384;
   const collectionFile = await fileIdentity(collection);
   const identity = { ...options.identity, collection: collectionFile };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);

@@ -4,7 +4,7 @@
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
 import { FormatError, ioError, readTextLines } from '../lines';
-import { requireObject } from '../validate';
+import { describeValue, requireInteger, requireObject } from '../validate';
 import type { Qrels } from './metrics';
 
 /** One `id<TAB>text` line of a TSV file (readTsv). */
@@ -27,10 +27,8 @@ export async function* readTsv(file: string, options: { startOffset?: number | u
   AsyncGenerator<TextRecord, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
   requireObject('options', options, ['startOffset', 'startLine']);
-  const startOffset = options.startOffset ?? 0;
-  const startLine = options.startLine ?? 0;
-  if (!Number.isSafeInteger(startOffset) || startOffset < 0) throw new RangeError(`options.startOffset must be an integer >= 0, got ${startOffset}`);
-  if (!Number.isSafeInteger(startLine) || startLine < 0) throw new RangeError(`options.startLine must be an integer >= 0, got ${startLine}`);
+  const startOffset = options.startOffset === undefined ? 0 : requireInteger('options.startOffset', options.startOffset, 0);
+  const startLine = options.startLine === undefined ? 0 : requireInteger('options.startLine', options.startLine, 0);
   for await (const { text, line, endOffset } of readTextLines(file, { offset: startOffset, line: startLine })) {
     if (text === '') continue;
     const tab = text.indexOf('\t');
@@ -118,7 +116,7 @@ export async function readQrels(file: string): Promise<Qrels> {
 
 function requireToken(name: string, value: unknown): string {
   if (typeof value !== 'string' || value === '' || /\s/.test(value)) {
-    throw new TypeError(`${name} must be a non-empty string without whitespace, got ${JSON.stringify(value)}`);
+    throw new TypeError(`${name} must be a non-empty string without whitespace, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -147,7 +145,8 @@ export class TrecRunWriter {
   /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
   static async open(file: string, options: { tag?: string | undefined } = {}): Promise<TrecRunWriter> {
     if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
-    const tag = requireToken('options.tag', requireObject('options', options, ['tag']).tag ?? 'camembed');
+    const { tag: given } = requireObject('options', options, ['tag']);
+    const tag = given === undefined ? 'camembed' : requireToken('options.tag', given);
     const out = fs.createWriteStream(`${file}.partial`);
     await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
     return new TrecRunWriter(file, tag, out);

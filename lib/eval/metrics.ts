@@ -2,7 +2,7 @@
 // (usnistgov/trec_eval: m_recip_rank.c, m_ndcg_cut.c, m_map_cut.c, m_recall.c, m_P.c), with the
 // MS MARCO conventions for queries the run lacks, and trec_eval's relevance level (`-l`) as
 // `minRelevance`. docs/eval.md states every definition.
-import { namesOf, requireObject } from '../validate';
+import { describeValue, namesOf, optionalBoolean, requireObject, typeName } from '../validate';
 
 /** `run[qid][docid] = score`; higher is better. */
 export type Run = Record<string, Record<string, number>>;
@@ -40,7 +40,7 @@ interface MetricSpec { key: string; name: MetricName; k: number }
 
 /** Parses 'nDCG@10' and the like (names are case-insensitive; k a positive integer). */
 export function parseMetric(text: unknown): { name: MetricName; k: number } {
-  if (typeof text !== 'string') throw new TypeError(`metric names must be strings, got ${typeof text}`);
+  if (typeof text !== 'string') throw new TypeError(`metric names must be strings, got ${typeName(text)}`);
   const match = /^([A-Za-z]+)@(\d+)$/.exec(text);
   const name = match ? METRIC_NAMES.find((n) => n.toLowerCase() === match[1].toLowerCase()) : undefined;
   if (!match || name === undefined) {
@@ -55,18 +55,22 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value);
 }
 
-function checkNested(what: 'run' | 'qrels', value: unknown): Record<string, Record<string, number>> {
-  if (!isPlainObject(value)) throw new TypeError(`${what} must be an object { [qid]: { [docid]: number } }`);
-  for (const [qid, docs] of Object.entries(value)) {
-    if (!isPlainObject(docs)) throw new TypeError(`${what}[${JSON.stringify(qid)}] must be an object { [docid]: number }`);
-    for (const [docid, v] of Object.entries(docs)) {
-      const ok = what === 'run' ? typeof v === 'number' && Number.isFinite(v) : Number.isInteger(v);
-      if (!ok) {
-        const expected = what === 'run' ? 'a finite number (score)' : 'an integer (relevance)';
-        throw new TypeError(`${what}[${JSON.stringify(qid)}][${JSON.stringify(docid)}] must be ${expected}, got ${String(v)}`);
-      }
+/** One query's `{ [docid]: number }`: scores (finite numbers) of a run, or relevances (integers) of qrels. */
+function checkDocs(name: string, docs: unknown, kind: 'score' | 'relevance'): Record<string, number> {
+  if (!isPlainObject(docs)) throw new TypeError(`${name} must be an object { [docid]: number }, got ${typeName(docs)}`);
+  for (const [docid, v] of Object.entries(docs)) {
+    const ok = kind === 'score' ? typeof v === 'number' && Number.isFinite(v) : Number.isInteger(v);
+    if (!ok) {
+      const expected = kind === 'score' ? 'a finite number (score)' : 'an integer (relevance)';
+      throw new TypeError(`${name}[${JSON.stringify(docid)}] must be ${expected}, got ${describeValue(v)}`);
     }
   }
+  return docs as Record<string, number>;
+}
+
+function checkNested(what: 'run' | 'qrels', value: unknown): Record<string, Record<string, number>> {
+  if (!isPlainObject(value)) throw new TypeError(`${what} must be an object { [qid]: { [docid]: number } }, got ${typeName(value)}`);
+  for (const [qid, docs] of Object.entries(value)) checkDocs(`${what}[${JSON.stringify(qid)}]`, docs, what === 'run' ? 'score' : 'relevance');
   return value as Record<string, Record<string, number>>;
 }
 
@@ -80,6 +84,7 @@ export function compareTiedDocids(a: string, b: string): number {
 
 /** Document ids of one query's run, best first: score descending, then compareTiedDocids. */
 export function rankDocuments(scores: Record<string, number>): string[] {
+  checkDocs('scores', scores, 'score');
   return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || compareTiedDocids(a, b));
 }
 
@@ -88,7 +93,7 @@ const EVALUATE_OPTIONS = namesOf<EvaluateOptions>({ perQuery: true, minRelevance
 /** `options.minRelevance` checked: an integer >= 1 (default 1). */
 export function checkMinRelevance(value: unknown): number {
   if (value === undefined) return 1;
-  if (typeof value !== 'number') throw new TypeError(`options.minRelevance must be a number, got ${typeof value}`);
+  if (typeof value !== 'number') throw new TypeError(`options.minRelevance must be a number, got ${typeName(value)}`);
   // Below 1 a query judged only 0 would be evaluated with an ideal nDCG of 0.
   if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`options.minRelevance must be an integer >= 1, got ${value}`);
   return value;
@@ -155,12 +160,10 @@ export function evaluate(
   const r = checkNested('run', run);
   const q = checkNested('qrels', qrels);
   if (!Array.isArray(metrics) || metrics.length === 0) {
-    throw new TypeError("metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10']");
+    throw new TypeError(`metrics must be a non-empty array of names such as ['MRR@10', 'nDCG@10'], got ${describeValue(metrics)}`);
   }
   requireObject('options', options, EVALUATE_OPTIONS);
-  if (options.perQuery !== undefined && typeof options.perQuery !== 'boolean') {
-    throw new TypeError(`options.perQuery must be a boolean, got ${typeof options.perQuery}`);
-  }
+  optionalBoolean('options.perQuery', options.perQuery, false);
   const minRelevance = checkMinRelevance(options.minRelevance);
   const specs: MetricSpec[] = [...new Set(metrics)].map((key) => ({ key, ...parseMetric(key) }));
   const maxK = Math.max(...specs.map((s) => s.k));

@@ -8,7 +8,12 @@ import { camembedCacheDir, Encoder } from '../encoder';
 import type { Device } from '../devices';
 import type { Dtype } from '../kernels';
 import { createProgressBar } from '../progress';
-import { namesOf, optionalAbortSignal, requireObject } from '../validate';
+import { parseDevice } from '../devices';
+import { DTYPES } from '../kernels';
+import {
+  describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
+  requireString,
+} from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
@@ -138,17 +143,25 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   requireObject('options', options, RETRIEVAL_OPTIONS);
   const signal = optionalAbortSignal('options.signal', options.signal);
   const started = Date.now();
-  const metrics = options.metrics ?? DEFAULT_METRICS;
+  const metrics = options.metrics === undefined ? DEFAULT_METRICS : options.metrics;
   if (!Array.isArray(metrics) || metrics.length === 0) {
-    throw new TypeError(`metrics must be a non-empty array of metric names such as 'MRR@10', got ${JSON.stringify(metrics)}`);
+    throw new TypeError(`options.metrics must be a non-empty array of metric names such as 'MRR@10', got ${describeValue(metrics)}`);
   }
   const maxCutoff = Math.max(...metrics.map((m) => parseMetric(m).k));
-  const k = options.k ?? Math.max(1000, maxCutoff);
-  if (!Number.isSafeInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
+  const k = optionalPositiveInteger('options.k', options.k) ?? Math.max(1000, maxCutoff);
   if (k < maxCutoff) throw new RangeError(`k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   const minRelevance = checkMinRelevance(options.minRelevance);
-  for (const [name, file] of [['collection', options.collection], ['queries', options.queries], ['qrels', options.qrels]]) {
-    if (typeof file !== 'string' || !fs.existsSync(file)) throw new Error(`${name} file not found: ${String(file)}`);
+  // Every option's type now: the encoder, the index and the run file take theirs only after the
+  // files are read, the model is loaded, or (dtype, onEncodeProgress) the collection is encoded.
+  requireString('options.model', options.model);
+  parseDevice(options.device);
+  optionalOneOf('options.dtype', options.dtype, DTYPES);
+  for (const key of ['batchSize', 'threads', 'chunkRows'] as const) optionalPositiveInteger(`options.${key}`, options[key]);
+  for (const key of ['offline', 'progress'] as const) optionalBoolean(`options.${key}`, options[key], false);
+  for (const key of ['revision', 'cacheDir', 'runFile', 'runTag'] as const) optionalString(`options.${key}`, options[key]);
+  optionalFunction('options.onEncodeProgress', options.onEncodeProgress);
+  for (const key of ['collection', 'queries', 'qrels'] as const) {
+    if (!fs.existsSync(requireString(`options.${key}`, options[key]))) throw new Error(`${key} file not found: ${options[key]}`);
   }
   // Read the small inputs first: a malformed qrels file should not wait for hours of encoding.
   const qrels = await readQrels(options.qrels);
@@ -175,7 +188,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   let writer: TrecRunWriter | null = null;
   try {
     // Opened first: a run file that cannot be written fails now, not after the collection is encoded.
-    writer = options.runFile ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
+    writer = options.runFile !== undefined ? await TrecRunWriter.open(options.runFile, { tag: options.runTag }) : null;
 
     // 1. Passages -> cached embedding chunks.
     let t = Date.now();

@@ -1,7 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireObject, typeName } from '../validate';
+import { describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireObject, typeName } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
@@ -41,7 +41,7 @@ function checkResolveOptions(options: ResolveOptions): void {
  */
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   if (typeof source !== 'string' || source.length === 0) {
-    throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
+    throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${describeValue(source)}`);
   }
   requireObject('options', options, RESOLVE_OPTIONS);
   checkResolveOptions(options);

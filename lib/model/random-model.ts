@@ -2,7 +2,7 @@
 // what a real model of the same shape costs to run, so tests and benchmarks need no download.
 import * as fs from 'fs';
 import * as path from 'path';
-import { namesOf, requireObject } from '../validate';
+import { namesOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString } from '../validate';
 import { writeSafetensors } from './safetensors';
 
 /** Options of makeRandomModel: the model's shape (CamemBERT-base: 12 layers, 768 hidden, 12 heads, 3072 intermediate). */
@@ -72,13 +72,6 @@ function tokenizerFacts(file: string): TokenizerFacts {
   return { vocab: size, padId: id('<pad>', 1), bosId: id('<s>', 0), eosId: id('</s>', 2) };
 }
 
-function checkPositiveInteger(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
 const RANDOM_MODEL_OPTIONS = namesOf<RandomModelOptions>({
   layers: true, hidden: true, heads: true, intermediate: true, tokenizerDir: true, outDir: true, seed: true, maxPositions: true,
 });
@@ -86,20 +79,18 @@ const RANDOM_MODEL_OPTIONS = namesOf<RandomModelOptions>({
 /** Writes a complete sentence-transformers folder (safetensors weights, seeded random) of the given shape. */
 export async function makeRandomModel(options: RandomModelOptions): Promise<void> {
   requireObject('options', options, RANDOM_MODEL_OPTIONS);
-  const layers = checkPositiveInteger('layers', options.layers);
-  const hidden = checkPositiveInteger('hidden', options.hidden);
-  const heads = checkPositiveInteger('heads', options.heads);
-  const intermediate = checkPositiveInteger('intermediate', options.intermediate);
-  const maxPositions = checkPositiveInteger('maxPositions', options.maxPositions ?? 514);
-  const seed = options.seed ?? 0;
-  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${JSON.stringify(seed)}`);
+  const layers = requirePositiveInteger('options.layers', options.layers);
+  const hidden = requirePositiveInteger('options.hidden', options.hidden);
+  const heads = requirePositiveInteger('options.heads', options.heads);
+  const intermediate = requirePositiveInteger('options.intermediate', options.intermediate);
+  const maxPositions = optionalPositiveInteger('options.maxPositions', options.maxPositions) ?? 514;
+  const seed = options.seed === undefined ? 0 : requireInteger('options.seed', options.seed, Number.MIN_SAFE_INTEGER);
   if (hidden % heads !== 0) throw new RangeError(`hidden (${hidden}) must be a multiple of heads (${heads})`);
-  if (typeof options.outDir !== 'string' || options.outDir === '') throw new TypeError('outDir must be a folder path');
-  const tokenizerJson = path.join(String(options.tokenizerDir), 'tokenizer.json');
+  const out = requireString('options.outDir', options.outDir);
+  const tokenizerJson = path.join(requireString('options.tokenizerDir', options.tokenizerDir), 'tokenizer.json');
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
   const tok = tokenizerFacts(tokenizerJson);
 
-  const out = options.outDir;
   fs.mkdirSync(path.join(out, '1_Pooling'), { recursive: true });
   for (const f of TOKENIZER_FILES) {
     const src = path.join(options.tokenizerDir, f);
