@@ -186,7 +186,7 @@ describe('convertToOnnx errors', () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
     writeTinyModel();
-    await expect(convertToOnnx(dir, { dtype: 'int8' as 'float16' })).rejects.toThrow(RangeError);
+    await expect(convertToOnnx(dir, { dtype: 'int8' as 'float16' })).rejects.toThrow(new TypeError("options.dtype must be 'float32' or 'float16', got \"int8\""));
   });
 
   test('a checkpoint with the base-model prefix and an unused pooler converts', async () => {
