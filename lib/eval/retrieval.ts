@@ -5,11 +5,9 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
-import type { Device } from '../devices';
-import type { Dtype } from '../kernels';
+import { Device, parseDevice } from '../devices';
+import { Dtype, DTYPES } from '../kernels';
 import { createProgressBar } from '../progress';
-import { parseDevice } from '../devices';
-import { DTYPES } from '../kernels';
 import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
   requireString,
