@@ -387,6 +387,15 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
   });
 
+  test('cosineTopKAsync: queries transferred away while the database uploads (docs/lifetime.md)', async () => {
+    const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
+    const want = cosineTopK(queries, database, { dim, k: 12, device: 'cuda' });
+    const pending = cosineTopKAsync(queries, database, { dim, k: 12, device: 'cuda' });
+    structuredClone(queries.buffer, { transfer: [queries.buffer as ArrayBuffer] });  // without the copy: 'queries has 0 elements'
+    const got = await pending;
+    expect([got.indices, got.scores]).toEqual([want.indices, want.scores]);
+  });
+
   test('pooling equals the reference', () => {
     const [batch, seq, hidden] = [6, 21, 77];
     const h = randomSignedArray(random, batch * seq * hidden);
