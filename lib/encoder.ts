@@ -13,7 +13,7 @@ import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
-import { namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requirePositiveInteger, typeName } from './validate';
+import { namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, requirePositiveInteger, typeName } from './validate';
 import { readJsonFile } from './json-file';
 
 /** The model Encoder.load loads when given none (a Hub id). */
@@ -471,9 +471,7 @@ export class Encoder {
     requireStringArray('texts', texts);
     const o = optionalObject('options', options, ENCODE_OPTIONS) as EncodeOptions;
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
-    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
-      throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
-    }
+    optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);
     if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
     if (signal?.aborted) return Promise.reject(signal.reason);
@@ -501,9 +499,7 @@ export class Encoder {
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize, 4096);
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
-    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
-      throw new TypeError(`options.onProgress must be a function, got ${typeName(o.onProgress)}`);
-    }
+    optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);
     // The options as checked now: the caller's object may change while the stream runs.
     return this.streamChunks(texts, chunkSize, normalize, o.onProgress, signal);

@@ -11,7 +11,7 @@ export { CUDA_MAX_K, CudaMatrix } from './cuda';
 export type { CudaMatrixOptions, CudaSearchOptions, CudaSearchResult, RowData } from './cuda';
 export { VectorIndex } from './vector-index';
 export type {
-  IdsInput, IndexDescription, LoadOptions, NeighborsChunk, NeighborsOptions, SaveOptions, SearchOptions, SearchResult, VectorIndexOptions,
+  IdsInput, IndexDescription, IndexFileProgress, LoadOptions, NeighborsChunk, NeighborsOptions, SaveOptions, SearchOptions, SearchResult, VectorIndexOptions,
   VectorsInput,
 } from './vector-index';
 export { DEFAULT_METRICS, evaluate, parseMetric, rankDocuments } from './eval/metrics';

@@ -108,3 +108,9 @@ export function optionalAbortSignal(name: string, value: unknown): AbortSignal |
   }
   return value as AbortSignal;
 }
+
+/** A callback option such as `onProgress`: a function or undefined. */
+export function optionalFunction<F extends (...args: never[]) => unknown>(name: string, value: unknown): F | undefined {
+  if (value !== undefined && typeof value !== 'function') throw new TypeError(`${name} must be a function, got ${typeName(value)}`);
+  return value as F | undefined;
+}

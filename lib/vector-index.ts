@@ -11,12 +11,12 @@ import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
-  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable } from './index/id-table';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -68,6 +68,8 @@ export interface VectorIndexOptions {
    */
   metadata?: Record<string, unknown> | undefined;
 }
+
+export type { IndexFileProgress } from './index/format';
 
 /** Rows x dim float32 values, or the encoder's output. */
 export type VectorsInput = Float32Array | { data: Float32Array; rows: number; dim: number };
@@ -140,19 +142,23 @@ export interface LoadOptions {
   chunkBytes?: number | undefined;
   /** Rejects with `signal.reason` before the next piece read (64 MiB) or slice of ids once it aborts. */
   signal?: AbortSignal | undefined;
+  /** Called after each piece read (64 MiB; with `mmap`, each piece checksummed) with the bytes of the file done. */
+  onProgress?: ((progress: IndexFileProgress) => void) | undefined;
 }
 
 /** Options of VectorIndex.save. */
 export interface SaveOptions {
   /** Rejects with `signal.reason` before the next piece written (64 MiB); the file is then left as it was. */
   signal?: AbortSignal | undefined;
+  /** Called after each piece written (64 MiB) with the bytes of the file done. */
+  onProgress?: ((progress: IndexFileProgress) => void) | undefined;
 }
 
 const INDEX_OPTIONS = namesOf<VectorIndexOptions>({ dim: true, dtype: true, device: true, chunkBytes: true, metadata: true });
 const SEARCH_OPTIONS = namesOf<SearchOptions>({ k: true, signal: true });
 const NEIGHBORS_OPTIONS = namesOf<NeighborsOptions>({ k: true, excludeSelf: true, batchSize: true, signal: true });
-const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true, signal: true });
-const SAVE_OPTIONS = namesOf<SaveOptions>({ signal: true });
+const LOAD_OPTIONS = namesOf<LoadOptions>({ device: true, mmap: true, chunkBytes: true, signal: true, onProgress: true });
+const SAVE_OPTIONS = namesOf<SaveOptions>({ signal: true, onProgress: true });
 
 type Storage = Float32Array | Uint16Array;
 
@@ -539,7 +545,9 @@ export class VectorIndex {
   async save(file: string, options?: SaveOptions): Promise<void> {
     this.assertUsable('save');
     if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
-    const signal = optionalAbortSignal('options.signal', optionalObject('options', options, SAVE_OPTIONS).signal);
+    const o = optionalObject('options', options, SAVE_OPTIONS);
+    const signal = optionalAbortSignal('options.signal', o.signal);
+    const onProgress = optionalFunction<(p: IndexFileProgress) => void>('options.onProgress', o.onProgress);
     signal?.throwIfAborted();
     const metadata = this.savedMetadata.bytes;
     const header: Header = {
@@ -551,7 +559,7 @@ export class VectorIndex {
     try {
       await writeIndexFile(file, header, metadata,
         this.chunks.map((c) => byteView(c.ids, c.count * 8)),
-        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)), signal);
+        this.chunks.map((c) => byteView(c.vectors, c.count * rowBytes)), { signal, onProgress });
     } finally {
       this.readers--;
     }
@@ -566,6 +574,7 @@ export class VectorIndex {
     const o = optionalObject('options', options, LOAD_OPTIONS);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
     const signal = optionalAbortSignal('options.signal', o.signal);
+    const onProgress = optionalFunction<(p: IndexFileProgress) => void>('options.onProgress', o.onProgress);
     const make = (h: Header) => new VectorIndex({
       dim: h.dim, dtype: h.dtype, device: o.device as Device | undefined, chunkBytes: o.chunkBytes as number | undefined,
     });
@@ -587,7 +596,7 @@ export class VectorIndex {
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
       if (!mmap) for (const n of rows) storage.push(index.allocate(n));
       const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), signal);
+        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), { signal, onProgress });
       for (const view of mapped) {
         releasableBuffers.add(view.buffer);
         storage.push(header.dtype === 'float32'

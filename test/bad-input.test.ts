@@ -1,5 +1,5 @@
 import {
-  convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, evaluate, evaluateRetrieval, makeRandomModel, meanPoolNormalize,
+  convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, encodeCollection, evaluate, evaluateRetrieval, makeRandomModel, meanPoolNormalize,
   meanPoolNormalizeAsync, reference, resolveModel, VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
@@ -86,6 +86,27 @@ describe('bad input throws a clear error naming the argument', () => {
       await expect((async () => call())()).rejects.toThrow(text);
     }
     expect((await index.search(q, { k: 1 })).k).toBe(1);
+  });
+
+  test('resolveModel and encodeCollection check their options\' types before any work', async () => {
+    const wrong: [object, string][] = [
+      [{ onProgress: 5 }, 'options.onProgress must be a function, got number'],
+      [{ token: 5 }, 'options.token must be a string, got number'],
+      [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a string, got'],
+      [{ endpoint: new URL('https://example.com') }, 'options.endpoint must be a string, got'],
+      [{ revision: 1 }, 'options.revision must be a string, got number'],
+      [{ offline: 'yes' }, 'options.offline must be a boolean, got string'],
+      [{ retries: -1 }, 'options.retries must be an integer >= 0, got -1'],
+      [{ retries: 1.5 }, 'options.retries must be an integer >= 0, got 1.5'],
+      [{ retryDelayMs: NaN }, 'options.retryDelayMs must be a number of milliseconds >= 0, got NaN'],
+    ];
+    for (const [options, text] of wrong) {
+      // No network: a check made only once a download began would fail otherwise (no endpoint answers).
+      await expect(resolveModel('org/name', { ...options, offline: (options as { offline?: boolean }).offline ?? true }))
+        .rejects.toMatchObject({ name: 'TypeError', message: expect.stringContaining(text) });
+    }
+    await expect(encodeCollection({ onProgress: {} } as unknown as Parameters<typeof encodeCollection>[0]))
+      .rejects.toMatchObject({ name: 'TypeError', message: expect.stringContaining('options.onProgress must be a function, got') });
   });
 
   test('Encoder.load passes revision to the Hub and refuses it for a folder (it would be dropped)', async () => {

@@ -437,4 +437,38 @@ describe('camembed index build --vectors', () => {
       stderr.mockRestore();
     }
   });
+
+  test('on a terminal, index build draws a save bar, search and index neighbors a load bar, info --verify a verify bar, each to the file size', async () => {
+    const raw = path.join(dir, 'bars.f32');
+    fs.writeFileSync(raw, bytes(vectors));
+    const file = path.join(dir, 'bars.cmbd');
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+    const err: string[] = [];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+    const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const barsOf = async (argv: string[]) => {
+      err.length = 0;
+      expect(await main(argv)).toBe(0);
+      // The last draw of each bar (finish() draws it whole): its label and its bytes done of the total.
+      return err.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1))
+        .filter((draw) => /^(save|load|verify) /.test(draw)).map((draw) => draw.split('  ').filter((_, i) => i !== 3 && i !== 4).join('  '));
+    };
+    try {
+      const built = await barsOf(['index', 'build', '--vectors', raw, '--dim', String(dim), '--output', file]);
+      const size = `${(fs.statSync(file).size / 1024).toFixed(1)} KiB`;
+      const whole = `[${'#'.repeat(24)}] 100.0%  ${size}/${size}`;
+      expect(built).toEqual([`save  ${whole}`]);
+      const query = path.join(dir, 'bars-query.f32');
+      fs.writeFileSync(query, bytes(queries));
+      expect(await barsOf(['search', '--index', file, '--query-vectors', query, '--k', '3'])).toEqual([`load  ${whole}`]);
+      expect(await barsOf(['index', 'neighbors', file, '--k', '2', '--mmap'])).toEqual([`load  ${whole}`]);
+      expect(await barsOf(['index', 'info', file, '--verify'])).toEqual([`verify  ${whole}`]);
+    } finally {
+      stderr.mockRestore();
+      stdout.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+  });
 });

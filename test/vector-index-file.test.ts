@@ -543,3 +543,24 @@ test('a disk that fills up mid-save: the error names the file, the old file stay
   expect(fs.readFileSync(file).equals(before)).toBe(true);
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('.full-disk.cmbd.tmp-'))).toEqual([]);
 });
+
+test('onProgress of save and load: bytes of the file done, rising to its size; a bad callback is a TypeError', async () => {
+  const file = path.join(dir, 'progress.cmbd');
+  const index = await sample('float32', 9);
+  const check = (seen: { bytes: number; totalBytes: number }[]) => {
+    const size = fs.statSync(file).size;
+    expect(seen.length).toBeGreaterThan(3);  // header, metadata, ids, vectors and trailer at least
+    expect(seen.every((p, i) => p.totalBytes === size && p.bytes <= size && (i === 0 || p.bytes > seen[i - 1].bytes))).toBe(true);
+    expect(seen[seen.length - 1].bytes).toBe(size);
+  };
+  const saved: { bytes: number; totalBytes: number }[] = [];
+  await index.save(file, { onProgress: (p) => saved.push(p) });
+  check(saved);
+  for (const mmap of [false, true]) {
+    const loaded: { bytes: number; totalBytes: number }[] = [];
+    (await VectorIndex.load(file, { mmap, onProgress: (p) => loaded.push(p) })).dispose();
+    check(loaded);
+  }
+  await expect(index.save(file, { onProgress: 1 as never })).rejects.toThrow('options.onProgress must be a function, got number');
+  await expect(VectorIndex.load(file, { onProgress: 'x' as never })).rejects.toThrow(TypeError);
+});

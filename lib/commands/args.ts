@@ -9,6 +9,7 @@ import * as path from 'path';
 import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
+import type { IndexFileProgress } from '../vector-index';
 
 export class CliUsageError extends Error {}
 
@@ -186,6 +187,14 @@ export function requireFileOption(name: string, file: string | undefined, why: s
   if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);
   requireExists(name, file);
   if (!pipeAllowed && !fs.statSync(file).isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${why}`);
+}
+
+/** `transfer` (an index file's load or save) with a bar of its bytes, drawn from its onProgress. */
+export async function withFileProgress<T>(label: string, transfer: (onProgress: (p: IndexFileProgress) => void) => Promise<T>): Promise<T> {
+  const bar = createProgressBar({ label, unit: 'bytes' });
+  const result = await transfer(({ bytes, totalBytes }) => bar.update(bytes, totalBytes));
+  bar.finish();
+  return result;
 }
 
 /**

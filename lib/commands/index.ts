@@ -13,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
-  requireOutputFile, suggestion, textsWithProgress,
+  requireOutputFile, suggestion, textsWithProgress, withFileProgress,
 } from './args';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
@@ -33,7 +33,7 @@ async function runInfo(argv: string[]): Promise<void> {
   if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
   if (!fs.statSync(file).isFile()) throw new CliUsageError(`${file} is not a file`);
   const description = await VectorIndex.describe(file);
-  if (options.verify === true) (await VectorIndex.load(file, { mmap: true })).dispose();
+  if (options.verify === true) (await withFileProgress('verify', (onProgress) => VectorIndex.load(file, { mmap: true, onProgress }))).dispose();
   const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
@@ -75,7 +75,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
 
-  const index = await VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true });
+  const index = await withFileProgress('load', (onProgress) => VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
   let passages: LineFile | null = null;
   try {
@@ -219,7 +219,7 @@ export async function run(argv: string[]): Promise<void> {
       source.advance(index.size);
     }
     source.bar.finish();
-    await index.save(output);
+    await withFileProgress('save', (onProgress) => index.save(output, { onProgress }));
     size = index.size;
   } finally {
     await endInterrupt();

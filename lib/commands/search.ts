@@ -10,7 +10,7 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision, withFileProgress } from './args';
 import { modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -87,7 +87,7 @@ export async function run(argv: string[]): Promise<void> {
   requireFileOption('passages', passagesFile, 'its lines are read by number');
 
   const device = options.device as 'cpu';
-  const index = await VectorIndex.load(indexFile, { device, mmap: options.mmap === true });
+  const index = await withFileProgress('load', (onProgress) => VectorIndex.load(indexFile, { device, mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'search', unit: 'items' });
   let encoder: Encoder | null = null;
   let passages: LineFile | null = null;

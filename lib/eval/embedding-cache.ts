@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, optionalAbortSignal, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, optionalFunction, requireObject } from '../validate';
 import { readTsv } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
@@ -155,7 +155,8 @@ const ENCODE_COLLECTION_OPTIONS = namesOf<EncodeCollectionOptions>({
 /** Encodes (or finishes encoding) `collection` into the cache and describes the result. */
 export async function encodeCollection(options: EncodeCollectionOptions): Promise<EncodedCollection> {
   requireObject('options', options, ENCODE_COLLECTION_OPTIONS);
-  const { collection, encoder, onProgress } = options;
+  const { collection, encoder } = options;
+  const onProgress = optionalFunction<(p: EncodeProgress) => void>('options.onProgress', options.onProgress);
   const signal = optionalAbortSignal('options.signal', options.signal);
   const chunkRows = options.chunkRows ?? 16384;
   if (!Number.isSafeInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);

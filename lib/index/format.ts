@@ -277,13 +277,29 @@ async function saveTarget(file: string): Promise<{ target: string; mode: number 
   }
 }
 
+/** How far a read or write of an index file has gone, in bytes of the file. */
+export interface IndexFileProgress {
+  /** Bytes of the file read (or checksummed, when mapped) or written so far. */
+  bytes: number;
+  /** The file's size in bytes. */
+  totalBytes: number;
+}
+
+/** What a read or write of a whole index file is told besides its data. */
+export interface FileTransfer {
+  /** Stops it before its next piece (64 MiB). */
+  signal?: AbortSignal | undefined;
+  /** Called after each piece. */
+  onProgress?: ((progress: IndexFileProgress) => void) | undefined;
+}
+
 /**
  * Writes the file crash-safely: a temporary file in the same folder, fsync, rename over `file`,
  * fsync of the folder. A crash at any point leaves either the old file or the new one.
  * `metadata` is the metadata section's bytes; `idPieces` and `vectorPieces` are the sections' bytes in order.
  */
 export async function writeIndexFile(file: string, header: Header, metadata: Uint8Array,
-  idPieces: Uint8Array[], vectorPieces: Uint8Array[], signal?: AbortSignal): Promise<void> {
+  idPieces: Uint8Array[], vectorPieces: Uint8Array[], { signal, onProgress }: FileTransfer = {}): Promise<void> {
   // Replace the file a symbolic link points to (not the link), keeping that file's permissions.
   const { target, mode } = await saveTarget(file);
   const dir = path.dirname(target);
@@ -307,6 +323,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
       const { bytesWritten } = await handle.write(bytes, done, n, position).catch(naming);
       done += bytesWritten;
       position += bytesWritten;
+      onProgress?.({ bytes: position, totalBytes: header.layout.fileBytes });
     }
   };
   let closed = false;
@@ -369,15 +386,18 @@ export class IndexFileReader {
    * own mapping (at most MAX_MAPPING_BYTES), so each can be released alone.
    */
   async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[],
-    signal?: AbortSignal): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
+    { signal, onProgress }: FileTransfer = {}): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
     const { layout } = this.header;
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
     let position = HEADER_BYTES;
+    const progress = (bytes: number) => onProgress?.({ bytes, totalBytes: layout.fileBytes });
+    // A mapped piece ends at `position`: its pages are read as they are summed.
     const sum = async (bytes: Uint8Array) => {
       for (let done = 0; done < bytes.length; done += PIECE_BYTES) {
         signal?.throwIfAborted();
         await checksum.update(bytes.subarray(done, done + PIECE_BYTES));
+        progress(position - bytes.length + Math.min(done + PIECE_BYTES, bytes.length));
       }
     };
     const take = async (dest: Uint8Array, summed = true) => {
@@ -388,6 +408,7 @@ export class IndexFileReader {
         if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position}`);
         done += bytesRead;
         position += bytesRead;
+        progress(position);
       }
       if (summed) await checksum.update(dest);
     };

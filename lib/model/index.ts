@@ -1,7 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { namesOf, optionalAbortSignal, requireObject } from '../validate';
+import { namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireObject, typeName } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
@@ -18,6 +18,22 @@ const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
   revision: true, cacheDir: true, offline: true, onProgress: true, endpoint: true, token: true, retries: true, retryDelayMs: true, signal: true,
 });
 
+/** The types of resolveModel's options (revision's form is checked where it is used). */
+function checkResolveOptions(options: ResolveOptions): void {
+  for (const key of ['revision', 'cacheDir', 'endpoint', 'token'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'string') throw new TypeError(`options.${key} must be a string, got ${typeName(options[key])}`);
+  }
+  optionalBoolean('options.offline', options.offline, false);
+  optionalFunction('options.onProgress', options.onProgress);
+  const { retries, retryDelayMs: delay } = options;
+  if (retries !== undefined && !(Number.isSafeInteger(retries) && retries >= 0)) {
+    throw new TypeError(`options.retries must be an integer >= 0, got ${typeof retries === 'number' ? retries : typeName(retries)}`);
+  }
+  if (delay !== undefined && !(typeof delay === 'number' && Number.isFinite(delay) && delay >= 0)) {
+    throw new TypeError(`options.retryDelayMs must be a number of milliseconds >= 0, got ${typeof delay === 'number' ? delay : typeName(delay)}`);
+  }
+}
+
 /**
  * Finds a sentence-transformers model: `source` is a local folder, or a Hub id ('org/name', or a
  * legacy 'name') when no such folder exists, downloaded into the Hub cache (resumable, hash-checked)
@@ -28,6 +44,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
     throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${JSON.stringify(source)}`);
   }
   requireObject('options', options, RESOLVE_OPTIONS);
+  checkResolveOptions(options);
   optionalAbortSignal('options.signal', options.signal)?.throwIfAborted();
   if (fs.existsSync(source)) {
     // A folder has no revisions: a pinned revision must not be dropped without a word.
