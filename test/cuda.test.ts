@@ -285,6 +285,20 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     await expect(m.setRowsAsync(0, rows.subarray(0, dim))).rejects.toThrow(/freed/);
   });
 
+  test('createAsync holds every chunk from the call: one transferred away while an earlier one uploads is still uploaded', async () => {
+    const dim = 16, rows = randomSignedArray(random, 40 * dim), queries = randomSignedArray(random, 3 * dim);
+    const expected = CudaMatrix.create(rows, { rows: 40, dim });
+    const later = rows.slice(20 * dim);
+    const pending = CudaMatrix.createAsync([rows.subarray(0, 20 * dim), later], { rows: 40, dim });
+    structuredClone(later.buffer, { transfer: [later.buffer as ArrayBuffer] });  // held per upload: 'data' is shorter than its shape
+    const m = await pending;
+    try {
+      expect(m.search(queries, { k: 40 })).toEqual(expected.search(queries, { k: 40 }));
+    } finally {
+      [m, expected].forEach((x) => x.free());
+    }
+  });
+
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
     const rows = randomSignedArray(random, 50 * 8);
     const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });
