@@ -610,6 +610,7 @@ export class VectorIndex {
         signal?.throwIfAborted();
         await index.syncChunk(chunk);
       }
+      signal?.throwIfAborted();  // an abort during the last step: the caller gets no index to dispose
       await reader.close();
       return index;
     } catch (err) {
