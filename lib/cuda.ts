@@ -25,8 +25,8 @@ interface NativeSetRowsArgs {
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
 interface CudaBindings {
   cudaMatrixCreate(args: { rows: number; dim: number; storage: Dtype; device: number }): MatrixHandle;
-  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: false): undefined;
-  cudaMatrixSetRows(handle: MatrixHandle, args: NativeSetRowsArgs, async: true): Promise<void>;
+  cudaMatrixSetRows(handle: MatrixHandle, uploads: NativeSetRowsArgs[], async: false): undefined;
+  cudaMatrixSetRows(handle: MatrixHandle, uploads: NativeSetRowsArgs[], async: true): Promise<void>;
   cudaMatrixBytes(handle: MatrixHandle): number;
   cudaMatrixFree(handle: MatrixHandle): void;
   cudaMatrixSearch(handle: MatrixHandle, args: NativeSearchArgs, async: false): undefined;
@@ -167,7 +167,7 @@ export class CudaMatrix {
   static create(data: RowData | readonly RowData[], options: CudaMatrixOptions): CudaMatrix {
     const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
     try {
-      for (const args of uploads) cudaAddon().cudaMatrixSetRows(handle, args, false);
+      cudaAddon().cudaMatrixSetRows(handle, uploads, false);
     } catch (err) {
       matrix.free();
       throw err;
@@ -177,12 +177,13 @@ export class CudaMatrix {
 
   /**
    * As create(), with the copy to the GPU off the event loop (the allocation stays on it). The
-   * data must not change until the promise settles: the upload reads it meanwhile.
+   * data must not change until the promise settles: the upload reads it meanwhile (a buffer
+   * transferred away stays readable to it, as to searchAsync).
    */
   static async createAsync(data: RowData | readonly RowData[], options: CudaMatrixOptions): Promise<CudaMatrix> {
     const { matrix, handle, uploads } = CudaMatrix.prepareCreate(data, options);
     try {
-      for (const args of uploads) await cudaAddon().cudaMatrixSetRows(handle, args, true);
+      await cudaAddon().cudaMatrixSetRows(handle, uploads, true);
     } catch (err) {
       matrix.free();
       throw err;
@@ -233,7 +234,7 @@ export class CudaMatrix {
    */
   setRows(firstRow: number, data: RowData): void {
     const { handle, args } = this.prepareSetRows(firstRow, data);
-    cudaAddon().cudaMatrixSetRows(handle, args, false);
+    cudaAddon().cudaMatrixSetRows(handle, [args], false);
   }
 
   /**
@@ -242,7 +243,7 @@ export class CudaMatrix {
    */
   async setRowsAsync(firstRow: number, data: RowData): Promise<void> {
     const { handle, args } = this.prepareSetRows(firstRow, data);
-    await cudaAddon().cudaMatrixSetRows(handle, args, true);
+    await cudaAddon().cudaMatrixSetRows(handle, [args], true);
   }
 
   private prepareSetRows(firstRow: number, data: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {

@@ -191,9 +191,12 @@ function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
 }
 
 async function cudaTopKAsync(args: NativeTopKArgs & { device: number }): Promise<TopKResult> {
+  // The search starts only once the upload ends: the caller may transfer `queries` away before
+  // that (docs/lifetime.md), so take them now, as the database's upload takes its memory now.
+  const queries = args.queries.slice();
   const matrix = await CudaMatrix.createAsync(...uploadArgs(args));
   try {
-    return await matrix.searchAsync(args.queries, { k: args.k, normalized: args.normalized });
+    return await matrix.searchAsync(queries, { k: args.k, normalized: args.normalized });
   } finally {
     matrix.free();
   }

@@ -4,6 +4,7 @@
 // and `cut`. Lines must be UTF-8 (an error names file and line); a byte order mark is dropped.
 import * as fs from 'fs';
 
+import { ioError } from './io-error';
 import { requireObject, typeName } from './validate';
 
 /** A text file that is not as expected (not UTF-8, a malformed TSV or qrels line): `file:line: message`. */
@@ -32,15 +33,6 @@ export interface TextLine {
 
 /** How messages name `file`: '-' is standard input. */
 const nameOf = (file: string) => (file === '-' ? 'standard input' : file);
-
-/**
- * A failed read or write (`err`) as an Error that names the file or stream: Node's messages for a
- * descriptor's reads and writes name none ('EIO: i/o error, read'). Keeps the errno code.
- */
-export function ioError(action: 'read' | 'write to' | 'save', what: string, err: unknown): Error {
-  const { message, code } = err as NodeJS.ErrnoException;
-  return Object.assign(new Error(`cannot ${action} ${what}: ${message}`, { cause: err }), { code });
-}
 
 interface RawLine { bytes: Buffer; line: number; startOffset: number; endOffset: number }
 

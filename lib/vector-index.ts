@@ -140,7 +140,7 @@ export interface LoadOptions {
   mmap?: boolean | undefined;
   /** As in VectorIndexOptions. */
   chunkBytes?: number | undefined;
-  /** Rejects with `signal.reason` before the next piece read (64 MiB) or slice of ids once it aborts. */
+  /** Rejects with `signal.reason` before the next piece read (64 MiB), slice of ids or (CUDA) chunk's device copy once it aborts. */
   signal?: AbortSignal | undefined;
   /** Called after each piece read (64 MiB; with `mmap`, each piece checksummed) with the bytes of the file done. */
   onProgress?: ((progress: IndexFileProgress) => void) | undefined;
@@ -167,7 +167,7 @@ interface Chunk {
   ids: BigInt64Array;    // capacity
   count: number;
   mapped: boolean;       // a view of a read-only file mapping: copied before any write
-  matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made on first search
+  matrix: CudaMatrix | null;  // CUDA: a copy of `vectors` (all capacity rows), made by load or the first search
   synced: number;             // rows [0, synced) of `matrix` were uploaded (appended rows come after)...
   rewritten: Set<number>;     // ...except these, filled since by remove: the next search uploads both
   syncing: Promise<void> | null;  // the upload in flight: concurrent searches wait for it rather than upload again
@@ -607,12 +607,13 @@ export class VectorIndex {
         signal?.throwIfAborted();
         await index.syncChunk(chunk);
       }
+      signal?.throwIfAborted();  // an abort during the last step: the caller gets no index to dispose
       await reader.close();
       return index;
     } catch (err) {
       for (const chunk of made?.chunks ?? []) made!.dropDeviceCopy(chunk);
       for (const v of storage) releaseStorage(v);
-      await reader.close();  // resolves at once when closing is what failed (FileHandle.close once closed)
+      await reader.close().catch(() => undefined);  // the first error is the one to report
       throw err;
     }
   }
@@ -757,7 +758,7 @@ export class VectorIndex {
   }
 
   /**
-   * Makes a chunk's device copy on first use; later, uploads only the rows written since (appended,
+   * Makes a chunk's device copy (load, or the first search); later, uploads only the rows written since (appended,
    * or filled by a remove). The bookkeeping changes only once every upload succeeded: after a
    * failure the next search uploads the same rows again.
    */

@@ -8,7 +8,7 @@ import * as path from 'path';
 
 import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } from '../lib';
 import { loadAddon } from '../lib/native';
-import { CudaMatrix, CudaMatrixOptions, CUDA_MAX_K } from '../lib/cuda';
+import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { expectTopKMatches } from './helpers/compare';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -72,9 +72,8 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, dtype: 'int8' as 'float16' }))
       .toThrow(new TypeError("options.dtype must be 'float16' or 'float32', got string"));
-    // The names of the rest of the API (dtype, device: 'cuda:N'); the old ones say what to write.
-    expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, storage: 'float32' } as unknown as CudaMatrixOptions))
-      .toThrow(new TypeError('options.storage is not known: expected rows, dim, dtype, device'));
+    // The device names of the rest of the API ('cuda:N'); a device number says what to write
+    // (the old `storage` option is refused as unknown, listing dtype: test/bad-input.test.ts).
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 0 as unknown as 'cuda' }))
       .toThrow(new TypeError("options.device must be 'cuda' or 'cuda:<index>', got the number 0: write 'cuda:0'"));
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 'cpu' as 'cuda' }))
@@ -285,6 +284,20 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     await expect(m.setRowsAsync(0, rows.subarray(0, dim))).rejects.toThrow(/freed/);
   });
 
+  test('createAsync holds every chunk from the call: one transferred away while an earlier one uploads is still uploaded', async () => {
+    const dim = 16, rows = randomSignedArray(random, 40 * dim), queries = randomSignedArray(random, 3 * dim);
+    const expected = CudaMatrix.create(rows, { rows: 40, dim });
+    const later = rows.slice(20 * dim);
+    const pending = CudaMatrix.createAsync([rows.subarray(0, 20 * dim), later], { rows: 40, dim });
+    structuredClone(later.buffer, { transfer: [later.buffer as ArrayBuffer] });  // held per upload: 'data' is shorter than its shape
+    const m = await pending;
+    try {
+      expect(m.search(queries, { k: 40 })).toEqual(expected.search(queries, { k: 40 }));
+    } finally {
+      [m, expected].forEach((x) => x.free());
+    }
+  });
+
   test('free is idempotent; a freed matrix throws; others stay usable', async () => {
     const rows = randomSignedArray(random, 50 * 8);
     const a = CudaMatrix.create(rows, { rows: 50, dim: 8 });
@@ -385,6 +398,15 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     const sync = cosineTopK(queries, database, { ...options, device: 'cuda' });
     const viaAsync = await cosineTopKAsync(queries, database, { ...options, device: 'cuda' });
     for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
+  });
+
+  test('cosineTopKAsync: queries transferred away while the database uploads (docs/lifetime.md)', async () => {
+    const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
+    const want = cosineTopK(queries, database, { dim, k: 12, device: 'cuda' });
+    const pending = cosineTopKAsync(queries, database, { dim, k: 12, device: 'cuda' });
+    structuredClone(queries.buffer, { transfer: [queries.buffer as ArrayBuffer] });  // without the copy: 'queries has 0 elements'
+    const got = await pending;
+    expect([got.indices, got.scores]).toEqual([want.indices, want.scores]);
   });
 
   test('pooling equals the reference', () => {

@@ -58,6 +58,9 @@ test("standard input ('-') reads the same; bad UTF-8 names the file (or standard
 
 test('a failed read names the file (or standard input) and keeps its code: Node names neither', async () => {
   await expect(collect(readTextLines(dir))).rejects.toMatchObject({ message: `cannot read ${dir}: EISDIR: illegal operation on a directory, read`, code: 'EISDIR' });
+  // An open's error names its file already: once, not twice.
+  const missing = path.join(dir, 'missing.txt');
+  await expect(collect(readTextLines(missing))).rejects.toMatchObject({ message: `ENOENT: no such file or directory, open '${missing}'`, code: 'ENOENT' });
   const failing = new Readable({ read() { this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })); } });
   const spy = jest.spyOn(process, 'stdin', 'get').mockReturnValue(failing as unknown as typeof process.stdin);
   try {

@@ -4,7 +4,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
-import { ioError } from '../lines';
+import { ioError } from '../io-error';
 import {
   CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireHubIdForRevision, requireOutputFile, textsWithProgress,
 } from './args';

@@ -3,7 +3,8 @@
 // BEIR's `query-id<TAB>corpus-id<TAB>score` after its header), and TREC run files
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
-import { FormatError, ioError, readTextLines } from '../lines';
+import { ioError } from '../io-error';
+import { FormatError, readTextLines } from '../lines';
 import { describeValue, requireInteger, requireObject } from '../validate';
 import type { Qrels } from './metrics';
 

@@ -23,7 +23,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { removeAbandonedTemporaries, temporaryPath } from '../atomic-file';
-import { ioError } from '../lines';
+import { ioError } from '../io-error';
 import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
 
@@ -404,7 +404,7 @@ export class IndexFileReader {
       for (let done = 0; done < dest.length;) {
         signal?.throwIfAborted();
         const n = Math.min(dest.length - done, PIECE_BYTES);
-        const { bytesRead } = await this.handle.read(dest, done, n, position);
+        const { bytesRead } = await this.handle.read(dest, done, n, position).catch((err: unknown) => { throw ioError('read', this.file, err); });
         if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position}`);
         done += bytesRead;
         position += bytesRead;

@@ -5,6 +5,7 @@
 // a search in flight keeps its own, and the GPU memory goes when the last one does (so freeing
 // or collecting a matrix while searchAsync or an async upload runs is safe). The finaliser frees on GC.
 #include <memory>
+#include <vector>
 
 #include "camembed/cuda.h"
 #include "common.h"
@@ -60,20 +61,30 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   return external;
 }
 
-// cudaMatrixSetRows(handle, {data, dataType, firstRow, rowCount}, async): the worker holds its own
-// reference to the matrix and the data's memory, as a search does, so free() or a GC meanwhile is safe.
+// cudaMatrixSetRows(handle, [{data, dataType, firstRow, rowCount}, ...], async): the uploads in
+// order. The worker holds its own reference to the matrix and every array's memory from the call
+// on (as a search does), so free(), a GC or a transfer of a later array meanwhile is safe.
 Napi::Value SetRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MatrixRef matrix = liveMatrix(info[0]);
-  Napi::Object opts = info[1].As<Napi::Object>();
-  const int64_t firstRow = integerOption(opts, "firstRow"), rowCount = integerOption(opts, "rowCount");
-  const HiddenType dataType = storageOption(opts, "dataType");
+  Napi::Array list = info[1].As<Napi::Array>();
+  struct Upload { int64_t firstRow, rowCount; HiddenType dataType; const void* data; };
+  std::vector<Upload> uploads;
   PinnedMemory pinned;
-  const void* data = typedArrayData(opts, "data", dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
-                                    {rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(dataType)}, pinned);
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Object opts = list.Get(i).As<Napi::Object>();
+    Upload u{integerOption(opts, "firstRow"), integerOption(opts, "rowCount"), storageOption(opts, "dataType"), nullptr};
+    u.data = typedArrayData(opts, "data", u.dataType == HiddenType::Float32 ? napi_float32_array : napi_uint16_array,
+                            {u.rowCount, cudaMatrixDim(matrix.get()), hiddenElementBytes(u.dataType)}, pinned);
+    uploads.push_back(u);
+  }
   const bool async = info[2].ToBoolean().Value();
-  return runKernel(env, async, [matrix, firstRow, data, dataType, rowCount]() {
-    return cudaMatrixSetRows(matrix.get(), firstRow, data, dataType, rowCount);
+  return runKernel(env, async, [matrix, uploads]() {
+    for (const Upload& u : uploads) {
+      Status s = cudaMatrixSetRows(matrix.get(), u.firstRow, u.data, u.dataType, u.rowCount);
+      if (!s.empty()) return s;
+    }
+    return Status();
   }, std::move(pinned));
 }
 
