@@ -1,7 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireObject, typeName } from '../validate';
+import { describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireInteger, requireObject, typeName } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
@@ -25,10 +25,8 @@ function checkResolveOptions(options: ResolveOptions): void {
   }
   optionalBoolean('options.offline', options.offline, false);
   optionalFunction('options.onProgress', options.onProgress);
-  const { retries, retryDelayMs: delay } = options;
-  if (retries !== undefined && !(Number.isSafeInteger(retries) && retries >= 0)) {
-    throw new TypeError(`options.retries must be an integer >= 0, got ${typeof retries === 'number' ? retries : typeName(retries)}`);
-  }
+  if (options.retries !== undefined) requireInteger('options.retries', options.retries, 0);
+  const delay = options.retryDelayMs;
   if (delay !== undefined && !(typeof delay === 'number' && Number.isFinite(delay) && delay >= 0)) {
     throw new TypeError(`options.retryDelayMs must be a number of milliseconds >= 0, got ${typeof delay === 'number' ? delay : typeName(delay)}`);
   }
