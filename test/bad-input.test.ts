@@ -114,7 +114,10 @@ const asyncTypeCases: Case[] = [
   ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],
   ['evaluateRetrieval chunkRows null', () => retrieval({ chunkRows: null }), TypeError, 'options.chunkRows must be an integer, got null'],
   ['evaluateRetrieval runFile NaN', () => retrieval({ runFile: NaN }), TypeError, 'options.runFile must be a non-empty string, got NaN'],
-  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string, got 7'],
+  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string without whitespace, got 7'],
+  // Checked before any file is read or the model loaded, under its own name (TrecRunWriter's is options.tag).
+  ['evaluateRetrieval runTag with a space', () => retrieval({ runTag: 'my run' }), TypeError,
+    'options.runTag must be a non-empty string without whitespace, got "my run"'],
   ['evaluateRetrieval progress a string', () => retrieval({ progress: 'yes' }), TypeError, 'options.progress must be a boolean, got string'],
   ['evaluateRetrieval onEncodeProgress a number', () => retrieval({ onEncodeProgress: 5 }), TypeError, 'options.onEncodeProgress must be a function, got number'],
   ['evaluateRetrieval metrics a bigint', () => retrieval({ metrics: 1n }), TypeError, 'options.metrics must be a non-empty array of metric names such as'],
