@@ -192,7 +192,8 @@ describe('bad input throws a clear error naming the argument', () => {
     const wrong: [object, string, ErrorConstructor?][] = [
       [{ onProgress: 5 }, 'options.onProgress must be a function, got number'],
       [{ token: 5 }, 'options.token must be a string, got number'],
-      [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a string, got'],
+      [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a non-empty string, got Array'],
+      [{ cacheDir: '' }, 'options.cacheDir must be a non-empty string, got ""'],  // not the current folder as the Hub cache
       [{ endpoint: new URL('https://example.com') }, 'options.endpoint must be a string, got'],
       [{ revision: 1 }, 'options.revision must be a string, got number'],
       [{ offline: 'yes' }, 'options.offline must be a boolean, got string'],
