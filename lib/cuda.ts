@@ -1,10 +1,10 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { CudaDeviceName, resolveDevice } from './devices';
-import type { Dtype } from './kernels';
+import { Dtype, DTYPES } from './kernels';
 import { loadAddon } from './native';
 import {
-  elementTypeOf, namesOf, optionalBoolean, requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  elementTypeOf, namesOf, optionalBoolean, optionalOneOf, requireInteger, requireObject, requirePositiveInteger, requireTypedArray,
 } from './validate';
 
 /** Opaque native handle of a device matrix (a Node-API External). */
@@ -201,7 +201,7 @@ export class CudaMatrix {
     const dim = requirePositiveInteger('options.dim', opts.dim);
     // Every option is read before the lengths are checked: a getter could otherwise empty a chunk
     // (transfer its buffer) after its check, and its rows would be uploaded as none.
-    const dtype = opts.dtype === undefined ? 'float16' : opts.dtype;
+    const dtype = optionalOneOf('options.dtype', opts.dtype, DTYPES) ?? 'float16';
     const deviceOption = opts.device;
     // The lengths checked are the row counts sent: native code then refuses a chunk emptied later
     // (by a getter of the chunks themselves) rather than upload it as no rows.
@@ -213,9 +213,6 @@ export class CudaMatrix {
     lengths.forEach((n, i) => {
       if (n % dim !== 0) throw new RangeError(`data[${i}] has ${n} elements: not a whole number of rows of ${dim}`);
     });
-    if (dtype !== 'float16' && dtype !== 'float32') {
-      throw new TypeError(`options.dtype must be 'float16' or 'float32', got ${typeName(dtype)}`);
-    }
     const device = requireCudaDevice(deviceOption);
     const native = cudaAddon();
     const handle = native.cudaMatrixCreate({ rows, dim, storage: dtype, device });

@@ -114,7 +114,10 @@ const asyncTypeCases: Case[] = [
   ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],
   ['evaluateRetrieval chunkRows null', () => retrieval({ chunkRows: null }), TypeError, 'options.chunkRows must be an integer, got null'],
   ['evaluateRetrieval runFile NaN', () => retrieval({ runFile: NaN }), TypeError, 'options.runFile must be a non-empty string, got NaN'],
-  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string, got 7'],
+  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string without whitespace, got 7'],
+  // Checked before any file is read or the model loaded, under its own name (TrecRunWriter's is options.tag).
+  ['evaluateRetrieval runTag with a space', () => retrieval({ runTag: 'my run' }), TypeError,
+    'options.runTag must be a non-empty string without whitespace, got "my run"'],
   ['evaluateRetrieval progress a string', () => retrieval({ progress: 'yes' }), TypeError, 'options.progress must be a boolean, got string'],
   ['evaluateRetrieval onEncodeProgress a number', () => retrieval({ onEncodeProgress: 5 }), TypeError, 'options.onEncodeProgress must be a function, got number'],
   ['evaluateRetrieval metrics a bigint', () => retrieval({ metrics: 1n }), TypeError, 'options.metrics must be a non-empty array of metric names such as'],
@@ -186,21 +189,22 @@ describe('bad input throws a clear error naming the argument', () => {
   });
 
   test('resolveModel and encodeCollection check their options\' types before any work', async () => {
-    const wrong: [object, string][] = [
+    const wrong: [object, string, ErrorConstructor?][] = [
       [{ onProgress: 5 }, 'options.onProgress must be a function, got number'],
       [{ token: 5 }, 'options.token must be a string, got number'],
-      [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a string, got'],
+      [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a non-empty string, got Array'],
+      [{ cacheDir: '' }, 'options.cacheDir must be a non-empty string, got ""'],  // not the current folder as the Hub cache
       [{ endpoint: new URL('https://example.com') }, 'options.endpoint must be a string, got'],
       [{ revision: 1 }, 'options.revision must be a string, got number'],
       [{ offline: 'yes' }, 'options.offline must be a boolean, got string'],
-      [{ retries: -1 }, 'options.retries must be >= 0, got -1'],
+      [{ retries: -1 }, 'options.retries must be >= 0, got -1', RangeError],
       [{ retries: 1.5 }, 'options.retries must be an integer, got 1.5'],
       [{ retryDelayMs: NaN }, 'options.retryDelayMs must be a number of milliseconds >= 0, got NaN'],
     ];
-    for (const [options, text] of wrong) {
+    for (const [options, text, kind = TypeError] of wrong) {
       // No network: a check made only once a download began would fail otherwise (no endpoint answers).
       await expect(resolveModel('org/name', { ...options, offline: (options as { offline?: boolean }).offline ?? true }))
-        .rejects.toMatchObject({ name: expect.stringMatching(/^(Type|Range)Error$/), message: expect.stringContaining(text) });
+        .rejects.toMatchObject({ name: kind.name, message: expect.stringContaining(text) });
     }
     await expect(encodeCollection({ collection: '/nonexistent.tsv', cacheDir: '/nonexistent', identity: {}, encoder: { encodeStream() {} },
       onProgress: {} } as unknown as Parameters<typeof encodeCollection>[0]))

@@ -71,7 +71,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect(() => CudaMatrix.create(data, { rows: 3, dim: NaN })).toThrow(/options.dim/);
     expect(() => CudaMatrix.create(data, { rows: 4, dim: 4 })).toThrow(/data has 12 elements but options.rows x options.dim needs 16/);
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, dtype: 'int8' as 'float16' }))
-      .toThrow(new TypeError("options.dtype must be 'float16' or 'float32', got string"));
+      .toThrow(new TypeError("options.dtype must be 'float32' or 'float16', got \"int8\""));  // as VectorIndex's and the kernels'
     // The device names of the rest of the API ('cuda:N'); a device number says what to write
     // (the old `storage` option is refused as unknown, listing dtype: test/bad-input.test.ts).
     expect(() => CudaMatrix.create(data, { rows: 3, dim: 4, device: 0 as unknown as 'cuda' }))

@@ -115,7 +115,8 @@ export async function readQrels(file: string): Promise<Qrels> {
   return qrels;
 }
 
-function requireToken(name: string, value: unknown): string {
+/** A run file's column value (a tag, a qid, a docid): TREC's columns are split at whitespace. */
+export function requireToken(name: string, value: unknown): string {
   if (typeof value !== 'string' || value === '' || /\s/.test(value)) {
     throw new TypeError(`${name} must be a non-empty string without whitespace, got ${describeValue(value)}`);
   }

@@ -14,7 +14,7 @@ import {
 } from '../validate';
 import { VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
-import { readQrels, readTsvEntries, TrecRunWriter } from './formats';
+import { readQrels, readTsvEntries, requireToken, TrecRunWriter } from './formats';
 import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
 
 /** Options of evaluateRetrieval: the files, as `camembed eval` takes them, and how to encode and search. */
@@ -156,7 +156,8 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   optionalOneOf('options.dtype', options.dtype, DTYPES);
   for (const key of ['batchSize', 'threads', 'chunkRows'] as const) optionalPositiveInteger(`options.${key}`, options[key]);
   for (const key of ['offline', 'progress'] as const) optionalBoolean(`options.${key}`, options[key], false);
-  for (const key of ['revision', 'cacheDir', 'runFile', 'runTag'] as const) optionalString(`options.${key}`, options[key]);
+  for (const key of ['revision', 'cacheDir', 'runFile'] as const) optionalString(`options.${key}`, options[key]);
+  if (options.runTag !== undefined) requireToken('options.runTag', options.runTag);  // TrecRunWriter's rule, under this option's name
   optionalFunction('options.onEncodeProgress', options.onEncodeProgress);
   for (const key of ['collection', 'queries', 'qrels'] as const) {
     if (!fs.existsSync(requireString(`options.${key}`, options[key]))) throw new Error(`${key} file not found: ${options[key]}`);

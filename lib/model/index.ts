@@ -1,7 +1,7 @@
 // The model pipeline: find a model (local folder or Hugging Face Hub id, through the standard
 // HF cache), convert safetensors or PyTorch weights to an ONNX graph, and make random-weight models.
 import * as fs from 'fs';
-import { describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, requireInteger, requireObject, typeName } from '../validate';
+import { describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalString, requireInteger, requireObject, typeName } from '../validate';
 import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
@@ -20,7 +20,9 @@ const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
 
 /** The types of resolveModel's options (revision's form is checked where it is used). */
 function checkResolveOptions(options: ResolveOptions): void {
-  for (const key of ['revision', 'cacheDir', 'endpoint', 'token'] as const) {
+  // '' would be the current folder: the Hub cache in whatever folder the process runs (Encoder.load refuses it too).
+  optionalString('options.cacheDir', options.cacheDir);
+  for (const key of ['revision', 'endpoint', 'token'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'string') throw new TypeError(`options.${key} must be a string, got ${typeName(options[key])}`);
   }
   optionalBoolean('options.offline', options.offline, false);
