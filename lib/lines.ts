@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 
 import { ioError } from './io-error';
-import { requireObject, typeName } from './validate';
+import { requireInteger, requireObject, typeName } from './validate';
 
 /** A text file that is not as expected (not UTF-8, a malformed TSV or qrels line): `file:line: message`. */
 export class FormatError extends Error {
@@ -89,9 +89,7 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
 export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
   requireObject('from', from, ['offset', 'line']);
-  for (const key of ['offset', 'line'] as const) {
-    if (!Number.isSafeInteger(from[key]) || from[key] < 0) throw new RangeError(`from.${key} must be an integer >= 0, got ${from[key]}`);
-  }
+  for (const key of ['offset', 'line'] as const) requireInteger(`from.${key}`, from[key], 0);
   if (from.offset > 0 && (file === '-' || !fs.statSync(file).isFile())) {
     throw new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
   }

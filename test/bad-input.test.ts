@@ -118,6 +118,7 @@ const asyncTypeCases: Case[] = [
   // Checked before any file is read or the model loaded, under its own name (TrecRunWriter's is options.tag).
   ['evaluateRetrieval runTag with a space', () => retrieval({ runTag: 'my run' }), TypeError,
     'options.runTag must be a non-empty string without whitespace, got "my run"'],
+  ['evaluateRetrieval runTag without runFile', () => retrieval({ runTag: 'mine' }), TypeError, 'options.runTag names the run in options.runFile, which is not given'],
   ['evaluateRetrieval progress a string', () => retrieval({ progress: 'yes' }), TypeError, 'options.progress must be a boolean, got string'],
   ['evaluateRetrieval onEncodeProgress a number', () => retrieval({ onEncodeProgress: 5 }), TypeError, 'options.onEncodeProgress must be a function, got number'],
   ['evaluateRetrieval metrics a bigint', () => retrieval({ metrics: 1n }), TypeError, 'options.metrics must be a non-empty array of metric names such as'],
@@ -199,7 +200,9 @@ describe('bad input throws a clear error naming the argument', () => {
       [{ offline: 'yes' }, 'options.offline must be a boolean, got string'],
       [{ retries: -1 }, 'options.retries must be >= 0, got -1', RangeError],
       [{ retries: 1.5 }, 'options.retries must be an integer, got 1.5'],
-      [{ retryDelayMs: NaN }, 'options.retryDelayMs must be a number of milliseconds >= 0, got NaN'],
+      [{ retryDelayMs: NaN }, 'options.retryDelayMs must be >= 0 and finite, got NaN', RangeError],
+      [{ retryDelayMs: -1 }, 'options.retryDelayMs must be >= 0 and finite, got -1', RangeError],
+      [{ retryDelayMs: '5' }, 'options.retryDelayMs must be a number of milliseconds, got string'],
     ];
     for (const [options, text, kind = TypeError] of wrong) {
       // No network: a check made only once a download began would fail otherwise (no endpoint answers).

@@ -124,8 +124,9 @@ test('a FIFO (or /dev/stdin, <(...)) reads like a file; standard input cannot re
     await expect(collect(readTextLines(fifo, { offset: 8, line: 1 }))).rejects.toThrow(`${fifo} is not a regular file`);
   }
   const file = path.join(dir, 'a.txt');
-  await expect(collect(readTextLines(file, { offset: -5, line: 0 }))).rejects.toThrow(new RangeError('from.offset must be an integer >= 0, got -5'));
-  await expect(collect(readTextLines(file, { offset: 1.5, line: 0 }))).rejects.toThrow(RangeError);
+  await expect(collect(readTextLines(file, { offset: -5, line: 0 }))).rejects.toThrow(new RangeError('from.offset must be >= 0, got -5'));
+  await expect(collect(readTextLines(file, { offset: 1.5, line: 0 }))).rejects.toThrow(new TypeError('from.offset must be an integer, got 1.5'));
+  await expect(collect(readTextLines(file, { offset: '5' as unknown as number, line: 0 }))).rejects.toThrow(new TypeError('from.offset must be an integer, got string'));
   await expect(collect(readTextLines(file, { offset: 0, line: NaN }))).rejects.toThrow(/from.line must be/);
   await expect(collect(readTextLines(42 as unknown as string))).rejects.toThrow(TypeError);
 });

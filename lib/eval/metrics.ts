@@ -84,7 +84,11 @@ export function compareTiedDocids(a: string, b: string): number {
 
 /** Document ids of one query's run, best first: score descending, then compareTiedDocids. */
 export function rankDocuments(scores: Record<string, number>): string[] {
-  checkDocs('scores', scores, 'score');
+  return rankChecked(checkDocs('scores', scores, 'score'));
+}
+
+// rankDocuments once the scores are checked (evaluate checks the whole run first).
+function rankChecked(scores: Record<string, number>): string[] {
   return Object.keys(scores).sort((a, b) => scores[b] - scores[a] || compareTiedDocids(a, b));
 }
 
@@ -176,7 +180,7 @@ export function evaluate(
   }
   for (const qid of queries) {
     const judgements = q[qid];
-    const ranked = Object.prototype.hasOwnProperty.call(r, qid) ? rankDocuments(r[qid]).slice(0, maxK) : [];
+    const ranked = Object.prototype.hasOwnProperty.call(r, qid) ? rankChecked(r[qid]).slice(0, maxK) : [];
     const gains = ranked.map((docid) => (Object.prototype.hasOwnProperty.call(judgements, docid) ? judgements[docid] : 0));
     const values = scoreQuery(gains, Object.values(judgements), specs, minRelevance);
     values.forEach((v, i) => { sums[i] += v; });

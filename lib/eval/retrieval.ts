@@ -157,7 +157,10 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   for (const key of ['batchSize', 'threads', 'chunkRows'] as const) optionalPositiveInteger(`options.${key}`, options[key]);
   for (const key of ['offline', 'progress'] as const) optionalBoolean(`options.${key}`, options[key], false);
   for (const key of ['revision', 'cacheDir', 'runFile'] as const) optionalString(`options.${key}`, options[key]);
-  if (options.runTag !== undefined) requireToken('options.runTag', options.runTag);  // TrecRunWriter's rule, under this option's name
+  if (options.runTag !== undefined) {
+    requireToken('options.runTag', options.runTag);  // TrecRunWriter's rule, under this option's name
+    if (options.runFile === undefined) throw new TypeError('options.runTag names the run in options.runFile, which is not given');
+  }
   optionalFunction('options.onEncodeProgress', options.onEncodeProgress);
   for (const key of ['collection', 'queries', 'qrels'] as const) {
     if (!fs.existsSync(requireString(`options.${key}`, options[key]))) throw new Error(`${key} file not found: ${options[key]}`);

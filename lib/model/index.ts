@@ -29,9 +29,8 @@ function checkResolveOptions(options: ResolveOptions): void {
   optionalFunction('options.onProgress', options.onProgress);
   if (options.retries !== undefined) requireInteger('options.retries', options.retries, 0);
   const delay = options.retryDelayMs;
-  if (delay !== undefined && !(typeof delay === 'number' && Number.isFinite(delay) && delay >= 0)) {
-    throw new TypeError(`options.retryDelayMs must be a number of milliseconds >= 0, got ${typeof delay === 'number' ? delay : typeName(delay)}`);
-  }
+  if (delay !== undefined && typeof delay !== 'number') throw new TypeError(`options.retryDelayMs must be a number of milliseconds, got ${typeName(delay)}`);
+  if (delay !== undefined && !(Number.isFinite(delay) && delay >= 0)) throw new RangeError(`options.retryDelayMs must be >= 0 and finite, got ${delay}`);
 }
 
 /**
