@@ -521,21 +521,29 @@ test('save replaces the file a symbolic link points to, keeps its permissions, a
   big.dispose();
 });
 
+/**
+ * Makes every FileHandle `method` call after the first `calls` fail as Node reports an errno error
+ * (`message` begins with its code); restore the returned spy.
+ */
+async function failFileHandleCalls(method: 'read' | 'write', calls: number, message: string): Promise<jest.SpyInstance> {
+  const probe = await fs.promises.open(__filename, 'r');
+  const handlePrototype = Object.getPrototypeOf(probe);
+  await probe.close();
+  const original = handlePrototype[method];
+  let made = 0;
+  return jest.spyOn(handlePrototype, method).mockImplementation(function (this: fs.promises.FileHandle, ...args: unknown[]) {
+    if (++made > calls) return Promise.reject(Object.assign(new Error(message), { code: message.split(':')[0] }));
+    return original.apply(this, args);
+  });
+}
+
 test('a disk that fills up mid-save: the error names the file, the old file stays whole, no temporary file is left', async () => {
   const file = path.join(dir, 'full-disk.cmbd');
   const old = await sample('float16', 7);
   await old.save(file);
   const before = fs.readFileSync(file);
-  const probe = await fs.promises.open(file, 'r');
-  const handlePrototype = Object.getPrototypeOf(probe);
-  await probe.close();
   // The disk fills after the header: later writes fail as Node reports ENOSPC (naming no file).
-  const write = handlePrototype.write;
-  let writes = 0;
-  const spy = jest.spyOn(handlePrototype, 'write').mockImplementation(function (this: fs.promises.FileHandle, ...args: unknown[]) {
-    if (++writes > 1) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
-    return write.apply(this, args);
-  });
+  const spy = await failFileHandleCalls('write', 1, 'ENOSPC: no space left on device, write');
   try {
     const failed = (await sample('float16', 8).then((index) => index.save(file)).catch((err) => err)) as NodeJS.ErrnoException;
     expect([failed.message, failed.code]).toEqual([`cannot save ${file}: ENOSPC: no space left on device, write`, 'ENOSPC']);
@@ -582,15 +590,7 @@ test('an abort during the last piece of a load rejects it (no index handed to a 
 test('a failed read during a load names the file and keeps the errno code', async () => {
   const file = path.join(dir, 'read-fails.cmbd');
   await (await sample('float32', 11)).save(file);
-  const probe = await fs.promises.open(file, 'r');
-  const handlePrototype = Object.getPrototypeOf(probe);
-  await probe.close();
-  const read = handlePrototype.read;
-  let reads = 0;
-  const spy = jest.spyOn(handlePrototype, 'read').mockImplementation(function (this: fs.promises.FileHandle, ...args: unknown[]) {
-    if (++reads > 2) return Promise.reject(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));  // after the header's
-    return read.apply(this, args);
-  });
+  const spy = await failFileHandleCalls('read', 2, 'EIO: i/o error, read');  // after the header's
   try {
     await expect(VectorIndex.load(file)).rejects.toMatchObject({ message: `cannot read ${file}: EIO: i/o error, read`, code: 'EIO' });
   } finally {
