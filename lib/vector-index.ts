@@ -16,7 +16,7 @@ import {
 } from './index/format';
 import { IdTable } from './index/id-table';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -541,7 +541,7 @@ export class VectorIndex {
   /** Writes the index to `file` (format in docs/index.md) through a temporary file and a rename. */
   async save(file: string, options?: SaveOptions): Promise<void> {
     this.assertUsable('save');
-    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    requireString('file', file);
     const o = optionalObject('options', options, SAVE_OPTIONS);
     const signal = optionalAbortSignal('options.signal', o.signal);
     const onProgress = optionalFunction<(p: IndexFileProgress) => void>('options.onProgress', o.onProgress);
@@ -567,7 +567,7 @@ export class VectorIndex {
    * On CUDA the device copies are made too (off the event loop): the index is ready to search.
    */
   static async load(file: string, options?: LoadOptions): Promise<VectorIndex> {
-    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    requireString('file', file);
     const o = optionalObject('options', options, LOAD_OPTIONS);
     const mmap = optionalBoolean('options.mmap', o.mmap, false);
     const signal = optionalAbortSignal('options.signal', o.signal);
@@ -623,7 +623,7 @@ export class VectorIndex {
    * checksum is not verified (`load` verifies it).
    */
   static async describe(file: string): Promise<IndexDescription> {
-    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`file must be a non-empty string, got ${typeName(file)}`);
+    requireString('file', file);
     const reader = await IndexFileReader.open(file);
     try {
       const { header } = reader;

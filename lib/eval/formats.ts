@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import { ioError } from '../io-error';
 import { FormatError, readTextLines } from '../lines';
-import { describeValue, requireInteger, requireObject } from '../validate';
+import { describeValue, requireInteger, requireObject, requireString } from '../validate';
 import type { Qrels } from './metrics';
 
 /** One `id<TAB>text` line of a TSV file (readTsv). */
@@ -26,7 +26,7 @@ export interface TextRecord {
  */
 export async function* readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
   AsyncGenerator<TextRecord, void, undefined> {
-  if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  requireString('file', file);
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset === undefined ? 0 : requireInteger('options.startOffset', options.startOffset, 0);
   const startLine = options.startLine === undefined ? 0 : requireInteger('options.startLine', options.startLine, 0);
@@ -84,7 +84,7 @@ const EXPECTED_QRELS = "expected 'qid 0 docid relevance' (4 fields), 'qid<TAB>do
  * `qid docid relevance`. Fields are separated by spaces or tabs. Relevance is an integer.
  */
 export async function readQrels(file: string): Promise<Qrels> {
-  if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+  requireString('file', file);
   // Null-prototype objects: an id such as '__proto__' stays an ordinary key.
   const qrels: Qrels = Object.create(null);
   let form: QrelsForm | undefined;
@@ -146,7 +146,7 @@ export class TrecRunWriter {
 
   /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
   static async open(file: string, options: { tag?: string | undefined } = {}): Promise<TrecRunWriter> {
-    if (typeof file !== 'string' || file === '') throw new TypeError('file must be a non-empty path string');
+    requireString('file', file);
     const { tag: given } = requireObject('options', options, ['tag']);
     const tag = given === undefined ? 'camembed' : requireToken('options.tag', given);
     const out = fs.createWriteStream(`${file}.partial`);

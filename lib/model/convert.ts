@@ -14,7 +14,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { float32ToFloat16Array } from '../float16';
-import { namesOf, optionalOneOf, optionalString, requireObject } from '../validate';
+import { namesOf, optionalOneOf, optionalString, requireObject, requireString } from '../validate';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
@@ -238,7 +238,7 @@ const MS = 'com.microsoft';
  * Python) of camembert, roberta, xlm-roberta or bert into an ONNX graph; resolves to the path written.
  */
 export async function convertToOnnx(modelDir: string, options: ConvertOptions = {}): Promise<string> {
-  if (typeof modelDir !== 'string' || modelDir.length === 0) throw new TypeError('modelDir must be a model folder path');
+  requireString('modelDir', modelDir);
   requireObject('options', options, CONVERT_OPTIONS);
   const dtype = optionalOneOf('options.dtype', options.dtype, ['float32', 'float16'] as const) ?? 'float32';
   const graphKind = optionalOneOf('options.graph', options.graph, ['fused', 'plain'] as const) ?? 'fused';
