@@ -195,7 +195,8 @@ describe('bad input throws a clear error naming the argument', () => {
       [{ token: 5 }, 'options.token must be a string, got number'],
       [{ cacheDir: ['/tmp'] }, 'options.cacheDir must be a non-empty string, got Array'],
       [{ cacheDir: '' }, 'options.cacheDir must be a non-empty string, got ""'],  // not the current folder as the Hub cache
-      [{ endpoint: new URL('https://example.com') }, 'options.endpoint must be a string, got'],
+      [{ endpoint: new URL('https://example.com') }, 'options.endpoint must be a non-empty string, got'],
+      [{ endpoint: '', offline: false }, 'options.endpoint must be a non-empty string, got ""'],
       [{ revision: 1 }, 'options.revision must be a string, got number'],
       [{ offline: 'yes' }, 'options.offline must be a boolean, got string'],
       [{ retries: -1 }, 'options.retries must be >= 0, got -1', RangeError],

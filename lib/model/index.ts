@@ -20,9 +20,11 @@ const RESOLVE_OPTIONS = namesOf<ResolveOptions>({
 
 /** The types of resolveModel's options (revision's form is checked where it is used). */
 function checkResolveOptions(options: ResolveOptions): void {
-  // '' would be the current folder: the Hub cache in whatever folder the process runs (Encoder.load refuses it too).
+  // '' would be the current folder: the Hub cache in whatever folder the process runs (Encoder.load
+  // refuses it too); an endpoint '' would make every URL relative. A token '' means no token given.
   optionalString('options.cacheDir', options.cacheDir);
-  for (const key of ['revision', 'endpoint', 'token'] as const) {
+  optionalString('options.endpoint', options.endpoint);
+  for (const key of ['revision', 'token'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'string') throw new TypeError(`options.${key} must be a string, got ${typeName(options[key])}`);
   }
   optionalBoolean('options.offline', options.offline, false);
