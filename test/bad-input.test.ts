@@ -110,6 +110,7 @@ const asyncTypeCases: Case[] = [
   ['evaluateRetrieval model a number', () => retrieval({ model: 5 }), TypeError, 'options.model must be a non-empty string, got 5'],
   ['evaluateRetrieval collection a number', () => retrieval({ collection: 5 }), TypeError, 'options.collection must be a non-empty string, got 5'],
   ['evaluateRetrieval k a string', () => retrieval({ k: '10' }), TypeError, 'options.k must be an integer, got string'],
+  ['evaluateRetrieval k below a cutoff', () => retrieval({ k: 5, metrics: ['MRR@10'] }), RangeError, 'options.k (5) must be at least the largest metric cutoff (10)'],
   ['evaluateRetrieval dtype unknown', () => retrieval({ dtype: 'int8' }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
   ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],
   ['evaluateRetrieval chunkRows null', () => retrieval({ chunkRows: null }), TypeError, 'options.chunkRows must be an integer, got null'],

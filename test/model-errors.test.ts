@@ -232,7 +232,7 @@ describe('makeRandomModel', () => {
   test('bad sizes are RangeErrors naming the option', async () => {
     const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: dir };
     await expect(makeRandomModel({ ...base, layers: 0 })).rejects.toThrow(/options.layers must be >= 1, got 0/);
-    await expect(makeRandomModel({ ...base, hidden: 10, heads: 3 })).rejects.toThrow(/hidden \(10\) must be a multiple of heads \(3\)/);
+    await expect(makeRandomModel({ ...base, hidden: 10, heads: 3 })).rejects.toThrow(/options.hidden \(10\) must be a multiple of options.heads \(3\)/);
     await expect(makeRandomModel({ ...base, tokenizerDir: dir })).rejects.toThrow(/tokenizer\.json is missing/);
   });
 });

@@ -147,7 +147,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   }
   const maxCutoff = Math.max(...metrics.map((m) => parseMetric(m).k));
   const k = optionalPositiveInteger('options.k', options.k) ?? Math.max(1000, maxCutoff);
-  if (k < maxCutoff) throw new RangeError(`k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  if (k < maxCutoff) throw new RangeError(`options.k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   const minRelevance = checkMinRelevance(options.minRelevance);
   // Every option's type now: the encoder, the index and the run file take theirs only after the
   // files are read, the model is loaded, or (dtype, onEncodeProgress) the collection is encoded.

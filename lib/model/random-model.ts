@@ -85,7 +85,7 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   const intermediate = requirePositiveInteger('options.intermediate', options.intermediate);
   const maxPositions = optionalPositiveInteger('options.maxPositions', options.maxPositions) ?? 514;
   const seed = options.seed === undefined ? 0 : requireInteger('options.seed', options.seed, Number.MIN_SAFE_INTEGER);
-  if (hidden % heads !== 0) throw new RangeError(`hidden (${hidden}) must be a multiple of heads (${heads})`);
+  if (hidden % heads !== 0) throw new RangeError(`options.hidden (${hidden}) must be a multiple of options.heads (${heads})`);
   const out = requireString('options.outDir', options.outDir);
   const tokenizerJson = path.join(requireString('options.tokenizerDir', options.tokenizerDir), 'tokenizer.json');
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
