@@ -601,7 +601,7 @@ export class VectorIndex {
       }
       rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
       await index.finishLoad(header, metadata, file, signal);
-      // CUDA: the device copies now, so that the first search does not wait for them (~14 GB for
+      // CUDA: the device copies now, so that the first search does not wait for them (13.6 GB for
       // 8.8M x 768 float16) and a GPU without the room fails here.
       for (const chunk of index.deviceIndex >= 0 ? index.chunks : []) {
         signal?.throwIfAborted();
