@@ -8,7 +8,7 @@
 // lists are merged (see searchTileCuda).
 import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
-import { Device, resolveDevice } from './devices';
+import { CudaDeviceName, Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
   bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
@@ -758,16 +758,16 @@ export class VectorIndex {
   }
 
   /**
-   * Makes a chunk's device copy (load, or the first search); later, uploads only the rows written since (appended,
-   * or filled by a remove). The bookkeeping changes only once every upload succeeded: after a
-   * failure the next search uploads the same rows again.
+   * Makes a chunk's device copy (load, or the first search); later, uploads only the rows written
+   * since (appended, or filled by a remove). The bookkeeping changes only once every upload
+   * succeeded: after a failure the next search uploads the same rows again.
    */
   private async uploadChunk(chunk: Chunk): Promise<void> {
     const d = this.dim;
     if (chunk.matrix === null) {
       // The whole storage: rows past `count` are zeros or unit rows (storeUnitRows writes nothing else).
       chunk.matrix = await CudaMatrix.createAsync(chunk.vectors,
-        { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: `cuda:${this.deviceIndex}` });
+        { rows: chunk.ids.length, dim: d, dtype: this.dtype, device: this.device as CudaDeviceName });
       chunk.synced = chunk.ids.length;
     } else {
       const upload = (from: number, to: number) => chunk.matrix!.setRowsAsync(from, chunk.vectors.subarray(from * d, to * d));

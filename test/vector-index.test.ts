@@ -451,6 +451,8 @@ if (cuda.length === 0) {
 }
 
 describeGpu('VectorIndex on CUDA', () => {
+  afterEach(() => jest.restoreAllMocks());  // the upload spies
+
   test('float16 on the device matches the reference, after removes and re-adds', async () => {
     const dim = 64;
     const random = makeRandom(15);
@@ -501,8 +503,6 @@ describeGpu('VectorIndex on CUDA', () => {
       }
       expect(create).toHaveBeenCalledTimes(4);
     } finally {
-      create.mockRestore();
-      setRows.mockRestore();
       index.dispose();
     }
   });
@@ -532,8 +532,6 @@ describeGpu('VectorIndex on CUDA', () => {
       expect(setRows.mock.calls.map(([first, rows]) => [first, rows.length / dim])).toEqual([[5, 1]]);
       expect(create).toHaveBeenCalledTimes(4);
     } finally {
-      create.mockRestore();
-      setRows.mockRestore();
       index.dispose();
     }
   });
@@ -566,7 +564,7 @@ describeGpu('VectorIndex on CUDA', () => {
     truth.remove([3n, 310n]);
     const original = CudaMatrix.prototype.setRowsAsync;
     const uploads: number[][] = [];
-    const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync').mockImplementation(function (this: CudaMatrix, first, rows) {
+    jest.spyOn(CudaMatrix.prototype, 'setRowsAsync').mockImplementation(function (this: CudaMatrix, first, rows) {
       uploads.push([first, rows.length / dim]);
       return uploads.length === 2 ? Promise.reject(new Error('upload failed (test)')) : original.call(this, first, rows);
     });
@@ -577,7 +575,6 @@ describeGpu('VectorIndex on CUDA', () => {
       expect(uploads).toEqual([[3, 1], [10, 1], [10, 1], [120, 28]]);
       index.remove([7n]);  // nothing in flight: the index can change again
     } finally {
-      setRows.mockRestore();
       index.dispose();
     }
   });
@@ -656,9 +653,6 @@ describeGpu('VectorIndex on CUDA', () => {
       await expect(VectorIndex.load(file, options)).rejects.toThrow('out of memory (test)');
       expect(free).toHaveBeenCalledTimes(2);
     } finally {
-      create.mockRestore();
-      setRows.mockRestore();
-      free.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -31,8 +31,10 @@ function checkResolveOptions(options: ResolveOptions): void {
   optionalFunction('options.onProgress', options.onProgress);
   if (options.retries !== undefined) requireInteger('options.retries', options.retries, 0);
   const delay = options.retryDelayMs;
-  if (delay !== undefined && typeof delay !== 'number') throw new TypeError(`options.retryDelayMs must be a number of milliseconds, got ${typeName(delay)}`);
-  if (delay !== undefined && !(Number.isFinite(delay) && delay >= 0)) throw new RangeError(`options.retryDelayMs must be >= 0 and finite, got ${delay}`);
+  if (delay !== undefined) {
+    if (typeof delay !== 'number') throw new TypeError(`options.retryDelayMs must be a number of milliseconds, got ${typeName(delay)}`);
+    if (!(Number.isFinite(delay) && delay >= 0)) throw new RangeError(`options.retryDelayMs must be >= 0 and finite, got ${delay}`);
+  }
 }
 
 /**
