@@ -436,7 +436,7 @@ export class Encoder {
       if (label !== 'cpu') {
         throw new Error(`device '${label}' needs onnxruntime-node's CUDA execution provider (CUDA 12, cuDNN 9 and ` +
           `a GPU); it could not start: ${(err as Error).message}. Install onnxruntime-node with its CUDA binaries ` +
-          `(without onnxruntime-node-install=skip) or use device 'cpu'.`);
+          `(allow its install script, and leave out ONNXRUNTIME_NODE_INSTALL=skip) or use device 'cpu'.`);
       }
       throw new Error(`cannot load the ONNX graph ${onnxPath}: ${(err as Error).message}`);
     }

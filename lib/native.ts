@@ -69,7 +69,11 @@ export const addonPath = process.env.CAMEMBED_ADDON
 
 let addon: NativeAddon | undefined;
 
-const HOW_TO_BUILD = "'npm rebuild camembed' in the project that installed it ('npm run build:native' in camembed's own repository)";
+// npm 12 skips (and npm 11.16+ questions) install scripts a project has not allowed, `npm rebuild` included.
+const HOW_TO_BUILD =
+  "'npm rebuild camembed' in the project that installed it, once its package.json allows camembed's install script " +
+  "(npm 11.16+: 'npm install-scripts approve camembed'; see camembed's README, Install) " +
+  "('npm run build:native' in camembed's own repository)";
 
 export function loadAddon(): NativeAddon {
   if (addon === undefined) {

@@ -19,10 +19,24 @@ cd "$app"
 # A fresh project, not this repository: `npm run` exported our .npmrc's key, which every npm
 # below would warn about as unknown (the install uses the environment variable instead).
 unset npm_config_onnxruntime_node_install
-echo '{ "name": "consumer", "version": "1.0.0", "private": true }' > package.json
-ONNXRUNTIME_NODE_INSTALL=skip CAMEMBED_CUDA="${CAMEMBED_CUDA:-OFF}" npm install --no-audit --no-fund \
-  "$scratch"/camembed-*.tgz "typescript@$(dev typescript)" "@types/node@$(dev @types/node)" > install.log 2>&1 ||
+# The install-script policy README's Install section asks for (npm >= 11.16: allowScripts): camembed's
+# allowed (a tarball is named by its file: path), onnxruntime-node's denied; strict-allow-scripts makes
+# any dependency script left unreviewed fail the install. Older npm has no policy: the variable does it.
+tarball="$(echo "$scratch"/camembed-*.tgz)"
+node -e "
+require('fs').writeFileSync('package.json', JSON.stringify({ name: 'consumer', version: '1.0.0', private: true,
+  allowScripts: { ['file:' + process.argv[1]]: true, 'onnxruntime-node': false } }));" "$tarball"
+if node -e "const [a, b] = process.argv[1].split('.').map(Number); process.exit(a > 11 || (a === 11 && b >= 16) ? 0 : 1)" "$(npm --version)"; then
+  policy=(env npm_config_strict_allow_scripts=true)
+else
+  policy=(env ONNXRUNTIME_NODE_INSTALL=skip)
+fi
+"${policy[@]}" CAMEMBED_CUDA="${CAMEMBED_CUDA:-OFF}" npm install --no-audit --no-fund \
+  "$tarball" "typescript@$(dev typescript)" "@types/node@$(dev @types/node)" > install.log 2>&1 ||
   { cat install.log; exit 1; }
+if ls node_modules/onnxruntime-node/bin/napi-v*/linux/x64/ | grep -q cuda; then
+  echo "check-package: onnxruntime-node's install script ran (it fetched CUDA binaries)"; exit 1
+fi
 
 node -e "
 const assert = require('assert');
