@@ -17,7 +17,7 @@ mkdir "$app"
 dev() { node -p "require('$root/package.json').devDependencies['$1']"; }
 cd "$app"
 # A fresh project, not this repository: `npm run` exported our .npmrc's key, which every npm
-# below would warn about as unknown (the install uses the environment variable instead).
+# below would warn about as unknown.
 unset npm_config_onnxruntime_node_install
 # The install-script policy README's Install section asks for (npm >= 11.16: allowScripts): camembed's
 # allowed (a tarball is named by its file: path), onnxruntime-node's denied; strict-allow-scripts makes
@@ -34,7 +34,7 @@ fi
 "${policy[@]}" CAMEMBED_CUDA="${CAMEMBED_CUDA:-OFF}" npm install --no-audit --no-fund \
   "$tarball" "typescript@$(dev typescript)" "@types/node@$(dev @types/node)" > install.log 2>&1 ||
   { cat install.log; exit 1; }
-if ls node_modules/onnxruntime-node/bin/napi-v*/linux/x64/ | grep -q cuda; then
+if compgen -G 'node_modules/onnxruntime-node/bin/napi-v*/linux/x64/*cuda*' > /dev/null; then
   echo "check-package: onnxruntime-node's install script ran (it fetched CUDA binaries)"; exit 1
 fi
 
