@@ -5,7 +5,7 @@
 # import (ESM), tsc --strict on a TypeScript consumer (module node16, and moduleResolution bundler),
 # the kernels, a VectorIndex, the encoder on the tiny shared model (when ../shared has it), and
 # every CLI command's --help. Needs the npm registry (the package's dependencies, and typescript
-# and @types/node for the consumer); 28 s with a warm npm cache on 2 cores (2026-11-28). Run: npm run check:package
+# and @types/node for the consumer); 28 to 66 s with a warm npm cache on 2 cores (2026-11-28, the longer with other jobs running). Run: npm run check:package
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="$(mktemp -d)"
