@@ -13,9 +13,11 @@ const root = path.resolve(__dirname, '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 
 // --ignore-scripts: no `prepare` (tsc); `npm test` has just compiled dist/ in its pretest.
-const packed = JSON.parse(
+// npm 11 prints an array of packages, npm 12 an object keyed by name.
+const packs = JSON.parse(
   execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
-)[0] as { unpackedSize: number; files: { path: string; size: number }[] };
+);
+const packed = (Array.isArray(packs) ? packs[0] : packs[pkg.name]) as { unpackedSize: number; files: { path: string; size: number }[] };
 const shipped = new Set(packed.files.map((f) => f.path));
 
 /** stdout of `node ...args` run in the repository root. */
