@@ -30,8 +30,9 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env)
 const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'].map((name) => ({ sm, name })));
 
 (supported ? describe : describe.skip)('the CUDA code on the CPU emulator', () => {
-  // The C++ parity tests (single-threaded, up to ~45 s each) start together once built, and each
-  // test below waits for its own.
+  // The C++ parity tests (single-threaded: up to ~45 s each on the AVX-512 VM, 220 s for
+  // cuda_topk_test on sm_90 on an AVX2 VM with other jobs running, 2026-11-28) start together once
+  // built, and each test below waits for its own.
   const parityRuns = new Map<string, Promise<string>>();
   beforeAll(async () => {
     await run('cmake', ['-S', root, '-B', testsBuild, '-DCAMEMBED_CUDA_EMULATOR=ON']);
@@ -52,7 +53,7 @@ const parityTests = [90, 75].flatMap((sm) => ['cuda_pool_test', 'cuda_topk_test'
       const output = await parityRuns.get(`${name}_sm${sm}`)!;
       expect(output).toContain(`on camembed CUDA emulator (sm_${sm})`);
       expect(output).toContain(`PASS ${name}`);
-    }, 300_000);
+    }, 600_000);  // a guard against a hang: 300 s was too short for cuda_topk_test on a loaded 2-core VM
   }
 
   // scripts/gpu-check.sh's benchmark and final table, which otherwise first run in a GPU session.
