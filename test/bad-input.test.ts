@@ -1,7 +1,7 @@
 import {
   convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, encodeCollection, evaluate, evaluateRetrieval, float16ToFloat32Array,
-  float32ToFloat16Array, makeRandomModel, meanPoolNormalize, meanPoolNormalizeAsync, parseMetric, rankDocuments, readTsv, reference, resolveModel,
-  similarity, TrecRunWriter, VectorIndex,
+  float32ToFloat16Array, makeRandomModel, meanPoolNormalize, meanPoolNormalizeAsync, parseMetric, rankDocuments, readTextLines, readTexts, readTsv,
+  reference, resolveModel, similarity, TrecRunWriter, VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
@@ -83,6 +83,15 @@ const typeCases: Case[] = [
   ['evaluate metrics a string', () => evaluate({}, { q: { d: 1 } }, any('MRR@10')), TypeError, 'got "MRR@10"'],
   ['evaluate minRelevance an array', () => evaluate({}, { q: { d: 1 } }, undefined, { minRelevance: any([1]) }), TypeError,
     'options.minRelevance must be a number, got Array'],
+  // The line readers are generators: their checks run at the call, not at the first next().
+  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }), TypeError, 'options.startOffset must be an integer, got string'],
+  ['readTsv file a bigint', () => readTsv(any(1n)), TypeError, 'file must be a non-empty string, got 1n'],
+  ['readTsv options a string', () => readTsv(none, any('5')), TypeError, 'options must be an object, got string'],
+  ['readTsv from standard input at an offset', () => readTsv('-', { startOffset: 8 }), RangeError, 'standard input is not a regular file'],
+  ['readTextLines file a number', () => readTextLines(any(5)), TypeError, "file must be a non-empty path string (or '-'), got 5"],
+  ['readTextLines from.line negative', () => readTextLines(none, { offset: 0, line: -1 }), RangeError, 'from.line must be >= 0, got -1'],
+  ['readTextLines from a misspelt member', () => readTextLines(none, any({ offset: 0, lines: 1 })), TypeError, 'from.lines is not known'],
+  ['readTexts file empty', () => readTexts(''), TypeError, `file must be a non-empty path string (or '-'), got ""`],
 ];
 const none = '/nonexistent-camembed';
 const files = { model: none, collection: `${none}/c.tsv`, queries: `${none}/q.tsv`, qrels: `${none}/r.txt` };
@@ -101,7 +110,6 @@ const asyncTypeCases: Case[] = [
   ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got string'],
   ['makeRandomModel tokenizerDir a number', () => randomModel({ tokenizerDir: 5 }), TypeError, 'options.tokenizerDir must be a non-empty string, got 5'],
   ['makeRandomModel outDir empty', () => randomModel({ outDir: '' }), TypeError, 'options.outDir must be a non-empty string, got ""'],
-  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }).next(), TypeError, 'options.startOffset must be an integer, got string'],
   ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace, got 1n'],
   ['encodeCollection collection a number', () => encodeCollection(any({ collection: 5, cacheDir: none, identity: {}, encoder: {} })), TypeError,
     'options.collection must be a non-empty string, got 5'],
