@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireObject, requireString, typeName } from '../validate';
+import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
@@ -158,6 +158,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const collection = requireString('options.collection', options.collection);
   requireString('options.cacheDir', options.cacheDir);
   requireObject('options.identity', options.identity);
+  requireJson('options.identity', options.identity);  // it is hashed and stored as JSON
   const encoder = requireObject('options.encoder', options.encoder) as unknown as StreamEncoder;
   if (typeof encoder.encodeStream !== 'function') {
     throw new TypeError(`options.encoder.encodeStream must be a function (pass an Encoder), got ${typeName(encoder.encodeStream)}`);
