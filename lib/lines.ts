@@ -85,9 +85,9 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  * The lines of `file` ('-': standard input), streamed; `from` resumes a file after a line already
  * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are. Stopping early
  * (`break`, or `return()`) closes the file; a reader dropped midway closes it once collected.
+ * Bad arguments throw here, not at the first next(); a missing file fails the first next().
  */
 export function readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
-  // Checked here, not in the generator, whose body runs only at the first next().
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${describeValue(file)}`);
   requireObject('from', from, ['offset', 'line']);
   const start = { offset: requireInteger('from.offset', from.offset, 0), line: requireInteger('from.line', from.line, 0) };
@@ -123,9 +123,9 @@ async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { 
   }
 }
 
-/** The texts of readTextLines. */
+/** The texts of readTextLines (a bad `file` throws here too). */
 export function readTexts(file: string): AsyncGenerator<string, void, undefined> {
-  return textsOf(readTextLines(file));  // readTextLines checks `file` now, at the call
+  return textsOf(readTextLines(file));
 }
 
 async function* textsOf(lines: AsyncIterable<TextLine>): AsyncGenerator<string, void, undefined> {

@@ -51,7 +51,11 @@ export interface EncodeCollectionOptions {
   collection: string;
   /** Root of the cache; one folder per identity below it. */
   cacheDir: string;
-  /** JSON-serialisable description of everything that changes the vectors (model, max length). */
+  /**
+   * Everything that changes the vectors (model, max length), as JSON data: plain objects, arrays,
+   * strings, finite numbers, booleans, null (anything else is a TypeError). A `collection` member is
+   * replaced by the collection file's path, size and modification time.
+   */
   identity: Record<string, unknown>;
   /** What encodes the passages (an Encoder). */
   encoder: StreamEncoder;

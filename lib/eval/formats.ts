@@ -23,10 +23,10 @@ export interface TextRecord {
 /**
  * Reads an MS MARCO / ir_datasets TSV file (`id<TAB>text` per line; empty lines are skipped) as
  * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
+ * Bad arguments throw here, not at the first next().
  */
 export function readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
   AsyncGenerator<TextRecord, void, undefined> {
-  // Checked here, not in the generator, whose body runs only at the first next().
   requireString('file', file);
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset === undefined ? 0 : requireInteger('options.startOffset', options.startOffset, 0);
