@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 
 import { ioError } from './io-error';
-import { requireInteger, requireObject, typeName } from './validate';
+import { describeValue, requireInteger, requireObject } from './validate';
 
 /** A text file that is not as expected (not UTF-8, a malformed TSV or qrels line): `file:line: message`. */
 export class FormatError extends Error {
@@ -85,14 +85,21 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  * The lines of `file` ('-': standard input), streamed; `from` resumes a file after a line already
  * read (its `endOffset` and `line`). Pipes and FIFOs are read from where they are. Stopping early
  * (`break`, or `return()`) closes the file; a reader dropped midway closes it once collected.
+ * Bad arguments throw here, not at the first next(); a missing file fails the first next().
  */
-export async function* readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
-  if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${typeName(file)}`);
+export function readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
+  if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${describeValue(file)}`);
   requireObject('from', from, ['offset', 'line']);
-  for (const key of ['offset', 'line'] as const) requireInteger(`from.${key}`, from[key], 0);
-  if (from.offset > 0 && (file === '-' || !fs.statSync(file).isFile())) {
-    throw new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
-  }
+  const start = { offset: requireInteger('from.offset', from.offset, 0), line: requireInteger('from.line', from.line, 0) };
+  if (start.offset > 0 && file === '-') throw notResumable(file);
+  return textLines(file, start);
+}
+
+const notResumable = (file: string) => new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
+
+async function* textLines(file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine, void, undefined> {
+  // What the file is, like opening it, is found out when reading starts.
+  if (from.offset > 0 && !fs.statSync(file).isFile()) throw notResumable(file);
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
   const input = file === '-' ? process.stdin
     : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });
@@ -116,9 +123,13 @@ async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { 
   }
 }
 
-/** The texts of readTextLines. */
-export async function* readTexts(file: string): AsyncGenerator<string, void, undefined> {
-  for await (const { text } of readTextLines(file)) yield text;
+/** The texts of readTextLines (a bad `file` throws here too). */
+export function readTexts(file: string): AsyncGenerator<string, void, undefined> {
+  return textsOf(readTextLines(file));
+}
+
+async function* textsOf(lines: AsyncIterable<TextLine>): AsyncGenerator<string, void, undefined> {
+  for await (const { text } of lines) yield text;
 }
 
 /**

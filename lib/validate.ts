@@ -153,3 +153,28 @@ export function optionalFunction<F extends (...args: never[]) => unknown>(name: 
   if (value !== undefined && typeof value !== 'function') throw new TypeError(`${name} must be a function, got ${typeName(value)}`);
   return value as F | undefined;
 }
+
+/**
+ * JSON data (plain objects, arrays, strings, finite numbers, booleans, null; undefined members
+ * dropped as absent), such as a cache key's parts. JSON.stringify throws on a bigint or a cycle
+ * in its own words, and turns a function, NaN or a Map into nothing, null or {}: different keys
+ * that would read the same.
+ */
+export function requireJson(name: string, value: unknown, ancestors: object[] = []): void {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))) return;
+  const proto: unknown = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+  // A plain object's prototype is Object.prototype (of any realm) or null.
+  if (typeof value !== 'object' || !(Array.isArray(value) || proto === null || Object.getPrototypeOf(proto) === null)) {
+    const kind = typeof value === 'object' ? (value as { constructor?: { name?: unknown } }).constructor?.name : undefined;
+    throw new TypeError(`${name} must be JSON data (objects, arrays, strings, finite numbers, booleans, null), ` +
+      `got ${typeof kind === 'string' && kind !== '' ? kind : describeValue(value)}`);
+  }
+  if (ancestors.includes(value)) throw new TypeError(`${name} contains itself (a cycle), which JSON cannot hold`);
+  ancestors.push(value);
+  // entries() visits an array's holes too, which JSON would write as null.
+  for (const [key, member] of Array.isArray(value) ? value.entries() : Object.entries(value)) {
+    if (typeof key === 'number') requireJson(`${name}[${key}]`, member, ancestors);
+    else if (member !== undefined) requireJson(/^[A-Za-z_$][\w$]*$/.test(key) ? `${name}.${key}` : `${name}[${JSON.stringify(key)}]`, member, ancestors);
+  }
+  ancestors.pop();
+}

@@ -1,7 +1,7 @@
 import {
   convertToOnnx, cosineTopK, cosineTopKAsync, CudaMatrix, devices, Encoder, encodeCollection, evaluate, evaluateRetrieval, float16ToFloat32Array,
-  float32ToFloat16Array, makeRandomModel, meanPoolNormalize, meanPoolNormalizeAsync, parseMetric, rankDocuments, readTsv, reference, resolveModel,
-  similarity, TrecRunWriter, VectorIndex,
+  float32ToFloat16Array, makeRandomModel, meanPoolNormalize, meanPoolNormalizeAsync, parseMetric, rankDocuments, readTextLines, readTexts, readTsv,
+  reference, resolveModel, similarity, TrecRunWriter, VectorIndex,
 } from '../lib';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
@@ -83,11 +83,21 @@ const typeCases: Case[] = [
   ['evaluate metrics a string', () => evaluate({}, { q: { d: 1 } }, any('MRR@10')), TypeError, 'got "MRR@10"'],
   ['evaluate minRelevance an array', () => evaluate({}, { q: { d: 1 } }, undefined, { minRelevance: any([1]) }), TypeError,
     'options.minRelevance must be a number, got Array'],
+  // The line readers are generators: their checks run at the call, not at the first next().
+  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }), TypeError, 'options.startOffset must be an integer, got string'],
+  ['readTsv file a bigint', () => readTsv(any(1n)), TypeError, 'file must be a non-empty string, got 1n'],
+  ['readTsv options a string', () => readTsv(none, any('5')), TypeError, 'options must be an object, got string'],
+  ['readTsv from standard input at an offset', () => readTsv('-', { startOffset: 8 }), RangeError, 'standard input is not a regular file'],
+  ['readTextLines file a number', () => readTextLines(any(5)), TypeError, "file must be a non-empty path string (or '-'), got 5"],
+  ['readTextLines from.line negative', () => readTextLines(none, { offset: 0, line: -1 }), RangeError, 'from.line must be >= 0, got -1'],
+  ['readTextLines from a misspelt member', () => readTextLines(none, any({ offset: 0, lines: 1 })), TypeError, 'from.lines is not known'],
+  ['readTexts file empty', () => readTexts(''), TypeError, `file must be a non-empty path string (or '-'), got ""`],
 ];
 const none = '/nonexistent-camembed';
 const files = { model: none, collection: `${none}/c.tsv`, queries: `${none}/q.tsv`, qrels: `${none}/r.txt` };
 type Options<F extends (...args: never[]) => unknown> = Parameters<F>[0];
 const retrieval = (options: object) => evaluateRetrieval({ ...files, ...options } as Options<typeof evaluateRetrieval>);
+const collectionWith = (identity: object) => encodeCollection(any({ collection: none, cacheDir: none, identity, encoder: { encodeStream() {} } }));
 const randomModel = (options: object) => makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 8, tokenizerDir: none, outDir: none, ...options });
 const asyncTypeCases: Case[] = [
   ['Encoder.load maxLength a string', () => Encoder.load(none, { maxLength: any('128') }), TypeError, 'options.maxLength must be an integer, got string'],
@@ -101,10 +111,23 @@ const asyncTypeCases: Case[] = [
   ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got string'],
   ['makeRandomModel tokenizerDir a number', () => randomModel({ tokenizerDir: 5 }), TypeError, 'options.tokenizerDir must be a non-empty string, got 5'],
   ['makeRandomModel outDir empty', () => randomModel({ outDir: '' }), TypeError, 'options.outDir must be a non-empty string, got ""'],
-  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }).next(), TypeError, 'options.startOffset must be an integer, got string'],
   ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace, got 1n'],
   ['encodeCollection collection a number', () => encodeCollection(any({ collection: 5, cacheDir: none, identity: {}, encoder: {} })), TypeError,
     'options.collection must be a non-empty string, got 5'],
+  // The identity is hashed and stored as JSON: checked before the collection is looked at (it does not exist here).
+  ['encodeCollection identity with a bigint', () => collectionWith({ model: { revision: 1n } }), TypeError,
+    'options.identity.model.revision must be JSON data (objects, arrays, strings, finite numbers, booleans, null), got 1n'],
+  ['encodeCollection identity with a symbol', () => collectionWith({ tags: ['a', Symbol('b')] }), TypeError, 'options.identity.tags[1] must be JSON data'],
+  ['encodeCollection identity with a function', () => collectionWith({ 'max-length': () => 128 }), TypeError,
+    'options.identity["max-length"] must be JSON data (objects, arrays, strings, finite numbers, booleans, null), got function'],
+  ['encodeCollection identity with NaN', () => collectionWith({ maxLength: NaN }), TypeError, 'options.identity.maxLength must be JSON data'],
+  ['encodeCollection identity with a Map', () => collectionWith({ settings: new Map([['a', 1]]) }), TypeError,
+    'options.identity.settings must be JSON data (objects, arrays, strings, finite numbers, booleans, null), got Map'],
+  ['encodeCollection identity a cycle', () => {
+    const identity: Record<string, unknown> = { a: {} };
+    (identity.a as Record<string, unknown>).up = identity;
+    return collectionWith(identity);
+  }, TypeError, 'options.identity.a.up contains itself (a cycle), which JSON cannot hold'],
   ['encodeCollection chunkRows a string', () => encodeCollection(any({ collection: none, cacheDir: none, identity: {}, encoder: { encodeStream() {} }, chunkRows: '8' })),
     TypeError, 'options.chunkRows must be an integer, got string'],
   ['evaluateRetrieval model a number', () => retrieval({ model: 5 }), TypeError, 'options.model must be a non-empty string, got 5'],
@@ -137,7 +160,7 @@ describe('a value of the wrong type is a clear error naming the option', () => {
     await expect(settled).rejects.toThrow(text);
   });
 
-  test('nothing is written: encodeCollection checks its encoder before making its cache folder, TrecRunWriter its tag before its file', async () => {
+  test('nothing is written: encodeCollection checks its encoder and identity before making its cache folder, TrecRunWriter its tag before its file', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-types-'));
     try {
       const collection = path.join(dir, 'c.tsv');
@@ -148,6 +171,10 @@ describe('a value of the wrong type is a clear error naming the option', () => {
       await expect(run({ encoder: null })).rejects.toThrow(new TypeError('options.encoder must be an object, got null'));
       await expect(run({ identity: 'model-a', encoder: { encodeStream() {} } })).rejects.toThrow(new TypeError('options.identity must be an object, got string'));
       await expect(run({ cacheDir: 5, encoder: { encodeStream() {} } })).rejects.toThrow(new TypeError('options.cacheDir must be a non-empty string, got 5'));
+      await expect(run({ identity: { model: 1n }, encoder: { encodeStream() {} } })).rejects.toThrow(new TypeError(
+        'options.identity.model must be JSON data (objects, arrays, strings, finite numbers, booleans, null), got 1n'));
+      // JSON.stringify would drop the function: a cache key that ignores it.
+      await expect(run({ identity: { tokenize: () => [] }, encoder: { encodeStream() {} } })).rejects.toThrow('options.identity.tokenize must be JSON data');
       expect(fs.existsSync(cacheDir)).toBe(false);
       await expect(TrecRunWriter.open(path.join(dir, 'run'), { tag: any(null) }))
         .rejects.toThrow(new TypeError('options.tag must be a non-empty string without whitespace, got null'));

@@ -118,15 +118,16 @@ test('a FIFO (or /dev/stdin, <(...)) reads like a file; standard input cannot re
     spawn('sh', ['-c', `printf '%s' "$0" > "$1"`, content, fifo], { stdio: 'ignore' });
     expect((await collect(readTextLines(fifo))).map(({ text, line }) => ({ text, line }))).toEqual(expected);
   }
-  await expect(collect(readTextLines('-', { offset: 8, line: 1 }))).rejects.toThrow(
+  expect(() => readTextLines('-', { offset: 8, line: 1 })).toThrow(
     new RangeError('standard input is not a regular file: it cannot be resumed from a byte offset'));
   if (fs.existsSync(fifo)) {
     await expect(collect(readTextLines(fifo, { offset: 8, line: 1 }))).rejects.toThrow(`${fifo} is not a regular file`);
   }
   const file = path.join(dir, 'a.txt');
-  await expect(collect(readTextLines(file, { offset: -5, line: 0 }))).rejects.toThrow(new RangeError('from.offset must be >= 0, got -5'));
-  await expect(collect(readTextLines(file, { offset: 1.5, line: 0 }))).rejects.toThrow(new TypeError('from.offset must be an integer, got 1.5'));
-  await expect(collect(readTextLines(file, { offset: '5' as unknown as number, line: 0 }))).rejects.toThrow(new TypeError('from.offset must be an integer, got string'));
-  await expect(collect(readTextLines(file, { offset: 0, line: NaN }))).rejects.toThrow(/from.line must be/);
-  await expect(collect(readTextLines(42 as unknown as string))).rejects.toThrow(TypeError);
+  // Bad arguments throw at the call, not at the first next().
+  expect(() => readTextLines(file, { offset: -5, line: 0 })).toThrow(new RangeError('from.offset must be >= 0, got -5'));
+  expect(() => readTextLines(file, { offset: 1.5, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got 1.5'));
+  expect(() => readTextLines(file, { offset: '5' as unknown as number, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got string'));
+  expect(() => readTextLines(file, { offset: 0, line: NaN })).toThrow(/from.line must be/);
+  expect(() => readTextLines(42 as unknown as string)).toThrow(TypeError);
 });

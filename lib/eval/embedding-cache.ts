@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireObject, requireString, typeName } from '../validate';
+import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
@@ -51,7 +51,11 @@ export interface EncodeCollectionOptions {
   collection: string;
   /** Root of the cache; one folder per identity below it. */
   cacheDir: string;
-  /** JSON-serialisable description of everything that changes the vectors (model, max length). */
+  /**
+   * Everything that changes the vectors (model, max length), as JSON data: plain objects, arrays,
+   * strings, finite numbers, booleans, null (anything else is a TypeError). A `collection` member is
+   * replaced by the collection file's path, size and modification time.
+   */
   identity: Record<string, unknown>;
   /** What encodes the passages (an Encoder). */
   encoder: StreamEncoder;
@@ -158,6 +162,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const collection = requireString('options.collection', options.collection);
   requireString('options.cacheDir', options.cacheDir);
   requireObject('options.identity', options.identity);
+  requireJson('options.identity', options.identity);  // it is hashed and stored as JSON
   const encoder = requireObject('options.encoder', options.encoder) as unknown as StreamEncoder;
   if (typeof encoder.encodeStream !== 'function') {
     throw new TypeError(`options.encoder.encodeStream must be a function (pass an Encoder), got ${typeName(encoder.encodeStream)}`);

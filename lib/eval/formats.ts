@@ -4,7 +4,7 @@
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
 import { ioError } from '../io-error';
-import { FormatError, readTextLines } from '../lines';
+import { FormatError, readTextLines, TextLine } from '../lines';
 import { describeValue, requireInteger, requireObject, requireString } from '../validate';
 import type { Qrels } from './metrics';
 
@@ -23,14 +23,19 @@ export interface TextRecord {
 /**
  * Reads an MS MARCO / ir_datasets TSV file (`id<TAB>text` per line; empty lines are skipped) as
  * a stream. `startOffset`/`startLine` resume after a record already read (its `endOffset`/`line`).
+ * Bad arguments throw here, not at the first next().
  */
-export async function* readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
+export function readTsv(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
   AsyncGenerator<TextRecord, void, undefined> {
   requireString('file', file);
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset === undefined ? 0 : requireInteger('options.startOffset', options.startOffset, 0);
   const startLine = options.startLine === undefined ? 0 : requireInteger('options.startLine', options.startLine, 0);
-  for await (const { text, line, endOffset } of readTextLines(file, { offset: startOffset, line: startLine })) {
+  return tsvRecords(file, readTextLines(file, { offset: startOffset, line: startLine }));
+}
+
+async function* tsvRecords(file: string, lines: AsyncIterable<TextLine>): AsyncGenerator<TextRecord, void, undefined> {
+  for await (const { text, line, endOffset } of lines) {
     if (text === '') continue;
     const tab = text.indexOf('\t');
     if (tab < 0) throw new FormatError(file, line, "expected 'id<TAB>text' but found no tab");
