@@ -603,9 +603,15 @@ export class VectorIndex {
       await index.finishLoad(header, metadata, file, signal);
       // CUDA: the device copies now, so that the first search does not wait for them (13.6 GB for
       // 8.8M x 768 float16) and a GPU without the room fails here.
-      for (const chunk of index.deviceIndex >= 0 ? index.chunks : []) {
+      const copies = index.deviceIndex >= 0 ? index.chunks : [];
+      const deviceBytes = copies.reduce((sum, chunk) => sum + chunk.ids.length * rowBytes, 0);
+      if (copies.length > 0) onProgress?.({ stage: 'device', bytes: 0, totalBytes: deviceBytes });  // a bar from the start
+      let copied = 0;
+      for (const chunk of copies) {
         signal?.throwIfAborted();
         await index.syncChunk(chunk);
+        copied += chunk.ids.length * rowBytes;
+        onProgress?.({ stage: 'device', bytes: copied, totalBytes: deviceBytes });
       }
       signal?.throwIfAborted();  // an abort during the last step: the caller gets no index to dispose
       await reader.close();

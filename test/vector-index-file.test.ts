@@ -6,7 +6,7 @@ import * as path from 'path';
 
 import { removeTrackedTemporaries, trackTemporaries } from '../lib/atomic-file';
 import { Checksum, encodeHeader, fileBindings, layoutOf, P1, P2, P3 } from '../lib/index/format';
-import { VectorIndex } from '../lib/vector-index';
+import { IndexFileProgress, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
 let dir: string;
@@ -557,17 +557,17 @@ test('a disk that fills up mid-save: the error names the file, the old file stay
 test('onProgress of save and load: bytes of the file done, rising to its size; a bad callback is a TypeError', async () => {
   const file = path.join(dir, 'progress.cmbd');
   const index = await sample('float32', 9);
-  const check = (seen: { bytes: number; totalBytes: number }[]) => {
+  const check = (seen: IndexFileProgress[]) => {
     const size = fs.statSync(file).size;
     expect(seen.length).toBeGreaterThan(3);  // header, metadata, ids, vectors and trailer at least
-    expect(seen.every((p, i) => p.totalBytes === size && p.bytes <= size && (i === 0 || p.bytes > seen[i - 1].bytes))).toBe(true);
+    expect(seen.every((p, i) => p.stage === 'file' && p.totalBytes === size && p.bytes <= size && (i === 0 || p.bytes > seen[i - 1].bytes))).toBe(true);
     expect(seen[seen.length - 1].bytes).toBe(size);
   };
-  const saved: { bytes: number; totalBytes: number }[] = [];
+  const saved: IndexFileProgress[] = [];
   await index.save(file, { onProgress: (p) => saved.push(p) });
   check(saved);
   for (const mmap of [false, true]) {
-    const loaded: { bytes: number; totalBytes: number }[] = [];
+    const loaded: IndexFileProgress[] = [];
     (await VectorIndex.load(file, { mmap, onProgress: (p) => loaded.push(p) })).dispose();
     check(loaded);
   }

@@ -8,7 +8,7 @@ import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
 import { IdTable } from '../lib/index/id-table';
 import { CudaMatrix } from '../lib/cuda';
-import { evenTiles, SearchResult, VectorIndex } from '../lib/vector-index';
+import { evenTiles, IndexFileProgress, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 import { maxAbsDifference } from './helpers/compare';
 
@@ -639,8 +639,14 @@ describeGpu('VectorIndex on CUDA', () => {
     const setRows = jest.spyOn(CudaMatrix.prototype, 'setRowsAsync');
     const free = jest.spyOn(CudaMatrix.prototype, 'free');
     try {
-      const index = await VectorIndex.load(file, options);
+      const progress: IndexFileProgress[] = [];
+      const index = await VectorIndex.load(file, { ...options, onProgress: (p) => progress.push(p) });
       expect(create).toHaveBeenCalledTimes(3);
+      // The file's bytes, then each chunk's device copy (dim 16 float16: 32 bytes a row).
+      const fileSize = fs.statSync(file).size;
+      expect(progress.filter((p) => p.stage === 'file').pop()).toEqual({ stage: 'file', bytes: fileSize, totalBytes: fileSize });
+      expect(progress.filter((p) => p.stage === 'device')).toEqual([0, 300, 600, 700].map((rows) => ({ stage: 'device', bytes: rows * 32, totalBytes: 700 * 32 })));
+      expect(progress.findIndex((p) => p.stage === 'device')).toBe(progress.length - 4);
       create.mockClear();
       const queries = randomSignedArray(random, 3 * dim);
       expectExact(await index.search(queries, { k: 7 }), truth.allScores(queries), 7);

@@ -189,10 +189,21 @@ export function requireFileOption(name: string, file: string | undefined, why: s
   if (!pipeAllowed && !fs.statSync(file).isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${why}`);
 }
 
-/** `transfer` (an index file's load or save) with a bar of its bytes, drawn from its onProgress. */
+/**
+ * `transfer` (an index file's load or save) with a bar of its bytes, drawn from its onProgress; a
+ * second bar for the device copies of a load on CUDA.
+ */
 export async function withFileProgress<T>(label: string, transfer: (onProgress: (p: IndexFileProgress) => void) => Promise<T>): Promise<T> {
-  const bar = createProgressBar({ label, unit: 'bytes' });
-  const result = await transfer(({ bytes, totalBytes }) => bar.update(bytes, totalBytes));
+  let bar = createProgressBar({ label, unit: 'bytes' });
+  let stage: IndexFileProgress['stage'] = 'file';
+  const result = await transfer((p) => {
+    if (p.stage !== stage) {
+      bar.finish();
+      stage = p.stage;
+      bar = createProgressBar({ label: 'copy to GPU', unit: 'bytes' });
+    }
+    bar.update(p.bytes, p.totalBytes);
+  });
   bar.finish();
   return result;
 }

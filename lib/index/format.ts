@@ -277,11 +277,16 @@ async function saveTarget(file: string): Promise<{ target: string; mode: number 
   }
 }
 
-/** How far a read or write of an index file has gone, in bytes of the file. */
+/** How far a save or load of an index has gone. */
 export interface IndexFileProgress {
-  /** Bytes of the file read (or checksummed, when mapped) or written so far. */
+  /**
+   * 'file': bytes of the file read (or checksummed, when mapped) or written; 'device': bytes of
+   * the device copies made (a load on CUDA, once the file is read).
+   */
+  stage: 'file' | 'device';
+  /** Bytes of the stage done so far. */
   bytes: number;
-  /** The file's size in bytes. */
+  /** The stage's bytes in all: the file's size, or the device copies' size. */
   totalBytes: number;
 }
 
@@ -323,7 +328,7 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
       const { bytesWritten } = await handle.write(bytes, done, n, position).catch(naming);
       done += bytesWritten;
       position += bytesWritten;
-      onProgress?.({ bytes: position, totalBytes: header.layout.fileBytes });
+      onProgress?.({ stage: 'file', bytes: position, totalBytes: header.layout.fileBytes });
     }
   };
   let closed = false;
@@ -391,7 +396,7 @@ export class IndexFileReader {
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
     let position = HEADER_BYTES;
-    const progress = (bytes: number) => onProgress?.({ bytes, totalBytes: layout.fileBytes });
+    const progress = (bytes: number) => onProgress?.({ stage: 'file', bytes, totalBytes: layout.fileBytes });
     // A mapped piece ends at `position`: its pages are read as they are summed.
     const sum = async (bytes: Uint8Array) => {
       for (let done = 0; done < bytes.length; done += PIECE_BYTES) {
