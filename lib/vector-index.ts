@@ -604,13 +604,14 @@ export class VectorIndex {
       // CUDA: the device copies now, so that the first search does not wait for them (13.6 GB for
       // 8.8M x 768 float16) and a GPU without the room fails here.
       const copies = index.deviceIndex >= 0 ? index.chunks : [];
-      const deviceBytes = copies.reduce((sum, chunk) => sum + chunk.ids.length * rowBytes, 0);
+      const copyBytes = (chunk: Chunk) => chunk.ids.length * rowBytes;  // a loaded chunk has no spare rows
+      const deviceBytes = copies.reduce((sum, chunk) => sum + copyBytes(chunk), 0);
       if (copies.length > 0) onProgress?.({ stage: 'device', bytes: 0, totalBytes: deviceBytes });  // a bar from the start
       let copied = 0;
       for (const chunk of copies) {
         signal?.throwIfAborted();
         await index.syncChunk(chunk);
-        copied += chunk.ids.length * rowBytes;
+        copied += copyBytes(chunk);
         onProgress?.({ stage: 'device', bytes: copied, totalBytes: deviceBytes });
       }
       signal?.throwIfAborted();  // an abort during the last step: the caller gets no index to dispose
