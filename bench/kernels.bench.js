@@ -16,7 +16,7 @@ function seededArray(length, seed) {
   return out;
 }
 
-// Runs fn until ~maxTimeSeconds have passed (at least minSamples times); returns the mean seconds.
+// Runs fn until ~maxTime seconds have passed (at least minSamples times); returns the mean seconds.
 function measure(name, fn, { maxTime = 3, minSamples = 5 } = {}) {
   return new Promise((resolve) => {
     new Benchmark(name, fn, { maxTime, minSamples, initCount: 1, onComplete: (e) => resolve(e.target.stats.mean) }).run();

@@ -286,7 +286,7 @@ export function camembedCacheDir(): string {
  * camembed's cache, so that the snapshot stays as huggingface_hub wrote it (Python would otherwise
  * find our graph as the repo's onnx/model.onnx) and a read-only Hub cache works.
  */
-export function convertedGraphPath(modelDir: string): string {
+function convertedGraphPath(modelDir: string): string {
   const snapshot = /[\\/](models--[^\\/]+)[\\/]snapshots[\\/]([0-9a-f]{40})$/.exec(modelDir);
   if (snapshot === null) return path.join(modelDir, 'onnx', 'model.onnx');
   return path.join(camembedCacheDir(), 'onnx', snapshot[1], snapshot[2], 'model.onnx');

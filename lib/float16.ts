@@ -21,7 +21,7 @@ export function float16BitsToNumber(h: number): number {
 }
 
 // Round to nearest, ties to even, as hardware conversion (F16C, CUDA __float2half_rn) does.
-export function numberToFloat16Bits(value: number): number {
+function numberToFloat16Bits(value: number): number {
   f32[0] = value;
   const x = u32[0];
   const sign = (x >>> 16) & 0x8000;

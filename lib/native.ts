@@ -5,7 +5,7 @@
 import * as path from 'path';
 import type { CudaDevice } from './devices';
 
-export interface NativeInfo {
+interface NativeInfo {
   simd: 'avx512' | 'avx2' | 'scalar';
   threads: number;
   cudaCompiledIn: boolean;

@@ -94,7 +94,7 @@ export function optionalBoolean(name: string, value: unknown, fallback: boolean)
   return value;
 }
 
-export const MAX_THREADS = 1024;
+const MAX_THREADS = 1024;
 
 export function optionalThreads(value: unknown): number {
   if (value === undefined) return 0;

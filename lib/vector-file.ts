@@ -21,7 +21,7 @@ const NPY_MAGIC = '\x93NUMPY';
  * `lib.format` documentation): a C-order 2-D array of '<f4' or '<f2'. Anything else is an Error
  * naming the file and what it holds instead.
  */
-export function parseNpyHeader(file: string, start: Buffer): VectorFileLayout {
+function parseNpyHeader(file: string, start: Buffer): VectorFileLayout {
   if (start.length < 10 || start.toString('latin1', 0, 6) !== NPY_MAGIC) throw new Error(`${file} is not a .npy file (no numpy magic)`);
   const major = start[6];
   if (major < 1 || major > 3) throw new Error(`${file}: .npy format version ${major}.${start[7]} is not supported (1.0 to 3.0 are)`);

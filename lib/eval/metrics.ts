@@ -11,7 +11,7 @@ export type Qrels = Record<string, Record<string, number>>;
 
 /** The metrics evaluate() computes, each at a cutoff (`'nDCG@10'`); docs/eval.md defines them. */
 export type MetricName = 'MRR' | 'nDCG' | 'MAP' | 'Recall' | 'P';
-export const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recall', 'P'];
+const METRIC_NAMES: readonly MetricName[] = ['MRR', 'nDCG', 'MAP', 'Recall', 'P'];
 
 /** Options of evaluate(). */
 export interface EvaluateOptions {

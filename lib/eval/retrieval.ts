@@ -45,7 +45,7 @@ export interface RetrievalEvaluationOptions {
   offline?: boolean | undefined;
   /** Hub revision of the model, as for `Encoder.load`. */
   revision?: string | undefined;
-  /** Root of the embedding cache (default $XDG_CACHE_HOME/camembed/embeddings or ~/.cache/...). */
+  /** Root of the embedding cache (default: `embeddings` in $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed). */
   cacheDir?: string | undefined;
   /** Passages per cache chunk (default 16,384). */
   chunkRows?: number | undefined;

@@ -27,10 +27,10 @@ import { ioError } from '../io-error';
 import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
 
-export const MAGIC = 'CMBDINDX';
-export const FORMAT_VERSION = 2;
-export const HEADER_BYTES = 64;
-export const TRAILER_BYTES = 8;
+const MAGIC = 'CMBDINDX';
+const FORMAT_VERSION = 2;
+const HEADER_BYTES = 64;
+const TRAILER_BYTES = 8;
 // Metadata is for a few facts (the model that made the vectors, a description), read whole.
 export const MAX_METADATA_BYTES = 1024 * 1024;
 // And nests at most this deep (objects and arrays): JSON.stringify recurses, and a file that loads
@@ -133,7 +133,7 @@ export function encodeHeader(h: Header): Uint8Array {
 }
 
 /** Checks the header against the file's actual size; every failure names the file and the fault. */
-export function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: string): Header {
+function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: string): Header {
   const magic = Buffer.from(bytes.subarray(0, Math.min(8, bytes.length))).toString('latin1');
   if (magic !== MAGIC.slice(0, magic.length) || bytes.length === 0) {
     throw new Error(`${file} is not a camembed index file (no '${MAGIC}' magic at its start)`);

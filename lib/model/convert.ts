@@ -33,7 +33,7 @@ export interface ConvertOptions {
 
 const CONVERT_OPTIONS = namesOf<ConvertOptions>({ output: true, dtype: true, graph: true });
 
-export const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta', 'bert'];
+const SUPPORTED_MODEL_TYPES = ['camembert', 'roberta', 'xlm-roberta', 'bert'];
 
 interface EncoderConfig {
   positions: 'padding-offset' | 'absolute';  // RoBERTa family | BERT

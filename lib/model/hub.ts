@@ -38,7 +38,7 @@ export interface DownloadProgress {
 export interface ResolveOptions {
   /** Branch, tag or commit hash (default 'main'); pin a commit in production. */
   revision?: string | undefined;
-  /** The Hub cache (default defaultCacheDir(): $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
+  /** The Hub cache (default defaultCacheDir(): $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as Python's). */
   cacheDir?: string | undefined;
   /** true: use the cache only (default false; also when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set true). */
   offline?: boolean | undefined;

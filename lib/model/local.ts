@@ -12,7 +12,7 @@ export interface ResolvedModel {
   weightsPath: string | null;
 }
 
-export const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
+const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
 
 function firstExisting(dir: string, names: readonly string[]): string | null {

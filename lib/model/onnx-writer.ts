@@ -33,7 +33,7 @@ export interface NodeDef {
   attributes?: Record<string, AttributeValue>;
 }
 
-export interface ValueInfo {
+interface ValueInfo {
   name: string;
   elemType: number;
   shape: (number | string)[];   // a string is a symbolic (dynamic) dimension

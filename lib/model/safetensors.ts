@@ -8,8 +8,6 @@ import * as path from 'path';
 import { float16BitsToNumber } from '../float16';
 import { temporaryPath } from '../atomic-file';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
-
 const ITEM_BYTES: Record<string, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 };

@@ -16,7 +16,7 @@ export interface FakeRepo {
   token?: string;                    // private repo: requires "Authorization: Bearer <token>"
 }
 
-export interface LoggedRequest { server: 'hub' | 'cdn'; method: string; url: string; range?: string; authorization?: string }
+interface LoggedRequest { server: 'hub' | 'cdn'; method: string; url: string; range?: string; authorization?: string }
 
 export interface FakeHub {
   endpoint: string;

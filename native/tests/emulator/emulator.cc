@@ -33,7 +33,7 @@
 #error "the CUDA emulator's fiber switch is written for x86-64"
 #endif
 
-// switchStack(&saved, next): saves the callee-saved registers on the current stack, stores its
+// camembedEmuSwitchStack(&saved, next): saves the callee-saved registers on the current stack, stores its
 // pointer in *saved and resumes the stack `next` (saved the same way). The System V ABI lets a
 // call clobber everything else, so this is a whole context switch, without ucontext's
 // signal-mask system call or AddressSanitizer's clearing of the whole stack at every switch.

@@ -22,7 +22,6 @@
 
 #define __global__
 #define __device__
-#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 // Blocks run one at a time: one static copy per kernel is the block's. They all live in one
@@ -53,7 +52,6 @@ enum cudaError_t {
   cudaErrorContained = 226,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalAddress = 700,
-  cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchTimeout = 702,
   cudaErrorHardwareStackError = 714,
   cudaErrorInvalidAddressSpace = 717,
