@@ -104,6 +104,8 @@ const asyncTypeCases: Case[] = [
   ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be >= 1, got 0'],
   ['Encoder.load cacheDir empty', () => Encoder.load(none, { cacheDir: '' }), TypeError, 'options.cacheDir must be a non-empty string, got ""'],
   ['resolveModel source a bigint', () => resolveModel(any(1n)), TypeError, "source must be a model folder or a Hub id 'org/name', got 1n"],
+  // An empty environment variable (MODEL_DIR= in a .env file): the message shows "", not "got string".
+  ['Encoder.load source empty', () => Encoder.load(''), TypeError, `source must be a model folder or a Hub id 'org/name', got ""`],
   ['convertToOnnx output a number', () => convertToOnnx(none, { output: any(5) }), TypeError, 'options.output must be a non-empty string, got 5'],
   ['convertToOnnx dtype unknown', () => convertToOnnx(none, { dtype: any('int8') }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
   ['convertToOnnx graph a bigint', () => convertToOnnx(none, { graph: any(1n) }), TypeError, "options.graph must be 'fused' or 'plain', got 1n"],
