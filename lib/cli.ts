@@ -4,7 +4,8 @@
 import * as os from 'os';
 import * as path from 'path';
 import { trackTemporaries } from './atomic-file';
-import { CliInterrupted, CliUsageError, suggestion } from './commands/args';
+import { CliInterrupted, CliUsageError } from './commands/args';
+import { suggestion } from './validate';
 import { readJsonFile } from './json-file';
 import { endProgressLine } from './progress';
 

@@ -10,7 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
-import { convertedGraph, convertToOnnx, resolveModel } from './model';
+import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
@@ -387,9 +387,7 @@ export class Encoder {
 
   /** Loads a sentence-transformers folder or Hub id (default: antoinelouis/biencoder-camembert-base-mmarcoFR). */
   static async load(source: string = DEFAULT_MODEL, options: EncoderOptions = {}): Promise<Encoder> {
-    if (typeof source !== 'string' || source.length === 0) {
-      throw new TypeError(`source must be a model folder or a Hub id such as 'org/name', got ${typeName(source)}`);
-    }
+    requireModelSource(source);  // before the options: a bad source is the first thing to hear about
     const o = optionalObject('options', options, ENCODER_OPTIONS) as EncoderOptions;
     const { providers, label } = executionProviders(o.device);
     const threads = optionalPositiveInteger('options.threads', o.threads) ?? os.availableParallelism();

@@ -108,6 +108,34 @@ export function namesOf<T>(names: Record<keyof T, true>): readonly string[] {
   return Object.keys(names);
 }
 
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * ` (did you mean X?)` for a mistyped `word`: the nearest of `known` if it is a few edits away
+ * (a third of the word, at least 2), or starts with the word, or begins it (--input-file); else ''.
+ * Case is ignored (`batchsize`, `Normalized`).
+ */
+export function suggestion(word: string, known: readonly string[]): string {
+  if (word.replace(/^-+/, '') === '') return '';  // nothing typed, nothing to be near
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of known) {
+    const [w, n] = [word.toLowerCase(), name.toLowerCase()];
+    const d = n.startsWith(w) || w.startsWith(n) ? 0 : editDistance(w, n);
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
+}
+
 /**
  * An object argument. With `known`, a member it does not name is a TypeError: a misspelt option
  * (`batchsize`) would otherwise be ignored without a word. Members set to undefined are let through.
@@ -119,8 +147,7 @@ export function requireObject(name: string, value: unknown, known?: readonly str
   const object = value as Record<string, unknown>;
   for (const key of known === undefined ? [] : Object.keys(object)) {
     if (object[key] === undefined || known!.includes(key)) continue;
-    const near = known!.find((k) => k.toLowerCase() === key.toLowerCase());
-    throw new TypeError(`${name}.${key} is not known${near === undefined ? '' : ` (did you mean ${near}?)`}: ` +
+    throw new TypeError(`${name}.${key} is not known${suggestion(key, known!)}: ` +
       `expected ${known!.length === 0 ? 'no members' : known!.join(', ')}`);
   }
   return object;

@@ -64,9 +64,10 @@ export interface VectorIndexOptions {
   chunkBytes?: number | undefined;
   /**
    * Facts saved with the index, as a JSON object of at most 1 MiB (the CLI records the model that
-   * made the vectors under `model`). Default {}.
+   * made the vectors under `model`). Default {}. Typed `object` so that a value of an interface
+   * type is accepted (an interface is not a Record<string, unknown>); an array is a TypeError.
    */
-  metadata?: Record<string, unknown> | undefined;
+  metadata?: object | undefined;
 }
 
 export type { IndexFileProgress } from './index/format';
@@ -318,7 +319,7 @@ export class VectorIndex {
     return this.savedMetadata.object;
   }
 
-  set metadata(value: Record<string, unknown>) {
+  set metadata(value: object) {
     this.assertUsable('metadata');
     this.savedMetadata = checkMetadata('metadata', value);
   }

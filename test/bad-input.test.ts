@@ -34,8 +34,9 @@ const poolCases: Case[] = [
   // @ts-expect-error: a device name the type refuses too (plain JavaScript gets the TypeError)
   ['bad device', () => meanPoolNormalize(hidden, mask, shape, { device: 'gpu' }), TypeError, 'options.device'],
   ['NaN in hidden states', () => meanPoolNormalize(new Float32Array(24).fill(NaN), mask, shape), RangeError, 'NaN or infinite'],
+  // The docs' own spelling (normalised) is a few edits from the option's: it is suggested, as the CLI suggests a flag.
   ['a misspelt option', () => meanPoolNormalize(hidden, mask, shape, { normalise: false } as object), TypeError,
-    'options.normalise is not known: expected normalize, dtype, device, threads'],
+    'options.normalise is not known (did you mean normalize?): expected normalize, dtype, device, threads'],
   ['a misspelt shape member', () => meanPoolNormalize(hidden, mask, { ...shape, seqLen: 3 } as typeof shape), TypeError, 'shape.seqLen is not known'],
 ];
 const topkCases: Case[] = [
@@ -104,6 +105,8 @@ const asyncTypeCases: Case[] = [
   ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be >= 1, got 0'],
   ['Encoder.load cacheDir empty', () => Encoder.load(none, { cacheDir: '' }), TypeError, 'options.cacheDir must be a non-empty string, got ""'],
   ['resolveModel source a bigint', () => resolveModel(any(1n)), TypeError, "source must be a model folder or a Hub id 'org/name', got 1n"],
+  // An empty environment variable (MODEL_DIR= in a .env file): the message shows "", not "got string".
+  ['Encoder.load source empty', () => Encoder.load(''), TypeError, `source must be a model folder or a Hub id 'org/name', got ""`],
   ['convertToOnnx output a number', () => convertToOnnx(none, { output: any(5) }), TypeError, 'options.output must be a non-empty string, got 5'],
   ['convertToOnnx dtype unknown', () => convertToOnnx(none, { dtype: any('int8') }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
   ['convertToOnnx graph a bigint', () => convertToOnnx(none, { graph: any(1n) }), TypeError, "options.graph must be 'fused' or 'plain', got 1n"],
@@ -198,7 +201,7 @@ describe('bad input throws a clear error naming the argument', () => {
       [() => new VectorIndex({ dim: 4, chunkSize: 1024 } as { dim: number }), 'options.chunkSize is not known'],
       [() => index.search(q, { k: 1, topK: 5 } as { k: number }), 'options.topK is not known'],
       [() => index.neighbors({ k: 1, batchsize: 8 } as { k: number }), 'options.batchsize is not known (did you mean batchSize?)'],
-      [() => VectorIndex.load('/nonexistent.cmbd', { mmaped: true } as object), 'options.mmaped is not known'],
+      [() => VectorIndex.load('/nonexistent.cmbd', { mmaped: true } as object), 'options.mmaped is not known (did you mean mmap?)'],
       [() => CudaMatrix.create(db, { rows: 10, dim: 4, storage: 'float16' } as { rows: number; dim: number }), 'options.storage is not known: expected rows, dim, dtype, device'],
       [() => Encoder.load('/nonexistent-model', { batchsize: 8 } as object), 'options.batchsize is not known (did you mean batchSize?)'],
       [() => evaluate({}, { q: { d: 1 } }, ['MRR@10'], { perquery: true } as object), 'options.perquery is not known (did you mean perQuery?)'],

@@ -220,7 +220,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(() => encoder.encodeStream(null as unknown as string[])).toThrow(new TypeError('texts must be an iterable or async iterable of strings, got null'));
     expect(() => encoder.encodeStream(['a'], { chunkSize: 0 })).toThrow(new RangeError('options.chunkSize must be >= 1, got 0'));
     expect(() => encoder.encodeStream(['a'], { normalize: 'no' as unknown as boolean })).toThrow(TypeError);
-    expect(() => encoder.encode(['a'], { normalise: false } as object)).toThrow(new TypeError('options.normalise is not known: expected normalize, onProgress, signal'));
+    expect(() => encoder.encode(['a'], { normalise: false } as object)).toThrow(new TypeError('options.normalise is not known (did you mean normalize?): expected normalize, onProgress, signal'));
     expect(() => encoder.encodeStream(['a'], { chunksize: 8 } as object)).toThrow('options.chunksize is not known (did you mean chunkSize?)');
     expect(() => encoder.encodeStream(['a'], { onProgress: 1 as unknown as () => void })).toThrow(/options.onProgress must be a function/);
   });

@@ -3,6 +3,8 @@
 // a doc comment (hover docs), and every type a public signature names is exported from the root
 // by name (no `Parameters<typeof f>[1]`, no import from camembed/dist/...). Reads the d.ts files
 // that `npm test`'s pretest has just compiled.
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as ts from 'typescript';
 import { DEFAULT_METRICS, evaluate, VectorIndex } from '../lib';
@@ -134,4 +136,25 @@ test("CudaMatrixOptions names the element type and device as the rest of the API
   // @ts-expect-error: a CudaMatrix lives on a GPU
   const cpu: CudaMatrixOptions = { rows: 1, dim: 2, device: 'cpu' };
   expect([index.device, numbered.device, storage.dtype, cpu.device]).toEqual(['cuda:1', 0, undefined, 'cpu']);
+});
+
+test('metadata may be a value of an interface type (an interface is no Record<string, unknown>), as the run time accepts', () => {
+  // Compiled against the published declarations: a type error here is one every user would get.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-types-'));
+  try {
+    const file = path.join(dir, 'metadata.ts');
+    fs.writeFileSync(file, `import { VectorIndex } from ${JSON.stringify(path.join(dist, 'index'))};
+      interface IndexFacts { model: string; builtAt: string }
+      const facts: IndexFacts = { model: 'm', builtAt: '2026-11-28' };
+      const index = new VectorIndex({ dim: 2, metadata: facts });
+      index.metadata = facts;\n`);
+    const snippet = ts.createProgram([file], { strict: true, noEmit: true, skipLibCheck: true, types: [] });
+    const errors = ts.getPreEmitDiagnostics(snippet, snippet.getSourceFile(file)).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+    expect(errors).toEqual([]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  interface IndexFacts { model: string }
+  const facts: IndexFacts = { model: 'm' };
+  expect(new VectorIndex({ dim: 2, metadata: facts }).metadata).toEqual({ model: 'm' });
 });

@@ -8,6 +8,7 @@ import * as path from 'path';
 
 import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
+import { suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import type { IndexFileProgress } from '../vector-index';
 
@@ -36,32 +37,6 @@ export interface Parsed {
   positional: string[];
   /** The options the command line named (the others hold their defaults). */
   given: Set<string>;
-}
-
-/** Levenshtein distance (insertions, deletions, substitutions). */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length];
-}
-
-/**
- * ` (did you mean X?)` for a mistyped `word`: the nearest of `known` if it is a few edits away
- * (a third of the word, at least 2), or starts with the word, or begins it (--input-file); else ''.
- */
-export function suggestion(word: string, known: string[]): string {
-  if (word.replace(/^-+/, '') === '') return '';  // nothing typed, nothing to be near
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const name of known) {
-    const d = name.startsWith(word) || word.startsWith(name) ? 0 : editDistance(word, name);
-    if (d < bestDistance) [best, bestDistance] = [name, d];
-  }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
 }
 
 export function parseArgs(argv: string[], spec: OptionSpec): Parsed {

@@ -13,8 +13,9 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
-  requireOutputFile, suggestion, textsWithProgress, withFileProgress,
+  requireOutputFile, textsWithProgress, withFileProgress,
 } from './args';
+import { suggestion } from '../validate';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 

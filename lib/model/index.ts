@@ -37,15 +37,20 @@ function checkResolveOptions(options: ResolveOptions): void {
   }
 }
 
+/** `source` of resolveModel and Encoder.load: a non-empty string (an empty one is shown as "", e.g. an empty env variable). */
+export function requireModelSource(source: unknown): asserts source is string {
+  if (typeof source !== 'string' || source.length === 0) {
+    throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${describeValue(source)}`);
+  }
+}
+
 /**
  * Finds a sentence-transformers model: `source` is a local folder, or a Hub id ('org/name', or a
  * legacy 'name') when no such folder exists, downloaded into the Hub cache (resumable, hash-checked)
  * unless already there. Rejects with a HubError for the Hub's refusals (err.status: 401, 404...).
  */
 export async function resolveModel(source: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
-  if (typeof source !== 'string' || source.length === 0) {
-    throw new TypeError(`source must be a model folder or a Hub id 'org/name', got ${describeValue(source)}`);
-  }
+  requireModelSource(source);
   requireObject('options', options, RESOLVE_OPTIONS);
   checkResolveOptions(options);
   optionalAbortSignal('options.signal', options.signal)?.throwIfAborted();
