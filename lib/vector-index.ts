@@ -16,7 +16,7 @@ import {
 } from './index/format';
 import { IdTable } from './index/id-table';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -194,14 +194,13 @@ function parseVectors(name: string, input: unknown, dim: number): { data: Float3
   if (typeof input === 'object' && input !== null && !ArrayBuffer.isView(input) && !Array.isArray(input)) {
     const o = input as Record<string, unknown>;
     data = o.data;
-    rows = requirePositiveInteger(`${name}.rows`, o.rows);
+    rows = requireInteger(`${name}.rows`, o.rows, 0);
     const inputDim = requirePositiveInteger(`${name}.dim`, o.dim);
     if (inputDim !== dim) throw new RangeError(`${name}.dim is ${inputDim} but the index has dim ${dim}`);
   } else if (!ArrayBuffer.isView(input)) {
     throw new TypeError(`${name} must be a Float32Array or { data, rows, dim }, got ${typeName(input)}`);
   }
   const array = requireTypedArray<Float32Array>(rows === undefined ? name : `${name}.data`, data, ['Float32Array']);
-  if (array.length === 0) throw new RangeError(`${name} is empty`);
   if (array.length % dim !== 0) {
     throw new RangeError(`${name} has ${array.length} values, not a multiple of the index dim ${dim}`);
   }
@@ -345,6 +344,7 @@ export class VectorIndex {
     this.assertWritable('add');
     const { data, rows } = parseVectors('vectors', vectors, this.dim);
     const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
+    if (rows === 0) return;  // as encode([]) gives: nothing changes, an open neighbors() walk goes on
     for (const id of newIds) {
       if (this.table.has(id)) throw new RangeError(`ids: id ${id} is already in the index`);
     }

@@ -328,7 +328,8 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.add({ data: ok, rows: 3, dim: 8 })).toThrow(/rows x dim is 3 x 8/);
     expect(() => index.add(withNaN)).toThrow(/vectors row 1 contains NaN/);
     expect(() => index.add(withInf)).toThrow(/vectors row 0 contains NaN or infinite/);
-    expect(() => index.add(new Float32Array(0))).toThrow(/vectors is empty/);
+    expect(() => index.add(new Float32Array(0), [11])).toThrow(/1 ids but there are 0 vectors/);
+    expect(() => index.add({ data: new Float32Array(0), rows: -1, dim })).toThrow(/vectors.rows must be >= 0, got -1/);
     expect(() => index.add(new Float64Array(dim) as unknown as Float32Array)).toThrow(TypeError);
     expect(() => index.add(ok, [11, 3])).toThrow(/id 3 is already in the index/);
     expect(() => index.add(ok, [12, 12])).toThrow(/contains id 12 more than once/);
@@ -337,6 +338,28 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => index.add(ok, 'x' as unknown as number[])).toThrow(TypeError);
     expect(index.size).toBe(10);
     expect(await snapshot(index)).toEqual(before);
+  });
+
+  test('an empty batch (what encode([]) gives) adds nothing and finds nothing, as remove([]) removes nothing', async () => {
+    const random = makeRandom(15);
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(random, 5 * dim));
+    const before = await snapshot(index);
+    const walk = index.neighbors({ k: 2, batchSize: 2 });
+    await walk.next();
+    index.add({ data: new Float32Array(0), rows: 0, dim });
+    index.add(new Float32Array(0), []);
+    expect((await walk.next()).value!.ids).toEqual(new BigInt64Array([2n, 3n]));  // not ended as a change would end it
+    const found = await index.search({ data: new Float32Array(0), rows: 0, dim }, { k: 3 });
+    expect(found).toEqual({ ids: new BigInt64Array(0), scores: new Float32Array(0), k: 3 });
+    expect(index.size).toBe(5);
+    expect(await snapshot(index)).toEqual(before);
+    index.add(randomSignedArray(random, dim));
+    expect((await index.search(randomSignedArray(random, dim), { k: 10 })).ids).toHaveLength(6);
+    expect(await index.neighbors({ k: 1 }).next()).toMatchObject({ done: false });
+    expect(index.size).toBe(6);
+    // the ids counted up from 5 as before: the empty adds took none
+    expect((await index.search(new Float32Array(index.dim), { k: 6 })).ids.slice().sort()).toEqual(new BigInt64Array([0n, 1n, 2n, 3n, 4n, 5n]));
   });
 
   test.each(['float32', 'float16'] as const)('a NaN met while %s rows are written into storage changes nothing', async (dtype) => {
