@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
 import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
@@ -526,6 +527,15 @@ export class Encoder {
       }
     }
     if (chunk.length > 0) yield await encodeChunk(chunk);
+  }
+
+  /** What console.log shows: the public facts, not the ONNX Runtime session and the tokenizer. */
+  [util.inspect.custom](_depth: number, options: util.InspectOptions, inspect: typeof util.inspect): string {
+    const facts = {
+      modelDir: this.modelDir, device: this.device, dim: this.dim, maxLength: this.maxLength, batchSize: this.batchSize,
+      maxBatchTokens: this.maxBatchTokens, ...(this.disposing === null ? {} : { disposed: true }),
+    };
+    return `Encoder ${inspect(facts, options)}`;
   }
 
   /**

@@ -6,6 +6,7 @@
 // top-k kernel call over all chunks (one pass over the storage for a whole tile of queries, ties
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
+import * as util from 'util';
 import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
@@ -655,6 +656,13 @@ export class VectorIndex {
     this.count = 0;
     this.disposed = true;
     this.changes++;
+  }
+
+  /** What console.log shows: the public facts, not the storage (chunks and the id table). */
+  [util.inspect.custom](_depth: number, options: util.InspectOptions, inspect: typeof util.inspect): string {
+    const facts = this.disposed ? { disposed: true } :
+      { size: this.count, dim: this.dim, dtype: this.dtype, device: this.device, bytes: this.bytes, metadata: this.metadata };
+    return `VectorIndex ${inspect(facts, options)}`;
   }
 
   // ---- internals ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as util from 'util';
 import { devices } from '../lib/devices';
 import { Encoder, Embeddings, similarity } from '../lib/encoder';
 import { convertToOnnx } from '../lib/model';
@@ -197,6 +198,14 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     let offset = 0;
     for (const c of chunks) { joined.set(c.data, offset); offset += c.data.length; }
     expect(maxAbsDiff(joined, (await encoder.encode(texts)).data)).toBeLessThan(1e-6);
+  });
+
+  test('console.log shows the public facts, not the ONNX Runtime session', async () => {
+    const facts = `modelDir: '${MODEL}', device: 'cpu', dim: 32, maxLength: ${encoder.maxLength}, batchSize: ${encoder.batchSize}, maxBatchTokens: ${encoder.maxBatchTokens}`;
+    expect(util.inspect(encoder, { breakLength: Infinity })).toBe(`Encoder { ${facts} }`);
+    const disposed = await Encoder.load(MODEL);
+    await disposed.dispose();
+    expect(util.inspect(disposed, { breakLength: Infinity })).toBe(`Encoder { ${facts}, disposed: true }`);
   });
 
   test('bad input and options get clear errors', async () => {

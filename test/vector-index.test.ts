@@ -4,6 +4,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as util from 'util';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
 import { IdTable } from '../lib/index/id-table';
@@ -291,6 +292,15 @@ describe('VectorIndex inputs', () => {
       expect([...ids.subarray(q * 3, q * 3 + 3)]).toEqual([...ids.subarray(0, 3)]);
       expect([...scores.subarray(q * 3, q * 3 + 3)]).toEqual([...scores.subarray(0, 3)]);
     }
+  });
+
+  test('console.log shows the public facts, not the storage', () => {
+    const index = new VectorIndex({ dim: 4, metadata: { model: 'm' } });
+    index.add(new Float32Array(8).fill(1));
+    expect(util.inspect(index, { breakLength: Infinity }))
+      .toBe(`VectorIndex { size: 2, dim: 4, dtype: 'float32', device: 'cpu', bytes: ${index.bytes}, metadata: { model: 'm' } }`);
+    index.dispose();
+    expect(util.inspect(index)).toBe('VectorIndex { disposed: true }');
   });
 
   test('size, dim, dtype, bytes; growth keeps capacity within one chunk of the contents', () => {
