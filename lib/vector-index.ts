@@ -222,18 +222,19 @@ export function evenTiles(count: number, most: number): Array<[number, number]> 
   return Array.from({ length: tiles }, (_, t) => [Math.floor((t * count) / tiles), Math.floor(((t + 1) * count) / tiles)]);
 }
 
+function parseId(name: string, id: unknown): bigint {
+  if (typeof id === 'bigint' && BigInt.asIntN(64, id) === id) return id;
+  if (Number.isSafeInteger(id)) return BigInt(id as number);
+  throw new TypeError(`${name} must be a safe integer or a 64-bit bigint, got ${typeof id === 'number' || typeof id === 'bigint' ? id : typeName(id)}`);
+}
+
 function parseIds(name: string, input: unknown, expected: number | null): BigInt64Array {
   let ids: BigInt64Array;
   if (input instanceof BigInt64Array) {
     ids = input.slice();
   } else if (Array.isArray(input)) {
     ids = new BigInt64Array(input.length);
-    for (let i = 0; i < input.length; i++) {
-      const id: unknown = input[i];
-      if (typeof id === 'bigint' && BigInt.asIntN(64, id) === id) ids[i] = id;
-      else if (Number.isSafeInteger(id)) ids[i] = BigInt(id as number);
-      else throw new TypeError(`${name}[${i}] must be a safe integer or a 64-bit bigint, got ${typeof id === 'number' || typeof id === 'bigint' ? id : typeName(id)}`);
-    }
+    for (let i = 0; i < input.length; i++) ids[i] = parseId(`${name}[${i}]`, input[i]);
   } else {
     throw new TypeError(`${name} must be a BigInt64Array or an array of integers or bigints, got ${typeName(input)}`);
   }
@@ -410,6 +411,12 @@ export class VectorIndex {
     this.count += rows;
     for (const id of newIds) if (id >= this.nextId) this.nextId = id + 1n;
     this.changes++;
+  }
+
+  /** Whether a vector is stored under this id (a safe integer or a 64-bit bigint). */
+  has(id: number | bigint): boolean {
+    this.assertUsable('has');
+    return this.table.has(parseId('id', id));
   }
 
   /** Removes the vectors with these ids; an id that is absent (or repeated) is an error and changes nothing. */

@@ -372,6 +372,20 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect((await index.search(new Float32Array(index.dim), { k: 6 })).ids.slice().sort()).toEqual(new BigInt64Array([0n, 1n, 2n, 3n, 4n, 5n]));
   });
 
+  test('has(id) follows adds and removes; a bad id is a TypeError', () => {
+    const index = new VectorIndex({ dim });
+    const random = makeRandom(16);
+    index.add(randomSignedArray(random, 3 * dim), [5n, 7, -(2n ** 63n)]);
+    expect([index.has(5), index.has(5n), index.has(7n), index.has(-(2n ** 63n)), index.has(6), index.has(0)]).toEqual([true, true, true, true, false, false]);
+    index.remove([5]);
+    expect([index.has(5), index.has(7)]).toEqual([false, true]);
+    expect(() => index.has(1.5)).toThrow(new TypeError('id must be a safe integer or a 64-bit bigint, got 1.5'));
+    expect(() => index.has(2n ** 63n)).toThrow(new TypeError(`id must be a safe integer or a 64-bit bigint, got ${2n ** 63n}`));
+    expect(() => index.has('7' as unknown as number)).toThrow(TypeError);
+    index.dispose();
+    expect(() => index.has(7)).toThrow('VectorIndex.has: the index has been disposed');
+  });
+
   test.each(['float32', 'float16'] as const)('a NaN met while %s rows are written into storage changes nothing', async (dtype) => {
     const random = makeRandom(14);
     const make = () => new VectorIndex({ dim, dtype, chunkBytes: 10 * dim * (dtype === 'float32' ? 4 : 2) });  // 10 rows a chunk
