@@ -1,5 +1,6 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
+import { FLOAT16_MAX } from './float16';
 import { CudaDeviceName, resolveDevice } from './devices';
 import { Dtype, DTYPES } from './kernels';
 import { loadAddon } from './native';
@@ -77,7 +78,6 @@ export interface CudaSearchResult {
 
 /** The largest k a CUDA search accepts (its final sort holds k candidates in shared memory). */
 export const CUDA_MAX_K = 2048;
-const FLOAT16_MAX = 65504;
 
 /**
  * Cosine mode with float16 storage sends q / |q| (norm in float64): the same cosines, and no query

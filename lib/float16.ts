@@ -1,6 +1,9 @@
 // IEEE 754 binary16 <-> binary32 conversion for float16 storage (Uint16Array of half bits).
 import { requireTypedArray } from './validate';
 
+/** The largest finite float16. */
+export const FLOAT16_MAX = 65504;
+
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 

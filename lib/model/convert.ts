@@ -13,7 +13,7 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { float32ToFloat16Array } from '../float16';
+import { FLOAT16_MAX, float32ToFloat16Array } from '../float16';
 import { namesOf, optionalOneOf, optionalString, requireObject, requireString } from '../validate';
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
@@ -175,7 +175,6 @@ function transpose(src: Float32Array, rows: number, cols: number): Float32Array 
 }
 
 const DATA_ALIGNMENT = 4096;  // page-aligned offsets let ONNX Runtime memory-map external data
-const FLOAT16_MAX = 65504;
 const FLOAT16_MAX_ULP = 32;
 // Hugging Face masks attention with the float type's lowest value (torch.finfo(dtype).min): a row
 // whose keys are all masked then attends to all of them equally (-10000 would leave it unmasked).
