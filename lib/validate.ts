@@ -54,7 +54,7 @@ export function describeValue(value: unknown): string {
 /** A safe integer >= min. */
 export function requireInteger(name: string, value: unknown, min: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new TypeError(`${name} must be an integer, got ${typeof value === 'number' ? value : typeName(value)}`);
+    throw new TypeError(`${name} must be an integer, got ${describeValue(value)}`);
   }
   if (value < min) throw new RangeError(`${name} must be >= ${min}, got ${value}`);
   if (value > Number.MAX_SAFE_INTEGER) throw new RangeError(`${name} is too large: ${value}`);

@@ -71,6 +71,8 @@ const typeCases: Case[] = [
   ['CudaMatrix device NaN (no cuda:NaN advice)', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any(NaN) }), TypeError,
     /^options.device must be 'cuda' or 'cuda:<index>', got the number NaN$/],
   ['CudaMatrix device a bigint', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any(0n) }), TypeError, 'got 0n'],
+  // A bigint k (ids are bigints, so 10n comes easily) is shown as written, not as 'bigint'.
+  ['k a bigint', () => cosineTopK(q, db, { dim: 4, k: any(10n) }), TypeError, /^options.k must be an integer, got 10n$/],
   ['float32ToFloat16Array(null)', () => float32ToFloat16Array(any(null)), TypeError, 'src must be a Float32Array, got null'],
   ['float32ToFloat16Array of a string', () => float32ToFloat16Array(any('abc')), TypeError, 'src must be a Float32Array, got string'],
   ['float16ToFloat32Array of a Float32Array', () => float16ToFloat32Array(any(new Float32Array(2))), TypeError, 'src must be a Uint16Array, got Float32Array'],
@@ -85,7 +87,7 @@ const typeCases: Case[] = [
   ['evaluate minRelevance an array', () => evaluate({}, { q: { d: 1 } }, undefined, { minRelevance: any([1]) }), TypeError,
     'options.minRelevance must be a number, got Array'],
   // The line readers are generators: their checks run at the call, not at the first next().
-  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }), TypeError, 'options.startOffset must be an integer, got string'],
+  ['readTsv startOffset a string', () => readTsv(none, { startOffset: any('5') }), TypeError, 'options.startOffset must be an integer, got "5"'],
   ['readTsv file a bigint', () => readTsv(any(1n)), TypeError, 'file must be a non-empty string, got 1n'],
   ['readTsv options a string', () => readTsv(none, any('5')), TypeError, 'options must be an object, got string'],
   ['readTsv from standard input at an offset', () => readTsv('-', { startOffset: 8 }), RangeError, 'standard input is not a regular file'],
@@ -101,7 +103,7 @@ const retrieval = (options: object) => evaluateRetrieval({ ...files, ...options 
 const collectionWith = (identity: object) => encodeCollection(any({ collection: none, cacheDir: none, identity, encoder: { encodeStream() {} } }));
 const randomModel = (options: object) => makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 8, tokenizerDir: none, outDir: none, ...options });
 const asyncTypeCases: Case[] = [
-  ['Encoder.load maxLength a string', () => Encoder.load(none, { maxLength: any('128') }), TypeError, 'options.maxLength must be an integer, got string'],
+  ['Encoder.load maxLength a string', () => Encoder.load(none, { maxLength: any('128') }), TypeError, 'options.maxLength must be an integer, got "128"'],
   ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be >= 1, got 0'],
   ['Encoder.load cacheDir empty', () => Encoder.load(none, { cacheDir: '' }), TypeError, 'options.cacheDir must be a non-empty string, got ""'],
   ['resolveModel source a bigint', () => resolveModel(any(1n)), TypeError, "source must be a model folder or a Hub id 'org/name', got 1n"],
@@ -111,7 +113,7 @@ const asyncTypeCases: Case[] = [
   ['convertToOnnx dtype unknown', () => convertToOnnx(none, { dtype: any('int8') }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
   ['convertToOnnx graph a bigint', () => convertToOnnx(none, { graph: any(1n) }), TypeError, "options.graph must be 'fused' or 'plain', got 1n"],
   ['makeRandomModel layers NaN', () => randomModel({ layers: NaN }), TypeError, 'options.layers must be an integer, got NaN'],
-  ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got string'],
+  ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got "1"'],
   ['makeRandomModel tokenizerDir a number', () => randomModel({ tokenizerDir: 5 }), TypeError, 'options.tokenizerDir must be a non-empty string, got 5'],
   ['makeRandomModel outDir empty', () => randomModel({ outDir: '' }), TypeError, 'options.outDir must be a non-empty string, got ""'],
   ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace, got 1n'],
@@ -132,10 +134,10 @@ const asyncTypeCases: Case[] = [
     return collectionWith(identity);
   }, TypeError, 'options.identity.a.up contains itself (a cycle), which JSON cannot hold'],
   ['encodeCollection chunkRows a string', () => encodeCollection(any({ collection: none, cacheDir: none, identity: {}, encoder: { encodeStream() {} }, chunkRows: '8' })),
-    TypeError, 'options.chunkRows must be an integer, got string'],
+    TypeError, 'options.chunkRows must be an integer, got "8"'],
   ['evaluateRetrieval model a number', () => retrieval({ model: 5 }), TypeError, 'options.model must be a non-empty string, got 5'],
   ['evaluateRetrieval collection a number', () => retrieval({ collection: 5 }), TypeError, 'options.collection must be a non-empty string, got 5'],
-  ['evaluateRetrieval k a string', () => retrieval({ k: '10' }), TypeError, 'options.k must be an integer, got string'],
+  ['evaluateRetrieval k a string', () => retrieval({ k: '10' }), TypeError, 'options.k must be an integer, got "10"'],
   ['evaluateRetrieval k below a cutoff', () => retrieval({ k: 5, metrics: ['MRR@10'] }), RangeError, 'options.k (5) must be at least the largest metric cutoff (10)'],
   ['evaluateRetrieval dtype unknown', () => retrieval({ dtype: 'int8' }), TypeError, "options.dtype must be 'float32' or 'float16', got \"int8\""],
   ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],

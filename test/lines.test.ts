@@ -127,7 +127,7 @@ test('a FIFO (or /dev/stdin, <(...)) reads like a file; standard input cannot re
   // Bad arguments throw at the call, not at the first next().
   expect(() => readTextLines(file, { offset: -5, line: 0 })).toThrow(new RangeError('from.offset must be >= 0, got -5'));
   expect(() => readTextLines(file, { offset: 1.5, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got 1.5'));
-  expect(() => readTextLines(file, { offset: '5' as unknown as number, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got string'));
+  expect(() => readTextLines(file, { offset: '5' as unknown as number, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got "5"'));
   expect(() => readTextLines(file, { offset: 0, line: NaN })).toThrow(/from.line must be/);
   expect(() => readTextLines(42 as unknown as string)).toThrow(TypeError);
 });
