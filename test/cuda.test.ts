@@ -214,7 +214,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         const before = m.search(rows, { k: 10 });
         expect(() => m.setRows(-1, rows.subarray(0, dim))).toThrow(new RangeError('firstRow must be >= 0, got -1'));
         expect(() => m.setRows(1.5, rows.subarray(0, dim))).toThrow(new TypeError('firstRow must be an integer, got 1.5'));
-        expect(() => m.setRows('0' as unknown as number, rows.subarray(0, dim))).toThrow(new TypeError('firstRow must be an integer, got string'));
+        expect(() => m.setRows('0' as unknown as number, rows.subarray(0, dim))).toThrow(new TypeError('firstRow must be an integer, got "0"'));
         expect(() => m.setRows(0, [1, 2, 3, 4] as unknown as Float32Array)).toThrow(/data must be a Float32Array or Uint16Array/);
         expect(() => m.setRows(0, rows.subarray(0, 6))).toThrow(/data has 6 elements: expected a positive multiple of dim \(4\)/);
         expect(() => m.setRows(8, rows.subarray(0, 3 * dim))).toThrow(new RangeError("rows 8..10 are beyond the matrix's 10 rows"));
