@@ -17,7 +17,7 @@ import {
 } from './index/format';
 import { IdTable } from './index/id-table';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
+  describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
 
 const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -225,7 +225,7 @@ export function evenTiles(count: number, most: number): Array<[number, number]> 
 function parseId(name: string, id: unknown): bigint {
   if (typeof id === 'bigint' && BigInt.asIntN(64, id) === id) return id;
   if (Number.isSafeInteger(id)) return BigInt(id as number);
-  throw new TypeError(`${name} must be a safe integer or a 64-bit bigint, got ${typeof id === 'number' || typeof id === 'bigint' ? id : typeName(id)}`);
+  throw new TypeError(`${name} must be a safe integer or a 64-bit bigint, got ${describeValue(id)}`);
 }
 
 function parseIds(name: string, input: unknown, expected: number | null): BigInt64Array {
