@@ -419,6 +419,16 @@ export class VectorIndex {
     return this.table.has(parseId('id', id));
   }
 
+  /**
+   * A copy of the vector stored under this id: L2-normalised, as float32 (float16 storage's
+   * rounding included); undefined when the id is absent.
+   */
+  get(id: number | bigint): Float32Array | undefined {
+    this.assertUsable('get');
+    const position = this.table.get(parseId('id', id));
+    return position === -1 ? undefined : this.rowsAt(position, 1).vectors;
+  }
+
   /** Removes the vectors with these ids; an id that is absent (or repeated) is an error and changes nothing. */
   remove(ids: IdsInput): void {
     this.assertWritable('remove');

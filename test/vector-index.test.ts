@@ -372,6 +372,34 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect((await index.search(new Float32Array(index.dim), { k: 6 })).ids.slice().sort()).toEqual(new BigInt64Array([0n, 1n, 2n, 3n, 4n, 5n]));
   });
 
+  test.each(['float32', 'float16'] as const)('get(id) gives the stored unit vector (%s), after removes moved rows and after a save and mmap load', async (dtype) => {
+    const random = makeRandom(17);
+    const index = new VectorIndex({ dim, dtype, chunkBytes: 4 * dim * (dtype === 'float32' ? 4 : 2) });  // 4 rows a chunk
+    const data = randomSignedArray(random, 10 * dim);
+    const ids = [10n, -3n, 2n ** 60n, 7n, 8n, 9n, 11n, 12n, 13n, 14n];
+    index.add(data, ids);
+    index.remove([-3n, 8n]);  // the last rows move into their holes
+    const unit = normalizedCopy(data, dim);
+    const stored = dtype === 'float32' ? unit : float16ToFloat32Array(float32ToFloat16Array(unit));
+    const expectStored = (from: VectorIndex) => ids.forEach((id, r) => {
+      if (id === -3n || id === 8n) expect(from.get(id)).toBeUndefined();
+      else expect(maxAbsDifference(from.get(id)!, stored.subarray(r * dim, (r + 1) * dim))).toBeLessThanOrEqual(dtype === 'float32' ? 1e-7 : 2 ** -11);
+    });
+    expectStored(index);
+    const copy = index.get(7n)!;
+    copy.fill(0);  // a copy: the index keeps its own
+    expect(index.get(7)![0]).not.toBe(0);
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-get-')), 'i.cmbd');
+    await index.save(file);
+    const loaded = await VectorIndex.load(file, { mmap: true });
+    expectStored(loaded);
+    const nearest = await loaded.search(loaded.get(2n ** 60n)!, { k: 1 });
+    expect(nearest.ids).toEqual(new BigInt64Array([2n ** 60n]));
+    loaded.dispose();
+    fs.rmSync(path.dirname(file), { recursive: true });
+    expect(() => index.get(1.5)).toThrow(new TypeError('id must be a safe integer or a 64-bit bigint, got 1.5'));
+  });
+
   test('has(id) follows adds and removes; a bad id is a TypeError', () => {
     const index = new VectorIndex({ dim });
     const random = makeRandom(16);
