@@ -429,6 +429,18 @@ export class VectorIndex {
     return position === -1 ? undefined : this.rowsAt(position, 1).vectors;
   }
 
+  /** A copy of every stored id, in storage order (a remove moves the last row into the hole). */
+  ids(): BigInt64Array {
+    this.assertUsable('ids');
+    const all = new BigInt64Array(this.count);
+    let at = 0;
+    for (const c of this.chunks) {
+      all.set(c.ids.subarray(0, c.count), at);
+      at += c.count;
+    }
+    return all;
+  }
+
   /** Removes the vectors with these ids; an id that is absent (or repeated) is an error and changes nothing. */
   remove(ids: IdsInput): void {
     this.assertWritable('remove');

@@ -372,7 +372,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect((await index.search(new Float32Array(index.dim), { k: 6 })).ids.slice().sort()).toEqual(new BigInt64Array([0n, 1n, 2n, 3n, 4n, 5n]));
   });
 
-  test.each(['float32', 'float16'] as const)('get(id) gives the stored unit vector (%s), after removes moved rows and after a save and mmap load', async (dtype) => {
+  test.each(['float32', 'float16'] as const)('get(id) gives the stored unit vector (%s), ids() every id, after removes moved rows and after a save and mmap load', async (dtype) => {
     const random = makeRandom(17);
     const index = new VectorIndex({ dim, dtype, chunkBytes: 4 * dim * (dtype === 'float32' ? 4 : 2) });  // 4 rows a chunk
     const data = randomSignedArray(random, 10 * dim);
@@ -386,6 +386,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
       else expect(maxAbsDifference(from.get(id)!, stored.subarray(r * dim, (r + 1) * dim))).toBeLessThanOrEqual(dtype === 'float32' ? 1e-7 : 2 ** -11);
     });
     expectStored(index);
+    expect(index.ids()).toEqual(new BigInt64Array([10n, 14n, 2n ** 60n, 7n, 13n, 9n, 11n, 12n]));  // 14 and 13 moved into the holes
     const copy = index.get(7n)!;
     copy.fill(0);  // a copy: the index keeps its own
     expect(index.get(7)![0]).not.toBe(0);
@@ -393,6 +394,7 @@ describe('VectorIndex errors leave the index unchanged', () => {
     await index.save(file);
     const loaded = await VectorIndex.load(file, { mmap: true });
     expectStored(loaded);
+    expect(loaded.ids()).toEqual(index.ids());
     const nearest = await loaded.search(loaded.get(2n ** 60n)!, { k: 1 });
     expect(nearest.ids).toEqual(new BigInt64Array([2n ** 60n]));
     loaded.dispose();
