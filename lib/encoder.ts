@@ -36,6 +36,8 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+const disposedError = () => new Error('this Encoder has been disposed');
+
 /** Options of Encoder.load. */
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
@@ -474,7 +476,7 @@ export class Encoder {
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
     optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);
-    if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
+    if (this.disposing !== null) return Promise.reject(disposedError());
     if (signal?.aborted) return Promise.reject(signal.reason);
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
     const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress, signal);
@@ -514,10 +516,15 @@ export class Encoder {
       const before = seen - texts.length;
       return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })), signal });
     };
-    signal?.throwIfAborted();  // before the source is read
+    // Before the source is read, then before each text (not once a chunk of it has been read).
+    const stopped = () => {
+      signal?.throwIfAborted();
+      if (this.disposing !== null) throw disposedError();
+    };
+    stopped();
     for await (const text of texts) {
       // Thrown in the loop, so that for-await closes the source (its return()).
-      signal?.throwIfAborted();
+      stopped();
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
@@ -540,7 +547,7 @@ export class Encoder {
 
   /**
    * Releases the ONNX Runtime session once the encode() calls made before it have finished; later
-   * calls are refused.
+   * calls are refused, and a stream fails at its next text.
    */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {

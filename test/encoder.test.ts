@@ -355,6 +355,20 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(all.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
     expect(maxAbsDiff(first3.data, all.data.subarray(0, 3 * 32))).toBe(0);
     await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
+    // A stream fails before it reads its source (not after a whole chunk of it), and one running
+    // when the encoder is disposed fails at its next text, its source closed.
+    let read = 0;
+    const source = function* () { for (;;) { read++; yield 'a'; } };
+    await expect(e.encodeStream(source()).next()).rejects.toThrow(/disposed/);
+    expect(read).toBe(0);
+    const f = await Encoder.load(MODEL, { threads: 1 });
+    let closed = false;
+    const running = f.encodeStream((function* () { try { yield* source(); } finally { closed = true; } })(), { chunkSize: 2 });
+    expect((await running.next()).value?.rows).toBe(2);
+    await f.dispose();
+    const readBefore = read;
+    await expect(running.next()).rejects.toThrow(/disposed/);
+    expect([read - readBefore, closed]).toEqual([1, true]);
   });
 });
 
