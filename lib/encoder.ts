@@ -581,7 +581,7 @@ export class Encoder {
       // Checked when its turn comes: a call aborted while it waited costs the queue nothing.
       const pooled = await this.runInTurn(() => {
         signal?.throwIfAborted();
-        return this.runBatch(session, batch, ids, normalize);
+        return this.runBatch(session, batch, texts, ids, normalize);
       });
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
@@ -605,7 +605,7 @@ export class Encoder {
   }
 
   /** Pads one batch, runs the graph and pools its hidden states (rows in batch order). */
-  private async runBatch(session: ort.InferenceSession, batch: Batch, ids: number[][], normalize: boolean): Promise<Float32Array> {
+  private async runBatch(session: ort.InferenceSession, batch: Batch, texts: string[], ids: number[][], normalize: boolean): Promise<Float32Array> {
     const n = batch.rows.length;
     const seq = batch.seq;
     const int64 = this.inputType === 'int64';
@@ -649,8 +649,18 @@ export class Encoder {
       const raw = hidden.data as Float32Array | Uint16Array;
       const data = hidden.type === 'float16' ? new Uint16Array(raw.buffer, raw.byteOffset, raw.length) : raw;
       const shape = { batch: n, seq, hidden: this.dim };
-      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
-        : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
+      try {
+        return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
+          : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
+      } catch (err) {
+        const batchRow = (err as { batchRow?: number }).batchRow;
+        if (batchRow === undefined) throw err;
+        // The caller's index, and the text's start (a stream's index is within its chunk).
+        const row = batch.rows[batchRow];
+        const text = texts[row].length > 60 ? `${JSON.stringify(texts[row].slice(0, 60))}...` : JSON.stringify(texts[row]);
+        throw new Error(`${this.onnxPath} gave NaN or infinite values for texts[${row}] (${text}): its weights are damaged, ` +
+          'or a float16 graph overflowed (convert the model to float32)');
+      }
     } finally {
       hidden.dispose();
     }

@@ -425,6 +425,22 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
   });
 
+  test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
+    // Damaged weights: the embedding of token 1011 ('b') is NaN, so a text that holds it gives NaN.
+    fs.rmSync(path.join(dir, 'model.onnx'));
+    const file = path.join(dir, 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+    const [start] = JSON.parse(bytes.toString('utf8', 8, headerEnd))['embeddings.word_embeddings.weight'].data_offsets;
+    for (let i = 0; i < 32; i++) bytes.writeFloatLE(NaN, headerEnd + start + (1011 * 32 + i) * 4);
+    fs.writeFileSync(file, bytes);
+    const e = await Encoder.load(dir, { threads: 1 });
+    expect(e.tokenize(['a b']).ids[0]).toContain(1011);
+    await expect(e.encode([...texts, 'ok', 'a b'])).rejects.toThrow(new Error(`${path.join(dir, 'onnx', 'model.onnx')} gave NaN or ` +
+      'infinite values for texts[3] ("a b"): its weights are damaged, or a float16 graph overflowed (convert the model to float32)'));
+    await e.dispose();
+  });
+
   test('a pad token written as an AddedToken object', async () => {
     edit('tokenizer_config.json', (c) => ({ ...c, pad_token: { content: '<pad>', lstrip: false, rstrip: false, normalized: false, single_word: false } }));
     const e = await Encoder.load(dir, { threads: 1 });
