@@ -76,8 +76,10 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
   let text: string;
   try {
     text = utf8.decode(bytes);
-  } catch {
-    throw new FormatError(nameOf(file), line, 'is not valid UTF-8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_ENCODING_INVALID_ENCODED_DATA') throw new FormatError(nameOf(file), line, 'is not valid UTF-8');
+    // V8 holds at most 2^29 - 24 characters in a string.
+    throw new FormatError(nameOf(file), line, `is too long to be one text (${bytes.length} bytes; ${(err as Error).message}): split it into lines`);
   }
   if (text.endsWith('\r')) text = text.slice(0, -1);
   return startOffset === 0 && text.startsWith('\ufeff') ? text.slice(1) : text;
