@@ -583,6 +583,7 @@ export class Encoder {
         signal?.throwIfAborted();
         return this.runBatch(session, batch, texts, ids, normalize);
       });
+      signal?.throwIfAborted();  // aborted while it ran: the call has rejected, so no progress after that
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
       onProgress?.({ done, total: texts.length });
