@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
@@ -498,6 +499,11 @@ export class Encoder {
       (typeof (texts as AsyncIterable<string>)[Symbol.asyncIterator] !== 'function' &&
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
       throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
+    }
+    // fs.createReadStream(file, 'utf8') or process.stdin would otherwise give one text per 64 KiB chunk.
+    if (texts instanceof Readable && !texts.readableObjectMode) {
+      throw new TypeError('texts is a stream of bytes or characters (a file or standard input as read), not of texts: ' +
+        'pass readTexts(file) for one text per line, or an object-mode stream of strings');
     }
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize) ?? 4096;

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 import * as util from 'util';
 import { devices } from '../lib/devices';
 import { Encoder, Embeddings, similarity } from '../lib/encoder';
@@ -228,6 +229,13 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // Bad arguments throw when encodeStream is called, as for encode(), not at the first step.
     expect(() => encoder.encodeStream(null as unknown as string[])).toThrow(new TypeError('texts must be an iterable or async iterable of strings, got null'));
     expect(() => encoder.encodeStream(['a'], { chunkSize: 0 })).toThrow(new RangeError('options.chunkSize must be >= 1, got 0'));
+    // A file or standard input read as a stream yields chunks cut anywhere (64 KiB each), not texts: with
+    // an encoding set, each chunk was encoded as one text. An object-mode stream of strings is fine.
+    const file = fs.createReadStream(path.join(MODEL, 'config.json'), 'utf8');
+    expect(() => encoder.encodeStream(file)).toThrow(new TypeError('texts is a stream of bytes or characters (a file or standard ' +
+      'input as read), not of texts: pass readTexts(file) for one text per line, or an object-mode stream of strings'));
+    file.destroy();
+    expect((await encoder.encodeStream(Readable.from(['a', 'b'])).next()).value?.rows).toBe(2);
     expect(() => encoder.encodeStream(['a'], { normalize: 'no' as unknown as boolean })).toThrow(TypeError);
     expect(() => encoder.encode(['a'], { normalise: false } as object)).toThrow(new TypeError('options.normalise is not known (did you mean normalize?): expected normalize, onProgress, signal'));
     expect(() => encoder.encodeStream(['a'], { chunksize: 8 } as object)).toThrow('options.chunksize is not known (did you mean chunkSize?)');
