@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
@@ -35,6 +36,8 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
     work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
+
+const disposedError = () => new Error('this Encoder has been disposed');
 
 /** Options of Encoder.load. */
 export interface EncoderOptions {
@@ -474,7 +477,7 @@ export class Encoder {
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
     optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);
-    if (this.disposing !== null) return Promise.reject(new Error('this Encoder has been disposed'));
+    if (this.disposing !== null) return Promise.reject(disposedError());
     if (signal?.aborted) return Promise.reject(signal.reason);
     // A Normalize module in the model normalises whatever the caller asks, as in sentence-transformers.
     const run = this.encodeNow(texts.slice(), normalize || this.normalizeModule, o.onProgress, signal);
@@ -497,6 +500,11 @@ export class Encoder {
         typeof (texts as Iterable<string>)[Symbol.iterator] !== 'function')) {
       throw new TypeError(`texts must be an iterable or async iterable of strings, got ${typeName(texts)}`);
     }
+    // fs.createReadStream(file, 'utf8') or process.stdin would otherwise give one text per 64 KiB chunk.
+    if (texts instanceof Readable && !texts.readableObjectMode) {
+      throw new TypeError('texts is a stream of bytes or characters (a file or standard input as read), not of texts: ' +
+        'pass readTexts(file) for one text per line, or an object-mode stream of strings');
+    }
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize) ?? 4096;
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
@@ -514,10 +522,15 @@ export class Encoder {
       const before = seen - texts.length;
       return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })), signal });
     };
-    signal?.throwIfAborted();  // before the source is read
+    // Before the source is read, then before each text (not once a chunk of it has been read).
+    const stopped = () => {
+      signal?.throwIfAborted();
+      if (this.disposing !== null) throw disposedError();
+    };
+    stopped();
     for await (const text of texts) {
       // Thrown in the loop, so that for-await closes the source (its return()).
-      signal?.throwIfAborted();
+      stopped();
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
@@ -540,7 +553,7 @@ export class Encoder {
 
   /**
    * Releases the ONNX Runtime session once the encode() calls made before it have finished; later
-   * calls are refused.
+   * calls are refused, and a stream fails at its next text.
    */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
@@ -574,8 +587,9 @@ export class Encoder {
       // Checked when its turn comes: a call aborted while it waited costs the queue nothing.
       const pooled = await this.runInTurn(() => {
         signal?.throwIfAborted();
-        return this.runBatch(session, batch, ids, normalize);
+        return this.runBatch(session, batch, texts, ids, normalize);
       });
+      signal?.throwIfAborted();  // aborted while it ran: the call has rejected, so no progress after that
       batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
       done += batch.rows.length;
       onProgress?.({ done, total: texts.length });
@@ -598,7 +612,7 @@ export class Encoder {
   }
 
   /** Pads one batch, runs the graph and pools its hidden states (rows in batch order). */
-  private async runBatch(session: ort.InferenceSession, batch: Batch, ids: number[][], normalize: boolean): Promise<Float32Array> {
+  private async runBatch(session: ort.InferenceSession, batch: Batch, texts: string[], ids: number[][], normalize: boolean): Promise<Float32Array> {
     const n = batch.rows.length;
     const seq = batch.seq;
     const int64 = this.inputType === 'int64';
@@ -642,8 +656,18 @@ export class Encoder {
       const raw = hidden.data as Float32Array | Uint16Array;
       const data = hidden.type === 'float16' ? new Uint16Array(raw.buffer, raw.byteOffset, raw.length) : raw;
       const shape = { batch: n, seq, hidden: this.dim };
-      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
-        : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
+      try {
+        return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
+          : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
+      } catch (err) {
+        const batchRow = (err as { batchRow?: number }).batchRow;
+        if (batchRow === undefined) throw err;
+        // The caller's index, and the text's start (a stream's index is within its chunk).
+        const row = batch.rows[batchRow];
+        const text = texts[row].length > 60 ? `${JSON.stringify(texts[row].slice(0, 60))}...` : JSON.stringify(texts[row]);
+        throw new Error(`${this.onnxPath} gave NaN or infinite values for texts[${row}] (${text}): its weights are damaged, ` +
+          'or a float16 graph overflowed (convert the model to float32)');
+      }
     } finally {
       hidden.dispose();
     }

@@ -135,13 +135,14 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   };
 }
 
-// NaN or infinity in the hidden states shows up as a non-finite pooled value: report the row.
+// NaN or infinity in the hidden states shows up as a non-finite pooled value: report the row
+// (also as the error's `batchRow`, for the encoder to name its text).
 function checkPooled(args: NativePoolArgs): Float32Array {
   const out = args.out;
   for (let i = 0; i < out.length; i++) {
     if (!Number.isFinite(out[i])) {
       const row = Math.floor(i / args.hiddenSize);
-      throw new RangeError(`hidden contains NaN or infinite values (batch row ${row})`);
+      throw Object.assign(new RangeError(`hidden contains NaN or infinite values (batch row ${row})`), { batchRow: row });
     }
   }
   return out;

@@ -200,7 +200,7 @@ export class SentenceTokenizer {
   private readonly tokenizer: TokenizersJs;
 
   private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, eosTokenId: number,
-    private readonly splitsAtSpaces: boolean) {
+    private readonly wordSeparators: ReadonlySet<string> | null) {
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
     this.padTokenId = padTokenId;
@@ -214,13 +214,14 @@ export class SentenceTokenizer {
     // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
     const tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
     const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
+    let precompiled: ((text: string) => string) | null = null;
     if (normalizer?.type === 'Precompiled' && typeof normalizer.precompiled_charsmap === 'string') {
       const charsmap = new PrecompiledCharsmap(normalizer.precompiled_charsmap);
       // The library calls `this.normalizer(text)`; a plain function is a valid callable there.
       // Rust's WhitespaceSplit splits on Unicode White_Space, which includes U+0085 (NEL) that
       // the JS one (/\S+/) keeps; turning it into a space before the split gives the same pieces.
-      (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer =
-        (text) => charsmap.normalize(text).replace(/\u0085/g, ' ');
+      precompiled = (text) => charsmap.normalize(text).replace(/\u0085/g, ' ');
+      (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer = precompiled;
     }
     const idOf = (token: unknown, role: string): number => {
       // A plain string, or an AddedToken written out as { content, ... } by older transformers.
@@ -244,8 +245,11 @@ export class SentenceTokenizer {
         return pieces;
       };
     }
-    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'),
-      splitsAtSpaces(json));
+    // Where a word can end: a space, and the whitespace graphemes SentencePiece's map turns into one
+    // (it maps a grapheme alone as in any text), e.g. \n, \t, \r\n; not \u000b, which it removes.
+    const separators = splitsAtSpaces(json)
+      ? new Set([' ', ...(precompiled === null ? [] : [...PY_WHITESPACE, '\r\n'].filter((g) => precompiled(g) === ' '))]) : null;
+    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'), separators);
   }
 
   /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` last. */
@@ -257,7 +261,7 @@ export class SentenceTokenizer {
     // prefixes until one gives more than are kept (a long text costs what its start costs).
     let ids: number[];
     for (let chars = PREFIX_CHARS; ; chars *= 4) {
-      const cut = this.splitsAtSpaces ? wordBoundaryFrom(stripped, chars) : stripped.length;
+      const cut = this.wordSeparators === null ? stripped.length : wordBoundaryFrom(stripped, chars, this.wordSeparators);
       ids = this.tokenizer.encode(stripped.slice(0, cut)).ids;
       if (cut === stripped.length || ids.length > this.maxLength) break;
     }
@@ -279,13 +283,15 @@ export class SentenceTokenizer {
 const PREFIX_CHARS = 4096;  // about 1,000 pieces of French text: one pass for almost any text
 
 /**
- * The first index at or after `from` where a word ends: a space that is a grapheme of its own
- * (so the normalizer treats both sides as it does in the whole text) after a character that is not
- * whitespace; else the text's length.
+ * The first index at or after `from` where a word ends: one of `separators` that is a grapheme of
+ * its own (so the normalizer treats both sides as it does in the whole text) after a character that
+ * is not whitespace; else the text's length.
  */
-function wordBoundaryFrom(text: string, from: number): number {
-  for (let i = text.indexOf(' ', Math.max(from, 1)); i !== -1; i = text.indexOf(' ', i + 1)) {
-    if (!WHITESPACE_UNITS.has(text.charCodeAt(i - 1)) && boundaryAt(text, i, true)) return i;
+function wordBoundaryFrom(text: string, from: number, separators: ReadonlySet<string>): number {
+  for (let i = Math.max(from, 1); i < text.length; i++) {
+    if (!WHITESPACE_UNITS.has(text.charCodeAt(i)) || WHITESPACE_UNITS.has(text.charCodeAt(i - 1))) continue;
+    const end = text.startsWith('\r\n', i) ? i + 2 : i + 1;  // CR LF is one grapheme
+    if (separators.has(text.slice(i, end)) && boundaryAt(text, i) && (end === text.length || boundaryAt(text, end))) return i;
   }
   return text.length;
 }

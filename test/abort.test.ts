@@ -215,6 +215,22 @@ describeModel('Encoder', () => {
     expect(progress).toHaveLength(1);  // one batch, then none
   });
 
+  test('encode: aborted while ONNX Runtime runs one of its batches, it reports no progress after it has rejected', async () => {
+    const events: string[] = [];
+    const { controller, reason } = aborter();
+    const encoding = encoder.encode(TEXTS, {
+      signal: controller.signal,
+      onProgress: (p) => {
+        events.push(`progress ${p.done}`);
+        // The next batch has started by the time setImmediate runs (session.run runs off the event loop).
+        if (p.done === 4) setImmediate(() => controller.abort(reason));
+      },
+    });
+    await encoding.catch((err) => events.push(err === reason ? 'rejected' : `${err}`));
+    expect(await encoder.encode(TEXTS)).toEqual(alone);  // queued behind the batch that was running
+    expect(events).toEqual(['progress 4', 'rejected']);
+  });
+
   test.each(['before it starts', 'after a batch of the call before it'])(
     'a call aborted %s rejects at once and leaves the calls around it unchanged', async (when) => {
       const others = TEXTS.slice(10, 30);

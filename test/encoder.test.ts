@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Readable } from 'stream';
 import * as util from 'util';
 import { devices } from '../lib/devices';
 import { Encoder, Embeddings, similarity } from '../lib/encoder';
@@ -228,6 +229,13 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // Bad arguments throw when encodeStream is called, as for encode(), not at the first step.
     expect(() => encoder.encodeStream(null as unknown as string[])).toThrow(new TypeError('texts must be an iterable or async iterable of strings, got null'));
     expect(() => encoder.encodeStream(['a'], { chunkSize: 0 })).toThrow(new RangeError('options.chunkSize must be >= 1, got 0'));
+    // A file or standard input read as a stream yields chunks cut anywhere (64 KiB each), not texts: with
+    // an encoding set, each chunk was encoded as one text. An object-mode stream of strings is fine.
+    const file = fs.createReadStream(path.join(MODEL, 'config.json'), 'utf8');
+    expect(() => encoder.encodeStream(file)).toThrow(new TypeError('texts is a stream of bytes or characters (a file or standard ' +
+      'input as read), not of texts: pass readTexts(file) for one text per line, or an object-mode stream of strings'));
+    file.destroy();
+    expect((await encoder.encodeStream(Readable.from(['a', 'b'])).next()).value?.rows).toBe(2);
     expect(() => encoder.encodeStream(['a'], { normalize: 'no' as unknown as boolean })).toThrow(TypeError);
     expect(() => encoder.encode(['a'], { normalise: false } as object)).toThrow(new TypeError('options.normalise is not known (did you mean normalize?): expected normalize, onProgress, signal'));
     expect(() => encoder.encodeStream(['a'], { chunksize: 8 } as object)).toThrow('options.chunksize is not known (did you mean chunkSize?)');
@@ -355,6 +363,20 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(all.data, readNpy(path.join(MODEL, 'golden', queries.embeddings)).data)).toBeLessThan(1e-5);
     expect(maxAbsDiff(first3.data, all.data.subarray(0, 3 * 32))).toBe(0);
     await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
+    // A stream fails before it reads its source (not after a whole chunk of it), and one running
+    // when the encoder is disposed fails at its next text, its source closed.
+    let read = 0;
+    const source = function* () { for (;;) { read++; yield 'a'; } };
+    await expect(e.encodeStream(source()).next()).rejects.toThrow(/disposed/);
+    expect(read).toBe(0);
+    const f = await Encoder.load(MODEL, { threads: 1 });
+    let closed = false;
+    const running = f.encodeStream((function* () { try { yield* source(); } finally { closed = true; } })(), { chunkSize: 2 });
+    expect((await running.next()).value?.rows).toBe(2);
+    await f.dispose();
+    const readBefore = read;
+    await expect(running.next()).rejects.toThrow(/disposed/);
+    expect([read - readBefore, closed]).toEqual([1, true]);
   });
 });
 
@@ -409,6 +431,22 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     edit('sentence_camembert_config.json', (c) => ({ ...c, max_seq_length: 514 }));
     await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
+  });
+
+  test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
+    // Damaged weights: the embedding of token 1011 ('b') is NaN, so a text that holds it gives NaN.
+    fs.rmSync(path.join(dir, 'model.onnx'));
+    const file = path.join(dir, 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+    const [start] = JSON.parse(bytes.toString('utf8', 8, headerEnd))['embeddings.word_embeddings.weight'].data_offsets;
+    for (let i = 0; i < 32; i++) bytes.writeFloatLE(NaN, headerEnd + start + (1011 * 32 + i) * 4);
+    fs.writeFileSync(file, bytes);
+    const e = await Encoder.load(dir, { threads: 1 });
+    expect(e.tokenize(['a b']).ids[0]).toContain(1011);
+    await expect(e.encode([...texts, 'ok', 'a b'])).rejects.toThrow(new Error(`${path.join(dir, 'onnx', 'model.onnx')} gave NaN or ` +
+      'infinite values for texts[3] ("a b"): its weights are damaged, or a float16 graph overflowed (convert the model to float32)'));
+    await e.dispose();
   });
 
   test('a pad token written as an AddedToken object', async () => {

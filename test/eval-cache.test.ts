@@ -95,6 +95,14 @@ describe('encodeCollection', () => {
     expect(await allVectors(cached)).toEqual(reference.vectors);
   });
 
+  test('a signal aborted before the call encodes nothing (not a first batch of the encoder)', async () => {
+    const cacheDir = path.join(dir, 'aborted-before');
+    const encoder = new HashEncoder();
+    await expect(encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8, signal: AbortSignal.abort() }))
+      .rejects.toMatchObject({ name: 'EncodeInterrupted', rows: 0 });
+    expect(encoder.encoded).toBe(0);
+  });
+
   test('stopped inside a chunk, it keeps the passages encoded so far (a short chunk), not only whole chunks', async () => {
     const cacheDir = path.join(dir, 'stop-mid-chunk');
     const controller = new AbortController();

@@ -46,6 +46,34 @@ test('a line ends at \\n (CRLF read the same, a lone \\r kept); BOM dropped; byt
   expect(resumed).toEqual(lines.slice(2));
 });
 
+test('a line longer than a read (1 MiB) is copied once, not again with each read (a 300 MB line took 45 s)', async () => {
+  const file = path.join(dir, 'long.txt');
+  const bytes = 16 << 20;
+  fs.writeFileSync(file, Buffer.alloc(bytes, 'a'));
+  const concat = jest.spyOn(Buffer, 'concat');
+  try {
+    const lines = await collect(readTextLines(file));
+    expect(lines.map((l) => [l.text.length, l.endOffset])).toEqual([[bytes, bytes]]);
+    expect(concat.mock.results.reduce((copied, r) => copied + (r.value as Buffer).length, 0)).toBeLessThanOrEqual(bytes);
+  } finally {
+    concat.mockRestore();
+  }
+});
+
+test('a line too long for a JavaScript string says so, not that it is not UTF-8', async () => {
+  const file = path.join(dir, 'huge.txt');
+  fs.writeFileSync(file, 'un\ndeux\n');
+  // How V8 refuses a line of 2^29 characters or more: a file that size is too big for a unit test.
+  const tooLong = new Error('Cannot create a string longer than 0x1fffffe8 characters');
+  const decode = jest.spyOn(TextDecoder.prototype, 'decode').mockImplementation(() => { throw tooLong; });
+  try {
+    await expect(collect(readTextLines(file))).rejects.toThrow(new FormatError(file, 1,
+      `is too long to be one text (2 bytes; ${tooLong.message}): split it into lines`));
+  } finally {
+    decode.mockRestore();
+  }
+});
+
 test("standard input ('-') reads the same; bad UTF-8 names the file (or standard input) and line", async () => {
   const file = path.join(dir, 'a.txt');
   expect(await withStdin(Buffer.from(content), () => collect(readTextLines('-')))).toEqual(await collect(readTextLines(file)));

@@ -138,6 +138,28 @@ describeShared('SentenceTokenizer', () => {
     }
   });
 
+  test('words separated by newlines, tabs or other spaces but no U+0020: only a prefix is tokenized too', async () => {
+    const passages = fs.readFileSync(path.join(CORPUS, 'fr-passages.dev.txt'), 'utf8');
+    const words = passages.slice(0, 200000).split(/\s+/).filter((w) => w.length > 0);
+    // \u000b is whitespace that the normalizer removes (it joins words): never a place to cut.
+    const separators = ['\n', '\t', '\u00a0', '\u3000', '\u0085', '\r\n', '\u000b', '\n\u0301'];
+    const texts = separators.map((sep) => words.slice(0, 20000).join(sep));
+    texts.push(words.slice(0, 20000).map((w, i) => w + separators[i % separators.length]).join(''));
+    for (const maxLength of [128, 2000]) {
+      const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+      rust.setTruncation(maxLength);
+      rust.disablePadding();
+      const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+      const ours = SentenceTokenizer.load(TOKENIZER_DIR, { maxLength });
+      const inner = (ours as unknown as { tokenizer: { encode: (text: string) => unknown } }).tokenizer;
+      const encode = jest.spyOn(inner, 'encode');
+      expect(mismatches(texts, encodings.map((e) => e.getIds()), ours.tokenize(texts))).toEqual([]);
+      // Of each text (about 130,000 characters) a prefix of 4,096 characters, or 16,384 (a word more),
+      // was tokenized, but the one with no place to cut.
+      expect(encode.mock.calls.map(([text]) => text.length).filter((n) => n > 20000)).toEqual([texts[6].length]);
+    }
+  });
+
   test('strips surrounding whitespace as Python str.strip does, not as String.trim does', () => {
     expect(pythonStrip('\u0085\u001c  mot \u00a0\u3000')).toBe('mot');
     expect(pythonStrip('\ufeffmot')).toBe('\ufeffmot'); // BOM is not whitespace for Python

@@ -61,7 +61,7 @@ export interface EncodeCollectionOptions {
   encoder: StreamEncoder;
   /** Passages per chunk file (default 16,384: 48 MiB at dim 768). */
   chunkRows?: number | undefined;
-  /** Stops after the encoder's batch in progress, writing what is encoded; a later call resumes. */
+  /** Stops after the encoder's batch in progress, writing what is encoded (aborted before the call: at once); a later call resumes. */
   signal?: AbortSignal | undefined;
   /** Called once at the start (what the cache holds), then after each encoder batch and each chunk written. */
   onProgress?: ((progress: EncodeProgress) => void) | undefined;
@@ -187,6 +187,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   report(last?.endOffset ?? 0);
 
   if (!manifest.complete) {
+    if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
     const seen = new Set(ids);
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
