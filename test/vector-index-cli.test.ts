@@ -283,7 +283,13 @@ describe('camembed index neighbors', () => {
       expect(await main(['index', 'neighbors', file, '--format', 'csv'])).toBe(2);
       expect(await main(['index', 'neighbors'])).toBe(2);
       expect(await main(['index', 'neighbors', path.join(dir, 'none.cmbd')])).toBe(2);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/--min-score must be a number, got 'abc'/);
+      // '-' is no index file (it was opened as a file named '-': ENOENT, exit 1).
+      expect(await main(['index', 'neighbors', '-'])).toBe(2);
+      expect(await main(['search', '--index', '-', 'une question'])).toBe(2);
+      const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(messages).toMatch(/--min-score must be a number, got 'abc'/);
+      expect(messages).toContain('camembed search: --index must be a file: an index file is read in place, not streamed');
+      expect(messages).not.toContain('ENOENT');
     } finally {
       stderr.mockRestore();
     }
