@@ -35,10 +35,14 @@ function parseNpyHeader(file: string, start: Buffer): VectorFileLayout {
   const shape = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr === undefined || fortran === undefined || shape === undefined) throw new Error(`${file}: unreadable .npy header ${JSON.stringify(header.trim())}`);
   const dtype = descr === '<f4' ? 'float32' : descr === '<f2' ? 'float16' : null;
-  if (dtype === null) throw new Error(`${file} holds '${descr}' values: expected little-endian float32 ('<f4') or float16 ('<f2')`);
+  if (dtype === null) {
+    throw new Error(`${file} holds '${descr}' values: expected little-endian float32 ('<f4') or float16 ('<f2'): save np.ascontiguousarray(a, dtype='<f4')`);
+  }
   if (fortran === 'True') throw new Error(`${file} is in Fortran order: save a C-order array (np.ascontiguousarray)`);
   const dims = shape.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (dims.length !== 2 || !dims.every((s) => /^\d+$/.test(s))) throw new Error(`${file} has shape (${shape}): expected (rows, dim)`);
+  if (dims.length !== 2 || !dims.every((s) => /^\d+$/.test(s))) {
+    throw new Error(`${file} has shape (${shape}): expected (rows, dim)${dims.length === 1 ? ': save a 2-D array (one vector: a.reshape(1, -1))' : ''}`);
+  }
   const [rows, dim] = dims.map(Number);
   if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(dim) || dim < 1) throw new Error(`${file} has shape (${shape}): expected (rows, dim) with dim >= 1`);
   return { dtype, rows, dim, dataOffset };

@@ -135,6 +135,8 @@ test('a pipe for an option whose file is read by size or by line number is a usa
     [['search', '--index', file, '--query-vectors', fifo], 'query-vectors', 'its size is checked against its header first'],
     [['index', 'build', '--vectors', fifo, '--output', path.join(dir, 'fifo.cmbd')], 'vectors', 'its size is checked against its header first'],
     [['index', 'neighbors', file, '--passages', fifo], 'passages', 'its lines are read by number'],
+    [['search', '--index', fifo, 'q'], 'index', 'an index file is read in place, not streamed'],
+    [['index', 'neighbors', fifo], 'index', 'an index file is read in place, not streamed'],
   ];
   for (const [args, option, why] of cases) {
     const { status, stderr } = camembed(args);

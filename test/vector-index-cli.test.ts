@@ -283,7 +283,13 @@ describe('camembed index neighbors', () => {
       expect(await main(['index', 'neighbors', file, '--format', 'csv'])).toBe(2);
       expect(await main(['index', 'neighbors'])).toBe(2);
       expect(await main(['index', 'neighbors', path.join(dir, 'none.cmbd')])).toBe(2);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/--min-score must be a number, got 'abc'/);
+      // '-' is no index file (it was opened as a file named '-': ENOENT, exit 1).
+      expect(await main(['index', 'neighbors', '-'])).toBe(2);
+      expect(await main(['search', '--index', '-', 'une question'])).toBe(2);
+      const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(messages).toMatch(/--min-score must be a number, got 'abc'/);
+      expect(messages).toContain('camembed search: --index must be a file: an index file is read in place, not streamed');
+      expect(messages).not.toContain('ENOENT');
     } finally {
       stderr.mockRestore();
     }
@@ -398,10 +404,12 @@ describe('camembed index build --vectors', () => {
     const messages = () => stderr.mock.calls.map((c) => String(c[0])).join('');
     try {
       const cases: [string, string][] = [
-        [npy('f8.npy', '<f8', `(${rows}, ${dim})`, new Uint8Array(rows * dim * 8)), "holds '<f8' values"],
-        [npy('be.npy', '>f4', `(${rows}, ${dim})`, bytes(vectors)), "holds '>f4' values"],
-        [npy('fortran.npy', '<f4', `(${rows}, ${dim})`, bytes(vectors), 1, 'True'), 'is in Fortran order'],
-        [npy('flat.npy', '<f4', `(${rows * dim},)`, bytes(vectors)), `has shape (${rows * dim},): expected (rows, dim)`],
+        // Each says how to convert the array: numpy's default dtype is float64 (np.random.rand,
+        // arrays of Python floats), and one vector (sentence-transformers' encode('a text')) is 1-D.
+        [npy('f8.npy', '<f8', `(${rows}, ${dim})`, new Uint8Array(rows * dim * 8)), "holds '<f8' values: expected little-endian float32 ('<f4') or float16 ('<f2'): save np.ascontiguousarray(a, dtype='<f4')"],
+        [npy('be.npy', '>f4', `(${rows}, ${dim})`, bytes(vectors)), "holds '>f4' values: expected little-endian float32 ('<f4') or float16 ('<f2'): save np.ascontiguousarray(a, dtype='<f4')"],
+        [npy('fortran.npy', '<f4', `(${rows}, ${dim})`, bytes(vectors), 1, 'True'), 'is in Fortran order: save a C-order array (np.ascontiguousarray)'],
+        [npy('flat.npy', '<f4', `(${rows * dim},)`, bytes(vectors)), `has shape (${rows * dim},): expected (rows, dim): save a 2-D array (one vector: a.reshape(1, -1))`],
         [npy('cut.npy', '<f4', `(${rows + 1}, ${dim})`, bytes(vectors)), `but its header says ${128 + (rows + 1) * dim * 4}`],
       ];
       for (const [file, message] of cases) {

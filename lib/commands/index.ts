@@ -39,6 +39,9 @@ async function runInfo(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
 
+/** Why `search --index` and `index neighbors` take no '-' (Node would open a file named '-'). */
+export const INDEX_FROM_FILE = 'an index file is read in place, not streamed';
+
 const NEIGHBORS_SPEC: OptionSpec = {
   k: { type: 'integer', help: 'neighbours per vector', default: 10 },
   'min-score': { type: 'string', help: 'print only neighbours with at least this cosine (e.g. 0.95 for near-duplicates)' },
@@ -65,7 +68,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
   const file = positional[0];
-  requireExists('index', file);
+  requireFileOption('index', file, INDEX_FROM_FILE);
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const rawMin = options['min-score'] as string | undefined;

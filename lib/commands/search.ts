@@ -11,7 +11,7 @@ import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision, withFileProgress } from './args';
-import { modelSource } from './index';
+import { INDEX_FROM_FILE, modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
 
@@ -68,7 +68,7 @@ export async function run(argv: string[]): Promise<void> {
   const queriesFile = options.queries as string | undefined;
   const vectorsFile = options['query-vectors'] as string | undefined;
   const indexFile = requiredString(options, 'index');
-  requireExists('index', indexFile);
+  requireFileOption('index', indexFile, INDEX_FROM_FILE);
   if ([queriesFile, vectorsFile, positional[0]].filter((q) => q !== undefined).length !== 1) {
     throw new CliUsageError('give one question argument, --queries FILE or --query-vectors FILE');
   }
