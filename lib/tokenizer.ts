@@ -21,15 +21,15 @@ const SINGLE_CODE_POINT_GRAPHEMES = /^[\u0020-\u007e\u00a0-\u02ff\u2010-\u2027\u
 const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
- * Whether grapheme boundaries fall at text[i] (and, with `after`, at text[i + 1]) whatever comes
- * before text[i - 2] or after text[i + 2]. Only asked where no rule looks further back than the
+ * Whether a grapheme boundary falls at text[i] whatever comes before text[i - 2] or after
+ * text[i + 2]. Only asked where no rule looks further back than the
  * code point before (see graphemeCutFrom), so segmenting five code units around it decides.
  */
-function boundaryAt(text: string, i: number, after = false): boolean {
+function boundaryAt(text: string, i: number): boolean {
   const start = Math.max(0, i - 2);
   const cuts = new Set<number>();
   for (const { index } of graphemes.segment(text.slice(start, i + 3))) cuts.add(start + index);
-  return cuts.has(i) && (!after || cuts.has(i + 1) || i + 1 === text.length);
+  return cuts.has(i);
 }
 
 const SEGMENT_WINDOW = 4096;  // Intl.Segmenter's time grows faster than the text: segment in windows of about this

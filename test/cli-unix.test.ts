@@ -250,12 +250,19 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       '--k', '500', '--cache', path.join(dir, cache), '--run', run, '--threads', '1'];
     const encoding = () => fs.existsSync(`${run}.partial`);  // opened just before the passages are encoded
 
-    const term = await interrupted(args('cache-term'), [['SIGTERM', encoding]]);
+    // Once the first chunk (16,384 passages) is written, so that passages are encoded when it comes
+    // (a signal before the first batch encodes none).
+    const termCache = path.join(dir, 'cache-term');
+    const chunkWritten = () => fs.existsSync(termCache) && fs.readdirSync(termCache).some((key) => fs.existsSync(path.join(termCache, key, 'manifest.json')));
+    const term = await interrupted(args('cache-term'), [['SIGTERM', chunkWritten]]);
     expect({ status: term.status, killedBy: term.killedBy }).toEqual({ status: 143, killedBy: null });
     expect(term.stderr).toContain('stopping after the current step (SIGTERM again to quit now)');
-    expect(term.stderr).toMatch(/encoding interrupted after \d+ passages; the cache in .* keeps them/);
-    const [key] = fs.readdirSync(path.join(dir, 'cache-term'));
-    expect(JSON.parse(fs.readFileSync(path.join(dir, 'cache-term', key, 'manifest.json'), 'utf8')).chunks.length).toBeGreaterThan(0);
+    const encoded = Number(/encoding interrupted after (\d+) passages; the cache in .* keeps them/.exec(term.stderr)?.[1]);
+    const [key] = fs.readdirSync(termCache);
+    const manifest = JSON.parse(fs.readFileSync(path.join(termCache, key, 'manifest.json'), 'utf8')) as { complete: boolean; chunks: Array<{ rows: number }> };
+    // Every passage it says it encoded is in the cache: the first chunk's and any encoded since.
+    expect({ complete: manifest.complete, rows: manifest.chunks.reduce((sum, c) => sum + c.rows, 0) }).toEqual({ complete: false, rows: encoded });
+    expect(encoded).toBeGreaterThanOrEqual(16_384);
 
     // Right after the first, so that it comes before the eval has wound down; another signal, as two
     // of one kind may reach the process as one. Either may be handled first: that one stops the eval,
