@@ -33,6 +33,15 @@ export function requireTypedArray<T extends ArrayBufferView>(
   if (Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
     throw new TypeError(`${name} is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
   }
+  // A buffer transferred away (postMessage, structuredClone) reads as empty: say so rather than
+  // take an empty batch. Only a detached buffer refuses a view.
+  if ((value as ArrayBufferView).byteLength === 0) {
+    try {
+      new Uint8Array((value as ArrayBufferView).buffer, 0, 0);
+    } catch {
+      throw new TypeError(`${name} is backed by a detached ArrayBuffer (transferred by postMessage or structuredClone): pass the ${kind} that received it`);
+    }
+  }
   // A resizable buffer could shrink under native code that is reading it (async calls).
   if ((value as ArrayBufferView & { buffer: { resizable?: boolean } }).buffer.resizable === true) {
     throw new TypeError(`${name} is backed by a resizable ArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);

@@ -395,6 +395,21 @@ describe('typed arrays from another realm or shared memory', () => {
     expect(() => cosineTopK(new Float32Array(4), shared, { dim: 4, k: 1 })).toThrow(/database is backed by a SharedArrayBuffer/);
   });
 
+  test('an array whose buffer was transferred away is a clear TypeError, not an empty batch', async () => {
+    const detached = new Float32Array(8);
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expect(() => cosineTopK(new Float32Array(4), detached, { dim: 4, k: 1 })).toThrow(/database is backed by a detached ArrayBuffer/);
+    await expect(cosineTopKAsync(detached, new Float32Array(8), { dim: 4, k: 1 })).rejects.toThrow(/queries is backed by a detached ArrayBuffer/);
+    const index = new VectorIndex({ dim: 4 });
+    expect(() => index.add(detached, [1])).toThrow(/vectors is backed by a detached ArrayBuffer/);
+    await expect(index.search(detached, { k: 1 })).rejects.toThrow(/queries is backed by a detached ArrayBuffer/);
+    // An empty array is still an empty batch.
+    index.add(new Float32Array([1, 0, 0, 0]), [7]);
+    index.add(new Float32Array(0), []);
+    expect(await index.search(new Float32Array(0), { k: 1 })).toEqual({ ids: new BigInt64Array(0), scores: new Float32Array(0), k: 1 });
+    expect(index.size).toBe(1);
+  });
+
   test('a resizable-ArrayBuffer-backed array is a clear TypeError (it could shrink while an async kernel reads it)', async () => {
     const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
     const resizable = new Float32Array(new Resizable(160, { maxByteLength: 160 }));
