@@ -136,11 +136,17 @@ test('a pipe for an option whose file is read by size or by line number is a usa
     [['index', 'build', '--vectors', fifo, '--output', path.join(dir, 'fifo.cmbd')], 'vectors', 'its size is checked against its header first'],
     [['index', 'neighbors', file, '--passages', fifo], 'passages', 'its lines are read by number'],
     [['search', '--index', fifo, 'q'], 'index', 'an index file is read in place, not streamed'],
-    [['index', 'neighbors', fifo], 'index', 'an index file is read in place, not streamed'],
   ];
   for (const [args, option, why] of cases) {
     const { status, stderr } = camembed(args);
     expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --${option} ${fifo} is not a regular file: ${why}\n` });
+  }
+  // The index file of 'index info' and 'index neighbors' is an argument, not an option.
+  for (const args of [['index', 'neighbors', fifo], ['index', 'info', fifo]]) {
+    expect({ args, ...camembed(args) }).toEqual({ args, status: 2, stdout: '', stderr: `camembed index: ${fifo} is not a regular file: an index file is read in place, not streamed\n` });
+  }
+  for (const args of [['index', 'neighbors', '-'], ['index', 'info', '-']]) {
+    expect({ args, ...camembed(args) }).toEqual({ args, status: 2, stdout: '', stderr: "camembed index: expected an index file, got '-': an index file is read in place, not streamed\n" });
   }
 });
 

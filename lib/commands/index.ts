@@ -31,16 +31,22 @@ async function runInfo(argv: string[]): Promise<void> {
   const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
   const file = positional[0];
-  if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
-  if (!fs.statSync(file).isFile()) throw new CliUsageError(`${file} is not a file`);
+  requireIndexFile(file);
   const description = await VectorIndex.describe(file);
   if (options.verify === true) (await withFileProgress('verify', (onProgress) => VectorIndex.load(file, { mmap: true, onProgress }))).dispose();
   const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
 
-/** Why `search --index` and `index neighbors` take no '-' (Node would open a file named '-'). */
+/** Why `search --index` and `index info|neighbors` take no '-' (Node would open a file named '-') nor a pipe. */
 export const INDEX_FROM_FILE = 'an index file is read in place, not streamed';
+
+/** The index file named by `index info` or `index neighbors` (an argument, not an option). */
+function requireIndexFile(file: string): void {
+  if (file === '-') throw new CliUsageError(`expected an index file, got '-': ${INDEX_FROM_FILE}`);
+  if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
+  if (!fs.statSync(file).isFile()) throw new CliUsageError(`${file} is not a regular file: ${INDEX_FROM_FILE}`);
+}
 
 const NEIGHBORS_SPEC: OptionSpec = {
   k: { type: 'integer', help: 'neighbours per vector', default: 10 },
@@ -68,7 +74,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const { options, positional } = parsed;
   if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
   const file = positional[0];
-  requireFileOption('index', file, INDEX_FROM_FILE);
+  requireIndexFile(file);
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const rawMin = options['min-score'] as string | undefined;
