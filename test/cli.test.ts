@@ -184,7 +184,7 @@ test('camembed index info prints what a file holds (quickly; --verify reads it a
     expect(verify.stderr).toContain(`${file} is corrupt: checksum mismatch`);
     expect((await runCli(['index', 'info', path.join(dir, 'none.cmbd')])).stderr).toContain('none.cmbd does not exist');
     expect((await runCli(['index', 'info'])).code).toBe(2);
-    expect((await runCli(['index', 'info', dir])).stderr).toContain(`${dir} is not a file`);
+    expect((await runCli(['index', 'info', dir])).stderr).toContain(`${dir} is a folder, not an index file`);
     expect((await runCli(['index', '--help'])).stdout).toContain('camembed index info corpus.cmbd [--verify]');
     expect((await runCli(['index', 'info', file, file])).stderr).toContain('expected one index file, got 2');
   } finally {

@@ -45,7 +45,9 @@ export const INDEX_FROM_FILE = 'an index file is read in place, not streamed';
 function requireIndexFile(file: string): void {
   if (file === '-') throw new CliUsageError(`expected an index file, got '-': ${INDEX_FROM_FILE}`);
   if (!fs.existsSync(file)) throw new CliUsageError(`${file} does not exist`);
-  if (!fs.statSync(file).isFile()) throw new CliUsageError(`${file} is not a regular file: ${INDEX_FROM_FILE}`);
+  const stat = fs.statSync(file);
+  if (stat.isDirectory()) throw new CliUsageError(`${file} is a folder, not an index file`);
+  if (!stat.isFile()) throw new CliUsageError(`${file} is not a regular file: ${INDEX_FROM_FILE}`);
 }
 
 const NEIGHBORS_SPEC: OptionSpec = {
