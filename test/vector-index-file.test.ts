@@ -349,6 +349,8 @@ describe('damaged files are clear errors', () => {
     const future = Buffer.from(good);
     future.writeUInt32LE(3, 8);
     await expectLoadError('future.cmbd', future, /format version 3, newer than this camembed reads \(2\): upgrade camembed/);
+    future.writeUInt32LE(0x41414141, 8);  // text over the header: damage, not a future version
+    await expectLoadError('damaged.cmbd', future, /is corrupt: format version 1094795585$/);
     const dtype = Buffer.from(good);
     dtype.writeUInt32LE(7, 12);
     await expectLoadError('dtype.cmbd', dtype, /is corrupt: unknown dtype code 7/);

@@ -29,6 +29,7 @@ import type { Dtype } from '../kernels';
 
 const MAGIC = 'CMBDINDX';
 const FORMAT_VERSION = 2;
+const MAX_PLAUSIBLE_VERSION = 255;
 const HEADER_BYTES = 64;
 const TRAILER_BYTES = 8;
 // Metadata is for a few facts (the model that made the vectors, a description), read whole.
@@ -143,11 +144,12 @@ function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: string):
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
   const version = view.getUint32(8, true);
+  const corrupt = (what: string) => new Error(`${file} is corrupt: ${what}`);
+  // Versions count up by one per format change: one far beyond ours is damage, not the future.
+  if (version < 1 || version > MAX_PLAUSIBLE_VERSION) throw corrupt(`format version ${version}`);
   if (version > FORMAT_VERSION) {
     throw new Error(`${file} has index format version ${version}, newer than this camembed reads (${FORMAT_VERSION}): upgrade camembed`);
   }
-  const corrupt = (what: string) => new Error(`${file} is corrupt: ${what}`);
-  if (version < 1) throw corrupt(`format version ${version}`);
   const dtypeCode = view.getUint32(12, true);
   const dtype = (Object.keys(DTYPE_CODES) as Dtype[]).find((t) => DTYPE_CODES[t] === dtypeCode);
   if (dtype === undefined) throw corrupt(`unknown dtype code ${dtypeCode}`);
