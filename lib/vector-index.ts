@@ -49,6 +49,9 @@ function releaseStorage(storage: Storage): void {
   fileBindings().releaseMapping(storage.buffer as ArrayBuffer);
 }
 
+/** The largest k of search and neighbors on CUDA: the chunk searches ask for k + 1 (k + 2 for neighbours). */
+export const INDEX_CUDA_MAX_K = CUDA_MAX_K - 2;
+
 /** Options of `new VectorIndex(options)`. */
 export interface VectorIndexOptions {
   /** Values per vector (768 for CamemBERT-base: the encoder's `dim`). */
@@ -727,10 +730,9 @@ export class VectorIndex {
     }
   }
 
-  /** CUDA: the chunk searches ask for k + 1 (k + 2 for neighbours), within the device's limit. */
   private checkK(value: unknown): number {
     const k = requirePositiveInteger('options.k', value);
-    if (this.deviceIndex >= 0 && k + 2 > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K - 2} on CUDA, got ${k}`);
+    if (this.deviceIndex >= 0 && k > INDEX_CUDA_MAX_K) throw new RangeError(`options.k must be <= ${INDEX_CUDA_MAX_K} on CUDA, got ${k}`);
     return k;
   }
 

@@ -286,7 +286,12 @@ describe('camembed index neighbors', () => {
       // '-' is no index file (it was opened as a file named '-': ENOENT, exit 1).
       expect(await main(['index', 'neighbors', '-'])).toBe(2);
       expect(await main(['search', '--index', '-', 'une question'])).toBe(2);
+      // A k the CUDA searches cannot give is refused before the index loads (here, with no GPU, the load would fail instead).
+      expect(await main(['index', 'neighbors', file, '--device', 'cuda', '--k', '2047'])).toBe(2);
+      expect(await main(['search', '--index', file, '--device', 'cuda:0', '--k', '5000', '--query-vectors', file])).toBe(2);
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(messages).toContain('camembed index: --k must be <= 2046 with --device cuda, got 2047');
+      expect(messages).toContain('camembed search: --k must be <= 2046 with --device cuda:0, got 5000');
       expect(messages).toMatch(/--min-score must be a number, got 'abc'/);
       expect(messages).toContain('camembed search: --index must be a file: an index file is read in place, not streamed');
       expect(messages).not.toContain('ENOENT');

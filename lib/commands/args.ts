@@ -10,7 +10,7 @@ import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
 import { suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
-import type { IndexFileProgress } from '../vector-index';
+import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
 
 export class CliUsageError extends Error {}
 
@@ -157,6 +157,11 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
  * For an option that must name a file when given (not '-': `why` says why): a usage error unless it
  * exists and, unless `pipeAllowed` (a file read once, from start to end), is a regular file.
  */
+/** --k within what the index searches on `device` take, checked before the index loads. */
+export function requireIndexK(k: number, device: string): void {
+  if (device !== 'cpu' && k > INDEX_CUDA_MAX_K) throw new CliUsageError(`--k must be <= ${INDEX_CUDA_MAX_K} with --device ${device}, got ${k}`);
+}
+
 export function requireFileOption(name: string, file: string | undefined, why: string, pipeAllowed = false): void {
   if (file === undefined) return;
   if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);

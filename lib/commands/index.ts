@@ -13,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
-  requireOutputFile, textsWithProgress, withFileProgress,
+  requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -86,6 +86,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   }
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
+  requireIndexK(options.k as number, options.device as string);
 
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });

@@ -10,7 +10,7 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision, withFileProgress } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision, requireIndexK, withFileProgress } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -80,6 +80,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--${encoderOption} goes with questions (it sets up the encoder), not --query-vectors`);
   }
   const k = options.k as number;
+  requireIndexK(k, options.device as string);
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;
