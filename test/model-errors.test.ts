@@ -182,6 +182,16 @@ describe('convertToOnnx errors', () => {
     noOutput();
   });
 
+  test('an output that is a folder is refused before anything is written beside it', async () => {
+    writeTinyModel();
+    const folder = path.join(dir, 'out');
+    fs.mkdirSync(folder);
+    await expect(convertToOnnx(dir, { output: folder })).rejects.toThrow(
+      `${folder} is a folder: the output is the ONNX file to write, e.g. ${path.join(folder, 'model.onnx')}`);
+    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.safetensors', 'out']);
+    expect(fs.readdirSync(folder)).toEqual([]);
+  });
+
   test('a folder without weights, and bad options', async () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
@@ -253,11 +263,17 @@ describe('camembed make-random-model and convert commands', () => {
       expect(fs.readFileSync(path.join(out, 'model.onnx'), 'utf8')).toBe('their export');
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx'), '--force'])).toBe(0);
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(0);  // now camembed's own
+      // A folder given as --output: refused as a usage error, even with --force, leaving nothing beside it.
+      fs.mkdirSync(path.join(out, 'as-folder'));
+      const before = fs.readdirSync(out).sort();
+      expect(await main(['convert', out, '--output', path.join(out, 'as-folder'), '--force'])).toBe(2);
+      expect(fs.readdirSync(out).sort()).toEqual(before);
       expect(await main(['make-random-model', '--out', out])).toBe(2);
       expect(await main(['convert', path.join(dir, 'missing')])).toBe(2);
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
       expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
       expect(messages).toContain(`${path.join(out, 'model.onnx')} exists and camembed did not convert it (the model's own ONNX graph?): pass --force`);
+      expect(messages).toContain(`--output ${path.join(out, 'as-folder')} is a folder: give the ONNX file to write, e.g. ${path.join(out, 'as-folder', 'model.onnx')}`);
       expect(messages).toMatch(/--tokenizer <folder> is required/);
       expect(messages).toContain(`${path.join(dir, 'missing')} does not exist: expected a model folder`);
     } finally {
