@@ -239,6 +239,19 @@ describe('makeRandomModel', () => {
     expect(std).toBeLessThan(0.022);
   });
 
+  test('a tokenizer whose vocabulary is a large token → id map (a 150,000-token BPE) sizes the embeddings from its largest id', async () => {
+    const tokenizerDir = path.join(dir, 'bpe');
+    fs.mkdirSync(tokenizerDir);
+    const vocab: Record<string, number> = {};
+    for (let i = 3; i < 150_000; i++) vocab[`t${i}`] = i;
+    const added = [{ id: 0, content: '<s>' }, { id: 1, content: '<pad>' }, { id: 2, content: '</s>' }];
+    fs.writeFileSync(path.join(tokenizerDir, 'tokenizer.json'), JSON.stringify({ model: { type: 'BPE', vocab, merges: [] }, added_tokens: added }));
+    const outDir = path.join(dir, 'model');
+    await makeRandomModel({ layers: 1, hidden: 2, heads: 1, intermediate: 2, tokenizerDir, outDir });
+    expect(JSON.parse(fs.readFileSync(path.join(outDir, 'config.json'), 'utf8'))).toMatchObject({ vocab_size: 150_000, pad_token_id: 1 });
+    expect(readSafetensorsHeader(path.join(outDir, 'model.safetensors')).get('embeddings.word_embeddings.weight')!.shape).toEqual([150_000, 2]);
+  });
+
   test('bad sizes are RangeErrors naming the option', async () => {
     const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: dir };
     await expect(makeRandomModel({ ...base, layers: 0 })).rejects.toThrow(/options.layers must be >= 1, got 0/);
