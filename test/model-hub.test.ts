@@ -423,6 +423,20 @@ describe('resolveModel from the Hub', () => {
   });
 });
 
+describe('a token HTTP cannot carry', () => {
+  test('is named with where it came from, before any request (it was retried, then reported as a network failure)', async () => {
+    const env = { HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined, HF_TOKEN_PATH: path.join(cacheDir, 'token') };
+    await expect(withEnv(env, () => resolveModel('org/private', { ...fast(), token: 'hf_sec\u200bret' }))).rejects.toThrow(
+      new Error('the Hub token from options.token holds U+200B at index 6, which an HTTP header cannot carry: copy the token again'));
+    await expect(withEnv({ ...env, HF_TOKEN: 'hf_secret\nhf_other' }, () => resolveModel('org/private', fast()))).rejects.toThrow(
+      new Error('the Hub token from HF_TOKEN holds U+000A at index 9, which an HTTP header cannot carry: copy the token again'));
+    fs.writeFileSync(env.HF_TOKEN_PATH, '\ufeffhf_s\u00e9cr\u2026\n');  // é is latin-1, which a header carries; … is not
+    await expect(withEnv(env, () => resolveModel('org/private', fast()))).rejects.toThrow(
+      new Error(`the Hub token from the token file ${env.HF_TOKEN_PATH} holds U+2026 at index 7, which an HTTP header cannot carry: copy the token again`));
+    expect(hub.requests).toEqual([]);
+  });
+});
+
 describe('a signal (AbortSignal) stops a download', () => {
   const weights = REPOS['org/public'].files['model.safetensors'];
   const abortListeners = (signal: AbortSignal) => getEventListeners(signal, 'abort').length;

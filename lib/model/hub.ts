@@ -95,17 +95,26 @@ export function defaultCacheDir(): string {
 
 const isTrue = (value: string | undefined) => ['1', 'true', 'yes', 'on'].includes((value ?? '').toLowerCase());
 
-// huggingface_hub's token lookup: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file `hf auth login`
-// writes ($HF_TOKEN_PATH, default $HF_HOME/token); surrounding whitespace dropped, empty = none.
-function defaultToken(): string | undefined {
-  const clean = (t: string | undefined) => (t === undefined || t.trim() === '' ? undefined : t.trim());
-  const fromEnv = clean(process.env.HF_TOKEN) ?? clean(process.env.HUGGING_FACE_HUB_TOKEN);
-  if (fromEnv !== undefined) return fromEnv;
-  try {
-    return clean(fs.readFileSync(expandPath(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token')), 'utf8'));
-  } catch {
-    return undefined;
+// huggingface_hub's token lookup: options.token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file
+// `hf auth login` writes ($HF_TOKEN_PATH, default $HF_HOME/token); surrounding whitespace dropped,
+// empty = none.
+function findToken(given: string | undefined): string | undefined {
+  const file = expandPath(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token'));
+  const sources: [string, () => string | undefined][] = [['options.token', () => given], ['HF_TOKEN', () => process.env.HF_TOKEN],
+    ['HUGGING_FACE_HUB_TOKEN', () => process.env.HUGGING_FACE_HUB_TOKEN], [`the token file ${file}`, () => readIfExists(file)]];
+  for (const [from, read] of sources) {
+    const token = read()?.trim();
+    if (!token) continue;
+    // A character an HTTP header cannot carry (a zero-width space pasted with the token, a line
+    // break inside it) failed every request, which was retried and reported as a network failure.
+    const bad = token.search(/[^\t\x20-\x7e\x80-\xff]/);
+    if (bad >= 0) {
+      const code = token.codePointAt(bad)!.toString(16).toUpperCase().padStart(4, '0');
+      throw new Error(`the Hub token from ${from} holds U+${code} at index ${bad}, which an HTTP header cannot carry: copy the token again`);
+    }
+    return token;
   }
+  return undefined;
 }
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
@@ -151,7 +160,7 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   const ctx: Context = {
     id, repoDir,
     endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
-    token: options.token?.trim() || defaultToken(),
+    token: findToken(options.token),
     retries: options.retries ?? 4,
     retryDelayMs: options.retryDelayMs ?? 500,
     onProgress: options.onProgress,
