@@ -22,7 +22,7 @@ import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
-import { describeLocalModel, ResolvedModel } from './local';
+import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
 export interface DownloadProgress {
@@ -59,10 +59,12 @@ export interface ResolveOptions {
   signal?: AbortSignal | undefined;
 }
 
-// Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent.
+// Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent. Its
+// settings file is the first of ST_CONFIG_FILES it has, and the pooling config the one in the
+// folder modules.json names (1_Pooling in a repo sentence-transformers saved).
 const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
 const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
-  'sentence_bert_config.json', 'config_sentence_transformers.json', '1_Pooling/config.json'];
+  'config_sentence_transformers.json', '1_Pooling/config.json'];
 // Weights, in order of preference. ONNX files are fetched only when a repo has no weights the
 // converter reads (safetensors, else a PyTorch checkpoint): its fused graph is faster than a
 // generic export.
@@ -187,6 +189,12 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   const commit = first.commit;
   for (const file of REQUIRED_FILES.slice(1)) await fetchFile(ctx, commit, file, false);
   for (const file of OPTIONAL_FILES) await fetchFile(ctx, commit, file, true);
+  for (const file of ST_CONFIG_FILES) {
+    if ((await fetchFile(ctx, commit, file, true)).path !== null) break;
+  }
+  for (const file of poolingConfigFiles(path.join(repoDir, 'snapshots', commit, 'modules.json'))) {
+    if (![...REQUIRED_FILES, ...OPTIONAL_FILES].includes(file)) await fetchFile(ctx, commit, file, true);
+  }
   let weights: string | null = null;
   for (const file of WEIGHT_CHOICES) {
     if ((await fetchFile(ctx, commit, file, true)).path !== null) {
@@ -204,7 +212,10 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   return describeLocalModel(path.join(repoDir, 'snapshots', commit));
 }
 
-// The shard files a model.safetensors.index.json names; each must stay inside the snapshot.
+// A file a repo's JSON names, which must stay inside the snapshot.
+const outsideSnapshot = (file: unknown) => typeof file !== 'string' || path.isAbsolute(file) || file.split(/[/\\]/).includes('..');
+
+// The shard files a model.safetensors.index.json names.
 function shardFiles(indexPath: string): string[] {
   let index: { weight_map?: Record<string, string> };
   try {
@@ -213,9 +224,23 @@ function shardFiles(indexPath: string): string[] {
     throw new Error(`cannot read safetensors index ${indexPath}: ${(err as Error).message}`);
   }
   const shards = [...new Set(Object.values(index.weight_map ?? {}))];
-  const bad = shards.find((s) => typeof s !== 'string' || path.isAbsolute(s) || s.split(/[/\\]/).includes('..'));
+  const bad = shards.find(outsideSnapshot);
   if (bad !== undefined) throw new Error(`safetensors index ${indexPath} names shard ${JSON.stringify(bad)} outside the model folder`);
   return shards;
+}
+
+// The config files of the Pooling modules a fetched modules.json names (none without one: the
+// encoder then says what is missing).
+function poolingConfigFiles(modulesPath: string): string[] {
+  let modules: unknown;
+  try {
+    modules = JSON.parse(fs.readFileSync(modulesPath, 'utf8'));
+  } catch {
+    return [];
+  }
+  return (Array.isArray(modules) ? modules : [])
+    .filter((m) => m?.type === POOLING_MODULE && !outsideSnapshot(m.path))
+    .map((m) => path.posix.join(m.path, 'config.json'));
 }
 
 function resolveFromCache(id: string, revision: string, repoDir: string): ResolvedModel {
