@@ -116,6 +116,11 @@ describe('convertToOnnx errors', () => {
   test('unsupported model_type and activation', async () => {
     writeTinyModel(undefined, { ...CONFIG, model_type: 'gpt2' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/config\.json: model_type "gpt2" is not supported; expected one of camembert, roberta, xlm-roberta/);
+    for (const config of [null, [CONFIG]]) {
+      writeTinyModel(undefined, config as object);
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(
+        `${path.join(dir, 'config.json')} must hold a JSON object (the model's configuration), got ${JSON.stringify(config)}`));
+    }
     writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
     writeTinyModel(undefined, { ...CONFIG, is_decoder: true });

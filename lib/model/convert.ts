@@ -56,6 +56,8 @@ function readConfig(modelDir: string): EncoderConfig {
   } catch (err) {
     throw new Error(`cannot read model config ${file}: ${(err as Error).message}`);
   }
+  // null read model_type off null: a TypeError that named no file.
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new Error(`${file} must hold a JSON object (the model's configuration), got ${JSON.stringify(c)}`);
   const modelType = c.model_type;
   if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
     throw new Error(`${file}: model_type ${JSON.stringify(modelType)} is not supported; expected one of ${SUPPORTED_MODEL_TYPES.join(', ')}`);
