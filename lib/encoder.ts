@@ -14,6 +14,7 @@ import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
+import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, requireInteger, requireObject,
@@ -143,11 +144,6 @@ interface ModelLayout {
   includePrompt: boolean;
 }
 
-// The names sentence-transformers' Transformer module reads its settings from, first found wins.
-const ST_CONFIG_FILES = ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json',
-  'sentence_camembert_config.json', 'sentence_albert_config.json', 'sentence_xlm-roberta_config.json', 'sentence_xlnet_config.json'];
-
-
 /**
  * What one ONNX Runtime call costs beyond its padded tokens, in tokens. On CamemBERT-base with 2
  * threads 8 to 64 gave the same queries/s and 0 (one call per text) half (bench/RESULTS-encoder.md).
@@ -197,7 +193,6 @@ export function planBatches(lengths: readonly number[], batchSize: number, maxBa
 }
 
 const TRANSFORMER = 'sentence_transformers.models.Transformer';
-const POOLING = 'sentence_transformers.models.Pooling';
 const NORMALIZE = 'sentence_transformers.models.Normalize';
 
 /**

@@ -198,6 +198,14 @@ describeShared('convertToOnnx on other layouts', () => {
     const bin = path.join(dir, 'pytorch_model.bin');
     fs.writeFileSync(bin, 'not a zip');
     expect(() => readTorchCheckpointTensors(bin)).toThrow(/is not a readable PyTorch zip checkpoint: no end-of-central-directory record/);
+    // The format before PyTorch 1.6 begins as torch's _legacy_save begins it: pickles of its magic number and protocol version.
+    execFileSync('python3', ['-c', `
+import pickle, sys
+with open(sys.argv[1], 'wb') as f:
+    for value in (0x1950a86a20f9469cfc6c, 1001, {'protocol_version': 1001, 'little_endian': True}): pickle.dump(value, f, protocol=2)
+`, bin]);
+    expect(() => readTorchCheckpointTensors(bin)).toThrow(new Error(`${bin} was saved by PyTorch before 1.6 (torch.save's legacy format), ` +
+      'which camembed does not read: save it again with PyTorch 1.6 or later (torch.save(torch.load(f), f)), or convert it to model.safetensors'));
     // A pickle that would call os.system: the reader names the call and never runs anything.
     execFileSync('python3', ['-c', `
 import os, pickle, zipfile, sys

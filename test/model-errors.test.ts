@@ -116,6 +116,11 @@ describe('convertToOnnx errors', () => {
   test('unsupported model_type and activation', async () => {
     writeTinyModel(undefined, { ...CONFIG, model_type: 'gpt2' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/config\.json: model_type "gpt2" is not supported; expected one of camembert, roberta, xlm-roberta/);
+    for (const config of [null, [CONFIG]]) {
+      writeTinyModel(undefined, config as object);
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(
+        `${path.join(dir, 'config.json')} must hold a JSON object (the model's configuration), got ${JSON.stringify(config)}`));
+    }
     writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
     writeTinyModel(undefined, { ...CONFIG, is_decoder: true });
@@ -182,6 +187,16 @@ describe('convertToOnnx errors', () => {
     noOutput();
   });
 
+  test('an output that is a folder is refused before anything is written beside it', async () => {
+    writeTinyModel();
+    const folder = path.join(dir, 'out');
+    fs.mkdirSync(folder);
+    await expect(convertToOnnx(dir, { output: folder })).rejects.toThrow(
+      `${folder} is a folder: the output is the ONNX file to write, e.g. ${path.join(folder, 'model.onnx')}`);
+    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.safetensors', 'out']);
+    expect(fs.readdirSync(folder)).toEqual([]);
+  });
+
   test('a folder without weights, and bad options', async () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
@@ -229,6 +244,19 @@ describe('makeRandomModel', () => {
     expect(std).toBeLessThan(0.022);
   });
 
+  test('a tokenizer whose vocabulary is a large token → id map (a 150,000-token BPE) sizes the embeddings from its largest id', async () => {
+    const tokenizerDir = path.join(dir, 'bpe');
+    fs.mkdirSync(tokenizerDir);
+    const vocab: Record<string, number> = {};
+    for (let i = 3; i < 150_000; i++) vocab[`t${i}`] = i;
+    const added = [{ id: 0, content: '<s>' }, { id: 1, content: '<pad>' }, { id: 2, content: '</s>' }];
+    fs.writeFileSync(path.join(tokenizerDir, 'tokenizer.json'), JSON.stringify({ model: { type: 'BPE', vocab, merges: [] }, added_tokens: added }));
+    const outDir = path.join(dir, 'model');
+    await makeRandomModel({ layers: 1, hidden: 2, heads: 1, intermediate: 2, tokenizerDir, outDir });
+    expect(JSON.parse(fs.readFileSync(path.join(outDir, 'config.json'), 'utf8'))).toMatchObject({ vocab_size: 150_000, pad_token_id: 1 });
+    expect(readSafetensorsHeader(path.join(outDir, 'model.safetensors')).get('embeddings.word_embeddings.weight')!.shape).toEqual([150_000, 2]);
+  });
+
   test('bad sizes are RangeErrors naming the option', async () => {
     const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: dir };
     await expect(makeRandomModel({ ...base, layers: 0 })).rejects.toThrow(/options.layers must be >= 1, got 0/);
@@ -253,11 +281,17 @@ describe('camembed make-random-model and convert commands', () => {
       expect(fs.readFileSync(path.join(out, 'model.onnx'), 'utf8')).toBe('their export');
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx'), '--force'])).toBe(0);
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(0);  // now camembed's own
+      // A folder given as --output: refused as a usage error, even with --force, leaving nothing beside it.
+      fs.mkdirSync(path.join(out, 'as-folder'));
+      const before = fs.readdirSync(out).sort();
+      expect(await main(['convert', out, '--output', path.join(out, 'as-folder'), '--force'])).toBe(2);
+      expect(fs.readdirSync(out).sort()).toEqual(before);
       expect(await main(['make-random-model', '--out', out])).toBe(2);
       expect(await main(['convert', path.join(dir, 'missing')])).toBe(2);
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
       expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
       expect(messages).toContain(`${path.join(out, 'model.onnx')} exists and camembed did not convert it (the model's own ONNX graph?): pass --force`);
+      expect(messages).toContain(`--output ${path.join(out, 'as-folder')} is a folder: give the ONNX file to write, e.g. ${path.join(out, 'as-folder', 'model.onnx')}`);
       expect(messages).toMatch(/--tokenizer <folder> is required/);
       expect(messages).toContain(`${path.join(dir, 'missing')} does not exist: expected a model folder`);
     } finally {

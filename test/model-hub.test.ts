@@ -43,6 +43,19 @@ const REPOS: Record<string, FakeRepo> = {
     files: { ...Object.fromEntries(Object.entries(repoFiles(6)).filter(([f]) => f !== 'model.safetensors')), 'pytorch_model.bin': randomBytes(6, 5000), 'onnx/model.onnx': randomBytes(7, 100) },
     lfs: ['pytorch_model.bin', 'onnx/model.onnx'],
   },
+  // Saved by an older sentence-transformers: its settings in sentence_camembert_config.json, its
+  // pooling module in a folder of another name.
+  'org/older': {
+    commit: COMMIT,
+    files: {
+      ...Object.fromEntries(Object.entries(repoFiles(8)).filter(([f]) => !['sentence_bert_config.json', '1_Pooling/config.json'].includes(f))),
+      'modules.json': Buffer.from(JSON.stringify([{ idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+        { idx: 1, name: '1', path: 'pooling', type: 'sentence_transformers.models.Pooling' }])),
+      'sentence_camembert_config.json': Buffer.from('{"max_seq_length": 128}'),
+      'pooling/config.json': Buffer.from('{"pooling_mode_mean_tokens": true}'),
+    },
+    lfs: ['model.safetensors'],
+  },
   'org/sharded': {
     commit: COMMIT,
     files: {
@@ -287,6 +300,15 @@ describe('resolveModel from the Hub', () => {
     expect(hub.requests.some((r) => r.url.includes('onnx'))).toBe(false);
   });
 
+  test('the files the encoder reads in an older layout: another settings file name, the pooling folder modules.json names', async () => {
+    const model = await resolveModel('org/older', fast());
+    expect(listFiles(model.dir)).toEqual(Object.keys(REPOS['org/older'].files).sort());
+    for (const [file, data] of Object.entries(REPOS['org/older'].files)) expect(sha256(fs.readFileSync(path.join(model.dir, file)))).toBe(sha256(data));
+    // The first settings file found ends the search, as in sentence-transformers.
+    expect(hub.requests.filter((r) => r.method === 'HEAD' && r.url.includes('/sentence_')).map((r) => r.url.replace(/.*\//, ''))).toEqual(
+      ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json', 'sentence_camembert_config.json']);
+  });
+
   test('sharded weights: the index and every shard it names', async () => {
     const model = await resolveModel('org/sharded', fast());
     expect(path.basename(model.weightsPath!)).toBe('model.safetensors.index.json');
@@ -420,6 +442,20 @@ describe('resolveModel from the Hub', () => {
       /\(401\) \(the Hub says: Invalid credentials in Authorization header\): .* the token given .* is invalid or cannot read it/);
     fs.rmSync(tokenFile);
     await expect(withEnv(env, () => load('e'))).rejects.toThrow(/\(401\) \(the Hub says: Repository not found\): .* set HF_TOKEN/);
+  });
+});
+
+describe('a token HTTP cannot carry', () => {
+  test('is named with where it came from, before any request (it was retried, then reported as a network failure)', async () => {
+    const env = { HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined, HF_TOKEN_PATH: path.join(cacheDir, 'token') };
+    await expect(withEnv(env, () => resolveModel('org/private', { ...fast(), token: 'hf_sec\u200bret' }))).rejects.toThrow(
+      new Error('the Hub token from options.token holds U+200B at index 6, which an HTTP header cannot carry: copy the token again'));
+    await expect(withEnv({ ...env, HF_TOKEN: 'hf_secret\nhf_other' }, () => resolveModel('org/private', fast()))).rejects.toThrow(
+      new Error('the Hub token from HF_TOKEN holds U+000A at index 9, which an HTTP header cannot carry: copy the token again'));
+    fs.writeFileSync(env.HF_TOKEN_PATH, '\ufeffhf_s\u00e9cr\u2026\n');  // é is latin-1, which a header carries; … is not
+    await expect(withEnv(env, () => resolveModel('org/private', fast()))).rejects.toThrow(
+      new Error(`the Hub token from the token file ${env.HF_TOKEN_PATH} holds U+2026 at index 7, which an HTTP header cannot carry: copy the token again`));
+    expect(hub.requests).toEqual([]);
   });
 });
 

@@ -27,6 +27,9 @@ export async function run(argv: string[]): Promise<void> {
   const graph = options.graph as string;
   if (graph !== 'fused' && graph !== 'plain') throw new CliUsageError(`--graph must be fused or plain, got '${graph}'`);
   const output = (options.output as string | undefined) ?? path.join(positional[0], 'onnx', 'model.onnx');
+  if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new CliUsageError(`--output ${output} is a folder: give the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
+  }
   if (fs.existsSync(output) && convertedGraph(output, positional[0]) === null && options.force !== true) {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }

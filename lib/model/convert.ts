@@ -56,6 +56,8 @@ function readConfig(modelDir: string): EncoderConfig {
   } catch (err) {
     throw new Error(`cannot read model config ${file}: ${(err as Error).message}`);
   }
+  // null read model_type off null: a TypeError that named no file.
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new Error(`${file} must hold a JSON object (the model's configuration), got ${JSON.stringify(c)}`);
   const modelType = c.model_type;
   if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
     throw new Error(`${file}: model_type ${JSON.stringify(modelType)} is not supported; expected one of ${SUPPORTED_MODEL_TYPES.join(', ')}`);
@@ -242,12 +244,16 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const dtype = optionalOneOf('options.dtype', options.dtype, ['float32', 'float16'] as const) ?? 'float32';
   const graphKind = optionalOneOf('options.graph', options.graph, ['fused', 'plain'] as const) ?? 'fused';
   const outputOption = optionalString('options.output', options.output);
+  const output = path.resolve(outputOption ?? path.join(modelDir, 'onnx', 'model.onnx'));
+  // Found only at the graph's rename, a folder there left the data file and a record beside it.
+  if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new Error(`${output} is a folder: the output is the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
+  }
   const config = readConfig(modelDir);
   const weightsPath = weightsFileOf(modelDir);
   if (weightsPath === null) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
   const tensors = matchTensors(weightsPath, config);
 
-  const output = path.resolve(outputOption ?? path.join(modelDir, 'onnx', 'model.onnx'));
   const dataFile = `${output}.data`;
   const sourceFile = `${output}${SOURCE_SUFFIX}`;
   const tmpOutput = temporaryPath(output);

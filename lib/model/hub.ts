@@ -22,7 +22,7 @@ import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
-import { describeLocalModel, ResolvedModel } from './local';
+import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
 export interface DownloadProgress {
@@ -59,10 +59,12 @@ export interface ResolveOptions {
   signal?: AbortSignal | undefined;
 }
 
-// Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent.
+// Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent. Its
+// settings file is the first of ST_CONFIG_FILES it has, and the pooling config the one in the
+// folder modules.json names (1_Pooling in a repo sentence-transformers saved).
 const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
 const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
-  'sentence_bert_config.json', 'config_sentence_transformers.json', '1_Pooling/config.json'];
+  'config_sentence_transformers.json', '1_Pooling/config.json'];
 // Weights, in order of preference. ONNX files are fetched only when a repo has no weights the
 // converter reads (safetensors, else a PyTorch checkpoint): its fused graph is faster than a
 // generic export.
@@ -95,17 +97,26 @@ export function defaultCacheDir(): string {
 
 const isTrue = (value: string | undefined) => ['1', 'true', 'yes', 'on'].includes((value ?? '').toLowerCase());
 
-// huggingface_hub's token lookup: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file `hf auth login`
-// writes ($HF_TOKEN_PATH, default $HF_HOME/token); surrounding whitespace dropped, empty = none.
-function defaultToken(): string | undefined {
-  const clean = (t: string | undefined) => (t === undefined || t.trim() === '' ? undefined : t.trim());
-  const fromEnv = clean(process.env.HF_TOKEN) ?? clean(process.env.HUGGING_FACE_HUB_TOKEN);
-  if (fromEnv !== undefined) return fromEnv;
-  try {
-    return clean(fs.readFileSync(expandPath(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token')), 'utf8'));
-  } catch {
-    return undefined;
+// huggingface_hub's token lookup: options.token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file
+// `hf auth login` writes ($HF_TOKEN_PATH, default $HF_HOME/token); surrounding whitespace dropped,
+// empty = none.
+function findToken(given: string | undefined): string | undefined {
+  const file = expandPath(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token'));
+  const sources: [string, () => string | undefined][] = [['options.token', () => given], ['HF_TOKEN', () => process.env.HF_TOKEN],
+    ['HUGGING_FACE_HUB_TOKEN', () => process.env.HUGGING_FACE_HUB_TOKEN], [`the token file ${file}`, () => readIfExists(file)]];
+  for (const [from, read] of sources) {
+    const token = read()?.trim();
+    if (!token) continue;
+    // A character an HTTP header cannot carry (a zero-width space pasted with the token, a line
+    // break inside it) failed every request, which was retried and reported as a network failure.
+    const bad = token.search(/[^\t\x20-\x7e\x80-\xff]/);
+    if (bad >= 0) {
+      const code = token.codePointAt(bad)!.toString(16).toUpperCase().padStart(4, '0');
+      throw new Error(`the Hub token from ${from} holds U+${code} at index ${bad}, which an HTTP header cannot carry: copy the token again`);
+    }
+    return token;
   }
+  return undefined;
 }
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
@@ -151,7 +162,7 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   const ctx: Context = {
     id, repoDir,
     endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
-    token: options.token?.trim() || defaultToken(),
+    token: findToken(options.token),
     retries: options.retries ?? 4,
     retryDelayMs: options.retryDelayMs ?? 500,
     onProgress: options.onProgress,
@@ -178,6 +189,12 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   const commit = first.commit;
   for (const file of REQUIRED_FILES.slice(1)) await fetchFile(ctx, commit, file, false);
   for (const file of OPTIONAL_FILES) await fetchFile(ctx, commit, file, true);
+  for (const file of ST_CONFIG_FILES) {
+    if ((await fetchFile(ctx, commit, file, true)).path !== null) break;
+  }
+  for (const file of poolingConfigFiles(path.join(repoDir, 'snapshots', commit, 'modules.json'))) {
+    if (![...REQUIRED_FILES, ...OPTIONAL_FILES].includes(file)) await fetchFile(ctx, commit, file, true);
+  }
   let weights: string | null = null;
   for (const file of WEIGHT_CHOICES) {
     if ((await fetchFile(ctx, commit, file, true)).path !== null) {
@@ -195,7 +212,10 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   return describeLocalModel(path.join(repoDir, 'snapshots', commit));
 }
 
-// The shard files a model.safetensors.index.json names; each must stay inside the snapshot.
+// A file a repo's JSON names, which must stay inside the snapshot.
+const outsideSnapshot = (file: unknown) => typeof file !== 'string' || path.isAbsolute(file) || file.split(/[/\\]/).includes('..');
+
+// The shard files a model.safetensors.index.json names.
 function shardFiles(indexPath: string): string[] {
   let index: { weight_map?: Record<string, string> };
   try {
@@ -204,9 +224,23 @@ function shardFiles(indexPath: string): string[] {
     throw new Error(`cannot read safetensors index ${indexPath}: ${(err as Error).message}`);
   }
   const shards = [...new Set(Object.values(index.weight_map ?? {}))];
-  const bad = shards.find((s) => typeof s !== 'string' || path.isAbsolute(s) || s.split(/[/\\]/).includes('..'));
+  const bad = shards.find(outsideSnapshot);
   if (bad !== undefined) throw new Error(`safetensors index ${indexPath} names shard ${JSON.stringify(bad)} outside the model folder`);
   return shards;
+}
+
+// The config files of the Pooling modules a fetched modules.json names (none without one: the
+// encoder then says what is missing).
+function poolingConfigFiles(modulesPath: string): string[] {
+  let modules: unknown;
+  try {
+    modules = JSON.parse(fs.readFileSync(modulesPath, 'utf8'));
+  } catch {
+    return [];
+  }
+  return (Array.isArray(modules) ? modules : [])
+    .filter((m) => m?.type === POOLING_MODULE && !outsideSnapshot(m.path))
+    .map((m) => path.posix.join(m.path, 'config.json'));
 }
 
 function resolveFromCache(id: string, revision: string, repoDir: string): ResolvedModel {

@@ -12,6 +12,11 @@ export interface ResolvedModel {
   weightsPath: string | null;
 }
 
+// The names sentence-transformers' Transformer module reads its settings from, first found wins.
+export const ST_CONFIG_FILES = ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json',
+  'sentence_camembert_config.json', 'sentence_albert_config.json', 'sentence_xlm-roberta_config.json', 'sentence_xlnet_config.json'];
+export const POOLING_MODULE = 'sentence_transformers.models.Pooling';
+
 const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
 

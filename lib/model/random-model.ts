@@ -63,8 +63,11 @@ function tokenizerFacts(file: string): TokenizerFacts {
     throw new Error(`cannot read tokenizer ${file}: ${(err as Error).message}`);
   }
   const vocab = t.model?.vocab;
-  let size = Array.isArray(vocab) ? vocab.length
-    : vocab !== null && typeof vocab === 'object' ? Math.max(...Object.values(vocab as Record<string, number>)) + 1 : 0;
+  let size = Array.isArray(vocab) ? vocab.length : 0;
+  if (!Array.isArray(vocab) && vocab !== null && typeof vocab === 'object') {
+    // A loop: Math.max(...ids) overflowed the call stack past ~120,000 tokens (large BPE vocabularies).
+    for (const id of Object.values(vocab as Record<string, number>)) size = Math.max(size, id + 1);
+  }
   const added = t.added_tokens ?? [];
   for (const a of added) size = Math.max(size, a.id + 1);
   if (size === 0) throw new Error(`tokenizer ${file} has no vocabulary`);

@@ -28,6 +28,10 @@ function readAt(fd: number, position: number, length: number): Buffer {
   return bytes.subarray(0, done);
 }
 
+// How the pre-1.6 format begins (torch/serialization.py, _legacy_save): a protocol-2 pickle of
+// MAGIC_NUMBER 0x1950a86a20f9469cfc6c, a 10-byte LONG1.
+const LEGACY_START = Buffer.from('80028a0a6cfc9c46f9206aa85019', 'hex');
+
 // The zip's entries from its central directory (zip64 records included: checkpoints over 4 GiB).
 function readZipEntries(fd: number, file: string): Map<string, ZipEntry> {
   const fail = (what: string) => new Error(`${file} is not a readable PyTorch zip checkpoint: ${what}`);
@@ -41,7 +45,13 @@ function readZipEntries(fd: number, file: string): Map<string, ZipEntry> {
       break;
     }
   }
-  if (eocd < 0) throw fail('no end-of-central-directory record (a legacy pre-1.6 checkpoint, or truncated)');
+  if (eocd < 0) {
+    if (readAt(fd, 0, LEGACY_START.length).equals(LEGACY_START)) {
+      throw new Error(`${file} was saved by PyTorch before 1.6 (torch.save's legacy format), which camembed does not read: ` +
+        'save it again with PyTorch 1.6 or later (torch.save(torch.load(f), f)), or convert it to model.safetensors');
+    }
+    throw fail('no end-of-central-directory record (truncated?)');
+  }
   let count = tail.readUInt16LE(eocd + 10);
   let cdBytes = tail.readUInt32LE(eocd + 12);
   let cdOffset = tail.readUInt32LE(eocd + 16);
