@@ -20,7 +20,7 @@ import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, requireInteger, requireObject,
   requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
-import { readJsonFile } from './json-file';
+import { readJsonFile, readJsonValue } from './json-file';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -201,7 +201,7 @@ const NORMALIZE = 'sentence_transformers.models.Normalize';
  */
 function readModelLayout(dir: string): ModelLayout {
   const modulesFile = path.join(dir, 'modules.json');
-  const modules = readJsonFile(modulesFile) as unknown;
+  const modules = readJsonValue(modulesFile);
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
   const types = modules.map((m) => String((m as Record<string, unknown>).type));
   const transformer = modules.find((m) => (m as Record<string, unknown>).type === TRANSFORMER) as Record<string, unknown> | undefined;

@@ -433,6 +433,18 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
   });
 
+  test('a settings file holding null or a list is an error naming it, not a TypeError', async () => {
+    for (const [file, value, got] of [['sentence_bert_config.json', null, 'null'], ['1_Pooling/config.json', [], 'an array'],
+      ['config_sentence_transformers.json', 'x', 'string']] as const) {
+      const saved = fs.readFileSync(path.join(dir, file));
+      fs.writeFileSync(path.join(dir, file), JSON.stringify(value));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, file)} must hold a JSON object, got ${got}`);
+      fs.writeFileSync(path.join(dir, file), saved);
+    }
+    fs.writeFileSync(path.join(dir, 'modules.json'), 'null');
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'modules.json')} must hold an array of modules`);
+  });
+
   test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
     // Damaged weights: the embedding of token 1011 ('b') is NaN, so a text that holds it gives NaN.
     fs.rmSync(path.join(dir, 'model.onnx'));
