@@ -126,7 +126,8 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
     fs.closeSync(fd);
   }
   const count = info.byteLength / (ITEM_BYTES[info.dtype] ?? 1);
-  if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, count).slice();
+  // Buffer.alloc is never pooled: the bytes own their ArrayBuffer, so a view costs no second copy.
+  if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, count);
   const out = new Float32Array(count);
   if (info.dtype === 'F16') {
     for (let i = 0; i < count; i++) out[i] = float16BitsToNumber(bytes.readUInt16LE(2 * i));
