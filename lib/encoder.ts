@@ -10,7 +10,7 @@ import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
-import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+import { MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
@@ -674,9 +674,6 @@ export class Encoder {
   }
 }
 
-/** The most values similarity() returns: the longest Float32Array Node 20 allows. */
-const MAX_SIMILARITY_VALUES = 2 ** 32;
-
 /**
  * Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major
  * (at most 2^32 values, else a RangeError: VectorIndex or cosineTopK find the top k instead).
@@ -690,9 +687,7 @@ export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
     if (e.data.length !== rows * dim) throw new RangeError(`${name}.data has ${e.data.length} values but ${name}.rows x ${name}.dim is ${rows} x ${dim}`);
   }
   if (a.dim !== b.dim) throw new RangeError(`a and b must have the same dim, got ${a.dim} and ${b.dim}`);
-  // Past 2^32 values Node 20 refuses the Float32Array ('Invalid typed array length') and later
-  // versions try to allocate it; either way the whole matrix is not what such a caller wants.
-  if (a.rows * b.rows > MAX_SIMILARITY_VALUES) {
+  if (a.rows * b.rows > MAX_RESULT_VALUES) {
     throw new RangeError(`similarity() of ${a.rows} x ${b.rows} rows would be ${a.rows * b.rows} cosines, more than a result holds ` +
       '(2^32): for the best matches of each row, search with a VectorIndex or cosineTopK, which keep only the top k');
   }

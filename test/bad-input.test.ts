@@ -52,6 +52,9 @@ const topkCases: Case[] = [
   ['dim NaN', () => cosineTopK(q, db, { dim: NaN, k: 1 }), TypeError, 'options.dim'],
   ['options missing', () => cosineTopK(q, db, undefined as unknown as { dim: number; k: number }), TypeError, 'options must be an object'],
   ['NaN in the database', () => cosineTopK(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 }), Error, 'NaN'],
+  // 70,000 x 70,000 results: past a typed array's 2^32 values (it was 'Invalid typed array length: 4900000000').
+  ['results too many', () => cosineTopK(new Float32Array(70000).fill(1), new Float32Array(70000).fill(1), { dim: 1, k: 70000 }), RangeError,
+    /^70000 queries x k = 70000 would be 4900000000 results, more than a result holds \(2\^32\): lower options.k, or search the queries in batches$/],
   ['threads 0', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 0 }), RangeError, 'options.threads'],
   ['threads too many', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 100000 }), RangeError, 'options.threads must be <= 1024'],
   ['an option in the wrong case', () => cosineTopK(q, db, { dim: 4, k: 1, Normalized: true } as { dim: number; k: number }), TypeError,
