@@ -169,6 +169,35 @@ describe('encodeCollection', () => {
     }
   });
 
+  test('past 2^24 passages (the most one JavaScript Set holds), a resume reads on and still finds duplicates', async () => {
+    // A cache of 2^24 passages written here (encoding them would take minutes), then the two
+    // lines after them: a new passage (it was 'Set maximum size exceeded') and a duplicate of the first one.
+    const rows = 2 ** 24;
+    const big = path.join(dir, 'past-2-24.tsv');
+    const ids = Array.from({ length: rows }, (_, i) => i.toString(36));
+    const head = `${ids.join('\tx\n')}\tx\n`;
+    fs.writeFileSync(big, `${head}p-last\tx\n0\tx\n`);
+    const oneDim: StreamEncoder = {
+      async *encodeStream(texts) { for await (const _ of texts) yield { data: new Float32Array([1]), rows: 1, dim: 1 }; },
+    };
+    const cacheDir = path.join(dir, 'past-2-24');
+    // A first run stopped after one passage leaves the manifest, keyed by this collection.
+    const controller = new AbortController();
+    const stopped = await encodeCollection({
+      collection: big, cacheDir, identity, encoder: oneDim, signal: controller.signal, onProgress: (p) => { if (p.rows > 0) controller.abort(); },
+    }).catch((err: unknown) => err as EncodeInterrupted);
+    expect(stopped).toMatchObject({ name: 'EncodeInterrupted', rows: 1 });
+    const manifestFile = path.join(stopped.dir, 'manifest.json');
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+    const [chunk] = manifest.chunks;
+    Object.assign(chunk, { rows, endOffset: Buffer.byteLength(head), endLine: rows });
+    fs.writeFileSync(path.join(stopped.dir, chunk.ids), ids.join('\n'));
+    fs.writeFileSync(path.join(stopped.dir, chunk.vectors), new Uint8Array(rows * 4));
+    fs.writeFileSync(manifestFile, JSON.stringify(manifest));
+    await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim }))
+      .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0'`);
+  });
+
   test('another model or an edited collection gets its own cache', async () => {
     const cacheDir = path.join(dir, 'keys');
     const a = await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
