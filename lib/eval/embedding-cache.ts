@@ -248,10 +248,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         chunk.set(batch.data.subarray(row * manifest.dim, (row + 1) * manifest.dim), chunkIds.length * manifest.dim);
         chunkIds.push(record.id);
         end = { endOffset: record.endOffset, line: record.line };
-        if (chunkIds.length === chunkRows) {
-          await flush();
-          if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
-        }
+        if (chunkIds.length === chunkRows) await flush();
       }
       report(end.endOffset, chunkIds.length);
       // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
