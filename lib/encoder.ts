@@ -10,7 +10,7 @@ import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
-import { meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+import { MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
@@ -669,7 +669,10 @@ export class Encoder {
   }
 }
 
-/** Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major. */
+/**
+ * Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major
+ * (at most 2^32 values, else a RangeError: VectorIndex or cosineTopK find the top k instead).
+ */
 export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
     requireObject(name, e);
@@ -679,6 +682,10 @@ export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
     if (e.data.length !== rows * dim) throw new RangeError(`${name}.data has ${e.data.length} values but ${name}.rows x ${name}.dim is ${rows} x ${dim}`);
   }
   if (a.dim !== b.dim) throw new RangeError(`a and b must have the same dim, got ${a.dim} and ${b.dim}`);
+  if (a.rows * b.rows > MAX_RESULT_VALUES) {
+    throw new RangeError(`similarity() of ${a.rows} x ${b.rows} rows would be ${a.rows * b.rows} cosines, more than a result holds ` +
+      '(2^32): for the best matches of each row, search with a VectorIndex or cosineTopK, which keep only the top k');
+  }
   const dim = a.dim;
   const norms = (e: Embeddings) => Float64Array.from({ length: e.rows }, (_, r) => {
     let s = 0;

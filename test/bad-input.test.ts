@@ -52,6 +52,9 @@ const topkCases: Case[] = [
   ['dim NaN', () => cosineTopK(q, db, { dim: NaN, k: 1 }), TypeError, 'options.dim'],
   ['options missing', () => cosineTopK(q, db, undefined as unknown as { dim: number; k: number }), TypeError, 'options must be an object'],
   ['NaN in the database', () => cosineTopK(q, new Float32Array(40).fill(NaN), { dim: 4, k: 1 }), Error, 'NaN'],
+  // 70,000 x 70,000 results: past a typed array's 2^32 values (it was 'Invalid typed array length: 4900000000').
+  ['results too many', () => cosineTopK(new Float32Array(70000).fill(1), new Float32Array(70000).fill(1), { dim: 1, k: 70000 }), RangeError,
+    /^70000 queries x k = 70000 would be 4900000000 results, more than a result holds \(2\^32\): lower options.k, or search the queries in batches$/],
   ['threads 0', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 0 }), RangeError, 'options.threads'],
   ['threads too many', () => cosineTopK(q, db, { dim: 4, k: 1, threads: 100000 }), RangeError, 'options.threads must be <= 1024'],
   ['an option in the wrong case', () => cosineTopK(q, db, { dim: 4, k: 1, Normalized: true } as { dim: number; k: number }), TypeError,
@@ -62,6 +65,7 @@ const topkCases: Case[] = [
 // Sync calls throw; async ones reject, before any file is read or written (missing paths show that).
 const any = <T>(value: unknown) => value as T;
 const embeddings = { data: new Float32Array(4), rows: 1, dim: 4 };
+const tall = { data: new Float32Array(70000), rows: 70000, dim: 1 };
 const typeCases: Case[] = [
   ['dtype a bigint', () => meanPoolNormalize(hidden, mask, shape, { dtype: any(1n) }), TypeError, "options.dtype must be 'float32' or 'float16', got 1n"],
   ['device a bigint', () => cosineTopK(q, db, { dim: 4, k: 1, device: any(1n) }), TypeError, "options.device must be 'cpu', 'cuda' or 'cuda:<index>', got 1n"],
@@ -79,6 +83,9 @@ const typeCases: Case[] = [
   ['similarity(null)', () => similarity(any(null), embeddings), TypeError, 'a must be an object, got null'],
   ['similarity rows negative', () => similarity({ data: new Float32Array(4), rows: -2, dim: -2 }, embeddings), RangeError, 'a.rows must be >= 0, got -2'],
   ['similarity data a plain array', () => similarity(embeddings, { ...embeddings, data: any([0, 0, 0, 1]) }), TypeError, 'b.data must be a Float32Array, got Array'],
+  // 70,000 x 70,000 cosines: past a Float32Array's 2^32 values (it was 'Invalid typed array length: 4900000000').
+  ['similarity too large a result', () => similarity(tall, tall),
+    RangeError, /^similarity\(\) of 70000 x 70000 rows would be 4900000000 cosines, more than a result holds \(2\^32\): .* VectorIndex or cosineTopK/],
   ['rankDocuments(null)', () => rankDocuments(any(null)), TypeError, 'scores must be an object { [docid]: number }, got null'],
   ['rankDocuments of a string', () => rankDocuments(any('ab')), TypeError, 'scores must be an object { [docid]: number }, got string'],
   ['rankDocuments with a NaN score', () => rankDocuments({ a: 1, b: NaN }), TypeError, 'scores["b"] must be a finite number (score), got NaN'],

@@ -68,22 +68,23 @@ describe('encodeCollection', () => {
   });
 
   test('an interrupted encode resumes where it stopped and gives the same result', async () => {
+    // Stopped as chunk 1 fills at row 16, inside the batch of rows 16-18: the rest of that batch is kept too.
     const cacheDir = path.join(dir, 'resume');
     const controller = new AbortController();
     const first = new HashEncoder();
     await expect(encodeCollection({
       collection, cacheDir, identity, encoder: first, chunkRows: 8, signal: controller.signal,
       onProgress: (p) => { if (p.chunks === 2) controller.abort(); },
-    })).rejects.toBeInstanceOf(EncodeInterrupted);
+    })).rejects.toMatchObject({ name: 'EncodeInterrupted', rows: 18 });
 
     const progress: number[] = [];
     const second = new HashEncoder();
     const resumed = await encodeCollection({
       collection, cacheDir, identity, encoder: second, chunkRows: 8, onProgress: (p) => progress.push(p.rows),
     });
-    expect(resumed.cachedRows).toBe(16); // two chunks of 8 survived the interruption
-    expect(second.encoded).toBe(N - 16); // only the rest was encoded again
-    expect(progress[0]).toBe(16);
+    expect(resumed.cachedRows).toBe(18); // two chunks of 8, and a short one of 2
+    expect(second.encoded).toBe(N - 18); // only the rest was encoded again
+    expect(progress[0]).toBe(18);
     expect(progress[progress.length - 1]).toBe(N);
     expect(resumed.ids).toEqual(reference.ids);
     expect(await allVectors(resumed)).toEqual(reference.vectors);
@@ -167,6 +168,35 @@ describe('encodeCollection', () => {
       expect(encoded.rows).toBe(200_001);
       expect(encoded.ids[199_999]).toBe('b199999');
     }
+  });
+
+  test('past 2^24 passages (the most one JavaScript Set holds), a resume reads on and still finds duplicates', async () => {
+    // A cache of 2^24 passages written here (encoding them would take minutes), then the two
+    // lines after them: a new passage (it was 'Set maximum size exceeded') and a duplicate of the first one.
+    const rows = 2 ** 24;
+    const big = path.join(dir, 'past-2-24.tsv');
+    const ids = Array.from({ length: rows }, (_, i) => i.toString(36));
+    const head = `${ids.join('\tx\n')}\tx\n`;
+    fs.writeFileSync(big, `${head}p-last\tx\n0\tx\n`);
+    const oneDim: StreamEncoder = {
+      async *encodeStream(texts) { for await (const _ of texts) yield { data: new Float32Array([1]), rows: 1, dim: 1 }; },
+    };
+    const cacheDir = path.join(dir, 'past-2-24');
+    // A first run stopped after one passage leaves the manifest, keyed by this collection.
+    const controller = new AbortController();
+    const stopped = await encodeCollection({
+      collection: big, cacheDir, identity, encoder: oneDim, signal: controller.signal, onProgress: (p) => { if (p.rows > 0) controller.abort(); },
+    }).catch((err: unknown) => err as EncodeInterrupted);
+    expect(stopped).toMatchObject({ name: 'EncodeInterrupted', rows: 1 });
+    const manifestFile = path.join(stopped.dir, 'manifest.json');
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+    const [chunk] = manifest.chunks;
+    Object.assign(chunk, { rows, endOffset: Buffer.byteLength(head), endLine: rows });
+    fs.writeFileSync(path.join(stopped.dir, chunk.ids), ids.join('\n'));
+    fs.writeFileSync(path.join(stopped.dir, chunk.vectors), new Uint8Array(rows * 4));
+    fs.writeFileSync(manifestFile, JSON.stringify(manifest));
+    await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim }))
+      .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0'`);
   });
 
   test('another model or an edited collection gets its own cache', async () => {

@@ -191,7 +191,12 @@ describe('TrecRunWriter', () => {
     await expect(writer.write('q1', ['d', 'e'], [1, 2])).rejects.toThrow(/scores must not increase: scores\[1\] = 2 > scores\[0\] = 1/);
     await expect(writer.write('q1', ['d', ''], [2, 1])).rejects.toThrow(/docids\[1\] must be/);
     await expect(writer.write('q1', ['d'], [NaN])).rejects.toThrow(/scores\[0\] must be a finite number/);
+    // trec_eval refuses a document twice in a query's ranking; a query written twice would be merged.
+    await expect(writer.write('q1', ['d', 'e', 'd'], [3, 2, 1])).rejects.toThrow("docids[2] is 'd' again (docids[0]): a ranking holds each document once");
+    await writer.write('q1', ['d'], [1]);
+    await expect(writer.write('q1', ['e'], [1])).rejects.toThrow("query 'q1' is already in the run: write each query's ranking once");
     await writer.close();
+    expect(fs.readFileSync(path.join(dir, 'y.trec'), 'utf8')).toBe('q1 Q0 d 1 1.00000000 camembed\n');
   });
 });
 

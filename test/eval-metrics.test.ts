@@ -105,6 +105,15 @@ describe('evaluate: hand-computed values', () => {
     expect(mean).toEqual({ 'MRR@10': 1, 'nDCG@10': 1, 'MAP@10': 1, 'Recall@3': 1 });
   });
 
+  test('per query, a qid such as __proto__ is an ordinary key (as readQrels keeps it)', () => {
+    const judged: Qrels = JSON.parse('{"__proto__": {"d1": 1}, "constructor": {"d2": 1}}');
+    const ranked: Run = JSON.parse('{"__proto__": {"d0": 0.9, "d1": 0.8}, "constructor": {"d2": 0.5}}');
+    const { mean, perQuery } = evaluate(ranked, judged, ['MRR@10'], { perQuery: true });
+    expect(Object.getPrototypeOf(perQuery)).toBe(Object.prototype);
+    expect(Object.entries(perQuery)).toEqual([['__proto__', { 'MRR@10': 0.5 }], ['constructor', { 'MRR@10': 1 }]]);
+    expect(mean).toEqual({ 'MRR@10': 0.75 });
+  });
+
   test('metric names are case-insensitive and keyed as given; duplicates collapse', () => {
     const mean = evaluate(run, qrels, ['mrr@10', 'NDCG@3', 'mrr@10']);
     expect(Object.keys(mean)).toEqual(['mrr@10', 'NDCG@3']);

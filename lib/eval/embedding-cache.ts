@@ -106,6 +106,27 @@ export class EncodedCollection {
   }
 }
 
+/**
+ * Passage ids seen, in Sets of at most 2^23 each: V8 holds at most 2^24 entries in one Set, and a
+ * collection past 16.7M passages failed with 'Set maximum size exceeded', on every resume too.
+ */
+class IdSet {
+  private readonly sets = [new Set<string>()];
+
+  constructor(ids: Iterable<string>) {
+    for (const id of ids) this.add(id);
+  }
+
+  has(id: string): boolean {
+    return this.sets.some((set) => set.has(id));
+  }
+
+  add(id: string): void {
+    if (this.sets[this.sets.length - 1].size === 2 ** 23) this.sets.push(new Set());
+    this.sets[this.sets.length - 1].add(id);
+  }
+}
+
 /** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
 async function readManifest(dir: string, identity: Record<string, unknown>): Promise<{ manifest: Manifest; ids: string[] } | null> {
   let manifest: Manifest;
@@ -188,7 +209,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
 
   if (!manifest.complete) {
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
-    const seen = new Set(ids);
+    const seen = new IdSet(ids);
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
     async function* texts(): AsyncGenerator<string> {
@@ -227,10 +248,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         chunk.set(batch.data.subarray(row * manifest.dim, (row + 1) * manifest.dim), chunkIds.length * manifest.dim);
         chunkIds.push(record.id);
         end = { endOffset: record.endOffset, line: record.line };
-        if (chunkIds.length === chunkRows) {
-          await flush();
-          if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
-        }
+        if (chunkIds.length === chunkRows) await flush();
       }
       report(end.endOffset, chunkIds.length);
       // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk

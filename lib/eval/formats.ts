@@ -142,6 +142,8 @@ export class TrecRunWriter {
    * Kept apart from `this` so that the stream's listener doesn't keep a dropped writer alive.
    */
   private readonly failure: { error: Error | null } = { error: null };
+  /** Queries written: trec_eval would merge a second ranking of one into the first. */
+  private readonly qids = new Set<string>();
 
   private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
     const failure = this.failure;
@@ -159,15 +161,21 @@ export class TrecRunWriter {
     return new TrecRunWriter(file, tag, out);
   }
 
-  /** One query's ranking, best first; `scores` must not increase. */
+  /** One query's ranking, best first, each document once; `scores` must not increase. */
   async write(qid: string, docids: readonly string[], scores: ArrayLike<number>): Promise<void> {
     requireToken('qid', qid);
+    if (this.qids.has(qid)) throw new Error(`query '${qid}' is already in the run: write each query's ranking once`);
     if (!Array.isArray(docids)) throw new TypeError('docids must be an array of strings');
     if (scores === null || typeof scores !== 'object' || scores.length !== docids.length) {
       throw new TypeError(`scores must be an array of ${docids.length} numbers (one per docid)`);
     }
+    // trec_eval refuses a run that ranks a document twice for one query ('duplicate docs').
+    const first = new Map<string, number>();
     const lines: string[] = [];
     for (let i = 0; i < docids.length; i++) {
+      const seen = first.get(docids[i]);
+      if (seen !== undefined) throw new RangeError(`docids[${i}] is '${docids[i]}' again (docids[${seen}]): a ranking holds each document once`);
+      first.set(docids[i], i);
       const score = scores[i];
       if (typeof score !== 'number' || !Number.isFinite(score)) throw new TypeError(`scores[${i}] must be a finite number, got ${score}`);
       if (i > 0 && score > scores[i - 1]) throw new RangeError(`scores must not increase: scores[${i}] = ${score} > scores[${i - 1}] = ${scores[i - 1]}`);
@@ -175,6 +183,7 @@ export class TrecRunWriter {
       lines.push(`${qid} Q0 ${requireToken(`docids[${i}]`, docids[i])} ${i + 1} ${score.toPrecision(9)} ${this.tag}\n`);
     }
     if (this.failure.error !== null) throw this.failure.error;
+    this.qids.add(qid);
     if (!this.out.write(lines.join(''))) {
       // A write that fails (disk full, file too large) ends the stream ('error', then 'close'), never in 'drain'.
       await new Promise<void>((resolve, reject) => {

@@ -173,7 +173,7 @@ export function evaluate(
   const maxK = Math.max(...specs.map((s) => s.k));
 
   const sums = new Array<number>(specs.length).fill(0);
-  const perQuery: Record<string, MetricValues> = {};
+  const perQuery: Array<[string, MetricValues]> = [];
   const queries = evaluatedQueries(q, minRelevance);
   if (queries.length === 0) {
     throw new RangeError(`qrels has no query with a relevant document (relevance >= ${minRelevance}): nothing to evaluate`);
@@ -184,8 +184,9 @@ export function evaluate(
     const gains = ranked.map((docid) => (Object.prototype.hasOwnProperty.call(judgements, docid) ? judgements[docid] : 0));
     const values = scoreQuery(gains, Object.values(judgements), specs, minRelevance);
     values.forEach((v, i) => { sums[i] += v; });
-    if (options.perQuery) perQuery[qid] = Object.fromEntries(specs.map((s, i) => [s.key, values[i]]));
+    if (options.perQuery) perQuery.push([qid, Object.fromEntries(specs.map((s, i) => [s.key, values[i]]))]);
   }
   const mean = Object.fromEntries(specs.map((s, i) => [s.key, sums[i] / queries.length]));
-  return options.perQuery ? { mean, perQuery } : mean;
+  // fromEntries, not assignment: a qid such as '__proto__' stays an ordinary key (readQrels keeps it).
+  return options.perQuery ? { mean, perQuery: Object.fromEntries(perQuery) } : mean;
 }
