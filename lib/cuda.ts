@@ -2,7 +2,7 @@
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
 import { FLOAT16_MAX } from './float16';
 import { CudaDeviceName, resolveDevice } from './devices';
-import { Dtype, DTYPES } from './kernels';
+import { Dtype, DTYPES, requireResultFits } from './kernels';
 import { loadAddon } from './native';
 import {
   elementTypeOf, namesOf, optionalBoolean, optionalOneOf, requireInteger, requireObject, requirePositiveInteger, requireTypedArray,
@@ -304,6 +304,7 @@ export class CudaMatrix {
     const numQueries = this.rowCountOf('queries', queries);
     const k = Math.min(requestedK, rows);
     if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
+    requireResultFits(numQueries, k);
     // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
     // when sent as given (cosine mode sends unit vectors).
     const limit = this.dtype === 'float16' && normalized ? FLOAT16_MAX : Infinity;

@@ -106,6 +106,14 @@ export function preparePool(hidden: unknown, mask: unknown, shape: unknown, opti
  */
 export const MAX_RESULT_VALUES = 2 ** 32;
 
+/** Refuses a search whose numQueries x k results pass MAX_RESULT_VALUES (V8 says only 'Invalid typed array length'). */
+export function requireResultFits(numQueries: number, k: number): void {
+  if (numQueries * k > MAX_RESULT_VALUES) {
+    throw new RangeError(`${numQueries} queries x k = ${k} would be ${numQueries * k} results, more than a result holds (2^32): ` +
+      'lower options.k, or search the queries in batches');
+  }
+}
+
 /** Rows of `queries` (a non-zero multiple of `dim` values, else a RangeError). */
 function queryCount(queries: Float32Array, dim: number): number {
   if (queries.length === 0 || queries.length % dim !== 0) {
@@ -135,10 +143,7 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   const numRows = db.length / dim;
   if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
   const kept = Math.min(k, numRows);
-  if (numQueries * kept > MAX_RESULT_VALUES) {
-    throw new RangeError(`${numQueries} queries x k = ${kept} would be ${numQueries * kept} results, more than a result holds (2^32): ` +
-      'lower options.k, or search the queries in batches');
-  }
+  requireResultFits(numQueries, kept);
   return {
     queries: q, numQueries, segments: [{ rows: db, numRows }], databaseType, dim, k: kept, normalized,
     outIndices: new Int32Array(numQueries * kept), outScores: new Float32Array(numQueries * kept), threads, device,

@@ -7,7 +7,7 @@
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
 import * as util from 'util';
-import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, storeUnitRows, TopKResult } from './kernels';
+import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, requireResultFits, storeUnitRows, TopKResult } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
@@ -833,6 +833,7 @@ export class VectorIndex {
   /** Search with unit-length queries, a tile of queries at a time. */
   private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
+    requireResultFits(numQueries, kept);
     const ids = new BigInt64Array(numQueries * kept);
     const scores = new Float32Array(numQueries * kept);
     if (kept === 0) return { ids, scores, k: 0 };

@@ -417,6 +417,13 @@ describe('typed arrays from another realm or shared memory', () => {
     expect(index.size).toBe(1);
   });
 
+  test('VectorIndex.search with more than 2^32 results is a clear RangeError (it was V8\'s "Invalid typed array length")', async () => {
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array(70000).fill(1));
+    await expect(index.search(new Float32Array(70000).fill(1), { k: 70000 })).rejects.toThrow(
+      /^70000 queries x k = 70000 would be 4900000000 results, more than a result holds \(2\^32\): lower options.k, or search the queries in batches$/);
+  });
+
   test('a resizable-ArrayBuffer-backed array is a clear TypeError (it could shrink while an async kernel reads it)', async () => {
     const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
     const resizable = new Float32Array(new Resizable(160, { maxByteLength: 160 }));
