@@ -197,6 +197,18 @@ describe('TrecRunWriter', () => {
     await expect(writer.write('q1', ['e'], [1])).rejects.toThrow("query 'q1' is already in the run: write each query's ranking once");
     await writer.close();
     expect(fs.readFileSync(path.join(dir, 'y.trec'), 'utf8')).toBe('q1 Q0 d 1 1.00000000 camembed\n');
+    // Used after close or abort: an error naming the run (Node's said 'Cannot call end after a stream was finished').
+    const y = path.join(dir, 'y.trec');
+    await expect(writer.close()).rejects.toThrow(`TrecRunWriter.close: the run ${y} is already closed`);
+    await expect(writer.write('q2', ['d'], [1])).rejects.toThrow(`TrecRunWriter.write: the run ${y} is already closed`);
+    await writer.abort();  // a closed run stays
+    expect(fs.readFileSync(y, 'utf8')).toBe('q1 Q0 d 1 1.00000000 camembed\n');
+    const z = path.join(dir, 'z.trec');
+    const aborted = await TrecRunWriter.open(z);
+    await aborted.abort();
+    await expect(aborted.write('q1', ['d'], [1])).rejects.toThrow(`TrecRunWriter.write: the run ${z} is already aborted`);
+    await expect(aborted.close()).rejects.toThrow(`TrecRunWriter.close: the run ${z} is already aborted`);
+    expect(fs.existsSync(z)).toBe(false);
   });
 });
 

@@ -142,6 +142,8 @@ export class TrecRunWriter {
    * Kept apart from `this` so that the stream's listener doesn't keep a dropped writer alive.
    */
   private readonly failure: { error: Error | null } = { error: null };
+  /** Set by close() and abort(): the stream is then ended, and Node's messages for it name no file. */
+  private ended: 'closed' | 'aborted' | null = null;
   /** Queries written: trec_eval would merge a second ranking of one into the first. */
   private readonly qids = new Set<string>();
 
@@ -163,6 +165,7 @@ export class TrecRunWriter {
 
   /** One query's ranking, best first, each document once; `scores` must not increase. */
   async write(qid: string, docids: readonly string[], scores: ArrayLike<number>): Promise<void> {
+    this.assertOpen('write');
     requireToken('qid', qid);
     if (this.qids.has(qid)) throw new Error(`query '${qid}' is already in the run: write each query's ranking once`);
     if (!Array.isArray(docids)) throw new TypeError('docids must be an array of strings');
@@ -196,9 +199,15 @@ export class TrecRunWriter {
     }
   }
 
+  private assertOpen(operation: string): void {
+    if (this.ended !== null) throw new Error(`TrecRunWriter.${operation}: the run ${this.file} is already ${this.ended}`);
+  }
+
   /** Finishes the file and renames it into place (`file`). */
   async close(): Promise<void> {
+    this.assertOpen('close');
     if (this.failure.error !== null) throw this.failure.error;
+    this.ended = 'closed';
     unclosedWriters.unregister(this);
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fs.promises.rename(`${this.file}.partial`, this.file);
@@ -206,6 +215,7 @@ export class TrecRunWriter {
 
   /** Drops the run written so far (the `.partial` file): for a run that failed, also in close(). */
   async abort(): Promise<void> {
+    this.ended ??= 'aborted';  // after close(): its file stays, only a leftover .partial goes
     unclosedWriters.unregister(this);
     if (!this.out.closed) await new Promise<void>((resolve) => this.out.once('close', () => resolve()).destroy());
     await fs.promises.rm(`${this.file}.partial`, { force: true });
