@@ -212,6 +212,23 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(one.metrics['nDCG@10']).toBe(two.metrics['nDCG@10']);
   });
 
+  test('without --k the CLI retrieves enough for every metric, as evaluateRetrieval does (1000, or a larger cutoff)', async () => {
+    const out: string[] = [];
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
+    let code: number;
+    try {
+      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
+        '--qrels', shuffledQrels, '--metrics', 'MRR@10,Recall@1500', '--json', '--cache', path.join(dir, 'cache-main')]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(code).toBe(0);  // it was a usage error: '--k (1000) must be at least the largest metric cutoff (1500)'
+    const json = JSON.parse(out.join(''));
+    const library = await evaluateRetrieval({ model, ...files, qrels: shuffledQrels, metrics: ['MRR@10', 'Recall@1500'], cacheDir: path.join(dir, 'cache-main') });
+    expect({ k: json.k, metrics: json.metrics }).toEqual({ k: 1500, metrics: library.metrics });
+    expect(library.k).toBe(1500);
+  });
+
   test('the CLI prints the table and the JSON', async () => {
     const out: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });

@@ -16,7 +16,7 @@ const spec: OptionSpec = {
   collection: { type: 'string', help: 'passages, id<TAB>text per line (required)' },
   queries: { type: 'string', help: 'queries, id<TAB>text per line (required)' },
   qrels: { type: 'string', help: "judgements: TREC 'qid 0 docid rel', 'qid<TAB>docid', or BEIR's qrels/*.tsv (required)" },
-  k: { type: 'integer', help: 'passages retrieved per query', default: 1000 },
+  k: { type: 'integer', help: 'passages retrieved per query (default: 1000, or the largest metric cutoff above that)' },
   metrics: { type: 'string', help: 'comma-separated metrics (MRR, nDCG, MAP, Recall, P at a cutoff)', default: DEFAULT_METRICS.join(',') },
   'min-relevance': { type: 'integer', help: "relevance from which a judgement is relevant for MRR, MAP, Recall, P (trec_eval's -l; nDCG keeps graded gains)", default: 1 },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
@@ -63,7 +63,6 @@ export async function run(argv: string[]): Promise<void> {
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   }
-  const k = options.k as number;
   const metrics = (options.metrics as string).split(',').map((m) => m.trim()).filter((m) => m !== '');
   if (metrics.length === 0) throw new CliUsageError('--metrics needs at least one metric');
   let maxCutoff = 0;
@@ -74,6 +73,8 @@ export async function run(argv: string[]): Promise<void> {
       throw new CliUsageError(`--metrics: ${(err as Error).message}`);
     }
   }
+  // As evaluateRetrieval's default: enough for every metric.
+  const k = (options.k as number | undefined) ?? Math.max(1000, maxCutoff);
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireHubIdForRevision(options.model as string, options.revision as string | undefined);
