@@ -126,6 +126,28 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
+test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', () => {
+  const input = path.join(dir, 'redirected.txt');
+  fs.writeFileSync(input, 'un\ndeux\n');
+  const read = fs.openSync(input, 'r');
+  const append = fs.openSync(input, 'a');
+  try {
+    const cases: [string[], { stdin?: number; stdout?: number }, string][] = [
+      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
+      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
+      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}`],
+    ];
+    for (const [args, fds, message] of cases) {
+      const { status, stderr } = camembed([...args, '--model', dir], fds);
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}: writing it would destroy it\n` });
+    }
+  } finally {
+    fs.closeSync(read);
+    fs.closeSync(append);
+  }
+  expect(fs.readFileSync(input, 'utf8')).toBe('un\ndeux\n');
+});
+
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
   const file = await smallIndex();
   const fifo = path.join(dir, 'options.fifo');

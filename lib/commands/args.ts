@@ -133,24 +133,36 @@ export function requireExists(name: string, file: string): void {
 /**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
  * work: its folder exists, it is not a folder, and it is not one of the `inputs` (by device and
- * inode: writing it would destroy that input); with `regularBecause`, an existing output that is not
- * a regular file (a FIFO, a device) too. Returns what is there now ('-' and new files: undefined).
+ * inode: writing it would destroy that input; '-' is standard output and standard input, redirected
+ * from or to a file); with `regularBecause`, an existing output that is not a regular file (a FIFO,
+ * a device) too. Returns what is there now ('-' and new files: undefined).
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
-  if (file === '-') return undefined;
+  if (file === '-') {
+    requireNotAnInput(name, file, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+    return undefined;
+  }
   const folder = path.dirname(path.resolve(file));
   if (!fs.existsSync(folder)) throw new CliUsageError(`--${name} ${file}: the folder ${folder} does not exist`);
   const existing = fs.statSync(file, { throwIfNoEntry: false });
   if (existing === undefined) return undefined;
   if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);
-  for (const input of inputs) {
-    const st = input === undefined || input === '-' ? undefined : fs.statSync(input, { throwIfNoEntry: false });
-    if (st !== undefined && st.dev === existing.dev && st.ino === existing.ino) {
-      throw new CliUsageError(`--${name} ${file} is the input ${input}: writing it would destroy it`);
-    }
-  }
+  requireNotAnInput(name, file, existing, inputs);
   if (regularBecause !== undefined && !existing.isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${regularBecause}`);
   return existing;
+}
+
+function requireNotAnInput(name: string, file: string, output: fs.Stats, inputs: (string | undefined)[]): void {
+  // Only a regular file is destroyed by writing it (standard input and output may be one terminal).
+  if (!output.isFile()) return;
+  for (const input of inputs) {
+    if (input === undefined) continue;
+    const st = input === '-' ? fs.fstatSync(0) : fs.statSync(input, { throwIfNoEntry: false });
+    if (st !== undefined && st.dev === output.dev && st.ino === output.ino) {
+      const named = (f: string, stream: string) => (f === '-' ? `- (${stream})` : f);
+      throw new CliUsageError(`--${name} ${named(file, 'standard output')} is the input ${named(input, 'standard input')}: writing it would destroy it`);
+    }
+  }
 }
 
 /**
