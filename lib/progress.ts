@@ -61,7 +61,8 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       const filled = Math.round(fraction * width);
       parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1)}%`);
       parts.push(`${formatAmount(done, options.unit)}/${formatAmount(total, options.unit)}`);
-      parts.push(`ETA ${formatSeconds(rate > 0 ? (total - done) / rate : Infinity)}`);
+      // A file that grows while it is read goes past the size it had at the start: nothing left, not a negative time.
+      parts.push(`ETA ${formatSeconds(rate > 0 ? Math.max(total - done, 0) / rate : Infinity)}`);
     } else {
       parts.push(formatAmount(done, options.unit));
     }

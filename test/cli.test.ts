@@ -222,6 +222,8 @@ describe('progress bar text', () => {
 
   test('with a total: percentage, amount of the total and ETA', () => {
     expect(drawn('bytes', 512, 1, 2048)).toContain('[######..................] 25.0%  512 B/2.0 KiB  ETA 0:03  512 B/s');
+    // Past the total (an input file that grew while read): a full bar and no time left.
+    expect(drawn('bytes', 3072, 1, 2048)).toContain('[########################] 100.0%  3.0 KiB/2.0 KiB  ETA 0:00  3.0 KiB/s');
   });
 });
 
