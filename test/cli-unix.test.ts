@@ -86,6 +86,10 @@ test('a mistyped option, command or index subcommand is a usage error (exit 2) t
     // An empty value (--model= or --model '') reached the library, which failed at run time.
     [['encode', '--model=', '--input', 'x'], 'camembed encode: --model needs a value'],
     [['encode', '--model', '', '--input', 'x'], 'camembed encode: --model needs a value'],
+    // A forgotten value took the next option as one: encode wrote its vectors to a file named '--no-normalize'.
+    [['encode', '--output', '--no-normalize', '--input', 'x'],
+      'camembed encode: --output needs a value, got the option --no-normalize (write --output=--no-normalize if that is the value)'],
+    [['search', '--index', '--k=3', 'q'], 'camembed search: --index needs a value, got the option --k=3 (write --index=--k=3 if that is the value)'],
     // Nothing typed is near nothing: no suggestion of the first name in the list.
     [[''], "camembed: unknown command ''"],
     [['encode', '--=x'], 'camembed encode: unknown option --'],

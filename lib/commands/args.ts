@@ -75,6 +75,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
     if (raw === undefined || raw === '') throw new CliUsageError(`--${name} needs a value`);
+    // `--output --no-normalize`: a forgotten value, not a file to name '--no-normalize'.
+    if (eq < 0 && known.includes(raw.split('=')[0])) {
+      throw new CliUsageError(`--${name} needs a value, got the option ${raw} (write --${name}=${raw} if that is the value)`);
+    }
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
