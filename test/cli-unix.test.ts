@@ -53,7 +53,7 @@ const haveDevFull = fs.existsSync('/dev/full');
   }
 });
 
-test('--revision with a model folder is a usage error (exit 2) in every command that loads a model, before it loads', async () => {
+test('--revision with a model folder, and a model path that does not exist, are usage errors (exit 2) in every command that loads a model, before it loads', async () => {
   const file = await smallIndex();
   const model = fs.mkdtempSync(path.join(dir, 'model-'));  // a folder: no model needs to be in it
   const input = path.join(dir, 'texts.txt');
@@ -67,6 +67,12 @@ test('--revision with a model folder is a usage error (exit 2) in every command 
   ]) {
     const { status, stderr } = camembed([...args, '--model', model, '--revision', 'v1.0']);
     expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --revision is for Hub ids, but ${model} is a folder here\n` });
+    // A mistyped path was a runtime error (exit 1) from Encoder.load, a documented usage error.
+    for (const missing of ['./no-such-model', path.join(dir, 'no', 'such-model')]) {
+      const typo = camembed([...args, '--model', missing]);
+      expect({ args, status: typo.status, stderr: typo.stderr })
+        .toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --model ${missing} does not exist, and is not a Hub id 'org/name' either\n` });
+    }
   }
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
 });

@@ -8,6 +8,7 @@ import * as path from 'path';
 
 import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
+import { looksLikeHubId } from '../model/hub';
 import { suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
@@ -118,11 +119,14 @@ export function requiredString(options: Parsed['options'], name: string, placeho
 }
 
 /**
- * A usage error for --revision with a model folder (a folder has no revisions), before the model
- * loads: Encoder.load would refuse it too, but as a runtime error naming `options.revision`.
+ * Usage errors before the model loads, which Encoder.load would give as runtime errors: a model that
+ * is neither an existing folder nor a Hub id (a mistyped path), and --revision with a model folder
+ * (a folder has no revisions).
  */
-export function requireHubIdForRevision(model: string, revision: string | undefined): void {
-  if (revision !== undefined && fs.existsSync(model)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+export function requireModel(model: string, revision: string | undefined): void {
+  const exists = fs.existsSync(model);
+  if (!exists && !looksLikeHubId(model)) throw new CliUsageError(`--model ${model} does not exist, and is not a Hub id 'org/name' either`);
+  if (revision !== undefined && exists) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
 }
 
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
