@@ -13,16 +13,19 @@ export interface ProgressOptions {
   stream?: NodeJS.WriteStream;
 }
 
-/** A count or a rate, rounded: 7, 2.5, 159, 1.6k, 1.50M; bytes in B, KiB, MiB... */
+/**
+ * A count or a rate, rounded: 7, 2.5, 159, 1.6k, 1.50M; bytes in B, KiB, MiB... The unit goes by
+ * the value as rounded: 999,960 is 1.00M, not 1000.0k, and 1,048,570 bytes 1.0 MiB, not 1024.0 KiB.
+ */
 function formatAmount(n: number, unit: 'bytes' | 'items'): string {
   if (unit === 'items') {
-    if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-    if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
-    return n < 10 && !Number.isInteger(n) ? n.toFixed(1) : n.toFixed(0);
+    if (n >= 999_950) return `${(n / 1e6).toFixed(2)}M`;
+    if (n >= 999.5) return `${(n / 1e3).toFixed(1)}k`;
+    return n < 9.95 && !Number.isInteger(n) ? n.toFixed(1) : n.toFixed(0);
   }
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  while (Number(n.toFixed(i === 0 ? 0 : 1)) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
@@ -61,7 +64,8 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       const filled = Math.round(fraction * width);
       parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1)}%`);
       parts.push(`${formatAmount(done, options.unit)}/${formatAmount(total, options.unit)}`);
-      parts.push(`ETA ${formatSeconds(rate > 0 ? (total - done) / rate : Infinity)}`);
+      // A file that grows while it is read goes past the size it had at the start: nothing left, not a negative time.
+      parts.push(`ETA ${formatSeconds(rate > 0 ? Math.max(total - done, 0) / rate : Infinity)}`);
     } else {
       parts.push(formatAmount(done, options.unit));
     }

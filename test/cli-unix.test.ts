@@ -53,7 +53,7 @@ const haveDevFull = fs.existsSync('/dev/full');
   }
 });
 
-test('--revision with a model folder is a usage error (exit 2) in every command that loads a model, before it loads', async () => {
+test('--revision with a model folder, and a model path that does not exist, are usage errors (exit 2) in every command that loads a model, before it loads', async () => {
   const file = await smallIndex();
   const model = fs.mkdtempSync(path.join(dir, 'model-'));  // a folder: no model needs to be in it
   const input = path.join(dir, 'texts.txt');
@@ -67,6 +67,12 @@ test('--revision with a model folder is a usage error (exit 2) in every command 
   ]) {
     const { status, stderr } = camembed([...args, '--model', model, '--revision', 'v1.0']);
     expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --revision is for Hub ids, but ${model} is a folder here\n` });
+    // A mistyped path was a runtime error (exit 1) from Encoder.load, a documented usage error.
+    for (const missing of ['./no-such-model', path.join(dir, 'no', 'such-model')]) {
+      const typo = camembed([...args, '--model', missing]);
+      expect({ args, status: typo.status, stderr: typo.stderr })
+        .toEqual({ args, status: 2, stderr: `camembed ${args[0]}: --model ${missing} does not exist, and is not a Hub id 'org/name' either\n` });
+    }
   }
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('out'))).toEqual([]);
 });
@@ -86,6 +92,10 @@ test('a mistyped option, command or index subcommand is a usage error (exit 2) t
     // An empty value (--model= or --model '') reached the library, which failed at run time.
     [['encode', '--model=', '--input', 'x'], 'camembed encode: --model needs a value'],
     [['encode', '--model', '', '--input', 'x'], 'camembed encode: --model needs a value'],
+    // A forgotten value took the next option as one: encode wrote its vectors to a file named '--no-normalize'.
+    [['encode', '--output', '--no-normalize', '--input', 'x'],
+      'camembed encode: --output needs a value, got the option --no-normalize (write --output=--no-normalize if that is the value)'],
+    [['search', '--index', '--k=3', 'q'], 'camembed search: --index needs a value, got the option --k=3 (write --index=--k=3 if that is the value)'],
     // Nothing typed is near nothing: no suggestion of the first name in the list.
     [[''], "camembed: unknown command ''"],
     [['encode', '--=x'], 'camembed encode: unknown option --'],
@@ -124,6 +134,28 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
     fs.closeSync(folder);
   }
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
+});
+
+test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', () => {
+  const input = path.join(dir, 'redirected.txt');
+  fs.writeFileSync(input, 'un\ndeux\n');
+  const read = fs.openSync(input, 'r');
+  const append = fs.openSync(input, 'a');
+  try {
+    const cases: [string[], { stdin?: number; stdout?: number }, string][] = [
+      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
+      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
+      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}`],
+    ];
+    for (const [args, fds, message] of cases) {
+      const { status, stderr } = camembed([...args, '--model', dir], fds);
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}: writing it would destroy it\n` });
+    }
+  } finally {
+    fs.closeSync(read);
+    fs.closeSync(append);
+  }
+  expect(fs.readFileSync(input, 'utf8')).toBe('un\ndeux\n');
 });
 
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {

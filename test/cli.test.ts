@@ -214,6 +214,10 @@ describe('progress bar text', () => {
     [16000, 10, '1.6k/s'],
     [25, 10, '2.5/s'],
     [3_000_000, 2, '1.50M/s'],
+    // Rounded into the next unit: the unit follows the rounding.
+    [999_960, 1, '1.00M/s'],
+    [9996, 10, '1.0k/s'],
+    [996, 100, '10/s'],
   ])('%d items in %d s: %s', (done, seconds, rate) => {
     const line = drawn('items', done, seconds);
     expect(line).toContain(`  ${rate}`);
@@ -222,6 +226,10 @@ describe('progress bar text', () => {
 
   test('with a total: percentage, amount of the total and ETA', () => {
     expect(drawn('bytes', 512, 1, 2048)).toContain('[######..................] 25.0%  512 B/2.0 KiB  ETA 0:03  512 B/s');
+    expect(drawn('bytes', 1_048_570, 1, 4 << 20)).toContain('  1.0 MiB/4.0 MiB  ETA 0:03  1.0 MiB/s');
+    expect(drawn('bytes', 1_047_000, 1, 4 << 20)).toContain('  1022.5 KiB/4.0 MiB');
+    // Past the total (an input file that grew while read): a full bar and no time left.
+    expect(drawn('bytes', 3072, 1, 2048)).toContain('[########################] 100.0%  3.0 KiB/2.0 KiB  ETA 0:00  3.0 KiB/s');
   });
 });
 

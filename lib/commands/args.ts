@@ -8,6 +8,7 @@ import * as path from 'path';
 
 import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLines } from '../lines';
+import { looksLikeHubId } from '../model/hub';
 import { suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
@@ -75,6 +76,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     }
     const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
     if (raw === undefined || raw === '') throw new CliUsageError(`--${name} needs a value`);
+    // `--output --no-normalize`: a forgotten value, not a file to name '--no-normalize'.
+    if (eq < 0 && known.includes(raw.split('=')[0])) {
+      throw new CliUsageError(`--${name} needs a value, got the option ${raw} (write --${name}=${raw} if that is the value)`);
+    }
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
@@ -114,11 +119,14 @@ export function requiredString(options: Parsed['options'], name: string, placeho
 }
 
 /**
- * A usage error for --revision with a model folder (a folder has no revisions), before the model
- * loads: Encoder.load would refuse it too, but as a runtime error naming `options.revision`.
+ * Usage errors before the model loads, which Encoder.load would give as runtime errors: a model that
+ * is neither an existing folder nor a Hub id (a mistyped path), and --revision with a model folder
+ * (a folder has no revisions).
  */
-export function requireHubIdForRevision(model: string, revision: string | undefined): void {
-  if (revision !== undefined && fs.existsSync(model)) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+export function requireModel(model: string, revision: string | undefined): void {
+  const exists = fs.existsSync(model);
+  if (!exists && !looksLikeHubId(model)) throw new CliUsageError(`--model ${model} does not exist, and is not a Hub id 'org/name' either`);
+  if (revision !== undefined && exists) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
 }
 
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */
@@ -133,24 +141,36 @@ export function requireExists(name: string, file: string): void {
 /**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
  * work: its folder exists, it is not a folder, and it is not one of the `inputs` (by device and
- * inode: writing it would destroy that input); with `regularBecause`, an existing output that is not
- * a regular file (a FIFO, a device) too. Returns what is there now ('-' and new files: undefined).
+ * inode: writing it would destroy that input; '-' is standard output and standard input, redirected
+ * from or to a file); with `regularBecause`, an existing output that is not a regular file (a FIFO,
+ * a device) too. Returns what is there now ('-' and new files: undefined).
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
-  if (file === '-') return undefined;
+  if (file === '-') {
+    requireNotAnInput(name, file, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+    return undefined;
+  }
   const folder = path.dirname(path.resolve(file));
   if (!fs.existsSync(folder)) throw new CliUsageError(`--${name} ${file}: the folder ${folder} does not exist`);
   const existing = fs.statSync(file, { throwIfNoEntry: false });
   if (existing === undefined) return undefined;
   if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);
-  for (const input of inputs) {
-    const st = input === undefined || input === '-' ? undefined : fs.statSync(input, { throwIfNoEntry: false });
-    if (st !== undefined && st.dev === existing.dev && st.ino === existing.ino) {
-      throw new CliUsageError(`--${name} ${file} is the input ${input}: writing it would destroy it`);
-    }
-  }
+  requireNotAnInput(name, file, existing, inputs);
   if (regularBecause !== undefined && !existing.isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${regularBecause}`);
   return existing;
+}
+
+function requireNotAnInput(name: string, file: string, output: fs.Stats, inputs: (string | undefined)[]): void {
+  // Only a regular file is destroyed by writing it (standard input and output may be one terminal).
+  if (!output.isFile()) return;
+  for (const input of inputs) {
+    if (input === undefined) continue;
+    const st = input === '-' ? fs.fstatSync(0) : fs.statSync(input, { throwIfNoEntry: false });
+    if (st !== undefined && st.dev === output.dev && st.ino === output.ino) {
+      const named = (f: string, stream: string) => (f === '-' ? `- (${stream})` : f);
+      throw new CliUsageError(`--${name} ${named(file, 'standard output')} is the input ${named(input, 'standard input')}: writing it would destroy it`);
+    }
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireHubIdForRevision, requireOutputFile, textsWithProgress,
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
 } from './args';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
@@ -55,7 +55,7 @@ export async function run(argv: string[]): Promise<void> {
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
-  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  requireModel(options.model as string, options.revision as string | undefined);
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
 

@@ -6,7 +6,7 @@ import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import {
-  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireHubIdForRevision, requireOutputFile,
+  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireModel, requireOutputFile,
 } from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -77,7 +77,7 @@ export async function run(argv: string[]): Promise<void> {
   const k = (options.k as number | undefined) ?? Math.max(1000, maxCutoff);
   if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
-  requireHubIdForRevision(options.model as string, options.revision as string | undefined);
+  requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;
   if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
   // Before hours of encoding: the run file can be written.

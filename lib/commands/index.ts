@@ -12,7 +12,7 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision,
+  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel,
   requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
@@ -188,7 +188,7 @@ export async function run(argv: string[]): Promise<void> {
   const device = options.device as 'cpu';
   const model = options.model as string | undefined;
   // With --vectors too: search would fail on a folder recorded with a revision.
-  requireHubIdForRevision(model ?? DEFAULT_MODEL, options.revision as string | undefined);
+  requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
 
   // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;

@@ -10,7 +10,7 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireHubIdForRevision, requireIndexK, withFileProgress } from './args';
+import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, withFileProgress } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -148,7 +148,7 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
-  requireHubIdForRevision(model, options.revision as string | undefined);
+  requireModel(model, options.revision as string | undefined);
   // The revision the index records goes with its model, not with one given by --model.
   const recordedRevision = options.model === undefined && recorded !== undefined && typeof index.metadata.revision === 'string'
     ? index.metadata.revision : undefined;
