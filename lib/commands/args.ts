@@ -173,15 +173,15 @@ function requireNotAnInput(name: string, file: string, output: fs.Stats, inputs:
   }
 }
 
-/**
- * For an option that must name a file when given (not '-': `why` says why): a usage error unless it
- * exists and, unless `pipeAllowed` (a file read once, from start to end), is a regular file.
- */
 /** --k within what the index searches on `device` take, checked before the index loads. */
 export function requireIndexK(k: number, device: string): void {
   if (device !== 'cpu' && k > INDEX_CUDA_MAX_K) throw new CliUsageError(`--k must be <= ${INDEX_CUDA_MAX_K} with --device ${device}, got ${k}`);
 }
 
+/**
+ * For an option that must name a file when given (not '-': `why` says why): a usage error unless it
+ * exists and, unless `pipeAllowed` (a file read once, from start to end), is a regular file.
+ */
 export function requireFileOption(name: string, file: string | undefined, why: string, pipeAllowed = false): void {
   if (file === undefined) return;
   if (file === '-') throw new CliUsageError(`--${name} must be a file: ${why}`);
