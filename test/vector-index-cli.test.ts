@@ -194,6 +194,9 @@ describeFiles('camembed index build / search', () => {
       fs.writeFileSync(path.join(dir, 'bad.cmbd'), 'not an index');
       expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', MODEL, 'x'])).toBe(1);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/is not a camembed index file/);
+      // A mistyped --model is a usage error before the index loads (here the load would fail first).
+      expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', './modle', 'x'])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain("--model ./modle does not exist, and is not a Hub id 'org/name' either");
     } finally {
       stderr.mockRestore();
     }

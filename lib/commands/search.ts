@@ -87,6 +87,8 @@ export async function run(argv: string[]): Promise<void> {
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
 
+  // A mistyped --model is told before a load of gigabytes (a model the index records: after it).
+  if (vectorsFile === undefined && options.model !== undefined) requireModel(options.model as string, options.revision as string | undefined);
   const device = options.device as 'cpu';
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(indexFile, { device, mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'search', unit: 'items' });
