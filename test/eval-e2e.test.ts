@@ -18,6 +18,17 @@ const available = fs.existsSync(model) && fs.existsSync(passagesFile);
 if (!available) console.warn(`skipping eval end-to-end tests: ${model} or ${passagesFile} is missing (../shared not present)`);
 const describeShared = available ? describe : describe.skip;
 
+/** `camembed eval` with these arguments: its exit code and standard output. */
+async function evalCli(args: string[]): Promise<{ code: number; out: string }> {
+  const out: string[] = [];
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
+  try {
+    return { code: await main(['eval', ...args]), out: out.join('') };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
 const PASSAGES = 1000;
 const QUERY_EVERY = 5; // 200 queries
 const METRICS = ['MRR@10', 'nDCG@10', 'MAP@10', 'Recall@10', 'Recall@100', 'Recall@500'];
@@ -176,19 +187,12 @@ describeShared('camembed eval with the tiny random model', () => {
   });
 
   test('BEIR graded qrels: --min-relevance 2 counts only the own passage; nDCG is the same at both levels', async () => {
-    const out: string[] = [];
     const runFile = path.join(dir, 'run-beir.trec');
-    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
-    let code: number;
-    try {
-      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
-        '--qrels', beirQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100,nDCG@10', '--min-relevance', '2', '--json',
-        '--run', runFile, '--cache', path.join(dir, 'cache-main')]);
-    } finally {
-      spy.mockRestore();
-    }
+    const { code, out } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,
+      '--qrels', beirQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100,nDCG@10', '--min-relevance', '2', '--json',
+      '--run', runFile, '--cache', path.join(dir, 'cache-main')]);
     expect(code).toBe(0);
-    const two = JSON.parse(out.join(''));
+    const two = JSON.parse(out);
     expect(two.minRelevance).toBe(2);
     // At level 2 the own passage (rank 1) is the only relevant one.
     expect(two.metrics['MRR@10']).toBe(1);
@@ -213,34 +217,19 @@ describeShared('camembed eval with the tiny random model', () => {
   });
 
   test('without --k the CLI retrieves enough for every metric, as evaluateRetrieval does (1000, or a larger cutoff)', async () => {
-    const out: string[] = [];
-    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
-    let code: number;
-    try {
-      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
-        '--qrels', shuffledQrels, '--metrics', 'MRR@10,Recall@1500', '--json', '--cache', path.join(dir, 'cache-main')]);
-    } finally {
-      spy.mockRestore();
-    }
+    const { code, out } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,
+      '--qrels', shuffledQrels, '--metrics', 'MRR@10,Recall@1500', '--json', '--cache', path.join(dir, 'cache-main')]);
     expect(code).toBe(0);  // it was a usage error: '--k (1000) must be at least the largest metric cutoff (1500)'
-    const json = JSON.parse(out.join(''));
+    const json = JSON.parse(out);
     const library = await evaluateRetrieval({ model, ...files, qrels: shuffledQrels, metrics: ['MRR@10', 'Recall@1500'], cacheDir: path.join(dir, 'cache-main') });
     expect({ k: json.k, metrics: json.metrics }).toEqual({ k: 1500, metrics: library.metrics });
     expect(library.k).toBe(1500);
   });
 
   test('the CLI prints the table and the JSON', async () => {
-    const out: string[] = [];
-    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { out.push(String(chunk)); return true; });
-    let code: number;
-    try {
-      code = await main(['eval', '--model', model, '--collection', files.collection, '--queries', files.queries,
-        '--qrels', shuffledQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
-    } finally {
-      spy.mockRestore();
-    }
+    const { code, out: text } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,
+      '--qrels', shuffledQrels, '--k', '100', '--metrics', 'MRR@10,Recall@100', '--cache', path.join(dir, 'cache-main')]);
     expect(code).toBe(0);
-    const text = out.join('');
     const json = JSON.parse(text.slice(text.indexOf('{')));
     expect(Object.keys(json.metrics)).toEqual(['MRR@10', 'Recall@100']);
     expect(json.cachedPassages).toBe(PASSAGES);
