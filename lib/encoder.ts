@@ -502,6 +502,10 @@ export class Encoder {
     }
     const o = optionalObject('options', options, ENCODE_STREAM_OPTIONS) as EncodeStreamOptions;
     const chunkSize = optionalPositiveInteger('options.chunkSize', o.chunkSize) ?? 4096;
+    // Told now, not when the chunk fills (as encode()'s "use encodeStream()").
+    if (chunkSize * this.dim > MAX_RESULT_VALUES) {
+      throw new RangeError(`options.chunkSize must be <= ${Math.floor(MAX_RESULT_VALUES / this.dim)} (a chunk's ${this.dim}-d vectors are one Float32Array), got ${chunkSize}`);
+    }
     const normalize = optionalBoolean('options.normalize', o.normalize, true);
     optionalFunction('options.onProgress', o.onProgress);
     const signal = optionalAbortSignal('options.signal', o.signal);

@@ -195,6 +195,9 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     Object.assign(options, { chunkSize: 7, normalize: false });
     for await (const chunk of stream) chunks.push(chunk);
     expect(chunks.map((c) => c.rows)).toEqual([30, 30, 30, texts.length - 90]);
+    // A chunk too large for one Float32Array is refused at the call (2^32 / 32 = 134,217,728 texts).
+    expect(() => encoder.encodeStream(texts, { chunkSize: 2 ** 27 + 1 })).toThrow(
+      new RangeError(`options.chunkSize must be <= ${2 ** 27} (a chunk's 32-d vectors are one Float32Array), got ${2 ** 27 + 1}`));
     const joined = new Float32Array(texts.length * 32);
     let offset = 0;
     for (const c of chunks) { joined.set(c.data, offset); offset += c.data.length; }
