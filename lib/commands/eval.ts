@@ -73,9 +73,9 @@ export async function run(argv: string[]): Promise<void> {
       throw new CliUsageError(`--metrics: ${(err as Error).message}`);
     }
   }
-  // As evaluateRetrieval's default: enough for every metric.
-  const k = (options.k as number | undefined) ?? Math.max(1000, maxCutoff);
-  if (k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  // Not given: evaluateRetrieval's default, enough for every metric.
+  const k = options.k as number | undefined;
+  if (k !== undefined && k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;

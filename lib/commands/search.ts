@@ -150,7 +150,7 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
   }
-  requireModel(model, options.revision as string | undefined);
+  if (options.model === undefined) requireModel(model, options.revision as string | undefined);  // a given one is checked before the load
   // The revision the index records goes with its model, not with one given by --model.
   const recordedRevision = options.model === undefined && recorded !== undefined && typeof index.metadata.revision === 'string'
     ? index.metadata.revision : undefined;

@@ -23,6 +23,7 @@ import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
+import { readJsonValue } from '../json-file';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
 export interface DownloadProgress {
@@ -234,7 +235,7 @@ function shardFiles(indexPath: string): string[] {
 function poolingConfigFiles(modulesPath: string): string[] {
   let modules: unknown;
   try {
-    modules = JSON.parse(fs.readFileSync(modulesPath, 'utf8'));
+    modules = readJsonValue(modulesPath);
   } catch {
     return [];
   }
