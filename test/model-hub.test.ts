@@ -6,10 +6,13 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { HubError, ProxyError, resolveModel } from '../lib/model';
+import { Encoder } from '../lib/encoder';
+import { convertToOnnx, HubError, ProxyError, resolveModel } from '../lib/model';
 import { proxyFor } from '../lib/model/http-request';
 import { defaultCacheDir, looksLikeHubId } from '../lib/model/hub';
 import { loadAddon } from '../lib/native';
+import { DataType, encodeModel } from '../lib/model/onnx-writer';
+import { maxAbsDifference } from './helpers/compare';
 import { makeRandom } from './helpers/random';
 import { FakeHub, FakeRepo, startFakeHub } from './helpers/fake-hub';
 import { startFakeProxy } from './helpers/fake-proxy';
@@ -68,6 +71,33 @@ const REPOS: Record<string, FakeRepo> = {
   },
 };
 
+// A repo holding only an ONNX graph (no weights the converter reads), whose one tensor is in the
+// external data file `location`.
+function onnxOnlyRepo(seed: number, location: string): FakeRepo {
+  const graph = encodeModel({
+    irVersion: 8, opsets: [{ domain: '', version: 17 }], producerName: 'test', producerVersion: '1',
+    graph: {
+      name: 'g', nodes: [{ opType: 'Identity', inputs: ['w'], outputs: ['y'] }],
+      initializers: [{ name: 'w', dataType: DataType.FLOAT, dims: [1], external: { location, offset: 0, length: 4 } }],
+      inputs: [], outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [1] }],
+    },
+  });
+  const files = Object.fromEntries(Object.entries(repoFiles(seed)).filter(([f]) => f !== 'model.safetensors'));
+  return { commit: COMMIT, files: { ...files, 'onnx/model.onnx': graph }, lfs: ['onnx/model.onnx'] };
+}
+REPOS['org/onnx-outside'] = onnxOnlyRepo(9, '../outside.bin');
+REPOS['org/onnx-absolute'] = onnxOnlyRepo(10, '/etc/outside.bin');
+REPOS['org/onnx-no-data'] = onnxOnlyRepo(11, 'model.onnx_data');  // names a file the repo lacks
+REPOS['org/onnx-truncated'] = onnxOnlyRepo(12, 'model.onnx_data');
+REPOS['org/onnx-truncated'].files['onnx/model.onnx'] = REPOS['org/onnx-truncated'].files['onnx/model.onnx'].subarray(0, 50);
+
+// The tiny random model, for repos holding only its ONNX graph (added in beforeAll).
+const MODEL = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
+const haveModel = fs.existsSync(path.join(MODEL, 'model.safetensors'));
+const testWithModel = haveModel ? test : test.skip;
+const TINY_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
+  'config_sentence_transformers.json', 'sentence_bert_config.json', '1_Pooling/config.json'];
+
 // The fake Hub is on 127.0.0.1: a proxy set in the environment running the tests must not apply
 // (jest gives each test file its own copy of process.env).
 const PROXY_VARIABLES = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy'];
@@ -78,6 +108,23 @@ let cacheDir: string;
 const fast = () => ({ cacheDir, endpoint: hub.endpoint, retryDelayMs: 1 });
 
 beforeAll(async () => {
+  if (haveModel) {
+    const tiny = Object.fromEntries(TINY_FILES.map((f) => [f, fs.readFileSync(path.join(MODEL, f))]));
+    // As camembed's converter writes it: the graph in onnx/model.onnx, its tensors in onnx/model.onnx.data.
+    const converted = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-onnx-'));
+    try {
+      const graph = await convertToOnnx(MODEL, { output: path.join(converted, 'model.onnx') });
+      REPOS['org/onnx-external'] = {
+        commit: COMMIT,
+        files: { ...tiny, 'onnx/model.onnx': fs.readFileSync(graph), 'onnx/model.onnx.data': fs.readFileSync(`${graph}.data`) },
+        lfs: ['onnx/model.onnx', 'onnx/model.onnx.data'],
+      };
+    } finally {
+      fs.rmSync(converted, { recursive: true, force: true });
+    }
+    // A graph holding its tensors inline (raw_data), as the shared tiny model's export does.
+    REPOS['org/onnx-inline'] = { commit: COMMIT, files: { ...tiny, 'model.onnx': fs.readFileSync(path.join(MODEL, 'model.onnx')) }, lfs: ['model.onnx'] };
+  }
   hub = await startFakeHub(REPOS);
 });
 afterAll(() => hub.close());
@@ -315,6 +362,53 @@ describe('resolveModel from the Hub', () => {
     for (const shard of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
       expect(sha256(fs.readFileSync(path.join(model.dir, shard)))).toBe(sha256(REPOS['org/sharded'].files[shard]));
     }
+  });
+
+  testWithModel('a repo with only an ONNX graph whose tensors are in an external data file: the file comes with it, and the encoder gives the local model\'s vectors', async () => {
+    const model = await resolveModel('org/onnx-external', fast());
+    const snapshot = path.join(repoDir('org/onnx-external'), 'snapshots', COMMIT);
+    expect(model).toEqual({ dir: snapshot, onnxPath: path.join(snapshot, 'onnx/model.onnx'), weightsPath: null });
+    expect(listFiles(snapshot)).toEqual(Object.keys(REPOS['org/onnx-external'].files).sort());
+    const data = REPOS['org/onnx-external'].files['onnx/model.onnx.data'];
+    expect(sha256(fs.readFileSync(path.join(snapshot, 'onnx/model.onnx.data')))).toBe(sha256(data));
+    const texts = ['Comment installer un paquet Debian ?', 'Le noyau gère la mémoire.', 'apt install télécharge et installe un paquet.'];
+    const local = await Encoder.load(MODEL, { threads: 1 });
+    const fromHub = await Encoder.load('org/onnx-external', { cacheDir, offline: true, threads: 1 });
+    try {
+      expect(fromHub.onnxPath).toBe(model.onnxPath);
+      const [expected, actual] = [await local.encode(texts), await fromHub.encode(texts)];
+      expect([actual.rows, actual.dim]).toEqual([expected.rows, expected.dim]);
+      expect(maxAbsDifference(actual.data, expected.data)).toBeLessThan(1e-5);
+    } finally {
+      await Promise.all([local.dispose(), fromHub.dispose()]);
+    }
+    // Offline, a cache that lacks the data file says so (ONNX Runtime failed later); online, it is fetched again.
+    fs.rmSync(path.join(snapshot, 'onnx/model.onnx.data'));
+    await expect(resolveModel('org/onnx-external', { cacheDir, offline: true })).rejects.toThrow(
+      'offline mode: onnx/model.onnx.data of org/onnx-external@main, the external data of its ONNX graph, is not in the cache');
+    expect(await resolveModel('org/onnx-external', fast())).toEqual(model);
+    expect(fs.existsSync(path.join(snapshot, 'onnx/model.onnx.data'))).toBe(true);
+  });
+
+  testWithModel('a repo with only an ONNX graph holding its tensors inline: the graph alone', async () => {
+    const model = await resolveModel('org/onnx-inline', fast());
+    expect(model.onnxPath).toBe(path.join(model.dir, 'model.onnx'));
+    expect(listFiles(model.dir)).toEqual(Object.keys(REPOS['org/onnx-inline'].files).sort());
+  });
+
+  test('an ONNX graph whose external data is outside its folder is refused, one naming a file the repo lacks is a 404 naming it, a damaged one is named', async () => {
+    for (const [id, location] of [['org/onnx-outside', '../outside.bin'], ['org/onnx-absolute', '/etc/outside.bin']]) {
+      await expect(resolveModel(id, fast())).rejects.toThrow(
+        `ONNX graph ${path.join(repoDir(id), 'snapshots', COMMIT, 'onnx/model.onnx')} keeps tensors in "${location}", outside its folder: refused`);
+    }
+    expect(hub.requests.some((r) => r.url.endsWith('outside.bin'))).toBe(false);
+    await expect(resolveModel('org/onnx-no-data', fast())).rejects.toMatchObject({ name: 'HubError', status: 404,
+      message: expect.stringMatching(/^Hub has no onnx\/model\.onnx_data of org\/onnx-no-data@a{40} .*; the ONNX graph onnx\/model\.onnx keeps its tensors in it;/) });
+    // Offline too: the graph is in the cache, its data is not.
+    await expect(resolveModel('org/onnx-no-data', { cacheDir, offline: true, revision: COMMIT })).rejects.toThrow(
+      /offline mode: onnx\/model\.onnx_data of org\/onnx-no-data@a{40}, the external data of its ONNX graph, is not in the cache/);
+    await expect(resolveModel('org/onnx-truncated', fast())).rejects.toThrow(new RegExp(
+      `^${path.join(repoDir('org/onnx-truncated'), 'snapshots', COMMIT, 'onnx/model.onnx')} is not a valid ONNX graph: field 7 of \\d+ bytes runs past its message at byte \\d+$`));
   });
 
   test('two downloads of one model at once: the second waits for the blob lock, then uses the first one\'s file', async () => {

@@ -22,6 +22,7 @@ import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
+import { externalDataLocations } from './onnx-reader';
 import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
 import { readJsonValue } from '../json-file';
 
@@ -204,17 +205,41 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
     }
   }
   if (weights === null) throw new Error(`Hub repo ${id}@${revision} has none of ${WEIGHT_CHOICES.join(', ')}`);
+  const snapshot = path.join(repoDir, 'snapshots', commit);
   if (weights.endsWith('.index.json')) {
-    for (const shard of shardFiles(path.join(repoDir, 'snapshots', commit, weights))) await fetchFile(ctx, commit, shard, false);
+    for (const shard of shardFiles(path.join(snapshot, weights))) await fetchFile(ctx, commit, shard, false);
+  }
+  const model = describeLocalModel(snapshot);
+  for (const file of externalDataFiles(snapshot, model.onnxPath)) {
+    try {
+      await fetchFile(ctx, commit, file, false);
+    } catch (err) {
+      if (!(err instanceof HubError && err.status === 404)) throw err;
+      throw new HubError(`${err.message}; the ONNX graph ${path.relative(snapshot, model.onnxPath!)} keeps its tensors in it`, false, 404);
+    }
   }
   // Written only when it changes, so that a read-only cache that holds the model still loads.
   const ref = path.join(repoDir, 'refs', revision);
   if (revision !== commit && readIfExists(ref) !== commit) writeFileAtomic(ref, commit);
-  return describeLocalModel(path.join(repoDir, 'snapshots', commit));
+  return model;
 }
 
 // A file a repo's JSON names, which must stay inside the snapshot.
 const outsideSnapshot = (file: unknown) => typeof file !== 'string' || path.isAbsolute(file) || file.split(/[/\\]/).includes('..');
+
+// The external data files (repo paths) of an ONNX graph in a snapshot: ONNX Runtime reads them
+// from the graph's folder, so they come with it (optimum writes model.onnx_data for models over
+// 2 GB, camembed's converter model.onnx.data).
+function externalDataFiles(snapshot: string, graph: string | null): string[] {
+  if (graph === null) return [];
+  const graphFile = path.relative(snapshot, graph).split(path.sep).join('/');
+  const locations = externalDataLocations(graph);
+  const bad = locations.find((location) => location === '' || outsideSnapshot(location));
+  if (bad !== undefined) {
+    throw new Error(`ONNX graph ${graph} keeps tensors in ${JSON.stringify(bad)}, outside its folder: refused (not a file of the repository)`);
+  }
+  return locations.map((location) => path.posix.join(path.posix.dirname(graphFile), location));
+}
 
 // The shard files a model.safetensors.index.json names.
 function shardFiles(indexPath: string): string[] {
@@ -276,6 +301,12 @@ function resolveFromCache(id: string, revision: string, repoDir: string): Resolv
     for (const shard of shardFiles(model.weightsPath)) {
       const p = path.join(snapshot, shard);
       if (!fs.existsSync(p)) throw new Error(`offline mode: weight shard ${shard} of ${id}@${revision} is not in the cache (${p}); ${howToGet}`);
+    }
+  }
+  for (const file of externalDataFiles(snapshot, model.onnxPath)) {
+    const p = path.join(snapshot, file);
+    if (!fs.existsSync(p)) {
+      throw new Error(`offline mode: ${file} of ${id}@${revision}, the external data of its ONNX graph, is not in the cache (${p}); ${howToGet}`);
     }
   }
   return model;
