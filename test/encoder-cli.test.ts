@@ -163,6 +163,22 @@ describeModel('camembed encode', () => {
     expect(fs.existsSync(fresh)).toBe(false);
   }, 60_000);
 
+  test('an output that is a symbolic link to nothing is a usage error (exit 2): nothing is created through it', async () => {
+    const link = path.join(dir, 'dangling.f32');
+    const target = path.join(dir, 'target.f32');
+    fs.symlinkSync(target, link);
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', link, '--threads', '1'])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join(''))
+        .toBe(`camembed encode: --output ${link} is a symbolic link to ${target}, which does not exist: name the file to create\n`);
+    } finally {
+      stderr.mockRestore();
+    }
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readlinkSync(link)).toBe(target);
+  });
+
   async function expectedBytes(): Promise<Buffer> {
     const encoder = await Encoder.load(MODEL);
     const want = await encoder.encode(texts);

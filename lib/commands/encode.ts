@@ -53,6 +53,11 @@ export async function run(argv: string[]): Promise<void> {
   requireExists('input', input);
   const npy = output.endsWith('.npy');
   const existing = requireOutputFile('output', output, [input]);
+  // A link to nothing: writing through it would create a file the command line does not name
+  // (GNU cp refuses so too). A link to an existing file is written through.
+  if (existing === undefined && output !== '-' && fs.lstatSync(output, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    throw new CliUsageError(`--output ${output} is a symbolic link to ${fs.readlinkSync(output)}, which does not exist: name the file to create`);
+  }
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
