@@ -17,7 +17,7 @@ const SPEC: OptionSpec = {
   input: { type: 'string', help: "UTF-8 text file ('-': standard input), one text per line (\\n or \\r\\n ends a line)" },
   output: {
     type: 'string',
-    help: "output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
+    help: "output file: .npy in any case (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
   },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
@@ -51,7 +51,7 @@ export async function run(argv: string[]): Promise<void> {
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
   requireExists('input', input);
-  const npy = output.endsWith('.npy');
+  const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
   const existing = requireOutputFile('output', output, [input]);
   // A link to nothing: writing through it would create a file the command line does not name
   // (GNU cp refuses so too). A link to an existing file is written through.
