@@ -1,6 +1,7 @@
 // `camembed encode`: the .npy and raw .f32 files hold exactly what Encoder.encode returns.
 import { spawn } from 'child_process';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { Readable } from 'stream';
@@ -20,14 +21,14 @@ describeModel('camembed encode', () => {
   const input = path.join(dir, 'texts.txt');
   fs.writeFileSync(input, `${texts[0]}\r\n${texts.slice(1).join('\n')}\n`);
 
-  test.each(['vectors.npy', 'vectors.f32'])('writes %s equal to Encoder.encode', async (name) => {
+  test.each(['vectors.npy', 'vectors.NPY', 'vectors.f32'])('writes %s equal to Encoder.encode', async (name) => {
     const output = path.join(dir, name);
     expect(await main(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'])).toBe(0);
     const encoder = await Encoder.load(MODEL);
     const want = await encoder.encode(texts);
     await encoder.dispose();
     let bytes = fs.readFileSync(output);
-    if (name.endsWith('.npy')) {
+    if (/\.npy$/i.test(name)) {
       expect(bytes.subarray(0, 6).toString('latin1')).toBe('\x93NUMPY');
       const headerLength = bytes.readUInt16LE(8);
       expect(bytes.toString('latin1', 10, 10 + headerLength)).toMatch(/'descr': '<f4', 'fortran_order': False, 'shape': \(5, 32\)/);
@@ -107,6 +108,76 @@ describeModel('camembed encode', () => {
     expect(second.stderr).toContain(`camembed encode: ${existing} holds a partial output`);
     expect(fs.statSync(existing).size).toBe(128 + chunkBytes);
   }, 120_000);
+
+  test('the output is opened before the model loads: one that cannot be, fails at once naming it; a failed or interrupted load leaves an existing one whole and removes a new one', async () => {
+    const notModel = path.join(dir, 'not-a-model');  // a folder without weights: its load fails
+    fs.mkdirSync(notModel);
+    const socket = path.join(dir, 'socket.f32');  // open(2) of a socket fails (ENXIO), even as root
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
+    const kept = path.join(dir, 'kept.npy');
+    const fresh = path.join(dir, 'fresh.f32');
+    try {
+      expect(await main(['encode', '--model', notModel, '--input', input, '--output', socket])).toBe(1);
+      expect(written()).toBe(`camembed encode: cannot open ${socket}: ENXIO: no such device or address\n`);
+      stderr.mockClear();
+      expect(await main(['encode', '--model', notModel, '--input', input, '--output', path.join(input, 'x.f32')])).toBe(2);
+      expect(written()).toBe(`camembed encode: --output ${path.join(input, 'x.f32')}: ${input} is not a folder\n`);
+      fs.writeFileSync(kept, 'old contents');
+      for (const output of [kept, fresh]) {
+        stderr.mockClear();
+        expect(await main(['encode', '--model', notModel, '--input', input, '--output', output])).toBe(1);
+        expect(written()).toMatch(/^camembed encode: model folder .* holds no weights/);
+        expect(written()).not.toContain('partial');
+      }
+    } finally {
+      stderr.mockRestore();
+      server.close();
+    }
+    expect(fs.readFileSync(kept, 'utf8')).toBe('old contents');
+    expect(fs.existsSync(fresh)).toBe(false);
+
+    // Interrupted while the model downloads (from a Hub that never answers): the new file goes.
+    const hub = net.createServer();
+    const connections: net.Socket[] = [];
+    const asked = new Promise<void>((resolve) => hub.on('connection', (c) => { connections.push(c); resolve(); }));
+    await new Promise<void>((resolve) => hub.listen(0, '127.0.0.1', resolve));
+    const { port } = hub.address() as net.AddressInfo;
+    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+    const child = spawn(process.execPath, [cli, 'encode', '--model', 'org/name', '--input', input, '--output', fresh], {
+      stdio: 'ignore', env: { ...process.env, HF_HOME: path.join(dir, 'hf'), HF_ENDPOINT: `http://127.0.0.1:${port}`, HF_HUB_OFFLINE: '' },
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await Promise.race([asked, exited.then((code) => { throw new Error(`exited (${code}) before asking the Hub`); })]);
+      expect(fs.existsSync(fresh)).toBe(true);
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+    } finally {
+      child.kill();
+      for (const c of connections) c.destroy();
+      hub.close();
+    }
+    expect(fs.existsSync(fresh)).toBe(false);
+  }, 60_000);
+
+  test('an output that is a symbolic link to nothing is a usage error (exit 2): nothing is created through it', async () => {
+    const link = path.join(dir, 'dangling.f32');
+    const target = path.join(dir, 'target.f32');
+    fs.symlinkSync(target, link);
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', link, '--threads', '1'])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join(''))
+        .toBe(`camembed encode: --output ${link} is a symbolic link to ${target}, which does not exist: name the file to create\n`);
+    } finally {
+      stderr.mockRestore();
+    }
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readlinkSync(link)).toBe(target);
+  });
 
   async function expectedBytes(): Promise<Buffer> {
     const encoder = await Encoder.load(MODEL);

@@ -140,7 +140,7 @@ export function requireExists(name: string, file: string): void {
 
 /**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
- * work: its folder exists, it is not a folder, and it is not one of the `inputs` (by device and
+ * work: its folder exists (and is one), it is not a folder, and it is not one of the `inputs` (by device and
  * inode: writing it would destroy that input; '-' is standard output and standard input, redirected
  * from or to a file); with `regularBecause`, an existing output that is not a regular file (a FIFO,
  * a device) too. Returns what is there now ('-' and new files: undefined).
@@ -152,6 +152,8 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
   }
   const folder = path.dirname(path.resolve(file));
   if (!fs.existsSync(folder)) throw new CliUsageError(`--${name} ${file}: the folder ${folder} does not exist`);
+  // Else ENOTDIR: from the stat below on Node 20, from the open on later Node (which stat then reads as no entry).
+  if (!fs.statSync(folder).isDirectory()) throw new CliUsageError(`--${name} ${file}: ${folder} is not a folder`);
   const existing = fs.statSync(file, { throwIfNoEntry: false });
   if (existing === undefined) return undefined;
   if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);

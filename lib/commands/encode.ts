@@ -8,6 +8,7 @@ import { ioError } from '../io-error';
 import {
   CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
 } from './args';
+import { ProgressBar } from '../progress';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -16,7 +17,7 @@ const SPEC: OptionSpec = {
   input: { type: 'string', help: "UTF-8 text file ('-': standard input), one text per line (\\n or \\r\\n ends a line)" },
   output: {
     type: 'string',
-    help: "output file: .npy (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
+    help: "output file: .npy in any case (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
   },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
   threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
@@ -50,8 +51,13 @@ export async function run(argv: string[]): Promise<void> {
   const input = requiredString(options, 'input');
   const output = requiredString(options, 'output');
   requireExists('input', input);
-  const npy = output.endsWith('.npy');
+  const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
   const existing = requireOutputFile('output', output, [input]);
+  // A link to nothing: writing through it would create a file the command line does not name
+  // (GNU cp refuses so too). A link to an existing file is written through.
+  if (existing === undefined && output !== '-' && fs.lstatSync(output, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    throw new CliUsageError(`--output ${output} is a symbolic link to ${fs.readlinkSync(output)}, which does not exist: name the file to create`);
+  }
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
@@ -59,65 +65,84 @@ export async function run(argv: string[]): Promise<void> {
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
 
-  const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
-  const encoder = await Encoder.load(options.model as string, {
-    device: options.device as 'cpu',
-    threads: options.threads as number | undefined,
-    batchSize: options['batch-size'] as number,
-    offline: options.offline === true,
-    revision: options.revision as string | undefined,
-  }).finally(endLoadInterrupt);
-  const { texts, onProgress, bar } = textsWithProgress(input, 'encode');
-  // The output is written in place. A file this run creates ('wx': a new name, never through an
-  // existing link) is removed if the run fails or is interrupted; an existing one keeps what was
-  // written, and says so.
-  let created = false;
-  let fd: number | null = null;
-  if (output !== '-') {
-    try {
-      fd = fs.openSync(output, 'wx');
-      created = true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      fd = fs.openSync(output, 'w');
-    }
-  }
+  // The output is written in place, and opened before the model loads (a download or a conversion
+  // can take minutes) so that one that cannot be opened fails at once. A file this run creates is
+  // removed if the run fails or is interrupted, during the load too. An existing one is emptied only
+  // once the model has loaded (a model that fails to load leaves it whole), then keeps what was
+  // written if the run fails, and says so.
+  const out = output === '-' ? null : openOutput(output);
+  let closed = false;
+  let emptied = false;
   const closeOutput = (complete: boolean) => {
-    if (fd === null) return;
-    const keeps = fs.fstatSync(fd).isFile();  // a pipe or a device keeps nothing to warn about
-    fs.closeSync(fd);
-    fd = null;
-    if (!complete && created) fs.rmSync(output, { force: true });
-    if (!complete && !created && keeps) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
+    if (out === null || closed) return;
+    fs.closeSync(out.fd);
+    closed = true;
+    if (!complete && out.created) fs.rmSync(output, { force: true });
+    if (!complete && emptied) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
   };
-  // At `position`, else where the last write ended.
-  const writeFile = (descriptor: number, bytes: Buffer, position: number | null = null) => {
+  // Node's messages for a descriptor's writes name no file.
+  const onOutput = (op: () => void) => {
     try {
-      fs.writeSync(descriptor, bytes, 0, bytes.length, position);
+      op();
     } catch (err) {
       throw ioError('write to', output, err);
     }
   };
   const write = async (bytes: Buffer) => {
-    if (fd !== null) writeFile(fd, bytes);
+    if (out !== null) onOutput(() => fs.writeSync(out.fd, bytes));  // where the last write ended
     else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
   };
+  // Also while the model loads: a model converted as it loads leaves no temporary file.
   const endInterruptCleanup = onInterrupt(() => closeOutput(false));
+  let encoder: Encoder | undefined;
+  let bar: ProgressBar | undefined;
   let rows = 0;
   let complete = false;
   try {
-    if (npy) await write(npyHeader(0, encoder.dim));
-    for await (const chunk of encoder.encodeStream(texts, { normalize: options['no-normalize'] !== true, onProgress })) {
+    encoder = await Encoder.load(options.model as string, {
+      device: options.device as 'cpu',
+      threads: options.threads as number | undefined,
+      batchSize: options['batch-size'] as number,
+      offline: options.offline === true,
+      revision: options.revision as string | undefined,
+    });
+    const progress = textsWithProgress(input, 'encode');
+    bar = progress.bar;
+    if (out !== null && !out.created && fs.fstatSync(out.fd).isFile()) {  // a pipe or a device holds nothing to empty
+      emptied = true;
+      onOutput(() => fs.ftruncateSync(out.fd, 0));
+    }
+    const { dim } = encoder;
+    if (npy) await write(npyHeader(0, dim));
+    for await (const chunk of encoder.encodeStream(progress.texts, { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }
-    if (fd !== null && npy) writeFile(fd, npyHeader(rows, encoder.dim), 0);
+    if (out !== null && npy) onOutput(() => fs.writeSync(out.fd, npyHeader(rows, dim), 0, NPY_HEADER_BYTES, 0));
     complete = true;
   } finally {
     await endInterruptCleanup();
     closeOutput(complete);
-    bar.finish();
-    await encoder.dispose();
+    bar?.finish();
+    await encoder?.dispose();
   }
   process.stderr.write(`wrote ${rows} x ${encoder.dim} float32 to ${output === '-' ? 'standard output' : output}\n`);
+}
+
+/**
+ * Opens `output` for writing: a new file ('wx': created by this run, never through an existing
+ * link), else the existing one, not truncated (no O_TRUNC) and not created through a link (no
+ * O_CREAT). A failure is an error naming the file.
+ */
+function openOutput(output: string): { fd: number; created: boolean } {
+  try {
+    try {
+      return { fd: fs.openSync(output, 'wx'), created: true };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      return { fd: fs.openSync(output, fs.constants.O_WRONLY), created: false };
+    }
+  } catch (err) {
+    throw ioError('open', output, err);
+  }
 }
