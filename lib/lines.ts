@@ -45,27 +45,31 @@ async function* chunksOf(input: AsyncIterable<Buffer>, file: string): AsyncGener
   }
 }
 
-async function* readRawLines(input: AsyncIterable<Buffer>, file: string, startOffset: number, startLine: number): AsyncGenerator<RawLine> {
+// The lines ended in each read, a batch a read: on short lines, one await per line cost more than
+// all the rest of the reading.
+async function* rawLineBatches(input: AsyncIterable<Buffer>, file: string, startOffset: number, startLine: number): AsyncGenerator<RawLine[]> {
   // The pieces of a line that spans reads, joined once at its end (joining at each read copied a
   // long line once per read: 45 s for a 300 MB line).
   let pending: Buffer[] = [];
   let offset = startOffset;
   let line = startLine;
   for await (const chunk of chunksOf(input, file)) {
+    const batch: RawLine[] = [];
     let start = 0;
     for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
       let bytes = chunk.subarray(start, nl);
       if (pending.length > 0) { bytes = Buffer.concat([...pending, bytes]); pending = []; }
       const lineStart = offset;
       offset += bytes.length + 1;
-      yield { bytes, line: ++line, startOffset: lineStart, endOffset: offset };
+      batch.push({ bytes, line: ++line, startOffset: lineStart, endOffset: offset });
       start = nl + 1;
     }
     if (start < chunk.length) pending.push(chunk.subarray(start));
+    if (batch.length > 0) yield batch;
   }
   if (pending.length > 0) {
     const bytes = Buffer.concat(pending);
-    yield { bytes, line: line + 1, startOffset: offset, endOffset: offset + bytes.length };
+    yield [{ bytes, line: line + 1, startOffset: offset, endOffset: offset + bytes.length }];
   }
 }
 
@@ -92,6 +96,11 @@ function lineText(bytes: Uint8Array, startOffset: number, file: string, line: nu
  * Bad arguments throw here, not at the first next(); a missing file fails the first next().
  */
 export function readTextLines(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine, void, undefined> {
+  return flatten(readTextLineBatches(file, from));
+}
+
+/** readTextLines' lines, a batch (an array) per read of the file: for readers that would otherwise await each line. */
+export function readTextLineBatches(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine[], void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${describeValue(file)}`);
   requireObject('from', from, ['offset', 'line']);
   const start = { offset: requireInteger('from.offset', from.offset, 0), line: requireInteger('from.line', from.line, 0) };
@@ -99,9 +108,14 @@ export function readTextLines(file: string, from = { offset: 0, line: 0 }): Asyn
   return textLines(file, start);
 }
 
+/** The items of `batches`, one at a time. */
+export async function* flatten<T>(batches: AsyncIterable<T[]>): AsyncGenerator<T, void, undefined> {
+  for await (const batch of batches) yield* batch;
+}
+
 const notResumable = (file: string) => new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
 
-async function* textLines(file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine, void, undefined> {
+async function* textLines(file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine[], void, undefined> {
   // What the file is, like opening it, is found out when reading starts.
   if (from.offset > 0 && !fs.statSync(file).isFile()) throw notResumable(file);
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
@@ -113,19 +127,22 @@ async function* textLines(file: string, from: { offset: number; line: number }):
   const walk = {};
   if (input instanceof fs.ReadStream) openFiles.register(walk, input, walk);
   try {
-    yield* decodeLines(input as AsyncIterable<Buffer>, file, from);
+    for await (const batch of rawLineBatches(input as AsyncIterable<Buffer>, file, from.offset, from.line)) {
+      const lines: TextLine[] = [];
+      try {
+        for (const { bytes, line, startOffset, endOffset } of batch) lines.push({ text: lineText(bytes, startOffset, file, line), line, endOffset });
+      } catch (err) {
+        if (lines.length > 0) yield lines;  // the lines before a bad one still come first, as a stream gives them
+        throw err;
+      }
+      yield lines;
+    }
   } finally {
     openFiles.unregister(walk);
   }
 }
 
 const openFiles = new FinalizationRegistry<fs.ReadStream>((input) => input.destroy());
-
-async function* decodeLines(input: AsyncIterable<Buffer>, file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine> {
-  for await (const { bytes, line, startOffset, endOffset } of readRawLines(input, file, from.offset, from.line)) {
-    yield { text: lineText(bytes, startOffset, file, line), line, endOffset };
-  }
-}
 
 /** The texts of readTextLines (a bad `file` throws here too). */
 export function readTexts(file: string): AsyncGenerator<string, void, undefined> {
@@ -155,14 +172,16 @@ export class LineFile {
       let count = 0;
       // Through the descriptor the lines are read from, so that a file replaced meanwhile is not mixed in.
       const input = fs.createReadStream('', { fd, autoClose: false, start: 0, highWaterMark: 1 << 20 });
-      for await (const { bytes, line, startOffset, endOffset } of readRawLines(input as AsyncIterable<Buffer>, file, 0, 0)) {
-        lineText(bytes, startOffset, file, line);  // checks the UTF-8 now rather than at some hit
-        if (count + 2 > starts.length) {
-          const grown = new Float64Array(starts.length * 2);
-          grown.set(starts);
-          starts = grown;
+      for await (const batch of rawLineBatches(input as AsyncIterable<Buffer>, file, 0, 0)) {
+        for (const { bytes, line, startOffset, endOffset } of batch) {
+          lineText(bytes, startOffset, file, line);  // checks the UTF-8 now rather than at some hit
+          if (count + 2 > starts.length) {
+            const grown = new Float64Array(starts.length * 2);
+            grown.set(starts);
+            starts = grown;
+          }
+          starts[++count] = endOffset;  // line i spans [starts[i], starts[i + 1])
         }
-        starts[++count] = endOffset;  // line i spans [starts[i], starts[i + 1])
       }
       return new LineFile(file, fd, stat, starts, count);
     } catch (err) {
