@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { encodeCollection, EncodedCollection, EncodeInterrupted, EmbeddingBatch, StreamEncoder } from '../lib/eval/embedding-cache';
+import { encodeCollection, EncodedCollection, EncodeInterrupted, EmbeddingBatch, fileIdentity, StreamEncoder } from '../lib/eval/embedding-cache';
 import { makeRandom } from './helpers/random';
 
 const DIM = 5;
@@ -158,6 +158,57 @@ describe('encodeCollection', () => {
     expect(temporaries()).toEqual([live]);
   });
 
+  test('the collection is checked through before any of it is encoded: a bad last line fails with nothing encoded', async () => {
+    const body = Array.from({ length: 40 }, (_, i) => `c${i}\tpassage ${i}\n`).join('');
+    const cases: Array<[string, string]> = [
+      ['no tab', `${body}c40 sans tabulation\n`], ['duplicate id', `${body}c3\tencore\n`], ['bad UTF-8', `${body}c40\tcaf\xe9\n`],
+    ];
+    for (const [name, content] of cases) {
+      const file = path.join(dir, `late-${name.replace(/ /g, '-')}.tsv`);
+      fs.writeFileSync(file, content, name === 'bad UTF-8' ? 'latin1' : 'utf8');
+      const encoder = new HashEncoder();
+      await expect(encodeCollection({ collection: file, cacheDir: path.join(dir, 'late'), identity, encoder, chunkRows: 8 }))
+        .rejects.toThrow(`${file}:41: `);
+      expect(encoder.encoded).toBe(0);
+    }
+  });
+
+  test('progress: the check, then the encoding, each up to the whole file; a finished cache reports one encode stage', async () => {
+    const cacheDir = path.join(dir, 'stages');
+    const size = fs.statSync(collection).size;
+    const reports: Array<[string, number, number]> = [];
+    await encodeCollection({
+      collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8, onProgress: (p) => reports.push([p.stage, p.bytes, p.rows]),
+    });
+    const checks = reports.filter(([stage]) => stage === 'check');
+    expect(checks).toEqual([['check', 0, 0], ['check', size, 0]]);
+    expect(reports.slice(0, 2)).toEqual(checks);  // all before the first encode report
+    expect(reports[2]).toEqual(['encode', 0, 0]);
+    expect(reports[reports.length - 1]).toEqual(['encode', size, N]);
+    const again: typeof reports = [];
+    await encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8, onProgress: (p) => again.push([p.stage, p.bytes, p.rows]) });
+    expect(again).toEqual([['encode', size, N]]);
+  });
+
+  test('stopped while it checks (past 64k lines), nothing is encoded and the next call does it all', async () => {
+    const file = path.join(dir, 'long-check.tsv');
+    fs.writeFileSync(file, Array.from({ length: 70_000 }, (_, i) => `l${i}\t${i}\n`).join(''));
+    const cacheDir = path.join(dir, 'long-check');
+    const controller = new AbortController();
+    const checked: number[] = [];
+    const first = new HashEncoder();
+    await expect(encodeCollection({
+      collection: file, cacheDir, identity, encoder: first, signal: controller.signal,
+      onProgress: (p) => { if (p.stage === 'check' && p.bytes > 0) { checked.push(p.bytes); controller.abort(); } },
+    })).rejects.toMatchObject({ name: 'EncodeInterrupted', rows: 0 });
+    expect(first.encoded).toBe(0);
+    expect(checked).toHaveLength(1);
+    expect(checked[0]).toBeLessThan(fs.statSync(file).size);  // the first 64k-line report, mid-file
+    const second = new HashEncoder();
+    const encoded = await encodeCollection({ collection: file, cacheDir, identity, encoder: second });
+    expect([second.encoded, encoded.rows, encoded.cachedRows]).toEqual([70_000, 70_000, 0]);
+  });
+
   test('chunks of more rows than a call takes arguments (200,000)', async () => {
     const big = path.join(dir, 'big.tsv');
     fs.writeFileSync(big, Array.from({ length: 200_001 }, (_, i) => `b${i}\t${i}\n`).join(''));
@@ -182,19 +233,17 @@ describe('encodeCollection', () => {
       async *encodeStream(texts) { for await (const _ of texts) yield { data: new Float32Array([1]), rows: 1, dim: 1 }; },
     };
     const cacheDir = path.join(dir, 'past-2-24');
-    // A first run stopped after one passage leaves the manifest, keyed by this collection.
-    const controller = new AbortController();
-    const stopped = await encodeCollection({
-      collection: big, cacheDir, identity, encoder: oneDim, signal: controller.signal, onProgress: (p) => { if (p.rows > 0) controller.abort(); },
-    }).catch((err: unknown) => err as EncodeInterrupted);
-    expect(stopped).toMatchObject({ name: 'EncodeInterrupted', rows: 1 });
-    const manifestFile = path.join(stopped.dir, 'manifest.json');
-    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
-    const [chunk] = manifest.chunks;
-    Object.assign(chunk, { rows, endOffset: Buffer.byteLength(head), endLine: rows });
+    // A call stopped before it starts names the cache folder of this collection, where the chunk goes.
+    const stopped = await encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim, signal: AbortSignal.abort() })
+      .catch((err: unknown) => err as EncodeInterrupted);
+    expect(stopped).toMatchObject({ name: 'EncodeInterrupted', rows: 0 });
+    const chunk = { rows, vectors: 'vectors-000000.f32', ids: 'ids-000000.txt', endOffset: Buffer.byteLength(head), endLine: rows };
     fs.writeFileSync(path.join(stopped.dir, chunk.ids), ids.join('\n'));
     fs.writeFileSync(path.join(stopped.dir, chunk.vectors), new Uint8Array(rows * 4));
-    fs.writeFileSync(manifestFile, JSON.stringify(manifest));
+    const manifest = {
+      format: 'camembed-embedding-cache', version: 1, identity: { ...identity, collection: await fileIdentity(big) }, dim: 1, chunks: [chunk], complete: false,
+    };
+    fs.writeFileSync(path.join(stopped.dir, 'manifest.json'), JSON.stringify(manifest));
     await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim }))
       .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0'`);
   });

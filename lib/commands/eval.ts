@@ -43,7 +43,7 @@ function formatTable(result: RetrievalEvaluation): string {
     ...rows,
     '',
     `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
-    `time: encode passages ${s.encodeCollection.toFixed(1)} s` +
+    `time: check passages ${s.checkCollection.toFixed(1)} s, encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
   ].join('\n');

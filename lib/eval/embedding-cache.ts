@@ -13,7 +13,7 @@ import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
-import { readTsv } from './formats';
+import { readTsv, readTsvBatches } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
 export interface EmbeddingBatch {
@@ -31,11 +31,16 @@ export interface StreamEncoder {
   encodeStream(texts: AsyncIterable<string>): AsyncIterable<EmbeddingBatch>;
 }
 
-/** What encodeCollection's `onProgress` is told as passages are encoded. */
+/** What encodeCollection's `onProgress` is told as the collection is checked, then encoded. */
 export interface EncodeProgress {
+  /**
+   * 'check': the part of the collection not yet in the cache is read through once (format, duplicate
+   * ids) before any of it is encoded; 'encode': it is being encoded.
+   */
+  stage: 'check' | 'encode';
   /** Passages encoded so far, including those found in the cache. */
   rows: number;
-  /** Bytes of the collection file consumed so far, of `totalBytes`. */
+  /** Bytes of the collection file checked ('check') or encoded ('encode') so far, of `totalBytes`; cached passages count as both. */
   bytes: number;
   /** The collection file's size in bytes. */
   totalBytes: number;
@@ -63,7 +68,7 @@ export interface EncodeCollectionOptions {
   chunkRows?: number | undefined;
   /** Stops after the encoder's batch in progress, writing what is encoded (aborted before the call: at once); a later call resumes. */
   signal?: AbortSignal | undefined;
-  /** Called once at the start (what the cache holds), then after each encoder batch and each chunk written. */
+  /** Called once at the start (what the cache holds), every 64k lines checked, then after each encoder batch and each chunk written. */
   onProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 
@@ -125,6 +130,29 @@ class IdSet {
     if (this.sets[this.sets.length - 1].size === 2 ** 23) this.sets.push(new Set());
     this.sets[this.sets.length - 1].add(id);
   }
+}
+
+/**
+ * Reads the collection from `from` to its end once before any of it is encoded: a malformed line
+ * or a duplicate id near the end of millions of passages would otherwise show after hours of
+ * encoding. Stops early (without an error) once `signal` is aborted; reports the bytes read every 64k lines.
+ */
+async function checkCollection(collection: string, from: { startOffset: number; startLine: number }, seen: IdSet,
+  signal: AbortSignal | undefined, onBytes: (bytes: number) => void): Promise<void> {
+  let lines = 0;
+  let end = from.startOffset;
+  for await (const records of readTsvBatches(collection, from)) {
+    for (const record of records) {
+      if (seen.has(record.id)) throw new FormatError(collection, record.line, `duplicate passage id '${record.id}'`);
+      seen.add(record.id);
+      end = record.endOffset;
+      if (++lines % 65536 === 0) {
+        onBytes(end);
+        if (signal?.aborted) return;
+      }
+    }
+  }
+  onBytes(end);
 }
 
 /** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
@@ -202,27 +230,28 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
   const cachedRows = ids.length;
   const last = manifest.chunks[manifest.chunks.length - 1];
-  const report = (bytes: number, pendingRows = 0) => onProgress?.({
-    rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
+  const report = (stage: EncodeProgress['stage'], bytes: number, pendingRows = 0) => onProgress?.({
+    stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
   });
-  report(last?.endOffset ?? 0);
+  const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
+  report(manifest.complete ? 'encode' : 'check', resumeAt.startOffset);
 
   if (!manifest.complete) {
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
-    const seen = new IdSet(ids);
+    await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
+    if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
+    report('encode', resumeAt.startOffset);
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
     async function* texts(): AsyncGenerator<string> {
-      for await (const record of readTsv(collection, { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 })) {
-        if (seen.has(record.id)) throw new FormatError(collection, record.line, `duplicate passage id '${record.id}'`);
-        seen.add(record.id);
+      for await (const record of readTsv(collection, resumeAt)) {
         inFlight.push(record);
         yield record.text;
       }
     }
     let chunk: Float32Array | null = null;
     let chunkIds: string[] = [];
-    let end = { endOffset: last?.endOffset ?? 0, line: last?.endLine ?? 0 };
+    let end = { endOffset: resumeAt.startOffset, line: resumeAt.startLine };
     const flush = async () => {
       const n = manifest.chunks.length;
       const name = String(n).padStart(6, '0');
@@ -236,7 +265,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
       await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
       for (const id of chunkIds) ids.push(id);
       chunkIds = [];
-      report(end.endOffset);
+      report('encode', end.endOffset);
     };
     for await (const batch of encoder.encodeStream(texts())) {
       if (manifest.dim === 0) manifest.dim = batch.dim;
@@ -250,7 +279,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
         end = { endOffset: record.endOffset, line: record.line };
         if (chunkIds.length === chunkRows) await flush();
       }
-      report(end.endOffset, chunkIds.length);
+      report('encode', end.endOffset, chunkIds.length);
       // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
       // (16,384 passages: most of an hour on a CPU, which a second Ctrl-C would throw away).
       if (signal?.aborted) {

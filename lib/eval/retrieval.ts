@@ -7,7 +7,7 @@ import * as path from 'path';
 import { camembedCacheDir, Encoder } from '../encoder';
 import { Device, parseDevice } from '../devices';
 import { Dtype, DTYPES } from '../kernels';
-import { createProgressBar } from '../progress';
+import { createProgressBar, ProgressBar } from '../progress';
 import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
   requireString,
@@ -80,7 +80,7 @@ export interface RetrievalEvaluation {
   /** Passages retrieved per query. */
   k: number;
   /** Wall-clock seconds of each stage. */
-  seconds: { encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
+  seconds: { checkCollection: number; encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
   /** The embedding cache folder of this collection and model. */
@@ -194,7 +194,8 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
 
     // 1. Passages -> cached embedding chunks.
     let t = Date.now();
-    const encodeBar = bar('encode passages', 'bytes');
+    // The collection is checked through, then encoded: a bar and a time each.
+    const stage = { name: null as EncodeProgress['stage'] | null, bar: null as ProgressBar | null, checkSeconds: 0 };
     const encoded = await encodeCollection({
       collection: options.collection,
       cacheDir: options.cacheDir ?? defaultEmbeddingCacheDir(),
@@ -206,11 +207,20 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       chunkRows: options.chunkRows,
       signal,
       onProgress: (p) => {
-        encodeBar?.update(p.bytes, p.totalBytes);
+        if (p.stage !== stage.name) {
+          stage.bar?.finish();
+          if (p.stage === 'encode') {
+            stage.checkSeconds = (Date.now() - t) / 1000;
+            t = Date.now();
+          }
+          stage.name = p.stage;
+          stage.bar = bar(p.stage === 'check' ? 'check collection' : 'encode passages', 'bytes');
+        }
+        stage.bar?.update(p.bytes, p.totalBytes);
         options.onEncodeProgress?.(p);
       },
     });
-    encodeBar?.finish();
+    stage.bar?.finish();
     const encodeSeconds = (Date.now() - t) / 1000;
 
     // 2. Chunks -> index; index ids are row numbers into encoded.ids.
@@ -260,7 +270,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       queriesWithoutText: evaluatedQids.filter((qid) => !(qid in run)).length,
       k,
       seconds: {
-        encodeCollection: encodeSeconds, buildIndex: indexSeconds, encodeQueries: encodeQueriesSeconds,
+        checkCollection: stage.checkSeconds, encodeCollection: encodeSeconds, buildIndex: indexSeconds, encodeQueries: encodeQueriesSeconds,
         search: searchSeconds, total: (Date.now() - started) / 1000,
       },
       passagesPerSecond: encodedRows > 0 ? encodedRows / encodeSeconds : null,
