@@ -6,6 +6,7 @@ import * as path from 'path';
 import { Readable } from 'stream';
 
 import * as camembed from '../lib';
+import { readTsv } from '../lib/eval/formats';
 import { FormatError, LineFile, readTextLines, readTexts, TextLine } from '../lib/lines';
 
 let dir: string;
@@ -158,4 +159,19 @@ test('a FIFO (or /dev/stdin, <(...)) reads like a file; standard input cannot re
   expect(() => readTextLines(file, { offset: '5' as unknown as number, line: 0 })).toThrow(new TypeError('from.offset must be an integer, got "5"'));
   expect(() => readTextLines(file, { offset: 0, line: NaN })).toThrow(/from.line must be/);
   expect(() => readTextLines(42 as unknown as string)).toThrow(TypeError);
+});
+
+test('the lines (and TSV records) before a bad one come out before its error, as from a stream', async () => {
+  const file = path.join(dir, 'late-bad.tsv');
+  fs.writeFileSync(file, Buffer.concat([Buffer.from('a\tun\nb\tdeux\nc\ttrois\nd\t'), Buffer.from([0xc3, 0x28]), Buffer.from('\ne\tcinq\n')]));
+  const seen: string[] = [];
+  await expect((async () => { for await (const l of readTextLines(file)) seen.push(l.text); })()).rejects.toThrow(`${file}:4: is not valid UTF-8`);
+  expect(seen).toEqual(['a\tun', 'b\tdeux', 'c\ttrois']);
+  const ids: string[] = [];
+  await expect((async () => { for await (const r of readTsv(file)) ids.push(r.id); })()).rejects.toThrow(`${file}:4: is not valid UTF-8`);
+  expect(ids).toEqual(['a', 'b', 'c']);
+  fs.writeFileSync(file, 'a\tun\nb\tdeux\nsans tabulation\n');
+  ids.length = 0;
+  await expect((async () => { for await (const r of readTsv(file)) ids.push(r.id); })()).rejects.toThrow(`${file}:3: expected 'id<TAB>text' but found no tab`);
+  expect(ids).toEqual(['a', 'b']);
 });
