@@ -163,12 +163,13 @@ describe('encodeCollection', () => {
     const cases: Array<[string, string]> = [
       ['no tab', `${body}c40 sans tabulation\n`], ['duplicate id', `${body}c3\tencore\n`], ['bad UTF-8', `${body}c40\tcaf\xe9\n`],
     ];
-    for (const [name, content] of cases) {
+    const messages = ["expected 'id<TAB>text' but found no tab", "duplicate passage id 'c3' (first on line 4)", 'is not valid UTF-8'];
+    for (const [i, [name, content]] of cases.entries()) {
       const file = path.join(dir, `late-${name.replace(/ /g, '-')}.tsv`);
       fs.writeFileSync(file, content, name === 'bad UTF-8' ? 'latin1' : 'utf8');
       const encoder = new HashEncoder();
       await expect(encodeCollection({ collection: file, cacheDir: path.join(dir, 'late'), identity, encoder, chunkRows: 8 }))
-        .rejects.toThrow(`${file}:41: `);
+        .rejects.toThrow(`${file}:41: ${messages[i]}`);
       expect(encoder.encoded).toBe(0);
     }
   });
@@ -245,7 +246,7 @@ describe('encodeCollection', () => {
     };
     fs.writeFileSync(path.join(stopped.dir, 'manifest.json'), JSON.stringify(manifest));
     await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim }))
-      .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0'`);
+      .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0' (first on line 1)`);
   });
 
   test('another model or an edited collection gets its own cache', async () => {
@@ -267,9 +268,9 @@ describe('encodeCollection', () => {
   test('bad collections and encoders', async () => {
     const cacheDir = path.join(dir, 'bad');
     const dup = path.join(dir, 'dup.tsv');
-    fs.writeFileSync(dup, 'a\tun\nb\tdeux\na\ttrois\n');
+    fs.writeFileSync(dup, 'z\tzéro\n\na\tun\nb\tdeux\na\ttrois\n');
     await expect(encodeCollection({ collection: dup, cacheDir, identity, encoder: new HashEncoder() }))
-      .rejects.toThrow(`${dup}:3: duplicate passage id 'a'`);
+      .rejects.toThrow(`${dup}:5: duplicate passage id 'a' (first on line 3)`);
     const empty = path.join(dir, 'empty.tsv');
     fs.writeFileSync(empty, '');
     await expect(encodeCollection({ collection: empty, cacheDir, identity, encoder: new HashEncoder() }))

@@ -143,7 +143,9 @@ async function checkCollection(collection: string, from: { startOffset: number; 
   let end = from.startOffset;
   for await (const records of readTsvBatches(collection, from)) {
     for (const record of records) {
-      if (seen.has(record.id)) throw new FormatError(collection, record.line, `duplicate passage id '${record.id}'`);
+      if (seen.has(record.id)) {
+        throw new FormatError(collection, record.line, `duplicate passage id '${record.id}' (first on line ${await firstLineOf(collection, record.id)})`);
+      }
       seen.add(record.id);
       end = record.endOffset;
       if (++lines % 65536 === 0) {
@@ -153,6 +155,16 @@ async function checkCollection(collection: string, from: { startOffset: number; 
     }
   }
   onBytes(end);
+}
+
+// Where a duplicate id was first seen: read again only for the error (a line number per id would
+// double the memory the ids take).
+async function firstLineOf(collection: string, id: string): Promise<number> {
+  for await (const records of readTsvBatches(collection)) {
+    const first = records.find((record) => record.id === id);
+    if (first !== undefined) return first.line;
+  }
+  throw new Error(`${collection} changed while it was read`);
 }
 
 /** The manifest and the ids of its whole chunks, or null when there is none for this identity. */
