@@ -95,17 +95,19 @@ const specs: Record<string, Spec> = {
 };
 
 // The tiny model as the Hub model's 'main' in a Hugging Face cache, and the environment of every run.
-const hub = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-doc-hub-'));
-const snapshot = path.join(hub, 'models--antoinelouis--biencoder-camembert-base-mmarcoFR', 'snapshots', 'c'.repeat(40));
-const env = { ...process.env, HF_HUB_CACHE: hub, HF_HUB_OFFLINE: '1', CAMEMBED_CACHE: path.join(hub, 'camembed') };
+let hub = '';
+let env: NodeJS.ProcessEnv = {};
 beforeAll(() => {
+  hub = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-doc-hub-'));
+  env = { ...process.env, HF_HUB_CACHE: hub, HF_HUB_OFFLINE: '1', CAMEMBED_CACHE: path.join(hub, 'camembed') };
   if (!haveModel) return;
+  const snapshot = path.join(hub, 'models--antoinelouis--biencoder-camembert-base-mmarcoFR', 'snapshots', 'c'.repeat(40));
   fs.mkdirSync(snapshot, { recursive: true });
   for (const f of fs.readdirSync(TINY)) if (f !== 'model.onnx' && f !== 'golden') fs.symlinkSync(path.join(TINY, f), path.join(snapshot, f));
   fs.mkdirSync(path.join(snapshot, '../../refs'));
   fs.writeFileSync(path.join(snapshot, '../../refs/main'), 'c'.repeat(40));
 });
-afterAll(() => fs.rmSync(hub, { recursive: true, force: true }));
+afterAll(() => hub !== '' && fs.rmSync(hub, { recursive: true, force: true }));
 
 /** A folder with node_modules/camembed (this repository) and the files the examples read. */
 async function exampleFolder(): Promise<string> {
