@@ -13,7 +13,7 @@ export type Dtype = 'float32' | 'float16';
 export const DTYPES: readonly Dtype[] = ['float32', 'float16'];
 /** Row-major float32 values, or float16 bits in a Uint16Array (hidden states, database rows). */
 export type HiddenStates = Float32Array | Uint16Array;
-/** Attention mask, 1 for a real token and 0 for padding: ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
+/** Attention mask, 1 for a real token and 0 for padding (any nonzero value counts as 1, not as a weight): ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
 export type AttentionMask = BigInt64Array | Int32Array | Uint8Array;
 
 /** The shape of meanPoolNormalize's hidden states: [batch, seq, hidden] (the mask is [batch, seq]). */

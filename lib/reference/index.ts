@@ -14,7 +14,7 @@ function maskReader(mask: AttentionMask): (i: number) => boolean {
   return typedArrayKind(mask) === 'BigInt64Array' ? (i) => mask[i] !== 0n : (i) => mask[i] !== 0;
 }
 
-/** sum(mask * h) / max(sum(mask), 1e-9), then x / max(||x||, 1e-12) unless normalize is false. */
+/** sum(h where mask != 0) / max(count(mask != 0), 1e-9), then x / max(||x||, 1e-12) unless normalize is false. */
 export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions): Float32Array {
   const a = preparePool(hidden, mask, shape, options);
   const value = elementReader(a.hidden);
