@@ -151,8 +151,9 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
 }
 
 // NaN or infinity in the hidden states shows up as a non-finite pooled value: report the row
-// (also as the error's `batchRow`, for the encoder to name its text).
-function checkPooled(args: NativePoolArgs): Float32Array {
+// (also as the error's `batchRow`, for the encoder to name its text). The reference checks its
+// output the same way.
+export function checkPooled(args: NativePoolArgs): Float32Array {
   const out = args.out;
   for (let i = 0; i < out.length; i++) {
     if (!Number.isFinite(out[i])) {

@@ -282,6 +282,22 @@ describe('bad input throws a clear error naming the argument', () => {
   test('the reference path validates the same way', () => {
     expect(() => reference.cosineTopK(q, db, { dim: 4, k: 0 })).toThrow(RangeError);
     expect(() => reference.meanPoolNormalize(hidden.subarray(1), mask, shape)).toThrow('hidden has 23 elements');
+    // NaN and infinity are errors there too (they gave NaN vectors and an unsorted top k), as native ones.
+    const badStates = hidden.slice();
+    badStates[13] = NaN;  // batch row 1
+    for (const pool of [meanPoolNormalize, reference.meanPoolNormalize]) {
+      expect(() => pool(badStates, mask, shape)).toThrow(new RangeError('hidden contains NaN or infinite values (batch row 1)'));
+    }
+    const badRows = db.slice();
+    badRows[14] = -Infinity;  // row 3
+    const badHalves = float32ToFloat16Array(db);
+    badHalves[29] = 0xfe01;  // a NaN in row 7
+    for (const normalized of [false, true]) {
+      expect(() => reference.cosineTopK(q, badRows, { dim: 4, k: 2, normalized })).toThrow(new RangeError('database row 3 contains NaN or infinite values'));
+      expect(() => reference.cosineTopK(q, badHalves, { dim: 4, k: 2, normalized })).toThrow(new RangeError('database row 7 contains NaN or infinite values'));
+      expect(() => cosineTopK(q, badRows, { dim: 4, k: 2, normalized })).toThrow('not finite');
+      expect(() => cosineTopK(q, badHalves, { dim: 4, k: 2, normalized })).toThrow('not finite');
+    }
   });
 
   test('async twins reject instead of throwing later', async () => {
