@@ -675,7 +675,8 @@ export class Encoder {
 
 /**
  * Cosine similarity of every row of `a` with every row of `b`: an a.rows x b.rows matrix, row-major
- * (at most 2^32 values, else a RangeError: VectorIndex or cosineTopK find the top k instead).
+ * (at most 2^32 values, else a RangeError: VectorIndex or cosineTopK find the top k instead). NaN or
+ * infinity in a row is a RangeError naming it.
  */
 export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
@@ -691,13 +692,16 @@ export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
       '(2^32): for the best matches of each row, search with a VectorIndex or cosineTopK, which keep only the top k');
   }
   const dim = a.dim;
-  const norms = (e: Embeddings) => Float64Array.from({ length: e.rows }, (_, r) => {
+  // A float64 sum of float32 squares is finite unless a value is NaN or infinite: refused, as
+  // cosineTopK refuses them, rather than filling the matrix with NaN.
+  const norms = (name: string, e: Embeddings) => Float64Array.from({ length: e.rows }, (_, r) => {
     let s = 0;
     for (let k = 0; k < dim; k++) s += e.data[r * dim + k] ** 2;
+    if (!Number.isFinite(s)) throw new RangeError(`${name}.data row ${r} contains NaN or infinite values`);
     return Math.max(Math.sqrt(s), 1e-12);
   });
-  const na = norms(a);
-  const nb = norms(b);
+  const na = norms('a', a);
+  const nb = norms('b', b);
   const data = new Float32Array(a.rows * b.rows);
   for (let i = 0; i < a.rows; i++) {
     for (let j = 0; j < b.rows; j++) {

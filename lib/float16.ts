@@ -16,8 +16,15 @@ function decodeFloat16(h: number): number {
   return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
-// All 65,536 halves decoded once: reading a table is much faster than decoding each time.
-const decoded = new Float64Array(65536).map((_, h) => decodeFloat16(h));
+// All 65,536 halves decoded once, as float32 bits: reading a table is much faster than decoding
+// each time. A NaN keeps its sign and payload and is made quiet, as the F16C instruction converts it (a
+// JavaScript NaN written to a Float32Array would lose both).
+const decodedBits = new Uint32Array(65536);
+const decoded = new Float32Array(decodedBits.buffer);
+for (let h = 0; h < 65536; h++) {
+  decoded[h] = decodeFloat16(h);
+  if ((h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0) decodedBits[h] = ((h & 0x8000) << 16) | 0x7fc00000 | ((h & 0x3ff) << 13);
+}
 
 export function float16BitsToNumber(h: number): number {
   return decoded[h & 0xffff];
@@ -57,10 +64,11 @@ export function float32ToFloat16Array(src: Float32Array): Uint16Array {
   return out;
 }
 
-/** IEEE half-precision bits to float32 values (exact). */
+/** IEEE half-precision bits to float32 values (exact; a NaN keeps its sign and payload, made quiet). */
 export function float16ToFloat32Array(src: Uint16Array): Float32Array {
   requireTypedArray('src', src, ['Uint16Array']);
   const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = decoded[src[i]];
+  const bits = new Uint32Array(out.buffer);  // bits, not numbers: a NaN's sign and payload survive
+  for (let i = 0; i < src.length; i++) bits[i] = decodedBits[src[i]];
   return out;
 }

@@ -13,7 +13,7 @@ export type Dtype = 'float32' | 'float16';
 export const DTYPES: readonly Dtype[] = ['float32', 'float16'];
 /** Row-major float32 values, or float16 bits in a Uint16Array (hidden states, database rows). */
 export type HiddenStates = Float32Array | Uint16Array;
-/** Attention mask, 1 for a real token and 0 for padding: ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
+/** Attention mask, 1 for a real token and 0 for padding (any nonzero value counts as 1, not as a weight): ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
 export type AttentionMask = BigInt64Array | Int32Array | Uint8Array;
 
 /** The shape of meanPoolNormalize's hidden states: [batch, seq, hidden] (the mask is [batch, seq]). */
@@ -151,8 +151,9 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
 }
 
 // NaN or infinity in the hidden states shows up as a non-finite pooled value: report the row
-// (also as the error's `batchRow`, for the encoder to name its text).
-function checkPooled(args: NativePoolArgs): Float32Array {
+// (also as the error's `batchRow`, for the encoder to name its text). The reference checks its
+// output the same way.
+export function checkPooled(args: NativePoolArgs): Float32Array {
   const out = args.out;
   for (let i = 0; i < out.length; i++) {
     if (!Number.isFinite(out[i])) {

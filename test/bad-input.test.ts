@@ -60,6 +60,13 @@ const topkCases: Case[] = [
   ['an option in the wrong case', () => cosineTopK(q, db, { dim: 4, k: 1, Normalized: true } as { dim: number; k: number }), TypeError,
     'options.Normalized is not known (did you mean normalized?)'],
 ];
+// NaN or infinity gave a matrix of NaN without a word; cosineTopK refuses them too.
+const similarityCases: Case[] = [
+  ['similarity with NaN in b', () => similarity({ data: Float32Array.of(0, 0, 0, 1), rows: 1, dim: 4 },
+    { data: Float32Array.of(1, 0, 0, 0, 0, NaN, 0, 0), rows: 2, dim: 4 }), RangeError, /^b\.data row 1 contains NaN or infinite values$/],
+  ['similarity with infinity in a', () => similarity({ data: Float32Array.of(1, 2, 3, 4, 0, 0, -Infinity, 0), rows: 2, dim: 4 },
+    { data: Float32Array.of(0, 0, 0, 1), rows: 1, dim: 4 }), RangeError, /^a\.data row 1 contains NaN or infinite values$/],
+];
 
 // Wrong types on the public entry points: [description, call, error class, text the message must contain].
 // Sync calls throw; async ones reject, before any file is read or written (missing paths show that).
@@ -198,9 +205,15 @@ describe('a value of the wrong type is a clear error naming the option', () => {
 });
 
 describe('bad input throws a clear error naming the argument', () => {
-  test.each([...poolCases, ...topkCases])('%s', (_name, call, kind, text) => {
+  test.each([...poolCases, ...topkCases, ...similarityCases])('%s', (_name, call, kind, text) => {
     expect(call).toThrow(kind);
     expect(call).toThrow(text);
+  });
+
+  test('similarity: finite values at the ends of the float32 range are still cosines', () => {
+    const big = { data: Float32Array.of(3e38, 3e38, -3e38, 1e-45), rows: 2, dim: 2 };
+    const s = similarity(big, { data: Float32Array.of(1, 1), rows: 1, dim: 2 });
+    expect(Array.from(s.data)).toEqual([1, Math.fround(-Math.SQRT1_2)]);
   });
 
   test('a misspelt option is a TypeError naming it on every entry point, before any work (members set to undefined pass)', async () => {
@@ -269,6 +282,22 @@ describe('bad input throws a clear error naming the argument', () => {
   test('the reference path validates the same way', () => {
     expect(() => reference.cosineTopK(q, db, { dim: 4, k: 0 })).toThrow(RangeError);
     expect(() => reference.meanPoolNormalize(hidden.subarray(1), mask, shape)).toThrow('hidden has 23 elements');
+    // NaN and infinity are errors there too (they gave NaN vectors and an unsorted top k), as native ones.
+    const badStates = hidden.slice();
+    badStates[13] = NaN;  // batch row 1
+    for (const pool of [meanPoolNormalize, reference.meanPoolNormalize]) {
+      expect(() => pool(badStates, mask, shape)).toThrow(new RangeError('hidden contains NaN or infinite values (batch row 1)'));
+    }
+    const badRows = db.slice();
+    badRows[14] = -Infinity;  // row 3
+    const badHalves = float32ToFloat16Array(db);
+    badHalves[29] = 0xfe01;  // a NaN in row 7
+    for (const normalized of [false, true]) {
+      expect(() => reference.cosineTopK(q, badRows, { dim: 4, k: 2, normalized })).toThrow(new RangeError('database row 3 contains NaN or infinite values'));
+      expect(() => reference.cosineTopK(q, badHalves, { dim: 4, k: 2, normalized })).toThrow(new RangeError('database row 7 contains NaN or infinite values'));
+      expect(() => cosineTopK(q, badRows, { dim: 4, k: 2, normalized })).toThrow('not finite');
+      expect(() => cosineTopK(q, badHalves, { dim: 4, k: 2, normalized })).toThrow('not finite');
+    }
   });
 
   test('async twins reject instead of throwing later', async () => {

@@ -30,15 +30,21 @@ describe('float16 conversion', () => {
     expect(bits[7]).toBe(0x0002);  // 1.5 x smallest subnormal ties to even (2)
   });
 
-  test('every half decodes and re-encodes to itself (except NaN payloads)', () => {
+  test('every half decodes and re-encodes to itself (a NaN to the quiet NaN of its sign)', () => {
     const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
     const back = float32ToFloat16Array(float16ToFloat32Array(all));
     const wrong: number[] = [];
     for (let i = 0; i < 65536; i++) {
       const isNaN = (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
-      if (!isNaN && back[i] !== i) wrong.push(i);
+      if (back[i] !== (isNaN ? (i & 0x8000) | 0x7e00 : i)) wrong.push(i);
     }
     expect(wrong).toEqual([]);
+  });
+
+  test('a NaN half decodes as F16C decodes it: sign and payload kept, made quiet (its sign was lost)', () => {
+    const halves = Uint16Array.of(0xfe00, 0x7e00, 0x7c01, 0xfc01, 0x7fff, 0xfdff);
+    const bits = new Uint32Array(float16ToFloat32Array(halves).buffer);
+    expect(Array.from(bits, (b) => b.toString(16))).toEqual(['ffc00000', '7fc00000', '7fc02000', 'ffc02000', '7fffe000', 'ffffe000']);
   });
 });
 

@@ -1,9 +1,10 @@
 // The plain TypeScript maths, accumulating in float64: the oracle that tests hold the native
-// kernels to. Same signatures and the same argument checks as the public functions.
+// kernels to. Same signatures and the same argument checks as the public functions; NaN or
+// infinity in the data is an error here too.
 import { float16BitsToNumber } from '../float16';
 import { typedArrayKind } from '../validate';
 import {
-  AttentionMask, HiddenStates, PoolOptions, PoolShape, preparePool, prepareTopK, TopKOptions, TopKResult,
+  AttentionMask, checkPooled, HiddenStates, PoolOptions, PoolShape, preparePool, prepareTopK, TopKOptions, TopKResult,
 } from '../kernels';
 
 function elementReader(array: HiddenStates): (i: number) => number {
@@ -14,7 +15,7 @@ function maskReader(mask: AttentionMask): (i: number) => boolean {
   return typedArrayKind(mask) === 'BigInt64Array' ? (i) => mask[i] !== 0n : (i) => mask[i] !== 0;
 }
 
-/** sum(mask * h) / max(sum(mask), 1e-9), then x / max(||x||, 1e-12) unless normalize is false. */
+/** sum(h where mask != 0) / max(count(mask != 0), 1e-9), then x / max(||x||, 1e-12) unless normalize is false. */
 export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, shape: PoolShape, options?: PoolOptions): Float32Array {
   const a = preparePool(hidden, mask, shape, options);
   const value = elementReader(a.hidden);
@@ -38,7 +39,7 @@ export function meanPoolNormalize(hidden: HiddenStates, mask: AttentionMask, sha
     const norm = a.normalize ? Math.max(Math.sqrt(sumSquares), 1e-12) : 1;
     for (let h = 0; h < H; h++) a.out[b * H + h] = sum[h] / norm;
   }
-  return a.out;
+  return checkPooled(a);
 }
 
 /** Scores every row in float64, sorts by (score desc, index asc), keeps the first k. */
@@ -51,6 +52,8 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
   for (let r = 0; r < numRows; r++) {
     let s = 0;
     for (let i = 0; i < d; i++) s += row(r * d + i) * row(r * d + i);
+    // Finite for any finite float32 or float16 values (the native kernels refuse NaN and infinity too).
+    if (!Number.isFinite(s)) throw new RangeError(`database row ${r} contains NaN or infinite values`);
     rowNorms[r] = Math.sqrt(s);
   }
   const scores = new Float64Array(numRows);
