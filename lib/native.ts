@@ -96,6 +96,11 @@ export function loadAddon(): NativeAddon {
           `${process.version} runs V8 ${running}). Rebuild it with ${HOW_TO_BUILD}.`,
       );
     }
+    // The addon reads only these exact values: a typo ('AVX2') would leave the best level in use unseen.
+    const forced = process.env.CAMEMBED_SIMD;
+    if (forced !== undefined && !['avx512', 'avx2', 'scalar'].includes(forced)) {
+      process.emitWarning(`CAMEMBED_SIMD=${JSON.stringify(forced)} is not avx512, avx2 or scalar: ignored (devices().cpu.simd says the level in use)`);
+    }
   }
   return addon;
 }

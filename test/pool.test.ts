@@ -1,4 +1,4 @@
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as path from 'path';
 import { float32ToFloat16Array, meanPoolNormalize, meanPoolNormalizeAsync, reference } from '../lib';
 import { maxAbsDifference } from './helpers/compare';
@@ -110,5 +110,15 @@ describe('every SIMD level computes the same maths', () => {
     expect(report.unitMaxUlp).toBeLessThanOrEqual(1);
     expect(report.unitHalfMismatches).toBe(0);
     expect(report.unitBadRow).toBe('rows row 123 contains NaN or infinite values');
+  });
+
+  test('a CAMEMBED_SIMD value the addon does not read is a warning, not silence', () => {
+    const run = (value: string) => spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(dist)}).devices().cpu.simd)`],
+      { env: { ...process.env, CAMEMBED_SIMD: value } });
+    const typo = run('AVX2');
+    expect(typo.stderr.toString()).toContain('CAMEMBED_SIMD="AVX2" is not avx512, avx2 or scalar: ignored');
+    expect(typo.stdout.toString().trim()).toBe(run('avx512').stdout.toString().trim());  // the best level, as with no setting
+    expect(run('scalar').stderr.toString()).not.toContain('CAMEMBED_SIMD');
+    expect(run('scalar').stdout.toString().trim()).toBe('scalar');
   });
 });
