@@ -39,35 +39,60 @@ describeModel('camembed encode', () => {
     expect(Array.from(got)).toEqual(Array.from(want.data));
   });
 
-  test('a failed run (invalid UTF-8, named by line) removes an output it created; an existing one says it is partial', async () => {
-    const bad = path.join(dir, 'bad.txt');
+  test('a regular input file is checked through before the model loads: a bad last line fails at once, with nothing written', async () => {
+    const late = path.join(dir, 'late-bad.txt');
+    fs.writeFileSync(late, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0x61, 0xff, 0x0a])]));
+    const notAModel = fs.mkdtempSync(path.join(dir, 'not-a-model-'));  // would fail the load, which must not come first
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const command of [['encode', '--output', path.join(dir, 'late.f32')], ['index', 'build', '--output', path.join(dir, 'late.cmbd')]]) {
+        stderr.mockClear();
+        expect(await main([...command, '--model', notAModel, '--input', late])).toBe(1);
+        expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`${late}:5001: is not valid UTF-8`);
+        expect(fs.existsSync(command[command.indexOf('--output') + 1])).toBe(false);
+      }
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+
+  test('a failed run (invalid UTF-8 on standard input, named by line) removes an output it created; an existing one says it is partial', async () => {
     // More lines before the bad one than a chunk (4,096 texts): vectors are written before it fails.
-    fs.writeFileSync(bad, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0x61, 0xff, 0x0a])]));
+    // Standard input, read only once, is checked as it is encoded (a regular file before: above).
+    const bad = Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0x61, 0xff, 0x0a])]);
+    const encodeBad = async (output: string) => {
+      const stdin = jest.spyOn(process, 'stdin', 'get').mockReturnValue(Readable.from([bad], { objectMode: false }) as unknown as typeof process.stdin);
+      try {
+        return await main(['encode', '--model', MODEL, '--input', '-', '--output', output, '--threads', '1']);
+      } finally {
+        stdin.mockRestore();
+      }
+    };
     const old = path.join(dir, 'old.f32');
     const link = path.join(dir, 'link.f32');
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const written = () => stderr.mock.calls.map((c) => String(c[0])).join('');
     try {
       for (const name of ['new.npy', 'new.f32']) {
-        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', path.join(dir, name), '--threads', '1'])).toBe(1);
+        expect(await encodeBad(path.join(dir, name))).toBe(1);
         expect(fs.existsSync(path.join(dir, name))).toBe(false);
       }
-      expect(written()).toContain(`${bad}:5001: is not valid UTF-8`);
+      expect(written()).toContain('standard input:5001: is not valid UTF-8');
       expect(written()).not.toContain('partial');
       // An existing file, and a link to it (written through, never removed): both hold the partial output.
       fs.writeFileSync(old, 'old contents');
       fs.symlinkSync(old, link);
       for (const output of [old, link]) {
         stderr.mockClear();
-        expect(await main(['encode', '--model', MODEL, '--input', bad, '--output', output, '--threads', '1'])).toBe(1);
+        expect(await encodeBad(output)).toBe(1);
         expect(written()).toContain(`camembed encode: ${output} holds a partial output`);
         expect(fs.statSync(old).size).toBe(4096 * 32 * 4);  // the first chunk of vectors
       }
       expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
-      expect(await main(['encode', '--input', bad, '--output', path.join(dir, 'no', 'such', 'x.f32')])).toBe(2);
-      expect(await main(['encode', '--input', bad, '--output', dir])).toBe(2);
+      expect(await main(['encode', '--input', input, '--output', path.join(dir, 'no', 'such', 'x.f32')])).toBe(2);
+      expect(await main(['encode', '--input', input, '--output', dir])).toBe(2);
       fs.symlinkSync('/dev/null', path.join(dir, 'device.npy'));
-      expect(await main(['encode', '--input', bad, '--output', path.join(dir, 'device.npy')])).toBe(2);
+      expect(await main(['encode', '--input', input, '--output', path.join(dir, 'device.npy')])).toBe(2);
     } finally {
       stderr.mockRestore();
     }

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { removeTrackedTemporaries } from '../atomic-file';
-import { readTextLines } from '../lines';
+import { readTextLineBatches, readTextLines } from '../lines';
 import { looksLikeHubId } from '../model/hub';
 import { suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
@@ -232,6 +232,19 @@ export function textsWithProgress(file: string, label: string):
     encoded = done;
   };
   return { texts: texts(), onProgress, bar };
+}
+
+/**
+ * Reads a regular file of texts through once before any of it is encoded, drawing a bar labelled
+ * `label`: a line that is not UTF-8 (a file partly in Latin-1) near the end of millions fails now,
+ * not after hours of encoding. Standard input, pipes and FIFOs can be read only once: their lines are
+ * checked as they are encoded.
+ */
+export async function checkTextFile(file: string, label: string): Promise<void> {
+  if (file === '-' || !fs.statSync(file).isFile()) return;
+  const bar = createProgressBar({ label, unit: 'bytes', total: fs.statSync(file).size });
+  for await (const lines of readTextLineBatches(file)) bar.update(lines[lines.length - 1].endOffset);
+  bar.finish();
 }
 
 /**

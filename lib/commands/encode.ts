@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
+  checkTextFile, CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -64,6 +64,7 @@ export async function run(argv: string[]): Promise<void> {
   requireModel(options.model as string, options.revision as string | undefined);
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
+  await checkTextFile(input, 'check input');  // before the output is created and the model loads
 
   // The output is written in place, and opened before the model loads (a download or a conversion
   // can take minutes) so that one that cannot be opened fails at once. A file this run creates is

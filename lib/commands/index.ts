@@ -12,8 +12,8 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel,
-  requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
+  checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
+  requireModel, requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -205,6 +205,7 @@ export async function run(argv: string[]): Promise<void> {
     if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
     const input = options.input as string;
     requireExists('input', input);
+    await checkTextFile(input, 'check input');  // before the model loads
     const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
