@@ -111,6 +111,21 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(result.metrics['Recall@500']).toBeLessThan(0.7);
   });
 
+  test('seconds.checkCollection is 0 when every passage comes from the cache (nothing is checked)', async () => {
+    // A clock that moves a second a call: the time until encodeCollection's first report (the
+    // cache read) would show as a check that never ran.
+    let clock = Date.now();
+    const now = jest.spyOn(Date, 'now').mockImplementation(() => (clock += 1000));
+    try {
+      const result = await evaluateRetrieval({ model, ...files, k: 500, metrics: ['MRR@10'], cacheDir: path.join(dir, 'cache-main') });
+      expect(result.cachedPassages).toBe(PASSAGES);
+      expect(result.seconds.checkCollection).toBe(0);
+      expect(result.seconds.encodeCollection).toBeGreaterThan(0);
+    } finally {
+      now.mockRestore();
+    }
+  });
+
   test('an interrupted encode resumes from the cache and gives the same table', async () => {
     const cacheDir = path.join(dir, 'cache-resume');
     const controller = new AbortController();

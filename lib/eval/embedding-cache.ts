@@ -68,7 +68,10 @@ export interface EncodeCollectionOptions {
   chunkRows?: number | undefined;
   /** Stops after the encoder's batch in progress, writing what is encoded (aborted before the call: at once); a later call resumes. */
   signal?: AbortSignal | undefined;
-  /** Called once at the start (what the cache holds), every 64k lines checked, then after each encoder batch and each chunk written. */
+  /**
+   * Called once at the start (what the cache holds); while checking, every 64k lines and at the end of
+   * the check; once as encoding starts; then after each encoder batch and each chunk written.
+   */
   onProgress?: ((progress: EncodeProgress) => void) | undefined;
 }
 

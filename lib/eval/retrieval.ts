@@ -209,7 +209,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       onProgress: (p) => {
         if (p.stage !== stage.name) {
           stage.bar?.finish();
-          if (p.stage === 'encode') {
+          if (stage.name === 'check') {  // a finished cache reports 'encode' only: nothing was checked
             stage.checkSeconds = (Date.now() - t) / 1000;
             t = Date.now();
           }
