@@ -96,7 +96,8 @@ export function loadAddon(): NativeAddon {
           `${process.version} runs V8 ${running}). Rebuild it with ${HOW_TO_BUILD}.`,
       );
     }
-    // The addon reads only these exact values: a typo ('AVX2') would leave the best level in use unseen.
+    // The addon forces 'avx2' or 'scalar' ('avx512' is the best level, its default): any other value, a
+    // typo such as 'AVX2', would leave the best level in use unseen.
     const forced = process.env.CAMEMBED_SIMD;
     if (forced !== undefined && !['avx512', 'avx2', 'scalar'].includes(forced)) {
       process.emitWarning(`CAMEMBED_SIMD=${JSON.stringify(forced)} is not avx512, avx2 or scalar: ignored (devices().cpu.simd says the level in use)`);
