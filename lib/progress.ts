@@ -9,6 +9,8 @@ export interface ProgressBar {
 export interface ProgressOptions {
   label: string;
   total?: number;           // unknown when absent
+  /** Work done before this run (a resumed job): it counts in the bar, not in the rate and ETA. */
+  initial?: number;
   unit: 'bytes' | 'items';
   stream?: NodeJS.WriteStream;
 }
@@ -50,13 +52,14 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
   const start = Date.now();
   let total = options.total;
   let lastDraw = 0;
-  let done = 0;
+  const initial = options.initial ?? 0;
+  let done = initial;
   const draw = (force: boolean) => {
     const now = Date.now();
     if (!enabled || (!force && now - lastDraw < 100)) return;
     lastDraw = now;
     const seconds = Math.max((now - start) / 1000, 1e-3);
-    const rate = done / seconds;
+    const rate = Math.max(done - initial, 0) / seconds;
     const parts = [options.label];
     if (total !== undefined && total > 0) {
       const fraction = Math.min(done / total, 1);

@@ -193,13 +193,13 @@ test('camembed index info prints what a file holds (quickly; --verify reads it a
 });
 
 describe('progress bar text', () => {
-  function drawn(unit: 'items' | 'bytes', done: number, seconds: number, total?: number): string {
+  function drawn(unit: 'items' | 'bytes', done: number, seconds: number, total?: number, initial?: number): string {
     let clock = 1_000_000;
     const now = jest.spyOn(Date, 'now').mockImplementation(() => clock);
     const out: string[] = [];
     const stream = { isTTY: true, write: (s: string) => { out.push(s); return true; } } as unknown as NodeJS.WriteStream;
     try {
-      const bar = createProgressBar({ label: 'encode', unit, total, stream });
+      const bar = createProgressBar({ label: 'encode', unit, total, stream, initial });
       clock += seconds * 1000;
       bar.update(done);
       bar.finish();
@@ -230,6 +230,11 @@ describe('progress bar text', () => {
     expect(drawn('bytes', 1_047_000, 1, 4 << 20)).toContain('  1022.5 KiB/4.0 MiB');
     // Past the total (an input file that grew while read): a full bar and no time left.
     expect(drawn('bytes', 3072, 1, 2048)).toContain('[########################] 100.0%  3.0 KiB/2.0 KiB  ETA 0:00  3.0 KiB/s');
+  });
+
+  test('a resumed job: the work done before counts in the bar, not in the rate and the ETA', () => {
+    // 1,536 of 2,048 bytes were done before; 256 more in 1 s: 256 B/s, and the last 256 take 1 s.
+    expect(drawn('bytes', 1792, 1, 2048, 1536)).toContain('[#####################...] 87.5%  1.8 KiB/2.0 KiB  ETA 0:01  256 B/s');
   });
 });
 

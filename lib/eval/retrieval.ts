@@ -185,7 +185,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     device: options.device, batchSize: options.batchSize, threads: options.threads, offline: options.offline, revision: options.revision,
     signal,
   });
-  const bar = (label: string, unit: 'bytes' | 'items') => (options.progress ? createProgressBar({ label, unit }) : null);
+  const bar = (label: string, unit: 'bytes' | 'items', initial = 0) => (options.progress ? createProgressBar({ label, unit, initial }) : null);
   let index: VectorIndex | null = null;
   let writer: TrecRunWriter | null = null;
   try {
@@ -214,7 +214,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
             t = Date.now();
           }
           stage.name = p.stage;
-          stage.bar = bar(p.stage === 'check' ? 'check collection' : 'encode passages', 'bytes');
+          stage.bar = bar(p.stage === 'check' ? 'check collection' : 'encode passages', 'bytes', p.bytes);  // a resume starts past 0
         }
         stage.bar?.update(p.bytes, p.totalBytes);
         options.onEncodeProgress?.(p);
