@@ -108,6 +108,27 @@ export function readTextLineBatches(file: string, from = { offset: 0, line: 0 })
   return textLines(file, start);
 }
 
+/**
+ * Each batch with `f` applied to its items (an undefined result dropped, an empty batch not
+ * yielded). When `f` throws, the items before the bad one are yielded first, then the error, as a
+ * stream of single items would give them.
+ */
+export async function* mapBatches<T, U>(batches: AsyncIterable<T[]>, f: (item: T) => U | undefined): AsyncGenerator<U[], void, undefined> {
+  for await (const batch of batches) {
+    const out: U[] = [];
+    try {
+      for (const item of batch) {
+        const mapped = f(item);
+        if (mapped !== undefined) out.push(mapped);
+      }
+    } catch (err) {
+      if (out.length > 0) yield out;
+      throw err;
+    }
+    if (out.length > 0) yield out;
+  }
+}
+
 /** The items of `batches`, one at a time. */
 export async function* flatten<T>(batches: AsyncIterable<T[]>): AsyncGenerator<T, void, undefined> {
   for await (const batch of batches) yield* batch;
@@ -127,16 +148,8 @@ async function* textLines(file: string, from: { offset: number; line: number }):
   const walk = {};
   if (input instanceof fs.ReadStream) openFiles.register(walk, input, walk);
   try {
-    for await (const batch of rawLineBatches(input as AsyncIterable<Buffer>, file, from.offset, from.line)) {
-      const lines: TextLine[] = [];
-      try {
-        for (const { bytes, line, startOffset, endOffset } of batch) lines.push({ text: lineText(bytes, startOffset, file, line), line, endOffset });
-      } catch (err) {
-        if (lines.length > 0) yield lines;  // the lines before a bad one still come first, as a stream gives them
-        throw err;
-      }
-      yield lines;
-    }
+    yield* mapBatches(rawLineBatches(input as AsyncIterable<Buffer>, file, from.offset, from.line),
+      ({ bytes, line, startOffset, endOffset }) => ({ text: lineText(bytes, startOffset, file, line), line, endOffset }));
   } finally {
     openFiles.unregister(walk);
   }

@@ -241,8 +241,9 @@ export function textsWithProgress(file: string, label: string):
  * checked as they are encoded.
  */
 export async function checkTextFile(file: string, label: string): Promise<void> {
-  if (file === '-' || !fs.statSync(file).isFile()) return;
-  const bar = createProgressBar({ label, unit: 'bytes', total: fs.statSync(file).size });
+  const stat = file === '-' ? null : fs.statSync(file);
+  if (stat === null || !stat.isFile()) return;
+  const bar = createProgressBar({ label, unit: 'bytes', total: stat.size });
   for await (const lines of readTextLineBatches(file)) bar.update(lines[lines.length - 1].endOffset);
   bar.finish();
 }

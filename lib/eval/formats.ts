@@ -4,7 +4,7 @@
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
 import { ioError } from '../io-error';
-import { flatten, FormatError, readTextLineBatches, readTextLines, TextLine } from '../lines';
+import { flatten, FormatError, mapBatches, readTextLineBatches, readTextLines } from '../lines';
 import { describeValue, requireInteger, requireObject, requireString } from '../validate';
 import type { Qrels } from './metrics';
 
@@ -37,22 +37,8 @@ export function readTsvBatches(file: string, options: { startOffset?: number | u
   requireObject('options', options, ['startOffset', 'startLine']);
   const startOffset = options.startOffset === undefined ? 0 : requireInteger('options.startOffset', options.startOffset, 0);
   const startLine = options.startLine === undefined ? 0 : requireInteger('options.startLine', options.startLine, 0);
-  return tsvRecords(file, readTextLineBatches(file, { offset: startOffset, line: startLine }));
-}
-
-async function* tsvRecords(file: string, batches: AsyncIterable<TextLine[]>): AsyncGenerator<TextRecord[], void, undefined> {
-  for await (const lines of batches) {
-    const records: TextRecord[] = [];
-    try {
-      for (const { text, line, endOffset } of lines) {
-        if (text !== '') records.push(tsvRecord(file, text, line, endOffset));
-      }
-    } catch (err) {
-      if (records.length > 0) yield records;  // the records before a bad line still come first
-      throw err;
-    }
-    if (records.length > 0) yield records;
-  }
+  return mapBatches(readTextLineBatches(file, { offset: startOffset, line: startLine }),
+    ({ text, line, endOffset }) => (text === '' ? undefined : tsvRecord(file, text, line, endOffset)));
 }
 
 function tsvRecord(file: string, text: string, line: number, endOffset: number): TextRecord {
