@@ -34,6 +34,24 @@ export function removeTrackedTemporaries(): void {
   trackedTemporaries?.clear();
 }
 
+/**
+ * The file that `file` names through any chain of symbolic links, even one not there yet: where
+ * a write to `file` lands (what the shell's `>` writes), and what a file created there is.
+ */
+export async function followLinks(file: string): Promise<string> {
+  let target = path.resolve(file);
+  for (let links = 0; ; links++) {
+    const stat = await fs.promises.lstat(target).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (stat === null || !stat.isSymbolicLink()) return target;
+    if (links === 40) throw new Error(`${file}: a chain of more than 40 symbolic links (ELOOP)`);
+    // Relative to the link's real folder (a '..' in the link climbs out of that one, as the kernel does).
+    target = path.resolve(await fs.promises.realpath(path.dirname(target)), await fs.promises.readlink(target));
+  }
+}
+
 /** Makes `file` with `write(tmp)` under a temporary name, then renames it into place. */
 export function replaceAtomically(file: string, write: (tmp: string) => void): void {
   const tmp = temporaryPath(file);

@@ -79,6 +79,13 @@ describeModel('camembed encode', () => {
       }
       expect(written()).toContain('standard input:5001: is not valid UTF-8');
       expect(written()).not.toContain('partial');
+      // A link to nothing: the file made through it is removed, the link stays.
+      const dangling = path.join(dir, 'dangling-bad.f32');
+      fs.symlinkSync('made-bad.f32', dangling);
+      expect(await encodeBad(dangling)).toBe(1);
+      expect(fs.existsSync(path.join(dir, 'made-bad.f32'))).toBe(false);
+      expect(fs.readlinkSync(dangling)).toBe('made-bad.f32');
+      expect(written()).not.toContain('partial');
       // An existing file, and a link to it (written through, never removed): both hold the partial output.
       fs.writeFileSync(old, 'old contents');
       fs.symlinkSync(old, link);
@@ -188,20 +195,18 @@ describeModel('camembed encode', () => {
     expect(fs.existsSync(fresh)).toBe(false);
   }, 60_000);
 
-  test('an output that is a symbolic link to nothing is a usage error (exit 2): nothing is created through it', async () => {
+  test('an output that is a symbolic link to nothing (through a chain of links) gets its file written, as index save does; the links stay', async () => {
+    const direct = path.join(dir, 'direct.f32');
     const link = path.join(dir, 'dangling.f32');
-    const target = path.join(dir, 'target.f32');
-    fs.symlinkSync(target, link);
-    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', link, '--threads', '1'])).toBe(2);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join(''))
-        .toBe(`camembed encode: --output ${link} is a symbolic link to ${target}, which does not exist: name the file to create\n`);
-    } finally {
-      stderr.mockRestore();
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.symlinkSync('sub/middle.f32', link);
+    fs.symlinkSync('../made.f32', path.join(dir, 'sub', 'middle.f32'));  // relative to the link's own folder
+    for (const output of [direct, link]) {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'])).toBe(0);
     }
-    expect(fs.existsSync(target)).toBe(false);
-    expect(fs.readlinkSync(link)).toBe(target);
+    expect(fs.readlinkSync(link)).toBe('sub/middle.f32');
+    expect(fs.readFileSync(path.join(dir, 'made.f32')).equals(fs.readFileSync(direct))).toBe(true);
+    expect(fs.statSync(direct).size).toBe(texts.length * 32 * 4);
   });
 
   async function expectedBytes(): Promise<Buffer> {

@@ -3,6 +3,7 @@
 import { once } from 'events';
 import * as fs from 'fs';
 
+import { followLinks } from '../atomic-file';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
@@ -53,11 +54,6 @@ export async function run(argv: string[]): Promise<void> {
   requireExists('input', input);
   const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
   const existing = requireOutputFile('output', output, [input]);
-  // A link to nothing: writing through it would create a file the command line does not name
-  // (GNU cp refuses so too). A link to an existing file is written through.
-  if (existing === undefined && output !== '-' && fs.lstatSync(output, { throwIfNoEntry: false })?.isSymbolicLink()) {
-    throw new CliUsageError(`--output ${output} is a symbolic link to ${fs.readlinkSync(output)}, which does not exist: name the file to create`);
-  }
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
@@ -71,14 +67,17 @@ export async function run(argv: string[]): Promise<void> {
   // removed if the run fails or is interrupted, during the load too. An existing one is emptied only
   // once the model has loaded (a model that fails to load leaves it whole), then keeps what was
   // written if the run fails, and says so.
-  const out = output === '-' ? null : openOutput(output);
+  // Through symbolic links, as index save writes: a link to nothing gets its file made (and removed
+  // with it on failure), the link stays.
+  const target = output === '-' ? null : await followLinks(output);
+  const out = target === null ? null : openOutput(output, target);
   let closed = false;
   let emptied = false;
   const closeOutput = (complete: boolean) => {
     if (out === null || closed) return;
     fs.closeSync(out.fd);
     closed = true;
-    if (!complete && out.created) fs.rmSync(output, { force: true });
+    if (!complete && out.created) fs.rmSync(target!, { force: true });
     if (!complete && emptied) process.stderr.write(`camembed encode: ${output} holds a partial output\n`);
   };
   // Node's messages for a descriptor's writes name no file.
@@ -131,17 +130,17 @@ export async function run(argv: string[]): Promise<void> {
 }
 
 /**
- * Opens `output` for writing: a new file ('wx': created by this run, never through an existing
- * link), else the existing one, not truncated (no O_TRUNC) and not created through a link (no
- * O_CREAT). A failure is an error naming the file.
+ * Opens `target` (the file `output` names through its links) for writing: a new file ('wx':
+ * created by this run), else the existing one, not truncated (no O_TRUNC) and not created by
+ * another process meanwhile (no O_CREAT). A failure is an error naming `output`.
  */
-function openOutput(output: string): { fd: number; created: boolean } {
+function openOutput(output: string, target: string): { fd: number; created: boolean } {
   try {
     try {
-      return { fd: fs.openSync(output, 'wx'), created: true };
+      return { fd: fs.openSync(target, 'wx'), created: true };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      return { fd: fs.openSync(output, fs.constants.O_WRONLY), created: false };
+      return { fd: fs.openSync(target, fs.constants.O_WRONLY), created: false };
     }
   } catch (err) {
     throw ioError('open', output, err);

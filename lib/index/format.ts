@@ -22,7 +22,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { removeAbandonedTemporaries, temporaryPath } from '../atomic-file';
+import { followLinks, removeAbandonedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
 import { loadAddon } from '../native';
 import type { Dtype } from '../kernels';
@@ -262,21 +262,14 @@ async function syncDirectory(dir: string): Promise<void> {
  * (null for a new file). Anything but a regular file (a FIFO, a device) is not replaced.
  */
 async function saveTarget(file: string): Promise<{ target: string; mode: number | null }> {
-  let target = path.resolve(file);
-  for (let links = 0; ; links++) {
-    let stat: fs.Stats;
-    try {
-      stat = await fs.promises.lstat(target);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { target, mode: null };
-      throw err;
-    }
-    if (stat.isFile()) return { target, mode: stat.mode & 0o7777 };
-    if (!stat.isSymbolicLink()) throw new Error(`cannot save over ${target}: it is not a regular file`);
-    if (links === 40) throw new Error(`cannot save over ${file}: too many levels of symbolic links (ELOOP)`);
-    // Relative to the link's real folder (a '..' in the link climbs out of that one, as the kernel does).
-    target = path.resolve(await fs.promises.realpath(path.dirname(target)), await fs.promises.readlink(target));
-  }
+  const target = await followLinks(file);
+  const stat = await fs.promises.stat(target).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (stat === null) return { target, mode: null };
+  if (!stat.isFile()) throw new Error(`cannot save over ${target}: it is not a regular file`);
+  return { target, mode: stat.mode & 0o7777 };
 }
 
 /** How far a save or load of an index has gone. */
