@@ -183,6 +183,18 @@ describe('TrecRunWriter', () => {
     expect(fs.existsSync(`${file}.partial`)).toBe(false);
   });
 
+  test('a run named by a symbolic link (to nothing yet, then to the run) is written to the file it names; the link stays', async () => {
+    const link = path.join(dir, 'latest.trec');
+    fs.symlinkSync('linked.trec', link);
+    for (const score of [1, 2]) {
+      const writer = await TrecRunWriter.open(link);
+      await writer.write('q1', ['d'], [score]);
+      await writer.close();
+      expect(fs.readlinkSync(link)).toBe('linked.trec');
+      expect(fs.readFileSync(path.join(dir, 'linked.trec'), 'utf8')).toBe(`q1 Q0 d 1 ${score.toPrecision(9)} camembed\n`);
+    }
+  });
+
   test('bad input', async () => {
     await expect(TrecRunWriter.open(path.join(dir, 'x.trec'), { tag: 'a b' })).rejects.toThrow(/options.tag must be a non-empty string without whitespace/);
     const writer = await TrecRunWriter.open(path.join(dir, 'y.trec'));

@@ -1,6 +1,7 @@
 // `camembed eval`: retrieval quality of a model on MS MARCO-format data (the model card's table).
 import * as fs from 'fs';
 
+import { followLinks } from '../atomic-file';
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
@@ -91,7 +92,8 @@ export async function run(argv: string[]): Promise<void> {
   // resumes from it; a second one: quit now, leaving no temporary file (nor the run's .partial).
   const controller = new AbortController();
   let stoppedBy: NodeJS.Signals = 'SIGINT';
-  const runFile = options.run as string | undefined;
+  // The file a link names (a run is written through links, as TrecRunWriter does): its .partial is removed on a second Ctrl-C.
+  const runFile = options.run === undefined ? undefined : await followLinks(options.run as string);
   const endInterrupt = onInterrupt(() => { if (runFile !== undefined) fs.rmSync(`${runFile}.partial`, { force: true }); }, (signal) => {
     process.stderr.write(`\ncamembed eval: stopping after the current step (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit now)\n`);
     stoppedBy = signal;

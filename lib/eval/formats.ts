@@ -3,6 +3,7 @@
 // BEIR's `query-id<TAB>corpus-id<TAB>score` after its header), and TREC run files
 // (`qid Q0 docid rank score tag`). Every format error names file and line.
 import * as fs from 'fs';
+import { followLinks } from '../atomic-file';
 import { ioError } from '../io-error';
 import { flatten, FormatError, mapBatches, readTextLineBatches, readTextLines } from '../lines';
 import { describeValue, requireInteger, requireObject, requireString } from '../validate';
@@ -164,9 +165,11 @@ export class TrecRunWriter {
     requireString('file', file);
     const { tag: given } = requireObject('options', options, ['tag']);
     const tag = given === undefined ? 'camembed' : requireToken('options.tag', given);
-    const out = fs.createWriteStream(`${file}.partial`);
+    // Through symbolic links, as index save writes: the rename replaces the file a link names, not the link.
+    const target = await followLinks(file);
+    const out = fs.createWriteStream(`${target}.partial`);
     await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
-    return new TrecRunWriter(file, tag, out);
+    return new TrecRunWriter(target, tag, out);
   }
 
   /** One query's ranking, best first, each document once; `scores` must not increase. */
