@@ -191,6 +191,18 @@ describe('encodeCollection', () => {
     expect(again).toEqual([['encode', size, N]]);
   });
 
+  test('progress of a collection ending in empty lines (no passage after the last) also reaches the whole file', async () => {
+    const file = path.join(dir, 'trailing-empty.tsv');
+    fs.writeFileSync(file, 'a\tun\nb\tdeux\n\n\r\n\n');
+    const size = fs.statSync(file).size;
+    const cacheDir = path.join(dir, 'trailing-empty');
+    for (const expected of [[['check', size], ['encode', size]], [['encode', size]]]) {  // encoded, then from the cache
+      const last = new Map<string, number>();
+      await encodeCollection({ collection: file, cacheDir, identity, encoder: new HashEncoder(), onProgress: (p) => last.set(p.stage, p.bytes) });
+      expect([...last]).toEqual(expected);
+    }
+  });
+
   test('stopped while it checks (past 64k lines), nothing is encoded and the next call does it all', async () => {
     const file = path.join(dir, 'long-check.tsv');
     fs.writeFileSync(file, Array.from({ length: 70_000 }, (_, i) => `l${i}\t${i}\n`).join(''));

@@ -157,7 +157,6 @@ async function checkCollection(collection: string, from: { startOffset: number; 
       }
     }
   }
-  onBytes(end);
 }
 
 // Where a duplicate id was first seen: read again only for the error (a line number per id would
@@ -249,12 +248,14 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
   });
   const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
-  report(manifest.complete ? 'encode' : 'check', resumeAt.startOffset);
+  // Read to its end counts as the whole file: empty lines after the last passage end no record.
+  report(manifest.complete ? 'encode' : 'check', manifest.complete ? collectionFile.bytes : resumeAt.startOffset);
 
   if (!manifest.complete) {
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
     await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
+    report('check', collectionFile.bytes);
     report('encode', resumeAt.startOffset);
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
@@ -306,6 +307,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     if (chunkIds.length > 0) await flush();
     manifest.complete = true;
     await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+    if (end.endOffset !== collectionFile.bytes) report('encode', collectionFile.bytes);
   }
   if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
   return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows);
