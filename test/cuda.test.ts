@@ -58,7 +58,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   const data = new Float32Array(12);
   test('wrong types and shapes are TypeError / RangeError naming the argument', () => {
     expect(() => CudaMatrix.create(new Float64Array(12) as unknown as Float32Array, { rows: 3, dim: 4 }))
-      .toThrow(new TypeError('data must be a Float32Array or Uint16Array, got Float64Array'));
+      .toThrow(new TypeError('data must be a Float32Array or Uint16Array or Float16Array, got Float64Array'));
     // Shared or resizable memory could change or shrink under native code.
     expect(() => CudaMatrix.create(new Float32Array(new SharedArrayBuffer(48)), { rows: 3, dim: 4 }))
       .toThrow(new TypeError('data is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a Float32Array'));
