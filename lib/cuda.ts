@@ -1,6 +1,6 @@
 // CudaMatrix: database rows resident on one GPU; upload once, search many times.
 // Every argument is checked here before it reaches native code (native/addon/cuda_bindings.cc).
-import { FLOAT16_MAX } from './float16';
+import { Float16ArrayLike, FLOAT16_MAX } from './float16';
 import { CudaDeviceName, resolveDevice } from './devices';
 import { Dtype, DTYPES, requireResultFits } from './kernels';
 import { loadAddon } from './native';
@@ -11,8 +11,8 @@ import {
 /** Opaque native handle of a device matrix (a Node-API External). */
 type MatrixHandle = object & { readonly __cudaMatrix: unique symbol };
 
-/** Rows of a CudaMatrix, row-major: float32 values, or float16 bits in a Uint16Array. */
-export type RowData = Float32Array | Uint16Array;
+/** Rows of a CudaMatrix, row-major: float32 values, or float16 bits in a Uint16Array or a Float16Array. */
+export type RowData = Float32Array | Uint16Array | Float16ArrayLike;
 
 interface NativeSearchArgs {
   queries: Float32Array; numQueries: number; k: number; rows: number; normalized: boolean; outIndices: Int32Array;
@@ -20,7 +20,7 @@ interface NativeSearchArgs {
 }
 
 interface NativeSetRowsArgs {
-  data: RowData; dataType: Dtype; firstRow: number; rowCount: number;
+  data: Float32Array | Uint16Array; dataType: Dtype; firstRow: number; rowCount: number;
 }
 
 // The device-matrix bindings of the addon (registered by native/addon/cuda_bindings.cc).
@@ -103,7 +103,7 @@ const FLOAT16_OVERFLOW = 65520;  // float32 values from here round to infinity i
  * stored, or a norm past the float32 range), or -1. Checked here so that setRows changes nothing
  * on bad data: the device writes rows as it checks them.
  */
-function firstBadRow(data: RowData, dim: number, storage: Dtype): number {
+function firstBadRow(data: Float32Array | Uint16Array, dim: number, storage: Dtype): number {
   const halfBits = elementTypeOf(data) === 'float16';
   const limit = storage === 'float16' ? FLOAT16_OVERFLOW : Infinity;
   for (let row = 0, base = 0; base < data.length; row++, base += dim) {
@@ -157,9 +157,9 @@ export class CudaMatrix {
   }
 
   /**
-   * Uploads `rows` x `dim` values (row-major): a Float32Array, or a Uint16Array of float16 bits;
-   * or an array of such chunks, each a whole number of rows, in order (a typed array holds at most
-   * 2^32 values: 8.8M rows of 768 need several).
+   * Uploads `rows` x `dim` values (row-major): a Float32Array, or float16 bits in a Uint16Array or
+   * a Float16Array; or an array of such chunks, each a whole number of rows, in order (a typed
+   * array holds at most 2^32 values: 8.8M rows of 768 need several).
    * Throws when the data holds NaN, infinity, a row whose norm passes the float32 range, or (for
    * float16 dtype) a value beyond +-65504, when the GPU lacks the memory, or when `device` does
    * not exist; nothing is kept then.
@@ -194,7 +194,7 @@ export class CudaMatrix {
   /** create's checks and allocation (zeros): the matrix, and the uploads that fill it. */
   private static prepareCreate(data: RowData | readonly RowData[], options: CudaMatrixOptions) {
     const chunks = (Array.isArray(data) ? data : [data]).map((chunk, i) =>
-      requireTypedArray<RowData>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
+      requireTypedArray<Float32Array | Uint16Array>(Array.isArray(data) ? `data[${i}]` : 'data', chunk, ['Float32Array', 'Uint16Array']));
     const opts = requireObject('options', options, MATRIX_OPTIONS);
     const rows = requirePositiveInteger('options.rows', opts.rows);
     if (rows > MAX_ROWS) throw new RangeError(`options.rows must be <= ${MAX_ROWS}, got ${rows}`);
@@ -225,9 +225,9 @@ export class CudaMatrix {
   }
 
   /**
-   * Replaces rows [firstRow, firstRow + data.length / dim) with `data` (a Float32Array, or a
-   * Uint16Array of float16 bits). The values are checked first, as create() checks its data: on a
-   * bad value nothing changes. Waits for a search or upload of this matrix in flight.
+   * Replaces rows [firstRow, firstRow + data.length / dim) with `data` (a Float32Array, or float16
+   * bits in a Uint16Array or a Float16Array). The values are checked first, as create() checks its
+   * data: on a bad value nothing changes. Waits for a search or upload of this matrix in flight.
    */
   setRows(firstRow: number, data: RowData): void {
     const { handle, args } = this.prepareSetRows(firstRow, data);
@@ -243,10 +243,10 @@ export class CudaMatrix {
     await cudaAddon().cudaMatrixSetRows(handle, [args], true);
   }
 
-  private prepareSetRows(firstRow: number, data: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {
+  private prepareSetRows(firstRow: number, input: RowData): { handle: MatrixHandle; args: NativeSetRowsArgs } {
     if (this.handle === null) throw new Error('CudaMatrix: this matrix has been freed; create a new one');
     requireInteger('firstRow', firstRow, 0);
-    requireTypedArray<RowData>('data', data, ['Float32Array', 'Uint16Array']);
+    const data = requireTypedArray<Float32Array | Uint16Array>('data', input, ['Float32Array', 'Uint16Array']);
     const rowCount = this.rowCountOf('data', data);
     if (firstRow + rowCount > this.rows) {
       throw new RangeError(`rows ${firstRow}..${firstRow + rowCount - 1} are beyond the matrix's ${this.rows} rows`);
@@ -280,7 +280,7 @@ export class CudaMatrix {
   }
 
   /** How many rows of `dim` values `array` holds: a positive whole number, or a RangeError. */
-  private rowCountOf(name: string, array: RowData): number {
+  private rowCountOf(name: string, array: Float32Array | Uint16Array): number {
     if (array.length === 0 || array.length % this.dim !== 0) {
       throw new RangeError(`${name} has ${array.length} elements: expected a positive multiple of dim (${this.dim})`);
     }

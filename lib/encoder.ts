@@ -10,7 +10,7 @@ import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { Device, parseDevice, resolveDevice } from './devices';
-import { MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
+import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
@@ -651,9 +651,8 @@ export class Encoder {
       }
       // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
       // first copy the whole [n, seq, dim] tensor back to the device.
-      // float16 comes as a Float16Array where the runtime has one (Node >= 24): the kernels take its bits.
-      const raw = hidden.data as Float32Array | Uint16Array;
-      const data = hidden.type === 'float16' ? new Uint16Array(raw.buffer, raw.byteOffset, raw.length) : raw;
+      // float16 comes as a Float16Array where the runtime has one (Node >= 24), which the kernels take as its bits.
+      const data = hidden.data as HiddenStates;
       const shape = { batch: n, seq, hidden: this.dim };
       try {
         return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })

@@ -1,6 +1,13 @@
 // IEEE 754 binary16 <-> binary32 conversion for float16 storage (Uint16Array of half bits).
 import { requireTypedArray } from './validate';
 
+/**
+ * A Float16Array (a JavaScript global from Node.js 24 on), taken wherever float16 bits in a
+ * Uint16Array are. Typed by its tag, not by name, so that these declarations compile with libs
+ * that have no Float16Array (TypeScript's ES2022, Node.js 20's types); a real one matches it.
+ */
+export type Float16ArrayLike = ArrayBufferView & { readonly length: number; readonly [Symbol.toStringTag]: 'Float16Array' };
+
 /** The largest finite float16. */
 export const FLOAT16_MAX = 65504;
 
@@ -64,11 +71,11 @@ export function float32ToFloat16Array(src: Float32Array): Uint16Array {
   return out;
 }
 
-/** IEEE half-precision bits to float32 values (exact; a NaN keeps its sign and payload, made quiet). */
-export function float16ToFloat32Array(src: Uint16Array): Float32Array {
-  requireTypedArray('src', src, ['Uint16Array']);
-  const out = new Float32Array(src.length);
+/** IEEE half-precision bits (or a Float16Array) to float32 values (exact; a NaN keeps its sign and payload, made quiet). */
+export function float16ToFloat32Array(src: Uint16Array | Float16ArrayLike): Float32Array {
+  const halves = requireTypedArray<Uint16Array>('src', src, ['Uint16Array']);
+  const out = new Float32Array(halves.length);
   const bits = new Uint32Array(out.buffer);  // bits, not numbers: a NaN's sign and payload survive
-  for (let i = 0; i < src.length; i++) bits[i] = decodedBits[src[i]];
+  for (let i = 0; i < halves.length; i++) bits[i] = decodedBits[halves[i]];
   return out;
 }

@@ -4,6 +4,7 @@ export type { CudaDevice, CudaDeviceName, Device, DeviceReport } from './devices
 export { cosineTopK, cosineTopKAsync, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 export type { AttentionMask, Dtype, HiddenStates, PoolOptions, PoolShape, TopKOptions, TopKResult } from './kernels';
 export { float16ToFloat32Array, float32ToFloat16Array } from './float16';
+export type { Float16ArrayLike } from './float16';
 export * as reference from './reference';
 export { convertToOnnx, defaultCacheDir, HubError, makeRandomModel, ProxyError, resolveModel } from './model';
 export type { ConvertOptions, DownloadProgress, RandomModelOptions, ResolvedModel, ResolveOptions } from './model';

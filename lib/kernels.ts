@@ -2,6 +2,7 @@
 // CPU/CUDA implementation, synchronously or off the event loop.
 import { CudaMatrix, CudaMatrixOptions, RowData } from './cuda';
 import { Device, resolveDevice } from './devices';
+import { Float16ArrayLike } from './float16';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
 import {
   elementTypeOf, namesOf, optionalBoolean, optionalObject, optionalOneOf, optionalThreads, requireLength, requireObject, requirePositiveInteger,
@@ -11,8 +12,8 @@ import {
 /** Element type of stored vectors: float32, or float16 (held as its bits in a Uint16Array). */
 export type Dtype = 'float32' | 'float16';
 export const DTYPES: readonly Dtype[] = ['float32', 'float16'];
-/** Row-major float32 values, or float16 bits in a Uint16Array (hidden states, database rows). */
-export type HiddenStates = Float32Array | Uint16Array;
+/** Row-major float32 values, or float16 bits in a Uint16Array or a Float16Array (hidden states, database rows). */
+export type HiddenStates = Float32Array | Uint16Array | Float16ArrayLike;
 /** Attention mask, 1 for a real token and 0 for padding (any nonzero value counts as 1, not as a weight): ONNX Runtime's BigInt64Array, or Int32Array / Uint8Array. */
 export type AttentionMask = BigInt64Array | Int32Array | Uint8Array;
 
@@ -29,7 +30,7 @@ export interface PoolShape {
 export interface PoolOptions {
   /** L2-normalise the pooled vectors (default true), as `normalize_embeddings=True`. */
   normalize?: boolean | undefined;
-  /** Element type of `hidden`; inferred from the array (Uint16Array holds float16 bits). */
+  /** Element type of `hidden`; inferred from the array (Uint16Array holds float16 bits; Float16Array is float16). */
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
   device?: Device | undefined;
@@ -45,7 +46,7 @@ export interface TopKOptions {
   k: number;
   /** Inputs are unit vectors: score = dot product (default false: true cosine). */
   normalized?: boolean | undefined;
-  /** Element type of `database`; inferred from the array (Uint16Array holds float16 bits). */
+  /** Element type of `database`; inferred from the array (Uint16Array holds float16 bits; Float16Array is float16). */
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>' (the database is uploaded for this call only; keep a CudaMatrix to search it again). */
   device?: Device | undefined;
@@ -63,11 +64,12 @@ export interface TopKResult {
   k: number;
 }
 
-function dtypeOf(name: string, array: HiddenStates, requested: unknown): Dtype {
+function dtypeOf(name: string, array: Float32Array | Uint16Array, requested: unknown): Dtype {
   const actual = elementTypeOf(array);
   optionalOneOf('options.dtype', requested, DTYPES);
   if (requested !== undefined && requested !== actual) {
-    throw new TypeError(`options.dtype is '${requested}' but ${name} is a ${array.constructor.name} (${actual})`);
+    // Not the array's type: a Float16Array reaches here as a Uint16Array.
+    throw new TypeError(`options.dtype is '${requested}' but ${name} holds ${actual} values`);
   }
   return actual;
 }
@@ -79,7 +81,7 @@ const TOPK_OPTIONS = namesOf<TopKOptions>({ dim: true, k: true, normalized: true
 const MASK_TYPES: Record<string, NativePoolArgs['maskType']> = { BigInt64Array: 'int64', Int32Array: 'int32', Uint8Array: 'uint8' };
 
 export function preparePool(hidden: unknown, mask: unknown, shape: unknown, options: unknown): NativePoolArgs {
-  const h = requireTypedArray<HiddenStates>('hidden', hidden, ['Float32Array', 'Uint16Array']);
+  const h = requireTypedArray<Float32Array | Uint16Array>('hidden', hidden, ['Float32Array', 'Uint16Array']);
   const m = requireTypedArray<AttentionMask>('mask', mask, ['BigInt64Array', 'Int32Array', 'Uint8Array']);
   const s = requireObject('shape', shape, POOL_SHAPE);
   const batch = requirePositiveInteger('shape.batch', s.batch);
@@ -124,7 +126,7 @@ function queryCount(queries: Float32Array, dim: number): number {
 
 export function prepareTopK(queries: unknown, database: unknown, options: unknown): NativeTopKArgs & { device: number } {
   const q = requireTypedArray<Float32Array>('queries', queries, ['Float32Array']);
-  const db = requireTypedArray<HiddenStates>('database', database, ['Float32Array', 'Uint16Array']);
+  const db = requireTypedArray<Float32Array | Uint16Array>('database', database, ['Float32Array', 'Uint16Array']);
   const o = requireObject('options', options, TOPK_OPTIONS);
   const dim = requirePositiveInteger('options.dim', o.dim);
   const k = requirePositiveInteger('options.k', o.k);

@@ -23,12 +23,20 @@ export function typeName(value: unknown): string {
   return typeof value;
 }
 
+/**
+ * `value` if it is one of `allowed` (else a TypeError naming `name`), over memory native code may
+ * read: not shared, detached or resizable. Where 'Uint16Array' (float16 bits) is allowed, a
+ * Float16Array (Node.js 24+) is taken too and returned as a Uint16Array over the same memory, its
+ * bits: the rest of the code and the native side see only Uint16Array.
+ */
 export function requireTypedArray<T extends ArrayBufferView>(
   name: string, value: unknown, allowed: TypedArrayName[],
 ): T {
   const kind = typedArrayKind(value);
-  if (kind === null || !allowed.includes(kind as TypedArrayName)) {
-    throw new TypeError(`${name} must be a ${allowed.join(' or ')}, got ${typeName(value)}`);
+  const halfBits = kind === 'Float16Array' && allowed.includes('Uint16Array');
+  if (kind === null || !(halfBits || allowed.includes(kind as TypedArrayName))) {
+    const names = allowed.includes('Uint16Array') ? [...allowed, 'Float16Array'] : allowed;
+    throw new TypeError(`${name} must be a ${names.join(' or ')}, got ${typeName(value)}`);
   }
   if (Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
     throw new TypeError(`${name} is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
@@ -45,6 +53,10 @@ export function requireTypedArray<T extends ArrayBufferView>(
   // A resizable buffer could shrink under native code that is reading it (async calls).
   if ((value as ArrayBufferView & { buffer: { resizable?: boolean } }).buffer.resizable === true) {
     throw new TypeError(`${name} is backed by a resizable ArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
+  }
+  if (halfBits) {
+    const { buffer, byteOffset, length } = value as ArrayBufferView & { length: number };
+    return new Uint16Array(buffer, byteOffset, length) as unknown as T;
   }
   return value as T;
 }

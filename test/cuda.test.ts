@@ -11,6 +11,7 @@ import { loadAddon } from '../lib/native';
 import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { expectTopKMatches } from './helpers/compare';
+import { float16ArrayOf, Float16ArrayOrNone, NEEDS_FLOAT16ARRAY } from './helpers/float16-array';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
 const report = devices();
@@ -18,6 +19,10 @@ const hasGpu = report.cuda.length > 0;
 if (!hasGpu) {
   // eslint-disable-next-line no-console
   console.log(`cuda.test: skipping the GPU parity tests: no CUDA device (${report.cudaUnavailableReason})`);
+}
+if (hasGpu && Float16ArrayOrNone === undefined) {
+  // eslint-disable-next-line no-console
+  console.log(`cuda.test: skipping the Float16Array upload test: ${NEEDS_FLOAT16ARRAY}`);
 }
 
 function unitRows(values: Float32Array, dim: number): Float32Array {
@@ -58,7 +63,7 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
   const data = new Float32Array(12);
   test('wrong types and shapes are TypeError / RangeError naming the argument', () => {
     expect(() => CudaMatrix.create(new Float64Array(12) as unknown as Float32Array, { rows: 3, dim: 4 }))
-      .toThrow(new TypeError('data must be a Float32Array or Uint16Array, got Float64Array'));
+      .toThrow(new TypeError('data must be a Float32Array or Uint16Array or Float16Array, got Float64Array'));
     // Shared or resizable memory could change or shrink under native code.
     expect(() => CudaMatrix.create(new Float32Array(new SharedArrayBuffer(48)), { rows: 3, dim: 4 }))
       .toThrow(new TypeError('data is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a Float32Array'));
@@ -269,6 +274,31 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         [sync, chunked, grown].forEach((m) => m.free());
       }
     }
+  });
+
+  (Float16ArrayOrNone === undefined ? test.skip : test)('a Float16Array uploads as its bits in a Uint16Array do (create, createAsync, setRows, one-shot cosineTopK)', async () => {
+    const dim = 20, bits = float32ToFloat16Array(randomSignedArray(random, 30 * dim)), queries = randomSignedArray(random, 4 * dim);
+    const f16 = float16ArrayOf(bits);
+    for (const dtype of ['float16', 'float32'] as const) {
+      const want = CudaMatrix.create(bits, { rows: 30, dim, dtype });
+      const made = CudaMatrix.create(f16, { rows: 30, dim, dtype });
+      const chunked = await CudaMatrix.createAsync([f16.subarray(0, 10 * dim), bits.subarray(10 * dim)], { rows: 30, dim, dtype });
+      const set = CudaMatrix.create(new Float32Array(30 * dim), { rows: 30, dim, dtype });
+      try {
+        set.setRows(0, f16.subarray(0, 10 * dim));
+        await set.setRowsAsync(10, f16.subarray(10 * dim));
+        const expected = want.search(queries, { k: 30 });
+        for (const m of [made, chunked, set]) {
+          const got = m.search(queries, { k: 30 });
+          expect([got.indices, got.scores]).toEqual([expected.indices, expected.scores]);
+        }
+      } finally {
+        [want, made, chunked, set].forEach((m) => m.free());
+      }
+    }
+    const oneShot = cosineTopK(queries, bits, { dim, k: 7, device: 'cuda' });
+    const got = await cosineTopKAsync(queries, f16, { dim, k: 7, device: 'cuda' });
+    expect([got.indices, got.scores]).toEqual([oneShot.indices, oneShot.scores]);
   });
 
   test('the event loop runs while createAsync uploads; a matrix freed during setRowsAsync is freed once it ends', async () => {

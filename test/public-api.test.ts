@@ -158,3 +158,30 @@ test('metadata may be a value of an interface type (an interface is no Record<st
   const facts: IndexFacts = { model: 'm' };
   expect(new VectorIndex({ dim: 2, metadata: facts }).metadata).toEqual({ model: 'm' });
 });
+
+test('a Float16Array (lib esnext) is admitted where float16 bits are, and the declarations need no Float16Array in the lib', () => {
+  // Compiled against the published declarations: with TypeScript's Float16Array, and (checking
+  // the declarations themselves) with Node.js 20's types and the ES2022 lib, which have none.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-types-'));
+  const compile = (lib: string, source: string) => {
+    const file = path.join(dir, `${lib}.ts`);
+    fs.writeFileSync(file, `import { CudaMatrix, cosineTopK, float16ToFloat32Array, meanPoolNormalize, reference } from ${JSON.stringify(path.join(dist, 'index'))};\n${source}`);
+    const snippet = ts.createProgram([file], { strict: true, noEmit: true, types: ['node'], lib: [`lib.${lib}.d.ts`], skipLibCheck: lib !== 'es2022' });
+    return ts.getPreEmitDiagnostics(snippet).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  };
+  try {
+    expect(compile('esnext', `const h = new Float16Array(4);
+      meanPoolNormalize(h, new Uint8Array(2), { batch: 1, seq: 2, hidden: 2 });
+      reference.cosineTopK(new Float32Array(2), h, { dim: 2, k: 1 });
+      cosineTopK(new Float32Array(2), h.subarray(2), { dim: 2, k: 1 });
+      const rows: Float32Array = float16ToFloat32Array(h);
+      CudaMatrix.create([h, new Uint16Array(2)], { rows: 3, dim: 2 }).setRows(0, h);
+      // @ts-expect-error: queries are float32
+      cosineTopK(h, h, { dim: 2, k: 1 });
+      // @ts-expect-error: src is float16
+      float16ToFloat32Array(rows);\n`)).toEqual([]);
+    expect(compile('es2022', 'float16ToFloat32Array(new Uint16Array(2));\n')).toEqual([]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

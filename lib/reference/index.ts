@@ -7,7 +7,7 @@ import {
   AttentionMask, checkPooled, HiddenStates, PoolOptions, PoolShape, preparePool, prepareTopK, TopKOptions, TopKResult,
 } from '../kernels';
 
-function elementReader(array: HiddenStates): (i: number) => number {
+function elementReader(array: Float32Array | Uint16Array): (i: number) => number {
   return typedArrayKind(array) === 'Float32Array' ? (i) => array[i] : (i) => float16BitsToNumber(array[i]);
 }
 
