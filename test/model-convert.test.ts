@@ -44,9 +44,8 @@ async function run(session: Ort.InferenceSession, b: Batch): Promise<{ values: F
     attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.shape),
   });
   const hidden = out.last_hidden_state;
-  // float16 comes as a Float16Array where the runtime has one (Node >= 24): its bits, as the encoder takes them.
-  const raw = hidden.data as Float32Array | Uint16Array;
-  const values = hidden.type === 'float16' ? float16ToFloat32Array(new Uint16Array(raw.buffer, raw.byteOffset, raw.length)) : raw as Float32Array;
+  // float16 comes as a Float16Array where the runtime has one (Node >= 24), else as a Uint16Array of its bits: both taken.
+  const values = hidden.type === 'float16' ? float16ToFloat32Array(hidden.data as Uint16Array) : hidden.data as Float32Array;
   return { values, dims: hidden.dims };
 }
 
