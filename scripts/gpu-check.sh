@@ -105,7 +105,11 @@ capped 150 python3 scripts/gpu_baselines.py --time-budget 100 > "$OUT/baselines.
 tail -3 "$OUT/baselines.txt"
 
 step "compute-sanitizer memcheck + racecheck (small cases) -> $LOGS/sanitizer-*.log"
+if ! command -v compute-sanitizer > /dev/null; then
+  echo "  compute-sanitizer is not installed (not beside nvcc, not on PATH): memcheck and racecheck not run, not a failure"
+fi
 for run in memcheck:cuda_pool_test memcheck:cuda_topk_test racecheck:cuda_topk_test; do
+  command -v compute-sanitizer > /dev/null || break
   tool=${run%%:*} test=${run#*:}
   {
     capped 60 compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 9 "$BUILD/$test" --small > "$LOGS/sanitizer-$tool-$test.log" 2>&1
@@ -145,7 +149,7 @@ fi
 
 step "portable (sm_70) path: build, top-k parity, quick bench -> $LOGS/portable.log"
 {
-  cmake -S . -B "$BUILD-portable" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DCAMEMBED_CUDA_ARCHITECTURES="$ARCH" \
+  capped 60 cmake -S . -B "$BUILD-portable" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DCAMEMBED_CUDA_ARCHITECTURES="$ARCH" \
     -DCMAKE_CUDA_COMPILER="$nvcc_path" -DCAMEMBED_TESTS=ON -DCAMEMBED_CUDA_PORTABLE=ON &&
     capped 120 cmake --build "$BUILD-portable" -j "$(nproc)" --target cuda_topk_test cuda_bench &&
     capped 90 "$BUILD-portable/cuda_topk_test" && capped 60 "$BUILD-portable/cuda_bench" --quick
@@ -166,5 +170,12 @@ for kernel in scoreHalfKernel:6 compactCandidatesKernel:6; do
 done
 
 step "done (exit $status)"
-python3 scripts/gpu_baselines.py --summary "$OUT/bench.txt" "$OUT/baselines.txt" | tee "$OUT/summary.txt"
+touch "$OUT/bench.txt" "$OUT/baselines.txt"  # a step skipped for time leaves none
+if ! python3 scripts/gpu_baselines.py --summary "$OUT/bench.txt" "$OUT/baselines.txt" > "$OUT/summary.txt" 2>&1; then
+  # No python3 (or it failed): the benchmark's own table, so that the numbers still come back.
+  { cat "$OUT/summary.txt"; echo "(no Markdown summary: python3 failed above; cuda_bench's table instead)"
+    grep -vE "^csv," "$OUT/bench.txt"; } > "$OUT/summary.txt.new" 2>&1
+  mv "$OUT/summary.txt.new" "$OUT/summary.txt"
+fi
+cat "$OUT/summary.txt"
 exit $status

@@ -109,9 +109,9 @@ def summary(bench_path, baselines_path):
     print(f"\n### {heads[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `bash scripts/gpu-check.sh`\n")
     print(f"- baseline: {heads[1]}")
     print(f"- device-to-device copy: {copy_gbs:.1f} GB/s (read + write counted)")
-    with open(bench_path, errors="replace") as f:  # each database's search checked against the CPU
+    with open(bench_path, errors="replace") as f:  # each database's search checked against the CPU; failed CUDA calls
         for line in f:
-            if line.startswith(("verified", "FAIL verify")):
+            if line.startswith(("verified", "FAIL verify", "ERROR")):
                 print(f"- {line.strip()}")
     for kind in ("pool_f32", "pool_f16"):
         key = next((key for key in ours if key[0] == kind), None)

@@ -1,8 +1,9 @@
 // GPU kernel benchmarks: device-to-device copy bandwidth (the memory ceiling), fused pooling,
 // and resident top-k search. CUDA events on one stream, median of many runs after warm-up,
-// random inputs larger than L2. Prints a table and, per result, a CSV line starting "csv,"
-// (scripts/gpu_baselines.py reads them to compare with torch on the same card). Each database's
-// search is first checked against the CPU kernel on a few queries; the exit status is 1 if wrong.
+// random inputs larger than L2 (pooling rotates among copies of its inputs). Prints a table
+// and, per result, a CSV line starting "csv," (scripts/gpu_baselines.py reads them to compare
+// with torch on the same card). Each database's search is first checked against the CPU kernel on a
+// few queries; the exit status is 1 if one is wrong or any CUDA call failed (an "ERROR" line).
 //
 //   cuda_bench [--quick | --tiny | --profile]
 //     --quick: N = 1,000,000 only, fewer query counts; --tiny: small sizes, a dry run on the CUDA
@@ -39,40 +40,61 @@ using namespace camembed;
 
 namespace {
 
+// Every failed call is counted, and any makes the exit status 1: a search or pooling run that
+// fails while being timed (out of memory at full scale, a kernel fault) must not leave a table
+// with rows missing, or timed over nothing, under an exit status of 0.
+int errors = 0;
 bool ok(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) std::printf("ERROR %s: %s\n", what, cudaGetErrorString(err));
+  if (err != cudaSuccess) {
+    std::printf("ERROR %s: %s\n", what, cudaGetErrorString(err));
+    ++errors;
+  }
   return err == cudaSuccess;
 }
 bool ok(const Status& s, const char* what) {
-  if (!s.empty()) std::printf("ERROR %s: %s\n", what, s.c_str());
+  if (!s.empty()) {
+    std::printf("ERROR %s: %s\n", what, s.c_str());
+    ++errors;
+  }
   return s.empty();
+}
+// Keeps the first error of the runs that medianMs times (not only the last run's).
+void keepFirst(Status* kept, Status s) {
+  if (kept->empty()) *kept = std::move(s);
 }
 
 // Median milliseconds of `run` on `stream`: `warmup` untimed runs, then samples until `budgetMs`
 // of measured time or `maxRuns` (at least `minRuns`). A sample times `repeat` runs back to back
 // and divides: for kernels of tens of microseconds, the host work between the start event and
-// the launch would otherwise count as kernel time.
+// the launch would otherwise count as kernel time. NaN (and an ERROR line) when a CUDA call
+// fails: a fault in the timed kernels shows first at the event's synchronisation, and
+// cudaEventElapsedTime then leaves 0 ms, which would print as an infinite rate.
 double medianMs(cudaStream_t stream, const std::function<void()>& run, int warmup, int minRuns, int maxRuns,
                 double budgetMs, int repeat = 1) {
   for (int i = 0; i < warmup; ++i) run();
-  cudaStreamSynchronize(stream);
+  if (!ok(cudaStreamSynchronize(stream), "warm-up runs")) return NAN;
   cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
+  if (!ok(cudaEventCreate(&start), "cudaEventCreate")) return NAN;
+  if (!ok(cudaEventCreate(&stop), "cudaEventCreate")) {
+    cudaEventDestroy(start);
+    return NAN;
+  }
   std::vector<double> times;
   double total = 0;
-  while (int(times.size()) < minRuns || (int(times.size()) < maxRuns && total < budgetMs)) {
-    cudaEventRecord(start, stream);
-    for (int r = 0; r < repeat; ++r) run();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
+  bool fine = true;
+  while (fine && (int(times.size()) < minRuns || (int(times.size()) < maxRuns && total < budgetMs))) {
+    fine = ok(cudaEventRecord(start, stream), "cudaEventRecord");
+    for (int r = 0; fine && r < repeat; ++r) run();
     float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
+    fine = fine && ok(cudaEventRecord(stop, stream), "cudaEventRecord") &&
+           ok(cudaEventSynchronize(stop), "timed runs (cudaEventSynchronize)") &&
+           ok(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
     times.push_back(ms / repeat);
     total += ms;
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  if (!fine) return NAN;
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
@@ -118,9 +140,14 @@ double copyBandwidthGBs(cudaStream_t stream, size_t bytes) {
   void *a = nullptr, *b = nullptr;
   if (!ok(cudaMalloc(&a, bytes), "cudaMalloc") || !ok(cudaMalloc(&b, bytes), "cudaMalloc")) return 0;
   if (!ok(cudaMemsetAsync(a, 1, bytes, stream), "cudaMemsetAsync")) return 0;
-  const double ms = medianMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); }, 3, 20, 50, 500);
+  cudaError_t copyError = cudaSuccess;
+  const double ms = medianMs(stream, [&] {
+    const cudaError_t e = cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream);
+    if (copyError == cudaSuccess) copyError = e;
+  }, 3, 20, 50, 500);
   cudaFree(a);
   cudaFree(b);
+  if (!ok(copyError, "cudaMemcpyAsync (device to device)") || std::isnan(ms)) return 0;
   const double gbs = 2.0 * bytes / (ms * 1e6);
   std::printf("copy d2d %-35s %10.3f ms %9.1f GB/s\n", (std::to_string(bytes >> 20) + " MiB (read + write)").c_str(), ms,
               gbs);
@@ -144,27 +171,43 @@ void benchPooling(cudaStream_t stream, HiddenType type, int64_t B, int64_t T, do
     host = hostFloat.data();
   }
   std::vector<int64_t> mask(size_t(B * T), 1);
-  void *hidden = nullptr, *dmask = nullptr, *out = nullptr;
-  if (!ok(cudaMalloc(&hidden, hiddenBytes), "cudaMalloc") || !ok(cudaMalloc(&dmask, maskBytes), "cudaMalloc") ||
-      !ok(cudaMalloc(&out, outBytes), "cudaMalloc"))
-    return;
-  if (!ok(cudaMemcpy(hidden, host, hiddenBytes, cudaMemcpyHostToDevice), "cudaMemcpy") ||
-      !ok(cudaMemcpy(dmask, mask.data(), maskBytes, cudaMemcpyHostToDevice), "cudaMemcpy"))
-    return;
-  PoolArgs a{hidden, type, dmask, MaskType::Int64, B, T, H, true, static_cast<float*>(out)};
+  // The runs take their hidden states from copies that together hold at least 4x the L2 cache, in
+  // turn: the same 100 MB (float16) pooled back to back on an H200 (60 MB of L2) could come partly
+  // from L2 and overstate the rate against the 1 GiB copy. (The 0.5 MB mask stays one buffer.)
+  int l2Bytes = 0;
+  if (!ok(cudaDeviceGetAttribute(&l2Bytes, cudaDevAttrL2CacheSize, 0), "cudaDeviceGetAttribute(L2 size)")) return;
+  const size_t copies = std::max<size_t>(1, (4 * size_t(l2Bytes) + hiddenBytes - 1) / hiddenBytes);
+  std::vector<void*> hidden(copies, nullptr);
+  void *dmask = nullptr, *out = nullptr;
+  const auto release = [&] {
+    for (void* h : hidden) cudaFree(h);
+    cudaFree(dmask);
+    cudaFree(out);
+  };
+  bool ready = ok(cudaMalloc(&dmask, maskBytes), "cudaMalloc") && ok(cudaMalloc(&out, outBytes), "cudaMalloc") &&
+               ok(cudaMemcpy(dmask, mask.data(), maskBytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  for (size_t c = 0; ready && c < copies; ++c)
+    ready = ok(cudaMalloc(&hidden[c], hiddenBytes), "cudaMalloc") &&
+            ok(c == 0 ? cudaMemcpy(hidden[0], host, hiddenBytes, cudaMemcpyHostToDevice)
+                      : cudaMemcpy(hidden[c], hidden[0], hiddenBytes, cudaMemcpyDeviceToDevice),
+               "cudaMemcpy");
+  if (!ready) return release();
   Status status;
-  const double ms = medianMs(stream, [&] { status = meanPoolNormalizeCudaDevice(a, 0, stream); }, 5, 10, 100, 300, 20);
-  if (ok(status, "pooling")) {
+  size_t next = 0;
+  const double ms = medianMs(stream, [&] {
+    const PoolArgs a{hidden[next++ % copies], type, dmask, MaskType::Int64, B, T, H, true, static_cast<float*>(out)};
+    keepFirst(&status, meanPoolNormalizeCudaDevice(a, 0, stream));
+  }, 5, 10, 100, 300, 20);
+  if (ok(status, "pooling") && !std::isnan(ms)) {
     const double bytes = double(hiddenBytes + maskBytes + outBytes), gbs = bytes / (ms * 1e6);
     const std::string name = "pool B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=768 " +
                              (type == HiddenType::Float32 ? "f32" : "f16");
-    std::printf("%-44s %10.3f ms %9.1f GB/s  %5.1f%% of copy\n", name.c_str(), ms, gbs, 100 * gbs / copyGBs);
+    std::printf("%-44s %10.3f ms %9.1f GB/s  %5.1f%% of copy (inputs: %zu x %.1f MB in turn, L2 %.1f MB)\n", name.c_str(),
+                ms, gbs, 100 * gbs / copyGBs, copies, hiddenBytes / 1e6, l2Bytes / 1e6);
     std::printf("csv,pool_%s,%lld,%lld,%lld,0,%.6f,%.3f,0\n", type == HiddenType::Float32 ? "f32" : "f16",
                 (long long)B, (long long)T, (long long)H, ms, gbs);
   }
-  cudaFree(hidden);
-  cudaFree(dmask);
-  cudaFree(out);
+  release();
 }
 
 // The CPU kernel's top-k of `Q` queries (float32 values, rounded to float16 here as the GPU rounds
@@ -277,10 +320,10 @@ bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGB
     for (int64_t k : sizes.ks) {
       Status status;
       const bool large = double(Q) * double(N) > 3e10;  // Q = 6980 at N = 8.84M (6.2e10)
-      const auto search = [&] { status = cudaMatrixSearchDevice(m, dq, Q, k, true, di, ds, stream); };
+      const auto search = [&] { keepFirst(&status, cudaMatrixSearchDevice(m, dq, Q, k, true, di, ds, stream)); };
       const double ms = sizes.once ? medianMs(stream, search, 0, 1, 1, 0)
                                    : medianMs(stream, search, 1, large ? 3 : 5, 50, large ? 1500 : 500);
-      if (!ok(status, "search")) continue;
+      if (!ok(status, "search") || std::isnan(ms)) continue;
       const double bytes = double(N) * d * 2, flops = 2.0 * double(Q) * double(N) * d;
       const double gbs = bytes / (ms * 1e6), tflops = flops / (ms * 1e9);
       char name[96];
@@ -300,7 +343,7 @@ bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGB
       const double wideMs = sizes.once ? medianMs(stream, search, 0, 1, 1, 0)
                                        : medianMs(stream, search, 1, large ? 3 : 5, 50, large ? 1500 : 500);
       cudaMatrixSetScoreRows(m, 128);
-      if (!ok(status, "search (256-row blocks)")) continue;
+      if (!ok(status, "search (256-row blocks)") || std::isnan(wideMs)) continue;
       std::printf("%-44s %10.3f ms %9.1f GB/s (%5.1f%% of copy) %7.1f TFLOP/s\n", (std::string(name) + " 256r").c_str(),
                   wideMs, bytes / (wideMs * 1e6), 100 * bytes / (wideMs * 1e6) / copyGBs, flops / (wideMs * 1e9));
       std::printf("csv,topk_rows256,%lld,%lld,%lld,768,%.6f,%.3f,%.3f\n", (long long)N, (long long)Q, (long long)k, wideMs,
@@ -347,6 +390,7 @@ int main(int argc, char** argv) {
   bool verified = true;
   for (int64_t rows : sizes.rowCounts) verified &= benchTopK(stream, rows, sizes, copyGBs);
   cudaStreamDestroy(stream);
-  return verified ? 0 : 1;
+  if (errors > 0) std::printf("ERROR cuda_bench: %d failed CUDA call%s (above)\n", errors, errors == 1 ? "" : "s");
+  return verified && errors == 0 ? 0 : 1;
 }
 #endif
