@@ -13,7 +13,7 @@ import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
-import { readTsv, readTsvBatches } from './formats';
+import { readTsv, readTsvBatches, TextRecord } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
 export interface EmbeddingBatch {
@@ -35,7 +35,8 @@ export interface StreamEncoder {
 export interface EncodeProgress {
   /**
    * 'check': the part of the collection not yet in the cache is read through once (format, duplicate
-   * ids) before any of it is encoded; 'encode': it is being encoded.
+   * ids) before any of it is encoded (a regular file: a pipe, read once, is checked as it is encoded);
+   * 'encode': it is being encoded.
    */
   stage: 'check' | 'encode';
   /** Passages encoded so far, including those found in the cache. */
@@ -146,10 +147,7 @@ async function checkCollection(collection: string, from: { startOffset: number; 
   let end = from.startOffset;
   for await (const records of readTsvBatches(collection, from)) {
     for (const record of records) {
-      if (seen.has(record.id)) {
-        throw new FormatError(collection, record.line, `duplicate passage id '${record.id}' (first on line ${await firstLineOf(collection, record.id)})`);
-      }
-      seen.add(record.id);
+      await addId(seen, collection, record, true);
       end = record.endOffset;
       if (++lines % 65536 === 0) {
         onBytes(end);
@@ -158,6 +156,16 @@ async function checkCollection(collection: string, from: { startOffset: number; 
     }
   }
   onBytes(end);
+}
+
+// `record`'s id added to those seen; a duplicate is an error, which says where the id was first
+// seen when the collection can be read again (a pipe cannot).
+async function addId(seen: IdSet, collection: string, record: TextRecord, rereadable: boolean): Promise<void> {
+  if (seen.has(record.id)) {
+    const first = rereadable ? ` (first on line ${await firstLineOf(collection, record.id)})` : '';
+    throw new FormatError(collection, record.line, `duplicate passage id '${record.id}'${first}`);
+  }
+  seen.add(record.id);
 }
 
 // Where a duplicate id was first seen: read again only for the error (a line number per id would
@@ -249,17 +257,24 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
   });
   const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
-  report(manifest.complete ? 'encode' : 'check', resumeAt.startOffset);
+  // A pipe or a FIFO (`<(zcat collection.tsv.gz)`) can be read only once: checked as it is encoded.
+  const checkFirst = (await fs.promises.stat(collection)).isFile();
+  report(manifest.complete || !checkFirst ? 'encode' : 'check', resumeAt.startOffset);
 
   if (!manifest.complete) {
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
-    await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
-    if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
-    report('encode', resumeAt.startOffset);
+    // Only a pipe's ids are kept in a set while it is encoded: a checked file's would hold each id a second time.
+    const seen = checkFirst ? null : new IdSet(ids);
+    if (checkFirst) {
+      await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
+      if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
+      report('encode', resumeAt.startOffset);
+    }
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
     async function* texts(): AsyncGenerator<string> {
       for await (const record of readTsv(collection, resumeAt)) {
+        if (seen !== null) await addId(seen, collection, record, false);
         inFlight.push(record);
         yield record.text;
       }
