@@ -1,5 +1,6 @@
 // The resumable embedding cache, with a deterministic stand-in encoder (vectors derived from the
 // text) so that every resumed result can be compared with an uninterrupted one exactly.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -220,6 +221,34 @@ describe('encodeCollection', () => {
     const second = new HashEncoder();
     const encoded = await encodeCollection({ collection: file, cacheDir, identity, encoder: second });
     expect([second.encoded, encoded.rows, encoded.cachedRows]).toEqual([70_000, 70_000, 0]);
+  });
+
+  // `camembed eval --collection <(zcat collection.tsv.gz)`: a pipe can be read only once, so it is
+  // checked as it is encoded. A second open of the FIFO would wait for a writer for good: one that
+  // writes nothing comes every 2 s, so that such a reader fails rather than hangs.
+  test('a collection through a FIFO (read once) gives the same ids and vectors; a duplicate there is still an error', async () => {
+    const throughFifo = async (name: string, content: string, cacheDir: string) => {
+      const fifo = path.join(dir, name);
+      execFileSync('mkfifo', [fifo]);
+      fs.createWriteStream(fifo).end(content);
+      const unblock = setInterval(() => {
+        try {
+          fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+        } catch {
+          // no reader waiting
+        }
+      }, 2000);
+      try {
+        return await encodeCollection({ collection: fifo, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+      } finally {
+        clearInterval(unblock);
+      }
+    };
+    const encoded = await throughFifo('collection.fifo', fs.readFileSync(collection, 'utf8'), path.join(dir, 'fifo'));
+    expect(encoded.ids).toEqual(reference.ids);
+    expect(await allVectors(encoded)).toEqual(reference.vectors);
+    await expect(throughFifo('dup.fifo', 'z\tzéro\n\na\tun\nb\tdeux\na\ttrois\n', path.join(dir, 'fifo-dup')))
+      .rejects.toThrow(`${path.join(dir, 'dup.fifo')}:5: duplicate passage id 'a'`);
   });
 
   test('chunks of more rows than a call takes arguments (200,000)', async () => {

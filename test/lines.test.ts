@@ -7,7 +7,7 @@ import { Readable } from 'stream';
 
 import * as camembed from '../lib';
 import { readTsv } from '../lib/eval/formats';
-import { FormatError, LineFile, readTextLines, readTexts, TextLine } from '../lib/lines';
+import { FormatError, LineFile, readTextLineBatches, readTextLines, readTexts, TextLine } from '../lib/lines';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-lines-')); });
@@ -174,4 +174,29 @@ test('the lines (and TSV records) before a bad one come out before its error, as
   ids.length = 0;
   await expect((async () => { for await (const r of readTsv(file)) ids.push(r.id); })()).rejects.toThrow(`${file}:3: expected 'id<TAB>text' but found no tab`);
   expect(ids).toEqual(['a', 'b']);
+});
+
+test('short lines come in batches of at most 4,096, not a read (1 MiB) at a time: 64 MiB of empty lines took 1.5 GB', async () => {
+  // A read of empty lines, then a line across two reads.
+  const file = path.join(dir, 'newlines.txt');
+  const last = 'à cheval sur deux lectures';
+  fs.writeFileSync(file, `début${'\n'.repeat((1 << 20) - 10)}${last}\n`);
+  const sizes: number[] = [];
+  const lines: TextLine[] = [];
+  for await (const batch of readTextLineBatches(file)) {
+    sizes.push(batch.length);
+    for (const l of batch) lines.push(l);
+  }
+  expect(Math.max(...sizes)).toBe(4096);
+  const n = (1 << 20) - 9;
+  expect(lines.length).toBe(n);
+  expect(lines[0]).toEqual({ text: 'début', line: 1, endOffset: 7 });
+  expect(lines.every((l, i) => l.line === i + 1 && (i === 0 || i === n - 1 || (l.text === '' && l.endOffset === i + 7)))).toBe(true);
+  expect(lines[n - 1]).toEqual({ text: last, line: n, endOffset: fs.statSync(file).size });
+  const lineFile = await LineFile.open(file);
+  try {
+    expect([lineFile.count, lineFile.line(1), lineFile.line(n - 1)]).toEqual([n, '', last]);
+  } finally {
+    lineFile.close();
+  }
 });

@@ -13,7 +13,7 @@ import * as path from 'path';
 import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
-import { readTsv, readTsvBatches } from './formats';
+import { readTsv, readTsvBatches, TextRecord } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
 export interface EmbeddingBatch {
@@ -35,7 +35,8 @@ export interface StreamEncoder {
 export interface EncodeProgress {
   /**
    * 'check': the part of the collection not yet in the cache is read through once (format, duplicate
-   * ids) before any of it is encoded; 'encode': it is being encoded.
+   * ids) before any of it is encoded (a regular file: a pipe, read once, is checked as it is encoded);
+   * 'encode': it is being encoded.
    */
   stage: 'check' | 'encode';
   /** Passages encoded so far, including those found in the cache. */
@@ -129,9 +130,12 @@ class IdSet {
     return this.sets.some((set) => set.has(id));
   }
 
-  add(id: string): void {
+  /** Adds `id`; false when it was there already. */
+  add(id: string): boolean {
+    if (this.has(id)) return false;
     if (this.sets[this.sets.length - 1].size === 2 ** 23) this.sets.push(new Set());
     this.sets[this.sets.length - 1].add(id);
+    return true;
   }
 }
 
@@ -146,10 +150,7 @@ async function checkCollection(collection: string, from: { startOffset: number; 
   let end = from.startOffset;
   for await (const records of readTsvBatches(collection, from)) {
     for (const record of records) {
-      if (seen.has(record.id)) {
-        throw new FormatError(collection, record.line, `duplicate passage id '${record.id}' (first on line ${await firstLineOf(collection, record.id)})`);
-      }
-      seen.add(record.id);
+      if (!seen.add(record.id)) throw await duplicateIdError(collection, record, true);  // no await per record
       end = record.endOffset;
       if (++lines % 65536 === 0) {
         onBytes(end);
@@ -157,6 +158,13 @@ async function checkCollection(collection: string, from: { startOffset: number; 
       }
     }
   }
+}
+
+// The error for `record`, whose id came before: it says where first when the collection can be
+// read again (a pipe cannot).
+async function duplicateIdError(collection: string, record: TextRecord, rereadable: boolean): Promise<FormatError> {
+  const first = rereadable ? ` (first on line ${await firstLineOf(collection, record.id)})` : '';
+  return new FormatError(collection, record.line, `duplicate passage id '${record.id}'${first}`);
 }
 
 // Where a duplicate id was first seen: read again only for the error (a line number per id would
@@ -248,19 +256,26 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
   });
   const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
-  // Read to its end counts as the whole file: empty lines after the last passage end no record.
-  report(manifest.complete ? 'encode' : 'check', manifest.complete ? collectionFile.bytes : resumeAt.startOffset);
+  // A pipe or a FIFO (`<(zcat collection.tsv.gz)`) can be read only once: checked as it is encoded.
+  const checkFirst = (await fs.promises.stat(collection)).isFile();
+  // A file read to its end counts as whole (empty lines after the last passage end no record); a pipe has no size.
+  report(manifest.complete || !checkFirst ? 'encode' : 'check', manifest.complete && checkFirst ? collectionFile.bytes : resumeAt.startOffset);
 
   if (!manifest.complete) {
     if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
-    await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
-    if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
-    report('check', collectionFile.bytes);
-    report('encode', resumeAt.startOffset);
+    // Only a pipe's ids are kept in a set while it is encoded: a checked file's would hold each id a second time.
+    const seen = checkFirst ? null : new IdSet(ids);
+    if (checkFirst) {
+      await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
+      if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
+      report('check', collectionFile.bytes);
+      report('encode', resumeAt.startOffset);
+    }
     // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
     const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
     async function* texts(): AsyncGenerator<string> {
       for await (const record of readTsv(collection, resumeAt)) {
+        if (seen !== null && !seen.add(record.id)) throw await duplicateIdError(collection, record, false);
         inFlight.push(record);
         yield record.text;
       }
@@ -307,7 +322,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
     if (chunkIds.length > 0) await flush();
     manifest.complete = true;
     await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-    if (end.endOffset !== collectionFile.bytes) report('encode', collectionFile.bytes);
+    if (checkFirst && end.endOffset !== collectionFile.bytes) report('encode', collectionFile.bytes);
   }
   if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
   return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows);

@@ -31,7 +31,7 @@ export function readTsv(file: string, options: { startOffset?: number | undefine
   return flatten(readTsvBatches(file, options));
 }
 
-/** readTsv's records, a batch (an array) per read of the file: for readers that would otherwise await each record. */
+/** readTsv's records in batches (arrays), as readTextLineBatches gives the lines: for readers that would otherwise await each record. */
 export function readTsvBatches(file: string, options: { startOffset?: number | undefined; startLine?: number | undefined } = {}):
   AsyncGenerator<TextRecord[], void, undefined> {
   requireString('file', file);
