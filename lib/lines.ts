@@ -75,13 +75,15 @@ async function* rawLineBatches(input: AsyncIterable<Buffer>, file: string, start
     if (start < chunk.length) pending.push(chunk.subarray(start));
     if (batch.length > 0) yield batch;
   }
-  if (pending.length > 0) {
-    const bytes = Buffer.concat(pending);
+  const bytes = Buffer.concat(pending);
+  // A file that is only a BOM holds no line, as an empty one holds none (`wc -l`, Python's splitlines).
+  if (bytes.length > 0 && !(offset === 0 && bytes.equals(UTF8_BOM))) {
     yield [{ bytes, line: line + 1, startOffset: offset, endOffset: offset + bytes.length }];
   }
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
 /** A line's text from its bytes (without the '\n'): UTF-8, a final '\r' dropped, and the file's BOM. */
 function lineText(bytes: Uint8Array, startOffset: number, file: string, line: number): string {

@@ -47,6 +47,15 @@ test('a line ends at \\n (CRLF read the same, a lone \\r kept); BOM dropped; byt
   expect(resumed).toEqual(lines.slice(2));
 });
 
+test('a file that is only a BOM holds no line, as an empty file; a BOM and a newline hold one empty line', async () => {
+  for (const [bytes, texts] of [[[], []], [[0xef, 0xbb, 0xbf], []], [[0xef, 0xbb, 0xbf, 0x0a], ['']], [[0xef, 0xbb, 0xbf, 0x61], ['a']]] as const) {
+    const file = path.join(dir, 'bom.txt');
+    fs.writeFileSync(file, Buffer.from(bytes));
+    expect((await collect(readTextLines(file))).map((l) => l.text)).toEqual(texts);
+    expect(await withStdin(Buffer.from(bytes), async () => (await collect(readTextLines('-'))).map((l) => l.text))).toEqual(texts);
+  }
+});
+
 test('a line longer than a read (1 MiB) is copied once, not again with each read (a 300 MB line took 45 s)', async () => {
   const file = path.join(dir, 'long.txt');
   const bytes = 16 << 20;
