@@ -17,8 +17,8 @@ import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
-  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, requireInteger, requireObject,
-  requirePositiveInteger, requireTypedArray, typeName,
+  namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
+  requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 import { readJsonFile, readJsonValue } from './json-file';
 
@@ -44,7 +44,7 @@ const disposedError = () => new Error('this Encoder has been disposed');
 export interface EncoderOptions {
   /** 'cpu' (default), or 'cuda' / 'cuda:<n>' through onnxruntime-node's CUDA execution provider. */
   device?: Device | undefined;
-  /** ONNX Runtime intra-op threads (default: all cores, os.availableParallelism()). */
+  /** ONNX Runtime intra-op threads, at most 1024 (default: all cores, os.availableParallelism()). */
   threads?: number | undefined;
   /** Truncation length in tokens, `<s>`/`</s>` included (default: max_seq_length, 128 here). */
   maxLength?: number | undefined;
@@ -389,7 +389,7 @@ export class Encoder {
     requireModelSource(source);  // before the options: a bad source is the first thing to hear about
     const o = optionalObject('options', options, ENCODER_OPTIONS) as EncoderOptions;
     const { providers, label } = executionProviders(o.device);
-    const threads = optionalPositiveInteger('options.threads', o.threads) ?? os.availableParallelism();
+    const threads = o.threads === undefined ? os.availableParallelism() : optionalThreads(o.threads);  // at most 1024, as the kernels' threads
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 32;
     // Their defaults and bounds come from the model, but their types are checked before it is fetched.
     const maxLengthOption = optionalPositiveInteger('options.maxLength', o.maxLength);

@@ -217,6 +217,9 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(() => encoder.encode(['a', 42 as unknown as string])).toThrow(new TypeError('texts[1] must be a string, got number'));
     expect(() => encoder.encode(['a'], { normalize: 'yes' as unknown as boolean })).toThrow(TypeError);
     await expect(Encoder.load(MODEL, { batchSize: 0 })).rejects.toThrow(RangeError);
+    // ONNX Runtime took 3e9 threads silently, failed 2**31 - 1 as 'cannot load the ONNX graph ...: std::bad_alloc' and
+    // spun 5,000 for minutes: capped as the kernels' threads are.
+    await expect(Encoder.load(MODEL, { threads: 3e9 })).rejects.toThrow(new RangeError('options.threads must be <= 1024, got 3000000000'));
     await expect(Encoder.load(MODEL, { maxLength: 513 })).rejects.toThrow(/between 2 .* and 512/);
     await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(/maxBatchTokens/);
     await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
