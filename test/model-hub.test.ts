@@ -220,6 +220,20 @@ describe('resolveModel from the Hub', () => {
     expect(warnings).toEqual([expect.stringMatching(/using the cached org\/public@main/)]);
   });
 
+  test('the wait between attempts doubles up to a minute (40 retries: no wait past what a timer takes)', async () => {
+    // Every wait recorded and skipped: 40 doublings of 500 ms would pass 2^31 - 1 ms, which a timer ends at once.
+    const timers = require('timers/promises') as typeof import('timers/promises');
+    const waits: number[] = [];
+    const skip = jest.spyOn(timers, 'setTimeout').mockImplementation(((ms: number) => { waits.push(ms); return Promise.resolve(); }) as typeof timers.setTimeout);
+    try {
+      await expect(resolveModel('org/public', { cacheDir: path.join(cacheDir, 'backoff'), endpoint: 'http://127.0.0.1:1', retries: 40 }))
+        .rejects.toThrow(/after 41 attempts/);
+    } finally {
+      skip.mockRestore();
+    }
+    expect(waits).toEqual(Array.from({ length: 40 }, (_, i) => Math.min(500 * 2 ** i, 60_000)));
+  });
+
   test('offline mode finds a cache laid out by Python huggingface_hub', async () => {
     const dir = repoDir('org/python');
     const config = Buffer.from('{"model_type": "camembert"}');

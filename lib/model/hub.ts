@@ -52,7 +52,7 @@ export interface ResolveOptions {
   token?: string | undefined;
   /** Extra attempts after a network error, a 5xx or a 429 (default 4). */
   retries?: number | undefined;
-  /** First backoff delay in milliseconds, doubled each retry (default 500). */
+  /** First backoff delay in milliseconds, doubled each retry up to 60 s (default 500). */
   retryDelayMs?: number | undefined;
   /**
    * Aborts the request in progress (or a received file's checksum) and rejects with signal.reason;
@@ -322,6 +322,8 @@ const normalizeEtag = (etag: string | undefined) => etag?.replace(/^W\//, '').re
 
 // Rate limits: at most this long a wait is worth it; a longer one fails at once (with the cache as fallback).
 const MAX_RETRY_AFTER_MS = 60_000;
+/** The longest wait between two attempts that doubling the delay reaches (unless retryDelayMs is longer). */
+const MAX_BACKOFF_MS = 60_000;
 
 function statusError(ctx: Context, file: string, revision: string, res: { status: number; headers?: http.IncomingHttpHeaders }): HubError {
   const { status } = res;
@@ -369,7 +371,8 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
       }
       const asked = err instanceof HubError ? err.retryAfterMs : undefined;
-      await sleep(asked ?? ctx.retryDelayMs * 2 ** i, ctx.signal);
+      // Doubling up to a minute (past ~22 doublings a wait would exceed what a timer takes, 2^31 - 1 ms, and end at once).
+      await sleep(asked ?? Math.min(ctx.retryDelayMs * 2 ** i, Math.max(ctx.retryDelayMs, MAX_BACKOFF_MS)), ctx.signal);
     }
   }
 }
