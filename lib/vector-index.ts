@@ -217,8 +217,9 @@ function parseVectors(name: string, input: unknown, dim: number): { data: Float3
 /**
  * [start, end) of the fewest tiles of at most `most` items covering `count`, their sizes within one
  * of each other (so each holds at least most / 2 when there are several). VectorIndex cuts query
- * batches so: the CPU kernel sums in another order below a few dozen queries, and a small last tile
- * would give its queries scores differing in the last bits from equal queries elsewhere in the batch.
+ * batches so, padding a tile one query short: the CPU kernel sums in another order below a few dozen
+ * queries, and a smaller tile would give its queries scores differing in the last bits from equal
+ * queries elsewhere in the batch.
  */
 export function evenTiles(count: number, most: number): Array<[number, number]> {
   const tiles = Math.ceil(count / most);
@@ -840,12 +841,22 @@ export class VectorIndex {
     const d = this.dim;
     const maxQueries = this.deviceIndex < 0 ? Math.floor(QUERY_TILE_BYTES / (d * 4)) : CUDA_QUERY_TILE;
     const maxTile = Math.max(1, Math.min(maxQueries, Math.floor(TILE_RESULTS / (kept + 1))));
-    for (const [q0, q1] of evenTiles(numQueries, maxTile)) {
+    const tiles = evenTiles(numQueries, maxTile);
+    const tileSize = Math.ceil(numQueries / tiles.length);  // the largest tile: the others are one query shorter
+    for (const [q0, q1] of tiles) {
       signal?.throwIfAborted();  // one kernel call cannot be stopped; the next is not made
-      const queries = unit.subarray(q0 * d, q1 * d);
+      let queries = unit.subarray(q0 * d, q1 * d);
+      if (q1 - q0 < tileSize) {
+        // Every call gets as many queries, so all take one kernel (tiles of 11 and 12 queries took
+        // two): a copy of the tile's last query pads it, and its results are dropped.
+        queries = new Float32Array(tileSize * d);
+        queries.set(unit.subarray(q0 * d, q1 * d));
+        queries.set(unit.subarray((q1 - 1) * d, q1 * d), (q1 - q0) * d);
+      }
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
-      for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
-      scores.set(best.scores, q0 * kept);
+      const results = (q1 - q0) * kept;
+      for (let i = 0; i < results; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
+      scores.set(best.scores.subarray(0, results), q0 * kept);
     }
     return { ids, scores, k: kept };
   }

@@ -294,6 +294,24 @@ describe('VectorIndex inputs', () => {
     }
   });
 
+  // The CPU kernel takes its packed path from 8 or 12 queries (float32: AVX2, AVX-512), 16 or 32
+  // (float16). A dim that makes T queries fill a tile, and 2T - 1 queries: tiles of T - 1 and T,
+  // one on each side of that count whenever T is the machine's.
+  test.each([['float32', 8], ['float32', 12], ['float16', 16], ['float16', 32]] as const)(
+    'copies of one query get the same scores when the tiles are one query apart around the packed kernel\'s count (%s, %i)', async (dtype, most) => {
+      const random = makeRandom(11);
+      const dim = Math.floor(262144 / most);  // 1 MiB of float32 queries a tile: `most` of them
+      const index = new VectorIndex({ dim, dtype });
+      index.add(randomSignedArray(random, 20 * dim));
+      const query = randomSignedArray(random, dim);
+      const count = 2 * most - 1;
+      const queries = new Float32Array(count * dim);
+      for (let q = 0; q < count; q++) queries.set(query, q * dim);
+      const { scores } = await index.search(queries, { k: 20 });
+      const first = [...scores.subarray(0, 20)];
+      for (let q = 1; q < count; q++) expect([...scores.subarray(q * 20, (q + 1) * 20)]).toEqual(first);
+    });
+
   test('console.log shows the public facts, not the storage', () => {
     const index = new VectorIndex({ dim: 4, metadata: { model: 'm' } });
     index.add(new Float32Array(8).fill(1));
