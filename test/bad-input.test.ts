@@ -351,6 +351,23 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(Array.from(out16.subarray(0, 2))).toEqual([0x38cd, 0x3a66]);  // 0.6 and 0.8 as float16
   });
 
+  test('the raw addon refuses to map bytes past the end of a file (reading them would end the process with SIGBUS)', () => {
+    const addon = loadAddon() as unknown as { mapFileRange(fd: number, offset: number, length: number): ArrayBuffer; releaseMapping(b: ArrayBuffer): void };
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-map-')), 'small');
+    fs.writeFileSync(file, Buffer.alloc(10, 7));
+    const fd = fs.openSync(file, 'r');
+    try {
+      const whole = addon.mapFileRange(fd, 0, 10);
+      expect(Array.from(new Uint8Array(whole))).toEqual(new Array(10).fill(7));
+      addon.releaseMapping(whole);
+      expect(() => addon.mapFileRange(fd, 0, 65536)).toThrow('native: mapFileRange: bytes 0 to 65536 are past the end of the file (10 bytes)');
+      expect(() => addon.mapFileRange(fd, 5, 6)).toThrow('native: mapFileRange: bytes 5 to 11 are past the end of the file (10 bytes)');
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(path.dirname(file), { recursive: true });
+    }
+  });
+
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {
     const script = path.join(__dirname, 'helpers', 'bad-call-loop.js');
     const dist = path.resolve(__dirname, '..', 'dist', 'index.js');

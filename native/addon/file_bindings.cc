@@ -4,6 +4,7 @@
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -77,13 +78,19 @@ size_t sizeArgument(const Napi::CallbackInfo& info, size_t i, const char* what, 
 
 // mapFileRange(fd, offset, length) -> ArrayBuffer over a private read-only mapping of those
 // bytes of the open file (any offset: the mapping starts at the page boundary below it). Writing
-// through a view of it would fault, so callers copy a region before changing it. The caller
-// checks that the file holds the range: a page past its end faults when read.
+// through a view of it would fault, so callers copy a region before changing it. A page past the
+// end of the file faults when read (SIGBUS ends the process): a range a regular file does not hold
+// now is refused (one that it loses later, truncated by another process, still faults).
 Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int fd = int(sizeArgument(info, 0, "mapFileRange: fd", 0, 2147483647.0));
   const size_t offset = sizeArgument(info, 1, "mapFileRange: offset", 0, 9007199254740991.0);
   const size_t length = sizeArgument(info, 2, "mapFileRange: length", 1, kMaxExternalBytes);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw Napi::Error::New(env, std::string("fstat: ") + std::strerror(errno));
+  if (S_ISREG(st.st_mode) && offset + length > size_t(st.st_size))
+    throw Napi::RangeError::New(env, "native: mapFileRange: bytes " + std::to_string(offset) + " to " + std::to_string(offset + length) +
+        " are past the end of the file (" + std::to_string(st.st_size) + " bytes)");
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const size_t start = offset / page * page;
   const size_t mapped = length + (offset - start);
