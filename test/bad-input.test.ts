@@ -329,6 +329,18 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(() => addon.cosineTopK({ ...good, k: -1 } as never, false)).toThrow('non-negative integer');
     expect(() => addon.cosineTopK({ ...good, k: 11, outIndices: new Int32Array(11), outScores: new Float32Array(11) } as never, false))
       .toThrow('invalid shape');
+    // threads and device were cut to an int32: 2^32 + 1 threads ran as 1, 2^31 as all cores, and a
+    // missing or NaN device pooled on CUDA device 0 instead of the CPU.
+    for (const threads of [2 ** 32 + 1, 2 ** 31, 1025]) {
+      expect(() => addon.cosineTopK({ ...good, threads } as never, false)).toThrow("native: 'threads' must be at most 1024");
+    }
+    const pool = { hidden: new Float32Array(8), hiddenType: 'float32', mask: new Uint8Array(2), maskType: 'uint8', batch: 1, seq: 2,
+      hiddenSize: 4, normalize: true, out: new Float32Array(4), threads: 0, device: -1 };
+    addon.meanPoolNormalize(pool as never, false);
+    expect(() => addon.meanPoolNormalize({ ...pool, threads: 2 ** 32 } as never, false)).toThrow("native: 'threads' must be at most 1024");
+    for (const device of [undefined, NaN, 0.5, -2, 2 ** 31, '0']) {
+      expect(() => addon.meanPoolNormalize({ ...pool, device } as never, false)).toThrow("native: 'device' must be -1 (CPU) or a CUDA device index");
+    }
     addon.cosineTopK(good as never, false);
     expect(good.outIndices[0]).toBe(0);  // all rows tie: the lowest index wins
     const f32 = new Float32Array(8);

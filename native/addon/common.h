@@ -65,6 +65,22 @@ inline int64_t integerOption(const Napi::Object& opts, const char* key) {
   return int64_t(d);
 }
 
+// CPU threads: 0 (all cores) to 1,024, as lib/validate.ts allows (a larger count was cut to an int).
+inline int threadsOption(const Napi::Object& opts) {
+  const int64_t threads = integerOption(opts, "threads");
+  if (threads > 1024) throw Napi::RangeError::New(opts.Env(), "native: 'threads' must be at most 1024");
+  return int(threads);
+}
+
+// -1 (the CPU) or a CUDA device index.
+inline int deviceOption(const Napi::Object& opts) {
+  Napi::Value v = opts.Get("device");
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -2;
+  if (!(d >= -1 && d <= 2147483647.0) || d != double(int64_t(d)))
+    throw Napi::RangeError::New(opts.Env(), "native: 'device' must be -1 (CPU) or a CUDA device index");
+  return int(d);
+}
+
 inline bool boolOption(const Napi::Object& opts, const char* key) { return opts.Get(key).ToBoolean().Value(); }
 
 inline std::string stringOption(const Napi::Object& opts, const char* key) {
