@@ -380,6 +380,13 @@ describe('bad input throws a clear error naming the argument', () => {
     }
   });
 
+  test('an allocation failure in a synchronous binding (unitRows) is a JS error, not an abort', () => {
+    const script = path.join(__dirname, 'helpers', 'unit-rows-oom.js');
+    const native = path.resolve(__dirname, '..', 'dist', 'native.js');
+    const out = execFileSync(process.execPath, [script, native], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    expect(out.trim()).toBe('out of memory: the kernel could not allocate its working memory');
+  });
+
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {
     const script = path.join(__dirname, 'helpers', 'bad-call-loop.js');
     const dist = path.resolve(__dirname, '..', 'dist', 'index.js');

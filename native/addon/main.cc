@@ -113,8 +113,14 @@ Napi::Value UnitRows(const Napi::CallbackInfo& info) {
   Napi::Value output = opts.Get("output");
   const bool half = output.IsTypedArray() && output.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
   void* out = typedArrayData(opts, "output", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4}, pinned);
-  return Napi::Number::New(env, double(unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out),
-                                                   half ? static_cast<uint16_t*>(out) : nullptr, 0)));
+  int64_t bad = -1;
+  // runCatching: a std::bad_alloc (its float16 row buffer) escaping to Node-API aborted the process.
+  Status s = runCatching([&]() {
+    bad = unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out), half ? static_cast<uint16_t*>(out) : nullptr, 0);
+    return Status();
+  });
+  if (!s.empty()) throw Napi::Error::New(env, s);
+  return Napi::Number::New(env, double(bad));
 }
 
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }
