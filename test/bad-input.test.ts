@@ -387,6 +387,15 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(out.trim()).toBe('out of memory: the kernel could not allocate its working memory');
   });
 
+  test('releaseMapping refuses to unmap storage that an async kernel is reading (it was a SIGSEGV)', () => {
+    const script = path.join(__dirname, 'helpers', 'release-during-kernel.js');
+    const native = path.resolve(__dirname, '..', 'dist', 'native.js');
+    const out = execFileSync(process.execPath, [script, native], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    expect(out.trim().split('\n')).toEqual([
+      'native: releaseMapping: the buffer is in use by a kernel (wait for its promise)', 'search done: 0 1 2', 'released after: 0 values left',
+    ]);
+  });
+
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {
     const script = path.join(__dirname, 'helpers', 'bad-call-loop.js');
     const dist = path.resolve(__dirname, '..', 'dist', 'index.js');

@@ -19,7 +19,13 @@
 namespace camembed {
 
 // The memory of the typed arrays a native call uses, held until it returns (its async work ends).
-using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
+using PinnedMemory = std::vector<std::shared_ptr<void>>;
+
+// Memory from allocateLargePages or mapFileRange (file_bindings.cc) that a call holds: releaseMapping
+// refuses to unmap it meanwhile (holding a backing store keeps it allocated, not mapped). pinMapping
+// says whether `data` starts such a mapping (then counted until unpinMapping).
+bool pinMapping(const void* data);
+void unpinMapping(const void* data);
 
 // A typed array's data pointer, checked for kind and for holding at least the product of `size`
 // bytes (element count factors times element bytes; a product that overflows is an error).
@@ -51,8 +57,12 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
   if (memory->IsShared() || memory->IsResizableByUserJavaScript())
     throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' is backed by a SharedArrayBuffer or a resizable ArrayBuffer");
-  pinned.push_back(memory);
-  return static_cast<char*>(memory->Data()) + array.ByteOffset();
+  void* data = memory->Data();
+  const bool mapping = pinMapping(data);
+  pinned.push_back(std::shared_ptr<void>(data, [memory, mapping](void* p) {
+    if (mapping) unpinMapping(p);
+  }));
+  return static_cast<char*>(data) + array.ByteOffset();
 }
 
 // Integers up to 2^53 (beyond that a JS number is not exact).
