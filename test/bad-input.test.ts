@@ -337,6 +337,8 @@ describe('bad input throws a clear error naming the argument', () => {
     const pool = { hidden: new Float32Array(8), hiddenType: 'float32', mask: new Uint8Array(2), maskType: 'uint8', batch: 1, seq: 2,
       hiddenSize: 4, normalize: true, out: new Float32Array(4), threads: 0, device: -1 };
     addon.meanPoolNormalize(pool as never, false);
+    expect(() => addon.meanPoolNormalize({ ...pool, batch: 0, seq: 2 ** 40, hiddenSize: 2 ** 40 } as never, false))
+      .toThrow("native: the shape given for 'hidden' is too large");
     expect(() => addon.meanPoolNormalize({ ...pool, threads: 2 ** 32 } as never, false)).toThrow("native: 'threads' must be at most 1024");
     for (const device of [undefined, NaN, 0.5, -2, 2 ** 31, '0']) {
       expect(() => addon.meanPoolNormalize({ ...pool, device } as never, false)).toThrow("native: 'device' must be -1 (CPU) or a CUDA device index");

@@ -41,10 +41,14 @@ void unpinMapping(const void* data);
 inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
                             std::initializer_list<int64_t> size, PinnedMemory& pinned) {
   static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
-  int64_t minBytes = 1;
+  // The product of the non-zero factors must fit too: a zero one hid the others (a batch of 0 with
+  // seq x hidden = 2^80 reached the kernel, whose seq * hidden overflowed).
+  int64_t minBytes = 1, nonZero = 1;
   for (int64_t factor : size)
-    if (__builtin_mul_overflow(minBytes, factor, &minBytes))
+    if (__builtin_mul_overflow(nonZero, factor == 0 ? 1 : factor, &nonZero))
       throw Napi::RangeError::New(opts.Env(), std::string("native: the shape given for '") + key + "' is too large");
+    else
+      minBytes *= factor;
   Napi::Value v = opts.Get(key);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
     throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' has the wrong typed-array type");
