@@ -329,6 +329,20 @@ describe('bad input throws a clear error naming the argument', () => {
     expect(() => addon.cosineTopK({ ...good, k: -1 } as never, false)).toThrow('non-negative integer');
     expect(() => addon.cosineTopK({ ...good, k: 11, outIndices: new Int32Array(11), outScores: new Float32Array(11) } as never, false))
       .toThrow('invalid shape');
+    // threads and device were cut to an int32: 2^32 + 1 threads ran as 1, 2^31 as all cores, and a
+    // missing or NaN device pooled on CUDA device 0 instead of the CPU.
+    for (const threads of [2 ** 32 + 1, 2 ** 31, 1025]) {
+      expect(() => addon.cosineTopK({ ...good, threads } as never, false)).toThrow("native: 'threads' must be at most 1024");
+    }
+    const pool = { hidden: new Float32Array(8), hiddenType: 'float32', mask: new Uint8Array(2), maskType: 'uint8', batch: 1, seq: 2,
+      hiddenSize: 4, normalize: true, out: new Float32Array(4), threads: 0, device: -1 };
+    addon.meanPoolNormalize(pool as never, false);
+    expect(() => addon.meanPoolNormalize({ ...pool, batch: 0, seq: 2 ** 40, hiddenSize: 2 ** 40 } as never, false))
+      .toThrow("native: the shape given for 'hidden' is too large");
+    expect(() => addon.meanPoolNormalize({ ...pool, threads: 2 ** 32 } as never, false)).toThrow("native: 'threads' must be at most 1024");
+    for (const device of [undefined, NaN, 0.5, -2, 2 ** 31, '0']) {
+      expect(() => addon.meanPoolNormalize({ ...pool, device } as never, false)).toThrow("native: 'device' must be -1 (CPU) or a CUDA device index");
+    }
     addon.cosineTopK(good as never, false);
     expect(good.outIndices[0]).toBe(0);  // all rows tie: the lowest index wins
     const f32 = new Float32Array(8);
@@ -349,6 +363,39 @@ describe('bad input throws a clear error naming the argument', () => {
     const out16 = new Uint16Array(8);
     expect(addon.unitRows({ input: Float32Array.of(3, 4, 0, 0, 0, 0, 0, 0), output: out16, dim: 4 })).toBe(-1);
     expect(Array.from(out16.subarray(0, 2))).toEqual([0x38cd, 0x3a66]);  // 0.6 and 0.8 as float16
+  });
+
+  test('the raw addon refuses to map bytes past the end of a file (reading them would end the process with SIGBUS)', () => {
+    const addon = loadAddon() as unknown as { mapFileRange(fd: number, offset: number, length: number): ArrayBuffer; releaseMapping(b: ArrayBuffer): void };
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-map-')), 'small');
+    fs.writeFileSync(file, Buffer.alloc(10, 7));
+    const fd = fs.openSync(file, 'r');
+    try {
+      const whole = addon.mapFileRange(fd, 0, 10);
+      expect(Array.from(new Uint8Array(whole))).toEqual(new Array(10).fill(7));
+      addon.releaseMapping(whole);
+      expect(() => addon.mapFileRange(fd, 0, 65536)).toThrow('native: mapFileRange: bytes 0 to 65536 are past the end of the file (10 bytes)');
+      expect(() => addon.mapFileRange(fd, 5, 6)).toThrow('native: mapFileRange: bytes 5 to 11 are past the end of the file (10 bytes)');
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(path.dirname(file), { recursive: true });
+    }
+  });
+
+  test('an allocation failure in a synchronous binding (unitRows) is a JS error, not an abort', () => {
+    const script = path.join(__dirname, 'helpers', 'unit-rows-oom.js');
+    const native = path.resolve(__dirname, '..', 'dist', 'native.js');
+    const out = execFileSync(process.execPath, [script, native], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    expect(out.trim()).toBe('out of memory: the kernel could not allocate its working memory');
+  });
+
+  test('releaseMapping refuses to unmap storage that an async kernel is reading (it was a SIGSEGV)', () => {
+    const script = path.join(__dirname, 'helpers', 'release-during-kernel.js');
+    const native = path.resolve(__dirname, '..', 'dist', 'native.js');
+    const out = execFileSync(process.execPath, [script, native], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    expect(out.trim().split('\n')).toEqual([
+      'native: releaseMapping: the buffer is in use by a kernel (wait for its promise)', 'search done: 0 1 2', 'released after: 0 values left',
+    ]);
   });
 
   test('tens of thousands of bad calls leave the process alive and its memory flat', () => {

@@ -19,7 +19,13 @@
 namespace camembed {
 
 // The memory of the typed arrays a native call uses, held until it returns (its async work ends).
-using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
+using PinnedMemory = std::vector<std::shared_ptr<void>>;
+
+// Memory from allocateLargePages or mapFileRange (file_bindings.cc) that a call holds: releaseMapping
+// refuses to unmap it meanwhile (holding a backing store keeps it allocated, not mapped). pinMapping
+// says whether `data` starts such a mapping (then counted until unpinMapping).
+bool pinMapping(const void* data);
+void unpinMapping(const void* data);
 
 // A typed array's data pointer, checked for kind and for holding at least the product of `size`
 // bytes (element count factors times element bytes; a product that overflows is an error).
@@ -35,10 +41,14 @@ using PinnedMemory = std::vector<std::shared_ptr<v8::BackingStore>>;
 inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_typedarray_type type,
                             std::initializer_list<int64_t> size, PinnedMemory& pinned) {
   static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "a napi_value is no longer a v8::Local");
-  int64_t minBytes = 1;
+  // The product of the non-zero factors must fit too: a zero one hid the others (a batch of 0 with
+  // seq x hidden = 2^80 reached the kernel, whose seq * hidden overflowed).
+  int64_t minBytes = 1, nonZero = 1;
   for (int64_t factor : size)
-    if (__builtin_mul_overflow(minBytes, factor, &minBytes))
+    if (__builtin_mul_overflow(nonZero, factor == 0 ? 1 : factor, &nonZero))
       throw Napi::RangeError::New(opts.Env(), std::string("native: the shape given for '") + key + "' is too large");
+    else
+      minBytes *= factor;
   Napi::Value v = opts.Get(key);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
     throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' has the wrong typed-array type");
@@ -51,8 +61,12 @@ inline void* typedArrayData(const Napi::Object& opts, const char* key, napi_type
   std::shared_ptr<v8::BackingStore> memory = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
   if (memory->IsShared() || memory->IsResizableByUserJavaScript())
     throw Napi::TypeError::New(opts.Env(), std::string("native: '") + key + "' is backed by a SharedArrayBuffer or a resizable ArrayBuffer");
-  pinned.push_back(memory);
-  return static_cast<char*>(memory->Data()) + array.ByteOffset();
+  void* data = memory->Data();
+  const bool mapping = pinMapping(data);
+  pinned.push_back(std::shared_ptr<void>(data, [memory, mapping](void* p) {
+    if (mapping) unpinMapping(p);
+  }));
+  return static_cast<char*>(data) + array.ByteOffset();
 }
 
 // Integers up to 2^53 (beyond that a JS number is not exact).
@@ -63,6 +77,22 @@ inline int64_t integerOption(const Napi::Object& opts, const char* key) {
   if (!(d >= 0 && d <= 9007199254740992.0) || d != double(int64_t(d)))
     throw Napi::RangeError::New(opts.Env(), std::string("native: '") + key + "' must be a non-negative integer up to 2^53");
   return int64_t(d);
+}
+
+// CPU threads: 0 (all cores) to 1,024, as lib/validate.ts allows (a larger count was cut to an int).
+inline int threadsOption(const Napi::Object& opts) {
+  const int64_t threads = integerOption(opts, "threads");
+  if (threads > 1024) throw Napi::RangeError::New(opts.Env(), "native: 'threads' must be at most 1024");
+  return int(threads);
+}
+
+// -1 (the CPU) or a CUDA device index.
+inline int deviceOption(const Napi::Object& opts) {
+  Napi::Value v = opts.Get("device");
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -2;
+  if (!(d >= -1 && d <= 2147483647.0) || d != double(int64_t(d)))
+    throw Napi::RangeError::New(opts.Env(), "native: 'device' must be -1 (CPU) or a CUDA device index");
+  return int(d);
 }
 
 inline bool boolOption(const Napi::Object& opts, const char* key) { return opts.Get(key).ToBoolean().Value(); }

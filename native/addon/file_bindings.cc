@@ -4,6 +4,7 @@
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -30,6 +31,7 @@ struct Mapping {
   size_t mapped;
   int64_t externalBytes;  // counted as external memory for the GC (anonymous memory only)
   bool released;
+  int pins;               // native calls using it (pinMapping in common.h): releaseMapping waits for none
 };
 
 // Live mappings by data pointer. One map for the process, shared by the main thread and any
@@ -77,19 +79,25 @@ size_t sizeArgument(const Napi::CallbackInfo& info, size_t i, const char* what, 
 
 // mapFileRange(fd, offset, length) -> ArrayBuffer over a private read-only mapping of those
 // bytes of the open file (any offset: the mapping starts at the page boundary below it). Writing
-// through a view of it would fault, so callers copy a region before changing it. The caller
-// checks that the file holds the range: a page past its end faults when read.
+// through a view of it would fault, so callers copy a region before changing it. A page past the
+// end of the file faults when read (SIGBUS ends the process): a range a regular file does not hold
+// now is refused (one that it loses later, truncated by another process, still faults).
 Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int fd = int(sizeArgument(info, 0, "mapFileRange: fd", 0, 2147483647.0));
   const size_t offset = sizeArgument(info, 1, "mapFileRange: offset", 0, 9007199254740991.0);
   const size_t length = sizeArgument(info, 2, "mapFileRange: length", 1, kMaxExternalBytes);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw Napi::Error::New(env, std::string("fstat: ") + std::strerror(errno));
+  if (S_ISREG(st.st_mode) && offset + length > size_t(st.st_size))
+    throw Napi::RangeError::New(env, "native: mapFileRange: bytes " + std::to_string(offset) + " to " + std::to_string(offset + length) +
+        " are past the end of the file (" + std::to_string(st.st_size) + " bytes)");
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const size_t start = offset / page * page;
   const size_t mapped = length + (offset - start);
   void* base = ::mmap(nullptr, mapped, PROT_READ, MAP_PRIVATE, fd, off_t(start));
   if (base == MAP_FAILED) throw Napi::Error::New(env, std::string("mmap: ") + std::strerror(errno));
-  return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, new Mapping{base, mapped, 0, false});
+  return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, new Mapping{base, mapped, 0, false, 0});
 }
 
 // allocateLargePages(bytes) -> zero-filled ArrayBuffer aligned to 2 MiB and advised to use
@@ -108,7 +116,7 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
 #ifdef MADV_HUGEPAGE
   ::madvise(start, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
-  return wrapMapping(env, start, bytes, new Mapping{base, mapped, int64_t(mapped), false});
+  return wrapMapping(env, start, bytes, new Mapping{base, mapped, int64_t(mapped), false, 0});
 }
 
 // releaseMapping(buffer): detaches a buffer from allocateLargePages or mapFileRange (its views
@@ -118,14 +126,19 @@ Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseMapping(buffer) needs an ArrayBuffer");
   Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
   Mapping* m = nullptr;
+  bool inUse = false;
   {
     std::lock_guard<std::mutex> hold(mappingsLock);
     auto found = mappingsByData().find(buffer.Data());
     if (found != mappingsByData().end()) {
       m = found->second;
-      mappingsByData().erase(found);
+      inUse = m->pins > 0;
+      if (!inUse) mappingsByData().erase(found);
     }
   }
+  // Unmapped under a kernel that reads it (async work, or a sync call whose later getter releases
+  // an earlier argument), the kernel would fault: SIGSEGV.
+  if (inUse) throw Napi::Error::New(env, "native: releaseMapping: the buffer is in use by a kernel (wait for its promise)");
   if (m == nullptr) throw Napi::TypeError::New(env, "native: releaseMapping: not a live buffer from allocateLargePages or mapFileRange");
   buffer.Detach();
   unmap(env, m);
@@ -196,6 +209,20 @@ Napi::Value TryLockFile(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+bool pinMapping(const void* data) {
+  std::lock_guard<std::mutex> hold(mappingsLock);
+  auto found = mappingsByData().find(const_cast<void*>(data));
+  if (found == mappingsByData().end()) return false;
+  ++found->second->pins;
+  return true;
+}
+
+void unpinMapping(const void* data) {
+  std::lock_guard<std::mutex> hold(mappingsLock);
+  auto found = mappingsByData().find(const_cast<void*>(data));
+  if (found != mappingsByData().end()) --found->second->pins;
+}
 
 void registerFileBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("allocateLargePages", Napi::Function::New(env, AllocateLargePages));

@@ -42,8 +42,8 @@ Napi::Value MeanPoolNormalize(const Napi::CallbackInfo& info) {
   a.mask = typedArrayData(opts, "mask", maskArray, {a.batch, a.seq, maskElementBytes(a.maskType)}, pinned);
   a.out = static_cast<float*>(typedArrayData(opts, "out", napi_float32_array, {a.batch, a.hiddenSize, 4}, pinned));
   a.normalize = boolOption(opts, "normalize");
-  const int threads = int(integerOption(opts, "threads"));
-  const int device = opts.Get("device").ToNumber().Int32Value();
+  const int threads = threadsOption(opts);
+  const int device = deviceOption(opts);
   bool async = info[1].ToBoolean().Value();
   return runKernel(env, async, [a, threads, device]() {
     return device < 0 ? meanPoolNormalizeCpu(a, threads) : meanPoolNormalizeCuda(a, device);
@@ -79,7 +79,7 @@ Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
       s.ids = static_cast<const int64_t*>(typedArrayData(seg, "ids", napi_bigint64_array, {s.numRows, 8}, pinned));
     a.segments.push_back(s);
   }
-  const int threads = int(integerOption(opts, "threads"));
+  const int threads = threadsOption(opts);
   bool async = info[1].ToBoolean().Value();
   return runKernel(env, async, [a, threads]() { return cosineTopKCpu(a, threads); }, std::move(pinned));
 }
@@ -113,8 +113,14 @@ Napi::Value UnitRows(const Napi::CallbackInfo& info) {
   Napi::Value output = opts.Get("output");
   const bool half = output.IsTypedArray() && output.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
   void* out = typedArrayData(opts, "output", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4}, pinned);
-  return Napi::Number::New(env, double(unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out),
-                                                   half ? static_cast<uint16_t*>(out) : nullptr, 0)));
+  int64_t bad = -1;
+  // runCatching: a std::bad_alloc (its float16 row buffer) escaping to Node-API aborted the process.
+  Status s = runCatching([&]() {
+    bad = unitRowsCpu(in, n / dim, dim, half ? nullptr : static_cast<float*>(out), half ? static_cast<uint16_t*>(out) : nullptr, 0);
+    return Status();
+  });
+  if (!s.empty()) throw Napi::Error::New(env, s);
+  return Napi::Number::New(env, double(bad));
 }
 
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }

@@ -466,7 +466,11 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   // last count % 4 rows (zero-padded, so every row goes through the same 4-row function). Returns
   // false when a norm is not finite: NaN or infinity in a row, or finite values whose norm passes
   // FLT_MAX (components near 1e38), which as an infinite divisor would score the row 0, not its cosine.
-  auto rowNormsOf = [&](const char* rows, int64_t count, float* norms, std::vector<char>& tail) {
+  // A float32 row of norm below 1e-15 is marked in `tiny` and its norm given scaled by 2^100: scan
+  // scores it from a copy scaled alike (exact, a power of two), as its products with a unit query
+  // would otherwise fall among float32's subnormals and lose their digits (a row of components
+  // near 1e-45 scored 1 whatever the query). float16 has nothing that small but 0.
+  auto rowNormsOf = [&](const char* rows, int64_t count, float* norms, std::vector<char>& tail, char* tiny) {
     bool finite = true;
     int64_t j = 0;
     for (; j + 4 <= count; j += 4) sumSquaresOf4(rows + j * rowBytes, d, norms + j);
@@ -478,6 +482,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       std::copy(sums, sums + (count - j), norms + j);
     }
     for (j = 0; j < count; ++j) {
+      tiny[j] = 0;
       if (norms[j] >= 1e-30f && norms[j] <= 1e30f) {
         norms[j] = std::sqrt(norms[j]);
         continue;
@@ -488,7 +493,8 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
         const double x = half ? halfToFloat(reinterpret_cast<const uint16_t*>(row)[i]) : reinterpret_cast<const float*>(row)[i];
         exact += x * x;
       }
-      norms[j] = float(std::sqrt(exact));
+      tiny[j] = !half && exact > 0 && exact < 1e-30;
+      norms[j] = float(std::sqrt(exact) * (tiny[j] ? 0x1p100 : 1.0));
       finite &= std::isfinite(norms[j]);
     }
     return finite;
@@ -532,6 +538,8 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     std::vector<float> widened(half && packed != nullptr ? size_t(groupRows * d) : 0);
     std::vector<char> normTail(a.normalized ? 0 : size_t(4 * rowBytes));
     std::vector<float> rowNorms(size_t(groupRows), 1.0f);
+    std::vector<char> tiny(static_cast<size_t>(groupRows));
+    std::vector<float> scaled;  // a group holding tiny rows, those scaled by 2^100 (rowNormsOf)
     std::vector<float> block(size_t(groupRows * lanes));
     // Per query, the score a row needs to enter its heap: -inf until it holds k, then its worst
     // score (padding lanes of the packed kernel: never). Most rows of a large database fail it.
@@ -556,7 +564,16 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
           widen(reinterpret_cast<const uint16_t*>(rows), widened.data(), count * d);  // the group's rows are contiguous
           floats = widened.data();
         }
-        if (!a.normalized && !rowNormsOf(rows, count, rowNorms.data(), normTail)) nanHere = true;
+        if (!a.normalized && !rowNormsOf(rows, count, rowNorms.data(), normTail, tiny.data())) nanHere = true;
+        const char* data = rows;  // the rows as the dot kernels read them
+        if (!a.normalized && std::find(tiny.begin(), tiny.begin() + count, 1) != tiny.begin() + count) {
+          scaled.assign(floats, floats + count * d);
+          for (int64_t j = 0; j < count; ++j)
+            if (tiny[j])
+              for (int64_t i = 0; i < d; ++i) scaled[j * d + i] *= 0x1p100f;
+          data = reinterpret_cast<const char*>(scaled.data());
+          floats = scaled.data();
+        }
         if (packed != nullptr) {
           for (int64_t q0 = chunk; q0 < chunkEnd; q0 += lanes) {
             packed->fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
@@ -577,7 +594,7 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
             // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
             // the first query block prefetches the next group while it reads this one.
             const bool prefetchNext = q0 == chunk && r0 < nextRows;
-            rowTable.fn[qb - 1][rb - 1](queries + q0 * d, rows + r0 * rowBytes, d,
+            rowTable.fn[qb - 1][rb - 1](queries + q0 * d, data + r0 * rowBytes, d,
                                         prefetchNext ? rows + (count + r0) * rowBytes : nullptr, block.data());
             for (int i = 0; i < qb; ++i)
               for (int j = 0; j < rb; ++j) {
