@@ -343,6 +343,11 @@ describe('bad input throws a clear error naming the argument', () => {
     for (const device of [undefined, NaN, 0.5, -2, 2 ** 31, '0']) {
       expect(() => addon.meanPoolNormalize({ ...pool, device } as never, false)).toThrow("native: 'device' must be -1 (CPU) or a CUDA device index");
     }
+    const cuda = addon as unknown as { cudaMatrixCreate?: (opts: object) => unknown };
+    if (cuda.cudaMatrixCreate !== undefined) {  // CUDA compiled in (a GPU or not): 2^32 was device 0
+      expect(() => cuda.cudaMatrixCreate!({ rows: 1, dim: 4, storage: 'float32', device: 2 ** 32 }))
+        .toThrow("native: 'device' must be -1 (CPU) or a CUDA device index");
+    }
     addon.cosineTopK(good as never, false);
     expect(good.outIndices[0]).toBe(0);  // all rows tie: the lowest index wins
     const f32 = new Float32Array(8);

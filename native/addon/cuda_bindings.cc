@@ -48,7 +48,7 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Object opts = info[0].As<Napi::Object>();
   const int64_t rows = integerOption(opts, "rows"), dim = integerOption(opts, "dim");
   const HiddenType storage = storageOption(opts, "storage");
-  const int device = int(integerOption(opts, "device"));
+  const int device = deviceOption(opts);  // an index past int32 was cut (2^32 became device 0)
   int64_t elements;
   if (__builtin_mul_overflow(rows, dim, &elements) || elements > (int64_t(1) << 60))
     throw Napi::RangeError::New(env, "native: cudaMatrixCreate: rows x dim is too large");
