@@ -172,8 +172,9 @@ void benchPooling(cudaStream_t stream, HiddenType type, int64_t B, int64_t T, do
   }
   std::vector<int64_t> mask(size_t(B * T), 1);
   // The runs take their hidden states from copies that together hold at least 4x the L2 cache, in
-  // turn: the same 100 MB (float16) pooled back to back on an H200 (60 MB of L2) could come partly
-  // from L2 and overstate the rate against the 1 GiB copy. (The 0.5 MB mask stays one buffer.)
+  // turn: the same 100 MB (float16) pooled back to back on an H100 or H200 (50 MB of L2, NVIDIA's
+  // Hopper architecture blog) could come partly from L2 and overstate the rate against the 1 GiB
+  // copy. (The 0.5 MB mask stays one buffer.)
   int l2Bytes = 0;
   if (!ok(cudaDeviceGetAttribute(&l2Bytes, cudaDevAttrL2CacheSize, 0), "cudaDeviceGetAttribute(L2 size)")) return;
   const size_t copies = std::max<size_t>(1, (4 * size_t(l2Bytes) + hiddenBytes - 1) / hiddenBytes);
