@@ -710,6 +710,8 @@ export class VectorIndex {
       for (let r = 0; r < chunk.count; r++, position++) {
         const id = chunk.ids[r];
         if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
+        // save() writes a next id past every id: an add() without ids would otherwise collide.
+        if (id >= header.nextId) throw new Error(`${file} is corrupt: id ${id} is not below the next id it records (${header.nextId})`);
         this.table.set(id, position);
         // Millions of ids take seconds: let the event loop run between slices.
         if ((position + 1) % ID_TABLE_SLICE === 0) {

@@ -360,6 +360,13 @@ describe('damaged files are clear errors', () => {
     const nextId = Buffer.from(good);
     nextId.writeBigUInt64LE((1n << 63n) + 1n, 32);
     await expectLoadError('next-id.cmbd', nextId, /is corrupt: next id 9223372036854775809 is beyond 2\^63/);
+    // Not past the largest id (698; 699 was removed): an add() without ids would collide with it.
+    nextId.writeBigUInt64LE(698n, 32);
+    await expectLoadError('low-next-id.cmbd', withChecksum(nextId), /is corrupt: id 698 is not below the next id it records \(698\)$/);
+    nextId.writeBigUInt64LE(699n, 32);
+    const loaded = await loadBytes('next-id-699.cmbd', withChecksum(nextId));
+    loaded.add(new Float32Array(dim).fill(1));
+    expect(loaded.has(699n)).toBe(true);
     const wide = Buffer.from(good);
     wide.writeUInt32LE(2 ** 24 + 1, 16);  // what another writer might make: named as such, not as an option
     await expectLoadError('wide.cmbd', wide, /wide\.cmbd holds 16777217-d vectors; camembed takes at most 16777216 dimensions/);
