@@ -46,7 +46,8 @@ async function* chunksOf(input: AsyncIterable<Buffer>, file: string): AsyncGener
 }
 
 // At most this many lines a batch: a read (1 MiB) of short lines held all of its lines at once, a
-// million for empty ones (64 MiB of them peaked at 1.5 GB resident; 148 MB in batches of 4,096).
+// million for empty ones (64 MiB of them peaked at 1,517 MiB resident; 146-148 MiB in batches of
+// 4,096: bench/RESULTS-eval.md).
 const BATCH_LINES = 4096;
 
 // The lines ended in each read, in batches: on short lines, one await per line cost more than all

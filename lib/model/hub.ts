@@ -320,10 +320,9 @@ const header = (h: http.IncomingHttpHeaders, name: string): string | undefined =
 // An ETag without its weak prefix and quotes.
 const normalizeEtag = (etag: string | undefined) => etag?.replace(/^W\//, '').replace(/^"|"$/g, '');
 
-// Rate limits: at most this long a wait is worth it; a longer one fails at once (with the cache as fallback).
+// At most this long a wait between attempts is worth it: a rate limit asking for longer fails at
+// once (with the cache as fallback), and the doubling backoff stops growing there.
 const MAX_RETRY_AFTER_MS = 60_000;
-/** The longest wait between two attempts that doubling the delay reaches (unless retryDelayMs is longer). */
-const MAX_BACKOFF_MS = 60_000;
 
 function statusError(ctx: Context, file: string, revision: string, res: { status: number; headers?: http.IncomingHttpHeaders }): HubError {
   const { status } = res;
@@ -372,7 +371,7 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
       }
       const asked = err instanceof HubError ? err.retryAfterMs : undefined;
       // Doubling up to a minute (past ~22 doublings a wait would exceed what a timer takes, 2^31 - 1 ms, and end at once).
-      await sleep(asked ?? Math.min(ctx.retryDelayMs * 2 ** i, Math.max(ctx.retryDelayMs, MAX_BACKOFF_MS)), ctx.signal);
+      await sleep(asked ?? Math.min(ctx.retryDelayMs * 2 ** i, Math.max(ctx.retryDelayMs, MAX_RETRY_AFTER_MS)), ctx.signal);
     }
   }
 }
