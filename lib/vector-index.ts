@@ -217,9 +217,9 @@ function parseVectors(name: string, input: unknown, dim: number): { data: Float3
 /**
  * [start, end) of the fewest tiles of at most `most` items covering `count`, their sizes within one
  * of each other (so each holds at least most / 2 when there are several). VectorIndex cuts query
- * batches so, padding a tile one query short: the CPU kernel sums in another order below a few dozen
- * queries, and a smaller tile would give its queries scores differing in the last bits from equal
- * queries elsewhere in the batch.
+ * batches so, padding a shorter tile with copies of its last query: the CPU kernel sums in another
+ * order below a few dozen queries, and a smaller tile would give its queries scores differing in the
+ * last bits from equal queries elsewhere in the batch.
  */
 export function evenTiles(count: number, most: number): Array<[number, number]> {
   const tiles = Math.ceil(count / most);
@@ -548,7 +548,10 @@ export class VectorIndex {
       let found: SearchResult;
       this.readers++;
       try {
-        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal);
+        // Tiled as a full batch: the CPU kernel sums in another order below 8 to 32 queries a call
+        // (packedKernel, native/cpu/topk.cc), and a last batch in other tiles scored a pair A, B
+        // otherwise than B, A in the last bits.
+        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal, Math.min(batchSize, total));
       } finally {
         this.readers--;
       }
@@ -833,27 +836,32 @@ export class VectorIndex {
     chunk.rewritten.clear();
   }
 
-  /** Search with unit-length queries, a tile of queries at a time. */
-  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined): Promise<SearchResult> {
+  /**
+   * Search with unit-length queries, a tile of queries at a time: every kernel call gets as many
+   * queries as the largest of `tiledAs` queries' even tiles. A neighbors() walk gives its last,
+   * shorter batch the full batches' count (see walkNeighbors).
+   */
+  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined,
+    tiledAs = numQueries): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
     requireResultFits(numQueries, kept);
     const ids = new BigInt64Array(numQueries * kept);
     const scores = new Float32Array(numQueries * kept);
-    if (kept === 0) return { ids, scores, k: 0 };
+    if (kept === 0 || numQueries === 0) return { ids, scores, k: kept };
     const d = this.dim;
     const maxQueries = this.deviceIndex < 0 ? Math.floor(QUERY_TILE_BYTES / (d * 4)) : CUDA_QUERY_TILE;
     const maxTile = Math.max(1, Math.min(maxQueries, Math.floor(TILE_RESULTS / (kept + 1))));
-    const tiles = evenTiles(numQueries, maxTile);
-    const tileSize = Math.ceil(numQueries / tiles.length);  // the largest tile: the others are one query shorter
-    for (const [q0, q1] of tiles) {
+    const tileSize = Math.ceil(tiledAs / Math.ceil(tiledAs / maxTile));  // the largest of evenTiles(tiledAs, maxTile)
+    for (const [q0, q1] of evenTiles(numQueries, tileSize)) {
       signal?.throwIfAborted();  // one kernel call cannot be stopped; the next is not made
       let queries = unit.subarray(q0 * d, q1 * d);
       if (q1 - q0 < tileSize) {
         // Every call gets as many queries, so all take one kernel (tiles of 11 and 12 queries took
-        // two): a copy of the tile's last query pads it, and its results are dropped.
+        // two): copies of the tile's last query pad it (a zero query would tie with every row, which
+        // CUDA's boundary-tie pass refetches), and their results are dropped.
         queries = new Float32Array(tileSize * d);
         queries.set(unit.subarray(q0 * d, q1 * d));
-        queries.set(unit.subarray((q1 - 1) * d, q1 * d), (q1 - q0) * d);
+        for (let q = q1 - q0; q < tileSize; q++) queries.set(unit.subarray((q1 - 1) * d, q1 * d), q * d);
       }
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
       const results = (q1 - q0) * kept;
