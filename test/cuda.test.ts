@@ -430,6 +430,16 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     for (const got of [sync, viaAsync]) expectTopKMatches(got, want, queries, database, dim, false, 1e-6, 1e-5);
   });
 
+  // Rows of norm below 1e-15 are scored from copies scaled by 2^100, as on the CPU: from their raw
+  // products (float32 subnormals), rows of components near 1e-45 scored 0.2-1 whatever the query.
+  test('cosine mode: float32 rows of subnormal components among normal ones give the reference cosines', () => {
+    const dim = 40, scales = [1, 1e-45, 1e-40, 1e-38];
+    const database = randomSignedArray(random, 400 * dim).map((x, i) => x * scales[Math.floor(i / dim) % scales.length]);
+    const queries = randomSignedArray(random, 5 * dim);
+    const got = cosineTopK(queries, database, { dim, k: 20, device: 'cuda' });
+    expectTopKMatches(got, reference.cosineTopK(queries, database, { dim, k: 20 }), queries, database, dim, false, 1e-6, 1e-5);
+  });
+
   test('cosineTopKAsync: queries transferred away while the database uploads (docs/lifetime.md)', async () => {
     const dim = 40, database = randomSignedArray(random, 700 * dim), queries = randomSignedArray(random, 9 * dim);
     const want = cosineTopK(queries, database, { dim, k: 12, device: 'cuda' });

@@ -287,26 +287,31 @@ __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
 // ---------------------------------------------------------------------------------------------
 // Float32 scores on CUDA cores (float32 storage must be exact to 1e-5: no TF32). A block scores
 // 64 queries x 64 rows; each thread 4 x 4, strided by 16 so shared-memory reads broadcast.
-// Floor per block: 128 * d * 4 bytes, 2 * 64 * 64 * d FLOPs.
+// Floor per block: 128 * d * 4 bytes (+ 64 tiny marks), 2 * 64 * 64 * d FLOPs.
 constexpr int kFloatBM = 64, kFloatBN = 64, kFloatBK = 16;
 
 __global__ void __launch_bounds__(kScoreThreads) scoreFloatKernel(
     const float* __restrict__ queries, const float* __restrict__ queryNorms, int tileQueries,
-    const float* __restrict__ database, const float* __restrict__ rowNorms, int64_t stride, int64_t rowBegin,
-    int64_t rowEnd, bool normalized, Candidates cand) {
+    const float* __restrict__ database, const float* __restrict__ rowNorms, const unsigned char* __restrict__ tinyRows,
+    int64_t stride, int64_t rowBegin, int64_t rowEnd, bool normalized, Candidates cand) {
   __shared__ float As[kFloatBK][kFloatBM + 4], Bs[kFloatBK][kFloatBN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t queryBase = int64_t(blockIdx.x) * kFloatBM;
   const int64_t rowBase = rowBegin + int64_t(blockIdx.y) * kFloatBN;
   const int loadRow = tid / 4, loadCol = (tid % 4) * 4;  // one float4 of A and of B per thread
   const bool rowValid = rowBase + loadRow < rowEnd;
+  // Cosine mode reads a tiny row (storeRowsKernel) scaled by 2^100, as its norm is stored: exact (a
+  // power of two), and its products with a unit query are then normal floats, not subnormals that
+  // lose their digits. Four multiplications per slice of 16 values, beside 256 FMAs.
+  const float rowScale = !normalized && rowValid && tinyRows[rowBase + loadRow] ? 0x1p100f : 1.0f;
   float acc[4][4] = {};
   for (int64_t k0 = 0; k0 < stride; k0 += kFloatBK) {
     const float4 a = __ldg(reinterpret_cast<const float4*>(queries + (queryBase + loadRow) * stride + k0 + loadCol));
     const float4 b = rowValid ? __ldg(reinterpret_cast<const float4*>(database + (rowBase + loadRow) * stride + k0 + loadCol))
                               : make_float4(0, 0, 0, 0);
     As[loadCol][loadRow] = a.x; As[loadCol + 1][loadRow] = a.y; As[loadCol + 2][loadRow] = a.z; As[loadCol + 3][loadRow] = a.w;
-    Bs[loadCol][loadRow] = b.x; Bs[loadCol + 1][loadRow] = b.y; Bs[loadCol + 2][loadRow] = b.z; Bs[loadCol + 3][loadRow] = b.w;
+    Bs[loadCol][loadRow] = b.x * rowScale; Bs[loadCol + 1][loadRow] = b.y * rowScale;
+    Bs[loadCol + 2][loadRow] = b.z * rowScale; Bs[loadCol + 3][loadRow] = b.w * rowScale;
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kFloatBK; ++kk) {
@@ -346,13 +351,17 @@ __device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2ha
 __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
 
-// Floor: reads rows * dim * sizeof(Src), writes rows * stride * sizeof(Dst) + rows * 4 bytes.
+// Floor: reads rows * dim * sizeof(Src), writes rows * stride * sizeof(Dst) + rows * 5 bytes.
 // badRow receives the lowest row holding a value that is not finite once stored, or whose norm is
 // not. Norms are summed in float64: float32 squares of components like 1e-25 or 1e20 would
-// underflow or overflow.
+// underflow or overflow. A row of norm below 1e-15 (float32 components near its subnormals) is
+// marked in `tiny` and its norm stored scaled by 2^100, as the CPU kernel does: cosine mode scores it
+// from its values scaled alike (scoreFloatKernel). float16 has nothing that small but 0 (its
+// smallest nonzero square is 3.6e-15), and its tensor-core products are float32: no float16 row is.
 template <class Src, class Dst>
 __global__ void storeRowsKernel(const Src* __restrict__ src, int64_t rows, int64_t dim, int64_t stride,
-                                Dst* __restrict__ dst, float* __restrict__ norms, int* badRow, int rowOffset) {
+                                Dst* __restrict__ dst, float* __restrict__ norms, unsigned char* __restrict__ tiny,
+                                int* badRow, int rowOffset) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
@@ -368,10 +377,14 @@ __global__ void storeRowsKernel(const Src* __restrict__ src, int64_t rows, int64
     for (int o = 16; o > 0; o >>= 1) sumSquares += __shfl_xor_sync(0xffffffffu, sumSquares, o);
     // A norm past FLT_MAX (components near 1e38) is bad too: as an infinite divisor it would score
     // the row 0 in cosine mode, not its cosine (the CPU kernel refuses such rows as well).
-    const float norm = float(sqrt(sumSquares));
+    const bool isTiny = sumSquares > 0.0 && sumSquares < 1e-30;
+    const float norm = float(sqrt(sumSquares) * (isTiny ? 0x1p100 : 1.0));
     bad |= !isfinite(norm);
     if (__any_sync(0xffffffffu, bad) && lane == 0) atomicMin(badRow, rowOffset + int(row));
-    if (lane == 0) norms[row] = norm;
+    if (lane == 0) {
+      norms[row] = norm;
+      tiny[row] = isTiny;
+    }
   }
 }
 
@@ -545,7 +558,8 @@ struct CudaMatrix {
   HiddenType storage = HiddenType::Float16;
   int scoreRows = kHalfBN;     // rows per float16 score block for 128-query blocks (cudaMatrixSetScoreRows)
   DeviceBuffer<char> data;     // [rows][stride] of storage
-  DeviceBuffer<float> norms;   // [rows]
+  DeviceBuffer<float> norms;   // [rows] (tiny rows': scaled by 2^100)
+  DeviceBuffer<unsigned char> tinyRows;  // [rows] 1: norm below 1e-15, scored in cosine mode scaled by 2^100
   cudaStream_t stream = nullptr;
   std::mutex mutex;            // one use at a time (uploads, searches, free)
 
@@ -586,8 +600,8 @@ Status launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t row
   const int64_t blocks = std::min<int64_t>((rows * 32 + threads - 1) / threads, 65536);
   return launchKernel("CudaMatrix: launching the upload kernel", storeRowsKernel<Src, Dst>, unsigned(blocks), threads, 0,
                       m->stream, static_cast<const Src*>(src), rows, m->dim, m->stride,
-                      reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset, badRow,
-                      int(rowOffset));
+                      reinterpret_cast<Dst*>(m->data.get()) + rowOffset * m->stride, m->norms.get() + rowOffset,
+                      m->tinyRows.get() + rowOffset, badRow, int(rowOffset));
 }
 
 template <int BM, int BN, int WARPS_M, int BK>
@@ -664,8 +678,8 @@ Status searchLaunch(CudaMatrix* m, int64_t rows, SearchWorkspace& w, const float
       const __half* qd = reinterpret_cast<const __half*>(tileQueriesData);
       s = !half      ? launchKernel("cosineTopK: launching the score kernel", scoreFloatKernel, grid, kScoreThreads, 0,
                                     stream, reinterpret_cast<const float*>(tileQueriesData), tileNorms, tq,
-                                    reinterpret_cast<const float*>(m->data.get()), m->norms.get(), m->stride, r0, r1,
-                                    normalized, cand)
+                                    reinterpret_cast<const float*>(m->data.get()), m->norms.get(),
+                                    m->tinyRows.get(), m->stride, r0, r1, normalized, cand)
           : bm == 16 ? launchScoreHalf<16, 128, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
           : bm == 64 ? launchScoreHalf<64, 128, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
           : bn == 128 ? launchScoreHalf<128, 128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
@@ -731,11 +745,14 @@ Status cudaMatrixCreate(int64_t rows, int64_t dim, HiddenType storage, int devic
   std::unique_ptr<CudaMatrix, void (*)(CudaMatrix*)> guard(m.release(), cudaMatrixFree);  // frees on every error path
   if (!(s = guard->data.allocate(size_t(rows * guard->stride * guard->elementBytes()), "CudaMatrix: cudaMalloc(rows)"))
            .empty() ||
-      !(s = guard->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty())
+      !(s = guard->norms.allocate(size_t(rows), "CudaMatrix: cudaMalloc(norms)")).empty() ||
+      !(s = guard->tinyRows.allocate(size_t(rows), "CudaMatrix: cudaMalloc(tiny-row marks)")).empty())
     return s;
   // Zeros until the rows are set: a matrix is never read uninitialised.
   CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->data.get(), 0, guard->data.count(), guard->stream), "CudaMatrix: cudaMemset");
   CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->norms.get(), 0, guard->norms.count() * sizeof(float), guard->stream),
+                    "CudaMatrix: cudaMemset");
+  CAMEMBED_CUDA_TRY(cudaMemsetAsync(guard->tinyRows.get(), 0, guard->tinyRows.count(), guard->stream),
                     "CudaMatrix: cudaMemset");
   CAMEMBED_CUDA_TRY(cudaStreamSynchronize(guard->stream), "CudaMatrix: cudaMemset");
   *out = guard.release();
@@ -810,7 +827,7 @@ void cudaMatrixFree(CudaMatrix* m) {
 }
 
 int64_t cudaMatrixBytes(const CudaMatrix* m) {
-  return m == nullptr ? 0 : int64_t(m->data.count() + m->norms.count() * sizeof(float));
+  return m == nullptr ? 0 : int64_t(m->data.count() + m->norms.count() * sizeof(float) + m->tinyRows.count());
 }
 
 int64_t cudaMatrixDim(const CudaMatrix* m) { return m == nullptr ? 0 : m->dim; }

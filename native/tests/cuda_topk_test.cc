@@ -1,9 +1,9 @@
 // The CUDA top-k search against the CPU kernel (native/cpu/topk.cc) and a float64 oracle, on
 // random inputs of awkward shapes: float16 and float32 storage, float32 and float16 input, cosine
 // and dot product, k = 1 and k = N, duplicated rows (ties), zero vectors, several query tiles and
-// row launches; plus searches of a matrix's first rows, the device-pointer variant, the error paths
-// (bad device, freed matrix, NaN, out of memory) leaving other matrices usable, and searches from
-// several host threads at once.
+// row launches, float32 rows of tiny norm; plus searches of a matrix's first rows, the
+// device-pointer variant, the error paths (bad device, freed matrix, NaN, out of memory) leaving
+// other matrices usable, and searches from several host threads at once.
 // Skips (exit 0) with no CUDA device.
 //
 // Exactness (issue 5): scores within 1e-4 (float16 storage) / 1e-5 (float32) of the float64
@@ -44,8 +44,10 @@ struct Data {
   std::vector<float> queriesUsed; // [Q][dim] as the kernel uses them (rounded for float16)
 };
 
-// roundRows: the rows reach the GPU as float16 (float16 storage, or float16 input).
-Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Random& random) {
+// roundRows: the rows reach the GPU as float16 (float16 storage, or float16 input). rowScales, when
+// given: row r is multiplied by rowScales[r % size] (rows of tiny norm, alone or among normal ones).
+Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Random& random,
+              const std::vector<double>& rowScales = {}) {
   Data d;
   const int64_t duplicateFrom = c.rows / 2;  // rows in the second half copy the first half, in part
   // A normal random vector, made unit when unitRows.
@@ -67,6 +69,8 @@ Data makeData(const Case& c, bool halfStorage, bool roundRows, bool unitRows, Ra
     }
     if (r == 2 && c.rows > 5) continue;  // a zero row (scores 0 when not normalised)
     fillRandom(row);
+    if (!rowScales.empty())
+      for (int64_t i = 0; i < c.dim; ++i) row[i] = float(row[i] * rowScales[size_t(r) % rowScales.size()]);
   }
   d.stored = raw;
   if (roundRows) {
@@ -103,12 +107,15 @@ double truthScore(const Data& d, int64_t dim, int64_t q, int64_t row, bool norma
 }
 
 // scoreRows: rows per float16 score block for 128-query blocks (cudaMatrixSetScoreRows).
-void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random, int scoreRows = 128) {
+void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random, int scoreRows = 128,
+                const std::vector<double>& rowScales = {}) {
+  std::string scales;
+  for (double x : rowScales) scales += (scales.empty() ? " rows scaled by " : ", ") + formatNumber(x);
   const std::string what = "topk N=" + std::to_string(c.rows) + " d=" + std::to_string(c.dim) + " Q=" +
                            std::to_string(c.queries) + " k=" + std::to_string(c.k) +
                            (halfStorage ? " f16" : " f32") + (halfInput ? " (f16 input)" : "") +
-                           (normalized ? " dot" : " cosine") + (scoreRows != 128 ? " 256-row blocks" : "");
-  const Data d = makeData(c, halfStorage, halfStorage || halfInput, normalized, random);
+                           (normalized ? " dot" : " cosine") + (scoreRows != 128 ? " 256-row blocks" : "") + scales;
+  const Data d = makeData(c, halfStorage, halfStorage || halfInput, normalized, random, rowScales);
   const int failuresBefore = failures;
   // Upload: float16 input is the stored bits; float32 input is converted on the GPU.
   CudaMatrix* m = nullptr;
@@ -207,6 +214,39 @@ void checkExtremeMagnitudes() {
       }
       cudaMatrixFree(m);
     }
+}
+
+// Float32 rows of tiny norm set in place: a tiny row replaced by a normal one and the reverse score
+// as the float64 reference does (a row's tiny mark follows it). Rows (1e-45, 3e-45) and (4e-45, 0)
+// have cosines 0.685 and 0.958 with the query (1, 0.3); scored from their raw products, both were 1.
+void checkTinyRowsReplaced() {
+  const float query[2] = {1.0f, 0.3f};
+  std::vector<float> rows = {1e-45f, 3e-45f, 4e-45f, 0.0f, 1.0f, 0.33f};
+  auto expectReference = [&](CudaMatrix* m, const std::string& what) {
+    std::vector<double> cosines;
+    std::vector<int32_t> order = {0, 1, 2};
+    for (int r = 0; r < 3; ++r) {
+      const double x = rows[size_t(2 * r)], y = rows[size_t(2 * r + 1)];
+      cosines.push_back((x * query[0] + y * query[1]) / std::hypot(x, y) / std::hypot(query[0], query[1]));
+    }
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return cosines[size_t(a)] > cosines[size_t(b)]; });
+    std::vector<int32_t> idx(3, -1);
+    std::vector<float> score(3, std::nanf(""));
+    const Status s = cudaMatrixSearch(m, query, 1, 3, false, idx.data(), score.data());
+    bool ok = s.empty() && idx == order;
+    for (int i = 0; i < 3 && ok; ++i) ok = std::fabs(score[size_t(i)] - cosines[size_t(order[size_t(i)])]) <= 1e-6;
+    check(ok, "tiny rows, " + what + ": got '" + s + "' rows " + std::to_string(idx[0]) + ", " + std::to_string(idx[1]) +
+                  ", " + std::to_string(idx[2]) + " scores " + std::to_string(score[0]) + ", " +
+                  std::to_string(score[1]) + ", " + std::to_string(score[2]));
+  };
+  CudaMatrix* m = nullptr;
+  check(cudaMatrixCreateFrom(rows.data(), HiddenType::Float32, 3, 2, HiddenType::Float32, 0, &m).empty(), "tiny rows: create");
+  expectReference(m, "two among a normal one");
+  const std::vector<float> replacement = {0.2f, 1.0f, 3e-45f, 1e-45f};  // row 1 now normal, row 2 tiny
+  check(cudaMatrixSetRows(m, 1, replacement.data(), HiddenType::Float32, 2).empty(), "tiny rows: setRows");
+  std::copy(replacement.begin(), replacement.end(), rows.begin() + 2);
+  expectReference(m, "rows 1 and 2 replaced");
+  cudaMatrixFree(m);
 }
 
 // Errors are messages; afterwards a healthy matrix still searches correctly.
@@ -380,6 +420,15 @@ int main(int argc, char** argv) {
       }
   compareOne({300, 20, 4, 9}, true, true, false, random);
   compareOne({300, 20, 4, 9}, false, true, true, random);
+  // Float32 rows of norm below 1e-15, alone and among normal rows: cosine mode scores them from
+  // copies scaled by 2^100, as the CPU does. Float16 rows of subnormal components (down to 6e-8):
+  // their products with float16 queries are at least 3.6e-15, normal float32 values, so none is tiny.
+  for (const std::vector<double>& scales :
+       std::vector<std::vector<double>>{{1e-45}, {1e-42}, {1e-40}, {1e-38}, {1, 1e-45, 1e-40, 1e-38, 1e-20}})
+    for (bool normalized : {false, true}) compareOne({300, 40, 6, 10}, false, false, normalized, random, 128, scales);
+  compareOne({300, 40, 6, 10}, true, false, false, random, 128, {1, 1e-7, 1e-6, 3e-5});
+  compareOne({300, 40, 6, 10}, true, false, false, random, 128, {1e-7});
+  checkTinyRowsReplaced();
   checkExtremeMagnitudes();
   checkErrors(random);
   checkConcurrentSearches(random);

@@ -31,7 +31,8 @@ Status meanPoolNormalizeCuda(const PoolArgs& hostArgs, int device);
 Status meanPoolNormalizeCudaDevice(const PoolArgs& deviceArgs, int device, void* stream);
 
 // A database matrix resident on one GPU: rows stored once (float16 or float32, each row
-// padded with zeros to a multiple of 32 values, plus one float32 norm per row), searched
+// padded with zeros to a multiple of 32 values, plus one float32 norm and one byte marking a
+// float32 row of norm below 1e-15 per row), searched
 // many times. Searches on one device run one at a time (they share its workspace, and would
 // compete for the GPU anyway).
 struct CudaMatrix;
@@ -53,7 +54,7 @@ Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t r
 // Frees the matrix's device memory (its rows and norms; the device's search workspace, shared by
 // all matrices on it, stays until the process ends). Null is a no-op.
 void cudaMatrixFree(CudaMatrix* matrix);
-int64_t cudaMatrixBytes(const CudaMatrix* matrix);  // device bytes of the stored rows and norms
+int64_t cudaMatrixBytes(const CudaMatrix* matrix);  // device bytes of the stored rows, norms and marks
 int64_t cudaMatrixDim(const CudaMatrix* matrix);
 // For cuda_bench and the tests, until a GPU run has compared them: the float16 score kernel's
 // block for 128 queries covers 128 rows (the default) or 256 (wider warp tiles, and a quarter
