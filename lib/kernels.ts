@@ -287,6 +287,34 @@ export function storeUnitRows(name: string, input: Float32Array, output: Float32
   if (bad >= 0) throw new RangeError(`${name} row ${firstRow + bad} contains NaN or infinite values`);
 }
 
+/**
+ * How far above 1 the norm of a row storeUnitRows wrote can be, by storage type. It rounds each
+ * value of the float64 unit row (norm 1 within dim x 2^-53) once to float32, off by at most 2^-24
+ * of the value (2^-150 absolute among subnormals), and for float16 once more, by at most 2^-11 of
+ * the value (2^-25 absolute below 2^-14, float16's subnormals). The rounding errors form a vector
+ * no longer than the relative bound times the row's norm plus sqrt(dim) x the absolute bound, and
+ * by the triangle inequality the norm moves by no more: for dim <= 2^24 (MAX_DIM), under 2^-23
+ * in float32, and under 2^-11 + 2^-24 + 2^-13 in float16, which stays under 2^-10 with the check's
+ * own error (float16 squares summed in float32 blocks: under 2^-22 on the norm). Random rows stay
+ * well inside (1,000,000 of 768 uniform values: within 4.6e-5 of 1 in float16), but rows whose
+ * values all sit just above a rounding midpoint reach the first term: a constant row of 1,023
+ * values has norm 1 + 2^-11 - 2^-21 in float16, and a row of 35 powers of two 1 + 2^-24 in
+ * float32. A limit measured on random rows would refuse what add() stored.
+ */
+export const UNIT_NORM_SLACK: Readonly<Record<Dtype, number>> = { float32: 2 ** -23, float16: 2 ** -10 };
+
+/**
+ * The first of the rows (`dim` values each: float32, or float16 bits in a Uint16Array) longer
+ * than storeUnitRows writes, of norm above 1 + UNIT_NORM_SLACK, or holding NaN or infinity, and
+ * its norm; null if there is none. Off the event loop, on every core.
+ */
+export async function firstRowAboveUnit(rows: Float32Array | Uint16Array, dim: number): Promise<{ row: number; norm: number } | null> {
+  const maxNorm = 1 + UNIT_NORM_SLACK[rows instanceof Float32Array ? 'float32' : 'float16'];
+  const result = new Float64Array(2);
+  await runAsync(() => loadAddon().firstRowAboveNorm({ rows, dim, maxSumSquares: maxNorm * maxNorm, result }, true));
+  return result[0] < 0 ? null : { row: result[0], norm: Math.sqrt(result[1]) };
+}
+
 /** A copy of `data` with every row scaled to unit length (storeUnitRows). */
 export function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
   const output = new Float32Array(data.length);

@@ -7,7 +7,9 @@
 // broken by id in the kernel); on CUDA each chunk's device copy is searched and the per-chunk
 // lists are merged (see searchTileCuda).
 import * as util from 'util';
-import { cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, requireResultFits, storeUnitRows, TopKResult } from './kernels';
+import {
+  cosineTopKSegmentsAsync, Dtype, DTYPES, firstRowAboveUnit, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
+} from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
@@ -145,7 +147,7 @@ export interface LoadOptions {
   mmap?: boolean | undefined;
   /** As in VectorIndexOptions. */
   chunkBytes?: number | undefined;
-  /** Rejects with `signal.reason` before the next piece read (64 MiB), slice of ids or (CUDA) chunk's device copy once it aborts. */
+  /** Rejects with `signal.reason` before the next piece read (64 MiB), chunk's norm check, slice of ids or (CUDA) chunk's device copy once it aborts. */
   signal?: AbortSignal | undefined;
   /** Called after each piece read (64 MiB; with `mmap`, each piece checksummed) with the bytes of the file done. */
   onProgress?: ((progress: IndexFileProgress) => void) | undefined;
@@ -638,6 +640,7 @@ export class VectorIndex {
           ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
       }
       rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
+      await index.checkNorms(file, signal);
       await index.finishLoad(header, metadata, file, signal);
       // CUDA: the device copies now, so that the first search does not wait for them (13.6 GB for
       // 8.8M x 768 float16) and a GPU without the room fails here.
@@ -722,6 +725,21 @@ export class VectorIndex {
           signal?.throwIfAborted();
         }
       }
+    }
+  }
+
+  /**
+   * Refuses a loaded vector longer than add() stores (a unit vector, within the rounding of the
+   * storage type), or holding NaN or infinity: its scores would not be cosines. Shorter ones pass:
+   * add() stores x * 10^12 for a row of norm below 10^-12 (zeros for a zero row).
+   */
+  private async checkNorms(file: string, signal: AbortSignal | undefined): Promise<void> {
+    for (const chunk of this.chunks) {
+      signal?.throwIfAborted();
+      const bad = await firstRowAboveUnit(chunk.vectors.subarray(0, chunk.count * this.dim), this.dim);
+      if (bad === null) continue;
+      throw new Error(`${file} is corrupt: the vector of id ${chunk.ids[bad.row]} has norm ${bad.norm} ` +
+        `(a stored vector has norm at most 1, plus ${UNIT_NORM_SLACK[this.dtype]} of ${this.dtype} rounding)`);
     }
   }
 

@@ -368,6 +368,15 @@ describe('bad input throws a clear error naming the argument', () => {
     const out16 = new Uint16Array(8);
     expect(addon.unitRows({ input: Float32Array.of(3, 4, 0, 0, 0, 0, 0, 0), output: out16, dim: 4 })).toBe(-1);
     expect(Array.from(out16.subarray(0, 2))).toEqual([0x38cd, 0x3a66]);  // 0.6 and 0.8 as float16
+    const aboveNorm = (args: object) => () => addon.firstRowAboveNorm(args as never, true);
+    const check = { rows: f32, dim: 4, maxSumSquares: 1, result: new Float64Array(2) };
+    expect(aboveNorm({ ...check, rows: undefined })).toThrow("'rows' must be a Float32Array or a Uint16Array");
+    expect(aboveNorm({ ...check, rows: new Int32Array(8) })).toThrow('wrong typed-array type');
+    expect(aboveNorm({ ...check, dim: 3 })).toThrow("whole rows of 'dim' values");
+    expect(aboveNorm({ ...check, dim: 0 })).toThrow("whole rows of 'dim' values");
+    expect(aboveNorm({ ...check, maxSumSquares: '1' })).toThrow("'maxSumSquares' must be a number");
+    expect(aboveNorm({ ...check, result: new Float64Array(1) })).toThrow('shorter than its shape');
+    expect(aboveNorm({ ...check, result: new Float32Array(4) })).toThrow('wrong typed-array type');
   });
 
   test('the raw addon refuses to map bytes past the end of a file (reading them would end the process with SIGBUS)', () => {

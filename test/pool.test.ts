@@ -110,6 +110,7 @@ describe('every SIMD level computes the same maths', () => {
     expect(report.unitMaxUlp).toBeLessThanOrEqual(1);
     expect(report.unitHalfMismatches).toBe(0);
     expect(report.unitBadRow).toBe('rows row 123 contains NaN or infinite values');
+    expect(report.normCheckFailures).toEqual([]);
   });
 
   test('a CAMEMBED_SIMD value the addon does not read is a warning, not silence', () => {

@@ -5,7 +5,9 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { removeTrackedTemporaries, trackTemporaries } from '../lib/atomic-file';
+import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { Checksum, encodeHeader, fileBindings, layoutOf, P1, P2, P3 } from '../lib/index/format';
+import { UNIT_NORM_SLACK } from '../lib/kernels';
 import { IndexFileProgress, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
@@ -302,6 +304,115 @@ describe('metadata', () => {
     const loaded = await VectorIndex.load(file);
     expect(loaded.metadata).toEqual({});
     expect(await loaded.search(queries, { k: 20 })).toEqual(await index.search(queries, { k: 20 }));
+  });
+});
+
+describe('a vector longer than unit length is corrupt (its scores would not be cosines)', () => {
+  /** Row `row` of an index file's bytes: where it starts, and its values as float32. */
+  function rowOf(bytes: Buffer, dtype: 'float32' | 'float16', row: number): { at: number; values: Float32Array } {
+    const rowBytes = bytes.readUInt32LE(16) * (dtype === 'float32' ? 4 : 2);
+    const at = Number(bytes.readBigUInt64LE(48)) + row * rowBytes;
+    const raw = new Uint8Array(bytes.subarray(at, at + rowBytes)).buffer;
+    return { at, values: dtype === 'float32' ? new Float32Array(raw) : float16ToFloat32Array(new Uint16Array(raw)) };
+  }
+
+  /** A copy of the bytes with row `row` changed (written back rounded to the dtype) and the checksum redone. */
+  function withRow(bytes: Buffer, dtype: 'float32' | 'float16', row: number, change: (values: Float32Array) => void): Buffer {
+    const { at, values } = rowOf(bytes, dtype, row);
+    change(values);
+    const changed = Buffer.from(bytes);
+    changed.set(new Uint8Array(dtype === 'float32' ? values.buffer : float32ToFloat16Array(values).buffer), at);
+    return withChecksum(changed);
+  }
+
+  /** The norm of row `row`, in float64 from its stored values. */
+  const normAt = (bytes: Buffer, dtype: 'float32' | 'float16', row: number) =>
+    Math.sqrt(rowOf(bytes, dtype, row).values.reduce((sum, v) => sum + v * v, 0));
+  const scale = (factor: number) => (v: Float32Array) => v.forEach((x, i) => { v[i] = x * factor; });
+
+  /** The load's error for a file of these bytes, with and without mmap and in chunks of `chunkBytes` (both the same). */
+  async function loadError(name: string, bytes: Buffer, chunkBytes?: number): Promise<string> {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, bytes);
+    const messages = [];
+    for (const mmap of [false, true]) {
+      messages.push(await VectorIndex.load(file, { mmap, chunkBytes }).then((loaded) => { loaded.dispose(); return 'loaded'; }, (err: Error) => err.message));
+    }
+    expect(messages[1]).toBe(messages[0]);
+    return messages[0];
+  }
+
+  test.each(['float32', 'float16'] as const)('%s: a row scaled by 1.01, or holding NaN or infinity, names its id and norm', async (dtype) => {
+    const index = await sample(dtype, 7);
+    const file = path.join(dir, `norms-${dtype}.cmbd`);
+    await index.save(file);
+    const good = fs.readFileSync(file);
+    const ids = index.ids();
+    const limit = `(a stored vector has norm at most 1, plus ${UNIT_NORM_SLACK[dtype]} of ${dtype} rounding)`;
+    const scaled = withRow(good, dtype, 500, scale(1.01));
+    const norm = normAt(scaled, dtype, 500);
+    expect(Math.abs(norm - 1.01)).toBeLessThan(1e-3);
+    expect(await loadError('scaled.cmbd', scaled)).toBe(`${path.join(dir, 'scaled.cmbd')} is corrupt: the vector of id ${ids[500]} has norm ${norm} ${limit}`);
+    // The first bad row in storage order is named, within a chunk and across chunks (of 100 rows).
+    const twoBad = withRow(scaled, dtype, 250, (v) => { v[3] = NaN; });
+    for (const chunkBytes of [undefined, 100 * dim * 4]) {
+      expect(await loadError('two-bad.cmbd', twoBad, chunkBytes)).toContain(`is corrupt: the vector of id ${ids[250]} has norm NaN ${limit}`);
+    }
+    const infinite = withRow(good, dtype, 0, (v) => { v[dim - 1] = -Infinity; });
+    expect(await loadError('infinite.cmbd', infinite)).toContain(`is corrupt: the vector of id ${ids[0]} has norm Infinity ${limit}`);
+    // Shorter rows load: add() stores x * 10^12 for a row x of norm below 10^-12, so any norm up to 1 is its output.
+    const halved = withRow(good, dtype, 500, scale(0.5));
+    expect(await loadError('halved.cmbd', halved)).toBe('loaded');
+  });
+
+  test('the first bad row is named when several threads each find one', async () => {
+    // 6,000 rows of 24 float32 values: the check splits them over the cores (at least 2,730 rows each).
+    const index = new VectorIndex({ dim });
+    index.add(randomSignedArray(makeRandom(8), 6000 * dim));
+    const file = path.join(dir, 'threads.cmbd');
+    await index.save(file);
+    const bad = withRow(withRow(fs.readFileSync(file), 'float32', 5900, scale(1.01)), 'float32', 100, scale(1.5));
+    expect(await loadError('threads-bad.cmbd', bad)).toContain(`is corrupt: the vector of id 100 has norm ${normAt(bad, 'float32', 100)} `);
+  });
+
+  test.each(['float32', 'float16'] as const)('%s: every row add() stores loads: random rows of awkward dims, heavy tails, rounding extremes', async (dtype) => {
+    const random = makeRandom(dtype === 'float32' ? 11 : 12);
+    let largest = 0;  // the largest stored norm, less 1
+    for (const rowDim of [1, 3, 15, 35, 63, 65, 200, 769, 1023]) {
+      const rows: Float32Array[] = [];
+      for (let r = 0; r < 150; r++) {
+        const u = randomSignedArray(random, rowDim);
+        rows.push(u, u.map((x) => x ** 7));  // uniform, and heavy-tailed (a few values carry the norm)
+        // Values of every float32 magnitude, subnormals included: many fall among float16's subnormals.
+        rows.push(u.map((x) => x * 2 ** (Math.floor(random() * 268) - 149)));
+      }
+      const powers = (counts: number[]) => {  // counts[m] copies of 2^-(m+1)
+        const row = new Float32Array(rowDim);
+        let at = 0;
+        counts.forEach((n, m) => { for (let c = 0; c < n && at < rowDim; c++) row[at++] = 2 ** -(m + 1); });
+        return row;
+      };
+      rows.push(
+        new Float32Array(rowDim).fill(1),  // 1,023 values: each just above a float16 rounding midpoint, norm 1 + 2^-11 - 2^-21
+        powers([3, 3, 3, 3, 3]),  // 15 values: the same in float16 (squares sum to 1 - 2^-10)
+        powers([3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2]),  // 35 values: in float32 (1 - 2^-23): norm 1 + 2^-24
+        new Float32Array(rowDim).fill(3e38), new Float32Array(rowDim).fill(1e-45),  // float32's extremes
+        new Float32Array(rowDim).fill(1e-14), new Float32Array(rowDim));  // stored as x * 10^12 (norm below 1), and zeros
+      const index = new VectorIndex({ dim: rowDim, dtype });
+      for (const row of rows) index.add(row);
+      const file = path.join(dir, `extremes-${dtype}-${rowDim}.cmbd`);
+      await index.save(file);
+      for (const mmap of [false, true]) {
+        const loaded = await VectorIndex.load(file, { mmap });
+        expect(loaded.size).toBe(rows.length);
+        loaded.dispose();
+      }
+      for (const id of index.ids()) largest = Math.max(largest, Math.sqrt(index.get(id)!.reduce((sum, v) => sum + v * v, 0)) - 1);
+      fs.rmSync(file);
+    }
+    // The extremes reach the rounding bound's first term (2^-24 or 2^-11 of a unit): a limit much
+    // closer to 1 would refuse them.
+    expect(largest / UNIT_NORM_SLACK[dtype]).toBeGreaterThan(0.49);
   });
 });
 

@@ -20,7 +20,7 @@ import { suggestion } from '../validate';
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 
 const INFO_SPEC: OptionSpec = {
-  verify: { type: 'boolean', help: 'also read the whole file: checksum and ids (as a load does)' },
+  verify: { type: 'boolean', help: 'also read the whole file: checksum, ids and vector norms (as a load does)' },
   help: { type: 'boolean', help: 'show this help' },
 };
 

@@ -10,6 +10,7 @@
 
 #include "camembed/cpu_info.h"
 #include "camembed/float16.h"
+#include "camembed/types.h"
 #include "parallel.h"
 
 // GCC 12 warns inside its own AVX-512 conversion intrinsics (a false positive in the header).
@@ -21,6 +22,7 @@ namespace {
 
 struct RowFns {
   double (*sumSquares)(const float* x, int64_t n);
+  double (*sumSquaresHalf)(const uint16_t* x, int64_t n);  // of float16 bits (the load check)
   void (*scale)(const float* x, float* out, int64_t n, double factor);
 };
 
@@ -71,11 +73,49 @@ __attribute__((target("avx512f"))) double sumSquaresAvx512(const float* x, int64
   return _mm512_reduce_add_pd(_mm512_add_pd(a, b)) + sumSquaresScalar(x + i, n - i);
 }
 
+double sumSquaresHalfScalar(const uint16_t* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(halfToFloat(x[i])) * halfToFloat(x[i]);
+  return s;
+}
+
+// The squares of float16 values are exact in float32 (11 significant bits squared fit in 24), so
+// blocks of 64 are summed in float32, four squares per lane and accumulator, and only the blocks'
+// sums in float64: a relative error under 2^-21 whatever n, and 1.7x faster than widening each
+// value to float64 as sumSquaresAvx2 does (the check of 1M x 768 on the 2-core VM, busy: 100 vs
+// 170 ms). AVX-512 machines run it too (the AVX2 level requires F16C).
+__attribute__((target("avx2,fma,f16c"))) double sumSquaresHalfAvx2(const uint16_t* x, int64_t n) {
+  __m256d total = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (int j = 0; j < 64; j += 16) {
+      const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i + j)));
+      const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i + j + 8)));
+      a = _mm256_fmadd_ps(v, v, a);
+      b = _mm256_fmadd_ps(w, w, b);
+    }
+    const __m256 block = _mm256_add_ps(a, b);
+    total = _mm256_add_pd(total, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(block)),
+                                               _mm256_cvtps_pd(_mm256_extractf128_ps(block, 1))));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, total);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + sumSquaresHalfScalar(x + i, n - i);
+}
+
 RowFns chooseRowFns() {
   switch (simdLevel()) {
-    case SimdLevel::Avx512: return {sumSquaresAvx512, scaleAvx512};
-    case SimdLevel::Avx2: return {sumSquaresAvx2, scaleAvx2};
-    default: return {sumSquaresScalar, scaleScalar};
+    case SimdLevel::Avx512: return {sumSquaresAvx512, sumSquaresHalfAvx2, scaleAvx512};
+    case SimdLevel::Avx2: return {sumSquaresAvx2, sumSquaresHalfAvx2, scaleAvx2};
+    default: return {sumSquaresScalar, sumSquaresHalfScalar, scaleScalar};
+  }
+}
+
+// Lowers `first` to row r (threads find rows in any order; the lowest is the one reported).
+void lowerTo(std::atomic<int64_t>& first, int64_t r) {
+  int64_t seen = first.load();
+  while (r < seen && !first.compare_exchange_weak(seen, r)) {
   }
 }
 
@@ -91,9 +131,7 @@ int64_t unitRowsCpu(const float* in, int64_t rows, int64_t dim, float* out32, ui
                    for (int64_t r = begin; r < end && r < firstBad.load(std::memory_order_relaxed); ++r) {
                      const double sumSquares = fns.sumSquares(in + r * dim, dim);
                      if (!std::isfinite(sumSquares)) {
-                       int64_t seen = firstBad.load();
-                       while (r < seen && !firstBad.compare_exchange_weak(seen, r)) {
-                       }
+                       lowerTo(firstBad, r);
                        return;
                      }
                      const double factor = 1.0 / std::max(std::sqrt(sumSquares), 1e-12);
@@ -106,6 +144,28 @@ int64_t unitRowsCpu(const float* in, int64_t rows, int64_t dim, float* out32, ui
                    }
                  });
   return firstBad == rows ? -1 : firstBad.load();
+}
+
+int64_t firstRowAboveNormCpu(const void* rows, bool half, int64_t count, int64_t dim, double maxSumSquares,
+                             double* sumSquares, int threads) {
+  const RowFns fns = chooseRowFns();
+  auto sumSquaresOf = [&](int64_t r) {
+    return half ? fns.sumSquaresHalf(static_cast<const uint16_t*>(rows) + r * dim, dim)
+                : fns.sumSquares(static_cast<const float*>(rows) + r * dim, dim);
+  };
+  std::atomic<int64_t> firstBad{count};
+  parallelRanges(count, resolveThreads(threads), std::max<int64_t>(1, 65536 / std::max<int64_t>(1, dim)),
+                 [&](int, int64_t begin, int64_t end) {
+                   for (int64_t r = begin; r < end && r < firstBad.load(std::memory_order_relaxed); ++r) {
+                     if (!(sumSquaresOf(r) <= maxSumSquares)) {  // NaN too
+                       lowerTo(firstBad, r);
+                       return;
+                     }
+                   }
+                 });
+  if (firstBad == count) return -1;
+  *sumSquares = sumSquaresOf(firstBad);
+  return firstBad;
 }
 
 }  // namespace camembed

@@ -2,7 +2,7 @@
 // at the SIMD level in force with the reference and prints a JSON report.
 const path = require('path');
 const c = require(process.argv[2]);
-const { storeUnitRows } = require(path.join(path.dirname(process.argv[2]), 'kernels.js'));
+const { firstRowAboveUnit, storeUnitRows } = require(path.join(path.dirname(process.argv[2]), 'kernels.js'));
 
 let seed = 12345;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
@@ -86,6 +86,33 @@ try {
 } catch (err) {
   unitBadRow = err.message;
 }
-process.stdout.write(JSON.stringify({
-  simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff, tieFailures, nanMissed, unitMaxUlp, unitHalfMismatches, unitBadRow,
-}));
+// VectorIndex.load's norm check: unit rows as stored pass; a row scaled by 1.01 is found, its norm
+// within 2^-21 of the float64 norm of its stored values (float16: blocks of 64 values and a tail);
+// an earlier row with a NaN in its first block is found before it.
+const normCheckFailures = [];
+const checkDim = 200;
+const checkIn = floats(50 * checkDim);
+(async () => {
+  for (const stored of [new Float32Array(checkIn.length), new Uint16Array(checkIn.length)]) {
+    const dtype = stored instanceof Float32Array ? 'float32' : 'float16';
+    storeUnitRows('rows', checkIn, stored, checkDim);
+    if ((await firstRowAboveUnit(stored, checkDim)) !== null) normCheckFailures.push(`${dtype}: a unit row refused`);
+    const values = dtype === 'float32' ? stored.slice() : c.float16ToFloat32Array(stored);
+    for (let i = 31 * checkDim; i < 32 * checkDim; i++) values[i] *= 1.01;
+    const bad = dtype === 'float32' ? values : c.float32ToFloat16Array(values);
+    const badValues = dtype === 'float32' ? bad : c.float16ToFloat32Array(bad);  // as stored
+    let sum = 0;
+    for (let i = 31 * checkDim; i < 32 * checkDim; i++) sum += badValues[i] ** 2;
+    const found = await firstRowAboveUnit(bad, checkDim);
+    if (found === null || found.row !== 31 || Math.abs(found.norm - Math.sqrt(sum)) > 2 ** -21) {
+      normCheckFailures.push(`${dtype}: found ${JSON.stringify(found)}, expected row 31 of norm ${Math.sqrt(sum)}`);
+    }
+    bad[12 * checkDim + 5] = dtype === 'float32' ? NaN : 0x7e00;
+    const nan = await firstRowAboveUnit(bad, checkDim);
+    if (nan === null || nan.row !== 12 || !Number.isNaN(nan.norm)) normCheckFailures.push(`${dtype}: found ${JSON.stringify(nan)}, expected row 12 (NaN)`);
+  }
+  process.stdout.write(JSON.stringify({
+    simd: c.devices().cpu.simd, poolMaxDiff, topkIndexMismatches, topkMaxScoreDiff, tieFailures, nanMissed, unitMaxUlp, unitHalfMismatches, unitBadRow,
+    normCheckFailures,
+  }));
+})();
