@@ -203,9 +203,11 @@ function readModelLayout(dir: string): ModelLayout {
   const modulesFile = path.join(dir, 'modules.json');
   const modules = readJsonValue(modulesFile);
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
-  const types = modules.map((m) => String((m as Record<string, unknown>).type));
-  const transformer = modules.find((m) => (m as Record<string, unknown>).type === TRANSFORMER) as Record<string, unknown> | undefined;
-  const pooling = modules.find((m) => (m as Record<string, unknown>).type === POOLING) as Record<string, unknown> | undefined;
+  const bad = modules.findIndex((m) => typeof m !== 'object' || m === null || Array.isArray(m));
+  if (bad >= 0) throw new Error(`${modulesFile}: module ${bad} must be an object, got ${JSON.stringify(modules[bad])}`);
+  const types = modules.map((m: Record<string, unknown>) => String(m.type));
+  const transformer = modules.find((m: Record<string, unknown>) => m.type === TRANSFORMER) as Record<string, unknown> | undefined;
+  const pooling = modules.find((m: Record<string, unknown>) => m.type === POOLING) as Record<string, unknown> | undefined;
   const unsupported = types.filter((t) => t !== TRANSFORMER && t !== POOLING && t !== NORMALIZE);
   if (transformer === undefined || pooling === undefined || unsupported.length > 0) {
     throw new Error(`${modulesFile}: unsupported module list [${types.join(', ')}]; ` +
@@ -218,9 +220,19 @@ function readModelLayout(dir: string): ModelLayout {
   const stConfig = stConfigFile === undefined ? {} : readJsonFile(stConfigFile);
   if (stConfig.do_lower_case === true) throw new Error(`${stConfigFile}: do_lower_case is not supported`);
 
-  const poolingFile = path.join(dir, String(pooling.path), 'config.json');
+  if (typeof pooling.path !== 'string') throw new Error(`${modulesFile}: the Pooling module has no path (the folder of its config.json)`);
+  const poolingFile = path.join(dir, pooling.path, 'config.json');
   const poolingConfig = readJsonFile(poolingFile);
-  const modes = Object.keys(poolingConfig).filter((k) => k.startsWith('pooling_mode_') && poolingConfig[k] === true);
+  // As sentence-transformers' Pooling(**config): pooling_mode_mean_tokens is true unless set, and a
+  // pooling_mode string ('mean', 'cls', ...) replaces every pooling_mode_* flag. A flag that is not
+  // false counts as set (shown with its value unless true), so only plain mean pooling passes.
+  const poolingMode = poolingConfig.pooling_mode;
+  const modes = poolingMode !== undefined && poolingMode !== null
+    ? [typeof poolingMode === 'string' && poolingMode.toLowerCase() === 'mean'
+      ? 'pooling_mode_mean_tokens' : `pooling_mode ${JSON.stringify(poolingMode)}`]
+    : Object.entries({ pooling_mode_mean_tokens: true, ...poolingConfig })
+      .filter(([key, value]) => key.startsWith('pooling_mode_') && value !== false)
+      .map(([key, value]) => (value === true ? key : `${key} ${JSON.stringify(value)}`));
   if (modes.length !== 1 || modes[0] !== 'pooling_mode_mean_tokens') {
     throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
       `pooling_mode_mean_tokens only`);
