@@ -134,6 +134,8 @@ interface ModelLayout {
   /** Where maxSeqLength comes from, for messages. */
   maxSeqLengthSource: string;
   dim: number;
+  /** Where dim comes from, for messages. */
+  dimSource: string;
   /** Longest input the position table allows (RoBERTa positions start after the padding id). */
   maxPositions: number;
   /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
@@ -273,8 +275,8 @@ function readModelLayout(dir: string): ModelLayout {
     prompt = text;
   }
   return {
-    maxSeqLength, maxSeqLengthSource, dim, maxPositions, normalizeModule: types.includes(NORMALIZE), prompt,
-    includePrompt: poolingConfig.include_prompt !== false,
+    maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
+    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt: poolingConfig.include_prompt !== false,
   };
 }
 
@@ -465,6 +467,13 @@ export class Encoder {
     }
     const inputType = idsInput.isTensor && idsInput.type === 'int32' ? 'int32' : 'int64';
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
+    // A graph whose token vectors are not word_embedding_dimension long fails every encode(): say so now.
+    const output = session.outputMetadata.find((m) => m.name === outputName);
+    const tokenDim = output?.isTensor ? output.shape[output.shape.length - 1] : undefined;
+    if (typeof tokenDim === 'number' && tokenDim !== layout.dim) {
+      await session.release();
+      throw new Error(`${onnxPath}: output ${outputName} has ${tokenDim} values per token, but ${layout.dimSource} is ${layout.dim}`);
+    }
     return new Encoder({
       dim: layout.dim, maxLength, modelDir: model.dir, onnxPath, device: label, batchSize, maxBatchTokens, tokenizer,
       session, inputType, outputName, normalizeModule: layout.normalizeModule, prompt: layout.prompt, promptTokens,

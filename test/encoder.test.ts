@@ -483,6 +483,12 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     }
   });
 
+  test('a word_embedding_dimension other than the graph\'s fails the load, not every encode() after it', async () => {
+    edit('1_Pooling/config.json', (c) => ({ ...c, word_embedding_dimension: 64 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'model.onnx')}: output last_hidden_state has ` +
+      `32 values per token, but ${path.join(dir, '1_Pooling', 'config.json')}: word_embedding_dimension is 64`);
+  });
+
   test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
     // Damaged weights: the embedding of token 1011 ('b') is NaN, so a text that holds it gives NaN.
     fs.rmSync(path.join(dir, 'model.onnx'));
