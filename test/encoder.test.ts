@@ -458,6 +458,12 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       `${path.join(dir, 'modules.json')}: the Pooling module has no path (the folder of its config.json)`);
   });
 
+  test('a tokenizer.json that tokenizers.js cannot read is an error naming the file', async () => {
+    // Was 'Tokenizer must contain a "decoder" property', and a TypeError for a missing vocabulary, naming no file.
+    edit('tokenizer.json', ({ decoder, ...rest }) => rest);
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'tokenizer.json')}: Tokenizer must contain a "decoder" property`);
+  });
+
   test('the pooling config as sentence-transformers reads it: mean unless set, a pooling_mode string over the flags', async () => {
     const plain = await Encoder.load(dir, { threads: 1 });
     const mean = await plain.encode(texts);
