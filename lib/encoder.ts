@@ -26,15 +26,36 @@ import { readJsonFile, readJsonValue } from './json-file';
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
 /**
+ * The calls waiting on each signal, behind one 'abort' listener per signal: a listener per call made
+ * Node.js warn of a leak (MaxListenersExceededWarning) once 11 calls at a time shared a signal.
+ */
+const abortWaiters = new WeakMap<AbortSignal, Set<() => void>>();
+
+function abortWaiting(event: Event): void {
+  for (const reject of abortWaiters.get(event.target as AbortSignal) ?? []) reject();
+}
+
+/**
  * `work`, or a rejection with `signal.reason` as soon as the signal aborts (the work itself goes on
- * to its next check); the listener goes when either comes first, so a signal shared by many calls
- * keeps none.
+ * to its next check); the call stops waiting on the signal when either comes first, and the last one
+ * waiting removes the listener, so a signal shared by many calls keeps none.
  */
 function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    let waiting = abortWaiters.get(signal);
+    if (waiting === undefined) {
+      abortWaiters.set(signal, waiting = new Set());
+      signal.addEventListener('abort', abortWaiting, { once: true });
+    }
+    waiting.add(onAbort);
+    work.then(resolve, reject).finally(() => {
+      waiting.delete(onAbort);
+      if (waiting.size === 0) {
+        abortWaiters.delete(signal);
+        signal.removeEventListener('abort', abortWaiting);
+      }
+    });
   });
 }
 
@@ -134,6 +155,8 @@ interface ModelLayout {
   /** Where maxSeqLength comes from, for messages. */
   maxSeqLengthSource: string;
   dim: number;
+  /** Where dim comes from, for messages. */
+  dimSource: string;
   /** Longest input the position table allows (RoBERTa positions start after the padding id). */
   maxPositions: number;
   /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
@@ -203,9 +226,11 @@ function readModelLayout(dir: string): ModelLayout {
   const modulesFile = path.join(dir, 'modules.json');
   const modules = readJsonValue(modulesFile);
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
-  const types = modules.map((m) => String((m as Record<string, unknown>).type));
-  const transformer = modules.find((m) => (m as Record<string, unknown>).type === TRANSFORMER) as Record<string, unknown> | undefined;
-  const pooling = modules.find((m) => (m as Record<string, unknown>).type === POOLING) as Record<string, unknown> | undefined;
+  const bad = modules.findIndex((m) => typeof m !== 'object' || m === null || Array.isArray(m));
+  if (bad >= 0) throw new Error(`${modulesFile}: module ${bad} must be an object, got ${JSON.stringify(modules[bad])}`);
+  const types = modules.map((m: Record<string, unknown>) => String(m.type));
+  const transformer = modules.find((m: Record<string, unknown>) => m.type === TRANSFORMER) as Record<string, unknown> | undefined;
+  const pooling = modules.find((m: Record<string, unknown>) => m.type === POOLING) as Record<string, unknown> | undefined;
   const unsupported = types.filter((t) => t !== TRANSFORMER && t !== POOLING && t !== NORMALIZE);
   if (transformer === undefined || pooling === undefined || unsupported.length > 0) {
     throw new Error(`${modulesFile}: unsupported module list [${types.join(', ')}]; ` +
@@ -218,9 +243,19 @@ function readModelLayout(dir: string): ModelLayout {
   const stConfig = stConfigFile === undefined ? {} : readJsonFile(stConfigFile);
   if (stConfig.do_lower_case === true) throw new Error(`${stConfigFile}: do_lower_case is not supported`);
 
-  const poolingFile = path.join(dir, String(pooling.path), 'config.json');
+  if (typeof pooling.path !== 'string') throw new Error(`${modulesFile}: the Pooling module has no path (the folder of its config.json)`);
+  const poolingFile = path.join(dir, pooling.path, 'config.json');
   const poolingConfig = readJsonFile(poolingFile);
-  const modes = Object.keys(poolingConfig).filter((k) => k.startsWith('pooling_mode_') && poolingConfig[k] === true);
+  // As sentence-transformers' Pooling(**config): pooling_mode_mean_tokens is true unless set, and a
+  // pooling_mode string ('mean', 'cls', ...) replaces every pooling_mode_* flag. A flag that is not
+  // false counts as set (shown with its value unless true), so only plain mean pooling passes.
+  const poolingMode = poolingConfig.pooling_mode;
+  const modes = poolingMode !== undefined && poolingMode !== null
+    ? [typeof poolingMode === 'string' && poolingMode.toLowerCase() === 'mean'
+      ? 'pooling_mode_mean_tokens' : `pooling_mode ${JSON.stringify(poolingMode)}`]
+    : Object.entries({ pooling_mode_mean_tokens: true, ...poolingConfig })
+      .filter(([key, value]) => key.startsWith('pooling_mode_') && value !== false)
+      .map(([key, value]) => (value === true ? key : `${key} ${JSON.stringify(value)}`));
   if (modes.length !== 1 || modes[0] !== 'pooling_mode_mean_tokens') {
     throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
       `pooling_mode_mean_tokens only`);
@@ -261,8 +296,8 @@ function readModelLayout(dir: string): ModelLayout {
     prompt = text;
   }
   return {
-    maxSeqLength, maxSeqLengthSource, dim, maxPositions, normalizeModule: types.includes(NORMALIZE), prompt,
-    includePrompt: poolingConfig.include_prompt !== false,
+    maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
+    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt: poolingConfig.include_prompt !== false,
   };
 }
 
@@ -453,6 +488,13 @@ export class Encoder {
     }
     const inputType = idsInput.isTensor && idsInput.type === 'int32' ? 'int32' : 'int64';
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
+    // A graph whose token vectors are not word_embedding_dimension long fails every encode(): say so now.
+    const output = session.outputMetadata.find((m) => m.name === outputName);
+    const tokenDim = output?.isTensor ? output.shape[output.shape.length - 1] : undefined;
+    if (typeof tokenDim === 'number' && tokenDim !== layout.dim) {
+      await session.release();
+      throw new Error(`${onnxPath}: output ${outputName} has ${tokenDim} values per token, but ${layout.dimSource} is ${layout.dim}`);
+    }
     return new Encoder({
       dim: layout.dim, maxLength, modelDir: model.dir, onnxPath, device: label, batchSize, maxBatchTokens, tokenizer,
       session, inputType, outputName, normalizeModule: layout.normalizeModule, prompt: layout.prompt, promptTokens,

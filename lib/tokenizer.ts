@@ -209,14 +209,23 @@ export class SentenceTokenizer {
 
   /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
   static load(dir: string, options: TokenizerOptions): SentenceTokenizer {
-    const json = readJsonFile(path.join(dir, 'tokenizer.json'));
+    const file = path.join(dir, 'tokenizer.json');
+    const json = readJsonFile(file);
     const config = readJsonFile(path.join(dir, 'tokenizer_config.json'));
-    // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
-    const tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
     const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
+    let tokenizer: TokenizersJs;
+    let charsmap: PrecompiledCharsmap | null;
+    try {
+      // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
+      tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
+      charsmap = normalizer?.type === 'Precompiled' && typeof normalizer.precompiled_charsmap === 'string'
+        ? new PrecompiledCharsmap(normalizer.precompiled_charsmap) : null;
+    } catch (err) {
+      // tokenizers.js says what is wrong ('Tokenizer must contain a "decoder" property'), not in which file.
+      throw new Error(`${file}: ${(err as Error).message}`);
+    }
     let precompiled: ((text: string) => string) | null = null;
-    if (normalizer?.type === 'Precompiled' && typeof normalizer.precompiled_charsmap === 'string') {
-      const charsmap = new PrecompiledCharsmap(normalizer.precompiled_charsmap);
+    if (charsmap !== null) {
       // The library calls `this.normalizer(text)`; a plain function is a valid callable there.
       // Rust's WhitespaceSplit splits on Unicode White_Space, which includes U+0085 (NEL) that
       // the JS one (/\S+/) keeps; turning it into a space before the split gives the same pieces.

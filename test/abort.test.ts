@@ -312,4 +312,17 @@ describeModel('Encoder', () => {
     await (await Encoder.load(MODEL, { signal, threads: 1 })).dispose();
     expect(listeners(signal)).toBe(0);
   });
+
+  test('one signal shared by many calls at once holds one listener (Node.js warns of a leak past 10), and aborts them all', async () => {
+    const { controller, reason } = aborter();
+    const calls = Array.from({ length: 30 }, (_, i) => encoder.encode(TEXTS.slice(i, i + 10), { signal: controller.signal }));
+    expect(listeners(controller.signal)).toBe(1);
+    const results = await Promise.all(calls);
+    results.forEach((e, i) => expect(e.data).toEqual(alone.data.subarray(i * alone.dim, (i + 10) * alone.dim)));
+    expect(listeners(controller.signal)).toBe(0);
+    const aborted = Array.from({ length: 30 }, () => encoder.encode(TEXTS, { signal: controller.signal }));
+    controller.abort(reason);
+    for (const call of aborted) await expect(call).rejects.toBe(reason);
+    expect(listeners(controller.signal)).toBe(0);
+  });
 });

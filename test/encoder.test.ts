@@ -449,6 +449,50 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     }
     fs.writeFileSync(path.join(dir, 'modules.json'), 'null');
     await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'modules.json')} must hold an array of modules`);
+    // Were "Cannot read properties of null (reading 'type')" and "cannot read <dir>/undefined/config.json".
+    fs.writeFileSync(path.join(dir, 'modules.json'), '[null]');
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'modules.json')}: module 0 must be an object, got null`);
+    fs.writeFileSync(path.join(dir, 'modules.json'), JSON.stringify([
+      { type: 'sentence_transformers.models.Transformer', path: '' }, { type: 'sentence_transformers.models.Pooling' }]));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+      `${path.join(dir, 'modules.json')}: the Pooling module has no path (the folder of its config.json)`);
+  });
+
+  test('a tokenizer.json that tokenizers.js cannot read is an error naming the file', async () => {
+    // Was 'Tokenizer must contain a "decoder" property', and a TypeError for a missing vocabulary, naming no file.
+    edit('tokenizer.json', ({ decoder, ...rest }) => rest);
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'tokenizer.json')}: Tokenizer must contain a "decoder" property`);
+  });
+
+  test('the pooling config as sentence-transformers reads it: mean unless set, a pooling_mode string over the flags', async () => {
+    const plain = await Encoder.load(dir, { threads: 1 });
+    const mean = await plain.encode(texts);
+    await plain.dispose();
+    const poolingFile = path.join(dir, '1_Pooling', 'config.json');
+    // Pooling(**config): pooling_mode_mean_tokens defaults to true; pooling_mode replaces every pooling_mode_* flag.
+    for (const config of [{ word_embedding_dimension: 32 }, { word_embedding_dimension: 32, pooling_mode: 'MEAN', pooling_mode_cls_token: true }]) {
+      fs.writeFileSync(poolingFile, JSON.stringify(config));
+      const e = await Encoder.load(dir, { threads: 1 });
+      expect((await e.encode(texts)).data).toEqual(mean.data);
+      await e.dispose();
+    }
+    for (const [config, modes] of [
+      // CLS pooling in sentence-transformers, which camembed encoded as mean.
+      [{ word_embedding_dimension: 32, pooling_mode: 'cls', pooling_mode_mean_tokens: true }, 'pooling_mode "cls"'],
+      // Mean and max concatenated (1 is true to Python), which camembed encoded as mean.
+      [{ word_embedding_dimension: 32, pooling_mode_mean_tokens: true, pooling_mode_max_tokens: 1 }, 'pooling_mode_mean_tokens, pooling_mode_max_tokens 1'],
+      [{ word_embedding_dimension: 32, pooling_mode_mean_tokens: false }, ''],
+    ] as const) {
+      fs.writeFileSync(poolingFile, JSON.stringify(config));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+        `${poolingFile}: pooling [${modes}] is unsupported; camembed implements pooling_mode_mean_tokens only`);
+    }
+  });
+
+  test('a word_embedding_dimension other than the graph\'s fails the load, not every encode() after it', async () => {
+    edit('1_Pooling/config.json', (c) => ({ ...c, word_embedding_dimension: 64 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'model.onnx')}: output last_hidden_state has ` +
+      `32 values per token, but ${path.join(dir, '1_Pooling', 'config.json')}: word_embedding_dimension is 64`);
   });
 
   test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
