@@ -221,7 +221,16 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // spun 5,000 for minutes: capped as the kernels' threads are.
     await expect(Encoder.load(MODEL, { threads: 3e9 })).rejects.toThrow(new RangeError('options.threads must be <= 1024, got 3000000000'));
     await expect(Encoder.load(MODEL, { maxLength: 513 })).rejects.toThrow(/between 2 .* and 512/);
-    await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(/maxBatchTokens/);
+    await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(
+      new RangeError("options.maxBatchTokens must be between 128 (maxLength: one text must fit) and 134217728 (a batch's 32-d hidden states are one Float32Array), got 10"));
+    // A batch's hidden states come back from ONNX Runtime as one Float32Array: batchSize up to 2^53 was taken.
+    await expect(Encoder.load(MODEL, { batchSize: Number.MAX_SAFE_INTEGER })).rejects.toThrow(new RangeError('options.batchSize must be <= 1048576 ' +
+      "at maxLength 128 (batchSize x maxLength, the default maxBatchTokens, must be <= 134217728: a batch's 32-d hidden states are one Float32Array), " +
+      `got ${Number.MAX_SAFE_INTEGER}`));
+    await expect(Encoder.load(MODEL, { maxBatchTokens: 2 ** 27 + 1 })).rejects.toThrow(/^options.maxBatchTokens must be between 128 .* and 134217728 .*, got 134217729$/);
+    const largest = await Encoder.load(MODEL, { batchSize: 2 ** 20, threads: 1 });
+    expect((await largest.encode(['un', 'deux trois'])).rows).toBe(2);
+    await largest.dispose();
     await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
     // A device that is not here is refused before onnxruntime starts, naming the option (when
     // camembed's CUDA build can tell; otherwise onnxruntime's CUDA provider fails to start).
