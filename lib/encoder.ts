@@ -271,14 +271,26 @@ function readModelLayout(dir: string): ModelLayout {
     throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
       `pooling_mode_mean_tokens only`);
   }
+  // sentence-transformers reads include_prompt as a Python truth value (0 and null leave the prompt out,
+  // the string "false" keeps it in): only true and false are taken here.
+  const includePrompt = 'include_prompt' in poolingConfig ? poolingConfig.include_prompt : true;
+  if (typeof includePrompt !== 'boolean') {
+    throw new Error(`${poolingFile}: include_prompt must be true or false, got ${JSON.stringify(includePrompt)}`);
+  }
   const dim = poolingConfig.word_embedding_dimension;
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  const config = readJsonFile(path.join(dir, 'config.json'));
+  const configFile = path.join(dir, 'config.json');
+  const config = readJsonFile(configFile);
   const positions = config.max_position_embeddings;
   const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
   const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
+  if (maxPositions < 2) {
+    throw new Error(`${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
+      `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
+  }
 
   // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
   // the tokenizer's model_max_length).
@@ -308,7 +320,7 @@ function readModelLayout(dir: string): ModelLayout {
   }
   return {
     maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
-    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt: poolingConfig.include_prompt !== false,
+    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
   };
 }
 
@@ -437,8 +449,12 @@ export class Encoder {
     const { providers, label } = executionProviders(o.device);
     const threads = o.threads === undefined ? os.availableParallelism() : optionalThreads(o.threads);  // at most 1024, as the kernels' threads
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 32;
-    // Their defaults and bounds come from the model, but their types are checked before it is fetched.
-    const maxLengthOption = optionalPositiveInteger('options.maxLength', o.maxLength);
+    // Their defaults and bounds come from the model, but their types (and maxLength's lower bound) are
+    // checked before it is fetched.
+    const maxLengthOption = o.maxLength === undefined ? undefined : requireInteger('options.maxLength', o.maxLength, -Infinity);
+    if (maxLengthOption !== undefined && maxLengthOption < 2) {
+      throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
+    }
     const maxBatchTokensOption = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens);
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
