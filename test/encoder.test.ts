@@ -236,6 +236,8 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     const largest = await Encoder.load(MODEL, { batchSize: 2 ** 20, threads: 1 });
     expect((await largest.encode(['un', 'deux trois'])).rows).toBe(2);
     await largest.dispose();
+    // One name per device: 'cuda:00' was device 0.
+    await expect(Encoder.load(MODEL, { device: 'cuda:00' as 'cuda' })).rejects.toThrow(new TypeError('options.device must be written \'cuda:0\', got "cuda:00"'));
     await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
     // A device that is not here is refused before onnxruntime starts, naming the option (when
     // camembed's CUDA build can tell; otherwise onnxruntime's CUDA provider fails to start).
