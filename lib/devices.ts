@@ -45,6 +45,9 @@ export function devices(): DeviceReport {
   };
 }
 
+/** CUDA numbers devices with a C int. */
+const MAX_CUDA_INDEX = 2 ** 31 - 1;
+
 /** -1 for the CPU, else the CUDA device index named (not checked against this machine). */
 export function parseDevice(value: unknown, name = 'options.device'): number {
   if (value === undefined || value === 'cpu') return -1;
@@ -52,7 +55,12 @@ export function parseDevice(value: unknown, name = 'options.device'): number {
   if (match === null) {
     throw new TypeError(`${name} must be 'cpu', 'cuda' or 'cuda:<index>', got ${describeValue(value)}`);
   }
-  return match[1] === undefined ? 0 : Number(match[1]);
+  if (match[1] === undefined) return 0;
+  const index = Number(match[1]);
+  if (index > MAX_CUDA_INDEX) throw new RangeError(`${name} is ${describeValue(value)}, past any CUDA device index (at most ${MAX_CUDA_INDEX})`);
+  // One name per device, as PyTorch's device strings: 'cuda:00' is refused rather than taken as 'cuda:0'.
+  if (String(index) !== match[1]) throw new TypeError(`${name} must be written 'cuda:${index}', got ${describeValue(value)}`);
+  return index;
 }
 
 /** -1 for the CPU, else a CUDA device index that exists here (otherwise a clear Error). */

@@ -187,23 +187,34 @@ const TOKENIZE_SLICE = 64;
  * padded tokens (rows x longest row), choosing the boundaries that cost the fewest padded tokens
  * plus CALL_COST_TOKENS per call (dynamic programming over the sorted lengths): a few long texts
  * get a batch of their own instead of 31 short ones being padded to their length.
- * O(texts x batchSize). Exported for the benchmark's padding figures.
+ * O(texts x distinct lengths within one batch's reach), whatever batchSize. Exported for the benchmark's padding figures.
  */
 export function planBatches(lengths: readonly number[], batchSize: number, maxBatchTokens: number): Batch[] {
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
   const n = order.length;
+  const sorted = order.map((row) => lengths[row]);
+  // For each sorted row: the first row of its run of equal lengths, and how many rows of its length fit one batch.
+  const runStart = new Int32Array(n);
+  const fits = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    runStart[i] = i > 0 && sorted[i] === sorted[i - 1] ? runStart[i - 1] : i;
+    fits[i] = Math.min(batchSize, Math.floor(maxBatchTokens / sorted[i]));
+  }
   // cost[j]: the cheapest plan for the first j sorted rows; start[j]: where its last batch begins.
   const cost = new Float64Array(n + 1).fill(Infinity);
   const start = new Int32Array(n + 1);
   cost[0] = 0;
   for (let j = 1; j <= n; j++) {
-    for (let i = j - 1; i >= 0 && j - i <= batchSize; i--) {
-      const padded = (j - i) * lengths[order[i]];
-      if (padded > maxBatchTokens) break;
-      const c = cost[i] + padded + CALL_COST_TOKENS;
+    // The last batch [i, j) is padded to sorted[i]. Within a run of equal lengths the earliest start
+    // that fits is as cheap as any later one (dropping the shortest row saves at least its length:
+    // cost[i - 1] + sorted[i - 1] <= cost[i]), so each run offers one start.
+    for (let i = j - 1; i >= 0; i = runStart[i] - 1) {
+      const first = j - fits[i] > runStart[i] ? j - fits[i] : runStart[i];  // the earliest start in i's run that fits
+      if (first > i) break;  // rows i..j-1 do not fit, nor do longer rows with them
+      const c = cost[first] + (j - first) * sorted[i] + CALL_COST_TOKENS;
       if (c < cost[j]) {
         cost[j] = c;
-        start[j] = i;
+        start[j] = first;
       }
     }
   }
@@ -260,14 +271,26 @@ function readModelLayout(dir: string): ModelLayout {
     throw new Error(`${poolingFile}: pooling [${modes.join(', ')}] is unsupported; camembed implements ` +
       `pooling_mode_mean_tokens only`);
   }
+  // sentence-transformers reads include_prompt as a Python truth value (0 and null leave the prompt out,
+  // the string "false" keeps it in): only true and false are taken here.
+  const includePrompt = 'include_prompt' in poolingConfig ? poolingConfig.include_prompt : true;
+  if (typeof includePrompt !== 'boolean') {
+    throw new Error(`${poolingFile}: include_prompt must be true or false, got ${JSON.stringify(includePrompt)}`);
+  }
   const dim = poolingConfig.word_embedding_dimension;
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  const config = readJsonFile(path.join(dir, 'config.json'));
+  const configFile = path.join(dir, 'config.json');
+  const config = readJsonFile(configFile);
   const positions = config.max_position_embeddings;
   const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
   const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
+  if (maxPositions < 2) {
+    throw new Error(`${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
+      `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
+  }
 
   // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
   // the tokenizer's model_max_length).
@@ -297,7 +320,7 @@ function readModelLayout(dir: string): ModelLayout {
   }
   return {
     maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
-    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt: poolingConfig.include_prompt !== false,
+    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
   };
 }
 
@@ -426,8 +449,12 @@ export class Encoder {
     const { providers, label } = executionProviders(o.device);
     const threads = o.threads === undefined ? os.availableParallelism() : optionalThreads(o.threads);  // at most 1024, as the kernels' threads
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 32;
-    // Their defaults and bounds come from the model, but their types are checked before it is fetched.
-    const maxLengthOption = optionalPositiveInteger('options.maxLength', o.maxLength);
+    // Their defaults and bounds come from the model, but their types (and maxLength's lower bound) are
+    // checked before it is fetched.
+    const maxLengthOption = o.maxLength === undefined ? undefined : requireInteger('options.maxLength', o.maxLength, -Infinity);
+    if (maxLengthOption !== undefined && maxLengthOption < 2) {
+      throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
+    }
     const maxBatchTokensOption = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens);
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
@@ -441,9 +468,17 @@ export class Encoder {
       throw new RangeError(`${o.maxLength === undefined ? layout.maxSeqLengthSource : 'options.maxLength'} must be between 2 ` +
         `(room for <s> and </s>) and ${layout.maxPositions} (the model's position table), got ${maxLength}`);
     }
+    // ONNX Runtime gives a batch's hidden states (padded tokens x dim floats) as one typed array.
+    const tokenLimit = Math.floor(MAX_RESULT_VALUES / layout.dim);
+    const hiddenStates = `a batch's ${layout.dim}-d hidden states are one Float32Array`;
+    if (maxBatchTokensOption === undefined && batchSize * maxLength > tokenLimit) {
+      throw new RangeError(`options.batchSize must be <= ${Math.floor(tokenLimit / maxLength)} at maxLength ${maxLength} (batchSize x maxLength, ` +
+        `the default maxBatchTokens, must be <= ${tokenLimit}: ${hiddenStates}), got ${batchSize}`);
+    }
     const maxBatchTokens = maxBatchTokensOption ?? batchSize * maxLength;
-    if (maxBatchTokens < maxLength) {
-      throw new RangeError(`options.maxBatchTokens must be >= maxLength (${maxLength}) so that one text fits, got ${maxBatchTokens}`);
+    if (maxBatchTokens < maxLength || maxBatchTokens > tokenLimit) {
+      throw new RangeError(`options.maxBatchTokens must be between ${maxLength} (maxLength: one text must fit) and ${tokenLimit} ` +
+        `(${hiddenStates}), got ${maxBatchTokens}`);
     }
     const tokenizer = SentenceTokenizer.load(model.dir, { maxLength });
     // As sentence-transformers: <s> and the prompt's tokens (the prompt tokenized alone, without its </s>).

@@ -77,6 +77,12 @@ const typeCases: Case[] = [
   ['dtype a bigint', () => meanPoolNormalize(hidden, mask, shape, { dtype: any(1n) }), TypeError, "options.dtype must be 'float32' or 'float16', got 1n"],
   ['device a bigint', () => cosineTopK(q, db, { dim: 4, k: 1, device: any(1n) }), TypeError, "options.device must be 'cpu', 'cuda' or 'cuda:<index>', got 1n"],
   ['device a function', () => cosineTopK(q, db, { dim: 4, k: 1, device: any(() => 'cuda') }), TypeError, "'cuda:<index>', got function"],
+  // One name per device, for every part of the API: 'cuda:00' and 'cuda:01' were devices 0 and 1.
+  ['device cuda:00', () => cosineTopK(q, db, { dim: 4, k: 1, device: any('cuda:00') }), TypeError, /^options.device must be written 'cuda:0', got "cuda:00"$/],
+  ['VectorIndex device cuda:01', () => new VectorIndex({ dim: 4, device: any('cuda:01') }), TypeError, /^options.device must be written 'cuda:1', got "cuda:01"$/],
+  ['CudaMatrix device cuda:007', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any('cuda:007') }), TypeError, "must be written 'cuda:7'"],
+  ['device past a C int', () => cosineTopK(q, db, { dim: 4, k: 1, device: any('cuda:4294967296') }), RangeError,
+    /^options.device is "cuda:4294967296", past any CUDA device index \(at most 2147483647\)$/],
   ['VectorIndex dtype a symbol', () => new VectorIndex({ dim: 4, dtype: any(Symbol('f')) }), TypeError, "options.dtype must be 'float32' or 'float16', got symbol"],
   ['VectorIndex device a bigint', () => new VectorIndex({ dim: 4, device: any(0n) }), TypeError, 'options.device must be'],
   ['CudaMatrix device NaN (no cuda:NaN advice)', () => CudaMatrix.create(db, { rows: 10, dim: 4, device: any(NaN) }), TypeError,

@@ -221,7 +221,23 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // spun 5,000 for minutes: capped as the kernels' threads are.
     await expect(Encoder.load(MODEL, { threads: 3e9 })).rejects.toThrow(new RangeError('options.threads must be <= 1024, got 3000000000'));
     await expect(Encoder.load(MODEL, { maxLength: 513 })).rejects.toThrow(/between 2 .* and 512/);
-    await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(/maxBatchTokens/);
+    // 0 said 'must be >= 1', then 1 said 'between 2 and 512': both get the range (its top is the model's, unknown before it loads).
+    for (const maxLength of [0, 1]) {
+      await expect(Encoder.load(MODEL, { maxLength })).rejects.toThrow(
+        new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLength}`));
+    }
+    await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(
+      new RangeError("options.maxBatchTokens must be between 128 (maxLength: one text must fit) and 134217728 (a batch's 32-d hidden states are one Float32Array), got 10"));
+    // A batch's hidden states come back from ONNX Runtime as one Float32Array: batchSize up to 2^53 was taken.
+    await expect(Encoder.load(MODEL, { batchSize: Number.MAX_SAFE_INTEGER })).rejects.toThrow(new RangeError('options.batchSize must be <= 1048576 ' +
+      "at maxLength 128 (batchSize x maxLength, the default maxBatchTokens, must be <= 134217728: a batch's 32-d hidden states are one Float32Array), " +
+      `got ${Number.MAX_SAFE_INTEGER}`));
+    await expect(Encoder.load(MODEL, { maxBatchTokens: 2 ** 27 + 1 })).rejects.toThrow(/^options.maxBatchTokens must be between 128 .* and 134217728 .*, got 134217729$/);
+    const largest = await Encoder.load(MODEL, { batchSize: 2 ** 20, threads: 1 });
+    expect((await largest.encode(['un', 'deux trois'])).rows).toBe(2);
+    await largest.dispose();
+    // One name per device: 'cuda:00' was device 0.
+    await expect(Encoder.load(MODEL, { device: 'cuda:00' as 'cuda' })).rejects.toThrow(new TypeError('options.device must be written \'cuda:0\', got "cuda:00"'));
     await expect(Encoder.load(MODEL, { device: 'tpu' as 'cpu' })).rejects.toThrow(TypeError);
     // A device that is not here is refused before onnxruntime starts, naming the option (when
     // camembed's CUDA build can tell; otherwise onnxruntime's CUDA provider fails to start).
@@ -437,6 +453,26 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     edit('sentence_camembert_config.json', (c) => ({ ...c, max_seq_length: 514 }));
     await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
+  });
+
+  test('a pad_token_id that leaves the position table no room is an error saying so', async () => {
+    // Was "options.maxLength must be between 2 (room for <s> and </s>) and -87 (the model's position table)".
+    edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 600 }));
+    await expect(Encoder.load(dir, { threads: 1, maxLength: 16 })).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: ` +
+      'max_position_embeddings 514 leaves no position for <s> and </s> after pad_token_id 600 (positions start after the padding id): ' +
+      'pad_token_id must be at most max_position_embeddings - 3'));
+    edit('config.json', (c) => ({ ...c, pad_token_id: 511 }));
+    const e = await Encoder.load(dir, { threads: 1, maxLength: 2 });
+    expect(e.maxLength).toBe(2);
+    await e.dispose();
+  });
+
+  test('include_prompt must be true or false (sentence-transformers took 0 and null as false, "false" as true)', async () => {
+    for (const value of ['false', 0, null]) {
+      edit('1_Pooling/config.json', (c) => ({ ...c, include_prompt: value }));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+        new Error(`${path.join(dir, '1_Pooling', 'config.json')}: include_prompt must be true or false, got ${JSON.stringify(value)}`));
+    }
   });
 
   test('a settings file holding null or a list is an error naming it, not a TypeError', async () => {

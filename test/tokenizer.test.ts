@@ -154,9 +154,79 @@ describeShared('SentenceTokenizer', () => {
       const inner = (ours as unknown as { tokenizer: { encode: (text: string) => unknown } }).tokenizer;
       const encode = jest.spyOn(inner, 'encode');
       expect(mismatches(texts, encodings.map((e) => e.getIds()), ours.tokenize(texts))).toEqual([]);
-      // Of each text (about 130,000 characters) a prefix of 4,096 characters, or 16,384 (a word more),
-      // was tokenized, but the one with no place to cut.
+      // Of each text (about 130,000 characters) a prefix of 8 x maxLength characters (or twice that,
+      // and so on, a word more) was tokenized, but the one with no place to cut.
       expect(encode.mock.calls.map(([text]) => text.length).filter((n) => n > 20000)).toEqual([texts[6].length]);
+    }
+  });
+
+  test('the first prefix is 8 x maxLength characters: a long French text costs about 1,000 of them at 128 tokens', async () => {
+    const passages = fs.readFileSync(path.join(CORPUS, 'fr-passages.dev.txt'), 'utf8');
+    const texts = [0, 1, 2, 3].map((i) => passages.slice(i * 20000, i * 20000 + 20000));
+    const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+    rust.setTruncation(128);
+    rust.disablePadding();
+    const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+    const ours = at128();
+    const encode = jest.spyOn((ours as unknown as { tokenizer: { encode: (text: string) => unknown } }).tokenizer, 'encode');
+    expect(mismatches(texts, encodings.map((e) => e.getIds()), ours.tokenize(texts))).toEqual([]);
+    // One pass each, on 1,024 characters up to the end of a word (it was 4,096).
+    const lengths = encode.mock.calls.map(([text]) => text.length);
+    expect(lengths).toHaveLength(texts.length);
+    for (const n of lengths) expect(n >= 1024 && n < 1100).toBe(true);
+  });
+
+  test('prefix cuts: odd characters where the first cut is sought, and texts too sparse for the first prefix', async () => {
+    const passages = fs.readFileSync(path.join(CORPUS, 'fr-passages.dev.txt'), 'utf8').replace(/\n/g, ' ');
+    // A cut only shows when the last word of the prefix is among the tokens kept: k one-token words
+    // ('le') first, then a word whose character `at` lies where the cut is sought (8 x maxLength).
+    // 'anticonst' gives ▁anti con st, the whole word ▁anti c onstitutionnelle ment: a cut inside it
+    // changes the kept ids. Around that character: \u000b (removed: it joins the halves), a space or
+    // newline carrying a combining mark, CR LF, a run of spaces, no-break and ideographic spaces, a
+    // combining mark or an emoji ZWJ sequence or a flag pair before the space, a non-Latin word.
+    const words: [string, number][] = [['anticonstitutionnellement', 6], ['anticonst\u000bitutionnellement', 9],
+      ['anticonst \u0301itutionnellement', 9], ['anticonst\n\u0301itutionnellement', 9], ['anticonst\r\nitutionnellement', 10],
+      ['anticonst     itutionnellement', 11], ['anticonst\u00a0itution', 9], ['anticonst\u3000itution', 9],
+      ['anticonst\u0301 itution', 10], ['anticonst\u{1F469}\u200D\u{1F4BB} itution', 14], ['anticonst\u{1F1EB}\u{1F1F7} itution', 13],
+      ['противоконституционный', 8]];
+    const cases: { text: string; maxLength: number; passes: number }[] = [];
+    const maxLengths = [8, 16, 32];
+    for (const maxLength of maxLengths) {
+      const cutAt = 8 * maxLength;
+      for (let k = maxLength - 6; k < maxLength; k++) {
+        for (const [word, at] of words) {
+          for (const shift of [-2, -1, 0, 1, 2]) {
+            const head = 'le '.repeat(k).padEnd(cutAt + shift - at);
+            cases.push({ text: `${head}${word} ${passages.slice(cases.length * 37, cases.length * 37 + 2 * cutAt)}`, maxLength, passes: 1 });
+          }
+        }
+      }
+      // About 40 characters a token (words of two): the first prefix holds too few tokens.
+      for (const gap of [' '.repeat(80), '\n \t'.repeat(20)]) {
+        cases.push({ text: Array.from({ length: 8 * maxLength }, (_, i) => `m${i % 10}${gap}`).join(''), maxLength, passes: 2 });
+      }
+    }
+    for (const maxLength of maxLengths) {
+      const mine = cases.filter((c) => c.maxLength === maxLength);
+      const texts = mine.map((c) => c.text);
+      const rust = RustTokenizer.fromFile(path.join(TOKENIZER_DIR, 'tokenizer.json'));
+      rust.setTruncation(maxLength);
+      rust.disablePadding();
+      const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+      const ours = SentenceTokenizer.load(TOKENIZER_DIR, { maxLength });
+      const encode = jest.spyOn((ours as unknown as { tokenizer: { encode: (text: string) => unknown } }).tokenizer, 'encode');
+      const passes: number[][] = [];
+      const ids = texts.map((text) => {
+        encode.mockClear();
+        const row = ours.encode(text);
+        passes.push(encode.mock.calls.map(([prefix]) => prefix.length));
+        return row;
+      });
+      expect(mismatches(texts, encodings.map((e) => e.getIds()), { ids, attentionMask: ids.map((r) => r.map(() => 1)) })).toEqual([]);
+      // Each was cut (tokenized from a prefix first); the sparse ones took more than one prefix.
+      mine.forEach((c, i) => {
+        expect({ i, cut: passes[i][0] < pythonStrip(c.text).length, passes: passes[i].length >= c.passes }).toEqual({ i, cut: true, passes: true });
+      });
     }
   });
 
