@@ -49,8 +49,13 @@ test('camembed index without a subcommand prints the usage of index build (exit 
 describe('integer flags are checked before any model is loaded (exit 2, naming the flag)', () => {
   test.each([
     [['encode', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
-    [['encode', '--threads', '1.5'], "--threads must be a positive integer, got '1.5'"],
-    [['index', 'build', '--threads', '0'], "--threads must be a positive integer, got '0'"],
+    [['encode', '--threads', '1.5'], "--threads must be an integer from 1 to 1024, got '1.5'"],
+    [['index', 'build', '--threads', '0'], "--threads must be an integer from 1 to 1024, got '0'"],
+    // Encoder.load's limit: past it, a runtime error (exit 1) after the checks, naming options.threads.
+    [['encode', '--threads', '1025'], "--threads must be an integer from 1 to 1024, got '1025'"],
+    [['index', 'build', '--threads', '4096'], "--threads must be an integer from 1 to 1024, got '4096'"],
+    [['search', '--threads', '4294967297', 'x'], "--threads must be an integer from 1 to 1024, got '4294967297'"],
+    [['eval', '--threads', '2000'], "--threads must be an integer from 1 to 1024, got '2000'"],
     [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
     [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],

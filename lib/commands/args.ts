@@ -9,7 +9,7 @@ import * as path from 'path';
 import { removeTrackedTemporaries } from '../atomic-file';
 import { readTextLineBatches, readTextLines } from '../lines';
 import { looksLikeHubId } from '../model/hub';
-import { suggestion } from '../validate';
+import { MAX_THREADS, suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
 
@@ -30,8 +30,15 @@ export interface OptionSpec {
     default?: string | number | boolean;
     /** Smallest value of an integer option (default 1). */
     min?: number;
+    /** Largest value of an integer option (default: none but Number.MAX_SAFE_INTEGER). */
+    max?: number;
   };
 }
+
+/** --threads of the commands that run the encoder: at most what Encoder.load takes, checked as a usage error. */
+export const THREADS_OPTION: OptionSpec[string] = {
+  type: 'integer', help: `ONNX Runtime threads, at most ${MAX_THREADS} (default: all cores)`, max: MAX_THREADS,
+};
 
 export interface Parsed {
   options: Record<string, string | number | boolean | undefined>;
@@ -83,8 +90,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
-      if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {  // decimal digits only: not 0x10, 1e3
-        throw new CliUsageError(`--${name} must be ${min === 1 ? 'a positive integer' : `an integer >= ${min}`}, got '${raw}'`);
+      const max = s.max ?? Number.MAX_SAFE_INTEGER;
+      if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {  // decimal digits only: not 0x10, 1e3
+        const range = s.max !== undefined ? `an integer from ${min} to ${max}` : min === 1 ? 'a positive integer' : `an integer >= ${min}`;
+        throw new CliUsageError(`--${name} must be ${range}, got '${raw}'`);
       }
       options[name] = n;
     } else {

@@ -8,6 +8,7 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import {
   CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireModel, requireOutputFile,
+  THREADS_OPTION,
 } from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -23,7 +24,7 @@ const spec: OptionSpec = {
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultEmbeddingCacheDir() },

@@ -13,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
+  requireModel, requireIndexK, requireOutputFile, textsWithProgress, THREADS_OPTION, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -143,7 +143,7 @@ const SPEC: OptionSpec = {
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
