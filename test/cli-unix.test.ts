@@ -16,10 +16,14 @@ const TOKENIZER = path.join(SHARED, 'models/camembert-base-tokenizer');
 const haveModels = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
 if (!haveModels) console.warn(`CLI signal tests skipped: ${MODEL} or ${TOKENIZER} is missing`);
 
-/** Runs the CLI to the end; `stdin` and `stdout` are file descriptors to use instead of pipes. */
-function camembed(args: string[], options: { stdin?: number; stdout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
+/**
+ * Runs the CLI to the end (killed after `timeout` ms, with SIGKILL: a CLI stuck in synchronous code
+ * never runs its SIGTERM handler; status null); `stdin` and `stdout` are file descriptors to use
+ * instead of pipes.
+ */
+function camembed(args: string[], options: { stdin?: number; stdout?: number; timeout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], {
-    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
+    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: options.timeout ?? 60_000, killSignal: 'SIGKILL',
   });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr };
 }
@@ -204,6 +208,24 @@ test('convert and make-random-model: a missing model folder, a tokenizer folder 
     expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
   }
   expect(fs.existsSync(out)).toBe(false);
+});
+
+// procfs answers mkdir in /proc with ENOENT: Node's recursive mkdir made /proc again and retried
+// for ever, at full CPU and deaf to Ctrl-C (the loop is synchronous native code).
+(haveModels && fs.existsSync('/proc/self') ? test : test.skip)('a folder that cannot be made in /proc is a runtime error at once (exit 1), not an endless loop', () => {
+  const texts = path.join(dir, 'texts.tsv');
+  fs.writeFileSync(texts, 'q1\tun\n');
+  const qrels = path.join(dir, 'qrels.trec');
+  fs.writeFileSync(qrels, 'q1 0 q1 1\n');
+  const missing = `/proc/camembed-test-${process.pid}`;
+  for (const args of [
+    ['make-random-model', '--tokenizer', TOKENIZER, '--out', missing, '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '8'],
+    ['convert', MODEL, '--output', path.join(missing, 'model.onnx')],
+    ['eval', '--model', MODEL, '--collection', texts, '--queries', texts, '--qrels', qrels, '--cache', missing, '--k', '1', '--metrics', 'MRR@1'],
+  ]) {
+    const { status, stderr } = camembed(args, { timeout: 20_000 });
+    expect({ args, status, stderr }).toEqual({ args, status: 1, stderr: expect.stringMatching(new RegExp(`^camembed ${args[0]}: E[A-Z]+: .*, mkdir '${missing}'\n$`)) });
+  }
 });
 
 test('encode --output - refuses to write binary vectors to a terminal (exit 2)', async () => {

@@ -18,7 +18,7 @@ import { namesOf, optionalOneOf, optionalString, requireObject, requireString } 
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { WEIGHT_FILES, weightsFileOf } from './local';
 
 /** Options of convertToOnnx. */
@@ -259,7 +259,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const tmpOutput = temporaryPath(output);
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
-  const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
+  const createdDir = makeFolders(path.dirname(output));  // removed again on failure, when empty
   await removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   let dataFd = -1;
   let dataClosed = false;
