@@ -140,20 +140,26 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
-test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', () => {
+test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', async () => {
+  const index = await smallIndex();
   const input = path.join(dir, 'redirected.txt');
   fs.writeFileSync(input, 'un\ndeux\n');
   const read = fs.openSync(input, 'r');
   const append = fs.openSync(input, 'a');
   try {
+    const destroy = 'writing it would destroy it';
+    // search read each result line it appended as one more question, until the disk was full.
+    const endless = 'the search would read its own results as questions, without end';
     const cases: [string[], { stdin?: number; stdout?: number }, string][] = [
-      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
-      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
-      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}`],
+      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input): ${destroy}`],
+      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input): ${destroy}`],
+      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}: ${destroy}`],
+      [['search', '--index', index, '--queries', input], { stdout: append }, `standard output is the input ${input}: ${endless}`],
+      [['search', '--index', index, '--queries', '-'], { stdin: read, stdout: append }, `standard output is the input - (standard input): ${endless}`],
     ];
     for (const [args, fds, message] of cases) {
       const { status, stderr } = camembed([...args, '--model', dir], fds);
-      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}: writing it would destroy it\n` });
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
     }
   } finally {
     fs.closeSync(read);

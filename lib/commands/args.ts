@@ -156,7 +156,7 @@ export function requireExists(name: string, file: string): void {
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
   if (file === '-') {
-    requireNotAnInput(name, file, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+    requireNotAnInput(`--${name} - (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
     return undefined;
   }
   const folder = path.dirname(path.resolve(file));
@@ -166,20 +166,23 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
   const existing = fs.statSync(file, { throwIfNoEntry: false });
   if (existing === undefined) return undefined;
   if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);
-  requireNotAnInput(name, file, existing, inputs);
+  requireNotAnInput(`--${name} ${file}`, existing, inputs);
   if (regularBecause !== undefined && !existing.isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${regularBecause}`);
   return existing;
 }
 
-function requireNotAnInput(name: string, file: string, output: fs.Stats, inputs: (string | undefined)[]): void {
+/**
+ * A usage error if `output` (what `label` names: '--output x', 'standard output') is one of the
+ * `inputs` ('-': standard input), by device and inode; `why` says what writing it would do.
+ */
+export function requireNotAnInput(label: string, output: fs.Stats, inputs: (string | undefined)[], why = 'writing it would destroy it'): void {
   // Only a regular file is destroyed by writing it (standard input and output may be one terminal).
   if (!output.isFile()) return;
   for (const input of inputs) {
     if (input === undefined) continue;
     const st = input === '-' ? fs.fstatSync(0) : fs.statSync(input, { throwIfNoEntry: false });
     if (st !== undefined && st.dev === output.dev && st.ino === output.ino) {
-      const named = (f: string, stream: string) => (f === '-' ? `- (${stream})` : f);
-      throw new CliUsageError(`--${name} ${named(file, 'standard output')} is the input ${named(input, 'standard input')}: writing it would destroy it`);
+      throw new CliUsageError(`${label} is the input ${input === '-' ? '- (standard input)' : input}: ${why}`);
     }
   }
 }

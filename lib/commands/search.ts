@@ -11,8 +11,8 @@ import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
 import {
-  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, THREADS_OPTION,
-  withFileProgress,
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput,
+  THREADS_OPTION, withFileProgress,
 } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
@@ -77,6 +77,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
+  // `--queries q.txt >> q.txt`: each result line, read back, is one more question (it ran until the disk was full).
+  requireNotAnInput('standard output', fs.fstatSync(1), [queriesFile], 'the search would read its own results as questions, without end');
   requireFileOption('query-vectors', vectorsFile, 'its size is checked against its header first');
   const encoderOption = ['model', 'threads', 'offline', 'revision'].find((name) => given.has(name));
   if (vectorsFile !== undefined && encoderOption !== undefined) {
