@@ -234,6 +234,17 @@ test('convert and make-random-model: a missing model folder, a tokenizer folder 
   }
 });
 
+// As root, only a folder of another file system refuses files: /proc (a read-only mount alike says EROFS).
+(fs.existsSync('/proc/self') ? test : test.skip)('index build: a folder no file can be made in is a runtime error before the model loads, not after the encoding', () => {
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  // An empty model folder: the load would fail, so an error about the output shows it came first.
+  const model = fs.mkdtempSync(path.join(dir, 'model-'));
+  const output = `/proc/camembed-test-${process.pid}.cmbd`;
+  const { status, stderr } = camembed(['index', 'build', '--model', model, '--input', input, '--output', output]);
+  expect({ status, stderr }).toEqual({ status: 1, stderr: expect.stringMatching(new RegExp(`^camembed index: cannot open ${output}: E[A-Z]+: [^,]+\n$`)) });
+});
+
 test('encode --output - refuses to write binary vectors to a terminal (exit 2)', async () => {
   const input = path.join(dir, 'one.txt');
   fs.writeFileSync(input, 'un\n');

@@ -6,7 +6,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { removeTrackedTemporaries } from '../atomic-file';
+import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
+import { ioError } from '../io-error';
 import { readTextLineBatches, readTextLines } from '../lines';
 import { looksLikeHubId } from '../model/hub';
 import { MAX_THREADS, suggestion } from '../validate';
@@ -185,6 +186,23 @@ export function requireNotAnInput(label: string, output: fs.Stats, inputs: (stri
       throw new CliUsageError(`${label} is the input ${input === '-' ? '- (standard input)' : input}: ${why}`);
     }
   }
+}
+
+/**
+ * A runtime error now, naming `output`, unless a file can be made where it is saved (through its
+ * links): for an output written only at the end of a long job (an index saved after hours of
+ * encoding), on a read-only file system or in a folder without write permission. Probed with a
+ * file of the save's own temporary name, removed at once.
+ */
+export async function requireWritableFolder(output: string): Promise<void> {
+  const target = await followLinks(output);
+  const probe = temporaryPath(path.join(path.dirname(target), `.${path.basename(target)}`));
+  try {
+    fs.closeSync(fs.openSync(probe, 'wx'));
+  } catch (err) {
+    throw ioError('open', output, err);
+  }
+  fs.rmSync(probe, { force: true });
 }
 
 /** --k within what the index searches on `device` take, checked before the index loads. */

@@ -13,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, textsWithProgress, THREADS_OPTION, withFileProgress,
+  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -189,6 +189,7 @@ export async function run(argv: string[]): Promise<void> {
   const model = options.model as string | undefined;
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
+  await requireWritableFolder(output);  // the save comes after the encoding, possibly hours of it
 
   // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;
