@@ -56,6 +56,8 @@ describe('integer flags are checked before any model is loaded (exit 2, naming t
     [['index', 'build', '--threads', '4096'], "--threads must be an integer from 1 to 1024, got '4096'"],
     [['search', '--threads', '4294967297', 'x'], "--threads must be an integer from 1 to 1024, got '4294967297'"],
     [['eval', '--threads', '2000'], "--threads must be an integer from 1 to 1024, got '2000'"],
+    // VectorIndex's limit: past it, a runtime error (exit 1) naming options.dim.
+    [['index', 'build', '--dim', '16777217'], "--dim must be an integer from 1 to 16777216, got '16777217'"],
     [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
     [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],

@@ -7,6 +7,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { MAX_DIM } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
@@ -138,7 +139,7 @@ const SPEC: OptionSpec = {
     type: 'string',
     help: 'instead of --input: vectors already made, a .npy file [rows, dim] of float32 or float16, or raw float32 with --dim; ids are row numbers from 0',
   },
-  dim: { type: 'integer', help: 'vector length of a raw float32 --vectors file' },
+  dim: { type: 'integer', help: `vector length of a raw float32 --vectors file, at most ${MAX_DIM}`, max: MAX_DIM },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
