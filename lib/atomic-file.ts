@@ -64,9 +64,29 @@ export function replaceAtomically(file: string, write: (tmp: string) => void): v
   }
 }
 
+/**
+ * fs.mkdirSync(dir, { recursive: true }) without its endless loop: where mkdir in a folder that
+ * exists fails with ENOENT (procfs, sysfs), Node makes the parent again and retries for ever, at
+ * full CPU and deaf to Ctrl-C (`make-random-model --out /proc/x`); and a read-only file system's
+ * EROFS came out as ENOENT. The missing folders are made one at a time, outermost first. Returns
+ * the first folder made (an absolute path), or undefined when `dir` was there.
+ */
+export function makeFolders(dir: string): string | undefined {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;  // else made meanwhile by another process
+    }
+  }
+  return missing[0];
+}
+
 /** Writes `file` whole or not at all: a reader, or a full disk, never leaves it half written. */
 export function writeFileAtomic(file: string, content: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeFolders(path.dirname(file));
   replaceAtomically(file, (tmp) => fs.writeFileSync(tmp, content));
 }
 

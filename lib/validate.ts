@@ -115,7 +115,8 @@ export function optionalBoolean(name: string, value: unknown, fallback: boolean)
   return value;
 }
 
-const MAX_THREADS = 1024;
+/** The most threads a native kernel or ONNX Runtime is given (options.threads, the CLI's --threads). */
+export const MAX_THREADS = 1024;
 
 export function optionalThreads(value: unknown): number {
   if (value === undefined) return 0;

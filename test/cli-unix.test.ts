@@ -16,10 +16,14 @@ const TOKENIZER = path.join(SHARED, 'models/camembert-base-tokenizer');
 const haveModels = fs.existsSync(path.join(MODEL, 'model.onnx')) && fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
 if (!haveModels) console.warn(`CLI signal tests skipped: ${MODEL} or ${TOKENIZER} is missing`);
 
-/** Runs the CLI to the end; `stdin` and `stdout` are file descriptors to use instead of pipes. */
-function camembed(args: string[], options: { stdin?: number; stdout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
+/**
+ * Runs the CLI to the end (killed after `timeout` ms, with SIGKILL: a CLI stuck in synchronous code
+ * never runs its SIGTERM handler; status null); `stdin` and `stdout` are file descriptors to use
+ * instead of pipes.
+ */
+function camembed(args: string[], options: { stdin?: number; stdout?: number; timeout?: number } = {}): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], {
-    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000,
+    input: '', stdio: [options.stdin ?? 'pipe', options.stdout ?? 'pipe', 'pipe'], encoding: 'utf8', timeout: options.timeout ?? 60_000, killSignal: 'SIGKILL',
   });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr };
 }
@@ -136,20 +140,26 @@ test("a folder on standard input ('< /') is a usage error (exit 2), not an empty
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual([]);
 });
 
-test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', () => {
+test('an output that is the input through a redirection (< texts.txt, >> texts.txt) is a usage error (exit 2) that leaves it whole', async () => {
+  const index = await smallIndex();
   const input = path.join(dir, 'redirected.txt');
   fs.writeFileSync(input, 'un\ndeux\n');
   const read = fs.openSync(input, 'r');
   const append = fs.openSync(input, 'a');
   try {
+    const destroy = 'writing it would destroy it';
+    // search read each result line it appended as one more question, until the disk was full.
+    const endless = 'the search would read its own results as questions, without end';
     const cases: [string[], { stdin?: number; stdout?: number }, string][] = [
-      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
-      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input)`],
-      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}`],
+      [['encode', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input): ${destroy}`],
+      [['index', 'build', '--input', '-', '--output', input], { stdin: read }, `--output ${input} is the input - (standard input): ${destroy}`],
+      [['encode', '--input', input, '--output', '-'], { stdout: append }, `--output - (standard output) is the input ${input}: ${destroy}`],
+      [['search', '--index', index, '--queries', input], { stdout: append }, `standard output is the input ${input}: ${endless}`],
+      [['search', '--index', index, '--queries', '-'], { stdin: read, stdout: append }, `standard output is the input - (standard input): ${endless}`],
     ];
     for (const [args, fds, message] of cases) {
       const { status, stderr } = camembed([...args, '--model', dir], fds);
-      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}: writing it would destroy it\n` });
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
     }
   } finally {
     fs.closeSync(read);
@@ -204,6 +214,35 @@ test('convert and make-random-model: a missing model folder, a tokenizer folder 
     expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: ${message}\n` });
   }
   expect(fs.existsSync(out)).toBe(false);
+});
+
+// procfs answers mkdir in /proc with ENOENT: Node's recursive mkdir made /proc again and retried
+// for ever, at full CPU and deaf to Ctrl-C (the loop is synchronous native code).
+(haveModels && fs.existsSync('/proc/self') ? test : test.skip)('a folder that cannot be made in /proc is a runtime error at once (exit 1), not an endless loop', () => {
+  const texts = path.join(dir, 'texts.tsv');
+  fs.writeFileSync(texts, 'q1\tun\n');
+  const qrels = path.join(dir, 'qrels.trec');
+  fs.writeFileSync(qrels, 'q1 0 q1 1\n');
+  const missing = `/proc/camembed-test-${process.pid}`;
+  for (const args of [
+    ['make-random-model', '--tokenizer', TOKENIZER, '--out', missing, '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '8'],
+    ['convert', MODEL, '--output', path.join(missing, 'model.onnx')],
+    ['eval', '--model', MODEL, '--collection', texts, '--queries', texts, '--qrels', qrels, '--cache', missing, '--k', '1', '--metrics', 'MRR@1'],
+  ]) {
+    const { status, stderr } = camembed(args, { timeout: 20_000 });
+    expect({ args, status, stderr }).toEqual({ args, status: 1, stderr: expect.stringMatching(new RegExp(`^camembed ${args[0]}: E[A-Z]+: .*, mkdir '${missing}'\n$`)) });
+  }
+});
+
+// As root, only a folder of another file system refuses files: /proc (a read-only mount alike says EROFS).
+(fs.existsSync('/proc/self') ? test : test.skip)('index build: a folder no file can be made in is a runtime error before the model loads, not after the encoding', () => {
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, 'un\n');
+  // An empty model folder: the load would fail, so an error about the output shows it came first.
+  const model = fs.mkdtempSync(path.join(dir, 'model-'));
+  const output = `/proc/camembed-test-${process.pid}.cmbd`;
+  const { status, stderr } = camembed(['index', 'build', '--model', model, '--input', input, '--output', output]);
+  expect({ status, stderr }).toEqual({ status: 1, stderr: expect.stringMatching(new RegExp(`^camembed index: cannot open ${output}: E[A-Z]+: [^,]+\n$`)) });
 });
 
 test('encode --output - refuses to write binary vectors to a terminal (exit 2)', async () => {

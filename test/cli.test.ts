@@ -49,12 +49,21 @@ test('camembed index without a subcommand prints the usage of index build (exit 
 describe('integer flags are checked before any model is loaded (exit 2, naming the flag)', () => {
   test.each([
     [['encode', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
-    [['encode', '--threads', '1.5'], "--threads must be a positive integer, got '1.5'"],
-    [['index', 'build', '--threads', '0'], "--threads must be a positive integer, got '0'"],
+    [['encode', '--threads', '1.5'], "--threads must be an integer from 1 to 1024, got '1.5'"],
+    [['index', 'build', '--threads', '0'], "--threads must be an integer from 1 to 1024, got '0'"],
+    // Encoder.load's limit: past it, a runtime error (exit 1) after the checks, naming options.threads.
+    [['encode', '--threads', '1025'], "--threads must be an integer from 1 to 1024, got '1025'"],
+    [['index', 'build', '--threads', '4096'], "--threads must be an integer from 1 to 1024, got '4096'"],
+    [['search', '--threads', '4294967297', 'x'], "--threads must be an integer from 1 to 1024, got '4294967297'"],
+    [['eval', '--threads', '2000'], "--threads must be an integer from 1 to 1024, got '2000'"],
+    // VectorIndex's limit: past it, a runtime error (exit 1) naming options.dim.
+    [['index', 'build', '--dim', '16777217'], "--dim must be an integer from 1 to 16777216, got '16777217'"],
     [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
     [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],
-    [['make-random-model', '--seed', '-1'], "--seed must be an integer >= 0, got '-1'"],
+    [['make-random-model', '--seed', '-1'], "--seed must be an integer from 0 to 4294967295, got '-1'"],
+    // The generator takes 32 bits: --seed 4294967296 wrote seed 0's weights.
+    [['make-random-model', '--seed', '4294967296'], "--seed must be an integer from 0 to 4294967295, got '4294967296'"],
     [['encode', '--batch-size', 'many'], "--batch-size must be a positive integer, got 'many'"],
     [['search', '--k', '0x10', 'x'], "--k must be a positive integer, got '0x10'"],
     [['search', '--k', '1e3', 'x'], "--k must be a positive integer, got '1e3'"],

@@ -40,6 +40,10 @@ describe('camembed eval usage errors (exit code 2)', () => {
     [['--run', '-'], /--run must be a file/],
     [['--min-relevance', '0'], /--min-relevance must be a positive integer, got '0'/],
     [['--min-relevance', 'high'], /--min-relevance must be a positive integer, got 'high'/],
+    // A search on CUDA takes k <= 2046: it failed after the whole collection was encoded.
+    [['--device', 'cuda', '--k', '3000'], /^camembed eval: --k must be <= 2046 with --device cuda, got 3000\n$/],
+    [['--device', 'cuda:1', '--metrics', 'Recall@5000'],
+      /^camembed eval: --metrics: a cutoff of 5000 needs k >= 5000, but a search with --device cuda:1 takes k <= 2046\n$/],
   ])('%j', async (args, message) => {
     const base = args[0] === '--collection' ? [] : files;
     const { code, stderr } = await runCli([...base, ...args]);
@@ -82,6 +86,11 @@ describe('evaluateRetrieval input errors', () => {
       .rejects.toThrow('options.minRelevance must be an integer >= 1, got 0');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))
       .rejects.toThrow(RangeError);
+    // A search on CUDA takes k <= 2046: found at the first search, after the whole collection was encoded.
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, device: 'cuda', k: 3000 }))
+      .rejects.toThrow(new RangeError('options.k must be <= 2046 on CUDA, got 3000'));
+    await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, device: 'cuda:0', metrics: ['Recall@5000'] }))
+      .rejects.toThrow(new RangeError('options.metrics: a cutoff of 5000 needs k >= 5000, but a search on CUDA takes k <= 2046'));
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: [] }))
       .rejects.toThrow(/metrics must be a non-empty array/);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, metrics: 'MRR@10' as unknown as string[] }))

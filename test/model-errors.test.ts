@@ -197,6 +197,24 @@ describe('convertToOnnx errors', () => {
     expect(fs.readdirSync(folder)).toEqual([]);
   });
 
+  test('an output over a file the conversion reads (the weights, config.json, through a link) is refused before anything is written', async () => {
+    writeTinyModel();
+    const weights = fs.readFileSync(path.join(dir, 'model.safetensors'));
+    fs.symlinkSync('model.safetensors', path.join(dir, 'link.onnx'));
+    fs.linkSync(path.join(dir, 'model.safetensors'), path.join(dir, 'graph.data'));  // the data file of output 'graph'
+    const before = fs.readdirSync(dir).sort();
+    for (const [output, written, input] of [
+      ['model.safetensors', 'model.safetensors', 'model.safetensors'], ['config.json', 'config.json', 'config.json'],
+      ['link.onnx', 'link.onnx', 'model.safetensors'], ['graph', 'graph.data', 'model.safetensors'],
+    ]) {
+      await expect(convertToOnnx(dir, { output: path.join(dir, output) })).rejects.toThrow(
+        `cannot write ${path.join(dir, written)}: it is the model's ${input}, which the conversion reads`);
+    }
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    expect(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'))).toEqual(CONFIG);
+  });
+
   test('a folder without weights, and bad options', async () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
@@ -281,6 +299,10 @@ describe('camembed make-random-model and convert commands', () => {
       expect(fs.readFileSync(path.join(out, 'model.onnx'), 'utf8')).toBe('their export');
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx'), '--force'])).toBe(0);
       expect(await main(['convert', out, '--output', path.join(out, 'model.onnx')])).toBe(0);  // now camembed's own
+      // Not the weights it converts, even with --force: the graph replaced them.
+      const weights = fs.readFileSync(path.join(out, 'model.safetensors'));
+      expect(await main(['convert', out, '--output', path.join(out, 'model.safetensors'), '--force'])).toBe(2);
+      expect(fs.readFileSync(path.join(out, 'model.safetensors')).equals(weights)).toBe(true);
       // A folder given as --output: refused as a usage error, even with --force, leaving nothing beside it.
       fs.mkdirSync(path.join(out, 'as-folder'));
       const before = fs.readdirSync(out).sort();
@@ -291,6 +313,7 @@ describe('camembed make-random-model and convert commands', () => {
       const messages = stderr.mock.calls.map((c) => String(c[0])).join('');
       expect(messages).toMatch(/--dtype must be float32 or float16, got 'int4'/);
       expect(messages).toContain(`${path.join(out, 'model.onnx')} exists and camembed did not convert it (the model's own ONNX graph?): pass --force`);
+      expect(messages).toContain(`--output ${path.join(out, 'model.safetensors')} is the model's model.safetensors, which the conversion reads: writing it would destroy it`);
       expect(messages).toContain(`--output ${path.join(out, 'as-folder')} is a folder: give the ONNX file to write, e.g. ${path.join(out, 'as-folder', 'model.onnx')}`);
       expect(messages).toMatch(/--tokenizer <folder> is required/);
       expect(messages).toContain(`${path.join(dir, 'missing')} does not exist: expected a model folder`);

@@ -6,10 +6,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { removeTrackedTemporaries } from '../atomic-file';
+import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
+import { ioError } from '../io-error';
 import { readTextLineBatches, readTextLines } from '../lines';
 import { looksLikeHubId } from '../model/hub';
-import { suggestion } from '../validate';
+import { MAX_THREADS, suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
 
@@ -30,8 +31,15 @@ export interface OptionSpec {
     default?: string | number | boolean;
     /** Smallest value of an integer option (default 1). */
     min?: number;
+    /** Largest value of an integer option (default: none but Number.MAX_SAFE_INTEGER). */
+    max?: number;
   };
 }
+
+/** --threads of the commands that run the encoder: at most what Encoder.load takes, checked as a usage error. */
+export const THREADS_OPTION: OptionSpec[string] = {
+  type: 'integer', help: `ONNX Runtime threads, at most ${MAX_THREADS} (default: all cores)`, max: MAX_THREADS,
+};
 
 export interface Parsed {
   options: Record<string, string | number | boolean | undefined>;
@@ -83,8 +91,10 @@ export function parseArgs(argv: string[], spec: OptionSpec): Parsed {
     if (s.type === 'integer') {
       const n = Number(raw);
       const min = s.min ?? 1;
-      if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {  // decimal digits only: not 0x10, 1e3
-        throw new CliUsageError(`--${name} must be ${min === 1 ? 'a positive integer' : `an integer >= ${min}`}, got '${raw}'`);
+      const max = s.max ?? Number.MAX_SAFE_INTEGER;
+      if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {  // decimal digits only: not 0x10, 1e3
+        const range = s.max !== undefined ? `an integer from ${min} to ${max}` : min === 1 ? 'a positive integer' : `an integer >= ${min}`;
+        throw new CliUsageError(`--${name} must be ${range}, got '${raw}'`);
       }
       options[name] = n;
     } else {
@@ -147,7 +157,7 @@ export function requireExists(name: string, file: string): void {
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
   if (file === '-') {
-    requireNotAnInput(name, file, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+    requireNotAnInput(`--${name} - (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
     return undefined;
   }
   const folder = path.dirname(path.resolve(file));
@@ -157,22 +167,42 @@ export function requireOutputFile(name: string, file: string, inputs: (string | 
   const existing = fs.statSync(file, { throwIfNoEntry: false });
   if (existing === undefined) return undefined;
   if (existing.isDirectory()) throw new CliUsageError(`--${name} ${file} is a folder`);
-  requireNotAnInput(name, file, existing, inputs);
+  requireNotAnInput(`--${name} ${file}`, existing, inputs);
   if (regularBecause !== undefined && !existing.isFile()) throw new CliUsageError(`--${name} ${file} is not a regular file: ${regularBecause}`);
   return existing;
 }
 
-function requireNotAnInput(name: string, file: string, output: fs.Stats, inputs: (string | undefined)[]): void {
+/**
+ * A usage error if `output` (what `label` names: '--output x', 'standard output') is one of the
+ * `inputs` ('-': standard input), by device and inode; `why` says what writing it would do.
+ */
+export function requireNotAnInput(label: string, output: fs.Stats, inputs: (string | undefined)[], why = 'writing it would destroy it'): void {
   // Only a regular file is destroyed by writing it (standard input and output may be one terminal).
   if (!output.isFile()) return;
   for (const input of inputs) {
     if (input === undefined) continue;
     const st = input === '-' ? fs.fstatSync(0) : fs.statSync(input, { throwIfNoEntry: false });
     if (st !== undefined && st.dev === output.dev && st.ino === output.ino) {
-      const named = (f: string, stream: string) => (f === '-' ? `- (${stream})` : f);
-      throw new CliUsageError(`--${name} ${named(file, 'standard output')} is the input ${named(input, 'standard input')}: writing it would destroy it`);
+      throw new CliUsageError(`${label} is the input ${input === '-' ? '- (standard input)' : input}: ${why}`);
     }
   }
+}
+
+/**
+ * A runtime error now, naming `output`, unless a file can be made where it is saved (through its
+ * links): for an output written only at the end of a long job (an index saved after hours of
+ * encoding), on a read-only file system or in a folder without write permission. Probed with a
+ * file of the save's own temporary name, removed at once.
+ */
+export async function requireWritableFolder(output: string): Promise<void> {
+  const target = await followLinks(output);
+  const probe = temporaryPath(path.join(path.dirname(target), `.${path.basename(target)}`));
+  try {
+    fs.closeSync(fs.openSync(probe, 'wx'));
+  } catch (err) {
+    throw ioError('open', output, err);
+  }
+  fs.rmSync(probe, { force: true });
 }
 
 /** --k within what the index searches on `device` take, checked before the index loads. */

@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
-import { convertedGraph, convertToOnnx } from '../model';
+import { conversionInputAt, convertedGraph, convertToOnnx } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
 
@@ -30,6 +30,8 @@ export async function run(argv: string[]): Promise<void> {
   if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CliUsageError(`--output ${output} is a folder: give the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
   }
+  const input = conversionInputAt(positional[0], output);
+  if (input !== undefined) throw new CliUsageError(`--output ${output} is the model's ${input}, which the conversion reads: writing it would destroy it`);
   if (fs.existsSync(output) && convertedGraph(output, positional[0]) === null && options.force !== true) {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }

@@ -8,6 +8,7 @@ import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
   checkTextFile, CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
+  THREADS_OPTION,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -21,7 +22,7 @@ const SPEC: OptionSpec = {
     help: "output file: .npy in any case (numpy array [lines, dim]) or anything else for raw little-endian float32 ('-': standard output)",
   },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
   'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },

@@ -6,8 +6,10 @@ import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireModel, requireOutputFile,
+  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
+  requireOutputFile, THREADS_OPTION,
 } from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -23,7 +25,7 @@ const spec: OptionSpec = {
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   cache: { type: 'string', help: 'embedding cache folder (an interrupted run resumes from it)', default: defaultEmbeddingCacheDir() },
@@ -77,6 +79,11 @@ export async function run(argv: string[]): Promise<void> {
   // Not given: evaluateRetrieval's default, enough for every metric.
   const k = options.k as number | undefined;
   if (k !== undefined && k < maxCutoff) throw new CliUsageError(`--k (${k}) must be at least the largest metric cutoff (${maxCutoff})`);
+  // A search on CUDA takes k <= INDEX_CUDA_MAX_K (evaluateRetrieval checks it too, naming its options).
+  if (k !== undefined) requireIndexK(k, device);
+  else if (device !== 'cpu' && maxCutoff > INDEX_CUDA_MAX_K) {
+    throw new CliUsageError(`--metrics: a cutoff of ${maxCutoff} needs k >= ${maxCutoff}, but a search with --device ${device} takes k <= ${INDEX_CUDA_MAX_K}`);
+  }
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;

@@ -7,13 +7,14 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { MAX_DIM } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, textsWithProgress, withFileProgress,
+  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -138,12 +139,12 @@ const SPEC: OptionSpec = {
     type: 'string',
     help: 'instead of --input: vectors already made, a .npy file [rows, dim] of float32 or float16, or raw float32 with --dim; ids are row numbers from 0',
   },
-  dim: { type: 'integer', help: 'vector length of a raw float32 --vectors file' },
+  dim: { type: 'integer', help: `vector length of a raw float32 --vectors file, at most ${MAX_DIM}`, max: MAX_DIM },
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
@@ -189,6 +190,7 @@ export async function run(argv: string[]): Promise<void> {
   const model = options.model as string | undefined;
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
+  await requireWritableFolder(output);  // the save comes after the encoding, possibly hours of it
 
   // Rows come from the encoder (texts) or straight from a vector file; either way row i gets id i.
   let source: { dim: number; chunks: AsyncIterable<{ data: Float32Array; rows: number; dim: number }>; bar: ProgressBar;

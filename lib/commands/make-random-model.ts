@@ -13,7 +13,8 @@ const SPEC: OptionSpec = {
   intermediate: { type: 'integer', help: 'feed-forward size', default: 3072 },
   tokenizer: { type: 'string', help: 'folder with tokenizer.json (copied into the model)' },
   out: { type: 'string', help: 'output folder' },
-  seed: { type: 'integer', help: 'random seed', default: 0, min: 0 },
+  // The generator takes 32 bits: 2^32 would give seed 0's weights.
+  seed: { type: 'integer', help: 'random seed, 0 to 4294967295', default: 0, min: 0, max: 2 ** 32 - 1 },
   help: { type: 'boolean', help: 'show this help' },
 };
 

@@ -10,7 +10,10 @@ import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, withFileProgress } from './args';
+import {
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput,
+  THREADS_OPTION, withFileProgress,
+} from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
 export const summary = 'search an index file with a question or a file of questions (TSV or JSON lines out)';
@@ -32,7 +35,7 @@ const SPEC: OptionSpec = {
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
   'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
-  threads: { type: 'integer', help: 'ONNX Runtime threads (default: all cores)' },
+  threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
@@ -74,6 +77,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (positional.length > 1) throw new CliUsageError(`unexpected argument '${positional[1]}' (quote the question)`);
   if (queriesFile !== undefined) requireExists('queries', queriesFile);
+  // `--queries q.txt >> q.txt`: each result line, read back, is one more question (it ran until the disk was full).
+  requireNotAnInput('standard output', fs.fstatSync(1), [queriesFile], 'the search would read its own results as questions, without end');
   requireFileOption('query-vectors', vectorsFile, 'its size is checked against its header first');
   const encoderOption = ['model', 'threads', 'offline', 'revision'].find((name) => given.has(name));
   if (vectorsFile !== undefined && encoderOption !== undefined) {

@@ -10,7 +10,7 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv, readTsvBatches, TextRecord } from './formats';
@@ -245,7 +245,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const identity = { ...options.identity, collection: collectionFile };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
-  await fs.promises.mkdir(dir, { recursive: true });
+  makeFolders(dir);
   await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
   const { manifest, ids } = (await readManifest(dir, identity)) ??

@@ -12,7 +12,7 @@ import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
   requireString,
 } from '../validate';
-import { VectorIndex } from '../vector-index';
+import { INDEX_CUDA_MAX_K, VectorIndex } from '../vector-index';
 import { encodeCollection, EncodeProgress, fileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, requireToken, TrecRunWriter } from './formats';
 import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
@@ -152,7 +152,11 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   // Every option's type now: the encoder, the index and the run file take theirs only after the
   // files are read, the model is loaded, or (dtype, onEncodeProgress) the collection is encoded.
   requireString('options.model', options.model);
-  parseDevice(options.device);
+  // A search on CUDA takes k <= INDEX_CUDA_MAX_K: found at the first search, after the whole collection was encoded.
+  if (parseDevice(options.device) >= 0 && k > INDEX_CUDA_MAX_K) {
+    throw new RangeError(options.k !== undefined ? `options.k must be <= ${INDEX_CUDA_MAX_K} on CUDA, got ${k}`
+      : `options.metrics: a cutoff of ${maxCutoff} needs k >= ${maxCutoff}, but a search on CUDA takes k <= ${INDEX_CUDA_MAX_K}`);
+  }
   optionalOneOf('options.dtype', options.dtype, DTYPES);
   for (const key of ['batchSize', 'threads', 'chunkRows'] as const) optionalPositiveInteger(`options.${key}`, options[key]);
   for (const key of ['offline', 'progress'] as const) optionalBoolean(`options.${key}`, options[key], false);

@@ -18,7 +18,7 @@ import { namesOf, optionalOneOf, optionalString, requireObject, requireString } 
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { WEIGHT_FILES, weightsFileOf } from './local';
 
 /** Options of convertToOnnx. */
@@ -256,10 +256,15 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
 
   const dataFile = `${output}.data`;
   const sourceFile = `${output}${SOURCE_SUFFIX}`;
+  for (const written of [output, dataFile, sourceFile]) {
+    // `--output model.safetensors --force` wrote the graph over the weights it was made from.
+    const input = conversionInputAt(modelDir, written);
+    if (input !== undefined) throw new Error(`cannot write ${written}: it is the model's ${input}, which the conversion reads`);
+  }
   const tmpOutput = temporaryPath(output);
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
-  const createdDir = fs.mkdirSync(path.dirname(output), { recursive: true });  // removed again on failure, when empty
+  const createdDir = makeFolders(path.dirname(output));  // removed again on failure, when empty
   await removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
   let dataFd = -1;
   let dataClosed = false;
@@ -290,7 +295,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     const relative = (f: string) => path.relative(modelDir, f);
     const source: GraphSource = {
       weights: relative(weightsPath), dtype, graph: graphKind,
-      files: [...weightFiles(weightsPath), path.join(modelDir, 'config.json')].map((f) => ({ file: relative(f), ...fileStamp(f) })),
+      files: conversionInputs(modelDir).map((f) => ({ file: relative(f), ...fileStamp(f) })),
     };
     fs.writeFileSync(tmpSource, JSON.stringify(source));
     // The record last: in the other order, a process killed between the renames left a new record
@@ -358,6 +363,26 @@ function weightFiles(weightsPath: string): string[] {
   if (!weightsPath.endsWith('.index.json')) return [weightsPath];
   const map = (JSON.parse(fs.readFileSync(weightsPath, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
   return [weightsPath, ...[...new Set(Object.values(map))].map((shard) => path.join(path.dirname(weightsPath), shard))];
+}
+
+/** The files a conversion of `modelDir` reads: the weights (every shard), then config.json. */
+function conversionInputs(modelDir: string): string[] {
+  const weightsPath = weightsFileOf(modelDir);
+  return [...(weightsPath === null ? [] : weightFiles(weightsPath)), path.join(modelDir, 'config.json')];
+}
+
+/**
+ * Which of the files a conversion of `modelDir` reads `file` is (by device and inode: a link to it
+ * too), relative to the folder; undefined when none (or `file` does not exist).
+ */
+export function conversionInputAt(modelDir: string, file: string): string | undefined {
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (st === undefined) return undefined;
+  const input = conversionInputs(modelDir).find((f) => {
+    const inputStat = fs.statSync(f, { throwIfNoEntry: false });
+    return inputStat !== undefined && inputStat.dev === st.dev && inputStat.ino === st.ino;
+  });
+  return input === undefined ? undefined : path.relative(modelDir, input);
 }
 
 /**

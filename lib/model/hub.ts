@@ -21,7 +21,7 @@ import { setTimeout as delay } from 'timers/promises';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
-import { removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { externalDataLocations } from './onnx-reader';
 import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
 import { readJsonValue } from '../json-file';
@@ -425,7 +425,7 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
     if (isCommitHash(revision)) {
       const marker = path.join(ctx.repoDir, '.no_exist', revision, file);
       try {
-        fs.mkdirSync(path.dirname(marker), { recursive: true });
+        makeFolders(path.dirname(marker));
         fs.writeFileSync(marker, '');
       } catch {
         // Only a hint for later lookups: a read-only cache goes without it, as in huggingface_hub.
@@ -441,7 +441,7 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
   }
   const link = path.join(ctx.repoDir, 'snapshots', meta.commit, file);
   if (!fs.existsSync(link)) {
-    fs.mkdirSync(path.dirname(link), { recursive: true });
+    makeFolders(path.dirname(link));
     try {
       fs.symlinkSync(path.relative(path.dirname(link), blob), link);
     } catch (err) {
@@ -472,7 +472,7 @@ const NO_FLOCK = new Set([os.constants.errno.ENOLCK, os.constants.errno.ENOSYS, 
 // .incomplete file. Waits as long as the other download takes; a warning says so after 2 s.
 async function withBlobLock(ctx: Context, etag: string, file: string, work: () => Promise<void>): Promise<void> {
   const lockFile = path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${etag}.lock`);
-  fs.mkdirSync(path.dirname(lockFile), { recursive: true });
+  makeFolders(path.dirname(lockFile));
   const fd = fs.openSync(lockFile, 'w');
   const tryLock = () => {
     try {
@@ -496,7 +496,7 @@ async function withBlobLock(ctx: Context, etag: string, file: string, work: () =
 
 async function downloadBlob(ctx: Context, file: string, meta: FileMeta, blob: string): Promise<void> {
   const partial = `${blob}.incomplete`;
-  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  makeFolders(path.dirname(blob));
   const bar = createProgressBar({ label: file, total: meta.size ?? undefined, unit: 'bytes' });
   try {
     await withRetries(ctx, `${file} of ${ctx.id}`, () => downloadOnce(ctx, file, meta, partial, (bytes) => {

@@ -2,6 +2,7 @@
 // what a real model of the same shape costs to run, so tests and benchmarks need no download.
 import * as fs from 'fs';
 import * as path from 'path';
+import { makeFolders } from '../atomic-file';
 import { namesOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString } from '../validate';
 import { writeSafetensors } from './safetensors';
 
@@ -94,7 +95,7 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
   const tok = tokenizerFacts(tokenizerJson);
 
-  fs.mkdirSync(path.join(out, '1_Pooling'), { recursive: true });
+  makeFolders(path.join(out, '1_Pooling'));
   for (const f of TOKENIZER_FILES) {
     const src = path.join(options.tokenizerDir, f);
     if (!fs.existsSync(src)) continue;
