@@ -98,16 +98,23 @@ Napi::Value Float32ToFloat16(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The length of opts[key], a typed array (`expected` names the kinds taken) of whole rows of `dim`
+// values; typedArrayData checks its kind and pins it after.
+int64_t wholeRowsLength(Napi::Env env, const Napi::Object& opts, const char* key, int64_t dim, const char* expected) {
+  Napi::Value value = opts.Get(key);
+  if (!value.IsTypedArray()) throw Napi::TypeError::New(env, std::string("native: '") + key + "' must be " + expected);
+  const int64_t n = int64_t(value.As<Napi::TypedArray>().ElementLength());
+  if (dim < 1 || n % dim != 0) throw Napi::RangeError::New(env, std::string("native: '") + key + "' must hold whole rows of 'dim' values");
+  return n;
+}
+
 // unitRows({input: Float32Array, output: Float32Array or Uint16Array (float16 bits), dim}) -> the
 // first row holding NaN or infinity, or -1 (camembed/unit_rows.h).
 Napi::Value UnitRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   const int64_t dim = integerOption(opts, "dim");
-  Napi::Value input = opts.Get("input");
-  if (!input.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'input' must be a Float32Array");
-  const int64_t n = int64_t(input.As<Napi::TypedArray>().ElementLength());
-  if (dim < 1 || n % dim != 0) throw Napi::RangeError::New(env, "native: 'input' must hold whole rows of 'dim' values");
+  const int64_t n = wholeRowsLength(env, opts, "input", dim, "a Float32Array");
   PinnedMemory pinned;
   const auto* in = static_cast<const float*>(typedArrayData(opts, "input", napi_float32_array, {n, 4}, pinned));
   Napi::Value output = opts.Get("output");
@@ -130,11 +137,8 @@ Napi::Value FirstRowAboveNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
   const int64_t dim = integerOption(opts, "dim");
-  Napi::Value rows = opts.Get("rows");
-  if (!rows.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'rows' must be a Float32Array or a Uint16Array");
-  const bool half = rows.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
-  const int64_t n = int64_t(rows.As<Napi::TypedArray>().ElementLength());
-  if (dim < 1 || n % dim != 0) throw Napi::RangeError::New(env, "native: 'rows' must hold whole rows of 'dim' values");
+  const int64_t n = wholeRowsLength(env, opts, "rows", dim, "a Float32Array or a Uint16Array");
+  const bool half = opts.Get("rows").As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
   Napi::Value limit = opts.Get("maxSumSquares");
   if (!limit.IsNumber()) throw Napi::TypeError::New(env, "native: 'maxSumSquares' must be a number");
   const double maxSumSquares = limit.As<Napi::Number>().DoubleValue();
