@@ -20,7 +20,7 @@ import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
   requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
-import { readJsonFile, readJsonValue } from './json-file';
+import { configInteger, readJsonFile, readJsonValue } from './json-file';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -283,10 +283,11 @@ function readModelLayout(dir: string): ModelLayout {
   }
   const configFile = path.join(dir, 'config.json');
   const config = readJsonFile(configFile);
-  const positions = config.max_position_embeddings;
-  const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
+  const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
+  const padId = configInteger(configFile, config, 'pad_token_id', 1);
   // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
-  const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
+  const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - padId - 1;
   if (maxPositions < 2) {
     throw new Error(`${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
       `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
@@ -455,7 +456,12 @@ export class Encoder {
     if (maxLengthOption !== undefined && maxLengthOption < 2) {
       throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
     }
-    const maxBatchTokensOption = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens);
+    const maxBatchTokensOption = o.maxBatchTokens === undefined ? undefined : requireInteger('options.maxBatchTokens', o.maxBatchTokens, -Infinity);
+    // Below any maxLength (at least 2): refused now, in the words the model's numbers fill in below.
+    if (maxBatchTokensOption !== undefined && maxBatchTokensOption < 2) {
+      throw new RangeError('options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model\'s dim ' +
+        `(a batch's hidden states are one Float32Array), got ${maxBatchTokensOption}`);
+    }
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);

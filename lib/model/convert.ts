@@ -20,6 +20,7 @@ import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { WEIGHT_FILES, weightsFileOf } from './local';
+import { configInteger } from '../json-file';
 
 /** Options of convertToOnnx. */
 export interface ConvertOptions {
@@ -70,11 +71,7 @@ function readConfig(modelDir: string): EncoderConfig {
   if ((c.position_embedding_type === undefined ? 'absolute' : c.position_embedding_type) !== 'absolute') {
     throw new Error(`${file}: position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported; expected "absolute"`);
   }
-  const int = (key: string, fallback?: number): number => {
-    const v = c[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Error(`${file}: ${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
-    return v;
-  };
+  const int = (key: string, fallback?: number): number => configInteger(file, c, key, fallback);
   const config: EncoderConfig = {
     positions: modelType === 'bert' ? 'absolute' : 'padding-offset',
     hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
