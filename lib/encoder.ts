@@ -9,9 +9,8 @@ import * as path from 'path';
 import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
-import { Device, parseDevice, resolveDevice } from './devices';
+import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
-import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
@@ -326,10 +325,7 @@ function readModelLayout(dir: string): ModelLayout {
 }
 
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
-  // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
-  // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
-  // CUDA provider (which the encoder needs, not camembed's kernels) decides.
-  const index = loadAddon().info().cudaCompiledIn ? resolveDevice(device) : parseDevice(device);
+  const index = onnxRuntimeDevice(device);
   return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 

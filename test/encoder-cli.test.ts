@@ -6,7 +6,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { Readable } from 'stream';
 import { main } from '../lib/cli';
+import { devices } from '../lib/devices';
 import { Encoder } from '../lib/encoder';
+import { loadAddon } from '../lib/native';
 
 const MODEL = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
 const haveModel = fs.existsSync(path.join(MODEL, 'model.onnx'));
@@ -255,6 +257,31 @@ describeModel('camembed encode', () => {
     }
     const lines = err.join('').split('\r');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
+  });
+
+  test('a --device this machine lacks is an error naming --device (the API\'s options.device was named), before any work', async () => {
+    const gpus = devices().cuda.length;
+    const device = gpus === 0 ? 'cuda' : `cuda:${gpus}`;
+    const file = input;  // an index file is only checked to be a file before the device is
+    const commands = [
+      ['index', 'build', '--input', input, '--output', path.join(dir, 'device.cmbd'), '--model', MODEL],
+      ['search', '--index', file, '--model', MODEL, 'question'],
+      ['index', 'neighbors', file],
+      ['eval', '--collection', input, '--queries', input, '--qrels', input, '--model', MODEL],
+      // Without camembed's CUDA build, the encoder's device is ONNX Runtime's to check (encoder.test).
+      ...(loadAddon().info().cudaCompiledIn ? [['encode', '--input', input, '--output', path.join(dir, 'device.f32'), '--model', MODEL]] : []),
+    ];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const command of commands) {
+        stderr.mockClear();
+        expect({ command, status: await main([...command, '--device', device]) }).toEqual({ command, status: 1 });
+        expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`^camembed ${command[0]}: --device is '${device}' but `));
+      }
+      expect(fs.existsSync(path.join(dir, 'device.f32'))).toBe(false);
+    } finally {
+      stderr.mockRestore();
+    }
   });
 
   test('usage errors exit with code 2', async () => {

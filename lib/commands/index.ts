@@ -6,6 +6,7 @@
 import { once } from 'events';
 import * as fs from 'fs';
 
+import { resolveDevice } from '../devices';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { MAX_DIM } from '../index/format';
 import { LineFile } from '../lines';
@@ -88,6 +89,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
   requireIndexK(options.k as number, options.device as string);
+  resolveDevice(options.device, '--device');  // as VectorIndex.load checks it, naming the option as given here
 
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
@@ -187,6 +189,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
   }
   const device = options.device as 'cpu';
+  resolveDevice(device, '--device');  // as VectorIndex and Encoder.load check it, naming the option as given here
   const model = options.model as string | undefined;
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
