@@ -8,7 +8,7 @@ import { onnxRuntimeDevice } from '../devices';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  checkTextFile, CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
+  checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
   THREADS_OPTION,
 } from './args';
 import { ProgressBar } from '../progress';
@@ -55,7 +55,7 @@ export async function run(argv: string[]): Promise<void> {
   const output = requiredString(options, 'output');
   requireExists('input', input);
   const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
-  const existing = requireOutputFile('output', output, [input]);
+  const existing = requireOutputFile('output', output, [input, ...modelFilesAt(options.model as string)]);
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }

@@ -9,7 +9,7 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
+  CliInterrupted, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
   requireOutputFile, THREADS_OPTION,
 } from './args';
 
@@ -94,7 +94,8 @@ export async function run(argv: string[]): Promise<void> {
   if (options.run !== undefined) {
     // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
     if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
-    requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
+    requireOutputFile('run', options.run as string, [...inputs.map((name) => options[name] as string), ...modelFilesAt(options.model as string)],
+      'a run file replaces only a file');
   }
 
   // Ctrl-C or SIGTERM: finish the encoder's batch and save what is encoded, so that the next run

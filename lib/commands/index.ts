@@ -14,7 +14,7 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
+  checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
   requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
@@ -183,14 +183,14 @@ export async function run(argv: string[]): Promise<void> {
   }
   const output = requiredString(options, 'output');
   if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
-  requireOutputFile('output', output, [options.input as string | undefined, vectorsFile], 'an index replaces only a file');
+  const model = options.model as string | undefined;
+  requireOutputFile('output', output, [options.input as string | undefined, vectorsFile, ...modelFilesAt(model ?? DEFAULT_MODEL)], 'an index replaces only a file');
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
   }
   const device = options.device as 'cpu';
   resolveDevice(device, '--device');  // as VectorIndex and Encoder.load check it, naming the option as given here
-  const model = options.model as string | undefined;
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
   await requireWritableFolder(output);  // the save comes after the encoding, possibly hours of it

@@ -19,7 +19,7 @@ import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync }
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
-import { WEIGHT_FILES, weightsFileOf } from './local';
+import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
 import { configInteger } from '../json-file';
 
 /** Options of convertToOnnx. */
@@ -355,17 +355,9 @@ function fileStamp(file: string): FileStamp {
   return { bytes: st.size, mtimeMs: st.mtimeMs, sha256: sha256Of(file) };
 }
 
-// The weights file and, for a sharded index, the shards it names.
-function weightFiles(weightsPath: string): string[] {
-  if (!weightsPath.endsWith('.index.json')) return [weightsPath];
-  const map = (JSON.parse(fs.readFileSync(weightsPath, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-  return [weightsPath, ...[...new Set(Object.values(map))].map((shard) => path.join(path.dirname(weightsPath), shard))];
-}
-
 /** The files a conversion of `modelDir` reads: the weights (every shard), then config.json. */
 function conversionInputs(modelDir: string): string[] {
-  const weightsPath = weightsFileOf(modelDir);
-  return [...(weightsPath === null ? [] : weightFiles(weightsPath)), path.join(modelDir, 'config.json')];
+  return [...weightFilesOf(modelDir), path.join(modelDir, 'config.json')];
 }
 
 /**
