@@ -281,6 +281,60 @@ describe('makeRandomModel', () => {
     await expect(makeRandomModel({ ...base, hidden: 10, heads: 3 })).rejects.toThrow(/options.hidden \(10\) must be a multiple of options.heads \(3\)/);
     await expect(makeRandomModel({ ...base, tokenizerDir: dir })).rejects.toThrow(/tokenizer\.json is missing/);
   });
+
+  testWithTokenizer('seeds are integers from 0 to 2^32 - 1, as the command line takes them (-1 gave seed 4294967295\'s weights)', async () => {
+    const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: path.join(dir, 'seed') };
+    for (const seed of [-1, 2 ** 32]) {
+      await expect(makeRandomModel({ ...base, seed })).rejects.toThrow(
+        new RangeError(`options.seed must be an integer from 0 to 4294967295 (the generator takes 32 bits), got ${seed}`));
+    }
+    await expect(makeRandomModel({ ...base, seed: 0.5 })).rejects.toThrow(new TypeError('options.seed must be an integer, got 0.5'));
+    expect(fs.existsSync(base.outDir)).toBe(false);
+    await makeRandomModel({ ...base, seed: 2 ** 32 - 1 });
+    expect(readSafetensorsHeader(path.join(base.outDir, 'model.safetensors')).size).toBe(23);
+  });
+
+  testWithTokenizer('a tensor too large to write is refused before any file, naming it; no folder is left, an existing one stays as it was', async () => {
+    const base = { layers: 1, hidden: 999_999_999, heads: 1, intermediate: 4, tokenizerDir: TOKENIZER };
+    // Was 'Invalid typed array length: 32004999967995', after the folder, the tokenizer and the settings were written.
+    const outDir = path.join(dir, 'new', 'model');
+    await expect(makeRandomModel({ ...base, outDir })).rejects.toThrow(new RangeError(`cannot write ${path.join(outDir, 'model.safetensors')}: ` +
+      "tensor 'embeddings.word_embeddings.weight' [32005, 999999999] would take 128019999871980 bytes, more than a tensor can (4294967296: one Buffer)"));
+    expect(fs.readdirSync(dir)).toEqual([]);
+    const existing = path.join(dir, 'existing');
+    fs.mkdirSync(existing);
+    fs.writeFileSync(path.join(existing, 'config.json'), '{"kept": true}');
+    await expect(makeRandomModel({ ...base, outDir: existing })).rejects.toThrow(/would take 128019999871980 bytes/);
+    expect(fs.readdirSync(existing)).toEqual(['config.json']);
+    expect(fs.readFileSync(path.join(existing, 'config.json'), 'utf8')).toBe('{"kept": true}');
+  });
+});
+
+describe('writeSafetensors', () => {
+  test('a header past the 100 MiB readers take is refused before any file, its tensors read no further; one tensor fewer is read back', () => {
+    // 100 kB names: the 100 MiB are reached after ~1,000 tensors (a model's after ~60,000 layers).
+    const file = path.join(dir, 'model.safetensors');
+    let listed = 0;
+    function* tensors(count: number): Generator<{ name: string; shape: number[] }> {
+      for (let i = 0; i < count; i++) {
+        if (i === 2_000) throw new Error('listed past the refusal');  // an endless layer count was listed whole (out of memory)
+        listed = i + 1;
+        yield { name: `t${i}.${'x'.repeat(100_000)}`, shape: [1] };
+      }
+    }
+    let message = '';
+    try {
+      writeSafetensors(file, tensors(Infinity), () => new Float32Array(1));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    const refused = /^cannot write (.+): its header would pass 104857600 bytes at tensor (\d+) \('t\2\.x{100000}'\), more than safetensors readers take$/.exec(message);
+    expect(refused?.[1]).toBe(file);
+    expect(listed).toBe(Number(refused![2]) + 1);
+    expect(fs.readdirSync(dir)).toEqual([]);
+    writeSafetensors(file, tensors(Number(refused![2])), () => new Float32Array(1));
+    expect(readSafetensorsHeader(file).size).toBe(Number(refused![2]));
+  });
 });
 
 describe('camembed make-random-model and convert commands', () => {

@@ -18,7 +18,7 @@ import { namesOf, optionalOneOf, optionalString, requireObject, requireString } 
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
 import { configInteger } from '../json-file';
 
@@ -307,16 +307,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   } catch (err) {
     if (dataFd >= 0 && !dataClosed) fs.closeSync(dataFd);
     for (const tmp of [tmpData, tmpOutput, tmpSource]) fs.rmSync(tmp, { force: true });
-    // Only the folders this call created, and only while empty: another process converting the
-    // same model may have finished its graph there meanwhile.
-    for (let dir = path.dirname(output); createdDir !== undefined; dir = path.dirname(dir)) {
-      try {
-        fs.rmdirSync(dir);
-      } catch {
-        break;
-      }
-      if (dir === createdDir) break;
-    }
+    removeFoldersMade(path.dirname(output), createdDir);
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
   }

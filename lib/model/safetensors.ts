@@ -22,6 +22,10 @@ export interface TensorInfo {
 }
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** A tensor is read and written as one Buffer: at most 2^32 bytes on Node 20 (2^30 float32 values). */
+const MAX_TENSOR_BYTES = 2 ** 32;
+/** fs.readSync and fs.writeSync move at most 2^31 - 1 bytes a call: a larger tensor goes in pieces. */
+const IO_PIECE_BYTES = 2 ** 30;
 
 // Parses and validates one file's header; every error names the file.
 export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
@@ -118,7 +122,7 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
   try {
     let done = 0;
     while (done < bytes.length) {
-      const n = fs.readSync(fd, bytes, done, bytes.length - done, info.offset + done);
+      const n = fs.readSync(fd, bytes, done, Math.min(bytes.length - done, IO_PIECE_BYTES), info.offset + done);
       if (n === 0) throw new Error(`weights file ${info.file} ended inside tensor '${info.name}'`);
       done += n;
     }
@@ -143,18 +147,31 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
 }
 
 // Writes float32 tensors one at a time (the generator can produce each lazily), header padded to
-// 8 bytes as the format recommends. Written to `file + '.tmp'` then renamed.
+// 8 bytes as the format recommends. Written under a temporary name, then renamed. What no reader
+// would take (a tensor over MAX_TENSOR_BYTES, a header over MAX_HEADER_BYTES) is refused before any
+// file is made, and `tensors` is read no further than that (an absurd layer count is not listed).
 export function writeSafetensors(
   file: string,
-  tensors: { name: string; shape: number[] }[],
-  produce: (name: string) => Float32Array,
+  tensors: Iterable<{ name: string; shape: number[] }>,
+  produce: (name: string, shape: number[]) => Float32Array,
   metadata: Record<string, string> = { format: 'pt' },
 ): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
+  let headerBytes = JSON.stringify(header).length;
+  const listed: { name: string; shape: number[] }[] = [];
   let offset = 0;
   for (const t of tensors) {
     const bytes = t.shape.reduce((a, b) => a * b, 1) * 4;
-    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    if (bytes > MAX_TENSOR_BYTES) {
+      throw new RangeError(`cannot write ${file}: tensor '${t.name}' [${t.shape.join(', ')}] would take ${bytes} bytes, more than a tensor can (${MAX_TENSOR_BYTES}: one Buffer)`);
+    }
+    const entry = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    header[t.name] = entry;
+    headerBytes += Buffer.byteLength(JSON.stringify(t.name)) + JSON.stringify(entry).length + 2;  // "name":{...},
+    if (headerBytes > MAX_HEADER_BYTES) {
+      throw new RangeError(`cannot write ${file}: its header would pass ${MAX_HEADER_BYTES} bytes at tensor ${listed.length} ('${t.name}'), more than safetensors readers take`);
+    }
+    listed.push(t);
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -167,8 +184,8 @@ export function writeSafetensors(
       lengthBytes.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
       writeAllSync(fd, lengthBytes, tmp);
       writeAllSync(fd, Buffer.from(json, 'utf8'), tmp);
-      for (const t of tensors) {
-        const data = produce(t.name);
+      for (const t of listed) {
+        const data = produce(t.name, t.shape);
         const expected = t.shape.reduce((a, b) => a * b, 1);
         if (data.length !== expected) throw new Error(`tensor '${t.name}' has ${data.length} values, expected ${expected}`);
         writeAllSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength), tmp);
@@ -186,7 +203,7 @@ export function writeSafetensors(
 export function writeAllSync(fd: number, data: Uint8Array, file: string): void {
   try {
     let done = 0;
-    while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
+    while (done < data.length) done += fs.writeSync(fd, data, done, Math.min(data.length - done, IO_PIECE_BYTES));
   } catch (err) {
     throw Object.assign(new Error(`cannot write ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
   }
