@@ -3,8 +3,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as ort from 'onnxruntime-node';
 import { main } from '../lib/cli';
-import { convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
+import { convertedGraph, convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
 import { readSafetensorsHeader, readSafetensorsTensors, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 
 const TOKENIZER = path.resolve(__dirname, '../../shared/models/camembert-base-tokenizer');
@@ -205,7 +206,7 @@ describe('convertToOnnx errors', () => {
     const before = fs.readdirSync(dir).sort();
     for (const [output, written, input] of [
       ['model.safetensors', 'model.safetensors', 'model.safetensors'], ['config.json', 'config.json', 'config.json'],
-      ['link.onnx', 'link.onnx', 'model.safetensors'], ['graph', 'graph.data', 'model.safetensors'],
+      ['link.onnx', 'model.safetensors', 'model.safetensors'], ['graph', 'graph.data', 'model.safetensors'],
     ]) {
       await expect(convertToOnnx(dir, { output: path.join(dir, output) })).rejects.toThrow(
         `cannot write ${path.join(dir, written)}: it is the model's ${input}, which the conversion reads`);
@@ -213,6 +214,45 @@ describe('convertToOnnx errors', () => {
     expect(fs.readdirSync(dir).sort()).toEqual(before);
     expect(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights)).toBe(true);
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'))).toEqual(CONFIG);
+  });
+
+  test('an output that is a symbolic link gets the file it names written, the link kept; the graph loads by the link', async () => {
+    writeTinyModel();
+    const elsewhere = fs.mkdtempSync(path.join(dir, 'elsewhere-'));
+    const target = path.join(elsewhere, 'graph.onnx');
+    const link = path.join(dir, 'link.onnx');
+    fs.symlinkSync(path.relative(dir, target), link);  // to nothing yet, relative, as ln -s makes them
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await convertToOnnx(dir, { output: link })).toBe(link);
+      // The graph is camembed's (its record is beside the link's name): the command replaces it without --force.
+      expect(await main(['convert', dir, '--output', link])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+    }
+    // Was: the link replaced by the graph. The data and the record are where their own names lead (a
+    // data file linked beside the graph's target would be written there): ONNX Runtime finds the data
+    // by its name beside the name it loads.
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(fs.readdirSync(elsewhere)).toEqual(['graph.onnx']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', path.basename(elsewhere), 'link.onnx', 'link.onnx.data', 'link.onnx.source.json', 'model.safetensors']);
+    expect(convertedGraph(link, dir)?.current).toBe(true);
+    const session = await ort.InferenceSession.create(link);
+    const ids = new ort.Tensor('int64', BigInt64Array.from([0n, 5n, 2n]), [1, 3]);
+    const { last_hidden_state: hidden } = await session.run({ input_ids: ids, attention_mask: new ort.Tensor('int64', BigInt64Array.from([1n, 1n, 1n]), [1, 3]) });
+    expect(hidden.dims).toEqual([1, 3, 4]);
+    await session.release();
+    // A Hub snapshot's link leads to a blob that other revisions share, named by its hash: never written.
+    const blob = path.join(dir, 'hub', 'models--org--name', 'blobs', 'a'.repeat(64));
+    const snapshotGraph = path.join(dir, 'hub', 'models--org--name', 'snapshots', 'b'.repeat(40), 'onnx', 'model.onnx');
+    fs.mkdirSync(path.dirname(blob), { recursive: true });
+    fs.mkdirSync(path.dirname(snapshotGraph), { recursive: true });
+    fs.writeFileSync(blob, 'the repository\'s own graph');
+    fs.symlinkSync(path.relative(path.dirname(snapshotGraph), blob), snapshotGraph);
+    await expect(convertToOnnx(dir, { output: snapshotGraph })).rejects.toThrow(new Error(`cannot write ${blob}: it is a file of the ` +
+      'Hugging Face cache (a blob its snapshots link to); convert into a folder of yours'));
+    expect(fs.readFileSync(blob, 'utf8')).toBe('the repository\'s own graph');
+    expect(fs.readdirSync(path.dirname(snapshotGraph))).toEqual(['model.onnx']);
   });
 
   test('a folder without weights, and bad options', async () => {
