@@ -100,10 +100,13 @@ describe('safetensors reading', () => {
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' ends at byte 16 but the data holds 8 bytes \(truncated\?\)/);
     rawSafetensors(file, { w: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' spans 16 bytes, expected 12 for F32\[3\]/);
-    rawSafetensors(file, { w: { dtype: 'Q4', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
-    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype/);
-    rawSafetensors(file, { w: { dtype: 'constructor', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
-    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype \(got "constructor"\)/);
+    for (const dtype of ['F4', 'constructor']) {
+      rawSafetensors(file, { w: { dtype, shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+      expect(() => readSafetensorsHeader(file)).toThrow(
+        new Error(`${file}: tensor 'w' is "${dtype}", a dtype camembed does not read (it converts F32, F16 and BF16 tensors)`));
+    }
+    rawSafetensors(file, { w: { dtype: 7, shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    expect(() => readSafetensorsHeader(file)).toThrow(/corrupt safetensors file .*: tensor 'w' has no dtype \(got 7\)/);
     rawSafetensors(file, { w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, Buffer.alloc(16));
     const index = path.join(dir, 'model.safetensors.index.json');
     fs.writeFileSync(index, JSON.stringify({ weight_map: { w: 7 } }));
@@ -260,6 +263,39 @@ describe('convertToOnnx errors', () => {
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
     writeTinyModel();
     await expect(convertToOnnx(dir, { dtype: 'int8' as 'float16' })).rejects.toThrow(new TypeError("options.dtype must be 'float32' or 'float16', got \"int8\""));
+  });
+
+  test('a tensor of a dtype that does not convert is an error naming it and the dtype; in a task head it is left unused', async () => {
+    // The tiny model's tensors as F32, but `name` as `dtype` (its bytes zero), with a `roberta.` prefix.
+    const itemBytes: Record<string, number> = { F64: 8, U16: 2, U32: 4, U64: 8, I64: 8, U8: 1, BOOL: 1, F8_E4M3: 1 };  // the format's sizes
+    const withDtype = (name: string, dtype: string) => {
+      const header: Record<string, object> = {};
+      let offset = 0;
+      for (const [tensor, shape] of [...tinyShapes(), ['lm_head.bias', [10]] as [string, number[]]]) {
+        const full = tensor.startsWith('lm_head.') ? tensor : `roberta.${tensor}`;
+        const bytes = shape.reduce((a, b) => a * b, 1) * (full === name ? itemBytes[dtype] : 4);
+        header[full] = { dtype: full === name ? dtype : 'F32', shape, data_offsets: [offset, offset + bytes] };
+        offset += bytes;
+      }
+      rawSafetensors(path.join(dir, 'model.safetensors'), header, Buffer.alloc(offset));
+    };
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
+    const weights = path.join(dir, 'model.safetensors');
+    // U16, U32 and U64 were 'corrupt safetensors file ...: tensor ... has no known dtype'.
+    for (const dtype of Object.keys(itemBytes)) {
+      withDtype('roberta.embeddings.LayerNorm.weight', dtype);
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${weights}: tensor 'roberta.embeddings.LayerNorm.weight' is ${dtype}, expected F32, F16 or BF16`));
+      noOutput();
+      withDtype('lm_head.bias', dtype);
+      const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+      try {
+        await convertToOnnx(dir);
+        expect(warn).toHaveBeenCalledWith(expect.stringContaining('1 tensors outside the roberta encoder are not used (a task head: lm_head.bias)'));
+      } finally {
+        warn.mockRestore();
+      }
+      fs.rmSync(path.join(dir, 'onnx'), { recursive: true });
+    }
   });
 
   test('a checkpoint with the base-model prefix and an unused pooler converts', async () => {

@@ -8,8 +8,13 @@ import * as path from 'path';
 import { float16BitsToNumber } from '../float16';
 import { temporaryPath } from '../atomic-file';
 
-const ITEM_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+/**
+ * Bytes per element of the format's dtypes (and of the PyTorch storages read as them). Only F32, F16
+ * and BF16 convert; the others are read to check the file and name a tensor the model would need.
+ */
+export const ITEM_BYTES: Record<string, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
+  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
 };
 
 export interface TensorInfo {
@@ -55,8 +60,10 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
     for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
       if (name === '__metadata__') continue;
       const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !Object.hasOwn(ITEM_BYTES, e.dtype)) {
-        throw fail(`tensor '${name}' has no known dtype (got ${JSON.stringify(e?.dtype)})`);
+      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string') throw fail(`tensor '${name}' has no dtype (got ${JSON.stringify(e?.dtype)})`);
+      // A dtype the format has but not ITEM_BYTES (F4, packed two a byte) is no corruption.
+      if (!Object.hasOwn(ITEM_BYTES, e.dtype)) {
+        throw new Error(`${file}: tensor '${name}' is ${JSON.stringify(e.dtype)}, a dtype camembed does not read (it converts F32, F16 and BF16 tensors)`);
       }
       const shape = e.shape;
       if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
