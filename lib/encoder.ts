@@ -189,8 +189,17 @@ const TOKENIZE_SLICE = 64;
  * O(texts x distinct lengths within one batch's reach), whatever batchSize. Exported for the benchmark's padding figures.
  */
 export function planBatches(lengths: readonly number[], batchSize: number, maxBatchTokens: number): Batch[] {
-  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
-  const n = order.length;
+  const n = lengths.length;
+  // Longest first, equal lengths in input order: a counting sort of the token counts (integers up to
+  // maxLength), where a comparison sort took most of the plan's time (bench/RESULTS-encoder.md).
+  let longest = 0;
+  for (const length of lengths) longest = Math.max(longest, length);
+  // firstOf[longest - length]: where the next row of that length goes (at first, how many rows are longer).
+  const firstOf = new Int32Array(longest + 2);
+  for (const length of lengths) firstOf[longest - length + 1]++;
+  for (let k = 1; k < firstOf.length; k++) firstOf[k] += firstOf[k - 1];
+  const order = new Array<number>(n);
+  for (let row = 0; row < n; row++) order[firstOf[longest - lengths[row]]++] = row;
   const sorted = order.map((row) => lengths[row]);
   // For each sorted row: the first row of its run of equal lengths, and how many rows of its length fit one batch.
   const runStart = new Int32Array(n);
