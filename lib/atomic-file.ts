@@ -84,6 +84,22 @@ export function makeFolders(dir: string): string | undefined {
   return missing[0];
 }
 
+/**
+ * After a failure, removes the folders makeFolders(dir) made (`made`, its return value, the
+ * outermost), innermost first, only while they are empty: another process writing the same files
+ * may have finished there meanwhile.
+ */
+export function removeFoldersMade(dir: string, made: string | undefined): void {
+  for (let d = path.resolve(dir); made !== undefined; d = path.dirname(d)) {
+    try {
+      fs.rmdirSync(d);
+    } catch {
+      return;
+    }
+    if (d === made) return;
+  }
+}
+
 /** Writes `file` whole or not at all: a reader, or a full disk, never leaves it half written. */
 export function writeFileAtomic(file: string, content: string): void {
   makeFolders(path.dirname(file));

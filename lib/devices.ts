@@ -63,6 +63,16 @@ export function parseDevice(value: unknown, name = 'options.device'): number {
   return index;
 }
 
+/**
+ * The device index (-1: the CPU) for ONNX Runtime's execution provider. camembed's own CUDA build
+ * knows which devices exist: a missing one is then a clear error before onnxruntime tries (and logs)
+ * anything. Built without CUDA it cannot tell, and onnxruntime's CUDA provider (which the encoder
+ * needs, not camembed's kernels) decides.
+ */
+export function onnxRuntimeDevice(value: unknown, name = 'options.device'): number {
+  return loadAddon().info().cudaCompiledIn ? resolveDevice(value, name) : parseDevice(value, name);
+}
+
 /** -1 for the CPU, else a CUDA device index that exists here (otherwise a clear Error). */
 export function resolveDevice(value: unknown, name = 'options.device'): number {
   const index = parseDevice(value, name);

@@ -9,9 +9,8 @@ import * as path from 'path';
 import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
-import { Device, parseDevice, resolveDevice } from './devices';
+import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
-import { loadAddon } from './native';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
@@ -20,7 +19,7 @@ import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
   requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
-import { readJsonFile, readJsonValue } from './json-file';
+import { configInteger, readJsonFile, readJsonValue } from './json-file';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -190,8 +189,17 @@ const TOKENIZE_SLICE = 64;
  * O(texts x distinct lengths within one batch's reach), whatever batchSize. Exported for the benchmark's padding figures.
  */
 export function planBatches(lengths: readonly number[], batchSize: number, maxBatchTokens: number): Batch[] {
-  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
-  const n = order.length;
+  const n = lengths.length;
+  // Longest first, equal lengths in input order: a counting sort of the token counts (integers up to
+  // maxLength), where a comparison sort took most of the plan's time (bench/RESULTS-encoder.md).
+  let longest = 0;
+  for (const length of lengths) longest = Math.max(longest, length);
+  // firstOf[longest - length]: where the next row of that length goes (at first, how many rows are longer).
+  const firstOf = new Int32Array(longest + 2);
+  for (const length of lengths) firstOf[longest - length + 1]++;
+  for (let k = 1; k < firstOf.length; k++) firstOf[k] += firstOf[k - 1];
+  const order = new Array<number>(n);
+  for (let row = 0; row < n; row++) order[firstOf[longest - lengths[row]]++] = row;
   const sorted = order.map((row) => lengths[row]);
   // For each sorted row: the first row of its run of equal lengths, and how many rows of its length fit one batch.
   const runStart = new Int32Array(n);
@@ -283,10 +291,11 @@ function readModelLayout(dir: string): ModelLayout {
   }
   const configFile = path.join(dir, 'config.json');
   const config = readJsonFile(configFile);
-  const positions = config.max_position_embeddings;
-  const padId = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
+  const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
+  const padId = configInteger(configFile, config, 'pad_token_id', 1);
   // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
-  const maxPositions = typeof positions === 'number' ? positions - padId - 1 : Number.MAX_SAFE_INTEGER;
+  const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - padId - 1;
   if (maxPositions < 2) {
     throw new Error(`${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
       `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
@@ -325,10 +334,7 @@ function readModelLayout(dir: string): ModelLayout {
 }
 
 function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
-  // camembed's own CUDA build knows which devices exist: a missing one is then a clear error before
-  // onnxruntime tries (and logs) anything. Built without CUDA it cannot tell, and onnxruntime's
-  // CUDA provider (which the encoder needs, not camembed's kernels) decides.
-  const index = loadAddon().info().cudaCompiledIn ? resolveDevice(device) : parseDevice(device);
+  const index = onnxRuntimeDevice(device);
   return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
 }
 
@@ -455,7 +461,12 @@ export class Encoder {
     if (maxLengthOption !== undefined && maxLengthOption < 2) {
       throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
     }
-    const maxBatchTokensOption = optionalPositiveInteger('options.maxBatchTokens', o.maxBatchTokens);
+    const maxBatchTokensOption = o.maxBatchTokens === undefined ? undefined : requireInteger('options.maxBatchTokens', o.maxBatchTokens, -Infinity);
+    // Below any maxLength (at least 2): refused now, in the words the model's numbers fill in below.
+    if (maxBatchTokensOption !== undefined && maxBatchTokensOption < 2) {
+      throw new RangeError('options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model\'s dim ' +
+        `(a batch's hidden states are one Float32Array), got ${maxBatchTokensOption}`);
+    }
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);

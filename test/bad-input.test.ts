@@ -124,7 +124,7 @@ const collectionWith = (identity: object) => encodeCollection(any({ collection: 
 const randomModel = (options: object) => makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 8, tokenizerDir: none, outDir: none, ...options });
 const asyncTypeCases: Case[] = [
   ['Encoder.load maxLength a string', () => Encoder.load(none, { maxLength: any('128') }), TypeError, 'options.maxLength must be an integer, got "128"'],
-  ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be >= 1, got 0'],
+  ['Encoder.load maxBatchTokens 0', () => Encoder.load(none, { maxBatchTokens: 0 }), RangeError, 'options.maxBatchTokens must be between maxLength (one text must fit)'],
   ['Encoder.load cacheDir empty', () => Encoder.load(none, { cacheDir: '' }), TypeError, 'options.cacheDir must be a non-empty string, got ""'],
   ['resolveModel source a bigint', () => resolveModel(any(1n)), TypeError, "source must be a model folder or a Hub id 'org/name', got 1n"],
   // An empty environment variable (MODEL_DIR= in a .env file): the message shows "", not "got string".

@@ -6,7 +6,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { Readable } from 'stream';
 import { main } from '../lib/cli';
+import { devices } from '../lib/devices';
 import { Encoder } from '../lib/encoder';
+import { convertToOnnx } from '../lib/model';
+import { loadAddon } from '../lib/native';
 
 const MODEL = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
 const haveModel = fs.existsSync(path.join(MODEL, 'model.onnx'));
@@ -255,6 +258,57 @@ describeModel('camembed encode', () => {
     }
     const lines = err.join('').split('\r');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
+  });
+
+  test("an output that is one of the model's files (its graph, weights, tokenizer: through a link too) is a usage error; the model stays whole", async () => {
+    const model = path.join(dir, 'own-model');
+    fs.cpSync(MODEL, model, { recursive: true, filter: (f) => !f.includes('golden') });
+    await convertToOnnx(model);  // onnx/model.onnx, its tensors in onnx/model.onnx.data
+    const link = path.join(dir, 'graph-link.onnx');
+    fs.symlinkSync(path.join(model, 'model.onnx'), link);
+    const before = fs.readFileSync(path.join(model, 'model.onnx'));
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const [output, file] of [...['model.onnx', 'onnx/model.onnx.data', 'model.safetensors', 'config.json', 'tokenizer.json', '1_Pooling/config.json'].map((f) => [path.join(model, f), f]),
+        [link, 'model.onnx']]) {
+        const modelFile = path.join(model, file);
+        for (const command of [['encode'], ['index', 'build']]) {
+          stderr.mockClear();
+          // Was written over once the model had loaded: model.onnx held the vectors, exit 0.
+          expect({ command, output, status: await main([...command, '--model', model, '--input', input, '--output', output]) }).toEqual({ command, output, status: 2 });
+          expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toBe(
+            `camembed ${command[0]}: --output ${output} is the input ${modelFile}: writing it would destroy it\n`);
+        }
+      }
+      expect(fs.readFileSync(path.join(model, 'model.onnx')).equals(before)).toBe(true);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+
+  test('a --device this machine lacks is an error naming --device (the API\'s options.device was named), before any work', async () => {
+    const gpus = devices().cuda.length;
+    const device = gpus === 0 ? 'cuda' : `cuda:${gpus}`;
+    const file = input;  // an index file is only checked to be a file before the device is
+    const commands = [
+      ['index', 'build', '--input', input, '--output', path.join(dir, 'device.cmbd'), '--model', MODEL],
+      ['search', '--index', file, '--model', MODEL, 'question'],
+      ['index', 'neighbors', file],
+      ['eval', '--collection', input, '--queries', input, '--qrels', input, '--model', MODEL],
+      // Without camembed's CUDA build, the encoder's device is ONNX Runtime's to check (encoder.test).
+      ...(loadAddon().info().cudaCompiledIn ? [['encode', '--input', input, '--output', path.join(dir, 'device.f32'), '--model', MODEL]] : []),
+    ];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const command of commands) {
+        stderr.mockClear();
+        expect({ command, status: await main([...command, '--device', device]) }).toEqual({ command, status: 1 });
+        expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`^camembed ${command[0]}: --device is '${device}' but `));
+      }
+      expect(fs.existsSync(path.join(dir, 'device.f32'))).toBe(false);
+    } finally {
+      stderr.mockRestore();
+    }
   });
 
   test('usage errors exit with code 2', async () => {

@@ -40,7 +40,10 @@ describe('planBatches', () => {
     const random = makeRandom(7);
     for (const [count, batchSize, maxBatchTokens] of [[0, 32, 4096], [1, 1, 128], [500, 32, 4096], [300, 64, 300], [77, 8, 1024]]) {
       const lengths = Array.from({ length: count }, () => 2 + Math.floor(random() * random() * 127));
-      expectValid(planBatches(lengths, batchSize, maxBatchTokens), lengths, batchSize, maxBatchTokens);
+      const plan = planBatches(lengths, batchSize, maxBatchTokens);
+      expectValid(plan, lengths, batchSize, maxBatchTokens);
+      // Longest first, equal lengths in input order, as a stable comparison sort puts them (the plan is deterministic).
+      expect(plan.flatMap((b) => b.rows)).toEqual(lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b));
     }
   });
 

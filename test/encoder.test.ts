@@ -226,6 +226,11 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       await expect(Encoder.load(MODEL, { maxLength })).rejects.toThrow(
         new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLength}`));
     }
+    // 0 said 'must be >= 1', then 1 said 'between 128 and 134217728': one rule, one message (its numbers are the model's).
+    for (const maxBatchTokens of [0, 1]) {
+      await expect(Encoder.load(MODEL, { maxBatchTokens })).rejects.toThrow(new RangeError('options.maxBatchTokens must be between maxLength ' +
+        `(one text must fit) and 2^32 / the model's dim (a batch's hidden states are one Float32Array), got ${maxBatchTokens}`));
+    }
     await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(
       new RangeError("options.maxBatchTokens must be between 128 (maxLength: one text must fit) and 134217728 (a batch's 32-d hidden states are one Float32Array), got 10"));
     // A batch's hidden states come back from ONNX Runtime as one Float32Array: batchSize up to 2^53 was taken.
@@ -464,6 +469,19 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     edit('config.json', (c) => ({ ...c, pad_token_id: 511 }));
     const e = await Encoder.load(dir, { threads: 1, maxLength: 2 });
     expect(e.maxLength).toBe(2);
+    await e.dispose();
+  });
+
+  test('pad_token_id and max_position_embeddings must be non-negative integers, as the converter takes them', async () => {
+    // -1 let maxLength reach 514 on a 514-row table; the fractions bounded maxLength by 511.5 or 512.5.
+    for (const [key, value] of [['pad_token_id', -1], ['pad_token_id', 1.5], ['max_position_embeddings', 514.5], ['max_position_embeddings', '514']] as const) {
+      edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 1, [key]: value }));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+        new Error(`${path.join(dir, 'config.json')}: ${key} must be a non-negative integer, got ${JSON.stringify(value)}`));
+    }
+    edit('config.json', (c) => ({ ...c, max_position_embeddings: null, pad_token_id: null }));  // absent: no bound, and HF's default 1
+    const e = await Encoder.load(dir, { threads: 1, maxLength: 514 });
+    expect(e.maxLength).toBe(514);
     await e.dispose();
   });
 

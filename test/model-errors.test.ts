@@ -3,8 +3,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as ort from 'onnxruntime-node';
 import { main } from '../lib/cli';
-import { convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
+import { convertedGraph, convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
 import { readSafetensorsHeader, readSafetensorsTensors, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 
 const TOKENIZER = path.resolve(__dirname, '../../shared/models/camembert-base-tokenizer');
@@ -99,10 +100,13 @@ describe('safetensors reading', () => {
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' ends at byte 16 but the data holds 8 bytes \(truncated\?\)/);
     rawSafetensors(file, { w: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
     expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' spans 16 bytes, expected 12 for F32\[3\]/);
-    rawSafetensors(file, { w: { dtype: 'Q4', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
-    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype/);
-    rawSafetensors(file, { w: { dtype: 'constructor', shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
-    expect(() => readSafetensorsHeader(file)).toThrow(/tensor 'w' has no known dtype \(got "constructor"\)/);
+    for (const dtype of ['F4', 'constructor']) {
+      rawSafetensors(file, { w: { dtype, shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+      expect(() => readSafetensorsHeader(file)).toThrow(
+        new Error(`${file}: tensor 'w' is "${dtype}", a dtype camembed does not read (it converts F32, F16 and BF16 tensors)`));
+    }
+    rawSafetensors(file, { w: { dtype: 7, shape: [3], data_offsets: [0, 16] } }, Buffer.alloc(16));
+    expect(() => readSafetensorsHeader(file)).toThrow(/corrupt safetensors file .*: tensor 'w' has no dtype \(got 7\)/);
     rawSafetensors(file, { w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, Buffer.alloc(16));
     const index = path.join(dir, 'model.safetensors.index.json');
     fs.writeFileSync(index, JSON.stringify({ weight_map: { w: 7 } }));
@@ -205,7 +209,7 @@ describe('convertToOnnx errors', () => {
     const before = fs.readdirSync(dir).sort();
     for (const [output, written, input] of [
       ['model.safetensors', 'model.safetensors', 'model.safetensors'], ['config.json', 'config.json', 'config.json'],
-      ['link.onnx', 'link.onnx', 'model.safetensors'], ['graph', 'graph.data', 'model.safetensors'],
+      ['link.onnx', 'model.safetensors', 'model.safetensors'], ['graph', 'graph.data', 'model.safetensors'],
     ]) {
       await expect(convertToOnnx(dir, { output: path.join(dir, output) })).rejects.toThrow(
         `cannot write ${path.join(dir, written)}: it is the model's ${input}, which the conversion reads`);
@@ -215,11 +219,83 @@ describe('convertToOnnx errors', () => {
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'))).toEqual(CONFIG);
   });
 
+  test('an output that is a symbolic link gets the file it names written, the link kept; the graph loads by the link', async () => {
+    writeTinyModel();
+    const elsewhere = fs.mkdtempSync(path.join(dir, 'elsewhere-'));
+    const target = path.join(elsewhere, 'graph.onnx');
+    const link = path.join(dir, 'link.onnx');
+    fs.symlinkSync(path.relative(dir, target), link);  // to nothing yet, relative, as ln -s makes them
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await convertToOnnx(dir, { output: link })).toBe(link);
+      // The graph is camembed's (its record is beside the link's name): the command replaces it without --force.
+      expect(await main(['convert', dir, '--output', link])).toBe(0);
+    } finally {
+      stderr.mockRestore();
+    }
+    // Was: the link replaced by the graph. The data and the record are where their own names lead (a
+    // data file linked beside the graph's target would be written there): ONNX Runtime finds the data
+    // by its name beside the name it loads.
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(fs.readdirSync(elsewhere)).toEqual(['graph.onnx']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', path.basename(elsewhere), 'link.onnx', 'link.onnx.data', 'link.onnx.source.json', 'model.safetensors']);
+    expect(convertedGraph(link, dir)?.current).toBe(true);
+    const session = await ort.InferenceSession.create(link);
+    const ids = new ort.Tensor('int64', BigInt64Array.from([0n, 5n, 2n]), [1, 3]);
+    const { last_hidden_state: hidden } = await session.run({ input_ids: ids, attention_mask: new ort.Tensor('int64', BigInt64Array.from([1n, 1n, 1n]), [1, 3]) });
+    expect(hidden.dims).toEqual([1, 3, 4]);
+    await session.release();
+    // A Hub snapshot's link leads to a blob that other revisions share, named by its hash: never written.
+    const blob = path.join(dir, 'hub', 'models--org--name', 'blobs', 'a'.repeat(64));
+    const snapshotGraph = path.join(dir, 'hub', 'models--org--name', 'snapshots', 'b'.repeat(40), 'onnx', 'model.onnx');
+    fs.mkdirSync(path.dirname(blob), { recursive: true });
+    fs.mkdirSync(path.dirname(snapshotGraph), { recursive: true });
+    fs.writeFileSync(blob, 'the repository\'s own graph');
+    fs.symlinkSync(path.relative(path.dirname(snapshotGraph), blob), snapshotGraph);
+    await expect(convertToOnnx(dir, { output: snapshotGraph })).rejects.toThrow(new Error(`cannot write ${blob}: it is a file of the ` +
+      'Hugging Face cache (a blob its snapshots link to); convert into a folder of yours'));
+    expect(fs.readFileSync(blob, 'utf8')).toBe('the repository\'s own graph');
+    expect(fs.readdirSync(path.dirname(snapshotGraph))).toEqual(['model.onnx']);
+  });
+
   test('a folder without weights, and bad options', async () => {
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
     await expect(convertToOnnx(dir)).rejects.toThrow(/has no weights: expected model\.safetensors or model\.safetensors\.index\.json/);
     writeTinyModel();
     await expect(convertToOnnx(dir, { dtype: 'int8' as 'float16' })).rejects.toThrow(new TypeError("options.dtype must be 'float32' or 'float16', got \"int8\""));
+  });
+
+  test('a tensor of a dtype that does not convert is an error naming it and the dtype; in a task head it is left unused', async () => {
+    // The tiny model's tensors as F32, but `name` as `dtype` (its bytes zero), with a `roberta.` prefix.
+    const itemBytes: Record<string, number> = { F64: 8, U16: 2, U32: 4, U64: 8, I64: 8, U8: 1, BOOL: 1, F8_E4M3: 1 };  // the format's sizes
+    const withDtype = (name: string, dtype: string) => {
+      const header: Record<string, object> = {};
+      let offset = 0;
+      for (const [tensor, shape] of [...tinyShapes(), ['lm_head.bias', [10]] as [string, number[]]]) {
+        const full = tensor.startsWith('lm_head.') ? tensor : `roberta.${tensor}`;
+        const bytes = shape.reduce((a, b) => a * b, 1) * (full === name ? itemBytes[dtype] : 4);
+        header[full] = { dtype: full === name ? dtype : 'F32', shape, data_offsets: [offset, offset + bytes] };
+        offset += bytes;
+      }
+      rawSafetensors(path.join(dir, 'model.safetensors'), header, Buffer.alloc(offset));
+    };
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIG));
+    const weights = path.join(dir, 'model.safetensors');
+    // U16, U32 and U64 were 'corrupt safetensors file ...: tensor ... has no known dtype'.
+    for (const dtype of Object.keys(itemBytes)) {
+      withDtype('roberta.embeddings.LayerNorm.weight', dtype);
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${weights}: tensor 'roberta.embeddings.LayerNorm.weight' is ${dtype}, expected F32, F16 or BF16`));
+      noOutput();
+      withDtype('lm_head.bias', dtype);
+      const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+      try {
+        await convertToOnnx(dir);
+        expect(warn).toHaveBeenCalledWith(expect.stringContaining('1 tensors outside the roberta encoder are not used (a task head: lm_head.bias)'));
+      } finally {
+        warn.mockRestore();
+      }
+      fs.rmSync(path.join(dir, 'onnx'), { recursive: true });
+    }
   });
 
   test('a checkpoint with the base-model prefix and an unused pooler converts', async () => {
@@ -280,6 +356,60 @@ describe('makeRandomModel', () => {
     await expect(makeRandomModel({ ...base, layers: 0 })).rejects.toThrow(/options.layers must be >= 1, got 0/);
     await expect(makeRandomModel({ ...base, hidden: 10, heads: 3 })).rejects.toThrow(/options.hidden \(10\) must be a multiple of options.heads \(3\)/);
     await expect(makeRandomModel({ ...base, tokenizerDir: dir })).rejects.toThrow(/tokenizer\.json is missing/);
+  });
+
+  testWithTokenizer('seeds are integers from 0 to 2^32 - 1, as the command line takes them (-1 gave seed 4294967295\'s weights)', async () => {
+    const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: path.join(dir, 'seed') };
+    for (const seed of [-1, 2 ** 32]) {
+      await expect(makeRandomModel({ ...base, seed })).rejects.toThrow(
+        new RangeError(`options.seed must be an integer from 0 to 4294967295 (the generator takes 32 bits), got ${seed}`));
+    }
+    await expect(makeRandomModel({ ...base, seed: 0.5 })).rejects.toThrow(new TypeError('options.seed must be an integer, got 0.5'));
+    expect(fs.existsSync(base.outDir)).toBe(false);
+    await makeRandomModel({ ...base, seed: 2 ** 32 - 1 });
+    expect(readSafetensorsHeader(path.join(base.outDir, 'model.safetensors')).size).toBe(23);
+  });
+
+  testWithTokenizer('a tensor too large to write is refused before any file, naming it; no folder is left, an existing one stays as it was', async () => {
+    const base = { layers: 1, hidden: 999_999_999, heads: 1, intermediate: 4, tokenizerDir: TOKENIZER };
+    // Was 'Invalid typed array length: 32004999967995', after the folder, the tokenizer and the settings were written.
+    const outDir = path.join(dir, 'new', 'model');
+    await expect(makeRandomModel({ ...base, outDir })).rejects.toThrow(new RangeError(`cannot write ${path.join(outDir, 'model.safetensors')}: ` +
+      "tensor 'embeddings.word_embeddings.weight' [32005, 999999999] would take 128019999871980 bytes, more than a tensor can (4294967296: one Buffer)"));
+    expect(fs.readdirSync(dir)).toEqual([]);
+    const existing = path.join(dir, 'existing');
+    fs.mkdirSync(existing);
+    fs.writeFileSync(path.join(existing, 'config.json'), '{"kept": true}');
+    await expect(makeRandomModel({ ...base, outDir: existing })).rejects.toThrow(/would take 128019999871980 bytes/);
+    expect(fs.readdirSync(existing)).toEqual(['config.json']);
+    expect(fs.readFileSync(path.join(existing, 'config.json'), 'utf8')).toBe('{"kept": true}');
+  });
+});
+
+describe('writeSafetensors', () => {
+  test('a header past the 100 MiB readers take is refused before any file, its tensors read no further; one tensor fewer is read back', () => {
+    // 100 kB names: the 100 MiB are reached after ~1,000 tensors (a model's after ~60,000 layers).
+    const file = path.join(dir, 'model.safetensors');
+    let listed = 0;
+    function* tensors(count: number): Generator<{ name: string; shape: number[] }> {
+      for (let i = 0; i < count; i++) {
+        if (i === 2_000) throw new Error('listed past the refusal');  // an endless layer count was listed whole (out of memory)
+        listed = i + 1;
+        yield { name: `t${i}.${'x'.repeat(100_000)}`, shape: [1] };
+      }
+    }
+    let message = '';
+    try {
+      writeSafetensors(file, tensors(Infinity), () => new Float32Array(1));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    const refused = /^cannot write (.+): its header would pass 104857600 bytes at tensor (\d+) \('t\2\.x{100000}'\), more than safetensors readers take$/.exec(message);
+    expect(refused?.[1]).toBe(file);
+    expect(listed).toBe(Number(refused![2]) + 1);
+    expect(fs.readdirSync(dir)).toEqual([]);
+    writeSafetensors(file, tensors(Number(refused![2])), () => new Float32Array(1));
+    expect(readSafetensorsHeader(file).size).toBe(Number(refused![2]));
   });
 });
 

@@ -10,6 +10,7 @@ import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-
 import { ioError } from '../io-error';
 import { readTextLineBatches, readTextLines } from '../lines';
 import { looksLikeHubId } from '../model/hub';
+import { modelFiles } from '../model/local';
 import { MAX_THREADS, suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
@@ -137,6 +138,15 @@ export function requireModel(model: string, revision: string | undefined): void 
   const exists = fs.existsSync(model);
   if (!exists && !looksLikeHubId(model)) throw new CliUsageError(`--model ${model} does not exist, and is not a Hub id 'org/name' either`);
   if (revision !== undefined && exists) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+}
+
+/**
+ * The files of the model `model` when it is a folder here (its graph, weights, tokenizer...: lib/model/local.ts),
+ * as inputs of requireOutputFile: an output written over one would destroy the model. A Hub model's
+ * files, in the Hugging Face cache, are found only as it loads.
+ */
+export function modelFilesAt(model: string): string[] {
+  return fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ? modelFiles(model) : [];
 }
 
 /** A usage error unless `file`, the value of --name, is '-' (standard input) or exists and is not a folder. */

@@ -4,10 +4,11 @@ import { once } from 'events';
 import * as fs from 'fs';
 
 import { followLinks } from '../atomic-file';
+import { onnxRuntimeDevice } from '../devices';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  checkTextFile, CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
+  checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
   THREADS_OPTION,
 } from './args';
 import { ProgressBar } from '../progress';
@@ -54,11 +55,12 @@ export async function run(argv: string[]): Promise<void> {
   const output = requiredString(options, 'output');
   requireExists('input', input);
   const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
-  const existing = requireOutputFile('output', output, [input]);
+  const existing = requireOutputFile('output', output, [input, ...modelFilesAt(options.model as string)]);
   if (npy && existing !== undefined && !existing.isFile()) {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
   requireModel(options.model as string, options.revision as string | undefined);
+  onnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it, naming the option as given here
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
   await checkTextFile(input, 'check input');  // before the output is created and the model loads

@@ -2,13 +2,14 @@
 import * as fs from 'fs';
 
 import { followLinks } from '../atomic-file';
+import { resolveDevice } from '../devices';
 import { DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
+  CliInterrupted, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
   requireOutputFile, THREADS_OPTION,
 } from './args';
 
@@ -84,6 +85,7 @@ export async function run(argv: string[]): Promise<void> {
   else if (device !== 'cpu' && maxCutoff > INDEX_CUDA_MAX_K) {
     throw new CliUsageError(`--metrics: a cutoff of ${maxCutoff} needs k >= ${maxCutoff}, but a search with --device ${device} takes k <= ${INDEX_CUDA_MAX_K}`);
   }
+  resolveDevice(device, '--device');  // as the index and the encoder check it, naming the option as given here
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;
@@ -92,7 +94,8 @@ export async function run(argv: string[]): Promise<void> {
   if (options.run !== undefined) {
     // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
     if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
-    requireOutputFile('run', options.run as string, inputs.map((name) => options[name] as string), 'a run file replaces only a file');
+    requireOutputFile('run', options.run as string, [...inputs.map((name) => options[name] as string), ...modelFilesAt(options.model as string)],
+      'a run file replaces only a file');
   }
 
   // Ctrl-C or SIGTERM: finish the encoder's batch and save what is encoded, so that the next run

@@ -6,6 +6,7 @@
 import { once } from 'events';
 import * as fs from 'fs';
 
+import { resolveDevice } from '../devices';
 import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { MAX_DIM } from '../index/format';
 import { LineFile } from '../lines';
@@ -13,7 +14,7 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
+  checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
   requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
 } from './args';
 import { suggestion } from '../validate';
@@ -88,6 +89,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
   requireIndexK(options.k as number, options.device as string);
+  resolveDevice(options.device, '--device');  // as VectorIndex.load checks it, naming the option as given here
 
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
@@ -181,13 +183,14 @@ export async function run(argv: string[]): Promise<void> {
   }
   const output = requiredString(options, 'output');
   if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
-  requireOutputFile('output', output, [options.input as string | undefined, vectorsFile], 'an index replaces only a file');
+  const model = options.model as string | undefined;
+  requireOutputFile('output', output, [options.input as string | undefined, vectorsFile, ...modelFilesAt(model ?? DEFAULT_MODEL)], 'an index replaces only a file');
   const dtype = options.dtype as string | undefined;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
   }
   const device = options.device as 'cpu';
-  const model = options.model as string | undefined;
+  resolveDevice(device, '--device');  // as VectorIndex and Encoder.load check it, naming the option as given here
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
   await requireWritableFolder(output);  // the save comes after the encoding, possibly hours of it

@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
+import { MAX_SEED } from '../model/random-model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
 
@@ -13,8 +14,7 @@ const SPEC: OptionSpec = {
   intermediate: { type: 'integer', help: 'feed-forward size', default: 3072 },
   tokenizer: { type: 'string', help: 'folder with tokenizer.json (copied into the model)' },
   out: { type: 'string', help: 'output folder' },
-  // The generator takes 32 bits: 2^32 would give seed 0's weights.
-  seed: { type: 'integer', help: 'random seed, 0 to 4294967295', default: 0, min: 0, max: 2 ** 32 - 1 },
+  seed: { type: 'integer', help: `random seed, 0 to ${MAX_SEED}`, default: 0, min: 0, max: MAX_SEED },  // makeRandomModel's bounds
   help: { type: 'boolean', help: 'show this help' },
 };
 

@@ -18,8 +18,9 @@ import { namesOf, optionalOneOf, optionalString, requireObject, requireString } 
 import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync } from './safetensors';
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
-import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomic } from '../atomic-file';
-import { WEIGHT_FILES, weightsFileOf } from './local';
+import { followLinks, makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
+import { configInteger } from '../json-file';
 
 /** Options of convertToOnnx. */
 export interface ConvertOptions {
@@ -70,11 +71,7 @@ function readConfig(modelDir: string): EncoderConfig {
   if ((c.position_embedding_type === undefined ? 'absolute' : c.position_embedding_type) !== 'absolute') {
     throw new Error(`${file}: position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported; expected "absolute"`);
   }
-  const int = (key: string, fallback?: number): number => {
-    const v = c[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Error(`${file}: ${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
-    return v;
-  };
+  const int = (key: string, fallback?: number): number => configInteger(file, c, key, fallback);
   const config: EncoderConfig = {
     positions: modelType === 'bert' ? 'absolute' : 'padding-offset',
     hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
@@ -254,23 +251,34 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   if (weightsPath === null) throw new Error(`model folder ${modelDir} has no weights: expected ${WEIGHT_FILES.join(' or ')}`);
   const tensors = matchTensors(weightsPath, config);
 
-  const dataFile = `${output}.data`;
-  const sourceFile = `${output}${SOURCE_SUFFIX}`;
-  for (const written of [output, dataFile, sourceFile]) {
+  // The graph, its data (found by ONNX Runtime by its name beside the graph's name) and camembed's
+  // record are each written where their name leads through symbolic links, as index save and the
+  // shell's `>` write: a link stays (it was replaced), and a graph and data file linked to another
+  // disk get their files there.
+  const dataName = `${output}.data`;
+  const files = await Promise.all([output, dataName, `${output}${SOURCE_SUFFIX}`].map((f) => followLinks(f)));
+  const [graphFile, dataFile, sourceFile] = files;
+  for (const written of files) {
     // `--output model.safetensors --force` wrote the graph over the weights it was made from.
     const input = conversionInputAt(modelDir, written);
     if (input !== undefined) throw new Error(`cannot write ${written}: it is the model's ${input}, which the conversion reads`);
+    // A Hub snapshot's files link to blobs named by their hash, which other revisions share.
+    if (/[\\/]models--[^\\/]+[\\/]blobs[\\/][^\\/]+$/.test(written)) {
+      throw new Error(`cannot write ${written}: it is a file of the Hugging Face cache (a blob its snapshots link to); convert into a folder of yours`);
+    }
   }
-  const tmpOutput = temporaryPath(output);
+  const tmpOutput = temporaryPath(graphFile);
   const tmpData = temporaryPath(dataFile);
   const tmpSource = temporaryPath(sourceFile);
-  const createdDir = makeFolders(path.dirname(output));  // removed again on failure, when empty
-  await removeAbandonedTemporaries(path.dirname(output), [output, dataFile, sourceFile].map((f) => path.basename(f)));
+  const createdDirs = files.map((f) => makeFolders(path.dirname(f)));  // removed again on failure, when empty
+  for (const dir of new Set(files.map((f) => path.dirname(f)))) {
+    await removeAbandonedTemporaries(dir, files.filter((f) => path.dirname(f) === dir).map((f) => path.basename(f)));
+  }
   let dataFd = -1;
   let dataClosed = false;
   try {
     dataFd = fs.openSync(tmpData, 'w');  // inside: a full disk may refuse the file itself (btrfs, ZFS, no inodes left)
-    const g = new GraphBuilder(dataFd, tmpData, path.basename(dataFile), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
+    const g = new GraphBuilder(dataFd, tmpData, path.basename(dataName), dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
     const build = graphKind === 'fused' ? buildFused : buildPlain;
     build(g, config, (name) => readTensorAsFloat32(tensors.get(name)!));
     fs.closeSync(dataFd);
@@ -304,22 +312,13 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     // config (another dtype or graph kind) would vouch for its graph beside this data file.
     writeFileAtomic(sourceFile, JSON.stringify({ ...source, files: null }));
     fs.renameSync(tmpData, dataFile);
-    fs.renameSync(tmpOutput, output);
+    fs.renameSync(tmpOutput, graphFile);
     fs.renameSync(tmpSource, sourceFile);
     return output;
   } catch (err) {
     if (dataFd >= 0 && !dataClosed) fs.closeSync(dataFd);
     for (const tmp of [tmpData, tmpOutput, tmpSource]) fs.rmSync(tmp, { force: true });
-    // Only the folders this call created, and only while empty: another process converting the
-    // same model may have finished its graph there meanwhile.
-    for (let dir = path.dirname(output); createdDir !== undefined; dir = path.dirname(dir)) {
-      try {
-        fs.rmdirSync(dir);
-      } catch {
-        break;
-      }
-      if (dir === createdDir) break;
-    }
+    files.forEach((f, i) => removeFoldersMade(path.dirname(f), createdDirs[i]));
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new Error(`disk full while writing ${output}: ${(err as Error).message}`);
     throw err;
   }
@@ -358,17 +357,9 @@ function fileStamp(file: string): FileStamp {
   return { bytes: st.size, mtimeMs: st.mtimeMs, sha256: sha256Of(file) };
 }
 
-// The weights file and, for a sharded index, the shards it names.
-function weightFiles(weightsPath: string): string[] {
-  if (!weightsPath.endsWith('.index.json')) return [weightsPath];
-  const map = (JSON.parse(fs.readFileSync(weightsPath, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-  return [weightsPath, ...[...new Set(Object.values(map))].map((shard) => path.join(path.dirname(weightsPath), shard))];
-}
-
 /** The files a conversion of `modelDir` reads: the weights (every shard), then config.json. */
 function conversionInputs(modelDir: string): string[] {
-  const weightsPath = weightsFileOf(modelDir);
-  return [...(weightsPath === null ? [] : weightFiles(weightsPath)), path.join(modelDir, 'config.json')];
+  return [...weightFilesOf(modelDir), path.join(modelDir, 'config.json')];
 }
 
 /**

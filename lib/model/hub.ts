@@ -23,7 +23,7 @@ import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { makeFolders, removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { externalDataLocations } from './onnx-reader';
-import { describeLocalModel, POOLING_MODULE, ResolvedModel, ST_CONFIG_FILES } from './local';
+import { describeLocalModel, OPTIONAL_FILES, POOLING_MODULE, REQUIRED_FILES, ResolvedModel, ST_CONFIG_FILES } from './local';
 import { readJsonValue } from '../json-file';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
@@ -61,12 +61,9 @@ export interface ResolveOptions {
   signal?: AbortSignal | undefined;
 }
 
-// Files of a sentence-transformers repo; all but config.json and tokenizer.json may be absent. Its
+// Files of a sentence-transformers repo (lib/model/local.ts); all but config.json and tokenizer.json may be absent. Its
 // settings file is the first of ST_CONFIG_FILES it has, and the pooling config the one in the
 // folder modules.json names (1_Pooling in a repo sentence-transformers saved).
-const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
-const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
-  'config_sentence_transformers.json', '1_Pooling/config.json'];
 // Weights, in order of preference. ONNX files are fetched only when a repo has no weights the
 // converter reads (safetensors, else a PyTorch checkpoint): its fused graph is faster than a
 // generic export.

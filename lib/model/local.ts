@@ -1,6 +1,8 @@
 // What a local sentence-transformers folder holds: the ONNX graph and/or the safetensors weights.
 import * as fs from 'fs';
 import * as path from 'path';
+import { readJsonFile } from '../json-file';
+import { externalDataLocations } from './onnx-reader';
 
 /** A model found by resolveModel. */
 export interface ResolvedModel {
@@ -16,6 +18,10 @@ export interface ResolvedModel {
 export const ST_CONFIG_FILES = ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json',
   'sentence_camembert_config.json', 'sentence_albert_config.json', 'sentence_xlm-roberta_config.json', 'sentence_xlnet_config.json'];
 export const POOLING_MODULE = 'sentence_transformers.models.Pooling';
+// The other settings and tokenizer files of a sentence-transformers folder, as a Hub download fetches them.
+export const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
+export const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
+  'config_sentence_transformers.json', '1_Pooling/config.json'];
 
 const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
@@ -31,6 +37,29 @@ function firstExisting(dir: string, names: readonly string[]): string | null {
 /** The weights file a folder's model is read from (the first of WEIGHT_FILES there), or null. */
 export function weightsFileOf(dir: string): string | null {
   return firstExisting(dir, WEIGHT_FILES);
+}
+
+/** The weights file a folder's model is read from and, for a sharded index, the shards it names; none without weights. */
+export function weightFilesOf(dir: string): string[] {
+  const weights = weightsFileOf(dir);
+  if (weights === null) return [];
+  if (!weights.endsWith('.index.json')) return [weights];
+  const map = (readJsonFile(weights).weight_map ?? {}) as Record<string, unknown>;
+  return [weights, ...new Set(Object.values(map).map((shard) => path.join(dir, String(shard))))];
+}
+
+/**
+ * The files a model folder's model is made of (those there may be fewer): what loading it reads, its
+ * settings, tokenizer, weights (every shard) and ONNX graphs with their external data. An output
+ * written over one of them destroys the model.
+ */
+export function modelFiles(dir: string): string[] {
+  const graphs = ONNX_FILES.map((f) => path.join(dir, f)).filter((f) => fs.existsSync(f));
+  return [
+    ...[...REQUIRED_FILES, ...OPTIONAL_FILES, ...ST_CONFIG_FILES].map((f) => path.join(dir, f)),
+    ...weightFilesOf(dir),
+    ...graphs.flatMap((graph) => [graph, ...externalDataLocations(graph).map((location) => path.join(path.dirname(graph), location))]),
+  ];
 }
 
 export function describeLocalModel(dir: string): ResolvedModel {

@@ -2,7 +2,7 @@
 // what a real model of the same shape costs to run, so tests and benchmarks need no download.
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeFolders } from '../atomic-file';
+import { makeFolders, removeFoldersMade } from '../atomic-file';
 import { namesOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString } from '../validate';
 import { writeSafetensors } from './safetensors';
 
@@ -29,6 +29,8 @@ export interface RandomModelOptions {
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'sentencepiece.bpe.model'];
 const MAX_SEQ_LENGTH = 128;
 const INIT_STD = 0.02;  // HF's initializer_range for RoBERTa-family models
+/** The generator takes 32 bits: seeds are 0 to 2^32 - 1 (2^32 would give seed 0's weights, -1 seed 2^32 - 1's). */
+export const MAX_SEED = 2 ** 32 - 1;
 
 // mulberry32 + Box-Muller: standard normal values, reproducible from the seed.
 function normalGenerator(seed: number): () => number {
@@ -88,12 +90,57 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   const heads = requirePositiveInteger('options.heads', options.heads);
   const intermediate = requirePositiveInteger('options.intermediate', options.intermediate);
   const maxPositions = optionalPositiveInteger('options.maxPositions', options.maxPositions) ?? 514;
-  const seed = options.seed === undefined ? 0 : requireInteger('options.seed', options.seed, Number.MIN_SAFE_INTEGER);
+  const seed = options.seed === undefined ? 0 : requireInteger('options.seed', options.seed, -Infinity);
+  if (seed < 0 || seed > MAX_SEED) throw new RangeError(`options.seed must be an integer from 0 to ${MAX_SEED} (the generator takes 32 bits), got ${seed}`);
   if (hidden % heads !== 0) throw new RangeError(`options.hidden (${hidden}) must be a multiple of options.heads (${heads})`);
   const out = requireString('options.outDir', options.outDir);
   const tokenizerJson = path.join(requireString('options.tokenizerDir', options.tokenizerDir), 'tokenizer.json');
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
   const tok = tokenizerFacts(tokenizerJson);
+
+  // Tensor names and shapes of HF's CamembertModel state dict (with its unused pooler), listed as
+  // the writer reads them: it stops at the first it refuses (an absurd layer count is never listed whole).
+  function* tensors(): Generator<{ name: string; shape: number[] }> {
+    yield { name: 'embeddings.word_embeddings.weight', shape: [tok.vocab, hidden] };
+    yield { name: 'embeddings.position_embeddings.weight', shape: [maxPositions, hidden] };
+    yield { name: 'embeddings.token_type_embeddings.weight', shape: [1, hidden] };
+    yield { name: 'embeddings.LayerNorm.weight', shape: [hidden] };
+    yield { name: 'embeddings.LayerNorm.bias', shape: [hidden] };
+    for (let l = 0; l < layers; l++) {
+      const p = `encoder.layer.${l}.`;
+      for (const proj of ['query', 'key', 'value']) {
+        yield { name: `${p}attention.self.${proj}.weight`, shape: [hidden, hidden] };
+        yield { name: `${p}attention.self.${proj}.bias`, shape: [hidden] };
+      }
+      yield* [
+        { name: `${p}attention.output.dense.weight`, shape: [hidden, hidden] }, { name: `${p}attention.output.dense.bias`, shape: [hidden] },
+        { name: `${p}attention.output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}attention.output.LayerNorm.bias`, shape: [hidden] },
+        { name: `${p}intermediate.dense.weight`, shape: [intermediate, hidden] }, { name: `${p}intermediate.dense.bias`, shape: [intermediate] },
+        { name: `${p}output.dense.weight`, shape: [hidden, intermediate] }, { name: `${p}output.dense.bias`, shape: [hidden] },
+        { name: `${p}output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}output.LayerNorm.bias`, shape: [hidden] },
+      ];
+    }
+    yield { name: 'pooler.dense.weight', shape: [hidden, hidden] };
+    yield { name: 'pooler.dense.bias', shape: [hidden] };
+  }
+
+  // The weights first: a size the writer refuses, or a failure writing them (memory, disk), leaves
+  // no folder without weights (those this call made are removed) and an existing one as it was.
+  const made = makeFolders(out);
+  const normal = normalGenerator(seed);
+  try {
+    writeSafetensors(path.join(out, 'model.safetensors'), tensors(), (name, shape) => {
+      const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      // LayerNorm scales near 1, everything else small as in a trained checkpoint.
+      const isScale = name.endsWith('LayerNorm.weight');
+      for (let i = 0; i < values.length; i++) values[i] = (isScale ? 1 : 0) + INIT_STD * normal();
+      if (name === 'embeddings.word_embeddings.weight') values.fill(0, tok.padId * hidden, (tok.padId + 1) * hidden);  // HF zeroes the padding row
+      return values;
+    });
+  } catch (err) {
+    removeFoldersMade(out, made);
+    throw err;
+  }
 
   makeFolders(path.join(out, '1_Pooling'));
   for (const f of TOKENIZER_FILES) {
@@ -121,39 +168,5 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
     word_embedding_dimension: hidden, pooling_mode_cls_token: false, pooling_mode_mean_tokens: true,
     pooling_mode_max_tokens: false, pooling_mode_mean_sqrt_len_tokens: false,
     pooling_mode_weightedmean_tokens: false, pooling_mode_lasttoken: false, include_prompt: true,
-  });
-
-  // Tensor names and shapes of HF's CamembertModel state dict (with its unused pooler).
-  const tensors: { name: string; shape: number[] }[] = [
-    { name: 'embeddings.word_embeddings.weight', shape: [tok.vocab, hidden] },
-    { name: 'embeddings.position_embeddings.weight', shape: [maxPositions, hidden] },
-    { name: 'embeddings.token_type_embeddings.weight', shape: [1, hidden] },
-    { name: 'embeddings.LayerNorm.weight', shape: [hidden] },
-    { name: 'embeddings.LayerNorm.bias', shape: [hidden] },
-  ];
-  for (let l = 0; l < layers; l++) {
-    const p = `encoder.layer.${l}.`;
-    for (const proj of ['query', 'key', 'value']) {
-      tensors.push({ name: `${p}attention.self.${proj}.weight`, shape: [hidden, hidden] }, { name: `${p}attention.self.${proj}.bias`, shape: [hidden] });
-    }
-    tensors.push(
-      { name: `${p}attention.output.dense.weight`, shape: [hidden, hidden] }, { name: `${p}attention.output.dense.bias`, shape: [hidden] },
-      { name: `${p}attention.output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}attention.output.LayerNorm.bias`, shape: [hidden] },
-      { name: `${p}intermediate.dense.weight`, shape: [intermediate, hidden] }, { name: `${p}intermediate.dense.bias`, shape: [intermediate] },
-      { name: `${p}output.dense.weight`, shape: [hidden, intermediate] }, { name: `${p}output.dense.bias`, shape: [hidden] },
-      { name: `${p}output.LayerNorm.weight`, shape: [hidden] }, { name: `${p}output.LayerNorm.bias`, shape: [hidden] },
-    );
-  }
-  tensors.push({ name: 'pooler.dense.weight', shape: [hidden, hidden] }, { name: 'pooler.dense.bias', shape: [hidden] });
-
-  const normal = normalGenerator(seed);
-  const shapes = new Map(tensors.map((t) => [t.name, t.shape]));
-  writeSafetensors(path.join(out, 'model.safetensors'), tensors, (name) => {
-    const values = new Float32Array(shapes.get(name)!.reduce((a, b) => a * b, 1));
-    // LayerNorm scales near 1, everything else small as in a trained checkpoint.
-    const isScale = name.endsWith('LayerNorm.weight');
-    for (let i = 0; i < values.length; i++) values[i] = (isScale ? 1 : 0) + INIT_STD * normal();
-    if (name === 'embeddings.word_embeddings.weight') values.fill(0, tok.padId * hidden, (tok.padId + 1) * hidden);  // HF zeroes the padding row
-    return values;
   });
 }

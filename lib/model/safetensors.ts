@@ -8,8 +8,13 @@ import * as path from 'path';
 import { float16BitsToNumber } from '../float16';
 import { temporaryPath } from '../atomic-file';
 
-const ITEM_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+/**
+ * Bytes per element of the format's dtypes (and of the PyTorch storages read as them). Only F32, F16
+ * and BF16 convert; the others are read to check the file and name a tensor the model would need.
+ */
+export const ITEM_BYTES: Record<string, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
+  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
 };
 
 export interface TensorInfo {
@@ -22,6 +27,10 @@ export interface TensorInfo {
 }
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** A tensor is read and written as one Buffer: at most 2^32 bytes on Node 20 (2^30 float32 values). */
+const MAX_TENSOR_BYTES = 2 ** 32;
+/** fs.readSync and fs.writeSync move at most 2^31 - 1 bytes a call: a larger tensor goes in pieces. */
+const IO_PIECE_BYTES = 2 ** 30;
 
 // Parses and validates one file's header; every error names the file.
 export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
@@ -51,8 +60,10 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
     for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
       if (name === '__metadata__') continue;
       const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string' || !Object.hasOwn(ITEM_BYTES, e.dtype)) {
-        throw fail(`tensor '${name}' has no known dtype (got ${JSON.stringify(e?.dtype)})`);
+      if (typeof e !== 'object' || e === null || typeof e.dtype !== 'string') throw fail(`tensor '${name}' has no dtype (got ${JSON.stringify(e?.dtype)})`);
+      // A dtype the format has but not ITEM_BYTES (F4, packed two a byte) is no corruption.
+      if (!Object.hasOwn(ITEM_BYTES, e.dtype)) {
+        throw new Error(`${file}: tensor '${name}' is ${JSON.stringify(e.dtype)}, a dtype camembed does not read (it converts F32, F16 and BF16 tensors)`);
       }
       const shape = e.shape;
       if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -118,7 +129,7 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
   try {
     let done = 0;
     while (done < bytes.length) {
-      const n = fs.readSync(fd, bytes, done, bytes.length - done, info.offset + done);
+      const n = fs.readSync(fd, bytes, done, Math.min(bytes.length - done, IO_PIECE_BYTES), info.offset + done);
       if (n === 0) throw new Error(`weights file ${info.file} ended inside tensor '${info.name}'`);
       done += n;
     }
@@ -143,18 +154,31 @@ export function readTensorAsFloat32(info: TensorInfo): Float32Array {
 }
 
 // Writes float32 tensors one at a time (the generator can produce each lazily), header padded to
-// 8 bytes as the format recommends. Written to `file + '.tmp'` then renamed.
+// 8 bytes as the format recommends. Written under a temporary name, then renamed. What no reader
+// would take (a tensor over MAX_TENSOR_BYTES, a header over MAX_HEADER_BYTES) is refused before any
+// file is made, and `tensors` is read no further than that (an absurd layer count is not listed).
 export function writeSafetensors(
   file: string,
-  tensors: { name: string; shape: number[] }[],
-  produce: (name: string) => Float32Array,
+  tensors: Iterable<{ name: string; shape: number[] }>,
+  produce: (name: string, shape: number[]) => Float32Array,
   metadata: Record<string, string> = { format: 'pt' },
 ): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
+  let headerBytes = JSON.stringify(header).length;
+  const listed: { name: string; shape: number[] }[] = [];
   let offset = 0;
   for (const t of tensors) {
     const bytes = t.shape.reduce((a, b) => a * b, 1) * 4;
-    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    if (bytes > MAX_TENSOR_BYTES) {
+      throw new RangeError(`cannot write ${file}: tensor '${t.name}' [${t.shape.join(', ')}] would take ${bytes} bytes, more than a tensor can (${MAX_TENSOR_BYTES}: one Buffer)`);
+    }
+    const entry = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    header[t.name] = entry;
+    headerBytes += Buffer.byteLength(JSON.stringify(t.name)) + JSON.stringify(entry).length + 2;  // "name":{...},
+    if (headerBytes > MAX_HEADER_BYTES) {
+      throw new RangeError(`cannot write ${file}: its header would pass ${MAX_HEADER_BYTES} bytes at tensor ${listed.length} ('${t.name}'), more than safetensors readers take`);
+    }
+    listed.push(t);
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -167,8 +191,8 @@ export function writeSafetensors(
       lengthBytes.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
       writeAllSync(fd, lengthBytes, tmp);
       writeAllSync(fd, Buffer.from(json, 'utf8'), tmp);
-      for (const t of tensors) {
-        const data = produce(t.name);
+      for (const t of listed) {
+        const data = produce(t.name, t.shape);
         const expected = t.shape.reduce((a, b) => a * b, 1);
         if (data.length !== expected) throw new Error(`tensor '${t.name}' has ${data.length} values, expected ${expected}`);
         writeAllSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength), tmp);
@@ -186,7 +210,7 @@ export function writeSafetensors(
 export function writeAllSync(fd: number, data: Uint8Array, file: string): void {
   try {
     let done = 0;
-    while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
+    while (done < data.length) done += fs.writeSync(fd, data, done, Math.min(data.length - done, IO_PIECE_BYTES));
   } catch (err) {
     throw Object.assign(new Error(`cannot write ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
   }

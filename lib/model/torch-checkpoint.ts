@@ -9,7 +9,7 @@
 // an error naming it, so reading a checkpoint never runs code from it.
 import * as fs from 'fs';
 
-import { TensorInfo } from './safetensors';
+import { ITEM_BYTES, TensorInfo } from './safetensors';
 
 interface ZipEntry {
   method: number;
@@ -128,7 +128,6 @@ const STORAGE_DTYPES: Record<string, string> = {
   LongStorage: 'I64', IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8', ByteStorage: 'U8', BoolStorage: 'BOOL',
 };
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
-const ITEM_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 // What a value is, for error messages: pickles can build values whose text would be astronomically
 // long (one list referenced twice at each of 60 levels), so values are never written out.
