@@ -295,9 +295,12 @@ function readModelLayout(dir: string): ModelLayout {
   const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
   const padId = configInteger(configFile, config, 'pad_token_id', 1);
   // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
-  const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - padId - 1;
+  // BERT's (model_type 'bert', as the converter reads it) take 0 .. n - 1: the whole table.
+  const firstPosition = config.model_type === 'bert' ? 0 : padId + 1;
+  const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - firstPosition;
   if (maxPositions < 2) {
-    throw new Error(`${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
+    throw new Error(firstPosition === 0 ? `${configFile}: max_position_embeddings ${positions} leaves no position for [CLS] and [SEP]` :
+      `${configFile}: max_position_embeddings ${positions} leaves no position for <s> and </s> after pad_token_id ` +
       `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
   }
 

@@ -472,6 +472,18 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     await e.dispose();
   });
 
+  test('a BERT model (model_type bert) takes positions 0 .. n - 1: its whole position table', async () => {
+    // The RoBERTa offset (pad_token_id + 1) was applied to BERT too: 512 refused on a 512-row table.
+    edit('config.json', (c) => ({ ...c, model_type: 'bert', max_position_embeddings: 512, pad_token_id: 0 }));
+    const e = await Encoder.load(dir, { threads: 1, maxLength: 512 });
+    expect(e.maxLength).toBe(512);
+    await e.dispose();
+    await expect(Encoder.load(dir, { threads: 1, maxLength: 513 })).rejects.toThrow(/and 512 \(the model's position table\), got 513/);
+    edit('config.json', (c) => ({ ...c, max_position_embeddings: 1 }));
+    await expect(Encoder.load(dir, { threads: 1, maxLength: 2 })).rejects.toThrow(
+      new Error(`${path.join(dir, 'config.json')}: max_position_embeddings 1 leaves no position for [CLS] and [SEP]`));
+  });
+
   test('pad_token_id and max_position_embeddings must be non-negative integers, as the converter takes them', async () => {
     // -1 let maxLength reach 514 on a 514-row table; the fractions bounded maxLength by 511.5 or 512.5.
     for (const [key, value] of [['pad_token_id', -1], ['pad_token_id', 1.5], ['max_position_embeddings', 514.5], ['max_position_embeddings', '514']] as const) {
