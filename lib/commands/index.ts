@@ -3,7 +3,6 @@
 // or store vectors already made (.npy or raw float32), with row numbers as ids.
 // `camembed index info`: what an index file holds.
 // `camembed index neighbors`: every vector's nearest stored vectors (near-duplicates, clustering).
-import { once } from 'events';
 import * as fs from 'fs';
 
 import { DEFAULT_MODEL, Encoder } from '../encoder';
@@ -14,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, helpText, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
+  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -118,7 +117,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
           lines.push(`{"id":${ids[r]},"neighbors":[${hits.join(',')}],"scores":${JSON.stringify(hitScores)}${texts}}`);
         }
       }
-      if (lines.length > 0 && !process.stdout.write(lines.join('\n') + '\n')) await once(process.stdout, 'drain');
+      if (lines.length > 0) await writeStdout(lines.join('\n') + '\n');
       done += ids.length;
       bar.update(done);
     }
