@@ -37,6 +37,11 @@ function formatSeconds(s: number): string {
   return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
+// A rate measured over less than a second says little (a save's first draw follows its 64-byte
+// header: 31 KiB/s, an ETA of 28 hours for 3 GiB): the rate and the ETA are shown from a second on,
+// and at the end (the whole run's rate).
+const MIN_RATE_MS = 1000;
+
 // The stream of a bar drawn on a line not yet ended: a bar left unfinished by an error.
 let openLine: NodeJS.WriteStream | null = null;
 
@@ -54,11 +59,12 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
   let lastDraw = 0;
   const initial = options.initial ?? 0;
   let done = initial;
-  const draw = (force: boolean) => {
+  const draw = (final: boolean) => {
     const now = Date.now();
-    if (!enabled || (!force && now - lastDraw < 100)) return;
+    if (!enabled || (!final && now - lastDraw < 100)) return;
     lastDraw = now;
     const seconds = Math.max((now - start) / 1000, 1e-3);
+    const measured = final || now - start >= MIN_RATE_MS;
     const rate = Math.max(done - initial, 0) / seconds;
     const parts = [options.label];
     if (total !== undefined && total > 0) {
@@ -68,11 +74,12 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
       parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1)}%`);
       parts.push(`${formatAmount(done, options.unit)}/${formatAmount(total, options.unit)}`);
       // A file that grows while it is read goes past the size it had at the start: nothing left, not a negative time.
-      parts.push(`ETA ${formatSeconds(rate > 0 ? Math.max(total - done, 0) / rate : Infinity)}`);
+      const left = Math.max(total - done, 0);
+      parts.push(`ETA ${formatSeconds(left === 0 ? 0 : measured && rate > 0 ? left / rate : Infinity)}`);
     } else {
       parts.push(formatAmount(done, options.unit));
     }
-    parts.push(`${formatAmount(rate, options.unit)}/s`);
+    parts.push(`${measured ? formatAmount(rate, options.unit) : '--'}/s`);
     // Within the terminal's width (the last parts dropped, then cut): a line that wraps is not
     // redrawn by '\r', and every draw would leave one.
     const width = stream.columns > 0 ? stream.columns - 1 : Infinity;

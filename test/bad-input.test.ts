@@ -136,7 +136,7 @@ const asyncTypeCases: Case[] = [
   ['makeRandomModel seed a string', () => randomModel({ seed: '1' }), TypeError, 'options.seed must be an integer, got "1"'],
   ['makeRandomModel tokenizerDir a number', () => randomModel({ tokenizerDir: 5 }), TypeError, 'options.tokenizerDir must be a non-empty string, got 5'],
   ['makeRandomModel outDir empty', () => randomModel({ outDir: '' }), TypeError, 'options.outDir must be a non-empty string, got ""'],
-  ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace, got 1n'],
+  ['TrecRunWriter tag a bigint', () => TrecRunWriter.open(`${none}/run`, { tag: any(1n) }), TypeError, 'options.tag must be a non-empty string without whitespace or control characters, got 1n'],
   ['encodeCollection collection a number', () => encodeCollection(any({ collection: 5, cacheDir: none, identity: {}, encoder: {} })), TypeError,
     'options.collection must be a non-empty string, got 5'],
   // The identity is hashed and stored as JSON: checked before the collection is looked at (it does not exist here).
@@ -163,10 +163,10 @@ const asyncTypeCases: Case[] = [
   ['evaluateRetrieval device a bigint', () => retrieval({ device: 1n }), TypeError, 'options.device must be'],
   ['evaluateRetrieval chunkRows null', () => retrieval({ chunkRows: null }), TypeError, 'options.chunkRows must be an integer, got null'],
   ['evaluateRetrieval runFile NaN', () => retrieval({ runFile: NaN }), TypeError, 'options.runFile must be a non-empty string, got NaN'],
-  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string without whitespace, got 7'],
+  ['evaluateRetrieval runTag a number', () => retrieval({ runTag: 7 }), TypeError, 'options.runTag must be a non-empty string without whitespace or control characters, got 7'],
   // Checked before any file is read or the model loaded, under its own name (TrecRunWriter's is options.tag).
   ['evaluateRetrieval runTag with a space', () => retrieval({ runTag: 'my run' }), TypeError,
-    'options.runTag must be a non-empty string without whitespace, got "my run"'],
+    'options.runTag must be a non-empty string without whitespace or control characters, got "my run"'],
   ['evaluateRetrieval runTag without runFile', () => retrieval({ runTag: 'mine' }), TypeError, 'options.runTag names the run in options.runFile, which is not given'],
   ['evaluateRetrieval progress a string', () => retrieval({ progress: 'yes' }), TypeError, 'options.progress must be a boolean, got string'],
   ['evaluateRetrieval onEncodeProgress a number', () => retrieval({ onEncodeProgress: 5 }), TypeError, 'options.onEncodeProgress must be a function, got number'],
@@ -202,7 +202,7 @@ describe('a value of the wrong type is a clear error naming the option', () => {
       await expect(run({ identity: { tokenize: () => [] }, encoder: { encodeStream() {} } })).rejects.toThrow('options.identity.tokenize must be JSON data');
       expect(fs.existsSync(cacheDir)).toBe(false);
       await expect(TrecRunWriter.open(path.join(dir, 'run'), { tag: any(null) }))
-        .rejects.toThrow(new TypeError('options.tag must be a non-empty string without whitespace, got null'));
+        .rejects.toThrow(new TypeError('options.tag must be a non-empty string without whitespace or control characters, got null'));
       expect(fs.readdirSync(dir)).toEqual(['c.tsv']);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

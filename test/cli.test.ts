@@ -241,6 +241,32 @@ describe('progress bar text', () => {
     expect(drawn('bytes', 3072, 1, 2048)).toContain('[########################] 100.0%  3.0 KiB/2.0 KiB  ETA 0:00  3.0 KiB/s');
   });
 
+  test('the rate and the ETA show once measured over a second (a save draws first after its 64-byte header), or at the end', () => {
+    let clock = 1_000_000;
+    const now = jest.spyOn(Date, 'now').mockImplementation(() => clock);
+    const out: string[] = [];
+    const stream = { isTTY: true, write: (s: string) => { out.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    try {
+      const save = createProgressBar({ label: 'save', unit: 'bytes', total: 3 * 2 ** 30, stream });
+      clock += 2;
+      save.update(64);
+      clock += 998;
+      save.update(1 << 30);
+      const quick = createProgressBar({ label: 'load', unit: 'bytes', total: 512, stream });
+      clock += 500;
+      quick.update(512);
+      quick.finish();
+    } finally {
+      now.mockRestore();
+    }
+    expect(out.join('').split('\r').slice(1)).toEqual([
+      'save  [........................] 0.0%  64 B/3.0 GiB  ETA --:--  --/s\x1b[K',  // was ETA 27h57m  31.3 KiB/s
+      'save  [########................] 33.3%  1.0 GiB/3.0 GiB  ETA 0:02  1.0 GiB/s\x1b[K',
+      'load  [########################] 100.0%  512 B/512 B  ETA 0:00  --/s\x1b[K',  // nothing left: no rate needed
+      'load  [########################] 100.0%  512 B/512 B  ETA 0:00  1.0 KiB/s\x1b[K\n',
+    ]);
+  });
+
   test('a resumed job: the work done before counts in the bar, not in the rate and the ETA', () => {
     // 1,536 of 2,048 bytes were done before; 256 more in 1 s: 256 B/s, and the last 256 take 1 s.
     expect(drawn('bytes', 1792, 1, 2048, 1536)).toContain('[#####################...] 87.5%  1.8 KiB/2.0 KiB  ETA 0:01  256 B/s');

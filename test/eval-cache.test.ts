@@ -1,10 +1,13 @@
 // The resumable embedding cache, with a deterministic stand-in encoder (vectors derived from the
 // text) so that every resumed result can be compared with an uninterrupted one exactly.
 import { execFileSync } from 'child_process';
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { encodeCollection, EncodedCollection, EncodeInterrupted, EmbeddingBatch, fileIdentity, StreamEncoder } from '../lib/eval/embedding-cache';
+import {
+  encodeCollection, EncodedCollection, EncodeInterrupted, EncodeProgress, EmbeddingBatch, fileIdentity, StreamEncoder,
+} from '../lib/eval/embedding-cache';
 import { makeRandom } from './helpers/random';
 
 const DIM = 5;
@@ -283,11 +286,14 @@ describe('encodeCollection', () => {
     fs.writeFileSync(path.join(stopped.dir, chunk.ids), ids.join('\n'));
     fs.writeFileSync(path.join(stopped.dir, chunk.vectors), new Uint8Array(rows * 4));
     const manifest = {
-      format: 'camembed-embedding-cache', version: 1, identity: { ...identity, collection: await fileIdentity(big) }, dim: 1, chunks: [chunk], complete: false,
+      format: 'camembed-embedding-cache', version: 1, dim: 1, chunks: [chunk], complete: false,
+      identity: { ...identity, collection: { ...(await fileIdentity(big)), sha256: createHash('sha256').update(fs.readFileSync(big)).digest('hex') } },
     };
     fs.writeFileSync(path.join(stopped.dir, 'manifest.json'), JSON.stringify(manifest));
-    await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim }))
+    const progress: EncodeProgress[] = [];
+    await expect(encodeCollection({ collection: big, cacheDir, identity, encoder: oneDim, onProgress: (p) => progress.push(p) }))
       .rejects.toThrow(`${big}:${rows + 2}: duplicate passage id '0' (first on line 1)`);
+    expect(progress[0]).toMatchObject({ stage: 'check', cachedRows: rows });  // resumed from the chunk written here
   });
 
   test('another model or an edited collection gets its own cache', async () => {
@@ -304,6 +310,26 @@ describe('encodeCollection', () => {
     const c2 = await encodeCollection({ collection: edited, cacheDir, identity, encoder, chunkRows: 8 });
     expect(c2.dir).not.toBe(c1.dir);
     expect(encoder.encoded).toBe(N + 1);
+  });
+
+  test('a collection rewritten in place at the same size and modification time gets its own cache', async () => {
+    // As two writes within one tick of the clock that stamps files (or FAT's 2 s) leave it.
+    const cacheDir = path.join(dir, 'same-stat');
+    const file = path.join(dir, 'same-stat.tsv');
+    const stamp = new Date('2026-01-01T00:00:00Z');
+    fs.copyFileSync(collection, file);
+    fs.utimesSync(file, stamp, stamp);
+    const before = await encodeCollection({ collection: file, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    const text = fs.readFileSync(file, 'utf8');
+    fs.writeFileSync(file, text.replace('passage numéro 7\n', 'passage numéro 8\n'), { flag: 'r+' });
+    fs.utimesSync(file, stamp, stamp);
+    expect(fs.statSync(file).size).toBe(Buffer.byteLength(text));
+    const encoder = new HashEncoder();
+    const after = await encodeCollection({ collection: file, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(after.dir).not.toBe(before.dir);
+    expect(encoder.encoded).toBe(N);
+    const vectors = await allVectors(after);
+    expect(vectors.subarray(7 * DIM, 8 * DIM)).toEqual(reference.vectors.subarray(8 * DIM, 9 * DIM));
   });
 
   test('bad collections and encoders', async () => {

@@ -224,9 +224,25 @@ describe('TrecRunWriter', () => {
   });
 });
 
-test('an id with whitespace is an error naming the file and line (qrels and runs could never hold it)', async () => {
+test('an id with whitespace or a control character is an error naming the file, line and id (qrels and runs could never hold it)', async () => {
   const file = write('spaced-id.tsv', 'q1\tun\nq 2\tdeux\n');
-  await expect(readTsvEntries(file)).rejects.toThrow(`${file}:2: the id "q 2" contains whitespace`);
+  await expect(readTsvEntries(file)).rejects.toThrow(`${file}:2: the id "q 2" contains whitespace or a control character`);
+  // A NUL ends trec_eval's text; Python's split() splits at \x1f and \x85.
+  for (const [i, id] of ['d\u00001', 'd\u001f1', 'd\u00851', 'd\u007f1'].entries()) {
+    const bad = write(`control-id-${i}.tsv`, `d0\tun\n${id}\tdeux\n`);
+    await expect(readTsvEntries(bad)).rejects.toThrow(`${bad}:2: the id ${JSON.stringify(id)} contains whitespace or a control character`);
+  }
+});
+
+test('a run refuses a qid or docid holding NUL or a control character, naming it, and writes nothing of that query', async () => {
+  const file = path.join(dir, 'control.trec');
+  const writer = await TrecRunWriter.open(file);
+  await expect(writer.write('q1', ['d0', 'd\u00001'], [2, 1])).rejects.toThrow(
+    'docids[1] must be a non-empty string without whitespace or control characters, got "d\\u00001"');
+  await expect(writer.write('q\u001f2', ['d0'], [1])).rejects.toThrow('qid must be a non-empty string without whitespace or control characters, got "q\\u001f2"');
+  await writer.write('q1', ['d0'], [1]);
+  await writer.close();
+  expect(fs.readFileSync(file, 'utf8')).toBe('q1 Q0 d0 1 1.00000000 camembed\n');
 });
 
 test('a run whose close fails (the name is a folder) rejects, and abort() then removes the .partial file', async () => {

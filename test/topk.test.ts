@@ -147,6 +147,27 @@ describe('cosineTopK: native equals the float64 reference', () => {
     }
   });
 
+  // Dot mode rescales nothing (README): a row of subnormal components scores its dot product, not
+  // its cosine, each product rounded to float32's subnormal spacing (2^-149).
+  test.each([1, 20])('dot mode: rows of subnormal components score their dot product within dim x 2^-150, Q=%i', (Q) => {
+    const random = makeRandom(41 + Q);
+    const dim = 64, rows = 40;
+    const queries = unitRows(random, Q, dim);
+    const database = randomSignedArray(random, rows * dim).map((x) => x * 1e-39);
+    const got = cosineTopK(queries, database, { dim, k: rows, normalized: true });
+    let largest = 0;
+    for (let q = 0; q < Q; q++) {
+      for (let j = 0; j < rows; j++) {
+        const row = got.indices[q * rows + j];
+        let dot = 0;
+        for (let i = 0; i < dim; i++) dot += queries[q * dim + i] * database[row * dim + i];
+        expect(Math.abs(got.scores[q * rows + j] - dot)).toBeLessThanOrEqual(dim * 2 ** -150);
+        largest = Math.max(largest, Math.abs(dot));
+      }
+    }
+    expect(largest).toBeGreaterThan(1e-40);  // scores among the subnormals, not rounded to 0
+  });
+
   test.each([1, 20])('NaN or infinity in a query or row is an error, Q=%i', (Q) => {
     const random = makeRandom(8);
     const dim = 40;

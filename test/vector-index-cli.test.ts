@@ -31,6 +31,35 @@ async function captureStdout(argv: string[]): Promise<{ code: number; out: strin
   }
 }
 
+/**
+ * Runs a command whose standard output is always full (write() returns false): it must wait for
+ * 'drain' after each write, not pile up every line in memory for a slow reader (`| (sleep 10; cat)`).
+ * Returns the writes made before the first wait, and the whole output once drained each time.
+ */
+async function withFullStdout(argv: string[]): Promise<{ code: number; beforeFirstDrain: number; out: string }> {
+  const writes: string[] = [];
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    writes.push(String(chunk));
+    return false;
+  });
+  const listeners = process.stdout.listenerCount('drain');
+  try {
+    let finished = false;
+    const running = main(argv).finally(() => { finished = true; });
+    let beforeFirstDrain = -1;
+    while (!finished) {
+      await new Promise(setImmediate);
+      if (process.stdout.listenerCount('drain') > listeners) {
+        if (beforeFirstDrain < 0) beforeFirstDrain = writes.length;
+        process.stdout.emit('drain');
+      }
+    }
+    return { code: await running, beforeFirstDrain, out: writes.join('') };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
 describeFiles('camembed index build / search', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-index-cli-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -229,6 +258,7 @@ describe('camembed index neighbors', () => {
       });
     }
     expect(tsv.out).toBe(want.join('\n') + '\n');
+    expect(await withFullStdout(['index', 'neighbors', file, '--k', '4', '--batch-size', '64'])).toEqual({ code: 0, beforeFirstDrain: 1, out: tsv.out });
 
     const dup = await captureStdout(['index', 'neighbors', file, '--k', '4', '--min-score', '0.99', '--format', 'jsonl']);
     const records = dup.out.trim().split('\n').map((l) => JSON.parse(l));
@@ -387,6 +417,9 @@ describe('camembed index build --vectors', () => {
     const tsv = await captureStdout(['search', '--index', indexFile, '--k', '7', '--query-vectors', rawQueries]);
     expect(tsv.out.trim().split('\n').map((l) => l.split('\t').slice(0, 3).join(' '))).toEqual(
       [...want.ids].map((id, i) => `${Math.floor(i / 7)} ${(i % 7) + 1} ${id}`));
+    // A slow reader: one batch written, then a wait for 'drain' (all 4 batches were written at once).
+    expect(await withFullStdout(['search', '--index', indexFile, '--k', '7', '--query-vectors', rawQueries, '--batch-size', '1']))
+      .toEqual({ code: 0, beforeFirstDrain: 1, out: tsv.out });
     const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const other = npy('other.npy', '<f4', `(1, ${dim + 1})`, new Uint8Array((dim + 1) * 4));

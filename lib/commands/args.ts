@@ -2,6 +2,7 @@
 // `--name=value`, boolean `--flag`, `-h` for `--help`, positional arguments, and `--` ending the
 // options. Unknown options are errors; integer options are checked here, so each command gets
 // numbers it can use.
+import { once } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -16,6 +17,15 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { INDEX_CUDA_MAX_K, IndexFileProgress } from '../vector-index';
 
 export class CliUsageError extends Error {}
+
+/**
+ * Writes a command's result to standard output, waiting for 'drain' when the stream's buffer is
+ * full: a slow reader (a pipe to `sleep 10; cat`) then holds the command back, where otherwise
+ * every line not yet read piles up in memory. A write error ends the process (cli.ts).
+ */
+export async function writeStdout(data: string | Uint8Array): Promise<void> {
+  if (!process.stdout.write(data)) await once(process.stdout, 'drain');
+}
 
 /** A command stopped by Ctrl-C (or SIGTERM) after cleaning up: exit status 128 + the signal's number (130, 143). */
 export class CliInterrupted extends Error {

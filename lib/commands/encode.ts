@@ -1,6 +1,5 @@
 // `camembed encode`: one text per line in, one float32 vector per line out (raw .f32 or .npy),
 // streamed in chunks so that millions of lines need only one chunk in memory.
-import { once } from 'events';
 import * as fs from 'fs';
 
 import { followLinks } from '../atomic-file';
@@ -9,7 +8,7 @@ import { DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
   checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
-  THREADS_OPTION,
+  THREADS_OPTION, writeStdout,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -93,7 +92,7 @@ export async function run(argv: string[]): Promise<void> {
   };
   const write = async (bytes: Buffer) => {
     if (out !== null) onOutput(() => fs.writeSync(out.fd, bytes));  // where the last write ended
-    else if (!process.stdout.write(bytes)) await once(process.stdout, 'drain');
+    else await writeStdout(bytes);
   };
   // Also while the model loads: a model converted as it loads leaves no temporary file.
   const endInterruptCleanup = onInterrupt(() => closeOutput(false));

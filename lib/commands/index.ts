@@ -3,7 +3,6 @@
 // or store vectors already made (.npy or raw float32), with row numbers as ids.
 // `camembed index info`: what an index file holds.
 // `camembed index neighbors`: every vector's nearest stored vectors (near-duplicates, clustering).
-import { once } from 'events';
 import * as fs from 'fs';
 
 import { resolveDevice } from '../devices';
@@ -15,7 +14,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
+  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -120,7 +119,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
           lines.push(`{"id":${ids[r]},"neighbors":[${hits.join(',')}],"scores":${JSON.stringify(hitScores)}${texts}}`);
         }
       }
-      if (lines.length > 0 && !process.stdout.write(lines.join('\n') + '\n')) await once(process.stdout, 'drain');
+      if (lines.length > 0) await writeStdout(lines.join('\n') + '\n');
       done += ids.length;
       bar.update(done);
     }

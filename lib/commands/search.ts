@@ -13,7 +13,7 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { SearchResult, VectorIndex } from '../vector-index';
 import {
   CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput,
-  THREADS_OPTION, withFileProgress,
+  THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
@@ -107,7 +107,7 @@ export async function run(argv: string[]): Promise<void> {
     let done = 0;
     const searchRows = async (vectors: Float32Array, count: number, texts: string[] | null) => {
       const result = await index.search({ data: vectors, rows: count, dim: index.dim }, { k });
-      process.stdout.write(formatResult(result, count, texts, done, format, passages));
+      await writeStdout(formatResult(result, count, texts, done, format, passages));
       done += count;
       bar.update(done);
     };

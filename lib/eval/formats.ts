@@ -42,12 +42,18 @@ export function readTsvBatches(file: string, options: { startOffset?: number | u
     ({ text, line, endOffset }) => (text === '' ? undefined : tsvRecord(file, text, line, endOffset)));
 }
 
+// qrels and TREC runs separate their fields by whitespace (Python's split() also at \x1c-\x1f and
+// \x85), and trec_eval reads a NUL as the end of its text ("may contain no NULL characters"): an
+// id holding one could never be judged, and written in a run it would break the file's lines.
+const NOT_IN_ID = /[\s\p{Cc}]/u;
+
 function tsvRecord(file: string, text: string, line: number, endOffset: number): TextRecord {
   const tab = text.indexOf('\t');
   if (tab < 0) throw new FormatError(file, line, "expected 'id<TAB>text' but found no tab");
   if (tab === 0) throw new FormatError(file, line, "expected 'id<TAB>text' but the id is empty");
-  // qrels and TREC runs separate their fields by whitespace: such an id could never be judged.
-  if (/\s/.test(text.slice(0, tab))) throw new FormatError(file, line, `the id ${JSON.stringify(text.slice(0, tab))} contains whitespace`);
+  if (NOT_IN_ID.test(text.slice(0, tab))) {
+    throw new FormatError(file, line, `the id ${JSON.stringify(text.slice(0, tab))} contains whitespace or a control character`);
+  }
   // A copy of a long id, not a slice: V8 makes a slice of 13 characters or more point into its whole
   // line, so the ids eval keeps (one per passage, to the end) would hold every passage's text too:
   // gigabytes, past V8's heap limit, for millions of passages with UUID-like ids. Shorter slices
@@ -127,10 +133,10 @@ export async function readQrels(file: string): Promise<Qrels> {
   return qrels;
 }
 
-/** A run file's column value (a tag, a qid, a docid): TREC's columns are split at whitespace. */
+/** A run file's column value (a tag, a qid, a docid): as an id of a TSV file (NOT_IN_ID). */
 export function requireToken(name: string, value: unknown): string {
-  if (typeof value !== 'string' || value === '' || /\s/.test(value)) {
-    throw new TypeError(`${name} must be a non-empty string without whitespace, got ${describeValue(value)}`);
+  if (typeof value !== 'string' || value === '' || NOT_IN_ID.test(value)) {
+    throw new TypeError(`${name} must be a non-empty string without whitespace or control characters, got ${describeValue(value)}`);
   }
   return value;
 }
