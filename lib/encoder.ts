@@ -14,6 +14,7 @@ import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAs
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
 import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
+import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
@@ -336,9 +337,38 @@ function readModelLayout(dir: string): ModelLayout {
   };
 }
 
-function executionProviders(device: unknown): { providers: ort.InferenceSession.ExecutionProviderConfig[]; label: Device } {
-  const index = onnxRuntimeDevice(device);
-  return index < 0 ? { providers: ['cpu'], label: 'cpu' } : { providers: [{ name: 'cuda', deviceId: index }], label: `cuda:${index}` };
+/** ONNX Runtime's execution providers for a device index (-1: the CPU). */
+const executionProviders = (index: number) => (index < 0 ? ['cpu'] : [{ name: 'cuda', deviceId: index }]);
+
+/** CUDA devices whose ONNX Runtime provider started in this process. */
+const cudaProvidersStarted = new Set<number>();
+
+/**
+ * The device index (-1: the CPU) for ONNX Runtime, `name` being the option that gave it (errors
+ * name it: the CLI's --device). A CUDA device is checked as camembed can tell (onnxRuntimeDevice),
+ * then its provider is started once per process on a one-node graph, so that one that cannot start
+ * (onnxruntime-node without its CUDA binaries, no CUDA 12 or cuDNN 9) is an error before a model is
+ * fetched, converted or loaded.
+ */
+export async function checkOnnxRuntimeDevice(device: unknown, name = 'options.device'): Promise<number> {
+  const index = onnxRuntimeDevice(device, name);
+  if (index < 0 || cudaProvidersStarted.has(index)) return index;
+  const identity = encodeModel({
+    irVersion: 8, opsets: [{ domain: '', version: 17 }], producerName: 'camembed', producerVersion: '0.1.0',
+    graph: {
+      name: 'provider-check', nodes: [{ opType: 'Identity', inputs: ['x'], outputs: ['y'] }], initializers: [],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: [1] }], outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [1] }],
+    },
+  });
+  try {
+    await (await ort.InferenceSession.create(identity, { executionProviders: executionProviders(index) })).release();
+  } catch (err) {
+    throw new Error(`${name} is '${device}' but onnxruntime-node's CUDA execution provider could not start (it needs CUDA 12, cuDNN 9 ` +
+      `and a GPU): ${(err as Error).message}. Install onnxruntime-node with its CUDA binaries (allow its install script, and leave ` +
+      `out ONNXRUNTIME_NODE_INSTALL=skip), or set ${name} to 'cpu'.`);
+  }
+  cudaProvidersStarted.add(index);
+  return index;
 }
 
 /** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed (~ and $VARS expanded). */
@@ -455,7 +485,8 @@ export class Encoder {
   static async load(source: string = DEFAULT_MODEL, options: EncoderOptions = {}): Promise<Encoder> {
     requireModelSource(source);  // before the options: a bad source is the first thing to hear about
     const o = optionalObject('options', options, ENCODER_OPTIONS) as EncoderOptions;
-    const { providers, label } = executionProviders(o.device);
+    const deviceIndex = await checkOnnxRuntimeDevice(o.device);
+    const label: Device = deviceIndex < 0 ? 'cpu' : `cuda:${deviceIndex}`;
     const threads = o.threads === undefined ? os.availableParallelism() : optionalThreads(o.threads);  // at most 1024, as the kernels' threads
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 32;
     // Their defaults and bounds come from the model, but their types (and maxLength's lower bound) are
@@ -503,7 +534,7 @@ export class Encoder {
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(onnxPath, {
-        executionProviders: providers,
+        executionProviders: executionProviders(deviceIndex),
         graphOptimizationLevel: 'all',
         intraOpNumThreads: threads,
         interOpNumThreads: 1,
@@ -514,12 +545,7 @@ export class Encoder {
         extra: { session: { intra_op: { allow_spinning: spinWait ? '1' : '0' } } },
       });
     } catch (err) {
-      if (label !== 'cpu') {
-        throw new Error(`device '${label}' needs onnxruntime-node's CUDA execution provider (CUDA 12, cuDNN 9 and ` +
-          `a GPU); it could not start: ${(err as Error).message}. Install onnxruntime-node with its CUDA binaries ` +
-          `(allow its install script, and leave out ONNXRUNTIME_NODE_INSTALL=skip) or use device 'cpu'.`);
-      }
-      throw new Error(`cannot load the ONNX graph ${onnxPath}: ${(err as Error).message}`);
+      throw new Error(`cannot load the ONNX graph ${onnxPath}${label === 'cpu' ? '' : ` on ${label}`}: ${(err as Error).message}`);
     }
     if (signal?.aborted) {
       await session.release();

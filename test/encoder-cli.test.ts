@@ -311,6 +311,44 @@ describeModel('camembed encode', () => {
     }
   });
 
+  // As on a GPU without onnxruntime-node's CUDA binaries (camembed's kernels see a device 0), and as with camembed
+  // built without its CUDA kernels (encode only: the other commands need them); here the provider cannot start.
+  // The library's words ("or use device 'cpu'") were printed, and only once the input was read and the model loaded.
+  (devices().cuda.length === 0 ? test : test.skip)('a CUDA device whose ONNX Runtime provider cannot start is an error naming --device, before any work', async () => {
+    const late = path.join(dir, 'provider-late-bad.txt');  // read through before the model loads: its error would come first
+    fs.writeFileSync(late, Buffer.concat([Buffer.from('bonjour\n'), Buffer.from([0x61, 0xff, 0x0a])]));
+    const commands = [
+      ['encode', '--input', late, '--output', path.join(dir, 'provider.f32'), '--model', MODEL],
+      ['index', 'build', '--input', late, '--output', path.join(dir, 'provider.cmbd'), '--model', MODEL],
+      ['search', '--index', input, '--model', MODEL, 'question'],
+      ['eval', '--collection', late, '--queries', late, '--qrels', late, '--model', MODEL],
+    ];
+    const gpu = { index: 0, name: 'a GPU', totalMemoryBytes: 2 ** 34, computeCapability: '9.0', multiprocessors: 132 };
+    const builds = [
+      { cudaCompiledIn: true, cudaDevices: [gpu], cudaUnavailableReason: null, commands },
+      { cudaCompiledIn: false, cudaDevices: [], cudaUnavailableReason: 'built without CUDA', commands: commands.slice(0, 1) },
+    ];
+    const addon = loadAddon();
+    const real = addon.info();
+    const info = jest.spyOn(addon, 'info');
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const { commands: run, ...build } of builds) {
+        info.mockReturnValue({ ...real, ...build });
+        for (const command of run) {
+          stderr.mockClear();
+          expect({ command, status: await main([...command, '--device', 'cuda']) }).toEqual({ command, status: 1 });
+          expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`^camembed ${command[0]}: --device is 'cuda' but ` +
+            "onnxruntime-node's CUDA execution provider could not start \\(it needs CUDA 12, cuDNN 9 and a GPU\\): .+, or set --device to 'cpu'\\.\\n$"));
+        }
+      }
+      expect(fs.readdirSync(dir).filter((f) => f.startsWith('provider.'))).toEqual([]);
+    } finally {
+      stderr.mockRestore();
+      info.mockRestore();
+    }
+  });
+
   test('usage errors exit with code 2', async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {

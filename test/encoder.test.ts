@@ -5,8 +5,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { Readable } from 'stream';
 import * as util from 'util';
+import * as ort from 'onnxruntime-node';
 import { devices } from '../lib/devices';
-import { Encoder, Embeddings, similarity } from '../lib/encoder';
+import { checkOnnxRuntimeDevice, Encoder, Embeddings, similarity } from '../lib/encoder';
 import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
 import { readNpy } from './helpers/npy';
@@ -248,7 +249,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // camembed's CUDA build can tell; otherwise onnxruntime's CUDA provider fails to start).
     const gpus = devices().cuda.length;
     await expect(Encoder.load(MODEL, { device: gpus === 0 ? 'cuda' : `cuda:${gpus}` })).rejects.toThrow(
-      !loadAddon().info().cudaCompiledIn ? /needs onnxruntime-node's CUDA execution provider/
+      !loadAddon().info().cudaCompiledIn ? /^options.device is 'cuda' but onnxruntime-node's CUDA execution provider could not start .+, or set options.device to 'cpu'\.$/
         : gpus === 0 ? /^options.device is 'cuda' but no CUDA device is available: .+/ : RangeError);
     await expect(Encoder.load(path.join(os.tmpdir(), 'camembed-no-such-model'))).rejects.toThrow(/neither an existing folder|does not exist/);
     const stream = encoder.encodeStream((async function* () { yield 'a'; yield 3 as unknown as string; })());
@@ -585,4 +586,25 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     expect(maxAbsDiff((await e.encode(set.texts.map((t) => t.raw ?? t.text))).data, golden.data)).toBeLessThan(1e-5);
     await e.dispose();
   });
+});
+
+test('a CUDA device\'s ONNX Runtime provider is started on a one-node graph that ONNX Runtime runs (checked here on the CPU)', async () => {
+  // On a GPU a graph ONNX Runtime refuses would fail every load on CUDA: the graph the check hands over runs y = x.
+  const addon = loadAddon();
+  const info = jest.spyOn(addon, 'info').mockReturnValue({ ...addon.info(), cudaCompiledIn: false });  // the device is then not checked by camembed
+  const create = jest.spyOn(ort.InferenceSession, 'create').mockRejectedValue(new Error('no CUDA here'));
+  try {
+    await expect(checkOnnxRuntimeDevice('cuda:1', '--device')).rejects.toThrow(/^--device is 'cuda:1' but .*: no CUDA here\. .*, or set --device to 'cpu'\.$/);
+    expect(create).toHaveBeenCalledTimes(1);
+    const [graph, options] = create.mock.calls[0] as unknown as [Uint8Array, ort.InferenceSession.SessionOptions];
+    expect(options.executionProviders).toEqual([{ name: 'cuda', deviceId: 1 }]);
+    create.mockRestore();
+    const session = await ort.InferenceSession.create(graph, { executionProviders: ['cpu'] });
+    const { y } = await session.run({ x: new ort.Tensor('float32', Float32Array.of(2.5), [1]) });
+    expect(Array.from(y.data as Float32Array)).toEqual([2.5]);
+    await session.release();
+  } finally {
+    create.mockRestore();
+    info.mockRestore();
+  }
 });

@@ -1,7 +1,6 @@
 // The resumable embedding cache, with a deterministic stand-in encoder (vectors derived from the
 // text) so that every resumed result can be compared with an uninterrupted one exactly.
 import { execFileSync } from 'child_process';
-import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -287,7 +286,7 @@ describe('encodeCollection', () => {
     fs.writeFileSync(path.join(stopped.dir, chunk.vectors), new Uint8Array(rows * 4));
     const manifest = {
       format: 'camembed-embedding-cache', version: 1, dim: 1, chunks: [chunk], complete: false,
-      identity: { ...identity, collection: { ...(await fileIdentity(big)), sha256: createHash('sha256').update(fs.readFileSync(big)).digest('hex') } },
+      identity: { ...identity, collection: await fileIdentity(big) },
     };
     fs.writeFileSync(path.join(stopped.dir, 'manifest.json'), JSON.stringify(manifest));
     const progress: EncodeProgress[] = [];
@@ -310,6 +309,27 @@ describe('encodeCollection', () => {
     const c2 = await encodeCollection({ collection: edited, cacheDir, identity, encoder, chunkRows: 8 });
     expect(c2.dir).not.toBe(c1.dir);
     expect(encoder.encoded).toBe(N + 1);
+  });
+
+  test('a touched, moved or copied collection keeps its cache (keyed by content, not by name or date)', async () => {
+    const cacheDir = path.join(dir, 'by-content');
+    const file = path.join(dir, 'kept.tsv');
+    fs.copyFileSync(collection, file);
+    const first = await encodeCollection({ collection: file, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 });
+    const moved = path.join(dir, 'moved.tsv');
+    const copied = path.join(dir, 'copied.tsv');
+    const later = new Date(Date.now() + 3600_000);
+    const changes: Array<[string, () => string]> = [
+      ['touched', () => { fs.utimesSync(file, later, later); return file; }],
+      ['moved', () => { fs.renameSync(file, moved); return moved; }],
+      ['copied', () => { fs.copyFileSync(moved, copied); return copied; }],
+    ];
+    for (const [what, change] of changes) {
+      const encoder = new HashEncoder();
+      const again = await encodeCollection({ collection: change(), cacheDir, identity, encoder, chunkRows: 8 });
+      expect({ what, dir: again.dir, cachedRows: again.cachedRows, encoded: encoder.encoded }).toEqual({ what, dir: first.dir, cachedRows: N, encoded: 0 });
+      expect(await allVectors(again)).toEqual(reference.vectors);
+    }
   });
 
   test('a collection rewritten in place at the same size and modification time gets its own cache', async () => {

@@ -201,6 +201,37 @@ describeShared('camembed eval with the tiny random model', () => {
     expect((await evaluateRetrieval(options)).cachedPassages).toBe(0);
   });
 
+  test('the model is keyed by its graph and weights: a moved or copied folder keeps the cache, other weights under the same graph do not', async () => {
+    // Without its model.onnx, the folder's weights are converted to onnx/model.onnx + model.onnx.data (every weight).
+    const converted = path.join(dir, 'converted-model');
+    fs.cpSync(model, converted, { recursive: true, filter: (f) => !f.includes('golden') && path.basename(f) !== 'model.onnx' });
+    const small = path.join(dir, 'small-key');
+    fs.mkdirSync(small);
+    const write = (name: string, body: string) => { fs.writeFileSync(path.join(small, name), body); return path.join(small, name); };
+    const texts = fs.readFileSync(files.collection, 'utf8').split('\n').slice(0, 20).map((l) => l.split('\t')[1]);
+    const options = {
+      collection: write('c.tsv', texts.map((t, i) => `d${i}\t${t}\n`).join('')),
+      queries: write('q.tsv', `q0\t${texts[0]}\n`), qrels: write('r.trec', 'q0 0 d0 1\n'),
+      k: 10, metrics: ['MRR@10'], cacheDir: path.join(small, 'cache'),
+    };
+    const first = await evaluateRetrieval({ ...options, model: converted });
+    expect(first.cachedPassages).toBe(0);
+    const moved = path.join(dir, 'moved-model');
+    fs.renameSync(converted, moved);
+    expect(await evaluateRetrieval({ ...options, model: moved })).toMatchObject({ cachedPassages: 20, cacheDir: first.cacheDir });
+    const copied = path.join(dir, 'copied-model');
+    fs.cpSync(moved, copied, { recursive: true });
+    expect(await evaluateRetrieval({ ...options, model: copied })).toMatchObject({ cachedPassages: 20, cacheDir: first.cacheDir });
+    // Every weight negated (the sign bit of each float32): the graph file is the same bytes.
+    const data = path.join(copied, 'onnx', 'model.onnx.data');
+    const weights = fs.readFileSync(data);
+    for (let i = 3; i < weights.length; i += 4) weights[i] ^= 0x80;
+    fs.writeFileSync(data, weights);
+    const negated = await evaluateRetrieval({ ...options, model: copied });
+    expect(negated.cachedPassages).toBe(0);
+    expect(negated.cacheDir).not.toBe(first.cacheDir);
+  });
+
   test('BEIR graded qrels: --min-relevance 2 counts only the own passage; nDCG is the same at both levels', async () => {
     const runFile = path.join(dir, 'run-beir.trec');
     const { code, out } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,

@@ -3,8 +3,7 @@
 import * as fs from 'fs';
 
 import { followLinks } from '../atomic-file';
-import { onnxRuntimeDevice } from '../devices';
-import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
   checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
@@ -59,7 +58,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
   requireModel(options.model as string, options.revision as string | undefined);
-  onnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it, naming the option as given here
+  await checkOnnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it, naming the option as given here
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
   await checkTextFile(input, 'check input');  // before the output is created and the model loads

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 
 import { followLinks } from '../atomic-file';
 import { resolveDevice } from '../devices';
-import { DEFAULT_MODEL } from '../encoder';
+import { checkOnnxRuntimeDevice, DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
@@ -86,6 +86,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--metrics: a cutoff of ${maxCutoff} needs k >= ${maxCutoff}, but a search with --device ${device} takes k <= ${INDEX_CUDA_MAX_K}`);
   }
   resolveDevice(device, '--device');  // as the index and the encoder check it, naming the option as given here
+  await checkOnnxRuntimeDevice(device, '--device');  // the encoder's ONNX Runtime provider too
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;

@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 
 import { resolveDevice } from '../devices';
-import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { MAX_DIM } from '../index/format';
 import { LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
@@ -209,6 +209,7 @@ export async function run(argv: string[]): Promise<void> {
     if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
     const input = options.input as string;
     requireExists('input', input);
+    await checkOnnxRuntimeDevice(device, '--device');  // as Encoder.load checks it, naming the option as given here
     await checkTextFile(input, 'check input');  // before the model loads
     const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {

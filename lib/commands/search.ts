@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { resolveDevice } from '../devices';
-import { DEFAULT_MODEL, Encoder } from '../encoder';
+import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { LineFile, readTexts } from '../lines';
 import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
@@ -88,6 +88,7 @@ export async function run(argv: string[]): Promise<void> {
   const k = options.k as number;
   requireIndexK(k, options.device as string);
   resolveDevice(options.device, '--device');  // as VectorIndex.load checks it, naming the option as given here
+  if (vectorsFile === undefined) await checkOnnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;

@@ -6,8 +6,8 @@
 //                  vectors-000000.f32     rows x dim float32, little-endian, row-major
 //                  ids-000000.txt         the rows' passage ids, one per line
 // <key> is a hash of the identity: model + settings (from the caller) + the collection file's
-// path, size, modification time and (a regular file) content hash, so another model or an edited
-// file gets a fresh cache.
+// size and content hash (a pipe: its path, size and modification time), so another model or an
+// edited file gets a fresh cache, and a touched, moved or copied file keeps its own.
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -61,8 +61,7 @@ export interface EncodeCollectionOptions {
   /**
    * Everything that changes the vectors (model, max length), as JSON data: plain objects, arrays,
    * strings, finite numbers, booleans, null (anything else is a TypeError). A `collection` member is
-   * replaced by the collection file's path, size and modification time, and for a regular file the
-   * sha256 of its content.
+   * replaced by the collection file's fileIdentity.
    */
   identity: Record<string, unknown>;
   /** What encodes the passages (an Encoder). */
@@ -206,18 +205,25 @@ async function readManifest(dir: string, identity: Record<string, unknown>): Pro
   return { manifest, ids };
 }
 
-/** A file as cache keys see it: changing its content changes its size or modification time. */
-export async function fileIdentity(file: string): Promise<{ path: string; bytes: number; mtimeMs: number }> {
+export type FileIdentity = { bytes: number; sha256: string } | { path: string; bytes: number; mtimeMs: number };
+
+/**
+ * A file as cache keys see it. A regular file: its size and the sha256 of its content, and nothing
+ * of its name or dates, so that a `touch`, `mv` or `cp` keeps days of encoding. A pipe (or FIFO),
+ * which can be read only once, cannot be hashed first: its path, size and modification time.
+ */
+export async function fileIdentity(file: string): Promise<FileIdentity> {
   const stat = await fs.promises.stat(file);
+  if (stat.isFile()) return { bytes: stat.size, sha256: await contentDigest(file) };
   return { path: path.resolve(file), bytes: stat.size, mtimeMs: stat.mtimeMs };
 }
 
 /**
- * The sha256 of a file's content: a collection rewritten in place at the same size, within the
- * granularity of its modification time (a clock tick on Linux before 6.13, 2 s on FAT), keeps its
- * size and mtime, and would reuse the vectors of its old content. Reads the whole file: 0.22 s for
- * 281 MB here, against 1.1-1.6 s for the check of it (bench/RESULTS-eval.md). Not stopped by a
- * signal: the cache folder that EncodeInterrupted names is keyed by it.
+ * The sha256 of a file's content: the size and modification time miss a file rewritten in place at
+ * the same size within the granularity of its timestamps (a clock tick on Linux before 6.13, 2 s on
+ * FAT). Reads the whole file: 0.22 s for 281 MB here, against 1.1-1.6 s for the check of a
+ * collection (bench/RESULTS-eval.md). Not stopped by a signal: the cache folder that
+ * EncodeInterrupted names is keyed by it.
  */
 async function contentDigest(file: string): Promise<string> {
   const hash = createHash('sha256');
@@ -259,7 +265,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   // A pipe or a FIFO (`<(zcat collection.tsv.gz)`) can be read only once: checked as it is
   // encoded, and not hashed.
   const checkFirst = (await fs.promises.stat(collection)).isFile();
-  const collectionFile = { ...(await fileIdentity(collection)), ...(checkFirst ? { sha256: await contentDigest(collection) } : {}) };
+  const collectionFile = await fileIdentity(collection);
   const identity = { ...options.identity, collection: collectionFile };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
