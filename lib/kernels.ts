@@ -303,18 +303,6 @@ export function storeUnitRows(name: string, input: Float32Array, output: Float32
  */
 export const UNIT_NORM_SLACK: Readonly<Record<Dtype, number>> = { float32: 2 ** -23, float16: 2 ** -10 };
 
-/**
- * The first of the rows (`dim` values each: float32, or float16 bits in a Uint16Array) longer
- * than storeUnitRows writes, of norm above 1 + UNIT_NORM_SLACK, or holding NaN or infinity, and
- * its norm; null if there is none. Off the event loop, on every core.
- */
-export async function firstRowAboveUnit(rows: Float32Array | Uint16Array, dim: number): Promise<{ row: number; norm: number } | null> {
-  const maxNorm = 1 + UNIT_NORM_SLACK[rows instanceof Float32Array ? 'float32' : 'float16'];
-  const result = new Float64Array(2);
-  await runAsync(() => loadAddon().firstRowAboveNorm({ rows, dim, maxSumSquares: maxNorm * maxNorm, result }, true));
-  return result[0] < 0 ? null : { row: result[0], norm: Math.sqrt(result[1]) };
-}
-
 /** A copy of `data` with every row scaled to unit length (storeUnitRows). */
 export function normalizeRows(name: string, data: Float32Array, dim: number): Float32Array {
   const output = new Float32Array(data.length);

@@ -55,7 +55,6 @@ export interface NativeAddon {
   cosineTopK(args: NativeTopKArgs, async: true): Promise<void>;
   float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
   unitRows(args: { input: Float32Array; output: Float32Array | Uint16Array; dim: number }): number;
-  firstRowAboveNorm(args: { rows: Float32Array | Uint16Array; dim: number; maxSumSquares: number; result: Float64Array }, async: true): Promise<void>;
   info(): NativeInfo;
   /** V8's major.minor version in the Node.js headers it was built with. */
   v8Version: string;

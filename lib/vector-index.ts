@@ -8,7 +8,7 @@
 // lists are merged (see searchTileCuda).
 import * as util from 'util';
 import {
-  cosineTopKSegmentsAsync, Dtype, DTYPES, firstRowAboveUnit, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
+  cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
 } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
@@ -147,9 +147,9 @@ export interface LoadOptions {
   mmap?: boolean | undefined;
   /** As in VectorIndexOptions. */
   chunkBytes?: number | undefined;
-  /** Rejects with `signal.reason` before the next piece read (64 MiB), chunk's norm check, slice of ids or (CUDA) chunk's device copy once it aborts. */
+  /** Rejects with `signal.reason` before the next piece read (64 MiB), slice of ids or (CUDA) chunk's device copy once it aborts. */
   signal?: AbortSignal | undefined;
-  /** Called after each piece read (64 MiB; with `mmap`, each piece checksummed) with the bytes of the file done. */
+  /** Called after each piece (64 MiB) read and checksummed (with `mmap`, checksummed) with the bytes of the file done. */
   onProgress?: ((progress: IndexFileProgress) => void) | undefined;
 }
 
@@ -632,15 +632,22 @@ export class VectorIndex {
       const ids = rows.map((n) => new BigInt64Array(n));
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
       if (!mmap) for (const n of rows) storage.push(index.allocate(n));
-      const { metadata, mapped } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
-        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)), { signal, onProgress });
+      // Scores are dot products with stored rows that add() made unit length: a longer one (beyond
+      // the storage type's rounding) or NaN would not score a cosine. Shorter ones pass: add()
+      // stores x * 10^12 for a row of norm below 10^-12 (zeros for a zero row).
+      const { metadata, mapped, longRow } = await reader.readInto(ids.map((a) => byteView(a, a.length * 8)),
+        mmap ? rows.map((n) => n * rowBytes) : storage.map((v, i) => byteView(v, rows[i] * rowBytes)),
+        1 + UNIT_NORM_SLACK[header.dtype], { signal, onProgress });
       for (const view of mapped) {
         releasableBuffers.add(view.buffer);
         storage.push(header.dtype === 'float32'
           ? new Float32Array(view.buffer, view.byteOffset, view.length / 4) : new Uint16Array(view.buffer, view.byteOffset, view.length / 2));
       }
       rows.forEach((n, i) => index.chunks.push(newChunk(storage[i], ids[i], n, mmap)));
-      await index.checkNorms(file, signal);
+      if (longRow !== null) {
+        throw new Error(`${file} is corrupt: the vector of id ${ids[Math.floor(longRow.row / index.chunkRows)][longRow.row % index.chunkRows]} ` +
+          `has norm ${longRow.norm} (a stored vector has norm at most 1, plus ${UNIT_NORM_SLACK[header.dtype]} of ${header.dtype} rounding)`);
+      }
       await index.finishLoad(header, metadata, file, signal);
       // CUDA: the device copies now, so that the first search does not wait for them (13.6 GB for
       // 8.8M x 768 float16) and a GPU without the room fails here.
@@ -725,21 +732,6 @@ export class VectorIndex {
           signal?.throwIfAborted();
         }
       }
-    }
-  }
-
-  /**
-   * Refuses a loaded vector longer than add() stores (a unit vector, within the rounding of the
-   * storage type), or holding NaN or infinity: its scores would not be cosines. Shorter ones pass:
-   * add() stores x * 10^12 for a row of norm below 10^-12 (zeros for a zero row).
-   */
-  private async checkNorms(file: string, signal: AbortSignal | undefined): Promise<void> {
-    for (const chunk of this.chunks) {
-      signal?.throwIfAborted();
-      const bad = await firstRowAboveUnit(chunk.vectors.subarray(0, chunk.count * this.dim), this.dim);
-      if (bad === null) continue;
-      throw new Error(`${file} is corrupt: the vector of id ${chunk.ids[bad.row]} has norm ${bad.norm} ` +
-        `(a stored vector has norm at most 1, plus ${UNIT_NORM_SLACK[this.dtype]} of ${this.dtype} rounding)`);
     }
   }
 

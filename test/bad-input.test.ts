@@ -7,6 +7,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { fileBindings } from '../lib/index/format';
 import { loadAddon } from '../lib/native';
 
 const hidden = new Float32Array(2 * 3 * 4).fill(0.5);
@@ -374,15 +375,25 @@ describe('bad input throws a clear error naming the argument', () => {
     const out16 = new Uint16Array(8);
     expect(addon.unitRows({ input: Float32Array.of(3, 4, 0, 0, 0, 0, 0, 0), output: out16, dim: 4 })).toBe(-1);
     expect(Array.from(out16.subarray(0, 2))).toEqual([0x38cd, 0x3a66]);  // 0.6 and 0.8 as float16
-    const aboveNorm = (args: object) => () => addon.firstRowAboveNorm(args as never, true);
-    const check = { rows: f32, dim: 4, maxSumSquares: 1, result: new Float64Array(2) };
-    expect(aboveNorm({ ...check, rows: undefined })).toThrow("'rows' must be a Float32Array or a Uint16Array");
-    expect(aboveNorm({ ...check, rows: new Int32Array(8) })).toThrow('wrong typed-array type');
-    expect(aboveNorm({ ...check, dim: 3 })).toThrow("whole rows of 'dim' values");
-    expect(aboveNorm({ ...check, dim: 0 })).toThrow("whole rows of 'dim' values");
-    expect(aboveNorm({ ...check, maxSumSquares: '1' })).toThrow("'maxSumSquares' must be a number");
-    expect(aboveNorm({ ...check, result: new Float64Array(1) })).toThrow('shorter than its shape');
-    expect(aboveNorm({ ...check, result: new Float32Array(4) })).toThrow('wrong typed-array type');
+    // The checksum and the load's norm check (one kernel): a state or rows it cannot take.
+    const update = (args: object) => () => fileBindings().checksumUpdate(args as never, false);
+    const state = () => new BigUint64Array(9);
+    const rows = { dtype: 'float32', dim: 4, maxSumSquares: 1, result: new Float64Array(2) };
+    const bytes = new Uint8Array(f32.buffer);
+    update({ state: state(), bytes, rows })();
+    expect(update({ state: new BigUint64Array(8), bytes })).toThrow('shorter than its shape');
+    expect(update({ state: new BigInt64Array(9), bytes })).toThrow('wrong typed-array type');
+    expect(update({ state: BigUint64Array.of(0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n, 32n), bytes })).toThrow("native: 'state' is not a checksum state (more than 31 pending bytes)");
+    expect(update({ state: state(), bytes: f32 })).toThrow('wrong typed-array type');
+    expect(update({ state: state(), bytes: undefined })).toThrow("native: 'bytes' must be a Uint8Array");
+    expect(update({ state: state(), bytes, rows: 5 })).toThrow("native: 'rows' must be an object");
+    expect(update({ state: state(), bytes, rows: { ...rows, dtype: 'int8' } })).toThrow("native: 'dtype' must be 'float32' or 'float16'");
+    expect(update({ state: state(), bytes, rows: { ...rows, dim: 3 } })).toThrow("whole rows of 'dim' values");
+    expect(update({ state: state(), bytes, rows: { ...rows, dim: 0 } })).toThrow("whole rows of 'dim' values");
+    expect(update({ state: state(), bytes: bytes.subarray(2, 18), rows: { ...rows, dim: 2 } })).toThrow("native: 'bytes' of float32 rows must start at a multiple of 4");
+    expect(update({ state: state(), bytes, rows: { ...rows, maxSumSquares: '1' } })).toThrow("'maxSumSquares' must be a number");
+    expect(update({ state: state(), bytes, rows: { ...rows, result: new Float64Array(1) } })).toThrow('shorter than its shape');
+    expect(update({ state: state(), bytes, rows: { ...rows, result: new Float32Array(4) } })).toThrow('wrong typed-array type');
   });
 
   test('the raw addon refuses to map bytes past the end of a file (reading them would end the process with SIGBUS)', () => {

@@ -375,6 +375,35 @@ describe('a vector longer than unit length is corrupt (its scores would not be c
     expect(await loadError('threads-bad.cmbd', bad)).toContain(`is corrupt: the vector of id 100 has norm ${normAt(bad, 'float32', 100)} `);
   });
 
+  test('a long row either side of a boundary between the pieces the load checks (64 MiB of whole rows) is found', async () => {
+    // 5,600 rows of 3,001 float32 values (12,004 bytes): pieces of 5,590 rows, the second starting
+    // 24 bytes into a 32-byte checksum word; so are the chunks by default (64 MiB), while chunks of
+    // 1 GiB (CUDA's default) are cut into such pieces.
+    const wide = 3001;
+    const index = new VectorIndex({ dim: wide });
+    index.add(randomSignedArray(makeRandom(13), 5600 * wide));
+    const file = path.join(dir, 'pieces.cmbd');
+    await index.save(file);
+    const good = fs.readFileSync(file);
+    for (const chunkBytes of [undefined, 2 ** 30]) {
+      expect(await loadError('pieces-good.cmbd', good, chunkBytes)).toBe('loaded');
+      for (const row of [5589, 5590]) {
+        const { at, values } = rowOf(good, 'float32', row);
+        scale(1.01)(values);
+        const bad = Buffer.from(good);
+        bad.set(new Uint8Array(values.buffer), at);
+        // The native checksum: the BigInt one takes seconds over 67 MB.
+        const checksum = new Checksum();
+        await checksum.update(bad.subarray(0, bad.length - 8));
+        bad.writeBigUInt64LE(checksum.digest(), bad.length - 8);
+        const [, id, norm] = /is corrupt: the vector of id (\d+) has norm (\S+) /.exec(await loadError('pieces-bad.cmbd', bad, chunkBytes)) ?? [];
+        expect(Number(id)).toBe(row);
+        expect(Math.abs(Number(norm) - normAt(bad, 'float32', row))).toBeLessThan(1e-12);  // summed in another order
+      }
+    }
+    fs.rmSync(file);
+  });
+
   test.each(['float32', 'float16'] as const)('%s: every row add() stores loads: random rows of awkward dims, heavy tails, rounding extremes', async (dtype) => {
     const random = makeRandom(dtype === 'float32' ? 11 : 12);
     let largest = 0;  // the largest stored norm, less 1

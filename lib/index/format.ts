@@ -51,9 +51,15 @@ export function jsonDepth(value: unknown): number {
   return deepest;
 }
 
+interface ChecksumArgs {
+  state: BigUint64Array;
+  bytes: Uint8Array;
+  rows?: NormCheck & { result: Float64Array };
+}
+
 interface FileBindings {
-  checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: false): undefined;
-  checksumUpdate(args: { lanes: BigUint64Array; bytes: Uint8Array }, async: true): Promise<void>;
+  checksumUpdate(args: ChecksumArgs, async: false): undefined;
+  checksumUpdate(args: ChecksumArgs, async: true): Promise<void>;
   mapFileRange(fd: number, offset: number, length: number): ArrayBuffer;
   allocateLargePages(bytes: number): ArrayBuffer;
   releaseMapping(buffer: ArrayBuffer): void;
@@ -183,7 +189,7 @@ function decodeHeader(bytes: Uint8Array, actualFileBytes: number, file: string):
 // h = rotl(l0, 1) + rotl(l1, 7) + rotl(l2, 12) + rotl(l3, 18) + length, then
 // h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32 (all mod 2^64).
 // Round, seeds and primes are XXH64's (xxHash specification, doc/xxhash_spec.md), so the lane
-// updates run at memory speed (native/addon/file_bindings.cc); it is not XXH64 itself.
+// updates run at memory speed (native/cpu/unit_rows.cc); it is not XXH64 itself.
 const M64 = (1n << 64n) - 1n;
 export const P1 = 0x9e3779b185ebca87n;
 export const P2 = 0xc2b2ae3d27d4eb4fn;
@@ -191,35 +197,42 @@ export const P3 = 0x165667b19e3779f9n;
 const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (64n - r))) & M64;
 const SYNC_CHECKSUM_BYTES = 1 << 20;  // smaller pieces are not worth a thread-pool round trip
 
+/** Rows a checksum pass also checks: `dim` values of `dtype` each, of squared norm at most `maxSumSquares`. */
+export interface NormCheck {
+  dtype: Dtype;
+  dim: number;
+  maxSumSquares: number;
+}
+
+/** A row that failed a NormCheck: its number and its norm. */
+export interface LongRow {
+  row: number;
+  norm: number;
+}
+
 export class Checksum {
-  private readonly lanes = new BigUint64Array([(P1 + P2) & M64, P2, 0n, (1n << 64n) - P1]);
-  private readonly carry = new Uint8Array(32);
-  private carried = 0;
+  // The native kernel's state: the four lanes, then the bytes of a 32-byte word not yet complete
+  // (4 words) and their count.
+  private readonly state = new BigUint64Array([(P1 + P2) & M64, P2, 0n, (1n << 64n) - P1, 0n, 0n, 0n, 0n, 0n]);
   private length = 0;
 
-  /** Feeds bytes in order; pieces may have any length. */
-  async update(bytes: Uint8Array): Promise<void> {
+  /**
+   * Feeds bytes in order; pieces may have any length. With `rows`, the bytes are whole rows
+   * (aligned to their element size) whose norms are checked in the same pass: the first row of
+   * this piece above the limit, or null.
+   */
+  async update(bytes: Uint8Array, rows?: NormCheck): Promise<LongRow | null> {
     this.length += bytes.length;
-    let start = 0;
-    if (this.carried > 0) {
-      start = Math.min(32 - this.carried, bytes.length);
-      this.carry.set(bytes.subarray(0, start), this.carried);
-      this.carried += start;
-      if (this.carried < 32) return;
-      fileBindings().checksumUpdate({ lanes: this.lanes, bytes: this.carry }, false);
-      this.carried = 0;
-    }
-    const whole = start + Math.floor((bytes.length - start) / 32) * 32;
-    const body = bytes.subarray(start, whole);
-    if (body.length >= SYNC_CHECKSUM_BYTES) await fileBindings().checksumUpdate({ lanes: this.lanes, bytes: body }, true);
-    else if (body.length > 0) fileBindings().checksumUpdate({ lanes: this.lanes, bytes: body }, false);
-    this.carry.set(bytes.subarray(whole), 0);
-    this.carried = bytes.length - whole;
+    const result = new Float64Array(2);
+    const args: ChecksumArgs = { state: this.state, bytes, rows: rows && { ...rows, result } };
+    if (bytes.length >= SYNC_CHECKSUM_BYTES) await fileBindings().checksumUpdate(args, true);
+    else fileBindings().checksumUpdate(args, false);
+    return rows === undefined || result[0] < 0 ? null : { row: result[0], norm: Math.sqrt(result[1]) };
   }
 
   digest(): bigint {
-    if (this.carried !== 0) throw new Error('cmbd64: the data length must be a multiple of 32 bytes');
-    const [l0, l1, l2, l3] = this.lanes;
+    if (this.state[8] !== 0n) throw new Error('cmbd64: the data length must be a multiple of 32 bytes');
+    const [l0, l1, l2, l3] = this.state;
     let h = (rotl(l0, 1n) + rotl(l1, 7n) + rotl(l2, 12n) + rotl(l3, 18n) + BigInt(this.length)) & M64;
     h ^= h >> 33n;
     h = (h * P2) & M64;
@@ -381,36 +394,42 @@ export class IndexFileReader {
 
   /**
    * Reads the ids into `idPieces` and the vectors into `vectorPieces` (byte views, in file order),
-   * checks the checksum and returns the metadata section's bytes. A vector piece given as a byte
-   * count instead is mapped read-only in place, not copied: `mapped` holds those views, each its
-   * own mapping (at most MAX_MAPPING_BYTES), so each can be released alone.
+   * checks the checksum and returns the metadata section's bytes, and the first vector of norm
+   * above `maxNorm` (or NaN), by row number, if any: the norms are checked in the checksum's pass.
+   * A vector piece given as a byte count instead is mapped read-only in place, not copied: `mapped`
+   * holds those views, each its own mapping (at most MAX_MAPPING_BYTES), so each can be released alone.
    */
-  async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[],
-    { signal, onProgress }: FileTransfer = {}): Promise<{ metadata: Uint8Array; mapped: Uint8Array[] }> {
-    const { layout } = this.header;
+  async readInto(idPieces: Uint8Array[], vectorPieces: (Uint8Array | number)[], maxNorm: number,
+    { signal, onProgress }: FileTransfer = {}): Promise<{ metadata: Uint8Array; mapped: Uint8Array[]; longRow: LongRow | null }> {
+    const { layout, dtype, dim } = this.header;
+    const rowBytes = dim * bytesPerElement(dtype);
+    const norms: NormCheck = { dtype, dim, maxSumSquares: maxNorm * maxNorm };
     const checksum = new Checksum();
     await checksum.update(this.headerBytes);
     let position = HEADER_BYTES;
-    const progress = (bytes: number) => onProgress?.({ stage: 'file', bytes, totalBytes: layout.fileBytes });
-    // A mapped piece ends at `position`: its pages are read as they are summed.
-    const sum = async (bytes: Uint8Array) => {
-      for (let done = 0; done < bytes.length; done += PIECE_BYTES) {
-        signal?.throwIfAborted();
-        await checksum.update(bytes.subarray(done, done + PIECE_BYTES));
-        progress(position - bytes.length + Math.min(done + PIECE_BYTES, bytes.length));
+    let rowsDone = 0;
+    let longRow: LongRow | null = null;
+    const read = async (dest: Uint8Array) => {
+      for (let done = 0; done < dest.length;) {
+        const { bytesRead } = await this.handle.read(dest, done, dest.length - done, position + done).catch((err: unknown) => { throw ioError('read', this.file, err); });
+        if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position + done}`);
+        done += bytesRead;
       }
     };
-    const take = async (dest: Uint8Array, summed = true) => {
-      for (let done = 0; done < dest.length;) {
+    // Reads `dest` (unless `mapped`: a mapping's pages are read as they are summed) and checksums it
+    // (unless not `summed`) in pieces; the vectors in pieces of whole rows, whose norms the same pass checks.
+    const take = async (dest: Uint8Array, { mapped = false, vectors = false, summed = true } = {}) => {
+      const pieceBytes = vectors ? Math.floor(PIECE_BYTES / rowBytes) * rowBytes : PIECE_BYTES;  // a row is at most PIECE_BYTES
+      for (let done = 0; done < dest.length; done += pieceBytes) {
         signal?.throwIfAborted();
-        const n = Math.min(dest.length - done, PIECE_BYTES);
-        const { bytesRead } = await this.handle.read(dest, done, n, position).catch((err: unknown) => { throw ioError('read', this.file, err); });
-        if (bytesRead === 0) throw new Error(`${this.file} is truncated: it ended at byte ${position}`);
-        done += bytesRead;
-        position += bytesRead;
-        progress(position);
+        const piece = dest.subarray(done, done + pieceBytes);
+        if (!mapped) await read(piece);
+        const found = summed ? await checksum.update(piece, vectors ? norms : undefined) : null;
+        if (found !== null && longRow === null) longRow = { row: rowsDone + found.row, norm: found.norm };
+        if (vectors) rowsDone += piece.length / rowBytes;
+        position += piece.length;
+        onProgress?.({ stage: 'file', bytes: position, totalBytes: layout.fileBytes });
       }
-      if (summed) await checksum.update(dest);
     };
     const mapped: Uint8Array[] = [];
     try {
@@ -420,7 +439,7 @@ export class IndexFileReader {
       await take(zeros(layout.vectorsOffset - position));
       for (const piece of vectorPieces) {
         if (typeof piece !== 'number') {
-          await take(piece);
+          await take(piece, { vectors: true });
           continue;
         }
         // The header's sizes were checked against the file's size when it was opened.
@@ -431,17 +450,16 @@ export class IndexFileReader {
           throw new Error(`cannot map ${this.file}: ${(err as Error).message}`);
         }
         mapped.push(view);
-        position += piece;
-        await sum(view);  // reads every page once, as a copy would: the checksum covers the vectors
+        await take(view, { mapped: true, vectors: true });
       }
       await take(zeros(layout.trailerOffset - position));
       if (position !== layout.trailerOffset) throw new Error(`internal: read ${position} bytes before the trailer, expected ${layout.trailerOffset}`);
       const trailer = zeros(TRAILER_BYTES);
-      await take(trailer, false);
+      await take(trailer, { summed: false });
       const stored = new DataView(trailer.buffer).getBigUint64(0, true);
       const computed = checksum.digest();
       if (stored !== computed) throw checksumMismatch(this.file, stored, computed);
-      return { metadata: metadata.subarray(0, this.header.metadataBytes), mapped };
+      return { metadata: metadata.subarray(0, this.header.metadataBytes), mapped, longRow };
     } catch (err) {
       for (const view of mapped) fileBindings().releaseMapping(view.buffer as ArrayBuffer);
       throw err;

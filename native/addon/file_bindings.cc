@@ -1,6 +1,6 @@
 // Memory and file bindings for VectorIndex: storage on transparent huge pages, read-only
 // memory mappings of an index file (so a multi-gigabyte index loads without copying) and the
-// cmbd64 checksum of its bytes.
+// cmbd64 checksum of its bytes (with the norm check of its rows: native/cpu/unit_rows.cc).
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -12,6 +12,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "camembed/unit_rows.h"
 #include "common.h"
 
 namespace camembed {
@@ -145,50 +146,57 @@ Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// cmbd64: four independent 64-bit lanes over 32-byte blocks, so it streams at memory speed.
-// The round (multiply, rotate, multiply) and the primes are those of xxHash's XXH64
-// (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md); the lanes' final mix is
-// done in TypeScript (lib/index/format.ts), which also documents the whole definition.
-constexpr uint64_t kPrime1 = 0x9E3779B185EBCA87ull;
-constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4Full;
-
-inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-struct ChecksumArgs {
-  uint64_t* lanes;      // [4], updated in place
-  const uint8_t* bytes;
-  int64_t length;       // a multiple of 32
-};
-
-Status checksumUpdate(const ChecksumArgs& a) {
-  uint64_t v0 = a.lanes[0], v1 = a.lanes[1], v2 = a.lanes[2], v3 = a.lanes[3];
-  for (int64_t i = 0; i < a.length; i += 32) {
-    uint64_t w[4];
-    std::memcpy(w, a.bytes + i, 32);  // little-endian words (x86-64 and arm64 are little-endian)
-    v0 = rotl64(v0 + w[0] * kPrime2, 31) * kPrime1;
-    v1 = rotl64(v1 + w[1] * kPrime2, 31) * kPrime1;
-    v2 = rotl64(v2 + w[2] * kPrime2, 31) * kPrime1;
-    v3 = rotl64(v3 + w[3] * kPrime2, 31) * kPrime1;
-  }
-  a.lanes[0] = v0; a.lanes[1] = v1; a.lanes[2] = v2; a.lanes[3] = v3;
-  return "";
-}
-
-// checksumUpdate({lanes: BigUint64Array(4), bytes: Uint8Array (length % 32 == 0)}, async)
+// checksumUpdate({state: BigUint64Array(9), bytes: Uint8Array, rows?: {dtype: 'float32' | 'float16',
+// dim, maxSumSquares, result: Float64Array(2)}}, async): feeds the bytes to the checksum
+// (camembed/unit_rows.h); with `rows`, the bytes are whole rows and result = [the first whose
+// squared norm is not at most maxSumSquares, or -1; that squared norm].
 Napi::Value ChecksumUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts = info[0].As<Napi::Object>();
-  ChecksumArgs a{};
   PinnedMemory pinned;
-  a.lanes = static_cast<uint64_t*>(typedArrayData(opts, "lanes", napi_biguint64_array, {32}, pinned));
+  auto* state = static_cast<ChecksumState*>(typedArrayData(opts, "state", napi_biguint64_array, {sizeof(ChecksumState)}, pinned));
+  // The kernel updates a copy, checked now: a change to the array meanwhile cannot make it write
+  // past `pending`.
+  const ChecksumState start = *state;
+  if (start.pendingBytes > 31) throw Napi::RangeError::New(env, "native: 'state' is not a checksum state (more than 31 pending bytes)");
   Napi::Value bytes = opts.Get("bytes");
-  if (!bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    throw Napi::TypeError::New(env, "native: 'bytes' must be a Uint8Array");
-  a.length = int64_t(bytes.As<Napi::TypedArray>().ByteLength());
-  if (a.length % 32 != 0) throw Napi::RangeError::New(env, "native: 'bytes' length must be a multiple of 32");
-  a.bytes = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, {a.length}, pinned));
+  if (!bytes.IsTypedArray()) throw Napi::TypeError::New(env, "native: 'bytes' must be a Uint8Array");
+  const int64_t length = int64_t(bytes.As<Napi::TypedArray>().ByteLength());
+  const auto* data = static_cast<const uint8_t*>(typedArrayData(opts, "bytes", napi_uint8_array, {length}, pinned));
+  bool check = false;
+  NormCheck rows{};
+  double* result = nullptr;
+  Napi::Value given = opts.Get("rows");
+  if (!given.IsUndefined()) {
+    if (!given.IsObject()) throw Napi::TypeError::New(env, "native: 'rows' must be an object");
+    Napi::Object r = given.As<Napi::Object>();
+    const std::string dtype = stringOption(r, "dtype");
+    if (dtype != "float32" && dtype != "float16") throw Napi::TypeError::New(env, "native: 'dtype' must be 'float32' or 'float16'");
+    rows.half = dtype == "float16";
+    rows.dim = integerOption(r, "dim");
+    const int64_t elementBytes = rows.half ? 2 : 4;
+    if (rows.dim < 1 || length % (rows.dim * elementBytes) != 0)
+      throw Napi::RangeError::New(env, "native: 'bytes' must hold whole rows of 'dim' values");
+    if (reinterpret_cast<uintptr_t>(data) % elementBytes != 0)
+      throw Napi::RangeError::New(env, "native: 'bytes' of " + dtype + " rows must start at a multiple of " + std::to_string(elementBytes));
+    Napi::Value limit = r.Get("maxSumSquares");
+    if (!limit.IsNumber()) throw Napi::TypeError::New(env, "native: 'maxSumSquares' must be a number");
+    rows.maxSumSquares = limit.As<Napi::Number>().DoubleValue();
+    result = static_cast<double*>(typedArrayData(r, "result", napi_float64_array, {2, 8}, pinned));
+    check = true;
+  }
   const bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [a]() { return checksumUpdate(a); }, std::move(pinned));
+  return runKernel(env, async, [state, start, data, length, check, rows, result]() {
+    ChecksumState updated = start;
+    double sumSquares = 0;
+    const int64_t firstLong = checksumRowsCpu(updated, data, length, check ? &rows : nullptr, &sumSquares);
+    *state = updated;
+    if (check) {
+      result[0] = double(firstLong);
+      result[1] = sumSquares;
+    }
+    return Status();
+  }, std::move(pinned));
 }
 
 // tryLockFile(fd) -> true once this process holds an exclusive flock on the open file, false

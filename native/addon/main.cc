@@ -130,30 +130,6 @@ Napi::Value UnitRows(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(bad));
 }
 
-// firstRowAboveNorm({rows: Float32Array or Uint16Array (float16 bits), dim, maxSumSquares,
-// result: Float64Array(2)}, async): result = [the first row whose squared norm is not at most
-// maxSumSquares, or -1; that squared norm] (camembed/unit_rows.h).
-Napi::Value FirstRowAboveNorm(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object opts = info[0].As<Napi::Object>();
-  const int64_t dim = integerOption(opts, "dim");
-  const int64_t n = wholeRowsLength(env, opts, "rows", dim, "a Float32Array or a Uint16Array");
-  const bool half = opts.Get("rows").As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
-  Napi::Value limit = opts.Get("maxSumSquares");
-  if (!limit.IsNumber()) throw Napi::TypeError::New(env, "native: 'maxSumSquares' must be a number");
-  const double maxSumSquares = limit.As<Napi::Number>().DoubleValue();
-  PinnedMemory pinned;
-  const void* data = typedArrayData(opts, "rows", half ? napi_uint16_array : napi_float32_array, {n, half ? 2 : 4}, pinned);
-  auto* result = static_cast<double*>(typedArrayData(opts, "result", napi_float64_array, {2, 8}, pinned));
-  const bool async = info[1].ToBoolean().Value();
-  return runKernel(env, async, [data, half, n, dim, maxSumSquares, result]() {
-    double sumSquares = 0;
-    result[0] = double(firstRowAboveNormCpu(data, half, n / dim, dim, maxSumSquares, &sumSquares, 0));
-    result[1] = sumSquares;
-    return Status();
-  }, std::move(pinned));
-}
-
 // info() -> { simd, threads, cudaCompiledIn, cudaDevices: [...], cudaUnavailableReason }
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -185,7 +161,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cosineTopK", Napi::Function::New(env, CosineTopK));
   exports.Set("float32ToFloat16", Napi::Function::New(env, Float32ToFloat16));
   exports.Set("unitRows", Napi::Function::New(env, UnitRows));
-  exports.Set("firstRowAboveNorm", Napi::Function::New(env, FirstRowAboveNorm));
   exports.Set("info", Napi::Function::New(env, Info));
   // The V8 this was built for: common.h uses V8's API, whose ABI Node-API does not keep stable across
   // Node.js majors (each has its own V8 major.minor), and Node loads a Node-API module without

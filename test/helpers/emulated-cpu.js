@@ -1,6 +1,8 @@
 // Run under `qemu-x86_64 -cpu <model>` (an older CPU than this one): exercises every native path
-// (pooling, top-k with both kernels and both dtypes, float16 conversion, a VectorIndex) against
-// the reference and prints a JSON report. A wrong-ISA instruction kills the process (SIGILL).
+// (pooling, top-k with both kernels and both dtypes, float16 conversion, a VectorIndex and its
+// load's checksum and norm check) against the reference and prints a JSON report. A wrong-ISA instruction kills the process (SIGILL).
+const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const dist = process.argv[2];
 const c = require(path.join(dist, 'index.js'));
@@ -46,9 +48,21 @@ for (let r = 0; r < rows; r++) {
 }
 
 (async () => {
-  const index = new VectorIndex({ dim, dtype: 'float16' });
-  index.add(db);
-  const found = await index.search(db.subarray(0, 20 * dim), { k: 1 });
-  for (let i = 0; i < 20; i++) if (found.ids[i] !== BigInt(i)) mismatches++;
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-emulated-'));
+  for (const dtype of ['float16', 'float32']) {
+    const index = new VectorIndex({ dim, dtype });
+    index.add(db);
+    const found = await index.search(db.subarray(0, 20 * dim), { k: 1 });
+    for (let i = 0; i < 20; i++) if (found.ids[i] !== BigInt(i)) mismatches++;
+    // Saved and loaded: the checksum and the norm check in one pass.
+    const file = path.join(folder, `${dtype}.cmbd`);
+    await index.save(file);
+    const loaded = await VectorIndex.load(file, { mmap: true });
+    const again = await loaded.search(db.subarray(0, 20 * dim), { k: 3 });
+    const want = await index.search(db.subarray(0, 20 * dim), { k: 3 });
+    for (let i = 0; i < want.scores.length; i++) if (again.ids[i] !== want.ids[i] || again.scores[i] !== want.scores[i]) mismatches++;
+    loaded.dispose();
+  }
+  fs.rmSync(folder, { recursive: true });
   process.stdout.write(JSON.stringify({ simd: c.devices().cpu.simd, mismatches }));
 })();

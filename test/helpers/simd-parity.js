@@ -2,7 +2,8 @@
 // at the SIMD level in force with the reference and prints a JSON report.
 const path = require('path');
 const c = require(process.argv[2]);
-const { firstRowAboveUnit, storeUnitRows } = require(path.join(path.dirname(process.argv[2]), 'kernels.js'));
+const { storeUnitRows, UNIT_NORM_SLACK } = require(path.join(path.dirname(process.argv[2]), 'kernels.js'));
+const { Checksum } = require(path.join(path.dirname(process.argv[2]), 'index', 'format.js'));
 
 let seed = 12345;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
@@ -86,29 +87,49 @@ try {
 } catch (err) {
   unitBadRow = err.message;
 }
-// VectorIndex.load's norm check: unit rows as stored pass; a row scaled by 1.01 is found, its norm
-// within 2^-21 of the float64 norm of its stored values (float16: blocks of 64 values and a tail);
-// an earlier row with a NaN in its first block is found before it.
+// VectorIndex.load's norm check, in the checksum's pass: unit rows as stored pass; a row scaled by
+// 1.01 is found, its norm within 2^-21 of the float64 norm of its stored values (float16: blocks of
+// 64 values and a tail); an earlier row with a NaN in its first block is found before it. The
+// checksum is the one of the same bytes without the check, also when the rows start 7 bytes into a
+// 32-byte word and a row's bytes are no multiple of 32 (200 float16 values: 400 bytes).
 const normCheckFailures = [];
 const checkDim = 200;
 const checkIn = floats(50 * checkDim);
+/** The first row above unit norm (or null), checked as `load` does, after `lead` bytes; fails on a checksum that differs. */
+async function firstLongRow(rows, dtype, lead) {
+  const bytes = new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength);
+  const maxSumSquares = (1 + UNIT_NORM_SLACK[dtype]) ** 2;
+  const checked = new Checksum();
+  const plain = new Checksum();
+  const tail = new Uint8Array(32 - ((lead + bytes.length) % 32));  // to a whole number of words
+  for (const c of [checked, plain]) await c.update(new Uint8Array(lead).fill(7));
+  const found = await checked.update(bytes, { dtype, dim: checkDim, maxSumSquares });
+  await plain.update(bytes);
+  for (const c of [checked, plain]) await c.update(tail);
+  if (checked.digest() !== plain.digest()) normCheckFailures.push(`${dtype}, ${lead} bytes before: the checksum differs with the norm check`);
+  return found;
+}
 (async () => {
   for (const stored of [new Float32Array(checkIn.length), new Uint16Array(checkIn.length)]) {
     const dtype = stored instanceof Float32Array ? 'float32' : 'float16';
     storeUnitRows('rows', checkIn, stored, checkDim);
-    if ((await firstRowAboveUnit(stored, checkDim)) !== null) normCheckFailures.push(`${dtype}: a unit row refused`);
+    for (const lead of [0, 7]) {
+      if ((await firstLongRow(stored, dtype, lead)) !== null) normCheckFailures.push(`${dtype}: a unit row refused`);
+    }
     const values = dtype === 'float32' ? stored.slice() : c.float16ToFloat32Array(stored);
     for (let i = 31 * checkDim; i < 32 * checkDim; i++) values[i] *= 1.01;
     const bad = dtype === 'float32' ? values : c.float32ToFloat16Array(values);
     const badValues = dtype === 'float32' ? bad : c.float16ToFloat32Array(bad);  // as stored
     let sum = 0;
     for (let i = 31 * checkDim; i < 32 * checkDim; i++) sum += badValues[i] ** 2;
-    const found = await firstRowAboveUnit(bad, checkDim);
-    if (found === null || found.row !== 31 || Math.abs(found.norm - Math.sqrt(sum)) > 2 ** -21) {
-      normCheckFailures.push(`${dtype}: found ${JSON.stringify(found)}, expected row 31 of norm ${Math.sqrt(sum)}`);
+    for (const lead of [0, 7]) {
+      const found = await firstLongRow(bad, dtype, lead);
+      if (found === null || found.row !== 31 || Math.abs(found.norm - Math.sqrt(sum)) > 2 ** -21) {
+        normCheckFailures.push(`${dtype}: found ${JSON.stringify(found)}, expected row 31 of norm ${Math.sqrt(sum)}`);
+      }
     }
     bad[12 * checkDim + 5] = dtype === 'float32' ? NaN : 0x7e00;
-    const nan = await firstRowAboveUnit(bad, checkDim);
+    const nan = await firstLongRow(bad, dtype, 7);
     if (nan === null || nan.row !== 12 || !Number.isNaN(nan.norm)) normCheckFailures.push(`${dtype}: found ${JSON.stringify(nan)}, expected row 12 (NaN)`);
   }
   process.stdout.write(JSON.stringify({
