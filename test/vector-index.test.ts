@@ -248,12 +248,12 @@ describe.each(['float32', 'float16'] as const)('VectorIndex (%s, CPU)', (dtype) 
     }
   });
 
-  // The CPU kernel sums a dot product in another order from 8 or 12 queries a call (float32: AVX2,
-  // AVX-512), 16 or 32 (float16): a walk's last batch on the other side of that count from the full
-  // ones scored its pairs otherwise than the other side did. Last batches just below each count;
-  // batches just above the float32 counts; at dim 8,192 a tile holds 32 queries (1 MiB), so a batch
-  // of 100 is 4 tiles of 25; at dim 13,107 20, so a batch of 21 is tiles of 10 and 11 and a last
-  // batch of 20 one larger tile.
+  // The CPU kernel changes how it lays out its work at 8 or 12 queries a call (float32: AVX2,
+  // AVX-512), 14 or 32 (float16), not how it sums a score: a walk's last batch on the other side of
+  // that count from the full ones still scores a pair as the other side does (it once summed in
+  // another order there). Last batches just below each count; batches just above the float32
+  // counts; at dim 8,192 a tile holds 32 queries (1 MiB), so a batch of 100 is 4 tiles of 25; at dim
+  // 13,107 20, so a batch of 21 is tiles of 10 and 11 and a last batch of 20 one larger tile.
   test.each([[33, 40, 7], [33, 40, 11], [33, 40, 15], [33, 40, 31], [33, 9, 2], [33, 13, 5], [8192, 100, 3], [13107, 21, 20]])(
     'neighbors scores a pair the same both ways, bit for bit (dim %i, batchSize %i, a last batch of %i)', async (dims, batchSize, last) => {
       const random = makeRandom(12);
