@@ -219,9 +219,8 @@ function parseVectors(name: string, input: unknown, dim: number): { data: Float3
 /**
  * [start, end) of the fewest tiles of at most `most` items covering `count`, their sizes within one
  * of each other (so each holds at least most / 2 when there are several). VectorIndex cuts query
- * batches so, padding a shorter tile with copies of its last query: the CPU kernel sums in another
- * order below a few dozen queries, and a smaller tile would give its queries scores differing in the
- * last bits from equal queries elsewhere in the batch.
+ * batches so: each tile is one pass over the storage, and no last tile of a few queries makes a pass
+ * for little work.
  */
 export function evenTiles(count: number, most: number): Array<[number, number]> {
   const tiles = Math.ceil(count / most);
@@ -550,10 +549,7 @@ export class VectorIndex {
       let found: SearchResult;
       this.readers++;
       try {
-        // Tiled as a full batch: the CPU kernel sums in another order below 8 to 32 queries a call
-        // (packedKernel, native/cpu/topk.cc), and a last batch in other tiles scored a pair A, B
-        // otherwise than B, A in the last bits.
-        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal, Math.min(batchSize, total));
+        found = await this.searchUnit(vectors, n, excludeSelf ? kOut + 1 : kOut, signal);
       } finally {
         this.readers--;
       }
@@ -846,13 +842,8 @@ export class VectorIndex {
     chunk.rewritten.clear();
   }
 
-  /**
-   * Search with unit-length queries, a tile of queries at a time: every kernel call gets as many
-   * queries as the largest of `tiledAs` queries' even tiles. A neighbors() walk gives its last,
-   * shorter batch the full batches' count (see walkNeighbors).
-   */
-  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined,
-    tiledAs = numQueries): Promise<SearchResult> {
+  /** Search with unit-length queries, a tile of queries at a time. */
+  private async searchUnit(unit: Float32Array, numQueries: number, k: number, signal: AbortSignal | undefined): Promise<SearchResult> {
     const kept = Math.min(k, this.count);
     requireResultFits(numQueries, kept);
     const ids = new BigInt64Array(numQueries * kept);
@@ -861,22 +852,12 @@ export class VectorIndex {
     const d = this.dim;
     const maxQueries = this.deviceIndex < 0 ? Math.floor(QUERY_TILE_BYTES / (d * 4)) : CUDA_QUERY_TILE;
     const maxTile = Math.max(1, Math.min(maxQueries, Math.floor(TILE_RESULTS / (kept + 1))));
-    const tileSize = Math.ceil(tiledAs / Math.ceil(tiledAs / maxTile));  // the largest of evenTiles(tiledAs, maxTile)
-    for (const [q0, q1] of evenTiles(numQueries, tileSize)) {
+    for (const [q0, q1] of evenTiles(numQueries, maxTile)) {
       signal?.throwIfAborted();  // one kernel call cannot be stopped; the next is not made
-      let queries = unit.subarray(q0 * d, q1 * d);
-      if (q1 - q0 < tileSize) {
-        // Every call gets as many queries, so all take one kernel (tiles of 11 and 12 queries took
-        // two): copies of the tile's last query pad it (a zero query would tie with every row, which
-        // CUDA's boundary-tie pass refetches), and their results are dropped.
-        queries = new Float32Array(tileSize * d);
-        queries.set(unit.subarray(q0 * d, q1 * d));
-        for (let q = q1 - q0; q < tileSize; q++) queries.set(unit.subarray((q1 - 1) * d, q1 * d), q * d);
-      }
+      const queries = unit.subarray(q0 * d, q1 * d);
       const best = this.deviceIndex < 0 ? await this.searchTileCpu(queries, kept) : await this.searchTileCuda(queries, kept);
-      const results = (q1 - q0) * kept;
-      for (let i = 0; i < results; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
-      scores.set(best.scores.subarray(0, results), q0 * kept);
+      for (let i = 0; i < best.positions.length; i++) ids[q0 * kept + i] = this.idAt(best.positions[i]);
+      scores.set(best.scores, q0 * kept);
     }
     return { ids, scores, k: kept };
   }

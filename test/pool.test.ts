@@ -105,6 +105,7 @@ describe('every SIMD level computes the same maths', () => {
     expect(report.poolMaxDiff).toBeLessThanOrEqual(1e-6);
     expect(report.topkIndexMismatches).toBe(0);
     expect(report.topkMaxScoreDiff).toBeLessThanOrEqual(1e-5);
+    expect(report.batchMismatches).toBe(0);
     expect(report.tieFailures).toBe(0);
     expect(report.nanMissed).toBe(0);
     expect(report.unitMaxUlp).toBeLessThanOrEqual(1);

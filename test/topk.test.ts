@@ -26,7 +26,7 @@ describe('cosineTopK: native equals the float64 reference', () => {
     // [queries, rows, dim, k]
     [1, 1, 1, 1], [1, 1, 768, 5], [3, 10, 7, 3], [2, 50, 33, 50], [5, 37, 768, 100], [4, 129, 17, 1],
     [7, 1000, 768, 10], [16, 3001, 100, 17], [1, 5000, 768, 5000], [300, 2000, 768, 10], [300, 503, 31, 1],
-    // 12+ queries (32+ on float16) take the packed kernel on AVX-512 (8+ / 16+ on AVX2, checked by
+    // 12+ queries (32+ on float16) go in the vector lanes on AVX-512 (8+ / 14+ on AVX2, checked by
     // the SIMD-level test in pool.test.ts): one or two vectors of query lanes, 6 to 16 rows a block
     [12, 1001, 768, 10], [13, 17, 5, 17], [33, 250, 768, 100], [40, 1, 3, 1], [64, 12, 16, 12],
   ];
@@ -38,7 +38,7 @@ describe('cosineTopK: native equals the float64 reference', () => {
     check(unitRows(random, Q, dim), unitRows(random, N, dim), dim, k, true);
   });
 
-  test.each([[1, 1000, 768, 10], [19, 777, 64, 25], [3, 20, 5, 20], [45, 301, 768, 30], [33, 50, 16, 50]])('Q=%i N=%i d=%i k=%i, float16 storage', (Q, N, dim, k) => {
+  test.each([[1, 1000, 768, 10], [19, 777, 64, 25], [3, 20, 5, 20], [7, 500, 37, 15], [45, 301, 768, 30], [33, 50, 16, 50]])('Q=%i N=%i d=%i k=%i, float16 storage', (Q, N, dim, k) => {
     const random = makeRandom(N + dim);
     const database = float32ToFloat16Array(randomSignedArray(random, N * dim));
     const queries = randomSignedArray(random, Q * dim);
@@ -119,6 +119,32 @@ describe('cosineTopK: native equals the float64 reference', () => {
       let differing = 0;
       for (let i = 0; i < one.length; i++) if (one[i] !== other[i]) differing++;
       expect(differing).toBe(0);
+    }
+  });
+
+  // Every query count takes one kernel summing each score in one order, so a query searched alone
+  // or in any batch scores every row bit for bit the same (few queries summed in another order
+  // once: the last bits differed). Dims around the SIMD widths; 70 rows: whole row groups and tails.
+  test.each([1, 7, 8, 9, 17, 768, 769])('a query scores bit for bit the same whatever the batch around it (dim %i)', (dim) => {
+    const random = makeRandom(4000 + dim);
+    const Q = 40, N = 70;
+    const bits = (scores: Float32Array) => Array.from(new Uint32Array(scores.buffer, scores.byteOffset, scores.length));
+    for (const dtype of ['float32', 'float16'] as const) {
+      for (const normalized of [false, true]) {
+        const rows = normalized ? unitRows(random, N, dim) : randomSignedArray(random, N * dim);
+        const database = dtype === 'float16' ? float32ToFloat16Array(rows) : rows;
+        const queries = normalized ? unitRows(random, Q, dim) : randomSignedArray(random, Q * dim);
+        const all = cosineTopK(queries, database, { dim, k: N, normalized });
+        for (const batch of [1, 2, 7, 8, 15, 16, 33]) {
+          for (let q0 = 0; q0 < Q; q0 += batch) {
+            const q1 = Math.min(Q, q0 + batch);
+            const part = cosineTopK(queries.subarray(q0 * dim, q1 * dim), database, { dim, k: N, normalized });
+            const what = `${dtype} normalized ${normalized} batch ${batch} queries ${q0}..${q1 - 1}`;
+            expect([what, Array.from(part.indices)]).toEqual([what, Array.from(all.indices.subarray(q0 * N, q1 * N))]);
+            expect([what, bits(part.scores)]).toEqual([what, bits(all.scores.subarray(q0 * N, q1 * N))]);
+          }
+        }
+      }
     }
   });
 

@@ -1,6 +1,7 @@
 // Exact cosine top-k on the CPU: a blocked SIMD dot-product kernel streams the database
 // once per call (all queries of the call share each tile while it is in L2), and a
 // per-query bounded heap keeps the k best rows. The Q x N score matrix never exists.
+// Each score is one sequential FMA chain (topk_packed.inc), whatever the query count.
 // Floor: reads N*d*bytes of database once; does 2*Q*N*d FLOPs.
 #include <immintrin.h>
 
@@ -85,20 +86,6 @@ class BoundedHeap {
 inline float rowValue(const float* r, int64_t i) { return r[i]; }
 inline float rowValue(const uint16_t* r, int64_t i) { return halfToFloat(r[i]); }
 
-// Dot products of a block of QB query rows with RB database rows (both with stride d):
-// out[a * RB + j] = dot(q[a], r[j]). QB x RB accumulators stay in registers. When `prefetch`
-// is set, the RB rows starting there are pulled towards the cache one line per step.
-template <typename Row, int QB, int RB>
-void dotBlockScalar(const float* q, const void* rows, int64_t d, const void*, float* out) {
-  const Row* r = static_cast<const Row*>(rows);
-  for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) {
-      float s = 0;
-      for (int64_t i = 0; i < d; ++i) s += q[a * d + i] * rowValue(r + j * d, i);
-      out[a * RB + j] = s;
-    }
-}
-
 __attribute__((target("avx2,fma"), always_inline)) inline float horizontalSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -118,38 +105,6 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 loadTail8(
   return load8(tail);
 }
 
-template <typename Row, int QB, int RB>
-__attribute__((target("avx2,fma,f16c"))) void dotBlockAvx2(const float* q, const void* rows, int64_t d,
-                                                            const void* prefetch, float* out) {
-  const Row* r = static_cast<const Row*>(rows);
-  const Row* next = static_cast<const Row*>(prefetch);
-  constexpr int64_t perLine = 64 / sizeof(Row);
-  __m256 acc[QB][RB];
-  for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_setzero_ps();
-  const int64_t full = d & ~int64_t(7);
-  for (int64_t i = 0; i < full; i += 8) {
-    if (next != nullptr && i % perLine == 0)
-      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * d + i), _MM_HINT_T0);
-    __m256 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = load8(r + j * d + i);
-    for (int a = 0; a < QB; ++a) {
-      __m256 qv = _mm256_loadu_ps(q + a * d + i);
-      for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
-    }
-  }
-  if (full < d) {
-    __m256 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = loadTail8(r + j * d + full, d - full);
-    for (int a = 0; a < QB; ++a) {
-      __m256 qv = loadTail8(q + a * d + full, d - full);
-      for (int j = 0; j < RB; ++j) acc[a][j] = _mm256_fmadd_ps(qv, rv[j], acc[a][j]);
-    }
-  }
-  for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
-}
-
 #define CAMEMBED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) inline
 
 // Written out rather than _mm512_reduce_add_ps: with GCC 12 that intrinsic forces the
@@ -166,55 +121,12 @@ CAMEMBED_AVX512 __m128 horizontalSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-// The same additions in the same order as one lane of horizontalSum4, so that a (query, row)
-// pair scores bit for bit the same whichever block it falls in: equal rows must tie exactly.
-CAMEMBED_AVX512 float horizontalSum(__m512 v) { return _mm_cvtss_f32(horizontalSum4(v, v, v, v)); }
-
 CAMEMBED_AVX512 __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 CAMEMBED_AVX512 __m512 load16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 CAMEMBED_AVX512 __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 CAMEMBED_AVX512 __m512 load16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-
-template <typename Row, int QB, int RB>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void dotBlockAvx512(const float* q, const void* rows,
-                                                                                  int64_t d, const void* prefetch,
-                                                                                  float* out) {
-  const Row* r = static_cast<const Row*>(rows);
-  const Row* next = static_cast<const Row*>(prefetch);
-  constexpr int64_t perLine = 64 / sizeof(Row);
-  __m512 acc[QB][RB];
-  for (int a = 0; a < QB; ++a)
-    for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_setzero_ps();
-  const int64_t full = d & ~int64_t(15);
-  for (int64_t i = 0; i < full; i += 16) {  // plain loads: masked ones in this loop run ~3x slower here
-    if (next != nullptr && i % perLine == 0)
-      for (int j = 0; j < RB; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * d + i), _MM_HINT_T0);
-    __m512 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = load16(r + j * d + i);
-    for (int a = 0; a < QB; ++a) {
-      __m512 qv = _mm512_loadu_ps(q + a * d + i);
-      for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
-    }
-  }
-  if (full < d) {
-    const __mmask16 m = __mmask16((1u << (d - full)) - 1);
-    __m512 rv[RB];
-    for (int j = 0; j < RB; ++j) rv[j] = load16(r + j * d + full, m);
-    for (int a = 0; a < QB; ++a) {
-      __m512 qv = load16(q + a * d + full, m);
-      for (int j = 0; j < RB; ++j) acc[a][j] = _mm512_fmadd_ps(qv, rv[j], acc[a][j]);
-    }
-  }
-  for (int a = 0; a < QB; ++a) {
-    if constexpr (RB == 4) {  // four sums at once: a quarter of the shuffles
-      _mm_storeu_ps(out + a * 4, horizontalSum4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]));
-    } else {
-      for (int j = 0; j < RB; ++j) out[a * RB + j] = horizontalSum(acc[a][j]);
-    }
-  }
-}
 
 // float16 -> float32 for n values (a group of float16 rows, for the packed kernel).
 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void widenAvx512(const uint16_t* in, float* out, int64_t n) {
@@ -239,8 +151,8 @@ void widen(const uint16_t* in, float* out, int64_t n) {
 }
 
 // Sums of squares of four rows (stride d, read in their storage type), four independent chains
-// at once. Each is summed exactly as a 1x1 dot block of the row with itself would sum it (same
-// steps, tail and final reduction), so a row's norm never depends on where it falls.
+// at once, each summed in vector lanes then reduced in one fixed order: a row's norm never
+// depends on where it falls or on the query count.
 template <typename Row>
 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void sumSquares4Avx512(const void* rowsIn, int64_t d,
                                                                                      float* out) {
@@ -302,43 +214,51 @@ SumSquares4Fn sumSquares4() {
   }
 }
 
-constexpr int kBlock = 4;  // queries and rows per register block
-using DotBlockFn = void (*)(const float* queries, const void* rows, int64_t d, const void* prefetch, float* out);
-struct DotBlockTable {
-  DotBlockFn fn[kBlock][kBlock];
-};
-
-template <typename Row, template <typename, int, int> class Kernel>
-DotBlockTable makeTable() {
-  return DotBlockTable{{{Kernel<Row, 1, 1>::f, Kernel<Row, 1, 2>::f, Kernel<Row, 1, 3>::f, Kernel<Row, 1, 4>::f},
-                        {Kernel<Row, 2, 1>::f, Kernel<Row, 2, 2>::f, Kernel<Row, 2, 3>::f, Kernel<Row, 2, 4>::f},
-                        {Kernel<Row, 3, 1>::f, Kernel<Row, 3, 2>::f, Kernel<Row, 3, 3>::f, Kernel<Row, 3, 4>::f},
-                        {Kernel<Row, 4, 1>::f, Kernel<Row, 4, 2>::f, Kernel<Row, 4, 3>::f, Kernel<Row, 4, 4>::f}}};
-}
-template <typename Row, int QB, int RB> struct ScalarKernel { static constexpr DotBlockFn f = dotBlockScalar<Row, QB, RB>; };
-template <typename Row, int QB, int RB> struct Avx2Kernel { static constexpr DotBlockFn f = dotBlockAvx2<Row, QB, RB>; };
-template <typename Row, int QB, int RB> struct Avx512Kernel { static constexpr DotBlockFn f = dotBlockAvx512<Row, QB, RB>; };
-
-template <typename Row>
-const DotBlockTable& dotBlockTable() {
-  static const DotBlockTable scalar = makeTable<Row, ScalarKernel>();
-  static const DotBlockTable avx2 = makeTable<Row, Avx2Kernel>();
-  static const DotBlockTable avx512 = makeTable<Row, Avx512Kernel>();
-  switch (simdLevel()) {
-    case SimdLevel::Avx512: return avx512;
-    case SimdLevel::Avx2: return avx2;
-    default: return scalar;
-  }
+// Few queries at the scalar level (rows in the lanes of topk_packed.inc's dotRows elsewhere):
+// out[r * V + j] = dot(query r, row j), each a sequential chain of a * b + c. That is two
+// roundings a step, not one as fma (this level runs on CPUs without FMA instructions): another
+// order from the SIMD levels, still one order for every query count.
+template <typename Row, int MR, int V>
+void dotRowsScalar(const void* rowsIn, const float* queries, int64_t d, const void*, float* out) {
+  const Row* rows = static_cast<const Row*>(rowsIn);
+  float acc[MR][V] = {};
+  for (int64_t i = 0; i < d; ++i)
+    for (int v = 0; v < V; ++v) {
+      const float x = rowValue(rows + v * d, i);
+      for (int r = 0; r < MR; ++r) acc[r][v] = queries[r * d + i] * x + acc[r][v];
+    }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < V; ++v) out[r * V + v] = acc[r][v];
 }
 
 using PackedFn = void (*)(const float* qpack, const float* rows, int64_t d, float* out);
-using FilterFn = bool (*)(float* scores, int rows, const float* thresholds, const float* rowNorms, uint32_t* masks);
+using RowLanesFn = void (*)(const void* rows, const float* queries, int64_t d, const void* next, float* out);
+using FilterFn = bool (*)(float* scores, int count, const float* thresholds, const float* rowNorms, uint32_t* masks);
 
-// The packed kernel for many queries (topk_packed.inc) at one SIMD width and block shape:
-// `lanes` queries x `rowBlock` rows; fn[m - 1] handles m rows (group tails).
-struct PackedKernel {
-  int lanes, rowBlock;
+// The scalar level's filterScores (topk_packed.inc) for rows in lanes, V rows.
+template <int V>
+bool filterScoresScalar(float* scores, int count, const float* thresholds, const float* rowNorms, uint32_t* masks) {
+  bool bad = false;
+  for (int r = 0; r < count; ++r) {
+    masks[r] = 0;
+    for (int v = 0; v < V; ++v) {
+      float& s = scores[r * V + v];
+      if (rowNorms != nullptr) s = rowNorms[v] == 0.0f ? 0.0f : s / rowNorms[v];
+      bad |= !std::isfinite(s);
+      masks[r] |= uint32_t(s >= thresholds[r]) << v;
+    }
+  }
+  return bad;
+}
+
+// The kernel for one query count: `lanes` queries side by side (fn[m - 1] takes m of up to
+// `block` rows), or with `rowsInLanes` `lanes` rows side by side (rowFn[m - 1] takes m of up to
+// `block` queries).
+struct Kernel {
+  int lanes, block;
+  bool rowsInLanes;
   std::vector<PackedFn> fn;
+  std::vector<RowLanesFn> rowFn;
   FilterFn filter;
 };
 
@@ -354,11 +274,33 @@ struct Simd {
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static Vec broadcast(float x) { return _mm512_set1_ps(x); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+  static Vec divOrZero(Vec a, Vec b) {  // a / b, and 0 where b is 0
+    return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(b, zero(), _CMP_NEQ_UQ), a, b);
+  }
   static uint32_t atLeast(Vec a, Vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
   static bool anyNonFinite(Vec v) {  // v - v is NaN exactly where v is NaN or infinite
     const Vec z = _mm512_sub_ps(v, v);
     return _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q) != 0;
+  }
+  // Within each 128-bit lane: a0 b0 a1 b1, a2 b2 a3 b3, a0 a1 b0 b1, a2 a3 b2 b3.
+  static Vec unpackLow(Vec a, Vec b) { return _mm512_unpacklo_ps(a, b); }
+  static Vec unpackHigh(Vec a, Vec b) { return _mm512_unpackhi_ps(a, b); }
+  static Vec lowPairs(Vec a, Vec b) { return _mm512_shuffle_ps(a, b, 0x44); }
+  static Vec highPairs(Vec a, Vec b) { return _mm512_shuffle_ps(a, b, 0xee); }
+  // Values h .. h + 3 of 16 rows (row j's first at rows + j * stride): x[j] = [row j | j + 4 |
+  // j + 8 | j + 12] (dotRowsStep in topk_packed.inc).
+  static void loadFour(const float* rows, int64_t stride, int h, Vec x[4], Vec*) {
+    for (int j = 0; j < 4; ++j) {
+      x[j] = _mm512_castps128_ps512(_mm_loadu_ps(rows + j * stride + h));
+      for (int lane = 1; lane < 4; ++lane)
+        x[j] = _mm512_mask_broadcast_f32x4(x[j], __mmask16(0xf << (4 * lane)), _mm_loadu_ps(rows + (j + 4 * lane) * stride + h));
+    }
+  }
+  static void loadFour(const uint16_t* rows, int64_t stride, int h, Vec x[4], Vec*) {
+    auto four = [&](int row) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rows + row * stride + h)); };
+    for (int j = 0; j < 4; ++j)
+      x[j] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(four(j), four(j + 4))),
+                                                     _mm_unpacklo_epi64(four(j + 8), four(j + 12)), 1));
   }
 };
 #include "topk_packed.inc"
@@ -377,11 +319,37 @@ struct Simd {
   static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static Vec broadcast(float x) { return _mm256_set1_ps(x); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+  static Vec divOrZero(Vec a, Vec b) { return _mm256_andnot_ps(_mm256_cmp_ps(b, zero(), _CMP_EQ_OQ), _mm256_div_ps(a, b)); }
   static uint32_t atLeast(Vec a, Vec b) { return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ))); }
   static bool anyNonFinite(Vec v) {
     const Vec z = _mm256_sub_ps(v, v);
     return _mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0;
+  }
+  static Vec unpackLow(Vec a, Vec b) { return _mm256_unpacklo_ps(a, b); }
+  static Vec unpackHigh(Vec a, Vec b) { return _mm256_unpackhi_ps(a, b); }
+  static Vec lowPairs(Vec a, Vec b) { return _mm256_shuffle_ps(a, b, 0x44); }
+  static Vec highPairs(Vec a, Vec b) { return _mm256_shuffle_ps(a, b, 0xee); }
+  // Values h .. h + 3 of 8 rows (row j's first at rows + j * stride): x[j] = [row j | row j + 4]
+  // (dotRowsStep in topk_packed.inc). float32: a blend with a broadcast load (on Zen 3 a broadcast
+  // is a plain load and a blend takes any FP pipe, where an insert takes a shuffle pipe, the busy
+  // one here). float16: at h = 0 all 8 values of each row widened at once, values 4 .. 7 kept in
+  // `later` for h = 4 (one widening per value: 9-10% faster at 2 to 4 queries than widening each
+  // half, Zen 3).
+  static void loadFour(const float* rows, int64_t stride, int h, Vec x[4], Vec*) {
+    for (int j = 0; j < 4; ++j)
+      x[j] = _mm256_blend_ps(_mm256_castps128_ps256(_mm_loadu_ps(rows + j * stride + h)),
+                             _mm256_broadcast_ps(reinterpret_cast<const __m128*>(rows + (j + 4) * stride + h)), 0xf0);
+  }
+  static void loadFour(const uint16_t* rows, int64_t stride, int h, Vec x[4], Vec later[4]) {
+    for (int j = 0; j < 4; ++j) {
+      if (h != 0) {
+        x[j] = later[j];
+        continue;
+      }
+      const Vec a = load8(rows + j * stride), b = load8(rows + (j + 4) * stride);
+      x[j] = _mm256_permute2f128_ps(a, b, 0x20);
+      later[j] = _mm256_permute2f128_ps(a, b, 0x31);
+    }
   }
 };
 #include "topk_packed.inc"
@@ -389,34 +357,54 @@ struct Simd {
 #pragma GCC pop_options
 
 template <class Kernels, int V, size_t... M>
-PackedKernel makePackedKernel(std::index_sequence<M...>) {
-  return PackedKernel{Kernels::kLanes * V, int(sizeof...(M)), {Kernels::template dot<int(M) + 1, V>...},
-                      Kernels::template filter<V>};
+Kernel queryLanes(std::index_sequence<M...>) {
+  return Kernel{Kernels::kLanes * V, int(sizeof...(M)), false, {Kernels::template dot<int(M) + 1, V>...}, {},
+                Kernels::template filter<V, false>};
+}
+template <class Kernels, typename Row, int V, size_t... M>
+Kernel rowLanes(std::index_sequence<M...>) {
+  return Kernel{Kernels::kLanes * V, int(sizeof...(M)), true, {}, {Kernels::template rows<Row, int(M) + 1, V>...},
+                Kernels::template filter<V, true>};
+}
+// Rows in lanes: two vectors of rows a group for up to 3 queries (two accumulator chains a query
+// hide the FMA latency), one for more, in blocks of up to 12 queries.
+template <class Kernels, typename Row>
+const Kernel& rowLanesFor(int64_t numQueries) {
+  static const Kernel few = rowLanes<Kernels, Row, 2>(std::make_index_sequence<3>());
+  static const Kernel more = rowLanes<Kernels, Row, 1>(std::make_index_sequence<12>());
+  return numQueries <= 3 ? few : more;
 }
 
-// Block shapes: accumulators plus the query vectors and one broadcast fill the register file
-// (32 zmm, 16 ymm). Few queries use one vector of lanes, more use two. Measured on this VM's
-// 2 cores with rows from memory (AVX-512): ~334 GFLOP/s at 16 lanes x 16 rows (Q=16) and ~500 of
-// the ~524 GFLOP/s FMA peak at 32 lanes x 12 rows (Q=256), against ~320 for the 4x4 kernel.
-// Returns null at the scalar level, and below the query counts where the 4x4 kernel is faster:
-// the packed one computes every lane whatever the query count, and float16 rows must first be
-// widened for it. The crossovers below were measured at 300k x 768, 2 threads (bench/RESULTS.md).
-const PackedKernel* packedKernel(int64_t numQueries, bool half) {
+// Block shapes: accumulators plus the packed vectors and one broadcast fill the register file
+// (32 zmm, 16 ymm). Many queries are packed, one vector of lanes wide or two: measured on the
+// AVX-512 VM's 2 cores with rows from memory, ~334 GFLOP/s at 16 lanes x 16 rows (Q=16) and ~500
+// of the ~524 GFLOP/s FMA peak at 32 lanes x 12 rows (Q=256). Below the query counts here packed
+// queries would leave lanes idle (and float16 rows must first be widened for them): rows are in
+// the lanes instead. AVX2 crossovers measured at 300k x 768, 2 threads (bench/RESULTS.md); the
+// AVX-512 ones were measured against the kernel that rows in lanes replaced (no AVX-512 CPU since).
+const Kernel& kernelFor(int64_t numQueries, bool half) {
   switch (simdLevel()) {
     case SimdLevel::Avx512: {
-      if (numQueries < (half ? 32 : 12)) return nullptr;
-      static const PackedKernel narrow = makePackedKernel<avx512::Kernels, 1>(std::make_index_sequence<16>());
-      static const PackedKernel wide = makePackedKernel<avx512::Kernels, 2>(std::make_index_sequence<12>());
-      return numQueries <= 16 ? &narrow : &wide;
+      static const Kernel narrow = queryLanes<avx512::Kernels, 1>(std::make_index_sequence<16>());
+      static const Kernel wide = queryLanes<avx512::Kernels, 2>(std::make_index_sequence<12>());
+      if (numQueries < (half ? 32 : 12))
+        return half ? rowLanesFor<avx512::Kernels, uint16_t>(numQueries) : rowLanesFor<avx512::Kernels, float>(numQueries);
+      return numQueries <= 16 ? narrow : wide;
     }
     case SimdLevel::Avx2: {
-      if (numQueries < (half ? 16 : 8)) return nullptr;
-      static const PackedKernel narrow = makePackedKernel<avx2::Kernels, 1>(std::make_index_sequence<12>());
-      static const PackedKernel wide = makePackedKernel<avx2::Kernels, 2>(std::make_index_sequence<6>());
-      return numQueries <= 8 ? &narrow : &wide;
+      static const Kernel narrow = queryLanes<avx2::Kernels, 1>(std::make_index_sequence<12>());
+      static const Kernel wide = queryLanes<avx2::Kernels, 2>(std::make_index_sequence<6>());
+      if (numQueries < (half ? 14 : 8))
+        return half ? rowLanesFor<avx2::Kernels, uint16_t>(numQueries) : rowLanesFor<avx2::Kernels, float>(numQueries);
+      return numQueries <= 8 ? narrow : wide;
     }
-    default:
-      return nullptr;
+    default: {
+      static const Kernel rows32{4, 4, true, {}, {dotRowsScalar<float, 1, 4>, dotRowsScalar<float, 2, 4>, dotRowsScalar<float, 3, 4>,
+                                 dotRowsScalar<float, 4, 4>}, filterScoresScalar<4>};
+      static const Kernel rows16{4, 4, true, {}, {dotRowsScalar<uint16_t, 1, 4>, dotRowsScalar<uint16_t, 2, 4>,
+                                 dotRowsScalar<uint16_t, 3, 4>, dotRowsScalar<uint16_t, 4, 4>}, filterScoresScalar<4>};
+      return half ? rows16 : rows32;
+    }
   }
 }
 
@@ -438,8 +426,6 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   const int64_t Q = a.numQueries, d = a.dim;
   if (Q == 0) return "";
   const bool half = a.databaseType == HiddenType::Float16;
-  const DotBlockTable& floatRows = dotBlockTable<float>();
-  const DotBlockTable& rowTable = half ? dotBlockTable<uint16_t>() : floatRows;
   const int64_t rowBytes = d * hiddenElementBytes(a.databaseType);
 
   // Cosine mode scores dot(q / |q|, r) / |r|. The queries are scaled to unit length with their
@@ -500,14 +486,16 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
     return finite;
   };
 
-  // The packed kernel for many queries; the 4x4 register blocks otherwise. (The two sum in
-  // different orders: a score can differ in its last bits between a small and a large batch.)
-  const PackedKernel* packed = packedKernel(Q, half);
-  const int64_t lanes = packed != nullptr ? packed->lanes : kBlock;
-  const int64_t paddedQ = (Q + lanes - 1) / lanes * lanes;
+  // Many queries are packed side by side in the vector lanes (qpack) and each group of rows read
+  // as it is stored (float16 widened first); below a few dozen queries the rows of a group are put
+  // side by side instead, and the queries read as they are. Each score is one FMA chain either
+  // way: the same bits whatever the query count.
+  const Kernel& kernel = kernelFor(Q, half);
+  const int64_t lanes = kernel.lanes;
+  const int64_t paddedQ = kernel.rowsInLanes ? Q : (Q + lanes - 1) / lanes * lanes;
   struct AlignedFree { void operator()(float* p) const { std::free(p); } };
   std::unique_ptr<float[], AlignedFree> qpack;      // [paddedQ / lanes][d][lanes]
-  if (packed != nullptr) {
+  if (!kernel.rowsInLanes) {
     const size_t bytes = size_t(paddedQ * d * 4 + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
     qpack.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
     if (!qpack) return "out of memory: the kernel could not allocate its working memory";
@@ -522,10 +510,9 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
   // block of a chunk passes over it (each query block, fetched from L2, then serves the whole
   // group); the chunk's queries (~512 KiB) stay in L2. More queries than one chunk stream the
   // database once per chunk (then compute dominates).
-  // (4x4 kernel, measured on one AVX-512 core, Q=256: two register blocks per group 2-7% faster
-  // than one, three slower.)
-  const int64_t groupRows = packed != nullptr ? packed->rowBlock : 2 * kBlock;
-  const int64_t chunkQueries = std::max<int64_t>(lanes, (524288 / (d * 4)) / lanes * lanes);
+  const int64_t groupRows = kernel.rowsInLanes ? lanes : kernel.block;
+  const int64_t queryStep = kernel.rowsInLanes ? 1 : lanes;
+  const int64_t chunkQueries = std::max<int64_t>(queryStep, (524288 / (d * 4)) / queryStep * queryStep);
   const int64_t minRowsPerThread = std::max<int64_t>(1, (int64_t(1) << 20) / (Q * d));
   const int rangeCount = parallelRangeCount(numRows, resolveThreads(threads), minRowsPerThread);
   const Ranking better(a.segments);
@@ -534,18 +521,20 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
 
   parallelRanges(numRows, rangeCount, minRowsPerThread, [&](int t, int64_t begin, int64_t end) {
     std::vector<BoundedHeap>& mine = heaps[t];
-    // One group of float16 rows widened (the packed kernel reads float rows).
-    std::vector<float> widened(half && packed != nullptr ? size_t(groupRows * d) : 0);
+    // Packed queries: one group of float16 rows widened. Rows in lanes: a short group's rows
+    // beside zero rows.
+    std::vector<float> widened(half && !kernel.rowsInLanes ? size_t(groupRows * d) : 0);
+    std::vector<char> shortGroup(kernel.rowsInLanes ? size_t(groupRows * rowBytes) : 0);
     std::vector<char> normTail(a.normalized ? 0 : size_t(4 * rowBytes));
-    std::vector<float> rowNorms(size_t(groupRows), 1.0f);
+    std::vector<float> rowNorms(size_t(groupRows), 0.0f);
     std::vector<char> tiny(static_cast<size_t>(groupRows));
     std::vector<float> scaled;  // a group holding tiny rows, those scaled by 2^100 (rowNormsOf)
-    std::vector<float> block(size_t(groupRows * lanes));
+    std::vector<float> block(size_t(kernel.block * lanes));
     // Per query, the score a row needs to enter its heap: -inf until it holds k, then its worst
-    // score (padding lanes of the packed kernel: never). Most rows of a large database fail it.
+    // score (padding lanes of packed queries: never). Most rows of a large database fail it.
     std::vector<float> thresholds(size_t(paddedQ), HUGE_VALF);
     std::fill(thresholds.begin(), thresholds.begin() + Q, -HUGE_VALF);
-    std::vector<uint32_t> masks(static_cast<size_t>(groupRows));
+    std::vector<uint32_t> masks(static_cast<size_t>(kernel.block));
     bool nanHere = false;
     auto offer = [&](int64_t q, float s, int64_t row) {
       if (!(s >= thresholds[q])) return;
@@ -553,57 +542,64 @@ Status cosineTopKCpu(const TopKArgs& a, int threads) {
       heap.offer({s, int32_t(row)}, better);
       if (heap.items().size() == size_t(a.k)) thresholds[q] = heap.items().front().score;
     };
+    // After a kernel call on `called` rows (or with rows in lanes, queries) from q0 and the group
+    // at g0 of `count` rows: the scores that pass the filter go to the heaps.
+    auto offerBlock = [&](int64_t called, int64_t q0, int64_t g0, int64_t count) {
+      nanHere |= kernel.filter(block.data(), int(called), thresholds.data() + q0,
+                               a.normalized ? nullptr : rowNorms.data(), masks.data());
+      const uint32_t rowLanes = count == 32 ? ~0u : (1u << count) - 1;  // rows in lanes: not the zero rows
+      for (int64_t c = 0; c < called; ++c)
+        for (uint32_t m = kernel.rowsInLanes ? masks[c] & rowLanes : masks[c]; m != 0; m &= m - 1) {
+          const int lane = __builtin_ctz(m);
+          const float s = block[c * lanes + lane];
+          if (kernel.rowsInLanes) offer(q0 + c, s, g0 + lane);
+          else offer(q0 + lane, s, g0 + c);
+        }
+    };
     // Rows [lo, hi) of one segment (global numbers; the segment starts at global row `base`).
     auto scan = [&](const TopKSegment& seg, int64_t base, int64_t lo, int64_t hi, int64_t chunk, int64_t chunkEnd) {
       for (int64_t g0 = lo; g0 < hi; g0 += groupRows) {
         const int64_t count = std::min<int64_t>(groupRows, hi - g0);
-        const int64_t nextRows = std::min<int64_t>(groupRows, hi - g0 - count);
         const char* rows = static_cast<const char*>(seg.rows) + (g0 - base) * rowBytes;
-        const float* floats = reinterpret_cast<const float*>(rows);
-        if (!widened.empty()) {
-          widen(reinterpret_cast<const uint16_t*>(rows), widened.data(), count * d);  // the group's rows are contiguous
-          floats = widened.data();
-        }
         if (!a.normalized && !rowNormsOf(rows, count, rowNorms.data(), normTail, tiny.data())) nanHere = true;
-        const char* data = rows;  // the rows as the dot kernels read them
+        const char* data = rows;  // the rows as the kernel reads them
         if (!a.normalized && std::find(tiny.begin(), tiny.begin() + count, 1) != tiny.begin() + count) {
+          const float* floats = reinterpret_cast<const float*>(rows);  // tiny rows are float32
           scaled.assign(floats, floats + count * d);
           for (int64_t j = 0; j < count; ++j)
             if (tiny[j])
               for (int64_t i = 0; i < d; ++i) scaled[j * d + i] *= 0x1p100f;
           data = reinterpret_cast<const char*>(scaled.data());
-          floats = scaled.data();
         }
-        if (packed != nullptr) {
+        if (!kernel.rowsInLanes) {
+          const float* floats = reinterpret_cast<const float*>(data);
+          if (!widened.empty()) {
+            widen(reinterpret_cast<const uint16_t*>(data), widened.data(), count * d);  // the group's rows are contiguous
+            floats = widened.data();
+          }
           for (int64_t q0 = chunk; q0 < chunkEnd; q0 += lanes) {
-            packed->fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
-            nanHere |= packed->filter(block.data(), int(count), thresholds.data() + q0,
-                                      a.normalized ? nullptr : rowNorms.data(), masks.data());
-            for (int64_t j = 0; j < count; ++j)
-              for (uint32_t m = masks[j]; m != 0; m &= m - 1) {
-                const int lane = __builtin_ctz(m);
-                offer(q0 + lane, block[j * lanes + lane], g0 + j);
-              }
+            kernel.fn[count - 1](qpack.get() + q0 * d, floats, d, block.data());
+            offerBlock(count, q0, g0, count);
           }
           continue;
         }
-        for (int64_t q0 = chunk; q0 < chunkEnd; q0 += kBlock) {
-          const int qb = int(std::min<int64_t>(kBlock, chunkEnd - q0));
-          for (int64_t r0 = 0; r0 < count; r0 += kBlock) {
-            const int rb = int(std::min<int64_t>(kBlock, count - r0));
-            // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth:
-            // the first query block prefetches the next group while it reads this one.
-            const bool prefetchNext = q0 == chunk && r0 < nextRows;
-            rowTable.fn[qb - 1][rb - 1](queries + q0 * d, data + r0 * rowBytes, d,
-                                        prefetchNext ? rows + (count + r0) * rowBytes : nullptr, block.data());
-            for (int i = 0; i < qb; ++i)
-              for (int j = 0; j < rb; ++j) {
-                float s = block[i * rb + j];
-                if (!a.normalized) s = rowNorms[r0 + j] == 0.0f ? 0.0f : s / rowNorms[r0 + j];  // a zero row scores 0
-                if (!std::isfinite(s)) nanHere = true;
-                offer(q0 + i, s, g0 + r0 + j);
-              }
-          }
+        if (count < groupRows) {
+          std::fill(shortGroup.begin(), shortGroup.end(), 0);
+          std::copy(data, data + count * rowBytes, shortGroup.begin());
+          data = shortGroup.data();
+          std::fill(rowNorms.begin() + count, rowNorms.end(), 0.0f);  // zero rows score 0
+        }
+        // Rows are a few KiB, too short for the hardware prefetcher to reach full bandwidth: the next
+        // group is prefetched while this one is read, when it fits in L1 beside it (a 48 KiB group of
+        // float32 rows was slower prefetched than not, Zen 3).
+        const bool prefetchNext = hi - g0 - count >= groupRows && groupRows * rowBytes <= 24 * 1024;
+        const char* next = prefetchNext ? rows + groupRows * rowBytes : nullptr;
+        // The chunk's queries in blocks of at most kernel.block, of sizes within one of each other.
+        const int64_t n = chunkEnd - chunk, blocks = (n + kernel.block - 1) / kernel.block;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t q0 = chunk + n * b / blocks, q1 = chunk + n * (b + 1) / blocks;
+          kernel.rowFn[q1 - q0 - 1](data, queries + q0 * d, d, b == 0 ? next : nullptr, block.data());
+          offerBlock(q1 - q0, q0, g0, count);
         }
       }
     };
