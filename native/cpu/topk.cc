@@ -282,26 +282,6 @@ struct Simd {
     const Vec z = _mm512_sub_ps(v, v);
     return _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q) != 0;
   }
-  // Within each 128-bit lane: a0 b0 a1 b1, a2 b2 a3 b3, a0 a1 b0 b1, a2 a3 b2 b3.
-  static Vec unpackLow(Vec a, Vec b) { return _mm512_unpacklo_ps(a, b); }
-  static Vec unpackHigh(Vec a, Vec b) { return _mm512_unpackhi_ps(a, b); }
-  static Vec lowPairs(Vec a, Vec b) { return _mm512_shuffle_ps(a, b, 0x44); }
-  static Vec highPairs(Vec a, Vec b) { return _mm512_shuffle_ps(a, b, 0xee); }
-  // Values h .. h + 3 of 16 rows (row j's first at rows + j * stride): x[j] = [row j | j + 4 |
-  // j + 8 | j + 12] (dotRowsStep in topk_packed.inc).
-  static void loadFour(const float* rows, int64_t stride, int h, Vec x[4], Vec*) {
-    for (int j = 0; j < 4; ++j) {
-      x[j] = _mm512_castps128_ps512(_mm_loadu_ps(rows + j * stride + h));
-      for (int lane = 1; lane < 4; ++lane)
-        x[j] = _mm512_mask_broadcast_f32x4(x[j], __mmask16(0xf << (4 * lane)), _mm_loadu_ps(rows + (j + 4 * lane) * stride + h));
-    }
-  }
-  static void loadFour(const uint16_t* rows, int64_t stride, int h, Vec x[4], Vec*) {
-    auto four = [&](int row) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rows + row * stride + h)); };
-    for (int j = 0; j < 4; ++j)
-      x[j] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(four(j), four(j + 4))),
-                                                     _mm_unpacklo_epi64(four(j + 8), four(j + 12)), 1));
-  }
 };
 #include "topk_packed.inc"
 }  // namespace avx512
@@ -325,6 +305,7 @@ struct Simd {
     const Vec z = _mm256_sub_ps(v, v);
     return _mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0;
   }
+  // Within each 128-bit lane: a0 b0 a1 b1, a2 b2 a3 b3, a0 a1 b0 b1, a2 a3 b2 b3.
   static Vec unpackLow(Vec a, Vec b) { return _mm256_unpacklo_ps(a, b); }
   static Vec unpackHigh(Vec a, Vec b) { return _mm256_unpackhi_ps(a, b); }
   static Vec lowPairs(Vec a, Vec b) { return _mm256_shuffle_ps(a, b, 0x44); }
@@ -387,8 +368,10 @@ const Kernel& kernelFor(int64_t numQueries, bool half) {
     case SimdLevel::Avx512: {
       static const Kernel narrow = queryLanes<avx512::Kernels, 1>(std::make_index_sequence<16>());
       static const Kernel wide = queryLanes<avx512::Kernels, 2>(std::make_index_sequence<12>());
+      // Rows in AVX2's lanes: an AVX-512 version of them could not be run here (no AVX-512 CPU or
+      // emulator); each lane sums the same chain, so the scores are the same bits either way.
       if (numQueries < (half ? 32 : 12))
-        return half ? rowLanesFor<avx512::Kernels, uint16_t>(numQueries) : rowLanesFor<avx512::Kernels, float>(numQueries);
+        return half ? rowLanesFor<avx2::Kernels, uint16_t>(numQueries) : rowLanesFor<avx2::Kernels, float>(numQueries);
       return numQueries <= 16 ? narrow : wide;
     }
     case SimdLevel::Avx2: {
