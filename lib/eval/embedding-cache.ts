@@ -262,10 +262,10 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const onProgress = optionalFunction<(p: EncodeProgress) => void>('options.onProgress', options.onProgress);
   const signal = optionalAbortSignal('options.signal', options.signal);
   const chunkRows = optionalPositiveInteger('options.chunkRows', options.chunkRows) ?? 16384;
-  // A pipe or a FIFO (`<(zcat collection.tsv.gz)`) can be read only once: checked as it is
-  // encoded, and not hashed.
-  const checkFirst = (await fs.promises.stat(collection)).isFile();
   const collectionFile = await fileIdentity(collection);
+  // A pipe or a FIFO (`<(zcat collection.tsv.gz)`) can be read only once: checked as it is
+  // encoded, and not hashed (fileIdentity hashes regular files only).
+  const checkFirst = 'sha256' in collectionFile;
   const identity = { ...options.identity, collection: collectionFile };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
   const dir = path.join(options.cacheDir, key);
