@@ -18,7 +18,7 @@ import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
-  requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  requireInteger, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 import { configInteger, readJsonFile, readJsonValue } from './json-file';
 
@@ -796,7 +796,10 @@ export class Encoder {
  */
 export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
-    requireObject(name, e);
+    // A bare Float32Array has no row count: name the shape encode() returns.
+    if (typeof e !== 'object' || e === null || ArrayBuffer.isView(e) || Array.isArray(e)) {
+      throw new TypeError(`${name} must be { data, rows, dim } (what encode() returns), got ${typeName(e)}`);
+    }
     requireTypedArray(`${name}.data`, e.data, ['Float32Array']);
     const rows = requireInteger(`${name}.rows`, e.rows, 0);
     const dim = requirePositiveInteger(`${name}.dim`, e.dim);
