@@ -12,13 +12,14 @@ import * as ort from 'onnxruntime-node';
 import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
+import type { DownloadProgress } from './model';
 import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
 import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
-  requireInteger, requireObject, requirePositiveInteger, requireTypedArray, typeName,
+  requireInteger, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
 import { configInteger, readJsonFile, readJsonValue } from './json-file';
 
@@ -80,6 +81,11 @@ export interface EncoderOptions {
   /** Hub ids: the branch, tag or commit hash to load (default 'main'); pin a commit in production. */
   revision?: string | undefined;
   /**
+   * Called as a Hub model's files download (resolveModel's `onProgress`): for logs where stderr is
+   * no terminal, which gets no progress bar. Not called for a local folder or a model already cached.
+   */
+  onProgress?: ((progress: DownloadProgress) => void) | undefined;
+  /**
    * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
    * query takes about half the time it takes with sleeping threads. On a machine shared with
    * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
@@ -119,7 +125,7 @@ export interface EncodeStreamOptions {
 
 const ENCODER_OPTIONS = namesOf<EncoderOptions>({
   device: true, threads: true, maxLength: true, batchSize: true, maxBatchTokens: true, cacheDir: true, offline: true, revision: true,
-  spinWait: true, signal: true,
+  onProgress: true, spinWait: true, signal: true,
 });
 const ENCODE_OPTIONS = namesOf<EncodeOptions>({ normalize: true, onProgress: true, signal: true });
 const ENCODE_STREAM_OPTIONS = namesOf<EncodeStreamOptions>({ normalize: true, chunkSize: true, onProgress: true, signal: true });
@@ -505,8 +511,9 @@ export class Encoder {
     const offline = optionalBoolean('options.offline', o.offline, false);
     const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
     const signal = optionalAbortSignal('options.signal', o.signal);
+    const onProgress = optionalFunction<(p: DownloadProgress) => void>('options.onProgress', o.onProgress);
 
-    const model = await resolveModel(source, { cacheDir, offline, revision: o.revision, signal });
+    const model = await resolveModel(source, { cacheDir, offline, revision: o.revision, onProgress, signal });
     const layout = readModelLayout(model.dir);
     const maxLength = maxLengthOption ?? layout.maxSeqLength;
     if (maxLength < 2 || maxLength > layout.maxPositions) {
@@ -796,7 +803,10 @@ export class Encoder {
  */
 export function similarity(a: Embeddings, b: Embeddings): SimilarityMatrix {
   for (const [name, e] of [['a', a], ['b', b]] as const) {
-    requireObject(name, e);
+    // A bare Float32Array has no row count: name the shape encode() returns.
+    if (typeof e !== 'object' || e === null || ArrayBuffer.isView(e) || Array.isArray(e)) {
+      throw new TypeError(`${name} must be { data, rows, dim } (what encode() returns), got ${typeName(e)}`);
+    }
     requireTypedArray(`${name}.data`, e.data, ['Float32Array']);
     const rows = requireInteger(`${name}.rows`, e.rows, 0);
     const dim = requirePositiveInteger(`${name}.dim`, e.dim);

@@ -94,7 +94,9 @@ const typeCases: Case[] = [
   ['float32ToFloat16Array(null)', () => float32ToFloat16Array(any(null)), TypeError, 'src must be a Float32Array, got null'],
   ['float32ToFloat16Array of a string', () => float32ToFloat16Array(any('abc')), TypeError, 'src must be a Float32Array, got string'],
   ['float16ToFloat32Array of a Float32Array', () => float16ToFloat32Array(any(new Float32Array(2))), TypeError, 'src must be a Uint16Array or Float16Array, got Float32Array'],
-  ['similarity(null)', () => similarity(any(null), embeddings), TypeError, 'a must be an object, got null'],
+  ['similarity(null)', () => similarity(any(null), embeddings), TypeError, 'a must be { data, rows, dim } (what encode() returns), got null'],
+  ['similarity of bare Float32Arrays', () => similarity(embeddings, any(new Float32Array(4))), TypeError,
+    /^b must be \{ data, rows, dim \} \(what encode\(\) returns\), got Float32Array$/],
   ['similarity rows negative', () => similarity({ data: new Float32Array(4), rows: -2, dim: -2 }, embeddings), RangeError, 'a.rows must be >= 0, got -2'],
   ['similarity data a plain array', () => similarity(embeddings, { ...embeddings, data: any([0, 0, 0, 1]) }), TypeError, 'b.data must be a Float32Array, got Array'],
   // 70,000 x 70,000 cosines: past a Float32Array's 2^32 values (it was 'Invalid typed array length: 4900000000').

@@ -15,6 +15,14 @@
 // - An example with `serve` (a server) listens on a free port instead of 8080, is asked that URL
 //   once, and is stopped; the answer is what it "prints".
 // - Examples marked `gpu` are skipped, with a message, where no CUDA device is present.
+// The ```sh blocks run too, command by command, each block in a folder of its own, `camembed` and
+// `npx camembed` being this build's CLI, except those that need what no test has here (the network,
+// the repository's npm scripts, a BEIR dataset, an app of yours). A command must exit with the status
+// its comment gives, `(exit N)`, else 0, and a comment that starts with `camembed` is the start of its
+// error message (up to '...'). Besides the rewrites above, placeholders become files of the folder
+// (`M`, `<model folder>`: my-model, the tiny model's files; a `--tokenizer` folder: ../shared's
+// camembert-base tokenizer), an optional `[--option]` is left out, and make-random-model makes a model
+// of the tiny one's size instead of CamemBERT-base's.
 import { execFile, spawn } from 'child_process';
 import { once } from 'events';
 import * as fs from 'fs';
@@ -30,9 +38,38 @@ const TINY = path.resolve(root, '../shared/models/tiny-random-camembert');
 const haveModel = fs.existsSync(path.join(TINY, 'config.json'));
 const haveGpu = devices().cuda.length > 0;
 
+const TOKENIZER = path.resolve(root, '../shared/models/camembert-base-tokenizer');
+const haveTokenizer = fs.existsSync(path.join(TOKENIZER, 'tokenizer.json'));
+
 const docs = ['README.md', ...fs.readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
 const examples = docs.flatMap((doc) => [...fs.readFileSync(path.join(root, doc), 'utf8')
   .matchAll(/```(?:js|ts)\n\/\/ (\S+\.[mc]?[jt]s)\b.*\n([\s\S]*?)```/g)].map(([, file, body]) => ({ doc, file, body })));
+
+// The commands of the ```sh blocks that can run here: one line each (continuations joined), with its comment.
+const needsMore = /\bcurl |\bnpm |my-app\.js|my-beir-dataset/;
+const shellExamples = docs.flatMap((doc) => [...fs.readFileSync(path.join(root, doc), 'utf8').matchAll(/```sh\n([\s\S]*?)```/g)]
+  .filter(([, body]) => !needsMore.test(body))
+  .map(([, body]) => ({
+    doc,
+    commands: body.replace(/\\\n\s*/g, '').split('\n').filter((line) => /^[^#\s]/.test(line)).map((line) => {
+      const [, command, comment = ''] = /^(.*?)(?:\s+# (.*))?$/.exec(line)!;
+      return { command, comment };
+    }),
+  })));
+
+/** A shell example's command as it runs here (see the header). */
+function asRunHere(command: string): string {
+  const tiny = '--layers 2 --hidden 32 --heads 2 --intermediate 64';
+  return command
+    .replace(/ \/tmp\//g, ' tmp/')
+    .replace(/ \[[^\]]*\]/g, '')
+    .replace(/--model M\b/g, '--model my-model')
+    .replace(/<model folder>/g, 'my-model')
+    .replace(/--tokenizer \S*camembert-base-tokenizer|--tokenizer <[^>]*>/g, `--tokenizer ${TOKENIZER}`)
+    .replace(/--out <folder>/g, '--out random-model')
+    .replace(/ --(layers|hidden|heads|intermediate) \d+/g, '')
+    .replace(/make-random-model/g, `make-random-model ${tiny}`);
+}
 
 interface Spec {
   check?: (stdout: string, dir: string, body: string) => void;
@@ -71,7 +108,7 @@ const specs: Record<string, Spec> = {
       expect(out).toMatch(/Int32Array\(2\) \[ 0, 2 \] Float32Array\(2\) \[ 1, 0\.6\d* \] 2/);
     },
   },
-  'typed.mts': {},
+  'typed.mts': { check: (out) => expect(out).toBe('32\n') },  // 768 with the real model
   // docs/encoder.md ('1 768' with the real model; which passage scores higher is random here)
   'compare.js': { check: (out) => expect(out).toMatch(/^1 32\n\[ -?\d\.\d+, -?\d\.\d+ \]\n$/) },
   'server.mjs': {
@@ -115,11 +152,34 @@ async function exampleFolder(): Promise<string> {
   fs.mkdirSync(path.join(dir, 'node_modules'));
   fs.symlinkSync(root, path.join(dir, 'node_modules', 'camembed'));
   fs.symlinkSync(path.join(root, 'node_modules', 'onnxruntime-node'), path.join(dir, 'node_modules', 'onnxruntime-node'));
-  fs.writeFileSync(path.join(dir, 'passages.txt'), 'Paris est la capitale de la France.\nLe noyau gère la mémoire.\napt install installe un paquet.\n');
+  const passages = ['Paris est la capitale de la France.', 'Le noyau gère la mémoire.', 'apt install installe un paquet.'];
+  const questions = ['Quelle est la capitale de la France ?', 'Comment installer un paquet ?'];
+  const tsv = (prefix: string, texts: string[]) => texts.map((t, i) => `${prefix}${i}\t${t}\n`).join('');
+  fs.writeFileSync(path.join(dir, 'passages.txt'), passages.map((t) => `${t}\n`).join(''));
+  for (const file of ['texts.txt', 'queries.txt', 'questions.txt']) fs.writeFileSync(path.join(dir, file), questions.map((t) => `${t}\n`).join(''));
+  fs.writeFileSync(path.join(dir, 'collection.tsv'), tsv('p', passages));
+  fs.writeFileSync(path.join(dir, 'queries.tsv'), tsv('q', questions));
+  fs.writeFileSync(path.join(dir, 'qrels.tsv'), 'q0 0 p0 1\nq1 0 p2 1\n');
+  const random = (rows: number) => Float32Array.from({ length: rows * 32 }, () => Math.random() - 0.5);
+  fs.writeFileSync(path.join(dir, 'passages.npy'), npy(random(3), 3, 32));
+  fs.writeFileSync(path.join(dir, 'queries.npy'), npy(random(2), 2, 32));
+  // A model folder of yours: the tiny model's files, its weights converted where they lie when used.
+  fs.mkdirSync(path.join(dir, 'my-model'));
+  for (const f of haveModel ? fs.readdirSync(TINY) : []) {
+    if (f !== 'model.onnx' && f !== 'golden') fs.symlinkSync(path.join(TINY, f), path.join(dir, 'my-model', f));
+  }
   const index = new VectorIndex({ dim: 32 });
-  index.add(Float32Array.from({ length: 3 * 32 }, () => Math.random() - 0.5));
+  index.add(random(3));
   await index.save(path.join(dir, 'corpus.cmbd'));
   return dir;
+}
+
+/** A .npy of float32 [rows, dim], as numpy's np.save writes it (format 1.0). */
+function npy(data: Float32Array, rows: number, dim: number): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
+  const header = `${dict.padEnd(Math.ceil((dict.length + 11) / 64) * 64 - 11)}\n`;
+  const prefix = Buffer.from([0x93, ...Buffer.from('NUMPY'), 1, 0, header.length & 0xff, header.length >> 8]);
+  return Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
 }
 
 function freePort(): Promise<number> {
@@ -212,4 +272,50 @@ for (const { doc, file, body } of examples) {
     console.log(`doc-examples: skipping ${doc}'s ${file}: ${missing}`);
   }
   (missing === null ? test : test.skip)(`${doc}: ${file} runs and prints what its comments say`, () => runExample(file, body, spec), 60_000);
+}
+
+/** Runs one shell command in `dir`, `camembed` and `npx camembed` being this build's CLI. */
+function runShell(command: string, dir: string): Promise<{ status: number; stderr: string }> {
+  const cli = `camembed() { node ${JSON.stringify(path.join(root, 'dist/cli.js'))} "$@"; }
+npx() { if [ "$1" = camembed ]; then shift; camembed "$@"; else command npx "$@"; fi; }
+`;
+  return new Promise((resolve) => {
+    execFile('bash', ['-c', cli + command], { cwd: dir, env }, (error, _out, stderr) => {
+      resolve({ status: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stderr });
+    });
+  });
+}
+
+test('the shell examples that run here are found', () => {
+  expect(shellExamples.map((e) => `${e.doc}: ${e.commands[0].command.split(' ').slice(0, 3).join(' ')}`)).toEqual([
+    'README.md: camembed encode --model',
+    'docs/cli.md: camembed index neighbors',
+    'docs/encoder.md: npx camembed make-random-model',
+    'docs/encoder.md: camembed encode --model',
+    'docs/eval.md: camembed eval --model',
+    'docs/index.md: camembed index build',
+    'docs/model.md: npx camembed make-random-model',
+    'docs/model.md: cp -rL "$(node',
+  ]);
+});
+
+for (const { doc, commands } of shellExamples) {
+  const missing = !haveModel || !haveTokenizer ? `no tiny model or tokenizer under ${path.dirname(TINY)} (../shared)` : null;
+  if (missing !== null) {
+    // eslint-disable-next-line no-console
+    console.log(`doc-examples: skipping ${doc}'s shell example ${commands[0].command}: ${missing}`);
+  }
+  (missing === null ? test : test.skip)(`${doc}: the shell example ${commands[0].command.slice(0, 60)} runs as its comments say`, async () => {
+    const dir = await exampleFolder();
+    try {
+      for (const { command, comment } of commands) {
+        const { status, stderr } = await runShell(asRunHere(command), dir);
+        const message = /^camembed.*?:.*?(?= \.\.\.| \(exit|$)/.exec(comment)?.[0];
+        expect({ command, status, stderr: message === undefined ? '' : stderr.slice(0, message.length) }).toEqual(
+          { command, status: Number(/\(exit (\d+)\)/.exec(comment)?.[1] ?? 0), stderr: message ?? '' });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 }

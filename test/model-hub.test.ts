@@ -410,6 +410,21 @@ describe('resolveModel from the Hub', () => {
     expect(listFiles(model.dir)).toEqual(Object.keys(REPOS['org/onnx-inline'].files).sort());
   });
 
+  testWithModel('Encoder.load reports a Hub download through onProgress (a server logging it has no progress bar)', async () => {
+    const progress: { file: string; bytes: number; totalBytes: number | null }[] = [];
+    const encoder = await withEnv({ HF_ENDPOINT: hub.endpoint }, () =>
+      Encoder.load('org/onnx-inline', { cacheDir, threads: 1, onProgress: (p) => progress.push(p) }));
+    await encoder.dispose();
+    const graph = REPOS['org/onnx-inline'].files['model.onnx'];
+    expect(progress.filter((p) => p.file === 'model.onnx').at(-1)).toEqual({ file: 'model.onnx', bytes: graph.length, totalBytes: graph.length });
+    expect(new Set(progress.map((p) => p.file))).toEqual(new Set(Object.keys(REPOS['org/onnx-inline'].files)));
+    // Cached: nothing to report.
+    progress.length = 0;
+    await (await Encoder.load('org/onnx-inline', { cacheDir, offline: true, threads: 1, onProgress: (p) => progress.push(p) })).dispose();
+    expect(progress).toEqual([]);
+    await expect(Encoder.load('org/onnx-inline', { cacheDir, onProgress: 'log' as never })).rejects.toThrow('options.onProgress must be a function, got string');
+  });
+
   test('an ONNX graph whose external data is outside its folder is refused, one naming a file the repo lacks is a 404 naming it, a damaged one is named', async () => {
     for (const [id, location] of [['org/onnx-outside', '../outside.bin'], ['org/onnx-absolute', '/etc/outside.bin']]) {
       await expect(resolveModel(id, fast())).rejects.toThrow(

@@ -177,6 +177,12 @@ describeFiles('camembed index build / search', () => {
       await index.save(noModel);
       expect((await captureStdout(['search', '--index', noModel, questions[0]])).code).toBe(1);
       expect(written()).toMatch(/antoinelouis\/biencoder-camembert-base-mmarcoFR at revision 'main' is not in the Hugging Face cache/);
+      // The default model may not be what made vectors stored without --model: said, unless --model is given.
+      const note = `note: ${noModel} records no model; searching with antoinelouis/biencoder-camembert-base-mmarcoFR (--model sets it)\n`;
+      expect(written()).toContain(note);
+      stderr.mockClear();
+      expect((await captureStdout(['search', '--index', noModel, '--model', MODEL, questions[0]])).code).toBe(1);  // 32-d model, 4-d index
+      expect(written()).not.toContain('note:');
     } finally {
       for (const [name, value] of [['HF_HUB_OFFLINE', saved.offline], ['HF_HUB_CACHE', saved.cache]] as const) {
         if (value === undefined) delete process.env[name];

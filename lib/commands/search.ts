@@ -147,7 +147,8 @@ export async function run(argv: string[]): Promise<void> {
 
 /**
  * The encoder for the questions: --model, else the model the index records (a recorded folder
- * that is missing here is a usage error; another model than the recorded one gets a note).
+ * that is missing here is a usage error; another model than the recorded one, or the default for an index that
+ * records none, gets a note).
  */
 async function loadEncoder(options: Record<string, unknown>, index: VectorIndex, indexFile: string, device: 'cpu'): Promise<Encoder> {
   const recorded = typeof index.metadata.model === 'string' ? index.metadata.model : undefined;
@@ -157,6 +158,9 @@ async function loadEncoder(options: Record<string, unknown>, index: VectorIndex,
   }
   if (recorded !== undefined && modelSource(model) !== modelSource(recorded)) {
     process.stderr.write(`note: ${indexFile} was built with the model ${recorded}; searching with ${model}\n`);
+  } else if (recorded === undefined && options.model === undefined) {
+    // Vectors stored without --model: the default may not be what made them (equal dims pass the check below).
+    process.stderr.write(`note: ${indexFile} records no model; searching with ${model} (--model sets it)\n`);
   }
   if (options.model === undefined) requireModel(model, options.revision as string | undefined);  // a given one is checked before the load
   // The revision the index records goes with its model, not with one given by --model.
