@@ -286,7 +286,7 @@ describeModel('camembed encode', () => {
     }
   });
 
-  test('a --device this machine lacks is an error naming --device (the API\'s options.device was named), before any work', async () => {
+  test('a --device this machine lacks is a usage error (exit 2) naming --device (the API\'s options.device was named), before any work', async () => {
     const gpus = devices().cuda.length;
     const device = gpus === 0 ? 'cuda' : `cuda:${gpus}`;
     const file = input;  // an index file is only checked to be a file before the device is
@@ -302,7 +302,7 @@ describeModel('camembed encode', () => {
     try {
       for (const command of commands) {
         stderr.mockClear();
-        expect({ command, status: await main([...command, '--device', device]) }).toEqual({ command, status: 1 });
+        expect({ command, status: await main([...command, '--device', device]) }).toEqual({ command, status: 2 });
         expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`^camembed ${command[0]}: --device is '${device}' but `));
       }
       expect(fs.existsSync(path.join(dir, 'device.f32'))).toBe(false);
@@ -314,7 +314,7 @@ describeModel('camembed encode', () => {
   // As on a GPU without onnxruntime-node's CUDA binaries (camembed's kernels see a device 0), and as with camembed
   // built without its CUDA kernels (encode only: the other commands need them); here the provider cannot start.
   // The library's words ("or use device 'cpu'") were printed, and only once the input was read and the model loaded.
-  (devices().cuda.length === 0 ? test : test.skip)('a CUDA device whose ONNX Runtime provider cannot start is an error naming --device, before any work', async () => {
+  (devices().cuda.length === 0 ? test : test.skip)('a CUDA device whose ONNX Runtime provider cannot start is a usage error (exit 2) naming --device, before any work', async () => {
     const late = path.join(dir, 'provider-late-bad.txt');  // read through before the model loads: its error would come first
     fs.writeFileSync(late, Buffer.concat([Buffer.from('bonjour\n'), Buffer.from([0x61, 0xff, 0x0a])]));
     const commands = [
@@ -337,7 +337,7 @@ describeModel('camembed encode', () => {
         info.mockReturnValue({ ...real, ...build });
         for (const command of run) {
           stderr.mockClear();
-          expect({ command, status: await main([...command, '--device', 'cuda']) }).toEqual({ command, status: 1 });
+          expect({ command, status: await main([...command, '--device', 'cuda']) }).toEqual({ command, status: 2 });
           expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`^camembed ${command[0]}: --device is 'cuda' but ` +
             "onnxruntime-node's CUDA execution provider could not start \\(it needs CUDA 12, cuDNN 9 and a GPU\\): .+, or set --device to 'cpu'\\.\\n$"));
         }

@@ -147,9 +147,12 @@ interface Context {
   signal?: AbortSignal;
 }
 
+/** Whether `value` can name a branch, tag or commit hash: a path of the cache is made from it. */
+export const isRevision = (value: unknown): value is string => typeof value === 'string' && value !== '' && !value.includes('..');
+
 export async function resolveHubModel(id: string, options: ResolveOptions): Promise<ResolvedModel> {
   const revision = options.revision ?? 'main';
-  if (typeof revision !== 'string' || revision === '' || revision.includes('..')) {
+  if (!isRevision(revision)) {
     throw new TypeError(`options.revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
