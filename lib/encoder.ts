@@ -9,6 +9,7 @@ import * as path from 'path';
 import { Readable } from 'stream';
 import * as util from 'util';
 import * as ort from 'onnxruntime-node';
+import { watchAbort } from './abort';
 import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
@@ -27,36 +28,13 @@ import { configInteger, readJsonFile, readJsonValue } from './json-file';
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
 /**
- * The calls waiting on each signal, behind one 'abort' listener per signal: a listener per call made
- * Node.js warn of a leak (MaxListenersExceededWarning) once 11 calls at a time shared a signal.
- */
-const abortWaiters = new WeakMap<AbortSignal, Set<() => void>>();
-
-function abortWaiting(event: Event): void {
-  for (const reject of abortWaiters.get(event.target as AbortSignal) ?? []) reject();
-}
-
-/**
  * `work`, or a rejection with `signal.reason` as soon as the signal aborts (the work itself goes on
- * to its next check); the call stops waiting on the signal when either comes first, and the last one
- * waiting removes the listener, so a signal shared by many calls keeps none.
+ * to its next check); the call stops watching the signal when either comes first.
  */
 function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    let waiting = abortWaiters.get(signal);
-    if (waiting === undefined) {
-      abortWaiters.set(signal, waiting = new Set());
-      signal.addEventListener('abort', abortWaiting, { once: true });
-    }
-    waiting.add(onAbort);
-    work.then(resolve, reject).finally(() => {
-      waiting.delete(onAbort);
-      if (waiting.size === 0) {
-        abortWaiters.delete(signal);
-        signal.removeEventListener('abort', abortWaiting);
-      }
-    });
+    const stopWatching = watchAbort(signal, () => reject(signal.reason));
+    work.then(resolve, reject).finally(stopWatching);
   });
 }
 

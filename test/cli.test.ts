@@ -294,6 +294,11 @@ test('outputs and inputs are checked before any model is loaded: a missing folde
       [['encode', '--input', dir, '--output', path.join(dir, 'o.f32')], `--input ${dir} is a folder, not a file`],
       [['make-random-model', '--tokenizer', dir, '--out', input], `--out ${input} is a file, not a folder`],
       [['search', '--index', input, '--device', 'gpu', 'x'], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"],
+      // Refused by the library's own checks, which named options.device and options.revision (exit 1).
+      [['encode', '--input', input, '--output', path.join(dir, 'o.f32'), '--device', 'cuda:00'], `--device must be written 'cuda:0', got "cuda:00"`],
+      [['index', 'neighbors', input, '--device', 'cuda:99999999999'], '--device is "cuda:99999999999", past any CUDA device index'],
+      [['encode', '--input', input, '--output', path.join(dir, 'o.f32'), '--model', 'org/name', '--revision', '../main'],
+        "--revision must be a branch, tag or commit hash, got '../main'"],
     ];
     for (const [args, message] of cases) {
       const { code, stderr } = await runCli(args);

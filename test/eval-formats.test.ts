@@ -183,6 +183,29 @@ describe('TrecRunWriter', () => {
     expect(fs.existsSync(`${file}.partial`)).toBe(false);
   });
 
+  test("ids holding '#' are written as given, with one warning a run: trec_eval misreads them", async () => {
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      const file = path.join(dir, 'hash.trec');
+      const writer = await TrecRunWriter.open(file);
+      await writer.write('q1', ['d1'], [1]);
+      await writer.write('q#2', ['d2'], [1]);
+      await writer.write('q3', ['page#section'], [1]);
+      await writer.close();
+      expect(fs.readFileSync(file, 'utf8').split('\n').map((line) => line.split(' ').slice(0, 3).join(' ')))
+        .toEqual(['q1 Q0 d1', 'q#2 Q0 d2', 'q3 Q0 page#section', '']);
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([`${file}: the lines of query 'q#2' hold '#', which trec_eval misreads ` +
+        '(a comment mark to it): score this run with pytrec_eval, or map such ids first']);
+      warn.mockClear();
+      const plain = await TrecRunWriter.open(path.join(dir, 'plain.trec'));
+      await plain.write('q1', ['d1'], [1]);
+      await plain.close();
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
   test('a run named by a symbolic link (to nothing yet, then to the run) is written to the file it names; the link stays', async () => {
     const link = path.join(dir, 'latest.trec');
     fs.symlinkSync('linked.trec', link);

@@ -222,9 +222,11 @@ describe('resolveModel from the Hub', () => {
 
   test('the wait between attempts doubles up to a minute (40 retries: no wait past what a timer takes)', async () => {
     // Every wait recorded and skipped: 40 doublings of 500 ms would pass 2^31 - 1 ms, which a timer ends at once.
-    const timers = require('timers/promises') as typeof import('timers/promises');
     const waits: number[] = [];
-    const skip = jest.spyOn(timers, 'setTimeout').mockImplementation(((ms: number) => { waits.push(ms); return Promise.resolve(); }) as typeof timers.setTimeout);
+    const skip = jest.spyOn(global, 'setTimeout').mockImplementation(((run: () => void, ms: number) => {
+      waits.push(ms);
+      setImmediate(run);
+    }) as typeof setTimeout);
     try {
       await expect(resolveModel('org/public', { cacheDir: path.join(cacheDir, 'backoff'), endpoint: 'http://127.0.0.1:1', retries: 40 }))
         .rejects.toThrow(/after 41 attempts/);
@@ -677,6 +679,36 @@ describe('a signal (AbortSignal) stops a download', () => {
         .toBe(sha256(REPOS['org/sharded'].files['model-00001-of-00002.safetensors']));
     }
     expect(abortListeners(signal)).toBe(0);
+  });
+
+  test('one signal shared by 20 downloads at once: no leak warning from Node.js (past 10 listeners), none left after', async () => {
+    const { signal } = new AbortController();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      // At once on the signal: 20 HEAD requests, 20 waits before a retry (a 503 each), 19 waits for the blob lock.
+      hub.failures.set('config.json', 20);
+      const models = await Promise.all(Array.from({ length: 20 }, () => resolveModel('org/public', { ...fast(), signal })));
+      await new Promise(setImmediate);  // Node.js emits its warnings on the next tick
+      models.forEach((m) => expect(m).toEqual(models[0]));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+    expect(abortListeners(signal)).toBe(0);
+  });
+
+  test('an abort stops the download even when an earlier listener of the signal stops the event\'s propagation', async () => {
+    const controller = new AbortController();
+    controller.signal.addEventListener('abort', (event) => event.stopImmediatePropagation());
+    const reason = new Error('client went away');
+    await expect(resolveModel('org/public', {
+      ...fast(), signal: controller.signal,
+      onProgress: (p) => { if (p.file === 'model.safetensors' && p.bytes > 0) controller.abort(reason); },
+    })).rejects.toBe(reason);
+    // Cut mid-file: not downloaded to the end and then refused.
+    expect(fs.statSync(path.join(repoDir('org/public'), `blobs/${sha256(weights)}.incomplete`)).size).toBeLessThan(weights.length);
   });
 });
 

@@ -10,7 +10,7 @@ import * as path from 'path';
 import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
 import { readTextLineBatches, readTextLines } from '../lines';
-import { looksLikeHubId } from '../model/hub';
+import { isRevision, looksLikeHubId } from '../model/hub';
 import { modelFiles } from '../model/local';
 import { MAX_THREADS, suggestion } from '../validate';
 import { createProgressBar, ProgressBar } from '../progress';
@@ -141,13 +141,27 @@ export function requiredString(options: Parsed['options'], name: string, placeho
 
 /**
  * Usage errors before the model loads, which Encoder.load would give as runtime errors: a model that
- * is neither an existing folder nor a Hub id (a mistyped path), and --revision with a model folder
- * (a folder has no revisions).
+ * is neither an existing folder nor a Hub id (a mistyped path), --revision with a model folder
+ * (a folder has no revisions), and a --revision the Hub cannot have.
  */
 export function requireModel(model: string, revision: string | undefined): void {
   const exists = fs.existsSync(model);
   if (!exists && !looksLikeHubId(model)) throw new CliUsageError(`--model ${model} does not exist, and is not a Hub id 'org/name' either`);
   if (revision !== undefined && exists) throw new CliUsageError(`--revision is for Hub ids, but ${model} is a folder here`);
+  if (revision !== undefined && !isRevision(revision)) throw new CliUsageError(`--revision must be a branch, tag or commit hash, got '${revision}'`);
+}
+
+/**
+ * --device checked against this machine by the library's own `checks` (naming the option), before any
+ * work: a device this machine lacks, or whose ONNX Runtime provider cannot start, is a usage error, as
+ * a --model that does not exist is.
+ */
+export async function requireDevice(device: string, ...checks: ((device: string, name: string) => unknown)[]): Promise<void> {
+  try {
+    for (const check of checks) await check(device, '--device');
+  } catch (err) {
+    throw new CliUsageError((err as Error).message);
+  }
 }
 
 /**

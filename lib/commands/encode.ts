@@ -6,8 +6,8 @@ import { followLinks } from '../atomic-file';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireModel, requireOutputFile, textsWithProgress,
-  THREADS_OPTION, writeStdout,
+  checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireModel,
+  requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -58,7 +58,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
   }
   requireModel(options.model as string, options.revision as string | undefined);
-  await checkOnnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it, naming the option as given here
+  await requireDevice(options.device as string, checkOnnxRuntimeDevice);  // as Encoder.load checks it
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
   if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
   await checkTextFile(input, 'check input');  // before the output is created and the model loads

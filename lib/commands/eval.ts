@@ -9,7 +9,7 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireFileOption, requireIndexK, requireModel,
+  CliInterrupted, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption, requireIndexK, requireModel,
   requireOutputFile, THREADS_OPTION,
 } from './args';
 
@@ -85,8 +85,7 @@ export async function run(argv: string[]): Promise<void> {
   else if (device !== 'cpu' && maxCutoff > INDEX_CUDA_MAX_K) {
     throw new CliUsageError(`--metrics: a cutoff of ${maxCutoff} needs k >= ${maxCutoff}, but a search with --device ${device} takes k <= ${INDEX_CUDA_MAX_K}`);
   }
-  resolveDevice(device, '--device');  // as the index and the encoder check it, naming the option as given here
-  await checkOnnxRuntimeDevice(device, '--device');  // the encoder's ONNX Runtime provider too
+  await requireDevice(device, resolveDevice, checkOnnxRuntimeDevice);  // as the index and the encoder check it
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;

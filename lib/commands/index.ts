@@ -13,7 +13,7 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption,
+  checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireFileOption,
   requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { suggestion } from '../validate';
@@ -88,7 +88,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
   requireIndexK(options.k as number, options.device as string);
-  resolveDevice(options.device, '--device');  // as VectorIndex.load checks it, naming the option as given here
+  await requireDevice(options.device as string, resolveDevice);  // as VectorIndex.load checks it
 
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(file, { device: options.device as 'cpu', mmap: options.mmap === true, onProgress }));
   const bar = createProgressBar({ label: 'neighbors', unit: 'items', total: index.size });
@@ -189,7 +189,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError(`--dtype must be 'float32' or 'float16', got '${dtype}'`);
   }
   const device = options.device as 'cpu';
-  resolveDevice(device, '--device');  // as VectorIndex and Encoder.load check it, naming the option as given here
+  await requireDevice(device, resolveDevice);  // as VectorIndex checks it (and Encoder.load, below)
   // With --vectors too: search would fail on a folder recorded with a revision.
   requireModel(model ?? DEFAULT_MODEL, options.revision as string | undefined);
   await requireWritableFolder(output);  // the save comes after the encoding, possibly hours of it
@@ -209,7 +209,7 @@ export async function run(argv: string[]): Promise<void> {
     if (options.dim !== undefined) throw new CliUsageError('--dim goes with a raw float32 --vectors file');
     const input = options.input as string;
     requireExists('input', input);
-    await checkOnnxRuntimeDevice(device, '--device');  // as Encoder.load checks it, naming the option as given here
+    await requireDevice(device, checkOnnxRuntimeDevice);  // as Encoder.load checks it
     await checkTextFile(input, 'check input');  // before the model loads
     const endLoadInterrupt = onInterrupt();  // a model converted as it loads leaves no temporary file
     const encoder = await Encoder.load(model ?? DEFAULT_MODEL, {

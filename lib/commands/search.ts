@@ -12,8 +12,8 @@ import { createProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
 import {
-  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput,
-  THREADS_OPTION, withFileProgress, writeStdout,
+  CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireFileOption, requireModel, requireIndexK,
+  requireNotAnInput, THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
@@ -87,8 +87,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   const k = options.k as number;
   requireIndexK(k, options.device as string);
-  resolveDevice(options.device, '--device');  // as VectorIndex.load checks it, naming the option as given here
-  if (vectorsFile === undefined) await checkOnnxRuntimeDevice(options.device, '--device');  // as Encoder.load checks it
+  // As VectorIndex.load checks it, and Encoder.load for questions to encode.
+  await requireDevice(options.device as string, resolveDevice, ...(vectorsFile === undefined ? [checkOnnxRuntimeDevice] : []));
   const format = options.format as string;
   if (format !== 'tsv' && format !== 'jsonl') throw new CliUsageError(`--format must be 'tsv' or 'jsonl', got '${format}'`);
   const batchSize = options['batch-size'] as number;

@@ -159,6 +159,8 @@ export class TrecRunWriter {
   private ended: 'closed' | 'aborted' | null = null;
   /** Queries written: trec_eval would merge a second ranking of one into the first. */
   private readonly qids = new Set<string>();
+  /** Whether a line written held '#' (the warning comes once). */
+  private holdsHash = false;
 
   private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
     const failure = this.failure;
@@ -202,7 +204,15 @@ export class TrecRunWriter {
     }
     if (this.failure.error !== null) throw this.failure.error;
     this.qids.add(qid);
-    if (!this.out.write(lines.join(''))) {
+    const text = lines.join('');
+    // A valid run, which pytrec_eval's parse_run reads as written; trec_eval (get_trec_results.c)
+    // takes a line starting with '#' for a comment and leaves every line holding one out of its count.
+    if (!this.holdsHash && text.includes('#')) {
+      this.holdsHash = true;
+      process.emitWarning(`${this.file}: the lines of query '${qid}' hold '#', which trec_eval misreads (a comment mark ` +
+        'to it): score this run with pytrec_eval, or map such ids first');
+    }
+    if (!this.out.write(text)) {
       // A write that fails (disk full, file too large) ends the stream ('error', then 'close'), never in 'drain'.
       await new Promise<void>((resolve, reject) => {
         const settle = () => {

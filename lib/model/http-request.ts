@@ -9,6 +9,7 @@ import * as http from 'http';
 import * as https from 'https';
 import * as net from 'net';
 import * as tls from 'tls';
+import { watchAbort } from '../abort';
 
 export interface Response {
   status: number;
@@ -92,11 +93,7 @@ function proxyHeaders(proxy: URL): Record<string, string> {
  * removes the listener, for when the stream no longer needs it (a shared signal keeps none).
  */
 export function destroyOnAbort(stream: { destroy(err?: Error): unknown }, signal: AbortSignal | undefined): () => void {
-  if (signal === undefined) return () => undefined;
-  const onAbort = () => stream.destroy(signal.reason);
-  signal.addEventListener('abort', onAbort, { once: true });
-  if (signal.aborted) onAbort();
-  return () => signal.removeEventListener('abort', onAbort);
+  return signal === undefined ? () => undefined : watchAbort(signal, () => stream.destroy(signal.reason));
 }
 
 const defaultPort = (url: URL) => url.port || (url.protocol === 'https:' ? '443' : '80');

@@ -17,7 +17,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
-import { setTimeout as delay } from 'timers/promises';
+import { watchAbort } from '../abort';
 import { loadAddon } from '../native';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
@@ -147,9 +147,12 @@ interface Context {
   signal?: AbortSignal;
 }
 
+/** Whether `value` can name a branch, tag or commit hash: a path of the cache is made from it. */
+export const isRevision = (value: unknown): value is string => typeof value === 'string' && value !== '' && !value.includes('..');
+
 export async function resolveHubModel(id: string, options: ResolveOptions): Promise<ResolvedModel> {
   const revision = options.revision ?? 'main';
-  if (typeof revision !== 'string' || revision === '' || revision.includes('..')) {
+  if (!isRevision(revision)) {
     throw new TypeError(`options.revision must be a branch, tag or commit hash, got ${JSON.stringify(revision)}`);
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
@@ -373,11 +376,20 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
   }
 }
 
-// Ends early with signal.reason (timers/promises rejects with an AbortError of its own).
-const sleep = (ms: number, signal: AbortSignal | undefined) => delay(ms, undefined, { signal }).catch((err) => {
-  signal?.throwIfAborted();
-  throw err;
-});
+// Ends early with signal.reason. Not timers/promises' setTimeout: each of its waits adds a listener
+// of its own to the signal (20 downloads of one model at once wait for its lock together).
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stopWatching();
+      resolve();
+    }, ms);
+    const stopWatching = signal === undefined ? () => undefined : watchAbort(signal, () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+}
 
 // `location`: the Hub URL to GET the file from. For an LFS file that is the URL answering with the
 // CDN redirect, not the CDN link itself: the link is signed and expires, so each attempt asks anew.
