@@ -135,7 +135,7 @@ describe('cosineTopK: native equals the float64 reference', () => {
         const database = dtype === 'float16' ? float32ToFloat16Array(rows) : rows;
         const queries = normalized ? unitRows(random, Q, dim) : randomSignedArray(random, Q * dim);
         const all = cosineTopK(queries, database, { dim, k: N, normalized });
-        for (const batch of [1, 2, 7, 8, 15, 16, 33]) {
+        for (const batch of [1, 2, 3, 4, 5, 7, 8, 15, 16, 33]) {
           for (let q0 = 0; q0 < Q; q0 += batch) {
             const q1 = Math.min(Q, q0 + batch);
             const part = cosineTopK(queries.subarray(q0 * dim, q1 * dim), database, { dim, k: N, normalized });

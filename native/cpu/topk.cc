@@ -347,13 +347,15 @@ Kernel rowLanes(std::index_sequence<M...>) {
   return Kernel{Kernels::kLanes * V, int(sizeof...(M)), true, {}, {Kernels::template rows<Row, int(M) + 1, V>...},
                 Kernels::template filter<V, true>};
 }
-// Rows in lanes: two vectors of rows a group for up to 3 queries (two accumulator chains a query
-// hide the FMA latency), one for more, in blocks of up to 12 queries.
+// Rows in lanes: two vectors of rows a group for up to 3 queries, float16 up to 4 (two accumulator
+// chains a query hide the FMA latency), one for more, in blocks of up to 12 queries. float32 Q = 4
+// stays on one vector: its group of two, 48 KiB, is too big to prefetch (bench/RESULTS.md).
 template <class Kernels, typename Row>
 const Kernel& rowLanesFor(int64_t numQueries) {
-  static const Kernel few = rowLanes<Kernels, Row, 2>(std::make_index_sequence<3>());
+  constexpr int kFew = sizeof(Row) == 2 ? 4 : 3;
+  static const Kernel few = rowLanes<Kernels, Row, 2>(std::make_index_sequence<kFew>());
   static const Kernel more = rowLanes<Kernels, Row, 1>(std::make_index_sequence<12>());
-  return numQueries <= 3 ? few : more;
+  return numQueries <= kFew ? few : more;
 }
 
 // Block shapes: accumulators plus the packed vectors and one broadcast fill the register file
