@@ -80,6 +80,27 @@ describe('mmap', () => {
     await expect(VectorIndex.load(file, { chunkBytes: 2 ** 32 + 1 })).rejects.toThrow('options.chunkBytes must be at most 4294967296 (4 GiB)');
   });
 
+  test('every chunk is mapped before the pass checksums its vectors (mapped one at a time between the awaits, each set off a GC)', async () => {
+    const index = await sample('float32', 4);
+    const file = path.join(dir, 'mapped-first.cmbd');
+    await index.save(file);
+    const bindings = fileBindings();
+    const map = jest.spyOn(bindings, 'mapFileRange');
+    const update = jest.spyOn(bindings, 'checksumUpdate');
+    try {
+      const loaded = await VectorIndex.load(file, { mmap: true, chunkBytes: 100 * dim * 4 });
+      expect(await loaded.search(queries, { k: 5 })).toEqual(await index.search(queries, { k: 5 }));
+      loaded.dispose();
+      const mapped = map.mock.results.map((r) => r.value as ArrayBuffer);
+      const firstMappedSum = update.mock.calls.findIndex(([args]) => mapped.includes(args.bytes.buffer as ArrayBuffer));
+      expect(mapped).toHaveLength(Math.ceil(index.size / 100));
+      expect(Math.max(...map.mock.invocationCallOrder)).toBeLessThan(update.mock.invocationCallOrder[firstMappedSum]);
+    } finally {
+      map.mockRestore();
+      update.mockRestore();
+    }
+  });
+
   test('a file over 4 GiB (past Node 20\'s largest external buffer) loads and searches', async () => {
     if (process.platform !== 'linux') return;
     // 263,000 x 4096 float32 = 4.31 GB, sparse: only the header, the ids and two rows are written.
