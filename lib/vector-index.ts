@@ -17,7 +17,7 @@ import {
   bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
-import { IdTable } from './index/id-table';
+import { IdTable, maxId } from './index/id-table';
 import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
@@ -352,9 +352,8 @@ export class VectorIndex {
     const { data, rows } = parseVectors('vectors', vectors, this.dim);
     const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
     if (rows === 0) return;  // as encode([]) gives: nothing changes, an open neighbors() walk goes on
-    for (const id of newIds) {
-      if (this.table.has(id)) throw new RangeError(`ids: id ${id} is already in the index`);
-    }
+    const present = this.table.firstPresent(newIds);
+    if (present !== -1) throw new RangeError(`ids: id ${newIds[present]} is already in the index`);
     let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
     const added: Chunk[] = [];
     let table: IdTable;
@@ -411,10 +410,11 @@ export class VectorIndex {
       ids.set(newIds.subarray(first, first + n), from);
       chunk.count = from + n;
       chunk.synced = Math.min(chunk.synced, from);
-      for (let i = 0; i < n; i++) this.table.set(newIds[first + i], this.count + first + i);
+      this.table.insertNew(newIds.subarray(first, first + n), this.count + first);  // all new: checked above
     }
     this.count += rows;
-    for (const id of newIds) if (id >= this.nextId) this.nextId = id + 1n;
+    const top = maxId(newIds);
+    if (top >= this.nextId) this.nextId = top + 1n;
     this.changes++;
   }
 
@@ -716,17 +716,17 @@ export class VectorIndex {
     this.table = new IdTable(header.count);
     let position = 0;
     for (const chunk of this.chunks) {
-      for (let r = 0; r < chunk.count; r++, position++) {
-        const id = chunk.ids[r];
-        if (this.table.has(id)) throw new Error(`${file} is corrupt: id ${id} appears more than once`);
+      // Millions of ids take a while: the event loop runs between slices.
+      for (let r = 0; r < chunk.count; r += ID_TABLE_SLICE) {
+        const ids = chunk.ids.subarray(r, Math.min(chunk.count, r + ID_TABLE_SLICE));
         // save() writes a next id past every id: an add() without ids would otherwise collide.
-        if (id >= header.nextId) throw new Error(`${file} is corrupt: id ${id} is not below the next id it records (${header.nextId})`);
-        this.table.set(id, position);
-        // Millions of ids take seconds: let the event loop run between slices.
-        if ((position + 1) % ID_TABLE_SLICE === 0) {
-          await new Promise(setImmediate);
-          signal?.throwIfAborted();
-        }
+        const top = maxId(ids);
+        if (top >= header.nextId) throw new Error(`${file} is corrupt: id ${top} is not below the next id it records (${header.nextId})`);
+        const repeated = this.table.insertNew(ids, position);
+        if (repeated !== -1) throw new Error(`${file} is corrupt: id ${ids[repeated]} appears more than once`);
+        position += ids.length;
+        await new Promise(setImmediate);
+        signal?.throwIfAborted();
       }
     }
   }

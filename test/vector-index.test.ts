@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as util from 'util';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
-import { IdTable } from '../lib/index/id-table';
+import { IdTable, maxId } from '../lib/index/id-table';
 import { CudaMatrix } from '../lib/cuda';
 import { evenTiles, IndexFileProgress, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -824,6 +824,27 @@ test('IdTable (id -> row) agrees with a Map through random inserts, updates, del
   for (const id of pool) expect(table.get(id)).toBe(model.get(id) ?? -1);
 });
 
+test('IdTable.insertNew, firstPresent and maxId read ids as halves: negative, large and sign-boundary ids as bigints give', () => {
+  const random = makeRandom(17);
+  const edges = [0n, -1n, 1n, (1n << 31n) - 1n, 1n << 31n, (1n << 32n) - 1n, 1n << 32n, -(1n << 32n), (1n << 63n) - 1n, -(1n << 63n)];
+  const ids = BigInt64Array.from([...edges, ...randomIds(random, 500, new Set(edges))]);
+  const table = new IdTable(ids.length);
+  expect(table.insertNew(ids.subarray(0, 300), 0)).toBe(-1);
+  expect(table.firstPresent(ids.subarray(300))).toBe(-1);
+  expect(table.firstPresent(BigInt64Array.from([ids[400], ids[7]]))).toBe(1);
+  const withRepeat = BigInt64Array.from([ids[300], ids[301], ids[5], ids[302]]);
+  expect(table.insertNew(withRepeat, 300)).toBe(2);  // stops at the id already present
+  expect([table.get(ids[300]), table.get(ids[301]), table.get(ids[302]), table.get(ids[5])]).toEqual([300, 301, -1, 5]);
+  expect(table.size).toBe(302);
+  for (let i = 0; i < 300; i++) expect(table.get(ids[i])).toBe(i);
+  const byValue = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
+  for (const sample of [ids, ids.subarray(1, 4), ids.subarray(9, 10), ids.subarray(10), BigInt64Array.from([-5n, -3n, -4n]),
+    BigInt64Array.from([1n, (1n << 32n) - 1n, 1n << 31n])]) {
+    expect(maxId(sample)).toBe([...sample].sort(byValue)[sample.length - 1]);
+  }
+  expect(maxId(new BigInt64Array(0))).toBe(-(1n << 63n));
+});
+
 test('IdTable: ids chosen to share one home slot under the unseeded hash do not pile up in one probe run', () => {
   // The inverse of murmur3's finaliser gives, for any hi, the lo whose unseeded home is h.
   const inverse = (a: number) => { let x = a; for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x)); return x; };
@@ -841,10 +862,10 @@ test('IdTable: ids chosen to share one home slot under the unseeded hash do not 
     const lo = unmix((i & 15) << 27) ^ Math.imul(hi, 0x9e3779b1);  // home 0 in any table up to 2^27 slots
     table.set((BigInt(hi) << 32n) | BigInt(lo >>> 0), i);
   }
-  const positions = table['positions'] as Int32Array;
+  const slots = table['slots'] as Int32Array;  // [low, high, position] a slot
   let longest = 0;
-  for (let slot = 0, run = 0; slot < positions.length; slot++) {
-    run = positions[slot] === -1 ? 0 : run + 1;
+  for (let slot = 0, run = 0; slot < slots.length / 3; slot++) {
+    run = slots[slot * 3 + 2] === -1 ? 0 : run + 1;
     longest = Math.max(longest, run);
   }
   expect(longest).toBeLessThan(n / 10);  // unseeded: one run of all 20,000 (each insert probed them all)

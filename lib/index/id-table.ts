@@ -1,16 +1,16 @@
-// id -> row position, an open-addressing hash table (linear probing, load <= 1/2) over typed
-// arrays: 12 bytes a slot, no per-entry objects, so a million ids cost ~24-48 MB, not a JS Map's
-// ~100 MB of small heap objects.
+// id -> row position, an open-addressing hash table (linear probing, load <= 1/2) over one typed
+// array: 12 bytes a slot, no per-entry objects, so a million ids cost ~24-48 MB, not a JS Map's
+// ~100 MB of small heap objects. A slot's three words (id's low and high halves, position) sit
+// together: a probe of a table larger than the caches misses once, not once per word.
 
 import { randomBytes } from 'crypto';
 
 const scratch = new BigInt64Array(1);
 const scratchHalves = new Int32Array(scratch.buffer);
+const LOW = 0, HIGH = 1, POSITION = 2, WORDS = 3;  // slot s's words at WORDS * s + ...
 
 export class IdTable {
-  private low: Int32Array;
-  private high: Int32Array;
-  private positions: Int32Array;  // -1: empty slot
+  private slots: Int32Array;  // position -1: empty slot
   private mask: number;
   private used = 0;
   // Mixed into every home slot: with a fixed hash, ids chosen to share one home (a server that
@@ -19,9 +19,8 @@ export class IdTable {
 
   constructor(expected = 0) {
     const capacity = IdTable.capacityFor(expected);
-    this.low = new Int32Array(capacity);
-    this.high = new Int32Array(capacity);
-    this.positions = new Int32Array(capacity).fill(-1);
+    this.slots = new Int32Array(capacity * WORDS);
+    for (let s = 0; s < capacity; s++) this.slots[s * WORDS + POSITION] = -1;
     this.mask = capacity - 1;
   }
 
@@ -32,20 +31,26 @@ export class IdTable {
   }
 
   get size(): number { return this.used; }
-  get bytes(): number { return this.positions.length * 12; }
+  get bytes(): number { return this.slots.byteLength; }
 
-  private slotOf(id: bigint): number {
-    scratch[0] = id;
-    const lo = scratchHalves[0], hi = scratchHalves[1];
+  /** The word index of the id's slot, or of the empty slot where it would go. */
+  private find(lo: number, hi: number): number {
+    const slots = this.slots;
     let slot = this.homeOf(lo, hi);
-    while (this.positions[slot] !== -1 && (this.low[slot] !== lo || this.high[slot] !== hi)) {
+    for (;;) {
+      const at = slot * WORDS;
+      if (slots[at + POSITION] === -1 || (slots[at + LOW] === lo && slots[at + HIGH] === hi)) return at;
       slot = (slot + 1) & this.mask;
     }
-    return slot;
+  }
+
+  private findId(id: bigint): number {
+    scratch[0] = id;
+    return this.find(scratchHalves[0], scratchHalves[1]);
   }
 
   get(id: bigint): number {
-    return this.positions[this.slotOf(id)];
+    return this.slots[this.findId(id) + POSITION];
   }
 
   has(id: bigint): boolean {
@@ -54,48 +59,71 @@ export class IdTable {
 
   /** A table holding the same entries with room for `count` entries, or this one if it has room. */
   withRoomFor(count: number): IdTable {
-    if (count * 2 <= this.positions.length) return this;
+    if (count * WORDS * 2 <= this.slots.length) return this;
     const grown = new IdTable(count);
-    for (let slot = 0; slot < this.positions.length; slot++) {
-      if (this.positions[slot] === -1) continue;
-      scratchHalves[0] = this.low[slot];
-      scratchHalves[1] = this.high[slot];
-      grown.set(scratch[0], this.positions[slot]);
+    const slots = this.slots;
+    for (let at = 0; at < slots.length; at += WORDS) {
+      if (slots[at + POSITION] !== -1) grown.place(grown.find(slots[at + LOW], slots[at + HIGH]), slots[at + LOW], slots[at + HIGH], slots[at + POSITION]);
     }
     return grown;
   }
 
   /** Inserts or updates. The caller keeps the load at most 1/2 (withRoomFor). */
   set(id: bigint, position: number): void {
-    const slot = this.slotOf(id);
-    if (this.positions[slot] === -1) {
-      this.low[slot] = scratchHalves[0];
-      this.high[slot] = scratchHalves[1];
-      this.used++;
+    const at = this.findId(id);
+    this.place(at, scratchHalves[0], scratchHalves[1], position);
+  }
+
+  /** The index of the first of `ids` in the table, or -1. */
+  firstPresent(ids: BigInt64Array): number {
+    const halves = halvesOf(ids);
+    for (let i = 0; i < ids.length; i++) {
+      if (this.slots[this.find(halves[2 * i], halves[2 * i + 1]) + POSITION] !== -1) return i;
     }
-    this.positions[slot] = position;
+    return -1;
+  }
+
+  /**
+   * Inserts ids[i] at position `first + i`, in order, up to the first id already present: returns
+   * its index in `ids`, or -1 when all were new. The caller keeps the load at most 1/2 (withRoomFor).
+   */
+  insertNew(ids: BigInt64Array, first: number): number {
+    const halves = halvesOf(ids);
+    for (let i = 0; i < ids.length; i++) {
+      const lo = halves[2 * i], hi = halves[2 * i + 1];
+      const at = this.find(lo, hi);
+      if (this.slots[at + POSITION] !== -1) return i;
+      this.place(at, lo, hi, first + i);
+    }
+    return -1;
+  }
+
+  private place(at: number, lo: number, hi: number, position: number): void {
+    if (this.slots[at + POSITION] === -1) this.used++;
+    this.slots[at + LOW] = lo;
+    this.slots[at + HIGH] = hi;
+    this.slots[at + POSITION] = position;
   }
 
   delete(id: bigint): void {
-    let hole = this.slotOf(id);
-    if (this.positions[hole] === -1) return;
+    const slots = this.slots;
+    let hole = this.findId(id) / WORDS;
+    if (slots[hole * WORDS + POSITION] === -1) return;
     this.used--;
     // Backward-shift deletion: pull later entries of the probe run into the hole so that
     // every entry stays reachable from its home slot without tombstones.
     let slot = hole;
     for (;;) {
-      this.positions[hole] = -1;
+      slots[hole * WORDS + POSITION] = -1;
       for (;;) {
         slot = (slot + 1) & this.mask;
-        if (this.positions[slot] === -1) return;
-        const home = this.homeOf(this.low[slot], this.high[slot]);
+        if (slots[slot * WORDS + POSITION] === -1) return;
+        const home = this.homeOf(slots[slot * WORDS + LOW], slots[slot * WORDS + HIGH]);
         // Move the entry if its home is not cyclically within (hole, slot].
         const between = hole <= slot ? home > hole && home <= slot : home > hole || home <= slot;
         if (!between) break;
       }
-      this.low[hole] = this.low[slot];
-      this.high[hole] = this.high[slot];
-      this.positions[hole] = this.positions[slot];
+      slots.copyWithin(hole * WORDS, slot * WORDS, slot * WORDS + WORDS);
       hole = slot;
     }
   }
@@ -105,6 +133,25 @@ export class IdTable {
   private homeOf(lo: number, hi: number): number {
     return fmix32(fmix32(lo ^ this.seed) ^ hi) & this.mask;
   }
+}
+
+/** The largest of `ids` (-2^63 for none). */
+export function maxId(ids: BigInt64Array): bigint {
+  const halves = halvesOf(ids);
+  let best = -1;
+  for (let i = 0; i < ids.length; i++) {
+    // Signed high halves, then unsigned low ones.
+    if (best === -1 || halves[2 * i + 1] > halves[2 * best + 1] ||
+        (halves[2 * i + 1] === halves[2 * best + 1] && halves[2 * i] >>> 0 > halves[2 * best] >>> 0)) best = i;
+  }
+  return best === -1 ? -(1n << 63n) : ids[best];
+}
+
+// Ids as 32-bit halves (little-endian: low first), read without making a bigint for each id
+// (VectorIndex.load's table of 1M ids through has() and set(): 211-213 ms best, through
+// insertNew: 116-118; bench/RESULTS-index.md).
+function halvesOf(ids: BigInt64Array): Int32Array {
+  return new Int32Array(ids.buffer, ids.byteOffset, ids.length * 2);
 }
 
 /** murmur3's 32-bit finaliser: spreads sequential ids over the table. */
