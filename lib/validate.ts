@@ -161,10 +161,14 @@ export function suggestion(word: string, known: readonly string[]): string {
 /**
  * An object argument. With `known`, a member it does not name is a TypeError: a misspelt option
  * (`batchsize`) would otherwise be ignored without a word. Members set to undefined are let through.
+ * A number where options holding `k` go is most likely k itself (`search(queries, 10)`): the
+ * message shows the object form.
  */
 export function requireObject(name: string, value: unknown, known?: readonly string[]): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
-    throw new TypeError(`${name} must be an object, got ${typeName(value)}`);
+    const hint = typeof value === 'number' && known?.includes('k') ? ' such as { k: 10 }' : '';
+    const got = typeof value === 'number' ? `number ${value}` : typeName(value);
+    throw new TypeError(`${name} must be an object${hint}, got ${got}`);
   }
   const object = value as Record<string, unknown>;
   for (const key of known === undefined ? [] : Object.keys(object)) {

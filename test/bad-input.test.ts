@@ -251,6 +251,21 @@ describe('bad input throws a clear error naming the argument', () => {
     expect((await index.search(q, { k: 1 })).k).toBe(1);
   });
 
+  test('a number where options holding k go shows the object form; other options do not suggest k', async () => {
+    const index = new VectorIndex({ dim: 4 });
+    index.add(db);
+    const hint = 'options must be an object such as { k: 10 }, got number 10';
+    const calls: [() => unknown, string][] = [
+      [() => index.search(q, any(10)), hint],
+      [() => index.neighbors(any(10)), hint],
+      [() => cosineTopK(q, db, any(10)), hint],
+      [() => cosineTopKAsync(q, db, any(10)), hint],
+      [() => index.save('/nonexistent/x.cmbd', any(10)), 'options must be an object, got number 10'],
+      [() => evaluate({}, { q: { d: 1 } }, ['MRR@10'], any(10)), 'options must be an object, got number 10'],
+    ];
+    for (const [call, text] of calls) await expect((async () => call())()).rejects.toThrow(new TypeError(text));
+  });
+
   test('resolveModel and encodeCollection check their options\' types before any work', async () => {
     const wrong: [object, string, ErrorConstructor?][] = [
       [{ onProgress: 5 }, 'options.onProgress must be a function, got number'],

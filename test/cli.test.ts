@@ -61,6 +61,7 @@ describe('integer flags are checked before any model is loaded (exit 2, naming t
     [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
     [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],
+    [['make-random-model', '--max-positions', '0'], "--max-positions must be a positive integer, got '0'"],
     [['make-random-model', '--seed', '-1'], "--seed must be an integer from 0 to 4294967295, got '-1'"],
     // The generator takes 32 bits: --seed 4294967296 wrote seed 0's weights.
     [['make-random-model', '--seed', '4294967296'], "--seed must be an integer from 0 to 4294967295, got '4294967296'"],

@@ -268,8 +268,26 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(code).toBe(0);  // it was a usage error: '--k (1000) must be at least the largest metric cutoff (1500)'
     const json = JSON.parse(out);
     const library = await evaluateRetrieval({ model, ...files, qrels: shuffledQrels, metrics: ['MRR@10', 'Recall@1500'], cacheDir: path.join(dir, 'cache-main') });
-    expect({ k: json.k, metrics: json.metrics }).toEqual({ k: 1500, metrics: library.metrics });
-    expect(library.k).toBe(1500);
+    expect({ requestedK: json.requestedK, metrics: json.metrics }).toEqual({ requestedK: 1500, metrics: library.metrics });
+    expect(library.requestedK).toBe(1500);
+  });
+
+  test('k above the collection size: the table, the JSON and the run file all give the k the search used', async () => {
+    const runFile = path.join(dir, 'clamped.trec');
+    const { code, out: text } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,
+      '--qrels', files.qrels, '--k', '1500', '--metrics', 'MRR@10,Recall@100', '--run', runFile, '--cache', path.join(dir, 'cache-main')]);
+    expect(code).toBe(0);
+    expect(text).toContain(`${PASSAGES} passages (${PASSAGES} from the cache), k = ${PASSAGES} (1500 asked, clamped to the ${PASSAGES} passages), device`);
+    const json = JSON.parse(text.slice(text.indexOf('{')));
+    expect({ k: json.k, requestedK: json.requestedK }).toEqual({ k: PASSAGES, requestedK: 1500 });
+    const lines = fs.readFileSync(runFile, 'utf8').trimEnd().split('\n');
+    expect(lines.length).toBe(queryIds.length * PASSAGES);
+    expect(lines.filter((line) => line.startsWith(`${queryIds[0]} `)).map((line) => Number(line.split(' ')[3])))
+      .toEqual(Array.from({ length: PASSAGES }, (_, i) => i + 1));
+    // Within the collection nothing is clamped, nor said to be.
+    const { out: exact } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,
+      '--qrels', files.qrels, '--k', String(PASSAGES), '--metrics', 'MRR@10', '--cache', path.join(dir, 'cache-main')]);
+    expect(exact).toContain(`k = ${PASSAGES}, device`);
   });
 
   test('the CLI prints the table and the JSON', async () => {

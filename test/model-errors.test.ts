@@ -418,8 +418,10 @@ describe('camembed make-random-model and convert commands', () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const out = path.join(dir, 'random');
-      expect(await main(['make-random-model', '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '16',
+      expect(await main(['make-random-model', '--layers', '1', '--hidden', '8', '--heads', '2', '--intermediate', '16', '--max-positions', '200',
         '--tokenizer', TOKENIZER, '--out', out, '--seed', '5'])).toBe(0);
+      expect(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).max_position_embeddings).toBe(200);
+      expect(readSafetensorsHeader(path.join(out, 'model.safetensors')).get('embeddings.position_embeddings.weight')!.shape).toEqual([200, 8]);
       expect(await main(['convert', out, '--dtype', 'float16', '--output', path.join(out, 'f16.onnx')])).toBe(0);
       expect(fs.statSync(path.join(out, 'f16.onnx.data')).size).toBeGreaterThan(32005 * 8 * 2);
       expect(await main(['convert', out, '--dtype', 'int4'])).toBe(2);

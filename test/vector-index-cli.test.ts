@@ -136,6 +136,23 @@ describeFiles('camembed index build / search', () => {
     expect(Number(lines[0][2])).toBeLessThan(passages.length);
   });
 
+  test('search --queries FILE: the bar shows the bytes of the file searched out of its size, with an ETA, as encode\'s does', async () => {
+    const size = fs.statSync(queriesFile).size;
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+    const err: string[] = [];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
+    try {
+      expect((await captureStdout(['search', '--index', indexFile, '--k', '5', '--queries', queriesFile, '--batch-size', '1'])).code).toBe(0);
+    } finally {
+      stderr.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+    const lines = err.join('').split('\r');
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^search  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
+  });
+
   test("`camembed encode`'s .npy, built with --vectors, is the index `index build --input` makes (the model recorded when given)", async () => {
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const npyFile = path.join(dir, 'passages.npy');

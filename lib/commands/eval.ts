@@ -42,11 +42,12 @@ function formatTable(result: RetrievalEvaluation): string {
   const width = Math.max(6, ...names.map((n) => n.length));
   const rows = names.map((n) => `${n.padEnd(width)}  ${(100 * result.metrics[n]).toFixed(2).padStart(6)}`);
   const s = result.seconds;
+  const k = result.k < result.requestedK ? `${result.k} (${result.requestedK} asked, clamped to the ${result.passages} passages)` : result.k;
   return [
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${result.k}, device ${result.device}`,
+    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${k}, device ${result.device}`,
     `time: check passages ${s.checkCollection.toFixed(1)} s, encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
-import { MAX_SEED } from '../model/random-model';
+import { DEFAULT_MAX_POSITIONS, MAX_SEED } from '../model/random-model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
 
@@ -12,6 +12,7 @@ const SPEC: OptionSpec = {
   hidden: { type: 'integer', help: 'hidden size', default: 768 },
   heads: { type: 'integer', help: 'attention heads', default: 12 },
   intermediate: { type: 'integer', help: 'feed-forward size', default: 3072 },
+  'max-positions': { type: 'integer', help: 'position table size (max_position_embeddings)', default: DEFAULT_MAX_POSITIONS },
   tokenizer: { type: 'string', help: 'folder with tokenizer.json (copied into the model)' },
   out: { type: 'string', help: 'output folder' },
   seed: { type: 'integer', help: `random seed, 0 to ${MAX_SEED}`, default: 0, min: 0, max: MAX_SEED },  // makeRandomModel's bounds
@@ -36,7 +37,8 @@ export async function run(argv: string[]): Promise<void> {
   const endInterrupt = onInterrupt();
   await makeRandomModel({
     layers: options.layers as number, hidden: options.hidden as number, heads: options.heads as number,
-    intermediate: options.intermediate as number, tokenizerDir, outDir: out, seed: options.seed as number,
+    intermediate: options.intermediate as number, maxPositions: options['max-positions'] as number, tokenizerDir, outDir: out,
+    seed: options.seed as number,
   }).finally(endInterrupt);
   process.stderr.write(`wrote ${out} in ${((Date.now() - start) / 1000).toFixed(1)} s\n`);
 }

@@ -7,13 +7,13 @@ import * as path from 'path';
 
 import { resolveDevice } from '../devices';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
-import { LineFile, readTexts } from '../lines';
-import { createProgressBar } from '../progress';
+import { LineFile } from '../lines';
+import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
 import {
   CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireFileOption, requireModel, requireIndexK,
-  requireNotAnInput, THREADS_OPTION, withFileProgress, writeStdout,
+  requireNotAnInput, textsWithProgress, THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { INDEX_FROM_FILE, modelSource } from './index';
 
@@ -99,21 +99,25 @@ export async function run(argv: string[]): Promise<void> {
   if (vectorsFile === undefined && options.model !== undefined) requireModel(options.model as string, options.revision as string | undefined);
   const device = options.device as 'cpu';
   const index = await withFileProgress('load', (onProgress) => VectorIndex.load(indexFile, { device, mmap: options.mmap === true, onProgress }));
-  const bar = createProgressBar({ label: 'search', unit: 'items' });
+  let bar: ProgressBar | undefined;
   let encoder: Encoder | null = null;
   let passages: LineFile | null = null;
   try {
     if (vectorsFile === undefined) encoder = await loadEncoder(options, index, indexFile, device);
     if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
+    // A file of questions: encode's bar, its bytes searched out of its size (with an ETA); else the queries searched.
+    const questions = queriesFile === undefined ? null : textsWithProgress(queriesFile, 'search');
+    bar = questions?.bar ?? createProgressBar({ label: 'search', unit: 'items' });
+    const onSearched = questions?.onProgress ?? (({ done }: { done: number }) => bar?.update(done));
     let done = 0;
     const searchRows = async (vectors: Float32Array, count: number, texts: string[] | null) => {
       const result = await index.search({ data: vectors, rows: count, dim: index.dim }, { k });
       await writeStdout(formatResult(result, count, texts, done, format, passages));
       done += count;
-      bar.update(done);
+      onSearched({ done });
     };
     if (encoder !== null) {
-      const texts = queriesFile === undefined ? [positional[0]] : readTexts(queriesFile);
+      const texts = questions?.texts ?? [positional[0]];
       let batch: string[] = [];
       const flush = async () => {
         await searchRows((await encoder!.encode(batch)).data, batch.length, batch);
@@ -139,7 +143,7 @@ export async function run(argv: string[]): Promise<void> {
     }
   } finally {
     passages?.close();
-    bar.finish();
+    bar?.finish();
     await encoder?.dispose();
     index.dispose();
   }

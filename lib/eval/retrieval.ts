@@ -78,8 +78,10 @@ export interface RetrievalEvaluation {
   evaluatedQueries: number;
   /** Queries of the qrels (with a relevant passage) that have no text in the queries file: they score 0. */
   queriesWithoutText: number;
-  /** Passages retrieved per query. */
+  /** Passages retrieved per query: the k asked for, or the passages in the collection where fewer. */
   k: number;
+  /** The k asked for (options.k, else its default). */
+  requestedK: number;
   /** Wall-clock seconds of each stage. */
   seconds: { checkCollection: number; encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
@@ -249,10 +251,11 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
     for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
     const indexSeconds = (Date.now() - t) / 1000;
+    const retrieved = Math.min(k, index.size);  // what each search returns: a small collection clamps k
 
     // 3. Queries, a batch at a time: encode, search, record the run.
     const run: Run = Object.create(null);
-    const keep = Math.min(k, maxCutoff); // evaluate() looks no deeper than the largest cutoff
+    const keep = Math.min(retrieved, maxCutoff); // evaluate() looks no deeper than the largest cutoff
     let encodeQueriesSeconds = 0, searchSeconds = 0;
     const searchBar = bar('search queries', 'items');
     for (let first = 0; first < queries.length; first += QUERY_BATCH) {
@@ -270,7 +273,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
         tiesAsTrecEval(docids, scores);
         await writer?.write(batch[q][0], docids, scores);
         const ranked: Record<string, number> = Object.create(null);
-        for (let r = 0; r < Math.min(keep, found.k); r++) ranked[docids[r]] = scores[r];
+        for (let r = 0; r < keep; r++) ranked[docids[r]] = scores[r];
         run[batch[q][0]] = ranked;
       }
       searchBar?.update(Math.min(first + QUERY_BATCH, queries.length), queries.length);
@@ -288,7 +291,8 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
       queries: queries.length,
       evaluatedQueries: evaluatedQids.length,
       queriesWithoutText: evaluatedQids.filter((qid) => !(qid in run)).length,
-      k,
+      k: retrieved,
+      requestedK: k,
       seconds: {
         checkCollection: stage.checkSeconds, encodeCollection: encodeSeconds, buildIndex: indexSeconds, encodeQueries: encodeQueriesSeconds,
         search: searchSeconds, total: (Date.now() - started) / 1000,

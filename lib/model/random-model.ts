@@ -31,6 +31,8 @@ const MAX_SEQ_LENGTH = 128;
 const INIT_STD = 0.02;  // HF's initializer_range for RoBERTa-family models
 /** The generator takes 32 bits: seeds are 0 to 2^32 - 1 (2^32 would give seed 0's weights, -1 seed 2^32 - 1's). */
 export const MAX_SEED = 2 ** 32 - 1;
+/** CamemBERT's position table: 512 tokens after the padding id 1 (RoBERTa's positions start at 2). */
+export const DEFAULT_MAX_POSITIONS = 514;
 
 // mulberry32 + Box-Muller: standard normal values, reproducible from the seed.
 function normalGenerator(seed: number): () => number {
@@ -89,7 +91,7 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   const hidden = requirePositiveInteger('options.hidden', options.hidden);
   const heads = requirePositiveInteger('options.heads', options.heads);
   const intermediate = requirePositiveInteger('options.intermediate', options.intermediate);
-  const maxPositions = optionalPositiveInteger('options.maxPositions', options.maxPositions) ?? 514;
+  const maxPositions = optionalPositiveInteger('options.maxPositions', options.maxPositions) ?? DEFAULT_MAX_POSITIONS;
   const seed = options.seed === undefined ? 0 : requireInteger('options.seed', options.seed, -Infinity);
   if (seed < 0 || seed > MAX_SEED) throw new RangeError(`options.seed must be an integer from 0 to ${MAX_SEED} (the generator takes 32 bits), got ${seed}`);
   if (hidden % heads !== 0) throw new RangeError(`options.hidden (${hidden}) must be a multiple of options.heads (${heads})`);
