@@ -166,7 +166,7 @@ export function suggestion(word: string, known: readonly string[]): string {
  */
 export function requireObject(name: string, value: unknown, known?: readonly string[]): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
-    const hint = typeof value === 'number' && known?.includes('k') ? ' such as { k: 10 }' : '';
+    const hint = typeof value === 'number' && known?.includes('k') ? ` such as { k: ${value} }` : '';
     const got = typeof value === 'number' ? `number ${value}` : typeName(value);
     throw new TypeError(`${name} must be an object${hint}, got ${got}`);
   }

@@ -257,6 +257,7 @@ describe('bad input throws a clear error naming the argument', () => {
     const hint = 'options must be an object such as { k: 10 }, got number 10';
     const calls: [() => unknown, string][] = [
       [() => index.search(q, any(10)), hint],
+      [() => index.search(q, any(3)), 'options must be an object such as { k: 3 }, got number 3'],  // the k given
       [() => index.neighbors(any(10)), hint],
       [() => cosineTopK(q, db, any(10)), hint],
       [() => cosineTopKAsync(q, db, any(10)), hint],
