@@ -8,6 +8,7 @@ import * as path from 'path';
 import { main } from '../lib/cli';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
+import { withTerminalStderr } from './helpers/terminal';
 
 const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
 const SHARED = path.resolve(__dirname, '../../shared');
@@ -406,11 +407,7 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
 (haveModels ? test : test.skip)('an error that stops a progress bar on a terminal starts a line of its own', async () => {
   const input = path.join(dir, 'bad-late.txt');
   fs.writeFileSync(input, Buffer.concat([Buffer.from('bonjour\n'.repeat(5000)), Buffer.from([0xff, 0x0a])]));
-  const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-  Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
-  const err: string[] = [];
-  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
-  try {
+  await withTerminalStderr(async (err) => {
     for (const args of [['encode', '--output', path.join(dir, 'late.f32')], ['index', 'build', '--output', path.join(dir, 'late.cmbd')]]) {
       err.length = 0;
       expect(await main([...args, '--model', MODEL, '--input', input, '--threads', '1'])).toBe(1);
@@ -419,9 +416,5 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       const fromLastBar = text.slice(text.lastIndexOf('\r')).split('\n');
       expect(fromLastBar).toEqual([expect.stringMatching(/^\r/), `camembed ${args[0]}: ${input}:5001: is not valid UTF-8`, '']);
     }
-  } finally {
-    stderr.mockRestore();
-    if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-    else Object.defineProperty(process.stderr, 'isTTY', tty);
-  }
+  });
 });

@@ -10,6 +10,7 @@ import { devices } from '../lib/devices';
 import { Encoder } from '../lib/encoder';
 import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
+import { withTerminalStderr } from './helpers/terminal';
 
 const MODEL = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
 const PROVIDER_PROBE = path.join(__dirname, 'helpers/cuda-provider-probe.js');
@@ -246,17 +247,10 @@ describeModel('camembed encode', () => {
 
   test('the progress bar shows the bytes of the input file read so far, out of its size', async () => {
     const size = fs.statSync(input).size;
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
-    const err: string[] = [];
-    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
-    try {
+    const err = await withTerminalStderr(async (written) => {
       expect(await main(['encode', '--model', MODEL, '--input', input, '--output', path.join(dir, 'bar.f32'), '--batch-size', '2'])).toBe(0);
-    } finally {
-      stderr.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
-    }
+      return written;
+    });
     const lines = err.join('').split('\r');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
   });

@@ -10,6 +10,7 @@ import { Encoder } from '../lib/encoder';
 import { VectorIndex } from '../lib/vector-index';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { makeRandom, randomSignedArray } from './helpers/random';
+import { withTerminalStderr } from './helpers/terminal';
 
 const SHARED = path.resolve(__dirname, '../../shared');
 const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
@@ -138,17 +139,10 @@ describeFiles('camembed index build / search', () => {
 
   test('search --queries FILE: the bar shows the bytes of the file searched out of its size, with an ETA, as encode\'s does', async () => {
     const size = fs.statSync(queriesFile).size;
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
-    const err: string[] = [];
-    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
-    try {
+    const err = await withTerminalStderr(async (written) => {
       expect((await captureStdout(['search', '--index', indexFile, '--k', '5', '--queries', queriesFile, '--batch-size', '1'])).code).toBe(0);
-    } finally {
-      stderr.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
-    }
+      return written;
+    });
     const lines = err.join('').split('\r');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^search  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
   });
@@ -514,18 +508,13 @@ describe('camembed index build --vectors', () => {
     const raw = path.join(dir, 'bars.f32');
     fs.writeFileSync(raw, bytes(vectors));
     const file = path.join(dir, 'bars.cmbd');
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
-    const err: string[] = [];
-    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((c) => { err.push(String(c)); return true; });
     const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const barsOf = async (argv: string[]) => {
-      err.length = 0;
+    // The last draw of each bar (finish() draws it whole): its label and its bytes done of the total.
+    const barsOf = (argv: string[]) => withTerminalStderr(async (err) => {
       expect(await main(argv)).toBe(0);
-      // The last draw of each bar (finish() draws it whole): its label and its bytes done of the total.
       return err.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1))
         .filter((draw) => /^(save|load|verify) /.test(draw)).map((draw) => draw.split('  ').filter((_, i) => i !== 3 && i !== 4).join('  '));
-    };
+    });
     try {
       const built = await barsOf(['index', 'build', '--vectors', raw, '--dim', String(dim), '--output', file]);
       const size = `${(fs.statSync(file).size / 1024).toFixed(1)} KiB`;
@@ -537,10 +526,7 @@ describe('camembed index build --vectors', () => {
       expect(await barsOf(['index', 'neighbors', file, '--k', '2', '--mmap'])).toEqual([`load  ${whole}`]);
       expect(await barsOf(['index', 'info', file, '--verify'])).toEqual([`verify  ${whole}`]);
     } finally {
-      stderr.mockRestore();
       stdout.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
     }
   });
 });
