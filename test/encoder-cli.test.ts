@@ -26,9 +26,20 @@ describeModel('camembed encode', () => {
   const input = path.join(dir, 'texts.txt');
   fs.writeFileSync(input, `${texts[0]}\r\n${texts.slice(1).join('\n')}\n`);
 
+  // `camembed encode ARGS --output OUTPUT`, which must succeed and say what it wrote (stderr kept from the test log).
+  const encodeTo = async (output: string, ...args: string[]) => {
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1', ...args])).toBe(0);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`wrote ${texts.length} x 32 float32 to ${output}\n`);
+    } finally {
+      stderr.mockRestore();
+    }
+  };
+
   test.each(['vectors.npy', 'vectors.NPY', 'vectors.f32'])('writes %s equal to Encoder.encode', async (name) => {
     const output = path.join(dir, name);
-    expect(await main(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'])).toBe(0);
+    await encodeTo(output);
     const encoder = await Encoder.load(MODEL);
     const want = await encoder.encode(texts);
     await encoder.dispose();
@@ -206,9 +217,7 @@ describeModel('camembed encode', () => {
     fs.mkdirSync(path.join(dir, 'sub'));
     fs.symlinkSync('sub/middle.f32', link);
     fs.symlinkSync('../made.f32', path.join(dir, 'sub', 'middle.f32'));  // relative to the link's own folder
-    for (const output of [direct, link]) {
-      expect(await main(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'])).toBe(0);
-    }
+    for (const output of [direct, link]) await encodeTo(output);
     expect(fs.readlinkSync(link)).toBe('sub/middle.f32');
     expect(fs.readFileSync(path.join(dir, 'made.f32')).equals(fs.readFileSync(direct))).toBe(true);
     expect(fs.statSync(direct).size).toBe(texts.length * 32 * 4);
