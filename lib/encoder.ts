@@ -12,9 +12,8 @@ import * as ort from 'onnxruntime-node';
 import { watchAbort } from './abort';
 import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
-import { convertedGraph, convertToOnnx, requireModelSource, resolveModel } from './model';
+import { convertedGraph, convertToOnnx, defaultGraphPath, requireModelSource, resolveModel } from './model';
 import type { DownloadProgress } from './model';
-import { expandPath } from './model/hub';
 import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
 import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
@@ -355,32 +354,15 @@ export async function checkOnnxRuntimeDevice(device: unknown, name = 'options.de
   return index;
 }
 
-/** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed (~ and $VARS expanded). */
-export function camembedCacheDir(): string {
-  return expandPath(process.env.CAMEMBED_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'camembed'));
-}
-
 /**
- * Where the graph converted from a model's weights goes: next to the weights for a folder of the
- * user's, but for a Hugging Face cache snapshot (<cache>/models--org--name/snapshots/<commit>) in
- * camembed's cache, so that the snapshot stays as huggingface_hub wrote it (Python would otherwise
- * find our graph as the repo's onnx/model.onnx) and a read-only Hub cache works.
- */
-function convertedGraphPath(modelDir: string): string {
-  const snapshot = /[\\/](models--[^\\/]+)[\\/]snapshots[\\/]([0-9a-f]{40})$/.exec(modelDir);
-  if (snapshot === null) return path.join(modelDir, 'onnx', 'model.onnx');
-  return path.join(camembedCacheDir(), 'onnx', snapshot[1], snapshot[2], 'model.onnx');
-}
-
-/**
- * Where the ONNX graph is: the model's own, else one camembed converted from its weights
- * (convertedGraphPath), converted again (same dtype and graph kind) once the weights or config
- * have changed (convertedGraph).
+ * Where the ONNX graph is: the model's own, else one camembed converted from its weights (at
+ * defaultGraphPath, where `camembed convert` writes it too), converted again (same dtype and graph
+ * kind) once the weights or config have changed (convertedGraph).
  */
 async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weightsPath: string | null }): Promise<string> {
   const stale = (graph: string) => model.weightsPath !== null && convertedGraph(graph, model.dir)?.current === false;
   if (model.onnxPath !== null && !stale(model.onnxPath)) return model.onnxPath;
-  const output = convertedGraphPath(model.dir);  // for a Hub snapshot, in camembed's cache: never into the snapshot
+  const output = defaultGraphPath(model.dir);  // for a Hub snapshot, in camembed's cache: never into the snapshot
   if (output !== model.onnxPath && fs.existsSync(output) && !stale(output)) return output;  // converted by an earlier load
   const before = [model.onnxPath, output].find((g): g is string => g !== null && fs.existsSync(g));
   const previous = before === undefined ? null : convertedGraph(before, model.dir);

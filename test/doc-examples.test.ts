@@ -295,7 +295,7 @@ test('the shell examples that run here are found', () => {
     'docs/eval.md: camembed eval --model',
     'docs/index.md: camembed index build',
     'docs/model.md: npx camembed make-random-model',
-    'docs/model.md: cp -rL "$(node',
+    'docs/model.md: npx camembed convert',
   ]);
 });
 

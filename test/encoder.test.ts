@@ -8,6 +8,7 @@ import * as util from 'util';
 import * as ort from 'onnxruntime-node';
 import { devices } from '../lib/devices';
 import { checkOnnxRuntimeDevice, Encoder, Embeddings, similarity } from '../lib/encoder';
+import { main } from '../lib/cli';
 import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
 import { readNpy } from './helpers/npy';
@@ -30,6 +31,25 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number> | BigInt64Array):
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - Number(b[i])));
   return m;
+}
+
+// The tiny model's files (weights, no ONNX graph) in a Hugging Face cache under <root>/hub as huggingface_hub lays
+// it out: blobs, a snapshot of relative links to them, and refs/main naming its commit. Returns the snapshot folder.
+const HUB_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
+  'sentence_bert_config.json', '1_Pooling/config.json', 'model.safetensors'];
+function writeHubCache(root: string, commit: string): string {
+  const repo = path.join(root, 'hub', 'models--org--tiny');
+  const snapshot = path.join(repo, 'snapshots', commit);
+  for (const [i, f] of HUB_FILES.entries()) {
+    const blob = path.join(repo, 'blobs', `blob${i}`);
+    fs.mkdirSync(path.dirname(blob), { recursive: true });
+    fs.copyFileSync(path.join(MODEL, f), blob);
+    fs.mkdirSync(path.dirname(path.join(snapshot, f)), { recursive: true });
+    fs.symlinkSync(path.relative(path.dirname(path.join(snapshot, f)), blob), path.join(snapshot, f));
+  }
+  fs.mkdirSync(path.join(repo, 'refs'));
+  fs.writeFileSync(path.join(repo, 'refs', 'main'), commit);
+  return snapshot;
 }
 
 function rowsOf(e: Embeddings, rows: number[]): Float32Array {
@@ -343,21 +363,10 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     // A cache as huggingface_hub lays it out (blobs and relative links), loaded offline.
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-convert-'));
     const commit = 'c'.repeat(40);
-    const snapshot = path.join(root, 'hub', 'models--org--tiny', 'snapshots', commit);
     const saved = process.env.CAMEMBED_CACHE;
     process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
     try {
-      const files = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
-        'sentence_bert_config.json', '1_Pooling/config.json', 'model.safetensors'];
-      for (const [i, f] of files.entries()) {
-        const blob = path.join(root, 'hub', 'models--org--tiny', 'blobs', `blob${i}`);
-        fs.mkdirSync(path.dirname(blob), { recursive: true });
-        fs.copyFileSync(path.join(MODEL, f), blob);
-        fs.mkdirSync(path.dirname(path.join(snapshot, f)), { recursive: true });
-        fs.symlinkSync(path.relative(path.dirname(path.join(snapshot, f)), blob), path.join(snapshot, f));
-      }
-      fs.mkdirSync(path.join(root, 'hub', 'models--org--tiny', 'refs'));
-      fs.writeFileSync(path.join(root, 'hub', 'models--org--tiny', 'refs', 'main'), commit);
+      const snapshot = writeHubCache(root, commit);
       const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
       const [, queries] = sets[0];
       fs.symlinkSync('hub', path.join(root, 'hub-link'));  // the same cache reached by another path
@@ -374,8 +383,51 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
         if (load === 0) fs.utimesSync(graph, 1, 1);  // a second conversion would renew the time
       }
       expect(fs.statSync(graph).mtimeMs).toBe(1000);  // converted once, for both paths
-      expect(fs.readdirSync(snapshot).sort()).toEqual([...new Set(files.map((f) => f.split('/')[0]))].sort());
+      expect(fs.readdirSync(snapshot).sort()).toEqual([...new Set(HUB_FILES.map((f) => f.split('/')[0]))].sort());
     } finally {
+      if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test("`camembed convert` of a Hub snapshot writes where Encoder.load looks, camembed's cache; never into the snapshot", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-cli-convert-'));
+    const commit = 'd'.repeat(40);
+    const saved = process.env.CAMEMBED_CACHE;
+    process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const snapshot = writeHubCache(root, commit);
+      const listing = fs.readdirSync(snapshot).sort();
+      const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
+      const link = path.join(root, 'my-model');  // the snapshot by another path
+      fs.symlinkSync(snapshot, link);
+      expect(await main(['convert', link, '--dtype', 'float16'])).toBe(0);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`wrote ${graph} `);
+      fs.utimesSync(graph, 1, 1);
+      // Loaded by its id or its folder: that graph (float16: within float16's precision of float32's), not converted again.
+      const golden = readNpy(path.join(MODEL, 'golden', sets[0][1].embeddings)).data;
+      for (const source of ['org/tiny', link]) {
+        const encoder = await Encoder.load(source, { cacheDir: path.join(root, 'hub'), offline: true, threads: 1 });
+        try {
+          expect(encoder.onnxPath).toBe(graph);
+          const e = await encoder.encode(textsOf(sets[0][1]));
+          expect(maxAbsDiff(e.data, golden)).toBeGreaterThan(1e-6);
+          expect(maxAbsDiff(e.data, golden)).toBeLessThan(2e-3);
+        } finally {
+          await encoder.dispose();
+        }
+      }
+      expect(fs.statSync(graph).mtimeMs).toBe(1000);
+      // Told to write into the snapshot: refused before anything is written there.
+      const inside = path.join(snapshot, 'onnx', 'model.onnx');
+      stderr.mockClear();
+      expect(await main(['convert', snapshot, '--output', inside])).toBe(1);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`cannot write ${inside}: it is in ${snapshot}, ` +
+        "a snapshot of the Hugging Face cache, which holds the repository's files only; leave out the output");
+      expect(fs.readdirSync(snapshot).sort()).toEqual(listing);
+    } finally {
+      stderr.mockRestore();
       if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
       fs.rmSync(root, { recursive: true, force: true });
     }

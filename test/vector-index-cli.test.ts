@@ -529,4 +529,24 @@ describe('camembed index build --vectors', () => {
       stdout.mockRestore();
     }
   });
+
+  test("search --query-vectors FILE: the bar shows the rows searched out of the file's, with an ETA, as --queries shows its bytes", async () => {
+    const index = new VectorIndex({ dim });
+    index.add(vectors);
+    const file = path.join(dir, 'rows-bar.cmbd');
+    await index.save(file);
+    index.dispose();
+    const query = npy('rows-bar.npy', '<f4', `(4, ${dim})`, bytes(queries));
+    const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      const err = await withTerminalStderr(async (written) => {
+        expect(await main(['search', '--index', file, '--query-vectors', query, '--k', '3', '--batch-size', '1'])).toBe(0);
+        return written;
+      });
+      const draws = err.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1)).filter((draw) => draw.startsWith('search '));
+      expect(draws).toEqual([expect.stringMatching(/^search  \[#{24}\] 100\.0%  4\/4  ETA 0:00  /)]);
+    } finally {
+      stdout.mockRestore();
+    }
+  });
 });

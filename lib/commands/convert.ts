@@ -2,12 +2,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
-import { conversionInputAt, convertedGraph, convertToOnnx } from '../model';
+import { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
 
 const SPEC: OptionSpec = {
-  output: { type: 'string', help: 'ONNX file to write (weights go to <output>.data); default <dir>/onnx/model.onnx, where the encoder looks first' },
+  output: {
+    type: 'string',
+    help: "ONNX file to write (weights go to <output>.data); default where the encoder looks: <dir>/onnx/model.onnx, or for a Hugging Face cache snapshot camembed's cache",
+  },
   dtype: { type: 'string', help: 'float32 or float16 (weights, compute and output)', default: 'float32' },
   graph: { type: 'string', help: 'fused (ONNX Runtime contrib ops) or plain (standard ops only)', default: 'fused' },
   force: { type: 'boolean', help: 'replace an ONNX file that camembed did not convert (the model\'s own export)' },
@@ -26,7 +29,7 @@ export async function run(argv: string[]): Promise<void> {
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliUsageError(`--dtype must be float32 or float16, got '${dtype}'`);
   const graph = options.graph as string;
   if (graph !== 'fused' && graph !== 'plain') throw new CliUsageError(`--graph must be fused or plain, got '${graph}'`);
-  const output = (options.output as string | undefined) ?? path.join(positional[0], 'onnx', 'model.onnx');
+  const output = (options.output as string | undefined) ?? defaultGraphPath(positional[0]);
   if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CliUsageError(`--output ${output} is a folder: give the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
   }

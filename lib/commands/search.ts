@@ -105,9 +105,11 @@ export async function run(argv: string[]): Promise<void> {
   try {
     if (vectorsFile === undefined) encoder = await loadEncoder(options, index, indexFile, device);
     if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
-    // A file of questions: encode's bar, its bytes searched out of its size (with an ETA); else the queries searched.
+    // A file of questions: encode's bar, its bytes searched out of its size; query vectors: their rows
+    // searched out of the file's (both with an ETA).
     const questions = queriesFile === undefined ? null : textsWithProgress(queriesFile, 'search');
-    bar = questions?.bar ?? createProgressBar({ label: 'search', unit: 'items' });
+    const layout = vectorsFile === undefined ? null : vectorFileLayout(vectorsFile, index.dim);  // raw float32 rows of the index's dim, or a .npy of it
+    bar = questions?.bar ?? createProgressBar({ label: 'search', unit: 'items', total: layout?.rows });
     const onSearched = questions?.onProgress ?? (({ done }: { done: number }) => bar?.update(done));
     let done = 0;
     const searchRows = async (vectors: Float32Array, count: number, texts: string[] | null) => {
@@ -129,8 +131,7 @@ export async function run(argv: string[]): Promise<void> {
       }
       if (batch.length > 0) await flush();
     } else {
-      const layout = vectorFileLayout(vectorsFile!, index.dim);  // raw float32 rows of the index's dim, or a .npy of it
-      for await (const chunk of readVectorRows(vectorsFile!, layout)) {
+      for await (const chunk of readVectorRows(vectorsFile!, layout!)) {
         for (let r = 0; r < chunk.rows; r += batchSize) {
           const count = Math.min(batchSize, chunk.rows - r);
           try {

@@ -4,7 +4,8 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { camembedCacheDir, Encoder } from '../encoder';
+import { Encoder } from '../encoder';
+import { camembedCacheDir } from '../model/hub';
 import { Device, parseDevice } from '../devices';
 import { Dtype, DTYPES } from '../kernels';
 import { externalDataLocations } from '../model/onnx-reader';

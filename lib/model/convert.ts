@@ -19,12 +19,13 @@ import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync }
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { followLinks, makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
+import { camembedCacheDir, hubSnapshotOf } from './hub';
 import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
 import { configInteger } from '../json-file';
 
 /** Options of convertToOnnx. */
 export interface ConvertOptions {
-  /** The graph's path (default <modelDir>/onnx/model.onnx, where Encoder.load looks first); weights go in <output>.data. */
+  /** The graph's path (default: defaultGraphPath(modelDir), where Encoder.load looks); weights go in <output>.data. */
   output?: string | undefined;
   /** 'float32' (default), or 'float16': weights, compute and output in half precision. */
   dtype?: 'float32' | 'float16' | undefined;
@@ -232,6 +233,26 @@ class GraphBuilder {
 const MS = 'com.microsoft';
 
 /**
+ * Where a model folder's converted graph goes unless told, and where Encoder.load looks for it: next to
+ * the weights (onnx/model.onnx) for a folder of the user's; for a Hugging Face cache snapshot, in camembed's
+ * cache (onnx/models--org--name/<commit>/model.onnx), so that the snapshot stays as huggingface_hub wrote
+ * it (Python would take our graph for the repository's onnx/model.onnx) and a read-only Hub cache works.
+ */
+export function defaultGraphPath(modelDir: string): string {
+  const snapshot = hubSnapshotOf(modelDir);
+  if (snapshot === null) return path.join(modelDir, 'onnx', 'model.onnx');
+  return path.join(camembedCacheDir(), 'onnx', snapshot.repo, snapshot.commit, 'model.onnx');
+}
+
+/** The Hugging Face cache snapshot folder `file` is in (or would be written in), at any depth; else null. */
+function snapshotHolding(file: string): string | null {
+  for (let dir = path.dirname(file); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (hubSnapshotOf(dir) !== null) return dir;
+  }
+  return null;
+}
+
+/**
  * Converts a folder's model.safetensors (or sharded safetensors, or pytorch_model.bin, read without
  * Python) of camembert, roberta, xlm-roberta or bert into an ONNX graph; resolves to the path written.
  */
@@ -241,7 +262,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
   const dtype = optionalOneOf('options.dtype', options.dtype, ['float32', 'float16'] as const) ?? 'float32';
   const graphKind = optionalOneOf('options.graph', options.graph, ['fused', 'plain'] as const) ?? 'fused';
   const outputOption = optionalString('options.output', options.output);
-  const output = path.resolve(outputOption ?? path.join(modelDir, 'onnx', 'model.onnx'));
+  const output = path.resolve(outputOption ?? defaultGraphPath(modelDir));
   // Found only at the graph's rename, a folder there left the data file and a record beside it.
   if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
     throw new Error(`${output} is a folder: the output is the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
@@ -265,6 +286,12 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     // A Hub snapshot's files link to blobs named by their hash, which other revisions share.
     if (/[\\/]models--[^\\/]+[\\/]blobs[\\/][^\\/]+$/.test(written)) {
       throw new Error(`cannot write ${written}: it is a file of the Hugging Face cache (a blob its snapshots link to); convert into a folder of yours`);
+    }
+    // huggingface_hub (and Python) would take a file there for one of the repository's.
+    const snapshot = snapshotHolding(written);
+    if (snapshot !== null) {
+      throw new Error(`cannot write ${written}: it is in ${snapshot}, a snapshot of the Hugging Face cache, which holds the repository's ` +
+        "files only; leave out the output (a snapshot's graph then goes to camembed's cache, where Encoder.load finds it) or write into a folder of yours");
     }
   }
   const tmpOutput = temporaryPath(graphFile);

@@ -94,6 +94,11 @@ export function defaultCacheDir(): string {
   return expandPath(process.env.HF_HUB_CACHE || process.env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub'));
 }
 
+/** camembed's own cache: $CAMEMBED_CACHE, else $XDG_CACHE_HOME/camembed, else ~/.cache/camembed (~ and $VARS expanded). */
+export function camembedCacheDir(): string {
+  return expandPath(process.env.CAMEMBED_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'camembed'));
+}
+
 const isTrue = (value: string | undefined) => ['1', 'true', 'yes', 'on'].includes((value ?? '').toLowerCase());
 
 // huggingface_hub's token lookup: options.token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file
@@ -119,6 +124,21 @@ function findToken(given: string | undefined): string | undefined {
 }
 
 const isCommitHash = (revision: string) => /^[0-9a-f]{40}$/.test(revision);
+
+/**
+ * The repository folder (models--org--name) and commit of `dir` when it is a snapshot folder of a Hugging
+ * Face cache, <cache>/models--org--name/snapshots/<commit>, by whatever path (links followed); else null.
+ */
+export function hubSnapshotOf(dir: string): { repo: string; commit: string } | null {
+  let real: string;
+  try {
+    real = fs.realpathSync(dir);
+  } catch {
+    return null;  // no such folder (yet)
+  }
+  const [repo, snapshots, commit] = real.split(path.sep).slice(-3);
+  return repo?.startsWith('models--') && snapshots === 'snapshots' && isCommitHash(commit) ? { repo, commit } : null;
+}
 
 /** The Hub answered with an error: `status` is its HTTP status (401, 403, 404, 5xx...) when there was one. */
 export class HubError extends Error {
