@@ -34,9 +34,21 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number> | BigInt64Array):
 }
 
 // The tiny model's files (weights, no ONNX graph) in a Hugging Face cache under <root>/hub as huggingface_hub lays
-// it out: blobs, a snapshot of relative links to them, and refs/main naming its commit. Returns the snapshot folder.
+// it out: blobs, a snapshot of relative links to them, and refs/main naming its commit, with camembed's cache
+// (CAMEMBED_CACHE) at <root>/camembed while `run` runs, given the root and the snapshot folder.
 const HUB_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
   'sentence_bert_config.json', '1_Pooling/config.json', 'model.safetensors'];
+async function withHubCache(commit: string, run: (root: string, snapshot: string) => Promise<void>): Promise<void> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-'));
+  const saved = process.env.CAMEMBED_CACHE;
+  process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
+  try {
+    await run(root, writeHubCache(root, commit));
+  } finally {
+    if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
 function writeHubCache(root: string, commit: string): string {
   const repo = path.join(root, 'hub', 'models--org--tiny');
   const snapshot = path.join(repo, 'snapshots', commit);
@@ -361,12 +373,8 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
 
   test('a Hub model with weights only is converted into camembed\'s cache, leaving the Hugging Face snapshot as it was', async () => {
     // A cache as huggingface_hub lays it out (blobs and relative links), loaded offline.
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-convert-'));
     const commit = 'c'.repeat(40);
-    const saved = process.env.CAMEMBED_CACHE;
-    process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
-    try {
-      const snapshot = writeHubCache(root, commit);
+    await withHubCache(commit, async (root, snapshot) => {
       const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
       const [, queries] = sets[0];
       fs.symlinkSync('hub', path.join(root, 'hub-link'));  // the same cache reached by another path
@@ -384,20 +392,13 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       }
       expect(fs.statSync(graph).mtimeMs).toBe(1000);  // converted once, for both paths
       expect(fs.readdirSync(snapshot).sort()).toEqual([...new Set(HUB_FILES.map((f) => f.split('/')[0]))].sort());
-    } finally {
-      if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
-      fs.rmSync(root, { recursive: true, force: true });
-    }
+    });
   });
 
   test("`camembed convert` of a Hub snapshot writes where Encoder.load looks, camembed's cache; never into the snapshot", async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-hub-cli-convert-'));
     const commit = 'd'.repeat(40);
-    const saved = process.env.CAMEMBED_CACHE;
-    process.env.CAMEMBED_CACHE = path.join(root, 'camembed');
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      const snapshot = writeHubCache(root, commit);
+    await withHubCache(commit, async (root, snapshot) => {
       const listing = fs.readdirSync(snapshot).sort();
       const graph = path.join(root, 'camembed', 'onnx', 'models--org--tiny', commit, 'model.onnx');
       const link = path.join(root, 'my-model');  // the snapshot by another path
@@ -426,11 +427,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`cannot write ${inside}: it is in ${snapshot}, ` +
         "a snapshot of the Hugging Face cache, which holds the repository's files only; leave out the output");
       expect(fs.readdirSync(snapshot).sort()).toEqual(listing);
-    } finally {
-      stderr.mockRestore();
-      if (saved === undefined) delete process.env.CAMEMBED_CACHE; else process.env.CAMEMBED_CACHE = saved;
-      fs.rmSync(root, { recursive: true, force: true });
-    }
+    }).finally(() => stderr.mockRestore());
   });
 
   test('dispose() lets the calls made before it finish, then refuses work', async () => {
