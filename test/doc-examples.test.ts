@@ -32,6 +32,7 @@ import * as path from 'path';
 import * as ts from 'typescript';
 
 import { devices, VectorIndex } from '../lib';
+import { npyBytes } from './helpers/npy';
 
 const root = path.resolve(__dirname, '..');
 const TINY = path.resolve(root, '../shared/models/tiny-random-camembert');
@@ -161,8 +162,9 @@ async function exampleFolder(): Promise<string> {
   fs.writeFileSync(path.join(dir, 'queries.tsv'), tsv('q', questions));
   fs.writeFileSync(path.join(dir, 'qrels.tsv'), 'q0 0 p0 1\nq1 0 p2 1\n');
   const random = (rows: number) => Float32Array.from({ length: rows * 32 }, () => Math.random() - 0.5);
-  fs.writeFileSync(path.join(dir, 'passages.npy'), npy(random(3), 3, 32));
-  fs.writeFileSync(path.join(dir, 'queries.npy'), npy(random(2), 2, 32));
+  const float32Npy = (rows: number) => npyBytes('<f4', `(${rows}, 32)`, new Uint8Array(random(rows).buffer));
+  fs.writeFileSync(path.join(dir, 'passages.npy'), float32Npy(3));
+  fs.writeFileSync(path.join(dir, 'queries.npy'), float32Npy(2));
   // A model folder of yours: the tiny model's files, its weights converted where they lie when used.
   fs.mkdirSync(path.join(dir, 'my-model'));
   for (const f of haveModel ? fs.readdirSync(TINY) : []) {
@@ -172,14 +174,6 @@ async function exampleFolder(): Promise<string> {
   index.add(random(3));
   await index.save(path.join(dir, 'corpus.cmbd'));
   return dir;
-}
-
-/** A .npy of float32 [rows, dim], as numpy's np.save writes it (format 1.0). */
-function npy(data: Float32Array, rows: number, dim: number): Buffer {
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
-  const header = `${dict.padEnd(Math.ceil((dict.length + 11) / 64) * 64 - 11)}\n`;
-  const prefix = Buffer.from([0x93, ...Buffer.from('NUMPY'), 1, 0, header.length & 0xff, header.length >> 8]);
-  return Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
 }
 
 function freePort(): Promise<number> {

@@ -10,6 +10,7 @@ import { Encoder } from '../lib/encoder';
 import { VectorIndex } from '../lib/vector-index';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { makeRandom, randomSignedArray } from './helpers/random';
+import { npyBytes } from './helpers/npy';
 import { withTerminalStderr } from './helpers/terminal';
 
 const SHARED = path.resolve(__dirname, '../../shared');
@@ -360,16 +361,8 @@ describe('camembed index build --vectors', () => {
   const vectors = randomSignedArray(makeRandom(11), rows * dim);
   const queries = randomSignedArray(makeRandom(12), 4 * dim);
   function npy(name: string, descr: string, shape: string, body: Uint8Array, version = 1, fortran = 'False'): string {
-    const dict = `{'descr': '${descr}', 'fortran_order': ${fortran}, 'shape': ${shape}, }`;
-    const lengthBytes = version === 1 ? 2 : 4;
-    const padded = dict.padEnd(Math.ceil((10 + lengthBytes + dict.length + 1) / 64) * 64 - 8 - lengthBytes - 1) + '\n';
-    const head = Buffer.alloc(8 + lengthBytes);
-    head.write('\x93NUMPY', 0, 'latin1');
-    head[6] = version;
-    if (version === 1) head.writeUInt16LE(padded.length, 8);
-    else head.writeUInt32LE(padded.length, 8);
     const file = path.join(dir, name);
-    fs.writeFileSync(file, Buffer.concat([head, Buffer.from(padded, 'latin1'), body]));
+    fs.writeFileSync(file, npyBytes(descr, shape, body, version, fortran));
     return file;
   }
   const bytes = (a: Float32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
