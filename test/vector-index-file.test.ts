@@ -584,6 +584,19 @@ describe('damaged files are clear errors', () => {
     const index = await sample('float16', 3);
     await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd')))
       .rejects.toThrow(`cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`);
+    // A folder the process cannot write in (EACCES as Node reports it: a test run as root would not
+    // see one): the error names the file saved, not only its temporary file, and keeps the code.
+    const file = path.join(dir, 'read-only.cmbd');
+    const open = fs.promises.open;
+    const spy = jest.spyOn(fs.promises, 'open').mockImplementation((where, flags, mode) => flags !== 'wx' ? open(where, flags, mode)
+      : Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${String(where)}'`), { code: 'EACCES', syscall: 'open', path: where })));
+    try {
+      const failed = (await index.save(file).catch((err) => err)) as NodeJS.ErrnoException;
+      expect(failed.message).toMatch(new RegExp(`^cannot save ${file}: EACCES: permission denied, open '${dir}/\\.read-only\\.cmbd\\.tmp-`));
+      expect(failed.code).toBe('EACCES');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 
