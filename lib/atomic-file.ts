@@ -5,13 +5,34 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
+// A file name holds at most 255 bytes (NAME_MAX): a name near that long leaves no room for the
+// temporary suffix (saving an index under a 240-byte name failed with ENAMETOOLONG), so its
+// temporary names start with only as much of it as leaves room (a process id has at most 10 digits).
+const NAME_MAX_BYTES = 255;
+const STEM_MAX_BYTES = NAME_MAX_BYTES - '.tmp-4294967295-01234567'.length;
+
+/** What the temporary names of a file named `name` start with: `name`, cut at a character to fit. */
+function temporaryStem(name: string): string {
+  let bytes = 0;
+  let end = 0;
+  for (const c of name) {
+    bytes += Buffer.byteLength(c);
+    if (bytes > STEM_MAX_BYTES) return name.slice(0, end);
+    end += c.length;
+  }
+  return name;
+}
+
 /**
- * A temporary name next to `file`, `<file>.tmp-<pid>-<8 hex>`. The process id alone is not unique:
- * containers sharing a volume all run as PID 1, and two writers of one name truncate and rename
- * each other's file.
+ * A temporary name next to `file`, `<file>.tmp-<pid>-<8 hex>` (a name too long for that suffix
+ * cut short first). The process id alone is not unique: containers sharing a volume all run as
+ * PID 1, and two writers of one name truncate and rename each other's file.
  */
 export function temporaryPath(file: string): string {
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  const name = path.basename(file);
+  const stem = temporaryStem(name);
+  const start = stem === name ? file : path.join(path.dirname(file), stem);
+  const tmp = `${start}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   trackedTemporaries?.add(tmp);
   return tmp;
 }
@@ -130,12 +151,13 @@ const ABANDONED_MS = 60 * 60 * 1000;
  * omitted (a folder of camembed's own); nothing else.
  */
 export async function removeAbandonedTemporaries(dir: string, names?: readonly string[]): Promise<void> {
+  const stems = names?.map(temporaryStem);
   try {
     // In pieces: a user's folder (an index saved there) may hold many thousands of files, and
     // listing 100,000 names at once stalled the event loop for 31 ms (62 ms with readdirSync).
     for await (const { name } of await fs.promises.opendir(dir, { bufferSize: 256 })) {
       const match = /^(.+)\.tmp-\d+(-[0-9a-f]{8})?$/.exec(name);
-      if (match === null || (names === undefined ? match[2] === undefined : !names.includes(match[1]))) continue;
+      if (match === null || (stems === undefined ? match[2] === undefined : !stems.includes(match[1]))) continue;
       try {
         const file = path.join(dir, name);
         if (Date.now() - (await fs.promises.stat(file)).mtimeMs > ABANDONED_MS) await fs.promises.rm(file, { force: true });

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { removeTrackedTemporaries, trackTemporaries } from '../lib/atomic-file';
+import { removeTrackedTemporaries, temporaryPath, trackTemporaries } from '../lib/atomic-file';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
 import { Checksum, encodeHeader, fileBindings, layoutOf, P1, P2, P3 } from '../lib/index/format';
 import { UNIT_NORM_SLACK } from '../lib/kernels';
@@ -584,6 +584,19 @@ describe('damaged files are clear errors', () => {
     const index = await sample('float16', 3);
     await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd')))
       .rejects.toThrow(`cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`);
+    // A folder the process cannot write in (EACCES as Node reports it: a test run as root would not
+    // see one): the error names the file saved, not only its temporary file, and keeps the code.
+    const file = path.join(dir, 'read-only.cmbd');
+    const open = fs.promises.open;
+    const spy = jest.spyOn(fs.promises, 'open').mockImplementation((where, flags, mode) => flags !== 'wx' ? open(where, flags, mode)
+      : Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${String(where)}'`), { code: 'EACCES', syscall: 'open', path: where })));
+    try {
+      const failed = (await index.save(file).catch((err) => err)) as NodeJS.ErrnoException;
+      expect(failed.message).toMatch(new RegExp(`^cannot save ${file}: EACCES: permission denied, open '${dir}/\\.read-only\\.cmbd\\.tmp-`));
+      expect(failed.code).toBe('EACCES');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 
@@ -644,6 +657,23 @@ test('crash safety: a writer killed mid-save leaves the old file intact', async 
   await old.save(file);
   expect(temporaries()).toEqual([]);
 }, 60000);
+
+test('a file name of up to 255 bytes saves: its temporary names start with as much of it as fits (it was ENAMETOOLONG)', async () => {
+  const index = await sample('float16', 12);
+  // 255 bytes; 254 bytes whose cut falls inside a two-byte character.
+  for (const name of [`${'n'.repeat(250)}.cmbd`, `n${'é'.repeat(124)}.cmbd`]) {
+    const file = path.join(dir, name);
+    await index.save(file);
+    expect(await (await VectorIndex.load(file)).search(queries, { k: 5 })).toEqual(await index.search(queries, { k: 5 }));
+    // A temporary file a killed save left, untouched for two hours: the next save removes it.
+    const left = temporaryPath(path.join(dir, `.${name}`));
+    fs.writeFileSync(left, 'partial');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    fs.utimesSync(left, twoHoursAgo, twoHoursAgo);
+    await index.save(file);
+    expect(fs.existsSync(left)).toBe(false);
+  }
+});
 
 test('save replaces the file a symbolic link points to, keeps its permissions, and an interrupted save leaves no temporary file', async () => {
   const real = path.join(dir, 'real.cmbd');

@@ -284,6 +284,10 @@ describe('VectorIndex inputs', () => {
     const result = await index.search({ data: v, rows: 1, dim: 4 }, { k: 1 });
     expect(result.ids[0]).toBe(23n);
     expect(result.scores[0]).toBeCloseTo(1, 6);
+    // A removed id still counts: the next default id is one past the largest ever added.
+    index.remove([23]);
+    index.add(v);
+    expect([index.has(23), index.has(24)]).toEqual([false, true]);
   });
 
   // Bit for bit: a score does not depend on how many queries share the kernel call.
