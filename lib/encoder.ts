@@ -37,6 +37,36 @@ function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/**
+ * The items of `source`, ending with `signal.reason` as soon as the signal aborts, also while the
+ * source is making its next item (standard input or a socket can wait for ever): the source is then
+ * closed without waiting (an async generator busy making an item closes once it has made it).
+ */
+async function* untilAborted<T>(source: AsyncIterable<T> | Iterable<T>, signal: AbortSignal): AsyncGenerator<T, void, undefined> {
+  // A sync iterable as for-await takes it (its values awaited).
+  const iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (async function* () { yield* source; })();
+  let reading = false;  // the source is making an item
+  let ended = false;
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      reading = true;
+      // Watched only while reading: a stream dropped between items holds no listener on a long-lived signal.
+      const step = await rejectOnAbort(Promise.resolve(iterator.next()), signal);
+      reading = false;
+      if (step.done === true) {
+        ended = true;
+        return;
+      }
+      yield step.value;
+    }
+  } finally {
+    // Stopped between items: closed as for-await closes it. A source that threw is left, as for-await leaves it.
+    if (!ended && !reading) await iterator.return?.();
+    else if (!ended && signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  }
+}
+
 const disposedError = () => new Error('this Encoder has been disposed');
 
 /** Options of Encoder.load. */
@@ -611,7 +641,7 @@ export class Encoder {
       if (this.disposing !== null) throw disposedError();
     };
     stopped();
-    for await (const text of texts) {
+    for await (const text of signal === undefined ? texts : untilAborted(texts, signal)) {
       // Thrown in the loop, so that for-await closes the source (its return()).
       stopped();
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
