@@ -262,13 +262,13 @@ function readModelLayout(dir: string): ModelLayout {
   const bad = modules.findIndex((m) => typeof m !== 'object' || m === null || Array.isArray(m));
   if (bad >= 0) throw new Error(`${modulesFile}: module ${bad} must be an object, got ${JSON.stringify(modules[bad])}`);
   const types = modules.map((m: Record<string, unknown>) => String(m.type));
-  const transformer = modules.find((m: Record<string, unknown>) => m.type === TRANSFORMER) as Record<string, unknown> | undefined;
-  const pooling = modules.find((m: Record<string, unknown>) => m.type === POOLING) as Record<string, unknown> | undefined;
-  const unsupported = types.filter((t) => t !== TRANSFORMER && t !== POOLING && t !== NORMALIZE);
-  if (transformer === undefined || pooling === undefined || unsupported.length > 0) {
+  // sentence-transformers runs the modules in the order listed: another order (Normalize before Pooling) is no model it runs.
+  const supported = [TRANSFORMER, POOLING, NORMALIZE];
+  if (types.length < 2 || types.length > 3 || types.some((t, i) => t !== supported[i])) {
     throw new Error(`${modulesFile}: unsupported module list [${types.join(', ')}]; ` +
       `camembed supports a Transformer followed by mean Pooling (and optionally Normalize)`);
   }
+  const [transformer, pooling] = modules as Record<string, unknown>[];
   if ((transformer.path ?? '') !== '') throw new Error(`${modulesFile}: the Transformer module must be at the model root`);
 
   // As sentence-transformers' Transformer.load: the first settings file present, else defaults.

@@ -483,6 +483,22 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     await withNormalize.dispose();
   });
 
+  test('modules.json: a Transformer, then Pooling, then optionally Normalize, and nothing else, as the docs say', async () => {
+    const [T, P, N] = ['Transformer', 'Pooling', 'Normalize'].map((name, idx) =>
+      ({ idx, name: String(idx), path: ['', '1_Pooling', '2_Normalize'][idx], type: `sentence_transformers.models.${name}` }));
+    const dense = { idx: 2, name: '2', path: '2_Dense', type: 'sentence_transformers.models.Dense' };
+    // Normalize before Pooling, or Pooling before the Transformer, is no model sentence-transformers runs; they loaded as T, P.
+    for (const modules of [[T, N, P], [P, T], [N, T, P], [T, P, P], [T, T, P], [T, P, N, N], [T, P, dense], [T], []]) {
+      fs.writeFileSync(path.join(dir, 'modules.json'), JSON.stringify(modules));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(new Error(`${path.join(dir, 'modules.json')}: unsupported module list ` +
+        `[${modules.map((m) => m.type).join(', ')}]; camembed supports a Transformer followed by mean Pooling (and optionally Normalize)`));
+    }
+    for (const modules of [[T, P], [T, P, N]]) {
+      fs.writeFileSync(path.join(dir, 'modules.json'), JSON.stringify(modules));
+      await (await Encoder.load(dir, { threads: 1 })).dispose();
+    }
+  });
+
   test('the default prompt goes before every text', async () => {
     const plain = await Encoder.load(dir, { threads: 1 });
     const prefixed = await plain.encode(texts.map((t) => `query: ${t}`));
