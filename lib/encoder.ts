@@ -27,14 +27,56 @@ import { configInteger, readJsonFile, readJsonValue } from './json-file';
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
 
 /**
- * `work`, or a rejection with `signal.reason` as soon as the signal aborts (the work itself goes on
- * to its next check); the call stops watching the signal when either comes first.
+ * `work`, or a rejection with the reason of the first of `signals` to abort, as soon as it does (the
+ * work itself goes on to its next check); the call stops watching them all when either comes first
+ * (work that never ends, a source waiting for ever, leaves no listener on the signals that did not abort).
  */
-function rejectOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+function rejectOnAbort<T>(work: Promise<T>, signals: readonly AbortSignal[]): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const stopWatching = watchAbort(signal, () => reject(signal.reason));
+    const stops: (() => void)[] = [];
+    let watching = true;
+    const stopWatching = () => {
+      watching = false;
+      for (const stop of stops.splice(0)) stop();  // each once
+    };
+    for (const signal of signals) {
+      if (watching) stops.push(watchAbort(signal, () => {  // at once for a signal that has aborted
+        stopWatching();
+        reject(signal.reason);
+      }));
+    }
     work.then(resolve, reject).finally(stopWatching);
   });
+}
+
+/**
+ * The items of `source`, ending with the reason of the first of `signals` to abort as soon as it does,
+ * also while the source is making its next item (standard input or a socket can wait for ever): the
+ * source is then closed without waiting (an async generator busy making an item closes once it has made it).
+ */
+async function* untilAborted<T>(source: AsyncIterable<T> | Iterable<T>, signals: readonly AbortSignal[]): AsyncGenerator<T, void, undefined> {
+  // A sync iterable as for-await takes it (its values awaited).
+  const iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (async function* () { yield* source; })();
+  let reading = false;  // the source is making an item
+  let ended = false;
+  try {
+    for (;;) {
+      for (const signal of signals) signal.throwIfAborted();
+      reading = true;
+      // Watched only while reading: a stream dropped between items holds no listener on a long-lived signal.
+      const step = await rejectOnAbort(Promise.resolve(iterator.next()), signals);
+      reading = false;
+      if (step.done === true) {
+        ended = true;
+        return;
+      }
+      yield step.value;
+    }
+  } finally {
+    // Stopped between items: closed as for-await closes it. A source that threw is left, as for-await leaves it.
+    if (!ended && !reading) await iterator.return?.();
+    else if (!ended && signals.some((signal) => signal.aborted)) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  }
 }
 
 const disposedError = () => new Error('this Encoder has been disposed');
@@ -232,13 +274,13 @@ function readModelLayout(dir: string): ModelLayout {
   const bad = modules.findIndex((m) => typeof m !== 'object' || m === null || Array.isArray(m));
   if (bad >= 0) throw new Error(`${modulesFile}: module ${bad} must be an object, got ${JSON.stringify(modules[bad])}`);
   const types = modules.map((m: Record<string, unknown>) => String(m.type));
-  const transformer = modules.find((m: Record<string, unknown>) => m.type === TRANSFORMER) as Record<string, unknown> | undefined;
-  const pooling = modules.find((m: Record<string, unknown>) => m.type === POOLING) as Record<string, unknown> | undefined;
-  const unsupported = types.filter((t) => t !== TRANSFORMER && t !== POOLING && t !== NORMALIZE);
-  if (transformer === undefined || pooling === undefined || unsupported.length > 0) {
+  // sentence-transformers runs the modules in the order listed: another order (Normalize before Pooling) is no model it runs.
+  const supported = [TRANSFORMER, POOLING, NORMALIZE];
+  if (types.length < 2 || types.length > 3 || types.some((t, i) => t !== supported[i])) {
     throw new Error(`${modulesFile}: unsupported module list [${types.join(', ')}]; ` +
       `camembed supports a Transformer followed by mean Pooling (and optionally Normalize)`);
   }
+  const [transformer, pooling] = modules as Record<string, unknown>[];
   if ((transformer.path ?? '') !== '') throw new Error(`${modulesFile}: the Transformer module must be at the model root`);
 
   // As sentence-transformers' Transformer.load: the first settings file present, else defaults.
@@ -425,6 +467,8 @@ export class Encoder {
   private readonly running = new Set<Promise<Embeddings>>();
   /** Set by dispose(): later encode() calls are refused; a second dispose() gets the same promise. */
   private disposing: Promise<void> | null = null;
+  /** Aborted by dispose(): streams end at once, even while their source waits for its next text. */
+  private readonly disposal = new AbortController();
 
   private constructor(fields: {
     dim: number; maxLength: number; modelDir: string; onnxPath: string; device: Device; batchSize: number;
@@ -564,7 +608,7 @@ export class Encoder {
     this.running.add(run);
     const finished = () => this.running.delete(run);
     run.then(finished, finished);
-    return signal === undefined ? run : rejectOnAbort(run, signal);
+    return signal === undefined ? run : rejectOnAbort(run, [signal]);
   }
 
   /**
@@ -605,15 +649,9 @@ export class Encoder {
       const before = seen - texts.length;
       return this.encode(texts, { normalize, onProgress: onProgress && (({ done }) => onProgress({ done: before + done })), signal });
     };
-    // Before the source is read, then before each text (not once a chunk of it has been read).
-    const stopped = () => {
-      signal?.throwIfAborted();
-      if (this.disposing !== null) throw disposedError();
-    };
-    stopped();
-    for await (const text of texts) {
-      // Thrown in the loop, so that for-await closes the source (its return()).
-      stopped();
+    // The caller's signal or dispose() ends the stream before it reads its source, before each text and while the
+    // source waits for one (not once a chunk has been read: that is an encode() call).
+    for await (const text of untilAborted(texts, signal === undefined ? [this.disposal.signal] : [signal, this.disposal.signal])) {
       if (typeof text !== 'string') throw new TypeError(`texts item ${seen} must be a string, got ${typeName(text)}`);
       seen++;
       chunk.push(text);
@@ -636,10 +674,11 @@ export class Encoder {
 
   /**
    * Releases the ONNX Runtime session once the encode() calls made before it have finished; later
-   * calls are refused, and a stream fails at its next text.
+   * calls are refused, and a stream fails at once (after the chunk it is encoding, if any).
    */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
+      this.disposal.abort(disposedError());
       await Promise.allSettled(this.running);
       await this.session!.release();
       this.session = null;

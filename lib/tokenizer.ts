@@ -196,15 +196,16 @@ export interface TokenizerOptions {
 export class SentenceTokenizer {
   readonly maxLength: number;
   readonly padTokenId: number;
-  readonly eosTokenId: number;
+  /** The token the post-processor puts last, which truncation keeps: `</s>`, BERT's `[SEP]`. */
+  readonly endTokenId: number;
   private readonly tokenizer: TokenizersJs;
 
-  private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, eosTokenId: number,
+  private constructor(tokenizer: TokenizersJs, maxLength: number, padTokenId: number, endTokenId: number,
     private readonly wordSeparators: ReadonlySet<string> | null) {
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
     this.padTokenId = padTokenId;
-    this.eosTokenId = eosTokenId;
+    this.endTokenId = endTokenId;
   }
 
   /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
@@ -258,10 +259,13 @@ export class SentenceTokenizer {
     // (it maps a grapheme alone as in any text), e.g. \n, \t, \r\n; not \u000b, which it removes.
     const separators = splitsAtSpaces(json)
       ? new Set([' ', ...(precompiled === null ? [] : [...PY_WHITESPACE, '\r\n'].filter((g) => precompiled(g) === ' '))]) : null;
-    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), idOf(config.eos_token, 'eos'), separators);
+    // Read off the post-processor, not tokenizer_config.json's eos_token, which BERT's lacks (its texts end in [SEP]).
+    const endTokenId = tokenizer.encode('').ids.at(-1);
+    if (endTokenId === undefined) throw new Error(`${file}: its post-processor adds no special tokens (<s> and </s>, or [CLS] and [SEP])`);
+    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), endTokenId, separators);
   }
 
-  /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` last. */
+  /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` (endTokenId) last. */
   encode(text: string): number[] {
     if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${text === null ? 'null' : typeof text}`);
     const stripped = pythonStrip(text);
@@ -277,7 +281,7 @@ export class SentenceTokenizer {
     if (ids.length <= this.maxLength) return ids;
     // LongestFirst truncation of a single sequence keeps the first maxLength-2 content tokens.
     const kept = ids.slice(0, this.maxLength - 1);
-    kept.push(this.eosTokenId);
+    kept.push(this.endTokenId);
     return kept;
   }
 

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { getEventListeners } from 'events';
+import { Readable } from 'stream';
 import { Encoder, Embeddings } from '../lib/encoder';
 import { resolveModel } from '../lib/model';
 import { VectorIndex } from '../lib/vector-index';
@@ -286,7 +287,7 @@ describeModel('Encoder', () => {
     between.controller.abort(between.reason);
     await expect(stream.next()).rejects.toBe(between.reason);
     expect(closed).toBe(true);
-    expect(read).toBe(9);  // the first item read after the abort ends it
+    expect(read).toBe(8);  // no item is read after the abort
 
     // Aborted from the progress of a chunk's first batch: its encode rejects, the source is closed.
     closed = false;
@@ -303,6 +304,28 @@ describeModel('Encoder', () => {
     expect(closed).toBe(true);
     expect(progress).toHaveLength(1);
     expect(listeners(within.controller.signal)).toBe(0);
+  });
+
+  test('encodeStream: aborted while its source has no next text yet (standard input, a socket), it ends at once; the source closes once it gives one', async () => {
+    // An object-mode stream that gives 8 texts, then waits (read() pushes nothing).
+    const source = new Readable({ objectMode: true, read() {} });
+    for (const text of TEXTS.slice(0, 8)) source.push(text);
+    const { controller, reason } = aborter();
+    const stream = encoder.encodeStream(source, { chunkSize: 8, signal: controller.signal });
+    expect((await stream.next()).value).toEqual({ data: alone.data.subarray(0, 8 * alone.dim), rows: 8, dim: alone.dim });
+    const next = stream.next();
+    setTimeout(() => controller.abort(reason), 20);  // the stream is waiting for the 9th text
+    // It waited for a text that never came, whatever the signal.
+    let timer: NodeJS.Timeout | undefined;
+    const stillWaiting = new Promise((resolve) => { timer = setTimeout(() => resolve('still waiting 2 s after the abort'), 2000); });
+    await expect(Promise.race([next, stillWaiting])).rejects.toBe(reason);
+    clearTimeout(timer);
+    expect(listeners(controller.signal)).toBe(0);
+    // A Readable's iterator (an async generator) closes once it has given the text it is waiting for.
+    expect(source.destroyed).toBe(false);
+    source.push(TEXTS[8]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(source.destroyed).toBe(true);
   });
 
   test('one long-lived signal shared by many calls keeps no listener', async () => {

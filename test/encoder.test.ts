@@ -1,5 +1,6 @@
 // Encoder parity with the golden outputs of an independent float64 PyTorch CamemBERT
 // (../shared/models/tiny-random-camembert/golden), plus batching, order, concurrency, streaming.
+import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -443,7 +444,7 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     expect(maxAbsDiff(first3.data, all.data.subarray(0, 3 * 32))).toBe(0);
     await expect(e.encode(['a'])).rejects.toThrow(/disposed/);
     // A stream fails before it reads its source (not after a whole chunk of it), and one running
-    // when the encoder is disposed fails at its next text, its source closed.
+    // when the encoder is disposed fails before reading another text, its source closed.
     let read = 0;
     const source = function* () { for (;;) { read++; yield 'a'; } };
     await expect(e.encodeStream(source()).next()).rejects.toThrow(/disposed/);
@@ -455,7 +456,25 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     await f.dispose();
     const readBefore = read;
     await expect(running.next()).rejects.toThrow(/disposed/);
-    expect([read - readBefore, closed]).toEqual([1, true]);
+    expect([read - readBefore, closed]).toEqual([0, true]);
+  });
+
+  test('dispose() ends a stream whose source is waiting for its next text (standard input, a socket) at once', async () => {
+    const e = await Encoder.load(MODEL, { threads: 1 });
+    const source = new Readable({ objectMode: true, read() {} });  // gives 2 texts, then waits
+    source.push('un');
+    source.push('deux');
+    const { signal } = new AbortController();  // long-lived: it must keep no listener of the stream
+    const stream = e.encodeStream(source, { chunkSize: 2, signal });
+    expect((await stream.next()).value?.rows).toBe(2);
+    const next = stream.next();
+    setTimeout(() => void e.dispose(), 20);  // the stream is waiting for the 3rd text
+    let timer: NodeJS.Timeout | undefined;
+    const stillWaiting = new Promise((resolve) => { timer = setTimeout(() => resolve('still waiting 2 s after dispose()'), 2000); });
+    await expect(Promise.race([next, stillWaiting])).rejects.toThrow('this Encoder has been disposed');
+    clearTimeout(timer);
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+    source.destroy();
   });
 });
 
@@ -481,6 +500,22 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     const withNormalize = await Encoder.load(dir, { threads: 1 });
     expect((await withNormalize.encode(texts, { normalize: false })).data).toEqual(unit.data);
     await withNormalize.dispose();
+  });
+
+  test('modules.json: a Transformer, then Pooling, then optionally Normalize, and nothing else, as the docs say', async () => {
+    const [T, P, N] = ['Transformer', 'Pooling', 'Normalize'].map((name, idx) =>
+      ({ idx, name: String(idx), path: ['', '1_Pooling', '2_Normalize'][idx], type: `sentence_transformers.models.${name}` }));
+    const dense = { idx: 2, name: '2', path: '2_Dense', type: 'sentence_transformers.models.Dense' };
+    // Normalize before Pooling, or Pooling before the Transformer, is no model sentence-transformers runs; they loaded as T, P.
+    for (const modules of [[T, N, P], [P, T], [N, T, P], [T, P, P], [T, T, P], [T, P, N, N], [T, P, dense], [T], []]) {
+      fs.writeFileSync(path.join(dir, 'modules.json'), JSON.stringify(modules));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(new Error(`${path.join(dir, 'modules.json')}: unsupported module list ` +
+        `[${modules.map((m) => m.type).join(', ')}]; camembed supports a Transformer followed by mean Pooling (and optionally Normalize)`));
+    }
+    for (const modules of [[T, P], [T, P, N]]) {
+      fs.writeFileSync(path.join(dir, 'modules.json'), JSON.stringify(modules));
+      await (await Encoder.load(dir, { threads: 1 })).dispose();
+    }
   });
 
   test('the default prompt goes before every text', async () => {

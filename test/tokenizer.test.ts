@@ -1,6 +1,7 @@
 // Tokenizer parity: our wrapper over tokenizers.js against the Rust Hugging Face tokenizer (npm
 // `tokenizers`, the oracle) and against the golden ids it produced for ../shared/corpus.
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { graphemeSegments, pythonStrip, SentenceTokenizer } from '../lib/tokenizer';
@@ -285,6 +286,62 @@ describe('graphemeSegments (the normalizer segments long texts in windows)', () 
     const whole = Array.from(new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(text), (s) => s.segment);
     for (let window = 1; window <= text.length; window++) {
       expect({ window, segments: [...graphemeSegments(text, window)] }).toEqual({ window, segments: whole });
+    }
+  });
+});
+
+describe('a BERT tokenizer (WordPiece, [CLS] text [SEP])', () => {
+  // The tokenizer.json of a BERT model as transformers writes it, over a small vocabulary; its
+  // tokenizer_config.json names no eos_token (BERT's texts end in [SEP]), as all-MiniLM-L6-v2's.
+  const special = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
+  const letters = [...'abcdefghijklmnopqrstuvwxyz0123456789'];
+  const vocabList = [...special, 'le', 'chat', 'est', 'sur', 'la', 'table', 'bonjour', 'monde', '.', ',', "'", ...letters, ...letters.map((c) => `##${c}`), '##s'];
+  const vocab = Object.fromEntries(vocabList.map((token, id) => [token, id]));
+  const tokenizerJson = {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: special.map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 1 } }, { SpecialToken: { id: '[SEP]', type_id: 1 } }],
+      special_tokens: Object.fromEntries(['[CLS]', '[SEP]'].map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }])),
+    },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+  };
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-bert-tokenizer-'));
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
+      do_lower_case: true, unk_token: '[UNK]', sep_token: '[SEP]', pad_token: '[PAD]', cls_token: '[CLS]', mask_token: '[MASK]', model_max_length: 512,
+    }));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('truncates keeping [SEP] last, as the Rust tokenizer (it needed an eos_token: "no eos token in the vocabulary")', async () => {
+    const texts = ['  Le chat est sur la table.  ', "Bonjour le monde, le chat n'est pas sur la table, la table est sur le chat.", '', 'Élève ÇA'];
+    for (const maxLength of [2, 8, 128]) {
+      const rust = RustTokenizer.fromFile(path.join(dir, 'tokenizer.json'));
+      rust.setTruncation(maxLength);
+      rust.disablePadding();
+      const encodings = await rust.encodeBatch(texts.map(pythonStrip));
+      const ours = SentenceTokenizer.load(dir, { maxLength });
+      expect(mismatches(texts, encodings.map((e) => e.getIds()), ours.tokenize(texts))).toEqual([]);
+      expect(ours.tokenize(texts).ids.map((ids) => ids.at(-1))).toEqual(texts.map(() => vocab['[SEP]']));
+    }
+  });
+
+  test('a tokenizer.json whose post-processor adds no special tokens is refused, naming the file', () => {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...tokenizerJson, post_processor: null }));
+    try {
+      expect(() => SentenceTokenizer.load(dir, { maxLength: 8 })).toThrow(
+        new Error(`${path.join(dir, 'tokenizer.json')}: its post-processor adds no special tokens (<s> and </s>, or [CLS] and [SEP])`));
+    } finally {
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
     }
   });
 });
