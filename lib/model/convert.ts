@@ -19,7 +19,7 @@ import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync }
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { followLinks, makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
-import { camembedCacheDir, hubSnapshotOf } from './hub';
+import { camembedCacheDir, hubBlobOf, hubSnapshotOf } from './hub';
 import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
 import { configInteger } from '../json-file';
 
@@ -284,7 +284,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     const input = conversionInputAt(modelDir, written);
     if (input !== undefined) throw new Error(`cannot write ${written}: it is the model's ${input}, which the conversion reads`);
     // A Hub snapshot's files link to blobs named by their hash, which other revisions share.
-    if (/[\\/]models--[^\\/]+[\\/]blobs[\\/][^\\/]+$/.test(written)) {
+    if (hubBlobOf(written) !== null) {
       throw new Error(`cannot write ${written}: it is a file of the Hugging Face cache (a blob its snapshots link to); convert into a folder of yours`);
     }
     // huggingface_hub (and Python) would take a file there for one of the repository's.
