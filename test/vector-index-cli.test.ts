@@ -242,6 +242,7 @@ describeFiles('camembed index build / search', () => {
       expect(await main(['search', '--index', indexFile, '--model', MODEL])).toBe(2);
       expect(await main(['search', '--index', indexFile, '--model', MODEL, '--k', '0', 'x'])).toBe(2);
       expect(await main(['search', '--index', path.join(dir, 'none.cmbd'), 'x'])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`camembed search: --index ${path.join(dir, 'none.cmbd')} does not exist\n`);
       fs.writeFileSync(path.join(dir, 'bad.cmbd'), 'not an index');
       expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', MODEL, 'x'])).toBe(1);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/is not a camembed index file/);

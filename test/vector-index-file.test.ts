@@ -570,8 +570,14 @@ describe('damaged files are clear errors', () => {
   });
 
   test('a missing file, a bad path argument, saving into a missing folder', async () => {
-    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'))).rejects.toThrow(/ENOENT/);
-    await expect(VectorIndex.load(path.join(dir, 'absent.cmbd'), { mmap: true })).rejects.toThrow(/ENOENT/);
+    // Was Node's "ENOENT: no such file or directory, open '...'".
+    const absent = path.join(dir, 'absent.cmbd');
+    for (const open of [() => VectorIndex.load(absent), () => VectorIndex.load(absent, { mmap: true }), () => VectorIndex.describe(absent)]) {
+      await expect(open()).rejects.toMatchObject({ message: `no index file at ${absent}`, code: 'ENOENT' });
+    }
+    const underFile = path.join(dir, 'a-file', 'x.cmbd');
+    fs.writeFileSync(path.dirname(underFile), '');
+    await expect(VectorIndex.load(underFile)).rejects.toMatchObject({ message: `cannot open ${underFile}: ENOTDIR: not a directory`, code: 'ENOTDIR' });
     await expect(VectorIndex.load(42 as unknown as string)).rejects.toThrow(TypeError);
     // A folder was "EISDIR: illegal operation on a directory, read", naming nothing; a FIFO with no
     // writer made load and describe wait forever in open().
