@@ -48,7 +48,12 @@ test('camembed index without a subcommand prints the usage of index build (exit 
 
 describe('integer flags are checked before any model is loaded (exit 2, naming the flag)', () => {
   test.each([
-    [['encode', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
+    [['encode', '--batch-size', '0'], "--batch-size must be an integer from 1 to 2147483648, got '0'"],
+    // Past what any model takes (Encoder.load: batchSize x maxLength <= 2^32 / dim, at maxLength 2 and dim 1);
+    // below it, the model's own bound, a runtime error (exit 1) as it loads.
+    [['encode', '--batch-size', '2147483649'], "--batch-size must be an integer from 1 to 2147483648, got '2147483649'"],
+    [['index', 'build', '--batch-size', '100000000000'], "--batch-size must be an integer from 1 to 2147483648, got '100000000000'"],
+    [['eval', '--batch-size', '4294967296'], "--batch-size must be an integer from 1 to 2147483648, got '4294967296'"],
     [['encode', '--threads', '1.5'], "--threads must be an integer from 1 to 1024, got '1.5'"],
     [['index', 'build', '--threads', '0'], "--threads must be an integer from 1 to 1024, got '0'"],
     // Encoder.load's limit: past it, a runtime error (exit 1) after the checks, naming options.threads.
@@ -59,13 +64,13 @@ describe('integer flags are checked before any model is loaded (exit 2, naming t
     // VectorIndex's limit: past it, a runtime error (exit 1) naming options.dim.
     [['index', 'build', '--dim', '16777217'], "--dim must be an integer from 1 to 16777216, got '16777217'"],
     [['search', '--k', '-3', 'x'], "--k must be a positive integer, got '-3'"],
-    [['eval', '--batch-size', '0'], "--batch-size must be a positive integer, got '0'"],
+    [['eval', '--batch-size', '0'], "--batch-size must be an integer from 1 to 2147483648, got '0'"],
     [['make-random-model', '--layers', '0'], "--layers must be a positive integer, got '0'"],
     [['make-random-model', '--max-positions', '0'], "--max-positions must be a positive integer, got '0'"],
     [['make-random-model', '--seed', '-1'], "--seed must be an integer from 0 to 4294967295, got '-1'"],
     // The generator takes 32 bits: --seed 4294967296 wrote seed 0's weights.
     [['make-random-model', '--seed', '4294967296'], "--seed must be an integer from 0 to 4294967295, got '4294967296'"],
-    [['encode', '--batch-size', 'many'], "--batch-size must be a positive integer, got 'many'"],
+    [['encode', '--batch-size', 'many'], "--batch-size must be an integer from 1 to 2147483648, got 'many'"],
     [['search', '--k', '0x10', 'x'], "--k must be a positive integer, got '0x10'"],
     [['search', '--k', '1e3', 'x'], "--k must be a positive integer, got '1e3'"],
   ])('%j', async (args, message) => {

@@ -239,7 +239,7 @@ test('the docs have the runnable examples this test checks, each once', () => {
   expect(examples.map((e) => e.file).sort()).toEqual(Object.keys(specs).sort());
 });
 
-test('the TypeScript examples compile (strict)', async () => {
+test('the TypeScript examples compile (strict, every local used)', async () => {
   const dir = await exampleFolder();
   try {
     const files = examples.filter((e) => /\.[mc]?ts$/.test(e.file)).map((e) => {
@@ -247,7 +247,7 @@ test('the TypeScript examples compile (strict)', async () => {
       return path.join(dir, e.file);
     });
     const program = ts.createProgram(files, {
-      strict: true, exactOptionalPropertyTypes: true, noEmit: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Node16,
+      strict: true, exactOptionalPropertyTypes: true, noUnusedLocals: true, noEmit: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Node16,
       moduleResolution: ts.ModuleResolutionKind.Node16, types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')], skipLibCheck: true,
     });
     const errors = ts.getPreEmitDiagnostics(program).map((d) => `${path.basename(d.file?.fileName ?? '')}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);

@@ -421,12 +421,14 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
         }
       }
       expect(fs.statSync(graph).mtimeMs).toBe(1000);
-      // Told to write into the snapshot: refused before anything is written there.
-      const inside = path.join(snapshot, 'onnx', 'model.onnx');
-      stderr.mockClear();
-      expect(await main(['convert', snapshot, '--output', inside])).toBe(1);
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`cannot write ${inside}: it is in ${snapshot}, ` +
-        "a snapshot of the Hugging Face cache, which holds the repository's files only; leave out the output");
+      // Told to write into the snapshot (by any path, --force or not): a usage error, before anything is written there.
+      for (const [dir, force] of [[snapshot, []], [link, ['--force']]] as const) {
+        const inside = path.join(dir, 'onnx', 'model.onnx');
+        stderr.mockClear();
+        expect(await main(['convert', snapshot, '--output', inside, ...force])).toBe(2);
+        expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`cannot write ${inside}: it is in ${dir}, ` +
+          "a snapshot of the Hugging Face cache, which holds the repository's files only; leave out the output");
+      }
       expect(fs.readdirSync(snapshot).sort()).toEqual(listing);
     }).finally(() => stderr.mockRestore());
   });

@@ -138,14 +138,18 @@ describeFiles('camembed index build / search', () => {
     expect(Number(lines[0][2])).toBeLessThan(passages.length);
   });
 
-  test('search --queries FILE: the bar shows the bytes of the file searched out of its size, with an ETA, as encode\'s does', async () => {
+  test('search --queries FILE: the bar shows the bytes of the file searched out of its size, with an ETA, as encode\'s does; one question has none', async () => {
     const size = fs.statSync(queriesFile).size;
-    const err = await withTerminalStderr(async (written) => {
-      expect((await captureStdout(['search', '--index', indexFile, '--k', '5', '--queries', queriesFile, '--batch-size', '1'])).code).toBe(0);
-      return written;
-    });
-    const lines = err.join('').split('\r');
-    expect(lines[lines.length - 1]).toMatch(new RegExp(`^search  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
+    const searchBars = async (question: string[]) => {
+      const err = await withTerminalStderr(async (written) => {
+        expect((await captureStdout(['search', '--index', indexFile, '--k', '5', ...question, '--batch-size', '1'])).code).toBe(0);
+        return written;
+      });
+      return err.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1)).filter((draw) => draw.startsWith('search '));
+    };
+    expect(await searchBars(['--queries', queriesFile])).toEqual([expect.stringMatching(new RegExp(`^search  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `))]);
+    // Was 'search  1  167/s' after the results: a count of the one question.
+    expect(await searchBars([questions[0]])).toEqual([]);
   });
 
   test("`camembed encode`'s .npy, built with --vectors, is the index `index build --input` makes (the model recorded when given)", async () => {
@@ -238,6 +242,7 @@ describeFiles('camembed index build / search', () => {
       expect(await main(['search', '--index', indexFile, '--model', MODEL])).toBe(2);
       expect(await main(['search', '--index', indexFile, '--model', MODEL, '--k', '0', 'x'])).toBe(2);
       expect(await main(['search', '--index', path.join(dir, 'none.cmbd'), 'x'])).toBe(2);
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`camembed search: --index ${path.join(dir, 'none.cmbd')} does not exist\n`);
       fs.writeFileSync(path.join(dir, 'bad.cmbd'), 'not an index');
       expect(await main(['search', '--index', path.join(dir, 'bad.cmbd'), '--model', MODEL, 'x'])).toBe(1);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/is not a camembed index file/);

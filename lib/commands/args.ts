@@ -10,6 +10,7 @@ import * as path from 'path';
 import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
 import { readTextLineBatches, readTextLines } from '../lines';
+import { MAX_RESULT_VALUES } from '../kernels';
 import { isRevision, looksLikeHubId } from '../model/hub';
 import { modelFiles } from '../model/local';
 import { MAX_THREADS, suggestion } from '../validate';
@@ -51,6 +52,13 @@ export interface OptionSpec {
 export const THREADS_OPTION: OptionSpec[string] = {
   type: 'integer', help: `ONNX Runtime threads, at most ${MAX_THREADS} (default: all cores)`, max: MAX_THREADS,
 };
+
+/**
+ * --batch-size of the commands that run the encoder. Its bound is the model's, checked as the model loads
+ * (Encoder.load: batchSize x maxLength <= 2^32 / dim); one past what any model takes (maxLength 2, dim 1) is
+ * refused here, before any work.
+ */
+export const ENCODER_BATCH_SIZE_OPTION: OptionSpec[string] = { type: 'integer', help: 'texts per ONNX Runtime call', max: MAX_RESULT_VALUES / 2 };
 
 export interface Parsed {
   options: Record<string, string | number | boolean | undefined>;

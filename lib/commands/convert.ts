@@ -1,8 +1,9 @@
 // camembed convert <dir>: safetensors weights of a sentence-transformers folder → ONNX graph.
 import * as fs from 'fs';
 import * as path from 'path';
+import { followLinks } from '../atomic-file';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
-import { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath } from '../model';
+import { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath, hubCacheRefusal } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
 
@@ -35,6 +36,9 @@ export async function run(argv: string[]): Promise<void> {
   }
   const input = conversionInputAt(positional[0], output);
   if (input !== undefined) throw new CliUsageError(`--output ${output} is the model's ${input}, which the conversion reads: writing it would destroy it`);
+  // Before the --force check: a snapshot's own graph is there, and --force would not make it writable.
+  const refusal = hubCacheRefusal(await followLinks(output));
+  if (refusal !== undefined) throw new CliUsageError(refusal);
   if (fs.existsSync(output) && convertedGraph(output, positional[0]) === null && options.force !== true) {
     throw new CliUsageError(`${output} exists and camembed did not convert it (the model's own ONNX graph?): pass --force to replace it, or --output elsewhere`);
   }

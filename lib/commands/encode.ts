@@ -6,8 +6,8 @@ import { followLinks } from '../atomic-file';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
 import {
-  checkTextFile, CliUsageError, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireModel,
-  requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
+  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
+  requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -22,7 +22,7 @@ const SPEC: OptionSpec = {
   },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N'", default: 'cpu' },
   threads: THREADS_OPTION,
-  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
+  'batch-size': { ...ENCODER_BATCH_SIZE_OPTION, default: 32 },
   'no-normalize': { type: 'boolean', help: 'write unnormalised mean-pooled vectors' },
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },

@@ -9,8 +9,8 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption, requireIndexK, requireModel,
-  requireOutputFile, THREADS_OPTION,
+  CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
+  requireIndexK, requireModel, requireOutputFile, THREADS_OPTION,
 } from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -25,7 +25,7 @@ const spec: OptionSpec = {
   'min-relevance': { type: 'integer', help: "relevance from which a judgement is relevant for MRR, MAP, Recall, P (trec_eval's -l; nDCG keeps graded gains)", default: 1 },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' for the encoder and the index", default: 'cpu' },
   dtype: { type: 'string', help: "index storage, 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
-  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call' },
+  'batch-size': ENCODER_BATCH_SIZE_OPTION,
   threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },

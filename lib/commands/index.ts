@@ -13,8 +13,9 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice, requireExists, requireFileOption,
-  requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress, writeStdout,
+  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
+  requireExists, requireFileOption, requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
+  writeStdout,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -144,7 +145,7 @@ const SPEC: OptionSpec = {
   output: { type: 'string', help: 'index file to write (replaced atomically)' },
   dtype: { type: 'string', help: "vector storage: 'float32' or 'float16' (default: float32 on cpu, float16 on cuda)" },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
-  'batch-size': { type: 'integer', help: 'texts per ONNX Runtime call', default: 32 },
+  'batch-size': { ...ENCODER_BATCH_SIZE_OPTION, default: 32 },
   threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },

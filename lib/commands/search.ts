@@ -106,10 +106,10 @@ export async function run(argv: string[]): Promise<void> {
     if (vectorsFile === undefined) encoder = await loadEncoder(options, index, indexFile, device);
     if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
     // A file of questions: encode's bar, its bytes searched out of its size; query vectors: their rows
-    // searched out of the file's (both with an ETA).
+    // searched out of the file's (both with an ETA). One question has no bar (it drew 'search  1' after the results).
     const questions = queriesFile === undefined ? null : textsWithProgress(queriesFile, 'search');
     const layout = vectorsFile === undefined ? null : vectorFileLayout(vectorsFile, index.dim);  // raw float32 rows of the index's dim, or a .npy of it
-    bar = questions?.bar ?? createProgressBar({ label: 'search', unit: 'items', total: layout?.rows });
+    bar = questions?.bar ?? (layout === null ? undefined : createProgressBar({ label: 'search', unit: 'items', total: layout.rows }));
     const onSearched = questions?.onProgress ?? (({ done }: { done: number }) => bar?.update(done));
     let done = 0;
     const searchRows = async (vectors: Float32Array, count: number, texts: string[] | null) => {

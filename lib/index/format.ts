@@ -380,7 +380,11 @@ export class IndexFileReader {
   static async open(file: string): Promise<IndexFileReader> {
     // O_NONBLOCK: a FIFO with no writer would hold open() (and a libuv thread) forever; it is then
     // refused below like a folder. Reads of a regular file ignore the flag.
-    const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
+      // Node's text ('ENOENT: no such file or directory, open ...') says nothing of an index; the code stays, for callers that test it.
+      if (err.code === 'ENOENT') throw Object.assign(new Error(`no index file at ${file}`, { cause: err }), { code: err.code });
+      throw ioError('open', file, err);
+    });
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) throw new Error(`${file} is not a camembed index file: it is not a regular file`);

@@ -19,7 +19,7 @@ import { readSafetensorsTensors, readTensorAsFloat32, TensorInfo, writeAllSync }
 import { readTorchCheckpointTensors } from './torch-checkpoint';
 import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onnx-writer';
 import { followLinks, makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
-import { camembedCacheDir, hubSnapshotOf } from './hub';
+import { camembedCacheDir, hubBlobOf, hubSnapshotOf } from './hub';
 import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
 import { configInteger } from '../json-file';
 
@@ -253,6 +253,22 @@ function snapshotHolding(file: string): string | null {
 }
 
 /**
+ * Why a conversion must not write `file` (a path with its links followed), a place in a Hugging Face
+ * cache; else undefined.
+ */
+export function hubCacheRefusal(file: string): string | undefined {
+  // A Hub snapshot's files link to blobs named by their hash, which other revisions share.
+  if (hubBlobOf(file) !== null) {
+    return `cannot write ${file}: it is a file of the Hugging Face cache (a blob its snapshots link to); convert into a folder of yours`;
+  }
+  // huggingface_hub (and Python) would take a file there for one of the repository's.
+  const snapshot = snapshotHolding(file);
+  if (snapshot === null) return undefined;
+  return `cannot write ${file}: it is in ${snapshot}, a snapshot of the Hugging Face cache, which holds the repository's ` +
+    "files only; leave out the output (a snapshot's graph then goes to camembed's cache, where Encoder.load finds it) or write into a folder of yours";
+}
+
+/**
  * Converts a folder's model.safetensors (or sharded safetensors, or pytorch_model.bin, read without
  * Python) of camembert, roberta, xlm-roberta or bert into an ONNX graph; resolves to the path written.
  */
@@ -283,16 +299,8 @@ export async function convertToOnnx(modelDir: string, options: ConvertOptions = 
     // `--output model.safetensors --force` wrote the graph over the weights it was made from.
     const input = conversionInputAt(modelDir, written);
     if (input !== undefined) throw new Error(`cannot write ${written}: it is the model's ${input}, which the conversion reads`);
-    // A Hub snapshot's files link to blobs named by their hash, which other revisions share.
-    if (/[\\/]models--[^\\/]+[\\/]blobs[\\/][^\\/]+$/.test(written)) {
-      throw new Error(`cannot write ${written}: it is a file of the Hugging Face cache (a blob its snapshots link to); convert into a folder of yours`);
-    }
-    // huggingface_hub (and Python) would take a file there for one of the repository's.
-    const snapshot = snapshotHolding(written);
-    if (snapshot !== null) {
-      throw new Error(`cannot write ${written}: it is in ${snapshot}, a snapshot of the Hugging Face cache, which holds the repository's ` +
-        "files only; leave out the output (a snapshot's graph then goes to camembed's cache, where Encoder.load finds it) or write into a folder of yours");
-    }
+    const refusal = hubCacheRefusal(written);
+    if (refusal !== undefined) throw new Error(refusal);
   }
   const tmpOutput = temporaryPath(graphFile);
   const tmpData = temporaryPath(dataFile);

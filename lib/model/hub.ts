@@ -140,6 +140,15 @@ export function hubSnapshotOf(dir: string): { repo: string; commit: string } | n
   return repo?.startsWith('models--') && snapshots === 'snapshots' && isCommitHash(commit) ? { repo, commit } : null;
 }
 
+/**
+ * The repository folder (models--org--name) and blob name of `file` when its path is a blob of a Hugging
+ * Face cache, <cache>/models--org--name/blobs/<etag> (where a snapshot's links lead); else null.
+ */
+export function hubBlobOf(file: string): { repo: string; etag: string } | null {
+  const match = /[\\/](models--[^\\/]+)[\\/]blobs[\\/]([^\\/]+)$/.exec(file);
+  return match === null ? null : { repo: match[1], etag: match[2] };
+}
+
 /** The Hub answered with an error: `status` is its HTTP status (401, 403, 404, 5xx...) when there was one. */
 export class HubError extends Error {
   constructor(

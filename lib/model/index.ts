@@ -6,7 +6,7 @@ import { describeLocalModel, ResolvedModel } from './local';
 import { HubError, resolveHubModel, ResolveOptions, looksLikeHubId } from './hub';
 
 export type { ResolvedModel } from './local';
-export { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath } from './convert';
+export { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath, hubCacheRefusal } from './convert';
 export type { ConvertOptions } from './convert';
 export { makeRandomModel } from './random-model';
 export type { RandomModelOptions } from './random-model';

@@ -10,7 +10,11 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "camembed/unit_rows.h"
 #include "common.h"
@@ -44,9 +48,51 @@ std::unordered_map<void*, Mapping*>& mappingsByData() {
   return live;
 }
 
-void unmap(Mapping* m) {
-  ::munmap(m->base, m->mapped);
+// Unmapping gigabytes takes milliseconds (hundreds with 4 KiB pages: a page-table entry each),
+// which releaseMapping, called by dispose(), would spend on the event loop. A range detached and
+// out of the map is out of reach, so one thread, running while ranges wait, unmaps them in turn (a
+// thread per range crowded the cores: dispose still took up to 146 ms). bench/RESULTS-index.md.
+struct Unmapper {
+  std::mutex lock;
+  std::vector<std::pair<void*, size_t>> waiting;
+  bool running = false;  // a thread is draining `waiting`; none runs while it is empty
+};
+Unmapper& unmapper() {
+  static Unmapper* shared = new Unmapper;  // never destroyed: the thread may still run at exit
+  return *shared;
+}
+
+void drainUnmaps() {
+  Unmapper& u = unmapper();
+  for (;;) {
+    std::pair<void*, size_t> range;
+    {
+      std::lock_guard<std::mutex> hold(u.lock);
+      if (u.waiting.empty()) {
+        u.running = false;
+        return;
+      }
+      range = u.waiting.back();
+      u.waiting.pop_back();
+    }
+    ::munmap(range.first, range.second);
+  }
+}
+
+void unmapOffThread(Mapping* m) {
   m->released = true;
+  Unmapper& u = unmapper();
+  std::lock_guard<std::mutex> hold(u.lock);
+  try {
+    u.waiting.emplace_back(m->base, m->mapped);
+    if (!u.running) {
+      std::thread(drainUnmaps).detach();
+      u.running = true;
+    }
+  } catch (...) {  // no memory for the list, or no thread: unmapped here (with no thread, only this range waited)
+    if (!u.running) u.waiting.clear();
+    ::munmap(m->base, m->mapped);
+  }
 }
 
 // An ArrayBuffer of `length` bytes at `data`, inside the mapping `m`.
@@ -62,7 +108,7 @@ Napi::ArrayBuffer wrapMapping(Napi::Env env, void* data, size_t length, Mapping*
         std::lock_guard<std::mutex> hold(mappingsLock);
         mappingsByData().erase(p);
       }
-      unmap(owned);
+      unmapOffThread(owned);
     }
     delete owned;
   }, m);
@@ -120,7 +166,7 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
 }
 
 // releaseMapping(buffer): detaches a buffer from allocateLargePages or mapFileRange (its views
-// become empty) and unmaps its memory now.
+// become empty) and unmaps its memory now, off this thread.
 Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "native: releaseMapping(buffer) needs an ArrayBuffer");
@@ -141,7 +187,7 @@ Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   if (inUse) throw Napi::Error::New(env, "native: releaseMapping: the buffer is in use by a kernel (wait for its promise)");
   if (m == nullptr) throw Napi::TypeError::New(env, "native: releaseMapping: not a live buffer from allocateLargePages or mapFileRange");
   buffer.Detach();
-  unmap(m);
+  unmapOffThread(m);
   return env.Undefined();
 }
 
