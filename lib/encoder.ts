@@ -175,23 +175,6 @@ export interface Batch {
   seq: number;
 }
 
-interface ModelLayout {
-  maxSeqLength: number;
-  /** Where maxSeqLength comes from, for messages. */
-  maxSeqLengthSource: string;
-  dim: number;
-  /** Where dim comes from, for messages. */
-  dimSource: string;
-  /** Longest input the position table allows (RoBERTa positions start after the padding id). */
-  maxPositions: number;
-  /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
-  normalizeModule: boolean;
-  /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
-  prompt: string;
-  /** The pooling config's include_prompt: false leaves the prompt's tokens out of the mean. */
-  includePrompt: boolean;
-}
-
 /**
  * What one ONNX Runtime call costs beyond its padded tokens, in tokens. On CamemBERT-base with 2
  * threads 8 to 64 gave the same queries/s and 0 (one call per text) half (bench/RESULTS-encoder.md).
@@ -263,11 +246,34 @@ export function planBatches(lengths: readonly number[], batchSize: number, maxBa
 const TRANSFORMER = 'sentence_transformers.models.Transformer';
 const NORMALIZE = 'sentence_transformers.models.Normalize';
 
+/** What a model's modules set (readModules). */
+interface ModuleSettings {
+  /** The Transformer's max_seq_length (undefined or null: the model's limit). */
+  maxSeqLength: unknown;
+  /** Where maxSeqLength comes from, for messages. */
+  maxSeqLengthSource: string;
+  dim: number;
+  /** Where dim comes from, for messages. */
+  dimSource: string;
+  /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
+  normalizeModule: boolean;
+  /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
+  prompt: string;
+  /** The pooling config's include_prompt: false leaves the prompt's tokens out of the mean. */
+  includePrompt: boolean;
+}
+
+interface ModelLayout extends ModuleSettings {
+  maxSeqLength: number;
+  /** Longest input the position table allows (RoBERTa positions start after the padding id). */
+  maxPositions: number;
+}
+
 /**
- * Reads modules.json (Transformer at the root, then Pooling, optionally Normalize),
- * sentence_bert_config.json and the pooling config. Only mean pooling is implemented.
+ * Reads modules.json (Transformer at the root, then Pooling, optionally Normalize), the Transformer's
+ * settings file, the pooling config and config_sentence_transformers.json. Only mean pooling is implemented.
  */
-function readModelLayout(dir: string): ModelLayout {
+function readModules(dir: string): ModuleSettings {
   const modulesFile = path.join(dir, 'modules.json');
   const modules = readJsonValue(modulesFile);
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
@@ -315,8 +321,35 @@ function readModelLayout(dir: string): ModelLayout {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
+  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
+  const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
+  const promptName = promptConfig.default_prompt_name;
+  let prompt = '';
+  if (promptName !== undefined && promptName !== null) {
+    const prompts = promptConfig.prompts as Record<string, unknown> | undefined;
+    const text = typeof promptName === 'string' ? prompts?.[promptName] : undefined;
+    if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
+    prompt = text;
+  }
+  return {
+    maxSeqLength: stConfig.max_seq_length, maxSeqLengthSource: `${stConfigFile}: max_seq_length`,
+    dim, dimSource: `${poolingFile}: word_embedding_dimension`, normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
+  };
+}
+
+/**
+ * The model's settings: its modules' (readModules), or for a folder without modules.json (a plain
+ * transformers model such as camembert-base) what sentence-transformers builds for one
+ * (SentenceTransformer._load_auto_model): its Transformer with no settings file, then mean Pooling of
+ * hidden_size values, no Normalize, no prompt. Then config.json's position table and the length limit.
+ */
+function readModelLayout(dir: string): ModelLayout {
   const configFile = path.join(dir, 'config.json');
   const config = readJsonFile(configFile);
+  const modules: ModuleSettings = fs.existsSync(path.join(dir, 'modules.json')) ? readModules(dir) : {
+    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(configFile, config, 'hidden_size'),
+    dimSource: `${configFile}: hidden_size`, normalizeModule: false, prompt: '', includePrompt: true,
+  };
   // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
   const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
   const padId = configInteger(configFile, config, 'pad_token_id', 1);
@@ -332,8 +365,7 @@ function readModelLayout(dir: string): ModelLayout {
 
   // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
   // the tokenizer's model_max_length).
-  let maxSeqLength = stConfig.max_seq_length;
-  let maxSeqLengthSource = `${stConfigFile}: max_seq_length`;
+  let { maxSeqLength, maxSeqLengthSource } = modules;
   if (maxSeqLength === undefined || maxSeqLength === null) {
     const tokenizerConfigFile = path.join(dir, 'tokenizer_config.json');
     const modelMax = fs.existsSync(tokenizerConfigFile) ? readJsonFile(tokenizerConfigFile).model_max_length : undefined;
@@ -345,21 +377,7 @@ function readModelLayout(dir: string): ModelLayout {
   if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
     throw new Error(`${maxSeqLengthSource} must be an integer >= 2, got ${JSON.stringify(maxSeqLength)}`);
   }
-
-  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
-  const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
-  const promptName = promptConfig.default_prompt_name;
-  let prompt = '';
-  if (promptName !== undefined && promptName !== null) {
-    const prompts = promptConfig.prompts as Record<string, unknown> | undefined;
-    const text = typeof promptName === 'string' ? prompts?.[promptName] : undefined;
-    if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
-    prompt = text;
-  }
-  return {
-    maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
-    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
-  };
+  return { ...modules, maxSeqLength, maxSeqLengthSource, maxPositions };
 }
 
 /** ONNX Runtime's execution providers for a device index (-1: the CPU). */

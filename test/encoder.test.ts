@@ -547,6 +547,29 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
   });
 
+  test('a plain transformers folder (no modules.json) loads as sentence-transformers builds it: mean pooling, the model\'s length limit', async () => {
+    // Was "cannot read <dir>/modules.json: ENOENT". sentence-transformers reads no settings file or prompt without
+    // modules.json: the ones left here (max_seq_length 16, a default prompt) must be ignored.
+    fs.rmSync(path.join(dir, 'modules.json'));
+    fs.rmSync(path.join(dir, '1_Pooling'), { recursive: true });
+    edit('sentence_bert_config.json', (c) => ({ ...c, max_seq_length: 16 }));
+    edit('config_sentence_transformers.json', (c) => ({ ...c, prompts: { query: 'query: ' }, default_prompt_name: 'query' }));
+    const [, queries] = Object.entries(JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')).sets)[0] as [string, GoldenSet];
+    let e = await Encoder.load(dir, { threads: 1 });
+    expect([e.dim, e.maxLength]).toEqual([32, 128]);  // config.json's hidden_size; min(max_position_embeddings 514, model_max_length 128)
+    const golden = readNpy(path.join(MODEL, 'golden', queries.embeddings));
+    expect(maxAbsDiff((await e.encode(queries.texts.map((t) => t.raw ?? t.text))).data, golden.data)).toBeLessThan(1e-5);
+    expect(norms(await e.encode(texts, { normalize: false })).some((n) => Math.abs(n - 1) > 0.01)).toBe(true);  // no Normalize module
+    await e.dispose();
+    edit('tokenizer_config.json', (c) => ({ ...c, model_max_length: 40 }));
+    e = await Encoder.load(dir, { threads: 1 });
+    expect(e.maxLength).toBe(40);
+    await e.dispose();
+    edit('config.json', (c) => ({ ...c, hidden_size: 64 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'model.onnx')}: output last_hidden_state has ` +
+      `32 values per token, but ${path.join(dir, 'config.json')}: hidden_size is 64`);
+  });
+
   test('a pad_token_id that leaves the position table no room is an error saying so', async () => {
     // Was "options.maxLength must be between 2 (room for <s> and </s>) and -87 (the model's position table)".
     edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 600 }));
