@@ -687,6 +687,14 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     await e.dispose();
   });
 
+  test('a folder without tokenizer_config.json loads, its pad token from special_tokens_map.json', async () => {
+    fs.rmSync(path.join(dir, 'tokenizer_config.json'));
+    const e = await Encoder.load(dir, { threads: 1 });
+    const [set] = Object.values(JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')).sets) as GoldenSet[];
+    expect(maxAbsDiff((await e.encode(set.texts.map((t) => t.raw ?? t.text))).data, readNpy(path.join(MODEL, 'golden', set.embeddings)).data)).toBeLessThan(1e-5);
+    await e.dispose();
+  });
+
   test('a pad token written as an AddedToken object', async () => {
     edit('tokenizer_config.json', (c) => ({ ...c, pad_token: { content: '<pad>', lstrip: false, rstrip: false, normalized: false, single_word: false } }));
     const e = await Encoder.load(dir, { threads: 1 });
