@@ -592,9 +592,16 @@ export class Encoder {
     }
     const inputType = idsInput.isTensor && idsInput.type === 'int32' ? 'int32' : 'int64';
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
-    // A graph whose token vectors are not word_embedding_dimension long fails every encode(): say so now.
+    // A graph that gives no token vectors [batch, tokens, dim] (a pooled sentence_embedding [batch, dim]), or whose
+    // token vectors are not word_embedding_dimension long, fails every encode(): say so now. [] is an unknown shape.
     const output = session.outputMetadata.find((m) => m.name === outputName);
-    const tokenDim = output?.isTensor ? output.shape[output.shape.length - 1] : undefined;
+    const shape = output?.isTensor ? output.shape : [];
+    if (shape.length > 0 && shape.length !== 3) {
+      await session.release();
+      throw new Error(`${onnxPath}: output ${outputName} has shape [${shape.join(', ')}], but camembed pools token vectors itself: ` +
+        `it expects last_hidden_state (else the first output) of shape [batch, tokens, ${layout.dim}]`);
+    }
+    const tokenDim = shape.at(-1);
     if (typeof tokenDim === 'number' && tokenDim !== layout.dim) {
       await session.release();
       throw new Error(`${onnxPath}: output ${outputName} has ${tokenDim} values per token, but ${layout.dimSource} is ${layout.dim}`);

@@ -11,6 +11,7 @@ import { devices } from '../lib/devices';
 import { checkOnnxRuntimeDevice, Encoder, Embeddings, similarity } from '../lib/encoder';
 import { main } from '../lib/cli';
 import { convertToOnnx } from '../lib/model';
+import { DataType, encodeModel } from '../lib/model/onnx-writer';
 import { loadAddon } from '../lib/native';
 import { readNpy } from './helpers/npy';
 import { makeRandom } from './helpers/random';
@@ -669,6 +670,29 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     edit('1_Pooling/config.json', (c) => ({ ...c, word_embedding_dimension: 64 }));
     await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'model.onnx')}: output last_hidden_state has ` +
       `32 values per token, but ${path.join(dir, '1_Pooling', 'config.json')}: word_embedding_dimension is 64`);
+  });
+
+  test('a graph whose output is a pooled sentence_embedding [batch, dim] fails the load, not every encode() after it', async () => {
+    // Was "output sentence_embedding has shape [2, 32], expected [2, 4, 32]" at each encode(). This graph gives
+    // [batch, 32] (each row: the token count, 32 times).
+    const int64 = (values: number[]) => new Uint8Array(BigInt64Array.from(values, BigInt).buffer);
+    fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel({
+      irVersion: 8, opsets: [{ domain: '', version: 17 }], producerName: 'test', producerVersion: '1',
+      graph: {
+        name: 'pooled',
+        nodes: [
+          { opType: 'Cast', inputs: ['attention_mask'], outputs: ['mask'], attributes: { to: { i: DataType.FLOAT } } },
+          { opType: 'ReduceSum', inputs: ['mask', 'axes'], outputs: ['count'], attributes: { keepdims: { i: 1 } } },
+          { opType: 'Expand', inputs: ['count', 'width'], outputs: ['sentence_embedding'] },
+        ],
+        initializers: [{ name: 'axes', dataType: DataType.INT64, dims: [1], raw: int64([1]) },
+          { name: 'width', dataType: DataType.INT64, dims: [2], raw: int64([1, 32]) }],
+        inputs: ['input_ids', 'attention_mask'].map((name) => ({ name, elemType: DataType.INT64, shape: ['batch', 'tokens'] })),
+        outputs: [{ name: 'sentence_embedding', elemType: DataType.FLOAT, shape: ['batch', 32] }],
+      },
+    }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(new Error(`${path.join(dir, 'model.onnx')}: output sentence_embedding ` +
+      'has shape [batch, 32], but camembed pools token vectors itself: it expects last_hidden_state (else the first output) of shape [batch, tokens, 32]'));
   });
 
   test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
