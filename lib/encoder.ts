@@ -363,15 +363,16 @@ function readModelLayout(dir: string): ModelLayout {
       `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
   }
 
-  // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
-  // the tokenizer's model_max_length).
+  // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings, the tokenizer's
+  // model_max_length), kept to the position table: without model_max_length (no tokenizer_config.json) a RoBERTa's
+  // 514 would be 2 more tokens than its table holds, which sentence-transformers fails on only when a text is that long.
   let { maxSeqLength, maxSeqLengthSource } = modules;
   if (maxSeqLength === undefined || maxSeqLength === null) {
     const tokenizerConfigFile = path.join(dir, 'tokenizer_config.json');
     const modelMax = fs.existsSync(tokenizerConfigFile) ? readJsonFile(tokenizerConfigFile).model_max_length : undefined;
     const limits = [positions, modelMax].filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
     if (limits.length === 0) throw new Error(`${dir}: no max_seq_length (sentence_bert_config.json), max_position_embeddings or model_max_length`);
-    maxSeqLength = Math.min(...limits);
+    maxSeqLength = Math.min(...limits, maxPositions);
     maxSeqLengthSource = `${dir}: min(max_position_embeddings, model_max_length)`;
   }
   if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
