@@ -175,23 +175,6 @@ export interface Batch {
   seq: number;
 }
 
-interface ModelLayout {
-  maxSeqLength: number;
-  /** Where maxSeqLength comes from, for messages. */
-  maxSeqLengthSource: string;
-  dim: number;
-  /** Where dim comes from, for messages. */
-  dimSource: string;
-  /** Longest input the position table allows (RoBERTa positions start after the padding id). */
-  maxPositions: number;
-  /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
-  normalizeModule: boolean;
-  /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
-  prompt: string;
-  /** The pooling config's include_prompt: false leaves the prompt's tokens out of the mean. */
-  includePrompt: boolean;
-}
-
 /**
  * What one ONNX Runtime call costs beyond its padded tokens, in tokens. On CamemBERT-base with 2
  * threads 8 to 64 gave the same queries/s and 0 (one call per text) half (bench/RESULTS-encoder.md).
@@ -263,11 +246,34 @@ export function planBatches(lengths: readonly number[], batchSize: number, maxBa
 const TRANSFORMER = 'sentence_transformers.models.Transformer';
 const NORMALIZE = 'sentence_transformers.models.Normalize';
 
+/** What a model's modules set (readModules). */
+interface ModuleSettings {
+  /** The Transformer's max_seq_length (undefined or null: the model's limit). */
+  maxSeqLength: unknown;
+  /** Where maxSeqLength comes from, for messages. */
+  maxSeqLengthSource: string;
+  dim: number;
+  /** Where dim comes from, for messages. */
+  dimSource: string;
+  /** modules.json ends in Normalize: vectors are unit length whatever `normalize` says. */
+  normalizeModule: boolean;
+  /** config_sentence_transformers.json's default prompt, put before every text ('' for none). */
+  prompt: string;
+  /** The pooling config's include_prompt: false leaves the prompt's tokens out of the mean. */
+  includePrompt: boolean;
+}
+
+interface ModelLayout extends ModuleSettings {
+  maxSeqLength: number;
+  /** Longest input the position table allows (RoBERTa positions start after the padding id). */
+  maxPositions: number;
+}
+
 /**
- * Reads modules.json (Transformer at the root, then Pooling, optionally Normalize),
- * sentence_bert_config.json and the pooling config. Only mean pooling is implemented.
+ * Reads modules.json (Transformer at the root, then Pooling, optionally Normalize), the Transformer's
+ * settings file, the pooling config and config_sentence_transformers.json. Only mean pooling is implemented.
  */
-function readModelLayout(dir: string): ModelLayout {
+function readModules(dir: string): ModuleSettings {
   const modulesFile = path.join(dir, 'modules.json');
   const modules = readJsonValue(modulesFile);
   if (!Array.isArray(modules)) throw new Error(`${modulesFile} must hold an array of modules`);
@@ -315,8 +321,35 @@ function readModelLayout(dir: string): ModelLayout {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
+  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
+  const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
+  const promptName = promptConfig.default_prompt_name;
+  let prompt = '';
+  if (promptName !== undefined && promptName !== null) {
+    const prompts = promptConfig.prompts as Record<string, unknown> | undefined;
+    const text = typeof promptName === 'string' ? prompts?.[promptName] : undefined;
+    if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
+    prompt = text;
+  }
+  return {
+    maxSeqLength: stConfig.max_seq_length, maxSeqLengthSource: `${stConfigFile}: max_seq_length`,
+    dim, dimSource: `${poolingFile}: word_embedding_dimension`, normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
+  };
+}
+
+/**
+ * The model's settings: its modules' (readModules), or for a folder without modules.json (a plain
+ * transformers model such as camembert-base) what sentence-transformers builds for one
+ * (SentenceTransformer._load_auto_model): its Transformer with no settings file, then mean Pooling of
+ * hidden_size values, no Normalize, no prompt. Then config.json's position table and the length limit.
+ */
+function readModelLayout(dir: string): ModelLayout {
   const configFile = path.join(dir, 'config.json');
   const config = readJsonFile(configFile);
+  const modules: ModuleSettings = fs.existsSync(path.join(dir, 'modules.json')) ? readModules(dir) : {
+    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(configFile, config, 'hidden_size'),
+    dimSource: `${configFile}: hidden_size`, normalizeModule: false, prompt: '', includePrompt: true,
+  };
   // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
   const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
   const padId = configInteger(configFile, config, 'pad_token_id', 1);
@@ -330,36 +363,22 @@ function readModelLayout(dir: string): ModelLayout {
       `${padId} (positions start after the padding id): pad_token_id must be at most max_position_embeddings - 3`);
   }
 
-  // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings,
-  // the tokenizer's model_max_length).
-  let maxSeqLength = stConfig.max_seq_length;
-  let maxSeqLengthSource = `${stConfigFile}: max_seq_length`;
+  // No max_seq_length (or null): sentence-transformers takes min(max_position_embeddings, the tokenizer's
+  // model_max_length), kept to the position table: without model_max_length (no tokenizer_config.json) a RoBERTa's
+  // 514 would be 2 more tokens than its table holds, which sentence-transformers fails on only when a text is that long.
+  let { maxSeqLength, maxSeqLengthSource } = modules;
   if (maxSeqLength === undefined || maxSeqLength === null) {
     const tokenizerConfigFile = path.join(dir, 'tokenizer_config.json');
     const modelMax = fs.existsSync(tokenizerConfigFile) ? readJsonFile(tokenizerConfigFile).model_max_length : undefined;
     const limits = [positions, modelMax].filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
     if (limits.length === 0) throw new Error(`${dir}: no max_seq_length (sentence_bert_config.json), max_position_embeddings or model_max_length`);
-    maxSeqLength = Math.min(...limits);
+    maxSeqLength = Math.min(...limits, maxPositions);
     maxSeqLengthSource = `${dir}: min(max_position_embeddings, model_max_length)`;
   }
   if (typeof maxSeqLength !== 'number' || !Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
     throw new Error(`${maxSeqLengthSource} must be an integer >= 2, got ${JSON.stringify(maxSeqLength)}`);
   }
-
-  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
-  const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
-  const promptName = promptConfig.default_prompt_name;
-  let prompt = '';
-  if (promptName !== undefined && promptName !== null) {
-    const prompts = promptConfig.prompts as Record<string, unknown> | undefined;
-    const text = typeof promptName === 'string' ? prompts?.[promptName] : undefined;
-    if (typeof text !== 'string') throw new Error(`${promptsFile}: default_prompt_name ${JSON.stringify(promptName)} is not one of its prompts`);
-    prompt = text;
-  }
-  return {
-    maxSeqLength, maxSeqLengthSource, dim, dimSource: `${poolingFile}: word_embedding_dimension`, maxPositions,
-    normalizeModule: types.includes(NORMALIZE), prompt, includePrompt,
-  };
+  return { ...modules, maxSeqLength, maxSeqLengthSource, maxPositions };
 }
 
 /** ONNX Runtime's execution providers for a device index (-1: the CPU). */
@@ -574,9 +593,16 @@ export class Encoder {
     }
     const inputType = idsInput.isTensor && idsInput.type === 'int32' ? 'int32' : 'int64';
     const outputName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
-    // A graph whose token vectors are not word_embedding_dimension long fails every encode(): say so now.
+    // A graph that gives no token vectors [batch, tokens, dim] (a pooled sentence_embedding [batch, dim]), or whose
+    // token vectors are not word_embedding_dimension long, fails every encode(): say so now. [] is an unknown shape.
     const output = session.outputMetadata.find((m) => m.name === outputName);
-    const tokenDim = output?.isTensor ? output.shape[output.shape.length - 1] : undefined;
+    const shape = output?.isTensor ? output.shape : [];
+    if (shape.length > 0 && shape.length !== 3) {
+      await session.release();
+      throw new Error(`${onnxPath}: output ${outputName} has shape [${shape.join(', ')}], but camembed pools token vectors itself: ` +
+        `it expects last_hidden_state (else the first output) of shape [batch, tokens, ${layout.dim}]`);
+    }
+    const tokenDim = shape.at(-1);
     if (typeof tokenDim === 'number' && tokenDim !== layout.dim) {
       await session.release();
       throw new Error(`${onnxPath}: output ${outputName} has ${tokenDim} values per token, but ${layout.dimSource} is ${layout.dim}`);

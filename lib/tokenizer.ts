@@ -7,6 +7,7 @@
 // the charsmap stored in tokenizer.json. The two disagree on combining-mark stacks, C1
 // controls and characters newer than the charsmap, so we install our own `Precompiled`
 // normalizer that reads the charsmap exactly as the Rust `spm_precompiled` crate does.
+import * as fs from 'fs';
 import * as path from 'path';
 import type { Tokenizer as TokenizersJs } from '@huggingface/tokenizers' with { 'resolution-mode': 'require' };
 import { readJsonFile } from './json-file';
@@ -193,6 +194,41 @@ export interface TokenizerOptions {
   maxLength: number;
 }
 
+/**
+ * The pad token's id, found as transformers' fast tokenizers find it: tokenizer_config.json's pad_token, else
+ * special_tokens_map.json's, else tokenizer.json's padding (PreTrainedTokenizerFast). transformers would next take
+ * the tokenizer class's default ('<pad>', BERT's '[PAD]'), which camembed does not know: config.json's
+ * pad_token_id (the model's padding index, which those defaults are) stands for it.
+ */
+function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<string, unknown>, tokenizer: TokenizersJs): number {
+  const mapFile = path.join(dir, 'special_tokens_map.json');
+  const modelFile = path.join(dir, 'config.json');
+  const padding = json.padding as { pad_token?: unknown } | null | undefined;
+  const sources: [string, () => unknown][] = [
+    [`${path.join(dir, 'tokenizer_config.json')}: pad_token`, () => config.pad_token],
+    [`${mapFile}: pad_token`, () => (fs.existsSync(mapFile) ? readJsonFile(mapFile).pad_token : undefined)],
+    [`${path.join(dir, 'tokenizer.json')}: padding.pad_token`, () => padding?.pad_token],
+  ];
+  for (const [source, read] of sources) {
+    const token = read();
+    if (token === undefined || token === null) continue;
+    // A plain string, or an AddedToken written out as { content, ... } by older transformers.
+    const content = typeof token === 'object' ? (token as { content?: unknown }).content : token;
+    const id = typeof content === 'string' ? tokenizer.token_to_id(content) : undefined;
+    if (id === undefined) throw new Error(`${source} ${JSON.stringify(content)} is not in the vocabulary`);
+    return id;
+  }
+  const id = fs.existsSync(modelFile) ? readJsonFile(modelFile).pad_token_id : undefined;
+  if (id === undefined || id === null) {
+    throw new Error(`${dir}: no pad token: none of tokenizer_config.json, special_tokens_map.json, tokenizer.json's padding ` +
+      'or config.json\'s pad_token_id names one');
+  }
+  if (typeof id !== 'number' || !Number.isInteger(id) || tokenizer.id_to_token(id) === undefined) {
+    throw new Error(`${modelFile}: pad_token_id ${JSON.stringify(id)} is not a token id of the vocabulary`);
+  }
+  return id;
+}
+
 export class SentenceTokenizer {
   readonly maxLength: number;
   readonly padTokenId: number;
@@ -208,11 +244,12 @@ export class SentenceTokenizer {
     this.endTokenId = endTokenId;
   }
 
-  /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
+  /** Reads tokenizer.json and, when there, tokenizer_config.json from a model folder (padTokenId: see padTokenOf). */
   static load(dir: string, options: TokenizerOptions): SentenceTokenizer {
     const file = path.join(dir, 'tokenizer.json');
     const json = readJsonFile(file);
-    const config = readJsonFile(path.join(dir, 'tokenizer_config.json'));
+    const configFile = path.join(dir, 'tokenizer_config.json');
+    const config = fs.existsSync(configFile) ? readJsonFile(configFile) : {};  // a plain transformers model may have none
     const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
     let tokenizer: TokenizersJs;
     let charsmap: PrecompiledCharsmap | null;
@@ -233,13 +270,6 @@ export class SentenceTokenizer {
       precompiled = (text) => charsmap.normalize(text).replace(/\u0085/g, ' ');
       (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer = precompiled;
     }
-    const idOf = (token: unknown, role: string): number => {
-      // A plain string, or an AddedToken written out as { content, ... } by older transformers.
-      const content = typeof token === 'object' && token !== null ? (token as { content?: unknown }).content : token;
-      const id = typeof content === 'string' ? tokenizer.token_to_id(content) : undefined;
-      if (id === undefined) throw new Error(`${path.join(dir, 'tokenizer_config.json')}: no ${role} token in the vocabulary`);
-      return id;
-    };
     const maxLength = options.maxLength;
     if (!Number.isInteger(maxLength) || maxLength < 2) {
       throw new RangeError(`maxLength must be an integer >= 2 (room for <s> and </s>), got ${maxLength}`);
@@ -262,7 +292,7 @@ export class SentenceTokenizer {
     // Read off the post-processor, not tokenizer_config.json's eos_token, which BERT's lacks (its texts end in [SEP]).
     const endTokenId = tokenizer.encode('').ids.at(-1);
     if (endTokenId === undefined) throw new Error(`${file}: its post-processor adds no special tokens (<s> and </s>, or [CLS] and [SEP])`);
-    return new SentenceTokenizer(tokenizer, maxLength, idOf(config.pad_token, 'pad'), endTokenId, separators);
+    return new SentenceTokenizer(tokenizer, maxLength, padTokenOf(dir, config, json, tokenizer), endTokenId, separators);
   }
 
   /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` (endTokenId) last. */

@@ -11,6 +11,7 @@ import { devices } from '../lib/devices';
 import { checkOnnxRuntimeDevice, Encoder, Embeddings, similarity } from '../lib/encoder';
 import { main } from '../lib/cli';
 import { convertToOnnx } from '../lib/model';
+import { DataType, encodeModel } from '../lib/model/onnx-writer';
 import { loadAddon } from '../lib/native';
 import { readNpy } from './helpers/npy';
 import { makeRandom } from './helpers/random';
@@ -549,6 +550,29 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       /sentence_camembert_config\.json: max_seq_length must be between 2 \(room for <s> and <\/s>\) and 512 \(the model's position table\), got 514/);
   });
 
+  test('a plain transformers folder (no modules.json) loads as sentence-transformers builds it: mean pooling, the model\'s length limit', async () => {
+    // Was "cannot read <dir>/modules.json: ENOENT". sentence-transformers reads no settings file or prompt without
+    // modules.json: the ones left here (max_seq_length 16, a default prompt) must be ignored.
+    fs.rmSync(path.join(dir, 'modules.json'));
+    fs.rmSync(path.join(dir, '1_Pooling'), { recursive: true });
+    edit('sentence_bert_config.json', (c) => ({ ...c, max_seq_length: 16 }));
+    edit('config_sentence_transformers.json', (c) => ({ ...c, prompts: { query: 'query: ' }, default_prompt_name: 'query' }));
+    const [, queries] = Object.entries(JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')).sets)[0] as [string, GoldenSet];
+    let e = await Encoder.load(dir, { threads: 1 });
+    expect([e.dim, e.maxLength]).toEqual([32, 128]);  // config.json's hidden_size; min(max_position_embeddings 514, model_max_length 128)
+    const golden = readNpy(path.join(MODEL, 'golden', queries.embeddings));
+    expect(maxAbsDiff((await e.encode(queries.texts.map((t) => t.raw ?? t.text))).data, golden.data)).toBeLessThan(1e-5);
+    expect(norms(await e.encode(texts, { normalize: false })).some((n) => Math.abs(n - 1) > 0.01)).toBe(true);  // no Normalize module
+    await e.dispose();
+    edit('tokenizer_config.json', (c) => ({ ...c, model_max_length: 40 }));
+    e = await Encoder.load(dir, { threads: 1 });
+    expect(e.maxLength).toBe(40);
+    await e.dispose();
+    edit('config.json', (c) => ({ ...c, hidden_size: 64 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(`${path.join(dir, 'model.onnx')}: output last_hidden_state has ` +
+      `32 values per token, but ${path.join(dir, 'config.json')}: hidden_size is 64`);
+  });
+
   test('a pad_token_id that leaves the position table no room is an error saying so', async () => {
     // Was "options.maxLength must be between 2 (room for <s> and </s>) and -87 (the model's position table)".
     edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 600 }));
@@ -650,6 +674,29 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       `32 values per token, but ${path.join(dir, '1_Pooling', 'config.json')}: word_embedding_dimension is 64`);
   });
 
+  test('a graph whose output is a pooled sentence_embedding [batch, dim] fails the load, not every encode() after it', async () => {
+    // Was "output sentence_embedding has shape [2, 32], expected [2, 4, 32]" at each encode(). This graph gives
+    // [batch, 32] (each row: the token count, 32 times).
+    const int64 = (values: number[]) => new Uint8Array(BigInt64Array.from(values, BigInt).buffer);
+    fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel({
+      irVersion: 8, opsets: [{ domain: '', version: 17 }], producerName: 'test', producerVersion: '1',
+      graph: {
+        name: 'pooled',
+        nodes: [
+          { opType: 'Cast', inputs: ['attention_mask'], outputs: ['mask'], attributes: { to: { i: DataType.FLOAT } } },
+          { opType: 'ReduceSum', inputs: ['mask', 'axes'], outputs: ['count'], attributes: { keepdims: { i: 1 } } },
+          { opType: 'Expand', inputs: ['count', 'width'], outputs: ['sentence_embedding'] },
+        ],
+        initializers: [{ name: 'axes', dataType: DataType.INT64, dims: [1], raw: int64([1]) },
+          { name: 'width', dataType: DataType.INT64, dims: [2], raw: int64([1, 32]) }],
+        inputs: ['input_ids', 'attention_mask'].map((name) => ({ name, elemType: DataType.INT64, shape: ['batch', 'tokens'] })),
+        outputs: [{ name: 'sentence_embedding', elemType: DataType.FLOAT, shape: ['batch', 32] }],
+      },
+    }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(new Error(`${path.join(dir, 'model.onnx')}: output sentence_embedding ` +
+      'has shape [batch, 32], but camembed pools token vectors itself: it expects last_hidden_state (else the first output) of shape [batch, tokens, 32]'));
+  });
+
   test('NaN or infinity in the model output names the text (not a row of a sorted batch) and what to do', async () => {
     // Damaged weights: the embedding of token 1011 ('b') is NaN, so a text that holds it gives NaN.
     fs.rmSync(path.join(dir, 'model.onnx'));
@@ -663,6 +710,14 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     expect(e.tokenize(['a b']).ids[0]).toContain(1011);
     await expect(e.encode([...texts, 'ok', 'a b'])).rejects.toThrow(new Error(`${path.join(dir, 'onnx', 'model.onnx')} gave NaN or ` +
       'infinite values for texts[3] ("a b"): its weights are damaged, or a float16 graph overflowed (convert the model to float32)'));
+    await e.dispose();
+  });
+
+  test('a folder without tokenizer_config.json loads, its pad token from special_tokens_map.json', async () => {
+    fs.rmSync(path.join(dir, 'tokenizer_config.json'));
+    const e = await Encoder.load(dir, { threads: 1 });
+    const [set] = Object.values(JSON.parse(fs.readFileSync(path.join(MODEL, 'golden/index.json'), 'utf8')).sets) as GoldenSet[];
+    expect(maxAbsDiff((await e.encode(set.texts.map((t) => t.raw ?? t.text))).data, readNpy(path.join(MODEL, 'golden', set.embeddings)).data)).toBeLessThan(1e-5);
     await e.dispose();
   });
 

@@ -5,6 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { main } from '../lib/cli';
+import { Encoder } from '../lib/encoder';
 import { convertedGraph, convertToOnnx, makeRandomModel, resolveModel } from '../lib/model';
 import { readSafetensorsHeader, readSafetensorsTensors, readTensorAsFloat32, writeSafetensors } from '../lib/model/safetensors';
 
@@ -368,6 +369,33 @@ describe('makeRandomModel', () => {
     expect(fs.existsSync(base.outDir)).toBe(false);
     await makeRandomModel({ ...base, seed: 2 ** 32 - 1 });
     expect(readSafetensorsHeader(path.join(base.outDir, 'model.safetensors')).size).toBe(23);
+  });
+
+  testWithTokenizer('a position table too small for <s> and </s> is refused; a smaller one than 130 gets a max_seq_length that fits', async () => {
+    // --max-positions 2 wrote a model Encoder.load refused ("leaves no position for <s> and </s> after pad_token_id 1").
+    const base = { layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir: TOKENIZER, outDir: path.join(dir, 'small') };
+    for (const maxPositions of [1, 3]) {
+      await expect(makeRandomModel({ ...base, maxPositions })).rejects.toThrow(new RangeError(
+        `options.maxPositions must be at least 4 (positions start after the padding id 1, then <s> and </s>), got ${maxPositions}`));
+    }
+    expect(fs.existsSync(base.outDir)).toBe(false);
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['make-random-model', '--tokenizer', TOKENIZER, '--out', base.outDir, '--max-positions', '2'])).toBe(2);
+      expect(stderr.mock.calls.map(([chunk]) => String(chunk)).join('')).toContain('camembed make-random-model: --max-positions must be at least 4 ' +
+        '(positions start after the padding id 1, then <s> and </s>), got 2');
+    } finally {
+      stderr.mockRestore();
+    }
+    expect(fs.existsSync(base.outDir)).toBe(false);
+    // The smallest table, and one under 130 (which held 128 tokens' max_seq_length), load with Encoder.load's defaults.
+    for (const [maxPositions, maxLength] of [[4, 2], [40, 38]]) {
+      await makeRandomModel({ ...base, maxPositions, outDir: path.join(dir, `p${maxPositions}`) });
+      const e = await Encoder.load(path.join(dir, `p${maxPositions}`), { threads: 1 });
+      expect(e.maxLength).toBe(maxLength);
+      expect((await e.encode(['Bonjour le monde, une phrase bien plus longue que deux jetons.'])).rows).toBe(1);
+      await e.dispose();
+    }
   });
 
   testWithTokenizer('a tensor too large to write is refused before any file, naming it; no folder is left, an existing one stays as it was', async () => {

@@ -124,6 +124,11 @@ beforeAll(async () => {
     }
     // A graph holding its tensors inline (raw_data), as the shared tiny model's export does.
     REPOS['org/onnx-inline'] = { commit: COMMIT, files: { ...tiny, 'model.onnx': fs.readFileSync(path.join(MODEL, 'model.onnx')) }, lfs: ['model.onnx'] };
+    // A plain transformers repo, as camembert-base: no modules.json or other sentence-transformers file, no tokenizer_config.json.
+    REPOS['org/plain'] = {
+      commit: COMMIT, files: { 'config.json': tiny['config.json'], 'tokenizer.json': tiny['tokenizer.json'], 'model.onnx': fs.readFileSync(path.join(MODEL, 'model.onnx')) },
+      lfs: ['model.onnx'],
+    };
   }
   hub = await startFakeHub(REPOS);
 });
@@ -410,6 +415,21 @@ describe('resolveModel from the Hub', () => {
     const model = await resolveModel('org/onnx-inline', fast());
     expect(model.onnxPath).toBe(path.join(model.dir, 'model.onnx'));
     expect(listFiles(model.dir)).toEqual(Object.keys(REPOS['org/onnx-inline'].files).sort());
+  });
+
+  testWithModel('a plain transformers repo (no modules.json, no tokenizer_config.json) loads as sentence-transformers builds it', async () => {
+    // Was "cannot read <snapshot>/modules.json: ENOENT", once the weights had been downloaded.
+    const texts = ['Comment installer un paquet Debian ?', 'Le noyau gère la mémoire.', 'apt install télécharge et installe un paquet.'];
+    const local = await Encoder.load(MODEL, { threads: 1 });
+    const fromHub = await withEnv({ HF_ENDPOINT: hub.endpoint }, () => Encoder.load('org/plain', { cacheDir, threads: 1 }));
+    try {
+      // min(max_position_embeddings 514, no model_max_length), kept to the 512 positions after the padding id.
+      expect([fromHub.dim, fromHub.maxLength]).toEqual([32, 512]);
+      const [expected, actual] = [await local.encode(texts), await fromHub.encode(texts)];
+      expect(maxAbsDifference(actual.data, expected.data)).toBeLessThan(1e-5);
+    } finally {
+      await Promise.all([local.dispose(), fromHub.dispose()]);
+    }
   });
 
   testWithModel('Encoder.load reports a Hub download through onProgress (a server logging it has no progress bar)', async () => {

@@ -344,4 +344,36 @@ describe('a BERT tokenizer (WordPiece, [CLS] text [SEP])', () => {
       fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
     }
   });
+
+  test('the pad token: tokenizer_config.json, else special_tokens_map.json, else tokenizer.json\'s padding, else config.json\'s pad_token_id', () => {
+    // tokenizer_config.json was required ("cannot read .../tokenizer_config.json: ENOENT"). A different token in each
+    // place shows which one is read.
+    const padDir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-pad-token-'));
+    const write = (file: string, json: unknown) => fs.writeFileSync(path.join(padDir, file), JSON.stringify(json));
+    const padOf = () => SentenceTokenizer.load(padDir, { maxLength: 8 }).padTokenId;
+    try {
+      write('tokenizer.json', { ...tokenizerJson, padding: { strategy: 'BatchLongest', direction: 'Right', pad_id: 1, pad_type_id: 0, pad_token: '[UNK]' } });
+      write('tokenizer_config.json', { pad_token: '[PAD]' });
+      write('special_tokens_map.json', { pad_token: { content: '[MASK]', lstrip: false } });
+      write('config.json', { pad_token_id: vocab['[SEP]'] });
+      expect(padOf()).toBe(vocab['[PAD]']);
+      write('tokenizer_config.json', { do_lower_case: true });
+      expect(padOf()).toBe(vocab['[MASK]']);
+      fs.rmSync(path.join(padDir, 'tokenizer_config.json'));
+      expect(padOf()).toBe(vocab['[MASK]']);
+      fs.rmSync(path.join(padDir, 'special_tokens_map.json'));
+      expect(padOf()).toBe(vocab['[UNK]']);
+      write('tokenizer.json', tokenizerJson);  // padding: null
+      expect(padOf()).toBe(vocab['[SEP]']);
+      write('config.json', { pad_token_id: 100000 });
+      expect(padOf).toThrow(new Error(`${path.join(padDir, 'config.json')}: pad_token_id 100000 is not a token id of the vocabulary`));
+      write('config.json', {});
+      expect(padOf).toThrow(new Error(`${padDir}: no pad token: none of tokenizer_config.json, special_tokens_map.json, ` +
+        'tokenizer.json\'s padding or config.json\'s pad_token_id names one'));
+      write('special_tokens_map.json', { pad_token: '<pad>' });
+      expect(padOf).toThrow(new Error(`${path.join(padDir, 'special_tokens_map.json')}: pad_token "<pad>" is not in the vocabulary`));
+    } finally {
+      fs.rmSync(padDir, { recursive: true, force: true });
+    }
+  });
 });

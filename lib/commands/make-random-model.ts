@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
-import { DEFAULT_MAX_POSITIONS, MAX_SEED } from '../model/random-model';
+import { DEFAULT_MAX_POSITIONS, MAX_SEED, maxPositionsProblem, tokenizerFacts } from '../model/random-model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
 
@@ -32,6 +32,8 @@ export async function run(argv: string[]): Promise<void> {
   if ((options.hidden as number) % (options.heads as number) !== 0) {
     throw new CliUsageError(`--hidden (${options.hidden}) must be a multiple of --heads (${options.heads})`);
   }
+  const problem = maxPositionsProblem(options['max-positions'] as number, tokenizerFacts(path.join(tokenizerDir, 'tokenizer.json')).padId);
+  if (problem !== null) throw new CliUsageError(`--max-positions ${problem}`);
   const start = Date.now();
   // The weights are written synchronously: Ctrl-C takes effect once they are, leaving no temporary file.
   const endInterrupt = onInterrupt();

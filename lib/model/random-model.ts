@@ -60,7 +60,16 @@ function normalGenerator(seed: number): () => number {
 
 interface TokenizerFacts { vocab: number; padId: number; bosId: number; eosId: number }
 
-function tokenizerFacts(file: string): TokenizerFacts {
+/**
+ * What is wrong with a position table of `maxPositions` (null: nothing), for a message naming the option: RoBERTa's
+ * positions start after the padding id, and <s> and </s> need two (Encoder.load refuses less whatever its maxLength).
+ */
+export function maxPositionsProblem(maxPositions: number, padId: number): string | null {
+  return maxPositions < padId + 3 ? `must be at least ${padId + 3} (positions start after the padding id ${padId}, ` +
+    `then <s> and </s>), got ${maxPositions}` : null;
+}
+
+export function tokenizerFacts(file: string): TokenizerFacts {
   let t: { model?: { vocab?: unknown }; added_tokens?: { id: number; content: string }[] };
   try {
     t = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -99,6 +108,8 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   const tokenizerJson = path.join(requireString('options.tokenizerDir', options.tokenizerDir), 'tokenizer.json');
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
   const tok = tokenizerFacts(tokenizerJson);
+  const problem = maxPositionsProblem(maxPositions, tok.padId);
+  if (problem !== null) throw new RangeError(`options.maxPositions ${problem}`);
 
   // Tensor names and shapes of HF's CamembertModel state dict (with its unused pooler), listed as
   // the writer reads them: it stops at the first it refuses (an absurd layer count is never listed whole).
@@ -164,7 +175,9 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
     { idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
     { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' },
   ]);
-  writeJson('sentence_bert_config.json', { max_seq_length: MAX_SEQ_LENGTH, do_lower_case: false });
+  // As many tokens as the position table holds, up to 128: the folder loads with Encoder.load's defaults.
+  const maxSeqLength = Math.min(MAX_SEQ_LENGTH, maxPositions - tok.padId - 1);
+  writeJson('sentence_bert_config.json', { max_seq_length: maxSeqLength, do_lower_case: false });
   writeJson('config_sentence_transformers.json', { prompts: {}, default_prompt_name: null, similarity_fn_name: 'cosine' });
   writeJson('1_Pooling/config.json', {
     word_embedding_dimension: hidden, pooling_mode_cls_token: false, pooling_mode_mean_tokens: true,
