@@ -76,15 +76,22 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A write to standard output failed. A reader that stops early (`camembed search ... | head`) closes
+ * the pipe: end quietly with the status a SIGPIPE gives Unix tools (141), not with an error message
+ * or a stack trace. Any other write error (a full disk: `> /dev/full`) is a runtime error that says
+ * so, as in coreutils. Either way a progress bar left drawn is ended first, else the shell's prompt
+ * or the message would follow it on its line.
+ */
+export function onStdoutError(err: NodeJS.ErrnoException): never {
+  endProgressLine();
+  if (err.code === 'EPIPE') process.exit(128 + 13);
+  process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
+  process.exit(1);
+}
+
 if (require.main === module) {
-  // A reader that stops early (`camembed search ... | head`) closes the pipe: end quietly with the
-  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace. Any other
-  // write error (a full disk: `> /dev/full`) is a runtime error that says so, as in coreutils.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(128 + 13);
-    process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
-    process.exit(1);
-  });
+  process.stdout.on('error', onStdoutError);
   trackTemporaries();  // for the commands' Ctrl-C handlers (onInterrupt)
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

@@ -5,7 +5,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../lib/cli';
+import { main, onStdoutError } from '../lib/cli';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
 import { withTerminalStderr } from './helpers/terminal';
@@ -417,4 +417,22 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       expect(fromLastBar).toEqual([expect.stringMatching(/^\r/), `camembed ${args[0]}: ${input}:5001: is not valid UTF-8`, '']);
     }
   });
+});
+
+test('standard output failing while a progress bar is drawn on a terminal ends its line first (quietly for EPIPE)', async () => {
+  // `camembed search --queries q.txt | head -1`: the shell's prompt, or the ENOSPC message, came after the bar on its line.
+  const exit = jest.spyOn(process, 'exit').mockImplementation((code) => { throw new Error(`exit ${code}`); });
+  try {
+    await withTerminalStderr(async (err) => {
+      for (const [code, status, message] of [['EPIPE', 141, ''], ['ENOSPC', 1, 'camembed: cannot write to standard output: ENOSPC: no space left\n']] as const) {
+        err.length = 0;
+        createProgressBar({ label: 'search', unit: 'items', total: 10 }).update(1);
+        expect(() => onStdoutError(Object.assign(new Error(`${code}: no space left`), { code }))).toThrow(`exit ${status}`);
+        const text = err.join('');
+        expect(text.slice(text.lastIndexOf('\x1b[K'))).toBe(`\x1b[K\n${message}`);
+      }
+    });
+  } finally {
+    exit.mockRestore();
+  }
 });
