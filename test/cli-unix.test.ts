@@ -169,6 +169,35 @@ test('an output that is the input through a redirection (< texts.txt, >> texts.t
   expect(fs.readFileSync(input, 'utf8')).toBe('un\ndeux\n');
 });
 
+test('standard output appended to any input (>> corpus.cmbd, >> qrels.tsv) is a usage error (exit 2) that leaves it whole', async () => {
+  // `search --index corpus.cmbd "q" >> corpus.cmbd` appended its results to the index: "corpus.cmbd is corrupt" ever after.
+  const index = await smallIndex();
+  const passages = path.join(dir, 'appended-passages.txt');
+  fs.writeFileSync(passages, 'un\ndeux\ntrois\n');
+  const qrels = path.join(dir, 'appended-qrels.tsv');
+  fs.writeFileSync(qrels, 'q1\td1\n');
+  const queries = path.join(dir, 'appended-queries.tsv');
+  fs.writeFileSync(queries, 'q1\tun\n');
+  const before = [index, passages, qrels].map((f) => fs.readFileSync(f));
+  const cases: [string[], string][] = [
+    [['search', '--index', index, 'une question'], index],
+    [['search', '--index', index, '--passages', passages, 'une question'], passages],
+    [['index', 'info', index], index],
+    [['index', 'neighbors', index, '--passages', passages], passages],
+    [['eval', '--collection', queries, '--queries', queries, '--qrels', qrels, '--model', dir], qrels],
+  ];
+  for (const [args, appended] of cases) {
+    const append = fs.openSync(appended, 'a');
+    try {
+      const { status, stderr } = camembed(args, { stdout: append });
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: standard output is the input ${appended}: writing it would destroy it\n` });
+    } finally {
+      fs.closeSync(append);
+    }
+  }
+  expect([index, passages, qrels].map((f) => fs.readFileSync(f))).toEqual(before);
+});
+
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
   const file = await smallIndex();
   const fifo = path.join(dir, 'options.fifo');
