@@ -92,6 +92,9 @@ export function onStdoutError(err: NodeJS.ErrnoException): never {
 
 if (require.main === module) {
   process.stdout.on('error', onStdoutError);
+  // Standard error whose reader left (`2>&1 | tee log`, where Ctrl-C ends tee too) loses the messages, not
+  // the run: unhandled, the 'error' ended the process at once (exit 1; eval dropped what it had encoded).
+  process.stderr.on('error', () => {});
   trackTemporaries();  // for the commands' Ctrl-C handlers (onInterrupt)
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

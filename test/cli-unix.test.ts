@@ -385,6 +385,34 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(leftovers).toEqual([]);
   }, 120_000);
 
+  test('standard error whose reader left (`2>&1 | tee log`, Ctrl-C ending tee too) loses the messages, not the run: its own status, eval still stops gracefully', async () => {
+    // An unhandled 'error' of process.stderr ended the process at once with status 1: eval kept none of
+    // the passages it had encoded, and left its .partial run file.
+    const start = (args: string[]) => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child.stderr.destroy();  // before the child writes anything
+      return { child, exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))) };
+    };
+    expect(await start(['encode', '--modle', 'x']).exited).toBe(2);
+
+    const collection = path.join(dir, 'no-stderr-collection.tsv');
+    fs.writeFileSync(collection, Array.from({ length: 20_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const queries = path.join(dir, 'no-stderr-queries.tsv');
+    fs.writeFileSync(queries, 'q1\tle noyau\n');
+    const qrels = path.join(dir, 'no-stderr-qrels.trec');
+    fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    const run = path.join(dir, 'no-stderr-run.trec');
+    const { child, exited } = start(['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--cache', path.join(dir, 'no-stderr-cache'), '--run', run, '--threads', '1']);
+    for (let waited = 0; !fs.existsSync(`${run}.partial`); waited += 10) {  // opened just before the passages are encoded
+      if (waited > 60_000 || child.exitCode !== null) throw new Error('eval never started encoding');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('no-stderr-run'))).toEqual([]);
+  }, 120_000);
+
   test('make-random-model interrupted while it writes the weights leaves no temporary file (exit 130)', async () => {
     const out = path.join(dir, 'random-model');
     const writing = () => fs.existsSync(out) && fs.readdirSync(out).some((f) => f.startsWith('model.safetensors.tmp-'));
