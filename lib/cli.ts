@@ -90,8 +90,20 @@ export function onStdoutError(err: NodeJS.ErrnoException): never {
   process.exit(1);
 }
 
+/**
+ * A warning of the library (a run id holding '#', a cached model used when the Hub cannot be reached)
+ * as a line of its own, as the command's other messages: Node's own printer wrote '(node:PID) Warning:
+ * ...' and a hint at `node --trace-warnings`, after a progress bar on its line.
+ */
+export function onWarning(warning: Error): void {
+  endProgressLine();
+  process.stderr.write(`camembed: warning: ${warning.message}\n`);
+}
+
 if (require.main === module) {
   process.stdout.on('error', onStdoutError);
+  process.removeAllListeners('warning');  // Node's printer
+  process.on('warning', onWarning);
   // Standard error whose reader left (`2>&1 | tee log`, where Ctrl-C ends tee too) loses the messages, not
   // the run: unhandled, the 'error' ended the process at once (exit 1; eval dropped what it had encoded).
   process.stderr.on('error', () => {});

@@ -5,7 +5,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main, onStdoutError } from '../lib/cli';
+import { main, onStdoutError, onWarning } from '../lib/cli';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
 import { withTerminalStderr } from './helpers/terminal';
@@ -441,6 +441,28 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n' });
   }
 }, 60_000);
+
+(haveModels ? test : test.skip)("a warning (a run id holding '#') is a line 'camembed: warning: ...', not Node's '(node:PID) Warning:' with its hint", () => {
+  const file = (name: string, text: string) => { fs.writeFileSync(path.join(dir, name), text); return path.join(dir, name); };
+  const run = path.join(dir, 'hash.trec');
+  const { status, stderr } = camembed(['eval', '--model', MODEL, '--collection', file('hash-collection.tsv', 'd#1\tle chat dort\nd2\tle chien\n'),
+    '--queries', file('hash-queries.tsv', 'q1\tle chat\n'), '--qrels', file('hash-qrels.tsv', 'q1\td#1\n'), '--metrics', 'MRR@10',
+    '--cache', path.join(dir, 'hash-cache'), '--run', run, '--json', '--threads', '1']);
+  expect({ status, stderr }).toEqual({
+    status: 0,
+    stderr: `camembed: warning: ${run}: the lines of query 'q1' hold '#', which trec_eval misreads (a comment mark to it): ` +
+      'score this run with pytrec_eval, or map such ids first\n',
+  });
+});
+
+test('a warning while a progress bar is drawn on a terminal starts a line of its own', async () => {
+  await withTerminalStderr(async (err) => {
+    createProgressBar({ label: 'search queries', unit: 'items', total: 10 }).update(1);
+    onWarning(new Error('something to know'));
+    const text = err.join('');
+    expect(text.slice(text.lastIndexOf('\x1b[K'))).toBe('\x1b[K\ncamembed: warning: something to know\n');
+  });
+});
 
 (haveModels ? test : test.skip)('a standard stream open the wrong way (0> file, 1< file) is a runtime error naming it (exit 1)', () => {
   const file = path.join(dir, 'wrong-way.txt');
