@@ -60,6 +60,7 @@ export function removeTrackedTemporaries(): void {
  * a write to `file` lands (what the shell's `>` writes), and what a file created there is.
  */
 export async function followLinks(file: string): Promise<string> {
+  const exists = (f: string, stat: (f: string) => Promise<unknown>) => stat(f).then(() => true, () => false);
   let target = path.resolve(file);
   for (let links = 0; ; links++) {
     const stat = await fs.promises.lstat(target).catch((err: NodeJS.ErrnoException) => {
@@ -69,7 +70,11 @@ export async function followLinks(file: string): Promise<string> {
     if (stat === null || !stat.isSymbolicLink()) return target;
     if (links === 40) throw new Error(`${file}: a chain of more than 40 symbolic links (ELOOP)`);
     // Relative to the link's real folder (a '..' in the link climbs out of that one, as the kernel does).
-    target = path.resolve(await fs.promises.realpath(path.dirname(target)), await fs.promises.readlink(target));
+    const next = path.resolve(await fs.promises.realpath(path.dirname(target)), await fs.promises.readlink(target));
+    // A /proc/<pid>/fd link (/dev/stdout, /dev/fd/63 of `>(gzip)`) to a pipe or a socket reads
+    // 'pipe:[123]', no path: a link that leads somewhere when opened, to nothing by its text, is opened itself.
+    if (!(await exists(next, fs.promises.lstat)) && (await exists(target, fs.promises.stat))) return target;
+    target = next;
   }
 }
 

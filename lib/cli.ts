@@ -76,15 +76,37 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A write to standard output failed. A reader that stops early (`camembed search ... | head`) closes
+ * the pipe: end quietly with the status a SIGPIPE gives Unix tools (141), not with an error message
+ * or a stack trace. Any other write error (a full disk: `> /dev/full`) is a runtime error that says
+ * so, as in coreutils. Either way a progress bar left drawn is ended first, else the shell's prompt
+ * or the message would follow it on its line.
+ */
+export function onStdoutError(err: NodeJS.ErrnoException): never {
+  endProgressLine();
+  if (err.code === 'EPIPE') process.exit(128 + 13);
+  process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
+  process.exit(1);
+}
+
+/**
+ * A warning of the library (a run id holding '#', a cached model used when the Hub cannot be reached)
+ * as a line of its own, as the command's other messages: Node's own printer wrote '(node:PID) Warning:
+ * ...' and a hint at `node --trace-warnings`, after a progress bar on its line.
+ */
+export function onWarning(warning: Error): void {
+  endProgressLine();
+  process.stderr.write(`camembed: warning: ${warning.message}\n`);
+}
+
 if (require.main === module) {
-  // A reader that stops early (`camembed search ... | head`) closes the pipe: end quietly with the
-  // status a SIGPIPE gives Unix tools (141), not with an error message or a stack trace. Any other
-  // write error (a full disk: `> /dev/full`) is a runtime error that says so, as in coreutils.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(128 + 13);
-    process.stderr.write(`camembed: cannot write to standard output: ${err.message}\n`);
-    process.exit(1);
-  });
+  process.stdout.on('error', onStdoutError);
+  process.removeAllListeners('warning');  // Node's printer
+  process.on('warning', onWarning);
+  // Standard error whose reader left (`2>&1 | tee log`, where Ctrl-C ends tee too) loses the messages, not
+  // the run: unhandled, the 'error' ended the process at once (exit 1; eval dropped what it had encoded).
+  process.stderr.on('error', () => {});
   trackTemporaries();  // for the commands' Ctrl-C handlers (onInterrupt)
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }

@@ -5,7 +5,7 @@ import { once } from 'events';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../lib/cli';
+import { main, onStdoutError, onWarning } from '../lib/cli';
 import { createProgressBar } from '../lib/progress';
 import { VectorIndex } from '../lib/vector-index';
 import { withTerminalStderr } from './helpers/terminal';
@@ -167,6 +167,35 @@ test('an output that is the input through a redirection (< texts.txt, >> texts.t
     fs.closeSync(append);
   }
   expect(fs.readFileSync(input, 'utf8')).toBe('un\ndeux\n');
+});
+
+test('standard output appended to any input (>> corpus.cmbd, >> qrels.tsv) is a usage error (exit 2) that leaves it whole', async () => {
+  // `search --index corpus.cmbd "q" >> corpus.cmbd` appended its results to the index: "corpus.cmbd is corrupt" ever after.
+  const index = await smallIndex();
+  const passages = path.join(dir, 'appended-passages.txt');
+  fs.writeFileSync(passages, 'un\ndeux\ntrois\n');
+  const qrels = path.join(dir, 'appended-qrels.tsv');
+  fs.writeFileSync(qrels, 'q1\td1\n');
+  const queries = path.join(dir, 'appended-queries.tsv');
+  fs.writeFileSync(queries, 'q1\tun\n');
+  const before = [index, passages, qrels].map((f) => fs.readFileSync(f));
+  const cases: [string[], string][] = [
+    [['search', '--index', index, 'une question'], index],
+    [['search', '--index', index, '--passages', passages, 'une question'], passages],
+    [['index', 'info', index], index],
+    [['index', 'neighbors', index, '--passages', passages], passages],
+    [['eval', '--collection', queries, '--queries', queries, '--qrels', qrels, '--model', dir], qrels],
+  ];
+  for (const [args, appended] of cases) {
+    const append = fs.openSync(appended, 'a');
+    try {
+      const { status, stderr } = camembed(args, { stdout: append });
+      expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `camembed ${args[0]}: standard output is the input ${appended}: writing it would destroy it\n` });
+    } finally {
+      fs.closeSync(append);
+    }
+  }
+  expect([index, passages, qrels].map((f) => fs.readFileSync(f))).toEqual(before);
 });
 
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
@@ -356,6 +385,34 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(leftovers).toEqual([]);
   }, 120_000);
 
+  test('standard error whose reader left (`2>&1 | tee log`, Ctrl-C ending tee too) loses the messages, not the run: its own status, eval still stops gracefully', async () => {
+    // An unhandled 'error' of process.stderr ended the process at once with status 1: eval kept none of
+    // the passages it had encoded, and left its .partial run file.
+    const start = (args: string[]) => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child.stderr.destroy();  // before the child writes anything
+      return { child, exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))) };
+    };
+    expect(await start(['encode', '--modle', 'x']).exited).toBe(2);
+
+    const collection = path.join(dir, 'no-stderr-collection.tsv');
+    fs.writeFileSync(collection, Array.from({ length: 20_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const queries = path.join(dir, 'no-stderr-queries.tsv');
+    fs.writeFileSync(queries, 'q1\tle noyau\n');
+    const qrels = path.join(dir, 'no-stderr-qrels.trec');
+    fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    const run = path.join(dir, 'no-stderr-run.trec');
+    const { child, exited } = start(['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--cache', path.join(dir, 'no-stderr-cache'), '--run', run, '--threads', '1']);
+    for (let waited = 0; !fs.existsSync(`${run}.partial`); waited += 10) {  // opened just before the passages are encoded
+      if (waited > 60_000 || child.exitCode !== null) throw new Error('eval never started encoding');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('no-stderr-run'))).toEqual([]);
+  }, 120_000);
+
   test('make-random-model interrupted while it writes the weights leaves no temporary file (exit 130)', async () => {
     const out = path.join(dir, 'random-model');
     const writing = () => fs.existsSync(out) && fs.readdirSync(out).some((f) => f.startsWith('model.safetensors.tmp-'));
@@ -384,6 +441,28 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       .toEqual({ status: 1, stdout: '', stderr: 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n' });
   }
 }, 60_000);
+
+(haveModels ? test : test.skip)("a warning (a run id holding '#') is a line 'camembed: warning: ...', not Node's '(node:PID) Warning:' with its hint", () => {
+  const file = (name: string, text: string) => { fs.writeFileSync(path.join(dir, name), text); return path.join(dir, name); };
+  const run = path.join(dir, 'hash.trec');
+  const { status, stderr } = camembed(['eval', '--model', MODEL, '--collection', file('hash-collection.tsv', 'd#1\tle chat dort\nd2\tle chien\n'),
+    '--queries', file('hash-queries.tsv', 'q1\tle chat\n'), '--qrels', file('hash-qrels.tsv', 'q1\td#1\n'), '--metrics', 'MRR@10',
+    '--cache', path.join(dir, 'hash-cache'), '--run', run, '--json', '--threads', '1']);
+  expect({ status, stderr }).toEqual({
+    status: 0,
+    stderr: `camembed: warning: ${run}: the lines of query 'q1' hold '#', which trec_eval misreads (a comment mark to it): ` +
+      'score this run with pytrec_eval, or map such ids first\n',
+  });
+});
+
+test('a warning while a progress bar is drawn on a terminal starts a line of its own', async () => {
+  await withTerminalStderr(async (err) => {
+    createProgressBar({ label: 'search queries', unit: 'items', total: 10 }).update(1);
+    onWarning(new Error('something to know'));
+    const text = err.join('');
+    expect(text.slice(text.lastIndexOf('\x1b[K'))).toBe('\x1b[K\ncamembed: warning: something to know\n');
+  });
+});
 
 (haveModels ? test : test.skip)('a standard stream open the wrong way (0> file, 1< file) is a runtime error naming it (exit 1)', () => {
   const file = path.join(dir, 'wrong-way.txt');
@@ -417,4 +496,22 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       expect(fromLastBar).toEqual([expect.stringMatching(/^\r/), `camembed ${args[0]}: ${input}:5001: is not valid UTF-8`, '']);
     }
   });
+});
+
+test('standard output failing while a progress bar is drawn on a terminal ends its line first (quietly for EPIPE)', async () => {
+  // `camembed search --queries q.txt | head -1`: the shell's prompt, or the ENOSPC message, came after the bar on its line.
+  const exit = jest.spyOn(process, 'exit').mockImplementation((code) => { throw new Error(`exit ${code}`); });
+  try {
+    await withTerminalStderr(async (err) => {
+      for (const [code, status, message] of [['EPIPE', 141, ''], ['ENOSPC', 1, 'camembed: cannot write to standard output: ENOSPC: no space left\n']] as const) {
+        err.length = 0;
+        createProgressBar({ label: 'search', unit: 'items', total: 10 }).update(1);
+        expect(() => onStdoutError(Object.assign(new Error(`${code}: no space left`), { code }))).toThrow(`exit ${status}`);
+        const text = err.join('');
+        expect(text.slice(text.lastIndexOf('\x1b[K'))).toBe(`\x1b[K\n${message}`);
+      }
+    });
+  } finally {
+    exit.mockRestore();
+  }
 });

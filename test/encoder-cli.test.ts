@@ -223,6 +223,18 @@ describeModel('camembed encode', () => {
     expect(fs.statSync(direct).size).toBe(texts.length * 32 * 4);
   });
 
+  test('--output /dev/stdout (or /dev/fd/N, as `>(gzip)` gives) on a pipe writes the vectors into the pipe', async () => {
+    // Their /proc links read 'pipe:[123]', no path: followed by their text, the output was 'cannot open /dev/stdout: ENOENT'.
+    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+    for (const output of ['/dev/stdout', '/dev/fd/1']) {
+      // Through the shell: Node's own child pipes are sockets, which /proc cannot open again (ENXIO).
+      const r = spawnSync('bash', ['-o', 'pipefail', '-c', '"$@" | cat', 'bash',
+        process.execPath, cli, 'encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1']);
+      expect({ status: r.status, stderr: String(r.stderr) }).toEqual({ status: 0, stderr: `wrote ${texts.length} x 32 float32 to ${output}\n` });
+      expect(r.stdout.equals(await expectedBytes())).toBe(true);
+    }
+  });
+
   async function expectedBytes(): Promise<Buffer> {
     const encoder = await Encoder.load(MODEL);
     const want = await encoder.encode(texts);

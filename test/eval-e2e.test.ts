@@ -9,6 +9,7 @@ import { EncodeInterrupted } from '../lib/eval/embedding-cache';
 import { readQrels } from '../lib/eval/formats';
 import { evaluate, Run } from '../lib/eval/metrics';
 import { evaluateRetrieval } from '../lib/eval/retrieval';
+import { VectorIndex } from '../lib/vector-index';
 import { makeRandom } from './helpers/random';
 
 const shared = path.resolve(__dirname, '../../shared');
@@ -150,6 +151,16 @@ describeShared('camembed eval with the tiny random model', () => {
       model, ...files, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, signal: AbortSignal.abort(), runFile,
     })).rejects.toMatchObject({ name: 'AbortError' });
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('interrupted'))).toEqual([]);
+    // Interrupted while the index is built from the cache's chunks: it stops at the next chunk, not once all are read.
+    const stopping = new AbortController();
+    const add = jest.spyOn(VectorIndex.prototype, 'add').mockImplementation(() => stopping.abort());
+    try {
+      await expect(evaluateRetrieval({ model, ...files, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, signal: stopping.signal }))
+        .rejects.toMatchObject({ name: 'AbortError' });
+      expect(add).toHaveBeenCalledTimes(1);
+    } finally {
+      add.mockRestore();
+    }
   });
 
   test('equal scores are ranked as trec_eval ranks them (docid descending), in the run file as in the metrics', async () => {

@@ -10,7 +10,7 @@ import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
   CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
-  requireIndexK, requireModel, requireOutputFile, THREADS_OPTION,
+  requireIndexK, requireModel, requireNotAnInput, requireOutputFile, THREADS_OPTION,
 } from './args';
 
 export const summary = 'score a model on MS MARCO- or BEIR-format data: MRR@10, nDCG@10, MAP@10, Recall@k';
@@ -88,6 +88,8 @@ export async function run(argv: string[]): Promise<void> {
   }
   await requireDevice(device, resolveDevice, checkOnnxRuntimeDevice);  // as the index and the encoder check it
   for (const name of inputs) requireFileOption(name, options[name] as string, 'eval reads files, not standard input', true);
+  // The table appended to the collection (`>> collection.tsv`) would change it: a fresh cache, days of encoding.
+  requireNotAnInput('standard output', fs.fstatSync(1), inputs.map((name) => options[name] as string));
   requireModel(options.model as string, options.revision as string | undefined);
   const cache = options.cache as string;
   if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);

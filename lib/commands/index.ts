@@ -14,8 +14,8 @@ import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file
 import { VectorIndex } from '../vector-index';
 import {
   checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
-  requireExists, requireFileOption, requireModel, requireIndexK, requireOutputFile, requireWritableFolder, textsWithProgress, THREADS_OPTION, withFileProgress,
-  writeStdout,
+  requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput, requireOutputFile, requireWritableFolder, textsWithProgress,
+  THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
 import { suggestion } from '../validate';
 
@@ -34,6 +34,7 @@ async function runInfo(argv: string[]): Promise<void> {
   if (positional.length !== 1) throw new CliUsageError(`expected one index file, got ${positional.length}`);
   const file = positional[0];
   requireIndexFile(file);
+  requireNotAnInput('standard output', fs.fstatSync(1), [file]);  // `>> corpus.cmbd` would corrupt the index
   const description = await VectorIndex.describe(file);
   if (options.verify === true) (await withFileProgress('verify', (onProgress) => VectorIndex.load(file, { mmap: true, onProgress }))).dispose();
   const report = { file, ...description, ...(options.verify === true ? { verified: true } : {}) };
@@ -88,6 +89,7 @@ async function runNeighbors(argv: string[]): Promise<void> {
   }
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
+  requireNotAnInput('standard output', fs.fstatSync(1), [file, passagesFile]);  // `>> corpus.cmbd` would corrupt the index
   requireIndexK(options.k as number, options.device as string);
   await requireDevice(options.device as string, resolveDevice);  // as VectorIndex.load checks it
 

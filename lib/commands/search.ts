@@ -94,6 +94,8 @@ export async function run(argv: string[]): Promise<void> {
   const batchSize = options['batch-size'] as number;
   const passagesFile = options.passages as string | undefined;
   requireFileOption('passages', passagesFile, 'its lines are read by number');
+  // `search --index corpus.cmbd "q" >> corpus.cmbd` appended its results to the index, corrupting it.
+  requireNotAnInput('standard output', fs.fstatSync(1), [indexFile, passagesFile, vectorsFile]);
 
   // A mistyped --model is told before a load of gigabytes (a model the index records: after it).
   if (vectorsFile === undefined && options.model !== undefined) requireModel(options.model as string, options.revision as string | undefined);

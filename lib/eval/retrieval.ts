@@ -55,7 +55,7 @@ export interface RetrievalEvaluationOptions {
   runFile?: string | undefined;
   /** The run file's tag column (default 'camembed'). */
   runTag?: string | undefined;
-  /** Stops after the encoder's or the query batch in progress (rejecting); a later call resumes from the cache. */
+  /** Stops after the encoder's batch, the index's chunk or the query batch in progress (rejecting); a later call resumes from the cache. */
   signal?: AbortSignal | undefined;
   /** Draw progress bars on stderr (only when it is a TTY). */
   progress?: boolean | undefined;
@@ -250,7 +250,10 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     signal?.throwIfAborted();
     t = Date.now();
     index = new VectorIndex({ dim: encoded.dim, dtype: options.dtype, device: options.device });
-    for await (const chunk of encoded.chunks()) index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
+    for await (const chunk of encoded.chunks()) {
+      signal?.throwIfAborted();  // between chunks, not once all are read (27.2 GB for mMARCO-fr)
+      index.add({ data: chunk.vectors, rows: chunk.rows, dim: encoded.dim });
+    }
     const indexSeconds = (Date.now() - t) / 1000;
     const retrieved = Math.min(k, index.size);  // what each search returns: a small collection clamps k
 
