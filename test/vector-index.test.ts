@@ -914,7 +914,7 @@ test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose 
   await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
 });
 
-test('huge-page buffers can be allocated and released from several worker threads at once', () => {
+test('huge-page buffers can be allocated and released from several worker threads at once, and the addon stays loaded after them', () => {
   const script = path.join(__dirname, 'helpers', 'large-pages-workers.js');
   expect(execFileSync(process.execPath, [script, addonPath]).toString()).toBe('ok');
 });

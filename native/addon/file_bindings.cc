@@ -52,6 +52,7 @@ std::unordered_map<void*, Mapping*>& mappingsByData() {
 // which releaseMapping, called by dispose(), would spend on the event loop. A range detached and
 // out of the map is out of reach, so one thread, running while ranges wait, unmaps them in turn (a
 // thread per range crowded the cores: dispose still took up to 146 ms). bench/RESULTS-index.md.
+// The thread may outlive every environment that loaded the addon: it is linked -z nodelete (CMakeLists.txt).
 struct Unmapper {
   std::mutex lock;
   std::vector<std::pair<void*, size_t>> waiting;
