@@ -17,7 +17,7 @@ import {
   bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
-import { IdTable, maxId } from './index/id-table';
+import { IdTable, MAX_ENTRIES, maxId } from './index/id-table';
 import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
@@ -34,6 +34,12 @@ const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste mos
 // Ids entered into the table between event-loop turns on load: loading 8.8M ids stalled the loop
 // at most 133-146 ms with slices of this size, 1.8-1.9 s without (bench/RESULTS-index.md).
 const ID_TABLE_SLICE = 1 << 18;
+
+/**
+ * The most vectors an index holds: its id table's limit, below the kernels' row indices (int32:
+ * 2^31 - 1 rows a search, or a CUDA chunk) and the file format's (a u64 count).
+ */
+const MAX_INDEX_SIZE = MAX_ENTRIES;
 
 function requireChunkBytes(value: unknown): number {
   const bytes = requirePositiveInteger('options.chunkBytes', value);
@@ -352,6 +358,10 @@ export class VectorIndex {
     const { data, rows } = parseVectors('vectors', vectors, this.dim);
     const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
     if (rows === 0) return;  // as encode([]) gives: nothing changes, an open neighbors() walk goes on
+    if (this.count + rows > MAX_INDEX_SIZE) {
+      throw new RangeError(`VectorIndex.add: ${rows} more vectors would make ${this.count + rows}, ` +
+        `but an index holds at most ${MAX_INDEX_SIZE} (2^29) vectors`);
+    }
     const present = this.table.firstPresent(newIds);
     if (present !== -1) throw new RangeError(`ids: id ${newIds[present]} is already in the index`);
     let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
@@ -621,6 +631,9 @@ export class VectorIndex {
     let made: VectorIndex | null = null;  // its device copies too
     try {
       const { header } = reader;
+      if (header.count > MAX_INDEX_SIZE) {
+        throw new RangeError(`${file} holds ${header.count} vectors, but an index holds at most ${MAX_INDEX_SIZE} (2^29)`);
+      }
       const index = made = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       const rows: number[] = [];

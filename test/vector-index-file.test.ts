@@ -538,6 +538,24 @@ describe('damaged files are clear errors', () => {
     await expectLoadError('wide.cmbd', wide, /wide\.cmbd holds 16777217-d vectors; camembed takes at most 16777216 dimensions/);
   });
 
+  test('a file of more than 2^29 vectors (the most an index holds) is refused before anything is read', async () => {
+    // 2^29 + 1 float16 values of dim 1: 5.4 GB, sparse (only the header is written).
+    const count = 2 ** 29 + 1;
+    const layout = layoutOf('float16', 1, count, 0);
+    const file = path.join(dir, 'too-many.cmbd');
+    fs.writeFileSync(file, encodeHeader({ dtype: 'float16', dim: 1, count, nextId: BigInt(count), metadataBytes: 0, layout }));
+    fs.truncateSync(file, layout.fileBytes);
+    try {
+      expect(await VectorIndex.describe(file)).toMatchObject({ size: count });
+      for (const mmap of [false, true]) {
+        await expect(VectorIndex.load(file, { mmap })).rejects.toThrow(
+          new RangeError(`${file} holds 536870913 vectors, but an index holds at most 536870912 (2^29)`));
+      }
+    } finally {
+      fs.rmSync(file);
+    }
+  });
+
   test('metadata that is not a JSON object, or too long; a version 1 header with its reserved field set', async () => {
     const withMetadata = (text: string | Buffer) => {
       const metadata = Buffer.from(text);

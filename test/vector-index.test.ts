@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as util from 'util';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
-import { IdTable, maxId } from '../lib/index/id-table';
+import { IdTable, MAX_ENTRIES, maxId } from '../lib/index/id-table';
 import { CudaMatrix } from '../lib/cuda';
 import { evenTiles, IndexFileProgress, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -501,6 +501,22 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(await snapshot(index)).toEqual(before);
     index.add(randomSignedArray(random, 100 * dim));  // and it still works
     expect(index.size).toBe(140);
+  });
+
+  test('an add past 2^29 vectors (the id table\'s limit) is a RangeError naming it, and changes nothing', async () => {
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array([1, -1, 2]));
+    const before = await snapshot(index);
+    // A fake size, as if 2^29 - 1 vectors were stored: the check comes before any allocation.
+    const internals = index as unknown as { count: number };
+    internals.count = 2 ** 29 - 1;
+    expect(() => index.add(new Float32Array([1, 2]))).toThrow(
+      new RangeError('VectorIndex.add: 2 more vectors would make 536870913, but an index holds at most 536870912 (2^29) vectors'));
+    internals.count = 3;
+    expect(await snapshot(index)).toEqual(before);
+    // The limit is the table's: one more entry would need 2^31 slots of 3 int32 words, past a typed array's 2^32 elements.
+    expect(MAX_ENTRIES).toBe(2 ** 29);
+    expect(() => new IdTable(MAX_ENTRIES + 1)).toThrow(/Invalid typed array length: 6442450944/);
   });
 
   test('bad remove, search and constructor arguments', async () => {
