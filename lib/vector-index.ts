@@ -14,7 +14,7 @@ import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
-  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, maxMappings, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
 import { IdTable, MAX_ENTRIES, maxId } from './index/id-table';
@@ -369,6 +369,11 @@ export class VectorIndex {
     let table: IdTable;
     const last = this.chunks[this.chunks.length - 1];
     const lastHasRoom = last !== undefined && last.count < this.chunkRows;
+    // On a failure the storage made so far goes at once, not at a GC: memory, or mappings (at the
+    // kernel's limit on them, the process cannot go on far without one).
+    const releaseMade = () => {
+      for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
+    };
     try {
       let remaining = rows;
       if (lastHasRoom) {
@@ -385,6 +390,7 @@ export class VectorIndex {
       }
       table = this.table.withRoomFor(this.count + rows);
     } catch (err) {
+      releaseMade();
       throw new Error(
         `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
     }
@@ -405,7 +411,7 @@ export class VectorIndex {
           storage.subarray(from * this.dim, (from + n) * this.dim), this.dim, first);
       }
     } catch (err) {
-      for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
+      releaseMade();
       throw err;
     }
     if (grown !== null) {
@@ -638,6 +644,12 @@ export class VectorIndex {
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       const rows: number[] = [];
       for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
+      // Past the limit the load would fail at its last mappings, when anything else needing one fails too.
+      const limit = mmap ? maxMappings() : null;
+      if (limit !== null && rows.length > limit) {
+        throw new Error(`cannot map ${file}: its ${rows.length} storage chunks would each be a memory mapping, more than the kernel ` +
+          `lets a process hold (/proc/sys/vm/max_map_count: ${limit}): a larger chunkBytes, or mmap: false, needs fewer`);
+      }
       const ids = rows.map((n) => new BigInt64Array(n));
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
       if (!mmap) for (const n of rows) storage.push(index.allocate(n));

@@ -646,6 +646,46 @@ process.stdout.write('saving\\n');
 index.save(file).then(() => process.stdout.write('saved\\n'));
 `;
 
+describe('the kernel\'s limit on memory mappings a process holds (vm.max_map_count) is named, with a way round it', () => {
+  let limit: number | undefined;
+  try {
+    limit = Number(fs.readFileSync('/proc/sys/vm/max_map_count', 'utf8'));
+  } catch {
+    // not Linux
+  }
+  const linuxTest = limit !== undefined && limit <= 300_000 ? test : test.skip;  // filling more takes long
+
+  linuxTest('a load with mmap of more chunks than that is refused before it maps any', async () => {
+    const file = path.join(dir, 'one-row-chunks.cmbd');
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array(limit! + 1).fill(1));
+    await index.save(file);
+    const map = jest.spyOn(fileBindings(), 'mapFileRange');
+    try {
+      await expect(VectorIndex.load(file, { mmap: true, chunkBytes: 4 })).rejects.toThrow(new Error(`cannot map ${file}: its ${limit! + 1} ` +
+        `storage chunks would each be a memory mapping, more than the kernel lets a process hold (/proc/sys/vm/max_map_count: ${limit}): ` +
+        'a larger chunkBytes, or mmap: false, needs fewer'));
+      expect(map).not.toHaveBeenCalled();
+    } finally {
+      map.mockRestore();
+      fs.rmSync(file);
+    }
+  }, 60000);
+
+  linuxTest('at the limit, a mapping of the file or of storage on large pages fails saying so', () => {
+    const file = path.join(dir, 'page.bin');
+    fs.writeFileSync(file, Buffer.alloc(4096));
+    const script = path.join(__dirname, 'helpers', 'mapping-limit.js');
+    const out = execFileSync(process.execPath, ['--jitless', '--no-lazy', '--no-flush-bytecode', '--expose-gc', script, path.resolve(__dirname, '..', 'dist'), file],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const atLimit = `mmap: Cannot allocate memory: the process has \\d+ memory mappings, at the kernel's limit \\(/proc/sys/vm/max_map_count: ${limit}\\)`;
+    const [map, add] = out.toString().trim().split('\n');
+    expect(map).toMatch(new RegExp(`^${atLimit}, and each storage chunk is a mapping of its own: a larger chunkBytes, or mmap: false, needs fewer$`));
+    expect(add).toMatch(new RegExp('^VectorIndex\\.add: cannot allocate memory for 1024 more vectors \\(cannot allocate 4194304 bytes of ' +
+      `vector storage: ${atLimit}, and each storage chunk of 4 MiB or more takes about two: a larger chunkBytes needs fewer\\); the index is unchanged$`));
+  }, 60000);
+});
+
 test('crash safety: a writer killed mid-save leaves the old file intact', async () => {
   const file = path.join(dir, 'crash.cmbd');
   const old = await sample('float32', 4);

@@ -930,6 +930,28 @@ test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose 
   await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
 });
 
+test('an add whose allocation fails releases the huge-page chunks it had made at once, not at a GC', () => {
+  const dim = 1024;
+  const index = new VectorIndex({ dim, chunkBytes: 4 * 1024 * 1024 });  // 1,024 rows a chunk
+  const bindings = fileBindings();
+  const original = bindings.allocateLargePages.bind(bindings);
+  const allocate = jest.spyOn(bindings, 'allocateLargePages').mockImplementation((bytes: number) => {
+    if (allocate.mock.calls.length === 3) throw new Error('out of memory (test)');
+    return original(bytes);
+  });
+  const release = jest.spyOn(bindings, 'releaseMapping');
+  try {
+    expect(() => index.add(new Float32Array(3 * 1024 * dim).fill(1))).toThrow(/cannot allocate memory for 3072 more vectors \(out of memory \(test\)\)/);
+    const made = allocate.mock.results.filter((r) => r.type === 'return').map((r) => r.value as ArrayBuffer);
+    expect(made).toHaveLength(2);
+    expect(release.mock.calls.map(([buffer]) => made.indexOf(buffer))).toEqual([0, 1]);
+  } finally {
+    allocate.mockRestore();
+    release.mockRestore();
+  }
+  expect(index.size).toBe(0);
+});
+
 test('huge-page buffers can be allocated and released from several worker threads at once', () => {
   const script = path.join(__dirname, 'helpers', 'large-pages-workers.js');
   expect(execFileSync(process.execPath, [script, addonPath]).toString()).toBe('ok');
