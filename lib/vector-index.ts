@@ -8,7 +8,7 @@
 // lists are merged (see searchTileCuda).
 import * as util from 'util';
 import {
-  cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
+  cosineTopKSegmentsAsync, Dtype, DTYPES, MAX_RESULT_VALUES, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
 } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
@@ -538,6 +538,12 @@ export class VectorIndex {
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 1024;
     const signal = optionalAbortSignal('options.signal', o.signal);
+    // A chunk's results are one array each; a search's advice (batches of queries) would not fit a walk.
+    const searched = Math.min(excludeSelf ? k + 1 : k, this.count);
+    if (Math.min(batchSize, this.count) * searched > MAX_RESULT_VALUES) {
+      throw new RangeError(`options.batchSize must be <= ${Math.floor(MAX_RESULT_VALUES / searched)} for k = ${k} on ${this.count} vectors ` +
+        `(a chunk's batchSize x ${searched} results are one array, of at most 2^32), got ${batchSize}`);
+    }
     return this.walkNeighbors(k, excludeSelf, batchSize, signal);
   }
 

@@ -541,6 +541,19 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
   });
 
+  test('a neighbors() walk whose chunk would pass 2^32 results names the largest batchSize for that k', () => {
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array(70000).fill(1));
+    // 70,000 x 70,000 (k + 1 searched, at most the size) = 4.9e9 results; 61,356 x 70,000 = 4,294,920,000 fit.
+    expect(() => index.neighbors({ k: 70000, batchSize: 70000 })).toThrow(new RangeError('options.batchSize must be <= 61356 ' +
+      'for k = 70000 on 70000 vectors (a chunk\'s batchSize x 70000 results are one array, of at most 2^32), got 70000'));
+    // With excludeSelf each vector's k + 1 nearest are searched (itself included): 65,075 x 66,001 do not fit, 65,075 x 66,000 do.
+    expect(() => index.neighbors({ k: 66000, batchSize: 65075 })).toThrow(/must be <= 65074 for k = 66000 .* x 66001 results/);
+    void index.neighbors({ k: 66000, excludeSelf: false, batchSize: 65075 }).return();
+    // Not started: the largest batchSize named is accepted.
+    void index.neighbors({ k: 70000, batchSize: 61356 }).return();
+  });
+
   test('a neighbors() walk dropped halfway does not lock the index; a change between steps ends the walk', async () => {
     const random = makeRandom(15);
     const index = new VectorIndex({ dim });
