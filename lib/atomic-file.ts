@@ -46,12 +46,12 @@ export function trackTemporaries(): void {
 }
 
 /**
- * Removes the tracked temporary files still there, synchronously: for a Ctrl-C handler that then
- * ends the process (a model conversion's are as large as the model). A name is never made twice,
- * so one renamed or removed since is simply gone.
+ * Removes the tracked temporary files (or folders: an eval's of a pipe) still there, synchronously:
+ * for a Ctrl-C handler that then ends the process (a model conversion's are as large as the model).
+ * A name is never made twice, so one renamed or removed since is simply gone.
  */
 export function removeTrackedTemporaries(): void {
-  for (const tmp of trackedTemporaries ?? []) fs.rmSync(tmp, { force: true });
+  for (const tmp of trackedTemporaries ?? []) fs.rmSync(tmp, { force: true, recursive: true });
   trackedTemporaries?.clear();
 }
 

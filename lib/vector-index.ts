@@ -8,16 +8,16 @@
 // lists are merged (see searchTileCuda).
 import * as util from 'util';
 import {
-  cosineTopKSegmentsAsync, Dtype, DTYPES, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
+  cosineTopKSegmentsAsync, Dtype, DTYPES, MAX_RESULT_VALUES, normalizeRows, requireResultFits, storeUnitRows, TopKResult, UNIT_NORM_SLACK,
 } from './kernels';
 import { CUDA_MAX_K, CudaMatrix } from './cuda';
 import { CudaDeviceName, Device, resolveDevice } from './devices';
 import { float16ToFloat32Array } from './float16';
 import {
-  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, MAX_METADATA_BYTES,
+  bytesPerElement, decodeMetadata, fileBindings, Header, IndexFileProgress, IndexFileReader, jsonDepth, layoutOf, MAX_DIM, MAX_MAPPING_BYTES, maxMappings, MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH, writeIndexFile,
 } from './index/format';
-import { IdTable, maxId } from './index/id-table';
+import { IdTable, MAX_ENTRIES, maxId } from './index/id-table';
 import {
   describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalOneOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString, requireTypedArray, typeName,
 } from './validate';
@@ -34,6 +34,12 @@ const LARGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;  // smaller chunks would waste mos
 // Ids entered into the table between event-loop turns on load: loading 8.8M ids stalled the loop
 // at most 133-146 ms with slices of this size, 1.8-1.9 s without (bench/RESULTS-index.md).
 const ID_TABLE_SLICE = 1 << 18;
+
+/**
+ * The most vectors an index holds: its id table's limit, below the kernels' row indices (int32:
+ * 2^31 - 1 rows a search, or a CUDA chunk) and the file format's (a u64 count).
+ */
+const MAX_INDEX_SIZE = MAX_ENTRIES;
 
 function requireChunkBytes(value: unknown): number {
   const bytes = requirePositiveInteger('options.chunkBytes', value);
@@ -352,6 +358,10 @@ export class VectorIndex {
     const { data, rows } = parseVectors('vectors', vectors, this.dim);
     const newIds = ids === undefined ? this.sequentialIds(rows) : parseIds('ids', ids, rows);
     if (rows === 0) return;  // as encode([]) gives: nothing changes, an open neighbors() walk goes on
+    if (this.count + rows > MAX_INDEX_SIZE) {
+      throw new RangeError(`VectorIndex.add: ${rows} more vectors would make ${this.count + rows}, ` +
+        `but an index holds at most ${MAX_INDEX_SIZE} (2^29) vectors`);
+    }
     const present = this.table.firstPresent(newIds);
     if (present !== -1) throw new RangeError(`ids: id ${newIds[present]} is already in the index`);
     let grown: { chunk: Chunk; vectors: Storage; ids: BigInt64Array } | null = null;
@@ -359,6 +369,11 @@ export class VectorIndex {
     let table: IdTable;
     const last = this.chunks[this.chunks.length - 1];
     const lastHasRoom = last !== undefined && last.count < this.chunkRows;
+    // On a failure the storage made so far goes at once, not at a GC: memory, or mappings (at the
+    // kernel's limit on them, the process cannot go on far without one).
+    const releaseMade = () => {
+      for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
+    };
     try {
       let remaining = rows;
       if (lastHasRoom) {
@@ -375,6 +390,7 @@ export class VectorIndex {
       }
       table = this.table.withRoomFor(this.count + rows);
     } catch (err) {
+      releaseMade();
       throw new Error(
         `VectorIndex.add: cannot allocate memory for ${rows} more vectors (${(err as Error).message}); the index is unchanged`);
     }
@@ -395,7 +411,7 @@ export class VectorIndex {
           storage.subarray(from * this.dim, (from + n) * this.dim), this.dim, first);
       }
     } catch (err) {
-      for (const storage of [grown?.vectors, ...added.map((c) => c.vectors)]) if (storage !== undefined) releaseStorage(storage);
+      releaseMade();
       throw err;
     }
     if (grown !== null) {
@@ -522,6 +538,12 @@ export class VectorIndex {
     const excludeSelf = optionalBoolean('options.excludeSelf', o.excludeSelf, true);
     const batchSize = optionalPositiveInteger('options.batchSize', o.batchSize) ?? 1024;
     const signal = optionalAbortSignal('options.signal', o.signal);
+    // A chunk's results are one array each; a search's advice (batches of queries) would not fit a walk.
+    const searched = Math.min(excludeSelf ? k + 1 : k, this.count);
+    if (Math.min(batchSize, this.count) * searched > MAX_RESULT_VALUES) {
+      throw new RangeError(`options.batchSize must be <= ${Math.floor(MAX_RESULT_VALUES / searched)} for k = ${k} on ${this.count} vectors ` +
+        `(a chunk's batchSize x ${searched} results are one array, of at most 2^32), got ${batchSize}`);
+    }
     return this.walkNeighbors(k, excludeSelf, batchSize, signal);
   }
 
@@ -621,10 +643,19 @@ export class VectorIndex {
     let made: VectorIndex | null = null;  // its device copies too
     try {
       const { header } = reader;
+      if (header.count > MAX_INDEX_SIZE) {
+        throw new RangeError(`${file} holds ${header.count} vectors, but an index holds at most ${MAX_INDEX_SIZE} (2^29)`);
+      }
       const index = made = make(header);
       const rowBytes = header.dim * bytesPerElement(header.dtype);
       const rows: number[] = [];
       for (let start = 0; start < header.count; start += index.chunkRows) rows.push(Math.min(index.chunkRows, header.count - start));
+      // Past the limit the load would fail at its last mappings, when anything else needing one fails too.
+      const limit = mmap ? maxMappings() : null;
+      if (limit !== null && rows.length > limit) {
+        throw new Error(`cannot map ${file}: its ${rows.length} storage chunks would each be a memory mapping, more than the kernel ` +
+          `lets a process hold (/proc/sys/vm/max_map_count: ${limit}): a larger chunkBytes, or mmap: false, needs fewer`);
+      }
       const ids = rows.map((n) => new BigInt64Array(n));
       // With mmap each chunk views its own mapping of the file (no copy); else it is read into storage.
       if (!mmap) for (const n of rows) storage.push(index.allocate(n));

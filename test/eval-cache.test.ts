@@ -7,6 +7,7 @@ import * as path from 'path';
 import {
   encodeCollection, EncodedCollection, EncodeInterrupted, EncodeProgress, EmbeddingBatch, fileIdentity, StreamEncoder,
 } from '../lib/eval/embedding-cache';
+import { removeTrackedTemporaries, temporaryPath, trackTemporaries } from '../lib/atomic-file';
 import { makeRandom } from './helpers/random';
 
 const DIM = 5;
@@ -63,6 +64,8 @@ describe('encodeCollection', () => {
     const encoded = await encodeCollection({ collection, cacheDir: path.join(dir, 'ref'), identity, encoder, chunkRows: 8 });
     reference = { ids: encoded.ids, vectors: await allVectors(encoded) };
     expect(encoder.encoded).toBe(N);
+    await encoded.release();  // a file's cache stays
+    expect([encoded.kept, fs.existsSync(path.join(encoded.dir, 'manifest.json'))]).toEqual([true, true]);
   });
 
   test('ids and vectors in file order', () => {
@@ -249,8 +252,23 @@ describe('encodeCollection', () => {
     const encoded = await throughFifo('collection.fifo', fs.readFileSync(collection, 'utf8'), path.join(dir, 'fifo'));
     expect(encoded.ids).toEqual(reference.ids);
     expect(await allVectors(encoded)).toEqual(reference.vectors);
+    // No later run could find a pipe's cache (its modification time is new at each run): its
+    // folder is temporary, and release() removes it. A failed run leaves none either.
+    expect([encoded.kept, path.relative(path.join(dir, 'fifo'), encoded.dir)]).toEqual([false, expect.stringMatching(/^pipe\.tmp-\d+-[0-9a-f]{8}$/)]);
+    await encoded.release();
+    expect(fs.readdirSync(path.join(dir, 'fifo'))).toEqual([]);
     await expect(throughFifo('dup.fifo', 'z\tzéro\n\na\tun\nb\tdeux\na\ttrois\n', path.join(dir, 'fifo-dup')))
       .rejects.toThrow(`${path.join(dir, 'dup.fifo')}:5: duplicate passage id 'a'`);
+    expect(fs.readdirSync(path.join(dir, 'fifo-dup'))).toEqual([]);
+  });
+
+  test("the command line's second Ctrl-C (removeTrackedTemporaries) removes a pipe's temporary folder too", () => {
+    trackTemporaries();  // as the command line does
+    const folder = temporaryPath(path.join(dir, 'pipe'));
+    fs.mkdirSync(folder);
+    fs.writeFileSync(path.join(folder, 'vectors-000000.f32'), new Uint8Array(20));
+    removeTrackedTemporaries();  // it was an EISDIR error
+    expect(fs.existsSync(folder)).toBe(false);
   });
 
   test('chunks of more rows than a call takes arguments (200,000)', async () => {

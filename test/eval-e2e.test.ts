@@ -1,11 +1,12 @@
 // `camembed eval` end to end with the tiny random-weight model: passages of ../shared/corpus
 // are the collection, and some of them are also the queries. A query's own passage has the same
 // text, hence the same vector (cosine 1), so with the true qrels every metric must be 1.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../lib/cli';
-import { EncodeInterrupted } from '../lib/eval/embedding-cache';
+import { EncodeInterrupted, EncodeProgress } from '../lib/eval/embedding-cache';
 import { readQrels } from '../lib/eval/formats';
 import { evaluate, Run } from '../lib/eval/metrics';
 import { evaluateRetrieval } from '../lib/eval/retrieval';
@@ -161,6 +162,28 @@ describeShared('camembed eval with the tiny random model', () => {
     } finally {
       add.mockRestore();
     }
+  });
+
+  test('a collection through a pipe leaves no cache behind (none could be found again), after a run or an interrupted one', async () => {
+    const cacheDir = path.join(dir, 'cache-pipe');
+    const throughFifo = async (name: string, options: { signal?: AbortSignal; onEncodeProgress?: (p: EncodeProgress) => void } = {}) => {
+      const fifo = path.join(dir, name);
+      execFileSync('mkfifo', [fifo]);
+      const writer = fs.createWriteStream(fifo).on('error', () => undefined);  // an interrupted run stops reading
+      writer.end(fs.readFileSync(files.collection));
+      try {
+        return await evaluateRetrieval({ model, ...files, collection: fifo, k: 500, metrics: METRICS, cacheDir, chunkRows: 128, ...options });
+      } finally {
+        writer.destroy();
+      }
+    };
+    const result = await throughFifo('collection.fifo');
+    expect([result.passages, result.cachedPassages, result.metrics]).toEqual([PASSAGES, 0, Object.fromEntries(METRICS.map((m) => [m, 1]))]);
+    expect(fs.readdirSync(cacheDir)).toEqual([]);
+    const controller = new AbortController();
+    await expect(throughFifo('interrupted.fifo', { signal: controller.signal, onEncodeProgress: (p) => { if (p.chunks === 3) controller.abort(); } }))
+      .rejects.toThrow(new EncodeInterrupted(PASSAGES, 'unused', false));
+    expect(fs.readdirSync(cacheDir)).toEqual([]);
   });
 
   test('equal scores are ranked as trec_eval ranks them (docid descending), in the run file as in the metrics', async () => {

@@ -538,6 +538,24 @@ describe('damaged files are clear errors', () => {
     await expectLoadError('wide.cmbd', wide, /wide\.cmbd holds 16777217-d vectors; camembed takes at most 16777216 dimensions/);
   });
 
+  test('a file of more than 2^29 vectors (the most an index holds) is refused before anything is read', async () => {
+    // 2^29 + 1 float16 values of dim 1: 5.4 GB, sparse (only the header is written).
+    const count = 2 ** 29 + 1;
+    const layout = layoutOf('float16', 1, count, 0);
+    const file = path.join(dir, 'too-many.cmbd');
+    fs.writeFileSync(file, encodeHeader({ dtype: 'float16', dim: 1, count, nextId: BigInt(count), metadataBytes: 0, layout }));
+    fs.truncateSync(file, layout.fileBytes);
+    try {
+      expect(await VectorIndex.describe(file)).toMatchObject({ size: count });
+      for (const mmap of [false, true]) {
+        await expect(VectorIndex.load(file, { mmap })).rejects.toThrow(
+          new RangeError(`${file} holds 536870913 vectors, but an index holds at most 536870912 (2^29)`));
+      }
+    } finally {
+      fs.rmSync(file);
+    }
+  });
+
   test('metadata that is not a JSON object, or too long; a version 1 header with its reserved field set', async () => {
     const withMetadata = (text: string | Buffer) => {
       const metadata = Buffer.from(text);
@@ -627,6 +645,46 @@ index.add(data);
 process.stdout.write('saving\\n');
 index.save(file).then(() => process.stdout.write('saved\\n'));
 `;
+
+describe('the kernel\'s limit on memory mappings a process holds (vm.max_map_count) is named, with a way round it', () => {
+  let limit: number | undefined;
+  try {
+    limit = Number(fs.readFileSync('/proc/sys/vm/max_map_count', 'utf8'));
+  } catch {
+    // not Linux
+  }
+  const linuxTest = limit !== undefined && limit <= 300_000 ? test : test.skip;  // filling more takes long
+
+  linuxTest('a load with mmap of more chunks than that is refused before it maps any', async () => {
+    const file = path.join(dir, 'one-row-chunks.cmbd');
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array(limit! + 1).fill(1));
+    await index.save(file);
+    const map = jest.spyOn(fileBindings(), 'mapFileRange');
+    try {
+      await expect(VectorIndex.load(file, { mmap: true, chunkBytes: 4 })).rejects.toThrow(new Error(`cannot map ${file}: its ${limit! + 1} ` +
+        `storage chunks would each be a memory mapping, more than the kernel lets a process hold (/proc/sys/vm/max_map_count: ${limit}): ` +
+        'a larger chunkBytes, or mmap: false, needs fewer'));
+      expect(map).not.toHaveBeenCalled();
+    } finally {
+      map.mockRestore();
+      fs.rmSync(file);
+    }
+  }, 60000);
+
+  linuxTest('at the limit, a mapping of the file or of storage on large pages fails saying so', () => {
+    const file = path.join(dir, 'page.bin');
+    fs.writeFileSync(file, Buffer.alloc(4096));
+    const script = path.join(__dirname, 'helpers', 'mapping-limit.js');
+    const out = execFileSync(process.execPath, ['--jitless', '--no-lazy', '--no-flush-bytecode', '--expose-gc', script, path.resolve(__dirname, '..', 'dist'), file],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const atLimit = `mmap: Cannot allocate memory: the process has \\d+ memory mappings, at the kernel's limit \\(/proc/sys/vm/max_map_count: ${limit}\\)`;
+    const [map, add] = out.toString().trim().split('\n');
+    expect(map).toMatch(new RegExp(`^${atLimit}, and each storage chunk is a mapping of its own: a larger chunkBytes, or mmap: false, needs fewer$`));
+    expect(add).toMatch(new RegExp('^VectorIndex\\.add: cannot allocate memory for 1024 more vectors \\(cannot allocate 4194304 bytes of ' +
+      `vector storage: ${atLimit}, and each storage chunk of 4 MiB or more takes about two: a larger chunkBytes needs fewer\\); the index is unchanged$`));
+  }, 60000);
+});
 
 test('crash safety: a writer killed mid-save leaves the old file intact', async () => {
   const file = path.join(dir, 'crash.cmbd');

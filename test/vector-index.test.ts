@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as util from 'util';
 import { fileBindings } from '../lib/index/format';
 import { addonPath } from '../lib/native';
-import { IdTable, maxId } from '../lib/index/id-table';
+import { IdTable, MAX_ENTRIES, maxId } from '../lib/index/id-table';
 import { CudaMatrix } from '../lib/cuda';
 import { evenTiles, IndexFileProgress, SearchResult, VectorIndex } from '../lib/vector-index';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -503,6 +503,22 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(index.size).toBe(140);
   });
 
+  test('an add past 2^29 vectors (the id table\'s limit) is a RangeError naming it, and changes nothing', async () => {
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array([1, -1, 2]));
+    const before = await snapshot(index);
+    // A fake size, as if 2^29 - 1 vectors were stored: the check comes before any allocation.
+    const internals = index as unknown as { count: number };
+    internals.count = 2 ** 29 - 1;
+    expect(() => index.add(new Float32Array([1, 2]))).toThrow(
+      new RangeError('VectorIndex.add: 2 more vectors would make 536870913, but an index holds at most 536870912 (2^29) vectors'));
+    internals.count = 3;
+    expect(await snapshot(index)).toEqual(before);
+    // The limit is the table's: one more entry would need 2^31 slots of 3 int32 words, past a typed array's 2^32 elements.
+    expect(MAX_ENTRIES).toBe(2 ** 29);
+    expect(() => new IdTable(MAX_ENTRIES + 1)).toThrow(/Invalid typed array length: 6442450944/);
+  });
+
   test('bad remove, search and constructor arguments', async () => {
     const random = makeRandom(13);
     const index = new VectorIndex({ dim });
@@ -523,6 +539,19 @@ describe('VectorIndex errors leave the index unchanged', () => {
     expect(() => new VectorIndex({ dim: 4, dtype: 'int8' as 'float32' })).toThrow(/options.dtype must be/);
     // @ts-expect-error: a device name the type refuses too (plain JavaScript gets the TypeError)
     expect(() => new VectorIndex({ dim: 4, device: 'tpu' })).toThrow(/options.device must be 'cpu', 'cuda'/);
+  });
+
+  test('a neighbors() walk whose chunk would pass 2^32 results names the largest batchSize for that k', () => {
+    const index = new VectorIndex({ dim: 1 });
+    index.add(new Float32Array(70000).fill(1));
+    // 70,000 x 70,000 (k + 1 searched, at most the size) = 4.9e9 results; 61,356 x 70,000 = 4,294,920,000 fit.
+    expect(() => index.neighbors({ k: 70000, batchSize: 70000 })).toThrow(new RangeError('options.batchSize must be <= 61356 ' +
+      'for k = 70000 on 70000 vectors (a chunk\'s batchSize x 70000 results are one array, of at most 2^32), got 70000'));
+    // With excludeSelf each vector's k + 1 nearest are searched (itself included): 65,075 x 66,001 do not fit, 65,075 x 66,000 do.
+    expect(() => index.neighbors({ k: 66000, batchSize: 65075 })).toThrow(/must be <= 65074 for k = 66000 .* x 66001 results/);
+    void index.neighbors({ k: 66000, excludeSelf: false, batchSize: 65075 }).return();
+    // Not started: the largest batchSize named is accepted.
+    void index.neighbors({ k: 70000, batchSize: 61356 }).return();
   });
 
   test('a neighbors() walk dropped halfway does not lock the index; a change between steps ends the walk', async () => {
@@ -912,6 +941,28 @@ test('chunks on huge pages (4 MiB and more): growth copies, removes and dispose 
   expect(release.mock.calls.length).toBe(afterRemove + 1);  // the one chunk left
   release.mockRestore();
   await expect(index.search(queries, { k: 1 })).rejects.toThrow(/disposed/);
+});
+
+test('an add whose allocation fails releases the huge-page chunks it had made at once, not at a GC', () => {
+  const dim = 1024;
+  const index = new VectorIndex({ dim, chunkBytes: 4 * 1024 * 1024 });  // 1,024 rows a chunk
+  const bindings = fileBindings();
+  const original = bindings.allocateLargePages.bind(bindings);
+  const allocate = jest.spyOn(bindings, 'allocateLargePages').mockImplementation((bytes: number) => {
+    if (allocate.mock.calls.length === 3) throw new Error('out of memory (test)');
+    return original(bytes);
+  });
+  const release = jest.spyOn(bindings, 'releaseMapping');
+  try {
+    expect(() => index.add(new Float32Array(3 * 1024 * dim).fill(1))).toThrow(/cannot allocate memory for 3072 more vectors \(out of memory \(test\)\)/);
+    const made = allocate.mock.results.filter((r) => r.type === 'return').map((r) => r.value as ArrayBuffer);
+    expect(made).toHaveLength(2);
+    expect(release.mock.calls.map(([buffer]) => made.indexOf(buffer))).toEqual([0, 1]);
+  } finally {
+    allocate.mockRestore();
+    release.mockRestore();
+  }
+  expect(index.size).toBe(0);
 });
 
 test('huge-page buffers can be allocated and released from several worker threads at once, and the addon stays loaded after them', () => {

@@ -135,7 +135,7 @@ export async function run(argv: string[]): Promise<void> {
     });
   } catch (err) {
     if (controller.signal.aborted) {
-      throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}; run the same command again to continue`
+      throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}${err.kept ? '; run the same command again to continue' : ''}`
         : 'interrupted (the encoded passages are cached: the same command starts again from them)', stoppedBy);
     }
     throw err;

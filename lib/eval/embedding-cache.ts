@@ -6,12 +6,13 @@
 //                  vectors-000000.f32     rows x dim float32, little-endian, row-major
 //                  ids-000000.txt         the rows' passage ids, one per line
 // <key> is a hash of the identity: model + settings (from the caller) + the collection file's
-// size and content hash (a pipe: its path, size and modification time), so another model or an
-// edited file gets a fresh cache, and a touched, moved or copied file keeps its own.
+// size and content hash, so another model or an edited file gets a fresh cache, and a touched,
+// moved or copied file keeps its own. A pipe, which no later run could find again, is encoded into
+// a temporary folder (<cacheDir>/pipe.tmp-<pid>-<random>) that is removed after its run.
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeFolders, removeAbandonedTemporaries, writeFileAtomicAsync } from '../atomic-file';
+import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
 import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv, readTsvBatches, TextRecord } from './formats';
@@ -99,7 +100,14 @@ export class EncodedCollection {
     private readonly chunkEntries: ChunkEntry[],
     /** Passages found in the cache rather than encoded by this call. */
     readonly cachedRows: number,
+    /** Whether the folder is kept for later calls: false for a pipe's (see release()). */
+    readonly kept: boolean,
   ) {}
+
+  /** Removes the folder of a pipe's vectors (no later call could find it again); a file's cache stays. */
+  async release(): Promise<void> {
+    if (!this.kept) await fs.promises.rm(this.dir, { recursive: true, force: true });
+  }
 
   /** Passages (vectors) in the collection. */
   get rows(): number { return this.ids.length; }
@@ -238,8 +246,11 @@ export class EncodeInterrupted extends Error {
     readonly rows: number,
     /** The cache folder of this collection and model. */
     readonly dir: string,
+    /** Whether the cache keeps them: false for a pipe, whose folder is removed. */
+    readonly kept = true,
   ) {
-    super(`encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`);
+    super(kept ? `encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`
+      : `encoding interrupted after ${rows} passages; a pipe's passages are not kept (no later run could find them): the next run encodes them again`);
     this.name = 'EncodeInterrupted';
   }
 }
@@ -267,85 +278,93 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   // encoded, and not hashed (fileIdentity hashes regular files only).
   const checkFirst = 'sha256' in collectionFile;
   const identity = { ...options.identity, collection: collectionFile };
-  const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20);
-  const dir = path.join(options.cacheDir, key);
+  // A pipe's cache could never be found again (it cannot be hashed before it is read, and its
+  // modification time is new at each run): it goes in a temporary folder of its own, removed on a
+  // failure here and by release() once the caller is done with the vectors.
+  const dir = checkFirst ? path.join(options.cacheDir, createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20))
+    : temporaryPath(path.join(options.cacheDir, 'pipe'));
   makeFolders(dir);
-  await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
+  try {
+    await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
-  const { manifest, ids } = (await readManifest(dir, identity)) ??
-    { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
-  const cachedRows = ids.length;
-  const last = manifest.chunks[manifest.chunks.length - 1];
-  const report = (stage: EncodeProgress['stage'], bytes: number, pendingRows = 0) => onProgress?.({
-    stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
-  });
-  const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
-  // A file read to its end counts as whole (empty lines after the last passage end no record); a pipe has no size.
-  report(manifest.complete || !checkFirst ? 'encode' : 'check', manifest.complete && checkFirst ? collectionFile.bytes : resumeAt.startOffset);
+    const { manifest, ids } = (await readManifest(dir, identity)) ??
+      { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
+    const cachedRows = ids.length;
+    const last = manifest.chunks[manifest.chunks.length - 1];
+    const report = (stage: EncodeProgress['stage'], bytes: number, pendingRows = 0) => onProgress?.({
+      stage, rows: ids.length + pendingRows, bytes, totalBytes: collectionFile.bytes, chunks: manifest.chunks.length, cachedRows,
+    });
+    const resumeAt = { startOffset: last?.endOffset ?? 0, startLine: last?.endLine ?? 0 };
+    // A file read to its end counts as whole (empty lines after the last passage end no record); a pipe has no size.
+    report(manifest.complete || !checkFirst ? 'encode' : 'check', manifest.complete && checkFirst ? collectionFile.bytes : resumeAt.startOffset);
 
-  if (!manifest.complete) {
-    if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);  // before the encoder's first batch
-    // Only a pipe's ids are kept in a set while it is encoded: a checked file's would hold each id a second time.
-    const seen = checkFirst ? null : new IdSet(ids);
-    if (checkFirst) {
-      await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
-      if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir);
-      report('check', collectionFile.bytes);
-      report('encode', resumeAt.startOffset);
-    }
-    // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
-    const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
-    async function* texts(): AsyncGenerator<string> {
-      for await (const record of readTsv(collection, resumeAt)) {
-        if (seen !== null && !seen.add(record.id)) throw await duplicateIdError(collection, record, false);
-        inFlight.push(record);
-        yield record.text;
+    if (!manifest.complete) {
+      if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir, checkFirst);  // before the encoder's first batch
+      // Only a pipe's ids are kept in a set while it is encoded: a checked file's would hold each id a second time.
+      const seen = checkFirst ? null : new IdSet(ids);
+      if (checkFirst) {
+        await checkCollection(collection, resumeAt, new IdSet(ids), signal, (bytes) => report('check', bytes));
+        if (signal?.aborted) throw new EncodeInterrupted(ids.length, dir, checkFirst);
+        report('check', collectionFile.bytes);
+        report('encode', resumeAt.startOffset);
       }
-    }
-    let chunk: Float32Array | null = null;
-    let chunkIds: string[] = [];
-    let end = { endOffset: resumeAt.startOffset, line: resumeAt.startLine };
-    const flush = async () => {
-      const n = manifest.chunks.length;
-      const name = String(n).padStart(6, '0');
-      const entry: ChunkEntry = {
-        rows: chunkIds.length, vectors: `vectors-${name}.f32`, ids: `ids-${name}.txt`, endOffset: end.endOffset, endLine: end.line,
+      // Passages handed to the encoder and not yet back, in order: the encoder keeps order.
+      const inFlight: Array<{ id: string; endOffset: number; line: number }> = [];
+      async function* texts(): AsyncGenerator<string> {
+        for await (const record of readTsv(collection, resumeAt)) {
+          if (seen !== null && !seen.add(record.id)) throw await duplicateIdError(collection, record, false);
+          inFlight.push(record);
+          yield record.text;
+        }
+      }
+      let chunk: Float32Array | null = null;
+      let chunkIds: string[] = [];
+      let end = { endOffset: resumeAt.startOffset, line: resumeAt.startLine };
+      const flush = async () => {
+        const n = manifest.chunks.length;
+        const name = String(n).padStart(6, '0');
+        const entry: ChunkEntry = {
+          rows: chunkIds.length, vectors: `vectors-${name}.f32`, ids: `ids-${name}.txt`, endOffset: end.endOffset, endLine: end.line,
+        };
+        const data = chunk!.subarray(0, chunkIds.length * manifest.dim);
+        await writeFileAtomicAsync(path.join(dir, entry.vectors), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        await writeFileAtomicAsync(path.join(dir, entry.ids), chunkIds.join('\n'));
+        manifest.chunks.push(entry);
+        await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+        for (const id of chunkIds) ids.push(id);
+        chunkIds = [];
+        report('encode', end.endOffset);
       };
-      const data = chunk!.subarray(0, chunkIds.length * manifest.dim);
-      await writeFileAtomicAsync(path.join(dir, entry.vectors), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      await writeFileAtomicAsync(path.join(dir, entry.ids), chunkIds.join('\n'));
-      manifest.chunks.push(entry);
+      for await (const batch of encoder.encodeStream(texts())) {
+        if (manifest.dim === 0) manifest.dim = batch.dim;
+        if (batch.dim !== manifest.dim) throw new Error(`the encoder returned ${batch.dim}-d vectors after ${manifest.dim}-d ones`);
+        for (let row = 0; row < batch.rows; row++) {
+          const record = inFlight.shift();
+          if (record === undefined) throw new Error('the encoder returned more vectors than it was given texts');
+          chunk ??= new Float32Array(chunkRows * manifest.dim);
+          chunk.set(batch.data.subarray(row * manifest.dim, (row + 1) * manifest.dim), chunkIds.length * manifest.dim);
+          chunkIds.push(record.id);
+          end = { endOffset: record.endOffset, line: record.line };
+          if (chunkIds.length === chunkRows) await flush();
+        }
+        report('encode', end.endOffset, chunkIds.length);
+        // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
+        // (16,384 passages: most of an hour on a CPU, which a second Ctrl-C would throw away).
+        if (signal?.aborted) {
+          if (chunkIds.length > 0) await flush();
+          throw new EncodeInterrupted(ids.length, dir, checkFirst);
+        }
+      }
+      if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
+      if (chunkIds.length > 0) await flush();
+      manifest.complete = true;
       await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-      for (const id of chunkIds) ids.push(id);
-      chunkIds = [];
-      report('encode', end.endOffset);
-    };
-    for await (const batch of encoder.encodeStream(texts())) {
-      if (manifest.dim === 0) manifest.dim = batch.dim;
-      if (batch.dim !== manifest.dim) throw new Error(`the encoder returned ${batch.dim}-d vectors after ${manifest.dim}-d ones`);
-      for (let row = 0; row < batch.rows; row++) {
-        const record = inFlight.shift();
-        if (record === undefined) throw new Error('the encoder returned more vectors than it was given texts');
-        chunk ??= new Float32Array(chunkRows * manifest.dim);
-        chunk.set(batch.data.subarray(row * manifest.dim, (row + 1) * manifest.dim), chunkIds.length * manifest.dim);
-        chunkIds.push(record.id);
-        end = { endOffset: record.endOffset, line: record.line };
-        if (chunkIds.length === chunkRows) await flush();
-      }
-      report('encode', end.endOffset, chunkIds.length);
-      // Stopped: keep the passages encoded so far as a short chunk rather than finish the chunk
-      // (16,384 passages: most of an hour on a CPU, which a second Ctrl-C would throw away).
-      if (signal?.aborted) {
-        if (chunkIds.length > 0) await flush();
-        throw new EncodeInterrupted(ids.length, dir);
-      }
+      if (checkFirst && end.endOffset !== collectionFile.bytes) report('encode', collectionFile.bytes);
     }
-    if (inFlight.length > 0) throw new Error(`the encoder returned ${inFlight.length} fewer vectors than it was given texts`);
-    if (chunkIds.length > 0) await flush();
-    manifest.complete = true;
-    await writeFileAtomicAsync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-    if (checkFirst && end.endOffset !== collectionFile.bytes) report('encode', collectionFile.bytes);
+    if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
+    return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows, checkFirst);
+  } catch (err) {
+    if (!checkFirst) await fs.promises.rm(dir, { recursive: true, force: true });
+    throw err;
   }
-  if (ids.length === 0) throw new Error(`${collection}: the collection has no passages`);
-  return new EncodedCollection(dir, manifest.dim, ids, manifest.chunks, cachedRows);
 }

@@ -15,7 +15,7 @@ import {
   requireString,
 } from '../validate';
 import { INDEX_CUDA_MAX_K, VectorIndex } from '../vector-index';
-import { encodeCollection, EncodeProgress, fileIdentity, FileIdentity } from './embedding-cache';
+import { encodeCollection, EncodedCollection, EncodeProgress, fileIdentity, FileIdentity } from './embedding-cache';
 import { readQrels, readTsvEntries, requireToken, TrecRunWriter } from './formats';
 import { checkMinRelevance, compareTiedDocids, DEFAULT_METRICS, evaluate, evaluatedQueries, parseMetric, Run } from './metrics';
 
@@ -87,7 +87,7 @@ export interface RetrievalEvaluation {
   seconds: { checkCollection: number; encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
-  /** The embedding cache folder of this collection and model. */
+  /** The embedding cache folder of this collection and model (a pipe's: removed before this returns). */
   cacheDir: string;
   /** Where the encoder and index ran: 'cpu' or 'cuda:<index>'. */
   device: Device;
@@ -210,6 +210,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   });
   const bar = (label: string, unit: 'bytes' | 'items', initial = 0) => (options.progress ? createProgressBar({ label, unit, initial }) : null);
   let index: VectorIndex | null = null;
+  let toRelease: EncodedCollection | null = null;  // a pipe's vectors: removed whatever happens
   let writer: TrecRunWriter | null = null;
   try {
     // Opened first: a run file that cannot be written fails now, not after the collection is encoded.
@@ -222,7 +223,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     let t = Date.now();
     // The collection is checked through, then encoded: a bar and a time each.
     const stage = { name: null as EncodeProgress['stage'] | null, bar: null as ProgressBar | null, checkSeconds: 0 };
-    const encoded = await encodeCollection({
+    const encoded = toRelease = await encodeCollection({
       collection: options.collection,
       cacheDir: options.cacheDir ?? defaultEmbeddingCacheDir(),
       identity,
@@ -307,6 +308,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
     };
   } finally {
     await writer?.abort();  // a run that failed leaves no .partial file
+    await toRelease?.release();
     index?.dispose();
     await encoder.dispose();
   }

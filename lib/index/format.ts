@@ -70,6 +70,15 @@ export function fileBindings(): FileBindings {
   return loadAddon() as unknown as FileBindings;
 }
 
+/** The most memory mappings the kernel lets a process hold (Linux vm.max_map_count), or null where unknown. */
+export function maxMappings(): number | null {
+  try {
+    return Number(fs.readFileSync('/proc/sys/vm/max_map_count', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
 const DTYPE_CODES: Record<Dtype, number> = { float32: 1, float16: 2 };
 /** The longest vectors an index takes (one float32 row is then 64 MiB). */
 export const MAX_DIM = 1 << 24;
@@ -453,6 +462,9 @@ export class IndexFileReader {
         try {
           view = new Uint8Array(fileBindings().mapFileRange(this.handle.fd, offset, piece));
         } catch (err) {
+          // Unmapped first: at the kernel's limit on mappings the process cannot go on far without one.
+          for (const view of mapped) fileBindings().releaseMapping(view.buffer as ArrayBuffer);
+          mapped.length = 0;
           throw new Error(`cannot map ${this.file}: ${(err as Error).message}`);
         }
         mapped.push(view);

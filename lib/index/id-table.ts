@@ -9,6 +9,12 @@ const scratch = new BigInt64Array(1);
 const scratchHalves = new Int32Array(scratch.buffer);
 const LOW = 0, HIGH = 1, POSITION = 2, WORDS = 3;  // slot s's words at WORDS * s + ...
 
+/**
+ * The most entries a table holds: 2^29 at load 1/2 is 2^30 slots, 3 x 2^30 words, and a typed array
+ * holds at most 2^32 elements in Node 20 (2^31 slots would not fit).
+ */
+export const MAX_ENTRIES = 2 ** 29;
+
 export class IdTable {
   private slots: Int32Array;  // position -1: empty slot
   private mask: number;

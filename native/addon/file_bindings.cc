@@ -2,14 +2,18 @@
 // memory mappings of an index file (so a multi-gigabyte index loads without copying) and the
 // cmbd64 checksum of its bytes (with the norm check of its rows: native/cpu/unit_rows.cc).
 // The file format itself (what the bytes mean) lives in TypeScript (lib/index/format.ts).
+#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -96,23 +100,74 @@ void unmapOffThread(Mapping* m) {
   }
 }
 
-// An ArrayBuffer of `length` bytes at `data`, inside the mapping `m`.
-Napi::ArrayBuffer wrapMapping(Napi::Env env, void* data, size_t length, Mapping* m) {
-  {
-    std::lock_guard<std::mutex> hold(mappingsLock);
-    mappingsByData()[data] = m;
+// The newlines in a /proc file, read into a buffer on the stack: at the mapping limit a heap
+// buffer may need a mapping itself. -1 when it cannot be read (not Linux).
+int64_t procLines(const char* path, int64_t* firstNumber = nullptr) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buffer[16384];
+  int64_t lines = 0;
+  bool first = true;
+  for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0; first = false) {
+    if (first && firstNumber != nullptr) *firstNumber = std::strtoll(buffer, nullptr, 10);
+    for (ssize_t i = 0; i < n; ++i) lines += buffer[i] == '\n';
   }
-  // The record outlives an early release, so a late finalizer never unmaps a reused address.
-  return Napi::ArrayBuffer::New(env, data, length, [](Napi::Env, void* p, Mapping* owned) {
-    if (!owned->released) {
-      {
-        std::lock_guard<std::mutex> hold(mappingsLock);
-        mappingsByData().erase(p);
-      }
-      unmapOffThread(owned);
+  ::close(fd);
+  return lines;
+}
+
+// An mmap's failure, as "<what>: <strerror>". ENOMEM with the process at the kernel's limit on
+// mappings (vm.max_map_count, 65,530 by default), which many small chunks reach long before memory
+// runs out, says so and how to need fewer (`advice`). Built on the stack: at that limit a heap
+// allocation may need a mapping too.
+Napi::Error mmapError(Napi::Env env, const char* what, const char* advice) {
+  const int error = errno;
+  char message[1024];
+  int64_t limit = -1;
+  const int64_t held = error == ENOMEM && procLines("/proc/sys/vm/max_map_count", &limit) >= 0 ? procLines("/proc/self/maps") : -1;
+  if (limit > 0 && held >= limit - 64) {  // the call wanted one or two more; a few may have gone since
+    std::snprintf(message, sizeof message, "%s: %s: the process has %lld memory mappings, at the kernel's limit "
+        "(/proc/sys/vm/max_map_count: %lld), and %s", what, std::strerror(error), (long long)held, (long long)limit, advice);
+  } else {
+    std::snprintf(message, sizeof message, "%s: %s", what, std::strerror(error));
+  }
+  return Napi::Error::New(env, message);
+}
+
+// An ArrayBuffer of `length` bytes at `data`, inside the mapping [base, base + mapped). What it
+// allocates may fail at the kernel's limit on mappings (the heap may need one too): the memory is
+// then unmapped and the error is mmapError's, not a std::bad_alloc out of the binding (an abort).
+Napi::ArrayBuffer wrapMapping(Napi::Env env, void* data, size_t length, void* base, size_t mapped, const char* what, const char* advice) {
+  Mapping* m = nullptr;
+  bool listed = false;
+  try {
+    m = new Mapping{base, mapped, false, 0};
+    {
+      std::lock_guard<std::mutex> hold(mappingsLock);
+      mappingsByData()[data] = m;
+      listed = true;
     }
-    delete owned;
-  }, m);
+    // The record outlives an early release, so a late finalizer never unmaps a reused address.
+    return Napi::ArrayBuffer::New(env, data, length, [](Napi::Env, void* p, Mapping* owned) {
+      if (!owned->released) {
+        {
+          std::lock_guard<std::mutex> hold(mappingsLock);
+          mappingsByData().erase(p);
+        }
+        unmapOffThread(owned);
+      }
+      delete owned;
+    }, m);
+  } catch (const std::bad_alloc&) {
+    if (listed) {
+      std::lock_guard<std::mutex> hold(mappingsLock);
+      mappingsByData().erase(data);
+    }
+    delete m;
+    ::munmap(base, mapped);
+    errno = ENOMEM;
+    throw mmapError(env, what, advice);
+  }
 }
 
 // Reads a non-negative integer argument of at most `max`.
@@ -143,8 +198,9 @@ Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   const size_t start = offset / page * page;
   const size_t mapped = length + (offset - start);
   void* base = ::mmap(nullptr, mapped, PROT_READ, MAP_PRIVATE, fd, off_t(start));
-  if (base == MAP_FAILED) throw Napi::Error::New(env, std::string("mmap: ") + std::strerror(errno));
-  return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, new Mapping{base, mapped, false, 0});
+  const char* advice = "each storage chunk is a mapping of its own: a larger chunkBytes, or mmap: false, needs fewer";
+  if (base == MAP_FAILED) throw mmapError(env, "mmap", advice);
+  return wrapMapping(env, static_cast<char*>(base) + (offset - start), length, base, mapped, "mmap", advice);
 }
 
 // allocateLargePages(bytes) -> zero-filled ArrayBuffer aligned to 2 MiB and advised to use
@@ -157,13 +213,15 @@ Napi::Value AllocateLargePages(const Napi::CallbackInfo& info) {
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t mapped = bytes + kHuge;  // room to start on a 2 MiB boundary
   void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED)
-    throw Napi::RangeError::New(env, "out of memory: cannot allocate " + std::to_string(bytes) + " bytes of vector storage");
+  char what[96];
+  std::snprintf(what, sizeof what, "cannot allocate %zu bytes of vector storage: mmap", bytes);
+  const char* advice = "each storage chunk of 4 MiB or more takes about two: a larger chunkBytes needs fewer";
+  if (base == MAP_FAILED) throw mmapError(env, what, advice);
   void* start = reinterpret_cast<void*>((uintptr_t(base) + kHuge - 1) & ~uintptr_t(kHuge - 1));
 #ifdef MADV_HUGEPAGE
   ::madvise(start, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
-  return wrapMapping(env, start, bytes, new Mapping{base, mapped, false, 0});
+  return wrapMapping(env, start, bytes, base, mapped, what, advice);
 }
 
 // releaseMapping(buffer): detaches a buffer from allocateLargePages or mapFileRange (its views
