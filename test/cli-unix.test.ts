@@ -345,14 +345,17 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
 }
 
 (haveModels ? describe : describe.skip)('signals', () => {
-  test('eval stops on SIGTERM as on Ctrl-C (exit 143, the encoded passages cached); a second signal quits at once, leaving no .partial run file', async () => {
-    const collection = path.join(dir, 'collection.tsv');
-    fs.writeFileSync(collection, Array.from({ length: 40_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
-    const queries = path.join(dir, 'queries.tsv');
+  /** An eval's files in `dir`, names starting with `prefix`: a collection of `passages` passages, one query, one judgement. */
+  const evalFiles = (prefix: string, passages: number) => {
+    const [collection, queries, qrels, run] = ['collection.tsv', 'queries.tsv', 'qrels.trec', 'run.trec'].map((name) => path.join(dir, prefix + name));
+    fs.writeFileSync(collection, Array.from({ length: passages }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
     fs.writeFileSync(queries, 'q1\tle noyau\n');
-    const qrels = path.join(dir, 'qrels.trec');
     fs.writeFileSync(qrels, 'q1 0 d7 1\n');
-    const run = path.join(dir, 'run.trec');
+    return { collection, queries, qrels, run };
+  };
+
+  test('eval stops on SIGTERM as on Ctrl-C (exit 143, the encoded passages cached); a second signal quits at once, leaving no .partial run file', async () => {
+    const { collection, queries, qrels, run } = evalFiles('', 40_000);
     const args = (cache: string) => ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
       '--k', '500', '--cache', path.join(dir, cache), '--run', run, '--threads', '1'];
     const encoding = () => fs.existsSync(`${run}.partial`);  // opened just before the passages are encoded
@@ -395,13 +398,7 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     };
     expect(await start(['encode', '--modle', 'x']).exited).toBe(2);
 
-    const collection = path.join(dir, 'no-stderr-collection.tsv');
-    fs.writeFileSync(collection, Array.from({ length: 20_000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
-    const queries = path.join(dir, 'no-stderr-queries.tsv');
-    fs.writeFileSync(queries, 'q1\tle noyau\n');
-    const qrels = path.join(dir, 'no-stderr-qrels.trec');
-    fs.writeFileSync(qrels, 'q1 0 d7 1\n');
-    const run = path.join(dir, 'no-stderr-run.trec');
+    const { collection, queries, qrels, run } = evalFiles('no-stderr-', 20_000);
     const { child, exited } = start(['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
       '--cache', path.join(dir, 'no-stderr-cache'), '--run', run, '--threads', '1']);
     for (let waited = 0; !fs.existsSync(`${run}.partial`); waited += 10) {  // opened just before the passages are encoded
