@@ -525,10 +525,16 @@ export class Encoder {
       throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
     }
     const maxBatchTokensOption = o.maxBatchTokens === undefined ? undefined : requireInteger('options.maxBatchTokens', o.maxBatchTokens, -Infinity);
-    // Below any maxLength (at least 2): refused now, in the words the model's numbers fill in below.
-    if (maxBatchTokensOption !== undefined && maxBatchTokensOption < 2) {
+    // What no model can allow (its dim is at least 1, its maxLength at least 2 or the one given) is refused now, before
+    // a download or a conversion, in the words the model's numbers fill in below.
+    const leastMaxLength = maxLengthOption ?? 2;
+    if (maxBatchTokensOption !== undefined && (maxBatchTokensOption < leastMaxLength || maxBatchTokensOption > MAX_RESULT_VALUES)) {
       throw new RangeError('options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model\'s dim ' +
         `(a batch's hidden states are one Float32Array), got ${maxBatchTokensOption}`);
+    }
+    if (maxBatchTokensOption === undefined && batchSize * leastMaxLength > MAX_RESULT_VALUES) {
+      throw new RangeError(`options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, the default maxBatchTokens: ` +
+        `a batch's hidden states are one Float32Array), got ${batchSize}, too many at ${maxLengthOption === undefined ? 'any maxLength' : `maxLength ${maxLengthOption}`}`);
     }
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);

@@ -432,6 +432,23 @@ describe('resolveModel from the Hub', () => {
     }
   });
 
+  test('Encoder.load refuses options no model allows before asking the Hub anything (they were refused after the download)', async () => {
+    const refusals: [object, string][] = [
+      [{ batchSize: 2 ** 31 + 1 }, "options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, the default " +
+        `maxBatchTokens: a batch's hidden states are one Float32Array), got ${2 ** 31 + 1}, too many at any maxLength`],
+      [{ batchSize: 2 ** 24 + 1, maxLength: 256 }, "options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, " +
+        `the default maxBatchTokens: a batch's hidden states are one Float32Array), got ${2 ** 24 + 1}, too many at maxLength 256`],
+      ...[[{ maxBatchTokens: 2 ** 32 + 1 }, 2 ** 32 + 1], [{ maxLength: 256, maxBatchTokens: 255 }, 255]].map(([options, got]) => [options as object,
+        "options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model's dim (a batch's hidden states are one " +
+        `Float32Array), got ${got}`] as [object, string]),
+    ];
+    for (const [options, message] of refusals) {
+      await expect(withEnv({ HF_ENDPOINT: hub.endpoint }, () => Encoder.load('org/public', { cacheDir, ...options }))).rejects.toThrow(new RangeError(message));
+    }
+    expect(hub.requests).toEqual([]);
+    expect(fs.readdirSync(cacheDir)).toEqual([]);
+  });
+
   testWithModel('Encoder.load reports a Hub download through onProgress (a server logging it has no progress bar)', async () => {
     const progress: { file: string; bytes: number; totalBytes: number | null }[] = [];
     const encoder = await withEnv({ HF_ENDPOINT: hub.endpoint }, () =>
