@@ -21,7 +21,8 @@ import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
   requireInteger, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
-import { configInteger, readJsonFile, readJsonValue } from './json-file';
+import { readJsonFile, readJsonValue } from './json-file';
+import { configInteger, readModelConfig } from './model/config';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -344,18 +345,17 @@ function readModules(dir: string): ModuleSettings {
  * hidden_size values, no Normalize, no prompt. Then config.json's position table and the length limit.
  */
 function readModelLayout(dir: string): ModelLayout {
-  const configFile = path.join(dir, 'config.json');
-  const config = readJsonFile(configFile);
+  const config = readModelConfig(dir);  // its integers checked as the converter takes them (a fraction bounded maxLength by a fraction)
+  const configFile = config.file;
   const modules: ModuleSettings = fs.existsSync(path.join(dir, 'modules.json')) ? readModules(dir) : {
-    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(configFile, config, 'hidden_size'),
+    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(config, 'hidden_size'),
     dimSource: `${configFile}: hidden_size`, normalizeModule: false, prompt: '', includePrompt: true,
   };
-  // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
-  const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
-  const padId = configInteger(configFile, config, 'pad_token_id', 1);
+  const positions = (config.settings.max_position_embeddings ?? null) === null ? null : configInteger(config, 'max_position_embeddings');
+  const padId = configInteger(config, 'pad_token_id', 1);
   // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
   // BERT's (model_type 'bert', as the converter reads it) take 0 .. n - 1: the whole table.
-  const firstPosition = config.model_type === 'bert' ? 0 : padId + 1;
+  const firstPosition = config.settings.model_type === 'bert' ? 0 : padId + 1;
   const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - firstPosition;
   if (maxPositions < 2) {
     throw new Error(firstPosition === 0 ? `${configFile}: max_position_embeddings ${positions} leaves no position for [CLS] and [SEP]` :

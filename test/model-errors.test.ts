@@ -124,8 +124,19 @@ describe('convertToOnnx errors', () => {
     for (const config of [null, [CONFIG]]) {
       writeTinyModel(undefined, config as object);
       await expect(convertToOnnx(dir)).rejects.toThrow(new Error(
-        `${path.join(dir, 'config.json')} must hold a JSON object (the model's configuration), got ${JSON.stringify(config)}`));
+        `${path.join(dir, 'config.json')} must hold a JSON object, got ${config === null ? 'null' : 'an array'}`));
     }
+    // The sizes checked as the file is read, as the encoder checks them (hidden_size 0 passed as a multiple of the heads).
+    for (const [key, value] of [['hidden_size', 0], ['num_attention_heads', 0], ['num_hidden_layers', -1], ['intermediate_size', 0],
+      ['vocab_size', 0], ['max_position_embeddings', 12.5], ['type_vocab_size', 0]] as const) {
+      writeTinyModel(undefined, { ...CONFIG, [key]: value });
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: ${key} must be a positive integer, got ${value}`));
+    }
+    writeTinyModel(undefined, { ...CONFIG, pad_token_id: 10 });
+    await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: pad_token_id 10 must be a token id, below vocab_size 10`));
+    const { hidden_size: _, ...withoutHidden } = CONFIG;
+    writeTinyModel(undefined, withoutHidden);
+    await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: hidden_size is missing (a positive integer)`));
     writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
     writeTinyModel(undefined, { ...CONFIG, is_decoder: true });
