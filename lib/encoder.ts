@@ -14,7 +14,7 @@ import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertedGraph, convertToOnnx, defaultGraphPath, requireModelSource, resolveModel } from './model';
 import type { DownloadProgress } from './model';
-import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
+import { POOLING_MODULE as POOLING, PROMPTS_FILE, ST_CONFIG_FILES } from './model/local';
 import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
@@ -322,7 +322,7 @@ function readModules(dir: string): ModuleSettings {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
+  const promptsFile = path.join(dir, PROMPTS_FILE);
   const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
   const promptName = promptConfig.default_prompt_name;
   let prompt = '';
