@@ -14,14 +14,15 @@ import { Device, onnxRuntimeDevice } from './devices';
 import { HiddenStates, MAX_RESULT_VALUES, meanPoolNormalize, meanPoolNormalizeAsync } from './kernels';
 import { convertedGraph, convertToOnnx, defaultGraphPath, requireModelSource, resolveModel } from './model';
 import type { DownloadProgress } from './model';
-import { POOLING_MODULE as POOLING, ST_CONFIG_FILES } from './model/local';
+import { POOLING_MODULE as POOLING, PROMPTS_FILE, ST_CONFIG_FILES } from './model/local';
 import { DataType, encodeModel } from './model/onnx-writer';
 import { requireStringArray, SentenceTokenizer } from './tokenizer';
 import {
   namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalObject, optionalPositiveInteger, optionalString, optionalThreads,
   requireInteger, requirePositiveInteger, requireTypedArray, typeName,
 } from './validate';
-import { configInteger, readJsonFile, readJsonValue } from './json-file';
+import { readJsonFile, readJsonValue } from './json-file';
+import { configInteger, readModelConfig } from './model/config';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -321,7 +322,7 @@ function readModules(dir: string): ModuleSettings {
   if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`${poolingFile}: word_embedding_dimension must be a positive integer`);
   }
-  const promptsFile = path.join(dir, 'config_sentence_transformers.json');
+  const promptsFile = path.join(dir, PROMPTS_FILE);
   const promptConfig = fs.existsSync(promptsFile) ? readJsonFile(promptsFile) : {};
   const promptName = promptConfig.default_prompt_name;
   let prompt = '';
@@ -344,18 +345,17 @@ function readModules(dir: string): ModuleSettings {
  * hidden_size values, no Normalize, no prompt. Then config.json's position table and the length limit.
  */
 function readModelLayout(dir: string): ModelLayout {
-  const configFile = path.join(dir, 'config.json');
-  const config = readJsonFile(configFile);
+  const config = readModelConfig(dir);  // its integers checked as the converter takes them (a fraction bounded maxLength by a fraction)
+  const configFile = config.file;
   const modules: ModuleSettings = fs.existsSync(path.join(dir, 'modules.json')) ? readModules(dir) : {
-    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(configFile, config, 'hidden_size'),
+    maxSeqLength: undefined, maxSeqLengthSource: '', dim: configInteger(config, 'hidden_size'),
     dimSource: `${configFile}: hidden_size`, normalizeModule: false, prompt: '', includePrompt: true,
   };
-  // Non-negative integers, as the converter reads them (a fractional one bounded maxLength by a fraction).
-  const positions = (config.max_position_embeddings ?? null) === null ? null : configInteger(configFile, config, 'max_position_embeddings');
-  const padId = configInteger(configFile, config, 'pad_token_id', 1);
+  const positions = (config.settings.max_position_embeddings ?? null) === null ? null : configInteger(config, 'max_position_embeddings');
+  const padId = configInteger(config, 'pad_token_id', 1);
   // RoBERTa's positions start after the padding id: a text of n tokens takes pad_token_id + 1 .. pad_token_id + n.
   // BERT's (model_type 'bert', as the converter reads it) take 0 .. n - 1: the whole table.
-  const firstPosition = config.model_type === 'bert' ? 0 : padId + 1;
+  const firstPosition = config.settings.model_type === 'bert' ? 0 : padId + 1;
   const maxPositions = positions === null ? Number.MAX_SAFE_INTEGER : positions - firstPosition;
   if (maxPositions < 2) {
     throw new Error(firstPosition === 0 ? `${configFile}: max_position_embeddings ${positions} leaves no position for [CLS] and [SEP]` :
@@ -525,10 +525,16 @@ export class Encoder {
       throw new RangeError(`options.maxLength must be between 2 (room for <s> and </s>) and the model's position table, got ${maxLengthOption}`);
     }
     const maxBatchTokensOption = o.maxBatchTokens === undefined ? undefined : requireInteger('options.maxBatchTokens', o.maxBatchTokens, -Infinity);
-    // Below any maxLength (at least 2): refused now, in the words the model's numbers fill in below.
-    if (maxBatchTokensOption !== undefined && maxBatchTokensOption < 2) {
+    // What no model can allow (its dim is at least 1, its maxLength at least 2 or the one given) is refused now, before
+    // a download or a conversion, in the words the model's numbers fill in below.
+    const leastMaxLength = maxLengthOption ?? 2;
+    if (maxBatchTokensOption !== undefined && (maxBatchTokensOption < leastMaxLength || maxBatchTokensOption > MAX_RESULT_VALUES)) {
       throw new RangeError('options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model\'s dim ' +
         `(a batch's hidden states are one Float32Array), got ${maxBatchTokensOption}`);
+    }
+    if (maxBatchTokensOption === undefined && batchSize * leastMaxLength > MAX_RESULT_VALUES) {
+      throw new RangeError(`options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, the default maxBatchTokens: ` +
+        `a batch's hidden states are one Float32Array), got ${batchSize}, too many at ${maxLengthOption === undefined ? 'any maxLength' : `maxLength ${maxLengthOption}`}`);
     }
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);

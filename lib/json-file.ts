@@ -25,14 +25,3 @@ export function readJsonFile(file: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/**
- * `settings[key]` of a model's config.json (`fallback` when absent or null, as Hugging Face's
- * config defaults), which must be a non-negative integer: errors name the file and the key.
- */
-export function configInteger(file: string, settings: Record<string, unknown>, key: string, fallback?: number): number {
-  const value = settings[key] ?? fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new Error(`${file}: ${key} must be a non-negative integer, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}

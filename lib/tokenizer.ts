@@ -195,14 +195,11 @@ export interface TokenizerOptions {
 }
 
 /**
- * The pad token's id, found as transformers' fast tokenizers find it: tokenizer_config.json's pad_token, else
- * special_tokens_map.json's, else tokenizer.json's padding (PreTrainedTokenizerFast). transformers would next take
- * the tokenizer class's default ('<pad>', BERT's '[PAD]'), which camembed does not know: config.json's
- * pad_token_id (the model's padding index, which those defaults are) stands for it.
+ * The pad token's id as a tokenizer's own files name it, as transformers' fast tokenizers find it: tokenizer_config.json's
+ * pad_token, else special_tokens_map.json's, else tokenizer.json's padding (PreTrainedTokenizerFast); null when none does.
  */
-function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<string, unknown>, tokenizer: TokenizersJs): number {
+function namedPadTokenId(dir: string, config: Record<string, unknown>, json: Record<string, unknown>, tokenizer: TokenizersJs): number | null {
   const mapFile = path.join(dir, 'special_tokens_map.json');
-  const modelFile = path.join(dir, 'config.json');
   const padding = json.padding as { pad_token?: unknown } | null | undefined;
   const sources: [string, () => unknown][] = [
     [`${path.join(dir, 'tokenizer_config.json')}: pad_token`, () => config.pad_token],
@@ -218,6 +215,18 @@ function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<s
     if (id === undefined) throw new Error(`${source} ${JSON.stringify(content)} is not in the vocabulary`);
     return id;
   }
+  return null;
+}
+
+/**
+ * The pad token's id: the one the tokenizer's files name (namedPadTokenId). transformers would next take the tokenizer
+ * class's default ('<pad>', BERT's '[PAD]'), which camembed does not know: config.json's pad_token_id (the model's
+ * padding index, which those defaults are) stands for it.
+ */
+function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<string, unknown>, tokenizer: TokenizersJs): number {
+  const named = namedPadTokenId(dir, config, json, tokenizer);
+  if (named !== null) return named;
+  const modelFile = path.join(dir, 'config.json');
   const id = fs.existsSync(modelFile) ? readJsonFile(modelFile).pad_token_id : undefined;
   if (id === undefined || id === null) {
     throw new Error(`${dir}: no pad token: none of tokenizer_config.json, special_tokens_map.json, tokenizer.json's padding ` +
@@ -227,6 +236,37 @@ function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<s
     throw new Error(`${modelFile}: pad_token_id ${JSON.stringify(id)} is not a token id of the vocabulary`);
   }
   return id;
+}
+
+/** A folder's tokenizer.json and, when there, tokenizer_config.json, read by tokenizers.js. */
+function readTokenizer(dir: string): { file: string; json: Record<string, unknown>; config: Record<string, unknown>; tokenizer: TokenizersJs } {
+  const file = path.join(dir, 'tokenizer.json');
+  const json = readJsonFile(file);
+  const configFile = path.join(dir, 'tokenizer_config.json');
+  const config = fs.existsSync(configFile) ? readJsonFile(configFile) : {};  // a plain transformers model may have none
+  try {
+    // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
+    return { file, json, config, tokenizer: new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config) };
+  } catch (err) {
+    // tokenizers.js says what is wrong ('Tokenizer must contain a "decoder" property'), not in which file.
+    throw new Error(`${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The tokens the post-processor puts around a text (`<s>` and `</s>`, BERT's [CLS] and [SEP]): their ids. */
+function boundaryTokenIds(file: string, tokenizer: TokenizersJs): { startId: number; endId: number } {
+  const ids = tokenizer.encode('').ids;
+  if (ids.length === 0) throw new Error(`${file}: its post-processor adds no special tokens (<s> and </s>, or [CLS] and [SEP])`);
+  return { startId: ids[0], endId: ids[ids.length - 1] };
+}
+
+/**
+ * The special tokens of a tokenizer folder, from its own files only (for a model made around it): its pad token
+ * (null when its files name none) and the first and last tokens its post-processor adds.
+ */
+export function tokenizerSpecialTokens(dir: string): { padId: number | null; startId: number; endId: number } {
+  const { file, json, config, tokenizer } = readTokenizer(dir);
+  return { padId: namedPadTokenId(dir, config, json, tokenizer), ...boundaryTokenIds(file, tokenizer) };
 }
 
 export class SentenceTokenizer {
@@ -246,20 +286,13 @@ export class SentenceTokenizer {
 
   /** Reads tokenizer.json and, when there, tokenizer_config.json from a model folder (padTokenId: see padTokenOf). */
   static load(dir: string, options: TokenizerOptions): SentenceTokenizer {
-    const file = path.join(dir, 'tokenizer.json');
-    const json = readJsonFile(file);
-    const configFile = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(configFile) ? readJsonFile(configFile) : {};  // a plain transformers model may have none
+    const { file, json, config, tokenizer } = readTokenizer(dir);
     const normalizer = json.normalizer as { type?: string; precompiled_charsmap?: string } | null;
-    let tokenizer: TokenizersJs;
     let charsmap: PrecompiledCharsmap | null;
     try {
-      // Truncation and padding are ours to do (per batch); the JS library ignores these keys anyway.
-      tokenizer = new tokenizersJs.Tokenizer({ ...json, truncation: null, padding: null }, config);
       charsmap = normalizer?.type === 'Precompiled' && typeof normalizer.precompiled_charsmap === 'string'
         ? new PrecompiledCharsmap(normalizer.precompiled_charsmap) : null;
     } catch (err) {
-      // tokenizers.js says what is wrong ('Tokenizer must contain a "decoder" property'), not in which file.
       throw new Error(`${file}: ${(err as Error).message}`);
     }
     let precompiled: ((text: string) => string) | null = null;
@@ -290,9 +323,8 @@ export class SentenceTokenizer {
     const separators = splitsAtSpaces(json)
       ? new Set([' ', ...(precompiled === null ? [] : [...PY_WHITESPACE, '\r\n'].filter((g) => precompiled(g) === ' '))]) : null;
     // Read off the post-processor, not tokenizer_config.json's eos_token, which BERT's lacks (its texts end in [SEP]).
-    const endTokenId = tokenizer.encode('').ids.at(-1);
-    if (endTokenId === undefined) throw new Error(`${file}: its post-processor adds no special tokens (<s> and </s>, or [CLS] and [SEP])`);
-    return new SentenceTokenizer(tokenizer, maxLength, padTokenOf(dir, config, json, tokenizer), endTokenId, separators);
+    const { endId } = boundaryTokenIds(file, tokenizer);
+    return new SentenceTokenizer(tokenizer, maxLength, padTokenOf(dir, config, json, tokenizer), endId, separators);
   }
 
   /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` (endTokenId) last. */

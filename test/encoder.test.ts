@@ -268,10 +268,11 @@ describeModel('Encoder on the tiny random CamemBERT', () => {
     }
     await expect(Encoder.load(MODEL, { maxBatchTokens: 10 })).rejects.toThrow(
       new RangeError("options.maxBatchTokens must be between 128 (maxLength: one text must fit) and 134217728 (a batch's 32-d hidden states are one Float32Array), got 10"));
-    // A batch's hidden states come back from ONNX Runtime as one Float32Array: batchSize up to 2^53 was taken.
-    await expect(Encoder.load(MODEL, { batchSize: Number.MAX_SAFE_INTEGER })).rejects.toThrow(new RangeError('options.batchSize must be <= 1048576 ' +
+    // A batch's hidden states come back from ONNX Runtime as one Float32Array: batchSize up to 2^53 was taken (one too many for
+    // any model is refused before the model is read: model-hub.test.ts).
+    await expect(Encoder.load(MODEL, { batchSize: 2 ** 20 + 1 })).rejects.toThrow(new RangeError('options.batchSize must be <= 1048576 ' +
       "at maxLength 128 (batchSize x maxLength, the default maxBatchTokens, must be <= 134217728: a batch's 32-d hidden states are one Float32Array), " +
-      `got ${Number.MAX_SAFE_INTEGER}`));
+      `got ${2 ** 20 + 1}`));
     await expect(Encoder.load(MODEL, { maxBatchTokens: 2 ** 27 + 1 })).rejects.toThrow(/^options.maxBatchTokens must be between 128 .* and 134217728 .*, got 134217729$/);
     const largest = await Encoder.load(MODEL, { batchSize: 2 ** 20, threads: 1 });
     expect((await largest.encode(['un', 'deux trois'])).rows).toBe(2);
@@ -597,13 +598,28 @@ describeModel('model settings read as sentence-transformers reads them', () => {
       new Error(`${path.join(dir, 'config.json')}: max_position_embeddings 1 leaves no position for [CLS] and [SEP]`));
   });
 
-  test('pad_token_id and max_position_embeddings must be non-negative integers, as the converter takes them', async () => {
+  test('config.json\'s integers must be in range, as the converter takes them, and are refused as the file is read', async () => {
     // -1 let maxLength reach 514 on a 514-row table; the fractions bounded maxLength by 511.5 or 512.5.
-    for (const [key, value] of [['pad_token_id', -1], ['pad_token_id', 1.5], ['max_position_embeddings', 514.5], ['max_position_embeddings', '514']] as const) {
-      edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 1, [key]: value }));
+    const cases = [['pad_token_id', -1, 'non-negative'], ['pad_token_id', 1.5, 'non-negative'], ['max_position_embeddings', 514.5, 'positive'],
+      ['max_position_embeddings', '514', 'positive'], ['max_position_embeddings', 0, 'positive'], ['vocab_size', 0, 'positive']] as const;
+    for (const [key, value, range] of cases) {
+      edit('config.json', (c) => ({ ...c, max_position_embeddings: 514, pad_token_id: 1, vocab_size: 32005, [key]: value }));
       await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
-        new Error(`${path.join(dir, 'config.json')}: ${key} must be a non-negative integer, got ${JSON.stringify(value)}`));
+        new Error(`${path.join(dir, 'config.json')}: ${key} must be a ${range} integer, got ${JSON.stringify(value)}`));
     }
+    // transformers' padding row must be one of the vocabulary's (nn.Embedding refuses another).
+    edit('config.json', (c) => ({ ...c, vocab_size: 32005, pad_token_id: 32005 }));
+    await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(
+      new Error(`${path.join(dir, 'config.json')}: pad_token_id 32005 must be a token id, below vocab_size 32005`));
+    // A plain folder's dim: hidden_size 0 passed, then failed the graph's width check ("32 values per token, but ... hidden_size is 0").
+    fs.rmSync(path.join(dir, 'modules.json'));
+    for (const value of [0, -32, 32.5, null]) {
+      edit('config.json', (c) => ({ ...c, pad_token_id: 1, hidden_size: value }));
+      await expect(Encoder.load(dir, { threads: 1 })).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: hidden_size ` +
+        (value === null ? 'is missing (a positive integer)' : `must be a positive integer, got ${value}`)));
+    }
+    fs.copyFileSync(path.join(MODEL, 'modules.json'), path.join(dir, 'modules.json'));
+    edit('config.json', (c) => ({ ...c, hidden_size: 32 }));
     edit('config.json', (c) => ({ ...c, max_position_embeddings: null, pad_token_id: null }));  // absent: no bound, and HF's default 1
     const e = await Encoder.load(dir, { threads: 1, maxLength: 514 });
     expect(e.maxLength).toBe(514);

@@ -124,8 +124,19 @@ describe('convertToOnnx errors', () => {
     for (const config of [null, [CONFIG]]) {
       writeTinyModel(undefined, config as object);
       await expect(convertToOnnx(dir)).rejects.toThrow(new Error(
-        `${path.join(dir, 'config.json')} must hold a JSON object (the model's configuration), got ${JSON.stringify(config)}`));
+        `${path.join(dir, 'config.json')} must hold a JSON object, got ${config === null ? 'null' : 'an array'}`));
     }
+    // The sizes checked as the file is read, as the encoder checks them (hidden_size 0 passed as a multiple of the heads).
+    for (const [key, value] of [['hidden_size', 0], ['num_attention_heads', 0], ['num_hidden_layers', -1], ['intermediate_size', 0],
+      ['vocab_size', 0], ['max_position_embeddings', 12.5], ['type_vocab_size', 0]] as const) {
+      writeTinyModel(undefined, { ...CONFIG, [key]: value });
+      await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: ${key} must be a positive integer, got ${value}`));
+    }
+    writeTinyModel(undefined, { ...CONFIG, pad_token_id: 10 });
+    await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: pad_token_id 10 must be a token id, below vocab_size 10`));
+    const { hidden_size: _, ...withoutHidden } = CONFIG;
+    writeTinyModel(undefined, withoutHidden);
+    await expect(convertToOnnx(dir)).rejects.toThrow(new Error(`${path.join(dir, 'config.json')}: hidden_size is missing (a positive integer)`));
     writeTinyModel(undefined, { ...CONFIG, hidden_act: 'gelu_new' });
     await expect(convertToOnnx(dir)).rejects.toThrow(/hidden_act "gelu_new" is not supported; expected "gelu"/);
     writeTinyModel(undefined, { ...CONFIG, is_decoder: true });
@@ -327,7 +338,7 @@ describe('makeRandomModel', () => {
     expect(read('a', 'model.safetensors').equals(read('c', 'model.safetensors'))).toBe(false);
     const config = JSON.parse(read('a', 'config.json').toString());
     expect(config).toMatchObject({ model_type: 'camembert', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2,
-      intermediate_size: 16, vocab_size: 32005, max_position_embeddings: 514, pad_token_id: 1 });
+      intermediate_size: 16, vocab_size: 32005, max_position_embeddings: 514, pad_token_id: 1, bos_token_id: 5, eos_token_id: 6 });
     expect(JSON.parse(read('a', 'sentence_bert_config.json').toString()).max_seq_length).toBe(128);
     expect(JSON.parse(read('a', '1_Pooling/config.json').toString())).toMatchObject({ word_embedding_dimension: 8, pooling_mode_mean_tokens: true });
     const tensors = readSafetensorsHeader(path.join(dir, 'a', 'model.safetensors'));
@@ -344,12 +355,53 @@ describe('makeRandomModel', () => {
     fs.mkdirSync(tokenizerDir);
     const vocab: Record<string, number> = {};
     for (let i = 3; i < 150_000; i++) vocab[`t${i}`] = i;
-    const added = [{ id: 0, content: '<s>' }, { id: 1, content: '<pad>' }, { id: 2, content: '</s>' }];
-    fs.writeFileSync(path.join(tokenizerDir, 'tokenizer.json'), JSON.stringify({ model: { type: 'BPE', vocab, merges: [] }, added_tokens: added }));
+    const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    fs.writeFileSync(path.join(tokenizerDir, 'tokenizer.json'), JSON.stringify({
+      model: { type: 'BPE', vocab, merges: [] }, added_tokens: [special(0, '<s>'), special(1, '<pad>'), special(2, '</s>')],
+      normalizer: null, pre_tokenizer: { type: 'Whitespace' }, decoder: { type: 'BPEDecoder' },
+      post_processor: { type: 'RobertaProcessing', cls: ['<s>', 0], sep: ['</s>', 2] }, padding: { pad_token: '<pad>' },
+    }));
     const outDir = path.join(dir, 'model');
     await makeRandomModel({ layers: 1, hidden: 2, heads: 1, intermediate: 2, tokenizerDir, outDir });
     expect(JSON.parse(fs.readFileSync(path.join(outDir, 'config.json'), 'utf8'))).toMatchObject({ vocab_size: 150_000, pad_token_id: 1 });
     expect(readSafetensorsHeader(path.join(outDir, 'model.safetensors')).get('embeddings.word_embeddings.weight')!.shape).toEqual([150_000, 2]);
+  });
+
+  testWithTokenizer('the padding id is the pad token the tokenizer names (it was 1 whatever the tokenizer); a tokenizer naming none is refused', async () => {
+    const tokenizerDir = path.join(dir, 'tokenizer');
+    fs.cpSync(TOKENIZER, tokenizerDir, { recursive: true });
+    fs.chmodSync(path.join(tokenizerDir, 'tokenizer_config.json'), 0o644);
+    const editJson = (file: string, change: (json: Record<string, unknown>) => void) => {
+      const json = JSON.parse(fs.readFileSync(path.join(tokenizerDir, file), 'utf8'));
+      change(json);
+      fs.chmodSync(path.join(tokenizerDir, file), 0o644);
+      fs.writeFileSync(path.join(tokenizerDir, file), JSON.stringify(json));
+    };
+    editJson('tokenizer_config.json', (c) => { c.pad_token = '<unk>'; });  // id 4; the first source transformers reads
+    const outDir = path.join(dir, 'unk-pad');
+    await makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir, outDir });
+    expect(JSON.parse(fs.readFileSync(path.join(outDir, 'config.json'), 'utf8'))).toMatchObject({ pad_token_id: 4, bos_token_id: 5, eos_token_id: 6 });
+    const words = readTensorAsFloat32(readSafetensorsHeader(path.join(outDir, 'model.safetensors')).get('embeddings.word_embeddings.weight')!);
+    expect(Array.from(words.subarray(4 * 8, 5 * 8))).toEqual(new Array(8).fill(0));  // the padding row
+    expect(words.subarray(8, 16).some((v) => v !== 0)).toBe(true);  // <pad> is an ordinary token here
+    // Encoder.load pads with the same id the model's positions count from: one text alone and in a padded batch agree.
+    const e = await Encoder.load(outDir, { threads: 1 });
+    try {
+      const texts = ['Bonjour', 'Une phrase bien plus longue que la première, pour que la première soit complétée.'];
+      const [alone, batch] = [await e.encode(texts.slice(0, 1)), await e.encode(texts)];
+      expect(Math.max(...batch.data.subarray(0, 8).map((v, i) => Math.abs(v - alone.data[i])))).toBeLessThan(1e-6);
+    } finally {
+      await e.dispose();
+    }
+    // None named: the folder's config.json (the tokenizer's model) does not stand in, as Encoder.load lets it for a model.
+    editJson('tokenizer_config.json', (c) => { delete c.pad_token; });
+    editJson('special_tokens_map.json', (c) => { delete c.pad_token; });
+    editJson('tokenizer.json', (c) => { c.padding = null; });
+    const noPad = path.join(dir, 'no-pad');
+    await expect(makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir, outDir: noPad })).rejects.toThrow(new Error(
+      `${tokenizerDir}: the tokenizer names no pad token (tokenizer_config.json's or special_tokens_map.json's pad_token, or tokenizer.json's ` +
+      'padding): a model made around it needs one, its padding row'));
+    expect(fs.existsSync(noPad)).toBe(false);
   });
 
   test('bad sizes are RangeErrors naming the option', async () => {

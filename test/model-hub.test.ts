@@ -31,7 +31,8 @@ function repoFiles(seed: number): Record<string, Buffer> {
     'config.json': Buffer.from(JSON.stringify({ model_type: 'camembert', seed })),
     'tokenizer.json': Buffer.from(JSON.stringify({ model: { vocab: [['a', 0]] }, seed })),
     'tokenizer_config.json': Buffer.from('{}'),
-    'modules.json': Buffer.from('[]'),
+    'modules.json': Buffer.from(JSON.stringify([{ idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+      { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }])),
     'sentence_bert_config.json': Buffer.from('{"max_seq_length": 128}'),
     '1_Pooling/config.json': Buffer.from('{"pooling_mode_mean_tokens": true}'),
     'model.safetensors': randomBytes(seed, 300_000),
@@ -429,6 +430,44 @@ describe('resolveModel from the Hub', () => {
       expect(maxAbsDifference(actual.data, expected.data)).toBeLessThan(1e-5);
     } finally {
       await Promise.all([local.dispose(), fromHub.dispose()]);
+    }
+  });
+
+  test('Encoder.load refuses options no model allows before asking the Hub anything (they were refused after the download)', async () => {
+    const refusals: [object, string][] = [
+      [{ batchSize: 2 ** 31 + 1 }, "options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, the default " +
+        `maxBatchTokens: a batch's hidden states are one Float32Array), got ${2 ** 31 + 1}, too many at any maxLength`],
+      [{ batchSize: 2 ** 24 + 1, maxLength: 256 }, "options.batchSize must be <= 2^32 / (maxLength x the model's dim) (batchSize x maxLength, " +
+        `the default maxBatchTokens: a batch's hidden states are one Float32Array), got ${2 ** 24 + 1}, too many at maxLength 256`],
+      ...[[{ maxBatchTokens: 2 ** 32 + 1 }, 2 ** 32 + 1], [{ maxLength: 256, maxBatchTokens: 255 }, 255]].map(([options, got]) => [options as object,
+        "options.maxBatchTokens must be between maxLength (one text must fit) and 2^32 / the model's dim (a batch's hidden states are one " +
+        `Float32Array), got ${got}`] as [object, string]),
+    ];
+    for (const [options, message] of refusals) {
+      await expect(withEnv({ HF_ENDPOINT: hub.endpoint }, () => Encoder.load('org/public', { cacheDir, ...options }))).rejects.toThrow(new RangeError(message));
+    }
+    expect(hub.requests).toEqual([]);
+    expect(fs.readdirSync(cacheDir)).toEqual([]);
+  });
+
+  testWithModel('a plain transformers repo: no sentence-transformers file is asked for, the absent ones are remembered as huggingface_hub does, and it loads offline', async () => {
+    const model = await resolveModel('org/plain', fast());
+    // Were also asked for, each a 404: config_sentence_transformers.json, 1_Pooling/config.json and the 7 settings file names.
+    const asked = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
+      'model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'onnx/model.onnx', 'model.onnx'];
+    expect(hub.requests.filter((r) => r.server === 'hub' && r.method === 'HEAD').map((r) => r.url.replace(`/org/plain/resolve/${COMMIT}/`, '')
+      .replace('/org/plain/resolve/main/', ''))).toEqual(asked);
+    // huggingface_hub's .no_exist/<commit>/<file> markers (file_download.py, _get_metadata_or_catch_error), which its
+    // try_to_load_from_cache reads as "not in the repo".
+    expect(listFiles(path.join(repoDir('org/plain'), '.no_exist', COMMIT))).toEqual(asked.slice(2, 9).sort());
+    // Offline, with no Hub to ask: the same model, and the encoder's vectors.
+    expect(await resolveModel('org/plain', { cacheDir, endpoint: 'http://127.0.0.1:1', offline: true })).toEqual(model);
+    const texts = ['Comment installer un paquet Debian ?', 'Le noyau gère la mémoire.'];
+    const [local, offline] = await Promise.all([Encoder.load(MODEL, { threads: 1 }), Encoder.load('org/plain', { cacheDir, offline: true, threads: 1 })]);
+    try {
+      expect(maxAbsDifference((await offline.encode(texts)).data, (await local.encode(texts)).data)).toBeLessThan(1e-5);
+    } finally {
+      await Promise.all([local.dispose(), offline.dispose()]);
     }
   });
 

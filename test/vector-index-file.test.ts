@@ -592,7 +592,7 @@ describe('damaged files are clear errors', () => {
     await expectLoadError('reserved.cmbd', withChecksum(reserved), /is corrupt: the reserved field of a version 1 header is not 0/);
   });
 
-  test('a missing file, a bad path argument, saving into a missing folder', async () => {
+  test('a missing file, a bad path argument, saving into a missing folder or one that takes no file', async () => {
     // Was Node's "ENOENT: no such file or directory, open '...'".
     const absent = path.join(dir, 'absent.cmbd');
     for (const open of [() => VectorIndex.load(absent), () => VectorIndex.load(absent, { mmap: true }), () => VectorIndex.describe(absent)]) {
@@ -611,8 +611,13 @@ describe('damaged files are clear errors', () => {
       await expect(VectorIndex.describe(notFile)).rejects.toThrow(`${notFile} is not a camembed index file: it is not a regular file`);
     }
     const index = await sample('float16', 3);
-    await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd')))
-      .rejects.toThrow(`cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`);
+    await expect(index.save(path.join(dir, 'no', 'such', 'x.cmbd'))).rejects.toMatchObject({
+      message: `cannot save ${path.join(dir, 'no', 'such', 'x.cmbd')}: the folder ${path.join(dir, 'no', 'such')} does not exist (ENOENT)`, code: 'ENOENT' });
+    // A folder that is there but takes no new file answers ENOENT too (procfs, root included): it said "the folder /proc does not exist".
+    if (process.platform === 'linux') {
+      await expect(index.save('/proc/x.cmbd')).rejects.toMatchObject({ code: 'ENOENT', message: expect.stringMatching(
+        /^cannot save \/proc\/x\.cmbd: \/proc is there, but creating a file in it failed: ENOENT: no such file or directory, open '\/proc\/\.x\.cmbd\.tmp-\d+-[0-9a-f]{8}'$/) });
+    }
     // A folder the process cannot write in (EACCES as Node reports it: a test run as root would not
     // see one): the error names the file saved, not only its temporary file, and keeps the code.
     const file = path.join(dir, 'read-only.cmbd');

@@ -32,7 +32,7 @@ export async function run(argv: string[]): Promise<void> {
   if ((options.hidden as number) % (options.heads as number) !== 0) {
     throw new CliUsageError(`--hidden (${options.hidden}) must be a multiple of --heads (${options.heads})`);
   }
-  const problem = maxPositionsProblem(options['max-positions'] as number, tokenizerFacts(path.join(tokenizerDir, 'tokenizer.json')).padId);
+  const problem = maxPositionsProblem(options['max-positions'] as number, tokenizerFacts(tokenizerDir).padId);
   if (problem !== null) throw new CliUsageError(`--max-positions ${problem}`);
   const start = Date.now();
   // The weights are written synchronously: Ctrl-C takes effect once they are, leaving no temporary file.

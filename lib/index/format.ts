@@ -330,10 +330,13 @@ export async function writeIndexFile(file: string, header: Header, metadata: Uin
   const hidden = `.${path.basename(target)}`;
   await removeAbandonedTemporaries(dir, [hidden]);
   const temp = temporaryPath(path.join(dir, hidden));  // a command's Ctrl-C removes it (removeTrackedTemporaries)
-  // Node's message names only the temporary file ("EACCES: permission denied, open '<dir>/.<name>.tmp-…'").
-  const handle = await fs.promises.open(temp, 'wx', 0o666).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') throw new Error(`cannot save ${target}: the folder ${dir} does not exist (ENOENT)`);
-    throw Object.assign(new Error(`cannot save ${target}: ${err.message}`, { cause: err }), { code: err.code });
+  // Node's message names only the temporary file ("EACCES: permission denied, open '<dir>/.<name>.tmp-…'"). ENOENT is
+  // also what a folder that takes no new file answers (procfs: /proc/x.cmbd): whether the folder is there tells which.
+  const handle = await fs.promises.open(temp, 'wx', 0o666).catch(async (err: NodeJS.ErrnoException) => {
+    const missing = err.code === 'ENOENT' && await fs.promises.stat(dir).then(() => false, () => true);
+    const reason = missing ? `the folder ${dir} does not exist (ENOENT)`
+      : err.code === 'ENOENT' ? `${dir} is there, but creating a file in it failed: ${err.message}` : err.message;
+    throw Object.assign(new Error(`cannot save ${target}: ${reason}`, { cause: err }), { code: err.code });
   });
   // Node's messages for a handle's writes name no file ('ENOSPC: no space left on device, write').
   const naming = (err: unknown) => { throw ioError('save', target, err); };

@@ -21,7 +21,7 @@ import { DataType, encodeModel, NodeDef, TensorDef, AttributeValue } from './onn
 import { followLinks, makeFolders, removeAbandonedTemporaries, removeFoldersMade, temporaryPath, writeFileAtomic } from '../atomic-file';
 import { camembedCacheDir, hubBlobOf, hubSnapshotOf } from './hub';
 import { WEIGHT_FILES, weightFilesOf, weightsFileOf } from './local';
-import { configInteger } from '../json-file';
+import { configInteger, IntegerSetting, readModelConfig } from './config';
 
 /** Options of convertToOnnx. */
 export interface ConvertOptions {
@@ -51,15 +51,8 @@ interface EncoderConfig {
 }
 
 function readConfig(modelDir: string): EncoderConfig {
-  const file = path.join(modelDir, 'config.json');
-  let c: Record<string, unknown>;
-  try {
-    c = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`cannot read model config ${file}: ${(err as Error).message}`);
-  }
-  // null read model_type off null: a TypeError that named no file.
-  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new Error(`${file} must hold a JSON object (the model's configuration), got ${JSON.stringify(c)}`);
+  const config = readModelConfig(modelDir);
+  const { file, settings: c } = config;
   const modelType = c.model_type;
   if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
     throw new Error(`${file}: model_type ${JSON.stringify(modelType)} is not supported; expected one of ${SUPPORTED_MODEL_TYPES.join(', ')}`);
@@ -72,21 +65,20 @@ function readConfig(modelDir: string): EncoderConfig {
   if ((c.position_embedding_type === undefined ? 'absolute' : c.position_embedding_type) !== 'absolute') {
     throw new Error(`${file}: position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported; expected "absolute"`);
   }
-  const int = (key: string, fallback?: number): number => configInteger(file, c, key, fallback);
-  const config: EncoderConfig = {
+  const int = (key: IntegerSetting, fallback?: number): number => configInteger(config, key, fallback);
+  const encoder: EncoderConfig = {
     positions: modelType === 'bert' ? 'absolute' : 'padding-offset',
     hidden: int('hidden_size'), heads: int('num_attention_heads'), layers: int('num_hidden_layers'),
     intermediate: int('intermediate_size'), vocab: int('vocab_size'), maxPositions: int('max_position_embeddings'),
     typeVocab: int('type_vocab_size', 2), padId: int('pad_token_id', 1), eps: Number(c.layer_norm_eps ?? 1e-12),  // HF's config defaults
   };
-  if (typeof (c.layer_norm_eps ?? 0) !== 'number' || !Number.isFinite(config.eps) || config.eps < 0) {
+  if (typeof (c.layer_norm_eps ?? 0) !== 'number' || !Number.isFinite(encoder.eps) || encoder.eps < 0) {
     throw new Error(`${file}: layer_norm_eps must be a non-negative number, got ${JSON.stringify(c.layer_norm_eps)}`);
   }
-  if (config.layers === 0) throw new Error(`${file}: num_hidden_layers must be at least 1`);
-  if (config.heads === 0 || config.hidden % config.heads !== 0) {
-    throw new Error(`${file}: hidden_size ${config.hidden} must be a multiple of num_attention_heads ${config.heads}`);
+  if (encoder.hidden % encoder.heads !== 0) {
+    throw new Error(`${file}: hidden_size ${encoder.hidden} must be a multiple of num_attention_heads ${encoder.heads}`);
   }
-  return config;
+  return encoder;
 }
 
 // HF checkpoints name tensors with or without the base-model prefix. With a prefix, tensors outside

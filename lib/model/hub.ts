@@ -23,7 +23,7 @@ import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { makeFolders, removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
 import { externalDataLocations } from './onnx-reader';
-import { describeLocalModel, OPTIONAL_FILES, POOLING_MODULE, REQUIRED_FILES, ResolvedModel, ST_CONFIG_FILES } from './local';
+import { describeLocalModel, OPTIONAL_FILES, POOLING_MODULE, PROMPTS_FILE, REQUIRED_FILES, ResolvedModel, ST_CONFIG_FILES } from './local';
 import { readJsonValue } from '../json-file';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
@@ -61,9 +61,10 @@ export interface ResolveOptions {
   signal?: AbortSignal | undefined;
 }
 
-// Files of a sentence-transformers repo (lib/model/local.ts); all but config.json and tokenizer.json may be absent. Its
-// settings file is the first of ST_CONFIG_FILES it has, and the pooling config the one in the
-// folder modules.json names (1_Pooling in a repo sentence-transformers saved).
+// Files of a model repo (lib/model/local.ts); all but config.json and tokenizer.json may be absent. A sentence-transformers
+// repo's (one with modules.json) settings file is the first of ST_CONFIG_FILES it has, and its pooling config the one in
+// the folder modules.json names (1_Pooling in a repo sentence-transformers saved). An absent file is remembered as
+// huggingface_hub remembers it (file_download.py, _get_metadata_or_catch_error): an empty .no_exist/<commit>/<file>.
 // Weights, in order of preference. ONNX files are fetched only when a repo has no weights the
 // converter reads (safetensors, else a PyTorch checkpoint): its fused graph is faster than a
 // generic export.
@@ -219,12 +220,21 @@ export async function resolveHubModel(id: string, options: ResolveOptions): Prom
   }
   const commit = first.commit;
   for (const file of REQUIRED_FILES.slice(1)) await fetchFile(ctx, commit, file, false);
-  for (const file of OPTIONAL_FILES) await fetchFile(ctx, commit, file, true);
-  for (const file of ST_CONFIG_FILES) {
-    if ((await fetchFile(ctx, commit, file, true)).path !== null) break;
+  let modulesPath: string | null = null;
+  for (const file of OPTIONAL_FILES) {
+    const { path: found } = await fetchFile(ctx, commit, file, true);
+    if (file === 'modules.json') modulesPath = found;
   }
-  for (const file of poolingConfigFiles(path.join(repoDir, 'snapshots', commit, 'modules.json'))) {
-    if (![...REQUIRED_FILES, ...OPTIONAL_FILES].includes(file)) await fetchFile(ctx, commit, file, true);
+  // A plain transformers repo (no modules.json, as camembert-base) has none of sentence-transformers' other files,
+  // and the encoder reads none there: asked for, each was a 404.
+  if (modulesPath !== null) {
+    await fetchFile(ctx, commit, PROMPTS_FILE, true);
+    for (const file of ST_CONFIG_FILES) {
+      if ((await fetchFile(ctx, commit, file, true)).path !== null) break;
+    }
+    for (const file of poolingConfigFiles(modulesPath)) {
+      if (![...REQUIRED_FILES, ...OPTIONAL_FILES].includes(file)) await fetchFile(ctx, commit, file, true);
+    }
   }
   let weights: string | null = null;
   for (const file of WEIGHT_CHOICES) {

@@ -18,10 +18,12 @@ export interface ResolvedModel {
 export const ST_CONFIG_FILES = ['sentence_bert_config.json', 'sentence_roberta_config.json', 'sentence_distilbert_config.json',
   'sentence_camembert_config.json', 'sentence_albert_config.json', 'sentence_xlm-roberta_config.json', 'sentence_xlnet_config.json'];
 export const POOLING_MODULE = 'sentence_transformers.models.Pooling';
-// The other settings and tokenizer files of a sentence-transformers folder, as a Hub download fetches them.
+// The settings and tokenizer files of any model folder, as a Hub download fetches them; modules.json makes it a
+// sentence-transformers folder, whose files (PROMPTS_FILE, the first of ST_CONFIG_FILES, the pooling configs
+// modules.json names) are read, and fetched, only then.
 export const REQUIRED_FILES = ['config.json', 'tokenizer.json'];
-export const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json',
-  'config_sentence_transformers.json', '1_Pooling/config.json'];
+export const OPTIONAL_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'modules.json'];
+export const PROMPTS_FILE = 'config_sentence_transformers.json';
 
 const ONNX_FILES = ['onnx/model.onnx', 'model.onnx'];
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin'];
@@ -56,7 +58,7 @@ export function weightFilesOf(dir: string): string[] {
 export function modelFiles(dir: string): string[] {
   const graphs = ONNX_FILES.map((f) => path.join(dir, f)).filter((f) => fs.existsSync(f));
   return [
-    ...[...REQUIRED_FILES, ...OPTIONAL_FILES, ...ST_CONFIG_FILES].map((f) => path.join(dir, f)),
+    ...[...REQUIRED_FILES, ...OPTIONAL_FILES, PROMPTS_FILE, '1_Pooling/config.json', ...ST_CONFIG_FILES].map((f) => path.join(dir, f)),
     ...weightFilesOf(dir),
     ...graphs.flatMap((graph) => [graph, ...externalDataLocations(graph).map((location) => path.join(path.dirname(graph), location))]),
   ];

@@ -4,6 +4,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeFolders, removeFoldersMade } from '../atomic-file';
 import { namesOf, optionalPositiveInteger, requireInteger, requireObject, requirePositiveInteger, requireString } from '../validate';
+import { readJsonFile } from '../json-file';
+import { tokenizerSpecialTokens } from '../tokenizer';
 import { writeSafetensors } from './safetensors';
 
 /** Options of makeRandomModel: the model's shape (CamemBERT-base: 12 layers, 768 hidden, 12 heads, 3072 intermediate). */
@@ -69,24 +71,28 @@ export function maxPositionsProblem(maxPositions: number, padId: number): string
     `then <s> and </s>), got ${maxPositions}` : null;
 }
 
-export function tokenizerFacts(file: string): TokenizerFacts {
-  let t: { model?: { vocab?: unknown }; added_tokens?: { id: number; content: string }[] };
-  try {
-    t = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`cannot read tokenizer ${file}: ${(err as Error).message}`);
-  }
+/**
+ * The vocabulary size and special tokens of the tokenizer in `dir`, as its own files give them: the pad token they
+ * name (none is an error: the model's padding row and position offset are the pad token's, which Encoder.load pads
+ * with), `<s>` and `</s>` as its post-processor adds them.
+ */
+export function tokenizerFacts(dir: string): TokenizerFacts {
+  const file = path.join(dir, 'tokenizer.json');
+  const t = readJsonFile(file) as { model?: { vocab?: unknown }; added_tokens?: { id: number }[] };
   const vocab = t.model?.vocab;
   let size = Array.isArray(vocab) ? vocab.length : 0;
   if (!Array.isArray(vocab) && vocab !== null && typeof vocab === 'object') {
     // A loop: Math.max(...ids) overflowed the call stack past ~120,000 tokens (large BPE vocabularies).
     for (const id of Object.values(vocab as Record<string, number>)) size = Math.max(size, id + 1);
   }
-  const added = t.added_tokens ?? [];
-  for (const a of added) size = Math.max(size, a.id + 1);
+  for (const a of t.added_tokens ?? []) size = Math.max(size, a.id + 1);
   if (size === 0) throw new Error(`tokenizer ${file} has no vocabulary`);
-  const id = (content: string, fallback: number) => added.find((a) => a.content === content)?.id ?? fallback;
-  return { vocab: size, padId: id('<pad>', 1), bosId: id('<s>', 0), eosId: id('</s>', 2) };
+  const { padId, startId, endId } = tokenizerSpecialTokens(dir);
+  if (padId === null) {
+    throw new Error(`${dir}: the tokenizer names no pad token (tokenizer_config.json's or special_tokens_map.json's pad_token, ` +
+      'or tokenizer.json\'s padding): a model made around it needs one, its padding row');
+  }
+  return { vocab: size, padId, bosId: startId, eosId: endId };
 }
 
 const RANDOM_MODEL_OPTIONS = namesOf<RandomModelOptions>({
@@ -107,7 +113,7 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
   const out = requireString('options.outDir', options.outDir);
   const tokenizerJson = path.join(requireString('options.tokenizerDir', options.tokenizerDir), 'tokenizer.json');
   if (!fs.existsSync(tokenizerJson)) throw new Error(`tokenizerDir must hold tokenizer.json; ${tokenizerJson} is missing`);
-  const tok = tokenizerFacts(tokenizerJson);
+  const tok = tokenizerFacts(options.tokenizerDir);
   const problem = maxPositionsProblem(maxPositions, tok.padId);
   if (problem !== null) throw new RangeError(`options.maxPositions ${problem}`);
 
@@ -163,6 +169,8 @@ export async function makeRandomModel(options: RandomModelOptions): Promise<void
     fs.chmodSync(path.join(out, f), 0o644);  // the source may be read-only; the copy is ours
   }
   const writeJson = (file: string, value: unknown) => fs.writeFileSync(path.join(out, file), JSON.stringify(value, null, 2) + '\n');
+  // model_type camembert whatever the tokenizer: the weights are a CamembertModel's (one token type, RoBERTa's positions
+  // after the padding id, as maxSeqLength counts them); 'bert' would have the converter take positions from 0.
   writeJson('config.json', {
     architectures: ['CamembertModel'], model_type: 'camembert', attention_probs_dropout_prob: 0.1,
     bos_token_id: tok.bosId, eos_token_id: tok.eosId, pad_token_id: tok.padId, hidden_act: 'gelu',
