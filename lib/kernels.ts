@@ -189,6 +189,23 @@ async function runAsync(run: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The first row of `rows` (`dim` values each) holding NaN or infinity (float16: exponent all ones), or -1. */
+function firstNonFiniteRow(rows: Float32Array | Uint16Array, dim: number): number {
+  const half = elementTypeOf(rows) === 'float16';
+  for (let i = 0; i < rows.length; i++) {
+    if (half ? (rows[i] & 0x7c00) === 0x7c00 : !Number.isFinite(rows[i])) return Math.floor(i / dim);
+  }
+  return -1;
+}
+
+// The CPU kernel only sees that a score is not finite: name the database row, as the reference
+// does. A database of finite values keeps the kernel's message (products past the float32 range).
+// Looked for only after a failure, so a search pays nothing for it.
+function topKError(args: NativeTopKArgs, err: Error): Error {
+  const row = firstNonFiniteRow(args.segments[0].rows, args.dim);
+  return row >= 0 ? new RangeError(`database row ${row} contains NaN or infinite values`) : err;
+}
+
 function topKResult(args: NativeTopKArgs): TopKResult {
   return { indices: args.outIndices, scores: args.outScores, k: args.k };
 }
@@ -241,7 +258,11 @@ export async function meanPoolNormalizeAsync(
 export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
   const args = prepareTopK(queries, database, options);
   if (args.device >= 0) return cudaTopKSync(args);
-  runSync(() => loadAddon().cosineTopK(args, false));
+  try {
+    runSync(() => loadAddon().cosineTopK(args, false));
+  } catch (err) {
+    throw topKError(args, err as Error);
+  }
   return topKResult(args);
 }
 
@@ -249,7 +270,9 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
 export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
   const args = prepareTopK(queries, database, options);
   if (args.device >= 0) return cudaTopKAsync(args);
-  await runAsync(() => loadAddon().cosineTopK(args, true));
+  await runAsync(() => loadAddon().cosineTopK(args, true)).catch((err: Error) => {
+    throw topKError(args, err);
+  });
   return topKResult(args);
 }
 
