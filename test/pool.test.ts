@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as path from 'path';
 import { float32ToFloat16Array, meanPoolNormalize, meanPoolNormalizeAsync, reference } from '../lib';
 import { maxAbsDifference } from './helpers/compare';
-import { SIMD_LEVELS, testAtLevel } from './helpers/simd-levels';
+import { SIMD_LEVELS, SimdLevel, testAtLevel } from './helpers/simd-levels';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
 type MaskKind = 'int64' | 'int32' | 'uint8';
@@ -122,5 +122,18 @@ describe('every SIMD level computes the same maths', () => {
     expect(typo.stdout.toString().trim()).toBe(run('avx512').stdout.toString().trim());  // the best level, as with no setting
     expect(run('scalar').stderr.toString()).not.toContain('CAMEMBED_SIMD');
     expect(run('scalar').stdout.toString().trim()).toBe('scalar');
+  });
+
+  test('a CAMEMBED_SIMD level the CPU lacks is a warning naming the level run instead (it was silent)', () => {
+    const run = (value: string) => spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(dist)}).devices().cpu.simd)`],
+      { env: { ...process.env, CAMEMBED_SIMD: value } });
+    const best = run('avx512').stdout.toString().trim() as SimdLevel;
+    for (const level of SIMD_LEVELS) {
+      const { stdout, stderr } = run(level);
+      const above = SIMD_LEVELS.indexOf(level) > SIMD_LEVELS.indexOf(best);
+      expect(stdout.toString().trim()).toBe(above ? best : level);
+      if (above) expect(stderr.toString()).toContain(`CAMEMBED_SIMD=${level}: this CPU lacks ${level}; the kernels run ${best}, the best it has`);
+      else expect(stderr.toString()).not.toContain('CAMEMBED_SIMD');
+    }
   });
 });
