@@ -198,9 +198,11 @@ function firstNonFiniteRow(rows: Float32Array | Uint16Array, dim: number): numbe
   return -1;
 }
 
-// The CPU kernel only sees that a score is not finite: name the database row, as the reference
-// does. A database of finite values keeps the kernel's message (products past the float32 range).
-// Looked for only after a failure, so a search pays nothing for it.
+// The CPU kernel only sees that a score is not finite, and the CUDA upload names a row of a
+// CudaMatrix the caller never made: name the database row, as the reference does. A database of
+// finite values keeps the kernel's message (products or norms past the float32 range). Looked for
+// only once the step that reads the rows (the CPU kernel, the upload) has failed: a search pays
+// nothing for it, nor does another error (k past CUDA's limit).
 function topKError(args: NativeTopKArgs, err: Error): Error {
   const row = firstNonFiniteRow(args.segments[0].rows, args.dim);
   return row >= 0 ? new RangeError(`database row ${row} contains NaN or infinite values`) : err;
@@ -218,7 +220,12 @@ function uploadArgs(args: NativeTopKArgs & { device: number }): [RowData, CudaMa
 }
 
 function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
-  const matrix = CudaMatrix.create(...uploadArgs(args));
+  let matrix: CudaMatrix;
+  try {
+    matrix = CudaMatrix.create(...uploadArgs(args));
+  } catch (err) {
+    throw topKError(args, err as Error);
+  }
   try {
     return matrix.search(args.queries, { k: args.k, normalized: args.normalized });
   } finally {
@@ -230,7 +237,9 @@ async function cudaTopKAsync(args: NativeTopKArgs & { device: number }): Promise
   // The search starts only once the upload ends: the caller may transfer `queries` away before
   // that (docs/lifetime.md), so take them now, as the database's upload takes its memory now.
   const queries = args.queries.slice();
-  const matrix = await CudaMatrix.createAsync(...uploadArgs(args));
+  const matrix = await CudaMatrix.createAsync(...uploadArgs(args)).catch((err: Error) => {
+    throw topKError(args, err);
+  });
   try {
     return await matrix.searchAsync(queries, { k: args.k, normalized: args.normalized });
   } finally {
