@@ -42,7 +42,7 @@ export interface PoolOptions {
 export interface TopKOptions {
   /** Values per vector: queries and database hold a whole number of rows of `dim`. */
   dim: number;
-  /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). */
+  /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). On CUDA at most CUDA_MAX_K (2048) once so capped. */
   k: number;
   /** Inputs are unit vectors: score = dot product (default false: true cosine). */
   normalized?: boolean | undefined;
