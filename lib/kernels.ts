@@ -34,7 +34,7 @@ export interface PoolOptions {
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
   device?: Device | undefined;
-  /** CPU threads (default: all cores). */
+  /** CPU threads (default: all the CPUs this process may run on, os.availableParallelism()). */
   threads?: number | undefined;
 }
 
@@ -50,7 +50,7 @@ export interface TopKOptions {
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>' (the database is uploaded for this call only; keep a CudaMatrix to search it again). */
   device?: Device | undefined;
-  /** CPU threads (default: all cores). */
+  /** CPU threads (default: all the CPUs this process may run on, os.availableParallelism()). */
   threads?: number | undefined;
 }
 

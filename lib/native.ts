@@ -23,7 +23,7 @@ export interface NativePoolArgs {
   hiddenSize: number;
   normalize: boolean;
   out: Float32Array;
-  threads: number;  // 0 = all cores
+  threads: number;  // 0 = every CPU the process may run on
   device: number;   // -1 = CPU, else the CUDA device index
 }
 

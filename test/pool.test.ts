@@ -7,6 +7,8 @@ import { makeRandom, randomSignedArray } from './helpers/random';
 
 type MaskKind = 'int64' | 'int32' | 'uint8';
 
+const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
+
 function randomMask(random: () => number, batch: number, seq: number, kind: MaskKind, allPaddingRows: number[] = []) {
   const values: number[] = [];
   for (let b = 0; b < batch; b++) {
@@ -96,9 +98,25 @@ describe('meanPoolNormalize: native equals the float64 reference bit for bit', (
   });
 });
 
+// The kernels ran hardware_concurrency threads by default: under taskset or a container's cpuset,
+// the machine's CPUs, not the process's (where os.availableParallelism(), the encoder's default, counts these).
+test('the default thread count is the CPUs this process may run on (taskset), as os.availableParallelism() says', () => {
+  let cpus: string;
+  try {
+    cpus = execFileSync('sh', ['-c', 'taskset -cp $$'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  } catch {
+    console.log('default thread count test skipped: no taskset (util-linux)');
+    return;
+  }
+  const first = /:\s*(\d+)/.exec(cpus)![1];  // "pid 123's current affinity list: 0-3"
+  const script = `const c = require(${JSON.stringify(dist)}); const h = new Float32Array(4 * 768).fill(1);
+    console.log(c.devices().cpu.threads, require('os').availableParallelism(), c.meanPoolNormalize(h, new Uint8Array(4).fill(1), { batch: 1, seq: 4, hidden: 768 })[0]);`;
+  const out = execFileSync('taskset', ['-c', first, process.execPath, '-e', script]).toString().trim();
+  expect(out).toBe(`1 1 ${Math.fround(1 / Math.sqrt(768))}`);
+});
+
 describe('every SIMD level computes the same maths', () => {
   const script = path.join(__dirname, 'helpers', 'simd-parity.js');
-  const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
   for (const level of SIMD_LEVELS) testAtLevel(level, 'the SIMD parity tests')(`CAMEMBED_SIMD=${level}`, () => {
     const out = execFileSync(process.execPath, [script, dist], { env: { ...process.env, CAMEMBED_SIMD: level } });
     const report = JSON.parse(out.toString());
