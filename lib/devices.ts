@@ -26,7 +26,8 @@ export interface CudaDevice {
 export interface DeviceReport {
   /**
    * The SIMD level the CPU kernels use (chosen at run time; `CAMEMBED_SIMD=avx2` or `scalar` forces
-   * a lower one) and the threads they use by default (all cores).
+   * a lower one) and the threads they use by default: the CPUs this process may run on (its affinity,
+   * as `os.availableParallelism()`; a container's cpuset or `taskset` lowers it).
    */
   cpu: { simd: 'avx512' | 'avx2' | 'scalar'; threads: number };
   /** CUDA devices usable here (empty without a GPU, a driver, or a CUDA build). */

@@ -65,7 +65,7 @@ function numberToFloat16Bits(value: number): number {
 
 /** float32 values to IEEE half-precision bits, rounded to nearest even (what VectorIndex and CudaMatrix take as float16). */
 export function float32ToFloat16Array(src: Float32Array): Uint16Array {
-  requireTypedArray('src', src, ['Float32Array']);
+  requireTypedArray('src', src, ['Float32Array'], 'javascript');
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = numberToFloat16Bits(src[i]);
   return out;
@@ -73,7 +73,7 @@ export function float32ToFloat16Array(src: Float32Array): Uint16Array {
 
 /** IEEE half-precision bits (or a Float16Array) to float32 values (exact; a NaN keeps its sign and payload, made quiet). */
 export function float16ToFloat32Array(src: Uint16Array | Float16ArrayLike): Float32Array {
-  const halves = requireTypedArray<Uint16Array>('src', src, ['Uint16Array']);
+  const halves = requireTypedArray<Uint16Array>('src', src, ['Uint16Array'], 'javascript');
   const out = new Float32Array(halves.length);
   const bits = new Uint32Array(out.buffer);  // bits, not numbers: a NaN's sign and payload survive
   for (let i = 0; i < halves.length; i++) bits[i] = decodedBits[halves[i]];

@@ -34,7 +34,7 @@ export interface PoolOptions {
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>'. */
   device?: Device | undefined;
-  /** CPU threads (default: all cores). */
+  /** CPU threads (default: all the CPUs this process may run on, os.availableParallelism()). */
   threads?: number | undefined;
 }
 
@@ -42,7 +42,7 @@ export interface PoolOptions {
 export interface TopKOptions {
   /** Values per vector: queries and database hold a whole number of rows of `dim`. */
   dim: number;
-  /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). */
+  /** Results per query (>= 1); fewer when the database has fewer rows (see TopKResult.k). On CUDA at most CUDA_MAX_K (2048) once so capped. */
   k: number;
   /** Inputs are unit vectors: score = dot product (default false: true cosine). */
   normalized?: boolean | undefined;
@@ -50,7 +50,7 @@ export interface TopKOptions {
   dtype?: Dtype | undefined;
   /** 'cpu' (default), 'cuda' or 'cuda:<index>' (the database is uploaded for this call only; keep a CudaMatrix to search it again). */
   device?: Device | undefined;
-  /** CPU threads (default: all cores). */
+  /** CPU threads (default: all the CPUs this process may run on, os.availableParallelism()). */
   threads?: number | undefined;
 }
 
@@ -189,6 +189,25 @@ async function runAsync(run: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The first row of `rows` (`dim` values each) holding NaN or infinity (float16: exponent all ones), or -1. */
+function firstNonFiniteRow(rows: Float32Array | Uint16Array, dim: number): number {
+  const half = elementTypeOf(rows) === 'float16';
+  for (let i = 0; i < rows.length; i++) {
+    if (half ? (rows[i] & 0x7c00) === 0x7c00 : !Number.isFinite(rows[i])) return Math.floor(i / dim);
+  }
+  return -1;
+}
+
+// The CPU kernel only sees that a score is not finite, and the CUDA upload names a row of a
+// CudaMatrix the caller never made: name the database row, as the reference does. A database of
+// finite values keeps the kernel's message (products or norms past the float32 range). Looked for
+// only once the step that reads the rows (the CPU kernel, the upload) has failed: a search pays
+// nothing for it, nor does another error (k past CUDA's limit).
+function topKError(args: NativeTopKArgs, err: Error): Error {
+  const row = firstNonFiniteRow(args.segments[0].rows, args.dim);
+  return row >= 0 ? new RangeError(`database row ${row} contains NaN or infinite values`) : err;
+}
+
 function topKResult(args: NativeTopKArgs): TopKResult {
   return { indices: args.outIndices, scores: args.outScores, k: args.k };
 }
@@ -201,7 +220,12 @@ function uploadArgs(args: NativeTopKArgs & { device: number }): [RowData, CudaMa
 }
 
 function cudaTopKSync(args: NativeTopKArgs & { device: number }): TopKResult {
-  const matrix = CudaMatrix.create(...uploadArgs(args));
+  let matrix: CudaMatrix;
+  try {
+    matrix = CudaMatrix.create(...uploadArgs(args));
+  } catch (err) {
+    throw topKError(args, err as Error);
+  }
   try {
     return matrix.search(args.queries, { k: args.k, normalized: args.normalized });
   } finally {
@@ -213,7 +237,9 @@ async function cudaTopKAsync(args: NativeTopKArgs & { device: number }): Promise
   // The search starts only once the upload ends: the caller may transfer `queries` away before
   // that (docs/lifetime.md), so take them now, as the database's upload takes its memory now.
   const queries = args.queries.slice();
-  const matrix = await CudaMatrix.createAsync(...uploadArgs(args));
+  const matrix = await CudaMatrix.createAsync(...uploadArgs(args)).catch((err: Error) => {
+    throw topKError(args, err);
+  });
   try {
     return await matrix.searchAsync(queries, { k: args.k, normalized: args.normalized });
   } finally {
@@ -241,7 +267,11 @@ export async function meanPoolNormalizeAsync(
 export function cosineTopK(queries: Float32Array, database: HiddenStates, options: TopKOptions): TopKResult {
   const args = prepareTopK(queries, database, options);
   if (args.device >= 0) return cudaTopKSync(args);
-  runSync(() => loadAddon().cosineTopK(args, false));
+  try {
+    runSync(() => loadAddon().cosineTopK(args, false));
+  } catch (err) {
+    throw topKError(args, err as Error);
+  }
   return topKResult(args);
 }
 
@@ -249,7 +279,9 @@ export function cosineTopK(queries: Float32Array, database: HiddenStates, option
 export async function cosineTopKAsync(queries: Float32Array, database: HiddenStates, options: TopKOptions): Promise<TopKResult> {
   const args = prepareTopK(queries, database, options);
   if (args.device >= 0) return cudaTopKAsync(args);
-  await runAsync(() => loadAddon().cosineTopK(args, true));
+  await runAsync(() => loadAddon().cosineTopK(args, true)).catch((err: Error) => {
+    throw topKError(args, err);
+  });
   return topKResult(args);
 }
 

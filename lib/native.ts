@@ -23,7 +23,7 @@ export interface NativePoolArgs {
   hiddenSize: number;
   normalize: boolean;
   out: Float32Array;
-  threads: number;  // 0 = all cores
+  threads: number;  // 0 = every CPU the process may run on
   device: number;   // -1 = CPU, else the CUDA device index
 }
 
@@ -56,6 +56,8 @@ export interface NativeAddon {
   float32ToFloat16(args: { input: Float32Array; output: Uint16Array }): undefined;
   unitRows(args: { input: Float32Array; output: Float32Array | Uint16Array; dim: number }): number;
   info(): NativeInfo;
+  /** The SIMD level the CPU kernels run (info().simd, without its CUDA query). */
+  simd: NativeInfo['simd'];
   /** V8's major.minor version in the Node.js headers it was built with. */
   v8Version: string;
   /** An exclusive flock on `fd`, as Python's filelock takes: true once held, false while another holds it. */
@@ -97,10 +99,14 @@ export function loadAddon(): NativeAddon {
       );
     }
     // The addon forces 'avx2' or 'scalar' ('avx512' is the best level, its default): any other value, a
-    // typo such as 'AVX2', would leave the best level in use unseen.
+    // typo such as 'AVX2', would leave the best level in use unseen, and so would a level this CPU
+    // lacks (the addon then runs the best it has).
     const forced = process.env.CAMEMBED_SIMD;
-    if (forced !== undefined && !['avx512', 'avx2', 'scalar'].includes(forced)) {
+    const levels = ['scalar', 'avx2', 'avx512'];
+    if (forced !== undefined && !levels.includes(forced)) {
       process.emitWarning(`CAMEMBED_SIMD=${JSON.stringify(forced)} is not avx512, avx2 or scalar: ignored (devices().cpu.simd says the level in use)`);
+    } else if (forced !== undefined && levels.indexOf(forced) > levels.indexOf(addon.simd)) {
+      process.emitWarning(`CAMEMBED_SIMD=${forced}: this CPU lacks ${forced}; the kernels run ${addon.simd}, the best it has`);
     }
   }
   return addon;

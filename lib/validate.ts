@@ -24,13 +24,15 @@ export function typeName(value: unknown): string {
 }
 
 /**
- * `value` if it is one of `allowed` (else a TypeError naming `name`), over memory native code may
- * read: not shared, detached or resizable. Where 'Uint16Array' (float16 bits) is allowed, a
- * Float16Array (Node.js 24+) is taken too and returned as a Uint16Array over the same memory, its
- * bits: the rest of the code and the native side see only Uint16Array.
+ * `value` if it is one of `allowed` (else a TypeError naming `name`), not detached, and for
+ * `reader` 'native' (native code reads it) over memory that is neither shared nor resizable;
+ * 'javascript' (a plain loop reads it once, synchronously) takes those. Where 'Uint16Array'
+ * (float16 bits) is allowed, a Float16Array (Node.js 24+) is taken too and returned as a
+ * Uint16Array over the same memory, its bits: the rest of the code and the native side see only
+ * Uint16Array.
  */
 export function requireTypedArray<T extends ArrayBufferView>(
-  name: string, value: unknown, allowed: TypedArrayName[],
+  name: string, value: unknown, allowed: TypedArrayName[], reader: 'native' | 'javascript' = 'native',
 ): T {
   const kind = typedArrayKind(value);
   const halfBits = kind === 'Float16Array' && allowed.includes('Uint16Array');
@@ -38,7 +40,7 @@ export function requireTypedArray<T extends ArrayBufferView>(
     const names = allowed.includes('Uint16Array') ? [...allowed, 'Float16Array'] : allowed;
     throw new TypeError(`${name} must be a ${names.join(' or ')}, got ${typeName(value)}`);
   }
-  if (Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
+  if (reader === 'native' && Object.prototype.toString.call((value as ArrayBufferView).buffer) === '[object SharedArrayBuffer]') {
     throw new TypeError(`${name} is backed by a SharedArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
   }
   // A buffer transferred away (postMessage, structuredClone) reads as empty: say so rather than
@@ -51,7 +53,7 @@ export function requireTypedArray<T extends ArrayBufferView>(
     }
   }
   // A resizable buffer could shrink under native code that is reading it (async calls).
-  if ((value as ArrayBufferView & { buffer: { resizable?: boolean } }).buffer.resizable === true) {
+  if (reader === 'native' && (value as ArrayBufferView & { buffer: { resizable?: boolean } }).buffer.resizable === true) {
     throw new TypeError(`${name} is backed by a resizable ArrayBuffer, which the native kernels cannot take: copy it into a ${kind}`);
   }
   if (halfBits) {

@@ -449,6 +449,25 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     expect([got.indices, got.scores]).toEqual([want.indices, want.scores]);
   });
 
+  // The upload's check named 'CudaMatrix: row 3' (an Error) for the caller's database, where the CPU
+  // and the reference name 'database row 3' (a RangeError).
+  test('NaN or infinity in the database is the CPU\'s and the reference\'s RangeError, naming the row', async () => {
+    const queries = new Float32Array([1, 0, 0, 0]);
+    const rows = new Float32Array(40).fill(1);
+    rows[14] = NaN;  // row 3
+    const halves = float32ToFloat16Array(new Float32Array(40).fill(1));
+    halves[29] = 0x7c00;  // infinity in row 7
+    for (const [database, row] of [[rows, 3], [halves, 7]] as const) {
+      const error = new RangeError(`database row ${row} contains NaN or infinite values`);
+      expect(() => reference.cosineTopK(queries, database, { dim: 4, k: 2 })).toThrow(error);
+      for (const normalized of [false, true]) {
+        expect(() => cosineTopK(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).toThrow(error);
+        await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).rejects.toThrow(error);
+        await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).rejects.toBeInstanceOf(RangeError);
+      }
+    }
+  });
+
   test('pooling equals the reference', () => {
     const [batch, seq, hidden] = [6, 21, 77];
     const h = randomSignedArray(random, batch * seq * hidden);

@@ -41,6 +41,29 @@ describe('float16 conversion', () => {
     expect(wrong).toEqual([]);
   });
 
+  // Plain JavaScript loops, read once: shared and resizable memory is no risk to them (they refused it,
+  // 'which the native kernels cannot take'). A detached buffer is still an error, not an empty result.
+  test('shared and resizable memory converts as a plain copy does; a detached buffer is refused', () => {
+    const values = Float32Array.from([1, -2.5, 65504, 1e-7, 0.1]);
+    const Resizable = ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => ArrayBuffer;
+    const shared = new Float32Array(new SharedArrayBuffer(20));
+    const resizable = new Float32Array(new Resizable(20, { maxByteLength: 40 }));
+    const halves = float32ToFloat16Array(values);
+    for (const input of [shared, resizable]) {
+      input.set(values);
+      expect(float32ToFloat16Array(input)).toEqual(halves);
+    }
+    const sharedHalves = new Uint16Array(new SharedArrayBuffer(10));
+    const resizableHalves = new Uint16Array(new Resizable(10, { maxByteLength: 20 }));
+    for (const input of [sharedHalves, resizableHalves]) {
+      input.set(halves);
+      expect(float16ToFloat32Array(input)).toEqual(float16ToFloat32Array(halves));
+    }
+    const detached = values.slice();
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expect(() => float32ToFloat16Array(detached)).toThrow(/^src is backed by a detached ArrayBuffer/);
+  });
+
   test('a NaN half decodes as F16C decodes it: sign and payload kept, made quiet (its sign was lost)', () => {
     const halves = Uint16Array.of(0xfe00, 0x7e00, 0x7c01, 0xfc01, 0x7fff, 0xfdff);
     const bits = new Uint32Array(float16ToFloat32Array(halves).buffer);

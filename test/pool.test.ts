@@ -2,10 +2,12 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as path from 'path';
 import { float32ToFloat16Array, meanPoolNormalize, meanPoolNormalizeAsync, reference } from '../lib';
 import { maxAbsDifference } from './helpers/compare';
-import { SIMD_LEVELS, testAtLevel } from './helpers/simd-levels';
+import { SIMD_LEVELS, SimdLevel, testAtLevel } from './helpers/simd-levels';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
 type MaskKind = 'int64' | 'int32' | 'uint8';
+
+const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
 
 function randomMask(random: () => number, batch: number, seq: number, kind: MaskKind, allPaddingRows: number[] = []) {
   const values: number[] = [];
@@ -26,7 +28,8 @@ const shapes: Array<[number, number, number]> = [
   [4, 512, 65], [2, 3, 1024], [7, 13, 129], [1, 128, 768], [17, 11, 250],
 ];
 
-describe('meanPoolNormalize: native equals the float64 reference', () => {
+// The CPU kernel does the reference's float64 operations in its order: the same float32 bits (README).
+describe('meanPoolNormalize: native equals the float64 reference bit for bit', () => {
   test.each(shapes)('float32, B=%i T=%i H=%i, every mask type', (batch, seq, hidden) => {
     const random = makeRandom(batch * 1000 + seq * 10 + hidden);
     const h = randomSignedArray(random, batch * seq * hidden);
@@ -36,7 +39,7 @@ describe('meanPoolNormalize: native equals the float64 reference', () => {
         const shape = { batch, seq, hidden };
         const got = meanPoolNormalize(h, mask, shape, { normalize });
         const want = reference.meanPoolNormalize(h, mask, shape, { normalize });
-        expect(maxAbsDifference(got, want)).toBeLessThanOrEqual(1e-6);
+        expect(got).toEqual(want);
       }
     }
   });
@@ -48,7 +51,7 @@ describe('meanPoolNormalize: native equals the float64 reference', () => {
       const mask = randomMask(random, batch, seq, 'int64');
       const shape = { batch, seq, hidden };
       const got = meanPoolNormalize(h16, mask, shape, { dtype: 'float16' });
-      expect(maxAbsDifference(got, reference.meanPoolNormalize(h16, mask, shape))).toBeLessThanOrEqual(1e-6);
+      expect(got).toEqual(reference.meanPoolNormalize(h16, mask, shape));
     }
   });
 
@@ -60,7 +63,7 @@ describe('meanPoolNormalize: native equals the float64 reference', () => {
     const got = meanPoolNormalize(h, mask, { batch, seq, hidden });
     expect(Array.from(got.subarray(0, hidden)).every((v) => v === 0)).toBe(true);
     expect(Array.from(got.subarray(2 * hidden, 3 * hidden)).every((v) => v === 0)).toBe(true);
-    expect(maxAbsDifference(got, reference.meanPoolNormalize(h, mask, { batch, seq, hidden }))).toBeLessThanOrEqual(1e-6);
+    expect(got).toEqual(reference.meanPoolNormalize(h, mask, { batch, seq, hidden }));
   });
 
   test('normalised rows have unit length; the pooled mean matches a hand computation', () => {
@@ -95,14 +98,30 @@ describe('meanPoolNormalize: native equals the float64 reference', () => {
   });
 });
 
+// The kernels ran hardware_concurrency threads by default: under taskset or a container's cpuset,
+// the machine's CPUs, not the process's (where os.availableParallelism(), the encoder's default, counts these).
+test('the default thread count is the CPUs this process may run on (taskset), as os.availableParallelism() says', () => {
+  let cpus: string;
+  try {
+    cpus = execFileSync('sh', ['-c', 'taskset -cp $$'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  } catch {
+    console.log('default thread count test skipped: no taskset (util-linux)');
+    return;
+  }
+  const first = /:\s*(\d+)/.exec(cpus)![1];  // "pid 123's current affinity list: 0-3"
+  const script = `const c = require(${JSON.stringify(dist)}); const h = new Float32Array(4 * 768).fill(1);
+    console.log(c.devices().cpu.threads, require('os').availableParallelism(), c.meanPoolNormalize(h, new Uint8Array(4).fill(1), { batch: 1, seq: 4, hidden: 768 })[0]);`;
+  const out = execFileSync('taskset', ['-c', first, process.execPath, '-e', script]).toString().trim();
+  expect(out).toBe(`1 1 ${Math.fround(1 / Math.sqrt(768))}`);
+});
+
 describe('every SIMD level computes the same maths', () => {
   const script = path.join(__dirname, 'helpers', 'simd-parity.js');
-  const dist = path.resolve(__dirname, '..', 'dist', 'index.js');
   for (const level of SIMD_LEVELS) testAtLevel(level, 'the SIMD parity tests')(`CAMEMBED_SIMD=${level}`, () => {
     const out = execFileSync(process.execPath, [script, dist], { env: { ...process.env, CAMEMBED_SIMD: level } });
     const report = JSON.parse(out.toString());
     expect(report.simd).toBe(level);
-    expect(report.poolMaxDiff).toBeLessThanOrEqual(1e-6);
+    expect(report.poolMaxDiff).toBe(0);
     expect(report.topkIndexMismatches).toBe(0);
     expect(report.topkMaxScoreDiff).toBeLessThanOrEqual(1e-5);
     expect(report.batchMismatches).toBe(0);
@@ -122,5 +141,18 @@ describe('every SIMD level computes the same maths', () => {
     expect(typo.stdout.toString().trim()).toBe(run('avx512').stdout.toString().trim());  // the best level, as with no setting
     expect(run('scalar').stderr.toString()).not.toContain('CAMEMBED_SIMD');
     expect(run('scalar').stdout.toString().trim()).toBe('scalar');
+  });
+
+  test('a CAMEMBED_SIMD level the CPU lacks is a warning naming the level run instead (it was silent)', () => {
+    const run = (value: string) => spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(dist)}).devices().cpu.simd)`],
+      { env: { ...process.env, CAMEMBED_SIMD: value } });
+    const best = run('avx512').stdout.toString().trim() as SimdLevel;
+    for (const level of SIMD_LEVELS) {
+      const { stdout, stderr } = run(level);
+      const above = SIMD_LEVELS.indexOf(level) > SIMD_LEVELS.indexOf(best);
+      expect(stdout.toString().trim()).toBe(above ? best : level);
+      if (above) expect(stderr.toString()).toContain(`CAMEMBED_SIMD=${level}: this CPU lacks ${level}; the kernels run ${best}, the best it has`);
+      else expect(stderr.toString()).not.toContain('CAMEMBED_SIMD');
+    }
   });
 });

@@ -194,7 +194,7 @@ describe('cosineTopK: native equals the float64 reference', () => {
     expect(largest).toBeGreaterThan(1e-40);  // scores among the subnormals, not rounded to 0
   });
 
-  test.each([1, 20])('NaN or infinity in a query or row is an error, Q=%i', (Q) => {
+  test.each([1, 20])('NaN or infinity in a query or row is an error naming it, Q=%i', async (Q) => {
     const random = makeRandom(8);
     const dim = 40;
     const database = randomSignedArray(random, 50 * dim);
@@ -204,7 +204,14 @@ describe('cosineTopK: native equals the float64 reference', () => {
     const badQuery = queries.slice();
     badQuery[(Q - 1) * dim + 3] = Infinity;
     for (const normalized of [false, true]) {
-      expect(() => cosineTopK(queries, badRow, { dim, k: 3, normalized })).toThrow('not finite');
+      // The row named, as by the reference (the kernel saw only a score that was not finite).
+      const rowError = new RangeError('database row 37 contains NaN or infinite values');
+      for (const search of [cosineTopK, reference.cosineTopK]) {
+        expect(() => search(queries, badRow, { dim, k: 3, normalized })).toThrow(rowError);
+        expect(() => search(queries, badRow, { dim, k: 3, normalized })).toThrow(RangeError);
+      }
+      await expect(cosineTopKAsync(queries, badRow, { dim, k: 3, normalized })).rejects.toThrow(rowError);
+      await expect(cosineTopKAsync(queries, badRow, { dim, k: 3, normalized })).rejects.toBeInstanceOf(RangeError);
       expect(() => cosineTopK(badQuery, database, { dim, k: 3, normalized }))
         .toThrow(new RangeError(`queries row ${Q - 1} contains NaN or infinite values`));
     }

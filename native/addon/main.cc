@@ -162,6 +162,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("float32ToFloat16", Napi::Function::New(env, Float32ToFloat16));
   exports.Set("unitRows", Napi::Function::New(env, UnitRows));
   exports.Set("info", Napi::Function::New(env, Info));
+  // The SIMD level, without info()'s CUDA device query: lib/native.ts compares it with CAMEMBED_SIMD on load.
+  exports.Set("simd", simdLevelName(simdLevel()));
   // The V8 this was built for: common.h uses V8's API, whose ABI Node-API does not keep stable across
   // Node.js majors (each has its own V8 major.minor), and Node loads a Node-API module without
   // checking (lib/native.ts does).

@@ -1,5 +1,8 @@
 #include "camembed/cpu_info.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -39,7 +42,14 @@ const char* simdLevelName(SimdLevel level) {
   }
 }
 
+// The CPUs this process may run on (its affinity: taskset, a container's cpuset), as Node's
+// os.availableParallelism() and so the encoder count them. hardware_concurrency counts the
+// machine's: confined to 4 of 64 CPUs, each call ran 64 threads (top-k: each with its own heaps).
 int defaultThreadCount() {
+#ifdef __linux__
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) return std::max(1, CPU_COUNT(&cpus));
+#endif
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : int(n);
 }

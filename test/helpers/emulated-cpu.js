@@ -20,7 +20,7 @@ const mask = Int32Array.from({ length: batch * seq }, (_, i) => (i % seq < 2 + (
 for (const input of [h, c.float32ToFloat16Array(h)]) {
   const got = c.meanPoolNormalize(input, mask, { batch, seq, hidden });
   const want = c.reference.meanPoolNormalize(input, mask, { batch, seq, hidden });
-  for (let i = 0; i < got.length; i++) if (Math.abs(got[i] - want[i]) > 1e-6) mismatches++;
+  for (let i = 0; i < got.length; i++) if (!Object.is(got[i], want[i])) mismatches++;  // bit for bit (README)
 }
 const dim = 37, rows = 301;
 const db = floats(rows * dim);
