@@ -9,7 +9,7 @@ import * as path from 'path';
 
 import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
-import { readTextLineBatches, readTextLines } from '../lines';
+import { readTextLineBatches } from '../lines';
 import { MAX_RESULT_VALUES } from '../kernels';
 import { isRevision, looksLikeHubId } from '../model/hub';
 import { modelFiles } from '../model/local';
@@ -283,19 +283,19 @@ export async function withFileProgress<T>(label: string, transfer: (onProgress: 
 }
 
 /**
- * The lines of `file` ('-': standard input) as texts for Encoder.encodeStream, and an onProgress
- * for it that draws a bar of the bytes encoded (a file's size is known before reading it, its
- * line count is not). See lib/lines.ts for what a line is.
+ * The lines of `file` ('-': standard input) as texts, in the batches they are read in (flatten()
+ * them for Encoder.encodeStream), and an onProgress for them that draws a bar of the bytes encoded
+ * (a file's size is known before reading it, its line count is not). See lib/lines.ts for what a line is.
  */
 export function textsWithProgress(file: string, label: string):
-  { texts: AsyncGenerator<string>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
+  { batches: AsyncGenerator<string[]>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
   const bar = createProgressBar({ label, unit: 'bytes', total: file === '-' ? undefined : fs.statSync(file).size });
   const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
   let encoded = 0;
-  async function* texts(): AsyncGenerator<string> {
-    for await (const { text, endOffset } of readTextLines(file)) {
-      lineEnds.push(endOffset);
-      yield text;
+  async function* batches(): AsyncGenerator<string[]> {
+    for await (const lines of readTextLineBatches(file)) {
+      for (const { endOffset } of lines) lineEnds.push(endOffset);
+      yield lines.map(({ text }) => text);
     }
   }
   const onProgress = ({ done }: { done: number }) => {
@@ -303,7 +303,7 @@ export function textsWithProgress(file: string, label: string):
     lineEnds.splice(0, done - encoded);
     encoded = done;
   };
-  return { texts: texts(), onProgress, bar };
+  return { batches: batches(), onProgress, bar };
 }
 
 /**

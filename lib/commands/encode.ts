@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import { followLinks } from '../atomic-file';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
+import { flatten } from '../lines';
 import {
   checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
   requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
@@ -115,7 +116,7 @@ export async function run(argv: string[]): Promise<void> {
     }
     const { dim } = encoder;
     if (npy) await write(npyHeader(0, dim));
-    for await (const chunk of encoder.encodeStream(progress.texts, { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
+    for await (const chunk of encoder.encodeStream(flatten(progress.batches), { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import { resolveDevice } from '../devices';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { MAX_DIM } from '../index/format';
-import { LineFile } from '../lines';
+import { flatten, LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
@@ -219,9 +219,9 @@ export async function run(argv: string[]): Promise<void> {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
       revision: options.revision as string | undefined,
     }).finally(endLoadInterrupt);
-    const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
+    const { batches, onProgress, bar } = textsWithProgress(input, 'index build');
     source = {
-      dim: encoder.dim, chunks: encoder.encodeStream(texts, { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
+      dim: encoder.dim, chunks: encoder.encodeStream(flatten(batches), { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
     };
   }
   const recorded = vectorsFile === undefined ? model ?? DEFAULT_MODEL : model;
