@@ -198,6 +198,54 @@ test('standard output appended to any input (>> corpus.cmbd, >> qrels.tsv) is a 
   expect([index, passages, qrels].map((f) => fs.readFileSync(f))).toEqual(before);
 });
 
+(haveModels ? test : test.skip)("an output named as standard output (/dev/stdout, /proc/self/fd/1, the file of `>>`) is written through it as '-' is; the commands that write only files refuse it (exit 2)", () => {
+  const input = path.join(dir, 'to-stdout.txt');
+  fs.writeFileSync(input, 'un\ndeux\n');
+  const out = path.join(dir, 'to-stdout.f32');
+  // `encode ... --output X >> out`: what was in the file stays, the vectors come after it.
+  const appended = (output: string) => {
+    fs.writeFileSync(out, 'kept\n');
+    const append = fs.openSync(out, 'a');
+    try {
+      const { status, stderr } = camembed(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'], { stdout: append });
+      expect({ output, status, stderr }).toEqual({ output, status: 0, stderr: `wrote 2 x 32 float32 to ${output === '-' ? 'standard output' : output}\n` });
+    } finally {
+      fs.closeSync(append);
+    }
+    return fs.readFileSync(out);
+  };
+  const viaDash = appended('-');
+  expect(viaDash.length).toBe(5 + 2 * 32 * 4);
+  for (const output of ['/dev/stdout', '/proc/self/fd/1', out]) expect(appended(output).equals(viaDash)).toBe(true);  // was emptied first
+
+  fs.writeFileSync(input, 'q1\tun\n');
+  const model = fs.mkdtempSync(path.join(dir, 'to-stdout-model-'));
+  const cases: [string[], string][] = [
+    [['eval', '--model', model, '--collection', input, '--queries', input, '--qrels', input, '--run'],
+      'camembed eval: --run must be a file, not standard output (X): the table and the JSON go there'],
+    [['index', 'build', '--model', model, '--input', input, '--output'], 'camembed index: --output must be a file, not standard output (X): an index is not written there'],
+    [['convert', model, '--output'], 'camembed convert: --output must be a file, not standard output (X): a graph and its .data are two files'],
+    [['encode', '--model', model, '--input', input, '--output'],
+      'camembed encode: --output X: a .npy output must be a regular file of its own, not standard output (its header is rewritten at the end)'],
+  ];
+  const npyOut = path.join(dir, 'to-stdout.npy');
+  for (const [args, message] of cases) {
+    for (const output of args[0] === 'encode' ? [npyOut] : ['-', '/dev/stdout', out]) {
+      const file = output === npyOut ? npyOut : out;
+      fs.writeFileSync(file, 'kept\n');
+      const append = fs.openSync(file, 'a');
+      try {
+        const { status, stderr } = camembed([...args, output], { stdout: append });
+        expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `${message.replace('X', output)}\n` });
+      } finally {
+        fs.closeSync(append);
+      }
+      expect(fs.readFileSync(file, 'utf8')).toBe('kept\n');
+    }
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('-'))).toEqual([]);
+});
+
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
   const file = await smallIndex();
   const fifo = path.join(dir, 'options.fifo');

@@ -191,6 +191,24 @@ export function requireExists(name: string, file: string): void {
 }
 
 /**
+ * Whether the output `file` is this process's standard output: '-', or a name of what it is open on
+ * (/dev/stdout, /proc/self/fd/1, the file of `> file` or `>> file`), by device and inode. Such an
+ * output is written through standard output: opened again by name it would not append for `>>`,
+ * and a file (or rename) of its own would replace what the shell gave.
+ */
+export function namesStandardOutput(file: string): boolean {
+  if (file === '-') return true;
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(file, { throwIfNoEntry: false });
+  } catch {
+    return false;  // a path through a file (ENOTDIR), a loop: requireOutputFile says what is wrong
+  }
+  const stdout = fs.fstatSync(1);
+  return stat !== undefined && stat.dev === stdout.dev && stat.ino === stdout.ino;
+}
+
+/**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
  * work: its folder exists (and is one), it is not a folder, and it is not one of the `inputs` (by device and
  * inode: writing it would destroy that input; '-' is standard output and standard input, redirected
@@ -198,8 +216,8 @@ export function requireExists(name: string, file: string): void {
  * a device) too. Returns what is there now ('-' and new files: undefined).
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
-  if (file === '-') {
-    requireNotAnInput(`--${name} - (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+  if (namesStandardOutput(file)) {
+    requireNotAnInput(`--${name} ${file} (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
     return undefined;
   }
   const folder = path.dirname(path.resolve(file));

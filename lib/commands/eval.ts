@@ -9,7 +9,7 @@ import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
+  CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
   requireIndexK, requireModel, requireNotAnInput, requireOutputFile, THREADS_OPTION,
 } from './args';
 
@@ -95,8 +95,10 @@ export async function run(argv: string[]): Promise<void> {
   if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
-    // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
-    if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
+    // Standard output carries the table and the JSON: not the run too, by '-' (a file '-' otherwise) or another name.
+    if (namesStandardOutput(options.run as string)) {
+      throw new CliUsageError(`--run must be a file, not standard output (${options.run as string}): the table and the JSON go there`);
+    }
     requireOutputFile('run', options.run as string, [...inputs.map((name) => options[name] as string), ...modelFilesAt(options.model as string)],
       'a run file replaces only a file');
   }

@@ -13,7 +13,7 @@ import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
+  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
   requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput, requireOutputFile, requireWritableFolder, textsWithProgress,
   THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
@@ -184,7 +184,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError('give --input (texts to encode) or --vectors (vectors already made)');
   }
   const output = requiredString(options, 'output');
-  if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
+  if (namesStandardOutput(output)) throw new CliUsageError(`--output must be a file, not standard output (${output}): an index is not written there`);
   const model = options.model as string | undefined;
   requireOutputFile('output', output, [options.input as string | undefined, vectorsFile, ...modelFilesAt(model ?? DEFAULT_MODEL)], 'an index replaces only a file');
   const dtype = options.dtype as string | undefined;
