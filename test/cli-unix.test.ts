@@ -368,7 +368,7 @@ test('a signal that comes during synchronous work right after an fs Promise sett
       fs.writeSync(1, 'not interrupted\\n');
     })();`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
-  expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 130, stdout: 'cleanup\n', stderr: '\ninterrupted (SIGINT)\n' });
+  expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 130, stdout: 'cleanup\n', stderr: '\ncamembed: interrupted (SIGINT)\n' });
 });
 
 /**
@@ -426,7 +426,7 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     // of one kind may reach the process as one. Either may be handled first: that one stops the eval,
     // the other quits.
     const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGTERM', () => true]]);
-    const quitBy = /interrupted \((SIGINT|SIGTERM)\)/.exec(twice.stderr)?.[1];
+    const quitBy = /\ncamembed eval: interrupted \((SIGINT|SIGTERM)\)\n/.exec(twice.stderr)?.[1];
     expect({ quitBy, status: twice.status, killedBy: twice.killedBy }).toEqual({ quitBy, status: quitBy === 'SIGINT' ? 130 : 143, killedBy: null });
     expect(quitBy).toBeDefined();
     expect(twice.stderr).toContain('stopping after the current step');

@@ -28,6 +28,14 @@ export async function writeStdout(data: string | Uint8Array): Promise<void> {
   if (!process.stdout.write(data)) await once(process.stdout, 'drain');
 }
 
+// How messages written outside cli.ts's own start: 'camembed <command>', once cli.ts runs a command.
+let messagePrefix = 'camembed';
+
+/** Names the command that is running, for the messages written outside cli.ts (onInterrupt's). */
+export function setCommandName(name: string): void {
+  messagePrefix = `camembed ${name}`;
+}
+
 /** A command stopped by Ctrl-C (or SIGTERM) after cleaning up: exit status 128 + the signal's number (130, 143). */
 export class CliInterrupted extends Error {
   constructor(message: string, readonly signal: NodeJS.Signals) {
@@ -362,7 +370,7 @@ export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals
         removeTrackedTemporaries();  // even when the command's own clean-up failed
       }
     } finally {
-      process.stderr.write(`\ninterrupted (${signal})\n`);
+      process.stderr.write(`\n${messagePrefix}: interrupted (${signal})\n`);
       process.exit(128 + os.constants.signals[signal]);
     }
   };
