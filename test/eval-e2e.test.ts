@@ -12,6 +12,7 @@ import { evaluate, Run } from '../lib/eval/metrics';
 import { evaluateRetrieval } from '../lib/eval/retrieval';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom } from './helpers/random';
+import { withTerminalStderr } from './helpers/terminal';
 
 const shared = path.resolve(__dirname, '../../shared');
 const model = path.join(shared, 'models/tiny-random-camembert');
@@ -125,6 +126,26 @@ describeShared('camembed eval with the tiny random model', () => {
       expect(result.seconds.encodeCollection).toBeGreaterThan(0);
     } finally {
       now.mockRestore();
+    }
+  });
+
+  test('a collection all in the cache: on a terminal its encode bar is full, with no rate (it showed 0 B/s); off one, nothing is drawn', async () => {
+    const options = { model, ...files, k: 500, metrics: ['MRR@10'], cacheDir: path.join(dir, 'cache-main'), progress: true };
+    const draws = await withTerminalStderr(async (written) => {
+      expect((await evaluateRetrieval(options)).cachedPassages).toBe(PASSAGES);
+      return written.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1));
+    });
+    const size = fs.statSync(files.collection).size;
+    const amount = `${(size / 1024).toFixed(1)} KiB`;
+    expect(draws.filter((draw) => draw.startsWith('encode passages'))).toEqual([`encode passages  [${'#'.repeat(24)}] 100.0%  ${amount}/${amount}  ETA 0:00\x1b[K`]);
+    expect(draws.filter((draw) => draw.startsWith('search queries'))).toEqual([expect.stringMatching(/ETA 0:00  \S+\/s\x1b\[K$/)]);  // work done: a rate
+
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await evaluateRetrieval(options);
+      expect(stderr).not.toHaveBeenCalled();
+    } finally {
+      stderr.mockRestore();
     }
   });
 
