@@ -327,6 +327,24 @@ describeShared('camembed eval with the tiny random model', () => {
     expect(library.requestedK).toBe(1500);
   });
 
+  test("a count of one takes the singular: '1 judged query has no text', '1 query searched', '1 passage', 'clamped to the 1 passage'", async () => {
+    const file = (name: string, text: string) => { fs.writeFileSync(path.join(dir, name), text); return path.join(dir, name); };
+    const stderr: string[] = [];
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk) => { stderr.push(String(chunk)); return true; });
+    let result: { code: number; out: string };
+    try {
+      result = await evalCli(['--model', model, '--collection', file('one-collection.tsv', 'd1\tle chat dort\n'),
+        '--queries', file('one-queries.tsv', 'q1\tle chat\n'), '--qrels', file('one-qrels.trec', 'q1 0 d1 1\nq2 0 d1 1\n'),
+        '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'cache-one')]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(result.code).toBe(0);
+    expect(stderr.join('')).toBe(`camembed eval: 1 judged query has no text in ${path.join(dir, 'one-queries.tsv')}; it scores 0\n`);
+    expect(result.out).toContain('\n1 query searched, 2 evaluated (judged with a passage of relevance >= 1), 1 passage (0 from the cache), ' +
+      'k = 1 (10 asked, clamped to the 1 passage), device cpu\n');
+  });
+
   test('k above the collection size: the table, the JSON and the run file all give the k the search used', async () => {
     const runFile = path.join(dir, 'clamped.trec');
     const { code, out: text } = await evalCli(['--model', model, '--collection', files.collection, '--queries', files.queries,

@@ -7,6 +7,7 @@ import { checkOnnxRuntimeDevice, DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { counted } from '../validate';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
   CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
@@ -42,12 +43,13 @@ function formatTable(result: RetrievalEvaluation): string {
   const width = Math.max(6, ...names.map((n) => n.length));
   const rows = names.map((n) => `${n.padEnd(width)}  ${(100 * result.metrics[n]).toFixed(2).padStart(6)}`);
   const s = result.seconds;
-  const k = result.k < result.requestedK ? `${result.k} (${result.requestedK} asked, clamped to the ${result.passages} passages)` : result.k;
+  const k = result.k < result.requestedK ? `${result.k} (${result.requestedK} asked, clamped to the ${counted(result.passages, 'passage')})` : result.k;
   return [
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${k}, device ${result.device}`,
+    `${counted(result.queries, 'query', 'queries')} searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ` +
+      `${counted(result.passages, 'passage')} (${result.cachedPassages} from the cache), k = ${k}, device ${result.device}`,
     `time: check passages ${s.checkCollection.toFixed(1)} s, encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
@@ -145,7 +147,8 @@ export async function run(argv: string[]): Promise<void> {
     await endInterrupt();
   }
   if (result.queriesWithoutText > 0) {
-    process.stderr.write(`camembed eval: ${result.queriesWithoutText} judged queries have no text in ${options.queries as string}; they score 0\n`);
+    const [have, score] = result.queriesWithoutText === 1 ? ['has', 'it scores'] : ['have', 'they score'];
+    process.stderr.write(`camembed eval: ${counted(result.queriesWithoutText, 'judged query', 'judged queries')} ${have} no text in ${options.queries as string}; ${score} 0\n`);
   }
   const json = JSON.stringify(result, null, 2);
   process.stdout.write(options.json ? `${json}\n` : `${formatTable(result)}\n\n${json}\n`);

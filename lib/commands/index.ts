@@ -17,7 +17,7 @@ import {
   requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput, requireOutputFile, requireWritableFolder, textsWithProgress,
   THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
-import { suggestion } from '../validate';
+import { counted, suggestion } from '../validate';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 
@@ -248,5 +248,5 @@ export async function run(argv: string[]): Promise<void> {
     await source.close();
     index.dispose();
   }
-  process.stderr.write(`wrote ${output}: ${size} ${vectorsFile === undefined ? 'passages' : 'vectors'}, ${source.dim}-d ${index.dtype}\n`);
+  process.stderr.write(`wrote ${output}: ${counted(size, vectorsFile === undefined ? 'passage' : 'vector')}, ${source.dim}-d ${index.dtype}\n`);
 }

@@ -11,7 +11,7 @@ import { Dtype, DTYPES } from '../kernels';
 import { externalDataLocations } from '../model/onnx-reader';
 import { createProgressBar, ProgressBar } from '../progress';
 import {
-  describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
+  counted, describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
   requireString,
 } from '../validate';
 import { INDEX_CUDA_MAX_K, VectorIndex } from '../vector-index';
@@ -199,7 +199,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   // Files that do not go together (train qrels, dev queries) would score 0 after days of encoding.
   const queryIds = new Set(queries.map(([id]) => id));
   if (!evaluatedQids.some((qid) => queryIds.has(qid))) {
-    throw new Error(`none of the ${evaluatedQids.length} queries ${options.qrels} judges relevant is among the ` +
+    throw new Error(`none of the ${counted(evaluatedQids.length, 'query', 'queries')} ${options.qrels} judges relevant is among the ` +
       `${queries.length} of ${options.queries} (ids such as ${JSON.stringify(evaluatedQids[0])} and ${JSON.stringify(queries[0][0])}): ` +
       'are these files of the same dataset and split?');
   }
