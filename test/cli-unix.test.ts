@@ -436,6 +436,30 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(leftovers).toEqual([]);
   }, 120_000);
 
+  test("eval interrupted while it searches, its collection through a pipe: it says the passages are not kept (it said they were cached)", async () => {
+    const { queries, qrels } = evalFiles('pipe-', 0);
+    fs.writeFileSync(queries, Array.from({ length: 30_000 }, (_, i) => `q${i + 1}\tle noyau numéro ${i}\n`).join(''));  // seconds of searching
+    const fifo = path.join(dir, 'pipe-collection.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = fs.createWriteStream(fifo).on('error', () => undefined);
+    writer.end(Array.from({ length: 2000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const cache = path.join(dir, 'pipe-cache');
+    // The pipe's folder records the collection complete once encoded; the index and the queries come next.
+    const manifest = (key: string) => { try { return fs.readFileSync(path.join(cache, key, 'manifest.json'), 'utf8'); } catch { return ''; } };
+    const encoded = () => fs.existsSync(cache) && fs.readdirSync(cache).some((key) => manifest(key).includes('"complete":true'));
+    try {
+      const { status, stderr } = await interrupted(['eval', '--model', MODEL, '--collection', fifo, '--queries', queries, '--qrels', qrels,
+        '--k', '10', '--metrics', 'MRR@10', '--cache', cache, '--threads', '1'], [['SIGINT', encoded]]);
+      expect({ status, message: stderr.split('\n').filter((line) => line.startsWith('camembed eval: interrupted')) }).toEqual({
+        status: 130,
+        message: ["camembed eval: interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)"],
+      });
+    } finally {
+      writer.destroy();
+    }
+    expect(fs.readdirSync(cache)).toEqual([]);
+  }, 120_000);
+
   test('standard error whose reader left (`2>&1 | tee log`, Ctrl-C ending tee too) loses the messages, not the run: its own status, eval still stops gracefully', async () => {
     // An unhandled 'error' of process.stderr ended the process at once with status 1: eval kept none of
     // the passages it had encoded, and left its .partial run file.

@@ -84,6 +84,7 @@ describeShared('camembed eval with the tiny random model', () => {
     });
     expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
     expect(result).toMatchObject({ passages: PASSAGES, cachedPassages: 0, queries: queryIds.length, queriesWithoutText: 0, k: 500 });
+    expect(fs.readdirSync(path.join(dir, 'cache-main')).map((key) => path.join(dir, 'cache-main', key))).toEqual([result.cacheDir]);
 
     const lines = fs.readFileSync(runFile, 'utf8').trimEnd().split('\n').map((l) => l.split(' '));
     expect(lines.length).toBe(queryIds.length * 500);
@@ -201,6 +202,7 @@ describeShared('camembed eval with the tiny random model', () => {
     const result = await throughFifo('collection.fifo');
     expect([result.passages, result.cachedPassages, result.metrics]).toEqual([PASSAGES, 0, Object.fromEntries(METRICS.map((m) => [m, 1]))]);
     expect(fs.readdirSync(cacheDir)).toEqual([]);
+    expect(result.cacheDir).toBeNull();  // it named the folder just removed
     const controller = new AbortController();
     await expect(throughFifo('interrupted.fifo', { signal: controller.signal, onEncodeProgress: (p) => { if (p.chunks === 3) controller.abort(); } }))
       .rejects.toThrow(new EncodeInterrupted(PASSAGES, 'unused', false));

@@ -139,8 +139,11 @@ export async function run(argv: string[]): Promise<void> {
     });
   } catch (err) {
     if (controller.signal.aborted) {
+      // After the encoding (the index, the queries): a pipe's passages went with its temporary folder (lib/eval/embedding-cache.ts).
+      const cached = fs.statSync(options.collection as string, { throwIfNoEntry: false })?.isFile() ?? true;
       throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}${err.kept ? '; run the same command again to continue' : ''}`
-        : 'interrupted (the encoded passages are cached: the same command starts again from them)', stoppedBy);
+        : cached ? 'interrupted (the encoded passages are cached: the same command starts again from them)'
+          : "interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)", stoppedBy);
     }
     throw err;
   } finally {

@@ -87,8 +87,8 @@ export interface RetrievalEvaluation {
   seconds: { checkCollection: number; encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
-  /** The embedding cache folder of this collection and model (a pipe's: removed before this returns). */
-  cacheDir: string;
+  /** The embedding cache folder of this collection and model; null for a pipe's, whose folder is removed before this returns. */
+  cacheDir: string | null;
   /** Where the encoder and index ran: 'cpu' or 'cuda:<index>'. */
   device: Device;
 }
@@ -303,7 +303,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
         search: searchSeconds, total: (Date.now() - started) / 1000,
       },
       passagesPerSecond: encodedRows > 0 ? encodedRows / encodeSeconds : null,
-      cacheDir: encoded.dir,
+      cacheDir: encoded.kept ? encoded.dir : null,
       device: encoder.device,
     };
   } finally {
