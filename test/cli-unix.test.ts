@@ -460,6 +460,21 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(fs.readdirSync(cache)).toEqual([]);
   }, 120_000);
 
+  test('eval killed outright (SIGKILL) leaves its .partial run file, which the next run with that --run replaces', async () => {
+    const { collection, queries, qrels, run } = evalFiles('killed-', 3000);
+    const args = ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'killed-cache'), '--run', run, '--threads', '1', '--json'];
+    const killed = await interrupted(args, [['SIGKILL', () => fs.existsSync(`${run}.partial`)]]);
+    expect(killed.killedBy).toBe('SIGKILL');
+    expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    fs.appendFileSync(`${run}.partial`, 'q0 Q0 d1 1 0.5 killed\n'.repeat(20));  // as if it had written part of a run
+    expect(camembed(args).status).toBe(0);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run'))).toEqual(['killed-run.trec']);
+    // The query's 10 lines, ranked 1 to 10: nothing of the killed run's file is left in it.
+    const lines = fs.readFileSync(run, 'utf8').trimEnd().split('\n').map((line) => line.split(' '));
+    expect(lines.map(([qid, q0, , rank]) => `${qid} ${q0} ${rank}`)).toEqual(Array.from({ length: 10 }, (_, r) => `q1 Q0 ${r + 1}`));
+  }, 120_000);
+
   test('standard error whose reader left (`2>&1 | tee log`, Ctrl-C ending tee too) loses the messages, not the run: its own status, eval still stops gracefully', async () => {
     // An unhandled 'error' of process.stderr ended the process at once with status 1: eval kept none of
     // the passages it had encoded, and left its .partial run file.
