@@ -4,7 +4,7 @@
 import * as os from 'os';
 import * as path from 'path';
 import { trackTemporaries } from './atomic-file';
-import { CliInterrupted, CliUsageError } from './commands/args';
+import { CliInterrupted, CliUsageError, setCommandName } from './commands/args';
 import { suggestion } from './validate';
 import { readJsonFile } from './json-file';
 import { endProgressLine } from './progress';
@@ -56,6 +56,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`camembed: unknown command '${name}'${suggestion(name, Object.keys(COMMANDS))}\n\n${usage()}\n`);
     return 2;
   }
+  setCommandName(name);
   try {
     await load().run(rest);
     return 0;

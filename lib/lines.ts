@@ -140,6 +140,35 @@ export async function* mapBatches<T, U>(batches: AsyncIterable<T[]>, f: (item: T
   }
 }
 
+/**
+ * The items of `batches` in batches of `size`, and in a shorter one whenever the next of `batches`
+ * is not there yet: a person typing, or a program that writes a line and waits for its answer, gets
+ * it at once, while items already read (a file's) still go `size` at a time.
+ */
+export async function* readyBatches<T>(batches: AsyncIterable<T[]>, size: number): AsyncGenerator<T[], void, undefined> {
+  const input = batches[Symbol.asyncIterator]();
+  let pending: T[] = [];
+  try {
+    for (;;) {
+      const next = input.next();
+      next.catch(() => {});  // awaited below: not an unhandled rejection while a batch is out
+      // Ready means settled within a turn of the event loop (a read already done, a batch of the same read).
+      if (pending.length > 0 && !(await Promise.race([next.then(() => true, () => true), new Promise<boolean>((r) => setImmediate(r, false))]))) {
+        yield pending;
+        pending = [];
+      }
+      const { done, value } = await next;
+      if (done) break;
+      for (const item of value) pending.push(item);  // not push(...): a batch may hold more than a call takes arguments
+      while (pending.length >= size) yield pending.splice(0, size);
+    }
+    if (pending.length > 0) yield pending;
+  } finally {
+    // Stopped early: the input closes once a read in flight (a line not typed yet) ends, which is not waited for.
+    input.return?.().catch(() => {});
+  }
+}
+
 /** The items of `batches`, one at a time. */
 export async function* flatten<T>(batches: AsyncIterable<T[]>): AsyncGenerator<T, void, undefined> {
   for await (const batch of batches) yield* batch;

@@ -79,7 +79,8 @@ export function createProgressBar(options: ProgressOptions): ProgressBar {
     } else {
       parts.push(formatAmount(done, options.unit));
     }
-    parts.push(`${measured ? formatAmount(rate, options.unit) : '--'}/s`);
+    // Nothing done in this run (a collection all in the cache, an empty input): no rate, not '0 B/s'.
+    if (done > initial) parts.push(`${measured ? formatAmount(rate, options.unit) : '--'}/s`);
     // Within the terminal's width (the last parts dropped, then cut): a line that wraps is not
     // redrawn by '\r', and every draw would leave one.
     const width = stream.columns > 0 ? stream.columns - 1 : Infinity;

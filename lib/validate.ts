@@ -63,6 +63,11 @@ export function requireTypedArray<T extends ArrayBufferView>(
   return value as T;
 }
 
+/** A count and its noun, as messages write them: '1 passage', '2 passages' (`plural` where not noun + 's'). */
+export function counted(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 /**
  * A value as an error message shows it: strings quoted, numbers, booleans and bigints as written,
  * anything else by its type (JSON.stringify throws on a bigint and gives undefined for a function).

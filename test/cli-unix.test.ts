@@ -198,6 +198,54 @@ test('standard output appended to any input (>> corpus.cmbd, >> qrels.tsv) is a 
   expect([index, passages, qrels].map((f) => fs.readFileSync(f))).toEqual(before);
 });
 
+(haveModels ? test : test.skip)("an output named as standard output (/dev/stdout, /proc/self/fd/1, the file of `>>`) is written through it as '-' is; the commands that write only files refuse it (exit 2)", () => {
+  const input = path.join(dir, 'to-stdout.txt');
+  fs.writeFileSync(input, 'un\ndeux\n');
+  const out = path.join(dir, 'to-stdout.f32');
+  // `encode ... --output X >> out`: what was in the file stays, the vectors come after it.
+  const appended = (output: string) => {
+    fs.writeFileSync(out, 'kept\n');
+    const append = fs.openSync(out, 'a');
+    try {
+      const { status, stderr } = camembed(['encode', '--model', MODEL, '--input', input, '--output', output, '--threads', '1'], { stdout: append });
+      expect({ output, status, stderr }).toEqual({ output, status: 0, stderr: `wrote 2 x 32 float32 to ${output === '-' ? 'standard output' : output}\n` });
+    } finally {
+      fs.closeSync(append);
+    }
+    return fs.readFileSync(out);
+  };
+  const viaDash = appended('-');
+  expect(viaDash.length).toBe(5 + 2 * 32 * 4);
+  for (const output of ['/dev/stdout', '/proc/self/fd/1', out]) expect(appended(output).equals(viaDash)).toBe(true);  // was emptied first
+
+  fs.writeFileSync(input, 'q1\tun\n');
+  const model = fs.mkdtempSync(path.join(dir, 'to-stdout-model-'));
+  const cases: [string[], string][] = [
+    [['eval', '--model', model, '--collection', input, '--queries', input, '--qrels', input, '--run'],
+      'camembed eval: --run must be a file, not standard output (X): the table and the JSON go there'],
+    [['index', 'build', '--model', model, '--input', input, '--output'], 'camembed index: --output must be a file, not standard output (X): an index is not written there'],
+    [['convert', model, '--output'], 'camembed convert: --output must be a file, not standard output (X): a graph and its .data are two files'],
+    [['encode', '--model', model, '--input', input, '--output'],
+      'camembed encode: --output X: a .npy output must be a regular file of its own, not standard output (its header is rewritten at the end)'],
+  ];
+  const npyOut = path.join(dir, 'to-stdout.npy');
+  for (const [args, message] of cases) {
+    for (const output of args[0] === 'encode' ? [npyOut] : ['-', '/dev/stdout', out]) {
+      const file = output === npyOut ? npyOut : out;
+      fs.writeFileSync(file, 'kept\n');
+      const append = fs.openSync(file, 'a');
+      try {
+        const { status, stderr } = camembed([...args, output], { stdout: append });
+        expect({ args, status, stderr }).toEqual({ args, status: 2, stderr: `${message.replace('X', output)}\n` });
+      } finally {
+        fs.closeSync(append);
+      }
+      expect(fs.readFileSync(file, 'utf8')).toBe('kept\n');
+    }
+  }
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('-'))).toEqual([]);
+});
+
 test('a pipe for an option whose file is read by size or by line number is a usage error naming it (exit 2)', async () => {
   const file = await smallIndex();
   const fifo = path.join(dir, 'options.fifo');
@@ -320,7 +368,7 @@ test('a signal that comes during synchronous work right after an fs Promise sett
       fs.writeSync(1, 'not interrupted\\n');
     })();`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
-  expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 130, stdout: 'cleanup\n', stderr: '\ninterrupted (SIGINT)\n' });
+  expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 130, stdout: 'cleanup\n', stderr: '\ncamembed: interrupted (SIGINT)\n' });
 });
 
 /**
@@ -378,7 +426,7 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     // of one kind may reach the process as one. Either may be handled first: that one stops the eval,
     // the other quits.
     const twice = await interrupted(args('cache-twice'), [['SIGINT', encoding], ['SIGTERM', () => true]]);
-    const quitBy = /interrupted \((SIGINT|SIGTERM)\)/.exec(twice.stderr)?.[1];
+    const quitBy = /\ncamembed eval: interrupted \((SIGINT|SIGTERM)\)\n/.exec(twice.stderr)?.[1];
     expect({ quitBy, status: twice.status, killedBy: twice.killedBy }).toEqual({ quitBy, status: quitBy === 'SIGINT' ? 130 : 143, killedBy: null });
     expect(quitBy).toBeDefined();
     expect(twice.stderr).toContain('stopping after the current step');
@@ -386,6 +434,45 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     const cache = path.join(dir, 'cache-twice');  // made once the collection is read: maybe not yet
     const leftovers = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).map(String).filter((f) => f.includes('.tmp-')) : [];
     expect(leftovers).toEqual([]);
+  }, 120_000);
+
+  test("eval interrupted while it searches, its collection through a pipe: it says the passages are not kept (it said they were cached)", async () => {
+    const { queries, qrels } = evalFiles('pipe-', 0);
+    fs.writeFileSync(queries, Array.from({ length: 30_000 }, (_, i) => `q${i + 1}\tle noyau numéro ${i}\n`).join(''));  // seconds of searching
+    const fifo = path.join(dir, 'pipe-collection.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = fs.createWriteStream(fifo).on('error', () => undefined);
+    writer.end(Array.from({ length: 2000 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join(''));
+    const cache = path.join(dir, 'pipe-cache');
+    // The pipe's folder records the collection complete once encoded; the index and the queries come next.
+    const manifest = (key: string) => { try { return fs.readFileSync(path.join(cache, key, 'manifest.json'), 'utf8'); } catch { return ''; } };
+    const encoded = () => fs.existsSync(cache) && fs.readdirSync(cache).some((key) => manifest(key).includes('"complete":true'));
+    try {
+      const { status, stderr } = await interrupted(['eval', '--model', MODEL, '--collection', fifo, '--queries', queries, '--qrels', qrels,
+        '--k', '10', '--metrics', 'MRR@10', '--cache', cache, '--threads', '1'], [['SIGINT', encoded]]);
+      expect({ status, message: stderr.split('\n').filter((line) => line.startsWith('camembed eval: interrupted')) }).toEqual({
+        status: 130,
+        message: ["camembed eval: interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)"],
+      });
+    } finally {
+      writer.destroy();
+    }
+    expect(fs.readdirSync(cache)).toEqual([]);
+  }, 120_000);
+
+  test('eval killed outright (SIGKILL) leaves its .partial run file, which the next run with that --run replaces', async () => {
+    const { collection, queries, qrels, run } = evalFiles('killed-', 3000);
+    const args = ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'killed-cache'), '--run', run, '--threads', '1', '--json'];
+    const killed = await interrupted(args, [['SIGKILL', () => fs.existsSync(`${run}.partial`)]]);
+    expect(killed.killedBy).toBe('SIGKILL');
+    expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    fs.appendFileSync(`${run}.partial`, 'q0 Q0 d1 1 0.5 killed\n'.repeat(20));  // as if it had written part of a run
+    expect(camembed(args).status).toBe(0);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run'))).toEqual(['killed-run.trec']);
+    // The query's 10 lines, ranked 1 to 10: nothing of the killed run's file is left in it.
+    const lines = fs.readFileSync(run, 'utf8').trimEnd().split('\n').map((line) => line.split(' '));
+    expect(lines.map(([qid, q0, , rank]) => `${qid} ${q0} ${rank}`)).toEqual(Array.from({ length: 10 }, (_, r) => `q1 Q0 ${r + 1}`));
   }, 120_000);
 
   test('standard error whose reader left (`2>&1 | tee log`, Ctrl-C ending tee too) loses the messages, not the run: its own status, eval still stops gracefully', async () => {

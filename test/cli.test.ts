@@ -277,6 +277,12 @@ describe('progress bar text', () => {
     // 1,536 of 2,048 bytes were done before; 256 more in 1 s: 256 B/s, and the last 256 take 1 s.
     expect(drawn('bytes', 1792, 1, 2048, 1536)).toContain('[#####################...] 87.5%  1.8 KiB/2.0 KiB  ETA 0:01  256 B/s');
   });
+
+  test('nothing done in this run (all of it done before, an empty input): no rate, where it showed 0 B/s', () => {
+    expect(drawn('bytes', 2048, 1, 2048, 2048)).toBe(
+      `\rencode  [${'#'.repeat(24)}] 100.0%  2.0 KiB/2.0 KiB  ETA 0:00\x1b[K`.repeat(2) + '\n');
+    expect(drawn('items', 0, 2)).toBe('\rencode  0\x1b[K'.repeat(2) + '\n');
+  });
 });
 
 test('outputs and inputs are checked before any model is loaded: a missing folder, a folder, the input itself (exit 2)', async () => {

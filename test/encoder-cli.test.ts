@@ -150,7 +150,7 @@ describeModel('camembed encode', () => {
       interrupt(existing, 'SIGTERM', 128 + chunkBytes),
     ]);
     expect(first.code).toBe(130);
-    expect(first.stderr).toContain('interrupted (SIGINT)');
+    expect(first.stderr).toContain('\ncamembed encode: interrupted (SIGINT)\n');
     expect(fs.existsSync(created)).toBe(false);
     expect(second.code).toBe(143);
     expect(second.stderr).toContain(`camembed encode: ${existing} holds a partial output`);

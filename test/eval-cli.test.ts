@@ -81,7 +81,7 @@ describe('evaluateRetrieval input errors', () => {
     const otherSplit = path.join(dir, 'other-split.trec');
     fs.writeFileSync(otherSplit, 'q999 0 d1 1\n');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: otherSplit }))
-      .rejects.toThrow(`none of the 1 queries ${otherSplit} judges relevant is among the`);
+      .rejects.toThrow(`none of the 1 query ${otherSplit} judges relevant is among the`);
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, minRelevance: 0 }))
       .rejects.toThrow('options.minRelevance must be an integer >= 1, got 0');
     await expect(evaluateRetrieval({ model: 'unused', collection: c, queries: q, qrels: r, k: 5, metrics: ['nDCG@10'] }))

@@ -12,6 +12,7 @@ import { evaluate, Run } from '../lib/eval/metrics';
 import { evaluateRetrieval } from '../lib/eval/retrieval';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom } from './helpers/random';
+import { withTerminalStderr } from './helpers/terminal';
 
 const shared = path.resolve(__dirname, '../../shared');
 const model = path.join(shared, 'models/tiny-random-camembert');
@@ -83,6 +84,7 @@ describeShared('camembed eval with the tiny random model', () => {
     });
     expect(result.metrics).toEqual(Object.fromEntries(METRICS.map((m) => [m, 1])));
     expect(result).toMatchObject({ passages: PASSAGES, cachedPassages: 0, queries: queryIds.length, queriesWithoutText: 0, k: 500 });
+    expect(fs.readdirSync(path.join(dir, 'cache-main')).map((key) => path.join(dir, 'cache-main', key))).toEqual([result.cacheDir]);
 
     const lines = fs.readFileSync(runFile, 'utf8').trimEnd().split('\n').map((l) => l.split(' '));
     expect(lines.length).toBe(queryIds.length * 500);
@@ -125,6 +127,26 @@ describeShared('camembed eval with the tiny random model', () => {
       expect(result.seconds.encodeCollection).toBeGreaterThan(0);
     } finally {
       now.mockRestore();
+    }
+  });
+
+  test('a collection all in the cache: on a terminal its encode bar is full, with no rate (it showed 0 B/s); off one, nothing is drawn', async () => {
+    const options = { model, ...files, k: 500, metrics: ['MRR@10'], cacheDir: path.join(dir, 'cache-main'), progress: true };
+    const draws = await withTerminalStderr(async (written) => {
+      expect((await evaluateRetrieval(options)).cachedPassages).toBe(PASSAGES);
+      return written.join('').split('\n').map((line) => line.slice(line.lastIndexOf('\r') + 1));
+    });
+    const size = fs.statSync(files.collection).size;
+    const amount = `${(size / 1024).toFixed(1)} KiB`;
+    expect(draws.filter((draw) => draw.startsWith('encode passages'))).toEqual([`encode passages  [${'#'.repeat(24)}] 100.0%  ${amount}/${amount}  ETA 0:00\x1b[K`]);
+    expect(draws.filter((draw) => draw.startsWith('search queries'))).toEqual([expect.stringMatching(/ETA 0:00  \S+\/s\x1b\[K$/)]);  // work done: a rate
+
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await evaluateRetrieval(options);
+      expect(stderr).not.toHaveBeenCalled();
+    } finally {
+      stderr.mockRestore();
     }
   });
 
@@ -180,6 +202,7 @@ describeShared('camembed eval with the tiny random model', () => {
     const result = await throughFifo('collection.fifo');
     expect([result.passages, result.cachedPassages, result.metrics]).toEqual([PASSAGES, 0, Object.fromEntries(METRICS.map((m) => [m, 1]))]);
     expect(fs.readdirSync(cacheDir)).toEqual([]);
+    expect(result.cacheDir).toBeNull();  // it named the folder just removed
     const controller = new AbortController();
     await expect(throughFifo('interrupted.fifo', { signal: controller.signal, onEncodeProgress: (p) => { if (p.chunks === 3) controller.abort(); } }))
       .rejects.toThrow(new EncodeInterrupted(PASSAGES, 'unused', false));
@@ -304,6 +327,24 @@ describeShared('camembed eval with the tiny random model', () => {
     const library = await evaluateRetrieval({ model, ...files, qrels: shuffledQrels, metrics: ['MRR@10', 'Recall@1500'], cacheDir: path.join(dir, 'cache-main') });
     expect({ requestedK: json.requestedK, metrics: json.metrics }).toEqual({ requestedK: 1500, metrics: library.metrics });
     expect(library.requestedK).toBe(1500);
+  });
+
+  test("a count of one takes the singular: '1 judged query has no text', '1 query searched', '1 passage', 'clamped to the 1 passage'", async () => {
+    const file = (name: string, text: string) => { fs.writeFileSync(path.join(dir, name), text); return path.join(dir, name); };
+    const stderr: string[] = [];
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk) => { stderr.push(String(chunk)); return true; });
+    let result: { code: number; out: string };
+    try {
+      result = await evalCli(['--model', model, '--collection', file('one-collection.tsv', 'd1\tle chat dort\n'),
+        '--queries', file('one-queries.tsv', 'q1\tle chat\n'), '--qrels', file('one-qrels.trec', 'q1 0 d1 1\nq2 0 d1 1\n'),
+        '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'cache-one')]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(result.code).toBe(0);
+    expect(stderr.join('')).toBe(`camembed eval: 1 judged query has no text in ${path.join(dir, 'one-queries.tsv')}; it scores 0\n`);
+    expect(result.out).toContain('\n1 query searched, 2 evaluated (judged with a passage of relevance >= 1), 1 passage (0 from the cache), ' +
+      'k = 1 (10 asked, clamped to the 1 passage), device cpu\n');
   });
 
   test('k above the collection size: the table, the JSON and the run file all give the k the search used', async () => {

@@ -153,6 +153,8 @@ describe('readQrels', () => {
     await expect(readQrels(mixed)).rejects.toThrow(`${mixed}:2: has 2 fields but the file is TREC 'qid iter docid relevance', 4 fields a line`);
     const pairs = write('pairs.tsv', '1\t10\n1 0 11 1\n');
     await expect(readQrels(pairs)).rejects.toThrow(`${pairs}:2: has 4 fields but the file is 'qid<TAB>docid', 2 fields a line`);
+    const single = write('single.tsv', '1\t10\n1\n');
+    await expect(readQrels(single)).rejects.toThrow(`${single}:2: has 1 field but the file is 'qid<TAB>docid', 2 fields a line`);  // was '1 fields'
     const real = write('real.tsv', '1 0 10 0.5\n');
     await expect(readQrels(real)).rejects.toThrow(`${real}:1: relevance must be an integer, got '0.5'`);
     const dup = write('dupq.tsv', '1 0 10 1\n1 0 10 2\n');

@@ -3,11 +3,11 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Readable } from 'stream';
+import { PassThrough, Readable } from 'stream';
 
 import * as camembed from '../lib';
 import { readTsv } from '../lib/eval/formats';
-import { FormatError, LineFile, readTextLineBatches, readTextLines, readTexts, TextLine } from '../lib/lines';
+import { FormatError, LineFile, readTextLineBatches, readTextLines, readTexts, readyBatches, TextLine } from '../lib/lines';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-lines-')); });
@@ -208,4 +208,32 @@ test('short lines come in batches of at most 4,096, not a read (1 MiB) at a time
   } finally {
     lineFile.close();
   }
+});
+
+test('readyBatches: lines already read go `size` at a time; what has come goes out as soon as no more is there', async () => {
+  const file = path.join(dir, 'thousand.txt');
+  fs.writeFileSync(file, Array.from({ length: 1000 }, (_, i) => `question ${i}\n`).join(''));
+  const sizes: number[] = [];
+  const texts: string[] = [];
+  for await (const batch of readyBatches(readTextLineBatches(file), 256)) {
+    sizes.push(batch.length);
+    for (const { text } of batch) texts.push(text);
+  }
+  expect(sizes).toEqual([256, 256, 256, 232]);
+  expect(texts).toEqual(Array.from({ length: 1000 }, (_, i) => `question ${i}`));
+
+  // Two lines, then a third only once the first two are answered: they are not held back for it.
+  const input = new PassThrough();
+  const stdin = jest.spyOn(process, 'stdin', 'get').mockReturnValue(input as unknown as typeof process.stdin);
+  const got: string[][] = [];
+  try {
+    input.write('un\ndeux\n');
+    for await (const batch of readyBatches(readTextLineBatches('-'), 256)) {
+      got.push(batch.map(({ text }) => text));
+      if (got.length === 1) input.end('trois\n');
+    }
+  } finally {
+    stdin.mockRestore();
+  }
+  expect(got).toEqual([['un', 'deux'], ['trois']]);
 });

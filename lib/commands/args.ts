@@ -9,7 +9,7 @@ import * as path from 'path';
 
 import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
-import { readTextLineBatches, readTextLines } from '../lines';
+import { readTextLineBatches } from '../lines';
 import { MAX_RESULT_VALUES } from '../kernels';
 import { isRevision, looksLikeHubId } from '../model/hub';
 import { modelFiles } from '../model/local';
@@ -26,6 +26,14 @@ export class CliUsageError extends Error {}
  */
 export async function writeStdout(data: string | Uint8Array): Promise<void> {
   if (!process.stdout.write(data)) await once(process.stdout, 'drain');
+}
+
+// How messages written outside cli.ts's own start: 'camembed <command>', once cli.ts runs a command.
+let messagePrefix = 'camembed';
+
+/** Names the command that is running, for the messages written outside cli.ts (onInterrupt's). */
+export function setCommandName(name: string): void {
+  messagePrefix = `camembed ${name}`;
 }
 
 /** A command stopped by Ctrl-C (or SIGTERM) after cleaning up: exit status 128 + the signal's number (130, 143). */
@@ -191,6 +199,24 @@ export function requireExists(name: string, file: string): void {
 }
 
 /**
+ * Whether the output `file` is this process's standard output: '-', or a name of what it is open on
+ * (/dev/stdout, /proc/self/fd/1, the file of `> file` or `>> file`), by device and inode. Such an
+ * output is written through standard output: opened again by name it would not append for `>>`,
+ * and a file (or rename) of its own would replace what the shell gave.
+ */
+export function namesStandardOutput(file: string): boolean {
+  if (file === '-') return true;
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(file, { throwIfNoEntry: false });
+  } catch {
+    return false;  // a path through a file (ENOTDIR), a loop: requireOutputFile says what is wrong
+  }
+  const stdout = fs.fstatSync(1);
+  return stat !== undefined && stat.dev === stdout.dev && stat.ino === stdout.ino;
+}
+
+/**
  * A usage error unless `file`, the value of --name, can be written as an output, checked before any
  * work: its folder exists (and is one), it is not a folder, and it is not one of the `inputs` (by device and
  * inode: writing it would destroy that input; '-' is standard output and standard input, redirected
@@ -198,8 +224,8 @@ export function requireExists(name: string, file: string): void {
  * a device) too. Returns what is there now ('-' and new files: undefined).
  */
 export function requireOutputFile(name: string, file: string, inputs: (string | undefined)[], regularBecause?: string): fs.Stats | undefined {
-  if (file === '-') {
-    requireNotAnInput(`--${name} - (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
+  if (namesStandardOutput(file)) {
+    requireNotAnInput(`--${name} ${file} (standard output)`, fs.fstatSync(1), inputs);  // `--input texts.txt --output - >> texts.txt` reads back its own vectors
     return undefined;
   }
   const folder = path.dirname(path.resolve(file));
@@ -283,19 +309,19 @@ export async function withFileProgress<T>(label: string, transfer: (onProgress: 
 }
 
 /**
- * The lines of `file` ('-': standard input) as texts for Encoder.encodeStream, and an onProgress
- * for it that draws a bar of the bytes encoded (a file's size is known before reading it, its
- * line count is not). See lib/lines.ts for what a line is.
+ * The lines of `file` ('-': standard input) as texts, in the batches they are read in (flatten()
+ * them for Encoder.encodeStream), and an onProgress for them that draws a bar of the bytes encoded
+ * (a file's size is known before reading it, its line count is not). See lib/lines.ts for what a line is.
  */
 export function textsWithProgress(file: string, label: string):
-  { texts: AsyncGenerator<string>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
+  { batches: AsyncGenerator<string[]>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
   const bar = createProgressBar({ label, unit: 'bytes', total: file === '-' ? undefined : fs.statSync(file).size });
   const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
   let encoded = 0;
-  async function* texts(): AsyncGenerator<string> {
-    for await (const { text, endOffset } of readTextLines(file)) {
-      lineEnds.push(endOffset);
-      yield text;
+  async function* batches(): AsyncGenerator<string[]> {
+    for await (const lines of readTextLineBatches(file)) {
+      for (const { endOffset } of lines) lineEnds.push(endOffset);
+      yield lines.map(({ text }) => text);
     }
   }
   const onProgress = ({ done }: { done: number }) => {
@@ -303,7 +329,7 @@ export function textsWithProgress(file: string, label: string):
     lineEnds.splice(0, done - encoded);
     encoded = done;
   };
-  return { texts: texts(), onProgress, bar };
+  return { batches: batches(), onProgress, bar };
 }
 
 /**
@@ -344,7 +370,7 @@ export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals
         removeTrackedTemporaries();  // even when the command's own clean-up failed
       }
     } finally {
-      process.stderr.write(`\ninterrupted (${signal})\n`);
+      process.stderr.write(`\n${messagePrefix}: interrupted (${signal})\n`);
       process.exit(128 + os.constants.signals[signal]);
     }
   };

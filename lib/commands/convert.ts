@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { followLinks } from '../atomic-file';
-import { CliUsageError, onInterrupt, OptionSpec, parseCommand } from './args';
+import { CliUsageError, namesStandardOutput, onInterrupt, OptionSpec, parseCommand } from './args';
 import { conversionInputAt, convertedGraph, convertToOnnx, defaultGraphPath, hubCacheRefusal } from '../model';
 
 export const summary = 'convert a model folder\'s weights (safetensors or pytorch_model.bin) to an ONNX graph';
@@ -31,6 +31,8 @@ export async function run(argv: string[]): Promise<void> {
   const graph = options.graph as string;
   if (graph !== 'fused' && graph !== 'plain') throw new CliUsageError(`--graph must be fused or plain, got '${graph}'`);
   const output = (options.output as string | undefined) ?? defaultGraphPath(positional[0]);
+  // '-' named a file '-' (and '-.data'); `/dev/stdout > model.onnx` replaced the file the shell opened.
+  if (namesStandardOutput(output)) throw new CliUsageError(`--output must be a file, not standard output (${output}): a graph and its .data are two files`);
   if (fs.statSync(output, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CliUsageError(`--output ${output} is a folder: give the ONNX file to write, e.g. ${path.join(output, 'model.onnx')}`);
   }

@@ -5,9 +5,10 @@ import * as fs from 'fs';
 import { followLinks } from '../atomic-file';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
+import { flatten } from '../lines';
 import {
   checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
-  requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
+  namesStandardOutput, requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
 } from './args';
 import { ProgressBar } from '../progress';
 
@@ -54,13 +55,15 @@ export async function run(argv: string[]): Promise<void> {
   requireExists('input', input);
   const npy = /\.npy$/i.test(output);  // the extension in any case: vectors.NPY is no raw float32 file
   const existing = requireOutputFile('output', output, [input, ...modelFilesAt(options.model as string)]);
-  if (npy && existing !== undefined && !existing.isFile()) {
-    throw new CliUsageError(`--output ${output}: a .npy output must be a regular file (its header is rewritten at the end)`);
+  // `--output /dev/stdout >> vectors.f32`: written as '-' is (opened again, the file was emptied).
+  const toStdout = namesStandardOutput(output);
+  if (npy && (toStdout || (existing !== undefined && !existing.isFile()))) {
+    throw new CliUsageError(`--output ${output}: a .npy output must be a regular file of its own, not standard output (its header is rewritten at the end)`);
   }
   requireModel(options.model as string, options.revision as string | undefined);
   await requireDevice(options.device as string, checkOnnxRuntimeDevice);  // as Encoder.load checks it
   // As gzip: binary on a terminal is unreadable and can leave it in a strange state.
-  if (output === '-' && process.stdout.isTTY) throw new CliUsageError('--output -: standard output is a terminal; redirect it (> vectors.f32) or name a file');
+  if (toStdout && process.stdout.isTTY) throw new CliUsageError(`--output ${output}: standard output is a terminal; redirect it (> vectors.f32) or name a file`);
   await checkTextFile(input, 'check input');  // before the output is created and the model loads
 
   // The output is written in place, and opened before the model loads (a download or a conversion
@@ -70,7 +73,7 @@ export async function run(argv: string[]): Promise<void> {
   // written if the run fails, and says so.
   // Through symbolic links, as index save writes: a link to nothing gets its file made (and removed
   // with it on failure), the link stays.
-  const target = output === '-' ? null : await followLinks(output);
+  const target = toStdout ? null : await followLinks(output);
   const out = target === null ? null : openOutput(output, target);
   let closed = false;
   let emptied = false;
@@ -115,7 +118,7 @@ export async function run(argv: string[]): Promise<void> {
     }
     const { dim } = encoder;
     if (npy) await write(npyHeader(0, dim));
-    for await (const chunk of encoder.encodeStream(progress.texts, { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
+    for await (const chunk of encoder.encodeStream(flatten(progress.batches), { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }

@@ -7,9 +7,10 @@ import { checkOnnxRuntimeDevice, DEFAULT_MODEL } from '../encoder';
 import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
+import { counted } from '../validate';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
-  CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
+  CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
   requireIndexK, requireModel, requireNotAnInput, requireOutputFile, THREADS_OPTION,
 } from './args';
 
@@ -42,12 +43,13 @@ function formatTable(result: RetrievalEvaluation): string {
   const width = Math.max(6, ...names.map((n) => n.length));
   const rows = names.map((n) => `${n.padEnd(width)}  ${(100 * result.metrics[n]).toFixed(2).padStart(6)}`);
   const s = result.seconds;
-  const k = result.k < result.requestedK ? `${result.k} (${result.requestedK} asked, clamped to the ${result.passages} passages)` : result.k;
+  const k = result.k < result.requestedK ? `${result.k} (${result.requestedK} asked, clamped to the ${counted(result.passages, 'passage')})` : result.k;
   return [
     `${'metric'.padEnd(width)}  ${'x 100'.padStart(6)}`,
     ...rows,
     '',
-    `${result.queries} queries searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ${result.passages} passages (${result.cachedPassages} from the cache), k = ${k}, device ${result.device}`,
+    `${counted(result.queries, 'query', 'queries')} searched, ${result.evaluatedQueries} evaluated (judged with a passage of relevance >= ${result.minRelevance}), ` +
+      `${counted(result.passages, 'passage')} (${result.cachedPassages} from the cache), k = ${k}, device ${result.device}`,
     `time: check passages ${s.checkCollection.toFixed(1)} s, encode passages ${s.encodeCollection.toFixed(1)} s` +
       (result.passagesPerSecond === null ? '' : ` (${result.passagesPerSecond.toFixed(1)} passages/s)`) +
       `, index ${s.buildIndex.toFixed(1)} s, encode queries ${s.encodeQueries.toFixed(1)} s, search ${s.search.toFixed(1)} s, total ${s.total.toFixed(1)} s`,
@@ -95,8 +97,10 @@ export async function run(argv: string[]): Promise<void> {
   if (fs.existsSync(cache) && !fs.statSync(cache).isDirectory()) throw new CliUsageError(`--cache ${cache} is a file, not a folder`);
   // Before hours of encoding: the run file can be written.
   if (options.run !== undefined) {
-    // Standard output carries the table and the JSON; '-' would otherwise name a file '-'.
-    if (options.run === '-') throw new CliUsageError('--run must be a file: the table and the JSON go to standard output');
+    // Standard output carries the table and the JSON: not the run too, by '-' (a file '-' otherwise) or another name.
+    if (namesStandardOutput(options.run as string)) {
+      throw new CliUsageError(`--run must be a file, not standard output (${options.run as string}): the table and the JSON go there`);
+    }
     requireOutputFile('run', options.run as string, [...inputs.map((name) => options[name] as string), ...modelFilesAt(options.model as string)],
       'a run file replaces only a file');
   }
@@ -135,15 +139,19 @@ export async function run(argv: string[]): Promise<void> {
     });
   } catch (err) {
     if (controller.signal.aborted) {
+      // After the encoding (the index, the queries): a pipe's passages went with its temporary folder (lib/eval/embedding-cache.ts).
+      const cached = fs.statSync(options.collection as string, { throwIfNoEntry: false })?.isFile() ?? true;
       throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}${err.kept ? '; run the same command again to continue' : ''}`
-        : 'interrupted (the encoded passages are cached: the same command starts again from them)', stoppedBy);
+        : cached ? 'interrupted (the encoded passages are cached: the same command starts again from them)'
+          : "interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)", stoppedBy);
     }
     throw err;
   } finally {
     await endInterrupt();
   }
   if (result.queriesWithoutText > 0) {
-    process.stderr.write(`camembed eval: ${result.queriesWithoutText} judged queries have no text in ${options.queries as string}; they score 0\n`);
+    const [have, score] = result.queriesWithoutText === 1 ? ['has', 'it scores'] : ['have', 'they score'];
+    process.stderr.write(`camembed eval: ${counted(result.queriesWithoutText, 'judged query', 'judged queries')} ${have} no text in ${options.queries as string}; ${score} 0\n`);
   }
   const json = JSON.stringify(result, null, 2);
   process.stdout.write(options.json ? `${json}\n` : `${formatTable(result)}\n\n${json}\n`);

@@ -8,16 +8,16 @@ import * as fs from 'fs';
 import { resolveDevice } from '../devices';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { MAX_DIM } from '../index/format';
-import { LineFile } from '../lines';
+import { flatten, LineFile } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { VectorIndex } from '../vector-index';
 import {
-  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
+  checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
   requireExists, requireFileOption, requireModel, requireIndexK, requireNotAnInput, requireOutputFile, requireWritableFolder, textsWithProgress,
   THREADS_OPTION, withFileProgress, writeStdout,
 } from './args';
-import { suggestion } from '../validate';
+import { counted, suggestion } from '../validate';
 
 export const summary = 'index build: encode a text file (one passage per line) into an index file (.cmbd); index info; index neighbors';
 
@@ -184,7 +184,7 @@ export async function run(argv: string[]): Promise<void> {
     throw new CliUsageError('give --input (texts to encode) or --vectors (vectors already made)');
   }
   const output = requiredString(options, 'output');
-  if (output === '-') throw new CliUsageError('--output must be a file: an index is not written to standard output');
+  if (namesStandardOutput(output)) throw new CliUsageError(`--output must be a file, not standard output (${output}): an index is not written there`);
   const model = options.model as string | undefined;
   requireOutputFile('output', output, [options.input as string | undefined, vectorsFile, ...modelFilesAt(model ?? DEFAULT_MODEL)], 'an index replaces only a file');
   const dtype = options.dtype as string | undefined;
@@ -219,9 +219,9 @@ export async function run(argv: string[]): Promise<void> {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
       revision: options.revision as string | undefined,
     }).finally(endLoadInterrupt);
-    const { texts, onProgress, bar } = textsWithProgress(input, 'index build');
+    const { batches, onProgress, bar } = textsWithProgress(input, 'index build');
     source = {
-      dim: encoder.dim, chunks: encoder.encodeStream(texts, { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
+      dim: encoder.dim, chunks: encoder.encodeStream(flatten(batches), { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
     };
   }
   const recorded = vectorsFile === undefined ? model ?? DEFAULT_MODEL : model;
@@ -248,5 +248,5 @@ export async function run(argv: string[]): Promise<void> {
     await source.close();
     index.dispose();
   }
-  process.stderr.write(`wrote ${output}: ${size} ${vectorsFile === undefined ? 'passages' : 'vectors'}, ${source.dim}-d ${index.dtype}\n`);
+  process.stderr.write(`wrote ${output}: ${counted(size, vectorsFile === undefined ? 'passage' : 'vector')}, ${source.dim}-d ${index.dtype}\n`);
 }

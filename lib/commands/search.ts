@@ -7,7 +7,7 @@ import * as path from 'path';
 
 import { resolveDevice } from '../devices';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
-import { LineFile } from '../lines';
+import { LineFile, readyBatches } from '../lines';
 import { createProgressBar, ProgressBar } from '../progress';
 import { errorAtFileRow, readVectorRows, vectorFileLayout } from '../vector-file';
 import { SearchResult, VectorIndex } from '../vector-index';
@@ -35,7 +35,7 @@ const SPEC: OptionSpec = {
   },
   device: { type: 'device', help: "'cpu', 'cuda' or 'cuda:N' (the encoder and the index)", default: 'cpu' },
   mmap: { type: 'boolean', help: 'map the index file instead of reading it (cpu)' },
-  'batch-size': { type: 'integer', help: 'questions encoded and searched together', default: 256 },
+  'batch-size': { type: 'integer', help: 'questions encoded and searched together (fewer when no more have come yet)', default: 256 },
   threads: THREADS_OPTION,
   offline: { type: 'boolean', help: 'use only the local Hugging Face cache' },
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
@@ -121,17 +121,11 @@ export async function run(argv: string[]): Promise<void> {
       onSearched({ done });
     };
     if (encoder !== null) {
-      const texts = questions?.texts ?? [positional[0]];
-      let batch: string[] = [];
-      const flush = async () => {
-        await searchRows((await encoder!.encode(batch)).data, batch.length, batch);
-        batch = [];
-      };
-      for await (const text of texts) {
-        batch.push(text);
-        if (batch.length === batchSize) await flush();
+      // The questions that have come, whenever no more are there yet: someone typing them, or a program
+      // that waits for each answer, gets it at once (they were answered --batch-size at a time, or at the end).
+      for await (const batch of questions === null ? [[positional[0]]] : readyBatches(questions.batches, batchSize)) {
+        await searchRows((await encoder.encode(batch)).data, batch.length, batch);
       }
-      if (batch.length > 0) await flush();
     } else {
       for await (const chunk of readVectorRows(vectorsFile!, layout!)) {
         for (let r = 0; r < chunk.rows; r += batchSize) {
@@ -145,6 +139,8 @@ export async function run(argv: string[]): Promise<void> {
       }
     }
   } finally {
+    // Stopped by an error while a read waits for the next question (readyBatches): that read would keep the process until then.
+    if (queriesFile === '-') process.stdin.destroy();
     passages?.close();
     bar?.finish();
     await encoder?.dispose();

@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
-import { namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
+import { counted, namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv, readTsvBatches, TextRecord } from './formats';
 
 /** `rows` vectors of `dim` float32, row-major (an Encoder's Embeddings). */
@@ -249,8 +249,8 @@ export class EncodeInterrupted extends Error {
     /** Whether the cache keeps them: false for a pipe, whose folder is removed. */
     readonly kept = true,
   ) {
-    super(kept ? `encoding interrupted after ${rows} passages; the cache in ${dir} keeps them and the next run resumes`
-      : `encoding interrupted after ${rows} passages; a pipe's passages are not kept (no later run could find them): the next run encodes them again`);
+    super(kept ? `encoding interrupted after ${counted(rows, 'passage')}; the cache in ${dir} keeps them and the next run resumes`
+      : `encoding interrupted after ${counted(rows, 'passage')}; a pipe's passages are not kept (no later run could find them): the next run encodes them again`);
     this.name = 'EncodeInterrupted';
   }
 }

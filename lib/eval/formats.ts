@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import { followLinks } from '../atomic-file';
 import { ioError } from '../io-error';
 import { flatten, FormatError, mapBatches, readTextLineBatches, readTextLines } from '../lines';
-import { describeValue, requireInteger, requireObject, requireString } from '../validate';
+import { counted, describeValue, requireInteger, requireObject, requireString } from '../validate';
 import type { Qrels } from './metrics';
 
 /** One `id<TAB>text` line of a TSV file (readTsv). */
@@ -119,7 +119,7 @@ export async function readQrels(file: string): Promise<Qrels> {
       if (header !== undefined) continue;
     }
     if (fields.length !== form.fields) {
-      throw new FormatError(file, line, `has ${fields.length} fields but the file is ${form.name}, ${form.fields} fields a line`);
+      throw new FormatError(file, line, `has ${counted(fields.length, 'field')} but the file is ${form.name}, ${form.fields} fields a line`);
     }
     const [qid, docid] = [fields[form.qid], fields[form.docid]];
     const rel = form.relevance === null ? '1' : fields[form.relevance];
@@ -187,7 +187,7 @@ export class TrecRunWriter {
     if (this.qids.has(qid)) throw new Error(`query '${qid}' is already in the run: write each query's ranking once`);
     if (!Array.isArray(docids)) throw new TypeError('docids must be an array of strings');
     if (scores === null || typeof scores !== 'object' || scores.length !== docids.length) {
-      throw new TypeError(`scores must be an array of ${docids.length} numbers (one per docid)`);
+      throw new TypeError(`scores must be an array of ${counted(docids.length, 'number')} (one per docid)`);
     }
     // trec_eval refuses a run that ranks a document twice for one query ('duplicate docs').
     const first = new Map<string, number>();

@@ -11,7 +11,7 @@ import { Dtype, DTYPES } from '../kernels';
 import { externalDataLocations } from '../model/onnx-reader';
 import { createProgressBar, ProgressBar } from '../progress';
 import {
-  describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
+  counted, describeValue, namesOf, optionalAbortSignal, optionalBoolean, optionalFunction, optionalOneOf, optionalPositiveInteger, optionalString, requireObject,
   requireString,
 } from '../validate';
 import { INDEX_CUDA_MAX_K, VectorIndex } from '../vector-index';
@@ -87,8 +87,8 @@ export interface RetrievalEvaluation {
   seconds: { checkCollection: number; encodeCollection: number; buildIndex: number; encodeQueries: number; search: number; total: number };
   /** Passages encoded per second in this call (null when all came from the cache). */
   passagesPerSecond: number | null;
-  /** The embedding cache folder of this collection and model (a pipe's: removed before this returns). */
-  cacheDir: string;
+  /** The embedding cache folder of this collection and model; null for a pipe's, whose folder is removed before this returns. */
+  cacheDir: string | null;
   /** Where the encoder and index ran: 'cpu' or 'cuda:<index>'. */
   device: Device;
 }
@@ -199,7 +199,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
   // Files that do not go together (train qrels, dev queries) would score 0 after days of encoding.
   const queryIds = new Set(queries.map(([id]) => id));
   if (!evaluatedQids.some((qid) => queryIds.has(qid))) {
-    throw new Error(`none of the ${evaluatedQids.length} queries ${options.qrels} judges relevant is among the ` +
+    throw new Error(`none of the ${counted(evaluatedQids.length, 'query', 'queries')} ${options.qrels} judges relevant is among the ` +
       `${queries.length} of ${options.queries} (ids such as ${JSON.stringify(evaluatedQids[0])} and ${JSON.stringify(queries[0][0])}): ` +
       'are these files of the same dataset and split?');
   }
@@ -303,7 +303,7 @@ export async function evaluateRetrieval(options: RetrievalEvaluationOptions): Pr
         search: searchSeconds, total: (Date.now() - started) / 1000,
       },
       passagesPerSecond: encodedRows > 0 ? encodedRows / encodeSeconds : null,
-      cacheDir: encoded.dir,
+      cacheDir: encoded.kept ? encoded.dir : null,
       device: encoder.device,
     };
   } finally {
