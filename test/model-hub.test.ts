@@ -214,6 +214,7 @@ describe('resolveModel from the Hub', () => {
     const unreachable = { cacheDir, endpoint: 'http://127.0.0.1:1', retries: 1, retryDelayMs: 1 };
     await expect(resolveModel('org/public', unreachable)).rejects.toThrow(
       /^cannot reach the Hub at http:\/\/127\.0\.0\.1:1: .*ECONNREFUSED.*gave up on config\.json of org\/public@main after 2 attempts\)\. Check the network .*offline: true/);
+    await expect(resolveModel('org/public', { ...unreachable, retries: 0 })).rejects.toThrow(/gave up on config\.json of org\/public@main after 1 attempt\)/);
     const online = await resolveModel('org/public', fast());
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
     let warnings: string[];

@@ -25,6 +25,7 @@ import { makeFolders, removeAbandonedTemporaries, replaceAtomically, writeFileAt
 import { externalDataLocations } from './onnx-reader';
 import { describeLocalModel, OPTIONAL_FILES, POOLING_MODULE, PROMPTS_FILE, REQUIRED_FILES, ResolvedModel, ST_CONFIG_FILES } from './local';
 import { readJsonValue } from '../json-file';
+import { counted } from '../validate';
 
 /** What resolveModel's `onProgress` is told as a file downloads. */
 export interface DownloadProgress {
@@ -403,7 +404,7 @@ async function withRetries<T>(ctx: Context, what: string, attempt: () => Promise
         : !LOCAL_FILE_ERRORS.has((err as NodeJS.ErrnoException).code ?? '');
       if (!retryable) throw err;
       if (i >= ctx.retries) {
-        const message = `${(err as Error).message} (gave up on ${what} after ${i + 1} attempts)`;
+        const message = `${(err as Error).message} (gave up on ${what} after ${counted(i + 1, 'attempt')})`;
         if (err instanceof HubError) throw new HubError(message, false, err.status, err.retryAfterMs);
         throw new Error(`cannot reach the Hub at ${ctx.endpoint}: ${message}. Check the network (or HF_ENDPOINT); ` +
           'or load a local model folder, or a model already in the cache with offline: true (HF_HUB_OFFLINE=1)');
