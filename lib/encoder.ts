@@ -442,6 +442,28 @@ async function onnxGraphOf(model: { dir: string; onnxPath: string | null; weight
   }
 }
 
+/** An encode() call, tokenized, whose rows wait for ONNX Runtime (Encoder.waiting). */
+interface WaitingCall {
+  texts: string[];
+  ids: number[][];
+  normalize: boolean;
+  out: Float32Array;
+  /** Its rows not run yet, batched by its own plan; the first batch may have lost rows to other calls' batches. */
+  batches: number[][];
+  /** Rows done. */
+  done: number;
+  onProgress: EncodeOptions['onProgress'];
+  signal: AbortSignal | undefined;
+  resolve: (result: Embeddings) => void;
+  reject: (reason: unknown) => void;
+}
+
+/** A row of a batch: row `row` of `call`. */
+interface BatchRow {
+  call: WaitingCall;
+  row: number;
+}
+
 /**
  * A sentence-transformers model (CamemBERT-base bi-encoder by default) on ONNX Runtime: texts in,
  * the vectors sentence-transformers' `encode(texts, normalize_embeddings=True)` gives out.
@@ -471,17 +493,23 @@ export class Encoder {
   /** Leading tokens left out of the mean (include_prompt: false): <s> and the prompt's. */
   private readonly promptTokens: number;
   /**
-   * ONNX Runtime runs one batch at a time, in the order batches are ready: encode() calls take
-   * turns batch by batch (runInTurn), so a query made during a large encode() waits for one batch
-   * of it, not for all of it.
+   * The tokenized encode() calls with rows left to run, in turn order. ONNX Runtime runs one batch at a
+   * time (runBatches): the call at the front gets the next batch, then goes to the back, so a query made
+   * during a large encode() waits for one batch of it, not for all of it.
    */
-  private turns: Promise<unknown> = Promise.resolve();
+  private readonly waiting: WaitingCall[] = [];
+  /** runBatches is running or about to: it takes the calls queued meanwhile too. */
+  private runningBatches = false;
   /**
-   * Tokenizing runs in slices of TOKENIZE_SLICE texts, one slice (of whichever call) per event-loop
-   * turn: slices of concurrent calls waiting in one setImmediate phase would otherwise run back to
-   * back (50 calls of 64 texts stalled the loop 639 ms).
+   * Tokenizing runs in slices, at most TOKENIZE_SLICE texts (of whichever calls) per event-loop turn:
+   * slices of concurrent calls waiting in one setImmediate phase would otherwise run back to back (50
+   * calls of 64 texts stalled the loop 639 ms). Small calls share a turn, so that their texts are
+   * ready together for one batch (ONNX Runtime runs in a setImmediate too, holding the loop: with a
+   * turn each, 64 one-text calls alternated with 64 runs of one text).
    */
   private sliceTurns: Promise<void> = Promise.resolve();
+  /** Texts that the last of sliceTurns can still take (0 once it has come). */
+  private sliceRoom = 0;
   /** encode() calls not finished yet: dispose() waits for them. */
   private readonly running = new Set<Promise<Embeddings>>();
   /** Set by dispose(): later encode() calls are refused; a second dispose() gets the same promise. */
@@ -720,7 +748,6 @@ export class Encoder {
 
   private async encodeNow(texts: string[], normalize: boolean,
     onProgress: EncodeOptions['onProgress'], signal: AbortSignal | undefined): Promise<Embeddings> {
-    const session = this.session!;  // dispose() waits for the running calls before it drops the session
     let out: Float32Array;
     try {
       out = new Float32Array(texts.length * this.dim);  // before hours of tokenizing, not after
@@ -731,52 +758,153 @@ export class Encoder {
     const ids: number[][] = [];
     for (let i = 0; i < texts.length; i++) {
       if (i % TOKENIZE_SLICE === 0) {
-        await this.sliceTurn();
+        await this.sliceTurn(Math.min(TOKENIZE_SLICE, texts.length - i));
         signal?.throwIfAborted();
       }
       ids.push(this.tokenizer.encode(this.prompt + texts[i]));
     }
-    let done = 0;
-    for (const batch of planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens)) {
-      // Checked when its turn comes: a call aborted while it waited costs the queue nothing.
-      const pooled = await this.runInTurn(() => {
-        signal?.throwIfAborted();
-        return this.runBatch(session, batch, texts, ids, normalize);
-      });
-      signal?.throwIfAborted();  // aborted while it ran: the call has rejected, so no progress after that
-      batch.rows.forEach((row, i) => out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
-      done += batch.rows.length;
-      onProgress?.({ done, total: texts.length });
+    if (texts.length === 0) return { data: out, rows: 0, dim: this.dim };
+    const batches = planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens).map((b) => b.rows);
+    return new Promise<Embeddings>((resolve, reject) => {
+      this.waiting.push({ texts, ids, normalize, out, batches, done: 0, onProgress, signal, resolve, reject });
+      if (!this.runningBatches) {
+        this.runningBatches = true;
+        // Started after the other calls tokenized in this turn are queued too (their continuations come first).
+        queueMicrotask(() => void this.runBatches());
+      }
+    });
+  }
+
+  /**
+   * Resolves in the event-loop turn of the last slice queued, if it has room for `texts` more texts and has
+   * not come yet, else in the turn after it (see sliceTurns).
+   */
+  private sliceTurn(texts: number): Promise<void> {
+    if (texts > this.sliceRoom) {
+      const turn: Promise<void> = this.sliceTurns.then(() => new Promise<void>((resolve) => setImmediate(() => {
+        if (this.sliceTurns === turn) this.sliceRoom = 0;  // come: a later slice waits for a turn of its own
+        resolve();
+      })));
+      this.sliceTurns = turn;
+      this.sliceRoom = TOKENIZE_SLICE;
     }
-    return { data: out, rows: texts.length, dim: this.dim };
+    this.sliceRoom -= texts;
+    return this.sliceTurns;
   }
 
-  /** Resolves in the event-loop turn after the one given to the slice queued before (see sliceTurns). */
-  private sliceTurn(): Promise<void> {
-    const turn = this.sliceTurns.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
-    this.sliceTurns = turn;
-    return turn;
+  /** Takes `call` out of the queue: its promise is settled, or about to be. */
+  private leave(call: WaitingCall): void {
+    const at = this.waiting.indexOf(call);
+    if (at >= 0) this.waiting.splice(at, 1);
   }
 
-  /** Runs `work` once the batches queued before it have run (one ONNX Runtime run at a time). */
-  private runInTurn<T>(work: () => Promise<T>): Promise<T> {
-    const turn = this.turns.then(work);
-    this.turns = turn.catch(() => undefined);
-    return turn;
+  /**
+   * Runs the waiting calls' batches, one ONNX Runtime run at a time, until none is left. The call at the
+   * front of the queue gets the next batch: its own next batch, shared with the next rows of the other
+   * waiting calls (same normalize) where planning them together puts them in one batch, so concurrent
+   * small calls fill one another's batches (64 one-text queries: a few runs, not 64).
+   */
+  private async runBatches(): Promise<void> {
+    const session = this.session!;  // dispose() waits for the waiting calls before it drops the session
+    for (;;) {
+      // A call aborted while it waited leaves the queue (it has rejected already): none of its rows runs.
+      for (const call of this.waiting.filter((c) => c.signal?.aborted)) {
+        this.leave(call);
+        call.reject(call.signal!.reason);
+      }
+      const first = this.waiting[0];
+      if (first === undefined) break;
+      const { rows, seq } = this.takeBatch(first);
+      const calls = [...new Set(rows.map((r) => r.call))];
+      let pooled: Float32Array;
+      try {
+        pooled = await this.runBatch(session, rows.map((r) => r.call.ids[r.row]), seq, first.normalize);
+      } catch (err) {
+        const batchRow = (err as { batchRow?: number }).batchRow;
+        const culprit = batchRow === undefined ? undefined : rows[batchRow];
+        for (const call of calls) {
+          if (culprit !== undefined && call !== culprit.call) {
+            // Its rows run again in a later batch: NaN in another call's text is no error of this call.
+            call.batches.unshift(rows.filter((r) => r.call === call).map((r) => r.row));
+            continue;
+          }
+          this.leave(call);
+          call.reject(culprit === undefined ? err : this.nonFiniteError(culprit));
+        }
+        this.rotate(first);
+        continue;
+      }
+      rows.forEach(({ call, row }, i) => call.out.set(pooled.subarray(i * this.dim, (i + 1) * this.dim), row * this.dim));
+      for (const call of calls) {
+        if (call.signal?.aborted) {  // aborted while its rows ran: the call has rejected, so no progress after that
+          this.leave(call);
+          call.reject(call.signal.reason);
+          continue;
+        }
+        call.done += rows.filter((r) => r.call === call).length;
+        try {
+          call.onProgress?.({ done: call.done, total: call.texts.length });
+        } catch (err) {
+          this.leave(call);
+          call.reject(err);
+          continue;
+        }
+        if (call.done === call.texts.length) {
+          this.leave(call);
+          call.resolve({ data: call.out, rows: call.texts.length, dim: this.dim });
+        }
+      }
+      this.rotate(first);
+    }
+    this.runningBatches = false;
   }
 
-  /** Pads one batch, runs the graph and pools its hidden states (rows in batch order). */
-  private async runBatch(session: ort.InferenceSession, batch: Batch, texts: string[], ids: number[][], normalize: boolean): Promise<Float32Array> {
-    const n = batch.rows.length;
-    const seq = batch.seq;
+  /** `call`, if still at the front of the queue, goes to the back: the others' turn. */
+  private rotate(call: WaitingCall): void {
+    if (this.waiting[0] === call) this.waiting.push(this.waiting.shift()!);
+  }
+
+  /**
+   * The next batch of `first` (the front of the queue): planBatches over its next batch's rows and those of
+   * the other waiting calls that pool alike, the batch that holds its first row; its rows leave their calls.
+   */
+  private takeBatch(first: WaitingCall): { rows: BatchRow[]; seq: number } {
+    const calls = this.waiting.filter((c) => c.normalize === first.normalize && c.batches.length > 0);
+    const candidates = calls.flatMap((call) => call.batches[0].map((row) => ({ call, row })));
+    const plan = planBatches(candidates.map(({ call, row }) => call.ids[row].length), this.batchSize, this.maxBatchTokens);
+    const batch = plan.find((b) => b.rows.includes(0))!;  // candidates[0] is first's (calls[0] is first)
+    const taken = new Uint8Array(candidates.length);
+    for (const i of batch.rows) taken[i] = 1;
+    let i = 0;
+    for (const call of calls) {
+      const left = call.batches[0].filter((_, k) => taken[i + k] === 0);
+      i += call.batches[0].length;
+      if (left.length > 0) call.batches[0] = left;
+      else call.batches.shift();
+    }
+    return { rows: batch.rows.map((k) => candidates[k]), seq: batch.seq };
+  }
+
+  /** The error for NaN or infinity in the pooled vector of `row`: its index in its call, and the text's start. */
+  private nonFiniteError({ call, row }: BatchRow): Error {
+    const text = call.texts[row].length > 60 ? `${JSON.stringify(call.texts[row].slice(0, 60))}...` : JSON.stringify(call.texts[row]);
+    return new Error(`${this.onnxPath} gave NaN or infinite values for texts[${row}] (${text}): its weights are damaged, ` +
+      'or a float16 graph overflowed (convert the model to float32)');
+  }
+
+  /**
+   * Pads the rows' token ids to `seq`, runs the graph and pools its hidden states (rows in the order given).
+   * A row whose vector holds NaN or infinity throws the kernel's error, its `batchRow` naming it.
+   */
+  private async runBatch(session: ort.InferenceSession, ids: number[][], seq: number, normalize: boolean): Promise<Float32Array> {
+    const n = ids.length;
     const int64 = this.inputType === 'int64';
     const inputIds = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
     const mask = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
     // The tokens the mean takes: the transformer sees the prompt, the mean may not (promptTokens).
     const poolMask = new Uint8Array(n * seq);
     const pad = this.tokenizer.padTokenId;
-    batch.rows.forEach((row, i) => {
-      const r = ids[row];
+    ids.forEach((r, i) => {
       for (let t = 0; t < seq; t++) {
         const real = t < r.length;
         if (int64) {
@@ -809,18 +937,8 @@ export class Encoder {
       // float16 comes as a Float16Array where the runtime has one (Node >= 24), which the kernels take as its bits.
       const data = hidden.data as HiddenStates;
       const shape = { batch: n, seq, hidden: this.dim };
-      try {
-        return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
-          : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
-      } catch (err) {
-        const batchRow = (err as { batchRow?: number }).batchRow;
-        if (batchRow === undefined) throw err;
-        // The caller's index, and the text's start (a stream's index is within its chunk).
-        const row = batch.rows[batchRow];
-        const text = texts[row].length > 60 ? `${JSON.stringify(texts[row].slice(0, 60))}...` : JSON.stringify(texts[row]);
-        throw new Error(`${this.onnxPath} gave NaN or infinite values for texts[${row}] (${text}): its weights are damaged, ` +
-          'or a float16 graph overflowed (convert the model to float32)');
-      }
+      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
+        : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
     } finally {
       hidden.dispose();
     }

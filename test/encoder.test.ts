@@ -726,6 +726,14 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     expect(e.tokenize(['a b']).ids[0]).toContain(1011);
     await expect(e.encode([...texts, 'ok', 'a b'])).rejects.toThrow(new Error(`${path.join(dir, 'onnx', 'model.onnx')} gave NaN or ` +
       'infinite values for texts[3] ("a b"): its weights are damaged, or a float16 graph overflowed (convert the model to float32)'));
+    // Calls sharing its batch get their own vectors (their rows run again without it); the error names the text
+    // in the call it belongs to.
+    const alone = await e.encode(['a c', 'c a']);
+    const run = jest.spyOn(e['session']!, 'run');
+    const [bad, good] = await Promise.allSettled([e.encode(['a b']), e.encode(['a c', 'c a'])]);
+    expect(run.mock.calls.map(([feeds]) => (feeds as Record<string, ort.Tensor>).input_ids.dims[0])).toEqual([3, 2]);
+    expect(bad).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('for texts[0] ("a b")') } });
+    expect((good as PromiseFulfilledResult<Embeddings>).value).toEqual(alone);
     await e.dispose();
   });
 
