@@ -506,8 +506,8 @@ export class Encoder {
    * Tokenizing runs in slices, at most TOKENIZE_SLICE texts (of whichever calls) per event-loop turn:
    * slices of concurrent calls waiting in one setImmediate phase would otherwise run back to back (50
    * calls of 64 texts stalled the loop 639 ms). Small calls share a turn, so that their texts are
-   * ready together for one batch (ONNX Runtime runs in a setImmediate too, holding the loop: with a
-   * turn each, 64 one-text calls alternated with 64 runs of one text).
+   * ready together for one batch (with a turn each, 64 one-text calls became ready one per turn, each
+   * a run of one text, when ONNX Runtime still ran on this thread).
    */
   private sliceTurns: Promise<void> = Promise.resolve();
   /** Texts that the last of sliceTurns can still take (0 once it has come). */
