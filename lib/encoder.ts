@@ -2,7 +2,7 @@
 // returns, computed by one ONNX Runtime session and the native mean-pool + L2-normalise kernel.
 //
 // texts ─tokenizer─> ids ─sort by length, split with the least padding (planBatches)─> padded batches
-//       ─ONNX Runtime─> last_hidden_state ─native mean pool + normalise─> rows, put back in caller order
+//       ─ONNX Runtime (in a worker thread)─> last_hidden_state ─native mean pool + normalise─> rows, put back in caller order
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -23,6 +23,7 @@ import {
 } from './validate';
 import { readJsonFile, readJsonValue } from './json-file';
 import { configInteger, readModelConfig } from './model/config';
+import { OnnxWorker, WorkerTensor } from './onnx-worker';
 
 /** The model Encoder.load loads when given none (a Hub id). */
 export const DEFAULT_MODEL = 'antoinelouis/biencoder-camembert-base-mmarcoFR';
@@ -485,7 +486,8 @@ export class Encoder {
   /** Most padded tokens (rows x longest row) per ONNX Runtime call. */
   readonly maxBatchTokens: number;
   private readonly tokenizer: SentenceTokenizer;
-  private session: ort.InferenceSession | null;
+  /** The ONNX Runtime session, in a worker thread: an inference would otherwise hold the event loop. */
+  private session: OnnxWorker | null;
   private readonly inputType: 'int64' | 'int32';
   private readonly outputName: string;
   private readonly normalizeModule: boolean;
@@ -504,8 +506,8 @@ export class Encoder {
    * Tokenizing runs in slices, at most TOKENIZE_SLICE texts (of whichever calls) per event-loop turn:
    * slices of concurrent calls waiting in one setImmediate phase would otherwise run back to back (50
    * calls of 64 texts stalled the loop 639 ms). Small calls share a turn, so that their texts are
-   * ready together for one batch (ONNX Runtime runs in a setImmediate too, holding the loop: with a
-   * turn each, 64 one-text calls alternated with 64 runs of one text).
+   * ready together for one batch (with a turn each, 64 one-text calls became ready one per turn, each
+   * a run of one text, when ONNX Runtime still ran on this thread).
    */
   private sliceTurns: Promise<void> = Promise.resolve();
   /** Texts that the last of sliceTurns can still take (0 once it has come). */
@@ -519,7 +521,7 @@ export class Encoder {
 
   private constructor(fields: {
     dim: number; maxLength: number; modelDir: string; onnxPath: string; device: Device; batchSize: number;
-    maxBatchTokens: number; tokenizer: SentenceTokenizer; session: ort.InferenceSession;
+    maxBatchTokens: number; tokenizer: SentenceTokenizer; session: OnnxWorker;
     inputType: 'int64' | 'int32'; outputName: string; normalizeModule: boolean; prompt: string; promptTokens: number;
   }) {
     this.dim = fields.dim;
@@ -595,9 +597,9 @@ export class Encoder {
     const onnxPath = await onnxGraphOf(model);
     signal?.throwIfAborted();  // before the session, which takes seconds at full size
 
-    let session: ort.InferenceSession;
+    let session: OnnxWorker;
     try {
-      session = await ort.InferenceSession.create(onnxPath, {
+      session = await OnnxWorker.create(onnxPath, {
         executionProviders: executionProviders(deviceIndex),
         graphOptimizationLevel: 'all',
         intraOpNumThreads: threads,
@@ -896,7 +898,7 @@ export class Encoder {
    * Pads the rows' token ids to `seq`, runs the graph and pools its hidden states (rows in the order given).
    * A row whose vector holds NaN or infinity throws the kernel's error, its `batchRow` naming it.
    */
-  private async runBatch(session: ort.InferenceSession, ids: number[][], seq: number, normalize: boolean): Promise<Float32Array> {
+  private async runBatch(session: OnnxWorker, ids: number[][], seq: number, normalize: boolean): Promise<Float32Array> {
     const n = ids.length;
     const int64 = this.inputType === 'int64';
     const inputIds = int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq);
@@ -917,31 +919,26 @@ export class Encoder {
         poolMask[i * seq + t] = real && t >= this.promptTokens ? 1 : 0;
       }
     });
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, WorkerTensor> = {};
     for (const name of session.inputNames) {
       const data = name === 'input_ids' ? inputIds : name === 'attention_mask' ? mask : (int64 ? new BigInt64Array(n * seq) : new Int32Array(n * seq));
-      feeds[name] = new ort.Tensor(this.inputType, data, [n, seq]);
+      feeds[name] = { type: this.inputType, data, dims: [n, seq] };
     }
-    const result = await session.run(feeds, [this.outputName]);
-    const hidden = result[this.outputName];
-    try {
-      const dims = hidden.dims;
-      if (dims.length !== 3 || dims[0] !== n || dims[1] !== seq || dims[2] !== this.dim) {
-        throw new Error(`${this.onnxPath}: output ${this.outputName} has shape [${dims.join(', ')}], expected [${n}, ${seq}, ${this.dim}]`);
-      }
-      if (hidden.type !== 'float32' && hidden.type !== 'float16') {
-        throw new Error(`${this.onnxPath}: output ${this.outputName} is ${hidden.type}, expected float32 or float16`);
-      }
-      // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
-      // first copy the whole [n, seq, dim] tensor back to the device.
-      // float16 comes as a Float16Array where the runtime has one (Node >= 24), which the kernels take as its bits.
-      const data = hidden.data as HiddenStates;
-      const shape = { batch: n, seq, hidden: this.dim };
-      return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
-        : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
-    } finally {
-      hidden.dispose();
+    const hidden = await session.run(feeds, this.outputName);
+    const dims = hidden.dims;
+    if (dims.length !== 3 || dims[0] !== n || dims[1] !== seq || dims[2] !== this.dim) {
+      throw new Error(`${this.onnxPath}: output ${this.outputName} has shape [${dims.join(', ')}], expected [${n}, ${seq}, ${this.dim}]`);
     }
+    if (hidden.type !== 'float32' && hidden.type !== 'float16') {
+      throw new Error(`${this.onnxPath}: output ${this.outputName} is ${hidden.type}, expected float32 or float16`);
+    }
+    // The hidden states are in host memory, so the CPU kernel pools them: a GPU pool would
+    // first copy the whole [n, seq, dim] tensor back to the device.
+    // float16 comes as its bits (a Uint16Array), which the kernels take.
+    const data = hidden.data as HiddenStates;
+    const shape = { batch: n, seq, hidden: this.dim };
+    return data.length <= INLINE_POOL_FLOATS ? meanPoolNormalize(data, poolMask, shape, { normalize })
+      : await meanPoolNormalizeAsync(data, poolMask, shape, { normalize });
   }
 }
 

@@ -9,6 +9,7 @@ import { getEventListeners } from 'events';
 import { Readable } from 'stream';
 import { Encoder, Embeddings } from '../lib/encoder';
 import { resolveModel } from '../lib/model';
+import type { OnnxWorker } from '../lib/onnx-worker';
 import { VectorIndex } from '../lib/vector-index';
 import { makeRandom } from './helpers/random';
 
@@ -219,15 +220,17 @@ describeModel('Encoder', () => {
   test('encode: aborted while ONNX Runtime runs one of its batches, it reports no progress after it has rejected', async () => {
     const events: string[] = [];
     const { controller, reason } = aborter();
-    const encoding = encoder.encode(TEXTS, {
-      signal: controller.signal,
-      onProgress: (p) => {
-        events.push(`progress ${p.done}`);
-        // The next batch has started by the time setImmediate runs (session.run runs off the event loop).
-        if (p.done === 4) setImmediate(() => controller.abort(reason));
-      },
+    // Aborted once the worker thread has its second batch: ONNX Runtime is running it.
+    const session = encoder['session'] as OnnxWorker;
+    const run = session.run.bind(session);
+    let runs = 0;
+    const spy = jest.spyOn(session, 'run').mockImplementation((feeds, output) => {
+      const running = run(feeds, output);
+      if (++runs === 2) controller.abort(reason);
+      return running;
     });
-    await encoding.catch((err) => events.push(err === reason ? 'rejected' : `${err}`));
+    const encoding = encoder.encode(TEXTS, { signal: controller.signal, onProgress: (p) => events.push(`progress ${p.done}`) });
+    await encoding.catch((err) => events.push(err === reason ? 'rejected' : `${err}`)).finally(() => spy.mockRestore());
     expect(await encoder.encode(TEXTS)).toEqual(alone);  // queued behind the batch that was running
     expect(events).toEqual(['progress 4', 'rejected']);
   });

@@ -1,8 +1,8 @@
 // Concurrent encode() calls share ONNX Runtime runs: each call still gets bit for bit what it gets alone,
-// its own progress, abort and dispose() semantics. Runs are counted on the session (its `run`).
+// its own progress, abort and dispose() semantics. Runs are counted on the session (its `run`, each a request to its worker thread).
 import * as fs from 'fs';
 import * as path from 'path';
-import type * as ort from 'onnxruntime-node';
+import type { OnnxWorker } from '../lib/onnx-worker';
 import { Encoder, Embeddings } from '../lib/encoder';
 import { makeRandom } from './helpers/random';
 
@@ -17,10 +17,10 @@ const bits = (e: Embeddings) => new Uint32Array(e.data.buffer, e.data.byteOffset
 
 /** What `work` gives, and the [rows, tokens] of each ONNX Runtime run of `encoder` meanwhile. */
 async function withRuns<T>(encoder: Encoder, work: () => Promise<T>): Promise<{ result: T; runs: number[][] }> {
-  const spy = jest.spyOn(encoder['session']!, 'run');
+  const spy = jest.spyOn(encoder['session'] as OnnxWorker, 'run');
   try {
     const result = await work();
-    return { result, runs: spy.mock.calls.map(([feeds]) => [...(feeds as Record<string, ort.Tensor>).input_ids.dims]) };
+    return { result, runs: spy.mock.calls.map(([feeds]) => [...feeds.input_ids.dims]) };
   } finally {
     spy.mockRestore();
   }

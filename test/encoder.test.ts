@@ -13,6 +13,7 @@ import { main } from '../lib/cli';
 import { convertToOnnx } from '../lib/model';
 import { DataType, encodeModel } from '../lib/model/onnx-writer';
 import { loadAddon } from '../lib/native';
+import type { OnnxWorker } from '../lib/onnx-worker';
 import { readNpy } from './helpers/npy';
 import { makeRandom } from './helpers/random';
 
@@ -729,9 +730,9 @@ describeModel('model settings read as sentence-transformers reads them', () => {
     // Calls sharing its batch get their own vectors (their rows run again without it); the error names the text
     // in the call it belongs to.
     const alone = await e.encode(['a c', 'c a']);
-    const run = jest.spyOn(e['session']!, 'run');
+    const run = jest.spyOn(e['session'] as OnnxWorker, 'run');
     const [bad, good] = await Promise.allSettled([e.encode(['a b']), e.encode(['a c', 'c a'])]);
-    expect(run.mock.calls.map(([feeds]) => (feeds as Record<string, ort.Tensor>).input_ids.dims[0])).toEqual([3, 2]);
+    expect(run.mock.calls.map(([feeds]) => feeds.input_ids.dims[0])).toEqual([3, 2]);
     expect(bad).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('for texts[0] ("a b")') } });
     expect((good as PromiseFulfilledResult<Embeddings>).value).toEqual(alone);
     await e.dispose();

@@ -1,0 +1,137 @@
+// An ONNX Runtime session in a worker thread: onnxruntime-node's session.run infers on the thread that calls it
+// (in a setImmediate), which would hold the event loop for a whole batch (2.7 s for 32 passages at CamemBERT-base
+// size, bench/RESULTS-encoder.md). The Encoder talks to it through OnnxWorker, one request at a time; this same
+// file, run as the worker (workerData.onnxWorker), owns the session. Tensors cross by transfer, not copied.
+import * as path from 'path';
+import { isMainThread, parentPort, TransferListItem, Worker, workerData } from 'worker_threads';
+import * as ort from 'onnxruntime-node';
+
+/** A tensor as it crosses threads: its values, ONNX type and shape. */
+export interface WorkerTensor {
+  type: ort.Tensor.Type;
+  data: Int32Array | BigInt64Array | Float32Array | Uint16Array;
+  dims: readonly number[];
+}
+
+/** The session's inputs and outputs, as ort.InferenceSession describes them. */
+interface SessionFacts {
+  inputNames: readonly string[];
+  outputNames: readonly string[];
+  inputMetadata: readonly ort.InferenceSession.ValueMetadata[];
+  outputMetadata: readonly ort.InferenceSession.ValueMetadata[];
+}
+
+type Request = { kind: 'run'; feeds: Record<string, WorkerTensor>; output: string } | { kind: 'release' };
+type Reply = { ok: true; value?: unknown } | { ok: false; message: string };
+
+/**
+ * The compiled worker: dist/onnx-worker.js, also when lib/*.ts runs under ts-jest (`npm test` compiles dist first),
+ * since a worker thread runs JavaScript only.
+ */
+const WORKER_SCRIPT = path.resolve(__dirname, '..', 'dist', 'onnx-worker.js');
+
+/** The main thread's handle on a session in a worker: load, run and release, each answered in turn. */
+export class OnnxWorker {
+  private pending: { resolve: (value: unknown) => void; reject: (err: Error) => void } | null = null;
+  /** What the session takes and gives, set once it is created. */
+  private facts!: SessionFacts;
+  /** Why the thread has ended, once it has: later requests fail with it instead of waiting for ever. */
+  private stopped: Error | null = null;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (reply: Reply) => this.settle(reply.ok ? null : new Error(reply.message), reply.ok ? reply.value : undefined));
+    worker.on('error', (err) => this.settle(err));
+    worker.on('exit', (code) => {
+      this.stopped = new Error(`the ONNX Runtime worker thread stopped (exit code ${code})`);
+      this.settle(this.stopped);
+    });
+  }
+
+  get inputNames(): readonly string[] { return this.facts.inputNames; }
+  get outputNames(): readonly string[] { return this.facts.outputNames; }
+  get inputMetadata(): readonly ort.InferenceSession.ValueMetadata[] { return this.facts.inputMetadata; }
+  get outputMetadata(): readonly ort.InferenceSession.ValueMetadata[] { return this.facts.outputMetadata; }
+
+  /** Starts a worker and creates the session there; rejects with ONNX Runtime's error message. */
+  static async create(onnxPath: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxWorker> {
+    const session = new OnnxWorker(new Worker(WORKER_SCRIPT, { workerData: { onnxWorker: { onnxPath, options } } }));
+    try {
+      session.facts = await session.answer() as SessionFacts;  // the worker's first message
+    } catch (err) {
+      await session.worker.terminate();
+      throw err;
+    }
+    return session;
+  }
+
+  /** Runs the graph on `feeds` (their buffers move to the worker) and gives the output named `output`. */
+  run(feeds: Record<string, WorkerTensor>, output: string): Promise<WorkerTensor> {
+    return this.request({ kind: 'run', feeds, output }, Object.values(feeds).map((t) => t.data.buffer as ArrayBuffer)) as Promise<WorkerTensor>;
+  }
+
+  /** Releases the session, then the thread ends (a thread that has stopped has nothing to release). */
+  async release(): Promise<void> {
+    if (this.stopped === null) await this.request({ kind: 'release' }, []);
+    await this.worker.terminate();
+  }
+
+  private request(request: Request, transfer: TransferListItem[]): Promise<unknown> {
+    if (this.pending !== null) throw new Error('OnnxWorker: one request at a time');
+    if (this.stopped !== null) return Promise.reject(this.stopped);
+    const answer = this.answer();
+    this.worker.postMessage(request, transfer);
+    return answer;
+  }
+
+  /** The worker's next reply. */
+  private answer(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.worker.ref();  // an answer awaited keeps the process alive
+    });
+  }
+
+  private settle(err: Error | null, value?: unknown): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    this.pending = null;
+    this.worker.unref();  // idle, it does not keep the process alive (an Encoder never disposed of did not)
+    if (err === null) pending.resolve(value);
+    else pending.reject(err);
+  }
+}
+
+/** The worker side: creates the session, then answers each request with a Reply. */
+async function serve(port: NonNullable<typeof parentPort>, { onnxPath, options }: { onnxPath: string; options: ort.InferenceSession.SessionOptions }) {
+  const fail = (err: unknown) => port.postMessage({ ok: false, message: (err as Error).message } satisfies Reply);
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(onnxPath, options);
+  } catch (err) {
+    fail(err);
+    return;
+  }
+  const { inputNames, outputNames, inputMetadata, outputMetadata } = session;
+  port.postMessage({ ok: true, value: { inputNames, outputNames, inputMetadata, outputMetadata } } satisfies Reply);
+  port.on('message', async (request: Request) => {
+    try {
+      if (request.kind === 'release') {
+        await session.release();
+        port.postMessage({ ok: true } satisfies Reply);
+        return;
+      }
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const [name, t] of Object.entries(request.feeds)) feeds[name] = new ort.Tensor(t.type, t.data, t.dims);
+      const hidden = (await session.run(feeds, [request.output]))[request.output];
+      // float16 as its bits (a Float16Array, where the runtime has one, may not cross threads), which the kernels take.
+      const data = hidden.type === 'float16' ? new Uint16Array((hidden.data as Uint16Array).buffer, (hidden.data as Uint16Array).byteOffset,
+        (hidden.data as Uint16Array).length) : hidden.data as WorkerTensor['data'];
+      const value: WorkerTensor = { type: hidden.type, data, dims: hidden.dims };
+      port.postMessage({ ok: true, value } satisfies Reply, [data.buffer as ArrayBuffer]);
+    } catch (err) {
+      fail(err);
+    }
+  });
+}
+
+if (!isMainThread && parentPort !== null && workerData?.onnxWorker !== undefined) void serve(parentPort, workerData.onnxWorker);
