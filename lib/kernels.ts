@@ -136,9 +136,8 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   const threads = optionalThreads(o.threads);
   const device = resolveDevice(o.device);
   const numQueries = queryCount(q, dim);
-  for (let i = 0; i < q.length; i++) {
-    if (!Number.isFinite(q[i])) throw new RangeError(`queries row ${Math.floor(i / dim)} contains NaN or infinite values`);
-  }
+  const badQuery = firstNonFiniteRow(q, dim);
+  if (badQuery >= 0) throw new RangeError(`queries row ${badQuery} contains NaN or infinite values`);
   if (db.length === 0 || db.length % dim !== 0) {
     throw new RangeError(`database has ${db.length} elements: expected a non-zero multiple of options.dim (${dim})`);
   }
