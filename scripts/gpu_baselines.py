@@ -119,17 +119,15 @@ def summary(bench_path, baselines_path):
             v = ours[key]
             print(f"- pooling {kind[5:]} B={key[1]} T={key[2]} H={key[3]}: {v[0]:.3f} ms, {v[1]:.1f} GB/s = "
                   f"{100 * v[1] / copy_gbs:.1f}% of copy (target >= 80%)")
-    # "256r": the same search with 256-row score blocks (cuda_bench measures it where Q > 64 matters).
-    print("\n| N | Q | k | ours ms | GB/s | TFLOP/s | 256r ms | torch mm+topk ms | torch mm ms | x torch |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| N | Q | k | ours ms | GB/s | TFLOP/s | torch mm+topk ms | torch mm ms | x torch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in sorted(k for k in ours if k[0] == "topk"):
         _, n, q, k = key
         ms, gbs, tflops = ours[key]
-        wide = ours.get(("topk_rows256", n, q, k))
         t = torch_rows.get(("torch_topk", n, q, k))
         mm = torch_rows.get(("torch_mm", n, q, 0))
-        cells = [n, q, k, f"{ms:.3f}", f"{gbs:.1f}", f"{tflops:.1f}", f"{wide[0]:.3f}" if wide else "-",
-                 f"{t[0]:.3f}" if t else "-", f"{mm[0]:.3f}" if mm else "-", f"{t[0] / ms:.2f}x" if t else "-"]
+        cells = [n, q, k, f"{ms:.3f}", f"{gbs:.1f}", f"{tflops:.1f}", f"{t[0]:.3f}" if t else "-",
+                 f"{mm[0]:.3f}" if mm else "-", f"{t[0] / ms:.2f}x" if t else "-"]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
     def target(label, ok, detail):
@@ -143,13 +141,12 @@ def summary(bench_path, baselines_path):
     v = ours.get(("topk", 8841823, 1, 10))
     if v:
         target("top-k Q=1 N=8.84M k=10 >= 60% of copy", v[1] >= 0.6 * copy_gbs, f"{100 * v[1] / copy_gbs:.1f}%")
-    for kind, blocks in (("topk", ""), ("topk_rows256", " (256-row blocks)")):
-        v, t = ours.get((kind, 8841823, 1024, 100)), torch_rows.get(("torch_topk", 8841823, 1024, 100))
-        if v and t:
-            target(f"top-k Q=1024 k=100 N=8.84M >= 1.5x torch{blocks}", t[0] / v[0] >= 1.5, f"{t[0] / v[0]:.2f}x")
-        v = ours.get((kind, 8841823, 6980, 1000))
-        if v:
-            target(f"top-k Q=6980 k=1000 N=8.84M < 1 s{blocks}", v[0] < 1000, f"{v[0]:.1f} ms")
+    v, t = ours.get(("topk", 8841823, 1024, 100)), torch_rows.get(("torch_topk", 8841823, 1024, 100))
+    if v and t:
+        target("top-k Q=1024 k=100 N=8.84M >= 1.5x torch", t[0] / v[0] >= 1.5, f"{t[0] / v[0]:.2f}x")
+    v = ours.get(("topk", 8841823, 6980, 1000))
+    if v:
+        target("top-k Q=6980 k=1000 N=8.84M < 1 s", v[0] < 1000, f"{v[0]:.1f} ms")
 
 
 def main():

@@ -133,7 +133,6 @@ struct Sizes {
   int64_t poolBatch, poolSeq;
   std::vector<int64_t> rowCounts, queryCounts, ks;
   bool once;  // one run per search, no warm-up
-  std::set<std::pair<int64_t, int64_t>> wideShapes;  // (Q, k) timed again with 256-row score blocks
 };
 
 double copyBandwidthGBs(cudaStream_t stream, size_t bytes) {
@@ -255,7 +254,7 @@ bool compareTopK(const std::string& what, int64_t N, int64_t k, const std::vecto
 // Four queries' answers against the CPU kernel on the same values. A search that is wrong at full
 // scale (index arithmetic past 2^31 values, split launches) would otherwise be timed as a fast one.
 // The GPU answers them alone (16-query blocks) and among 130 queries (two 128-query blocks, the
-// second nearly empty; 128- and 256-row score blocks), at positions 0, 1, 128, 129; and alone by
+// second nearly empty), at positions 0, 1, 128, 129; and alone by
 // cosine (normalized = false), the queries scaled by 2 (exact in float16).
 bool verifyTopK(CudaMatrix* m, const uint16_t* rows, int64_t N, int64_t d, const std::vector<float>& queries,
                 int64_t k) {
@@ -272,21 +271,20 @@ bool verifyTopK(CudaMatrix* m, const uint16_t* rows, int64_t N, int64_t d, const
   std::vector<float> crowded(queries.begin(), queries.begin() + crowd * d);
   for (int64_t c = 0; c < checked; ++c)
     std::copy(queries.begin() + c * d, queries.begin() + (c + 1) * d, crowded.begin() + positions[c] * d);
-  struct Case { int64_t Q; int scoreRows; bool cosine; };
+  struct Case { int64_t Q; bool cosine; };
   bool allRight = true;
-  for (const Case& c : {Case{checked, 128, false}, Case{crowd, 128, false}, Case{crowd, 256, false}, Case{checked, 128, true}}) {
+  for (const Case& c : {Case{checked, false}, Case{crowd, false}, Case{checked, true}}) {
     std::vector<int32_t> gpuIdx(size_t(c.Q * k));
     std::vector<float> gpuScore(gpuIdx.size());
     const float* sent = c.cosine ? doubled.data() : c.Q == checked ? queries.data() : crowded.data();
-    if (!ok(cudaMatrixSetScoreRows(m, c.scoreRows), "verify: score rows") ||
-        !ok(cudaMatrixSearch(m, sent, c.Q, k, !c.cosine, gpuIdx.data(), gpuScore.data()), "verify: GPU search"))
+    if (!ok(cudaMatrixSearch(m, sent, c.Q, k, !c.cosine, gpuIdx.data(), gpuScore.data()), "verify: GPU search"))
       return false;
     const std::string what = std::to_string(checked) + " queries' top-" + std::to_string(k) + (c.cosine ? " by cosine" : "") +
-                             " (searched among " + std::to_string(c.Q) + ", " + std::to_string(c.scoreRows) + "-row blocks)";
+                             " (searched among " + std::to_string(c.Q) + ")";
     allRight &= compareTopK(what, N, k, c.Q == checked ? alone : positions, gpuIdx.data(), gpuScore.data(),
                             c.cosine ? cosineIdx : cpuIdx, c.cosine ? cosineScore : cpuScore);
   }
-  return ok(cudaMatrixSetScoreRows(m, 128), "verify: score rows") && allRight;
+  return allRight;
 }
 
 bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGBs) {
@@ -340,15 +338,6 @@ bool benchTopK(cudaStream_t stream, int64_t N, const Sizes& sizes, double copyGB
                     compareTopK("query " + std::to_string(lastQ) + " of the timed " + std::to_string(lastQ) + "-query search's top-" +
                                     std::to_string(lastK), N, lastK, {0}, gpuIdx.data(), gpuScore.data(), lastIdx, lastScore);
       }
-      if (sizes.wideShapes.count({Q, k}) == 0 || !ok(cudaMatrixSetScoreRows(m, 256), "score rows")) continue;
-      const double wideMs = sizes.once ? medianMs(stream, search, 0, 1, 1, 0)
-                                       : medianMs(stream, search, 1, large ? 3 : 5, 50, large ? 1500 : 500);
-      cudaMatrixSetScoreRows(m, 128);
-      if (!ok(status, "search (256-row blocks)") || std::isnan(wideMs)) continue;
-      std::printf("%-44s %10.3f ms %9.1f GB/s (%5.1f%% of copy) %7.1f TFLOP/s\n", (std::string(name) + " 256r").c_str(),
-                  wideMs, bytes / (wideMs * 1e6), 100 * bytes / (wideMs * 1e6) / copyGBs, flops / (wideMs * 1e9));
-      std::printf("csv,topk_rows256,%lld,%lld,%lld,768,%.6f,%.3f,%.3f\n", (long long)N, (long long)Q, (long long)k, wideMs,
-                  bytes / (wideMs * 1e6), flops / (wideMs * 1e9));
     }
   cudaFree(dq);
   cudaFree(di);
@@ -370,13 +359,11 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argc > 1 ? argv[1] : "";
   const std::vector<int64_t> ks = {10, 100, 1000};
-  // Issue 5's two targets that 128-query blocks serve are timed with 256-row blocks too (the tiny
-  // run's shape only exercises the path: 17 queries use 64-query blocks).
-  const Sizes sizes = mode == "--tiny"      ? Sizes{size_t(1) << 20, 4, 16, {1100}, {1, 17}, ks, false, {{17, 100}}}
-                      : mode == "--quick"   ? Sizes{size_t(1) << 30, 512, 128, {1000000}, {1, 256}, ks, false, {}}
-                      : mode == "--profile" ? Sizes{0, 0, 0, {1000000}, {1024}, {100}, true, {}}
+  const Sizes sizes = mode == "--tiny"      ? Sizes{size_t(1) << 20, 4, 16, {1100}, {1, 17}, ks, false}
+                      : mode == "--quick"   ? Sizes{size_t(1) << 30, 512, 128, {1000000}, {1, 256}, ks, false}
+                      : mode == "--profile" ? Sizes{0, 0, 0, {1000000}, {1024}, {100}, true}
                                             : Sizes{size_t(1) << 30, 512, 128, {1000000, 8841823}, {1, 16, 256, 1024, 6980}, ks,
-                                                    false, {{1024, 100}, {6980, 1000}}};
+                                                    false};
   std::printf("cuda_bench on %s (sm_%d%d, %d SMs, %.1f GiB)\n", devices[0].name.c_str(), devices[0].computeMajor,
               devices[0].computeMinor, devices[0].multiprocessors, devices[0].totalMemoryBytes / 1073741824.0);
   if (!ok(cudaSetDevice(0), "cudaSetDevice")) return 1;

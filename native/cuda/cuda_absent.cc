@@ -31,7 +31,6 @@ void cudaMatrixFree(CudaMatrix*) {}
 int64_t cudaMatrixBytes(const CudaMatrix*) { return 0; }
 int64_t cudaMatrixDim(const CudaMatrix*) { return 0; }
 Status cudaMatrixSearch(CudaMatrix*, const float*, int64_t, int64_t, bool, int32_t*, float*, int64_t) { return kAbsent; }
-Status cudaMatrixSetScoreRows(CudaMatrix*, int) { return kAbsent; }
 Status cudaMatrixSearchDevice(CudaMatrix*, const float*, int64_t, int64_t, bool, int32_t*, float*, void*, int64_t) {
   return kAbsent;
 }

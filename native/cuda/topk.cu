@@ -91,15 +91,14 @@ __device__ __forceinline__ void offerScore(const Candidates& c, int qLocal, int6
 
 // ---------------------------------------------------------------------------------------------
 // Float16 scores on tensor cores (WMMA m16n16k16, float32 accumulation: sm_70 and newer).
-// A block scores BM queries x BN rows (128; or 256 for 128 queries, see cudaMatrixSetScoreRows);
-// 8 warps in a WARPS_M x (8 / WARPS_M) grid. Slices of
+// A block scores BM queries x 128 rows; 8 warps in a WARPS_M x (8 / WARPS_M) grid. Slices of
 // BK values of d go through shared memory. Portable path (sm_70/sm_75, or any GPU when built
 // with CAMEMBED_CUDA_PORTABLE): double-buffered via registers, nothing newer than sm_70.
 // sm_80+ path: cp.async copies global -> shared directly, kAsyncStages slices in flight.
 // Few queries (BM = 16) use BK = 64: the kernel is then memory-bound, and wider slices keep
 // more bytes in flight per block.
-// Floor per block: (BM + BN) * d * 2 bytes from global memory or L2, 2 * BM * BN * d FLOPs: a
-// search moves Q * N * d * 2 * (1/BM + 1/BN) bytes from L2 into the SMs.
+// Floor per block: (BM + 128) * d * 2 bytes from global memory or L2, 2 * BM * 128 * d FLOPs: a
+// search moves Q * N * d * 2 * (1/BM + 1/128) bytes from L2 into the SMs.
 constexpr int kHalfBN = 128;
 constexpr int kAsyncStages = 3;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CAMEMBED_CUDA_PORTABLE)
@@ -114,7 +113,7 @@ int scoreHalfStages(int computeMajor) {
 #endif
   return computeMajor >= 8 ? kAsyncStages : 2;
 }
-constexpr size_t scoreHalfStageBytes(int bm, int bn, int bk) { return size_t(bm + bn) * (bk + 8) * sizeof(__half); }
+constexpr size_t scoreHalfStageBytes(int bm, int bk) { return size_t(bm + kHalfBN) * (bk + 8) * sizeof(__half); }
 
 #if defined(CAMEMBED_ASYNC_COPY) && !defined(CAMEMBED_CUDA_EMULATOR)  // the emulator defines its own
 // 16 bytes global -> shared without registers; zero-filled when !valid (src-size 0 reads nothing).
@@ -127,13 +126,13 @@ template <int PENDING>
 __device__ __forceinline__ void copyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
 #endif
 
-template <int BM, int BN, int WARPS_M, int BK>
+template <int BM, int WARPS_M, int BK>
 __global__ void __launch_bounds__(kScoreThreads) scoreHalfKernel(
     const __half* __restrict__ queries, const float* __restrict__ queryNorms, int tileQueries,
     const __half* __restrict__ database, const float* __restrict__ rowNorms, int64_t stride, int64_t rowBegin,
     int64_t rowEnd, bool normalized, Candidates cand) {
   using namespace nvcuda;
-  constexpr int LD = BK + 8;  // +8 halves: fewer shared-memory bank conflicts
+  constexpr int BN = kHalfBN, LD = BK + 8;  // +8 halves: fewer shared-memory bank conflicts
   constexpr int WARPS_N = 8 / WARPS_M, WM = BM / WARPS_M, WN = BN / WARPS_N, FM = WM / 16, FN = WN / 16;
   constexpr int ROW_CHUNKS = BK / 8;  // 16-byte chunks per row of a slice
   constexpr int A_CHUNKS = BM * ROW_CHUNKS, B_CHUNKS = BN * ROW_CHUNKS;
@@ -556,7 +555,6 @@ struct CudaMatrix {
   int computeMajor = 0;
   int64_t rows = 0, dim = 0, stride = 0;
   HiddenType storage = HiddenType::Float16;
-  int scoreRows = kHalfBN;     // rows per float16 score block for 128-query blocks (cudaMatrixSetScoreRows)
   DeviceBuffer<char> data;     // [rows][stride] of storage
   DeviceBuffer<float> norms;   // [rows] (tiny rows': scaled by 2^100)
   DeviceBuffer<unsigned char> tinyRows;  // [rows] 1: norm below 1e-15, scored in cosine mode scaled by 2^100
@@ -604,11 +602,11 @@ Status launchStoreRows(const void* src, int64_t rows, CudaMatrix* m, int64_t row
                       m->tinyRows.get() + rowOffset, badRow, int(rowOffset));
 }
 
-template <int BM, int BN, int WARPS_M, int BK>
+template <int BM, int WARPS_M, int BK>
 Status launchScoreHalf(const CudaMatrix* m, dim3 grid, cudaStream_t stream, const __half* queries, const float* queryNorms,
                        int tileQueries, int64_t rowBegin, int64_t rowEnd, bool normalized, const Candidates& cand) {
-  const auto kernel = scoreHalfKernel<BM, BN, WARPS_M, BK>;
-  const size_t sharedBytes = scoreHalfStages(m->computeMajor) * scoreHalfStageBytes(BM, BN, BK);
+  const auto kernel = scoreHalfKernel<BM, WARPS_M, BK>;
+  const size_t sharedBytes = scoreHalfStages(m->computeMajor) * scoreHalfStageBytes(BM, BK);
   CAMEMBED_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)),
                     "cosineTopK: cudaFuncSetAttribute");
   return launchKernel("cosineTopK: launching the score kernel", kernel, grid, kScoreThreads, sharedBytes, stream, queries,
@@ -625,7 +623,7 @@ Status searchLaunch(CudaMatrix* m, int64_t rows, SearchWorkspace& w, const float
   // Query tile and block shape: small tiles for few queries so that Q = 1 reads the database
   // once without 128x wasted tensor work.
   const int bm = !half ? kFloatBM : Q <= 16 ? 16 : Q <= 64 ? 64 : 128;
-  const int bn = !half ? kFloatBN : bm == 128 ? m->scoreRows : kHalfBN;
+  const int bn = half ? kHalfBN : kFloatBN;
   const int64_t paddedQueries = roundUp(Q, 128);
   int64_t tileQueries = std::min(roundUp(Q, bm), kMaxTileQueries);
   // Each query of a tile needs k + launchRows candidate slots and k kept slots (8 bytes each).
@@ -680,10 +678,9 @@ Status searchLaunch(CudaMatrix* m, int64_t rows, SearchWorkspace& w, const float
                                     stream, reinterpret_cast<const float*>(tileQueriesData), tileNorms, tq,
                                     reinterpret_cast<const float*>(m->data.get()), m->norms.get(),
                                     m->tinyRows.get(), m->stride, r0, r1, normalized, cand)
-          : bm == 16 ? launchScoreHalf<16, 128, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
-          : bm == 64 ? launchScoreHalf<64, 128, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
-          : bn == 128 ? launchScoreHalf<128, 128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
-                      : launchScoreHalf<128, 256, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
+          : bm == 16 ? launchScoreHalf<16, 1, 64>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+          : bm == 64 ? launchScoreHalf<64, 2, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand)
+                     : launchScoreHalf<128, 4, 32>(m, grid, stream, qd, tileNorms, tq, r0, r1, normalized, cand);
       if (!s.empty() ||
           !(s = launchKernel("cosineTopK: launching the selection kernel", compactCandidatesKernel, unsigned(tq),
                              kSelectThreads, 0, stream, cand, w.kept.get(), int(k)))
@@ -831,14 +828,6 @@ int64_t cudaMatrixBytes(const CudaMatrix* m) {
 }
 
 int64_t cudaMatrixDim(const CudaMatrix* m) { return m == nullptr ? 0 : m->dim; }
-
-Status cudaMatrixSetScoreRows(CudaMatrix* m, int rows) {
-  if (m == nullptr) return "cudaMatrixSetScoreRows: the device matrix has been freed";
-  if (rows != 128 && rows != 256) return "cudaMatrixSetScoreRows: rows must be 128 or 256";
-  std::lock_guard<std::mutex> lock(m->mutex);
-  m->scoreRows = rows;
-  return "";
-}
 
 namespace {
 

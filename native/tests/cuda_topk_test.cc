@@ -106,15 +106,14 @@ double truthScore(const Data& d, int64_t dim, int64_t q, int64_t row, bool norma
   return denom == 0 ? 0 : dot / denom;
 }
 
-// scoreRows: rows per float16 score block for 128-query blocks (cudaMatrixSetScoreRows).
-void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random, int scoreRows = 128,
+void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized, Random& random,
                 const std::vector<double>& rowScales = {}) {
   std::string scales;
   for (double x : rowScales) scales += (scales.empty() ? " rows scaled by " : ", ") + formatNumber(x);
   const std::string what = "topk N=" + std::to_string(c.rows) + " d=" + std::to_string(c.dim) + " Q=" +
                            std::to_string(c.queries) + " k=" + std::to_string(c.k) +
                            (halfStorage ? " f16" : " f32") + (halfInput ? " (f16 input)" : "") +
-                           (normalized ? " dot" : " cosine") + (scoreRows != 128 ? " 256-row blocks" : "") + scales;
+                           (normalized ? " dot" : " cosine") + scales;
   const Data d = makeData(c, halfStorage, halfStorage || halfInput, normalized, random, rowScales);
   const int failuresBefore = failures;
   // Upload: float16 input is the stored bits; float32 input is converted on the GPU.
@@ -130,8 +129,6 @@ void compareOne(const Case& c, bool halfStorage, bool halfInput, bool normalized
                                                       halfStorage ? HiddenType::Float16 : HiddenType::Float32, 0, &m);
   check(created.empty(), what + ": create: " + created);
   if (!created.empty()) return;
-  const Status tiled = cudaMatrixSetScoreRows(m, scoreRows);
-  check(tiled.empty(), what + ": " + tiled);
   check(cudaMatrixBytes(m) >= c.rows * c.dim * (halfStorage ? 2 : 4), what + ": bytes");
   const int64_t k = std::min(c.k, c.rows);
   std::vector<int32_t> gpuIdx(size_t(c.queries * k), -7);
@@ -285,10 +282,6 @@ void checkErrors(Random& random) {
   check(s.find("k must be") != std::string::npos, "errors: k > rows: '" + s + "'");
   s = cudaMatrixSearch(nullptr, d.queries.data(), 3, 5, true, idx.data(), score.data());
   check(s.find("freed") != std::string::npos, "errors: freed matrix: '" + s + "'");
-  s = cudaMatrixSetScoreRows(healthy, 64);
-  check(s.find("128 or 256") != std::string::npos, "errors: 64-row score blocks: '" + s + "'");
-  s = cudaMatrixSetScoreRows(nullptr, 256);
-  check(s.find("freed") != std::string::npos, "errors: score rows of a freed matrix: '" + s + "'");
 
   check(cudaMatrixSearch(healthy, d.queries.data(), 3, 5, true, idx.data(), score.data()).empty() && idx == before,
         "errors: the healthy matrix still gives the same result");
@@ -414,10 +407,7 @@ int main(int argc, char** argv) {
   Random random(5);
   for (const Case& c : cases)
     for (bool halfStorage : {true, false})
-      for (bool normalized : {false, true}) {
-        compareOne(c, halfStorage, false, normalized, random);
-        if (halfStorage && c.queries > 64) compareOne(c, true, false, normalized, random, 256);
-      }
+      for (bool normalized : {false, true}) compareOne(c, halfStorage, false, normalized, random);
   compareOne({300, 20, 4, 9}, true, true, false, random);
   compareOne({300, 20, 4, 9}, false, true, true, random);
   // Float32 rows of norm below 1e-15, alone and among normal rows: cosine mode scores them from
@@ -425,9 +415,9 @@ int main(int argc, char** argv) {
   // their products with float16 queries are at least 3.6e-15, normal float32 values, so none is tiny.
   for (const std::vector<double>& scales :
        std::vector<std::vector<double>>{{1e-45}, {1e-42}, {1e-40}, {1e-38}, {1, 1e-45, 1e-40, 1e-38, 1e-20}})
-    for (bool normalized : {false, true}) compareOne({300, 40, 6, 10}, false, false, normalized, random, 128, scales);
-  compareOne({300, 40, 6, 10}, true, false, false, random, 128, {1, 1e-7, 1e-6, 3e-5});
-  compareOne({300, 40, 6, 10}, true, false, false, random, 128, {1e-7});
+    for (bool normalized : {false, true}) compareOne({300, 40, 6, 10}, false, false, normalized, random, scales);
+  compareOne({300, 40, 6, 10}, true, false, false, random, {1, 1e-7, 1e-6, 3e-5});
+  compareOne({300, 40, 6, 10}, true, false, false, random, {1e-7});
   checkTinyRowsReplaced();
   checkExtremeMagnitudes();
   checkErrors(random);

@@ -56,10 +56,6 @@ Status cudaMatrixCreateFrom(const void* hostData, HiddenType dataType, int64_t r
 void cudaMatrixFree(CudaMatrix* matrix);
 int64_t cudaMatrixBytes(const CudaMatrix* matrix);  // device bytes of the stored rows, norms and marks
 int64_t cudaMatrixDim(const CudaMatrix* matrix);
-// For cuda_bench and the tests, until a GPU run has compared them: the float16 score kernel's
-// block for 128 queries covers 128 rows (the default) or 256 (wider warp tiles, and a quarter
-// less traffic from L2: Q * N * d * 2 * (1/128 + 1/rows) bytes). Results are the same.
-Status cudaMatrixSetScoreRows(CudaMatrix* matrix, int rows);
 
 // Searches cover rows [0, rows) of the matrix; kAllRows: all of them. Searching fewer lets a
 // matrix allocated for more rows than it holds yet grow by cudaMatrixSetRows alone.
