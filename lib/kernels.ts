@@ -1,6 +1,6 @@
 // The public kernels: argument validation (shared with the reference path), then the native
 // CPU/CUDA implementation, synchronously or off the event loop.
-import { CudaMatrix, CudaMatrixOptions, RowData } from './cuda';
+import { CudaMatrix, CudaMatrixOptions, requireCudaSearch, RowData } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { Float16ArrayLike } from './float16';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
@@ -145,6 +145,8 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
   const kept = Math.min(k, numRows);
   requireResultFits(numQueries, kept);
+  // The one-shot CUDA search refuses these before it uploads the database (its storage is the database's dtype).
+  if (device >= 0) requireCudaSearch(q, k, kept, databaseType, normalized);
   return {
     queries: q, numQueries, segments: [{ rows: db, numRows }], databaseType, dim, k: kept, normalized,
     outIndices: new Int32Array(numQueries * kept), outScores: new Float32Array(numQueries * kept), threads, device,
