@@ -469,6 +469,27 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
     }
   });
 
+  // The database was scanned for a non-finite row after any failed upload: a full pass over a large
+  // database before the real error (out of GPU memory), which a database holding NaN then hid.
+  test('an upload failure that names no NaN keeps its message: the database is not scanned for the row', async () => {
+    const queries = new Float32Array([1, 0, 0, 0]);
+    const database = new Float32Array(40).fill(1);
+    database[14] = NaN;  // row 3
+    const failure = new Error('CudaMatrix: cudaMalloc(rows): out of memory (a stand-in)');
+    const upload = jest.spyOn(loadAddon() as unknown as { cudaMatrixSetRows(h: unknown, u: unknown, async: boolean): unknown }, 'cudaMatrixSetRows')
+      .mockImplementation((_handle, _uploads, async) => {
+        if (async) return Promise.reject(failure);
+        throw failure;
+      });
+    try {
+      expect(() => cosineTopK(queries, database, { dim: 4, k: 2, device: 'cuda' })).toThrow(failure.message);
+      await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, device: 'cuda' })).rejects.toThrow(failure.message);
+    } finally {
+      upload.mockRestore();
+    }
+    expect(() => cosineTopK(queries, database, { dim: 4, k: 2, device: 'cuda' })).toThrow(new RangeError('database row 3 contains NaN or infinite values'));
+  });
+
   // Both were refused only by the search, after the whole database had been uploaded.
   test('k past CUDA_MAX_K and float16 queries past 65504 in dot mode: CudaMatrix\'s RangeErrors, before any upload', async () => {
     const dim = 2, rows = randomSignedArray(random, 3000 * dim), halves = float32ToFloat16Array(rows);
