@@ -122,6 +122,24 @@ function firstBadRow(data: Float32Array | Uint16Array, dim: number, storage: Dty
   return -1;
 }
 
+/**
+ * What a CUDA search refuses, checked before anything reaches the device (by CudaMatrix's search, and
+ * by cosineTopK with device 'cuda' before it uploads the database): k, once capped to the rows
+ * searched, past CUDA_MAX_K; and a query value that is not finite or, sent as given to float16
+ * storage (dot mode: cosine mode sends unit vectors), outside float16's range.
+ */
+export function requireCudaSearch(queries: Float32Array, requestedK: number, k: number, storage: Dtype, normalized: boolean): void {
+  if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
+  const limit = storage === 'float16' && normalized ? FLOAT16_MAX : Infinity;
+  for (let i = 0; i < queries.length; i++) {
+    const v = queries[i];
+    if (!(Math.abs(v) <= limit)) {
+      throw new RangeError(`queries[${i}] is ${v}: expected a finite value` +
+        (limit === FLOAT16_MAX ? ' within +-65504 (dtype float16, normalized: true)' : ''));
+    }
+  }
+}
+
 /** The index of a CUDA device that exists here, or a clear error saying why not. */
 function requireCudaDevice(value: unknown): number {
   if (typeof value === 'number') {
@@ -303,18 +321,8 @@ export class CudaMatrix {
     if (rows > this.rows) throw new RangeError(`options.rows is ${rows} but the matrix has ${this.rows} rows`);
     const numQueries = this.rowCountOf('queries', queries);
     const k = Math.min(requestedK, rows);
-    if (k > CUDA_MAX_K) throw new RangeError(`options.k must be <= ${CUDA_MAX_K} on CUDA, got ${requestedK}`);
+    requireCudaSearch(queries, requestedK, k, this.dtype, normalized);
     requireResultFits(numQueries, k);
-    // Queries are rounded to float16 for float16 storage: they must be finite, and in its range
-    // when sent as given (cosine mode sends unit vectors).
-    const limit = this.dtype === 'float16' && normalized ? FLOAT16_MAX : Infinity;
-    for (let i = 0; i < queries.length; i++) {
-      const v = queries[i];
-      if (!(Math.abs(v) <= limit)) {
-        throw new RangeError(`queries[${i}] is ${v}: expected a finite value` +
-          (limit === FLOAT16_MAX ? ' within +-65504 (dtype float16, normalized: true)' : ''));
-      }
-    }
     const result: CudaSearchResult = { indices: new Int32Array(numQueries * k), scores: new Float32Array(numQueries * k), k };
     const sent = normalized || this.dtype === 'float32' ? queries : unitQueries(queries, this.dim);
     const args: NativeSearchArgs = {

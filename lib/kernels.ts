@@ -1,6 +1,6 @@
 // The public kernels: argument validation (shared with the reference path), then the native
 // CPU/CUDA implementation, synchronously or off the event loop.
-import { CudaMatrix, CudaMatrixOptions, RowData } from './cuda';
+import { CudaMatrix, CudaMatrixOptions, requireCudaSearch, RowData } from './cuda';
 import { Device, resolveDevice } from './devices';
 import { Float16ArrayLike } from './float16';
 import { loadAddon, NativePoolArgs, NativeTopKArgs, NativeTopKSegment } from './native';
@@ -145,6 +145,8 @@ export function prepareTopK(queries: unknown, database: unknown, options: unknow
   if (numRows > 0x7fffffff) throw new RangeError(`database has ${numRows} rows; at most 2^31-1 are supported`);
   const kept = Math.min(k, numRows);
   requireResultFits(numQueries, kept);
+  // The one-shot CUDA search refuses these before it uploads the database (its storage is the database's dtype).
+  if (device >= 0) requireCudaSearch(q, k, kept, databaseType, normalized);
   return {
     queries: q, numQueries, segments: [{ rows: db, numRows }], databaseType, dim, k: kept, normalized,
     outIndices: new Int32Array(numQueries * kept), outScores: new Float32Array(numQueries * kept), threads, device,
@@ -200,9 +202,11 @@ function firstNonFiniteRow(rows: Float32Array | Uint16Array, dim: number): numbe
 // The CPU kernel only sees that a score is not finite, and the CUDA upload names a row of a
 // CudaMatrix the caller never made: name the database row, as the reference does. A database of
 // finite values keeps the kernel's message (products or norms past the float32 range). Looked for
-// only once the step that reads the rows (the CPU kernel, the upload) has failed: a search pays
-// nothing for it, nor does another error (k past CUDA's limit).
+// only once the step that reads the rows (the CPU kernel, the upload) has failed on a value (both
+// messages name NaN: native/cpu/topk.cc, native/cuda/topk.cu): a search pays nothing for it, nor
+// does another failure (out of GPU memory), which a scan of a large database would delay.
 function topKError(args: NativeTopKArgs, err: Error): Error {
+  if (!/\bNaN\b/.test(err.message)) return err;
   const row = firstNonFiniteRow(args.segments[0].rows, args.dim);
   return row >= 0 ? new RangeError(`database row ${row} contains NaN or infinite values`) : err;
 }

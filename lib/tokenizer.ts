@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Tokenizer as TokenizersJs } from '@huggingface/tokenizers' with { 'resolution-mode': 'require' };
 import { readJsonFile } from './json-file';
+import { configInteger, readModelConfig } from './model/config';
 
 // The package is an ES module with a CommonJS build behind its `require` export condition;
 // requiring it works from our CommonJS output and from ts-jest alike.
@@ -226,15 +227,14 @@ function namedPadTokenId(dir: string, config: Record<string, unknown>, json: Rec
 function padTokenOf(dir: string, config: Record<string, unknown>, json: Record<string, unknown>, tokenizer: TokenizersJs): number {
   const named = namedPadTokenId(dir, config, json, tokenizer);
   if (named !== null) return named;
-  const modelFile = path.join(dir, 'config.json');
-  const id = fs.existsSync(modelFile) ? readJsonFile(modelFile).pad_token_id : undefined;
-  if (id === undefined || id === null) {
+  // Read and checked as the encoder reads the model's config (lib/model/config.ts).
+  const model = fs.existsSync(path.join(dir, 'config.json')) ? readModelConfig(dir) : null;
+  if (model === null || (model.settings.pad_token_id ?? null) === null) {
     throw new Error(`${dir}: no pad token: none of tokenizer_config.json, special_tokens_map.json, tokenizer.json's padding ` +
       'or config.json\'s pad_token_id names one');
   }
-  if (typeof id !== 'number' || !Number.isInteger(id) || tokenizer.id_to_token(id) === undefined) {
-    throw new Error(`${modelFile}: pad_token_id ${JSON.stringify(id)} is not a token id of the vocabulary`);
-  }
+  const id = configInteger(model, 'pad_token_id');
+  if (tokenizer.id_to_token(id) === undefined) throw new Error(`${model.file}: pad_token_id ${id} is not a token id of the vocabulary`);
   return id;
 }
 

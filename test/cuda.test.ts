@@ -10,6 +10,7 @@ import { cosineTopK, cosineTopKAsync, devices, meanPoolNormalize, reference } fr
 import { loadAddon } from '../lib/native';
 import { CudaMatrix, CUDA_MAX_K } from '../lib/cuda';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
+import { elementTypeOf } from '../lib/validate';
 import { expectTopKMatches } from './helpers/compare';
 import { float16ArrayOf, Float16ArrayOrNone, NEEDS_FLOAT16ARRAY } from './helpers/float16-array';
 import { makeRandom, randomSignedArray } from './helpers/random';
@@ -464,6 +465,57 @@ describe('CudaMatrix argument checks (no GPU needed)', () => {
         expect(() => cosineTopK(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).toThrow(error);
         await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).rejects.toThrow(error);
         await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, normalized, device: 'cuda' })).rejects.toBeInstanceOf(RangeError);
+      }
+    }
+  });
+
+  // The database was scanned for a non-finite row after any failed upload: a full pass over a large
+  // database before the real error (out of GPU memory), which a database holding NaN then hid.
+  test('an upload failure that names no NaN keeps its message: the database is not scanned for the row', async () => {
+    const queries = new Float32Array([1, 0, 0, 0]);
+    const database = new Float32Array(40).fill(1);
+    database[14] = NaN;  // row 3
+    const failure = new Error('CudaMatrix: cudaMalloc(rows): out of memory (a stand-in)');
+    const upload = jest.spyOn(loadAddon() as unknown as { cudaMatrixSetRows(h: unknown, u: unknown, async: boolean): unknown }, 'cudaMatrixSetRows')
+      .mockImplementation((_handle, _uploads, async) => {
+        if (async) return Promise.reject(failure);
+        throw failure;
+      });
+    try {
+      expect(() => cosineTopK(queries, database, { dim: 4, k: 2, device: 'cuda' })).toThrow(failure.message);
+      await expect(cosineTopKAsync(queries, database, { dim: 4, k: 2, device: 'cuda' })).rejects.toThrow(failure.message);
+    } finally {
+      upload.mockRestore();
+    }
+    expect(() => cosineTopK(queries, database, { dim: 4, k: 2, device: 'cuda' })).toThrow(new RangeError('database row 3 contains NaN or infinite values'));
+  });
+
+  // Both were refused only by the search, after the whole database had been uploaded.
+  test('k past CUDA_MAX_K and float16 queries past 65504 in dot mode: CudaMatrix\'s RangeErrors, before any upload', async () => {
+    const dim = 2, rows = randomSignedArray(random, 3000 * dim), halves = float32ToFloat16Array(rows);
+    const cases = [
+      [new Float32Array([1, 0]), rows, { dim, k: CUDA_MAX_K + 1, normalized: false }, `options.k must be <= 2048 on CUDA, got ${CUDA_MAX_K + 1}`],
+      [new Float32Array([1, 0]), rows.subarray(0, 2500 * dim), { dim, k: 5000, normalized: false }, 'options.k must be <= 2048 on CUDA, got 5000'],  // capped: 2500
+      [new Float32Array([0, 1e5]), halves, { dim, k: 1, normalized: true },
+        'queries[1] is 100000: expected a finite value within +-65504 (dtype float16, normalized: true)'],
+    ] as const;
+    for (const [queries, database, options, message] of cases) {
+      const matrix = CudaMatrix.create(database, { rows: database.length / dim, dim, dtype: elementTypeOf(database) });
+      try {
+        expect(() => matrix.search(queries, { k: options.k, normalized: options.normalized })).toThrow(new RangeError(message));
+      } finally {
+        matrix.free();
+      }
+      const create = jest.spyOn(loadAddon() as unknown as { cudaMatrixCreate(): unknown }, 'cudaMatrixCreate');
+      try {
+        const error = new RangeError(message);
+        expect(() => cosineTopK(queries, database, { ...options, device: 'cuda' })).toThrow(error);
+        expect(() => cosineTopK(queries, database, { ...options, device: 'cuda' })).toThrow(RangeError);
+        await expect(cosineTopKAsync(queries, database, { ...options, device: 'cuda' })).rejects.toThrow(error);
+        await expect(cosineTopKAsync(queries, database, { ...options, device: 'cuda' })).rejects.toBeInstanceOf(RangeError);
+        expect(create).not.toHaveBeenCalled();
+      } finally {
+        create.mockRestore();
       }
     }
   });

@@ -401,6 +401,16 @@ describe('makeRandomModel', () => {
     await expect(makeRandomModel({ layers: 1, hidden: 8, heads: 2, intermediate: 16, tokenizerDir, outDir: noPad })).rejects.toThrow(new Error(
       `${tokenizerDir}: the tokenizer names no pad token (tokenizer_config.json's or special_tokens_map.json's pad_token, or tokenizer.json's ` +
       'padding): a model made around it needs one, its padding row'));
+    // The command's usage error (exit 2, as for other bad input), naming --tokenizer: it exited 1.
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['make-random-model', '--tokenizer', tokenizerDir, '--out', noPad])).toBe(2);
+      expect(stderr.mock.calls.map(([chunk]) => String(chunk)).join('')).toBe(`camembed make-random-model: --tokenizer ${tokenizerDir}: ` +
+        'the tokenizer names no pad token (tokenizer_config.json\'s or special_tokens_map.json\'s pad_token, or tokenizer.json\'s padding): ' +
+        'a model made around it needs one, its padding row\n');
+    } finally {
+      stderr.mockRestore();
+    }
     expect(fs.existsSync(noPad)).toBe(false);
   });
 

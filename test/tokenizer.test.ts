@@ -367,6 +367,11 @@ describe('a BERT tokenizer (WordPiece, [CLS] text [SEP])', () => {
       expect(padOf()).toBe(vocab['[SEP]']);
       write('config.json', { pad_token_id: 100000 });
       expect(padOf).toThrow(new Error(`${path.join(padDir, 'config.json')}: pad_token_id 100000 is not a token id of the vocabulary`));
+      // Checked as the encoder checks config.json (readModelConfig): 1.5 was 'not a token id of the vocabulary'.
+      for (const bad of [1.5, -1, '1']) {
+        write('config.json', { pad_token_id: bad });
+        expect(padOf).toThrow(new Error(`${path.join(padDir, 'config.json')}: pad_token_id must be a non-negative integer, got ${JSON.stringify(bad)}`));
+      }
       write('config.json', {});
       expect(padOf).toThrow(new Error(`${padDir}: no pad token: none of tokenizer_config.json, special_tokens_map.json, ` +
         'tokenizer.json\'s padding or config.json\'s pad_token_id names one'));

@@ -1,4 +1,5 @@
 import { cosineTopK, cosineTopKAsync, float32ToFloat16Array, reference } from '../lib';
+import { loadAddon } from '../lib/native';
 import { expectTopKMatches } from './helpers/compare';
 import { makeRandom, randomSignedArray } from './helpers/random';
 
@@ -224,6 +225,27 @@ describe('cosineTopK: native equals the float64 reference', () => {
     const ones = new Float32Array(Q * dim).fill(1);
     expect(reference.cosineTopK(ones.subarray(0, dim), hugeRow, { dim, k: 1 }).indices[0]).toBe(37);
     expect(() => cosineTopK(ones, hugeRow, { dim, k: 3 })).toThrow('not finite');
+  });
+
+  // The database was scanned for a non-finite row after any native failure: a full pass over a
+  // large database before the real error, which a database holding NaN then hid.
+  test('a native failure that names no NaN keeps its message: the database is not scanned for the row', async () => {
+    const dim = 4, queries = new Float32Array([1, 0, 0, 0]);
+    const database = new Float32Array(8 * dim).fill(1);
+    database[5 * dim] = NaN;
+    const addon = loadAddon();
+    const failure = new Error('cosineTopK: out of memory (a stand-in for a failure of another kind)');
+    const kernel = jest.spyOn(addon, 'cosineTopK').mockImplementation((_args, async) => {
+      if (async) return Promise.reject(failure);
+      throw failure;
+    });
+    try {
+      expect(() => cosineTopK(queries, database, { dim, k: 2 })).toThrow(failure.message);
+      await expect(cosineTopKAsync(queries, database, { dim, k: 2 })).rejects.toThrow(failure.message);
+    } finally {
+      kernel.mockRestore();
+    }
+    expect(() => cosineTopK(queries, database, { dim, k: 2 })).toThrow(new RangeError('database row 5 contains NaN or infinite values'));
   });
 
   test('async equals sync; threads: 1 equals all cores', async () => {

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CliUsageError, onInterrupt, OptionSpec, parseCommand, requiredString } from './args';
 import { makeRandomModel } from '../model';
-import { DEFAULT_MAX_POSITIONS, MAX_SEED, maxPositionsProblem, tokenizerFacts } from '../model/random-model';
+import { DEFAULT_MAX_POSITIONS, MAX_SEED, maxPositionsProblem, NoPadTokenError, tokenizerFacts } from '../model/random-model';
 
 export const summary = 'write a CamemBERT-shaped model folder with seeded random weights';
 
@@ -19,6 +19,16 @@ const SPEC: OptionSpec = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
+/** The pad token's id of the --tokenizer folder: one naming none is a usage error. */
+function padIdOf(tokenizerDir: string): number {
+  try {
+    return tokenizerFacts(tokenizerDir).padId;
+  } catch (err) {
+    if (err instanceof NoPadTokenError) throw new CliUsageError(`--tokenizer ${err.message}`);
+    throw err;
+  }
+}
+
 export async function run(argv: string[]): Promise<void> {
   const parsed = parseCommand(argv, SPEC, 'camembed make-random-model --tokenizer <folder> --out <folder> [options]');
   if (parsed === null) return;
@@ -32,7 +42,7 @@ export async function run(argv: string[]): Promise<void> {
   if ((options.hidden as number) % (options.heads as number) !== 0) {
     throw new CliUsageError(`--hidden (${options.hidden}) must be a multiple of --heads (${options.heads})`);
   }
-  const problem = maxPositionsProblem(options['max-positions'] as number, tokenizerFacts(tokenizerDir).padId);
+  const problem = maxPositionsProblem(options['max-positions'] as number, padIdOf(tokenizerDir));
   if (problem !== null) throw new CliUsageError(`--max-positions ${problem}`);
   const start = Date.now();
   // The weights are written synchronously: Ctrl-C takes effect once they are, leaving no temporary file.

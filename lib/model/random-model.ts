@@ -62,6 +62,9 @@ function normalGenerator(seed: number): () => number {
 
 interface TokenizerFacts { vocab: number; padId: number; bosId: number; eosId: number }
 
+/** A tokenizer whose files name no pad token: no model can be made around it (a usage error for the command). */
+export class NoPadTokenError extends Error {}
+
 /**
  * What is wrong with a position table of `maxPositions` (null: nothing), for a message naming the option: RoBERTa's
  * positions start after the padding id, and <s> and </s> need two (Encoder.load refuses less whatever its maxLength).
@@ -89,7 +92,7 @@ export function tokenizerFacts(dir: string): TokenizerFacts {
   if (size === 0) throw new Error(`tokenizer ${file} has no vocabulary`);
   const { padId, startId, endId } = tokenizerSpecialTokens(dir);
   if (padId === null) {
-    throw new Error(`${dir}: the tokenizer names no pad token (tokenizer_config.json's or special_tokens_map.json's pad_token, ` +
+    throw new NoPadTokenError(`${dir}: the tokenizer names no pad token (tokenizer_config.json's or special_tokens_map.json's pad_token, ` +
       'or tokenizer.json\'s padding): a model made around it needs one, its padding row');
   }
   return { vocab: size, padId, bosId: startId, eosId: endId };
