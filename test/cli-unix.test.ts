@@ -392,6 +392,25 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
   return { status, killedBy, stderr };
 }
 
+const haveProc = fs.existsSync('/proc/self/task');
+
+/** Waits until `child` has `fifo` open, or waits in open(2) for a writer of a FIFO (Linux's /proc tells). */
+async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string): Promise<void> {
+  const proc = path.join('/proc', String(child.pid));
+  const waiting = () => {
+    try {
+      return fs.readdirSync(path.join(proc, 'fd')).some((fd) => fs.readlinkSync(path.join(proc, 'fd', fd)) === fifo) ||
+        fs.readdirSync(path.join(proc, 'task')).some((task) => fs.readFileSync(path.join(proc, 'task', task, 'wchan'), 'utf8') === 'wait_for_partner');
+    } catch {
+      return false;  // a descriptor or a thread gone meanwhile: looked at again
+    }
+  };
+  for (let waited = 0; !waiting(); waited += 10) {
+    if (waited > 60_000 || child.exitCode !== null) throw new Error(`never waited on ${fifo}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 (haveModels ? describe : describe.skip)('signals', () => {
   /** An eval's files in `dir`, names starting with `prefix`: a collection of `passages` passages, one query, one judgement. */
   const evalFiles = (prefix: string, passages: number) => {
@@ -458,6 +477,35 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
       writer.destroy();
     }
     expect(fs.readdirSync(cache)).toEqual([]);
+  }, 120_000);
+
+  (haveProc ? test : test.skip)('encode and index build reading a FIFO no writer has opened yet stop on Ctrl-C (exit 130, a new output removed), as search does', async () => {
+    // A FIFO was opened and read by libuv threads, and the Ctrl-C handler's process.exit() waited
+    // for them: until a writer came. (search has no handler then: Ctrl-C ended it at once.)
+    const fifo = path.join(dir, 'no-writer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const file = path.join(dir, 'no-writer.cmbd');  // of the model's 32-d vectors
+    const index = new VectorIndex({ dim: 32 });
+    index.add(new Float32Array(32).fill(1));
+    await index.save(file);
+    index.dispose();
+    for (const [args, output] of [
+      [['encode', '--input', fifo, '--output', path.join(dir, 'fifo.f32')], path.join(dir, 'fifo.f32')],
+      [['index', 'build', '--input', fifo, '--output', path.join(dir, 'fifo.cmbd')], path.join(dir, 'fifo.cmbd')],
+      [['search', '--index', file, '--queries', fifo], null],
+    ] as const) {
+      const child = spawn(process.execPath, [CLI, ...args, '--model', MODEL, '--threads', '1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+      await waitUntilWaitingOn(child, fifo);
+      child.kill('SIGINT');
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 10_000, 'still running'); })]);
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      // search ends as Ctrl-C ends a program without a handler: by the signal.
+      expect({ args, ended }).toEqual({ args, ended: output === null ? [null, 'SIGINT'] : [130, null] });
+      if (output !== null) expect(fs.existsSync(output)).toBe(false);
+    }
   }, 120_000);
 
   test('eval killed outright (SIGKILL) leaves its .partial run file, which the next run with that --run replaces', async () => {
