@@ -479,6 +479,38 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
     expect(fs.readdirSync(cache)).toEqual([]);
   }, 120_000);
 
+  test('eval with a --run file another eval is writing is a usage error (exit 2) that leaves its .partial alone', async () => {
+    // The first eval's collection is a FIFO with no writer yet: it waits there, its run file open.
+    const { queries, qrels, run } = evalFiles('locked-', 0);
+    const collection = path.join(dir, 'locked-collection.fifo');
+    execFileSync('mkfifo', [collection]);
+    const args = (from: string) => ['eval', '--model', MODEL, '--collection', from, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'locked-cache'), '--run', run, '--threads', '1', '--json'];
+    const first = spawn(process.execPath, [CLI, ...args(collection)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    first.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => first.on('exit', (code) => resolve(code)));
+    const passages = Array.from({ length: 20 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join('');
+    try {
+      for (let waited = 0; !fs.existsSync(`${run}.partial`); waited += 10) {
+        if (waited > 60_000 || first.exitCode !== null) throw new Error(`the first eval never opened its run file; stderr: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const regular = path.join(dir, 'locked-collection.tsv');
+      fs.writeFileSync(regular, passages);
+      const second = camembed(args(regular));
+      expect(second).toEqual({
+        status: 2, stdout: '',
+        stderr: `camembed eval: the run file ${run} is in use by another run (process ${first.pid}): wait for it to end\n`,
+      });
+      expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    } finally {
+      fs.writeFileSync(collection, passages);  // opens the FIFO, writes, closes: the first eval goes on
+    }
+    expect({ status: await exited, stderr }).toEqual({ status: 0, stderr: '' });
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('locked-run'))).toEqual(['locked-run.trec']);
+  }, 120_000);
+
   (haveProc ? test : test.skip)('encode and index build reading a FIFO no writer has opened yet stop on Ctrl-C (exit 130, a new output removed), as search does', async () => {
     // A FIFO was opened and read by libuv threads, and the Ctrl-C handler's process.exit() waited
     // for them: until a writer came. (search has no handler then: Ctrl-C ended it at once.)
@@ -508,13 +540,13 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
     }
   }, 120_000);
 
-  test('eval killed outright (SIGKILL) leaves its .partial run file, which the next run with that --run replaces', async () => {
+  test('eval killed outright (SIGKILL) leaves its .partial run file (and its lock file, unlocked), which the next run with that --run replaces', async () => {
     const { collection, queries, qrels, run } = evalFiles('killed-', 3000);
     const args = ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
       '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'killed-cache'), '--run', run, '--threads', '1', '--json'];
     const killed = await interrupted(args, [['SIGKILL', () => fs.existsSync(`${run}.partial`)]]);
     expect(killed.killedBy).toBe('SIGKILL');
-    expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run')).sort()).toEqual(['killed-run.trec.lock', 'killed-run.trec.partial']);
     fs.appendFileSync(`${run}.partial`, 'q0 Q0 d1 1 0.5 killed\n'.repeat(20));  // as if it had written part of a run
     expect(camembed(args).status).toBe(0);
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run'))).toEqual(['killed-run.trec']);
