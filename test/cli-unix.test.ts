@@ -511,6 +511,30 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('locked-run'))).toEqual(['locked-run.trec']);
   }, 120_000);
 
+  (haveProc ? test : test.skip)('eval interrupted before any passage was encoded says so (it said the encoded passages were cached)', async () => {
+    // Its qrels are a FIFO with no writer yet: Ctrl-C comes while it waits there, then the qrels come.
+    const { collection, queries } = evalFiles('early-', 20);
+    const qrels = path.join(dir, 'early-qrels.fifo');
+    execFileSync('mkfifo', [qrels]);
+    const child = spawn(process.execPath, [CLI, 'eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'early-cache'), '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitUntilWaitingOn(child, qrels);
+      child.kill('SIGINT');
+      for (let waited = 0; !stderr.includes('stopping after the current step'); waited += 10) {
+        if (waited > 20_000) throw new Error(`no stop; stderr: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    }
+    expect(await exited).toBe(130);
+    expect(stderr.split('\n').filter((line) => line.startsWith('camembed eval: interrupted'))).toEqual(['camembed eval: interrupted before any passage was encoded']);
+  }, 120_000);
+
   (haveProc ? test : test.skip)('encode and index build reading a FIFO no writer has opened yet stop on Ctrl-C (exit 130, a new output removed), as search does', async () => {
     // A FIFO was opened and read by libuv threads, and the Ctrl-C handler's process.exit() waited
     // for them: until a writer came. (search has no handler then: Ctrl-C ended it at once.)

@@ -119,6 +119,7 @@ export async function run(argv: string[]): Promise<void> {
     controller.abort();
   });
   let result: RetrievalEvaluation;
+  let encodedRows = 0;  // passages in the cache, as last reported
   try {
     result = await evaluateRetrieval({
       model: options.model as string,
@@ -138,6 +139,7 @@ export async function run(argv: string[]): Promise<void> {
       runFile,
       signal: controller.signal,
       progress: !options.json,
+      onEncodeProgress: ({ rows }) => { encodedRows = rows; },
     });
   } catch (err) {
     // Another eval writes the same run file, or encodes the same collection into the same cache.
@@ -146,6 +148,7 @@ export async function run(argv: string[]): Promise<void> {
       // After the encoding (the index, the queries): a pipe's passages went with its temporary folder (lib/eval/embedding-cache.ts).
       const cached = fs.statSync(options.collection as string, { throwIfNoEntry: false })?.isFile() ?? true;
       throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}${err.kept ? '; run the same command again to continue' : ''}`
+        : encodedRows === 0 ? 'interrupted before any passage was encoded'
         : cached ? 'interrupted (the encoded passages are cached: the same command starts again from them)'
           : "interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)", stoppedBy);
     }
