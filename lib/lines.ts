@@ -3,6 +3,7 @@
 // '\r' stays in the text, so line numbers (the CLI's passage ids) agree with `wc -l`, `sed -n`
 // and `cut`. Lines must be UTF-8 (an error names file and line); a byte order mark is dropped.
 import * as fs from 'fs';
+import * as net from 'net';
 
 import { ioError } from './io-error';
 import { describeValue, requireInteger, requireObject } from './validate';
@@ -180,13 +181,13 @@ async function* textLines(file: string, from: { offset: number; line: number }):
   // What the file is, like opening it, is found out when reading starts.
   if (from.offset > 0 && !fs.statSync(file).isFile()) throw notResumable(file);
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
-  const input = file === '-' ? process.stdin
+  const input = file === '-' ? process.stdin : isFifo(file) ? openFifo(file)
     : fs.createReadStream(file, { highWaterMark: 1 << 20, ...(from.offset > 0 ? { start: from.offset } : {}) });
   // A caller that drops this generator midway without return() (a server whose client went away)
   // would leave the file open for good: `walk` lives as long as the generator's frame, and its
   // collection closes the file.
   const walk = {};
-  if (input instanceof fs.ReadStream) openFiles.register(walk, input, walk);
+  if (input !== process.stdin) openFiles.register(walk, input, walk);
   try {
     yield* mapBatches(rawLineBatches(input as AsyncIterable<Buffer>, file, from.offset, from.line),
       ({ bytes, line, startOffset, endOffset }) => ({ text: lineText(bytes, startOffset, file, line), line, endOffset }));
@@ -195,7 +196,29 @@ async function* textLines(file: string, from: { offset: number; line: number }):
   }
 }
 
-const openFiles = new FinalizationRegistry<fs.ReadStream>((input) => input.destroy());
+const openFiles = new FinalizationRegistry<fs.ReadStream | net.Socket>((input) => input.destroy());
+
+/** Whether `file` is a named pipe (what else it is, or that it is missing, the read tells). */
+function isFifo(file: string): boolean {
+  try {
+    return process.platform !== 'win32' && fs.statSync(file).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+// A FIFO read as Node reads a piped standard input, by the event loop: fs's open and reads wait in a
+// libuv thread (the open until a writer comes), and a Ctrl-C handler's process.exit() waited for that
+// thread, so `camembed encode --input FIFO` could not be interrupted until a writer came.
+function openFifo(file: string): net.Socket {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);  // at once, writer or not
+  } catch (err) {
+    throw ioError('read', file, err);
+  }
+  return new net.Socket({ fd, readable: true, writable: false });
+}
 
 /** The texts of readTextLines (a bad `file` throws here too). */
 export function readTexts(file: string): AsyncGenerator<string, void, undefined> {

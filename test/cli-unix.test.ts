@@ -392,6 +392,25 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
   return { status, killedBy, stderr };
 }
 
+const haveProc = fs.existsSync('/proc/self/task');
+
+/** Waits until `child` has `fifo` open, or waits in open(2) for a writer of a FIFO (Linux's /proc tells). */
+async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string): Promise<void> {
+  const proc = path.join('/proc', String(child.pid));
+  const waiting = () => {
+    try {
+      return fs.readdirSync(path.join(proc, 'fd')).some((fd) => fs.readlinkSync(path.join(proc, 'fd', fd)) === fifo) ||
+        fs.readdirSync(path.join(proc, 'task')).some((task) => fs.readFileSync(path.join(proc, 'task', task, 'wchan'), 'utf8') === 'wait_for_partner');
+    } catch {
+      return false;  // a descriptor or a thread gone meanwhile: looked at again
+    }
+  };
+  for (let waited = 0; !waiting(); waited += 10) {
+    if (waited > 60_000 || child.exitCode !== null) throw new Error(`never waited on ${fifo}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 (haveModels ? describe : describe.skip)('signals', () => {
   /** An eval's files in `dir`, names starting with `prefix`: a collection of `passages` passages, one query, one judgement. */
   const evalFiles = (prefix: string, passages: number) => {
@@ -460,13 +479,98 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
     expect(fs.readdirSync(cache)).toEqual([]);
   }, 120_000);
 
-  test('eval killed outright (SIGKILL) leaves its .partial run file, which the next run with that --run replaces', async () => {
+  test('eval with a --run file another eval is writing is a usage error (exit 2) that leaves its .partial alone', async () => {
+    // The first eval's collection is a FIFO with no writer yet: it waits there, its run file open.
+    const { queries, qrels, run } = evalFiles('locked-', 0);
+    const collection = path.join(dir, 'locked-collection.fifo');
+    execFileSync('mkfifo', [collection]);
+    const args = (from: string) => ['eval', '--model', MODEL, '--collection', from, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'locked-cache'), '--run', run, '--threads', '1', '--json'];
+    const first = spawn(process.execPath, [CLI, ...args(collection)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    first.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => first.on('exit', (code) => resolve(code)));
+    const passages = Array.from({ length: 20 }, (_, i) => `d${i}\tpassage numéro ${i} sur le noyau Linux\n`).join('');
+    try {
+      for (let waited = 0; !fs.existsSync(`${run}.partial`); waited += 10) {
+        if (waited > 60_000 || first.exitCode !== null) throw new Error(`the first eval never opened its run file; stderr: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const regular = path.join(dir, 'locked-collection.tsv');
+      fs.writeFileSync(regular, passages);
+      const second = camembed(args(regular));
+      expect(second).toEqual({
+        status: 2, stdout: '',
+        stderr: `camembed eval: the run file ${run} is in use by another run (process ${first.pid}): wait for it to end\n`,
+      });
+      expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    } finally {
+      fs.writeFileSync(collection, passages);  // opens the FIFO, writes, closes: the first eval goes on
+    }
+    expect({ status: await exited, stderr }).toEqual({ status: 0, stderr: '' });
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('locked-run'))).toEqual(['locked-run.trec']);
+  }, 120_000);
+
+  (haveProc ? test : test.skip)('eval interrupted before any passage was encoded says so (it said the encoded passages were cached)', async () => {
+    // Its qrels are a FIFO with no writer yet: Ctrl-C comes while it waits there, then the qrels come.
+    const { collection, queries } = evalFiles('early-', 20);
+    const qrels = path.join(dir, 'early-qrels.fifo');
+    execFileSync('mkfifo', [qrels]);
+    const child = spawn(process.execPath, [CLI, 'eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
+      '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'early-cache'), '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitUntilWaitingOn(child, qrels);
+      child.kill('SIGINT');
+      for (let waited = 0; !stderr.includes('stopping after the current step'); waited += 10) {
+        if (waited > 20_000) throw new Error(`no stop; stderr: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      fs.writeFileSync(qrels, 'q1 0 d7 1\n');
+    }
+    expect(await exited).toBe(130);
+    expect(stderr.split('\n').filter((line) => line.startsWith('camembed eval: interrupted'))).toEqual(['camembed eval: interrupted before any passage was encoded']);
+  }, 120_000);
+
+  (haveProc ? test : test.skip)('encode and index build reading a FIFO no writer has opened yet stop on Ctrl-C (exit 130, a new output removed), as search does', async () => {
+    // A FIFO was opened and read by libuv threads, and the Ctrl-C handler's process.exit() waited
+    // for them: until a writer came. (search has no handler then: Ctrl-C ended it at once.)
+    const fifo = path.join(dir, 'no-writer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const file = path.join(dir, 'no-writer.cmbd');  // of the model's 32-d vectors
+    const index = new VectorIndex({ dim: 32 });
+    index.add(new Float32Array(32).fill(1));
+    await index.save(file);
+    index.dispose();
+    for (const [args, output] of [
+      [['encode', '--input', fifo, '--output', path.join(dir, 'fifo.f32')], path.join(dir, 'fifo.f32')],
+      [['index', 'build', '--input', fifo, '--output', path.join(dir, 'fifo.cmbd')], path.join(dir, 'fifo.cmbd')],
+      [['search', '--index', file, '--queries', fifo], null],
+    ] as const) {
+      const child = spawn(process.execPath, [CLI, ...args, '--model', MODEL, '--threads', '1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+      await waitUntilWaitingOn(child, fifo);
+      child.kill('SIGINT');
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 10_000, 'still running'); })]);
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      // search ends as Ctrl-C ends a program without a handler: by the signal.
+      expect({ args, ended }).toEqual({ args, ended: output === null ? [null, 'SIGINT'] : [130, null] });
+      if (output !== null) expect(fs.existsSync(output)).toBe(false);
+    }
+  }, 120_000);
+
+  test('eval killed outright (SIGKILL) leaves its .partial run file (and its lock file, unlocked), which the next run with that --run replaces', async () => {
     const { collection, queries, qrels, run } = evalFiles('killed-', 3000);
     const args = ['eval', '--model', MODEL, '--collection', collection, '--queries', queries, '--qrels', qrels,
       '--k', '10', '--metrics', 'MRR@10', '--cache', path.join(dir, 'killed-cache'), '--run', run, '--threads', '1', '--json'];
     const killed = await interrupted(args, [['SIGKILL', () => fs.existsSync(`${run}.partial`)]]);
     expect(killed.killedBy).toBe('SIGKILL');
-    expect(fs.existsSync(`${run}.partial`)).toBe(true);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run')).sort()).toEqual(['killed-run.trec.lock', 'killed-run.trec.partial']);
     fs.appendFileSync(`${run}.partial`, 'q0 Q0 d1 1 0.5 killed\n'.repeat(20));  // as if it had written part of a run
     expect(camembed(args).status).toBe(0);
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('killed-run'))).toEqual(['killed-run.trec']);

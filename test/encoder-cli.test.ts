@@ -122,10 +122,10 @@ describeModel('camembed encode', () => {
   });
 
   test('an interrupted run (SIGINT, SIGTERM) removes an output it created; an existing one says it is partial', async () => {
-    // Standard input stays open after 5,000 lines, so the run waits for more after writing the
-    // first chunk of vectors (4,096 texts); the signal comes once those are in the file.
+    // Standard input stays open after 5,000 lines, so the run waits for more after writing their
+    // vectors (a chunk of 4,096, then the 904 that came); the signal comes once those are in the file.
     const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
-    const chunkBytes = 4096 * 32 * 4;
+    const chunkBytes = 5000 * 32 * 4;
     const interrupt = async (output: string, signal: NodeJS.Signals, fullSize: number) => {
       const child = spawn(process.execPath, [cli, 'encode', '--model', MODEL, '--input', '-', '--output', output, '--threads', '1'],
         { stdio: ['pipe', 'ignore', 'pipe'] });
@@ -155,6 +155,56 @@ describeModel('camembed encode', () => {
     expect(second.code).toBe(143);
     expect(second.stderr).toContain(`camembed encode: ${existing} holds a partial output`);
     expect(fs.statSync(existing).size).toBe(128 + chunkBytes);
+  }, 120_000);
+
+  /** `camembed encode --input - ARGS` as a coprocess: its standard input stays open until `stdin.end()`. */
+  function coprocess(args: string[]) {
+    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+    const child = spawn(process.execPath, [cli, 'encode', '--model', MODEL, '--input', '-', '--threads', '1', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const run = {
+      stdin: child.stdin, out: Buffer.alloc(0), err: '',
+      exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))),
+      /** Waits for `rows` vectors on standard output. */
+      answered: async (rows: number) => {
+        for (let waited = 0; run.out.length < rows * 32 * 4; waited += 10) {
+          if (waited > 20_000 || child.exitCode !== null) throw new Error(`${run.out.length / 128} vectors, not ${rows}; stderr: ${run.err}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      },
+    };
+    child.stdout.on('data', (d: Buffer) => { run.out = Buffer.concat([run.out, d]); });
+    child.stderr.on('data', (d) => { run.err += String(d); });
+    return run;
+  }
+
+  test('--input - writes each vector as its line comes (a coprocess writes one and waits), not 4,096 at a time or at the end', async () => {
+    const encode = coprocess(['--output', '-']);
+    try {
+      encode.stdin.write(`${texts[0]}\n`);
+      await encode.answered(1);
+      encode.stdin.write(`${texts[1]}\n`);
+      await encode.answered(2);
+    } finally {
+      encode.stdin.end();
+    }
+    expect(await encode.exited).toBe(0);
+    const encoder = await Encoder.load(MODEL);
+    const want = [...(await encoder.encode([texts[0]])).data, ...(await encoder.encode([texts[1]])).data];
+    await encoder.dispose();
+    expect(Array.from(new Float32Array(encode.out.buffer.slice(encode.out.byteOffset, encode.out.byteOffset + encode.out.length)))).toEqual(want);
+  }, 120_000);
+
+  (fs.existsSync('/dev/full') ? test : test.skip)('--input - that fails between two lines (a write error) ends at once (exit 1), not when its standard input closes', async () => {
+    const encode = coprocess(['--output', '/dev/full']);
+    try {
+      encode.stdin.write(`${texts[0]}\n`);
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([encode.exited, new Promise((r) => { timer = setTimeout(r, 20_000, 'still running'); })]);
+      clearTimeout(timer);
+      expect({ ended, err: encode.err }).toEqual({ ended: 1, err: 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n' });
+    } finally {
+      encode.stdin.end();
+    }
   }, 120_000);
 
   test('the output is opened before the model loads: one that cannot be, fails at once naming it; a failed or interrupted load leaves an existing one whole and removes a new one', async () => {

@@ -8,6 +8,7 @@ import {
   encodeCollection, EncodedCollection, EncodeInterrupted, EncodeProgress, EmbeddingBatch, fileIdentity, StreamEncoder,
 } from '../lib/eval/embedding-cache';
 import { removeTrackedTemporaries, temporaryPath, trackTemporaries } from '../lib/atomic-file';
+import { LockHeld } from '../lib/lock-file';
 import { makeRandom } from './helpers/random';
 
 const DIM = 5;
@@ -143,13 +144,25 @@ describe('encodeCollection', () => {
     expect(await allVectors(again)).toEqual(reference.vectors);
   });
 
-  test('two runs at once on one cache both finish, with whole chunks; no temporary file outlives its writer', async () => {
+  test('of two runs at once on one cache, the second is refused while the first encodes, then finds every passage cached; no temporary file outlives its writer', async () => {
+    // Each wrote chunks of the same names: one that had resumed from a short chunk (an interrupted run's)
+    // read on from another offset than the other, and a chunk's vectors could be one run's, its ids the other's.
     const cacheDir = path.join(dir, 'concurrent');
-    const runs = await Promise.all([1, 2].map(() => encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 })));
-    for (const encoded of runs) {
-      expect(encoded.ids).toEqual(reference.ids);
-      expect(await allVectors(encoded)).toEqual(reference.vectors);
+    const [first, second] = await Promise.allSettled([1, 2].map(() => encodeCollection({ collection, cacheDir, identity, encoder: new HashEncoder(), chunkRows: 8 })));
+    expect(first.status).toBe('fulfilled');
+    const encoded = (first as PromiseFulfilledResult<EncodedCollection>).value;
+    const refused = (second as PromiseRejectedResult).reason as Error;
+    expect([refused instanceof LockHeld, refused.message])
+      .toEqual([true, `the embedding cache ${encoded.dir} is in use by another run (process ${process.pid}): wait for it to end`]);
+    const encoder = new HashEncoder();
+    const again = await encodeCollection({ collection, cacheDir, identity, encoder, chunkRows: 8 });
+    expect(encoder.encoded).toBe(0);
+    for (const run of [encoded, again]) {
+      expect(run.ids).toEqual(reference.ids);
+      expect(await allVectors(run)).toEqual(reference.vectors);
     }
+    const runs = [encoded];
+    expect(fs.readdirSync(encoded.dir).filter((f) => f === 'lock')).toEqual([]);  // released
     const temporaries = () => fs.readdirSync(runs[0].dir).filter((f) => f.includes('.tmp-')).sort();
     expect(temporaries()).toEqual([]);
     // A writer killed mid-write leaves its temporary file: the next run removes it once it has been

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { followLinks, removeTrackedTemporaries, temporaryPath } from '../atomic-file';
 import { ioError } from '../io-error';
 import { readTextLineBatches } from '../lines';
+import { releaseHeldLocks } from '../lock-file';
 import { MAX_RESULT_VALUES } from '../kernels';
 import { isRevision, looksLikeHubId } from '../model/hub';
 import { modelFiles } from '../model/local';
@@ -349,7 +350,7 @@ export async function checkTextFile(file: string, label: string): Promise<void> 
 /**
  * Until the returned function is called, SIGINT (Ctrl-C) or SIGTERM runs `cleanup` (synchronous:
  * the event loop is not run again), removes the temporary files this process is writing
- * (lib/atomic-file.ts) and ends the process with the status the signal would have given (128 +
+ * (lib/atomic-file.ts) and the locks it holds (lib/lock-file.ts), and ends the process with the status the signal would have given (128 +
  * its number), so an interrupted command does not leave a half-written file behind. With `stop`,
  * the first signal calls only `stop` (the command winds down itself) and a second one ends it so.
  * A signal that comes while synchronous code runs (a model conversion) is handled once it returns:
@@ -368,6 +369,7 @@ export function onInterrupt(cleanup?: () => void, stop?: (signal: NodeJS.Signals
         cleanup?.();
       } finally {
         removeTrackedTemporaries();  // even when the command's own clean-up failed
+        releaseHeldLocks();  // a run file's, an embedding cache's (lib/lock-file.ts)
       }
     } finally {
       process.stderr.write(`\n${messagePrefix}: interrupted (${signal})\n`);

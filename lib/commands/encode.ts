@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import { followLinks } from '../atomic-file';
 import { checkOnnxRuntimeDevice, DEFAULT_MODEL, Encoder } from '../encoder';
 import { ioError } from '../io-error';
-import { flatten } from '../lines';
+import { readyBatches } from '../lines';
 import {
   checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
   namesStandardOutput, requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
@@ -29,6 +29,9 @@ const SPEC: OptionSpec = {
   revision: { type: 'string', help: 'branch, tag or commit hash of a Hub model (default: main)' },
   help: { type: 'boolean', help: 'show this help' },
 };
+
+// Lines encoded together at most (Encoder.encodeStream's chunk): the vectors of one chunk are in memory at once.
+const CHUNK_LINES = 4096;
 
 // numpy format 1.0 header for a little-endian float32 C-order array; padded to a fixed 128 bytes
 // so that the final row count can be written over it once the stream has ended.
@@ -118,13 +121,19 @@ export async function run(argv: string[]): Promise<void> {
     }
     const { dim } = encoder;
     if (npy) await write(npyHeader(0, dim));
-    for await (const chunk of encoder.encodeStream(flatten(progress.batches), { normalize: options['no-normalize'] !== true, onProgress: progress.onProgress })) {
+    // The lines that have come, whenever no more are there yet (as search's questions): a program that writes
+    // a line and waits for its vector gets it at once (it waited for a chunk of 4,096 lines, or the end).
+    for await (const texts of readyBatches(progress.batches, CHUNK_LINES)) {
+      const before = rows;
+      const chunk = await encoder.encode(texts, { normalize: options['no-normalize'] !== true, onProgress: ({ done }) => progress.onProgress({ done: before + done }) });
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }
     if (out !== null && npy) onOutput(() => fs.writeSync(out.fd, npyHeader(rows, dim), 0, NPY_HEADER_BYTES, 0));
     complete = true;
   } finally {
+    // Stopped by an error while a read waits for the next line (readyBatches): that read would keep the process until then.
+    if (input === '-') process.stdin.destroy();
     await endInterruptCleanup();
     closeOutput(complete);
     bar?.finish();

@@ -8,6 +8,7 @@ import { EncodeInterrupted } from '../eval/embedding-cache';
 import { DEFAULT_METRICS, parseMetric } from '../eval/metrics';
 import { defaultEmbeddingCacheDir, evaluateRetrieval, RetrievalEvaluation } from '../eval/retrieval';
 import { counted } from '../validate';
+import { holdsLock, LockHeld } from '../lock-file';
 import { INDEX_CUDA_MAX_K } from '../vector-index';
 import {
   CliInterrupted, CliUsageError, ENCODER_BATCH_SIZE_OPTION, helpText, modelFilesAt, namesStandardOutput, onInterrupt, OptionSpec, parseCommand, requireDevice, requireFileOption,
@@ -111,12 +112,14 @@ export async function run(argv: string[]): Promise<void> {
   let stoppedBy: NodeJS.Signals = 'SIGINT';
   // The file a link names (a run is written through links, as TrecRunWriter does): its .partial is removed on a second Ctrl-C.
   const runFile = options.run === undefined ? undefined : await followLinks(options.run as string);
-  const endInterrupt = onInterrupt(() => { if (runFile !== undefined) fs.rmSync(`${runFile}.partial`, { force: true }); }, (signal) => {
+  // Only this run's .partial: another run's (that holds the lock of the same run file) is its own.
+  const endInterrupt = onInterrupt(() => { if (runFile !== undefined && holdsLock(`${runFile}.lock`)) fs.rmSync(`${runFile}.partial`, { force: true }); }, (signal) => {
     process.stderr.write(`\ncamembed eval: stopping after the current step (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit now)\n`);
     stoppedBy = signal;
     controller.abort();
   });
   let result: RetrievalEvaluation;
+  let encodedRows = 0;  // passages in the cache, as last reported
   try {
     result = await evaluateRetrieval({
       model: options.model as string,
@@ -136,12 +139,16 @@ export async function run(argv: string[]): Promise<void> {
       runFile,
       signal: controller.signal,
       progress: !options.json,
+      onEncodeProgress: ({ rows }) => { encodedRows = rows; },
     });
   } catch (err) {
+    // Another eval writes the same run file, or encodes the same collection into the same cache.
+    if (err instanceof LockHeld) throw new CliUsageError(err.message);
     if (controller.signal.aborted) {
       // After the encoding (the index, the queries): a pipe's passages went with its temporary folder (lib/eval/embedding-cache.ts).
       const cached = fs.statSync(options.collection as string, { throwIfNoEntry: false })?.isFile() ?? true;
       throw new CliInterrupted(err instanceof EncodeInterrupted ? `${err.message}${err.kept ? '; run the same command again to continue' : ''}`
+        : encodedRows === 0 ? 'interrupted before any passage was encoded'
         : cached ? 'interrupted (the encoded passages are cached: the same command starts again from them)'
           : "interrupted (a pipe's passages are not kept, as no later run could find them: the next run encodes them again)", stoppedBy);
     }

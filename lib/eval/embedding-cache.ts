@@ -14,6 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeFolders, removeAbandonedTemporaries, temporaryPath, writeFileAtomicAsync } from '../atomic-file';
 import { FormatError } from '../lines';
+import { takeLock } from '../lock-file';
 import { counted, namesOf, optionalAbortSignal, optionalFunction, optionalPositiveInteger, requireJson, requireObject, requireString, typeName } from '../validate';
 import { readTsv, readTsvBatches, TextRecord } from './formats';
 
@@ -284,10 +285,21 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   const dir = checkFirst ? path.join(options.cacheDir, createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 20))
     : temporaryPath(path.join(options.cacheDir, 'pipe'));
   makeFolders(dir);
+  let release: (() => void) | null = null;
   try {
     await removeAbandonedTemporaries(dir);  // what writers killed mid-write left: 48 MiB a chunk
 
-    const { manifest, ids } = (await readManifest(dir, identity)) ??
+    let found = await readManifest(dir, identity);
+    // Two runs encoding one collection at once wrote chunks of the same names, each listed by its own
+    // manifest: one that resumed after an interruption read on from another offset than the other, and
+    // the last rename of each file could put one run's vectors beside the other's ids. A run that writes
+    // the cache holds its lock (the second is refused), and reads it again as the last holder left it; a
+    // finished cache is only read.
+    if (found?.manifest.complete !== true) {
+      release = takeLock(path.join(dir, 'lock'), `the embedding cache ${dir}`);
+      found = await readManifest(dir, identity);
+    }
+    const { manifest, ids } = found ??
       { manifest: { format: 'camembed-embedding-cache', version: 1, identity, dim: 0, chunks: [], complete: false } as Manifest, ids: [] };
     const cachedRows = ids.length;
     const last = manifest.chunks[manifest.chunks.length - 1];
@@ -366,5 +378,7 @@ export async function encodeCollection(options: EncodeCollectionOptions): Promis
   } catch (err) {
     if (!checkFirst) await fs.promises.rm(dir, { recursive: true, force: true });
     throw err;
+  } finally {
+    release?.();
   }
 }

@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import { followLinks } from '../atomic-file';
 import { ioError } from '../io-error';
+import { takeLock } from '../lock-file';
 import { flatten, FormatError, mapBatches, readTextLineBatches, readTextLines } from '../lines';
 import { counted, describeValue, requireInteger, requireObject, requireString } from '../validate';
 import type { Qrels } from './metrics';
@@ -141,8 +142,11 @@ export function requireToken(name: string, value: unknown): string {
   return value;
 }
 
-/** A writer dropped without close() or abort() closes its file when collected (its `.partial` stays). */
-const unclosedWriters = new FinalizationRegistry<fs.WriteStream>((out) => out.destroy());
+/** A writer dropped without close() or abort() closes its file and releases its lock when collected (its `.partial` stays). */
+const unclosedWriters = new FinalizationRegistry<{ out: fs.WriteStream; release: () => void }>(({ out, release }) => {
+  out.destroy();
+  release();
+});
 
 /**
  * Writes a TREC run file, `qid Q0 docid rank score tag` per line, ranks from 1. The file appears
@@ -162,10 +166,12 @@ export class TrecRunWriter {
   /** Whether a line written held '#' (the warning comes once). */
   private holdsHash = false;
 
-  private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream) {
+  private constructor(private readonly file: string, private readonly tag: string, private readonly out: fs.WriteStream,
+    /** Releases the lock on the file (takeLock's). */
+    private readonly release: () => void) {
     const failure = this.failure;
     out.on('error', (err) => { failure.error ??= ioError('write to', `${file}.partial`, err); });
-    unclosedWriters.register(this, out, this);
+    unclosedWriters.register(this, { out, release }, this);
   }
 
   /** Opens a writer; the run appears as `file` on close() (`options.tag`: the tag column, default 'camembed'). */
@@ -175,9 +181,16 @@ export class TrecRunWriter {
     const tag = given === undefined ? 'camembed' : requireToken('options.tag', given);
     // Through symbolic links, as index save writes: the rename replaces the file a link names, not the link.
     const target = await followLinks(file);
-    const out = fs.createWriteStream(`${target}.partial`);
-    await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
-    return new TrecRunWriter(target, tag, out);
+    // Two runs of one file each truncated and wrote the other's .partial: the second is refused (LockHeld).
+    const release = takeLock(`${target}.lock`, `the run file ${file}`);
+    try {
+      const out = fs.createWriteStream(`${target}.partial`);
+      await new Promise<void>((resolve, reject) => out.once('open', () => resolve()).once('error', reject));
+      return new TrecRunWriter(target, tag, out, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   /** One query's ranking, best first, each document once; `scores` must not increase. */
@@ -236,6 +249,7 @@ export class TrecRunWriter {
     unclosedWriters.unregister(this);
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fs.promises.rename(`${this.file}.partial`, this.file);
+    this.release();
   }
 
   /** Drops the run written so far (the `.partial` file): for a run that failed, also in close(). */
@@ -244,5 +258,6 @@ export class TrecRunWriter {
     unclosedWriters.unregister(this);
     if (!this.out.closed) await new Promise<void>((resolve) => this.out.once('close', () => resolve()).destroy());
     await fs.promises.rm(`${this.file}.partial`, { force: true });
+    this.release();
   }
 }

@@ -18,7 +18,7 @@ import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
 import { watchAbort } from '../abort';
-import { loadAddon } from '../native';
+import { tryLockDescriptor } from '../lock-file';
 import { createProgressBar } from '../progress';
 import { destroyOnAbort, ProxyError, request, Response } from './http-request';
 import { makeFolders, removeAbandonedTemporaries, replaceAtomically, writeFileAtomic } from '../atomic-file';
@@ -512,10 +512,6 @@ async function fetchFile(ctx: Context, revision: string, file: string, optional:
 const LOCK_POLL_MS = 200;
 const LOCK_NOTICE_MS = 2_000;
 
-// File systems without flock (some NFS, FUSE and parallel file systems): download unlocked, with
-// a warning, as huggingface_hub falls back to a soft lock there.
-const NO_FLOCK = new Set([os.constants.errno.ENOLCK, os.constants.errno.ENOSYS, os.constants.errno.EOPNOTSUPP]);
-
 // The lock huggingface_hub takes around a blob's download (an exclusive flock, as Python's
 // filelock takes it), so that two processes, Python's included, never append to the same
 // .incomplete file. Waits as long as the other download takes; a warning says so after 2 s.
@@ -523,17 +519,8 @@ async function withBlobLock(ctx: Context, etag: string, file: string, work: () =
   const lockFile = path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${etag}.lock`);
   makeFolders(path.dirname(lockFile));
   const fd = fs.openSync(lockFile, 'w');
-  const tryLock = () => {
-    try {
-      return loadAddon().tryLockFile(fd);
-    } catch (err) {
-      if (!NO_FLOCK.has((err as { errno?: number }).errno ?? -1)) throw err;
-      process.emitWarning(`${lockFile}: this file system has no flock (${(err as Error).message}); downloading ${file} without the lock`);
-      return true;
-    }
-  };
   try {
-    for (let waitedMs = 0; !tryLock(); waitedMs += LOCK_POLL_MS) {
+    for (let waitedMs = 0; !tryLockDescriptor(fd, lockFile, `downloading ${file} without the lock`); waitedMs += LOCK_POLL_MS) {
       if (waitedMs === LOCK_NOTICE_MS) process.emitWarning(`waiting for another process downloading ${file} of ${ctx.id} (${lockFile})`);
       await sleep(LOCK_POLL_MS, ctx.signal);
     }
