@@ -2,6 +2,7 @@
 // (in a setImmediate), which would hold the event loop for a whole batch (2.7 s for 32 passages at CamemBERT-base
 // size, bench/RESULTS-encoder.md). The Encoder talks to it through OnnxWorker, one request at a time; this same
 // file, run as the worker (workerData.onnxWorker), owns the session. Tensors cross by transfer, not copied.
+import * as fs from 'fs';
 import * as path from 'path';
 import { isMainThread, parentPort, TransferListItem, Worker, workerData } from 'worker_threads';
 import * as ort from 'onnxruntime-node';
@@ -22,24 +23,55 @@ interface SessionFacts {
 }
 
 type Request = { kind: 'run'; feeds: Record<string, WorkerTensor>; output: string } | { kind: 'release' };
-type Reply = { ok: true; value?: unknown } | { ok: false; message: string };
+/**
+ * A failure: the error as structured clone carries it (its class if a built-in one, message, the worker's stack, cause),
+ * with what the clone drops, its name (a subclass's) and code.
+ */
+type Reply = { ok: true; value?: unknown } | { ok: false; error: Error; name: string; code: string | number | undefined };
 
 /**
- * The compiled worker: dist/onnx-worker.js, also when lib/*.ts runs under ts-jest (`npm test` compiles dist first),
- * since a worker thread runs JavaScript only.
+ * The compiled worker, `compiled`: a worker thread runs JavaScript only, so also when this file runs as its TypeScript
+ * `source` (under ts-jest). `npm test` compiles dist first; `npx jest` alone would run a worker older than its source,
+ * which is refused instead.
  */
-const WORKER_SCRIPT = path.resolve(__dirname, '..', 'dist', 'onnx-worker.js');
+export function workerScript(source = __filename, compiled = path.resolve(__dirname, '..', 'dist', 'onnx-worker.js')): string {
+  if (path.extname(source) === '.ts') {
+    const built = fs.statSync(compiled, { throwIfNoEntry: false });
+    if (built === undefined || built.mtimeMs < fs.statSync(source).mtimeMs) {
+      throw new Error(`${compiled} is ${built === undefined ? 'missing' : `older than ${source}`}: run \`npm run build:ts\` (the worker thread runs it)`);
+    }
+  }
+  return compiled;
+}
+
+/**
+ * The error of a failed reply, thrown on this thread: its class, name and code; its stack this thread's path to the
+ * request (the caller's encode()), the worker's error, with its stack there, as `cause`.
+ */
+function replyError({ error, name, code }: Extract<Reply, { ok: false }>): Error {
+  const rebuilt = new (error.constructor as ErrorConstructor)(error.message, { cause: error });
+  rebuilt.name = name;
+  if (code !== undefined) (rebuilt as NodeJS.ErrnoException).code = code as string;
+  Error.captureStackTrace(rebuilt, replyError);  // again, for the header to show the name
+  return rebuilt;
+}
+
+/** A reply's value, or its error thrown. */
+function valueOf(reply: Reply): unknown {
+  if (!reply.ok) throw replyError(reply);
+  return reply.value;
+}
 
 /** The main thread's handle on a session in a worker: load, run and release, each answered in turn. */
 export class OnnxWorker {
-  private pending: { resolve: (value: unknown) => void; reject: (err: Error) => void } | null = null;
+  private pending: { resolve: (reply: Reply) => void; reject: (err: Error) => void } | null = null;
   /** What the session takes and gives, set once it is created. */
   private facts!: SessionFacts;
   /** Why the thread has ended, once it has: later requests fail with it instead of waiting for ever. */
   private stopped: Error | null = null;
 
   private constructor(private readonly worker: Worker) {
-    worker.on('message', (reply: Reply) => this.settle(reply.ok ? null : new Error(reply.message), reply.ok ? reply.value : undefined));
+    worker.on('message', (reply: Reply) => this.settle(null, reply));
     worker.on('error', (err) => this.settle(err));
     worker.on('exit', (code) => {
       this.stopped = new Error(`the ONNX Runtime worker thread stopped (exit code ${code})`);
@@ -54,9 +86,9 @@ export class OnnxWorker {
 
   /** Starts a worker and creates the session there; rejects with ONNX Runtime's error message. */
   static async create(onnxPath: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxWorker> {
-    const session = new OnnxWorker(new Worker(WORKER_SCRIPT, { workerData: { onnxWorker: { onnxPath, options } } }));
+    const session = new OnnxWorker(new Worker(workerScript(), { workerData: { onnxWorker: { onnxPath, options } } }));
     try {
-      session.facts = await session.answer() as SessionFacts;  // the worker's first message
+      session.facts = valueOf(await session.answer()) as SessionFacts;  // the worker's first message
     } catch (err) {
       await session.worker.terminate();
       throw err;
@@ -75,35 +107,39 @@ export class OnnxWorker {
     await this.worker.terminate();
   }
 
-  private request(request: Request, transfer: TransferListItem[]): Promise<unknown> {
+  private async request(request: Request, transfer: TransferListItem[]): Promise<unknown> {
     if (this.pending !== null) throw new Error('OnnxWorker: one request at a time');
-    if (this.stopped !== null) return Promise.reject(this.stopped);
+    if (this.stopped !== null) throw this.stopped;
     const answer = this.answer();
     this.worker.postMessage(request, transfer);
-    return answer;
+    return valueOf(await answer);  // awaited here: a failure's stack goes back through the caller's awaits
   }
 
-  /** The worker's next reply. */
-  private answer(): Promise<unknown> {
+  /** The worker's next reply; rejects when the thread fails or stops. */
+  private answer(): Promise<Reply> {
     return new Promise((resolve, reject) => {
       this.pending = { resolve, reject };
       this.worker.ref();  // an answer awaited keeps the process alive
     });
   }
 
-  private settle(err: Error | null, value?: unknown): void {
+  private settle(err: Error | null, reply?: Reply): void {
     const pending = this.pending;
     if (pending === null) return;
     this.pending = null;
     this.worker.unref();  // idle, it does not keep the process alive (an Encoder never disposed of did not)
-    if (err === null) pending.resolve(value);
+    if (err === null) pending.resolve(reply!);
     else pending.reject(err);
   }
 }
 
 /** The worker side: creates the session, then answers each request with a Reply. */
 async function serve(port: NonNullable<typeof parentPort>, { onnxPath, options }: { onnxPath: string; options: ort.InferenceSession.SessionOptions }) {
-  const fail = (err: unknown) => port.postMessage({ ok: false, message: (err as Error).message } satisfies Reply);
+  const fail = (err: unknown) => {
+    const error = err instanceof Error ? err : new Error(String(err));
+    const { code } = error as { code?: unknown };
+    port.postMessage({ ok: false, error, name: error.name, code: typeof code === 'string' || typeof code === 'number' ? code : undefined } satisfies Reply);
+  };
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(onnxPath, options);
