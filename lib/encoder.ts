@@ -192,7 +192,9 @@ const INLINE_POOL_FLOATS = 1 << 20;
 /**
  * Characters tokenized per event-loop turn, all calls together (~2 us a character: ~9 ms, 20-60 ms on a loaded VM). A
  * count of texts bounded nothing (64 passages held the loop 0.24 s: bench/RESULTS-encoder.md); a time budget split the
- * small calls of one moment into several turns, and so into several batches, when the machine was slow.
+ * small calls of one moment into several turns, and so into several batches, when the machine was slow. A text whose
+ * tokenizing would take more at once (a word that long; French text needs its first 1,024) is tokenized in the worker
+ * thread (one word of 1M characters held the loop 4-7 s).
  */
 const TOKENIZE_TURN_CHARS = 4096;
 
@@ -601,7 +603,7 @@ export class Encoder {
 
     let session: OnnxWorker;
     try {
-      session = await OnnxWorker.create(onnxPath, {
+      session = await OnnxWorker.create({ onnxPath, tokenizer: { dir: model.dir, maxLength }, options: {
         executionProviders: executionProviders(deviceIndex),
         graphOptimizationLevel: 'all',
         intraOpNumThreads: threads,
@@ -611,7 +613,7 @@ export class Encoder {
         // Shapes change with every batch: a memory pattern planned for one shape would be redone.
         enableMemPattern: false,
         extra: { session: { intra_op: { allow_spinning: spinWait ? '1' : '0' } } },
-      });
+      } });
     } catch (err) {
       throw new Error(`cannot load the ONNX graph ${onnxPath}${label === 'cpu' ? '' : ` on ${label}`}: ${(err as Error).message}`);
     }
@@ -771,7 +773,7 @@ export class Encoder {
         } while (text.length > this.tokenizingRoom && this.tokenizingRoom < TOKENIZE_TURN_CHARS);
       }
       this.tokenizingRoom -= text.length;
-      ids.push(this.tokenizer.encode(text));
+      ids.push(this.tokenizer.encodeWithin(text, TOKENIZE_TURN_CHARS) ?? await this.session!.tokenize(text));
     }
     if (texts.length === 0) return { data: out, rows: 0, dim: this.dim };
     const batches = planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens).map((b) => b.rows);

@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type { Worker } from 'worker_threads';
 import * as ort from 'onnxruntime-node';
-import { Encoder } from '../lib/encoder';
+import { Embeddings, Encoder } from '../lib/encoder';
 import { workerScript } from '../lib/onnx-worker';
 import type { OnnxWorker, WorkerTensor } from '../lib/onnx-worker';
 
@@ -129,6 +129,36 @@ describeModel('the Encoder\'s ONNX Runtime worker thread', () => {
     expect((err.cause as Error).constructor.name).toBe('TypeError');
     expect((err.cause as Error).stack).toMatch(/\n +at new Tensor [^]*\n +at .*dist[/\\]onnx-worker\.js:\d+/);  // the worker's own frames
     expect((await encoder.encode(['Bonjour.'])).rows).toBe(1);  // the worker goes on answering
+  });
+
+  test('a text too long to tokenize on the event loop (a word of 50,000 characters) is tokenized in the worker, to the same ids', async () => {
+    const word = 'anticonstitutionnellement'.repeat(2000);
+    const texts = ['Bonjour.', word, `Un début. ${word}`, `${'Un long passage de mots courts. '.repeat(2000)}${word}`];
+    // The main thread's tokenizers.js: the characters of each text it tokenized.
+    const tokenizersJs = encoder['tokenizer']['tokenizer'];
+    const onMain = jest.spyOn(tokenizersJs, 'encode');
+    const inWorker = jest.spyOn(session(), 'tokenize');
+    let result: Embeddings;
+    let mainLengths: number[];
+    let workerTexts: string[];
+    let workerIds: number[][];
+    try {
+      result = await encoder.encode(texts);
+      mainLengths = onMain.mock.calls.map(([text]) => (text as string).length);
+      workerTexts = inWorker.mock.calls.map(([text]) => text);
+      workerIds = await Promise.all(inWorker.mock.results.map((r) => r.value));
+    } finally {
+      onMain.mockRestore();
+      inWorker.mockRestore();
+    }
+    expect(Math.max(...mainLengths)).toBeLessThanOrEqual(4096);
+    // The last text's first 128 tokens come before its long word: its prefix is tokenized here.
+    expect(workerTexts.length).toBe(2);
+    expect(workerTexts[0] === texts[1] && workerTexts[1] === texts[2]).toBe(true);
+    const ids = encoder.tokenize(texts).ids;  // on this thread, whole
+    expect(workerIds).toEqual([ids[1], ids[2]]);
+    const alone = await Promise.all(texts.map((t) => encoder.encode([t])));
+    expect(Array.from(result.data)).toEqual(alone.flatMap((r) => Array.from(r.data)));
   });
 
   test('a compiled worker older than its TypeScript source (ts-jest without `npm run build:ts`) is refused, not run', () => {
