@@ -190,7 +190,7 @@ const CALL_COST_TOKENS = 16;
 const INLINE_POOL_FLOATS = 1 << 20;
 
 /**
- * Characters tokenized per event-loop turn, all calls together (~2 us a character: ~9 ms, 20-60 ms on a loaded VM). A
+ * Characters tokenized per event-loop turn, all calls together (~2 us a character: ~9 ms; 28-75 ms on our loaded VM). A
  * count of texts bounded nothing (64 passages held the loop 0.24 s: bench/RESULTS-encoder.md); a time budget split the
  * small calls of one moment into several turns, and so into several batches, when the machine was slow. A text whose
  * tokenizing would take more at once (a word that long; French text needs its first 1,024) is tokenized in the worker
