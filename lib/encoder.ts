@@ -189,8 +189,14 @@ const CALL_COST_TOKENS = 16;
  */
 const INLINE_POOL_FLOATS = 1 << 20;
 
-/** Texts tokenized between event-loop turns (~45 ms of passages: 0.18 s for 256 in bench/RESULTS-encoder.md's quiet run). */
-const TOKENIZE_SLICE = 64;
+/**
+ * Characters tokenized per event-loop turn, all calls together (~2 us a character: ~9 ms; 28-75 ms on our loaded VM). A
+ * count of texts bounded nothing (64 passages held the loop 0.24 s: bench/RESULTS-encoder.md); a time budget split the
+ * small calls of one moment into several turns, and so into several batches, when the machine was slow. A text whose
+ * tokenizing would take more at once (a word that long; French text needs its first 1,024) is tokenized in the worker
+ * thread (one word of 1M characters held the loop 4-7 s).
+ */
+const TOKENIZE_TURN_CHARS = 4096;
 
 /**
  * Splits the rows, sorted longest first, into runs of at most batchSize texts and maxBatchTokens
@@ -503,15 +509,13 @@ export class Encoder {
   /** runBatches is running or about to: it takes the calls queued meanwhile too. */
   private runningBatches = false;
   /**
-   * Tokenizing runs in slices, at most TOKENIZE_SLICE texts (of whichever calls) per event-loop turn:
-   * slices of concurrent calls waiting in one setImmediate phase would otherwise run back to back (50
-   * calls of 64 texts stalled the loop 639 ms). Small calls share a turn, so that their texts are
-   * ready together for one batch (with a turn each, 64 one-text calls became ready one per turn, each
-   * a run of one text, when ONNX Runtime still ran on this thread).
+   * Tokenizing runs in event-loop turns of TOKENIZE_TURN_CHARS, shared by the calls waiting (calls tokenizing in turns of
+   * their own would run back to back in one setImmediate phase: 50 calls of 64 texts stalled the loop 639 ms). Small
+   * calls share a turn, so that their texts are ready together for one batch.
    */
-  private sliceTurns: Promise<void> = Promise.resolve();
-  /** Texts that the last of sliceTurns can still take (0 once it has come). */
-  private sliceRoom = 0;
+  private tokenizingTurn: Promise<void> | null = null;
+  /** Characters the current turn can still tokenize. */
+  private tokenizingRoom = 0;
   /** encode() calls not finished yet: dispose() waits for them. */
   private readonly running = new Set<Promise<Embeddings>>();
   /** Set by dispose(): later encode() calls are refused; a second dispose() gets the same promise. */
@@ -599,7 +603,7 @@ export class Encoder {
 
     let session: OnnxWorker;
     try {
-      session = await OnnxWorker.create(onnxPath, {
+      session = await OnnxWorker.create({ onnxPath, tokenizer: { dir: model.dir, maxLength }, options: {
         executionProviders: executionProviders(deviceIndex),
         graphOptimizationLevel: 'all',
         intraOpNumThreads: threads,
@@ -609,7 +613,7 @@ export class Encoder {
         // Shapes change with every batch: a memory pattern planned for one shape would be redone.
         enableMemPattern: false,
         extra: { session: { intra_op: { allow_spinning: spinWait ? '1' : '0' } } },
-      });
+      } });
     } catch (err) {
       throw new Error(`cannot load the ONNX graph ${onnxPath}${label === 'cpu' ? '' : ` on ${label}`}: ${(err as Error).message}`);
     }
@@ -756,14 +760,20 @@ export class Encoder {
     } catch {
       throw new RangeError(`texts: ${texts.length} texts of ${this.dim} floats do not fit one Float32Array; use encodeStream()`);
     }
-    // Tokenizing costs up to ~0.7 ms a passage: in slices, letting the event loop run between them.
+    // Tokenizing costs up to ~0.8 ms a passage: in turns of TOKENIZE_TURN_CHARS, letting the event loop run between them.
+    // The first text waits for a turn, as the other calls made meanwhile do (their texts are ready together).
     const ids: number[][] = [];
     for (let i = 0; i < texts.length; i++) {
-      if (i % TOKENIZE_SLICE === 0) {
-        await this.sliceTurn(Math.min(TOKENIZE_SLICE, texts.length - i));
-        signal?.throwIfAborted();
+      const text = this.prompt + texts[i];
+      if (i === 0 || text.length > this.tokenizingRoom) {
+        do {
+          await this.nextTokenizingTurn();
+          signal?.throwIfAborted();
+          // Taken by the calls before it in that turn; a text longer than a turn's room gets a turn of its own.
+        } while (text.length > this.tokenizingRoom && this.tokenizingRoom < TOKENIZE_TURN_CHARS);
       }
-      ids.push(this.tokenizer.encode(this.prompt + texts[i]));
+      this.tokenizingRoom -= text.length;
+      ids.push(this.tokenizer.encodeWithin(text, TOKENIZE_TURN_CHARS) ?? await this.session!.tokenize(text));
     }
     if (texts.length === 0) return { data: out, rows: 0, dim: this.dim };
     const batches = planBatches(ids.map((r) => r.length), this.batchSize, this.maxBatchTokens).map((b) => b.rows);
@@ -777,21 +787,14 @@ export class Encoder {
     });
   }
 
-  /**
-   * Resolves in the event-loop turn of the last slice queued, if it has room for `texts` more texts and has
-   * not come yet, else in the turn after it (see sliceTurns).
-   */
-  private sliceTurn(texts: number): Promise<void> {
-    if (texts > this.sliceRoom) {
-      const turn: Promise<void> = this.sliceTurns.then(() => new Promise<void>((resolve) => setImmediate(() => {
-        if (this.sliceTurns === turn) this.sliceRoom = 0;  // come: a later slice waits for a turn of its own
-        resolve();
-      })));
-      this.sliceTurns = turn;
-      this.sliceRoom = TOKENIZE_SLICE;
-    }
-    this.sliceRoom -= texts;
-    return this.sliceTurns;
+  /** The next event-loop turn, which gives the calls resumed in it TOKENIZE_TURN_CHARS to tokenize between them. */
+  private nextTokenizingTurn(): Promise<void> {
+    this.tokenizingTurn ??= new Promise<void>((resolve) => setImmediate(() => {
+      this.tokenizingTurn = null;
+      this.tokenizingRoom = TOKENIZE_TURN_CHARS;
+      resolve();
+    }));
+    return this.tokenizingTurn;
   }
 
   /** Takes `call` out of the queue: its promise is settled, or about to be. */

@@ -330,6 +330,14 @@ export class SentenceTokenizer {
   /** Token ids of one text: stripped, with `<s>`/`</s>`, truncated to maxLength with `</s>` (endTokenId) last. */
   encode(text: string): number[] {
     if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${text === null ? 'null' : typeof text}`);
+    return this.encodeWithin(text, Infinity)!;
+  }
+
+  /**
+   * encode(text), or null where that would tokenize more than `maxChars` characters at once (a text without a word end
+   * for that long: tokenizing costs up to ~6 us a character), having tokenized less than 2 x `maxChars` to find out.
+   */
+  encodeWithin(text: string, maxChars: number): number[] | null {
     const stripped = pythonStrip(text);
     // Only the first maxLength - 2 pieces are kept, and with a whitespace pre-tokenizer no piece
     // spans a word boundary: a prefix cut at one gives the same first pieces. Tokenize doubling
@@ -337,6 +345,7 @@ export class SentenceTokenizer {
     let ids: number[];
     for (let chars = PREFIX_CHARS_PER_TOKEN * this.maxLength; ; chars *= 2) {
       const cut = this.wordSeparators === null ? stripped.length : wordBoundaryFrom(stripped, chars, this.wordSeparators);
+      if (cut > maxChars) return null;
       ids = this.tokenizer.encode(stripped.slice(0, cut)).ids;
       if (cut === stripped.length || ids.length > this.maxLength) break;
     }

@@ -2,10 +2,12 @@
 // hidden states are bit for bit what ONNX Runtime gives on the calling thread, and dispose() and abort still hold.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import type { Worker } from 'worker_threads';
 import * as ort from 'onnxruntime-node';
-import { Encoder } from '../lib/encoder';
+import { Embeddings, Encoder } from '../lib/encoder';
+import { workerScript } from '../lib/onnx-worker';
 import type { OnnxWorker, WorkerTensor } from '../lib/onnx-worker';
 
 const SHARED = path.resolve(__dirname, '../../shared');
@@ -107,6 +109,77 @@ describeModel('the Encoder\'s ONNX Runtime worker thread', () => {
       spy.mockRestore();
     }
     expect(await encoder.encode(TEXTS)).toEqual(alone);
+  });
+
+  test('an error thrown in the worker keeps its class; its stack is this thread\'s path to the run (Encoder.runBatch), the worker\'s is its cause', async () => {
+    const original = session().run.bind(session());
+    // ort.Tensor refuses integer data labelled float32: a TypeError in the worker.
+    const spy = jest.spyOn(session(), 'run').mockImplementation((feeds, output) =>
+      original({ ...feeds, input_ids: { ...feeds.input_ids, type: 'float32' } }, output));
+    let err: Error;
+    try {
+      err = await encoder.encode(['Bonjour.']).then(() => new Error('resolved'), (e: Error) => e);
+    } finally {
+      spy.mockRestore();
+    }
+    // Made from the structured clone, in Node.js's realm, not the test's: their classes are told by name.
+    expect(err.constructor.name).toBe('TypeError');
+    expect(err.message).toMatch(/^A float32 tensor's data must be type of /);
+    expect(err.stack).toMatch(/^TypeError: A float32 tensor's data[^]*\n +at (async )?Encoder\.runBatch /);  // "async" as Node.js prints it
+    expect((err.cause as Error).constructor.name).toBe('TypeError');
+    expect((err.cause as Error).stack).toMatch(/\n +at new Tensor [^]*\n +at .*dist[/\\]onnx-worker\.js:\d+/);  // the worker's own frames
+    expect((await encoder.encode(['Bonjour.'])).rows).toBe(1);  // the worker goes on answering
+  });
+
+  test('a text too long to tokenize on the event loop (a word of 50,000 characters) is tokenized in the worker, to the same ids', async () => {
+    const word = 'anticonstitutionnellement'.repeat(2000);
+    const texts = ['Bonjour.', word, `Un début. ${word}`, `${'Un long passage de mots courts. '.repeat(2000)}${word}`];
+    // The main thread's tokenizers.js: the characters of each text it tokenized.
+    const tokenizersJs = encoder['tokenizer']['tokenizer'];
+    const onMain = jest.spyOn(tokenizersJs, 'encode');
+    const inWorker = jest.spyOn(session(), 'tokenize');
+    let result: Embeddings;
+    let mainLengths: number[];
+    let workerTexts: string[];
+    let workerIds: number[][];
+    try {
+      result = await encoder.encode(texts);
+      mainLengths = onMain.mock.calls.map(([text]) => (text as string).length);
+      workerTexts = inWorker.mock.calls.map(([text]) => text);
+      workerIds = await Promise.all(inWorker.mock.results.map((r) => r.value));
+    } finally {
+      onMain.mockRestore();
+      inWorker.mockRestore();
+    }
+    expect(Math.max(...mainLengths)).toBeLessThanOrEqual(4096);
+    // The last text's first 128 tokens come before its long word: its prefix is tokenized here.
+    expect(workerTexts.length).toBe(2);
+    expect(workerTexts[0] === texts[1] && workerTexts[1] === texts[2]).toBe(true);
+    const ids = encoder.tokenize(texts).ids;  // on this thread, whole
+    expect(workerIds).toEqual([ids[1], ids[2]]);
+    const alone = await Promise.all(texts.map((t) => encoder.encode([t])));
+    expect(Array.from(result.data)).toEqual(alone.flatMap((r) => Array.from(r.data)));
+  });
+
+  test('a compiled worker older than its TypeScript source (ts-jest without `npm run build:ts`) is refused, not run', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camembed-worker-'));
+    try {
+      const source = path.join(dir, 'onnx-worker.ts');
+      const compiled = path.join(dir, 'onnx-worker.js');
+      fs.writeFileSync(source, '');
+      expect(() => workerScript(source, compiled)).toThrow(`${compiled} is missing: run \`npm run build:ts\``);
+      fs.writeFileSync(compiled, '');
+      fs.utimesSync(source, 2000, 2000);
+      fs.utimesSync(compiled, 1000, 1000);
+      expect(() => workerScript(source, compiled)).toThrow(`${compiled} is older than ${source}: run \`npm run build:ts\``);
+      expect(workerScript(compiled, compiled)).toBe(compiled);  // running as JavaScript (the package): nothing to compare
+      fs.utimesSync(compiled, 3000, 3000);
+      expect(workerScript(source, compiled)).toBe(compiled);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    // These tests ran lib/onnx-worker.ts's current code: `npm test` compiled it first.
+    expect(workerScript()).toBe(path.resolve(__dirname, '../dist/onnx-worker.js'));
   });
 
   test('dispose() ends the worker thread after the calls made before it', async () => {
