@@ -10,6 +10,7 @@ import { devices } from '../lib/devices';
 import { Encoder } from '../lib/encoder';
 import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
+import { cliCoprocess } from './helpers/coprocess';
 import { withTerminalStderr } from './helpers/terminal';
 
 const MODEL = path.resolve(__dirname, '../../shared/models/tiny-random-camembert');
@@ -158,32 +159,15 @@ describeModel('camembed encode', () => {
   }, 120_000);
 
   /** `camembed encode --input - ARGS` as a coprocess: its standard input stays open until `stdin.end()`. */
-  function coprocess(args: string[]) {
-    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
-    const child = spawn(process.execPath, [cli, 'encode', '--model', MODEL, '--input', '-', '--threads', '1', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const run = {
-      stdin: child.stdin, out: Buffer.alloc(0), err: '',
-      exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))),
-      /** Waits for `rows` vectors on standard output. */
-      answered: async (rows: number) => {
-        for (let waited = 0; run.out.length < rows * 32 * 4; waited += 10) {
-          if (waited > 20_000 || child.exitCode !== null) throw new Error(`${run.out.length / 128} vectors, not ${rows}; stderr: ${run.err}`);
-          await new Promise((r) => setTimeout(r, 10));
-        }
-      },
-    };
-    child.stdout.on('data', (d: Buffer) => { run.out = Buffer.concat([run.out, d]); });
-    child.stderr.on('data', (d) => { run.err += String(d); });
-    return run;
-  }
+  const coprocess = (args: string[]) => cliCoprocess(['encode', '--model', MODEL, '--input', '-', '--threads', '1', ...args]);
 
   test('--input - writes each vector as its line comes (a coprocess writes one and waits), not 4,096 at a time or at the end', async () => {
     const encode = coprocess(['--output', '-']);
     try {
       encode.stdin.write(`${texts[0]}\n`);
-      await encode.answered(1);
+      await encode.answered((out) => out.length >= 1 * 32 * 4, '1 vector');
       encode.stdin.write(`${texts[1]}\n`);
-      await encode.answered(2);
+      await encode.answered((out) => out.length >= 2 * 32 * 4, '2 vectors');
     } finally {
       encode.stdin.end();
     }

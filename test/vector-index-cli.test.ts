@@ -9,6 +9,7 @@ import { main } from '../lib/cli';
 import { Encoder } from '../lib/encoder';
 import { VectorIndex } from '../lib/vector-index';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../lib/float16';
+import { cliCoprocess } from './helpers/coprocess';
 import { makeRandom, randomSignedArray } from './helpers/random';
 import { npyBytes } from './helpers/npy';
 import { withTerminalStderr } from './helpers/terminal';
@@ -153,39 +154,24 @@ describeFiles('camembed index build / search', () => {
   });
 
   /** `camembed search --queries -` as a coprocess: its standard input stays open until `stdin.end()`. */
-  function coprocess(args: string[]) {
-    const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
-    const child = spawn(process.execPath, [cli, 'search', '--index', indexFile, '--k', '5', '--queries', '-', '--threads', '1', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const run = {
-      stdin: child.stdin, out: '', err: '',
-      exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))),
-      /** Waits for `lines` lines of results. */
-      answered: async (lines: number) => {
-        for (let waited = 0; run.out.split('\n').length <= lines; waited += 10) {
-          if (waited > 20_000 || child.exitCode !== null) throw new Error(`no answer; stdout: ${run.out}; stderr: ${run.err}`);
-          await new Promise((r) => setTimeout(r, 10));
-        }
-      },
-    };
-    child.stdout.on('data', (d) => { run.out += String(d); });
-    child.stderr.on('data', (d) => { run.err += String(d); });
-    return run;
-  }
+  const coprocess = (args: string[]) => cliCoprocess(['search', '--index', indexFile, '--k', '5', '--queries', '-', '--threads', '1', ...args]);
+  /** Standard output holds `n` whole lines. */
+  const lines = (n: number) => (out: Buffer) => String(out).split('\n').length > n;
 
   test('search --queries - answers each question as it comes (a coprocess writes one and waits), not --batch-size at a time or at the end', async () => {
     const search = coprocess([]);
     try {
       search.stdin.write(`${questions[1]}\n`);
-      await search.answered(5);
+      await search.answered(lines(5), '5 lines');
       search.stdin.write(`${questions[2]}\n`);
-      await search.answered(10);
+      await search.answered(lines(10), '10 lines');
     } finally {
       search.stdin.end();
     }
     expect(await search.exited).toBe(0);
     // The same lines as each question given as an argument (query 0 there; the second is query 1 here).
     const asArgument = async (q: number) => (await captureStdout(['search', '--index', indexFile, '--k', '5', questions[q]])).out;
-    expect(search.out).toBe(await asArgument(1) + (await asArgument(2)).replace(/^0\t/gm, '1\t'));
+    expect(String(search.out)).toBe(await asArgument(1) + (await asArgument(2)).replace(/^0\t/gm, '1\t'));
   }, 120_000);
 
   test('search --queries - that fails between two questions ends at once (exit 1), not when its standard input closes', async () => {
@@ -194,7 +180,7 @@ describeFiles('camembed index build / search', () => {
     const search = coprocess(['--passages', changing]);
     try {
       search.stdin.write(`${questions[1]}\n`);
-      await search.answered(5);
+      await search.answered(lines(5), '5 lines');
       fs.appendFileSync(changing, 'une ligne de plus\n');
       search.stdin.write(`${questions[2]}\n`);
       const ended = await Promise.race([search.exited, new Promise((r) => setTimeout(r, 20_000, 'still running'))]);
