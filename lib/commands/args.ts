@@ -312,14 +312,15 @@ export async function withFileProgress<T>(label: string, transfer: (onProgress: 
 /**
  * The lines of `file` ('-': standard input) as texts, in the batches they are read in (flatten()
  * them for Encoder.encodeStream), and an onProgress for them that draws a bar of the bytes encoded
- * (a file's size is known before reading it, its line count is not). See lib/lines.ts for what a
- * line is. `close()`, when the command ends however it ends, closes the file: a read still waiting
- * for a line (readyBatches') would keep the process until a FIFO's writer, or standard input's,
- * wrote or closed.
+ * (a regular file's size is known before reading it, its line count is not; a pipe's or a FIFO's
+ * size is not). See lib/lines.ts for what a line is. `close()`, when the command ends however it
+ * ends, closes the file: a read still waiting for a line (readyBatches') would keep the process
+ * until a FIFO's writer, or standard input's, wrote or closed.
  */
 export function textsWithProgress(file: string, label: string):
   { batches: AsyncGenerator<string[]>; onProgress: (p: { done: number }) => void; bar: ProgressBar; close: () => void } {
-  const bar = createProgressBar({ label, unit: 'bytes', total: file === '-' ? undefined : fs.statSync(file).size });
+  const stat = file === '-' ? undefined : fs.statSync(file);
+  const bar = createProgressBar({ label, unit: 'bytes', total: stat?.isFile() ? stat.size : undefined });
   const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
   let encoded = 0;
   const reading = new AbortController();
