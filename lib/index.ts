@@ -20,6 +20,7 @@ export type { EvaluateOptions, MetricName, MetricValues, PerQueryEvaluation, Qre
 export { readQrels, readTsv, readTsvEntries, TrecRunWriter } from './eval/formats';
 export type { TextRecord } from './eval/formats';
 export { FormatError, readTextLines, readTexts } from './lines';
+export { LockHeld } from './lock-file';
 export type { TextLine } from './lines';
 export { evaluateRetrieval } from './eval/retrieval';
 export type { RetrievalEvaluation, RetrievalEvaluationOptions } from './eval/retrieval';

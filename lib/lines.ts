@@ -111,13 +111,17 @@ export function readTextLines(file: string, from = { offset: 0, line: 0 }): Asyn
   return flatten(readTextLineBatches(file, from));
 }
 
-/** readTextLines' lines, in batches (arrays) of up to 4,096 lines of a read: for readers that would otherwise await each line. */
-export function readTextLineBatches(file: string, from = { offset: 0, line: 0 }): AsyncGenerator<TextLine[], void, undefined> {
+/**
+ * readTextLines' lines, in batches (arrays) of up to 4,096 lines of a read: for readers that would otherwise await each line.
+ * Aborting `signal` closes the file at once, even while a read waits for a line (a FIFO's or standard
+ * input's): return() cannot, as it waits for that read to end first.
+ */
+export function readTextLineBatches(file: string, from = { offset: 0, line: 0 }, signal?: AbortSignal): AsyncGenerator<TextLine[], void, undefined> {
   if (typeof file !== 'string' || file === '') throw new TypeError(`file must be a non-empty path string (or '-'), got ${describeValue(file)}`);
   requireObject('from', from, ['offset', 'line']);
   const start = { offset: requireInteger('from.offset', from.offset, 0), line: requireInteger('from.line', from.line, 0) };
   if (start.offset > 0 && file === '-') throw notResumable(file);
-  return textLines(file, start);
+  return textLines(file, start, signal);
 }
 
 /**
@@ -177,7 +181,8 @@ export async function* flatten<T>(batches: AsyncIterable<T[]>): AsyncGenerator<T
 
 const notResumable = (file: string) => new RangeError(`${nameOf(file)} is not a regular file: it cannot be resumed from a byte offset`);
 
-async function* textLines(file: string, from: { offset: number; line: number }): AsyncGenerator<TextLine[], void, undefined> {
+async function* textLines(file: string, from: { offset: number; line: number }, signal?: AbortSignal): AsyncGenerator<TextLine[], void, undefined> {
+  if (signal?.aborted) return;
   // What the file is, like opening it, is found out when reading starts.
   if (from.offset > 0 && !fs.statSync(file).isFile()) throw notResumable(file);
   // A start position, even 0, makes every read positioned, which a pipe refuses (ESPIPE).
@@ -188,10 +193,13 @@ async function* textLines(file: string, from: { offset: number; line: number }):
   // collection closes the file.
   const walk = {};
   if (input !== process.stdin) openFiles.register(walk, input, walk);
+  const close = () => input.destroy();
+  signal?.addEventListener('abort', close);
   try {
     yield* mapBatches(rawLineBatches(input as AsyncIterable<Buffer>, file, from.offset, from.line),
       ({ bytes, line, startOffset, endOffset }) => ({ text: lineText(bytes, startOffset, file, line), line, endOffset }));
   } finally {
+    signal?.removeEventListener('abort', close);
     openFiles.unregister(walk);
   }
 }

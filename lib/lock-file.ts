@@ -8,9 +8,14 @@ import * as path from 'path';
 
 import { loadAddon } from './native';
 
-/** Another process holds the lock: `message` says what it locks and which process holds it. */
+/**
+ * Another run holds a lock (`TrecRunWriter.open`'s on a run file, `encodeCollection`'s on an
+ * embedding cache folder): `message` says what it locks and which process holds it.
+ */
 export class LockHeld extends Error {
-  constructor(what: string, holder: string, readonly file: string) {
+  constructor(what: string, holder: string,
+    /** The lock file (absolute): `<run file>.lock` (beside the file a link names), or `lock` in the cache folder. */
+    readonly file: string) {
     super(`${what} is in use by another run (${holder}): wait for it to end`);
     this.name = 'LockHeld';
   }

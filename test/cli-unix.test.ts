@@ -610,6 +610,42 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
   }, 120_000);
 });
 
+(haveModels && haveProc && haveDevFull ? test : test.skip)('encode and search reading a FIFO whose writer stays exit as soon as they fail, not when the writer writes or closes', async () => {
+  // Their reads of the next line (readyBatches) held the FIFO open, and the process, until then: only standard input was closed.
+  const fifo = path.join(dir, 'failing.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const passages = path.join(dir, 'failing-passages.txt');
+  fs.writeFileSync(passages, 'un\n');
+  const file = path.join(dir, 'failing.cmbd');  // of the model's 32-d vectors
+  const index = new VectorIndex({ dim: 32 });
+  index.add(new Float32Array(32).fill(1));
+  await index.save(file);
+  index.dispose();
+  for (const [args, message] of [
+    [['encode', '--input', fifo, '--output', '/dev/full'], 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n'],
+    // Its passages changed once open: the first answer fails.
+    [['search', '--index', file, '--queries', fifo, '--passages', passages], `camembed search: ${passages} changed since it was opened\n`],
+  ] as const) {
+    const child = spawn(process.execPath, [CLI, ...args, '--model', MODEL, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waitUntilWaitingOn(child, fifo);
+    fs.appendFileSync(passages, 'deux\n');
+    const writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);  // the child has it open for reading
+    try {
+      fs.writeSync(writer, 'bonjour\n');
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 10_000, 'still running'); })]);
+      clearTimeout(timer);
+      expect({ args, ended, stderr }).toEqual({ args, ended: 1, stderr: message });
+    } finally {
+      fs.closeSync(writer);
+      child.kill('SIGKILL');
+    }
+  }
+}, 60_000);
+
 (haveModels ? test : test.skip)("encode to a pipe named by path whose reader leaves ends quietly (141) as '-' does; a device that fails gets no 'partial output' note", async () => {
   const input = path.join(dir, 'many.txt');
   fs.writeFileSync(input, 'bonjour\n'.repeat(5000));  // 640 KB of vectors: more than a pipe holds

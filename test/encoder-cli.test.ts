@@ -1,5 +1,5 @@
 // `camembed encode`: the .npy and raw .f32 files hold exactly what Encoder.encode returns.
-import { spawn, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
@@ -10,6 +10,7 @@ import { devices } from '../lib/devices';
 import { Encoder } from '../lib/encoder';
 import { convertToOnnx } from '../lib/model';
 import { loadAddon } from '../lib/native';
+import * as progress from '../lib/progress';
 import { cliCoprocess } from './helpers/coprocess';
 import { withTerminalStderr } from './helpers/terminal';
 
@@ -308,6 +309,26 @@ describeModel('camembed encode', () => {
     });
     const lines = err.join('').split('\r');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  \\[#{24}\\] 100\\.0%  ${size} B/${size} B  ETA 0:00  `));
+  });
+
+  (process.platform === 'win32' ? test.skip : test)("a FIFO's bar is a pipe's: the bytes read, with no total (the size stat gives a FIFO says nothing of what comes)", async () => {
+    const fifo = path.join(dir, 'bar.fifo');
+    execFileSync('mkfifo', [fifo]);
+    fs.createWriteStream(fifo).end(fs.readFileSync(input));
+    const size = fs.statSync(input).size;
+    const bars = jest.spyOn(progress, 'createProgressBar');
+    try {
+      const err = await withTerminalStderr(async (written) => {
+        expect(await main(['encode', '--model', MODEL, '--input', fifo, '--output', path.join(dir, 'fifo-bar.f32'), '--batch-size', '2'])).toBe(0);
+        return written;
+      });
+      // Its total was the FIFO's stat size, 0 on Linux (drawn as no total) and what the pipe holds elsewhere.
+      expect(bars.mock.calls).toEqual([[{ label: 'encode', unit: 'bytes', total: undefined }]]);
+      const lines = err.join('').split('\r');
+      expect(lines[lines.length - 1]).toMatch(new RegExp(`^encode  ${size} B  [0-9.]+ \\S+/s\x1b\\[K\n`));
+    } finally {
+      bars.mockRestore();
+    }
   });
 
   test("an output that is one of the model's files (its graph, weights, tokenizer: through a link too) is a usage error; the model stays whole", async () => {

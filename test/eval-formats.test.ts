@@ -5,6 +5,7 @@ import * as v8 from 'v8';
 import * as vm from 'vm';
 import { readQrels, readTsv, readTsvEntries, TextRecord, TrecRunWriter } from '../lib/eval/formats';
 import { FormatError } from '../lib/lines';
+import { LockHeld } from '../lib';
 import { makeRandom } from './helpers/random';
 
 let dir: string;
@@ -183,6 +184,18 @@ describe('TrecRunWriter', () => {
     ]);
     expect(Math.fround(Number(lines[0].split(' ')[4]))).toBe(scores[0]); // float32 round trip
     expect(fs.existsSync(`${file}.partial`)).toBe(false);
+  });
+
+  test('a run file another writer holds is refused with a LockHeld error, which the package root exports (its message was all a user could match)', async () => {
+    const file = path.join(dir, 'locked.trec');
+    const first = await TrecRunWriter.open(file);
+    try {
+      const refused = await TrecRunWriter.open(file).then(() => { throw new Error('opened twice'); }, (err: unknown) => err as LockHeld);
+      expect([refused instanceof LockHeld, refused.name, refused.file, refused.message]).toEqual([true, 'LockHeld', `${file}.lock`,
+        `the run file ${file} is in use by another run (process ${process.pid}): wait for it to end`]);
+    } finally {
+      await first.abort();
+    }
   });
 
   test("ids holding '#' are written as given, with one warning a run: trec_eval misreads them", async () => {

@@ -312,15 +312,20 @@ export async function withFileProgress<T>(label: string, transfer: (onProgress: 
 /**
  * The lines of `file` ('-': standard input) as texts, in the batches they are read in (flatten()
  * them for Encoder.encodeStream), and an onProgress for them that draws a bar of the bytes encoded
- * (a file's size is known before reading it, its line count is not). See lib/lines.ts for what a line is.
+ * (a regular file's size is known before reading it, its line count is not; a pipe's or a FIFO's
+ * size is not). See lib/lines.ts for what a line is. `close()`, when the command ends however it
+ * ends, closes the file: a read still waiting for a line (readyBatches') would keep the process
+ * until a FIFO's writer, or standard input's, wrote or closed.
  */
 export function textsWithProgress(file: string, label: string):
-  { batches: AsyncGenerator<string[]>; onProgress: (p: { done: number }) => void; bar: ProgressBar } {
-  const bar = createProgressBar({ label, unit: 'bytes', total: file === '-' ? undefined : fs.statSync(file).size });
+  { batches: AsyncGenerator<string[]>; onProgress: (p: { done: number }) => void; bar: ProgressBar; close: () => void } {
+  const stat = file === '-' ? undefined : fs.statSync(file);
+  const bar = createProgressBar({ label, unit: 'bytes', total: stat?.isFile() ? stat.size : undefined });
   const lineEnds: number[] = [];  // the byte offset after each line read but not yet encoded
   let encoded = 0;
+  const reading = new AbortController();
   async function* batches(): AsyncGenerator<string[]> {
-    for await (const lines of readTextLineBatches(file)) {
+    for await (const lines of readTextLineBatches(file, undefined, reading.signal)) {
       for (const { endOffset } of lines) lineEnds.push(endOffset);
       yield lines.map(({ text }) => text);
     }
@@ -330,7 +335,7 @@ export function textsWithProgress(file: string, label: string):
     lineEnds.splice(0, done - encoded);
     encoded = done;
   };
-  return { batches: batches(), onProgress, bar };
+  return { batches: batches(), onProgress, bar, close: () => reading.abort() };
 }
 
 /**

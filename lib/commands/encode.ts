@@ -10,7 +10,6 @@ import {
   checkTextFile, CliUsageError, ENCODER_BATCH_SIZE_OPTION, modelFilesAt, onInterrupt, OptionSpec, parseCommand, requiredString, requireDevice,
   namesStandardOutput, requireExists, requireModel, requireOutputFile, textsWithProgress, THREADS_OPTION, writeStdout,
 } from './args';
-import { ProgressBar } from '../progress';
 
 export const summary = 'encode a text file (one text per line) into float32 vectors (.f32 or .npy)';
 
@@ -102,7 +101,7 @@ export async function run(argv: string[]): Promise<void> {
   // Also while the model loads: a model converted as it loads leaves no temporary file.
   const endInterruptCleanup = onInterrupt(() => closeOutput(false));
   let encoder: Encoder | undefined;
-  let bar: ProgressBar | undefined;
+  let progress: ReturnType<typeof textsWithProgress> | undefined;
   let rows = 0;
   let complete = false;
   try {
@@ -113,8 +112,8 @@ export async function run(argv: string[]): Promise<void> {
       offline: options.offline === true,
       revision: options.revision as string | undefined,
     });
-    const progress = textsWithProgress(input, 'encode');
-    bar = progress.bar;
+    progress = textsWithProgress(input, 'encode');
+    const { batches, onProgress } = progress;
     if (out !== null && !out.created && fs.fstatSync(out.fd).isFile()) {  // a pipe or a device holds nothing to empty
       emptied = true;
       onOutput(() => fs.ftruncateSync(out.fd, 0));
@@ -123,20 +122,19 @@ export async function run(argv: string[]): Promise<void> {
     if (npy) await write(npyHeader(0, dim));
     // The lines that have come, whenever no more are there yet (as search's questions): a program that writes
     // a line and waits for its vector gets it at once (it waited for a chunk of 4,096 lines, or the end).
-    for await (const texts of readyBatches(progress.batches, CHUNK_LINES)) {
+    for await (const texts of readyBatches(batches, CHUNK_LINES)) {
       const before = rows;
-      const chunk = await encoder.encode(texts, { normalize: options['no-normalize'] !== true, onProgress: ({ done }) => progress.onProgress({ done: before + done }) });
+      const chunk = await encoder.encode(texts, { normalize: options['no-normalize'] !== true, onProgress: ({ done }) => onProgress({ done: before + done }) });
       await write(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       rows += chunk.rows;
     }
     if (out !== null && npy) onOutput(() => fs.writeSync(out.fd, npyHeader(rows, dim), 0, NPY_HEADER_BYTES, 0));
     complete = true;
   } finally {
-    // Stopped by an error while a read waits for the next line (readyBatches): that read would keep the process until then.
-    if (input === '-') process.stdin.destroy();
+    progress?.close();
     await endInterruptCleanup();
     closeOutput(complete);
-    bar?.finish();
+    progress?.bar.finish();
     await encoder?.dispose();
   }
   process.stderr.write(`wrote ${rows} x ${encoder.dim} float32 to ${output === '-' ? 'standard output' : output}\n`);

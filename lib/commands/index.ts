@@ -219,9 +219,10 @@ export async function run(argv: string[]): Promise<void> {
       device, threads: options.threads as number | undefined, batchSize: options['batch-size'] as number, offline: options.offline === true,
       revision: options.revision as string | undefined,
     }).finally(endLoadInterrupt);
-    const { batches, onProgress, bar } = textsWithProgress(input, 'index build');
+    const { batches, onProgress, bar, close: closeInput } = textsWithProgress(input, 'index build');
     source = {
-      dim: encoder.dim, chunks: encoder.encodeStream(flatten(batches), { onProgress }), bar, advance: () => undefined, close: () => encoder.dispose(),
+      dim: encoder.dim, chunks: encoder.encodeStream(flatten(batches), { onProgress }), bar, advance: () => undefined,
+      close: () => { closeInput(); return encoder.dispose(); },
     };
   }
   const recorded = vectorsFile === undefined ? model ?? DEFAULT_MODEL : model;

@@ -104,12 +104,13 @@ export async function run(argv: string[]): Promise<void> {
   let bar: ProgressBar | undefined;
   let encoder: Encoder | null = null;
   let passages: LineFile | null = null;
+  let questions: ReturnType<typeof textsWithProgress> | null = null;
   try {
     if (vectorsFile === undefined) encoder = await loadEncoder(options, index, indexFile, device);
     if (passagesFile !== undefined) passages = await LineFile.open(passagesFile);
     // A file of questions: encode's bar, its bytes searched out of its size; query vectors: their rows
     // searched out of the file's (both with an ETA). One question has no bar (it drew 'search  1' after the results).
-    const questions = queriesFile === undefined ? null : textsWithProgress(queriesFile, 'search');
+    if (queriesFile !== undefined) questions = textsWithProgress(queriesFile, 'search');
     const layout = vectorsFile === undefined ? null : vectorFileLayout(vectorsFile, index.dim);  // raw float32 rows of the index's dim, or a .npy of it
     bar = questions?.bar ?? (layout === null ? undefined : createProgressBar({ label: 'search', unit: 'items', total: layout.rows }));
     const onSearched = questions?.onProgress ?? (({ done }: { done: number }) => bar?.update(done));
@@ -139,8 +140,7 @@ export async function run(argv: string[]): Promise<void> {
       }
     }
   } finally {
-    // Stopped by an error while a read waits for the next question (readyBatches): that read would keep the process until then.
-    if (queriesFile === '-') process.stdin.destroy();
+    questions?.close();
     passages?.close();
     bar?.finish();
     await encoder?.dispose();
