@@ -15,9 +15,17 @@ const describeModel = haveModel ? describe : describe.skip;
 /** The vectors' bits: equal only if every float is the same float. */
 const bits = (e: Embeddings) => new Uint32Array(e.data.buffer, e.data.byteOffset, e.data.length);
 
-/** What `work` gives, and the [rows, tokens] of each ONNX Runtime run of `encoder` meanwhile. */
-async function withRuns<T>(encoder: Encoder, work: () => Promise<T>): Promise<{ result: T; runs: number[][] }> {
-  const spy = jest.spyOn(encoder['session'] as OnnxWorker, 'run');
+/**
+ * What `work` gives, and the [rows, tokens] of each ONNX Runtime run of `encoder` meanwhile; each run `slower` ms
+ * slower (as a real model's runs are than the tiny one's, which would otherwise take turns with tokenizing).
+ */
+async function withRuns<T>(encoder: Encoder, work: () => Promise<T>, slower = 0): Promise<{ result: T; runs: number[][] }> {
+  const session = encoder['session'] as OnnxWorker;
+  const run = session.run.bind(session);
+  const spy = jest.spyOn(session, 'run').mockImplementation(async (...args) => {
+    await new Promise((resolve) => setTimeout(resolve, slower));
+    return run(...args);
+  });
   try {
     const result = await work();
     return { result, runs: spy.mock.calls.map(([feeds]) => [...feeds.input_ids.dims]) };
@@ -50,8 +58,9 @@ describeModel('concurrent encode() calls share batches', () => {
       for (const c of calls) alone.push(await encoder.encode(c.texts, { normalize: c.normalize }));
     });
     const progress = calls.map(() => [] as number[]);
+    // Runs of 100 ms: the texts tokenized meanwhile (in event-loop turns of 4,096 characters) wait for the next.
     const { result: shared, runs } = await withRuns(encoder, () => Promise.all(calls.map((c, i) =>
-      encoder.encode(c.texts, { normalize: c.normalize, onProgress: ({ done, total }) => progress[i].push(done / total) }))));
+      encoder.encode(c.texts, { normalize: c.normalize, onProgress: ({ done, total }) => progress[i].push(done / total) }))), 100);
     shared.forEach((e, i) => {
       expect([e.rows, e.dim]).toEqual([calls[i].texts.length, 32]);
       expect(bits(e)).toEqual(bits(alone[i]));
