@@ -191,7 +191,7 @@ async function run() {
   for (const [setName, texts] of [['queries', queries], ['passages', passages]]) {
     for (const b of BATCH_SIZES) {
       const encoder = await Encoder.load(MODEL_DIR, { threads: THREADS, batchSize: b });
-      const sleepy = await Encoder.load(MODEL_DIR, { threads: THREADS, batchSize: b, spinWait: false });
+      const spinning = await Encoder.load(MODEL_DIR, { threads: THREADS, batchSize: b, spinWait: true });
       let t0 = process.hrtime.bigint();
       const ids = encoder.tokenize(texts).ids;
       const tokenizeS = seconds(t0);
@@ -214,11 +214,11 @@ async function run() {
         unsortedPlan.push({ rows: chunk, seq: Math.max(...chunk) });
       }
       const flops = lengths.reduce((a, l) => a + usefulFlops(l, cfg), 0);
-      const times = { camembed: [], 'camembed spinWait:false': [], 'transformers.js': [], 'ort+js': [] };
+      const times = { camembed: [], 'camembed spinWait:true': [], 'transformers.js': [], 'ort+js': [] };
       let results = {};
       const passes = {
         camembed: async () => (await encoder.encode(texts)).data,
-        'camembed spinWait:false': async () => (await sleepy.encode(texts)).data,
+        'camembed spinWait:true': async () => (await spinning.encode(texts)).data,
         'transformers.js': async () => {
           const tjs = new Float32Array(texts.length * encoder.dim);
           for (let i = 0; i < texts.length; i += b) {
@@ -231,7 +231,7 @@ async function run() {
       };
       const warmUp = {
         camembed: () => encoder.encode([texts[0]]),
-        'camembed spinWait:false': () => sleepy.encode([texts[0]]),
+        'camembed spinWait:true': () => spinning.encode([texts[0]]),
         'transformers.js': () => extractor([texts[0]], { pooling: 'mean', normalize: true }),
         'ort+js': () => plainOrt(plainSession, [ids[0]], 1, encoder.dim),
       };
@@ -260,7 +260,7 @@ async function run() {
         });
       }
       await encoder.dispose();
-      await sleepy.dispose();
+      await spinning.dispose();
     }
   }
 
@@ -269,13 +269,13 @@ async function run() {
   // the next one, and on 2 cores another session's spinning workers slow down the run that follows
   // (here, p50 ~21 ms instead of ~11 ms for whichever came after a spinning session).
   const encoder = await Encoder.load(MODEL_DIR, { threads: THREADS });
-  const sleepy = await Encoder.load(MODEL_DIR, { threads: THREADS, spinWait: false });
+  const spinning = await Encoder.load(MODEL_DIR, { threads: THREADS, spinWait: true });
   const encodeOne = {
     camembed: (q) => encoder.encode(q),
-    'camembed spinWait:false': (q) => sleepy.encode(q),
+    'camembed spinWait:true': (q) => spinning.encode(q),
     'transformers.js': (q) => extractor(q, { pooling: 'mean', normalize: true }),
   };
-  const latency = { camembed: [], 'camembed spinWait:false': [], 'transformers.js': [] };
+  const latency = { camembed: [], 'camembed spinWait:true': [], 'transformers.js': [] };
   const LATENCY_BLOCK = 10;
   for (let start = 0; start < LATENCY_RUNS; start += LATENCY_BLOCK) {
     for (const impl of Object.keys(encodeOne)) {
@@ -288,7 +288,7 @@ async function run() {
     }
   }
   await encoder.dispose();
-  await sleepy.dispose();
+  await spinning.dispose();
   const peakAfter = fmaPeakGflops();
   const peak = peakAfter.gflops > peakBefore.gflops ? peakAfter : peakBefore;
   for (const r of rows) r.ofFmaPeak = r.usefulGflops / peak.gflops;

@@ -107,9 +107,10 @@ export interface EncoderOptions {
    */
   onProgress?: ((progress: DownloadProgress) => void) | undefined;
   /**
-   * ONNX Runtime's worker threads spin-wait between operators (default true, ORT's default): one
-   * query takes about half the time it takes with sleeping threads. On a machine shared with
-   * other busy processes, `false` keeps large batches from slowing down (bench/RESULTS-encoder.md).
+   * ONNX Runtime's worker threads spin-wait between operators (default false; ORT's own default is
+   * true). Spinning threads take the cores this thread tokenizes, plans and pools on: on a 2-core
+   * machine batches and concurrent queries were slower with it (bench/RESULTS-encoder.md, 2026-11-30).
+   * `true` can lower one query's latency on cores that nothing else uses.
    */
   spinWait?: boolean | undefined;
   /**
@@ -572,7 +573,7 @@ export class Encoder {
     }
     const cacheDir = optionalString('options.cacheDir', o.cacheDir);
     const offline = optionalBoolean('options.offline', o.offline, false);
-    const spinWait = optionalBoolean('options.spinWait', o.spinWait, true);
+    const spinWait = optionalBoolean('options.spinWait', o.spinWait, false);
     const signal = optionalAbortSignal('options.signal', o.signal);
     const onProgress = optionalFunction<(p: DownloadProgress) => void>('options.onProgress', o.onProgress);
 

@@ -7,8 +7,8 @@ import * as path from 'path';
 import type { Worker } from 'worker_threads';
 import * as ort from 'onnxruntime-node';
 import { Embeddings, Encoder } from '../lib/encoder';
-import { workerScript } from '../lib/onnx-worker';
-import type { OnnxWorker, WorkerTensor } from '../lib/onnx-worker';
+import { OnnxWorker, workerScript } from '../lib/onnx-worker';
+import type { WorkerTensor } from '../lib/onnx-worker';
 
 const SHARED = path.resolve(__dirname, '../../shared');
 const MODEL = path.join(SHARED, 'models/tiny-random-camembert');
@@ -202,6 +202,18 @@ describeModel('the Encoder\'s ONNX Runtime worker thread', () => {
     await ((e['session'] as OnnxWorker)['worker'] as Worker).terminate();
     await expect(e.encode(['Bonjour.'])).rejects.toThrow(new Error('the ONNX Runtime worker thread stopped (exit code 1)'));
     await e.dispose();
+  });
+
+  test('ONNX Runtime\'s threads sleep between operators unless spinWait is true', async () => {
+    // Spinning threads take the cores the main thread tokenizes on (bench/RESULTS-encoder.md, 2026-11-30).
+    const create = jest.spyOn(OnnxWorker, 'create');
+    try {
+      for (const options of [{}, { spinWait: false }, { spinWait: true }]) await (await Encoder.load(MODEL, { threads: 1, ...options })).dispose();
+      expect(create.mock.calls.map(([setup]) => setup.options.extra)).toEqual(['0', '0', '1'].map(
+        (allow_spinning) => ({ session: { intra_op: { allow_spinning } } })));
+    } finally {
+      create.mockRestore();
+    }
   });
 
   test('a process that never disposes of its Encoder still exits, after its encode() has answered', () => {
