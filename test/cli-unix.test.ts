@@ -394,6 +394,15 @@ async function interrupted(args: string[], signals: [NodeJS.Signals, (stderr: st
 
 const haveProc = fs.existsSync('/proc/self/task');
 
+/** Saves at `file` an index of one vector of the test model's 32 dimensions; returns `file`. */
+async function oneVectorIndex(file: string): Promise<string> {
+  const index = new VectorIndex({ dim: 32 });
+  index.add(new Float32Array(32).fill(1));
+  await index.save(file);
+  index.dispose();
+  return file;
+}
+
 /** Waits until `child` has `fifo` open, or waits in open(2) for a writer of a FIFO (Linux's /proc tells). */
 async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string): Promise<void> {
   const proc = path.join('/proc', String(child.pid));
@@ -540,11 +549,7 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
     // for them: until a writer came. (search has no handler then: Ctrl-C ended it at once.)
     const fifo = path.join(dir, 'no-writer.fifo');
     execFileSync('mkfifo', [fifo]);
-    const file = path.join(dir, 'no-writer.cmbd');  // of the model's 32-d vectors
-    const index = new VectorIndex({ dim: 32 });
-    index.add(new Float32Array(32).fill(1));
-    await index.save(file);
-    index.dispose();
+    const file = await oneVectorIndex(path.join(dir, 'no-writer.cmbd'));
     for (const [args, output] of [
       [['encode', '--input', fifo, '--output', path.join(dir, 'fifo.f32')], path.join(dir, 'fifo.f32')],
       [['index', 'build', '--input', fifo, '--output', path.join(dir, 'fifo.cmbd')], path.join(dir, 'fifo.cmbd')],
@@ -616,11 +621,7 @@ async function waitUntilWaitingOn(child: ReturnType<typeof spawn>, fifo: string)
   execFileSync('mkfifo', [fifo]);
   const passages = path.join(dir, 'failing-passages.txt');
   fs.writeFileSync(passages, 'un\n');
-  const file = path.join(dir, 'failing.cmbd');  // of the model's 32-d vectors
-  const index = new VectorIndex({ dim: 32 });
-  index.add(new Float32Array(32).fill(1));
-  await index.save(file);
-  index.dispose();
+  const file = await oneVectorIndex(path.join(dir, 'failing.cmbd'));
   for (const [args, message] of [
     [['encode', '--input', fifo, '--output', '/dev/full'], 'camembed encode: cannot write to /dev/full: ENOSPC: no space left on device, write\n'],
     // Its passages changed once open: the first answer fails.
